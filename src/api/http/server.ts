@@ -1,0 +1,124 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import { Ajv } from 'ajv';
+import { randomUUID } from 'node:crypto';
+import { Histogram } from 'prom-client';
+import { MillraceError, toMillraceError } from '../../core/errors.js';
+import type { Runtime } from '../../runtime.js';
+import { registerCoreRoutes } from './core-routes.js';
+
+export interface HttpPlugin {
+  (app: FastifyInstance): void | Promise<void>;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    traceparent: string | undefined;
+  }
+}
+
+/** The JSON body of every error response. */
+export const errorSchema = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object', additionalProperties: true } },
+      required: ['code', 'message'],
+    },
+  },
+  required: ['error'],
+} as const;
+
+/** Translates any error into the one response shape, with its status from the code table. */
+export function toHttpError(err: unknown): MillraceError {
+  if (err instanceof MillraceError) return err;
+  const fe = err as FastifyError & { validation?: unknown[]; validationContext?: string };
+  if (fe && Array.isArray(fe.validation)) {
+    return new MillraceError('bad_request', fe.message, { details: { part: fe.validationContext, problems: fe.validation } });
+  }
+  switch (fe?.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new MillraceError('bad_json', fe.message);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new MillraceError('payload_too_large', fe.message);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new MillraceError('unsupported_media_type', fe.message);
+    default:
+      break;
+  }
+  if (fe instanceof SyntaxError) return new MillraceError('bad_json', fe.message);
+  if (typeof fe?.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return new MillraceError('bad_request', fe.message);
+  return toMillraceError(err);
+}
+
+/**
+ * Fastify over a Runtime. Bodies are validated strictly (no type coercion,
+ * unknown fields refused by each schema's `additionalProperties: false`);
+ * query strings and path parameters are coerced from text.
+ */
+export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: rt.logger as unknown as FastifyBaseLogger,
+    bodyLimit: rt.config.http.body_limit_bytes,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && given.length > 0 && given.length <= 200 ? given : randomUUID();
+    },
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+
+  const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false, strict: false });
+  const lenient = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict.compile(schema) : lenient.compile(schema)));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'millrace', version: '0.1.0', description: 'Durable event backbone: machines, ledger, pipe, bus over one hash-chained log.' },
+    },
+  });
+
+  const httpDuration = new Histogram({
+    name: 'millrace_http_request_duration_seconds',
+    help: 'HTTP request duration',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [rt.metrics],
+  });
+
+  app.decorateRequest('traceparent', undefined);
+  app.addHook('onRequest', async (req, reply) => {
+    const tp = req.headers.traceparent;
+    req.traceparent = typeof tp === 'string' && TRACEPARENT.test(tp) ? tp : undefined;
+    req.log = req.log.child({ traceparent: req.traceparent });
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const e = toHttpError(err);
+    if (e.httpStatus >= 500) req.log.error({ err, code: e.code }, 'request failed');
+    if (e.retryAfterS !== undefined) reply.header('retry-after', String(Math.ceil(e.retryAfterS)));
+    return reply.status(e.httpStatus).send({ error: e.toJSON() });
+  });
+  app.setNotFoundHandler(async (req, reply) => {
+    return reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
+  });
+
+  registerCoreRoutes(app, rt);
+  for (const p of plugins) await p(app);
+  return app;
+}
+
+export function requestDeadlineHeader(req: FastifyRequest): string | undefined {
+  const v = req.headers['x-request-deadline'];
+  return typeof v === 'string' ? v : undefined;
+}

@@ -1,0 +1,236 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve, dirname, isAbsolute } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { MillraceError } from './errors.js';
+import { parseHashBound, HASH_SPACE_END } from './routing.js';
+
+const hexBound = z
+  .string()
+  .regex(/^[0-9a-fA-F]{1,40}$/, 'a hex prefix of a SHA-1 hash, 1 to 40 hex digits');
+
+const shardSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a lower-case name of letters, digits, "_" or "-"'),
+    /** SQLite: database file (relative paths resolve against data_dir). */
+    path: z.string().min(1).optional(),
+    /** PostgreSQL: connection URL. */
+    url: z.string().min(1).optional(),
+    /** Inclusive lower bound of SHA-1(shard key), as a hex prefix. Default: start of the space. */
+    from: hexBound.default('0'),
+    /** Exclusive upper bound, as a hex prefix. Omitted: end of the space. */
+    to: hexBound.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    /** Identifies this node in logs, leases and claims. */
+    node_id: z.string().min(1).max(100).optional(),
+    data_dir: z.string().min(1).default('./data'),
+    http: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(7070),
+        body_limit_bytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+        /** How long SIGTERM waits for in-flight requests before closing anyway. */
+        drain_timeout_ms: z.number().int().min(0).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    grpc: z
+      .object({
+        enabled: z.boolean().default(true),
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(7071),
+      })
+      .strict()
+      .prefault({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+    storage: z
+      .object({
+        dialect: z.enum(['sqlite', 'postgres']).default('sqlite'),
+        /**
+         * strict: an acknowledged write is fsync'd (SQLite synchronous=FULL,
+         * PostgreSQL synchronous_commit=on). relaxed: acknowledged writes may be
+         * lost on power loss or OS crash (not on a process crash).
+         */
+        durability: z.enum(['strict', 'relaxed']).default('strict'),
+        group_commit: z
+          .object({
+            /** Most callers' writes folded into one transaction. */
+            max_batch: z.number().int().min(1).max(100_000).default(2000),
+            /** Concurrent committing connections per PostgreSQL shard (SQLite always uses one). */
+            writers: z.number().int().min(1).max(64).default(4),
+          })
+          .strict()
+          .prefault({}),
+        pool_size: z.number().int().min(2).max(200).default(10),
+        shards: z.array(shardSchema).min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        /** Rows the sequencer numbers in one transaction (PostgreSQL). */
+        sequencer_batch: z.number().int().min(1).max(100_000).default(5000),
+        /** Safety poll of the sequencer and of cursors when no notification arrives. */
+        poll_ms: z.number().int().min(5).max(60_000).default(500),
+      })
+      .strict()
+      .prefault({}),
+    cursors: z
+      .object({
+        chunk: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+    scheduler: z
+      .object({
+        poll_ms: z.number().int().min(5).max(60_000).default(1000),
+        /** A claimed timer whose handler did not finish within the lease is claimed again. */
+        lease_ms: z.number().int().min(100).default(30_000),
+        batch: z.number().int().min(1).max(10_000).default(200),
+        /** First retry delay of a failing timer handler; doubles up to max. */
+        retry_base_ms: z.number().int().min(1).default(1000),
+        retry_max_ms: z.number().int().min(1).default(5 * 60_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+
+export interface ShardConfig {
+  name: string;
+  /** SQLite file path (absolute) or PostgreSQL URL. */
+  location: string;
+  from: bigint;
+  /** Exclusive. */
+  to: bigint;
+}
+
+export interface Config extends Omit<ParsedConfig, 'storage'> {
+  node_id: string;
+  storage: Omit<ParsedConfig['storage'], 'shards'> & { shards: ShardConfig[] };
+  /** The file the config was read from, if any. */
+  source: string | undefined;
+}
+
+function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const key = issue.path.length ? issue.path.join('.') : '(root)';
+      if (issue.code === 'unrecognized_keys') {
+        return `${key}: unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+      }
+      return `${key}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+function configError(message: string): MillraceError {
+  return new MillraceError('config_invalid', message);
+}
+
+/**
+ * Validates raw config input (already parsed from YAML) and resolves shard
+ * ranges. Throws a `config_invalid` MillraceError naming the key at fault.
+ */
+export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: string } = {}): Config {
+  const parsed = configSchema.safeParse(raw ?? {});
+  if (!parsed.success) throw configError(`invalid configuration${opts.source ? ` in ${opts.source}` : ''}:\n${formatIssues(parsed.error)}`);
+  const c = parsed.data;
+  const baseDir = opts.baseDir ?? process.cwd();
+  const dataDir = isAbsolute(c.data_dir) ? c.data_dir : resolve(baseDir, c.data_dir);
+  const dialect = c.storage.dialect;
+
+  const rawShards = c.storage.shards ?? (dialect === 'sqlite' ? [{ name: 's0', from: '0' }] : []);
+  if (rawShards.length === 0) {
+    throw configError('storage.shards: the postgres dialect needs at least one shard with a url');
+  }
+  const names = new Set<string>();
+  const shards: ShardConfig[] = rawShards.map((s, i) => {
+    const key = `storage.shards.${i}`;
+    if (names.has(s.name)) throw configError(`${key}.name: shard name "${s.name}" is used twice`);
+    names.add(s.name);
+    let location: string;
+    if (dialect === 'sqlite') {
+      if (s.url !== undefined) throw configError(`${key}.url: the sqlite dialect takes "path", not "url"`);
+      const p = s.path ?? `${s.name}.db`;
+      location = isAbsolute(p) ? p : resolve(dataDir, p);
+    } else {
+      if (s.path !== undefined) throw configError(`${key}.path: the postgres dialect takes "url", not "path"`);
+      if (s.url === undefined) throw configError(`${key}.url: expected a PostgreSQL URL (postgres://user@host:port/db)`);
+      if (!/^postgres(ql)?:\/\//.test(s.url)) throw configError(`${key}.url: expected a URL starting with postgres:// or postgresql://`);
+      location = s.url;
+    }
+    const from = parseHashBound(s.from ?? '0');
+    const to = s.to === undefined ? HASH_SPACE_END : parseHashBound(s.to);
+    if (to <= from) throw configError(`${key}: "to" (${s.to}) must be above "from" (${s.from})`);
+    return { name: s.name, location, from, to };
+  });
+  checkCoverage(shards);
+
+  return {
+    ...c,
+    node_id: c.node_id ?? `node-${process.pid}`,
+    data_dir: dataDir,
+    storage: { ...c.storage, shards },
+    source: opts.source,
+  };
+}
+
+/** The shard ranges must tile [0, 2^160) exactly: no gap, no overlap. */
+export function checkCoverage(shards: ShardConfig[]): void {
+  const sorted = [...shards].sort((a, b) => (a.from < b.from ? -1 : a.from > b.from ? 1 : 0));
+  let expect = 0n;
+  for (const s of sorted) {
+    if (s.from > expect) {
+      throw configError(`storage.shards: hash range has a gap from ${fmt(expect)} to ${fmt(s.from)} (before shard "${s.name}"); the ranges must cover the whole SHA-1 space`);
+    }
+    if (s.from < expect) {
+      throw configError(`storage.shards: shard "${s.name}" starts at ${fmt(s.from)}, overlapping the previous range that ends at ${fmt(expect)}`);
+    }
+    expect = s.to;
+  }
+  if (expect !== HASH_SPACE_END) {
+    throw configError(`storage.shards: hash range has a gap from ${fmt(expect)} to the end of the SHA-1 space`);
+  }
+}
+
+const fmt = (n: bigint): string => (n === HASH_SPACE_END ? 'end' : n.toString(16).padStart(40, '0').replace(/0+$/, '') || '0');
+
+/**
+ * Loads the config: `path` (from --config), else $MILLRACE_CONFIG, else
+ * ./millrace.yaml if it exists, else defaults only.
+ */
+export function loadConfig(path?: string, overrides: (c: Record<string, unknown>) => void = () => {}): Config {
+  const chosen = path ?? process.env.MILLRACE_CONFIG ?? (existsSync('millrace.yaml') ? 'millrace.yaml' : undefined);
+  let raw: Record<string, unknown> = {};
+  let source: string | undefined;
+  if (chosen !== undefined) {
+    source = resolve(chosen);
+    let text: string;
+    try {
+      text = readFileSync(source, 'utf8');
+    } catch (err) {
+      throw configError(`cannot read config file ${source}: ${(err as Error).message}`);
+    }
+    try {
+      raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
+    } catch (err) {
+      throw configError(`config file ${source} is not valid YAML: ${(err as Error).message}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(`config file ${source}: expected a mapping at the top level`);
+  }
+  overrides(raw);
+  return buildConfig(raw, source === undefined ? {} : { source, baseDir: dirname(source) });
+}

@@ -1,0 +1,135 @@
+/**
+ * Typed errors with stable codes. Every error that leaves millrace through any
+ * transport is a MillraceError; the table below is the one place where a code
+ * is mapped to an HTTP status and a gRPC status.
+ */
+
+/** gRPC status codes (numeric values from the gRPC spec). */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+
+interface CodeSpec {
+  http: number;
+  grpc: number;
+  /** Retrying the same request later may succeed. */
+  retryable: boolean;
+  description: string;
+}
+
+const spec = (http: number, grpc: number, retryable: boolean, description: string): CodeSpec => ({
+  http,
+  grpc,
+  retryable,
+  description,
+});
+
+/** Every stable error code millrace can return. Add new codes here only. */
+export const ERROR_CODES = {
+  // generic input errors
+  bad_request: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The request is malformed or fails validation.'),
+  bad_json: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The request body is not valid JSON.'),
+  not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No such route or resource.'),
+  method_not_allowed: spec(405, GrpcStatus.UNIMPLEMENTED, false, 'The route does not accept this method.'),
+  payload_too_large: spec(413, GrpcStatus.RESOURCE_EXHAUSTED, false, 'The request body is larger than allowed.'),
+  unsupported_media_type: spec(415, GrpcStatus.INVALID_ARGUMENT, false, 'The request body has an unsupported content type.'),
+  // storage and log
+  shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
+  stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
+  overflow: spec(422, GrpcStatus.OUT_OF_RANGE, false, 'A value is larger than the storage can hold.'),
+  // availability
+  unavailable: spec(503, GrpcStatus.UNAVAILABLE, true, 'Temporarily unavailable; retry later.'),
+  deadline_exceeded: spec(504, GrpcStatus.DEADLINE_EXCEEDED, true, 'The request deadline passed.'),
+  shutting_down: spec(503, GrpcStatus.UNAVAILABLE, true, 'The node is shutting down.'),
+  // configuration
+  config_invalid: spec(500, GrpcStatus.FAILED_PRECONDITION, false, 'The configuration is invalid.'),
+  internal: spec(500, GrpcStatus.INTERNAL, false, 'An unexpected internal error.'),
+} satisfies Record<string, CodeSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * Faces register their own codes at import time through `defineErrorCodes`, so
+ * the table stays the one mapping while each face owns its vocabulary.
+ */
+const extraCodes = new Map<string, CodeSpec>();
+
+export function defineErrorCodes(codes: Record<string, { http: number; grpc: number; retryable?: boolean; description: string }>): void {
+  for (const [code, s] of Object.entries(codes)) {
+    if (code in ERROR_CODES || extraCodes.has(code)) {
+      const existing = codeSpec(code);
+      if (existing.http === s.http && existing.grpc === s.grpc) continue;
+      throw new Error(`error code ${code} defined twice with different statuses`);
+    }
+    extraCodes.set(code, spec(s.http, s.grpc, s.retryable ?? false, s.description));
+  }
+}
+
+export function codeSpec(code: string): CodeSpec {
+  return (ERROR_CODES as Record<string, CodeSpec>)[code] ?? extraCodes.get(code) ?? ERROR_CODES.internal;
+}
+
+export function allErrorCodes(): Record<string, CodeSpec> {
+  return { ...ERROR_CODES, ...Object.fromEntries(extraCodes) };
+}
+
+export class MillraceError extends Error {
+  readonly code: string;
+  readonly details: Record<string, unknown> | undefined;
+  /** Seconds after which a retry makes sense (sent as Retry-After). */
+  readonly retryAfterS: number | undefined;
+
+  constructor(code: ErrorCode | (string & {}), message: string, opts: { details?: Record<string, unknown>; retryAfterS?: number; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'MillraceError';
+    this.code = code;
+    this.details = opts.details;
+    this.retryAfterS = opts.retryAfterS;
+  }
+
+  get httpStatus(): number {
+    return codeSpec(this.code).http;
+  }
+
+  get grpcStatus(): number {
+    return codeSpec(this.code).grpc;
+  }
+
+  get retryable(): boolean {
+    return codeSpec(this.code).retryable;
+  }
+
+  toJSON(): { code: string; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isMillraceError(err: unknown, code?: string): err is MillraceError {
+  return err instanceof MillraceError && (code === undefined || err.code === code);
+}
+
+/** Anything thrown becomes a MillraceError at a transport boundary. */
+export function toMillraceError(err: unknown): MillraceError {
+  if (err instanceof MillraceError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new MillraceError('internal', message, { cause: err });
+}
+
+export const badRequest = (message: string, details?: Record<string, unknown>): MillraceError =>
+  new MillraceError('bad_request', message, details === undefined ? {} : { details });

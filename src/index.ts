@@ -1,0 +1,15 @@
+export * from './core/errors.js';
+export * from './core/config.js';
+export * from './core/clock.js';
+export * from './core/routing.js';
+export * from './storage/port.js';
+export * from './storage/storage.js';
+export * from './storage/migrations.js';
+export * from './log/log.js';
+export * from './log/cursor.js';
+export * from './log/chain.js';
+export * from './log/verify.js';
+export * from './scheduler/scheduler.js';
+export * from './runtime.js';
+export * from './serve.js';
+export { buildHttpServer } from './api/http/server.js';

@@ -1,0 +1,180 @@
+import type { Logger } from 'pino';
+import type { Clock } from '../core/clock.js';
+import { systemClock } from '../core/clock.js';
+import { MillraceError, badRequest } from '../core/errors.js';
+import type { Tx } from '../storage/port.js';
+import type { Log, LogEvent } from './log.js';
+
+export type CursorStart = 'earliest' | 'latest' | number;
+
+export interface TailOptions {
+  chunk?: number;
+  abort?: AbortSignal;
+  /** Return instead of waiting once caught up (used by one-shot readers). */
+  untilCaughtUp?: boolean;
+}
+
+export interface ConsumerOptions {
+  shard: string;
+  name: string;
+  /** Where a cursor that does not exist yet starts. */
+  start?: CursorStart;
+  chunk?: number;
+  /**
+   * transactional: the handler's writes and the cursor's new position commit
+   * in one transaction on the cursor's shard, so each event is processed
+   * exactly once. Otherwise the position is stored after the handler returns
+   * (at-least-once: the handler must tolerate repeats, e.g. by message id).
+   */
+  mode: 'transactional' | 'at-least-once';
+  handler: (events: LogEvent[], tx: Tx | null) => Promise<void>;
+  /** Delay before retrying a failed handler. */
+  retryMs?: number;
+}
+
+const validName = (name: string): boolean => typeof name === 'string' && /^[A-Za-z0-9._:/-]{1,200}$/.test(name);
+
+/**
+ * Named durable cursors over a shard's positions. Reading is one loop for
+ * catch-up and live alike: read the next chunk after the last position; when
+ * nothing is left, wait for the head to move (in-process signal, or
+ * LISTEN/NOTIFY from other nodes, with a poll as a safety net). Because
+ * positions are gapless and only ever appear above the head, the switch from
+ * catch-up to live can neither skip nor repeat an event.
+ */
+export class CursorEngine {
+  constructor(
+    private readonly log: Log,
+    private readonly opts: { chunk: number; pollMs: number; logger: Logger; clock?: Clock },
+  ) {}
+
+  private get clock(): Clock {
+    return this.opts.clock ?? systemClock;
+  }
+
+  /** Events after `afterPos`, chunk by chunk, then live as they are appended. */
+  async *tail(shard: string, afterPos: number, opts: TailOptions = {}): AsyncGenerator<LogEvent[]> {
+    const sl = this.log.shardLog(shard);
+    const chunk = opts.chunk ?? this.opts.chunk;
+    let pos = afterPos;
+    while (!opts.abort?.aborted) {
+      const batch = await this.log.readShard(shard, pos, chunk);
+      if (batch.length > 0) {
+        pos = batch[batch.length - 1]!.pos!;
+        yield batch;
+        continue;
+      }
+      if (opts.untilCaughtUp) return;
+      await sl.signal.wait(pos, this.opts.pollMs, opts.abort);
+    }
+  }
+
+  /** Stored position of a cursor, or null if it does not exist. */
+  async position(shard: string, name: string): Promise<number | null> {
+    const rows = await this.log.shardLog(shard).shard.reader.all<{ pos: number }>('SELECT pos FROM cursors WHERE name = ?', [name]);
+    return rows[0]?.pos ?? null;
+  }
+
+  async list(shard: string): Promise<Array<{ name: string; pos: number; updatedAt: number }>> {
+    const rows = await this.log
+      .shardLog(shard)
+      .shard.reader.all<{ name: string; pos: number; updated_at: number }>('SELECT name, pos, updated_at FROM cursors ORDER BY name');
+    return rows.map((r) => ({ name: r.name, pos: r.pos, updatedAt: r.updated_at }));
+  }
+
+  /** Creates the cursor at `start` unless it exists; returns its position. */
+  async ensure(shard: string, name: string, start: CursorStart = 'earliest'): Promise<number> {
+    if (!validName(name)) throw badRequest('cursor name must be 1-200 characters of letters, digits and . _ : / -');
+    const existing = await this.position(shard, name);
+    if (existing !== null) return existing;
+    const pos = await this.resolveStart(shard, start);
+    const sl = this.log.shardLog(shard);
+    await sl.shard.write((tx) =>
+      tx.run('INSERT INTO cursors (name, pos, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', [name, pos, this.clock.now()]),
+    );
+    return (await this.position(shard, name))!;
+  }
+
+  async resolveStart(shard: string, start: CursorStart): Promise<number> {
+    if (start === 'earliest') return 0;
+    if (start === 'latest') return this.log.headPos(shard);
+    if (!Number.isInteger(start) || start < 0) throw badRequest('start position must be a non-negative integer');
+    return start;
+  }
+
+  /**
+   * Moves a cursor from `from` to `to` inside a transaction. Fails with
+   * `cursor_moved` if someone else moved it meanwhile, which rolls back the
+   * caller's work: that is what makes transactional consumers exactly-once.
+   */
+  async advanceIn(tx: Tx, name: string, from: number, to: number): Promise<void> {
+    const n = await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos = ?', [to, this.clock.now(), name, from]);
+    if (n !== 1) throw new MillraceError('stream_conflict', `cursor "${name}" is no longer at ${from}`, { details: { cursor: name, expected_pos: from } });
+  }
+
+  /** Stores a position outside any other work (at-least-once consumers, acks). */
+  async save(shard: string, name: string, pos: number): Promise<void> {
+    await this.log
+      .shardLog(shard)
+      .shard.write((tx) => tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos < ?', [pos, this.clock.now(), name, pos]));
+  }
+
+  async remove(shard: string, name: string): Promise<boolean> {
+    const n = await this.log.shardLog(shard).shard.write((tx) => tx.run('DELETE FROM cursors WHERE name = ?', [name]));
+    return n > 0;
+  }
+
+  /** Runs a durable named consumer until stopped. */
+  consume(opts: ConsumerOptions): Consumer {
+    return new Consumer(this, this.log, opts, this.opts.logger);
+  }
+}
+
+export class Consumer {
+  private readonly abort = new AbortController();
+  readonly done: Promise<void>;
+  /** Position processed so far (in memory). */
+  pos = 0;
+
+  constructor(
+    private readonly engine: CursorEngine,
+    private readonly log: Log,
+    private readonly opts: ConsumerOptions,
+    private readonly logger: Logger,
+  ) {
+    this.done = this.run();
+  }
+
+  private async run(): Promise<void> {
+    const { shard, name } = this.opts;
+    const sl = this.log.shardLog(shard);
+    while (!this.abort.signal.aborted) {
+      try {
+        this.pos = await this.engine.ensure(shard, name, this.opts.start ?? 'earliest');
+        for await (const batch of this.engine.tail(shard, this.pos, { chunk: this.opts.chunk, abort: this.abort.signal })) {
+          const from = this.pos;
+          const to = batch[batch.length - 1]!.pos!;
+          if (this.opts.mode === 'transactional') {
+            await sl.shard.write(async (tx) => {
+              await this.opts.handler(batch, tx);
+              await this.engine.advanceIn(tx, name, from, to);
+            });
+          } else {
+            await this.opts.handler(batch, null);
+            await this.engine.save(shard, name, to);
+          }
+          this.pos = to;
+        }
+      } catch (err) {
+        if (this.abort.signal.aborted) break;
+        this.logger.warn({ err, shard, cursor: name }, 'consumer: handler failed; retrying from the stored position');
+        await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 500));
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.done;
+  }
+}

@@ -1,0 +1,160 @@
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics, Gauge, Counter } from 'prom-client';
+import type { Config } from './core/config.js';
+import type { Clock } from './core/clock.js';
+import { systemClock } from './core/clock.js';
+import { silentLogger } from './core/logger.js';
+import { CursorEngine } from './log/cursor.js';
+import { Log } from './log/log.js';
+import { Sequencer } from './log/sequencer.js';
+import { Scheduler } from './scheduler/scheduler.js';
+import { allMigrations } from './storage/migrations.js';
+import { Storage } from './storage/storage.js';
+
+export interface RuntimeOptions {
+  logger?: Logger;
+  clock?: Clock;
+  /** Start background loops (sequencers, scheduler). Default true. */
+  background?: boolean;
+  /** Apply migrations on open. Default true. */
+  migrate?: boolean;
+}
+
+/**
+ * The storage core of one node: shards, the log and its sequencers, the cursor
+ * engine and the scheduler. Faces are built over a Runtime; transports over
+ * faces.
+ */
+export class Runtime {
+  readonly metrics = new Registry();
+  readonly sequencers: Sequencer[] = [];
+  private started = false;
+  private closed = false;
+
+  private constructor(
+    readonly config: Config,
+    readonly logger: Logger,
+    readonly clock: Clock,
+    readonly storage: Storage,
+    readonly log: Log,
+    readonly cursors: CursorEngine,
+    readonly scheduler: Scheduler,
+  ) {}
+
+  static async open(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
+    const logger = opts.logger ?? silentLogger;
+    const clock = opts.clock ?? systemClock;
+    const storage = Storage.open(config);
+    try {
+      if (opts.migrate !== false) {
+        const applied = await storage.migrate(allMigrations());
+        for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
+      }
+      const log = new Log(storage, clock);
+      await log.open();
+      const cursors = new CursorEngine(log, { chunk: config.cursors.chunk, pollMs: config.log.poll_ms, logger, clock });
+      const scheduler = new Scheduler(storage, {
+        nodeId: config.node_id,
+        pollMs: config.scheduler.poll_ms,
+        leaseMs: config.scheduler.lease_ms,
+        batch: config.scheduler.batch,
+        retryBaseMs: config.scheduler.retry_base_ms,
+        retryMaxMs: config.scheduler.retry_max_ms,
+        logger,
+        clock,
+      });
+      const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler);
+      rt.registerMetrics();
+      if (opts.background !== false) await rt.start();
+      return rt;
+    } catch (err) {
+      await storage.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Starts sequencers (where the dialect needs them) and the scheduler loop. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    for (const shard of this.storage.shards) {
+      if (shard.driver.capabilities.sequencesOnInsert) continue;
+      const seq = new Sequencer(this.log, shard, { batch: this.config.log.sequencer_batch, pollMs: this.config.log.poll_ms, logger: this.logger });
+      seq.start();
+      this.sequencers.push(seq);
+    }
+    await this.scheduler.recover();
+    this.scheduler.start();
+  }
+
+  private registerMetrics(): void {
+    collectDefaultMetrics({ register: this.metrics, prefix: 'millrace_' });
+    const shards = this.storage.shards;
+    new Gauge({
+      name: 'millrace_log_head_position',
+      help: 'Highest readable log position per shard, as known to this node',
+      labelNames: ['shard'],
+      registers: [this.metrics],
+      collect() {
+        for (const s of shards) this.set({ shard: s.name }, log.shardLog(s.name).signal.head);
+      },
+    });
+    const log = this.log;
+    new Counter({
+      name: 'millrace_group_commit_jobs_total',
+      help: 'Writes committed through group commit',
+      labelNames: ['shard'],
+      registers: [this.metrics],
+      collect() {
+        this.reset();
+        for (const s of shards) this.inc({ shard: s.name }, s.committer.stats.jobs);
+      },
+    });
+    new Counter({
+      name: 'millrace_group_commit_batches_total',
+      help: 'Transactions committed by group commit',
+      labelNames: ['shard'],
+      registers: [this.metrics],
+      collect() {
+        this.reset();
+        for (const s of shards) this.inc({ shard: s.name }, s.committer.stats.batches);
+      },
+    });
+    const scheduler = this.scheduler;
+    new Counter({
+      name: 'millrace_timers_fired_total',
+      help: 'Timer handlers that completed',
+      registers: [this.metrics],
+      collect() {
+        this.reset();
+        this.inc(scheduler.stats.fired);
+      },
+    });
+  }
+
+  /** Storage reachable and every known migration applied. */
+  async ready(): Promise<{ ok: boolean; problems: string[] }> {
+    const problems: string[] = [];
+    for (const s of this.storage.shards) {
+      try {
+        await s.driver.ping();
+      } catch (err) {
+        problems.push(`shard ${s.name} unreachable: ${(err as Error).message}`);
+      }
+    }
+    if (problems.length === 0) {
+      const pending = await this.storage.pendingMigrations(allMigrations());
+      for (const [shard, ids] of Object.entries(pending)) if (ids.length) problems.push(`shard ${shard} misses migrations ${ids.join(', ')}`);
+    }
+    return { ok: problems.length === 0, problems };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.scheduler.stop();
+    for (const s of this.sequencers) await s.stop();
+    await this.log.close();
+    await this.storage.close();
+  }
+}

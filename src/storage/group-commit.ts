@@ -1,0 +1,240 @@
+import { EventEmitter } from 'node:events';
+import { MillraceError } from '../core/errors.js';
+import type { Queryable, ShardDriver, Tx, WriteConnection } from './port.js';
+
+export type TxFn<T> = (tx: Tx) => Promise<T>;
+
+interface Job {
+  fn: TxFn<unknown>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+class JobTx implements Tx {
+  readonly commits: Array<() => void> = [];
+  readonly rollbacks: Array<() => void> = [];
+  readonly channels = new Set<string>();
+  constructor(private readonly conn: Queryable) {}
+  all<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    return this.conn.all<R>(sql, params);
+  }
+  run(sql: string, params?: readonly unknown[]): Promise<number> {
+    return this.conn.run(sql, params);
+  }
+  onCommit(fn: () => void): void {
+    this.commits.push(fn);
+  }
+  onRollback(fn: () => void): void {
+    this.rollbacks.push(fn);
+  }
+  notify(channel: string): void {
+    this.channels.add(channel);
+  }
+  undo(): void {
+    for (let i = this.rollbacks.length - 1; i >= 0; i--) this.rollbacks[i]!();
+  }
+}
+
+interface Outcome {
+  job: Job;
+  tx: JobTx;
+  ok: boolean;
+  value?: unknown;
+  error?: unknown;
+}
+
+/**
+ * Group commit: callers submit functions of a transaction; the committer folds
+ * whatever is waiting into one transaction per writer connection, so one fsync
+ * acknowledges many callers. A caller's failure never fails the others: with
+ * cheap savepoints each caller runs inside its own; otherwise a failed batch is
+ * rolled back and re-run one caller per transaction.
+ *
+ * A caller's promise resolves only after COMMIT returned, i.e. after the write
+ * is durable under the configured durability.
+ */
+export class GroupCommitter extends EventEmitter {
+  private queue: Job[] = [];
+  private active = 0;
+  private scheduled = false;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+  /** Counters for metrics. */
+  readonly stats = { batches: 0, jobs: 0, reruns: 0 };
+
+  constructor(
+    private readonly driver: ShardDriver,
+    private readonly opts: { maxBatch: number },
+  ) {
+    super();
+  }
+
+  submit<T>(fn: TxFn<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new MillraceError('shutting_down', 'storage is closing'));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn: fn as TxFn<unknown>, resolve: resolve as (v: unknown) => void, reject });
+      this.schedule();
+    });
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.active >= this.driver.writers) return;
+    this.scheduled = true;
+    // Let every caller woken in this turn of the event loop join the batch.
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.active < this.driver.writers && this.queue.length > 0) {
+        this.active++;
+        void this.drain();
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    let conn: WriteConnection | undefined;
+    try {
+      conn = await this.driver.acquireWriter();
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.opts.maxBatch);
+        await this.runBatch(conn, batch);
+      }
+    } catch (err) {
+      // Could not get a connection: fail what is waiting rather than hang.
+      const waiting = this.queue.splice(0);
+      const e = new MillraceError('unavailable', `storage unavailable: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
+      for (const j of waiting) j.reject(e);
+    } finally {
+      conn?.release();
+      this.active--;
+      if (this.queue.length > 0) this.schedule();
+      else if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async runBatch(conn: WriteConnection, batch: Job[]): Promise<void> {
+    this.stats.batches++;
+    this.stats.jobs += batch.length;
+    const cheap = this.driver.capabilities.cheapSavepoints;
+    let outcomes: Outcome[] | null;
+    try {
+      outcomes = cheap ? await this.runWithSavepoints(conn, batch) : await this.runOptimistic(conn, batch);
+    } catch (err) {
+      // BEGIN or COMMIT failed: nothing of this batch is known durable.
+      const e = commitError(err);
+      for (const j of batch) j.reject(e);
+      return;
+    }
+    if (outcomes === null) {
+      // One caller failed inside a batch without savepoints: re-run each alone.
+      this.stats.reruns++;
+      outcomes = [];
+      for (const job of batch) {
+        try {
+          const r = await this.runWithSavepoints(conn, [job], false);
+          outcomes.push(r[0]!);
+        } catch (err) {
+          job.reject(commitError(err));
+        }
+      }
+    }
+    this.settle(outcomes);
+  }
+
+  private settle(outcomes: Outcome[]): void {
+    const channels = new Set<string>();
+    for (const o of outcomes) {
+      if (!o.ok) continue;
+      for (const c of o.tx.channels) channels.add(c);
+      for (const fn of o.tx.commits) {
+        try {
+          fn();
+        } catch (err) {
+          this.emit('error', err);
+        }
+      }
+    }
+    for (const c of channels) this.emit('notify', c);
+    for (const o of outcomes) (o.ok ? o.job.resolve(o.value) : o.job.reject(o.error));
+  }
+
+  /** Each caller in its own savepoint (or alone, when `savepoints` is false). */
+  private async runWithSavepoints(conn: WriteConnection, batch: Job[], savepoints = true): Promise<Outcome[]> {
+    await conn.exec(this.driver.sql.begin);
+    const outcomes: Outcome[] = [];
+    try {
+      for (const job of batch) {
+        const tx = new JobTx(conn);
+        if (savepoints) await conn.exec('SAVEPOINT job');
+        try {
+          const value = await job.fn(tx);
+          if (savepoints) await conn.exec('RELEASE job');
+          outcomes.push({ job, tx, ok: true, value });
+        } catch (error) {
+          if (savepoints) await conn.exec('ROLLBACK TO job; RELEASE job');
+          else await conn.exec('ROLLBACK');
+          tx.undo();
+          outcomes.push({ job, tx, ok: false, error });
+          if (!savepoints) return outcomes;
+        }
+      }
+      await this.notifyInTx(conn, outcomes);
+      await conn.exec('COMMIT');
+      return outcomes;
+    } catch (err) {
+      await conn.exec('ROLLBACK').catch(() => {});
+      for (let i = outcomes.length - 1; i >= 0; i--) if (outcomes[i]!.ok) outcomes[i]!.tx.undo();
+      throw err;
+    }
+  }
+
+  /** No savepoints: all callers in one transaction; null if any of them failed. */
+  private async runOptimistic(conn: WriteConnection, batch: Job[]): Promise<Outcome[] | null> {
+    if (batch.length === 1) return this.runWithSavepoints(conn, batch, false);
+    await conn.exec(this.driver.sql.begin);
+    const outcomes: Outcome[] = [];
+    try {
+      for (const job of batch) {
+        const tx = new JobTx(conn);
+        try {
+          const value = await job.fn(tx);
+          outcomes.push({ job, tx, ok: true, value });
+        } catch {
+          tx.undo();
+          await conn.exec('ROLLBACK');
+          for (let i = outcomes.length - 1; i >= 0; i--) outcomes[i]!.tx.undo();
+          return null;
+        }
+      }
+      await this.notifyInTx(conn, outcomes);
+      await conn.exec('COMMIT');
+      return outcomes;
+    } catch (err) {
+      await conn.exec('ROLLBACK').catch(() => {});
+      for (let i = outcomes.length - 1; i >= 0; i--) outcomes[i]!.tx.undo();
+      throw err;
+    }
+  }
+
+  private async notifyInTx(conn: WriteConnection, outcomes: Outcome[]): Promise<void> {
+    if (!this.driver.capabilities.multiNode) return;
+    const channels = new Set<string>();
+    for (const o of outcomes) if (o.ok) for (const c of o.tx.channels) channels.add(c);
+    for (const c of channels) await conn.run('SELECT pg_notify(?, ?)', [c, '']);
+  }
+
+  /** Stops accepting work and waits for what is in flight. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.active === 0 && this.queue.length === 0 && !this.scheduled) return;
+    await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+}
+
+function commitError(err: unknown): unknown {
+  if (err instanceof MillraceError) return err;
+  return new MillraceError('unavailable', `write not committed: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
+}

@@ -1,0 +1,127 @@
+import type { Migration } from './port.js';
+
+/**
+ * Core schema. Faces add their own migrations (ids prefixed with the face name)
+ * through `registerMigrations`; they are applied after the core ones, in
+ * registration order. Migrations are forward-only and never edited once
+ * released: a change is a new migration.
+ */
+const core: Migration[] = [
+  {
+    id: 'core/0001_log',
+    sql: {
+      sqlite: `
+        CREATE TABLE streams (
+          stream TEXT PRIMARY KEY,
+          seq INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE events (
+          pos INTEGER PRIMARY KEY,
+          stream TEXT NOT NULL,
+          seq INTEGER NOT NULL,
+          type TEXT NOT NULL,
+          data TEXT NOT NULL,
+          meta TEXT,
+          created_at INTEGER NOT NULL,
+          hash BLOB NOT NULL,
+          UNIQUE (stream, seq)
+        );
+        CREATE TABLE cursors (
+          name TEXT PRIMARY KEY,
+          pos INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE streams (
+          stream TEXT PRIMARY KEY,
+          seq BIGINT NOT NULL
+        );
+        CREATE TABLE events (
+          id BIGSERIAL PRIMARY KEY,
+          pos BIGINT UNIQUE,
+          stream TEXT NOT NULL,
+          seq BIGINT NOT NULL,
+          type TEXT NOT NULL,
+          data TEXT NOT NULL,
+          meta TEXT,
+          created_at BIGINT NOT NULL,
+          hash BYTEA,
+          UNIQUE (stream, seq)
+        );
+        CREATE INDEX events_unsequenced ON events (id) WHERE pos IS NULL;
+        CREATE TABLE cursors (
+          name TEXT PRIMARY KEY,
+          pos BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+      `,
+    },
+  },
+  {
+    id: 'core/0002_timers',
+    sql: {
+      sqlite: `
+        CREATE TABLE timers (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          owner TEXT NOT NULL UNIQUE,
+          version INTEGER NOT NULL DEFAULT 1,
+          kind TEXT NOT NULL,
+          due_at INTEGER NOT NULL,
+          payload TEXT,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          claimed_by TEXT,
+          claim_until INTEGER
+        );
+        CREATE INDEX timers_due ON timers (due_at, id);
+      `,
+      postgres: `
+        CREATE TABLE timers (
+          id BIGSERIAL PRIMARY KEY,
+          owner TEXT NOT NULL UNIQUE,
+          version INTEGER NOT NULL DEFAULT 1,
+          kind TEXT NOT NULL,
+          due_at BIGINT NOT NULL,
+          payload TEXT,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          claimed_by TEXT,
+          claim_until BIGINT
+        );
+        CREATE INDEX timers_due ON timers (due_at, id);
+      `,
+    },
+  },
+  {
+    id: 'core/0003_leases',
+    sql: {
+      sqlite: `
+        CREATE TABLE leases (
+          name TEXT PRIMARY KEY,
+          holder TEXT NOT NULL,
+          expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE leases (
+          name TEXT PRIMARY KEY,
+          holder TEXT NOT NULL,
+          expires_at BIGINT NOT NULL
+        );
+      `,
+    },
+  },
+];
+
+const registered: Migration[] = [...core];
+
+export function registerMigrations(migrations: readonly Migration[]): void {
+  for (const m of migrations) {
+    const existing = registered.find((r) => r.id === m.id);
+    if (existing === undefined) registered.push(m);
+    else if (existing !== m) throw new Error(`migration ${m.id} registered twice`);
+  }
+}
+
+export function allMigrations(): readonly Migration[] {
+  return registered;
+}

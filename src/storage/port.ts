@@ -1,0 +1,99 @@
+/**
+ * The storage port. Core code and faces talk to a shard only through these
+ * interfaces; each dialect (sqlite/, postgres/) implements them. SQL is written
+ * once with `?` placeholders; a dialect that numbers its parameters rewrites
+ * them. Timestamps are integer milliseconds since the epoch, JSON is text,
+ * bytes are Buffers, and 64-bit integers come back as JavaScript numbers
+ * (positions stay far below 2^53).
+ */
+
+export type Row = Record<string, unknown>;
+
+export interface Queryable {
+  /** Rows of a SELECT, or of a statement with RETURNING. */
+  all<R = Row>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+  /** Executes a statement; resolves to the number of rows it changed. */
+  run(sql: string, params?: readonly unknown[]): Promise<number>;
+}
+
+/** A write transaction handed to one caller's function by the group committer. */
+export interface Tx extends Queryable {
+  /** Runs after the transaction that holds this caller's writes commits. */
+  onCommit(fn: () => void): void;
+  /** Runs if this caller's writes are rolled back (in reverse order of registration). */
+  onRollback(fn: () => void): void;
+  /** Wakes listeners of `channel` on every node once the transaction commits. */
+  notify(channel: string): void;
+}
+
+/** A connection the group committer holds for one batch. */
+export interface WriteConnection extends Queryable {
+  exec(sql: string): Promise<void>;
+  release(destroy?: boolean): void;
+}
+
+export interface DialectCapabilities {
+  /** One writer per shard: `pos` and the hash are set when the row is inserted. */
+  readonly sequencesOnInsert: boolean;
+  /** Savepoints cost nothing (no round trip); otherwise a failed batch is re-run caller by caller. */
+  readonly cheapSavepoints: boolean;
+  /** Other nodes share the shard: claims must skip rows locked by them. */
+  readonly multiNode: boolean;
+}
+
+export interface SqlFragments {
+  /** Appended to a SELECT that claims rows (`FOR UPDATE SKIP LOCKED` or nothing). */
+  readonly claimRows: string;
+  /** BEGIN statement for write transactions. */
+  readonly begin: string;
+  /** Column type of an auto-numbered 64-bit primary key. */
+  readonly serialPk: string;
+  /** Column type for raw bytes. */
+  readonly bytes: string;
+}
+
+export type DialectName = 'sqlite' | 'postgres';
+
+export interface Migration {
+  /** Stable, ordered id, e.g. `core/0001_log`. */
+  readonly id: string;
+  readonly sql: Record<DialectName, string>;
+}
+
+export interface ShardDriver {
+  readonly dialect: DialectName;
+  readonly capabilities: DialectCapabilities;
+  readonly sql: SqlFragments;
+  /** How many write connections the group committer may use at once. */
+  readonly writers: number;
+  /** Reads outside any write transaction; always sees committed data. */
+  readonly reader: Queryable;
+  acquireWriter(): Promise<WriteConnection>;
+  /**
+   * Applies the migrations not yet recorded, in order, in one transaction under
+   * a migration lock; returns the ids applied (empty when up to date).
+   */
+  migrate(migrations: readonly Migration[]): Promise<string[]>;
+  /** Ids of migrations recorded as applied. */
+  appliedMigrations(): Promise<string[]>;
+  /** Subscribes to cross-node notifications on `channel` (no-op for single-process dialects). */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Sends a notification outside a transaction. */
+  notify(channel: string, payload: string): Promise<void>;
+  /**
+   * Holds an exclusive, session-scoped lock that is released if this process
+   * dies (a PostgreSQL advisory lock; in SQLite the process is the only user).
+   * Resolves to a handle once held, or null if someone else holds it.
+   */
+  tryLock(key: string): Promise<HeldLock | null>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface HeldLock {
+  /** A connection that lives exactly as long as the lock. */
+  readonly conn: WriteConnection;
+  /** Resolves/rejects when the lock is lost (the connection broke). */
+  readonly lost: Promise<void>;
+  release(): Promise<void>;
+}

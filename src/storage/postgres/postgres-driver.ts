@@ -1,0 +1,234 @@
+import pg from 'pg';
+import { createHash } from 'node:crypto';
+import type { DialectCapabilities, HeldLock, Migration, Queryable, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
+
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+/** Positions and timestamps are int8; they fit in a double exactly. Numerics stay strings (exact). */
+const types = {
+  getTypeParser: ((oid: number, format?: string) => {
+    if (oid === INT8_OID) return (v: string) => Number(v);
+    if (oid === NUMERIC_OID) return (v: string) => v;
+    return pg.types.getTypeParser(oid, format as 'text');
+  }) as typeof pg.types.getTypeParser,
+};
+
+const placeholderCache = new Map<string, string>();
+
+/** Rewrites `?` placeholders to `$1, $2, …` (our SQL never has `?` inside literals). */
+export function numberPlaceholders(sql: string): string {
+  let out = placeholderCache.get(sql);
+  if (out === undefined) {
+    let n = 0;
+    out = sql.replace(/\?/g, () => `$${++n}`);
+    if (placeholderCache.size < 10_000) placeholderCache.set(sql, out);
+  }
+  return out;
+}
+
+interface PgRunner {
+  query(config: { text: string; values: unknown[] }): Promise<pg.QueryResult>;
+}
+
+class PgQueryable implements Queryable {
+  constructor(protected readonly runner: PgRunner) {}
+
+  async all<R>(sql: string, params: readonly unknown[] = []): Promise<R[]> {
+    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    return res.rows as R[];
+  }
+
+  async run(sql: string, params: readonly unknown[] = []): Promise<number> {
+    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    return res.rowCount ?? 0;
+  }
+}
+
+class PgWriteConnection extends PgQueryable implements WriteConnection {
+  constructor(private readonly client: pg.PoolClient | pg.Client, private readonly onRelease: (destroy: boolean) => void) {
+    super(client);
+  }
+
+  async exec(sql: string): Promise<void> {
+    await this.client.query(sql);
+  }
+
+  release(destroy = false): void {
+    this.onRelease(destroy);
+  }
+}
+
+export interface PostgresDriverOptions {
+  url: string;
+  durability: 'strict' | 'relaxed';
+  poolSize: number;
+  writers: number;
+  /** Name used in pg_stat_activity. */
+  applicationName?: string;
+}
+
+/** 64-bit advisory lock key from a text key (first 8 bytes of its SHA-1, signed). */
+export function advisoryKey(key: string): string {
+  return createHash('sha1').update(key).digest().readBigInt64BE(0).toString();
+}
+
+export class PostgresDriver implements ShardDriver {
+  readonly dialect = 'postgres' as const;
+  readonly capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true };
+  readonly sql: SqlFragments = {
+    claimRows: ' FOR UPDATE SKIP LOCKED',
+    begin: 'BEGIN',
+    serialPk: 'BIGSERIAL PRIMARY KEY',
+    bytes: 'BYTEA',
+  };
+  readonly writers: number;
+  readonly reader: Queryable;
+  private readonly pool: pg.Pool;
+  private listener: pg.Client | undefined;
+  private listenerReady: Promise<pg.Client> | undefined;
+  private readonly channels = new Map<string, Set<(payload: string) => void>>();
+  private closed = false;
+
+  constructor(private readonly opts: PostgresDriverOptions) {
+    this.writers = opts.writers;
+    this.pool = new pg.Pool({
+      connectionString: opts.url,
+      max: opts.poolSize,
+      types,
+      application_name: opts.applicationName ?? 'millrace',
+      connectionTimeoutMillis: 10_000,
+      options: opts.durability === 'relaxed' ? '-c synchronous_commit=off' : undefined,
+    });
+    // An idle client that loses its connection must not crash the process.
+    this.pool.on('error', () => {});
+    this.reader = new PgQueryable(this.pool);
+  }
+
+  async acquireWriter(): Promise<WriteConnection> {
+    const client = await this.pool.connect();
+    return new PgWriteConnection(client, (destroy) => client.release(destroy ? true : undefined));
+  }
+
+  async migrate(migrations: readonly Migration[]): Promise<string[]> {
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      try {
+        // Two nodes starting together: the second waits here, then finds nothing to do.
+        await client.query('SELECT pg_advisory_xact_lock($1)', [advisoryKey('millrace:migrate')]);
+        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)');
+        const done = new Set((await client.query<{ id: string }>('SELECT id FROM schema_migrations')).rows.map((r) => r.id));
+        const applied: string[] = [];
+        for (const m of migrations) {
+          if (done.has(m.id)) continue;
+          await client.query('INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)', [m.id, Date.now()]);
+          await client.query(m.sql.postgres);
+          applied.push(m.id);
+        }
+        await client.query('COMMIT');
+        return applied;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => (broken = true));
+        throw err;
+      }
+    } finally {
+      client.release(broken ? true : undefined);
+    }
+  }
+
+  async appliedMigrations(): Promise<string[]> {
+    const t = await this.reader.all<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t");
+    if (!t[0]?.t) return [];
+    return (await this.reader.all<{ id: string }>('SELECT id FROM schema_migrations ORDER BY id')).map((r) => r.id);
+  }
+
+  private async listenerClient(): Promise<pg.Client> {
+    if (this.listenerReady === undefined) {
+      this.listenerReady = (async () => {
+        const c = new pg.Client({ connectionString: this.opts.url, types, application_name: 'millrace-listen' });
+        c.on('notification', (msg) => {
+          for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
+        });
+        c.on('error', () => {
+          // Reconnect lazily and re-listen; a poll covers the gap meanwhile.
+          this.listener = undefined;
+          this.listenerReady = undefined;
+          if (!this.closed) setTimeout(() => void this.relisten(), 500).unref();
+        });
+        await c.connect();
+        this.listener = c;
+        return c;
+      })();
+    }
+    return this.listenerReady;
+  }
+
+  private async relisten(): Promise<void> {
+    try {
+      const c = await this.listenerClient();
+      for (const ch of this.channels.keys()) await c.query(`LISTEN ${quoteIdent(ch)}`);
+    } catch {
+      this.listenerReady = undefined;
+      if (!this.closed) setTimeout(() => void this.relisten(), 1000).unref();
+    }
+  }
+
+  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+    let set = this.channels.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.channels.set(channel, set);
+      const c = await this.listenerClient();
+      await c.query(`LISTEN ${quoteIdent(channel)}`);
+    }
+    set.add(onPayload);
+    return async () => {
+      set.delete(onPayload);
+    };
+  }
+
+  async notify(channel: string, payload: string): Promise<void> {
+    await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+  }
+
+  async tryLock(key: string): Promise<HeldLock | null> {
+    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: `millrace-lock` });
+    let lostResolve!: () => void;
+    const lost = new Promise<void>((r) => (lostResolve = r));
+    client.on('error', () => lostResolve());
+    client.on('end', () => lostResolve());
+    await client.connect();
+    const k = advisoryKey(key);
+    const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [k]);
+    if (!res.rows[0]?.ok) {
+      await client.end().catch(() => {});
+      return null;
+    }
+    const conn = new PgWriteConnection(client, () => {});
+    return {
+      conn,
+      lost,
+      release: async () => {
+        await client.query('SELECT pg_advisory_unlock($1)', [k]).catch(() => {});
+        await client.end().catch(() => {});
+      },
+    };
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.listener?.end().catch(() => {});
+    await this.pool.end();
+  }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}

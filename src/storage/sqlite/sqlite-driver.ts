@@ -1,0 +1,190 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { DialectCapabilities, HeldLock, Migration, Queryable, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
+
+type Db = Database.Database;
+type Stmt = Database.Statement;
+
+/** Statement cache per connection: SQL text is the key. */
+class SqliteQueryable implements Queryable {
+  private readonly cache = new Map<string, Stmt>();
+  constructor(protected readonly db: Db) {}
+
+  protected stmt(sql: string): Stmt {
+    let s = this.cache.get(sql);
+    if (s === undefined) {
+      s = this.db.prepare(sql);
+      this.cache.set(sql, s);
+    }
+    return s;
+  }
+
+  all<R>(sql: string, params: readonly unknown[] = []): Promise<R[]> {
+    try {
+      const s = this.stmt(sql);
+      if (!s.reader) {
+        s.run(...(params.map(toSqlite) as unknown[]));
+        return Promise.resolve([]);
+      }
+      return Promise.resolve(s.all(...(params.map(toSqlite) as unknown[])) as R[]);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  run(sql: string, params: readonly unknown[] = []): Promise<number> {
+    try {
+      return Promise.resolve(this.stmt(sql).run(...(params.map(toSqlite) as unknown[])).changes);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+}
+
+/** better-sqlite3 binds booleans and undefined badly; normalise them. */
+function toSqlite(v: unknown): unknown {
+  if (v === undefined) return null;
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  return v;
+}
+
+class SqliteWriteConnection extends SqliteQueryable implements WriteConnection {
+  private held = false;
+  private waiters: Array<() => void> = [];
+
+  async acquire(): Promise<this> {
+    while (this.held) await new Promise<void>((r) => this.waiters.push(r));
+    this.held = true;
+    return this;
+  }
+
+  exec(sql: string): Promise<void> {
+    try {
+      this.db.exec(sql);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  release(): void {
+    this.held = false;
+    this.waiters.shift()?.();
+  }
+}
+
+export interface SqliteDriverOptions {
+  path: string;
+  /** strict: synchronous=FULL (fsync at every commit). relaxed: synchronous=NORMAL. */
+  durability: 'strict' | 'relaxed';
+}
+
+/**
+ * SQLite in WAL mode: one writing connection (SQLite has one writer anyway) and
+ * one reading connection that always sees the last committed state.
+ */
+export class SqliteDriver implements ShardDriver {
+  readonly dialect = 'sqlite' as const;
+  readonly capabilities: DialectCapabilities = { sequencesOnInsert: true, cheapSavepoints: true, multiNode: false };
+  readonly sql: SqlFragments = {
+    claimRows: '',
+    begin: 'BEGIN IMMEDIATE',
+    serialPk: 'INTEGER PRIMARY KEY',
+    bytes: 'BLOB',
+  };
+  readonly writers = 1;
+  readonly reader: Queryable;
+  private readonly writeDb: Db;
+  private readonly readDb: Db;
+  private readonly writer: SqliteWriteConnection;
+  private readonly locks = new Set<string>();
+  private closed = false;
+
+  constructor(opts: SqliteDriverOptions) {
+    if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
+    this.writeDb = new Database(opts.path);
+    this.writeDb.pragma('journal_mode = WAL');
+    this.writeDb.pragma(`synchronous = ${opts.durability === 'strict' ? 'FULL' : 'NORMAL'}`);
+    this.writeDb.pragma('busy_timeout = 5000');
+    this.writeDb.pragma('foreign_keys = ON');
+    // Checkpoints run in the background of commits; keep the WAL bounded.
+    this.writeDb.pragma('wal_autocheckpoint = 10000');
+    this.readDb = new Database(opts.path, { readonly: false });
+    this.readDb.pragma('busy_timeout = 5000');
+    this.readDb.pragma('query_only = ON');
+    this.reader = new SqliteQueryable(this.readDb);
+    this.writer = new SqliteWriteConnection(this.writeDb);
+  }
+
+  acquireWriter(): Promise<WriteConnection> {
+    return this.writer.acquire();
+  }
+
+  async migrate(migrations: readonly Migration[]): Promise<string[]> {
+    const conn = await this.writer.acquire();
+    try {
+      await conn.exec('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      await conn.exec('BEGIN IMMEDIATE');
+      try {
+        const done = new Set((await conn.all<{ id: string }>('SELECT id FROM schema_migrations')).map((r) => r.id));
+        const applied: string[] = [];
+        for (const m of migrations) {
+          if (done.has(m.id)) continue;
+          await conn.run('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)', [m.id, Date.now()]);
+          await conn.exec(m.sql.sqlite);
+          applied.push(m.id);
+        }
+        await conn.exec('COMMIT');
+        return applied;
+      } catch (err) {
+        await conn.exec('ROLLBACK');
+        throw err;
+      }
+    } finally {
+      conn.release();
+    }
+  }
+
+  async appliedMigrations(): Promise<string[]> {
+    const t = await this.reader.all<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
+    if (!t[0]?.n) return [];
+    return (await this.reader.all<{ id: string }>('SELECT id FROM schema_migrations ORDER BY id')).map((r) => r.id);
+  }
+
+  listen(): Promise<() => Promise<void>> {
+    // One process owns an SQLite shard: in-process signals are enough.
+    return Promise.resolve(async () => {});
+  }
+
+  notify(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  tryLock(key: string): Promise<HeldLock | null> {
+    if (this.locks.has(key)) return Promise.resolve(null);
+    this.locks.add(key);
+    let release!: () => void;
+    const lost = new Promise<void>((r) => (release = r));
+    return Promise.resolve({
+      conn: this.writer,
+      lost,
+      release: async () => {
+        this.locks.delete(key);
+        release();
+      },
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.reader.all('SELECT 1');
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    this.readDb.close();
+    this.writeDb.close();
+    return Promise.resolve();
+  }
+}
