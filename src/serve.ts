@@ -1,46 +1,73 @@
 import type { FastifyInstance } from 'fastify';
+import type { Server as GrpcServer } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
 import type { Config } from './core/config.js';
+import type { Clock } from './core/clock.js';
 import { createLogger } from './core/logger.js';
 import { buildHttpServer } from './api/http/server.js';
+import { startGrpcServer, stopGrpcServer } from './api/grpc/server.js';
+import type { Face, FaceFactory } from './face.js';
+import { faceFactories } from './faces.js';
 import { Runtime } from './runtime.js';
 
 export interface Node {
   runtime: Runtime;
+  faces: Face[];
   http: FastifyInstance;
+  /** Base URL of the HTTP API. */
+  url: string;
+  grpc: { server: GrpcServer; port: number } | null;
   /** Drains in-flight requests, stops background work, closes storage. */
   close(): Promise<void>;
 }
 
-/** Opens the runtime and starts the HTTP server; the node a `millrace serve` runs. */
-export async function startNode(config: Config, opts: { logger?: ReturnType<typeof createLogger> } = {}): Promise<Node> {
+export interface StartOptions {
+  logger?: Logger;
+  clock?: Clock;
+  /** Faces to serve (default: all of this build). */
+  faces?: FaceFactory[];
+}
+
+/** Opens the runtime, builds the faces and serves HTTP (and gRPC): what `millrace serve` runs. */
+export async function startNode(config: Config, opts: StartOptions = {}): Promise<Node> {
   const logger = opts.logger ?? createLogger(config.logging.level);
-  const runtime = await Runtime.open(config, { logger });
-  let http: FastifyInstance;
-  try {
-    http = await buildHttpServer(runtime);
-    await http.listen({ host: config.http.host, port: config.http.port });
-  } catch (err) {
+  const runtime = await Runtime.open(config, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
+  const faces: Face[] = [];
+  let http: FastifyInstance | undefined;
+  let grpc: { server: GrpcServer; port: number } | null = null;
+  const stopAll = async () => {
+    if (grpc) await stopGrpcServer(grpc.server, config.http.drain_timeout_ms);
+    if (http) await http.close();
+    for (const f of [...faces].reverse()) await f.stop();
     await runtime.close();
+  };
+  try {
+    for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));
+    http = await buildHttpServer(
+      runtime,
+      faces.filter((f) => f.http).map((f) => (app: FastifyInstance) => f.http!(app)),
+    );
+    for (const f of faces) await f.start();
+    await http.listen({ host: config.http.host, port: config.http.port });
+    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port);
+  } catch (err) {
+    await stopAll().catch(() => {});
     throw err;
   }
+  const addr = http.server.address();
+  const url = typeof addr === 'object' && addr ? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
   let closing: Promise<void> | undefined;
-  return {
-    runtime,
-    http,
-    close: () =>
-      (closing ??= (async () => {
-        await http.close();
-        await runtime.close();
-      })()),
-  };
+  return { runtime, faces, http, url, grpc, close: () => (closing ??= stopAll()) };
 }
 
 /** `millrace serve`: runs until SIGTERM/SIGINT, then drains and exits 0. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logging.level);
   const node = await startNode(config, { logger });
-  const addr = node.http.server.address();
-  logger.info({ address: typeof addr === 'object' && addr ? `http://${addr.address}:${addr.port}` : addr, dialect: config.storage.dialect, shards: config.storage.shards.length }, 'millrace serving');
+  logger.info(
+    { http: node.url, grpc: node.grpc ? `${config.grpc.host}:${node.grpc.port}` : null, dialect: config.storage.dialect, shards: config.storage.shards.length },
+    'millrace serving',
+  );
   const stop = (signal: string) => {
     logger.info({ signal }, 'draining');
     const force = setTimeout(() => {

@@ -4,6 +4,10 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { MillraceError } from './errors.js';
 import { parseHashBound, HASH_SPACE_END } from './routing.js';
+import { machinesConfigSchema } from '../machines/config.js';
+import { ledgerConfigSchema } from '../ledger/config.js';
+import { pipeConfigSchema } from '../pipe/config.js';
+import { busConfigSchema } from '../bus/config.js';
 
 const hexBound = z
   .string()
@@ -102,6 +106,10 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    machines: machinesConfigSchema,
+    ledger: ledgerConfigSchema,
+    pipe: pipeConfigSchema,
+    bus: busConfigSchema,
   })
   .strict();
 
