@@ -50,7 +50,7 @@ describe.each(DIALECTS)('log conformance (%s)', (dialect) => {
 
   it('refuses bad input with bad_request and writes nothing', async () => {
     const [before] = await rt.log.positions(await rt.log.append('marker', [{ type: 'm', data: null }]));
-    const bad = [
+    const bad: Array<() => Promise<unknown>> = [
       () => rt.log.append('', [{ type: 'x', data: 1 }]),
       () => rt.log.append('s', []),
       () => rt.log.append('s', [{ type: '', data: 1 }]),
