@@ -96,11 +96,12 @@ export class GroupCommitter extends EventEmitter {
 
   private async drain(): Promise<void> {
     let conn: WriteConnection | undefined;
+    let healthy = true;
     try {
       conn = await this.driver.acquireWriter();
-      while (this.queue.length > 0) {
+      while (healthy && this.queue.length > 0) {
         const batch = this.queue.splice(0, this.opts.maxBatch);
-        await this.runBatch(conn, batch);
+        healthy = await this.runBatch(conn, batch);
       }
     } catch (err) {
       // Could not get a connection: fail what is waiting rather than hang.
@@ -108,14 +109,16 @@ export class GroupCommitter extends EventEmitter {
       const e = new MillraceError('unavailable', `storage unavailable: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
       for (const j of waiting) j.reject(e);
     } finally {
-      conn?.release();
+      // A connection that failed at BEGIN/COMMIT may be broken: do not reuse it.
+      conn?.release(!healthy);
       this.active--;
       if (this.queue.length > 0) this.schedule();
       else if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
-  private async runBatch(conn: WriteConnection, batch: Job[]): Promise<void> {
+  /** Runs one batch; resolves false if the connection failed outside any caller's code. */
+  private async runBatch(conn: WriteConnection, batch: Job[]): Promise<boolean> {
     this.stats.batches++;
     this.stats.jobs += batch.length;
     const cheap = this.driver.capabilities.cheapSavepoints;
@@ -126,22 +129,31 @@ export class GroupCommitter extends EventEmitter {
       // BEGIN or COMMIT failed: nothing of this batch is known durable.
       const e = commitError(err);
       for (const j of batch) j.reject(e);
-      return;
+      return false;
     }
     if (outcomes === null) {
       // One caller failed inside a batch without savepoints: re-run each alone.
       this.stats.reruns++;
       outcomes = [];
+      let healthy = true;
       for (const job of batch) {
+        if (!healthy) {
+          job.reject(new MillraceError('unavailable', 'write not committed: storage connection failed', { retryAfterS: 1 }));
+          continue;
+        }
         try {
           const r = await this.runWithSavepoints(conn, [job], false);
           outcomes.push(r[0]!);
         } catch (err) {
+          healthy = false;
           job.reject(commitError(err));
         }
       }
+      this.settle(outcomes);
+      return healthy;
     }
     this.settle(outcomes);
+    return true;
   }
 
   private settle(outcomes: Outcome[]): void {
