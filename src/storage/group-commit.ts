@@ -165,7 +165,8 @@ export class GroupCommitter extends EventEmitter {
         try {
           fn();
         } catch (err) {
-          this.emit('error', err);
+          // Without a listener, emit('error') would throw here and leave the batch's callers unsettled.
+          if (this.listenerCount('error') > 0) this.emit('error', err);
         }
       }
     }
@@ -183,6 +184,9 @@ export class GroupCommitter extends EventEmitter {
         if (savepoints) await conn.exec('SAVEPOINT job');
         try {
           const value = await job.fn(tx);
+          // A statement failed and the caller caught it, but the transaction is lost: the caller failed.
+          const broken = await conn.failure?.();
+          if (broken !== undefined) throw broken;
           if (savepoints) await conn.exec('RELEASE job');
           outcomes.push({ job, tx, ok: true, value });
         } catch (error) {
@@ -213,6 +217,8 @@ export class GroupCommitter extends EventEmitter {
         const tx = new JobTx(conn);
         try {
           const value = await job.fn(tx);
+          const broken = await conn.failure?.();
+          if (broken !== undefined) throw broken;
           outcomes.push({ job, tx, ok: true, value });
         } catch {
           tx.undo();

@@ -30,6 +30,12 @@ export interface Tx extends Queryable {
 export interface WriteConnection extends Queryable {
   exec(sql: string): Promise<void>;
   release(destroy?: boolean): void;
+  /**
+   * Resolves to the error that left the open transaction unusable, or
+   * undefined. PostgreSQL aborts a transaction at a failed statement even when
+   * the caller catches the error, and then turns COMMIT into a silent ROLLBACK.
+   */
+  failure?(): Promise<unknown>;
 }
 
 export interface DialectCapabilities {

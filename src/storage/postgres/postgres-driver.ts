@@ -46,11 +46,47 @@ class PgQueryable implements Queryable {
 }
 
 class PgWriteConnection extends PgQueryable implements WriteConnection {
+  /** A statement that failed since the last exec (BEGIN, SAVEPOINT, COMMIT, …). */
+  private failed: unknown;
+
   constructor(private readonly client: pg.PoolClient | pg.Client, private readonly onRelease: (destroy: boolean) => void) {
     super(client);
   }
 
+  override async all<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    try {
+      return await super.all<R>(sql, params);
+    } catch (err) {
+      this.failed ??= err;
+      throw err;
+    }
+  }
+
+  override async run(sql: string, params?: readonly unknown[]): Promise<number> {
+    try {
+      return await super.run(sql, params);
+    } catch (err) {
+      this.failed ??= err;
+      throw err;
+    }
+  }
+
+  async failure(): Promise<unknown> {
+    if (this.failed === undefined) return undefined;
+    // pg reports a statement's error before the server says whether the
+    // transaction survived it, so ask: an aborted transaction refuses this.
+    try {
+      await this.client.query('SELECT 1');
+    } catch {
+      return this.failed;
+    }
+    // Still usable (the caller rolled back to a savepoint of its own).
+    this.failed = undefined;
+    return undefined;
+  }
+
   async exec(sql: string): Promise<void> {
+    this.failed = undefined;
     await this.client.query(sql);
   }
 
