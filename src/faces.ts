@@ -1,4 +1,5 @@
 import type { FaceFactory } from './face.js';
+import { busFace } from './bus/face.js';
 
 /**
  * Every face this build serves, in start order. Importing a face module also
@@ -9,4 +10,5 @@ export const faceFactories: FaceFactory[] = [
   // ledger
   // pipe
   // bus
+  busFace,
 ];

@@ -1,0 +1,189 @@
+import { fileURLToPath } from 'node:url';
+import { loadPackageDefinition, type Server, type ServerDuplexStream, type ServerReadableStream, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { badRequest, MillraceError } from '../../core/errors.js';
+import type { Bus } from '../../bus/bus.js';
+import type { DeliverySession } from '../../bus/delivery.js';
+import type { PublishEvent, Published } from '../../bus/publisher.js';
+import { toGrpcError } from './server.js';
+
+export const BUS_PROTO = fileURLToPath(new URL('../../../proto/millrace/v1/bus.proto', import.meta.url));
+
+/** Loader options the server uses (snake_case fields, 64-bit numbers as JS numbers). */
+export const PROTO_OPTIONS = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true } as const;
+
+interface PbEvent {
+  id?: string;
+  topic?: string;
+  key?: string;
+  type?: string;
+  headers?: Record<string, string>;
+  data?: string;
+}
+
+interface PbConfig {
+  topics?: string[];
+  filter?: { types?: string[]; key_prefix?: string; headers?: Record<string, string> } | null;
+  start?: string;
+  ack_wait_ms?: number;
+  max_in_flight?: number;
+  max_deliveries?: number;
+  dead_letter_topic?: string;
+}
+
+interface PbSubscribeRequest {
+  kind?: 'open' | 'ack' | 'nack';
+  open?: { subscription?: string; config?: PbConfig | null };
+  ack?: { delivery_ids?: string[] };
+  nack?: { delivery_id?: string; delay_ms?: number };
+}
+
+function fromPb(events: PbEvent[] | undefined): PublishEvent[] {
+  if (!Array.isArray(events) || events.length === 0) throw badRequest('events must be a non-empty list');
+  return events.map((e, i) => {
+    let data: unknown = null;
+    if (e.data) {
+      try {
+        data = JSON.parse(e.data);
+      } catch {
+        throw badRequest(`events[${i}].data is not valid JSON text`);
+      }
+    }
+    const out: PublishEvent = { topic: e.topic ?? '', type: e.type ?? '', data };
+    if (e.id) out.id = e.id;
+    if (e.key) out.key = e.key;
+    if (e.headers && Object.keys(e.headers).length) out.headers = e.headers;
+    return out;
+  });
+}
+
+/** The proto's subscription config as the JSON shape the bus validates (zero values mean "default"). */
+export function configFromPb(c: PbConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = { topics: c.topics ?? [] };
+  const f = c.filter;
+  if (f) {
+    const filter: Record<string, unknown> = {};
+    if (f.types?.length) filter.types = f.types;
+    if (f.key_prefix) filter.key_prefix = f.key_prefix;
+    if (f.headers && Object.keys(f.headers).length) filter.headers = f.headers;
+    out.filter = filter;
+  }
+  if (c.start) out.start = c.start;
+  if (c.ack_wait_ms) out.ack_wait_ms = c.ack_wait_ms;
+  if (c.max_in_flight) out.max_in_flight = c.max_in_flight;
+  if (c.max_deliveries) out.max_deliveries = c.max_deliveries;
+  if (c.dead_letter_topic) out.dead_letter_topic = c.dead_letter_topic;
+  return out;
+}
+
+const positionsPb = (ps: Published[]) => ({ positions: ps.map((p) => ({ shard: p.shard, pos: p.pos, duplicate: p.duplicate })) });
+
+/** The `millrace.v1.Bus` service over a Bus. */
+export function registerBusService(server: Server, bus: Bus): void {
+  const def = loadSync(BUS_PROTO, PROTO_OPTIONS);
+  const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: { Bus: { service: ServiceDefinition } } } };
+  server.addService(pkg.millrace.v1.Bus.service, {
+    Publish: (call: ServerUnaryCall<{ events?: PbEvent[] }, unknown>, cb: sendUnaryData<unknown>) => {
+      Promise.resolve()
+        .then(() => bus.publish(fromPb(call.request.events)))
+        .then(
+          (ps) => cb(null, positionsPb(ps)),
+          (err: unknown) => cb(toGrpcError(err)),
+        );
+    },
+    PublishStream: (call: ServerReadableStream<{ events?: PbEvent[] }, unknown>, cb: sendUnaryData<unknown>) => {
+      const all: Published[] = [];
+      let chain: Promise<void> = Promise.resolve();
+      let failed = false;
+      call.on('data', (req: { events?: PbEvent[] }) => {
+        chain = chain.then(async () => {
+          if (failed) return;
+          try {
+            all.push(...(await bus.publish(fromPb(req.events))));
+          } catch (err) {
+            failed = true;
+            cb(toGrpcError(err));
+          }
+        });
+      });
+      call.on('end', () => {
+        void chain.then(() => {
+          if (!failed) cb(null, positionsPb(all));
+        });
+      });
+    },
+    Subscribe: (call: ServerDuplexStream<PbSubscribeRequest, unknown>) => handleSubscribe(call, bus),
+  });
+}
+
+function handleSubscribe(call: ServerDuplexStream<PbSubscribeRequest, unknown>, bus: Bus): void {
+  let session: DeliverySession | null = null;
+  let opening: Promise<void> | null = null;
+  let done = false;
+  const fail = (err: unknown) => {
+    if (done) return;
+    done = true;
+    call.emit('error', toGrpcError(err));
+  };
+  const finish = () => {
+    if (done) return;
+    done = true;
+    call.end();
+  };
+  call.on('data', (msg: PbSubscribeRequest) => {
+    if (done) return;
+    try {
+      if (msg.kind === 'open' || (msg.open && !msg.kind)) {
+        if (opening) throw badRequest('the subscription is already open on this call');
+        const name = msg.open?.subscription ?? '';
+        const config = msg.open?.config ? configFromPb(msg.open.config) : undefined;
+        opening = bus
+          .open(name, config, {
+            deliver: (d) => {
+              if (done) return;
+              call.write({
+                delivery: {
+                  delivery_id: d.deliveryId,
+                  shard: d.shard,
+                  pos: d.pos,
+                  event: { id: d.id, topic: d.topic, key: d.key, type: d.type, headers: d.headers, data: d.data },
+                  delivery_count: d.deliveryCount,
+                  created_at_ms: d.createdAt,
+                },
+              });
+            },
+            closed: (err) => (err ? fail(err) : finish()),
+          })
+          .then((s) => {
+            session = s;
+            if (done || call.cancelled) {
+              void s.close();
+              return;
+            }
+            call.write({ opened: { subscription: name, positions: s.positions() } });
+          }, fail);
+        return;
+      }
+      if (!session) throw badRequest('the first message must be "open"');
+      if (msg.kind === 'ack' || msg.ack) session.ack(msg.ack?.delivery_ids ?? []);
+      else if (msg.kind === 'nack' || msg.nack) session.nack(msg.nack?.delivery_id ?? '', msg.nack?.delay_ms ?? 0);
+      else throw badRequest('a message must hold open, ack or nack');
+    } catch (err) {
+      if (session) void (session as DeliverySession).close(err instanceof MillraceError ? err : null);
+      else fail(err);
+    }
+  });
+  call.on('end', () => {
+    void (opening ?? Promise.resolve()).then(async () => {
+      if (session) await session.close();
+      finish();
+    });
+  });
+  call.on('cancelled', () => {
+    done = true;
+    void (opening ?? Promise.resolve()).then(() => session?.close());
+  });
+  call.on('error', () => {
+    void (opening ?? Promise.resolve()).then(() => session?.close());
+  });
+}

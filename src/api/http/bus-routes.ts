@@ -1,0 +1,145 @@
+import type { FastifyInstance } from 'fastify';
+import type { Bus } from '../../bus/bus.js';
+import { errorSchema, toHttpError } from './server.js';
+
+const eventSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['type'],
+  properties: {
+    id: { type: 'string', minLength: 1, maxLength: 200 },
+    key: { type: 'string', maxLength: 200 },
+    type: { type: 'string', minLength: 1, maxLength: 200 },
+    headers: { type: 'object', additionalProperties: { type: 'string' } },
+    data: {},
+  },
+} as const;
+
+const subscriptionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['topics'],
+  properties: {
+    topics: { type: 'array', minItems: 1, items: { type: 'string' } },
+    filter: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        types: { type: 'array', items: { type: 'string' } },
+        key_prefix: { type: 'string' },
+        headers: { type: 'object', additionalProperties: { type: 'string' } },
+      },
+    },
+    start: { type: 'string' },
+    ack_wait_ms: { type: 'integer' },
+    max_in_flight: { type: 'integer' },
+    max_deliveries: { type: 'integer' },
+    dead_letter_topic: { type: 'string' },
+  },
+} as const;
+
+const nameParams = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } as const;
+const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
+
+/** HTTP routes of the bus: publish, subscription CRUD, and server-sent-event delivery with acks. */
+export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
+  app.post<{ Params: { topic: string }; Body: { events: Array<Record<string, unknown>> } }>(
+    '/v1/bus/topics/:topic/events',
+    {
+      schema: {
+        params: { type: 'object', properties: { topic: { type: 'string' } }, required: ['topic'] },
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['events'],
+          properties: { events: { type: 'array', minItems: 1, maxItems: 10_000, items: eventSchema } },
+        },
+        response: { ...errors },
+      },
+    },
+    async (req) => {
+      const positions = await bus.publish(req.body.events.map((e) => ({ ...e, topic: req.params.topic })));
+      return { positions };
+    },
+  );
+
+  app.put<{ Params: { name: string }; Body: Record<string, unknown> }>(
+    '/v1/bus/subscriptions/:name',
+    { schema: { params: nameParams, body: subscriptionSchema, response: errors } },
+    async (req, reply) => {
+      const r = await bus.putSubscription(req.params.name, req.body);
+      reply.status(r.created ? 201 : 200);
+      return { name: req.params.name, created: r.created, config: r.config };
+    },
+  );
+
+  app.get('/v1/bus/subscriptions', async () => ({ subscriptions: await bus.listSubscriptions() }));
+
+  app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { params: nameParams, response: errors } }, async (req) =>
+    bus.getSubscription(req.params.name),
+  );
+
+  app.delete<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { params: nameParams, response: errors } }, async (req, reply) => {
+    await bus.deleteSubscription(req.params.name);
+    return reply.status(204).send();
+  });
+
+  app.post<{ Params: { name: string }; Body: { ids?: string[]; nack?: string[]; delay_ms?: number } }>(
+    '/v1/bus/subscriptions/:name/ack',
+    {
+      schema: {
+        params: nameParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            ids: { type: 'array', items: { type: 'string' }, maxItems: 100_000 },
+            nack: { type: 'array', items: { type: 'string' }, maxItems: 100_000 },
+            delay_ms: { type: 'integer', minimum: 0, maximum: 86_400_000 },
+          },
+        },
+        response: errors,
+      },
+    },
+    async (req) => {
+      const s = bus.session(req.params.name);
+      const acked = s.ack(req.body.ids ?? []);
+      let nacked = 0;
+      for (const id of req.body.nack ?? []) if (s.nack(id, req.body.delay_ms ?? 0)) nacked++;
+      return { acked, nacked };
+    },
+  );
+
+  // Server-sent events: one `event: delivery` per event, acked through POST …/ack.
+  app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name/stream', { schema: { params: nameParams, response: errors } }, async (req, reply) => {
+    const raw = reply.raw;
+    let session;
+    try {
+      session = await bus.open(req.params.name, undefined, {
+        deliver: (d) => {
+          raw.write(
+            `id: ${d.deliveryId}\nevent: delivery\ndata: ${JSON.stringify({
+              delivery_id: d.deliveryId,
+              shard: d.shard,
+              pos: d.pos,
+              delivery_count: d.deliveryCount,
+              created_at_ms: d.createdAt,
+              event: { id: d.id, topic: d.topic, key: d.key, type: d.type, headers: d.headers, data: JSON.parse(d.data) as unknown },
+            })}\n\n`,
+          );
+        },
+        closed: (err) => {
+          if (err) raw.write(`event: error\ndata: ${JSON.stringify({ error: toHttpError(err).toJSON() })}\n\n`);
+          raw.end();
+        },
+      });
+    } catch (err) {
+      throw toHttpError(err);
+    }
+    reply.hijack();
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': req.id });
+    raw.write(`event: opened\ndata: ${JSON.stringify({ subscription: req.params.name, positions: session.positions() })}\n\n`);
+    const s = session;
+    req.raw.on('close', () => void s.close());
+  });
+}

@@ -1,0 +1,309 @@
+import { randomUUID } from 'node:crypto';
+import { MillraceError, badRequest } from '../core/errors.js';
+import type { Runtime } from '../runtime.js';
+import type { Shard } from '../storage/storage.js';
+import type { BusConfig } from './config.js';
+import { DeliverySession, type DeliverySink } from './delivery.js';
+import { Publisher, validateEvents, type Published } from './publisher.js';
+import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import './errors.js';
+import './migrations.js';
+
+export interface SubscriptionInfo {
+  name: string;
+  config: SubscriptionConfig;
+  /** Acked position per shard. */
+  positions: Record<string, number>;
+  /** Log positions per shard between the acked position and the head (an upper bound of the events left to deliver). */
+  lag: Record<string, number>;
+  connected: boolean;
+  created_at: number;
+  updated_at: number;
+}
+
+const PRUNE_TIMER = 'bus.dedupe_prune';
+
+/**
+ * The bus face's logic, free of transports: publishing with dedupe, named
+ * subscriptions stored in the database (config on a home shard, one cursor
+ * per shard), and live delivery sessions guarded by a lease so that one
+ * connection per subscription exists cluster-wide.
+ */
+export class Bus {
+  readonly config: BusConfig;
+  readonly topics: ReadonlySet<string>;
+  readonly publisher: Publisher;
+  private readonly sessions = new Map<string, DeliverySession>();
+  private stopped = false;
+
+  constructor(readonly rt: Runtime) {
+    this.config = rt.config.bus;
+    this.topics = new Set(this.config.topics);
+    this.publisher = new Publisher(rt.log, rt.clock, this.config.dedupe_window_ms);
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    // Leases left by a previous run of this node (any node, single-process) are stale.
+    for (const s of this.rt.storage.shards) {
+      if (s.driver.capabilities.multiNode) {
+        await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%' AND holder LIKE ?", [`${this.rt.config.node_id}/%`]));
+      } else await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%'"));
+    }
+    try {
+      this.rt.scheduler.register(PRUNE_TIMER, async () => {
+        await this.publisher.prune(this.rt.storage.shards);
+        await this.rt.scheduler.schedule(PRUNE_TIMER, PRUNE_TIMER, this.rt.clock.now() + this.config.dedupe_prune_ms);
+      });
+    } catch {
+      // registered by an earlier start of this runtime
+    }
+    const existing = await this.rt.scheduler.get(PRUNE_TIMER);
+    if (!existing) await this.rt.scheduler.schedule(PRUNE_TIMER, PRUNE_TIMER, this.rt.clock.now() + this.config.dedupe_prune_ms);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all([...this.sessions.values()].map((s) => s.close(new MillraceError('shutting_down', 'the node is shutting down'))));
+  }
+
+  /** Validates the whole batch, then publishes it. `internal` skips the configured-topic check (dead letters, ingress). */
+  async publish(events: unknown, opts: { internal?: boolean } = {}): Promise<Published[]> {
+    const valid = validateEvents(events, this.topics, opts);
+    return this.publisher.publish(valid);
+  }
+
+  // ---- subscriptions -------------------------------------------------------
+
+  private home(name: string): Shard {
+    return this.rt.storage.shardFor(['bus/sub', name]);
+  }
+
+  cursorName(name: string): string {
+    return `bus/sub/${name}`;
+  }
+
+  private checkName(name: string): void {
+    if (typeof name !== 'string' || !SUBSCRIPTION_NAME.test(name)) throw badRequest('subscription name must be 1-150 letters, digits, ".", "_" or "-"');
+  }
+
+  private async row(name: string): Promise<{ config: SubscriptionConfig; created_at: number; updated_at: number } | null> {
+    const rows = await this.home(name).reader.all<{ config: string; created_at: number; updated_at: number }>(
+      'SELECT config, created_at, updated_at FROM bus_subscriptions WHERE name = ?',
+      [name],
+    );
+    const r = rows[0];
+    return r ? { config: JSON.parse(r.config) as SubscriptionConfig, created_at: Number(r.created_at), updated_at: Number(r.updated_at) } : null;
+  }
+
+  /** Creates the subscription, or updates its config (its positions and start stay). */
+  async putSubscription(name: string, raw: unknown): Promise<{ created: boolean; config: SubscriptionConfig }> {
+    this.checkName(name);
+    const config = buildSubscriptionConfig(raw, this.config);
+    const now = this.rt.clock.now();
+    const home = this.home(name);
+    const existing = await this.row(name);
+    if (existing) config.start = existing.config.start;
+    const inserted = await home.write(async (tx) => {
+      const n = await tx.run('INSERT INTO bus_subscriptions (name, config, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING', [
+        name,
+        JSON.stringify(config),
+        now,
+        now,
+      ]);
+      if (n === 0) await tx.run('UPDATE bus_subscriptions SET config = ?, updated_at = ? WHERE name = ?', [JSON.stringify(config), now, name]);
+      return n === 1;
+    });
+    await this.ensureCursors(name, config);
+    const live = this.sessions.get(name);
+    if (live && !inserted && JSON.stringify(live.config) !== JSON.stringify(config)) {
+      await live.close(new MillraceError('subscription_busy', 'the subscription config changed; reconnect to apply it'));
+    }
+    return { created: inserted, config };
+  }
+
+  private async ensureCursors(name: string, config: SubscriptionConfig): Promise<Map<string, number>> {
+    const spec = parseStart(config.start);
+    const out = new Map<string, number>();
+    for (const s of this.rt.storage.shards) {
+      const existing = await this.rt.cursors.position(s.name, this.cursorName(name));
+      out.set(s.name, existing ?? (await this.rt.cursors.ensure(s.name, this.cursorName(name), await this.resolveStart(s, spec))));
+    }
+    return out;
+  }
+
+  private async resolveStart(shard: Shard, spec: StartSpec): Promise<number> {
+    switch (spec.kind) {
+      case 'earliest':
+        return 0;
+      case 'latest':
+        return this.rt.log.headPos(shard.name);
+      case 'position':
+        return spec.pos;
+      case 'time': {
+        // Positions are gapless from 1 to head and creation times follow them: binary search.
+        let lo = 1;
+        let hi = (await this.rt.log.headPos(shard.name)) + 1;
+        while (lo < hi) {
+          const mid = Math.floor((lo + hi) / 2);
+          const rows = await shard.reader.all<{ created_at: number }>('SELECT created_at FROM events WHERE pos = ?', [mid]);
+          if (Number(rows[0]?.created_at ?? Infinity) >= spec.at) hi = mid;
+          else lo = mid + 1;
+        }
+        return lo - 1;
+      }
+    }
+  }
+
+  async getSubscription(name: string): Promise<SubscriptionInfo> {
+    this.checkName(name);
+    const r = await this.row(name);
+    if (!r) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
+    const positions: Record<string, number> = {};
+    const lag: Record<string, number> = {};
+    const live = this.sessions.get(name)?.positions();
+    for (const s of this.rt.storage.shards) {
+      const pos = live?.[s.name] ?? (await this.rt.cursors.position(s.name, this.cursorName(name))) ?? 0;
+      positions[s.name] = pos;
+      lag[s.name] = Math.max(0, (await this.rt.log.headPos(s.name)) - pos);
+    }
+    const leases = await this.home(name).reader.all<{ expires_at: number }>('SELECT expires_at FROM leases WHERE name = ?', [this.cursorName(name)]);
+    const connected = leases.some((l) => Number(l.expires_at) > this.rt.clock.now());
+    return { name, config: r.config, positions, lag, connected, created_at: r.created_at, updated_at: r.updated_at };
+  }
+
+  async listSubscriptions(): Promise<string[]> {
+    const names: string[] = [];
+    for (const s of this.rt.storage.shards) {
+      for (const r of await s.reader.all<{ name: string }>('SELECT name FROM bus_subscriptions ORDER BY name')) names.push(r.name);
+    }
+    return names.sort();
+  }
+
+  async deleteSubscription(name: string): Promise<void> {
+    this.checkName(name);
+    const n = await this.home(name).write((tx) => tx.run('DELETE FROM bus_subscriptions WHERE name = ?', [name]));
+    if (n === 0) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
+    await this.sessions.get(name)?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
+    for (const s of this.rt.storage.shards) await this.rt.cursors.remove(s.name, this.cursorName(name));
+  }
+
+  /** The live session of a subscription on this node, for acks that arrive beside the stream (HTTP). */
+  session(name: string): DeliverySession {
+    const s = this.sessions.get(name);
+    if (!s || s.closed) throw new MillraceError('subscription_not_connected', `subscription "${name}" has no live connection on this node`);
+    return s;
+  }
+
+  /**
+   * Opens the one live connection of a subscription (creating it first when
+   * `config` is given and it does not exist). A second connection anywhere
+   * in the cluster gets `subscription_busy`.
+   */
+  async open(name: string, rawConfig: unknown | undefined, sink: DeliverySink): Promise<DeliverySession> {
+    this.checkName(name);
+    if (this.stopped) throw new MillraceError('shutting_down', 'the node is shutting down');
+    const holder = `${this.rt.config.node_id}/${randomUUID()}`;
+    if (rawConfig !== undefined) buildSubscriptionConfig(rawConfig, this.config);
+    const lease = await this.acquireLease(name, holder);
+    if (!lease) throw new MillraceError('subscription_busy', `subscription "${name}" already has a live connection`, { details: { subscription: name } });
+    let r: Awaited<ReturnType<Bus['row']>>;
+    try {
+      r = await this.row(name);
+      if (rawConfig !== undefined) {
+        const wanted = buildSubscriptionConfig(rawConfig, this.config);
+        if (!r || JSON.stringify({ ...wanted, start: r.config.start }) !== JSON.stringify(r.config)) {
+          await this.putSubscription(name, rawConfig);
+          r = await this.row(name);
+        }
+      }
+      if (!r) throw new MillraceError('subscription_not_found', `no subscription "${name}"; create it first or open with a config`, { details: { subscription: name } });
+    } catch (err) {
+      await this.releaseLease(name, holder).catch(() => {});
+      throw err;
+    }
+    const config = r.config;
+    let session: DeliverySession | undefined;
+    try {
+      const positions = await this.ensureCursors(name, config);
+      const renew = setInterval(() => {
+        this.renewLease(name, holder).then(
+          (ok) => {
+            if (!ok) void session?.close(new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'));
+          },
+          () => {},
+        );
+      }, Math.max(200, Math.floor(this.config.lease_ms / 3)));
+      renew.unref();
+      session = new DeliverySession(
+        name,
+        this.cursorName(name),
+        config,
+        {
+          deliver: (d) => sink.deliver(d),
+          closed: (err) => {
+            clearInterval(renew);
+            if (this.sessions.get(name) === session) this.sessions.delete(name);
+            void this.releaseLease(name, holder).catch(() => {});
+            sink.closed(err);
+          },
+        },
+        {
+          cursors: this.rt.cursors,
+          logger: this.rt.logger,
+          deadLetter: (sub, ev, deliveries) => this.deadLetter(sub, config, ev, deliveries),
+        },
+      );
+      this.sessions.set(name, session);
+      session.start(positions);
+      return session;
+    } catch (err) {
+      await this.releaseLease(name, holder).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async deadLetter(sub: string, config: SubscriptionConfig, ev: TopicEvent, deliveries: number): Promise<void> {
+    if (!config.dead_letter_topic) {
+      this.rt.logger.warn({ subscription: sub, shard: ev.shard, pos: ev.pos }, 'bus: event exceeded max deliveries and was dropped (no dead-letter topic)');
+      return;
+    }
+    await this.publish(
+      [
+        {
+          id: `dead/${sub}/${ev.shard}:${ev.pos}`,
+          topic: config.dead_letter_topic,
+          key: ev.key,
+          type: ev.type,
+          headers: { ...ev.headers, 'x-dead-letter-subscription': sub, 'x-original-topic': ev.topic, 'x-original-position': `${ev.shard}:${ev.pos}`, 'x-deliveries': String(deliveries) },
+          data: JSON.parse(ev.data) as unknown,
+        },
+      ],
+      { internal: true },
+    );
+  }
+
+  private async acquireLease(name: string, holder: string): Promise<boolean> {
+    const now = this.rt.clock.now();
+    const rows = await this.home(name).write((tx) =>
+      tx.all<{ holder: string }>(
+        `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+         WHERE leases.expires_at < ? RETURNING holder`,
+        [this.cursorName(name), holder, now + this.config.lease_ms, now],
+      ),
+    );
+    return rows.length === 1 && rows[0]!.holder === holder;
+  }
+
+  private async renewLease(name: string, holder: string): Promise<boolean> {
+    const n = await this.home(name).write((tx) =>
+      tx.run('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?', [this.rt.clock.now() + this.config.lease_ms, this.cursorName(name), holder]),
+    );
+    return n === 1;
+  }
+
+  private async releaseLease(name: string, holder: string): Promise<void> {
+    await this.home(name).write((tx) => tx.run('DELETE FROM leases WHERE name = ? AND holder = ?', [this.cursorName(name), holder]));
+  }
+}

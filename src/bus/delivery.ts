@@ -1,0 +1,252 @@
+import type { Logger } from 'pino';
+import { MillraceError } from '../core/errors.js';
+import type { CursorEngine } from '../log/cursor.js';
+import { matchEvent, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+
+/** One delivery of an event to a subscriber; `deliveryId` (`shard:pos`) is what the subscriber acks. */
+export interface Delivery extends TopicEvent {
+  deliveryId: string;
+  /** 1 on the first delivery. */
+  deliveryCount: number;
+}
+
+/** The transport side of a live connection. */
+export interface DeliverySink {
+  deliver(d: Delivery): void;
+  /** The session ended from the server side (lease lost, subscription deleted, shutdown). */
+  closed(err: MillraceError | null): void;
+}
+
+export interface DeliveryHooks {
+  cursors: CursorEngine;
+  logger: Logger;
+  /** Ships an event that exceeded max deliveries to the dead-letter topic. */
+  deadLetter(sub: string, ev: TopicEvent, deliveries: number): Promise<void>;
+}
+
+interface Inflight {
+  ev: TopicEvent;
+  count: number;
+  timer: NodeJS.Timeout | undefined;
+  /** Being sent to the dead-letter topic. */
+  dead: boolean;
+}
+
+interface ShardState {
+  name: string;
+  /** Examined events not yet acknowledged, in position order (Map keeps insertion order). */
+  pending: Map<number, Inflight>;
+  /** Last position examined (delivered or filtered out). */
+  high: number;
+  saved: number;
+  saving: Promise<void> | null;
+  dirty: boolean;
+  loop: Promise<void> | null;
+}
+
+/**
+ * A live connection of a subscription: reads every shard from the acked
+ * position (catch-up in chunks, then live, through the cursor engine), keeps
+ * at most `max_in_flight` deliveries unacknowledged, redelivers after the ack
+ * wait or a nack's delay, dead-letters after max deliveries, and stores per
+ * shard the position below the first unacknowledged event. A slow consumer is
+ * never dropped: the reader simply waits for window space, and then reads on
+ * from the database.
+ */
+export class DeliverySession {
+  private readonly abort = new AbortController();
+  private readonly shards = new Map<string, ShardState>();
+  private readonly topics: Set<string>;
+  private inFlight = 0;
+  private spaceWaiters: Array<() => void> = [];
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly cursorName: string,
+    readonly config: SubscriptionConfig,
+    private readonly sink: DeliverySink,
+    private readonly hooks: DeliveryHooks,
+  ) {
+    this.topics = new Set(config.topics);
+  }
+
+  get closed(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  /** Starts reading each shard after its stored position. */
+  start(positions: ReadonlyMap<string, number>): void {
+    for (const [name, pos] of positions) {
+      const st: ShardState = { name, pending: new Map(), high: pos, saved: pos, saving: null, dirty: false, loop: null };
+      this.shards.set(name, st);
+      st.loop = this.read(st).catch((err: unknown) => {
+        if (this.closed) return;
+        this.hooks.logger.error({ err, subscription: this.name, shard: name }, 'bus: subscription reader failed');
+        void this.close(new MillraceError('unavailable', `subscription reader failed: ${(err as Error).message}`, { retryAfterS: 1 }));
+      });
+    }
+  }
+
+  private async read(st: ShardState): Promise<void> {
+    const signal = this.abort.signal;
+    for await (const batch of this.hooks.cursors.tail(st.name, st.high, { abort: signal })) {
+      for (const e of batch) {
+        if (signal.aborted) return;
+        const ev = matchEvent(e, this.topics, this.config.filter);
+        if (ev === null) {
+          st.high = e.pos!;
+          continue;
+        }
+        await this.space();
+        if (signal.aborted) return;
+        const f: Inflight = { ev, count: 0, timer: undefined, dead: false };
+        st.pending.set(ev.pos, f);
+        st.high = ev.pos;
+        this.inFlight++;
+        this.send(f);
+      }
+      // Filtered-out events move the position too.
+      if (st.pending.size === 0) this.scheduleSave(st);
+    }
+  }
+
+  private space(): Promise<void> {
+    if (this.inFlight < this.config.max_in_flight || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  private freeSlot(): void {
+    this.inFlight--;
+    const w = this.spaceWaiters.shift();
+    if (w) w();
+  }
+
+  private send(f: Inflight): void {
+    if (this.closed) return;
+    f.count++;
+    if (f.count > this.config.max_deliveries) {
+      f.dead = true;
+      this.hooks.deadLetter(this.name, f.ev, f.count - 1).then(
+        () => this.settle(f.ev.shard, f.ev.pos),
+        (err: unknown) => {
+          this.hooks.logger.warn({ err, subscription: this.name }, 'bus: dead-lettering failed; retrying later');
+          f.dead = false;
+          f.count--;
+          this.arm(f, this.config.ack_wait_ms);
+        },
+      );
+      return;
+    }
+    this.arm(f, this.config.ack_wait_ms);
+    this.sink.deliver({ ...f.ev, deliveryId: `${f.ev.shard}:${f.ev.pos}`, deliveryCount: f.count });
+  }
+
+  private arm(f: Inflight, ms: number): void {
+    if (f.timer) clearTimeout(f.timer);
+    f.timer = setTimeout(() => {
+      f.timer = undefined;
+      this.send(f);
+    }, ms);
+  }
+
+  private lookup(deliveryId: string): { st: ShardState; f: Inflight } | null {
+    const i = deliveryId.lastIndexOf(':');
+    if (i < 0) return null;
+    const st = this.shards.get(deliveryId.slice(0, i));
+    const f = st?.pending.get(Number(deliveryId.slice(i + 1)));
+    return st && f ? { st, f } : null;
+  }
+
+  /** Acknowledges deliveries; unknown or already acked ids are ignored. Returns how many were pending. */
+  ack(deliveryIds: readonly string[]): number {
+    let n = 0;
+    for (const id of deliveryIds) {
+      const hit = this.lookup(id);
+      if (!hit || hit.f.dead) continue;
+      n++;
+      this.settle(hit.st.name, hit.f.ev.pos);
+    }
+    return n;
+  }
+
+  /** Asks for a redelivery after `delayMs` (0: now). */
+  nack(deliveryId: string, delayMs: number): boolean {
+    const hit = this.lookup(deliveryId);
+    if (!hit || hit.f.dead) return false;
+    if (delayMs <= 0) {
+      if (hit.f.timer) clearTimeout(hit.f.timer);
+      hit.f.timer = undefined;
+      this.send(hit.f);
+    } else this.arm(hit.f, delayMs);
+    return true;
+  }
+
+  private settle(shard: string, pos: number): void {
+    const st = this.shards.get(shard);
+    const f = st?.pending.get(pos);
+    if (!st || !f) return;
+    if (f.timer) clearTimeout(f.timer);
+    st.pending.delete(pos);
+    this.freeSlot();
+    this.scheduleSave(st);
+  }
+
+  /** The position below the first unacknowledged event of a shard. */
+  private ackedPos(st: ShardState): number {
+    for (const p of st.pending.keys()) return p - 1;
+    return st.high;
+  }
+
+  /** Stores the acked position, coalescing: at most one save per shard in flight. */
+  private scheduleSave(st: ShardState): void {
+    if (st.saving) {
+      st.dirty = true;
+      return;
+    }
+    const pos = this.ackedPos(st);
+    if (pos <= st.saved) return;
+    st.saving = this.hooks.cursors
+      .save(st.name, this.cursorName, pos)
+      .then(
+        () => {
+          st.saved = Math.max(st.saved, pos);
+        },
+        (err: unknown) => {
+          this.hooks.logger.warn({ err, subscription: this.name, shard: st.name }, 'bus: saving the acked position failed');
+        },
+      )
+      .finally(() => {
+        st.saving = null;
+        if (st.dirty) {
+          st.dirty = false;
+          this.scheduleSave(st);
+        }
+      });
+  }
+
+  /** Acked positions, per shard, as stored once `close` resolves. */
+  positions(): Record<string, number> {
+    return Object.fromEntries([...this.shards.values()].map((st) => [st.name, this.ackedPos(st)]));
+  }
+
+  /**
+   * Ends the session: stops reading and redelivering, then stores the acked
+   * positions. Unacknowledged deliveries come again on the next connection.
+   */
+  close(err: MillraceError | null = null): Promise<void> {
+    this.closing ??= (async () => {
+      this.abort.abort();
+      for (const w of this.spaceWaiters.splice(0)) w();
+      for (const st of this.shards.values()) for (const f of st.pending.values()) if (f.timer) clearTimeout(f.timer);
+      await Promise.all([...this.shards.values()].map((st) => st.loop));
+      for (const st of this.shards.values()) {
+        while (st.saving) await st.saving;
+        this.scheduleSave(st);
+        while (st.saving) await st.saving;
+      }
+      this.sink.closed(err);
+    })();
+    return this.closing;
+  }
+}

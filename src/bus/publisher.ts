@@ -1,0 +1,260 @@
+import { MillraceError, badRequest } from '../core/errors.js';
+import type { Log, AppendResult, NewEvent } from '../log/log.js';
+import type { Tx } from '../storage/port.js';
+import type { Shard } from '../storage/storage.js';
+import type { Clock } from '../core/clock.js';
+import { TOPIC_NAME } from './config.js';
+
+/** An event as a publisher hands it to the bus. */
+export interface PublishEvent {
+  /** Idempotency id: repeated within the dedupe window, the event is not stored again. */
+  id?: string | undefined;
+  topic: string;
+  /** Events of one key keep their order; the key routes the event to a shard. */
+  key?: string | undefined;
+  type: string;
+  headers?: Record<string, string> | undefined;
+  data?: unknown;
+}
+
+export interface Published {
+  shard: string;
+  pos: number;
+  /** The id was seen within the dedupe window: this is the first event's position. */
+  duplicate: boolean;
+}
+
+/** What the bus keeps beside an event's data in the log's `meta`. */
+export interface TopicMeta {
+  topic: string;
+  key: string;
+  id?: string;
+  headers?: Record<string, string>;
+}
+
+const MAX_ID = 200;
+const MAX_KEY = 200;
+const MAX_HEADERS = 64;
+const MAX_BATCH = 10_000;
+
+export const topicStream = (topic: string, key: string): string => `t/${topic}/${key}`;
+
+/** The topic of a stream written by the bus, or null for any other stream. */
+export function topicOfStream(stream: string): string | null {
+  if (!stream.startsWith('t/')) return null;
+  const i = stream.indexOf('/', 2);
+  return i < 0 ? null : stream.slice(2, i);
+}
+
+interface Prepared {
+  index: number;
+  stream: string;
+  shardKey: [string, string];
+  ref: string | null;
+  event: NewEvent;
+}
+
+/** Validates a whole batch before anything is written: one bad event refuses the batch. */
+export function validateEvents(events: unknown, topics: ReadonlySet<string>, opts: { internal?: boolean } = {}): PublishEvent[] {
+  if (!Array.isArray(events) || events.length === 0) throw badRequest('events must be a non-empty array');
+  if (events.length > MAX_BATCH) throw badRequest(`a batch holds at most ${MAX_BATCH} events`);
+  return events.map((raw, i) => {
+    const at = `events[${i}]`;
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw badRequest(`${at} must be an object`);
+    const e = raw as Record<string, unknown>;
+    for (const k of Object.keys(e)) {
+      if (!['id', 'topic', 'key', 'type', 'headers', 'data'].includes(k)) throw badRequest(`${at}: unknown field "${k}"`);
+    }
+    if (typeof e.topic !== 'string' || !TOPIC_NAME.test(e.topic)) throw badRequest(`${at}.topic must be a topic name`);
+    if (!opts.internal && !topics.has(e.topic)) {
+      throw new MillraceError('topic_not_found', `no topic "${e.topic}" is configured`, { details: { topic: e.topic } });
+    }
+    if (e.id !== undefined && (typeof e.id !== 'string' || e.id.length === 0 || e.id.length > MAX_ID)) {
+      throw badRequest(`${at}.id must be a non-empty string of at most ${MAX_ID} characters`);
+    }
+    if (e.key !== undefined && (typeof e.key !== 'string' || e.key.length > MAX_KEY)) throw badRequest(`${at}.key must be a string of at most ${MAX_KEY} characters`);
+    if (typeof e.type !== 'string' || e.type.length === 0 || e.type.length > 200) throw badRequest(`${at}.type must be a non-empty string of at most 200 characters`);
+    if (e.headers !== undefined) {
+      if (e.headers === null || typeof e.headers !== 'object' || Array.isArray(e.headers)) throw badRequest(`${at}.headers must be an object of strings`);
+      const entries = Object.entries(e.headers as Record<string, unknown>);
+      if (entries.length > MAX_HEADERS) throw badRequest(`${at}.headers: at most ${MAX_HEADERS} headers`);
+      for (const [k, v] of entries) if (typeof v !== 'string' || k.length > 200 || v.length > 4096) throw badRequest(`${at}.headers.${k} must be a string`);
+    }
+    if (e.data !== undefined) {
+      let text: string | undefined;
+      try {
+        text = JSON.stringify(e.data);
+      } catch {
+        text = undefined;
+      }
+      if (text === undefined) throw badRequest(`${at}.data is not JSON-serialisable`);
+    }
+    const out: PublishEvent = { topic: e.topic, type: e.type, data: e.data ?? null };
+    if (e.id !== undefined) out.id = e.id as string;
+    if (e.key !== undefined) out.key = e.key as string;
+    if (e.headers !== undefined && Object.keys(e.headers as object).length > 0) out.headers = e.headers as Record<string, string>;
+    return out;
+  });
+}
+
+class DedupeRace extends Error {}
+
+/**
+ * Publishing: routes each event to the shard of [topic, key], appends it to
+ * the stream `t/<topic>/<key>` and records its id in the dedupe table in the
+ * same transaction. A batch that lands on one shard is all-or-nothing.
+ */
+export class Publisher {
+  constructor(
+    private readonly log: Log,
+    private readonly clock: Clock,
+    private readonly dedupeWindowMs: number,
+  ) {}
+
+  async publish(events: readonly PublishEvent[]): Promise<Published[]> {
+    const byShard = new Map<Shard, Prepared[]>();
+    events.forEach((e, index) => {
+      const key = e.key ?? '';
+      const stream = topicStream(e.topic, key);
+      const shardKey: [string, string] = [e.topic, key];
+      const meta: Record<string, unknown> = { topic: e.topic, key };
+      if (e.id !== undefined) meta.id = e.id;
+      if (e.headers !== undefined) meta.headers = e.headers;
+      const shard = this.log.shardFor(stream, shardKey);
+      const list = byShard.get(shard) ?? [];
+      list.push({ index, stream, shardKey, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } });
+      byShard.set(shard, list);
+    });
+    const out: Published[] = new Array(events.length);
+    await Promise.all(
+      [...byShard].map(async ([shard, list]) => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const res = await shard.write((tx) => this.publishIn(tx, shard, list));
+            const done = await this.resolvePositions(shard, res);
+            for (const [i, p] of done) out[i] = p;
+            return;
+          } catch (err) {
+            if (err instanceof DedupeRace && attempt < 5) continue;
+            throw err;
+          }
+        }
+      }),
+    );
+    return out;
+  }
+
+  private async publishIn(tx: Tx, shard: Shard, list: Prepared[]): Promise<PublishTxResult> {
+    const now = this.clock.now();
+    const cutoff = now - this.dedupeWindowMs;
+    const refs = [...new Set(list.flatMap((p) => (p.ref ? [p.ref] : [])))];
+    const seen = new Map<string, { stream: string; seq: number }>();
+    for (let off = 0; off < refs.length; off += 500) {
+      const part = refs.slice(off, off + 500);
+      const rows = await tx.all<{ ref: string; stream: string; seq: number }>(
+        `SELECT ref, stream, seq FROM bus_dedupe WHERE ref IN (${part.map(() => '?').join(', ')}) AND created_at >= ?`,
+        [...part, cutoff],
+      );
+      for (const r of rows) seen.set(r.ref, { stream: r.stream, seq: Number(r.seq) });
+    }
+    // Events to store, grouped by stream in publish order; repeats of an id inside the batch point at the first.
+    const fresh: Prepared[] = [];
+    const firstInBatch = new Map<string, Prepared>();
+    const dup = new Map<number, { stream: string; seq: number } | Prepared>();
+    for (const p of list) {
+      if (p.ref !== null) {
+        const s = seen.get(p.ref);
+        if (s) {
+          dup.set(p.index, s);
+          continue;
+        }
+        const f = firstInBatch.get(p.ref);
+        if (f) {
+          dup.set(p.index, f);
+          continue;
+        }
+        firstInBatch.set(p.ref, p);
+      }
+      fresh.push(p);
+    }
+    const byStream = new Map<string, Prepared[]>();
+    for (const p of fresh) byStream.set(p.stream, [...(byStream.get(p.stream) ?? []), p]);
+    const stored = new Map<number, { stream: string; seq: number }>();
+    const appends: Array<{ result: AppendResult; items: Prepared[] }> = [];
+    for (const [stream, items] of byStream) {
+      const result = await this.log.appendIn(
+        tx,
+        shard,
+        stream,
+        items.map((p) => p.event),
+        { shardKey: items[0]!.shardKey },
+      );
+      items.forEach((p, i) => stored.set(p.index, { stream, seq: result.seqs[i]! }));
+      appends.push({ result, items });
+    }
+    const newRefs = fresh.filter((p) => p.ref !== null);
+    for (let off = 0; off < newRefs.length; off += 200) {
+      const part = newRefs.slice(off, off + 200);
+      const params: unknown[] = [];
+      for (const p of part) {
+        const s = stored.get(p.index)!;
+        params.push(p.ref, s.stream, s.seq, now);
+      }
+      const rows = await tx.all<{ ref: string }>(
+        `INSERT INTO bus_dedupe (ref, stream, seq, created_at) VALUES ${part.map(() => '(?, ?, ?, ?)').join(', ')}
+         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at
+         WHERE bus_dedupe.created_at < ? RETURNING ref`,
+        [...params, cutoff],
+      );
+      // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
+      if (rows.length !== part.length) throw new DedupeRace('dedupe race');
+    }
+    return { appends, stored, dup };
+  }
+
+  private async resolvePositions(shard: Shard, res: PublishTxResult): Promise<Array<[number, Published]>> {
+    const out: Array<[number, Published]> = [];
+    const posOf = new Map<string, number>();
+    for (const { result, items } of res.appends) {
+      const positions = await this.log.positions(result);
+      items.forEach((p, i) => {
+        out.push([p.index, { shard: shard.name, pos: positions[i]!, duplicate: false }]);
+        posOf.set(`${result.stream}\u0000${result.seqs[i]}`, positions[i]!);
+      });
+    }
+    for (const [index, d] of res.dup) {
+      const ref = 'index' in d ? res.stored.get(d.index)! : d;
+      const pos = posOf.get(`${ref.stream}\u0000${ref.seq}`) ?? (await this.positionOf(shard, ref.stream, ref.seq));
+      out.push([index, { shard: shard.name, pos, duplicate: true }]);
+    }
+    return out;
+  }
+
+  /** The position of an event known by stream and seq, waiting for the sequencer if needed. */
+  private async positionOf(shard: Shard, stream: string, seq: number): Promise<number> {
+    const sl = this.log.shardLog(shard.name);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const head = sl.signal.head;
+      const rows = await shard.reader.all<{ pos: number | null }>('SELECT pos FROM events WHERE stream = ? AND seq = ?', [stream, seq]);
+      const pos = rows[0]?.pos;
+      if (pos !== null && pos !== undefined) return Number(pos);
+      if (Date.now() > deadline) throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
+      await sl.signal.wait(head, 100);
+    }
+  }
+
+  /** Deletes dedupe ids older than the window on every shard; returns how many. */
+  async prune(shards: readonly Shard[]): Promise<number> {
+    const cutoff = this.clock.now() - this.dedupeWindowMs;
+    let n = 0;
+    for (const s of shards) n += await s.write((tx) => tx.run('DELETE FROM bus_dedupe WHERE created_at < ?', [cutoff]));
+    return n;
+  }
+}
+
+interface PublishTxResult {
+  appends: Array<{ result: AppendResult; items: Prepared[] }>;
+  stored: Map<number, { stream: string; seq: number }>;
+  dup: Map<number, { stream: string; seq: number } | Prepared>;
+}
