@@ -1,0 +1,106 @@
+import type { FastifyInstance } from 'fastify';
+import type { AccountQuery, BatchRequest, Ledger, LockMode } from './ledger.js';
+
+const attrs = { type: 'object', additionalProperties: { type: 'string', maxLength: 256 }, maxProperties: 64 } as const;
+const dt = { type: 'string', maxLength: 64 } as const;
+const name = { type: 'string', minLength: 1, maxLength: 100 } as const;
+const uid = { type: 'string', minLength: 1, maxLength: 200 } as const;
+
+const account = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['type', 'key'],
+  properties: {
+    type: name,
+    key: attrs,
+    group_by: { type: 'array', items: { type: 'string', maxLength: 63 }, maxItems: 64 },
+    filter: attrs,
+  },
+} as const;
+const accounts = { type: 'array', items: account, minItems: 1, maxItems: 1000 } as const;
+
+const batchSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['events'],
+  properties: {
+    idempotency_key: { type: 'string', minLength: 1, maxLength: 200 },
+    dt_default: dt,
+    events: {
+      type: 'array',
+      maxItems: 100_000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['account', 'side', 'amount'],
+        properties: {
+          account: { type: 'object', additionalProperties: false, required: ['type', 'attrs'], properties: { type: name, attrs } },
+          side: { type: 'string', enum: ['debit', 'credit'] },
+          amount: { type: 'string', minLength: 1, maxLength: 64 },
+          dt,
+          info: {},
+        },
+      },
+    },
+    locks: {
+      type: 'array',
+      maxItems: 100,
+      items: { type: 'object', additionalProperties: false, required: ['type', 'attrs', 'uid'], properties: { type: name, attrs, uid } },
+    },
+    states: {
+      type: 'array',
+      maxItems: 100,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['type', 'attrs', 'state'],
+        properties: { type: name, attrs, state: {}, expected_version: { type: 'integer', minimum: 0 } },
+      },
+    },
+  },
+} as const;
+
+const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
+const timeout = { type: 'number', exclusiveMinimum: 0 } as const;
+
+/** HTTP JSON transport of the ledger under /v1/ledger: thin adapters over `Ledger`. */
+export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void {
+  const tags = ['ledger'];
+  app.post('/v1/ledger/batches', { schema: { tags, summary: 'Write a batch of events (with lock checks and state updates)', body: batchSchema } }, async (req) =>
+    ledger.write(req.body as BatchRequest),
+  );
+  app.post('/v1/ledger/balances', { schema: { tags, summary: 'Balances at a date', body: obj(['dt', 'accounts'], { dt, accounts }) } }, async (req) =>
+    ledger.balances(req.body as { dt: string; accounts: AccountQuery[] }),
+  );
+  app.post('/v1/ledger/turnovers', { schema: { tags, summary: 'Turnovers for a period', body: obj(['dt_from', 'dt_to', 'accounts'], { dt_from: dt, dt_to: dt, accounts }) } }, async (req) =>
+    ledger.turnovers(req.body as { dt_from: string; dt_to: string; accounts: AccountQuery[] }),
+  );
+  app.post(
+    '/v1/ledger/events',
+    {
+      schema: {
+        tags,
+        summary: 'Events for a period, ordered by (dt, shard, id), paged',
+        body: obj(['dt_from', 'dt_to', 'accounts', 'limit'], { dt_from: dt, dt_to: dt, accounts, limit: { type: 'integer', minimum: 1, maximum: 10_000 }, cursor: { type: 'string', maxLength: 200 } }),
+      },
+    },
+    async (req) => ledger.events(req.body as { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string }),
+  );
+  app.post(
+    '/v1/ledger/locks/acquire',
+    { schema: { tags, summary: 'Take or renew a lock', body: obj(['type', 'attrs', 'uid', 'mode', 'timeout_s'], { type: name, attrs, uid, mode: { type: 'string', enum: ['exclusive', 'shared'] }, timeout_s: timeout }) } },
+    async (req) => ledger.acquireLock(req.body as { type: string; attrs: Record<string, string>; uid: string; mode: LockMode; timeout_s: number }),
+  );
+  app.post('/v1/ledger/locks/ping', { schema: { tags, summary: 'Extend a held lock', body: obj(['type', 'attrs', 'uid', 'timeout_s'], { type: name, attrs, uid, timeout_s: timeout }) } }, async (req) =>
+    ledger.pingLock(req.body as { type: string; attrs: Record<string, string>; uid: string; timeout_s: number }),
+  );
+  app.post('/v1/ledger/locks/release', { schema: { tags, summary: 'Release a lock', body: obj(['type', 'attrs', 'uid'], { type: name, attrs, uid }) } }, async (req) =>
+    ledger.releaseLock(req.body as { type: string; attrs: Record<string, string>; uid: string }),
+  );
+  app.post('/v1/ledger/locks/get', { schema: { tags, summary: 'Current holders of a lock', body: obj(['type', 'attrs'], { type: name, attrs }) } }, async (req) =>
+    ledger.getLock(req.body as { type: string; attrs: Record<string, string> }),
+  );
+  app.post('/v1/ledger/states/get', { schema: { tags, summary: 'A JSON state and its version', body: obj(['type', 'attrs'], { type: name, attrs }) } }, async (req) =>
+    ledger.getState(req.body as { type: string; attrs: Record<string, string> }),
+  );
+}

@@ -1,0 +1,881 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { MillraceError, badRequest } from '../core/errors.js';
+import type { LogEvent } from '../log/log.js';
+import type { Runtime } from '../runtime.js';
+import type { Tx } from '../storage/port.js';
+import type { Shard } from '../storage/storage.js';
+import type { AccountTypeConfig, LedgerConfig } from './config.js';
+import { formatUnits, parseAmount, unitsOf } from './decimal.js';
+import './errors.js';
+import './migrations.js';
+
+export type Side = 'debit' | 'credit';
+type Attrs = Record<string, string>;
+
+export interface BatchEventInput {
+  account: { type: string; attrs: Attrs };
+  side: Side;
+  amount: string;
+  dt?: string | undefined;
+  info?: unknown;
+}
+export interface BatchRequest {
+  idempotency_key?: string | undefined;
+  dt_default?: string | undefined;
+  events: BatchEventInput[];
+  locks?: Array<{ type: string; attrs: Attrs; uid: string }> | undefined;
+  states?: Array<{ type: string; attrs: Attrs; state: unknown; expected_version?: number | undefined }> | undefined;
+}
+export interface BatchAnswer {
+  batch_id: string;
+  events: number;
+  states: Array<{ type: string; attrs: Attrs; version: number }>;
+}
+export interface AccountQuery {
+  type: string;
+  key: Attrs;
+  group_by?: string[] | undefined;
+  filter?: Record<string, string> | undefined;
+}
+export interface GroupSums {
+  group: Record<string, string | null>;
+  debit: string;
+  credit: string;
+}
+export interface TurnoverSums {
+  group: Record<string, string | null>;
+  debit_init: string;
+  credit_init: string;
+  debit_turnover: string;
+  credit_turnover: string;
+}
+export interface LedgerEventOut {
+  id: number;
+  shard: string;
+  batch_id: string;
+  account: { type: string; key: Attrs };
+  aux: Record<string, string>;
+  side: Side;
+  amount: string;
+  dt: string;
+  info: unknown;
+}
+export type LockMode = 'exclusive' | 'shared';
+
+/** Name of the aggregator's cursor on every shard. */
+export const AGGREGATOR_CURSOR = 'ledger.aggregator';
+const POSTED = 'ledger.posted';
+const MAX_ATTR_LEN = 256;
+
+/** An account type from config, with the groupings aggregates are kept for ([] = the account total). */
+export interface AccountType extends AccountTypeConfig {
+  name: string;
+  /** [] first, then the configured groupings, each in aux order. */
+  aggGroupings: string[][];
+  shardKeyAttrs: string[];
+}
+
+interface Prepared {
+  t: AccountType;
+  keyVals: string[];
+  accKey: string;
+  aux: Record<string, string>;
+  side: Side;
+  units: bigint;
+  dt: number;
+  info: string | null;
+  shard: Shard;
+}
+
+interface Contribution {
+  vals: Record<string, string | null>;
+  d: bigint;
+  c: bigint;
+}
+
+const canonical = (v: unknown): string => {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+};
+
+const sortedObject = (o: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+
+export function parseDt(text: unknown, what: string): number {
+  if (typeof text !== 'string' || !/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/.test(text)) {
+    throw new MillraceError('invalid_date', `${what}: expected an ISO 8601 date or date-time with a zone, such as 2026-01-31T12:00:00Z`);
+  }
+  const ms = Date.parse(text.length === 10 ? `${text}T00:00:00Z` : text);
+  if (!Number.isFinite(ms)) throw new MillraceError('invalid_date', `${what}: "${text}" is not a valid date`);
+  return ms;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * The ledger: config-typed accounts whose events live on the shard their
+ * shard key routes to, with balances served from period aggregates built by a
+ * transactional (exactly-once) cursor over each shard's log positions.
+ */
+export class Ledger {
+  readonly types = new Map<string, AccountType>();
+  readonly periodMs: number;
+  readonly offsetMs: number;
+  /** Aggregator transactions and the events they covered, for metrics. */
+  readonly stats = { aggregatorChunks: 0, aggregatedEvents: 0 };
+
+  constructor(
+    readonly rt: Runtime,
+    readonly cfg: LedgerConfig,
+  ) {
+    for (const [name, t] of Object.entries(cfg.accounts)) {
+      const inAuxOrder = (g: string[]) => t.aux.filter((a) => g.includes(a));
+      this.types.set(name, { ...t, name, aggGroupings: [[], ...t.groupings.map(inAuxOrder)], shardKeyAttrs: t.shard_key ?? t.key });
+    }
+    this.periodMs = cfg.aggregation.period === 'day' ? 86_400_000 : 3_600_000;
+    const tz = cfg.aggregation.timezone;
+    this.offsetMs = tz === 'UTC' ? 0 : (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
+  }
+
+  // ---------------------------------------------------------------- types & routing
+
+  accountType(name: string): AccountType {
+    const t = this.types.get(name);
+    if (t === undefined) throw new MillraceError('account_type_not_found', `no account type "${name}" in the ledger config`, { details: { type: name } });
+    return t;
+  }
+
+  /** Validates account attributes; returns key values (in key order) and aux values. */
+  accountAttrs(t: AccountType, attrs: unknown, where: string, allowAux: boolean): { keyVals: string[]; aux: Record<string, string> } {
+    if (attrs === null || typeof attrs !== 'object' || Array.isArray(attrs)) throw new MillraceError('invalid_attributes', `${where}: attributes must be an object`);
+    const a = attrs as Record<string, unknown>;
+    for (const [k, v] of Object.entries(a)) {
+      if (!t.key.includes(k) && !(allowAux && t.aux.includes(k))) {
+        throw new MillraceError('invalid_attributes', `${where}: account type "${t.name}" has no ${allowAux ? '' : 'key '}attribute "${k}"`, { details: { attribute: k } });
+      }
+      if (typeof v !== 'string' || v.length > MAX_ATTR_LEN) throw new MillraceError('invalid_attributes', `${where}: attribute "${k}" must be a string of at most ${MAX_ATTR_LEN} characters`);
+    }
+    const keyVals = t.key.map((k) => {
+      const v = a[k];
+      if (v === undefined) throw new MillraceError('invalid_attributes', `${where}: key attribute "${k}" of account type "${t.name}" is missing`, { details: { attribute: k } });
+      return v as string;
+    });
+    const aux: Record<string, string> = {};
+    for (const k of t.aux) if (a[k] !== undefined) aux[k] = a[k] as string;
+    return { keyVals, aux };
+  }
+
+  accountShard(t: AccountType, keyVals: readonly string[]): Shard {
+    return this.rt.storage.shardFor(t.shardKeyAttrs.map((a) => keyVals[t.key.indexOf(a)]!));
+  }
+
+  private keyObject(t: AccountType, keyVals: readonly string[]): Attrs {
+    return Object.fromEntries(t.key.map((k, i) => [k, keyVals[i]!]));
+  }
+
+  private keyedType(kind: 'locks' | 'states', name: string, attrs: unknown, where: string): { keyText: string; shard: Shard; keyVals: string[] } {
+    const t = this.cfg[kind][name];
+    if (t === undefined) {
+      throw new MillraceError(kind === 'locks' ? 'lock_type_not_found' : 'state_type_not_found', `no ${kind === 'locks' ? 'lock' : 'state'} type "${name}" in the ledger config`, {
+        details: { type: name },
+      });
+    }
+    if (attrs === null || typeof attrs !== 'object' || Array.isArray(attrs)) throw new MillraceError('invalid_attributes', `${where}: attributes must be an object`);
+    const a = attrs as Record<string, unknown>;
+    for (const [k, v] of Object.entries(a)) {
+      if (!t.key.includes(k)) throw new MillraceError('invalid_attributes', `${where}: ${kind === 'locks' ? 'lock' : 'state'} type "${name}" has no attribute "${k}"`);
+      if (typeof v !== 'string' || v.length > MAX_ATTR_LEN) throw new MillraceError('invalid_attributes', `${where}: attribute "${k}" must be a string of at most ${MAX_ATTR_LEN} characters`);
+    }
+    const keyVals = t.key.map((k) => {
+      if (a[k] === undefined) throw new MillraceError('invalid_attributes', `${where}: key attribute "${k}" is missing`, { details: { attribute: k } });
+      return a[k] as string;
+    });
+    const sk = (t.shard_key ?? t.key).map((k) => keyVals[t.key.indexOf(k)]!);
+    return { keyText: JSON.stringify(keyVals), shard: this.rt.storage.shardFor(sk), keyVals };
+  }
+
+  /** Start of the aggregation period holding `ms`. */
+  periodStart(ms: number): number {
+    return Math.floor((ms + this.offsetMs) / this.periodMs) * this.periodMs - this.offsetMs;
+  }
+
+  // ---------------------------------------------------------------- write
+
+  async write(req: BatchRequest): Promise<BatchAnswer> {
+    const now = this.rt.clock.now();
+    if (!Array.isArray(req.events)) throw badRequest('events must be an array');
+    if (req.events.length > this.cfg.max_batch_events) throw badRequest(`a batch holds at most ${this.cfg.max_batch_events} events`);
+    const dtDefault = req.dt_default === undefined ? undefined : parseDt(req.dt_default, 'dt_default');
+    const prepared: Prepared[] = req.events.map((e, i) => {
+      const where = `events[${i}]`;
+      const t = this.accountType(e.account.type);
+      const { keyVals, aux } = this.accountAttrs(t, e.account.attrs, `${where}.account.attrs`, true);
+      if (e.side !== 'debit' && e.side !== 'credit') throw badRequest(`${where}.side must be "debit" or "credit"`);
+      const dt = e.dt !== undefined ? parseDt(e.dt, `${where}.dt`) : dtDefault;
+      if (dt === undefined) throw new MillraceError('invalid_date', `${where}.dt is missing and the batch has no dt_default`);
+      return {
+        t,
+        keyVals,
+        accKey: JSON.stringify(keyVals),
+        aux: sortedObject(aux),
+        side: e.side,
+        units: parseAmount(e.amount, t.scale, `${where}.amount`),
+        dt,
+        info: e.info === undefined ? null : JSON.stringify(e.info),
+        shard: this.accountShard(t, keyVals),
+      };
+    });
+    const locks = (req.locks ?? []).map((l, i) => {
+      if (typeof l.uid !== 'string' || l.uid.length === 0 || l.uid.length > 200) throw badRequest(`locks[${i}].uid must be 1-200 characters`);
+      return { ...this.keyedType('locks', l.type, l.attrs, `locks[${i}].attrs`), type: l.type, uid: l.uid, attrs: l.attrs };
+    });
+    const states = (req.states ?? []).map((s, i) => {
+      if (s.expected_version !== undefined && (!Number.isSafeInteger(s.expected_version) || s.expected_version < 0)) {
+        throw badRequest(`states[${i}].expected_version must be a non-negative integer`);
+      }
+      if (s.state === undefined) throw badRequest(`states[${i}].state is missing`);
+      return { ...this.keyedType('states', s.type, s.attrs, `states[${i}].attrs`), type: s.type, attrs: s.attrs, state: JSON.stringify(s.state), expected: s.expected_version };
+    });
+    const seenStates = new Set<string>();
+    for (const s of states) {
+      const k = `${s.type}\u0000${s.keyText}`;
+      if (seenStates.has(k)) throw badRequest(`state ${s.type} ${s.keyText} appears twice in one batch`);
+      seenStates.add(k);
+    }
+    if (prepared.length === 0 && states.length === 0) throw badRequest('a batch needs at least one event or state');
+
+    const idem = req.idempotency_key;
+    if (idem !== undefined && (typeof idem !== 'string' || idem.length === 0 || idem.length > 200)) throw badRequest('idempotency_key must be 1-200 characters');
+    const requestHash = createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
+    const home = idem === undefined ? undefined : this.rt.storage.shardFor(['ledger.idempotency', idem]);
+    if (idem !== undefined && home !== undefined) {
+      const rows = await home.reader.all<{ request_hash: string; answer: string }>('SELECT request_hash, answer FROM ledger_idempotency WHERE key = ?', [idem]);
+      const prior = rows[0];
+      if (prior) {
+        if (prior.request_hash !== requestHash) throw reused(idem);
+        return JSON.parse(prior.answer) as BatchAnswer;
+      }
+    }
+    const batchId = idem === undefined ? randomUUID() : `idem-${createHash('sha256').update(idem).digest('hex').slice(0, 32)}`;
+
+    // Group the batch by shard; each shard's part commits atomically.
+    const parts = new Map<string, { shard: Shard; events: Prepared[]; locks: typeof locks; states: typeof states }>();
+    const part = (s: Shard) => {
+      let p = parts.get(s.name);
+      if (!p) parts.set(s.name, (p = { shard: s, events: [], locks: [], states: [] }));
+      return p;
+    };
+    for (const e of prepared) part(e.shard).events.push(e);
+    for (const l of locks) part(l.shard).locks.push(l);
+    for (const s of states) part(s.shard).states.push(s);
+    const ordered = [...parts.values()].sort((a, b) => (a.shard.name < b.shard.name ? -1 : 1));
+
+    // Preflight across shards, so a stale version or a missing lock on one
+    // shard fails the batch before any shard is written.
+    if (ordered.length > 1) {
+      for (const p of ordered) {
+        for (const l of p.locks) await this.checkLockHeld(p.shard.reader, l.type, l.keyText, l.uid, now);
+        for (const s of p.states) await this.checkStateVersion(p.shard.reader, s.type, s.keyText, s.expected);
+      }
+    }
+
+    const stateVersions: BatchAnswer['states'] = [];
+    const committed: string[] = [];
+    for (const p of ordered) {
+      try {
+        const versions = await p.shard.write(async (tx) => {
+          if (idem !== undefined) {
+            const n = await tx.run('INSERT INTO ledger_batch_parts (key, request_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING', [idem, requestHash, now]);
+            if (n === 0) {
+              const r = await tx.all<{ request_hash: string }>('SELECT request_hash FROM ledger_batch_parts WHERE key = ?', [idem]);
+              if (r[0]?.request_hash !== requestHash) throw reused(idem);
+              return null; // this part committed on an earlier attempt
+            }
+          }
+          for (const l of p.locks) {
+            await this.lockHead(tx, l.type, l.keyText);
+            await this.checkLockHeld(tx, l.type, l.keyText, l.uid, now);
+          }
+          const versions: BatchAnswer['states'] = [];
+          for (const s of p.states) versions.push({ type: s.type, attrs: s.attrs, version: await this.writeState(tx, s.type, s.keyText, s.state, s.expected, now) });
+          await this.insertEvents(tx, p.shard, batchId, p.events);
+          return versions;
+        });
+        if (versions) stateVersions.push(...versions);
+        committed.push(p.shard.name);
+      } catch (err) {
+        if (committed.length > 0 && err instanceof MillraceError) {
+          throw new MillraceError(err.code, `${err.message} (the parts of this batch on shards ${committed.join(', ')} were already committed; cross-shard batches are atomic per shard only)`, {
+            details: { ...(err.details ?? {}), committed_shards: committed },
+            cause: err,
+          });
+        }
+        throw err;
+      }
+    }
+    const answer: BatchAnswer = { batch_id: batchId, events: prepared.length, states: stateVersions };
+    if (idem !== undefined && home !== undefined) {
+      await home.write(async (tx) => {
+        await tx.run('INSERT INTO ledger_idempotency (key, request_hash, answer, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING', [
+          idem,
+          requestHash,
+          JSON.stringify(answer),
+          now,
+        ]);
+      });
+      const rows = await home.reader.all<{ request_hash: string; answer: string }>('SELECT request_hash, answer FROM ledger_idempotency WHERE key = ?', [idem]);
+      if (rows[0] && rows[0].request_hash !== requestHash) throw reused(idem);
+      if (rows[0]) return JSON.parse(rows[0].answer) as BatchAnswer;
+    }
+    return answer;
+  }
+
+  private async insertEvents(tx: Tx, shard: Shard, batchId: string, events: Prepared[]): Promise<void> {
+    if (events.length === 0) return;
+    const ids: number[] = [];
+    const CHUNK = 400;
+    for (let off = 0; off < events.length; off += CHUNK) {
+      const chunk = events.slice(off, off + CHUNK);
+      const params: unknown[] = [];
+      for (const e of chunk) params.push(batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
+      const rows = await tx.all<{ id: number }>(
+        `INSERT INTO ledger_events (batch_id, type, acc_key, aux, side, amount, dt, info) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} RETURNING id`,
+        params,
+      );
+      for (const r of rows) ids.push(Number(r.id));
+    }
+    // One log event per account touched: the exporter ships these in position
+    // order, and the aggregator follows their positions.
+    const byAccount = new Map<string, Array<{ e: Prepared; id: number }>>();
+    events.forEach((e, i) => {
+      const k = `${e.t.name}\u0000${e.accKey}`;
+      let l = byAccount.get(k);
+      if (!l) byAccount.set(k, (l = []));
+      l.push({ e, id: ids[i]! });
+    });
+    for (const list of byAccount.values()) {
+      const first = list[0]!.e;
+      const streamKey = first.accKey.length <= 400 ? first.accKey : createHash('sha1').update(first.accKey).digest('hex');
+      await this.rt.log.appendIn(tx, shard, `ledger/${first.t.name}/${streamKey}`, [
+        {
+          type: POSTED,
+          data: {
+            batch_id: batchId,
+            account: { type: first.t.name, key: this.keyObject(first.t, first.keyVals) },
+            acc_key: first.accKey,
+            events: list.map(({ e, id }) => ({
+              id,
+              side: e.side,
+              amount: formatUnits(e.units, e.t.scale),
+              units: e.units.toString(),
+              dt: e.dt,
+              aux: e.aux,
+              ...(e.info === null ? {} : { info: JSON.parse(e.info) as unknown }),
+            })),
+          },
+        },
+      ]);
+    }
+  }
+
+  // ---------------------------------------------------------------- aggregation
+
+  periodEnd(ms: number): number {
+    return this.periodStart(ms) + this.periodMs;
+  }
+
+  /**
+   * Aggregator step, inside the cursor's transaction: stamps each posted
+   * event with its log position and folds it into the period aggregates of
+   * every grouping. An aggregate at boundary b holds the sums of the
+   * aggregated events dated before b; a backdated event updates the
+   * aggregates after its date here, off the write path.
+   */
+  async aggregate(batch: readonly LogEvent[], tx: Tx): Promise<void> {
+    interface Delta {
+      type: string;
+      accKey: string;
+      grp: string;
+      grpVals: string;
+      byEnd: Map<number, { d: bigint; c: bigint }>;
+    }
+    const deltas = new Map<string, Delta>();
+    let lastPos = 0;
+    let n = 0;
+    for (const le of batch) {
+      lastPos = le.pos ?? lastPos;
+      if (le.type !== POSTED) continue;
+      const data = JSON.parse(le.data) as {
+        account: { type: string };
+        acc_key: string;
+        events: Array<{ id: number; side: Side; units: string; dt: number; aux: Record<string, string> }>;
+      };
+      const ids = data.events.map((e) => e.id);
+      for (let off = 0; off < ids.length; off += 500) {
+        const chunk = ids.slice(off, off + 500);
+        await tx.run(`UPDATE ledger_events SET pos = ? WHERE id IN (${chunk.map(() => '?').join(', ')})`, [le.pos, ...chunk]);
+      }
+      const t = this.types.get(data.account.type);
+      if (t === undefined) continue;
+      for (const e of data.events) {
+        n++;
+        const end = this.periodEnd(e.dt);
+        const units = BigInt(e.units);
+        for (const g of t.aggGroupings) {
+          const grp = JSON.stringify(g);
+          const grpVals = JSON.stringify(g.map((a) => e.aux[a] ?? null));
+          const k = `${t.name}\u0000${data.acc_key}\u0000${grp}\u0000${grpVals}`;
+          let d = deltas.get(k);
+          if (!d) deltas.set(k, (d = { type: t.name, accKey: data.acc_key, grp, grpVals, byEnd: new Map() }));
+          let s = d.byEnd.get(end);
+          if (!s) d.byEnd.set(end, (s = { d: 0n, c: 0n }));
+          if (e.side === 'debit') s.d += units;
+          else s.c += units;
+        }
+      }
+    }
+    for (const d of deltas.values()) await this.applyDelta(tx, d.type, d.accKey, d.grp, d.grpVals, d.byEnd, lastPos);
+    this.stats.aggregatorChunks++;
+    this.stats.aggregatedEvents += n;
+  }
+
+  private async applyDelta(tx: Tx, type: string, accKey: string, grp: string, grpVals: string, byEnd: Map<number, { d: bigint; c: bigint }>, pos: number): Promise<void> {
+    const ends = [...byEnd.keys()].sort((a, b) => a - b);
+    const minEnd = ends[0]!;
+    const rows = await tx.all<{ boundary: number; debit: string; credit: string }>(
+      `SELECT boundary, CAST(debit AS TEXT) AS debit, CAST(credit AS TEXT) AS credit FROM ledger_aggregates
+        WHERE type = ? AND acc_key = ? AND grp = ? AND grp_vals = ? AND boundary >= COALESCE(
+          (SELECT MAX(boundary) FROM ledger_aggregates WHERE type = ? AND acc_key = ? AND grp = ? AND grp_vals = ? AND boundary < ?), ?)
+        ORDER BY boundary`,
+      [type, accKey, grp, grpVals, type, accKey, grp, grpVals, minEnd, minEnd],
+    );
+    const cur = rows.map((r) => ({ boundary: Number(r.boundary), d: unitsOf(r.debit), c: unitsOf(r.credit), isNew: false }));
+    for (const end of ends) {
+      if (cur.some((r) => r.boundary === end)) continue;
+      // Nearest earlier aggregate: no aggregated event lies between it and this period.
+      let base = { d: 0n, c: 0n };
+      for (const r of cur) if (r.boundary < end && !r.isNew) base = { d: r.d, c: r.c };
+      cur.push({ boundary: end, d: base.d, c: base.c, isNew: true });
+    }
+    cur.sort((a, b) => a.boundary - b.boundary);
+    for (const r of cur) {
+      if (r.boundary < minEnd) continue;
+      for (const end of ends) {
+        if (end > r.boundary) break;
+        const s = byEnd.get(end)!;
+        r.d += s.d;
+        r.c += s.c;
+      }
+      if (r.isNew) {
+        await tx.run('INSERT INTO ledger_aggregates (type, acc_key, grp, grp_vals, boundary, debit, credit, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+          type,
+          accKey,
+          grp,
+          grpVals,
+          r.boundary,
+          r.d.toString(),
+          r.c.toString(),
+          pos,
+        ]);
+      } else {
+        await tx.run('UPDATE ledger_aggregates SET debit = ?, credit = ?, pos = ? WHERE type = ? AND acc_key = ? AND grp = ? AND grp_vals = ? AND boundary = ?', [
+          r.d.toString(),
+          r.c.toString(),
+          pos,
+          type,
+          accKey,
+          grp,
+          grpVals,
+          r.boundary,
+        ]);
+      }
+    }
+  }
+
+  /** Runs the aggregator on every shard until it has caught up with the readable log. */
+  async aggregateOnce(): Promise<number> {
+    let total = 0;
+    for (const shard of this.rt.storage.shards) {
+      const from0 = await this.rt.cursors.ensure(shard.name, AGGREGATOR_CURSOR, 'earliest');
+      let from = from0;
+      for await (const batch of this.rt.cursors.tail(shard.name, from, { untilCaughtUp: true, chunk: this.cfg.aggregation.chunk })) {
+        const to = batch[batch.length - 1]!.pos!;
+        const f = from;
+        await shard.write(async (tx) => {
+          await this.aggregate(batch, tx);
+          await this.rt.cursors.advanceIn(tx, AGGREGATOR_CURSOR, f, to);
+        });
+        total += batch.length;
+        from = to;
+      }
+    }
+    return total;
+  }
+
+  /** Log positions not yet aggregated, per shard (the aggregator lag). */
+  async lag(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const s of this.rt.storage.shards) {
+      const pos = (await this.rt.cursors.position(s.name, AGGREGATOR_CURSOR)) ?? 0;
+      out[s.name] = Math.max(0, this.rt.log.shardLog(s.name).signal.head - pos);
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private async aggregatorPos(shard: Shard): Promise<number> {
+    const r = await shard.reader.all<{ pos: number }>('SELECT pos FROM cursors WHERE name = ?', [AGGREGATOR_CURSOR]);
+    return r[0]?.pos ?? -1;
+  }
+
+  /**
+   * Runs reads that must see one aggregator state: the aggregator commits its
+   * stamps, aggregates and cursor together, so equal cursor positions before
+   * and after mean the reads saw no aggregator commit in between.
+   */
+  private async consistent<T>(shard: Shard, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const p1 = await this.aggregatorPos(shard);
+      const r = await fn();
+      if ((await this.aggregatorPos(shard)) === p1) return r;
+    }
+    throw new MillraceError('unavailable', 'the aggregator moved during every read attempt', { retryAfterS: 1 });
+  }
+
+  private resolveQuery(q: AccountQuery, where: string) {
+    if (q === null || typeof q !== 'object') throw badRequest(`${where} must be an object`);
+    const t = this.accountType(q.type);
+    const { keyVals } = this.accountAttrs(t, q.key, `${where}.key`, false);
+    const groupBy = q.group_by ?? [];
+    if (groupBy.length > 0) {
+      const allowed = t.groupings.some((g) => g.length === groupBy.length && groupBy.every((a) => g.includes(a)));
+      if (!allowed || new Set(groupBy).size !== groupBy.length) {
+        throw new MillraceError('grouping_not_allowed', `${where}.group_by [${groupBy.join(', ')}] is not a grouping of account type "${t.name}" (allowed: ${t.groupings.map((g) => `[${g.join(', ')}]`).join(', ') || 'none'})`, {
+          details: { type: t.name, group_by: groupBy },
+        });
+      }
+    }
+    const filter = q.filter ?? {};
+    for (const [k, v] of Object.entries(filter)) {
+      if (!t.aux.includes(k)) throw new MillraceError('invalid_attributes', `${where}.filter: "${k}" is not an aux attribute of account type "${t.name}"`);
+      if (typeof v !== 'string') throw new MillraceError('invalid_attributes', `${where}.filter.${k} must be a string`);
+    }
+    const needed = new Set([...groupBy, ...Object.keys(filter)]);
+    // The smallest aggregated grouping that holds every attribute asked for.
+    let cover: string[] | null = null;
+    for (const g of t.aggGroupings) if ([...needed].every((a) => g.includes(a)) && (cover === null || g.length < cover.length)) cover = g;
+    return { t, keyVals, accKey: JSON.stringify(keyVals), shard: this.accountShard(t, keyVals), groupBy: t.aux.filter((a) => groupBy.includes(a)), filter, cover };
+  }
+
+  /** Debit and credit of events dated before `dt`, as contributions carrying the attributes they are known by. */
+  private async balanceContributions(shard: Shard, type: string, accKey: string, cover: string[] | null, dt: number): Promise<Contribution[]> {
+    const out: Contribution[] = [];
+    const bounds = new Map<string, number>();
+    let from = this.periodStart(dt);
+    if (cover !== null) {
+      const grp = JSON.stringify(cover);
+      const aggs = await shard.reader.all<{ grp_vals: string; boundary: number; debit: string; credit: string }>(
+        `SELECT a.grp_vals, a.boundary, CAST(a.debit AS TEXT) AS debit, CAST(a.credit AS TEXT) AS credit FROM ledger_aggregates a
+          WHERE a.type = ? AND a.acc_key = ? AND a.grp = ? AND a.boundary = (
+            SELECT MAX(b.boundary) FROM ledger_aggregates b
+             WHERE b.type = a.type AND b.acc_key = a.acc_key AND b.grp = a.grp AND b.grp_vals = a.grp_vals AND b.boundary <= ?)`,
+        [type, accKey, grp, dt],
+      );
+      for (const a of aggs) {
+        const b = Number(a.boundary);
+        bounds.set(a.grp_vals, b);
+        if (b < from) from = b;
+        const vals = JSON.parse(a.grp_vals) as Array<string | null>;
+        out.push({ vals: Object.fromEntries(cover.map((k, i) => [k, vals[i] ?? null])), d: unitsOf(a.debit), c: unitsOf(a.credit) });
+      }
+    } else {
+      from = Number.MIN_SAFE_INTEGER;
+    }
+    // Events after each group's aggregate, plus events the aggregator has not reached (pos IS NULL).
+    const rows = await shard.reader.all<{ side: Side; amount: string; aux: string; dt: number; pos: number | null }>(
+      `SELECT side, CAST(amount AS TEXT) AS amount, aux, dt, pos FROM ledger_events WHERE type = ? AND acc_key = ? AND dt >= ? AND dt < ?
+       UNION ALL
+       SELECT side, CAST(amount AS TEXT) AS amount, aux, dt, pos FROM ledger_events WHERE type = ? AND acc_key = ? AND pos IS NULL AND dt < ?`,
+      [type, accKey, from, dt, type, accKey, Math.min(from, dt)],
+    );
+    for (const r of rows) {
+      const aux = JSON.parse(r.aux) as Record<string, string>;
+      if (r.pos !== null && cover !== null) {
+        const b = bounds.get(JSON.stringify(cover.map((a) => aux[a] ?? null)));
+        if (b !== undefined && Number(r.dt) < b) continue; // already inside that aggregate
+      }
+      const u = unitsOf(r.amount);
+      out.push({ vals: aux, d: r.side === 'debit' ? u : 0n, c: r.side === 'credit' ? u : 0n });
+    }
+    return out;
+  }
+
+  private rollup(contribs: Contribution[], groupBy: string[], filter: Record<string, string>): Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }> {
+    const out = new Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }>();
+    for (const x of contribs) {
+      if (Object.entries(filter).some(([k, v]) => (x.vals[k] ?? null) !== v)) continue;
+      const group = Object.fromEntries(groupBy.map((a) => [a, x.vals[a] ?? null]));
+      const k = JSON.stringify(groupBy.map((a) => group[a]));
+      const g = out.get(k);
+      if (g) {
+        g.d += x.d;
+        g.c += x.c;
+      } else out.set(k, { group, d: x.d, c: x.c });
+    }
+    return out;
+  }
+
+  async balances(req: { dt: string; accounts: AccountQuery[] }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
+    const dt = parseDt(req.dt, 'dt');
+    const qs = req.accounts.map((q, i) => this.resolveQuery(q, `accounts[${i}]`));
+    const balances = [];
+    for (const q of qs) {
+      const contribs = await this.consistent(q.shard, () => this.balanceContributions(q.shard, q.t.name, q.accKey, q.cover, dt));
+      const groups = [...this.rollup(contribs, q.groupBy, q.filter).values()].map((g) => ({ group: g.group, debit: formatUnits(g.d, q.t.scale), credit: formatUnits(g.c, q.t.scale) }));
+      if (groups.length === 0 && q.groupBy.length === 0) groups.push({ group: {}, debit: formatUnits(0n, q.t.scale), credit: formatUnits(0n, q.t.scale) });
+      balances.push({ type: q.t.name, key: this.keyObject(q.t, q.keyVals), groups: sortGroups(groups) });
+    }
+    return { dt: iso(dt), balances };
+  }
+
+  async turnovers(req: { dt_from: string; dt_to: string; accounts: AccountQuery[] }) {
+    const from = parseDt(req.dt_from, 'dt_from');
+    const to = parseDt(req.dt_to, 'dt_to');
+    if (to < from) throw new MillraceError('invalid_date', 'dt_to must not be before dt_from');
+    const qs = req.accounts.map((q, i) => this.resolveQuery(q, `accounts[${i}]`));
+    const turnovers = [];
+    for (const q of qs) {
+      const [a, b] = await this.consistent(q.shard, async () => [
+        await this.balanceContributions(q.shard, q.t.name, q.accKey, q.cover, from),
+        await this.balanceContributions(q.shard, q.t.name, q.accKey, q.cover, to),
+      ]);
+      const init = this.rollup(a!, q.groupBy, q.filter);
+      const end = this.rollup(b!, q.groupBy, q.filter);
+      const groups: TurnoverSums[] = [];
+      for (const [k, e] of end) {
+        const i = init.get(k) ?? { d: 0n, c: 0n };
+        groups.push({
+          group: e.group,
+          debit_init: formatUnits(i.d, q.t.scale),
+          credit_init: formatUnits(i.c, q.t.scale),
+          debit_turnover: formatUnits(e.d - i.d, q.t.scale),
+          credit_turnover: formatUnits(e.c - i.c, q.t.scale),
+        });
+      }
+      if (groups.length === 0 && q.groupBy.length === 0) {
+        const z = formatUnits(0n, q.t.scale);
+        groups.push({ group: {}, debit_init: z, credit_init: z, debit_turnover: z, credit_turnover: z });
+      }
+      turnovers.push({ type: q.t.name, key: this.keyObject(q.t, q.keyVals), groups: sortGroups(groups) });
+    }
+    return { dt_from: iso(from), dt_to: iso(to), turnovers };
+  }
+
+  async events(req: { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string | undefined }): Promise<{ events: LedgerEventOut[]; next_cursor: string | null }> {
+    const from = parseDt(req.dt_from, 'dt_from');
+    const to = parseDt(req.dt_to, 'dt_to');
+    if (to < from) throw new MillraceError('invalid_date', 'dt_to must not be before dt_from');
+    if (!Number.isInteger(req.limit) || req.limit < 1 || req.limit > 10_000) throw badRequest('limit must be an integer from 1 to 10000');
+    const shardIdx = new Map(this.rt.storage.shards.map((s, i) => [s.name, i]));
+    let after: [number, number, number] | null = null;
+    if (req.cursor !== undefined) {
+      try {
+        const c = JSON.parse(Buffer.from(req.cursor, 'base64url').toString('utf8')) as unknown;
+        if (!Array.isArray(c) || c.length !== 3 || !c.every((x) => Number.isSafeInteger(x))) throw new Error('shape');
+        after = c as [number, number, number];
+      } catch {
+        throw new MillraceError('invalid_cursor', 'cursor is not one this API returned');
+      }
+    }
+    const qs = req.accounts.map((q, i) => {
+      if (q.group_by !== undefined && q.group_by.length > 0) throw badRequest(`accounts[${i}].group_by is not used when listing events`);
+      return this.resolveQuery(q, `accounts[${i}]`);
+    });
+    const seen = new Set<string>();
+    const all: Array<{ o: LedgerEventOut; k: [number, number, number] }> = [];
+    for (const q of qs) {
+      const dedupe = `${q.t.name}\u0000${q.accKey}\u0000${JSON.stringify(q.filter)}`;
+      if (seen.has(dedupe)) continue;
+      seen.add(dedupe);
+      const si = shardIdx.get(q.shard.name)!;
+      let lowDt = from;
+      let lowId = -1;
+      if (after !== null && after[0] >= from) {
+        // Rows after the cursor in (dt, shard, id) order.
+        const [cDt, cShard, cId] = after;
+        lowDt = cDt;
+        lowId = si < cShard ? Number.MAX_SAFE_INTEGER : si === cShard ? cId : -1;
+      }
+      const rows = await q.shard.reader.all<{ id: number; batch_id: string; aux: string; side: Side; amount: string; dt: number; info: string | null }>(
+        `SELECT id, batch_id, aux, side, CAST(amount AS TEXT) AS amount, dt, info FROM ledger_events
+          WHERE type = ? AND acc_key = ? AND dt >= ? AND dt < ? AND (dt > ? OR id > ?)
+          ORDER BY dt, id LIMIT ?`,
+        [q.t.name, q.accKey, lowDt, to, lowDt, lowId, Object.keys(q.filter).length ? 100_000 : req.limit + 1],
+      );
+      for (const r of rows) {
+        const aux = JSON.parse(r.aux) as Record<string, string>;
+        if (Object.entries(q.filter).some(([k, v]) => aux[k] !== v)) continue;
+        const id = Number(r.id);
+        const dt = Number(r.dt);
+        all.push({
+          k: [dt, si, id],
+          o: {
+            id,
+            shard: q.shard.name,
+            batch_id: r.batch_id,
+            account: { type: q.t.name, key: this.keyObject(q.t, q.keyVals) },
+            aux,
+            side: r.side,
+            amount: formatUnits(unitsOf(r.amount), q.t.scale),
+            dt: iso(dt),
+            info: r.info === null ? null : (JSON.parse(r.info) as unknown),
+          },
+        });
+      }
+    }
+    const cmp = (a: [number, number, number], b: [number, number, number]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+    all.sort((a, b) => cmp(a.k, b.k));
+    const page = all.slice(0, req.limit);
+    const more = all.length > req.limit;
+    const last = page[page.length - 1];
+    return { events: page.map((p) => p.o), next_cursor: more && last ? Buffer.from(JSON.stringify(last.k)).toString('base64url') : null };
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  /** Serializes every operation on one lock key (a row lock in PostgreSQL, the one writer in SQLite). */
+  private async lockHead(tx: Tx, type: string, keyText: string): Promise<void> {
+    await tx.run('INSERT INTO ledger_lock_heads (type, lock_key, n) VALUES (?, ?, 1) ON CONFLICT (type, lock_key) DO UPDATE SET n = ledger_lock_heads.n + 1', [type, keyText]);
+  }
+
+  private async checkLockHeld(q: { all: Tx['all'] }, type: string, keyText: string, uid: string, now: number): Promise<void> {
+    const rows = await q.all<{ mode: string }>('SELECT mode FROM ledger_locks WHERE type = ? AND lock_key = ? AND uid = ? AND expires_at > ?', [type, keyText, uid, now]);
+    if (rows.length === 0) {
+      throw new MillraceError('lock_not_held', `lock ${type} ${keyText} is not held by "${uid}"`, { details: { type, key: keyText, uid } });
+    }
+  }
+
+  private checkTimeout(timeout: unknown): number {
+    if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0 || timeout > this.cfg.max_lock_timeout_s) {
+      throw badRequest(`timeout_s must be a number above 0 and at most ${this.cfg.max_lock_timeout_s}`);
+    }
+    return Math.round(timeout * 1000);
+  }
+
+  private checkUid(uid: unknown): string {
+    if (typeof uid !== 'string' || uid.length === 0 || uid.length > 200) throw badRequest('uid must be 1-200 characters');
+    return uid;
+  }
+
+  async acquireLock(req: { type: string; attrs: Attrs; uid: string; mode: LockMode; timeout_s: number }) {
+    const { keyText, shard } = this.keyedType('locks', req.type, req.attrs, 'attrs');
+    const uid = this.checkUid(req.uid);
+    if (req.mode !== 'exclusive' && req.mode !== 'shared') throw badRequest('mode must be "exclusive" or "shared"');
+    const ttl = this.checkTimeout(req.timeout_s);
+    const now = this.rt.clock.now();
+    return shard.write(async (tx) => {
+      await this.lockHead(tx, req.type, keyText);
+      await tx.run('DELETE FROM ledger_locks WHERE type = ? AND lock_key = ? AND expires_at <= ?', [req.type, keyText, now]);
+      const rows = await tx.all<{ uid: string; mode: LockMode }>('SELECT uid, mode FROM ledger_locks WHERE type = ? AND lock_key = ?', [req.type, keyText]);
+      const others = rows.filter((r) => r.uid !== uid);
+      const conflict = req.mode === 'exclusive' ? others[0] : others.find((r) => r.mode === 'exclusive');
+      if (conflict) {
+        throw new MillraceError('lock_held', `lock ${req.type} ${keyText} is held ${conflict.mode} by someone else`, {
+          details: { type: req.type, key: keyText, held_mode: conflict.mode },
+        });
+      }
+      const expiresAt = now + ttl;
+      const n = await tx.run('UPDATE ledger_locks SET mode = ?, expires_at = ? WHERE type = ? AND lock_key = ? AND uid = ?', [req.mode, expiresAt, req.type, keyText, uid]);
+      if (n === 0) await tx.run('INSERT INTO ledger_locks (type, lock_key, uid, mode, expires_at) VALUES (?, ?, ?, ?, ?)', [req.type, keyText, uid, req.mode, expiresAt]);
+      return { type: req.type, attrs: req.attrs, uid, mode: req.mode, expires_at: iso(expiresAt) };
+    });
+  }
+
+  async pingLock(req: { type: string; attrs: Attrs; uid: string; timeout_s: number }) {
+    const { keyText, shard } = this.keyedType('locks', req.type, req.attrs, 'attrs');
+    const uid = this.checkUid(req.uid);
+    const ttl = this.checkTimeout(req.timeout_s);
+    const now = this.rt.clock.now();
+    return shard.write(async (tx) => {
+      await this.lockHead(tx, req.type, keyText);
+      const rows = await tx.all<{ mode: LockMode }>('SELECT mode FROM ledger_locks WHERE type = ? AND lock_key = ? AND uid = ? AND expires_at > ?', [req.type, keyText, uid, now]);
+      if (rows.length === 0) throw new MillraceError('lock_not_held', `lock ${req.type} ${keyText} is not held by "${uid}"`, { details: { type: req.type, key: keyText, uid } });
+      await tx.run('UPDATE ledger_locks SET expires_at = ? WHERE type = ? AND lock_key = ? AND uid = ?', [now + ttl, req.type, keyText, uid]);
+      return { type: req.type, attrs: req.attrs, uid, mode: rows[0]!.mode, expires_at: iso(now + ttl) };
+    });
+  }
+
+  async releaseLock(req: { type: string; attrs: Attrs; uid: string }) {
+    const { keyText, shard } = this.keyedType('locks', req.type, req.attrs, 'attrs');
+    const uid = this.checkUid(req.uid);
+    const now = this.rt.clock.now();
+    const released = await shard.write(async (tx) => {
+      await this.lockHead(tx, req.type, keyText);
+      const live = await tx.all('SELECT 1 AS x FROM ledger_locks WHERE type = ? AND lock_key = ? AND uid = ? AND expires_at > ?', [req.type, keyText, uid, now]);
+      await tx.run('DELETE FROM ledger_locks WHERE type = ? AND lock_key = ? AND uid = ?', [req.type, keyText, uid]);
+      return live.length > 0;
+    });
+    return { released };
+  }
+
+  async getLock(req: { type: string; attrs: Attrs }) {
+    const { keyText, shard } = this.keyedType('locks', req.type, req.attrs, 'attrs');
+    const rows = await shard.reader.all<{ uid: string; mode: LockMode; expires_at: number }>(
+      'SELECT uid, mode, expires_at FROM ledger_locks WHERE type = ? AND lock_key = ? AND expires_at > ? ORDER BY uid',
+      [req.type, keyText, this.rt.clock.now()],
+    );
+    return { type: req.type, attrs: req.attrs, holders: rows.map((r) => ({ uid: r.uid, mode: r.mode, expires_at: iso(Number(r.expires_at)) })) };
+  }
+
+  // ---------------------------------------------------------------- states
+
+  private async checkStateVersion(q: { all: Tx['all'] }, type: string, keyText: string, expected: number | undefined): Promise<number> {
+    const rows = await q.all<{ version: number }>('SELECT version FROM ledger_states WHERE type = ? AND state_key = ?', [type, keyText]);
+    const current = rows[0] ? Number(rows[0].version) : 0;
+    if (expected !== undefined && expected !== current) {
+      throw new MillraceError('state_version_conflict', `state ${type} ${keyText} is at version ${current}, expected ${expected}`, {
+        details: { type, key: keyText, expected_version: expected, actual_version: current },
+      });
+    }
+    return current;
+  }
+
+  private async writeState(tx: Tx, type: string, keyText: string, state: string, expected: number | undefined, now: number): Promise<number> {
+    const current = await this.checkStateVersion(tx, type, keyText, expected);
+    if (current === 0) {
+      const n = await tx.run('INSERT INTO ledger_states (type, state_key, state, version, updated_at) VALUES (?, ?, ?, 1, ?) ON CONFLICT (type, state_key) DO NOTHING', [type, keyText, state, now]);
+      if (n === 0) throw new MillraceError('state_version_conflict', `state ${type} ${keyText} was created concurrently`, { details: { type, key: keyText } });
+      return 1;
+    }
+    const n = await tx.run('UPDATE ledger_states SET state = ?, version = version + 1, updated_at = ? WHERE type = ? AND state_key = ? AND version = ?', [state, now, type, keyText, current]);
+    if (n === 0) throw new MillraceError('state_version_conflict', `state ${type} ${keyText} changed concurrently`, { details: { type, key: keyText } });
+    return current + 1;
+  }
+
+  async getState(req: { type: string; attrs: Attrs }): Promise<{ type: string; attrs: Attrs; state: unknown; version: number }> {
+    const { keyText, shard } = this.keyedType('states', req.type, req.attrs, 'attrs');
+    const rows = await shard.reader.all<{ state: string; version: number }>('SELECT state, version FROM ledger_states WHERE type = ? AND state_key = ?', [req.type, keyText]);
+    const r = rows[0];
+    return { type: req.type, attrs: req.attrs, state: r ? (JSON.parse(r.state) as unknown) : null, version: r ? Number(r.version) : 0 };
+  }
+}
+
+function reused(key: string): MillraceError {
+  return new MillraceError('idempotency_key_reused', `idempotency key "${key}" was already used with a different request`, { details: { idempotency_key: key } });
+}
+
+function sortGroups<T extends { group: Record<string, string | null> }>(groups: T[]): T[] {
+  return groups.sort((a, b) => {
+    const x = JSON.stringify(Object.values(a.group));
+    const y = JSON.stringify(Object.values(b.group));
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+}

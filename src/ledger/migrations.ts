@@ -1,0 +1,134 @@
+import { registerMigrations } from '../storage/migrations.js';
+
+/**
+ * Ledger tables. Amounts of events are minor units (an integer at the type's
+ * scale); aggregate sums are exact and unbounded: TEXT holding an integer in
+ * SQLite, NUMERIC in PostgreSQL, and always summed in BigInt.
+ */
+registerMigrations([
+  {
+    id: 'ledger/0001_ledger',
+    sql: {
+      sqlite: `
+        CREATE TABLE ledger_events (
+          id INTEGER PRIMARY KEY,
+          batch_id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          aux TEXT NOT NULL,
+          side TEXT NOT NULL,
+          amount INTEGER NOT NULL,
+          dt INTEGER NOT NULL,
+          info TEXT,
+          pos INTEGER
+        );
+        CREATE INDEX ledger_events_acc_dt ON ledger_events (type, acc_key, dt, id);
+        CREATE INDEX ledger_events_unaggregated ON ledger_events (type, acc_key, dt) WHERE pos IS NULL;
+        CREATE TABLE ledger_aggregates (
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          grp TEXT NOT NULL,
+          grp_vals TEXT NOT NULL,
+          boundary INTEGER NOT NULL,
+          debit TEXT NOT NULL,
+          credit TEXT NOT NULL,
+          pos INTEGER NOT NULL,
+          PRIMARY KEY (type, acc_key, grp, grp_vals, boundary)
+        ) WITHOUT ROWID;
+        CREATE TABLE ledger_idempotency (
+          key TEXT PRIMARY KEY,
+          request_hash TEXT NOT NULL,
+          answer TEXT NOT NULL,
+          created_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE ledger_batch_parts (
+          key TEXT PRIMARY KEY,
+          request_hash TEXT NOT NULL,
+          created_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE ledger_lock_heads (
+          type TEXT NOT NULL,
+          lock_key TEXT NOT NULL,
+          n INTEGER NOT NULL,
+          PRIMARY KEY (type, lock_key)
+        ) WITHOUT ROWID;
+        CREATE TABLE ledger_locks (
+          type TEXT NOT NULL,
+          lock_key TEXT NOT NULL,
+          uid TEXT NOT NULL,
+          mode TEXT NOT NULL,
+          expires_at INTEGER NOT NULL,
+          PRIMARY KEY (type, lock_key, uid)
+        ) WITHOUT ROWID;
+        CREATE TABLE ledger_states (
+          type TEXT NOT NULL,
+          state_key TEXT NOT NULL,
+          state TEXT NOT NULL,
+          version INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL,
+          PRIMARY KEY (type, state_key)
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE ledger_events (
+          id BIGSERIAL PRIMARY KEY,
+          batch_id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          aux TEXT NOT NULL,
+          side TEXT NOT NULL,
+          amount NUMERIC(20, 0) NOT NULL,
+          dt BIGINT NOT NULL,
+          info TEXT,
+          pos BIGINT
+        );
+        CREATE INDEX ledger_events_acc_dt ON ledger_events (type, acc_key, dt, id);
+        CREATE INDEX ledger_events_unaggregated ON ledger_events (type, acc_key, dt) WHERE pos IS NULL;
+        CREATE TABLE ledger_aggregates (
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          grp TEXT NOT NULL,
+          grp_vals TEXT NOT NULL,
+          boundary BIGINT NOT NULL,
+          debit NUMERIC NOT NULL,
+          credit NUMERIC NOT NULL,
+          pos BIGINT NOT NULL,
+          PRIMARY KEY (type, acc_key, grp, grp_vals, boundary)
+        );
+        CREATE TABLE ledger_idempotency (
+          key TEXT PRIMARY KEY,
+          request_hash TEXT NOT NULL,
+          answer TEXT NOT NULL,
+          created_at BIGINT NOT NULL
+        );
+        CREATE TABLE ledger_batch_parts (
+          key TEXT PRIMARY KEY,
+          request_hash TEXT NOT NULL,
+          created_at BIGINT NOT NULL
+        );
+        CREATE TABLE ledger_lock_heads (
+          type TEXT NOT NULL,
+          lock_key TEXT NOT NULL,
+          n BIGINT NOT NULL,
+          PRIMARY KEY (type, lock_key)
+        );
+        CREATE TABLE ledger_locks (
+          type TEXT NOT NULL,
+          lock_key TEXT NOT NULL,
+          uid TEXT NOT NULL,
+          mode TEXT NOT NULL,
+          expires_at BIGINT NOT NULL,
+          PRIMARY KEY (type, lock_key, uid)
+        );
+        CREATE TABLE ledger_states (
+          type TEXT NOT NULL,
+          state_key TEXT NOT NULL,
+          state TEXT NOT NULL,
+          version BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL,
+          PRIMARY KEY (type, state_key)
+        );
+      `,
+    },
+  },
+]);
