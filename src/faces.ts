@@ -1,4 +1,5 @@
 import type { FaceFactory } from './face.js';
+import { machinesFace } from './machines/face.js';
 import { createLedgerFace } from './ledger/ledger-face.js';
 import { busFace } from './bus/face.js';
 
@@ -7,7 +8,7 @@ import { busFace } from './bus/face.js';
  * registers its migrations.
  */
 export const faceFactories: FaceFactory[] = [
-  // machines
+  machinesFace, // machines
   createLedgerFace, // ledger
   // pipe
   // bus

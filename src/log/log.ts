@@ -50,6 +50,8 @@ export interface AppendResult {
   positions: number[] | null;
   /** Internal row ids (PostgreSQL), used to wait for the sequencer. */
   rowIds: number[] | null;
+  /** `created_at` stamped on the appended events (ms since the epoch). */
+  createdAt: number;
 }
 
 export interface ReadRange {
@@ -207,7 +209,7 @@ export class Log extends EventEmitter {
         sl.signal.advance(head);
         this.emit('appended', shard.name, head);
       });
-      return { shard: shard.name, stream, seqs, positions, rowIds: null };
+      return { shard: shard.name, stream, seqs, positions, rowIds: null, createdAt: now };
     }
     const rowIds: number[] = [];
     for (let off = 0; off < n; off += INSERT_CHUNK) {
@@ -222,7 +224,7 @@ export class Log extends EventEmitter {
     }
     tx.notify(APPEND_CHANNEL);
     tx.onCommit(() => this.emit('appended', shard.name, null));
-    return { shard: shard.name, stream, seqs, positions: null, rowIds };
+    return { shard: shard.name, stream, seqs, positions: null, rowIds, createdAt: now };
   }
 
   /**

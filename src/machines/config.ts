@@ -1,6 +1,78 @@
 import { z } from 'zod';
 
+/** A history range: which events of a machine the processor (or a GET) sees. */
+export const historyRangeSchema = z
+  .object({
+    /** Event id to start after (forward) or before (backward); omitted: the edge. */
+    after: z.number().int().min(1).optional(),
+    limit: z.number().int().min(1).max(100_000).optional(),
+    direction: z.enum(['forward', 'backward']).default('forward'),
+  })
+  .strict();
+
+const processorSchema = z.union([
+  z
+    .object({
+      /** HTTP endpoint taking JSON POSTs. */
+      url: z.string().regex(/^https?:\/\//, 'an http:// or https:// URL'),
+    })
+    .strict(),
+  z
+    .object({
+      /** Name of an in-process processor registered with `registerProcessor`. */
+      in_process: z.string().min(1),
+    })
+    .strict(),
+]);
+
+const namespaceSchema = z
+  .object({
+    processor: processorSchema,
+    /** Deadline of a request that carries none. */
+    default_timeout_ms: z.number().int().min(1).max(3_600_000).default(30_000),
+    /** History the processor receives with every signal and call (default: all of it). */
+    history_range: historyRangeSchema.optional(),
+    /** Retries of transient processor failures (within the caller's deadline, or for timers and notifications). */
+    retry: z
+      .object({
+        base_ms: z.number().int().min(1).default(50),
+        max_ms: z.number().int().min(1).default(5_000),
+        /** Attempts of a timeout signal before the machine becomes failed. */
+        timer_max_attempts: z.number().int().min(1).default(10),
+      })
+      .strict()
+      .prefault({}),
+    /** Name of the event sink that publishes this namespace's events. */
+    sink: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,100}$/)
+      .optional(),
+  })
+  .strict();
+
 /** Configuration of the machines face (the `machines:` section of millrace.yaml). */
-export const machinesConfigSchema = z.object({}).strict().prefault({});
+export const machinesConfigSchema = z
+  .object({
+    namespaces: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'), namespaceSchema).default({}),
+    /** Requests waiting for one machine beyond the one running; more get 503. */
+    queue_limit: z.number().int().min(0).max(100_000).default(100),
+    /** Machines with work in progress on this node; more get 503. */
+    max_active_machines: z.number().int().min(1).max(10_000_000).default(10_000),
+    /** Resident set size above which requests get 503 (0: no limit). */
+    memory_limit_mb: z.number().int().min(0).default(0),
+    /** Machines whose state is kept in memory (LRU). */
+    cache_size: z.number().int().min(0).default(10_000),
+    /** Events of each cached machine kept in memory (the tail of its history). */
+    cache_history_tail: z.number().int().min(0).default(100),
+    /** Processing lease beyond the request deadline, for cross-node exclusion. */
+    lease_margin_ms: z.number().int().min(100).default(5_000),
+    /** Backoff of notification delivery while the processor is unavailable. */
+    notification_retry_base_ms: z.number().int().min(1).default(200),
+    notification_retry_max_ms: z.number().int().min(1).default(30_000),
+  })
+  .strict()
+  .prefault({});
 
 export type MachinesConfig = z.output<typeof machinesConfigSchema>;
+export type NamespaceConfig = MachinesConfig['namespaces'][string];
+export type HistoryRange = z.output<typeof historyRangeSchema>;

@@ -1,0 +1,161 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { badRequest } from '../../core/errors.js';
+import type { MachineRef, Machines, RequestOptions } from '../../machines/machines.js';
+import { parseRfc3339 } from '../../machines/planner.js';
+import type { Sinks } from '../../machines/sink.js';
+import { errorSchema } from './server.js';
+
+const name = { type: 'string', minLength: 1, maxLength: 100 } as const;
+const argsBody = { type: 'object', additionalProperties: false, properties: { args: {} } } as const;
+const emptyBody = { type: 'object', additionalProperties: false, properties: {} } as const;
+const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 422: errorSchema, 503: errorSchema, 504: errorSchema };
+const rangeQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    after: { type: 'integer', minimum: 1 },
+    limit: { type: 'integer', minimum: 1, maximum: 100000 },
+    direction: { type: 'string', enum: ['forward', 'backward'] },
+  },
+} as const;
+
+type Params = { ns: string; id?: string; tag?: string };
+type ArgsRoute = { Params: Params; Body: { args?: unknown } };
+
+/** Request deadline from `x-request-deadline` (RFC 3339) or `x-request-timeout` (ms). */
+export function requestOptions(req: FastifyRequest): RequestOptions {
+  const d = req.headers['x-request-deadline'];
+  const t = req.headers['x-request-timeout'];
+  let deadline: number | undefined;
+  if (typeof d === 'string') {
+    const v = parseRfc3339(d);
+    if (v === null) throw badRequest('x-request-deadline must be an RFC 3339 date-time');
+    deadline = v;
+  } else if (typeof t === 'string') {
+    if (!/^\d{1,12}$/.test(t)) throw badRequest('x-request-timeout must be a whole number of milliseconds');
+    deadline = Date.now() + Number(t);
+  }
+  return { deadline, traceparent: req.traceparent };
+}
+
+const refOf = (p: Params): MachineRef => (p.tag !== undefined ? { tag: p.tag } : { id: p.id! });
+
+/** Empty POST bodies count as `{}`. */
+async function defaultBody(req: FastifyRequest): Promise<void> {
+  if (req.body === undefined || req.body === null) req.body = {};
+}
+
+export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks: Sinks): void {
+  for (const by of ['machines', 'tags'] as const) {
+    const p = by === 'machines' ? '/v1/namespaces/:ns/machines/:id' : '/v1/namespaces/:ns/tags/:tag';
+    const params = {
+      type: 'object',
+      properties: by === 'machines' ? { ns: name, id: name } : { ns: name, tag: name },
+      required: by === 'machines' ? ['ns', 'id'] : ['ns', 'tag'],
+    } as const;
+    const tags = ['machines'];
+    const post = (op: 'call' | 'repair', summary: string) =>
+      app.post<ArgsRoute>(
+        `${p}/${op}`,
+        { preValidation: defaultBody, schema: { summary, tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        async (req) => m[op](req.params.ns, refOf(req.params), req.body.args, requestOptions(req)),
+      );
+    if (by === 'machines') {
+      app.post<ArgsRoute>(
+        `${p}/start`,
+        { preValidation: defaultBody, schema: { summary: 'Create a machine and run its init signal', tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        async (req) => m.start(req.params.ns, req.params.id!, req.body.args, requestOptions(req)),
+      );
+    }
+    post('call', 'Call a machine');
+    post('repair', "Repair a failed machine through the processor's repair");
+    app.post<{ Params: Params }>(
+      `${p}/simple-repair`,
+      { preValidation: defaultBody, schema: { summary: 'Make a failed machine working again without the processor', tags, params, body: emptyBody, response: errors } },
+      async (req, reply) => {
+        await m.simpleRepair(req.params.ns, refOf(req.params), requestOptions(req));
+        return reply.status(204).send();
+      },
+    );
+    app.post<ArgsRoute>(
+      `${p}/notify`,
+      { preValidation: defaultBody, schema: { summary: 'Queue a durable notification for the machine', tags, params, body: argsBody, response: { 202: { type: 'object', properties: { id: { type: 'integer' } } }, ...errors } } },
+      async (req, reply) => reply.status(202).send(await m.notify(req.params.ns, refOf(req.params), req.body.args)),
+    );
+    app.get<{ Params: Params; Querystring: { after?: number; limit?: number; direction?: string } }>(
+      p,
+      { schema: { summary: 'A machine with a range of its history', tags, params, querystring: rangeQuery } },
+      async (req) =>
+        m.get(req.params.ns, refOf(req.params), req.query),
+    );
+    app.delete<{ Params: Params }>(
+      p,
+      { schema: { summary: 'Remove a machine, its history, timer, tags and notifications', tags, params, response: errors } },
+      async (req, reply) => {
+        await m.remove(req.params.ns, refOf(req.params), requestOptions(req));
+        return reply.status(204).send();
+      },
+    );
+  }
+
+  const sinkParams = { type: 'object', properties: { sink: name }, required: ['sink'] } as const;
+  app.get(
+    '/v1/sinks/:sink/events',
+    {
+      schema: {
+        summary: "Machine events of the sink's namespaces, in log order (long poll)",
+        tags: ['machines'],
+        params: sinkParams,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            shard: name,
+            after: { type: 'integer', minimum: 0, default: 0 },
+            limit: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
+            wait_ms: { type: 'integer', minimum: 0, maximum: 60000, default: 0 },
+          },
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { sink: string }; Querystring: { shard?: string; after: number; limit: number; wait_ms: number } }>) => {
+      const abort = new AbortController();
+      req.raw.once('close', () => abort.abort());
+      const q = req.query;
+      return sinks.read(req.params.sink, { shard: q.shard, after: q.after, limit: q.limit, waitMs: q.wait_ms, abort: abort.signal });
+    },
+  );
+  app.get(
+    '/v1/sinks/:sink/stream',
+    {
+      schema: {
+        summary: "Machine events of the sink's namespaces as server-sent events",
+        tags: ['machines'],
+        params: sinkParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { shard: name, after: { type: 'integer', minimum: 0, default: 0 } } },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { sink: string }; Querystring: { shard?: string; after: number } }>, reply: FastifyReply) => {
+      sinks.namespaces(req.params.sink);
+      const shard = sinks.shardName(req.query.shard);
+      const abort = new AbortController();
+      req.raw.once('close', () => abort.abort());
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      let after = req.query.after;
+      try {
+        while (!abort.signal.aborted) {
+          const page = await sinks.read(req.params.sink, { shard, after, limit: 1000, waitMs: 15_000, abort: abort.signal });
+          after = page.next_after;
+          if (page.events.length === 0) res.write(': keepalive\n\n');
+          for (const e of page.events) res.write(`id: ${e.pos}\nevent: event\ndata: ${JSON.stringify(e)}\n\n`);
+        }
+      } catch (err) {
+        req.log.warn({ err }, 'sink stream ended');
+      } finally {
+        res.end();
+      }
+    },
+  );
+}

@@ -1,0 +1,38 @@
+import type { FastifyInstance } from 'fastify';
+import type { Face, FaceFactory } from '../face.js';
+import type { Runtime } from '../runtime.js';
+import { registerMachinesRoutes } from '../api/http/machines-routes.js';
+import { Machines, type MachinesOptions } from './machines.js';
+import { Sinks } from './sink.js';
+
+export class MachinesFace implements Face {
+  readonly name = 'machines';
+  readonly machines: Machines;
+  readonly sinks: Sinks;
+
+  constructor(rt: Runtime, opts: MachinesOptions = {}) {
+    this.machines = new Machines(rt, opts);
+    this.sinks = new Sinks(rt);
+    // Registered at construction so timers due during downtime find their handler as soon as the scheduler runs.
+    this.machines.registerTimers();
+  }
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    this.machines.stop();
+  }
+
+  http(app: FastifyInstance): void {
+    registerMachinesRoutes(app, this.machines, this.sinks);
+  }
+}
+
+/** The machines face, for `faceFactories` or `startNode({faces})`. */
+export const machinesFace: FaceFactory = (rt) => new MachinesFace(rt);
+
+/** A machines face with in-process processors given by name. */
+export const machinesFaceWith =
+  (opts: MachinesOptions): FaceFactory =>
+  (rt) =>
+    new MachinesFace(rt, opts);

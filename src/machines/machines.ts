@@ -1,0 +1,685 @@
+import { MillraceError, badRequest, isMillraceError } from '../core/errors.js';
+import { sleep } from '../core/clock.js';
+import type { Runtime } from '../runtime.js';
+import type { Tx } from '../storage/port.js';
+import type { AppendResult } from '../log/log.js';
+import type { Shard } from '../storage/storage.js';
+import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
+import type { HistoryRange, MachinesConfig, NamespaceConfig } from './config.js';
+import { admission, applyFailure, applyPlan, parseRange, planStep, rangeIds, TAG_MAX, type MachineState, type Plan, type StepInput } from './planner.js';
+import { childTraceparent, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
+import { MachineQueues, Lru } from './queues.js';
+import './errors.js';
+import './migrations.js';
+
+export type MachineRef = { id: string } | { tag: string };
+
+export interface RequestOptions {
+  /** Absolute deadline, ms since the epoch (default: now + the namespace's default timeout). */
+  deadline?: number | undefined;
+  traceparent?: string | undefined;
+}
+
+export interface MachineEvent {
+  id: number;
+  created_at: string;
+  data: unknown;
+}
+
+/** The GET shape, also what the processor receives as `machine`. */
+export interface MachineView {
+  ns: string;
+  id: string;
+  status: 'working' | 'failed';
+  reason?: unknown;
+  aux_state: unknown;
+  timer: { due_at: string; range: HistoryRange | null } | null;
+  tags: string[];
+  history: MachineEvent[];
+  history_range: HistoryRange;
+}
+
+export const TIMEOUT_KIND = 'machines.timeout';
+export const NOTIFY_KIND = 'machines.notify';
+export const EVENT_TYPE = 'machine.event';
+/** Fastify refuses path parameters longer than 100 characters, so ids and tags stay within that. */
+const ID_MAX = 100;
+const PRINTABLE = /^[^\x00-\x1f\x7f]+$/;
+
+interface Cached {
+  state: MachineState;
+  /** The last events of the history, ascending, ending at state.lastEvent. */
+  tail: MachineEvent[];
+}
+
+interface Hooks {
+  timer?: { ctx: TimerContext; range: HistoryRange | null };
+  notification?: { nid: number; args: unknown };
+}
+
+interface StepResult {
+  skipped?: boolean;
+  response?: unknown;
+}
+
+interface Row {
+  ns: string;
+  id: string;
+  gen: number;
+  status: string;
+  reason: string | null;
+  aux_state: string | null;
+  last_event: number;
+  timer: string | null;
+  tags: string;
+  version: number;
+}
+
+const COLS = 'ns, id, gen, status, reason, aux_state, last_event, timer, tags, version';
+
+const parseJson = (s: string | null): unknown => (s === null ? null : JSON.parse(s));
+
+function toState(r: Row): MachineState {
+  return {
+    ns: r.ns,
+    id: r.id,
+    gen: Number(r.gen),
+    status: r.status as MachineState['status'],
+    reason: parseJson(r.reason),
+    auxState: parseJson(r.aux_state),
+    lastEvent: Number(r.last_event),
+    timer: parseJson(r.timer) as MachineState['timer'],
+    tags: JSON.parse(r.tags) as string[],
+    version: Number(r.version),
+  };
+}
+
+const emptyState = (ns: string, id: string): MachineState => ({
+  ns,
+  id,
+  gen: 0,
+  status: 'none',
+  reason: null,
+  auxState: null,
+  lastEvent: 0,
+  timer: null,
+  tags: [],
+  version: 0,
+});
+
+export const streamOf = (ns: string, id: string, gen: number): string => `m/${ns}/${id}/${gen}`;
+const timerOwner = (ns: string, id: string): string => `m:${ns}:${id}`;
+const notifyOwner = (ns: string, id: string): string => `mn:${ns}:${id}`;
+
+/** Raised inside a commit transaction to roll it back. */
+class Abort extends Error {
+  constructor(readonly why: 'conflict' | 'timer_gone' | 'tag_taken' | 'notification_gone') {
+    super(why);
+  }
+}
+
+export interface MachinesOptions {
+  /** In-process processors by name (besides the global `registerProcessor` registry). */
+  processors?: ReadonlyMap<string, ProcessorFn>;
+}
+
+/**
+ * The machines face: Machinegun-style automata. One step of one machine at a
+ * time: an in-process queue per machine, plus (where nodes share a shard) a
+ * lease on the machine row. The processor runs outside any transaction; its
+ * result is committed atomically with the row, the events, the timer, the tag
+ * and the removal, under an optimistic version check.
+ */
+export class Machines {
+  readonly cfg: MachinesConfig;
+  private readonly clients = new Map<string, ProcessorClient>();
+  private readonly queues: MachineQueues;
+  private readonly cache: Lru<string, Cached>;
+  private readonly multiNode: boolean;
+  private readonly holder: string;
+  private stopped = false;
+
+  constructor(
+    readonly rt: Runtime,
+    opts: MachinesOptions = {},
+  ) {
+    this.cfg = rt.config.machines;
+    for (const [ns, c] of Object.entries(this.cfg.namespaces)) this.clients.set(ns, processorClient(ns, c, opts.processors));
+    this.queues = new MachineQueues({ queueLimit: this.cfg.queue_limit, maxActive: this.cfg.max_active_machines, memoryLimitMb: this.cfg.memory_limit_mb });
+    this.cache = new Lru(this.cfg.cache_size);
+    this.multiNode = rt.storage.shards.some((s) => s.driver.capabilities.multiNode);
+    this.holder = rt.config.node_id;
+  }
+
+  registerTimers(): void {
+    this.rt.scheduler.register(TIMEOUT_KIND, (t, ctx) => this.onTimeout(t, ctx));
+    this.rt.scheduler.register(NOTIFY_KIND, (t, ctx) => this.onNotify(t, ctx));
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  // ---- public operations ----
+
+  async start(ns: string, id: string, args: unknown, opts: RequestOptions = {}): Promise<{ response: unknown }> {
+    const c = this.nsConfig(ns);
+    checkId(id);
+    const r = await this.run(ns, id, { kind: 'signal', signal: { type: 'init', args: args ?? null } }, this.ctx(c, opts));
+    return { response: r.response ?? null };
+  }
+
+  async call(ns: string, ref: MachineRef, args: unknown, opts: RequestOptions = {}): Promise<{ response: unknown }> {
+    const c = this.nsConfig(ns);
+    const ctx = this.ctx(c, opts);
+    const id = await this.resolve(ns, ref);
+    const r = await this.run(ns, id, { kind: 'call', args: args ?? null }, ctx);
+    return { response: r.response ?? null };
+  }
+
+  async repair(ns: string, ref: MachineRef, args: unknown, opts: RequestOptions = {}): Promise<{ response: unknown }> {
+    const c = this.nsConfig(ns);
+    const ctx = this.ctx(c, opts);
+    const id = await this.resolve(ns, ref);
+    const r = await this.run(ns, id, { kind: 'repair', args: args ?? null }, ctx);
+    return { response: r.response ?? null };
+  }
+
+  /** A failed machine becomes working without asking the processor; its timer resumes. */
+  async simpleRepair(ns: string, ref: MachineRef, opts: RequestOptions = {}): Promise<void> {
+    const c = this.nsConfig(ns);
+    const ctx = this.ctx(c, opts);
+    const id = await this.resolve(ns, ref);
+    await this.exclusive(ns, id, ctx.deadline, async (state) => {
+      const refusal = admission(state, { kind: 'repair', args: null });
+      if (refusal !== null) throw this.refusal(refusal, state);
+      await this.commit(state, { kind: 'repair', args: null }, { kind: 'commit', events: [], auxState: undefined, timer: 'keep', tag: undefined, remove: false, response: null }, {});
+      return {};
+    });
+  }
+
+  async remove(ns: string, ref: MachineRef, opts: RequestOptions = {}): Promise<void> {
+    const c = this.nsConfig(ns);
+    const ctx = this.ctx(c, opts);
+    const id = await this.resolve(ns, ref);
+    await this.exclusive(ns, id, ctx.deadline, async (state) => {
+      if (state.status === 'none') throw this.refusal('machine_not_found', state);
+      await this.commit(state, { kind: 'call', args: null }, { kind: 'commit', events: [], auxState: undefined, timer: 'unset', tag: undefined, remove: true, response: null }, {});
+      return {};
+    });
+  }
+
+  /** Stores a notification for later, ordered delivery as a `notification` signal. */
+  async notify(ns: string, ref: MachineRef, args: unknown): Promise<{ id: number }> {
+    this.nsConfig(ns);
+    const id = await this.resolve(ns, ref);
+    const shard = this.shardOf(ns, id);
+    const argsText = JSON.stringify(args ?? null);
+    const nid = await shard.write(async (tx) => {
+      const rows = await tx.all<{ gen: number; status: string }>('SELECT gen, status FROM machines WHERE ns = ? AND id = ?', [ns, id]);
+      const m = rows[0];
+      if (m === undefined || m.status === 'none') throw new MillraceError('machine_not_found', `no machine ${id} in namespace ${ns}`);
+      const ins = await tx.all<{ nid: number }>('INSERT INTO machine_notifications (ns, id, gen, args, created_at) VALUES (?, ?, ?, ?, ?) RETURNING nid', [
+        ns,
+        id,
+        m.gen,
+        argsText,
+        this.rt.clock.now(),
+      ]);
+      if (m.status === 'working') await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
+      return Number(ins[0]!.nid);
+    });
+    return { id: nid };
+  }
+
+  async get(ns: string, ref: MachineRef, range: unknown = {}): Promise<MachineView> {
+    this.nsConfig(ns);
+    const r = parseRange(range ?? {});
+    if (typeof r === 'string') throw badRequest(`history range: ${r}`);
+    const id = await this.resolve(ns, ref);
+    const cached = this.multiNode ? undefined : this.cache.get(key(ns, id));
+    const state = cached?.state ?? (await this.load(ns, id));
+    if (state.status === 'none') throw this.refusal('machine_not_found', state);
+    if (r.after !== undefined && r.after > state.lastEvent) {
+      throw new MillraceError('event_not_found', `machine ${id} has no event ${r.after}`, { details: { event_id: r.after } });
+    }
+    return this.view(state, r, cached?.tail ?? []);
+  }
+
+  // ---- steps ----
+
+  private ctx(c: NamespaceConfig, opts: RequestOptions): { deadline: number; traceparent: string } {
+    return { deadline: opts.deadline ?? this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(opts.traceparent) };
+  }
+
+  nsConfig(ns: string): NamespaceConfig {
+    const c = Object.hasOwn(this.cfg.namespaces, ns) ? this.cfg.namespaces[ns] : undefined;
+    if (c === undefined) throw new MillraceError('namespace_not_found', `no namespace "${ns}"`, { details: { ns } });
+    return c;
+  }
+
+  shardOf(ns: string, id: string): Shard {
+    return this.rt.storage.shardFor([ns, id]);
+  }
+
+  private tagShard(ns: string, tag: string): Shard {
+    return this.rt.storage.shardFor([ns, 'tag', tag]);
+  }
+
+  /** Runs one processor step for the machine, in its turn. */
+  private run(ns: string, id: string, input: StepInput, ctx: { deadline: number; traceparent: string }, hooks: Hooks = {}): Promise<StepResult> {
+    return this.exclusive(ns, id, ctx.deadline, (state) => this.step(state, input, ctx, hooks), input.kind === 'signal' && input.signal.type === 'init');
+  }
+
+  /** Runs `fn` on the machine's state while holding its queue turn (and, across nodes, its lease). */
+  private exclusive<T>(ns: string, id: string, deadline: number, fn: (state: MachineState) => Promise<T>, starting = false): Promise<T> {
+    if (this.stopped) return Promise.reject(new MillraceError('shutting_down', 'the node is stopping', { retryAfterS: 1 }));
+    return this.queues.run(key(ns, id), async () => {
+      if (this.rt.clock.now() >= deadline) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the machine could be processed');
+      const state = await this.acquire(ns, id, deadline, starting);
+      try {
+        return await fn(state);
+      } finally {
+        if (this.multiNode) await this.releaseLease(ns, id).catch(() => {});
+      }
+    });
+  }
+
+  private async step(state: MachineState, input: StepInput, ctx: { deadline: number; traceparent: string }, hooks: Hooks): Promise<StepResult> {
+    const refusal = admission(state, input);
+    if (refusal === 'skip') return { skipped: true };
+    if (refusal !== null) throw this.refusal(refusal, state);
+    if (hooks.timer && state.timer === null) return { skipped: true };
+    const c = this.nsConfig(state.ns);
+    const range = hooks.timer?.range ?? c.history_range ?? { direction: 'forward' as const };
+    const starting = input.kind === 'signal' && input.signal.type === 'init';
+    const machine = starting ? { ...(await this.view({ ...state, status: 'working', lastEvent: 0, auxState: null, timer: null, tags: [] }, range, [])), id: state.id } : await this.view(state, range, this.cache.get(key(state.ns, state.id))?.tail ?? []);
+    const request = { ...input, machine } as Parameters<ProcessorClient['process']>[0];
+    let result: unknown;
+    try {
+      result = await this.callProcessor(state.ns, request, ctx, c);
+    } catch (err) {
+      if (err instanceof ProcessorError && !err.transient) {
+        if (input.kind === 'repair') throw new MillraceError('repair_failed', `the repair failed: ${err.message}`, { details: { reason: err.reason } });
+        await this.commitFailure(state, input, err.reason, hooks);
+        throw this.failedError(state.id, err.reason);
+      }
+      throw err;
+    }
+    const base = hooks.timer ? { ...state, timer: null } : state;
+    const plan = planStep(base, input, result, this.rt.clock.now());
+    if (plan.kind === 'repair_failed') throw new MillraceError('repair_failed', 'the processor refused the repair', { details: { reason: plan.reason } });
+    if (plan.kind === 'fail') {
+      if (input.kind === 'repair') throw new MillraceError('repair_failed', 'the repair answered a bad result', { details: { reason: plan.reason } });
+      await this.commitFailure(state, input, plan.reason, hooks);
+      throw this.failedError(state.id, plan.reason);
+    }
+    try {
+      await this.commit(base, input, plan, hooks);
+    } catch (err) {
+      if (err instanceof Abort && err.why === 'tag_taken') {
+        const reason = { code: 'tag_already_taken', tag: plan.tag };
+        if (input.kind === 'repair') throw new MillraceError('repair_failed', 'the repair asked for a tag another machine holds', { details: { reason } });
+        await this.commitFailure(state, input, reason, hooks);
+        throw this.failedError(state.id, reason);
+      }
+      throw err;
+    }
+    return { response: plan.response };
+  }
+
+  private failedError(id: string, reason: unknown): MillraceError {
+    return new MillraceError('machine_failed', `machine ${id} failed`, { details: { reason } });
+  }
+
+  private refusal(code: string, state: MachineState): MillraceError {
+    switch (code) {
+      case 'machine_not_found':
+        return new MillraceError(code, `no machine ${state.id} in namespace ${state.ns}`);
+      case 'machine_already_exists':
+        return new MillraceError(code, `machine ${state.id} already exists in namespace ${state.ns}`);
+      case 'machine_failed':
+        return new MillraceError(code, `machine ${state.id} is failed; repair it first`, { details: { reason: state.reason } });
+      case 'machine_already_working':
+        return new MillraceError(code, `machine ${state.id} is working; only a failed machine can be repaired`);
+      default:
+        return new MillraceError('internal', code);
+    }
+  }
+
+  /** Asks the processor, retrying transient failures with backoff inside the deadline. */
+  private async callProcessor(ns: string, request: Parameters<ProcessorClient['process']>[0], ctx: { deadline: number; traceparent: string }, c: NamespaceConfig): Promise<unknown> {
+    const client = this.clients.get(ns)!;
+    let attempt = 0;
+    for (;;) {
+      const left = ctx.deadline - this.rt.clock.now();
+      if (left <= 0) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the processor answered');
+      try {
+        return await client.process(request, { deadline: ctx.deadline, traceparent: ctx.traceparent, signal: AbortSignal.timeout(left) });
+      } catch (err) {
+        if (!(err instanceof ProcessorError) || !err.transient) throw err;
+        const delay = Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(attempt++, 20));
+        const after = ctx.deadline - this.rt.clock.now();
+        if (err.timedOut || after <= 0) throw new MillraceError('deadline_exceeded', `the processor did not answer before the deadline (${err.message})`, { details: { reason: err.reason } });
+        if (delay >= after || this.stopped) {
+          throw new MillraceError('unavailable', `the processor is unavailable: ${err.message}`, { details: { reason: err.reason }, retryAfterS: Math.max(1, Math.ceil(delay / 1000)) });
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  // ---- state, lease and cache ----
+
+  private async load(ns: string, id: string): Promise<MachineState> {
+    const rows = await this.shardOf(ns, id).reader.all<Row>(`SELECT ${COLS} FROM machines WHERE ns = ? AND id = ?`, [ns, id]);
+    return rows[0] ? toState(rows[0]) : emptyState(ns, id);
+  }
+
+  /** The machine's state for a step: from the cache on a single node, or with the lease across nodes. */
+  private async acquire(ns: string, id: string, deadline: number, starting: boolean): Promise<MachineState> {
+    const k = key(ns, id);
+    if (!this.multiNode) {
+      const hit = this.cache.get(k);
+      if (hit) return hit.state;
+      const state = await this.load(ns, id);
+      this.cache.set(k, { state, tail: [] });
+      return state;
+    }
+    const shard = this.shardOf(ns, id);
+    let attempt = 0;
+    for (;;) {
+      const now = this.rt.clock.now();
+      const rows = await shard.write((tx) =>
+        tx.all<Row>(
+          `UPDATE machines SET lease_holder = ?, lease_until = ?
+            WHERE ns = ? AND id = ? AND (lease_holder IS NULL OR lease_until < ? OR lease_holder = ?) RETURNING ${COLS}`,
+          [this.holder, deadline + this.cfg.lease_margin_ms, ns, id, now, this.holder],
+        ),
+      );
+      if (rows[0]) {
+        const state = toState(rows[0]);
+        const hit = this.cache.get(k);
+        this.cache.set(k, { state, tail: hit && hit.state.version === state.version && hit.state.gen === state.gen ? hit.tail : [] });
+        return state;
+      }
+      const exists = await shard.reader.all<{ n: number }>('SELECT 1 AS n FROM machines WHERE ns = ? AND id = ?', [ns, id]);
+      if (exists.length === 0) {
+        if (!starting) return emptyState(ns, id);
+        await shard.write((tx) =>
+          tx.run(
+            `INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`,
+            [ns, id, now],
+          ),
+        );
+        continue;
+      }
+      const delay = Math.min(500, 10 * 2 ** Math.min(attempt++, 10));
+      if (this.rt.clock.now() + delay >= deadline) throw new MillraceError('unavailable', `machine ${id} is being processed by another node`, { retryAfterS: 1 });
+      await sleep(delay);
+    }
+  }
+
+  private async releaseLease(ns: string, id: string): Promise<void> {
+    await this.shardOf(ns, id).write((tx) =>
+      tx.run('UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?', [ns, id, this.holder]),
+    );
+  }
+
+  // ---- commit ----
+
+  private async commitFailure(state: MachineState, input: StepInput, reason: unknown, hooks: Hooks): Promise<void> {
+    const starting = input.kind === 'signal' && input.signal.type === 'init';
+    const next = applyFailure(state, reason, { starting });
+    const shard = this.shardOf(state.ns, state.id);
+    try {
+      await shard.write(async (tx) => {
+        if (hooks.timer && !(await hooks.timer.ctx.completeIn(tx))) throw new Abort('timer_gone');
+        await this.writeRow(tx, state, next);
+        await this.rt.scheduler.cancelIn(tx, timerOwner(state.ns, state.id));
+        await this.rt.scheduler.cancelIn(tx, notifyOwner(state.ns, state.id));
+      });
+    } catch (err) {
+      throw this.commitError(err, state);
+    }
+    this.cache.set(key(state.ns, state.id), { state: next, tail: starting ? [] : (this.cache.get(key(state.ns, state.id))?.tail ?? []) });
+  }
+
+  private commitError(err: unknown, state: MachineState): unknown {
+    this.cache.delete(key(state.ns, state.id));
+    if (err instanceof Abort) {
+      if (err.why === 'tag_taken') return err;
+      return new MillraceError('unavailable', `machine ${state.id} changed while it was processed (${err.why}); retry`, { retryAfterS: 1 });
+    }
+    if (isMillraceError(err, 'stream_conflict')) return new MillraceError('unavailable', `machine ${state.id} changed while it was processed; retry`, { retryAfterS: 1 });
+    return err;
+  }
+
+  private async writeRow(tx: Tx, prev: MachineState, next: MachineState): Promise<void> {
+    const now = this.rt.clock.now();
+    if (prev.version === 0) {
+      await tx.run(`INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`, [
+        prev.ns,
+        prev.id,
+        now,
+      ]);
+    }
+    const n = await tx.run(
+      `UPDATE machines SET gen = ?, status = ?, reason = ?, aux_state = ?, last_event = ?, timer = ?, tags = ?, version = ?,
+              lease_holder = NULL, lease_until = NULL, updated_at = ?
+        WHERE ns = ? AND id = ? AND version = ?`,
+      [
+        next.gen,
+        next.status,
+        next.reason === null || next.reason === undefined ? null : JSON.stringify(next.reason),
+        next.auxState === undefined ? null : JSON.stringify(next.auxState),
+        next.lastEvent,
+        next.timer === null ? null : JSON.stringify(next.timer),
+        JSON.stringify(next.tags),
+        next.version,
+        now,
+        prev.ns,
+        prev.id,
+        prev.version,
+      ],
+    );
+    if (n !== 1) throw new Abort('conflict');
+  }
+
+  /** Commits a plan: row, events, timer, tag, removal and notification bookkeeping in one transaction. */
+  private async commit(state: MachineState, input: StepInput, plan: Extract<Plan, { kind: 'commit' }>, hooks: Hooks): Promise<void> {
+    const { ns, id } = state;
+    const starting = input.kind === 'signal' && input.signal.type === 'init';
+    const next = applyPlan(state, plan, { starting });
+    const shard = this.shardOf(ns, id);
+    const tagShard = plan.tag === undefined ? undefined : this.tagShard(ns, plan.tag);
+    if (plan.tag !== undefined && tagShard !== shard) {
+      // Tags of another shard are reserved first; a reservation whose step did not commit is recognised as stale.
+      if (!(await tagShard!.write((tx) => this.claimTagIn(tx, ns, plan.tag!, id, next.gen, shard)))) throw new Abort('tag_taken');
+    }
+    const resumed = state.status === 'failed' && next.status === 'working';
+    let createdAt = this.rt.clock.now();
+    let appended: AppendResult | undefined;
+    try {
+      await shard.write(async (tx) => {
+        if (hooks.timer && !(await hooks.timer.ctx.completeIn(tx))) throw new Abort('timer_gone');
+        if (hooks.notification) {
+          const n = await tx.run('DELETE FROM machine_notifications WHERE nid = ?', [hooks.notification.nid]);
+          if (n !== 1) throw new Abort('notification_gone');
+        }
+        await this.writeRow(tx, state, next);
+        if (plan.tag !== undefined && tagShard === shard && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
+        if (plan.events.length > 0) {
+          const r = await this.rt.log.appendIn(
+            tx,
+            shard,
+            streamOf(ns, id, next.gen),
+            plan.events.map((data) => ({ type: EVENT_TYPE, data, meta: { ns, id, gen: next.gen } })),
+            { expectedSeq: starting ? 0 : state.lastEvent },
+          );
+          createdAt = r.createdAt;
+          appended = r;
+        }
+        if (plan.remove) {
+          await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
+          await this.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
+          await tx.run('DELETE FROM machine_notifications WHERE ns = ? AND id = ?', [ns, id]);
+          for (const t of state.tags) if (this.tagShard(ns, t) === shard) await tx.run('DELETE FROM machine_tags WHERE ns = ? AND tag = ? AND id = ?', [ns, t, id]);
+          return;
+        }
+        if (plan.timer !== 'keep' || resumed || starting || hooks.timer) {
+          if (next.timer) await this.rt.scheduler.scheduleIn(tx, timerOwner(ns, id), TIMEOUT_KIND, next.timer.dueAt, { ns, id, gen: next.gen, range: next.timer.range });
+          else if (!hooks.timer) await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
+        }
+        if (resumed) {
+          const pending = await tx.all<{ nid: number }>('SELECT nid FROM machine_notifications WHERE ns = ? AND id = ? LIMIT 1', [ns, id]);
+          if (pending.length > 0) await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
+        }
+      });
+    } catch (err) {
+      throw this.commitError(err, state);
+    }
+    // The sink sees the events before the caller gets its answer (PostgreSQL numbers them after commit).
+    if (appended && this.nsConfig(ns).sink !== undefined) await this.rt.log.positions(appended).catch(() => {});
+    if (plan.remove) {
+      for (const t of state.tags) {
+        const ts = this.tagShard(ns, t);
+        if (ts !== shard) await ts.write((tx) => tx.run('DELETE FROM machine_tags WHERE ns = ? AND tag = ? AND id = ?', [ns, t, id])).catch(() => {});
+      }
+    }
+    const k = key(ns, id);
+    const oldTail = starting || plan.remove ? [] : (this.cache.get(k)?.tail ?? []);
+    const added = plan.events.map((data, i) => ({ id: (starting ? 0 : state.lastEvent) + i + 1, created_at: new Date(createdAt).toISOString(), data }));
+    const tail = [...oldTail, ...added].slice(-this.cfg.cache_history_tail);
+    this.cache.set(k, { state: next, tail: this.cfg.cache_history_tail === 0 ? [] : tail });
+  }
+
+  /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */
+  private async claimTagIn(tx: Tx, ns: string, tag: string, id: string, gen: number, machineShard: Shard): Promise<boolean> {
+    await tx.run('INSERT INTO machine_tags (ns, tag, id, gen) VALUES (?, ?, ?, ?) ON CONFLICT (ns, tag) DO NOTHING', [ns, tag, id, gen]);
+    const rows = await tx.all<{ id: string; gen: number }>('SELECT id, gen FROM machine_tags WHERE ns = ? AND tag = ?', [ns, tag]);
+    const holder = rows[0]!;
+    if (holder.id === id && Number(holder.gen) === gen) return true;
+    if (holder.id !== id) {
+      const hs = this.shardOf(ns, holder.id);
+      const q = hs === machineShard ? tx : hs.reader;
+      const h = await q.all<{ gen: number; status: string; tags: string }>('SELECT gen, status, tags FROM machines WHERE ns = ? AND id = ?', [ns, holder.id]);
+      const live = h[0] && h[0].status !== 'none' && Number(h[0].gen) === Number(holder.gen) && (JSON.parse(h[0].tags) as string[]).includes(tag);
+      if (live) return false;
+    }
+    await tx.run('UPDATE machine_tags SET id = ?, gen = ? WHERE ns = ? AND tag = ?', [id, gen, ns, tag]);
+    return true;
+  }
+
+  /** The machine id a reference names. */
+  async resolve(ns: string, ref: MachineRef): Promise<string> {
+    if ('id' in ref) {
+      checkId(ref.id);
+      return ref.id;
+    }
+    const tag = ref.tag;
+    if (typeof tag !== 'string' || tag.length === 0 || tag.length > TAG_MAX || !PRINTABLE.test(tag)) throw badRequest(`tag must be 1-${TAG_MAX} printable characters`);
+    const rows = await this.tagShard(ns, tag).reader.all<{ id: string; gen: number }>('SELECT id, gen FROM machine_tags WHERE ns = ? AND tag = ?', [ns, tag]);
+    const holder = rows[0];
+    if (holder) {
+      const state = await this.load(ns, holder.id);
+      if (state.status !== 'none' && state.gen === Number(holder.gen) && state.tags.includes(tag)) return holder.id;
+    }
+    throw new MillraceError('machine_not_found', `no machine holds tag "${tag}" in namespace ${ns}`, { details: { tag } });
+  }
+
+  // ---- views ----
+
+  private async view(state: MachineState, range: HistoryRange, tail: MachineEvent[]): Promise<MachineView> {
+    const ids = rangeIds(state.lastEvent, range);
+    let history: MachineEvent[];
+    const first = tail.length > 0 ? tail[0]!.id : Number.POSITIVE_INFINITY;
+    const tailOk = tail.length > 0 && tail[tail.length - 1]!.id === state.lastEvent;
+    if (ids.length === 0) history = [];
+    else if (tailOk && Math.min(ids[0]!, ids[ids.length - 1]!) >= first) history = ids.map((i) => tail[i - first]!);
+    else {
+      const events = await this.rt.log.read(
+        streamOf(state.ns, state.id, state.gen),
+        { after: range.after, limit: Math.min(range.limit ?? 100_000, 100_000), direction: range.direction },
+        [state.ns, state.id],
+      );
+      history = events.map((e) => ({ id: e.seq, created_at: new Date(e.createdAt).toISOString(), data: JSON.parse(e.data) as unknown }));
+    }
+    const v: MachineView = {
+      ns: state.ns,
+      id: state.id,
+      status: state.status === 'failed' ? 'failed' : 'working',
+      aux_state: state.auxState ?? null,
+      timer: state.timer ? { due_at: new Date(state.timer.dueAt).toISOString(), range: state.timer.range } : null,
+      tags: state.tags,
+      history,
+      history_range: range,
+    };
+    if (state.status === 'failed') v.reason = state.reason;
+    return v;
+  }
+
+  // ---- timers and notifications ----
+
+  private async onTimeout(timer: Timer, tctx: TimerContext): Promise<void> {
+    const p = timer.payload as { ns: string; id: string; gen: number; range: HistoryRange | null };
+    const c = Object.hasOwn(this.cfg.namespaces, p.ns) ? this.cfg.namespaces[p.ns] : undefined;
+    if (c === undefined) return;
+    const ctx = { deadline: this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
+    try {
+      await this.run(p.ns, p.id, { kind: 'signal', signal: { type: 'timeout' } }, ctx, { timer: { ctx: tctx, range: p.range } });
+    } catch (err) {
+      if (!isMillraceError(err) || !err.retryable) return; // machine_failed and the like: already recorded
+      if (timer.attempts >= c.retry.timer_max_attempts) {
+        const state = await this.load(p.ns, p.id);
+        if (state.status !== 'working' || state.gen !== p.gen) return;
+        await this.exclusive(p.ns, p.id, this.rt.clock.now() + c.default_timeout_ms, async (s) => {
+          if (s.status !== 'working' || s.gen !== p.gen) return;
+          await this.commitFailure(s, { kind: 'signal', signal: { type: 'timeout' } }, { code: 'timer_retries_exhausted', message: err.message }, { timer: { ctx: tctx, range: null } });
+        }).catch(() => {});
+        return;
+      }
+      throw new RetryTimer(Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(timer.attempts, 20)));
+    }
+  }
+
+  private async onNotify(timer: Timer, _tctx: TimerContext): Promise<void> {
+    const p = timer.payload as { ns: string; id: string };
+    const c = Object.hasOwn(this.cfg.namespaces, p.ns) ? this.cfg.namespaces[p.ns] : undefined;
+    if (c === undefined) return;
+    const shard = this.shardOf(p.ns, p.id);
+    for (;;) {
+      if (this.stopped) throw new RetryTimer(100);
+      const rows = await shard.reader.all<{ nid: number; gen: number; args: string }>(
+        'SELECT nid, gen, args FROM machine_notifications WHERE ns = ? AND id = ? ORDER BY nid LIMIT 1',
+        [p.ns, p.id],
+      );
+      const n = rows[0];
+      if (n === undefined) return;
+      const args = JSON.parse(n.args) as unknown;
+      const ctx = { deadline: this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
+      let r: StepResult;
+      try {
+        r = await this.run(p.ns, p.id, { kind: 'signal', signal: { type: 'notification', args } }, ctx, { notification: { nid: Number(n.nid), args } });
+      } catch (err) {
+        if (isMillraceError(err) && err.retryable) {
+          throw new RetryTimer(Math.min(this.cfg.notification_retry_max_ms, this.cfg.notification_retry_base_ms * 2 ** Math.min(timer.attempts - 1, 20)));
+        }
+        return; // the machine failed (or is gone): delivery waits for a repair
+      }
+      if (r.skipped) {
+        const st = await this.load(p.ns, p.id);
+        if (st.status === 'none') await shard.write((tx) => tx.run('DELETE FROM machine_notifications WHERE ns = ? AND id = ?', [p.ns, p.id]));
+        return;
+      }
+    }
+  }
+}
+
+function key(ns: string, id: string): string {
+  return `${ns}\u0000${id}`;
+}
+
+export function checkId(id: unknown): asserts id is string {
+  if (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX || !PRINTABLE.test(id)) throw badRequest(`machine id must be 1-${ID_MAX} printable characters`);
+}

@@ -1,0 +1,133 @@
+import { randomBytes } from 'node:crypto';
+import type { NamespaceConfig } from './config.js';
+
+/** What the processor receives: a signal, a call or a repair, with the machine. */
+export type ProcessorRequest =
+  | { kind: 'signal'; signal: { type: 'init'; args: unknown } | { type: 'timeout' } | { type: 'notification'; args: unknown }; machine: unknown }
+  | { kind: 'call'; args: unknown; machine: unknown }
+  | { kind: 'repair'; args: unknown; machine: unknown };
+
+export interface ProcessorContext {
+  /** W3C trace context of the request that caused this step. */
+  traceparent: string;
+  /** Absolute deadline, ms since the epoch. */
+  deadline: number;
+  signal: AbortSignal;
+}
+
+/** An in-process processor: returns the result object (see the protocol). */
+export type ProcessorFn = (req: ProcessorRequest, ctx: ProcessorContext) => unknown;
+
+/**
+ * A processor failure. Transient ones (unreachable, 502/503/504, timeout) are
+ * retried and never change the machine; others fail it with `reason`.
+ */
+export class ProcessorError extends Error {
+  constructor(
+    readonly transient: boolean,
+    readonly reason: Record<string, unknown>,
+    readonly timedOut = false,
+  ) {
+    super(String(reason.message ?? reason.code));
+  }
+}
+
+/** Throw from an in-process processor to signal a transient failure (retried). */
+export class ProcessorUnavailable extends Error {}
+
+const registry = new Map<string, ProcessorFn>();
+
+/** Registers an in-process processor that namespaces name with `processor: {in_process: name}`. */
+export function registerProcessor(name: string, fn: ProcessorFn): void {
+  registry.set(name, fn);
+}
+
+export function unregisterProcessor(name: string): void {
+  registry.delete(name);
+}
+
+export interface ProcessorClient {
+  process(req: ProcessorRequest, ctx: ProcessorContext): Promise<unknown>;
+}
+
+export function newTraceparent(): string {
+  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
+
+/** A child span id under the caller's trace. */
+export function childTraceparent(parent: string | undefined): string {
+  if (parent === undefined) return newTraceparent();
+  const [v, trace, , flags] = parent.split('-');
+  return `${v}-${trace}-${randomBytes(8).toString('hex')}-${flags}`;
+}
+
+export function processorClient(ns: string, cfg: NamespaceConfig, local: ReadonlyMap<string, ProcessorFn> = new Map()): ProcessorClient {
+  const p = cfg.processor;
+  if ('url' in p) return httpProcessor(p.url);
+  return {
+    async process(req, ctx) {
+      const fn = local.get(p.in_process) ?? registry.get(p.in_process);
+      if (fn === undefined) throw new ProcessorError(true, { code: 'processor_not_registered', message: `no in-process processor "${p.in_process}" for namespace ${ns}` });
+      try {
+        return await fn(req, ctx);
+      } catch (err) {
+        if (err instanceof ProcessorError) throw err;
+        if (err instanceof ProcessorUnavailable) throw new ProcessorError(true, { code: 'processor_unavailable', message: err.message });
+        throw new ProcessorError(false, { code: 'processor_error', message: (err as Error)?.message ?? String(err) });
+      }
+    },
+  };
+}
+
+const TRANSIENT_STATUS = new Set([502, 503, 504]);
+
+function httpProcessor(url: string): ProcessorClient {
+  return {
+    async process(req, ctx) {
+      const left = ctx.deadline - Date.now();
+      if (left <= 0) throw new ProcessorError(true, { code: 'processor_timeout', message: 'deadline passed' }, true);
+      const timeout = AbortSignal.timeout(left);
+      const signal = AbortSignal.any([timeout, ctx.signal]);
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            traceparent: ctx.traceparent,
+            'x-request-deadline': new Date(ctx.deadline).toISOString(),
+            'x-request-timeout': String(left),
+          },
+          body: JSON.stringify(req),
+          signal,
+        });
+      } catch (err) {
+        const timedOut = timeout.aborted;
+        throw new ProcessorError(
+          true,
+          { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) },
+          timedOut,
+        );
+      }
+      let text: string;
+      try {
+        text = await res.text();
+      } catch (err) {
+        const timedOut = timeout.aborted;
+        throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) }, timedOut);
+      }
+      if (TRANSIENT_STATUS.has(res.status)) throw new ProcessorError(true, { code: 'processor_unavailable', status: res.status, message: text.slice(0, 500) });
+      if (res.status < 200 || res.status >= 300) throw new ProcessorError(false, { code: 'processor_error', status: res.status, message: text.slice(0, 2000) });
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        throw new ProcessorError(false, { code: 'bad_processor_result', message: `the processor answered ${res.status} with a body that is not JSON` });
+      }
+    },
+  };
+}
+
+function describe(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
+}

@@ -1,0 +1,97 @@
+import { MillraceError, badRequest } from '../core/errors.js';
+import type { LogEvent } from '../log/log.js';
+import type { Runtime } from '../runtime.js';
+import { EVENT_TYPE } from './machines.js';
+
+export interface SinkEvent {
+  pos: number;
+  shard: string;
+  ns: string;
+  machine_id: string;
+  event_id: number;
+  created_at: string;
+  data: unknown;
+  /** The foundation's chain hash of this log entry (hex). */
+  hash: string | null;
+}
+
+export interface SinkPage {
+  events: SinkEvent[];
+  /** Position to pass as `after` next time (events of other namespaces are skipped over). */
+  next_after: number;
+  shard: string;
+}
+
+const SCAN_CHUNK = 1000;
+
+/**
+ * Event sinks: readers over the log of the machine events of the namespaces
+ * that name the sink, in position order per shard (the cursor engine's order,
+ * with the chain hash of each entry).
+ */
+export class Sinks {
+  private readonly byName = new Map<string, Set<string>>();
+
+  constructor(private readonly rt: Runtime) {
+    for (const [ns, c] of Object.entries(rt.config.machines.namespaces)) {
+      if (c.sink === undefined) continue;
+      let s = this.byName.get(c.sink);
+      if (s === undefined) this.byName.set(c.sink, (s = new Set()));
+      s.add(ns);
+    }
+  }
+
+  namespaces(sink: string): Set<string> {
+    const s = this.byName.get(sink);
+    if (s === undefined) throw new MillraceError('sink_not_found', `no event sink "${sink}"`, { details: { sink } });
+    return s;
+  }
+
+  shardName(shard: string | undefined): string {
+    if (shard === undefined) {
+      if (this.rt.storage.shards.length !== 1) throw badRequest('this node has several shards: name one with ?shard=');
+      return this.rt.storage.shards[0]!.name;
+    }
+    return this.rt.storage.shard(shard).name;
+  }
+
+  /** Events after `after`, up to `limit`; waits up to `waitMs` for the first one. */
+  async read(sink: string, opts: { shard?: string | undefined; after: number; limit: number; waitMs: number; abort?: AbortSignal }): Promise<SinkPage> {
+    const nss = this.namespaces(sink);
+    const shard = this.shardName(opts.shard);
+    const sl = this.rt.log.shardLog(shard);
+    const until = Date.now() + opts.waitMs;
+    let pos = opts.after;
+    const out: SinkEvent[] = [];
+    for (;;) {
+      const batch = await this.rt.log.readShard(shard, pos, SCAN_CHUNK);
+      for (const e of batch) {
+        const se = toSinkEvent(e, nss);
+        if (se) out.push(se);
+        pos = e.pos!;
+        if (out.length >= opts.limit) return { events: out, next_after: pos, shard };
+      }
+      if (batch.length === SCAN_CHUNK) continue;
+      if (out.length > 0) return { events: out, next_after: pos, shard };
+      const left = until - Date.now();
+      if (left <= 0 || opts.abort?.aborted) return { events: out, next_after: pos, shard };
+      await sl.signal.wait(pos, Math.min(left, this.rt.config.log.poll_ms), opts.abort);
+    }
+  }
+}
+
+function toSinkEvent(e: LogEvent, nss: Set<string>): SinkEvent | null {
+  if (e.type !== EVENT_TYPE || e.meta === null) return null;
+  const meta = JSON.parse(e.meta) as { ns?: string; id?: string };
+  if (meta.ns === undefined || meta.id === undefined || !nss.has(meta.ns)) return null;
+  return {
+    pos: e.pos!,
+    shard: e.shard,
+    ns: meta.ns,
+    machine_id: meta.id,
+    event_id: e.seq,
+    created_at: new Date(e.createdAt).toISOString(),
+    data: JSON.parse(e.data) as unknown,
+    hash: e.hash === null ? null : e.hash.toString('hex'),
+  };
+}
