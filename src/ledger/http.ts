@@ -22,7 +22,6 @@ const accounts = { type: 'array', items: account, minItems: 1, maxItems: 1000 } 
 const batchSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['events'],
   properties: {
     idempotency_key: { type: 'string', minLength: 1, maxLength: 200 },
     dt_default: dt,

@@ -22,7 +22,7 @@ export interface BatchEventInput {
 export interface BatchRequest {
   idempotency_key?: string | undefined;
   dt_default?: string | undefined;
-  events: BatchEventInput[];
+  events?: BatchEventInput[] | undefined;
   locks?: Array<{ type: string; attrs: Attrs; uid: string }> | undefined;
   states?: Array<{ type: string; attrs: Attrs; state: unknown; expected_version?: number | undefined }> | undefined;
 }
@@ -210,10 +210,11 @@ export class Ledger {
 
   async write(req: BatchRequest): Promise<BatchAnswer> {
     const now = this.rt.clock.now();
-    if (!Array.isArray(req.events)) throw badRequest('events must be an array');
-    if (req.events.length > this.cfg.max_batch_events) throw badRequest(`a batch holds at most ${this.cfg.max_batch_events} events`);
+    const events = req.events ?? [];
+    if (!Array.isArray(events)) throw badRequest('events must be an array');
+    if (events.length > this.cfg.max_batch_events) throw badRequest(`a batch holds at most ${this.cfg.max_batch_events} events`);
     const dtDefault = req.dt_default === undefined ? undefined : parseDt(req.dt_default, 'dt_default');
-    const prepared: Prepared[] = req.events.map((e, i) => {
+    const prepared: Prepared[] = events.map((e, i) => {
       const where = `events[${i}]`;
       const t = this.accountType(e.account.type);
       const { keyVals, aux } = this.accountAttrs(t, e.account.attrs, `${where}.account.attrs`, true);
