@@ -6,6 +6,8 @@ import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, validateEvents, type Published } from './publisher.js';
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import { Ingress } from '../amqp/ingress.js';
+import { Exporter } from '../amqp/exporter.js';
 import './errors.js';
 import './migrations.js';
 
@@ -35,6 +37,8 @@ export class Bus {
   readonly publisher: Publisher;
   private readonly sessions = new Map<string, DeliverySession>();
   private stopped = false;
+  ingress: Ingress | null = null;
+  private exporters: Exporter[] = [];
 
   constructor(readonly rt: Runtime) {
     this.config = rt.config.bus;
@@ -60,10 +64,26 @@ export class Bus {
     }
     const existing = await this.rt.scheduler.get(PRUNE_TIMER);
     if (!existing) await this.rt.scheduler.schedule(PRUNE_TIMER, PRUNE_TIMER, this.rt.clock.now() + this.config.dedupe_prune_ms);
+    const ingress = this.config.rabbitmq.ingress;
+    if (ingress) {
+      for (const b of ingress.bindings) {
+        if (!this.topics.has(b.topic)) throw new MillraceError('config_invalid', `bus.rabbitmq.ingress.bindings: topic "${b.topic}" is not in bus.topics`);
+      }
+      this.ingress = new Ingress(this, ingress, this.config.rabbitmq.url, this.rt.logger);
+      await this.ingress.start();
+    }
+    for (const x of this.config.exporters) {
+      const e = new Exporter(this.rt, x, this.config.rabbitmq.url, this.rt.logger);
+      await e.start();
+      this.exporters.push(e);
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.ingress?.stop();
+    this.ingress = null;
+    for (const e of this.exporters.splice(0)) await e.stop();
     await Promise.all([...this.sessions.values()].map((s) => s.close(new MillraceError('shutting_down', 'the node is shutting down'))));
   }
 

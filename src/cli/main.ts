@@ -7,6 +7,7 @@ import { Runtime } from '../runtime.js';
 import { allMigrations } from '../storage/migrations.js';
 import { Storage } from '../storage/storage.js';
 import { serve } from '../serve.js';
+import { exporterStatus } from '../amqp/exporter.js';
 
 function readConfig(path: string | undefined): Config {
   try {
@@ -79,6 +80,22 @@ export async function main(argv: string[]): Promise<void> {
         await rt.close();
       }
       if (failed) process.exitCode = 1;
+    });
+
+  const exportCmd = program.command('export').description('bus exporters to RabbitMQ');
+  exportCmd
+    .command('status')
+    .description("each exporter's stored position, the shard head and the lag, per shard")
+    .action(async () => {
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      const rt = await Runtime.open(config, { background: false, migrate: false });
+      try {
+        const rows = await exporterStatus(rt);
+        if (rows.length === 0) process.stdout.write('no exporters configured (bus.exporters)\n');
+        for (const r of rows) process.stdout.write(`${r.name}  ${r.shard}  position ${r.pos} head ${r.head} lag ${r.lag}\n`);
+      } finally {
+        await rt.close();
+      }
     });
 
   const configCmd = program.command('config').description('configuration tools');
