@@ -3,14 +3,12 @@ import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import amqp, { type ChannelModel } from 'amqplib';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
-import { spawnTs, writeConfigFile } from '../support/proc.js';
 import { Runtime } from '../../src/runtime.js';
 import { buildConfig } from '../../src/core/config.js';
 import { Publisher } from '../../src/bus/publisher.js';
 import { routingKeyMatches } from '../../src/amqp/ingress.js';
-import { runCli } from '../support/proc.js';
 import '../../src/bus/bus.js';
-import { sleep } from './support.js';
+import { runCli, sleep, spawnTs, writeConfigFile } from './support.js';
 
 const AMQP_URL = process.env.MILLRACE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 
@@ -22,7 +20,7 @@ function startChild(configPath: string): Promise<ChildProcess> {
     child.stdout?.on('data', (d: Buffer) => {
       if (d.toString().includes('ready')) resolve(child);
     });
-    child.on('exit', (code) => reject(new Error(`child exited ${code}: ${err}`)));
+    child.on('exit', (code: number | null) => reject(new Error(`child exited ${code}: ${err}`)));
   });
 }
 
