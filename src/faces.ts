@@ -2,6 +2,7 @@ import type { FaceFactory } from './face.js';
 import { machinesFace } from './machines/face.js';
 import { createLedgerFace } from './ledger/ledger-face.js';
 import { busFace } from './bus/face.js';
+import { pipeFace } from './pipe/face.js';
 
 /**
  * Every face this build serves, in start order. Importing a face module also
@@ -11,6 +12,7 @@ export const faceFactories: FaceFactory[] = [
   machinesFace, // machines
   createLedgerFace, // ledger
   // pipe
+  pipeFace,
   // bus
   busFace,
 ];

@@ -1,0 +1,119 @@
+import { fileURLToPath } from 'node:url';
+import { loadPackageDefinition, type GrpcObject, type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { toMillraceError } from '../core/errors.js';
+import type { Pipe } from './pipe.js';
+
+export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
+
+export interface PipeRequest {
+  req: number;
+  op?: 'new' | 'append' | 'replace' | 'store' | 'delete';
+  new?: { kind: string };
+  append?: { session: string; record: Buffer; seq: number };
+  replace?: { session: string; record: Buffer; seq: number };
+  store?: { session: string; timeout_s: number };
+  delete?: { session: string };
+}
+
+export interface PipeResponse {
+  req: number;
+  session?: string;
+  duplicate?: boolean;
+  error?: { code: string; message: string } | null;
+  due_at_ms?: number;
+}
+
+let cached: ServiceClientConstructor | undefined;
+
+/** The `millrace.v1.Pipe` service definition (also a client constructor, for tests and benchmarks). */
+export function pipeService(): ServiceClientConstructor {
+  if (cached) return cached;
+  const def = loadSync('millrace/v1/pipe.proto', { includeDirs: [PROTO_ROOT], keepCase: true, longs: Number, defaults: true, oneofs: true });
+  const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: GrpcObject } };
+  cached = pkg.millrace.v1.Pipe as ServiceClientConstructor;
+  return cached;
+}
+
+/** Requests of one stream handled at once; beyond this the stream is paused (backpressure). */
+const MAX_PENDING = 4096;
+
+/**
+ * The streaming adapter: one call owns the sessions it opens; each request is
+ * answered once durable (answers may come out of order: match them by `req`);
+ * refusals come back as `error` without ending the stream. When the call ends
+ * or breaks, its open sessions become unfinished.
+ */
+export function registerPipeGrpc(server: Server, pipe: Pipe, closing: Set<Promise<void>>): void {
+  server.addService(pipeService().service, {
+    Session: (call: ServerDuplexStream<PipeRequest, PipeResponse>) => {
+      const owner = pipe.openOwner();
+      let pending = 0;
+      let ended = false;
+      let finished = false;
+      let paused = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        const p = pipe.closeOwner(owner).catch(() => {});
+        closing.add(p);
+        void p.finally(() => closing.delete(p));
+      };
+      const maybeEnd = (): void => {
+        if (ended && pending === 0) {
+          finish();
+          call.end();
+        }
+      };
+      const reply = (r: PipeResponse): void => {
+        if (!finished && !call.cancelled && call.writable) call.write(r);
+      };
+      call.on('data', (m: PipeRequest) => {
+        pending++;
+        if (pending >= MAX_PENDING && !paused) {
+          paused = true;
+          call.pause();
+        }
+        handle(pipe, owner, m).then(reply, (err: unknown) => {
+          const e = toMillraceError(err);
+          reply({ req: m.req, error: { code: e.code, message: e.message } });
+        }).finally(() => {
+          pending--;
+          if (paused && pending < MAX_PENDING / 2) {
+            paused = false;
+            call.resume();
+          }
+          maybeEnd();
+        });
+      });
+      call.on('end', () => {
+        ended = true;
+        maybeEnd();
+      });
+      call.on('cancelled', finish);
+      call.on('error', finish);
+      call.on('close', finish);
+    },
+  });
+}
+
+async function handle(pipe: Pipe, owner: string, m: PipeRequest): Promise<PipeResponse> {
+  const req = m.req;
+  switch (m.op) {
+    case 'new':
+      return { req, session: await pipe.create(/^\d+$/.test(m.new!.kind) ? Number(m.new!.kind) : m.new!.kind, owner) };
+    case 'append':
+    case 'replace': {
+      const w = m[m.op]!;
+      const r = await pipe[m.op](w.session, Buffer.from(w.record), w.seq > 0 ? w.seq : undefined);
+      return { req, duplicate: r.duplicate };
+    }
+    case 'store':
+      return { req, due_at_ms: await pipe.store(m.store!.session, m.store!.timeout_s) };
+    case 'delete':
+      await pipe.delete(m.delete!.session);
+      return { req };
+    default:
+      return { req, error: { code: 'bad_request', message: 'request has no operation (new, append, replace, store or delete)' } };
+  }
+}

@@ -1,0 +1,188 @@
+import type { FastifyInstance } from 'fastify';
+import { badRequest } from '../core/errors.js';
+import { errorSchema } from '../api/http/server.js';
+import type { Pipe, SessionInfo } from './pipe.js';
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Strict base64 (standard alphabet, padded); anything else is a bad_request. */
+export function decodeRecord(s: string): Buffer {
+  if (!BASE64.test(s)) throw badRequest('record must be standard base64 (A-Z a-z 0-9 + /, padded with =)');
+  return Buffer.from(s, 'base64');
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+export function sessionJson(s: SessionInfo): Record<string, unknown> {
+  return {
+    id: s.id,
+    kind: s.kind,
+    state: s.state,
+    repeats: s.repeats,
+    created_at: iso(s.createdAt),
+    due_at: iso(s.dueAt),
+    last_error: s.lastError,
+    records: s.records.map((r) => r.toString('base64')),
+  };
+}
+
+const idParams = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] } as const;
+const writeBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['record'],
+  properties: { record: { type: 'string' }, seq: { type: 'integer', minimum: 0 } },
+} as const;
+const writeResponse = { type: 'object', properties: { duplicate: { type: 'boolean' } } } as const;
+const sessionResponse = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    kind: { type: 'string' },
+    state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] },
+    repeats: { type: 'integer' },
+    created_at: { type: 'string' },
+    due_at: { type: 'string', nullable: true },
+    last_error: { type: 'string', nullable: true },
+    records: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema } as const;
+
+/** HTTP routes of the pipe, under /v1/pipe. */
+export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
+  const tags = ['pipe'];
+
+  app.post<{ Body: { kind: string | number } }>(
+    '/v1/pipe/sessions',
+    {
+      schema: {
+        summary: 'Open a session of a kind',
+        tags,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['kind'],
+          properties: { kind: { type: ['string', 'integer'], description: 'kind name or code' } },
+        },
+        response: { 201: { type: 'object', properties: { id: { type: 'string' } } }, ...errors },
+      },
+    },
+    async (req, reply) => reply.status(201).send({ id: await pipe.create(req.body.kind) }),
+  );
+
+  for (const op of ['append', 'replace'] as const) {
+    app.post<{ Params: { id: string }; Body: { record: string; seq?: number } }>(
+      `/v1/pipe/sessions/:id/${op}`,
+      {
+        schema: {
+          summary: op === 'append' ? 'Append a record (base64) to a session' : "Replace a session's records with this one",
+          tags,
+          params: idParams,
+          body: writeBody,
+          response: { 200: writeResponse, ...errors },
+        },
+      },
+      async (req) => {
+        const record = decodeRecord(req.body.record);
+        return pipe[op](req.params.id, record, req.body.seq);
+      },
+    );
+  }
+
+  app.post<{ Params: { id: string }; Body: { timeout_s: number } }>(
+    '/v1/pipe/sessions/:id/store',
+    {
+      schema: {
+        summary: 'Close writing; the session comes back to its handler after timeout_s (plus jitter)',
+        tags,
+        params: idParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['timeout_s'],
+          properties: { timeout_s: { type: 'number', minimum: 0, maximum: 31_536_000 } },
+        },
+        response: { 200: { type: 'object', properties: { due_at: { type: 'string' } } }, ...errors },
+      },
+    },
+    async (req) => ({ due_at: iso(await pipe.store(req.params.id, req.body.timeout_s)) }),
+  );
+
+  app.delete<{ Params: { id: string } }>(
+    '/v1/pipe/sessions/:id',
+    { schema: { summary: 'Finish a session: it and its records are deleted', tags, params: idParams, response: errors } },
+    async (req, reply) => {
+      await pipe.delete(req.params.id);
+      return reply.status(204).send();
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/pipe/sessions/:id',
+    { schema: { summary: 'A session: kind, state, repeats, due time and records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    async (req) => sessionJson(await pipe.get(req.params.id)),
+  );
+
+  app.get<{ Querystring: { kind?: string; after?: string; limit: number } }>(
+    '/v1/pipe/dead-letters',
+    {
+      schema: {
+        summary: 'Sessions that exhausted max_repeats, by id',
+        tags,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { kind: { type: 'string' }, after: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              dead_letters: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { id: { type: 'string' }, kind: { type: 'string' }, repeats: { type: 'integer' }, last_error: { type: 'string', nullable: true }, died_at: { type: 'string' } },
+                },
+              },
+              next_after: { type: 'string', nullable: true },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const list = await pipe.listDead({ kind: req.query.kind, after: req.query.after, limit: req.query.limit });
+      return {
+        dead_letters: list.map((d) => ({ id: d.id, kind: d.kind, repeats: d.repeats, last_error: d.lastError, died_at: iso(d.diedAt) })),
+        next_after: list.length === req.query.limit ? list[list.length - 1]!.id : null,
+      };
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/pipe/dead-letters/:id',
+    { schema: { summary: 'Inspect a dead-lettered session with its records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    async (req) => sessionJson(await pipe.getDead(req.params.id)),
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/v1/pipe/dead-letters/:id/redrive',
+    { schema: { summary: 'Send a dead-lettered session back to its handler, with a fresh count of repeats', tags, params: idParams, response: errors } },
+    async (req) => {
+      await pipe.redrive(req.params.id);
+      return { id: req.params.id, state: 'stored' };
+    },
+  );
+
+  app.delete<{ Params: { id: string } }>(
+    '/v1/pipe/dead-letters/:id',
+    { schema: { summary: 'Delete a dead-lettered session', tags, params: idParams, response: errors } },
+    async (req, reply) => {
+      await pipe.deleteDead(req.params.id);
+      return reply.status(204).send();
+    },
+  );
+}

@@ -1,0 +1,79 @@
+import { registerMigrations } from '../storage/migrations.js';
+
+/**
+ * Pipe schema, per shard. A session lives on the shard of SHA-1(its id).
+ *
+ * - `state`: open (writable, owned by a client), delivering (pushed to the
+ *   kind's handler, writable by it), stored (writing closed, comes back at
+ *   `due_at`), dead (gave up after `max_repeats`).
+ * - `owner`: NULL for sessions kept alive by writes (HTTP, pushed); else the
+ *   id of the streaming connection that owns it (see `pipe_owners`).
+ * - `parked`: a stored session of a kind without a handler, with no timer.
+ * - Records are numbered by `idx` in write order; `seq` is the client's
+ *   optional record number, unique per session (duplicate appends).
+ */
+registerMigrations([
+  {
+    id: 'pipe/0001_sessions',
+    sql: {
+      sqlite: `
+        CREATE TABLE pipe_sessions (
+          id TEXT PRIMARY KEY,
+          kind TEXT NOT NULL,
+          state TEXT NOT NULL,
+          owner TEXT,
+          repeats INTEGER NOT NULL DEFAULT 0,
+          next_idx INTEGER NOT NULL DEFAULT 0,
+          created_at INTEGER NOT NULL,
+          touched_at INTEGER NOT NULL,
+          due_at INTEGER,
+          parked INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT
+        ) WITHOUT ROWID;
+        CREATE INDEX pipe_sessions_state ON pipe_sessions (state, id);
+        CREATE INDEX pipe_sessions_owner ON pipe_sessions (owner) WHERE owner IS NOT NULL;
+        CREATE TABLE pipe_records (
+          session_id TEXT NOT NULL,
+          idx INTEGER NOT NULL,
+          seq INTEGER,
+          data BLOB NOT NULL,
+          PRIMARY KEY (session_id, idx)
+        ) WITHOUT ROWID;
+        CREATE UNIQUE INDEX pipe_records_seq ON pipe_records (session_id, seq) WHERE seq IS NOT NULL;
+        CREATE TABLE pipe_owners (
+          owner TEXT PRIMARY KEY,
+          alive_until INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE pipe_sessions (
+          id TEXT PRIMARY KEY,
+          kind TEXT NOT NULL,
+          state TEXT NOT NULL,
+          owner TEXT,
+          repeats INTEGER NOT NULL DEFAULT 0,
+          next_idx INTEGER NOT NULL DEFAULT 0,
+          created_at BIGINT NOT NULL,
+          touched_at BIGINT NOT NULL,
+          due_at BIGINT,
+          parked INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT
+        );
+        CREATE INDEX pipe_sessions_state ON pipe_sessions (state, id);
+        CREATE INDEX pipe_sessions_owner ON pipe_sessions (owner) WHERE owner IS NOT NULL;
+        CREATE TABLE pipe_records (
+          session_id TEXT NOT NULL,
+          idx INTEGER NOT NULL,
+          seq BIGINT,
+          data BYTEA NOT NULL,
+          PRIMARY KEY (session_id, idx)
+        );
+        CREATE UNIQUE INDEX pipe_records_seq ON pipe_records (session_id, seq) WHERE seq IS NOT NULL;
+        CREATE TABLE pipe_owners (
+          owner TEXT PRIMARY KEY,
+          alive_until BIGINT NOT NULL
+        );
+      `,
+    },
+  },
+]);

@@ -1,0 +1,564 @@
+import { randomBytes } from 'node:crypto';
+import { badRequest, MillraceError } from '../core/errors.js';
+import type { Runtime } from '../runtime.js';
+import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
+import type { Tx } from '../storage/port.js';
+import type { Shard } from '../storage/storage.js';
+import type { PipeConfig, PipeKindConfig } from './config.js';
+import { deadLetterNotFound, kindNotFound, sessionClosed, sessionNotFound } from './errors.js';
+import './migrations.js';
+
+export type SessionState = 'open' | 'delivering' | 'stored' | 'dead';
+
+export interface SessionInfo {
+  id: string;
+  kind: string;
+  state: SessionState;
+  /** How many times the session has been pushed to its handler. */
+  repeats: number;
+  createdAt: number;
+  /** When a stored session comes back (ms since the epoch); null otherwise. */
+  dueAt: number | null;
+  lastError: string | null;
+  records: Buffer[];
+}
+
+export interface DeadLetter {
+  id: string;
+  kind: string;
+  repeats: number;
+  lastError: string | null;
+  diedAt: number;
+}
+
+/** What a handler receives (and what the pusher POSTs as JSON, records in base64). */
+export interface Delivery {
+  id: string;
+  kind: string;
+  repeats: number;
+  records: Buffer[];
+}
+
+export interface WriteResult {
+  /** A record with this `seq` was already written: acknowledged, not written again. */
+  duplicate: boolean;
+}
+
+export const TIMER_REDELIVER = 'pipe.redeliver';
+export const TIMER_LEASE = 'pipe.lease';
+
+const WRITABLE = `state IN ('open', 'delivering')`;
+const ID_RE = /^[0-9a-z]{26}$/;
+const B32 = '0123456789abcdefghjkmnpqrstvwxyz';
+
+/** 16 bytes: 48-bit millisecond time, then 80 random bits; Crockford base32, 26 characters, sortable by creation time. */
+export function newSessionId(now: number): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(Math.max(0, Math.floor(now)) % 2 ** 48, 0, 6);
+  let bits = 0n;
+  for (const x of b) bits = (bits << 8n) | BigInt(x);
+  let out = '';
+  for (let i = 0; i < 26; i++) {
+    out = B32[Number(bits & 31n)]! + out;
+    bits >>= 5n;
+  }
+  return out;
+}
+
+const timerKey = (id: string): string => `pipe/${id}`;
+const idOfTimer = (t: Timer): string => t.owner.slice(5);
+
+interface SessionRow {
+  id: string;
+  kind: string;
+  state: SessionState;
+  owner: string | null;
+  repeats: number;
+  created_at: number;
+  touched_at: number;
+  due_at: number | null;
+  last_error: string | null;
+}
+
+/** A FIFO counting semaphore: per-kind push concurrency on this node. */
+class Semaphore {
+  private active = 0;
+  private readonly waiters: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+  get waiting(): number {
+    return this.waiters.length;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
+    else this.active++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.active--;
+    };
+  }
+}
+
+export type Pusher = (handler: string, kind: PipeKindConfig, d: Delivery) => Promise<void>;
+
+/**
+ * The pipe: sessions of records with an owner, stored for later, and pushed
+ * back to the handler of their kind when they come back. Transports (HTTP,
+ * gRPC) call this class; it never calls them.
+ *
+ * Every state change is one group-committed transaction on the session's
+ * shard, together with the session's single timer (`pipe/<id>`): a lease
+ * timer while the session is open or being delivered, a redelivery timer
+ * while it is stored. Expected refusals are returned from the transaction,
+ * not thrown in it, so they never make the group committer re-run a batch.
+ */
+export class Pipe {
+  private readonly kindsByName = new Map<string, { name: string; cfg: PipeKindConfig }>();
+  private readonly semaphores = new Map<string, Semaphore>();
+  /** Streaming connections of this node that own sessions, with the shards they have an owner row on. */
+  private readonly owners = new Map<string, Set<string>>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private stopped = false;
+  readonly stats = { pushes: 0, pushFailures: 0 };
+
+  constructor(
+    private readonly rt: Runtime,
+    readonly config: PipeConfig,
+    private readonly pusher: Pusher,
+  ) {
+    for (const [name, cfg] of Object.entries(config.kinds)) {
+      this.kindsByName.set(name, { name, cfg });
+      if (cfg.code !== undefined) this.kindsByName.set(String(cfg.code), { name, cfg });
+      this.semaphores.set(name, new Semaphore(cfg.concurrency));
+    }
+  }
+
+  private get now(): number {
+    return this.rt.clock.now();
+  }
+
+  private get ttlMs(): number {
+    return this.config.session_ttl_s * 1000;
+  }
+
+  private shardOf(id: string): Shard {
+    return this.rt.storage.shardFor(id);
+  }
+
+  /** The configured name of a kind given by name or code. */
+  resolveKind(kind: unknown): string {
+    if ((typeof kind !== 'string' || kind.length === 0) && !(typeof kind === 'number' && Number.isInteger(kind) && kind >= 0)) {
+      throw badRequest('kind must be a non-empty string or a non-negative integer');
+    }
+    const k = this.kindsByName.get(String(kind));
+    if (k === undefined) throw kindNotFound(kind);
+    return k.name;
+  }
+
+  private kindConfig(name: string): PipeKindConfig | undefined {
+    const k = this.kindsByName.get(name);
+    return k && k.name === name ? k.cfg : undefined;
+  }
+
+  /** Registers the timer handlers; un-parks stored sessions of kinds that now have a handler. */
+  async start(): Promise<void> {
+    this.rt.scheduler.register(TIMER_REDELIVER, (t, ctx) => this.onRedeliver(t, ctx));
+    this.rt.scheduler.register(TIMER_LEASE, (t, ctx) => this.onLease(t, ctx));
+    await this.unpark();
+    const every = Math.max(10, this.ttlMs / 3);
+    this.heartbeat = setInterval(() => void this.beat().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: owner heartbeat failed')), every);
+    this.heartbeat.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.heartbeat);
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  // ---- client operations ----
+
+  /** Opens a session of `kind`; `owner` is a streaming connection (null: kept alive by writes). */
+  async create(kind: unknown, owner: string | null = null): Promise<string> {
+    const name = this.resolveKind(kind);
+    const now = this.now;
+    const id = newSessionId(now);
+    const shard = this.shardOf(id);
+    const ownerShards = owner === null ? undefined : this.owners.get(owner);
+    if (owner !== null && ownerShards === undefined) throw new MillraceError('unavailable', 'the connection that would own this session has closed', { retryAfterS: 1 });
+    await shard.write(async (tx) => {
+      if (owner !== null && !ownerShards!.has(shard.name)) {
+        await tx.run(
+          'INSERT INTO pipe_owners (owner, alive_until) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until',
+          [owner, now + this.ttlMs],
+        );
+        tx.onCommit(() => ownerShards!.add(shard.name));
+      }
+      await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [id, name, owner, now, now]);
+      await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+    });
+    return id;
+  }
+
+  append(id: string, record: Buffer, seq?: number): Promise<WriteResult> {
+    return this.write(id, record, seq, false);
+  }
+
+  /** Clears the session's records and adds this one, atomically. */
+  replace(id: string, record: Buffer, seq?: number): Promise<WriteResult> {
+    return this.write(id, record, seq, true);
+  }
+
+  private async write(id: string, record: Buffer, seq: number | undefined, replace: boolean): Promise<WriteResult> {
+    checkId(id);
+    if (!Buffer.isBuffer(record)) throw badRequest('record must be bytes');
+    if (record.length > this.config.max_record_bytes) throw badRequest(`record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`);
+    if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0)) throw badRequest('seq must be a non-negative integer');
+    const now = this.now;
+    const r = await this.shardOf(id).write(async (tx) => {
+      const rows = await tx.all<{ next_idx: number }>(`UPDATE pipe_sessions SET next_idx = next_idx + 1, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING next_idx`, [now, id]);
+      const idx = rows[0]?.next_idx;
+      if (idx === undefined) return 'refused' as const;
+      if (seq !== undefined) {
+        const dup = await tx.all('SELECT 1 AS x FROM pipe_records WHERE session_id = ? AND seq = ?', [id, seq]);
+        if (dup.length > 0) return 'duplicate' as const;
+      }
+      if (replace) await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
+      await tx.run('INSERT INTO pipe_records (session_id, idx, seq, data) VALUES (?, ?, ?, ?)', [id, idx, seq ?? null, record]);
+      return 'written' as const;
+    });
+    if (r === 'refused') throw await this.refusal(id);
+    return { duplicate: r === 'duplicate' };
+  }
+
+  /** Closes writing; the session comes back after `timeoutS` seconds plus a small jitter. Resolves to the due time. */
+  async store(id: string, timeoutS: number): Promise<number> {
+    checkId(id);
+    if (typeof timeoutS !== 'number' || !Number.isFinite(timeoutS) || timeoutS < 0 || timeoutS > 365 * 24 * 3600) {
+      throw badRequest('timeout_s must be a number of seconds between 0 and one year');
+    }
+    const now = this.now;
+    const jitter = Math.random() * Math.min(this.config.store_jitter_s, timeoutS * 0.1) * 1000;
+    const due = Math.floor(now + timeoutS * 1000 + jitter);
+    const ok = await this.shardOf(id).write(async (tx) => {
+      const rows = await tx.all<{ kind: string }>(
+        `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING kind`,
+        [due, now, id],
+      );
+      if (!rows[0]) return false;
+      await this.comeBackIn(tx, id, rows[0].kind, due);
+      return true;
+    });
+    if (!ok) throw await this.refusal(id);
+    return due;
+  }
+
+  /** Finishes the session: it and its records are gone. */
+  async delete(id: string): Promise<void> {
+    checkId(id);
+    const ok = await this.shardOf(id).write(async (tx) => {
+      if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`, [id])) === 0) return false;
+      await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
+      await this.rt.scheduler.cancelIn(tx, timerKey(id));
+      return true;
+    });
+    if (!ok) throw await this.refusal(id);
+  }
+
+  async get(id: string): Promise<SessionInfo> {
+    checkId(id);
+    const s = await this.readSession(id);
+    if (s === null) throw sessionNotFound(id);
+    return s;
+  }
+
+  private async readSession(id: string): Promise<SessionInfo | null> {
+    const reader = this.shardOf(id).reader;
+    const rows = await reader.all<SessionRow>('SELECT id, kind, state, owner, repeats, created_at, touched_at, due_at, last_error FROM pipe_sessions WHERE id = ?', [id]);
+    const s = rows[0];
+    if (!s) return null;
+    const recs = await reader.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY idx', [id]);
+    return {
+      id: s.id,
+      kind: s.kind,
+      state: s.state,
+      repeats: Number(s.repeats),
+      createdAt: Number(s.created_at),
+      dueAt: s.state === 'stored' && s.due_at !== null ? Number(s.due_at) : null,
+      lastError: s.last_error,
+      records: recs.map((r) => r.data),
+    };
+  }
+
+  /** Why a write was refused: unknown or closed. */
+  private async refusal(id: string): Promise<MillraceError> {
+    const rows = await this.shardOf(id).reader.all<{ state: string }>('SELECT state FROM pipe_sessions WHERE id = ?', [id]);
+    return rows[0] ? sessionClosed(id, rows[0].state) : sessionNotFound(id);
+  }
+
+  // ---- dead letters ----
+
+  async listDead(opts: { kind?: string | undefined; after?: string | undefined; limit?: number | undefined } = {}): Promise<DeadLetter[]> {
+    const limit = opts.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('limit must be an integer from 1 to 1000');
+    const kind = opts.kind === undefined ? undefined : this.resolveKind(opts.kind);
+    const out: DeadLetter[] = [];
+    for (const shard of this.rt.storage.shards) {
+      const rows = await shard.reader.all<SessionRow>(
+        `SELECT id, kind, repeats, last_error, touched_at FROM pipe_sessions WHERE state = 'dead' AND id > ?${kind === undefined ? '' : ' AND kind = ?'} ORDER BY id LIMIT ?`,
+        kind === undefined ? [opts.after ?? '', limit] : [opts.after ?? '', kind, limit],
+      );
+      for (const r of rows) out.push({ id: r.id, kind: r.kind, repeats: Number(r.repeats), lastError: r.last_error, diedAt: Number(r.touched_at) });
+    }
+    out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return out.slice(0, limit);
+  }
+
+  async getDead(id: string): Promise<SessionInfo> {
+    checkId(id, deadLetterNotFound);
+    const s = await this.readSession(id);
+    if (s === null || s.state !== 'dead') throw deadLetterNotFound(id);
+    return s;
+  }
+
+  /** Puts a dead session back: stored, due now, with a fresh count of repeats. */
+  async redrive(id: string): Promise<void> {
+    checkId(id, deadLetterNotFound);
+    const now = this.now;
+    const ok = await this.shardOf(id).write(async (tx) => {
+      const rows = await tx.all<{ kind: string }>(
+        `UPDATE pipe_sessions SET state = 'stored', repeats = 0, due_at = ?, touched_at = ? WHERE id = ? AND state = 'dead' RETURNING kind`,
+        [now, now, id],
+      );
+      if (!rows[0]) return false;
+      await this.comeBackIn(tx, id, rows[0].kind, now);
+      return true;
+    });
+    if (!ok) throw deadLetterNotFound(id);
+  }
+
+  async deleteDead(id: string): Promise<void> {
+    checkId(id, deadLetterNotFound);
+    const ok = await this.shardOf(id).write(async (tx) => {
+      if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND state = 'dead'`, [id])) === 0) return false;
+      await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
+      return true;
+    });
+    if (!ok) throw deadLetterNotFound(id);
+  }
+
+  // ---- owners (streaming connections) ----
+
+  /** A streaming connection that may own sessions. */
+  openOwner(): string {
+    const owner = `${this.rt.config.node_id}/${randomBytes(8).toString('hex')}`;
+    this.owners.set(owner, new Set());
+    return owner;
+  }
+
+  /** The connection went away: its open sessions become unfinished and come back after their kind's default delay. */
+  async closeOwner(owner: string): Promise<void> {
+    const shards = this.owners.get(owner);
+    if (shards === undefined) return;
+    this.owners.delete(owner);
+    const now = this.now;
+    for (const name of shards) {
+      const shard = this.rt.storage.shard(name);
+      await shard.write(async (tx) => {
+        const rows = await tx.all<{ id: string; kind: string }>(`SELECT id, kind FROM pipe_sessions WHERE owner = ? AND state = 'open'`, [owner]);
+        for (const r of rows) await this.unfinishedIn(tx, r.id, r.kind, now, { owner });
+        await tx.run('DELETE FROM pipe_owners WHERE owner = ?', [owner]);
+      });
+    }
+  }
+
+  private async beat(): Promise<void> {
+    const byShard = new Map<string, string[]>();
+    for (const [owner, shards] of this.owners) for (const s of shards) byShard.set(s, [...(byShard.get(s) ?? []), owner]);
+    const until = this.now + this.ttlMs;
+    for (const [name, owners] of byShard) {
+      await this.rt.storage.shard(name).write(async (tx) => {
+        for (const o of owners) await tx.run('UPDATE pipe_owners SET alive_until = ? WHERE owner = ?', [until, o]);
+      });
+    }
+  }
+
+  // ---- coming back ----
+
+  /** Sets the session's timer to bring it back at `due` (or parks it if its kind has no handler). */
+  private async comeBackIn(tx: Tx, id: string, kind: string, due: number): Promise<void> {
+    // Cancel first so the new timer gets a new id: ties in due time go in the order sessions were stored.
+    await this.rt.scheduler.cancelIn(tx, timerKey(id));
+    if (this.kindConfig(kind)?.handler === undefined) {
+      await tx.run('UPDATE pipe_sessions SET parked = 1 WHERE id = ?', [id]);
+      return;
+    }
+    await tx.run('UPDATE pipe_sessions SET parked = 0 WHERE id = ? AND parked = 1', [id]);
+    await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_REDELIVER, due, kind);
+  }
+
+  /** An open session's owner went away: stored, due after the kind's default delay. Conditional on what was read. */
+  private async unfinishedIn(tx: Tx, id: string, kind: string, now: number, cond: { owner?: string; touchedAt?: number }): Promise<boolean> {
+    const delay = (this.kindConfig(kind)?.default_delay_s ?? 10) * 1000;
+    const due = Math.floor(now + delay);
+    const n = await tx.run(
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND state = 'open'${cond.owner !== undefined ? ' AND owner = ?' : ''}${cond.touchedAt !== undefined ? ' AND touched_at = ?' : ''}`,
+      [due, now, id, ...(cond.owner !== undefined ? [cond.owner] : []), ...(cond.touchedAt !== undefined ? [cond.touchedAt] : [])],
+    );
+    if (n === 0) return false;
+    await this.comeBackIn(tx, id, kind, due);
+    return true;
+  }
+
+  /** A push failed or its lease ran out: back off, or dead-letter after max_repeats. Conditional on the delivery still being current. */
+  private async failedIn(tx: Tx, id: string, kind: string, repeats: number, error: string, now: number, touchedAt?: number): Promise<boolean> {
+    const cfg = this.kindConfig(kind);
+    const touched = touchedAt === undefined ? '' : ' AND touched_at = ?';
+    const extra = touchedAt === undefined ? [] : [touchedAt];
+    if (cfg === undefined || repeats >= cfg.max_repeats) {
+      const n = await tx.run(
+        `UPDATE pipe_sessions SET state = 'dead', owner = NULL, due_at = NULL, last_error = ?, touched_at = ? WHERE id = ? AND state = 'delivering' AND repeats = ?${touched}`,
+        [error.slice(0, 2000), now, id, repeats, ...extra],
+      );
+      if (n > 0) await this.rt.scheduler.cancelIn(tx, timerKey(id));
+      return n > 0;
+    }
+    const backoff = Math.min(cfg.retry_max_s, cfg.retry_base_s * 2 ** Math.min(40, repeats - 1)) * 1000;
+    const due = Math.floor(now + backoff);
+    const n = await tx.run(
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, last_error = ?, touched_at = ? WHERE id = ? AND state = 'delivering' AND repeats = ?${touched}`,
+      [due, error.slice(0, 2000), now, id, repeats, ...extra],
+    );
+    if (n > 0) await this.comeBackIn(tx, id, kind, due);
+    return n > 0;
+  }
+
+  /** Stored sessions parked for want of a handler get their timers once their kind has one. */
+  private async unpark(): Promise<void> {
+    const handled = [...this.kindsByName.values()].filter((k) => k.cfg.handler !== undefined && this.kindConfig(k.name) === k.cfg).map((k) => k.name);
+    for (const shard of this.rt.storage.shards) {
+      for (const kind of handled) {
+        for (;;) {
+          const rows = await shard.reader.all<{ id: string; due_at: number }>(
+            `SELECT id, due_at FROM pipe_sessions WHERE state = 'stored' AND parked = 1 AND kind = ? ORDER BY due_at, id LIMIT 500`,
+            [kind],
+          );
+          if (rows.length === 0) break;
+          await shard.write(async (tx) => {
+            for (const r of rows) {
+              if ((await tx.run(`UPDATE pipe_sessions SET parked = 0 WHERE id = ? AND state = 'stored' AND parked = 1`, [r.id])) === 0) continue;
+              await this.rt.scheduler.scheduleIn(tx, timerKey(r.id), TIMER_REDELIVER, Number(r.due_at), kind);
+            }
+          });
+        }
+      }
+    }
+  }
+
+  /** A stored session is due: mark it delivering (with a lease) and push it to its kind's handler. */
+  private async onRedeliver(timer: Timer, ctx: TimerContext): Promise<void> {
+    const id = idOfTimer(timer);
+    const shard = this.shardOf(id);
+    // The kind rides in the timer, so the push waits in its kind's line before any I/O: due order is kept.
+    const kind = typeof timer.payload === 'string' ? timer.payload : '';
+    const cfg = this.kindConfig(kind);
+    if (cfg?.handler === undefined) {
+      await shard.write(async (tx) => {
+        if (await ctx.completeIn(tx)) await tx.run(`UPDATE pipe_sessions SET parked = 1 WHERE id = ? AND state = 'stored'`, [id]);
+      });
+      return;
+    }
+    if (this.stopped) throw new RetryTimer(0);
+    const sem = this.semaphores.get(kind)!;
+    // Wait in line unless the line is long: then leave the scheduler's slots to other kinds.
+    if (sem.waiting >= Math.max(64, cfg.concurrency * 4)) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
+    const release = await sem.acquire();
+    let delivery: Delivery | null;
+    try {
+      const now = this.now;
+      delivery = await shard.write(async (tx) => {
+        if (!(await ctx.completeIn(tx))) return null;
+        const upd = await tx.all<{ repeats: number; kind: string }>(
+          `UPDATE pipe_sessions SET state = 'delivering', repeats = repeats + 1, touched_at = ?, due_at = NULL WHERE id = ? AND state = 'stored' RETURNING repeats, kind`,
+          [now, id],
+        );
+        if (!upd[0]) return null;
+        await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+        const recs = await tx.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY idx', [id]);
+        return { id, kind: upd[0].kind, repeats: Number(upd[0].repeats), records: recs.map((r) => r.data) };
+      });
+    } catch (err) {
+      release();
+      throw err;
+    }
+    if (delivery === null) {
+      release();
+      return;
+    }
+    const d = delivery;
+    const p = this.push(cfg, d).finally(() => {
+      release();
+      this.inFlight.delete(p);
+    });
+    this.inFlight.add(p);
+  }
+
+  private async push(cfg: PipeKindConfig, d: Delivery): Promise<void> {
+    this.stats.pushes++;
+    try {
+      await this.pusher(cfg.handler!, cfg, d);
+    } catch (err) {
+      this.stats.pushFailures++;
+      const message = err instanceof Error ? err.message : String(err);
+      this.rt.logger.debug({ session: d.id, kind: d.kind, repeats: d.repeats, err: message }, 'pipe: push failed');
+      try {
+        await this.shardOf(d.id).write((tx) => this.failedIn(tx, d.id, d.kind, d.repeats, `push failed: ${message}`, this.now));
+      } catch (e) {
+        // The lease timer brings the session back anyway.
+        this.rt.logger.warn({ err: e, session: d.id }, 'pipe: could not record a failed push');
+      }
+    }
+  }
+
+  /** The lease of an open or delivering session is up: extend it if its owner is alive, else the session is unfinished. */
+  private async onLease(timer: Timer, ctx: TimerContext): Promise<void> {
+    const id = idOfTimer(timer);
+    const shard = this.shardOf(id);
+    await shard.write(async (tx) => {
+      if (!(await ctx.completeIn(tx))) return;
+      const rows = await tx.all<SessionRow>('SELECT id, kind, state, owner, repeats, touched_at FROM pipe_sessions WHERE id = ?', [id]);
+      const s = rows[0];
+      if (!s || (s.state !== 'open' && s.state !== 'delivering')) return;
+      const now = this.now;
+      const touched = Number(s.touched_at);
+      if (s.owner !== null) {
+        let alive = this.owners.has(s.owner);
+        if (!alive) {
+          const o = await tx.all<{ alive_until: number }>('SELECT alive_until FROM pipe_owners WHERE owner = ?', [s.owner]);
+          alive = o[0] !== undefined && Number(o[0].alive_until) > now;
+        }
+        if (alive) {
+          await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+          return;
+        }
+      } else if (touched + this.ttlMs > now) {
+        await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, touched + this.ttlMs);
+        return;
+      }
+      const done =
+        s.state === 'open'
+          ? await this.unfinishedIn(tx, id, s.kind, now, s.owner !== null ? { owner: s.owner } : { touchedAt: touched })
+          : await this.failedIn(tx, id, s.kind, Number(s.repeats), 'lease expired before the handler finished the session', now, touched);
+      // Written to meanwhile: look again after a lease.
+      if (!done) await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+    });
+  }
+}
+
+function checkId(id: string, notFound: (id: string) => MillraceError = sessionNotFound): void {
+  if (typeof id !== 'string' || !ID_RE.test(id)) throw notFound(String(id));
+}

@@ -1,0 +1,292 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNode, type Node } from '../../src/serve.js';
+import { pipeFace } from '../../src/pipe/face.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
+import { api, b64, HandlerServer, StreamClient } from './support.js';
+
+const ttl = 0.4;
+
+function pipeConfig(url: string): Record<string, unknown> {
+  const fast = { default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1 };
+  return {
+    session_ttl_s: ttl,
+    store_jitter_s: 0,
+    kinds: {
+      payments: { code: 7, handler: `${url}/payments`, max_repeats: 5, ...fast },
+      flaky: { handler: `${url}/flaky`, max_repeats: 3, ...fast },
+      lazy: { handler: `${url}/lazy`, max_repeats: 2, ...fast },
+      ordered: { handler: `${url}/ordered`, concurrency: 1, ...fast },
+      orphan: { ...fast },
+    },
+  };
+}
+
+describe.each(DIALECTS)('pipe (%s)', (dialect) => {
+  let env: TestEnv;
+  let node: Node;
+  let base: string;
+  const handler = new HandlerServer();
+
+  beforeAll(async () => {
+    const url = await handler.start();
+    env = await createTestEnv(dialect, {
+      extra: { pipe: pipeConfig(url), grpc: { enabled: true, port: 0 }, scheduler: { poll_ms: 20 } } as never,
+    });
+    node = await startNode(env.config, { faces: [pipeFace] });
+    base = node.url;
+  });
+  afterAll(async () => {
+    await node?.close();
+    await handler.close();
+    await env?.cleanup();
+  });
+
+  const create = async (kind: string | number = 'payments'): Promise<string> => {
+    const r = await api(base, 'POST', '/v1/pipe/sessions', { kind });
+    expect(r.status).toBe(201);
+    return r.body.id as string;
+  };
+  const append = (id: string, text: string, seq?: number) => api(base, 'POST', `/v1/pipe/sessions/${id}/append`, seq === undefined ? { record: b64(text) } : { record: b64(text), seq });
+  const records = async (id: string): Promise<string[]> => {
+    const r = await api(base, 'GET', `/v1/pipe/sessions/${id}`);
+    return (r.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString('utf8'));
+  };
+
+  it('runs a full lifecycle: new, append, store, push to the handler, handler deletes', async () => {
+    handler.behaviours.set('/payments', async (p) => {
+      const d = await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`);
+      return d.status === 204 ? 200 : 500;
+    });
+    const id = await create(7); // by code
+    expect(id).toMatch(/^[0-9a-z]{26}$/);
+    for (const t of ['one', 'two', 'three']) expect((await append(id, t)).body).toEqual({ duplicate: false });
+    const open = await api(base, 'GET', `/v1/pipe/sessions/${id}`);
+    expect(open.body).toMatchObject({ id, kind: 'payments', state: 'open', repeats: 0, due_at: null });
+    expect(await records(id)).toEqual(['one', 'two', 'three']);
+
+    const st = await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0.05 });
+    expect(st.status).toBe(200);
+    expect(Date.parse(st.body.due_at)).toBeGreaterThan(0);
+    const stored = await api(base, 'GET', `/v1/pipe/sessions/${id}`);
+    expect(stored.body.state === 'stored' || stored.body.state === 'delivering' || stored.status === 404).toBe(true);
+
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'the handler to delete the session');
+    expect(handler.of(id)).toEqual([{ path: '/payments', id, kind: 'payments', repeats: 1, records: ['one', 'two', 'three'] }]);
+    expect((await append(id, 'late')).body.error.code).toBe('session_not_found');
+  });
+
+  it('replaces the records of a session atomically', async () => {
+    const id = await create();
+    await append(id, 'a');
+    await append(id, 'b');
+    const r = await api(base, 'POST', `/v1/pipe/sessions/${id}/replace`, { record: b64('c') });
+    expect(r).toEqual({ status: 200, body: { duplicate: false } });
+    expect(await records(id)).toEqual(['c']);
+    await append(id, 'd');
+    expect(await records(id)).toEqual(['c', 'd']);
+    expect((await api(base, 'DELETE', `/v1/pipe/sessions/${id}`)).status).toBe(204);
+  });
+
+  it('acknowledges a duplicate append by seq without writing it twice', async () => {
+    const id = await create();
+    expect((await append(id, 'r1', 1)).body).toEqual({ duplicate: false });
+    expect((await append(id, 'r2', 2)).body).toEqual({ duplicate: false });
+    expect((await append(id, 'r1', 1)).body).toEqual({ duplicate: true });
+    expect((await append(id, 'r2-again', 2)).body).toEqual({ duplicate: true });
+    expect((await append(id, 'no seq')).body).toEqual({ duplicate: false });
+    expect(await records(id)).toEqual(['r1', 'r2', 'no seq']);
+    await api(base, 'DELETE', `/v1/pipe/sessions/${id}`);
+  });
+
+  it('backs off a failing handler, dead-letters after max_repeats, and redrives', async () => {
+    let fail = true;
+    handler.behaviours.set('/flaky', async (p) => {
+      if (fail) return 503;
+      await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`);
+      return 200;
+    });
+    const id = await create('flaky');
+    await append(id, 'x');
+    await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead', 10_000, 'the dead letter');
+    expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2, 3]);
+
+    const list = await api(base, 'GET', '/v1/pipe/dead-letters?kind=flaky');
+    expect(list.body.dead_letters).toEqual([expect.objectContaining({ id, kind: 'flaky', repeats: 3 })]);
+    expect(list.body.dead_letters[0].last_error).toContain('503');
+    const dl = await api(base, 'GET', `/v1/pipe/dead-letters/${id}`);
+    expect(dl.body).toMatchObject({ id, state: 'dead', records: [b64('x')] });
+    expect((await append(id, 'y')).body.error.code).toBe('session_closed');
+
+    fail = false;
+    expect((await api(base, 'POST', `/v1/pipe/dead-letters/${id}/redrive`)).status).toBe(200);
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'the redriven session to be handled');
+    expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2, 3, 1]);
+    expect((await api(base, 'GET', '/v1/pipe/dead-letters?kind=flaky')).body.dead_letters).toEqual([]);
+
+    // An operator may also delete a dead letter.
+    fail = true;
+    const id2 = await create('flaky');
+    await api(base, 'POST', `/v1/pipe/sessions/${id2}/store`, { timeout_s: 0 });
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id2}`)).body.state === 'dead', 10_000, 'the second dead letter');
+    expect((await api(base, 'DELETE', `/v1/pipe/dead-letters/${id2}`)).status).toBe(204);
+    expect((await api(base, 'GET', `/v1/pipe/sessions/${id2}`)).status).toBe(404);
+  });
+
+  it('makes an HTTP session whose lease ran out unfinished, and pushes it with its records', async () => {
+    handler.behaviours.set('/payments', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+    const id = await create();
+    await append(id, 'kept');
+    // No more writes: the lease (ttl) runs out, then the kind's default delay.
+    await waitFor(() => handler.of(id).length > 0, 10_000, 'the push after lease expiry');
+    expect(handler.of(id)[0]).toMatchObject({ repeats: 1, records: ['kept'] });
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404);
+  });
+
+  it('pushes again (with backoff) when the handler does not finish within the lease', async () => {
+    // "lazy" answers 200 but never finishes the session.
+    handler.behaviours.set('/lazy', () => 200);
+    const id = await create('lazy');
+    await append(id, 'z');
+    await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead', 10_000, 'dead after two lazy pushes');
+    expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2]);
+    expect((await api(base, 'GET', `/v1/pipe/dead-letters/${id}`)).body.last_error).toContain('lease expired');
+  });
+
+  it('keeps sessions of a kind without a handler stored', async () => {
+    const id = await create('orphan');
+    await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body).toMatchObject({ state: 'stored', repeats: 0 });
+  });
+
+  it('multiplexes sessions over one stream; a broken stream makes its sessions unfinished', async () => {
+    handler.behaviours.set('/payments', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+    const c = new StreamClient(`127.0.0.1:${node.grpc!.port}`);
+    const ids = await Promise.all([c.newSession('payments'), c.newSession('7'), c.newSession('payments')]);
+    // Sessions interleave on the stream; within a session the client waits for each ack (that is what orders records).
+    await Promise.all(
+      ids.map(async (id, i) => {
+        expect((await c.append(id, `${i}-a`, 1)).error).toBeFalsy();
+        expect((await c.append(id, `${i}-b`, 2)).error).toBeFalsy();
+      }),
+    );
+    expect((await c.append(ids[0]!, '0-a', 1)).duplicate).toBe(true);
+    const bad = await c.append('nope', 'x');
+    expect(bad.error?.code).toBe('session_not_found');
+    expect((await c.send({ new: { kind: 'nope' } })).error?.code).toBe('kind_not_found');
+    // One finished session: stored over the stream with a timeout.
+    expect((await c.store(ids[2]!, 0.05)).due_at_ms).toBeGreaterThan(0);
+    c.cancel();
+    for (const [i, id] of ids.entries()) {
+      await waitFor(() => handler.of(id).length > 0, 10_000, `push of stream session ${i}`);
+      expect(handler.of(id)).toEqual([expect.objectContaining({ repeats: 1, records: [`${i}-a`, `${i}-b`] })]);
+    }
+
+    // A half-closed stream also releases its sessions.
+    const c2 = new StreamClient(`127.0.0.1:${node.grpc!.port}`);
+    const id = await c2.newSession('payments');
+    await c2.append(id, 'last');
+    c2.end();
+    await c2.ended;
+    c2.close();
+    await waitFor(() => handler.of(id).length > 0, 10_000, 'push of the half-closed stream session');
+    expect(handler.of(id)[0]!.records).toEqual(['last']);
+  });
+
+  it('refuses every bad input with a typed 4xx and writes nothing', async () => {
+    const id = await create();
+    await append(id, 'only');
+    const stored = await create();
+    await api(base, 'POST', `/v1/pipe/sessions/${stored}/store`, { timeout_s: 3600 });
+    const unknown = '0'.repeat(26);
+    const cases: Array<[string, string, unknown, number, string]> = [
+      ['POST', '/v1/pipe/sessions', { kind: 'nope' }, 404, 'kind_not_found'],
+      ['POST', '/v1/pipe/sessions', { kind: 99 }, 404, 'kind_not_found'],
+      ['POST', '/v1/pipe/sessions', { kind: -1 }, 400, 'bad_request'],
+      ['POST', '/v1/pipe/sessions', { kind: '' }, 400, 'bad_request'],
+      ['POST', '/v1/pipe/sessions', { kind: 1.5 }, 400, 'bad_request'],
+      ['POST', '/v1/pipe/sessions', {}, 400, 'bad_request'],
+      ['POST', '/v1/pipe/sessions', { kind: 'payments', extra: 1 }, 400, 'bad_request'],
+      ['POST', '/v1/pipe/sessions', '{"kind":', 400, 'bad_json'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: 'not base64!' }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: 'YWJj' + '=' }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: 5 }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, {}, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: b64('x'), seq: -1 }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: b64('x'), seq: '1' }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/append`, { record: b64('x'), more: true }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/replace`, { record: '***' }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: -1 }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: '5' }, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${id}/store`, {}, 400, 'bad_request'],
+      ['POST', `/v1/pipe/sessions/${unknown}/append`, { record: b64('x') }, 404, 'session_not_found'],
+      ['POST', '/v1/pipe/sessions/bad-id/append', { record: b64('x') }, 404, 'session_not_found'],
+      ['POST', `/v1/pipe/sessions/${unknown}/replace`, { record: b64('x') }, 404, 'session_not_found'],
+      ['POST', `/v1/pipe/sessions/${unknown}/store`, { timeout_s: 1 }, 404, 'session_not_found'],
+      ['DELETE', `/v1/pipe/sessions/${unknown}`, undefined, 404, 'session_not_found'],
+      ['GET', `/v1/pipe/sessions/${unknown}`, undefined, 404, 'session_not_found'],
+      ['POST', `/v1/pipe/sessions/${stored}/append`, { record: b64('x') }, 409, 'session_closed'],
+      ['POST', `/v1/pipe/sessions/${stored}/replace`, { record: b64('x') }, 409, 'session_closed'],
+      ['POST', `/v1/pipe/sessions/${stored}/store`, { timeout_s: 1 }, 409, 'session_closed'],
+      ['DELETE', `/v1/pipe/sessions/${stored}`, undefined, 409, 'session_closed'],
+      ['POST', `/v1/pipe/dead-letters/${stored}/redrive`, undefined, 404, 'dead_letter_not_found'],
+      ['GET', `/v1/pipe/dead-letters/${id}`, undefined, 404, 'dead_letter_not_found'],
+      ['DELETE', `/v1/pipe/dead-letters/${unknown}`, undefined, 404, 'dead_letter_not_found'],
+      ['GET', '/v1/pipe/dead-letters?limit=0', undefined, 400, 'bad_request'],
+      ['GET', '/v1/pipe/dead-letters?kind=nope', undefined, 404, 'kind_not_found'],
+    ];
+    const count = async () => {
+      const s = node.runtime.storage.shards[0]!;
+      const a = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM pipe_sessions');
+      const b = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM pipe_records');
+      return [Number(a[0]!.n), Number(b[0]!.n)];
+    };
+    const before = await count();
+    for (const [method, path, body, status, code] of cases) {
+      const r = await api(base, method, path, body);
+      expect([method, path, JSON.stringify(body), r.status, r.body?.error?.code]).toEqual([method, path, JSON.stringify(body), status, code]);
+    }
+    expect(await count()).toEqual(before);
+    expect(await records(id)).toEqual(['only']);
+    expect((await api(base, 'GET', `/v1/pipe/sessions/${stored}`)).body).toMatchObject({ state: 'stored', records: [] });
+    await api(base, 'DELETE', `/v1/pipe/sessions/${id}`);
+  });
+});
+
+describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
+  it('pushes stored sessions in due order, ties in the order they were stored', async () => {
+    const handler = new HandlerServer();
+    const url = await handler.start();
+    const env = await createTestEnv(dialect, { extra: { pipe: pipeConfig(url), scheduler: { poll_ms: 20 } } as never });
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(env.config, { faces: [pipeFace], clock });
+    try {
+      const base = node.url;
+      handler.behaviours.set('/ordered', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+      const timeouts = [4, 2, 3, 2, 1, 3];
+      const ids: string[] = [];
+      for (const [i, t] of timeouts.entries()) {
+        const id = (await api(base, 'POST', '/v1/pipe/sessions', { kind: 'ordered' })).body.id as string;
+        await api(base, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64(`rec-${i}`) });
+        ids.push(id);
+      }
+      // Store in an order unrelated to creation.
+      for (const i of [3, 0, 5, 1, 4, 2]) await api(base, 'POST', `/v1/pipe/sessions/${ids[i]}/store`, { timeout_s: timeouts[i] });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(handler.pushes).toEqual([]);
+      clock.advance(10_000);
+      await waitFor(() => handler.pushes.length === 6, 10_000, 'six pushes').catch((e: unknown) => {
+        throw new Error(`${String(e)}: ${JSON.stringify(handler.pushes)}`);
+      });
+      // due 1: #4; due 2: #3 then #1 (stored in that order); due 3: #5 then #2; due 4: #0
+      expect(handler.pushes.map((p) => p.records[0])).toEqual(['rec-4', 'rec-3', 'rec-1', 'rec-5', 'rec-2', 'rec-0']);
+    } finally {
+      await node.close();
+      await handler.close();
+      await env.cleanup();
+    }
+  });
+});
