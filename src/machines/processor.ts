@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import type { NamespaceConfig } from './config.js';
 
 /** What the processor receives: a signal, a call or a repair, with the machine. */
@@ -81,53 +83,64 @@ export function processorClient(ns: string, cfg: NamespaceConfig, local: Readonl
 
 const TRANSIENT_STATUS = new Set([502, 503, 504]);
 
+/** JSON POST over node:http(s) with a keep-alive agent (several times cheaper per call than fetch). */
 function httpProcessor(url: string): ProcessorClient {
+  const target = new URL(url);
+  const secure = target.protocol === 'https:';
+  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 512 }) : new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const send = secure ? https.request : http.request;
   return {
     async process(req, ctx) {
       const left = ctx.deadline - Date.now();
       if (left <= 0) throw new ProcessorError(true, { code: 'processor_timeout', message: 'deadline passed' }, true);
       const timeout = AbortSignal.timeout(left);
       const signal = AbortSignal.any([timeout, ctx.signal]);
-      let res: Response;
-      try {
-        res = await fetch(url, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            traceparent: ctx.traceparent,
-            'x-request-deadline': new Date(ctx.deadline).toISOString(),
-            'x-request-timeout': String(left),
-          },
-          body: JSON.stringify(req),
-          signal,
-        });
-      } catch (err) {
-        const timedOut = timeout.aborted;
-        throw new ProcessorError(
-          true,
-          { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) },
-          timedOut,
-        );
-      }
+      const body = JSON.stringify(req);
+      let status: number;
       let text: string;
       try {
-        text = await res.text();
+        [status, text] = await new Promise<[number, string]>((resolve, reject) => {
+          const r = send(
+            target,
+            {
+              method: 'POST',
+              agent,
+              signal,
+              headers: {
+                'content-type': 'application/json',
+                'content-length': Buffer.byteLength(body),
+                traceparent: ctx.traceparent,
+                'x-request-deadline': new Date(ctx.deadline).toISOString(),
+                'x-request-timeout': String(left),
+              },
+            },
+            (res) => {
+              let t = '';
+              res.setEncoding('utf8');
+              res.on('data', (d: string) => (t += d));
+              res.on('end', () => resolve([res.statusCode ?? 0, t]));
+              res.on('error', reject);
+            },
+          );
+          r.on('error', reject);
+          r.end(body);
+        });
       } catch (err) {
         const timedOut = timeout.aborted;
         throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) }, timedOut);
       }
-      if (TRANSIENT_STATUS.has(res.status)) throw new ProcessorError(true, { code: 'processor_unavailable', status: res.status, message: text.slice(0, 500) });
-      if (res.status < 200 || res.status >= 300) throw new ProcessorError(false, { code: 'processor_error', status: res.status, message: text.slice(0, 2000) });
+      if (TRANSIENT_STATUS.has(status)) throw new ProcessorError(true, { code: 'processor_unavailable', status, message: text.slice(0, 500) });
+      if (status < 200 || status >= 300) throw new ProcessorError(false, { code: 'processor_error', status, message: text.slice(0, 2000) });
       try {
         return JSON.parse(text) as unknown;
       } catch {
-        throw new ProcessorError(false, { code: 'bad_processor_result', message: `the processor answered ${res.status} with a body that is not JSON` });
+        throw new ProcessorError(false, { code: 'bad_processor_result', message: `the processor answered ${status} with a body that is not JSON` });
       }
     },
   };
 }
 
 function describe(err: unknown): string {
-  const e = err as Error & { cause?: { code?: string; message?: string } };
-  return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
+  const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
+  return e?.code ?? e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
 }
