@@ -13,3 +13,7 @@ export * from './scheduler/scheduler.js';
 export * from './runtime.js';
 export * from './serve.js';
 export { buildHttpServer } from './api/http/server.js';
+export { Machines, type MachineRef, type MachineView, type RequestOptions as MachineRequestOptions } from './machines/machines.js';
+export { MachinesClient } from './machines/client.js';
+export { registerProcessor, unregisterProcessor, ProcessorUnavailable, type ProcessorFn, type ProcessorRequest } from './machines/processor.js';
+export { machinesFace, machinesFaceWith, MachinesFace } from './machines/face.js';
