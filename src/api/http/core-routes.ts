@@ -91,7 +91,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
           type: 'object',
           additionalProperties: false,
           properties: {
-            after: { type: 'integer', minimum: 0, default: 0 },
+            after: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0 },
             limit: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
           },
         },

@@ -1,0 +1,53 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ConfigInput } from '../../src/core/config.js';
+
+/** Repository root. */
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+/** Node arguments that run a TypeScript file of this repository. */
+export function tsNodeArgs(file: string, args: readonly string[] = []): string[] {
+  return ['--import', 'tsx', join(ROOT, file), ...args];
+}
+
+/** Spawns a TypeScript file of this repository as a child Node process. */
+export function spawnTs(file: string, args: readonly string[] = [], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, tsNodeArgs(file, args), {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Resolves when the child exits, with everything it wrote. */
+export function collect(child: ChildProcess): Promise<RunResult> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((res, rej) => {
+    child.on('error', rej);
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr }));
+  });
+}
+
+/** Runs the `millrace` command (from source) to completion. */
+export function runCli(args: readonly string[]): Promise<RunResult> {
+  return collect(spawnTs('test/support/cli.ts', args));
+}
+
+/** Writes a config file (JSON is YAML) and returns its path. */
+export function writeConfigFile(dir: string, input: ConfigInput | Record<string, unknown>, name = 'millrace.yaml'): string {
+  const path = join(dir, name);
+  writeFileSync(path, JSON.stringify(input, null, 2));
+  return path;
+}
