@@ -36,9 +36,13 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   let http: FastifyInstance | undefined;
   let grpc: { server: GrpcServer; port: number } | null = null;
   const stopAll = async () => {
-    if (grpc) await stopGrpcServer(grpc.server, config.http.drain_timeout_ms);
+    // Stop taking new calls on both transports, let unary requests finish,
+    // then stop the faces (which ends long-lived streams such as
+    // subscriptions, so the gRPC shutdown need not wait out its grace time).
+    const grpcStopped = grpc ? stopGrpcServer(grpc.server, config.http.drain_timeout_ms) : Promise.resolve();
     if (http) await http.close();
     for (const f of [...faces].reverse()) await f.stop();
+    await grpcStopped;
     await runtime.close();
   };
   try {

@@ -104,7 +104,7 @@ export class CursorEngine {
 
   /**
    * Moves a cursor from `from` to `to` inside a transaction. Fails with
-   * `cursor_moved` if someone else moved it meanwhile, which rolls back the
+   * `stream_conflict` if someone else moved it meanwhile, which rolls back the
    * caller's work: that is what makes transactional consumers exactly-once.
    */
   async advanceIn(tx: Tx, name: string, from: number, to: number): Promise<void> {
@@ -126,6 +126,8 @@ export class CursorEngine {
 
   /** Runs a durable named consumer until stopped. */
   consume(opts: ConsumerOptions): Consumer {
+    if (!validName(opts.name)) throw badRequest('cursor name must be 1-200 characters of letters, digits and . _ : / -');
+    this.log.shardLog(opts.shard);
     return new Consumer(this, this.log, opts, this.opts.logger);
   }
 }

@@ -258,7 +258,7 @@ export class Log extends EventEmitter {
     const shard = this.shardFor(stream, shardKey);
     const limit = checkLimit(range.limit ?? 1000);
     const backward = range.direction === 'backward';
-    if (range.after !== undefined && (!Number.isInteger(range.after) || range.after < 0)) throw badRequest('after must be a non-negative integer');
+    if (range.after !== undefined && (!Number.isSafeInteger(range.after) || range.after < 0)) throw badRequest('after must be a non-negative integer');
     const rows = backward
       ? await shard.reader.all<EventRow>(
           `SELECT ${EVENT_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
@@ -282,7 +282,7 @@ export class Log extends EventEmitter {
   /** Numbered events of a shard with pos > afterPos, in pos order. */
   async readShard(shardName: string, afterPos: number, limit: number): Promise<LogEvent[]> {
     const sl = this.shardLog(shardName);
-    if (!Number.isInteger(afterPos) || afterPos < 0) throw badRequest('after must be a non-negative integer');
+    if (!Number.isSafeInteger(afterPos) || afterPos < 0) throw badRequest('after must be a non-negative integer');
     const rows = await sl.shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?`, [
       afterPos,
       checkLimit(limit),

@@ -28,7 +28,7 @@ export interface TimerContext {
   completeIn(tx: Tx): Promise<boolean>;
 }
 
-/** Thrown (or returned) by a handler to fire again after a delay, without counting as a failure. */
+/** Thrown by a handler to fire again after a delay, without counting as a failure. */
 export class RetryTimer extends Error {
   constructor(readonly delayMs: number) {
     super(`retry in ${delayMs} ms`);
