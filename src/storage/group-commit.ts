@@ -190,7 +190,10 @@ export class GroupCommitter extends EventEmitter {
           if (savepoints) await conn.exec('RELEASE job');
           outcomes.push({ job, tx, ok: true, value });
         } catch (error) {
-          if (savepoints) await conn.exec('ROLLBACK TO job; RELEASE job');
+          if (savepoints) {
+            await conn.exec('ROLLBACK TO job');
+            await conn.exec('RELEASE job');
+          }
           else await conn.exec('ROLLBACK');
           tx.undo();
           outcomes.push({ job, tx, ok: false, error });

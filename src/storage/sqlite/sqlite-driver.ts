@@ -61,7 +61,9 @@ class SqliteWriteConnection extends SqliteQueryable implements WriteConnection {
 
   exec(sql: string): Promise<void> {
     try {
-      this.db.exec(sql);
+      // Transaction control runs for every caller of a batch: keep it prepared.
+      if (sql.includes(';')) this.db.exec(sql);
+      else this.stmt(sql).run();
       return Promise.resolve();
     } catch (err) {
       return Promise.reject(err);
