@@ -388,6 +388,17 @@ export class Ledger {
 
   // ---------------------------------------------------------------- aggregation
 
+  /** Bucket sizes inside a period: level 1 = period / 24 (an hour for days), level 2 = level 1 / 60 (a minute). */
+  bucketMs(level: number): number {
+    return level === 1 ? this.periodMs / 24 : this.periodMs / 24 / 60;
+  }
+
+  /** Start of the level-`level` bucket holding `ms` (buckets nest inside periods and inside each other). */
+  bucketStart(ms: number, level: number): number {
+    const size = this.bucketMs(level);
+    return Math.floor((ms + this.offsetMs) / size) * size - this.offsetMs;
+  }
+
   periodEnd(ms: number): number {
     return this.periodStart(ms) + this.periodMs;
   }
@@ -408,6 +419,8 @@ export class Ledger {
       byEnd: Map<number, { d: bigint; c: bigint }>;
     }
     const deltas = new Map<string, Delta>();
+    // Turnover buckets: per (type, account, grouping, level), bucket start -> group values -> sums.
+    const buckets = new Map<string, { type: string; accKey: string; grp: string; level: number; rows: Map<string, { bucket: number; grpVals: string; d: bigint; c: bigint }> }>();
     let lastPos = 0;
     let n = 0;
     for (const le of batch) {
@@ -439,10 +452,22 @@ export class Ledger {
           if (!s) d.byEnd.set(end, (s = { d: 0n, c: 0n }));
           if (e.side === 'debit') s.d += units;
           else s.c += units;
+          for (let level = 1; level <= 2; level++) {
+            const bucket = this.bucketStart(e.dt, level);
+            const bk = `${t.name}\u0000${data.acc_key}\u0000${grp}\u0000${level}`;
+            let b = buckets.get(bk);
+            if (!b) buckets.set(bk, (b = { type: t.name, accKey: data.acc_key, grp, level, rows: new Map() }));
+            const rk = `${bucket}\u0000${grpVals}`;
+            let r = b.rows.get(rk);
+            if (!r) b.rows.set(rk, (r = { bucket, grpVals, d: 0n, c: 0n }));
+            if (e.side === 'debit') r.d += units;
+            else r.c += units;
+          }
         }
       }
     }
     for (const d of deltas.values()) await this.applyDelta(tx, d.type, d.accKey, d.grp, d.grpVals, d.byEnd, lastPos);
+    for (const b of buckets.values()) await this.applyBuckets(tx, b.type, b.accKey, b.grp, b.level, [...b.rows.values()]);
     this.stats.aggregatorChunks++;
     this.stats.aggregatedEvents += n;
   }
@@ -497,6 +522,45 @@ export class Ledger {
           r.boundary,
         ]);
       }
+    }
+  }
+
+  /**
+   * Adds turnovers to their buckets. Sums are read and written back (exact
+   * BigInt arithmetic in both dialects); a bucket is touched only by the
+   * events dated inside it, so a backdated event costs two rows here.
+   */
+  private async applyBuckets(tx: Tx, type: string, accKey: string, grp: string, level: number, rows: Array<{ bucket: number; grpVals: string; d: bigint; c: bigint }>): Promise<void> {
+    const existing = new Map<string, { d: bigint; c: bigint }>();
+    const starts = [...new Set(rows.map((r) => r.bucket))];
+    for (let off = 0; off < starts.length; off += 500) {
+      const chunk = starts.slice(off, off + 500);
+      const found = await tx.all<{ bucket: number; grp_vals: string; debit: string; credit: string }>(
+        `SELECT bucket, grp_vals, CAST(debit AS TEXT) AS debit, CAST(credit AS TEXT) AS credit FROM ledger_buckets
+          WHERE type = ? AND acc_key = ? AND grp = ? AND level = ? AND bucket IN (${chunk.map(() => '?').join(', ')})`,
+        [type, accKey, grp, level, ...chunk],
+      );
+      for (const f of found) existing.set(`${Number(f.bucket)}\u0000${f.grp_vals}`, { d: unitsOf(f.debit), c: unitsOf(f.credit) });
+    }
+    const inserts: unknown[][] = [];
+    for (const r of rows) {
+      const e = existing.get(`${r.bucket}\u0000${r.grpVals}`);
+      if (e) {
+        await tx.run('UPDATE ledger_buckets SET debit = ?, credit = ? WHERE type = ? AND acc_key = ? AND grp = ? AND level = ? AND bucket = ? AND grp_vals = ?', [
+          (e.d + r.d).toString(),
+          (e.c + r.c).toString(),
+          type,
+          accKey,
+          grp,
+          level,
+          r.bucket,
+          r.grpVals,
+        ]);
+      } else inserts.push([type, accKey, grp, level, r.bucket, r.grpVals, r.d.toString(), r.c.toString()]);
+    }
+    for (let off = 0; off < inserts.length; off += 100) {
+      const chunk = inserts.slice(off, off + 100);
+      await tx.run(`INSERT INTO ledger_buckets (type, acc_key, grp, level, bucket, grp_vals, debit, credit) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, chunk.flat());
     }
   }
 
@@ -576,47 +640,76 @@ export class Ledger {
     return { t, keyVals, accKey: JSON.stringify(keyVals), shard: this.accountShard(t, keyVals), groupBy: t.aux.filter((a) => groupBy.includes(a)), filter, cover };
   }
 
-  /** Debit and credit of events dated before `dt`, as contributions carrying the attributes they are known by. */
+  /**
+   * Debit and credit of events dated before `dt`, as contributions carrying
+   * the attributes they are known by. The aggregator keeps, per grouping
+   * value: balances at period boundaries (ledger_aggregates, each at a
+   * boundary b holds every stamped event dated before b) and turnovers of
+   * level-1 and level-2 buckets inside periods (ledger_buckets, an hour and a
+   * minute for day periods). With P the start of dt's period, H of its level-1
+   * bucket and M of its level-2 bucket, the stamped events dated before dt are
+   *   the nearest aggregate at or before dt (no stamped event of that group
+   *   lies between it and P: it would have created a boundary in between)
+   *   + level-1 buckets in [P, H) + level-2 buckets in [H, M)
+   *   + stamped events dated in [M, dt), read one by one;
+   * and events the aggregator has not reached (pos IS NULL) dated before dt
+   * are read one by one. Every part is a bounded index range whatever the
+   * history length: at most 23 + 59 bucket rows per group value.
+   */
   private async balanceContributions(shard: Shard, type: string, accKey: string, cover: string[] | null, dt: number): Promise<Contribution[]> {
     const out: Contribution[] = [];
-    const bounds = new Map<string, number>();
-    let from = this.periodStart(dt);
-    if (cover !== null) {
-      const grp = JSON.stringify(cover);
-      const aggs = await shard.reader.all<{ grp_vals: string; boundary: number; debit: string; credit: string }>(
-        `SELECT a.grp_vals, a.boundary, CAST(a.debit AS TEXT) AS debit, CAST(a.credit AS TEXT) AS credit FROM ledger_aggregates a
-          WHERE a.type = ? AND a.acc_key = ? AND a.grp = ? AND a.boundary = (
-            SELECT MAX(b.boundary) FROM ledger_aggregates b
-             WHERE b.type = a.type AND b.acc_key = a.acc_key AND b.grp = a.grp AND b.grp_vals = a.grp_vals AND b.boundary <= ?)`,
-        [type, accKey, grp, dt],
+    if (cover === null) {
+      // No aggregated grouping holds the attributes asked for: a plain scan.
+      const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(
+        'SELECT side, CAST(amount AS TEXT) AS amount, aux FROM ledger_events WHERE type = ? AND acc_key = ? AND dt < ?',
+        [type, accKey, dt],
       );
-      for (const a of aggs) {
-        const b = Number(a.boundary);
-        bounds.set(a.grp_vals, b);
-        if (b < from) from = b;
-        const vals = JSON.parse(a.grp_vals) as Array<string | null>;
-        out.push({ vals: Object.fromEntries(cover.map((k, i) => [k, vals[i] ?? null])), d: unitsOf(a.debit), c: unitsOf(a.credit) });
-      }
-    } else {
-      from = Number.MIN_SAFE_INTEGER;
+      for (const r of rows) this.pushEvent(out, r);
+      return out;
     }
-    // Events after each group's aggregate, plus events the aggregator has not reached (pos IS NULL).
-    const rows = await shard.reader.all<{ side: Side; amount: string; aux: string; dt: number; pos: number | null }>(
-      `SELECT side, CAST(amount AS TEXT) AS amount, aux, dt, pos FROM ledger_events WHERE type = ? AND acc_key = ? AND dt >= ? AND dt < ?
-       UNION ALL
-       SELECT side, CAST(amount AS TEXT) AS amount, aux, dt, pos FROM ledger_events WHERE type = ? AND acc_key = ? AND pos IS NULL AND dt < ?`,
-      [type, accKey, from, dt, type, accKey, Math.min(from, dt)],
+    const grp = JSON.stringify(cover);
+    const asVals = (text: string) => {
+      const vals = JSON.parse(text) as Array<string | null>;
+      return Object.fromEntries(cover.map((k, i) => [k, vals[i] ?? null]));
+    };
+    // Per group value (a skip scan over the distinct values), the aggregate at the latest boundary <= dt.
+    const aggs = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(
+      `WITH RECURSIVE g(v) AS (
+         SELECT (SELECT MIN(grp_vals) FROM ledger_aggregates WHERE type = ? AND acc_key = ? AND grp = ?)
+         UNION ALL
+         SELECT (SELECT MIN(grp_vals) FROM ledger_aggregates WHERE type = ? AND acc_key = ? AND grp = ? AND grp_vals > g.v) FROM g WHERE g.v IS NOT NULL
+       )
+       SELECT a.grp_vals, CAST(a.debit AS TEXT) AS debit, CAST(a.credit AS TEXT) AS credit
+         FROM g JOIN ledger_aggregates a ON a.type = ? AND a.acc_key = ? AND a.grp = ? AND a.grp_vals = g.v
+          AND a.boundary = (SELECT MAX(b.boundary) FROM ledger_aggregates b WHERE b.type = ? AND b.acc_key = ? AND b.grp = ? AND b.grp_vals = g.v AND b.boundary <= ?)`,
+      [type, accKey, grp, type, accKey, grp, type, accKey, grp, type, accKey, grp, dt],
     );
-    for (const r of rows) {
-      const aux = JSON.parse(r.aux) as Record<string, string>;
-      if (r.pos !== null && cover !== null) {
-        const b = bounds.get(JSON.stringify(cover.map((a) => aux[a] ?? null)));
-        if (b !== undefined && Number(r.dt) < b) continue; // already inside that aggregate
-      }
-      const u = unitsOf(r.amount);
-      out.push({ vals: aux, d: r.side === 'debit' ? u : 0n, c: r.side === 'credit' ? u : 0n });
-    }
+    for (const a of aggs) out.push({ vals: asVals(a.grp_vals), d: unitsOf(a.debit), c: unitsOf(a.credit) });
+    const p = this.periodStart(dt);
+    const h = this.bucketStart(dt, 1);
+    const m = this.bucketStart(dt, 2);
+    const buckets = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(
+      `SELECT grp_vals, CAST(debit AS TEXT) AS debit, CAST(credit AS TEXT) AS credit FROM ledger_buckets
+        WHERE type = ? AND acc_key = ? AND grp = ? AND level = 1 AND bucket >= ? AND bucket < ?
+       UNION ALL
+       SELECT grp_vals, CAST(debit AS TEXT) AS debit, CAST(credit AS TEXT) AS credit FROM ledger_buckets
+        WHERE type = ? AND acc_key = ? AND grp = ? AND level = 2 AND bucket >= ? AND bucket < ?`,
+      [type, accKey, grp, p, h, type, accKey, grp, h, m],
+    );
+    for (const b of buckets) out.push({ vals: asVals(b.grp_vals), d: unitsOf(b.debit), c: unitsOf(b.credit) });
+    const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(
+      `SELECT side, CAST(amount AS TEXT) AS amount, aux FROM ledger_events WHERE type = ? AND acc_key = ? AND dt >= ? AND dt < ? AND pos IS NOT NULL
+       UNION ALL
+       SELECT side, CAST(amount AS TEXT) AS amount, aux FROM ledger_events WHERE type = ? AND acc_key = ? AND pos IS NULL AND dt < ?`,
+      [type, accKey, m, dt, type, accKey, dt],
+    );
+    for (const r of rows) this.pushEvent(out, r);
     return out;
+  }
+
+  private pushEvent(out: Contribution[], r: { side: Side; amount: string; aux: string }): void {
+    const u = unitsOf(r.amount);
+    out.push({ vals: JSON.parse(r.aux) as Record<string, string>, d: r.side === 'debit' ? u : 0n, c: r.side === 'credit' ? u : 0n });
   }
 
   private rollup(contribs: Contribution[], groupBy: string[], filter: Record<string, string>): Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }> {

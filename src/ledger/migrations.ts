@@ -131,4 +131,45 @@ registerMigrations([
       `,
     },
   },
+  {
+    // Turnover buckets inside a period (see Ledger.aggregate). Existing
+    // aggregates carry no buckets, so the aggregator starts over: its stamps
+    // and aggregates are cleared and its cursor removed (events without a
+    // stamp are read one by one until the aggregator reaches them again).
+    id: 'ledger/0002_turnover_buckets',
+    sql: {
+      sqlite: `
+        CREATE TABLE ledger_buckets (
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          grp TEXT NOT NULL,
+          level INTEGER NOT NULL,
+          bucket INTEGER NOT NULL,
+          grp_vals TEXT NOT NULL,
+          debit TEXT NOT NULL,
+          credit TEXT NOT NULL,
+          PRIMARY KEY (type, acc_key, grp, level, bucket, grp_vals)
+        ) WITHOUT ROWID;
+        DELETE FROM ledger_aggregates;
+        UPDATE ledger_events SET pos = NULL WHERE pos IS NOT NULL;
+        DELETE FROM cursors WHERE name = 'ledger.aggregator';
+      `,
+      postgres: `
+        CREATE TABLE ledger_buckets (
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          grp TEXT NOT NULL,
+          level SMALLINT NOT NULL,
+          bucket BIGINT NOT NULL,
+          grp_vals TEXT NOT NULL,
+          debit NUMERIC NOT NULL,
+          credit NUMERIC NOT NULL,
+          PRIMARY KEY (type, acc_key, grp, level, bucket, grp_vals)
+        );
+        DELETE FROM ledger_aggregates;
+        UPDATE ledger_events SET pos = NULL WHERE pos IS NOT NULL;
+        DELETE FROM cursors WHERE name = 'ledger.aggregator';
+      `,
+    },
+  },
 ]);
