@@ -137,6 +137,8 @@ export class Machines {
   private readonly cache: Lru<string, Cached>;
   private readonly multiNode: boolean;
   private readonly holder: string;
+  /** Machines whose lease a committed step already cleared (writeRow sets lease_holder = NULL): no release transaction needed. */
+  private readonly leaseCleared = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -274,13 +276,17 @@ export class Machines {
   /** Runs `fn` on the machine's state while holding its queue turn (and, across nodes, its lease). */
   private exclusive<T>(ns: string, id: string, deadline: number, fn: (state: MachineState) => Promise<T>, starting = false): Promise<T> {
     if (this.stopped) return Promise.reject(new MillraceError('shutting_down', 'the node is stopping', { retryAfterS: 1 }));
-    return this.queues.run(key(ns, id), async () => {
+    const k = key(ns, id);
+    return this.queues.run(k, async () => {
       if (this.rt.clock.now() >= deadline) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the machine could be processed');
       const state = await this.acquire(ns, id, deadline, starting);
+      if (!this.multiNode) return fn(state);
+      this.leaseCleared.delete(k);
       try {
         return await fn(state);
       } finally {
-        if (this.multiNode) await this.releaseLease(ns, id).catch(() => {});
+        // A step that committed released the lease in its own transaction; otherwise release it here.
+        if (!this.leaseCleared.delete(k)) await this.releaseLease(ns, id).catch(() => {});
       }
     });
   }
@@ -355,7 +361,17 @@ export class Machines {
       const left = ctx.deadline - this.rt.clock.now();
       if (left <= 0) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the processor answered');
       try {
-        return await client.process(request, { deadline: ctx.deadline, traceparent: ctx.traceparent, signal: AbortSignal.timeout(left) });
+        // The abort signal (a timer) is made only if the processor asks for it: in-process processors mostly do not.
+        let signal: AbortSignal | undefined;
+        const clock = this.rt.clock;
+        const pctx = {
+          deadline: ctx.deadline,
+          traceparent: ctx.traceparent,
+          get signal(): AbortSignal {
+            return (signal ??= AbortSignal.timeout(Math.max(0, ctx.deadline - clock.now())));
+          },
+        };
+        return await client.process(request, pctx);
       } catch (err) {
         if (!(err instanceof ProcessorError) || !err.transient) throw err;
         const delay = Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(attempt++, 20));
@@ -484,6 +500,10 @@ export class Machines {
       ],
     );
     if (n !== 1) throw new Abort('conflict');
+    if (this.multiNode) {
+      const k = key(prev.ns, prev.id);
+      tx.onCommit(() => this.leaseCleared.add(k));
+    }
   }
 
   /** Commits a plan: row, events, timer, tag, removal and notification bookkeeping in one transaction. */
@@ -548,10 +568,16 @@ export class Machines {
       }
     }
     const k = key(ns, id);
-    const oldTail = starting || plan.remove ? [] : (this.cache.get(k)?.tail ?? []);
-    const added = plan.events.map((data, i) => ({ id: (starting ? 0 : state.lastEvent) + i + 1, created_at: new Date(createdAt).toISOString(), data }));
-    const tail = [...oldTail, ...added].slice(-this.cfg.cache_history_tail);
-    this.cache.set(k, { state: next, tail: this.cfg.cache_history_tail === 0 ? [] : tail });
+    const max = this.cfg.cache_history_tail;
+    // The cached tail is owned by the cache entry: extend it in place rather than copying it every step.
+    const tail = starting || plan.remove || max === 0 ? [] : (this.cache.get(k)?.tail ?? []);
+    if (max > 0 && plan.events.length > 0) {
+      const at = new Date(createdAt).toISOString();
+      const first = (starting ? 0 : state.lastEvent) + 1;
+      for (let i = 0; i < plan.events.length; i++) tail.push({ id: first + i, created_at: at, data: plan.events[i] });
+      if (tail.length > max) tail.splice(0, tail.length - max);
+    }
+    this.cache.set(k, { state: next, tail });
   }
 
   /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */

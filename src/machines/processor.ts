@@ -52,15 +52,28 @@ export interface ProcessorClient {
   process(req: ProcessorRequest, ctx: ProcessorContext): Promise<unknown>;
 }
 
+/** Random hex from a pooled buffer: one randomBytes call per 4 KiB instead of one or two per step. */
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+function randomHex(bytes: number): string {
+  if (poolAt + bytes > pool.length) {
+    pool = randomBytes(4096);
+    poolAt = 0;
+  }
+  const s = pool.toString('hex', poolAt, poolAt + bytes);
+  poolAt += bytes;
+  return s;
+}
+
 export function newTraceparent(): string {
-  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+  return `00-${randomHex(16)}-${randomHex(8)}-01`;
 }
 
 /** A child span id under the caller's trace. */
 export function childTraceparent(parent: string | undefined): string {
   if (parent === undefined) return newTraceparent();
   const [v, trace, , flags] = parent.split('-');
-  return `${v}-${trace}-${randomBytes(8).toString('hex')}-${flags}`;
+  return `${v}-${trace}-${randomHex(8)}-${flags}`;
 }
 
 export function processorClient(ns: string, cfg: NamespaceConfig, local: ReadonlyMap<string, ProcessorFn> = new Map()): ProcessorClient {
@@ -93,8 +106,9 @@ function httpProcessor(url: string): ProcessorClient {
     async process(req, ctx) {
       const left = ctx.deadline - Date.now();
       if (left <= 0) throw new ProcessorError(true, { code: 'processor_timeout', message: 'deadline passed' }, true);
-      const timeout = AbortSignal.timeout(left);
-      const signal = AbortSignal.any([timeout, ctx.signal]);
+      // One plain timer per request, cleared when it settles (an AbortSignal.timeout would linger until the
+      // deadline, and Machines makes ctx.signal, a deadline timer too, only when someone reads it).
+      let timedOut = false;
       const body = JSON.stringify(req);
       let status: number;
       let text: string;
@@ -105,7 +119,6 @@ function httpProcessor(url: string): ProcessorClient {
             {
               method: 'POST',
               agent,
-              signal,
               headers: {
                 'content-type': 'application/json',
                 'content-length': Buffer.byteLength(body),
@@ -118,15 +131,25 @@ function httpProcessor(url: string): ProcessorClient {
               let t = '';
               res.setEncoding('utf8');
               res.on('data', (d: string) => (t += d));
-              res.on('end', () => resolve([res.statusCode ?? 0, t]));
-              res.on('error', reject);
+              res.on('end', () => {
+                clearTimeout(timer);
+                resolve([res.statusCode ?? 0, t]);
+              });
+              res.on('error', fail);
             },
           );
-          r.on('error', reject);
+          const fail = (err: unknown): void => {
+            clearTimeout(timer);
+            reject(err);
+          };
+          const timer = setTimeout(() => {
+            timedOut = true;
+            r.destroy(new Error(`no answer within ${left} ms`));
+          }, left);
+          r.on('error', fail);
           r.end(body);
         });
       } catch (err) {
-        const timedOut = timeout.aborted;
         throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) }, timedOut);
       }
       if (TRANSIENT_STATUS.has(status)) throw new ProcessorError(true, { code: 'processor_unavailable', status, message: text.slice(0, 500) });
