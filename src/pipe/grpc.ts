@@ -45,6 +45,7 @@ const MAX_PENDING = 4096;
  * or breaks, its open sessions become unfinished.
  */
 export function registerPipeGrpc(server: Server, pipe: Pipe, closing: Set<Promise<void>>): void {
+  const gather = new Gatherer();
   server.addService(pipeService().service, {
     Session: (call: ServerDuplexStream<PipeRequest, PipeResponse>) => {
       const owner = pipe.openOwner();
@@ -74,7 +75,7 @@ export function registerPipeGrpc(server: Server, pipe: Pipe, closing: Set<Promis
           paused = true;
           call.pause();
         }
-        handle(pipe, owner, m).then(reply, (err: unknown) => {
+        gather.run(() => handle(pipe, owner, m)).then(reply, (err: unknown) => {
           const e = toMillraceError(err);
           reply({ req: m.req, error: { code: e.code, message: e.message } });
         }).finally(() => {
@@ -116,4 +117,44 @@ async function handle(pipe: Pipe, owner: string, m: PipeRequest): Promise<PipeRe
     default:
       return { req, error: { code: 'bad_request', message: 'request has no operation (new, append, replace, store or delete)' } };
   }
+}
+
+/**
+ * grpc-js hands a stream's messages over one at a time, spread over several
+ * turns of the event loop, and an SQLite commit blocks the loop: submitted as
+ * they arrive, writes would go to the group committer a few at a time. This
+ * holds them until a turn passes with nothing new (at most `maxWaitMs`), then
+ * submits them together, so they share one transaction and one fsync.
+ */
+class Gatherer {
+  private queue: Array<() => void> = [];
+  private seen = 0;
+  private since = 0;
+  private scheduled = false;
+
+  constructor(private readonly maxWaitMs = 2) {}
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(() => fn().then(resolve, reject));
+      if (!this.scheduled) {
+        this.scheduled = true;
+        this.seen = 0;
+        this.since = performance.now();
+        setImmediate(this.check);
+      }
+    });
+  }
+
+  private readonly check = (): void => {
+    if (this.queue.length > this.seen && performance.now() - this.since < this.maxWaitMs) {
+      this.seen = this.queue.length;
+      setImmediate(this.check);
+      return;
+    }
+    this.scheduled = false;
+    const q = this.queue;
+    this.queue = [];
+    for (const f of q) f();
+  };
 }
