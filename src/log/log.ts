@@ -168,6 +168,7 @@ export class Log extends EventEmitter {
 
   private async appendPrepared(tx: Tx, shard: Shard, stream: string, events: Prepared[], expectedSeq: number | undefined): Promise<AppendResult> {
     const n = events.length;
+    if (!shard.driver.capabilities.sequencesOnInsert && n <= INSERT_CHUNK) return this.appendUnnumbered(tx, shard, stream, events, expectedSeq);
     const up = await tx.all<{ seq: number }>(
       'INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq',
       [stream, n],
@@ -225,6 +226,38 @@ export class Log extends EventEmitter {
     tx.notify(APPEND_CHANNEL);
     tx.onCommit(() => this.emit('appended', shard.name, null));
     return { shard: shard.name, stream, seqs, positions: null, rowIds, createdAt: now };
+  }
+
+  /**
+   * Where the sequencer numbers rows later (PostgreSQL): bump the stream's
+   * counter and insert its rows in one statement, one round trip per caller.
+   */
+  private async appendUnnumbered(tx: Tx, shard: Shard, stream: string, events: Prepared[], expectedSeq: number | undefined): Promise<AppendResult> {
+    const n = events.length;
+    const now = this.clock.now();
+    const params: unknown[] = [stream, n, stream, n, now];
+    events.forEach((e, i) => params.push(i + 1, e.type, e.data, e.meta));
+    const rows = await tx.all<{ id: number; seq: number }>(
+      `WITH s AS (
+         INSERT INTO streams (stream, seq) VALUES (?, ?)
+         ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq)
+       INSERT INTO events (stream, seq, type, data, meta, created_at)
+       SELECT ?, s.seq - ? + v.i, v.t, v.d, v.m, ? FROM s,
+         (VALUES ${new Array(n).fill('(?::int, ?::text, ?::text, ?::text)').join(', ')}) AS v (i, t, d, m)
+       ORDER BY v.i
+       RETURNING id, seq`,
+      params,
+    );
+    rows.sort((a, b) => a.seq - b.seq);
+    const first = rows[0]!.seq;
+    if (expectedSeq !== undefined && first - 1 !== expectedSeq) {
+      throw new MillraceError('stream_conflict', `stream "${stream}" is at seq ${first - 1}, expected ${expectedSeq}`, {
+        details: { stream, expected_seq: expectedSeq, actual_seq: first - 1 },
+      });
+    }
+    tx.notify(APPEND_CHANNEL);
+    tx.onCommit(() => this.emit('appended', shard.name, null));
+    return { shard: shard.name, stream, seqs: rows.map((r) => r.seq), positions: null, rowIds: rows.map((r) => r.id), createdAt: now };
   }
 
   /**

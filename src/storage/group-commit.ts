@@ -100,7 +100,10 @@ export class GroupCommitter extends EventEmitter {
     try {
       conn = await this.driver.acquireWriter();
       while (healthy && this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.opts.maxBatch);
+        // Share what is waiting among the writer connections instead of
+        // letting the first one take it all while the others sit idle.
+        const share = Math.ceil(this.queue.length / this.driver.writers);
+        const batch = this.queue.splice(0, Math.min(this.opts.maxBatch, share));
         healthy = await this.runBatch(conn, batch);
       }
     } catch (err) {
