@@ -680,7 +680,8 @@ export class Ledger {
          SELECT (SELECT MIN(grp_vals) FROM ledger_aggregates WHERE type = ? AND acc_key = ? AND grp = ? AND grp_vals > g.v) FROM g WHERE g.v IS NOT NULL
        )
        SELECT a.grp_vals, CAST(a.debit AS TEXT) AS debit, CAST(a.credit AS TEXT) AS credit
-         FROM g JOIN ledger_aggregates a ON a.type = ? AND a.acc_key = ? AND a.grp = ? AND a.grp_vals = g.v
+         FROM g CROSS JOIN ledger_aggregates a
+        WHERE a.type = ? AND a.acc_key = ? AND a.grp = ? AND a.grp_vals = g.v
           AND a.boundary = (SELECT MAX(b.boundary) FROM ledger_aggregates b WHERE b.type = ? AND b.acc_key = ? AND b.grp = ? AND b.grp_vals = g.v AND b.boundary <= ?)`,
       [type, accKey, grp, type, accKey, grp, type, accKey, grp, type, accKey, grp, dt],
     );
