@@ -264,8 +264,11 @@ export class Bus {
           closed: (err) => {
             clearInterval(renew);
             if (this.sessions.get(name) === session) this.sessions.delete(name);
-            void this.releaseLease(name, holder).catch(() => {});
-            sink.closed(err);
+            // Free the subscription before telling the client, so a reconnect
+            // that follows the end of this call never meets its own old lease.
+            void this.releaseLease(name, holder)
+              .catch(() => {})
+              .finally(() => sink.closed(err));
           },
         },
         {
