@@ -1,11 +1,12 @@
+import { existsSync } from 'node:fs';
 import { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
 import { isMillraceError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { verifyShard } from '../log/verify.js';
-import { Runtime } from '../runtime.js';
 import { allMigrations } from '../storage/migrations.js';
 import { Storage } from '../storage/storage.js';
+import { Runtime } from '../runtime.js';
 import { serve } from '../serve.js';
 import { exporterStatus } from '../amqp/exporter.js';
 
@@ -56,11 +57,31 @@ export async function main(argv: string[]): Promise<void> {
     .option('-s, --shard <name>', 'only this shard')
     .action(async (opts: { shard?: string }) => {
       const config = readConfig(program.opts<{ config?: string }>().config);
-      const rt = await Runtime.open(config, { background: false, migrate: false });
+      const known = config.storage.shards.map((s) => s.name);
+      if (opts.shard !== undefined && !known.includes(opts.shard)) {
+        process.stderr.write(`millrace: no shard named "${opts.shard}" (shards: ${known.join(', ')})\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const wanted = config.storage.shards.filter((s) => opts.shard === undefined || s.name === opts.shard);
+      if (config.storage.dialect === 'sqlite') {
+        const missing = wanted.filter((s) => !existsSync(s.location));
+        if (missing.length) {
+          for (const s of missing) process.stderr.write(`millrace: shard ${s.name} has no database at ${s.location}\n`);
+          process.exitCode = 2;
+          return;
+        }
+      }
+      const storage = Storage.open(config);
       let failed = false;
       try {
-        const shards = opts.shard ? [rt.storage.shard(opts.shard)] : rt.storage.shards;
-        for (const shard of shards) {
+        for (const sc of wanted) {
+          const shard = storage.shard(sc.name);
+          if (!(await shard.driver.appliedMigrations()).includes('core/0001_log')) {
+            process.stdout.write(`${shard.name}: not migrated (run millrace migrate)\n`);
+            failed = true;
+            continue;
+          }
           let lastReport = Date.now();
           const r = await verifyShard(shard, {
             onProgress: (checked, pos) => {
@@ -77,7 +98,7 @@ export async function main(argv: string[]): Promise<void> {
           }
         }
       } finally {
-        await rt.close();
+        await storage.close();
       }
       if (failed) process.exitCode = 1;
     });

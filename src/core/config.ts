@@ -185,6 +185,12 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
     if (to <= from) throw configError(`${key}: "to" (${s.to}) must be above "from" (${s.from})`);
     return { name: s.name, location, from, to };
   });
+  const locations = new Map<string, string>();
+  for (const s of shards) {
+    const other = locations.get(s.location);
+    if (other !== undefined) throw configError(`storage.shards: shards "${other}" and "${s.name}" point at the same database; each shard needs its own`);
+    locations.set(s.location, s.name);
+  }
   checkCoverage(shards);
 
   return {
