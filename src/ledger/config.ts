@@ -42,6 +42,16 @@ export const ledgerConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** PostgreSQL: monthly partitions of the events table (by dt, UTC months). */
+    partitions: z
+      .object({
+        /** Months after the current one to create partitions for. */
+        ahead_months: z.number().int().min(0).max(120).default(3),
+        /** How often the `ledger.partitions` timer runs. */
+        every_ms: z.number().int().min(1000).default(6 * 3_600_000),
+      })
+      .strict()
+      .prefault({}),
     /** Longest lock timeout a client may ask for. */
     max_lock_timeout_s: z.number().int().min(1).default(3600),
     /** Largest number of events in one batch. */

@@ -9,7 +9,10 @@ export interface LedgerFace extends Face {
   readonly ledger: Ledger;
 }
 
-/** The ledger face: HTTP routes plus one transactional aggregator cursor per shard. */
+/** Timer (owner and kind) creating the PostgreSQL events partitions ahead of time. */
+export const PARTITIONS_TIMER = 'ledger.partitions';
+
+/** The ledger face: HTTP routes, one transactional aggregator cursor per shard, and (PostgreSQL) the partition timer. */
 export function createLedgerFace(rt: Runtime): LedgerFace {
   const ledger = new Ledger(rt, rt.config.ledger);
   const consumers: Consumer[] = [];
@@ -26,6 +29,18 @@ export function createLedgerFace(rt: Runtime): LedgerFace {
     name: 'ledger',
     ledger,
     async start() {
+      if (rt.storage.shards.some((s) => s.driver.dialect === 'postgres')) {
+        const every = rt.config.ledger.partitions.every_ms;
+        try {
+          rt.scheduler.register(PARTITIONS_TIMER, async () => {
+            await ledger.ensurePartitions(rt.clock.now());
+            await rt.scheduler.schedule(PARTITIONS_TIMER, PARTITIONS_TIMER, rt.clock.now() + every);
+          });
+        } catch {
+          // registered by an earlier start of this runtime
+        }
+        if (!(await rt.scheduler.get(PARTITIONS_TIMER))) await rt.scheduler.schedule(PARTITIONS_TIMER, PARTITIONS_TIMER, rt.clock.now());
+      }
       if (!rt.config.ledger.aggregation.enabled) return;
       for (const s of rt.storage.shards) {
         consumers.push(

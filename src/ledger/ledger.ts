@@ -564,6 +564,39 @@ export class Ledger {
     }
   }
 
+  // ---------------------------------------------------------------- partitions (PostgreSQL)
+
+  /**
+   * Creates the monthly partitions of ledger_events (UTC months, by dt) from
+   * the month of `now` to `ahead_months` later, on every PostgreSQL shard.
+   * Rows of a new month already sitting in the default partition (backdated or
+   * far-future events) are moved into it in the same transaction, before it is
+   * attached. Returns the partitions created.
+   */
+  async ensurePartitions(now: number): Promise<string[]> {
+    const created: string[] = [];
+    const d = new Date(now);
+    for (const shard of this.rt.storage.shards) {
+      if (shard.driver.dialect !== 'postgres') continue;
+      for (let i = 0; i <= this.cfg.partitions.ahead_months; i++) {
+        const from = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i, 1);
+        const to = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i + 1, 1);
+        const m = new Date(from);
+        const name = `ledger_events_p${m.getUTCFullYear()}${String(m.getUTCMonth() + 1).padStart(2, '0')}`;
+        const exists = await shard.reader.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]);
+        if (exists[0]?.r) continue;
+        await shard.write(async (tx) => {
+          if ((await tx.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]))[0]?.r) return;
+          await tx.run(`CREATE TABLE ${name} (LIKE ledger_events INCLUDING DEFAULTS)`);
+          await tx.run(`WITH moved AS (DELETE FROM ledger_events_default WHERE dt >= ? AND dt < ? RETURNING *) INSERT INTO ${name} SELECT * FROM moved`, [from, to]);
+          await tx.run(`ALTER TABLE ledger_events ATTACH PARTITION ${name} FOR VALUES FROM (${from}) TO (${to})`);
+        });
+        created.push(`${shard.name}/${name}`);
+      }
+    }
+    return created;
+  }
+
   /** Runs the aggregator on every shard until it has caught up with the readable log. */
   async aggregateOnce(): Promise<number> {
     let total = 0;

@@ -172,4 +172,42 @@ registerMigrations([
       `,
     },
   },
+  {
+    // PostgreSQL: ledger_events becomes a table partitioned by range of dt
+    // (milliseconds), with a default partition for dates no monthly partition
+    // holds yet. Monthly partitions are created ahead of time by the
+    // `ledger.partitions` timer (Ledger.ensurePartitions), which moves rows of
+    // its month out of the default partition first. The primary key becomes
+    // (id, dt): a partitioned table's unique keys must hold the partition key.
+    id: 'ledger/0003_partition_events_by_dt',
+    sql: {
+      sqlite: `SELECT 1;`,
+      postgres: `
+        ALTER TABLE ledger_events RENAME TO ledger_events_old;
+        ALTER TABLE ledger_events_old RENAME CONSTRAINT ledger_events_pkey TO ledger_events_old_pkey;
+        DROP INDEX ledger_events_acc_dt;
+        DROP INDEX ledger_events_unaggregated;
+        CREATE TABLE ledger_events (
+          id BIGINT NOT NULL DEFAULT nextval('ledger_events_id_seq'),
+          batch_id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          acc_key TEXT NOT NULL,
+          aux TEXT NOT NULL,
+          side TEXT NOT NULL,
+          amount NUMERIC(20, 0) NOT NULL,
+          dt BIGINT NOT NULL,
+          info TEXT,
+          pos BIGINT,
+          PRIMARY KEY (id, dt)
+        ) PARTITION BY RANGE (dt);
+        CREATE TABLE ledger_events_default PARTITION OF ledger_events DEFAULT;
+        CREATE INDEX ledger_events_acc_dt ON ledger_events (type, acc_key, dt, id);
+        CREATE INDEX ledger_events_unaggregated ON ledger_events (type, acc_key, dt) WHERE pos IS NULL;
+        INSERT INTO ledger_events (id, batch_id, type, acc_key, aux, side, amount, dt, info, pos)
+          SELECT id, batch_id, type, acc_key, aux, side, amount, dt, info, pos FROM ledger_events_old;
+        ALTER SEQUENCE ledger_events_id_seq OWNED BY ledger_events.id;
+        DROP TABLE ledger_events_old;
+      `,
+    },
+  },
 ]);
