@@ -27,3 +27,20 @@ export function canonicalBytes(e: ChainFields): Buffer {
 export function chainHash(prev: Buffer, e: ChainFields): Buffer {
   return createHash('sha256').update(prev).update(canonicalBytes(e)).digest();
 }
+
+/** An event row as stored in the `events` table. */
+export interface StoredEventRow {
+  pos: number | null;
+  stream: string;
+  seq: number;
+  type: string;
+  data: string;
+  meta: string | null;
+  created_at: number;
+  hash: Buffer | null;
+}
+
+/** The chained fields of a stored row, at position `pos`. */
+export function rowChainFields(pos: number, r: Omit<StoredEventRow, 'pos' | 'hash'>): ChainFields {
+  return { pos, stream: r.stream, seq: r.seq, type: r.type, createdAt: r.created_at, data: r.data, meta: r.meta };
+}

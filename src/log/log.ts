@@ -4,7 +4,7 @@ import { systemClock } from '../core/clock.js';
 import { MillraceError, badRequest } from '../core/errors.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard, Storage } from '../storage/storage.js';
-import { chainHash, GENESIS_HASH } from './chain.js';
+import { chainHash, GENESIS_HASH, type StoredEventRow } from './chain.js';
 import { HeadSignal } from './head-signal.js';
 
 /** Channel on which PostgreSQL writers wake the sequencer. */
@@ -68,16 +68,7 @@ const INSERT_CHUNK = 500;
 
 const EVENT_COLUMNS = 'pos, stream, seq, type, data, meta, created_at, hash';
 
-interface EventRow {
-  pos: number | null;
-  stream: string;
-  seq: number;
-  type: string;
-  data: string;
-  meta: string | null;
-  created_at: number;
-  hash: Buffer | null;
-}
+type EventRow = StoredEventRow;
 
 const toEvent = (shard: string, r: EventRow): LogEvent => ({
   shard,

@@ -2,18 +2,10 @@ import type { Logger } from 'pino';
 import { Waker } from '../core/waker.js';
 import type { HeldLock } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
-import { chainHash, GENESIS_HASH } from './chain.js';
+import { chainHash, GENESIS_HASH, rowChainFields, type StoredEventRow } from './chain.js';
 import { APPEND_CHANNEL, POS_CHANNEL, type Log } from './log.js';
 
-interface Unnumbered {
-  id: number;
-  stream: string;
-  seq: number;
-  type: string;
-  data: string;
-  meta: string | null;
-  created_at: number;
-}
+type Unnumbered = Omit<StoredEventRow, 'pos' | 'hash'> & { id: number };
 
 /**
  * The sequencer of a shard whose writers commit concurrently (PostgreSQL).
@@ -104,7 +96,7 @@ export class Sequencer {
       let next = tip;
       for (const r of rows) {
         const pos = next.pos + 1;
-        const hash = chainHash(next.hash, { pos, stream: r.stream, seq: r.seq, type: r.type, createdAt: r.created_at, data: r.data, meta: r.meta });
+        const hash = chainHash(next.hash, rowChainFields(pos, r));
         ids.push(r.id);
         positions.push(pos);
         hashes.push(hash);

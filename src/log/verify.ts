@@ -1,5 +1,5 @@
 import type { Shard } from '../storage/storage.js';
-import { chainHash, GENESIS_HASH } from './chain.js';
+import { chainHash, GENESIS_HASH, rowChainFields, type StoredEventRow } from './chain.js';
 
 export interface VerifyResult {
   shard: string;
@@ -13,16 +13,7 @@ export interface VerifyResult {
   reason?: string;
 }
 
-interface Row {
-  pos: number;
-  stream: string;
-  seq: number;
-  type: string;
-  data: string;
-  meta: string | null;
-  created_at: number;
-  hash: Buffer | null;
-}
+type Row = StoredEventRow & { pos: number };
 
 /**
  * Walks a shard's log in position order and recomputes the hash chain. A
@@ -42,7 +33,7 @@ export async function verifyShard(shard: Shard, opts: { chunk?: number; onProgre
     if (rows.length === 0) break;
     for (const r of rows) {
       if (r.pos !== pos + 1) return { shard: shard.name, ok: false, checked, head: pos, badPos: pos + 1, reason: `position ${pos + 1} is missing (next is ${r.pos})` };
-      const expect = chainHash(prev, { pos: r.pos, stream: r.stream, seq: r.seq, type: r.type, createdAt: r.created_at, data: r.data, meta: r.meta });
+      const expect = chainHash(prev, rowChainFields(r.pos, r));
       if (r.hash === null || !expect.equals(r.hash)) {
         return { shard: shard.name, ok: false, checked, head: pos, badPos: r.pos, reason: `hash mismatch at position ${r.pos}` };
       }
