@@ -88,6 +88,13 @@ class Semaphore {
   get waiting(): number {
     return this.waiters.length;
   }
+  /** Wakes every waiter (each then holds a permit it must release): used on stop so no one waits forever. */
+  wakeAll(): void {
+    for (const w of this.waiters.splice(0)) {
+      this.active++;
+      w();
+    }
+  }
   async acquire(): Promise<() => void> {
     if (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
     else this.active++;
@@ -177,6 +184,7 @@ export class Pipe {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.heartbeat);
+    for (const sem of this.semaphores.values()) sem.wakeAll();
     await Promise.allSettled([...this.inFlight]);
   }
 
@@ -477,6 +485,10 @@ export class Pipe {
     // Wait in line unless the line is long: then leave the scheduler's slots to other kinds.
     if (sem.waiting >= Math.max(64, cfg.concurrency * 4)) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
     const release = await sem.acquire();
+    if (this.stopped) {
+      release();
+      throw new RetryTimer(0);
+    }
     let delivery: Delivery | null;
     try {
       const now = this.now;

@@ -283,6 +283,8 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
       });
       // due 1: #4; due 2: #3 then #1 (stored in that order); due 3: #5 then #2; due 4: #0
       expect(handler.pushes.map((p) => p.records[0])).toEqual(['rec-4', 'rec-3', 'rec-1', 'rec-5', 'rec-2', 'rec-0']);
+      // Let the handler finish the last session before the node closes.
+      await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${ids[0]}`)).status === 404, 10_000, 'the last session to be deleted');
     } finally {
       await node.close();
       await handler.close();
