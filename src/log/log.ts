@@ -307,6 +307,16 @@ export class Log extends EventEmitter {
   async readShard(shardName: string, afterPos: number, limit: number): Promise<LogEvent[]> {
     const sl = this.shardLog(shardName);
     if (!Number.isSafeInteger(afterPos) || afterPos < 0) throw badRequest('after must be a non-negative integer');
+    if (sl.shard.driver.capabilities.sequencesOnInsert) {
+      // Rows are numbered on insert and the head moves once their commit is
+      // durable: readers never see a position that a power loss could take back.
+      const rows = await sl.shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ? ORDER BY pos ASC LIMIT ?`, [
+        afterPos,
+        sl.signal.head,
+        checkLimit(limit),
+      ]);
+      return rows.map((r) => toEvent(shardName, r));
+    }
     const rows = await sl.shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?`, [
       afterPos,
       checkLimit(limit),
@@ -318,6 +328,7 @@ export class Log extends EventEmitter {
   /** Highest readable position of a shard, from the database. */
   async headPos(shardName: string): Promise<number> {
     const sl = this.shardLog(shardName);
+    if (sl.shard.driver.capabilities.sequencesOnInsert) return sl.signal.head;
     const rows = await sl.shard.reader.all<{ pos: number | null }>('SELECT max(pos) AS pos FROM events');
     const pos = rows[0]?.pos ?? 0;
     sl.signal.advance(pos);

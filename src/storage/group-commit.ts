@@ -128,6 +128,7 @@ export class GroupCommitter extends EventEmitter {
     let outcomes: Outcome[] | null;
     try {
       outcomes = cheap ? await this.runWithSavepoints(conn, batch) : await this.runOptimistic(conn, batch);
+      if (outcomes !== null) await this.driver.sync?.();
     } catch (err) {
       // BEGIN or COMMIT failed: nothing of this batch is known durable.
       const e = commitError(err);
@@ -150,6 +151,15 @@ export class GroupCommitter extends EventEmitter {
         } catch (err) {
           healthy = false;
           job.reject(commitError(err));
+        }
+      }
+      if (this.driver.sync) {
+        try {
+          await this.driver.sync();
+        } catch (err) {
+          const e = commitError(err);
+          for (const o of outcomes) o.job.reject(e);
+          return false;
         }
       }
       this.settle(outcomes);

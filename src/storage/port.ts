@@ -92,6 +92,13 @@ export interface ShardDriver {
    * Resolves to a handle once held, or null if someone else holds it.
    */
   tryLock(key: string): Promise<HeldLock | null>;
+  /**
+   * Present where COMMIT returns before the commit is durable (SQLite: the WAL
+   * is fsync'd off the event loop). Resolves once every commit that returned
+   * before the call is on disk; the group committer awaits it before it
+   * acknowledges a batch.
+   */
+  sync?(): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

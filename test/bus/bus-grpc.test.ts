@@ -63,6 +63,8 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
         const topic = 'payments';
         const total = 240;
         const keys = ['k0', 'k1', 'k2', 'k3'];
+        // The subscription exists before the writers start, so `latest` is "before the first event".
+        await bus.putSubscription(name, { topics: [topic], start: 'latest', max_in_flight: 16 });
         const published: Array<{ key: string; n: number }> = [];
         const writer = (async () => {
           for (let i = 0; i < total / 8; i++) {
@@ -77,8 +79,6 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
         })();
         const acked: Array<{ key: string; n: number }> = [];
         const config = { topics: [topic], start: 'latest', maxInFlight: 16 };
-        // The subscription exists before the writers start, so `latest` is "before the first event".
-        await bus.putSubscription(name, { topics: [topic], start: 'latest', max_in_flight: 16 });
         const session = async (limit: number) => {
           let got = 0;
           let resolveDone!: () => void;
