@@ -651,7 +651,7 @@ async function body(ct: ClientThread, out: (s: string) => void, note: (s: string
     );
     out(
       `durability: millrace relaxed = SQLite WAL synchronous=NORMAL (no fsync per commit) vs JetStream ${j.serverVersion} file store at its default (no fsync per write;\n` +
-        `  data synced in the background). millrace strict = synchronous=FULL (fsync at every group commit). JetStream "sync always" cannot be compared:\n` +
+        `  data synced in the background). millrace strict = WAL fdatasync after every group commit, before acknowledging. JetStream "sync always" cannot be compared:\n` +
         `  it is a server-wide config setting (jetstream.sync_interval), not a stream or client option, and this ${j.serverVersion} server has no such setting\n` +
         `  (\`nats-server -t\` refuses the field); the local server runs with its defaults. So strict rows show the cost of fsync against millrace relaxed instead.\n` +
         `gRPC floor: ${fmtRate(r(mr.relaxed.floor))} calls/s for a unary call that does no work (an empty Publish, refused), ${UNARY_IN_FLIGHT} in flight:\n` +

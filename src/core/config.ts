@@ -60,7 +60,7 @@ export const configSchema = z
       .object({
         dialect: z.enum(['sqlite', 'postgres']).default('sqlite'),
         /**
-         * strict: an acknowledged write is fsync'd (SQLite synchronous=FULL,
+         * strict: an acknowledged write is fsync'd (SQLite: the WAL after each group commit,
          * PostgreSQL synchronous_commit=on). relaxed: acknowledged writes may be
          * lost on power loss or OS crash (not on a process crash).
          */

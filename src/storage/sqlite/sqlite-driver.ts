@@ -79,7 +79,7 @@ class SqliteWriteConnection extends SqliteQueryable implements WriteConnection {
 
 export interface SqliteDriverOptions {
   path: string;
-  /** strict: synchronous=FULL (fsync at every commit). relaxed: synchronous=NORMAL. */
+  /** strict: the WAL is fsync'd after every group commit, before callers are acknowledged. relaxed: no fsync per commit. */
   durability: 'strict' | 'relaxed';
 }
 
