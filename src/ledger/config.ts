@@ -52,6 +52,14 @@ export const ledgerConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * PostgreSQL: keep the current UTC month and this many months before it;
+     * the `ledger.partitions` timer drops older monthly partitions once the
+     * aggregates cover them, and reads or writes dated before that horizon
+     * are refused (`retention_exceeded`). Unset = keep everything. Refused
+     * on SQLite, which has no partitions.
+     */
+    retention_months: z.number().int().min(1).max(1200).optional(),
     /** Longest lock timeout a client may ask for. */
     max_lock_timeout_s: z.number().int().min(1).default(3600),
     /** Largest number of events in one batch. */

@@ -12,5 +12,10 @@ defineErrorCodes({
   lock_not_held: { http: 409, grpc: G.FAILED_PRECONDITION, description: 'The lock is not held by this uid (never taken, released or expired).' },
   state_version_conflict: { http: 409, grpc: G.ABORTED, description: 'The state is not at the expected version.' },
   idempotency_key_reused: { http: 409, grpc: G.ALREADY_EXISTS, description: 'The idempotency key was used with a different request.' },
+  retention_exceeded: {
+    http: 422,
+    grpc: G.FAILED_PRECONDITION,
+    description: 'The date is before the retention horizon (ledger.retention_months): events of those months may have been dropped, so it cannot be answered exactly.',
+  },
   invalid_cursor: { http: 400, grpc: G.INVALID_ARGUMENT, description: 'The page cursor is malformed.' },
 });

@@ -9,7 +9,7 @@ export interface LedgerFace extends Face {
   readonly ledger: Ledger;
 }
 
-/** Timer (owner and kind) creating the PostgreSQL events partitions ahead of time. */
+/** Timer (owner and kind) creating the PostgreSQL events partitions ahead of time and dropping those retention lets go. */
 export const PARTITIONS_TIMER = 'ledger.partitions';
 
 /** The ledger face: HTTP routes, one transactional aggregator cursor per shard, and (PostgreSQL) the partition timer. */
@@ -34,6 +34,7 @@ export function createLedgerFace(rt: Runtime): LedgerFace {
         try {
           rt.scheduler.register(PARTITIONS_TIMER, async () => {
             await ledger.ensurePartitions(rt.clock.now());
+            await ledger.dropExpiredPartitions(rt.clock.now());
             await rt.scheduler.schedule(PARTITIONS_TIMER, PARTITIONS_TIMER, rt.clock.now() + every);
           });
         } catch {

@@ -142,6 +142,29 @@ export class Ledger {
     this.periodMs = cfg.aggregation.period === 'day' ? 86_400_000 : 3_600_000;
     const tz = cfg.aggregation.timezone;
     this.offsetMs = tz === 'UTC' ? 0 : (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
+    if (cfg.retention_months !== undefined && rt.storage.shards.some((s) => s.driver.dialect !== 'postgres')) {
+      throw new MillraceError('config_invalid', 'ledger.retention_months needs PostgreSQL: SQLite keeps one unpartitioned events table and never drops events');
+    }
+  }
+
+  // ---------------------------------------------------------------- retention
+
+  /** Start of the oldest UTC month retention keeps at `now` (the current month and `retention_months` before it); null without retention. */
+  retentionHorizon(now: number = this.rt.clock.now()): number | null {
+    const n = this.cfg.retention_months;
+    if (n === undefined) return null;
+    const d = new Date(now);
+    return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - n, 1);
+  }
+
+  /** Refuses a date before the retention horizon: events of those months may be dropped, so it has no exact answer. */
+  private checkRetention(ms: number, what: string): void {
+    const h = this.retentionHorizon();
+    if (h !== null && ms < h) {
+      throw new MillraceError('retention_exceeded', `${what} ${iso(ms)} is before the retention horizon ${iso(h)} (ledger.retention_months = ${this.cfg.retention_months}): events of older months may have been dropped`, {
+        details: { horizon: iso(h) },
+      });
+    }
   }
 
   // ---------------------------------------------------------------- types & routing
@@ -221,6 +244,7 @@ export class Ledger {
       if (e.side !== 'debit' && e.side !== 'credit') throw badRequest(`${where}.side must be "debit" or "credit"`);
       const dt = e.dt !== undefined ? parseDt(e.dt, `${where}.dt`) : dtDefault;
       if (dt === undefined) throw new MillraceError('invalid_date', `${where}.dt is missing and the batch has no dt_default`);
+      this.checkRetention(dt, `${where}.dt`);
       return {
         t,
         keyVals,
@@ -597,6 +621,71 @@ export class Ledger {
     return created;
   }
 
+  /**
+   * Retention: on every PostgreSQL shard, drops each monthly partition that
+   * ends at or before the retention horizon and that the aggregates cover:
+   * no row of it is unaggregated (pos IS NULL), every stamped position is at
+   * or before the aggregator cursor, and every account with rows in it has a
+   * period-start balance (grouping []) at or after the end of the period of
+   * its last event there. Balances at dates from the horizon on then never
+   * read the dropped rows (the aggregate at or before dt covers them), so they
+   * stay exact. A partition that fails a check is kept and retried on the next
+   * run. Without `retention_months` nothing is dropped.
+   */
+  async dropExpiredPartitions(now: number): Promise<{ dropped: string[]; kept: Array<{ partition: string; reason: string }> }> {
+    const dropped: string[] = [];
+    const kept: Array<{ partition: string; reason: string }> = [];
+    const horizon = this.retentionHorizon(now);
+    if (horizon === null) return { dropped, kept };
+    for (const shard of this.rt.storage.shards) {
+      if (shard.driver.dialect !== 'postgres') continue;
+      const parts = await shard.reader.all<{ name: string }>(
+        `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ledger_events'::regclass ORDER BY c.relname`,
+      );
+      for (const { name } of parts) {
+        const m = /^ledger_events_p(\d{4})(\d{2})$/.exec(name);
+        if (!m) continue;
+        const end = Date.UTC(Number(m[1]), Number(m[2]), 1);
+        if (end > horizon) continue;
+        const keep = (reason: string) => kept.push({ partition: `${shard.name}/${name}`, reason });
+        const unaggregated = await shard.reader.all<{ n: string }>(`SELECT COUNT(*) AS n FROM ${name} WHERE pos IS NULL`);
+        if (Number(unaggregated[0]?.n ?? 0) > 0) {
+          keep(`${unaggregated[0]!.n} rows not aggregated yet`);
+          continue;
+        }
+        const cursor = await this.aggregatorPos(shard);
+        const maxPos = await shard.reader.all<{ p: string | null }>(`SELECT MAX(pos) AS p FROM ${name}`);
+        if (maxPos[0]?.p != null && Number(maxPos[0].p) > cursor) {
+          keep('rows stamped beyond the aggregator cursor');
+          continue;
+        }
+        const missing = await shard.reader.all<{ n: string }>(
+          `SELECT COUNT(*) AS n FROM (SELECT type, acc_key, MAX(dt) AS last FROM ${name} GROUP BY type, acc_key) e
+            WHERE NOT EXISTS (SELECT 1 FROM ledger_aggregates a WHERE a.type = e.type AND a.acc_key = e.acc_key AND a.grp = '[]'
+                                AND a.boundary >= ((e.last + ?) / ?) * ? - ? + ?)`,
+          [this.offsetMs, this.periodMs, this.periodMs, this.offsetMs, this.periodMs],
+        );
+        if (Number(missing[0]?.n ?? 0) > 0) {
+          keep(`${missing[0]!.n} accounts have no period-start balance after their last event in it`);
+          continue;
+        }
+        // Writes dated before the horizon are refused, so only a write that
+        // passed its check before the horizon moved can still land here: the
+        // parent is locked first (the order inserts take), and the cheap check
+        // runs again under the lock.
+        const ok = await shard.write(async (tx) => {
+          await tx.run(`LOCK TABLE ledger_events IN ACCESS EXCLUSIVE MODE`);
+          if ((await tx.all(`SELECT 1 AS x FROM ${name} WHERE pos IS NULL LIMIT 1`)).length > 0) return false;
+          await tx.run(`DROP TABLE ${name}`);
+          return true;
+        });
+        if (ok) dropped.push(`${shard.name}/${name}`);
+        else keep('rows not aggregated yet');
+      }
+    }
+    return { dropped, kept };
+  }
+
   /** Runs the aggregator on every shard until it has caught up with the readable log. */
   async aggregateOnce(): Promise<number> {
     let total = 0;
@@ -692,7 +781,11 @@ export class Ledger {
   private async balanceContributions(shard: Shard, type: string, accKey: string, cover: string[] | null, dt: number): Promise<Contribution[]> {
     const out: Contribution[] = [];
     if (cover === null) {
-      // No aggregated grouping holds the attributes asked for: a plain scan.
+      // No aggregated grouping holds the attributes asked for: a plain scan,
+      // which needs every event since the beginning.
+      if (this.cfg.retention_months !== undefined) {
+        throw new MillraceError('retention_exceeded', 'no aggregated grouping holds the attributes asked for, so this read would scan every event since the beginning, and retention (ledger.retention_months) drops old months: ask for a configured grouping');
+      }
       const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(
         'SELECT side, CAST(amount AS TEXT) AS amount, aux FROM ledger_events WHERE type = ? AND acc_key = ? AND dt < ?',
         [type, accKey, dt],
@@ -763,6 +856,7 @@ export class Ledger {
 
   async balances(req: { dt: string; accounts: AccountQuery[] }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
     const dt = parseDt(req.dt, 'dt');
+    this.checkRetention(dt, 'dt');
     const qs = req.accounts.map((q, i) => this.resolveQuery(q, `accounts[${i}]`));
     const balances = [];
     for (const q of qs) {
@@ -778,6 +872,7 @@ export class Ledger {
     const from = parseDt(req.dt_from, 'dt_from');
     const to = parseDt(req.dt_to, 'dt_to');
     if (to < from) throw new MillraceError('invalid_date', 'dt_to must not be before dt_from');
+    this.checkRetention(from, 'dt_from');
     const qs = req.accounts.map((q, i) => this.resolveQuery(q, `accounts[${i}]`));
     const turnovers = [];
     for (const q of qs) {
@@ -811,6 +906,7 @@ export class Ledger {
     const from = parseDt(req.dt_from, 'dt_from');
     const to = parseDt(req.dt_to, 'dt_to');
     if (to < from) throw new MillraceError('invalid_date', 'dt_to must not be before dt_from');
+    this.checkRetention(from, 'dt_from');
     if (!Number.isInteger(req.limit) || req.limit < 1 || req.limit > 10_000) throw badRequest('limit must be an integer from 1 to 10000');
     const shardIdx = new Map(this.rt.storage.shards.map((s, i) => [s.name, i]));
     let after: [number, number, number] | null = null;
