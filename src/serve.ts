@@ -40,7 +40,18 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     // then stop the faces (which ends long-lived streams such as
     // subscriptions, so the gRPC shutdown need not wait out its grace time).
     const grpcStopped = grpc ? stopGrpcServer(grpc.server, config.http.drain_timeout_ms) : Promise.resolve();
-    if (http) await http.close();
+    if (http) {
+      // Fastify closes the connections idle at close time; a keep-alive
+      // connection whose response was still being written goes idle later and
+      // would hold the server open. Sweep those until in-flight requests drain.
+      const server = http.server;
+      const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      try {
+        await http.close();
+      } finally {
+        clearInterval(sweep);
+      }
+    }
     for (const f of [...faces].reverse()) await f.stop();
     await grpcStopped;
     await runtime.close();

@@ -144,10 +144,12 @@ export class SqliteDriver implements ShardDriver {
       });
       return this.syncing;
     }
-    this.syncQueued ??= this.syncing.then(() => {
+    const next = (): Promise<void> => {
       this.syncQueued = null;
       return this.syncWal();
-    });
+    };
+    // Whether the running sync succeeded or failed, the waiters need one of their own.
+    this.syncQueued ??= this.syncing.then(next, next);
     return this.syncQueued;
   }
 
