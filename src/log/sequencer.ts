@@ -110,7 +110,7 @@ export class Sequencer {
             WHERE events.id = v.id AND events.pos IS NULL`,
           [ids, positions, hashes],
         );
-        await conn.run('SELECT pg_notify(?, ?)', [POS_CHANNEL, String(next.pos)]);
+        await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
         await conn.exec('COMMIT');
       } catch (err) {
         await conn.exec('ROLLBACK').catch(() => {});

@@ -254,10 +254,11 @@ export class GroupCommitter extends EventEmitter {
   }
 
   private async notifyInTx(conn: WriteConnection, outcomes: Outcome[]): Promise<void> {
-    if (!this.driver.capabilities.multiNode) return;
+    const sql = this.driver.sql.notify;
+    if (sql === null) return;
     const channels = new Set<string>();
     for (const o of outcomes) if (o.ok) for (const c of o.tx.channels) channels.add(c);
-    for (const c of channels) await conn.run('SELECT pg_notify(?, ?)', [c, '']);
+    for (const c of channels) await conn.run(sql, [c, '']);
   }
 
   /** Stops accepting work and waits for what is in flight. */

@@ -56,6 +56,11 @@ export interface SqlFragments {
   readonly serialPk: string;
   /** Column type for raw bytes. */
   readonly bytes: string;
+  /**
+   * Statement `(channel, payload)` that notifies other nodes when the current
+   * transaction commits; null where one process owns the shard.
+   */
+  readonly notify: string | null;
 }
 
 export type DialectName = 'sqlite' | 'postgres';

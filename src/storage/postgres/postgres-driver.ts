@@ -117,6 +117,7 @@ export class PostgresDriver implements ShardDriver {
     begin: 'BEGIN',
     serialPk: 'BIGSERIAL PRIMARY KEY',
     bytes: 'BYTEA',
+    notify: 'SELECT pg_notify(?, ?)',
   };
   readonly writers: number;
   readonly reader: Queryable;

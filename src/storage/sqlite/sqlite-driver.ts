@@ -95,6 +95,7 @@ export class SqliteDriver implements ShardDriver {
     begin: 'BEGIN IMMEDIATE',
     serialPk: 'INTEGER PRIMARY KEY',
     bytes: 'BLOB',
+    notify: null,
   };
   readonly writers = 1;
   readonly reader: Queryable;
