@@ -37,7 +37,9 @@ describe.each(DIALECTS)('machines with an in-process processor (%s)', (dialect) 
     down = true;
     const e = await m.call('p', { id: 'a' }, 1, { deadline: Date.now() + 100 }).catch((err: unknown) => err);
     down = false;
-    expect(isMillraceError(e, 'unavailable')).toBe(true);
+    // The issue allows either answer once the deadline is spent during retries;
+    // which one comes depends on where the 100 ms run out (slow CI vs quiet box).
+    expect(isMillraceError(e, 'unavailable') || isMillraceError(e, 'deadline_exceeded')).toBe(true);
     expect((await m.get('p', { id: 'a' })).history.length).toBe(2);
     const f = await m.call('p', { id: 'a' }, 'boom').catch((err: unknown) => err);
     expect(isMillraceError(f, 'machine_failed')).toBe(true);
