@@ -1,25 +1,37 @@
 import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
-import { pipeService, type PipeRequest, type PipeResponse } from './grpc.js';
+import { pipeService, type PipeRequest, type PipeRequestBatch, type PipeResponse, type PipeResponseBatch } from './grpc.js';
+
+export interface PipeStreamClientOptions {
+  /**
+   * true (the default): the `Batches` call, sending every request queued in
+   * one turn of the event loop as one message. false: the `Session` call, one
+   * message per request.
+   */
+  batched?: boolean;
+}
 
 /**
- * A client of the pipe's streaming interface (`millrace.v1.Pipe/Session`):
- * one call multiplexes many sessions; requests are matched to answers by `req`.
+ * A client of the pipe's streaming interface (`millrace.v1.Pipe`): one call
+ * multiplexes many sessions; requests are matched to answers by `req`.
  */
 export class PipeStreamClient {
-  private readonly call: ClientDuplexStream<PipeRequest, PipeResponse>;
+  private readonly call: ClientDuplexStream<PipeRequest | PipeRequestBatch, PipeResponse | PipeResponseBatch>;
   private readonly client: InstanceType<ReturnType<typeof pipeService>>;
+  private readonly batched: boolean;
   private next = 1;
   private readonly waiting = new Map<number, (r: PipeResponse) => void>();
+  private queued: PipeRequest[] = [];
   readonly ended: Promise<void>;
 
-  constructor(address: string) {
+  constructor(address: string, opts: PipeStreamClientOptions = {}) {
+    this.batched = opts.batched ?? true;
     const Ctor = pipeService();
     this.client = new Ctor(address, credentials.createInsecure());
-    this.call = (this.client as unknown as { Session(): ClientDuplexStream<PipeRequest, PipeResponse> }).Session();
-    this.call.on('data', (r: PipeResponse) => {
-      const w = this.waiting.get(r.req);
-      this.waiting.delete(r.req);
-      w?.(r);
+    const c = this.client as unknown as Record<'Session' | 'Batches', () => ClientDuplexStream<PipeRequest | PipeRequestBatch, PipeResponse | PipeResponseBatch>>;
+    this.call = this.batched ? c.Batches() : c.Session();
+    this.call.on('data', (m: PipeResponse | PipeResponseBatch) => {
+      if ('responses' in m) for (const r of m.responses) this.answer(r);
+      else this.answer(m);
     });
     this.ended = new Promise((resolve) => {
       this.call.on('error', () => resolve());
@@ -27,11 +39,25 @@ export class PipeStreamClient {
     });
   }
 
+  private answer(r: PipeResponse): void {
+    const w = this.waiting.get(r.req);
+    this.waiting.delete(r.req);
+    w?.(r);
+  }
+
+  private readonly flush = (): void => {
+    const requests = this.queued;
+    if (requests.length === 0) return;
+    this.queued = [];
+    if (this.call.writable) this.call.write({ requests });
+  };
+
   send(op: Omit<PipeRequest, 'req'>): Promise<PipeResponse> {
     const req = this.next++;
     return new Promise((resolve) => {
       this.waiting.set(req, resolve);
-      this.call.write({ req, ...op });
+      if (!this.batched) this.call.write({ req, ...op });
+      else if (this.queued.push({ req, ...op }) === 1) setImmediate(this.flush);
     });
   }
 
@@ -45,12 +71,21 @@ export class PipeStreamClient {
     return this.send({ append: { session, record: Buffer.isBuffer(record) ? record : Buffer.from(record), seq } });
   }
 
+  replace(session: string, record: string | Buffer, seq = 0): Promise<PipeResponse> {
+    return this.send({ replace: { session, record: Buffer.isBuffer(record) ? record : Buffer.from(record), seq } });
+  }
+
   store(session: string, timeout_s: number): Promise<PipeResponse> {
     return this.send({ store: { session, timeout_s } });
   }
 
-  /** Half-closes: the server answers what is pending, then ends the call. */
+  delete(session: string): Promise<PipeResponse> {
+    return this.send({ delete: { session } });
+  }
+
+  /** Half-closes once what is queued is sent: the server answers what is pending, then ends the call. */
   end(): void {
+    if (this.queued.length > 0) this.flush();
     this.call.end();
   }
 

@@ -38,64 +38,113 @@ export function pipeService(): ServiceClientConstructor {
 /** Requests of one stream handled at once; beyond this the stream is paused (backpressure). */
 const MAX_PENDING = 4096;
 
+export interface PipeRequestBatch {
+  requests: PipeRequest[];
+}
+
+export interface PipeResponseBatch {
+  responses: PipeResponse[];
+}
+
 /**
  * The streaming adapter: one call owns the sessions it opens; each request is
  * answered once durable (answers may come out of order: match them by `req`);
  * refusals come back as `error` without ending the stream. When the call ends
- * or breaks, its open sessions become unfinished.
+ * or breaks, its open sessions become unfinished. `Session` carries one
+ * request per message; `Batches` many, answered in batches.
  */
 export function registerPipeGrpc(server: Server, pipe: Pipe, closing: Set<Promise<void>>): void {
   const gather = new Gatherer();
   server.addService(pipeService().service, {
     Session: (call: ServerDuplexStream<PipeRequest, PipeResponse>) => {
-      const owner = pipe.openOwner();
-      let pending = 0;
-      let ended = false;
-      let finished = false;
-      let paused = false;
-      const finish = (): void => {
-        if (finished) return;
-        finished = true;
-        const p = pipe.closeOwner(owner).catch(() => {});
-        closing.add(p);
-        void p.finally(() => closing.delete(p));
-      };
-      const maybeEnd = (): void => {
-        if (ended && pending === 0) {
-          finish();
-          call.end();
-        }
-      };
-      const reply = (r: PipeResponse): void => {
-        if (!finished && !call.cancelled && call.writable) call.write(r);
-      };
-      call.on('data', (m: PipeRequest) => {
-        pending++;
-        if (pending >= MAX_PENDING && !paused) {
-          paused = true;
-          call.pause();
-        }
-        gather.run(() => handle(pipe, owner, m)).then(reply, (err: unknown) => {
-          const e = toMillraceError(err);
-          reply({ req: m.req, error: { code: e.code, message: e.message } });
-        }).finally(() => {
-          pending--;
-          if (paused && pending < MAX_PENDING / 2) {
-            paused = false;
-            call.resume();
-          }
-          maybeEnd();
-        });
+      serveCall(call, pipe, closing, {
+        requests: (m: PipeRequest) => [m],
+        run: (fn) => gather.run(fn),
+        reply: (r) => call.write(r),
       });
-      call.on('end', () => {
-        ended = true;
-        maybeEnd();
+    },
+    Batches: (call: ServerDuplexStream<PipeRequestBatch, PipeResponseBatch>) => {
+      let out: PipeResponse[] = [];
+      const flush = (): void => {
+        const responses = out;
+        out = [];
+        if (!call.cancelled && call.writable) call.write({ responses });
+      };
+      serveCall(call, pipe, closing, {
+        requests: (m: PipeRequestBatch) => m.requests ?? [],
+        run: (fn) => fn(),
+        // Answers that become durable together (one group commit) leave in one message.
+        reply: (r) => {
+          if (out.push(r) === 1) setImmediate(flush);
+        },
+        beforeEnd: flush,
       });
-      call.on('cancelled', finish);
-      call.on('error', finish);
-      call.on('close', finish);
     },
   });
+}
+
+interface CallAdapter<In> {
+  requests(m: In): PipeRequest[];
+  run(fn: () => Promise<PipeResponse>): Promise<PipeResponse>;
+  reply(r: PipeResponse): void;
+  beforeEnd?(): void;
+}
+
+function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closing: Set<Promise<void>>, a: CallAdapter<In>): void {
+  const owner = pipe.openOwner();
+  let pending = 0;
+  let ended = false;
+  let finished = false;
+  let paused = false;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    const p = pipe.closeOwner(owner).catch(() => {});
+    closing.add(p);
+    void p.finally(() => closing.delete(p));
+  };
+  const maybeEnd = (): void => {
+    if (ended && pending === 0) {
+      a.beforeEnd?.();
+      finish();
+      call.end();
+    }
+  };
+  const reply = (r: PipeResponse): void => {
+    if (!finished && !call.cancelled && call.writable) a.reply(r);
+  };
+  const done = (): void => {
+    pending--;
+    if (paused && pending < MAX_PENDING / 2) {
+      paused = false;
+      call.resume();
+    }
+    maybeEnd();
+  };
+  call.on('data', (m: In) => {
+    const reqs = a.requests(m);
+    pending += reqs.length;
+    if (pending >= MAX_PENDING && !paused) {
+      paused = true;
+      call.pause();
+    }
+    // In order: each operation reaches the pipe (and its shard's queue) before the next one starts.
+    for (const r of reqs) {
+      a.run(() => handle(pipe, owner, r))
+        .then(reply, (err: unknown) => {
+          const e = toMillraceError(err);
+          reply({ req: r.req, error: { code: e.code, message: e.message } });
+        })
+        .finally(done);
+    }
+  });
+  call.on('end', () => {
+    ended = true;
+    maybeEnd();
+  });
+  call.on('cancelled', finish);
+  call.on('error', finish);
+  call.on('close', finish);
 }
 
 async function handle(pipe: Pipe, owner: string, m: PipeRequest): Promise<PipeResponse> {

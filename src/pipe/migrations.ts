@@ -9,8 +9,8 @@ import { registerMigrations } from '../storage/migrations.js';
  * - `owner`: NULL for sessions kept alive by writes (HTTP, pushed); else the
  *   id of the streaming connection that owns it (see `pipe_owners`).
  * - `parked`: a stored session of a kind without a handler, with no timer.
- * - Records are numbered by `idx` in write order; `seq` is the client's
- *   optional record number, unique per session (duplicate appends).
+ * - Records are in write order of `id` (0002; `idx` before); `seq` is the
+ *   client's optional record number, unique per session (duplicate appends).
  */
 registerMigrations([
   {
@@ -73,6 +73,41 @@ registerMigrations([
           owner TEXT PRIMARY KEY,
           alive_until BIGINT NOT NULL
         );
+      `,
+    },
+  },
+  {
+    // Records keyed by an ever-growing number instead of (session_id, idx):
+    // concurrent sessions then append to the end of one B-tree rather than
+    // dirtying a page per session in every commit, and one index
+    // (session_id, seq) serves both reading a session and the seq dedupe
+    // (NULL seqs never collide). Write order is the order of `id`.
+    id: 'pipe/0002_records_by_id',
+    sql: {
+      sqlite: `
+        CREATE TABLE pipe_records_new (
+          id INTEGER PRIMARY KEY,
+          session_id TEXT NOT NULL,
+          seq INTEGER,
+          data BLOB NOT NULL
+        );
+        INSERT INTO pipe_records_new (session_id, seq, data) SELECT session_id, seq, data FROM pipe_records ORDER BY session_id, idx;
+        DROP TABLE pipe_records;
+        ALTER TABLE pipe_records_new RENAME TO pipe_records;
+        CREATE UNIQUE INDEX pipe_records_session ON pipe_records (session_id, seq);
+      `,
+      postgres: `
+        CREATE TABLE pipe_records_new (
+          id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          session_id TEXT NOT NULL,
+          seq BIGINT,
+          data BYTEA NOT NULL
+        );
+        INSERT INTO pipe_records_new (session_id, seq, data) SELECT session_id, seq, data FROM pipe_records ORDER BY session_id, idx;
+        DROP TABLE pipe_records;
+        ALTER TABLE pipe_records_new RENAME TO pipe_records;
+        ALTER INDEX pipe_records_new_pkey RENAME TO pipe_records_pkey;
+        CREATE UNIQUE INDEX pipe_records_session ON pipe_records (session_id, seq);
       `,
     },
   },

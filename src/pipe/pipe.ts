@@ -109,6 +109,28 @@ class Semaphore {
   }
 }
 
+type Outcome = 'written' | 'duplicate' | 'refused' | 'done';
+
+/** A client operation on an existing session, queued in its shard's lane. */
+type LaneOp = (
+  | { type: 'append' | 'replace'; record: Buffer; seq: number | undefined }
+  | { type: 'store'; due: number }
+  | { type: 'delete' }
+) & {
+  id: string;
+  now: number;
+  resolve: (r: Outcome) => void;
+  reject: (err: unknown) => void;
+};
+
+type WriteOp = Extract<LaneOp, { type: 'append' | 'replace' }>;
+
+/** Per shard: the operations waiting for the next job, and whether a job is in flight. */
+interface Lane {
+  queue: LaneOp[];
+  busy: boolean;
+}
+
 export type Pusher = (handler: string, kind: PipeKindConfig, d: Delivery) => Promise<void>;
 
 /**
@@ -128,6 +150,8 @@ export class Pipe {
   /** Streaming connections of this node that own sessions, with the shards they have an owner row on. */
   private readonly owners = new Map<string, Set<string>>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Per shard, the ordered lane of client operations (see enqueue). */
+  private readonly lanes = new Map<string, Lane>();
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
   readonly stats = { pushes: 0, pushFailures: 0 };
@@ -226,21 +250,171 @@ export class Pipe {
     if (!Buffer.isBuffer(record)) throw badRequest('record must be bytes');
     if (record.length > this.config.max_record_bytes) throw badRequest(`record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`);
     if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0)) throw badRequest('seq must be a non-negative integer');
-    const now = this.now;
-    const r = await this.shardOf(id).write(async (tx) => {
-      const rows = await tx.all<{ next_idx: number }>(`UPDATE pipe_sessions SET next_idx = next_idx + 1, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING next_idx`, [now, id]);
-      const idx = rows[0]?.next_idx;
-      if (idx === undefined) return 'refused' as const;
-      if (seq !== undefined) {
-        const dup = await tx.all('SELECT 1 AS x FROM pipe_records WHERE session_id = ? AND seq = ?', [id, seq]);
-        if (dup.length > 0) return 'duplicate' as const;
-      }
-      if (replace) await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
-      await tx.run('INSERT INTO pipe_records (session_id, idx, seq, data) VALUES (?, ?, ?, ?)', [id, idx, seq ?? null, record]);
-      return 'written' as const;
-    });
+    const r = await this.enqueue(id, { type: replace ? 'replace' : 'append', record, seq });
     if (r === 'refused') throw await this.refusal(id);
     return { duplicate: r === 'duplicate' };
+  }
+
+  /**
+   * Client operations on existing sessions (append, replace, store, delete)
+   * go through one lane per shard: one job in flight, which takes every
+   * operation queued by the time the group committer runs it and applies
+   * them in arrival order. So a busy shard writes thousands of records per
+   * transaction (one statement per session and one per record; on
+   * PostgreSQL one statement for a run of appends) with no savepoint per
+   * caller, and operations keep their order even where PostgreSQL runs
+   * several writer connections: a client that pipelines "append, store,
+   * append" sees exactly the last append refused.
+   */
+  private enqueue(id: string, op: DistributiveOmit<LaneOp, 'id' | 'now' | 'resolve' | 'reject'>): Promise<Outcome> {
+    const shard = this.shardOf(id);
+    let lane = this.lanes.get(shard.name);
+    if (lane === undefined) {
+      lane = { queue: [], busy: false };
+      this.lanes.set(shard.name, lane);
+    }
+    const l = lane;
+    return new Promise<Outcome>((resolve, reject) => {
+      l.queue.push({ ...op, id, now: this.now, resolve, reject } as LaneOp);
+      if (!l.busy) this.runLane(shard, l);
+    });
+  }
+
+  private runLane(shard: Shard, lane: Lane): void {
+    lane.busy = true;
+    let ops: LaneOp[] | null = null;
+    const take = (): LaneOp[] => {
+      if (ops === null) {
+        ops = lane.queue;
+        lane.queue = [];
+      }
+      return ops;
+    };
+    shard
+      .write((tx) => this.applyIn(tx, shard, take()))
+      .then(
+        (out) => {
+          const taken = take();
+          for (let i = 0; i < taken.length; i++) taken[i]!.resolve(out[i]!);
+        },
+        (err: unknown) => {
+          for (const o of take()) o.reject(err);
+        },
+      )
+      .finally(() => {
+        lane.busy = false;
+        if (lane.queue.length > 0) this.runLane(shard, lane);
+      });
+  }
+
+  /** Applies a lane's operations in order: runs of writes together, each store or delete on its own. Safe to run again after a rollback. */
+  private async applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
+    const out: Outcome[] = [];
+    let i = 0;
+    while (i < ops.length) {
+      const o = ops[i]!;
+      if (o.type === 'store') {
+        out.push((await this.storeIn(tx, o.id, o.due, o.now)) ? 'done' : 'refused');
+        i++;
+      } else if (o.type === 'delete') {
+        out.push((await this.deleteIn(tx, o.id)) ? 'done' : 'refused');
+        i++;
+      } else {
+        let j = i;
+        while (j < ops.length && (ops[j]!.type === 'append' || ops[j]!.type === 'replace')) j++;
+        out.push(...(await this.writeIn(tx, shard, ops.slice(i, j) as WriteOp[])));
+        i = j;
+      }
+    }
+    return out;
+  }
+
+  /** Runs a batch of writes in order; one outcome per write. Safe to run again after a rollback. */
+  private async writeIn(tx: Tx, shard: Shard, ops: readonly WriteOp[]): Promise<Outcome[]> {
+    // Every session written in the batch: still writable? (and its lease clock moves).
+    const sessions = new Map<string, { now: number; ok: boolean; seqs: Set<number> }>();
+    for (const o of ops) {
+      const s = sessions.get(o.id);
+      if (s === undefined) sessions.set(o.id, { now: o.now, ok: false, seqs: new Set() });
+      else if (o.now > s.now) s.now = o.now;
+    }
+    if (shard.driver.dialect === 'postgres' && !ops.some((o) => o.type === 'replace')) return this.writeInBulk(tx, ops, sessions);
+    // Sorted, so that two batches on two PostgreSQL connections lock sessions in one order.
+    for (const id of [...sessions.keys()].sort()) {
+      const s = sessions.get(id)!;
+      s.ok = (await tx.run(`UPDATE pipe_sessions SET touched_at = ? WHERE id = ? AND ${WRITABLE}`, [s.now, id])) === 1;
+    }
+    const out: Outcome[] = [];
+    for (const o of ops) {
+      if (!sessions.get(o.id)!.ok) {
+        out.push('refused');
+        continue;
+      }
+      if (o.type === 'replace') {
+        if (o.seq !== undefined && (await tx.all('SELECT 1 AS x FROM pipe_records WHERE session_id = ? AND seq = ?', [o.id, o.seq])).length > 0) {
+          out.push('duplicate');
+          continue;
+        }
+        await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [o.id]);
+      }
+      // The unique (session_id, seq) index turns a repeated seq into no row written.
+      const n = await tx.run('INSERT INTO pipe_records (session_id, seq, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [o.id, o.seq ?? null, o.record]);
+      out.push(n === 0 ? 'duplicate' : 'written');
+    }
+    return out;
+  }
+
+  /**
+   * PostgreSQL, appends only: the whole batch in one statement (one round
+   * trip instead of two per record). A seq repeated inside the batch is
+   * settled here: only its first write is sent.
+   */
+  private async writeInBulk(tx: Tx, ops: readonly WriteOp[], sessions: Map<string, { now: number; ok: boolean; seqs: Set<number> }>): Promise<Outcome[]> {
+    const out: Outcome[] = new Array<Outcome>(ops.length);
+    const ids: string[] = [];
+    const seqs: Array<number | null> = [];
+    const data: Buffer[] = [];
+    const idxOf: number[] = [];
+    for (let i = 0; i < ops.length; i++) {
+      const o = ops[i]!;
+      if (o.seq !== undefined) {
+        const seen = sessions.get(o.id)!.seqs;
+        if (seen.has(o.seq)) {
+          out[i] = 'duplicate';
+          continue;
+        }
+        seen.add(o.seq);
+      }
+      ids.push(o.id);
+      seqs.push(o.seq ?? null);
+      data.push(o.record);
+      idxOf.push(i);
+    }
+    const touched = [...sessions.keys()].sort();
+    const rows = await tx.all<{ ok: string[] | null; written: string[] | null }>(
+      `WITH u AS (
+         UPDATE pipe_sessions p SET touched_at = t.now FROM unnest(?::text[], ?::bigint[]) AS t(id, now)
+          WHERE p.id = t.id AND p.${WRITABLE} RETURNING p.id
+       ), v AS (
+         SELECT * FROM unnest(?::text[], ?::bigint[], ?::bytea[]) WITH ORDINALITY AS v(session_id, seq, data, ord)
+       ), ins AS (
+         INSERT INTO pipe_records (session_id, seq, data)
+         SELECT v.session_id, v.seq, v.data FROM v JOIN u ON u.id = v.session_id ORDER BY v.ord
+         ON CONFLICT DO NOTHING RETURNING session_id, seq
+       )
+       SELECT (SELECT array_agg(id) FROM u) AS ok,
+              (SELECT array_agg(session_id || ':' || seq) FROM ins WHERE seq IS NOT NULL) AS written`,
+      [touched, touched.map((id) => sessions.get(id)!.now), ids, seqs, data],
+    );
+    const ok = new Set(rows[0]?.ok ?? []);
+    const written = new Set(rows[0]?.written ?? []);
+    for (let j = 0; j < idxOf.length; j++) {
+      const i = idxOf[j]!;
+      const o = ops[i]!;
+      out[i] = !ok.has(o.id) ? 'refused' : o.seq === undefined || written.has(`${o.id}:${o.seq}`) ? 'written' : 'duplicate';
+    }
+    for (let i = 0; i < ops.length; i++) if (out[i] === 'duplicate' && !ok.has(ops[i]!.id)) out[i] = 'refused';
+    return out;
   }
 
   /** Closes writing; the session comes back after `timeoutS` seconds plus a small jitter. Resolves to the due time. */
@@ -252,29 +426,31 @@ export class Pipe {
     const now = this.now;
     const jitter = Math.random() * Math.min(this.config.store_jitter_s, timeoutS * 0.1) * 1000;
     const due = Math.floor(now + timeoutS * 1000 + jitter);
-    const ok = await this.shardOf(id).write(async (tx) => {
-      const rows = await tx.all<{ kind: string }>(
-        `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING kind`,
-        [due, now, id],
-      );
-      if (!rows[0]) return false;
-      await this.comeBackIn(tx, id, rows[0].kind, due);
-      return true;
-    });
-    if (!ok) throw await this.refusal(id);
+    if ((await this.enqueue(id, { type: 'store', due })) === 'refused') throw await this.refusal(id);
     return due;
+  }
+
+  private async storeIn(tx: Tx, id: string, due: number, now: number): Promise<boolean> {
+    const rows = await tx.all<{ kind: string }>(
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING kind`,
+      [due, now, id],
+    );
+    if (!rows[0]) return false;
+    await this.comeBackIn(tx, id, rows[0].kind, due);
+    return true;
   }
 
   /** Finishes the session: it and its records are gone. */
   async delete(id: string): Promise<void> {
     checkId(id);
-    const ok = await this.shardOf(id).write(async (tx) => {
-      if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`, [id])) === 0) return false;
-      await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
-      await this.rt.scheduler.cancelIn(tx, timerKey(id));
-      return true;
-    });
-    if (!ok) throw await this.refusal(id);
+    if ((await this.enqueue(id, { type: 'delete' })) === 'refused') throw await this.refusal(id);
+  }
+
+  private async deleteIn(tx: Tx, id: string): Promise<boolean> {
+    if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`, [id])) === 0) return false;
+    await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
+    await this.rt.scheduler.cancelIn(tx, timerKey(id));
+    return true;
   }
 
   async get(id: string): Promise<SessionInfo> {
@@ -289,7 +465,7 @@ export class Pipe {
     const rows = await reader.all<SessionRow>('SELECT id, kind, state, owner, repeats, created_at, touched_at, due_at, last_error FROM pipe_sessions WHERE id = ?', [id]);
     const s = rows[0];
     if (!s) return null;
-    const recs = await reader.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY idx', [id]);
+    const recs = await reader.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY id', [id]);
     return {
       id: s.id,
       kind: s.kind,
@@ -500,7 +676,7 @@ export class Pipe {
         );
         if (!upd[0]) return null;
         await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
-        const recs = await tx.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY idx', [id]);
+        const recs = await tx.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY id', [id]);
         return { id, kind: upd[0].kind, repeats: Number(upd[0].repeats), records: recs.map((r) => r.data) };
       });
     } catch (err) {
@@ -570,6 +746,8 @@ export class Pipe {
     });
   }
 }
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function checkId(id: string, notFound: (id: string) => MillraceError = sessionNotFound): void {
   if (typeof id !== 'string' || !ID_RE.test(id)) throw notFound(String(id));

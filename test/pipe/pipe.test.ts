@@ -196,6 +196,31 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     expect(handler.of(id)[0]!.records).toEqual(['last']);
   });
 
+  it('handles requests pipelined in one stream message in order: repeated seq, replace, append after store', async () => {
+    for (const batched of [true, false]) {
+      const c = new StreamClient(`127.0.0.1:${node.grpc!.port}`, { batched });
+      const id = await c.newSession('orphan');
+      const other = await c.newSession('orphan');
+      // Sent in one turn: with `batched` they travel in one message and land in one write batch.
+      const rs = await Promise.all([
+        c.append(id, 'a', 1),
+        c.append(id, 'a again', 1),
+        c.append(other, 'x', 1),
+        c.append(id, 'b', 2),
+        c.replace(other, 'y', 2),
+        c.append(other, 'z'),
+        c.append(id, 'b again', 2),
+        c.append(id, 'c'),
+        c.store(id, 60),
+        c.append(id, 'too late', 3),
+      ]);
+      expect(rs.map((r) => r.error?.code ?? (r.duplicate ? 'duplicate' : 'ok'))).toEqual(['ok', 'duplicate', 'ok', 'ok', 'ok', 'ok', 'duplicate', 'ok', 'ok', 'session_closed']);
+      expect(await records(id)).toEqual(['a', 'b', 'c']);
+      expect(await records(other)).toEqual(['y', 'z']);
+      c.cancel();
+    }
+  });
+
   it('refuses every bad input with a typed 4xx and writes nothing', async () => {
     const id = await create();
     await append(id, 'only');
