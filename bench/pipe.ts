@@ -26,6 +26,8 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import PgBoss from 'pg-boss';
 import { randomBytes } from 'node:crypto';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -77,23 +79,24 @@ async function withNode<T>(dialect: Dialect, pipe: Record<string, unknown>, fn: 
 
 async function streamAppends(dialect: Dialect, batched: boolean): Promise<{ ms: number; rawMs: number }> {
   return withNode(dialect, { session_ttl_s: 600, kinds: { bench: { default_delay_s: 600 } } }, async (node, st) => {
-    const clients = Array.from({ length: CONNECTIONS }, () => new PipeStreamClient(`127.0.0.1:${node.grpc!.port}`, { batched }));
-    const ids = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => clients[i % CONNECTIONS]!.newSession('bench')));
     const perSession = Math.ceil(RECORDS / SESSIONS);
-    const t0 = performance.now();
-    await Promise.all(
-      ids.map(async (id, i) => {
-        const c = clients[i % CONNECTIONS]!;
-        for (let k = 1; k <= perSession; k++) {
-          const r = await c.append(id, record, k);
-          if (r.error) throw new Error(r.error.message);
-        }
-      }),
-    );
-    const ms = performance.now() - t0;
-    for (const c of clients) c.close();
-    const rawMs = dialect === 'sqlite' ? rawSqlite(join(st.dir, 'raw.db'), ids, perSession) : await rawPostgres(st.pgUrl!, ids, perSession);
-    return { ms, rawMs };
+    // The clients run in their own process, as they would in production; the server gets this one.
+    const child = fork(fileURLToPath(new URL('./pipe-clients.ts', import.meta.url)), [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0'], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const next = () => new Promise<{ ready?: boolean; ms?: number; ids?: string[] }>((resolve, reject) => {
+      child.once('message', (m) => resolve(m as { ready?: boolean; ms?: number; ids?: string[] }));
+      void exited.then((code) => reject(new Error(`bench client exited with ${code}`)));
+    });
+    await next();
+    const done = next();
+    child.send('go');
+    const { ms, ids } = await done;
+    await exited;
+    const rawMs = dialect === 'sqlite' ? rawSqlite(join(st.dir, 'raw.db'), ids!, perSession) : await rawPostgres(st.pgUrl!, ids!, perSession);
+    return { ms: ms!, rawMs };
   });
 }
 
