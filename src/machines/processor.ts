@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
+import { jsonPost, PostError } from '../core/http-post.js';
 import type { NamespaceConfig } from './config.js';
 
 /** What the processor receives: a signal, a call or a repair, with the machine. */
@@ -98,59 +97,22 @@ const TRANSIENT_STATUS = new Set([502, 503, 504]);
 
 /** JSON POST over node:http(s) with a keep-alive agent (several times cheaper per call than fetch). */
 function httpProcessor(url: string): ProcessorClient {
-  const target = new URL(url);
-  const secure = target.protocol === 'https:';
-  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 512 }) : new http.Agent({ keepAlive: true, maxSockets: 512 });
-  const send = secure ? https.request : http.request;
+  const post = jsonPost(url);
   return {
     async process(req, ctx) {
       const left = ctx.deadline - Date.now();
       if (left <= 0) throw new ProcessorError(true, { code: 'processor_timeout', message: 'deadline passed' }, true);
-      // One plain timer per request, cleared when it settles (an AbortSignal.timeout would linger until the
-      // deadline, and Machines makes ctx.signal, a deadline timer too, only when someone reads it).
-      let timedOut = false;
-      const body = JSON.stringify(req);
       let status: number;
       let text: string;
       try {
-        [status, text] = await new Promise<[number, string]>((resolve, reject) => {
-          const r = send(
-            target,
-            {
-              method: 'POST',
-              agent,
-              headers: {
-                'content-type': 'application/json',
-                'content-length': Buffer.byteLength(body),
-                traceparent: ctx.traceparent,
-                'x-request-deadline': new Date(ctx.deadline).toISOString(),
-                'x-request-timeout': String(left),
-              },
-            },
-            (res) => {
-              let t = '';
-              res.setEncoding('utf8');
-              res.on('data', (d: string) => (t += d));
-              res.on('end', () => {
-                clearTimeout(timer);
-                resolve([res.statusCode ?? 0, t]);
-              });
-              res.on('error', fail);
-            },
-          );
-          const fail = (err: unknown): void => {
-            clearTimeout(timer);
-            reject(err);
-          };
-          const timer = setTimeout(() => {
-            timedOut = true;
-            r.destroy(new Error(`no answer within ${left} ms`));
-          }, left);
-          r.on('error', fail);
-          r.end(body);
-        });
+        ({ status, text } = await post(
+          JSON.stringify(req),
+          { traceparent: ctx.traceparent, 'x-request-deadline': new Date(ctx.deadline).toISOString(), 'x-request-timeout': String(left) },
+          left,
+        ));
       } catch (err) {
-        throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: describe(err) }, timedOut);
+        const timedOut = err instanceof PostError && err.timedOut;
+        throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: (err as Error).message }, timedOut);
       }
       if (TRANSIENT_STATUS.has(status)) throw new ProcessorError(true, { code: 'processor_unavailable', status, message: text.slice(0, 500) });
       if (status < 200 || status >= 300) throw new ProcessorError(false, { code: 'processor_error', status, message: text.slice(0, 2000) });
@@ -161,9 +123,4 @@ function httpProcessor(url: string): ProcessorClient {
       }
     },
   };
-}
-
-function describe(err: unknown): string {
-  const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
-  return e?.code ?? e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
 }

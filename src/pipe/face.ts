@@ -11,7 +11,7 @@ export class PipeFace implements Face {
   readonly pipe: Pipe;
   private readonly closing = new Set<Promise<void>>();
 
-  constructor(rt: Runtime, pusher: Pusher = httpPusher) {
+  constructor(rt: Runtime, pusher: Pusher = httpPusher()) {
     this.pipe = new Pipe(rt, rt.config.pipe, pusher);
   }
 

@@ -114,8 +114,8 @@ type Outcome = 'written' | 'duplicate' | 'refused' | 'done';
 /** A client operation on an existing session, queued in its shard's lane. */
 type LaneOp = (
   | { type: 'append' | 'replace'; record: Buffer; seq: number | undefined }
-  | { type: 'store'; due: number }
-  | { type: 'delete' }
+  | { type: 'store'; due: number; delivery?: number | undefined }
+  | { type: 'delete'; delivery?: number | undefined }
 ) & {
   id: string;
   now: number;
@@ -131,7 +131,11 @@ interface Lane {
   busy: boolean;
 }
 
-export type Pusher = (handler: string, kind: PipeKindConfig, d: Delivery) => Promise<void>;
+/** What a handler may answer to finish the session in the same step (instead of calling the API). */
+export type PushVerdict = { action: 'delete' } | { action: 'store'; timeoutS: number };
+
+/** Delivers to a handler; resolves to its verdict, if it gave one; rejects if the push failed. */
+export type Pusher = (handler: string, kind: PipeKindConfig, d: Delivery) => Promise<PushVerdict | undefined>;
 
 /**
  * The pipe: sessions of records with an owner, stored for later, and pushed
@@ -314,10 +318,10 @@ export class Pipe {
     while (i < ops.length) {
       const o = ops[i]!;
       if (o.type === 'store') {
-        out.push((await this.storeIn(tx, o.id, o.due, o.now)) ? 'done' : 'refused');
+        out.push((await this.storeIn(tx, o.id, o.due, o.now, o.delivery)) ? 'done' : 'refused');
         i++;
       } else if (o.type === 'delete') {
-        out.push((await this.deleteIn(tx, o.id)) ? 'done' : 'refused');
+        out.push((await this.deleteIn(tx, o.id, o.delivery)) ? 'done' : 'refused');
         i++;
       } else {
         let j = i;
@@ -423,17 +427,22 @@ export class Pipe {
     if (typeof timeoutS !== 'number' || !Number.isFinite(timeoutS) || timeoutS < 0 || timeoutS > 365 * 24 * 3600) {
       throw badRequest('timeout_s must be a number of seconds between 0 and one year');
     }
-    const now = this.now;
-    const jitter = Math.random() * Math.min(this.config.store_jitter_s, timeoutS * 0.1) * 1000;
-    const due = Math.floor(now + timeoutS * 1000 + jitter);
+    const due = this.dueAfter(timeoutS);
     if ((await this.enqueue(id, { type: 'store', due })) === 'refused') throw await this.refusal(id);
     return due;
   }
 
-  private async storeIn(tx: Tx, id: string, due: number, now: number): Promise<boolean> {
+  /** `timeoutS` from now, plus a small jitter (at most store_jitter_s and 10% of the timeout). */
+  private dueAfter(timeoutS: number): number {
+    const jitter = Math.random() * Math.min(this.config.store_jitter_s, timeoutS * 0.1) * 1000;
+    return Math.floor(this.now + timeoutS * 1000 + jitter);
+  }
+
+  /** `delivery`: only while that delivery (its repeats count) is the current one. */
+  private async storeIn(tx: Tx, id: string, due: number, now: number, delivery?: number): Promise<boolean> {
     const rows = await tx.all<{ kind: string }>(
-      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${WRITABLE} RETURNING kind`,
-      [due, now, id],
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`} RETURNING kind`,
+      delivery === undefined ? [due, now, id] : [due, now, id, delivery],
     );
     if (!rows[0]) return false;
     await this.comeBackIn(tx, id, rows[0].kind, due);
@@ -446,8 +455,9 @@ export class Pipe {
     if ((await this.enqueue(id, { type: 'delete' })) === 'refused') throw await this.refusal(id);
   }
 
-  private async deleteIn(tx: Tx, id: string): Promise<boolean> {
-    if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`, [id])) === 0) return false;
+  private async deleteIn(tx: Tx, id: string, delivery?: number): Promise<boolean> {
+    const cond = delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`;
+    if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${cond}`, delivery === undefined ? [id] : [id, delivery])) === 0) return false;
     await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
     await this.rt.scheduler.cancelIn(tx, timerKey(id));
     return true;
@@ -697,8 +707,9 @@ export class Pipe {
 
   private async push(cfg: PipeKindConfig, d: Delivery): Promise<void> {
     this.stats.pushes++;
+    let verdict: PushVerdict | undefined;
     try {
-      await this.pusher(cfg.handler!, cfg, d);
+      verdict = await this.pusher(cfg.handler!, cfg, d);
     } catch (err) {
       this.stats.pushFailures++;
       const message = err instanceof Error ? err.message : String(err);
@@ -709,6 +720,15 @@ export class Pipe {
         // The lease timer brings the session back anyway.
         this.rt.logger.warn({ err: e, session: d.id }, 'pipe: could not record a failed push');
       }
+      return;
+    }
+    if (verdict === undefined) return;
+    // The handler finished the session in its answer: one write instead of a call back, and only for this delivery.
+    try {
+      const op = verdict.action === 'delete' ? { type: 'delete' as const, delivery: d.repeats } : { type: 'store' as const, due: this.dueAfter(verdict.timeoutS), delivery: d.repeats };
+      if ((await this.enqueue(d.id, op)) === 'refused') this.rt.logger.debug({ session: d.id, repeats: d.repeats }, 'pipe: handler verdict on a delivery that is no longer current');
+    } catch (e) {
+      this.rt.logger.warn({ err: e, session: d.id }, 'pipe: could not apply the handler verdict; the lease brings the session back');
     }
   }
 

@@ -76,6 +76,33 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     expect((await append(id, 'late')).body.error.code).toBe('session_not_found');
   });
 
+  it('applies a verdict in the handler answer: delete finishes, store brings it back, a malformed one counts as a failed push', async () => {
+    const verdicts = new Map<string, string>();
+    handler.behaviours.set('/payments', (p) => ({ status: 200, body: verdicts.get(`${p.id}:${p.repeats}`) ?? '' }));
+    const gone = await create();
+    await append(gone, 'g');
+    verdicts.set(`${gone}:1`, '{"action":"delete"}');
+    const again = await create();
+    await append(again, 'a');
+    verdicts.set(`${again}:1`, '{"action":"store","timeout_s":0.05}');
+    verdicts.set(`${again}:2`, '{"action":"delete"}');
+    const bad = await create();
+    verdicts.set(`${bad}:1`, '{"action":"explode"}');
+    verdicts.set(`${bad}:2`, '{"action":"store"}');
+    verdicts.set(`${bad}:3`, '{"action":"delete"}');
+    for (const id of [gone, again, bad]) await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${gone}`)).status === 404, 10_000, 'delete verdict');
+    expect(handler.of(gone).map((p) => p.repeats)).toEqual([1]);
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${again}`)).status === 404, 10_000, 'store then delete verdicts');
+    expect(handler.of(again).map((p) => [p.repeats, p.records])).toEqual([
+      [1, ['a']],
+      [2, ['a']],
+    ]);
+    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${bad}`)).status === 404, 10_000, 'malformed verdicts retried');
+    expect(handler.of(bad).map((p) => p.repeats)).toEqual([1, 2, 3]);
+    handler.behaviours.delete('/payments');
+  });
+
   it('replaces the records of a session atomically', async () => {
     const id = await create();
     await append(id, 'a');

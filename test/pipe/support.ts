@@ -10,7 +10,8 @@ export interface Push {
   records: string[];
 }
 
-export type Behaviour = (p: Push) => Promise<number> | number;
+export type Answer = number | { status: number; body: string };
+export type Behaviour = (p: Push) => Promise<Answer> | Answer;
 
 /** A real handler server: records every push and answers with what `behaviour` returns for its path. */
 export class HandlerServer {
@@ -38,13 +39,14 @@ export class HandlerServer {
       records: body.records.map((r) => Buffer.from(r, 'base64').toString('utf8')),
     };
     this.pushes.push(p);
-    let status = 200;
+    let answer: Answer = 200;
     try {
-      status = await (this.behaviours.get(p.path) ?? (() => 200))(p);
+      answer = await (this.behaviours.get(p.path) ?? (() => 200))(p);
     } catch {
-      status = 500;
+      answer = 500;
     }
-    res.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : 'no');
+    if (typeof answer === 'number') res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'no');
+    else res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body);
   }
 
   of(id: string): Push[] {
