@@ -28,13 +28,10 @@ import PgBoss from 'pg-boss';
 import { randomBytes } from 'node:crypto';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { buildConfig, type ConfigInput } from '../src/core/config.js';
 import { startNode, type Node } from '../src/serve.js';
 import { pipeFace } from '../src/pipe/face.js';
-import { PipeStreamClient } from '../src/pipe/client.js';
 import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, pool, printTable, rate, scratchDir } from './support.js';
 
 type Dialect = 'sqlite' | 'postgres';
@@ -81,20 +78,12 @@ async function streamAppends(dialect: Dialect, batched: boolean): Promise<{ ms: 
   return withNode(dialect, { session_ttl_s: 600, kinds: { bench: { default_delay_s: 600 } } }, async (node, st) => {
     const perSession = Math.ceil(RECORDS / SESSIONS);
     // The clients run in their own process, as they would in production; the server gets this one.
-    const child = fork(fileURLToPath(new URL('./pipe-clients.ts', import.meta.url)), [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0'], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    const next = () => new Promise<{ ready?: boolean; ms?: number; ids?: string[] }>((resolve, reject) => {
-      child.once('message', (m) => resolve(m as { ready?: boolean; ms?: number; ids?: string[] }));
-      void exited.then((code) => reject(new Error(`bench client exited with ${code}`)));
-    });
-    await next();
-    const done = next();
-    child.send('go');
+    const cl = forkClient('./pipe-clients.ts', [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0']);
+    await cl.next();
+    const done = cl.next<{ ms: number; ids: string[] }>();
+    cl.send('go');
     const { ms, ids } = await done;
-    await exited;
+    await cl.exited;
     const rawMs = dialect === 'sqlite' ? rawSqlite(join(st.dir, 'raw.db'), ids!, perSession) : await rawPostgres(st.pgUrl!, ids!, perSession);
     return { ms: ms!, rawMs };
   });
@@ -141,54 +130,32 @@ async function rawPostgres(url: string, ids: string[], perSession: number): Prom
   }
 }
 
-/** A loopback handler that finishes each pushed session by DELETEing it through the API; counts finished cycles. */
-async function loopbackHandler(): Promise<{ url: string; setBase(b: string): void; finished: () => number; close(): Promise<void> }> {
-  let base = '';
-  let finished = 0;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { session: { id: string } };
-      fetch(`${base}/v1/pipe/sessions/${body.session.id}`, { method: 'DELETE' }).then(
-        (r) => {
-          if (r.status === 204) finished++;
-          res.writeHead(r.status === 204 ? 200 : 500).end();
-        },
-        () => res.writeHead(500).end(),
-      );
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+/** Forks a TypeScript client script of bench/ with an IPC channel; `next()` resolves to its next message. */
+function forkClient(file: string, args: string[] = []): { send(m: unknown): void; next<T>(): Promise<T>; exited: Promise<number | null> } {
+  const child = fork(fileURLToPath(new URL(file, import.meta.url)), args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    setBase: (b) => (base = b),
-    finished: () => finished,
-    close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+    send: (m) => void child.send(m as object),
+    next: <T>() =>
+      new Promise<T>((resolve, reject) => {
+        child.once('message', (m) => resolve(m as T));
+        void exited.then((code) => reject(new Error(`${file} exited with ${code}`)));
+      }),
+    exited,
   };
 }
 
 async function pipeCycles(dialect: Dialect): Promise<number> {
-  const h = await loopbackHandler();
-  try {
-    return await withNode(dialect, { store_jitter_s: 0, kinds: { bench: { handler: h.url, concurrency: HANDLER_SLOTS } } }, async (node) => {
-      h.setBase(node.url);
-      const c = new PipeStreamClient(`127.0.0.1:${node.grpc!.port}`);
-      const t0 = performance.now();
-      await pool(CYCLES, PRODUCERS, async () => {
-        const id = await c.newSession('bench');
-        await c.append(id, record, 1);
-        const r = await c.store(id, 0);
-        if (r.error) throw new Error(r.error.message);
-      });
-      while (h.finished() < CYCLES) await new Promise((r) => setTimeout(r, 5));
-      const ms = performance.now() - t0;
-      c.close();
-      return rate(CYCLES, ms);
-    });
-  } finally {
-    await h.close();
-  }
+  // Producers and the handler run in their own process, as the peers' Redis and PostgreSQL servers do.
+  const cl = forkClient('./pipe-cycle-clients.ts');
+  const { handler } = await cl.next<{ handler: string }>();
+  return withNode(dialect, { store_jitter_s: 0, kinds: { bench: { handler, concurrency: HANDLER_SLOTS } } }, async (node) => {
+    const done = cl.next<{ ms: number }>();
+    cl.send({ address: `127.0.0.1:${node.grpc!.port}`, cycles: CYCLES, producers: PRODUCERS });
+    const { ms } = await done;
+    await cl.exited;
+    return rate(CYCLES, ms);
+  });
 }
 
 /** BullMQ: add a job with the record and delay 0; a worker (64 slots) runs the handler; the job is removed on completion. */
@@ -313,7 +280,7 @@ async function appends(): Promise<void> {
 async function cycles(): Promise<void> {
   process.stdout.write(
     `\ncycles: ${CYCLES.toLocaleString('en-US')} per system, ${PRODUCERS} producers in flight, ${HANDLER_SLOTS} handler slots\n` +
-      `  millrace: new + append + store(0) → push to loopback HTTP handler → handler DELETE (durability strict)\n` +
+      `  millrace: new + append + store(0) over gRPC → push to a loopback HTTP handler that answers {\"action\":\"delete\"} (durability strict; clients and handler in a child process)\n` +
       `  BullMQ:   add(job with the record, delay 0) → worker callback → completed, removeOnComplete\n` +
       `  pg-boss:  send(job with the record, startAfter 0) → work callback → completed\n`,
   );
@@ -322,7 +289,7 @@ async function cycles(): Promise<void> {
   const bull = await bullmqCycles();
   const boss = await pgBossCycles();
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
-  const cyc: string[][] = mr.map(([d, r]) => [`millrace pipe (${d})`, fmtRate(r), ratio(r, bull), ratio(r, boss), 'fsync per group commit; 3 acked writes per cycle on the producer side + push + DELETE']);
+  const cyc: string[][] = mr.map(([d, r]) => [`millrace pipe (${d})`, fmtRate(r), ratio(r, bull), ratio(r, boss), 'fsync per group commit; 3 acked writes per cycle on the producer side + push + delete']);
   cyc.push(['BullMQ (Redis)', fmtRate(bull), '', '', 'Redis here: appendonly no, no RDB save: not durable']);
   cyc.push(['pg-boss (PostgreSQL)', fmtRate(boss), '', '', 'PostgreSQL commits; completed rows kept for archiving']);
   printTable(['system', 'cycles/s', 'vs BullMQ', 'vs pg-boss', 'note'], cyc);
@@ -330,6 +297,6 @@ async function cycles(): Promise<void> {
     `note: targets ≥ 1× BullMQ and ≥ 5× pg-boss. BullMQ on this Redis loses acknowledged jobs on a Redis crash;\n` +
       `      millrace (strict) and pg-boss (PostgreSQL here: fsync on, synchronous_commit on) survive one. The peers do one\n` +
       `      write to create a job, millrace three (new, append, store). pg-boss (pool max 10, its default) workers are notified on each send;\n` +
-      `      without that its minimum 0.5 s polling interval would cap it far lower. All in one process.\n`,
+      `      without that its minimum 0.5 s polling interval would cap it far lower. The peers' clients share the bench process.\n`,
   );
 }

@@ -154,7 +154,7 @@ export class Pipe {
   /** Streaming connections of this node that own sessions, with the shards they have an owner row on. */
   private readonly owners = new Map<string, Set<string>>();
   private readonly inFlight = new Set<Promise<void>>();
-  /** Per shard, the ordered lane of client operations (see enqueue). */
+  /** Per shard and writer connection, the ordered lane of client operations (see enqueue). */
   private readonly lanes = new Map<string, Lane>();
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -261,7 +261,8 @@ export class Pipe {
 
   /**
    * Client operations on existing sessions (append, replace, store, delete)
-   * go through one lane per shard: one job in flight, which takes every
+   * go through a lane of their shard (one per writer connection; a session
+   * always maps to the same lane): one job in flight per lane, which takes every
    * operation queued by the time the group committer runs it and applies
    * them in arrival order. So a busy shard writes thousands of records per
    * transaction (one statement per session and one per record; on
@@ -272,10 +273,12 @@ export class Pipe {
    */
   private enqueue(id: string, op: DistributiveOmit<LaneOp, 'id' | 'now' | 'resolve' | 'reject'>): Promise<Outcome> {
     const shard = this.shardOf(id);
-    let lane = this.lanes.get(shard.name);
+    // One lane per writer connection of the shard; a session always uses the same one (ids end in random base32).
+    const key = shard.driver.writers === 1 ? shard.name : `${shard.name}/${id.charCodeAt(id.length - 1) % shard.driver.writers}`;
+    let lane = this.lanes.get(key);
     if (lane === undefined) {
       lane = { queue: [], busy: false };
-      this.lanes.set(shard.name, lane);
+      this.lanes.set(key, lane);
     }
     const l = lane;
     return new Promise<Outcome>((resolve, reject) => {
@@ -441,11 +444,11 @@ export class Pipe {
   /** `delivery`: only while that delivery (its repeats count) is the current one. */
   private async storeIn(tx: Tx, id: string, due: number, now: number, delivery?: number): Promise<boolean> {
     const rows = await tx.all<{ kind: string }>(
-      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ? WHERE id = ? AND ${delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`} RETURNING kind`,
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ?, parked = 0 WHERE id = ? AND ${delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`} RETURNING kind`,
       delivery === undefined ? [due, now, id] : [due, now, id, delivery],
     );
     if (!rows[0]) return false;
-    await this.comeBackIn(tx, id, rows[0].kind, due);
+    await this.comeBackIn(tx, id, rows[0].kind, due, true);
     return true;
   }
 
@@ -584,14 +587,14 @@ export class Pipe {
   // ---- coming back ----
 
   /** Sets the session's timer to bring it back at `due` (or parks it if its kind has no handler). */
-  private async comeBackIn(tx: Tx, id: string, kind: string, due: number): Promise<void> {
+  private async comeBackIn(tx: Tx, id: string, kind: string, due: number, parkedCleared = false): Promise<void> {
     // Cancel first so the new timer gets a new id: ties in due time go in the order sessions were stored.
     await this.rt.scheduler.cancelIn(tx, timerKey(id));
     if (this.kindConfig(kind)?.handler === undefined) {
       await tx.run('UPDATE pipe_sessions SET parked = 1 WHERE id = ?', [id]);
       return;
     }
-    await tx.run('UPDATE pipe_sessions SET parked = 0 WHERE id = ? AND parked = 1', [id]);
+    if (!parkedCleared) await tx.run('UPDATE pipe_sessions SET parked = 0 WHERE id = ? AND parked = 1', [id]);
     await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_REDELIVER, due, kind);
   }
 
