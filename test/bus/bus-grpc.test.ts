@@ -144,6 +144,34 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     expect(got).toEqual(Array.from({ length: 30 }, (_, i) => i));
   });
 
+  it('delivers in batches when the call opens with batch: catch-up then live, in order, fewer messages than events, resuming after acks', async () => {
+    const name = `batch-${dialect}`;
+    await bus.putSubscription(name, { topics: ['orders'], start: 'latest', max_in_flight: 500, filter: { key_prefix: 'bat' } });
+    await publish(client, Array.from({ length: 300 }, (_, i) => ev('bat', i)));
+    const got: number[] = [];
+    const s = new Subscriber(client, name, undefined, (d, sub) => {
+      got.push(parsed(d).n);
+      sub.ack([d.deliveryId]);
+    }, { batch: true });
+    await s.opened;
+    await waitFor(() => got.length >= 300, 10_000, 'catch-up');
+    await publish(client, Array.from({ length: 50 }, (_, i) => ev('bat', 300 + i)));
+    await waitFor(() => got.length >= 350, 10_000, 'live');
+    await sleep(150);
+    await s.end();
+    expect(got).toEqual(Array.from({ length: 350 }, (_, i) => i));
+    expect(s.messages).toBeLessThan(350 / 2);
+    // Acked up to the end: a new connection (one by one this time) gets only what comes next.
+    await publish(client, [ev('bat', 350)]);
+    const s2 = new Subscriber(client, name);
+    await s2.opened;
+    await waitFor(() => s2.deliveries.length >= 1, 5000, 'the next event');
+    await sleep(100);
+    await s2.end();
+    expect(s2.deliveries.map(parsed).map((e) => e.n)).toEqual([350]);
+    expect(s2.messages).toBe(1);
+  });
+
   it('keeps a consumer 10x slower than the writers connected, losing nothing', async () => {
     const name = `slow-${dialect}`;
     await bus.putSubscription(name, { topics: ['orders'], start: 'latest', max_in_flight: 4, filter: { key_prefix: 'slow' } });

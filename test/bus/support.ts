@@ -44,9 +44,10 @@ export interface WireDelivery {
   event: { id: string; topic: string; key: string; type: string; headers: Record<string, string>; data: string };
 }
 export interface SubscribeResponse {
-  kind: 'opened' | 'delivery';
+  kind: 'opened' | 'delivery' | 'batch';
   opened?: { subscription: string; positions: Record<string, number> };
   delivery?: WireDelivery;
+  batch?: { deliveries: WireDelivery[] };
 }
 
 const def = loadSync(BUS_PROTO, { longs: Number, defaults: true, oneofs: true });
@@ -69,7 +70,10 @@ export class Subscriber {
   private ending = false;
   onDelivery: ((d: WireDelivery, s: Subscriber) => void) | undefined;
 
-  constructor(client: BusClient, name: string, config?: Record<string, unknown>, onDelivery?: (d: WireDelivery, s: Subscriber) => void) {
+  /** Messages that carried deliveries (one per delivery unless opened with `batch`). */
+  messages = 0;
+
+  constructor(client: BusClient, name: string, config?: Record<string, unknown>, onDelivery?: (d: WireDelivery, s: Subscriber) => void, opts: { batch?: boolean } = {}) {
     this.onDelivery = onDelivery;
     this.call = client.Subscribe();
     let openedResolve!: (o: SubscribeResponse['opened']) => void;
@@ -88,13 +92,15 @@ export class Subscriber {
     this.call.on('error', (e) => openedReject(e));
     this.call.on('data', (m: SubscribeResponse) => {
       if (m.opened) openedResolve(m.opened);
-      if (m.delivery) {
+      const ds = m.delivery ? [m.delivery] : (m.batch?.deliveries ?? []);
+      if (ds.length > 0) this.messages++;
+      for (const d of ds) {
         if (this.ending) return;
-        this.deliveries.push(m.delivery);
-        this.onDelivery?.(m.delivery, this);
+        this.deliveries.push(d);
+        this.onDelivery?.(d, this);
       }
     });
-    this.call.write({ open: { subscription: name, ...(config ? { config } : {}) } });
+    this.call.write({ open: { subscription: name, ...(config ? { config } : {}), ...(opts.batch ? { batch: true } : {}) } });
   }
 
   ack(ids: string[]): void {

@@ -33,7 +33,7 @@ interface PbConfig {
 
 interface PbSubscribeRequest {
   kind?: 'open' | 'ack' | 'nack';
-  open?: { subscription?: string; config?: PbConfig | null };
+  open?: { subscription?: string; config?: PbConfig | null; batch?: boolean };
   ack?: { delivery_ids?: string[] };
   nack?: { delivery_id?: string; delay_ms?: number };
 }
@@ -137,22 +137,35 @@ function handleSubscribe(call: ServerDuplexStream<PbSubscribeRequest, unknown>, 
         if (opening) throw badRequest('the subscription is already open on this call');
         const name = msg.open?.subscription ?? '';
         const config = msg.open?.config ? configFromPb(msg.open.config) : undefined;
+        // Batched calls gather the deliveries of one turn of the event loop into one message.
+        let batch: unknown[] = [];
+        const flush = (): void => {
+          const deliveries = batch;
+          batch = [];
+          if (!done && deliveries.length > 0) call.write({ batch: { deliveries } });
+        };
+        const batched = msg.open?.batch === true;
         opening = bus
           .open(name, config, {
             deliver: (d) => {
               if (done) return;
-              call.write({
-                delivery: {
-                  delivery_id: d.deliveryId,
-                  shard: d.shard,
-                  pos: d.pos,
-                  event: { id: d.id, topic: d.topic, key: d.key, type: d.type, headers: d.headers, data: d.data },
-                  delivery_count: d.deliveryCount,
-                  created_at_ms: d.createdAt,
-                },
-              });
+              const delivery = {
+                delivery_id: d.deliveryId,
+                shard: d.shard,
+                pos: d.pos,
+                event: { id: d.id, topic: d.topic, key: d.key, type: d.type, headers: d.headers, data: d.data },
+                delivery_count: d.deliveryCount,
+                created_at_ms: d.createdAt,
+              };
+              if (!batched) call.write({ delivery });
+              else if (batch.push(delivery) === 1) setImmediate(flush);
+              else if (batch.length >= 1000) flush();
             },
-            closed: (err) => (err ? fail(err) : finish()),
+            closed: (err) => {
+              flush();
+              if (err) fail(err);
+              else finish();
+            },
           })
           .then((s) => {
             session = s;
