@@ -34,7 +34,8 @@
  *
  * Knobs: BENCH_BUS_PUBLISH_MS (per throughput case, default 3000),
  * BENCH_BUS_LATENCY_RATE (events/s, 10000), BENCH_BUS_LATENCY_MS (5000),
- * BENCH_BUS_REPLAY_EVENTS (100000), BENCH_NATS_URL (127.0.0.1:4222).
+ * BENCH_BUS_REPLAY_EVENTS (100000), BENCH_NATS_URL (127.0.0.1:4222),
+ * BENCH_BUS_PARTS (publish,latency,replay).
  */
 import Database from 'better-sqlite3';
 import { credentials, loadPackageDefinition, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
@@ -80,6 +81,8 @@ const latencyRates = (): number[] => [LAT_RATE, Math.round(LAT_RATE / 2), Math.r
 const REPLAY_EVENTS = intEnv('BENCH_BUS_REPLAY_EVENTS', 100_000);
 const REPLAY_IN_FLIGHT = 5000;
 const NATS_URL = process.env.BENCH_NATS_URL ?? '127.0.0.1:4222';
+/** Which parts to run: publish, latency, replay (default all). */
+const PARTS = new Set((process.env.BENCH_BUS_PARTS ?? 'publish,latency,replay').split(','));
 const TOPIC = 'bench';
 const KEYS = 64;
 
@@ -618,6 +621,17 @@ export async function run(): Promise<void> {
 async function body(ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
   await withJetStream(async (j) => {
     // ---- 1. publish throughput ------------------------------------------------
+    if (PARTS.has('publish')) await publishPart(j, ct, out, note);
+    // ---- 2. latency --------------------------------------------------------------
+    if (PARTS.has('latency')) await latencyPart(j, ct, out, note);
+  });
+
+  // ---- 3. catch-up replay ---------------------------------------------------------
+  if (PARTS.has('replay')) await replayPart(out, note);
+}
+
+async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
+  {
     const mr: Record<Durability, Partial<Record<Mode, { events: number; ms: number }>>> = { relaxed: {}, strict: {} };
     const jet: { batched?: { events: number; ms: number }; unary?: { events: number; ms: number } } = {};
     for (const durability of ['relaxed', 'strict'] as const) {
@@ -662,7 +676,11 @@ async function body(ct: ClientThread, out: (s: string) => void, note: (s: string
         `events carry a key (${KEYS} keys) and no id (no dedupe on either side); ~110-byte JSON data; JetStream subject per key; ${(PUBLISH_MS / 1000).toFixed(1)} s per case.\n`,
     );
 
-    // ---- 2. latency --------------------------------------------------------------
+  }
+}
+
+async function latencyPart(j: JetNames & { serverVersion: string }, ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
+  {
     // At the asked rate first; while millrace does not sustain it, again at lower rates (both systems each time).
     const tried: Array<{ m: LatencyResult; j: LatencyResult }> = [];
     for (const rate of latencyRates()) {
@@ -705,9 +723,10 @@ async function body(ct: ClientThread, out: (s: string) => void, note: (s: string
         `  ≤ 64 sends unanswered; latency = receipt at the subscriber − the moment the send was issued; max_in_flight / max_ack_pending 2000;\n` +
         `  publisher and subscriber run in the client thread; the millrace node has the main thread; nats-server its own process.\n`,
     );
-  });
+  }
+}
 
-  // ---- 3. catch-up replay ---------------------------------------------------------
+async function replayPart(out: (s: string) => void, note: (s: string) => void): Promise<void> {
   note(`replay: prefill ${REPLAY_EVENTS} events, then replay ...`);
   const rp = await withNode('relaxed', (n) => replay(n));
   out(`\nCatch-up replay of ${fmtRate(rp.events)} stored events (subscription start = earliest), events/s\n`);

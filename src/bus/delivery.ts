@@ -27,6 +27,9 @@ export interface DeliveryHooks {
 interface Inflight {
   ev: TopicEvent;
   count: number;
+  /** Bumped whenever the pending redelivery changes (acked, nacked, resent): older expiry entries are void. */
+  gen: number;
+  /** A nack's delayed redelivery (ack-wait expiries go through the session's queue instead). */
   timer: NodeJS.Timeout | undefined;
   /** Being sent to the dead-letter topic. */
   dead: boolean;
@@ -72,6 +75,14 @@ export class DeliverySession {
   private inFlight = 0;
   private spaceWaiters: Array<() => void> = [];
   private closing: Promise<void> | null = null;
+  /**
+   * Ack-wait expiries in the order they were armed: with one ack wait for the
+   * whole session their due times only grow, so one timer for the head
+   * replaces a timer per delivery.
+   */
+  private expiry: Array<{ f: Inflight; gen: number; due: number }> = [];
+  private expiryHead = 0;
+  private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly name: string,
@@ -112,7 +123,7 @@ export class DeliverySession {
         }
         await this.space();
         if (signal.aborted) return;
-        const f: Inflight = { ev, count: 0, timer: undefined, dead: false };
+        const f: Inflight = { ev, count: 0, gen: 0, timer: undefined, dead: false };
         st.pending.set(ev.pos, f);
         st.high = ev.pos;
         this.inFlight++;
@@ -154,12 +165,54 @@ export class DeliverySession {
     this.sink.deliver({ ...f.ev, deliveryId: `${f.ev.shard}:${f.ev.pos}`, deliveryCount: f.count });
   }
 
+  /** Redelivers `f` after `ms` unless it is acked, nacked or resent first. */
   private arm(f: Inflight, ms: number): void {
+    this.disarm(f);
+    if (ms !== this.config.ack_wait_ms) {
+      f.timer = setTimeout(() => {
+        f.timer = undefined;
+        f.gen++;
+        this.send(f);
+      }, ms);
+      return;
+    }
+    const due = Date.now() + ms;
+    this.expiry.push({ f, gen: f.gen, due });
+    if (this.expiryTimer === undefined) this.armExpiry(ms);
+  }
+
+  private disarm(f: Inflight): void {
+    f.gen++;
     if (f.timer) clearTimeout(f.timer);
-    f.timer = setTimeout(() => {
-      f.timer = undefined;
-      this.send(f);
-    }, ms);
+    f.timer = undefined;
+  }
+
+  private armExpiry(ms: number): void {
+    this.expiryTimer = setTimeout(() => this.expire(), Math.max(0, ms));
+  }
+
+  private expire(): void {
+    this.expiryTimer = undefined;
+    if (this.closed) return;
+    const now = Date.now();
+    while (this.expiryHead < this.expiry.length) {
+      const e = this.expiry[this.expiryHead]!;
+      if (e.due > now) break;
+      this.expiryHead++;
+      if (e.gen === e.f.gen && !e.f.dead) this.send(e.f);
+    }
+    if (this.expiryHead > 1024 && this.expiryHead * 2 > this.expiry.length) {
+      this.expiry = this.expiry.slice(this.expiryHead);
+      this.expiryHead = 0;
+    }
+    // Skip entries already void so the timer does not wake for nothing.
+    while (this.expiryHead < this.expiry.length && this.expiry[this.expiryHead]!.gen !== this.expiry[this.expiryHead]!.f.gen) this.expiryHead++;
+    const head = this.expiry[this.expiryHead];
+    if (head) this.armExpiry(head.due - now);
+    else {
+      this.expiry = [];
+      this.expiryHead = 0;
+    }
   }
 
   private lookup(deliveryId: string): { st: ShardState; f: Inflight } | null {
@@ -187,8 +240,7 @@ export class DeliverySession {
     const hit = this.lookup(deliveryId);
     if (!hit || hit.f.dead) return false;
     if (delayMs <= 0) {
-      if (hit.f.timer) clearTimeout(hit.f.timer);
-      hit.f.timer = undefined;
+      this.disarm(hit.f);
       this.send(hit.f);
     } else this.arm(hit.f, delayMs);
     return true;
@@ -198,7 +250,7 @@ export class DeliverySession {
     const st = this.shards.get(shard);
     const f = st?.pending.get(pos);
     if (!st || !f) return;
-    if (f.timer) clearTimeout(f.timer);
+    this.disarm(f);
     st.pending.delete(pos);
     this.freeSlot();
     this.scheduleSave(st);
@@ -258,7 +310,9 @@ export class DeliverySession {
     this.closing ??= (async () => {
       this.abort.abort();
       for (const w of this.spaceWaiters.splice(0)) w();
-      for (const st of this.shards.values()) for (const f of st.pending.values()) if (f.timer) clearTimeout(f.timer);
+      for (const st of this.shards.values()) for (const f of st.pending.values()) this.disarm(f);
+      clearTimeout(this.expiryTimer);
+      this.expiryTimer = undefined;
       await Promise.all([...this.shards.values()].map((st) => st.loop));
       for (const st of this.shards.values()) {
         while (st.saving) await st.saving;
