@@ -81,6 +81,8 @@ const latencyRates = (): number[] => [LAT_RATE, Math.round(LAT_RATE / 2), Math.r
 const REPLAY_EVENTS = intEnv('BENCH_BUS_REPLAY_EVENTS', 100_000);
 const REPLAY_IN_FLIGHT = 5000;
 const NATS_URL = process.env.BENCH_NATS_URL ?? '127.0.0.1:4222';
+/** The subscriber's HTTP/2 receive window (grpc-node.flow_control_window), bytes; 0 = grpc-js default (64 KiB). */
+const FLOW_WINDOW = Number(process.env.BENCH_BUS_FLOW_WINDOW ?? 0);
 /** Which parts to run: publish, latency, replay (default all). */
 const PARTS = new Set((process.env.BENCH_BUS_PARTS ?? 'publish,latency,replay').split(','));
 const TOPIC = 'bench';
@@ -124,7 +126,7 @@ interface BusClient extends Client {
 }
 
 const protoDef = loadSync(BUS_PROTO, { longs: Number, defaults: true, oneofs: true });
-const BusCtor = (loadPackageDefinition(protoDef) as unknown as { millrace: { v1: { Bus: new (addr: string, creds: ReturnType<typeof credentials.createInsecure>) => BusClient } } })
+const BusCtor = (loadPackageDefinition(protoDef) as unknown as { millrace: { v1: { Bus: new (addr: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Record<string, unknown>) => BusClient } } })
   .millrace.v1.Bus;
 
 const publish = (c: BusClient, events: unknown[]): Promise<Position[]> =>
@@ -555,7 +557,7 @@ function serveClientTasks(): void {
   const clients = new Map<string, BusClient>();
   const busClient = (addr: string): BusClient => {
     let c = clients.get(addr);
-    if (!c) clients.set(addr, (c = new BusCtor(addr, credentials.createInsecure())));
+    if (!c) clients.set(addr, (c = new BusCtor(addr, credentials.createInsecure(), FLOW_WINDOW ? { 'grpc-node.flow_control_window': FLOW_WINDOW } : {})));
     return c;
   };
   let nats: Promise<NatsConnection> | null = null;

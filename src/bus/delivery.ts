@@ -121,8 +121,10 @@ export class DeliverySession {
           st.high = e.pos!;
           continue;
         }
-        await this.space();
-        if (signal.aborted) return;
+        if (this.inFlight >= this.config.max_in_flight) {
+          await this.space();
+          if (signal.aborted) return;
+        }
         const f: Inflight = { ev, count: 0, gen: 0, timer: undefined, dead: false };
         st.pending.set(ev.pos, f);
         st.high = ev.pos;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNode, type Node } from '../../src/serve.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { pipeFace } from '../../src/pipe/face.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
@@ -339,6 +340,45 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
       await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${ids[0]}`)).status === 404, 10_000, 'the last session to be deleted');
     } finally {
       await node.close();
+      await handler.close();
+      await env.cleanup();
+    }
+  });
+});
+
+describe.each(DIALECTS)('pipe kind without a handler (%s)', (dialect) => {
+  it('keeps its stored sessions until a node starts with a handler for the kind, then pushes each once with its records', async () => {
+    const handler = new HandlerServer();
+    const url = await handler.start();
+    const env = await createTestEnv(dialect, { extra: { pipe: pipeConfig(url), scheduler: { poll_ms: 20 } } as never });
+    try {
+      let node = await startNode(env.config, { faces: [pipeFace] });
+      const ids: string[] = [];
+      try {
+        for (let i = 0; i < 3; i++) {
+          const id = (await api(node.url, 'POST', '/v1/pipe/sessions', { kind: 'orphan' })).body.id as string;
+          await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64(`o-${i}`) });
+          expect((await api(node.url, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 })).status).toBe(200);
+          ids.push(id);
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        for (const id of ids) expect((await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).body).toMatchObject({ state: 'stored', repeats: 0 });
+        expect(handler.pushes).toEqual([]);
+      } finally {
+        await node.close();
+      }
+      // The same storage, now with a handler for the kind.
+      const input = structuredClone(env.input) as Record<string, any>;
+      input.pipe.kinds.orphan.handler = `${url}/orphan`;
+      node = await startNode(buildConfig(input as ConfigInput), { faces: [pipeFace] });
+      try {
+        handler.behaviours.set('/orphan', async (p) => ((await api(node.url, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+        for (const id of ids) await waitFor(async () => (await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'push of a parked session');
+        expect(handler.pushes.map((p) => [p.path, p.records, p.repeats]).sort()).toEqual(ids.map((_, i) => ['/orphan', [`o-${i}`], 1]).sort());
+      } finally {
+        await node.close();
+      }
+    } finally {
       await handler.close();
       await env.cleanup();
     }
