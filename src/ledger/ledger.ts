@@ -609,13 +609,17 @@ export class Ledger {
         const name = `ledger_events_p${m.getUTCFullYear()}${String(m.getUTCMonth() + 1).padStart(2, '0')}`;
         const exists = await shard.reader.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]);
         if (exists[0]?.r) continue;
-        await shard.write(async (tx) => {
-          if ((await tx.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]))[0]?.r) return;
+        const made = await shard.write(async (tx) => {
+          // Two creators at once (the partitions timer, an operator, another node) would both pass the
+          // check and one would fail on the catalog's unique index: serialize them, then look again.
+          await tx.all(`SELECT pg_advisory_xact_lock(hashtext('millrace:' || ?)) AS l`, [name]);
+          if ((await tx.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]))[0]?.r) return false;
           await tx.run(`CREATE TABLE ${name} (LIKE ledger_events INCLUDING DEFAULTS)`);
           await tx.run(`WITH moved AS (DELETE FROM ledger_events_default WHERE dt >= ? AND dt < ? RETURNING *) INSERT INTO ${name} SELECT * FROM moved`, [from, to]);
           await tx.run(`ALTER TABLE ledger_events ATTACH PARTITION ${name} FOR VALUES FROM (${from}) TO (${to})`);
+          return true;
         });
-        created.push(`${shard.name}/${name}`);
+        if (made) created.push(`${shard.name}/${name}`);
       }
     }
     return created;

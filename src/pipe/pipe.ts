@@ -347,9 +347,19 @@ export class Pipe {
     }
     if (shard.driver.dialect === 'postgres' && !ops.some((o) => o.type === 'replace')) return this.writeInBulk(tx, ops, sessions);
     // Sorted, so that two batches on two PostgreSQL connections lock sessions in one order.
+    const oneWriter = !shard.driver.capabilities.multiNode;
     for (const id of [...sessions.keys()].sort()) {
       const s = sessions.get(id)!;
-      s.ok = (await tx.run(`UPDATE pipe_sessions SET touched_at = ? WHERE id = ? AND ${WRITABLE}`, [s.now, id])) === 1;
+      if (oneWriter) {
+        // One writer: a read is enough to know the session is writable, and only
+        // sessions kept alive by writes (no owner) need touched_at moved.
+        const r = await tx.all<{ free: number }>(`SELECT CASE WHEN owner IS NULL THEN 1 ELSE 0 END AS free FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`, [id]);
+        s.ok = r.length === 1;
+        if (s.ok && Number(r[0]!.free) === 1) await tx.run('UPDATE pipe_sessions SET touched_at = ? WHERE id = ?', [s.now, id]);
+      } else {
+        // Several writers: the UPDATE's row lock orders this write against a concurrent close of the session.
+        s.ok = (await tx.run(`UPDATE pipe_sessions SET touched_at = ? WHERE id = ? AND ${WRITABLE}`, [s.now, id])) === 1;
+      }
     }
     const out: Outcome[] = [];
     for (const o of ops) {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/clock.js';
 import { createLedgerFace } from '../../src/ledger/ledger-face.js';
 import { Runtime } from '../../src/runtime.js';
-import { createTestEnv, DIALECTS } from '../support/env.js';
+import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
 import { LEDGER_CONFIG, openLedger, type LedgerHarness } from './support.js';
 
 const acc = (client: string) => ({ type: 'commission', key: { client_id: client, currency: 'RUB' } });
@@ -11,8 +11,13 @@ const acc = (client: string) => ({ type: 'commission', key: { client_id: client,
 describe.each(DIALECTS.filter((d) => d === 'postgres'))('ledger retention (%s)', (dialect) => {
   const clock = new ManualClock(Date.parse('2026-01-15T00:00:00Z'));
   let h: LedgerHarness;
+  const exists = async (name: string) =>
+    Promise.all(h.rt.storage.shards.map(async (s) => (await s.reader.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]))[0]?.r != null));
   beforeAll(async () => {
-    h = await openLedger(dialect, { shards: 2, clock, ledger: { ...LEDGER_CONFIG, retention_months: 2 } });
+    // The partitions timer fires once at start; its next run lies beyond every date the test moves the clock to,
+    // so the drops below are the test's own and not a race with the timer.
+    h = await openLedger(dialect, { shards: 2, clock, ledger: { ...LEDGER_CONFIG, retention_months: 2, partitions: { every_ms: 10 * 365 * 86_400_000 } } });
+    await waitFor(async () => (await exists('ledger_events_p202604')).every(Boolean), 10_000, 'the first run of the partitions timer');
   });
   afterAll(async () => {
     await h?.close();
@@ -26,8 +31,6 @@ describe.each(DIALECTS.filter((d) => d === 'postgres'))('ledger retention (%s)',
     const r = await h.post('/v1/ledger/balances', { dt, accounts: [{ ...acc(client), ...(groupBy ? { group_by: groupBy } : {}) }] });
     return r;
   };
-  const exists = async (name: string) =>
-    Promise.all(h.rt.storage.shards.map(async (s) => (await s.reader.all<{ r: string | null }>('SELECT to_regclass(?) AS r', [name]))[0]?.r != null));
 
   const later = ['2026-03-05T00:00:00Z', '2026-03-31T23:59:59Z', '2026-04-01T00:00:00Z', '2026-05-20T12:34:00Z'];
   const before = new Map<string, unknown>();
