@@ -36,6 +36,8 @@ export class ShardRouter<S extends RangeOwner> {
   }
 
   shardFor(key: readonly string[] | string): S {
+    // One shard covers the whole space (ranges are checked at start): no hash needed.
+    if (this.sorted.length === 1) return this.sorted[0]!;
     const h = sha1(shardKeyText(key));
     let lo = 0;
     let hi = this.sorted.length - 1;

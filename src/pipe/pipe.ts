@@ -281,8 +281,13 @@ export class Pipe {
       this.lanes.set(key, lane);
     }
     const l = lane;
+    const full = op as LaneOp;
+    full.id = id;
+    full.now = this.now;
     return new Promise<Outcome>((resolve, reject) => {
-      l.queue.push({ ...op, id, now: this.now, resolve, reject } as LaneOp);
+      full.resolve = resolve;
+      full.reject = reject;
+      l.queue.push(full);
       if (!l.busy) this.runLane(shard, l);
     });
   }
