@@ -370,9 +370,15 @@ describe.each(DIALECTS)('pipe kind without a handler (%s)', (dialect) => {
       // The same storage, now with a handler for the kind.
       const input = structuredClone(env.input) as Record<string, any>;
       input.pipe.kinds.orphan.handler = `${url}/orphan`;
+      // Pushes may start before startNode resolves: the handler waits for the node's address.
+      let base2 = '';
+      handler.behaviours.set('/orphan', async (p) => {
+        while (!base2) await new Promise((r) => setTimeout(r, 5));
+        return (await api(base2, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500;
+      });
       node = await startNode(buildConfig(input as ConfigInput), { faces: [pipeFace] });
+      base2 = node.url;
       try {
-        handler.behaviours.set('/orphan', async (p) => ((await api(node.url, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
         for (const id of ids) await waitFor(async () => (await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'push of a parked session');
         expect(handler.pushes.map((p) => [p.path, p.records, p.repeats]).sort()).toEqual(ids.map((_, i) => ['/orphan', [`o-${i}`], 1]).sort());
       } finally {
