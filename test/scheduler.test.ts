@@ -143,6 +143,43 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
     expect(await s.get('o')).toBeNull();
   });
 
+  it('rescheduleIn turns the firing version into the next timer, once; a replaced version cannot', async () => {
+    const { rt, clock } = await manual();
+    const s = rt.scheduler;
+    const hold = gate();
+    gates.push(hold.open);
+    const seen: Array<[string, number, boolean]> = [];
+    s.register('first', async (t, ctx) => {
+      if (t.payload === 'held') await hold.promise;
+      const ok = await rt.storage.shard(t.shard).write((tx) => ctx.rescheduleIn(tx, 'second', clock.now() + 100, { from: t.version }));
+      seen.push(['first', t.version, ok]);
+    });
+    s.register('second', async (t, ctx) => {
+      seen.push(['second', t.version, await effectOnce(rt, t, ctx)]);
+    });
+    await s.schedule('r', 'first', clock.now());
+    expect(await s.tick()).toBe(1);
+    expect(await s.get('r')).toMatchObject({ kind: 'second', version: 2, dueAt: clock.now() + 100, payload: { from: 1 }, attempts: 0 });
+    expect(await s.tick()).toBe(0);
+    clock.advance(100);
+    expect(await s.tick()).toBe(1);
+    expect(seen).toEqual([
+      ['first', 1, true],
+      ['second', 2, true],
+    ]);
+    expect(await s.get('r')).toBeNull();
+
+    // A version replaced while its handler runs cannot reschedule: the new one stands.
+    await s.schedule('q', 'first', clock.now(), 'held');
+    const firing = s.tick();
+    await waitFor(async () => (await s.get('q'))?.attempts === 1, 10_000, 'the held version to be claimed');
+    await s.schedule('q', 'first', clock.now() + 1000, 'new');
+    hold.open();
+    expect(await firing).toBe(1);
+    expect(seen.at(-1)).toEqual(['first', 1, false]);
+    expect(await s.get('q')).toMatchObject({ kind: 'first', version: 2, payload: 'new' });
+  });
+
   it('retries a failing handler with exponential backoff, capped, counting attempts', async () => {
     const { rt, clock } = await manual();
     const s = rt.scheduler;

@@ -114,6 +114,7 @@ type Outcome = 'written' | 'duplicate' | 'refused' | 'done';
 /** A client operation on an existing session, queued in its shard's lane. */
 type LaneOp = (
   | { type: 'append' | 'replace'; record: Buffer; seq: number | undefined }
+  | { type: 'create'; kind: string; owner: string | null }
   | { type: 'store'; due: number; delivery?: number | undefined }
   | { type: 'delete'; delivery?: number | undefined }
 ) & {
@@ -124,6 +125,18 @@ type LaneOp = (
 };
 
 type WriteOp = Extract<LaneOp, { type: 'append' | 'replace' }>;
+type StoreOp = Extract<LaneOp, { type: 'store' }>;
+type CreateOp = Extract<LaneOp, { type: 'create' }>;
+type DeleteOp = Extract<LaneOp, { type: 'delete' }>;
+
+/** Bulk statements (t.delivery: null for a client's own session, else the delivery it must still be). */
+const DELIVERY_COND = `((t.delivery IS NULL AND p.state IN ('open', 'delivering')) OR (t.delivery IS NOT NULL AND p.state = 'delivering' AND p.repeats = t.delivery))`;
+
+/** true at the first operation on each session: a later one in the same run finds it already stored or gone. */
+function firstOfEach(ops: ReadonlyArray<{ id: string }>): boolean[] {
+  const seen = new Set<string>();
+  return ops.map((o) => !seen.has(o.id) && (seen.add(o.id), true));
+}
 
 /** Per shard: the operations waiting for the next job, and whether a job is in flight. */
 interface Lane {
@@ -226,14 +239,18 @@ export class Pipe {
     const shard = this.shardOf(id);
     const ownerShards = owner === null ? undefined : this.owners.get(owner);
     if (owner !== null && ownerShards === undefined) throw new MillraceError('unavailable', 'the connection that would own this session has closed', { retryAfterS: 1 });
+    if (owner === null || ownerShards!.has(shard.name)) {
+      // The usual case: through the session's lane, gathered with other operations.
+      await this.enqueue(id, { type: 'create', kind: name, owner });
+      return id;
+    }
+    // The first session of a streaming connection on this shard: its owner row commits with it (other nodes read it).
     await shard.write(async (tx) => {
-      if (owner !== null && !ownerShards!.has(shard.name)) {
-        await tx.run(
-          'INSERT INTO pipe_owners (owner, alive_until) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until',
-          [owner, now + this.ttlMs],
-        );
-        tx.onCommit(() => ownerShards!.add(shard.name));
-      }
+      await tx.run(
+        'INSERT INTO pipe_owners (owner, alive_until) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until',
+        [owner, now + this.ttlMs],
+      );
+      tx.onCommit(() => ownerShards!.add(shard.name));
       await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [id, name, owner, now, now]);
       await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
     });
@@ -322,10 +339,24 @@ export class Pipe {
   /** Applies a lane's operations in order: runs of writes together, each store or delete on its own. Safe to run again after a rollback. */
   private async applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
     const out: Outcome[] = [];
+    const bulk = shard.driver.dialect === 'postgres';
     let i = 0;
     while (i < ops.length) {
       const o = ops[i]!;
-      if (o.type === 'store') {
+      if (o.type === 'create') {
+        let j = i;
+        while (j < ops.length && ops[j]!.type === 'create') j++;
+        await this.createManyIn(tx, ops.slice(i, j) as CreateOp[], bulk);
+        for (let k = i; k < j; k++) out.push('done');
+        i = j;
+      } else if (bulk && (o.type === 'store' || o.type === 'delete')) {
+        // PostgreSQL: a run of stores (or of deletes) in a few statements, not a few per session.
+        let j = i;
+        while (j < ops.length && ops[j]!.type === o.type) j++;
+        const run = ops.slice(i, j);
+        out.push(...(o.type === 'store' ? await this.storeManyIn(tx, run as StoreOp[]) : await this.deleteManyIn(tx, run as DeleteOp[])));
+        i = j;
+      } else if (o.type === 'store') {
         out.push((await this.storeIn(tx, o.id, o.due, o.now, o.delivery)) ? 'done' : 'refused');
         i++;
       } else if (o.type === 'delete') {
@@ -454,6 +485,69 @@ export class Pipe {
   private dueAfter(timeoutS: number): number {
     const jitter = Math.random() * Math.min(this.config.store_jitter_s, timeoutS * 0.1) * 1000;
     return Math.floor(this.now + timeoutS * 1000 + jitter);
+  }
+
+  /** New sessions: one multi-row INSERT per 200 where round trips cost (PostgreSQL), else one each. */
+  private async createManyIn(tx: Tx, ops: readonly CreateOp[], bulk: boolean): Promise<void> {
+    const ttl = this.ttlMs;
+    if (!bulk) {
+      for (const o of ops) {
+        await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [o.id, o.kind, o.owner, o.now, o.now]);
+        await this.rt.scheduler.scheduleIn(tx, timerKey(o.id), TIMER_LEASE, o.now + ttl);
+      }
+      return;
+    }
+    for (let off = 0; off < ops.length; off += 200) {
+      const chunk = ops.slice(off, off + 200);
+      await tx.run(
+        `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES ${chunk.map(() => `(?, ?, 'open', ?, ?, ?)`).join(', ')}`,
+        chunk.flatMap((o) => [o.id, o.kind, o.owner, o.now, o.now]),
+      );
+    }
+    await this.rt.scheduler.scheduleManyIn(tx, ops.map((o) => ({ owner: timerKey(o.id), kind: TIMER_LEASE, dueAt: o.now + ttl })));
+  }
+
+  /** PostgreSQL: stores a run of sessions with one UPDATE and one statement each for timers. */
+  private async storeManyIn(tx: Tx, ops: readonly StoreOp[]): Promise<Outcome[]> {
+    const first = firstOfEach(ops);
+    const sent = ops.filter((_, k) => first[k]);
+    const rows = await tx.all<{ id: string; kind: string }>(
+      `UPDATE pipe_sessions p SET state = 'stored', owner = NULL, due_at = t.due, touched_at = t.now, parked = 0
+         FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::int[]) AS t(id, due, now, delivery)
+        WHERE p.id = t.id AND ${DELIVERY_COND}
+        RETURNING p.id, p.kind`,
+      [sent.map((o) => o.id), sent.map((o) => o.due), sent.map((o) => o.now), sent.map((o) => o.delivery ?? null)],
+    );
+    const kinds = new Map(rows.map((r) => [r.id, r.kind]));
+    const timers: Array<{ owner: string; kind: string; dueAt: number; payload: string }> = [];
+    const parked: string[] = [];
+    for (const o of sent) {
+      const kind = kinds.get(o.id);
+      if (kind === undefined) continue;
+      if (this.kindConfig(kind)?.handler === undefined) parked.push(o.id);
+      else timers.push({ owner: timerKey(o.id), kind: TIMER_REDELIVER, dueAt: o.due, payload: kind });
+    }
+    // Cancel first so the new timers get new ids: ties in due time go in the order sessions were stored.
+    await this.rt.scheduler.cancelManyIn(tx, [...kinds.keys()].map(timerKey));
+    if (parked.length > 0) await tx.run('UPDATE pipe_sessions SET parked = 1 WHERE id = ANY(?::text[])', [parked]);
+    await this.rt.scheduler.scheduleManyIn(tx, timers);
+    return ops.map((o, k) => (first[k] && kinds.has(o.id) ? 'done' : 'refused'));
+  }
+
+  /** PostgreSQL: deletes a run of sessions, their records and timers, in three statements. */
+  private async deleteManyIn(tx: Tx, ops: readonly DeleteOp[]): Promise<Outcome[]> {
+    const first = firstOfEach(ops);
+    const sent = ops.filter((_, k) => first[k]);
+    const rows = await tx.all<{ id: string }>(
+      `DELETE FROM pipe_sessions p USING unnest(?::text[], ?::int[]) AS t(id, delivery) WHERE p.id = t.id AND ${DELIVERY_COND} RETURNING p.id`,
+      [sent.map((o) => o.id), sent.map((o) => o.delivery ?? null)],
+    );
+    const gone = new Set(rows.map((r) => r.id));
+    if (gone.size > 0) {
+      await tx.run('DELETE FROM pipe_records WHERE session_id = ANY(?::text[])', [[...gone]]);
+      await this.rt.scheduler.cancelManyIn(tx, [...gone].map(timerKey));
+    }
+    return ops.map((o, k) => (first[k] && gone.has(o.id) ? 'done' : 'refused'));
   }
 
   /** `delivery`: only while that delivery (its repeats count) is the current one. */
@@ -697,13 +791,17 @@ export class Pipe {
     try {
       const now = this.now;
       delivery = await shard.write(async (tx) => {
-        if (!(await ctx.completeIn(tx))) return null;
+        // The redelivery timer becomes the delivery's lease timer (one statement; false if this version is gone).
+        if (!(await ctx.rescheduleIn(tx, TIMER_LEASE, now + this.ttlMs))) return null;
         const upd = await tx.all<{ repeats: number; kind: string }>(
           `UPDATE pipe_sessions SET state = 'delivering', repeats = repeats + 1, touched_at = ?, due_at = NULL WHERE id = ? AND state = 'stored' RETURNING repeats, kind`,
           [now, id],
         );
-        if (!upd[0]) return null;
-        await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+        if (!upd[0]) {
+          // Not stored (any more): no lease timer may stay behind for it.
+          await this.rt.scheduler.cancelIn(tx, timerKey(id));
+          return null;
+        }
         const recs = await tx.all<{ data: Buffer }>('SELECT data FROM pipe_records WHERE session_id = ? ORDER BY id', [id]);
         return { id, kind: upd[0].kind, repeats: Number(upd[0].repeats), records: recs.map((r) => r.data) };
       });
@@ -716,19 +814,22 @@ export class Pipe {
       return;
     }
     const d = delivery;
-    const p = this.push(cfg, d).finally(() => {
+    // The kind's slot is the handler's: it frees once the handler has answered, before the outcome is written.
+    const p = this.push(cfg, d, release).finally(() => {
       release();
       this.inFlight.delete(p);
     });
     this.inFlight.add(p);
   }
 
-  private async push(cfg: PipeKindConfig, d: Delivery): Promise<void> {
+  private async push(cfg: PipeKindConfig, d: Delivery, answered: () => void): Promise<void> {
     this.stats.pushes++;
     let verdict: PushVerdict | undefined;
     try {
       verdict = await this.pusher(cfg.handler!, cfg, d);
+      answered();
     } catch (err) {
+      answered();
       this.stats.pushFailures++;
       const message = err instanceof Error ? err.message : String(err);
       this.rt.logger.debug({ session: d.id, kind: d.kind, repeats: d.repeats, err: message }, 'pipe: push failed');

@@ -26,6 +26,12 @@ export interface TimerContext {
    * which case the handler must not act: that check makes it exactly-once.
    */
   completeIn(tx: Tx): Promise<boolean>;
+  /**
+   * Like completeIn, but turns this timer version into the owner's next timer
+   * (a new version, due at `dueAt`) in the same statement. False, and nothing
+   * changed, if the version is gone.
+   */
+  rescheduleIn(tx: Tx, kind: string, dueAt: number, payload?: unknown): Promise<boolean>;
 }
 
 /** Thrown by a handler to fire again after a delay, without counting as a failure. */
@@ -122,6 +128,47 @@ export class Scheduler {
       }
     });
     return rows[0]!;
+  }
+
+  /**
+   * Sets (or replaces) many timers in one statement per 200, in order (a new
+   * timer's id follows the order given). Owners must be distinct.
+   */
+  async scheduleManyIn(tx: Tx, items: ReadonlyArray<{ owner: string; kind: string; dueAt: number; payload?: unknown }>): Promise<void> {
+    let min = Number.POSITIVE_INFINITY;
+    for (const t of items) {
+      checkOwner(t.owner);
+      if (!Number.isFinite(t.dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
+      if (t.dueAt < min) min = t.dueAt;
+    }
+    for (let off = 0; off < items.length; off += 200) {
+      const chunk = items.slice(off, off + 200);
+      await tx.run(
+        `INSERT INTO timers (owner, kind, due_at, payload, version, attempts) VALUES ${chunk.map(() => '(?, ?, ?, ?, 1, 0)').join(', ')}
+         ON CONFLICT (owner) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at, payload = excluded.payload,
+           version = timers.version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL`,
+        chunk.flatMap((t) => [t.owner, t.kind, Math.floor(t.dueAt), t.payload === undefined ? null : JSON.stringify(t.payload)]),
+      );
+    }
+    if (items.length > 0) {
+      tx.onCommit(() => {
+        if (min < this.nextLocalDue) {
+          this.nextLocalDue = min;
+          this.waker.wake();
+        }
+      });
+    }
+  }
+
+  /** Deletes the timers of many owners; resolves to how many there were. */
+  async cancelManyIn(tx: Tx, owners: readonly string[]): Promise<number> {
+    let n = 0;
+    for (let off = 0; off < owners.length; off += 500) {
+      const chunk = owners.slice(off, off + 500);
+      for (const o of chunk) checkOwner(o);
+      n += await tx.run(`DELETE FROM timers WHERE owner IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    }
+    return n;
   }
 
   cancel(owner: string, shardKey?: readonly string[] | string): Promise<boolean> {
@@ -255,6 +302,23 @@ export class Scheduler {
         const ok = await this.completeIn(tx, timer);
         if (ok) tx.onCommit(() => (completed = true));
         return ok;
+      },
+      rescheduleIn: async (tx, kind, dueAt, payload) => {
+        if (!Number.isFinite(dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
+        const n = await tx.run(
+          `UPDATE timers SET kind = ?, due_at = ?, payload = ?, version = version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL
+            WHERE id = ? AND version = ?`,
+          [kind, Math.floor(dueAt), payload === undefined ? null : JSON.stringify(payload), timer.id, timer.version],
+        );
+        if (n !== 1) return false;
+        tx.onCommit(() => {
+          completed = true;
+          if (dueAt < this.nextLocalDue) {
+            this.nextLocalDue = dueAt;
+            this.waker.wake();
+          }
+        });
+        return true;
       },
     };
     try {
