@@ -125,6 +125,9 @@ type LaneOp = (
 };
 
 type WriteOp = Extract<LaneOp, { type: 'append' | 'replace' }>;
+
+/** Order of operation kinds inside a round of a lane job (appends and replaces are one kind: writeIn keeps their order). */
+const TYPE_RANK: Record<LaneOp['type'], number> = { create: 0, append: 1, replace: 1, store: 2, delete: 3 };
 type StoreOp = Extract<LaneOp, { type: 'store' }>;
 type CreateOp = Extract<LaneOp, { type: 'create' }>;
 type DeleteOp = Extract<LaneOp, { type: 'delete' }>;
@@ -336,8 +339,33 @@ export class Pipe {
       });
   }
 
-  /** Applies a lane's operations in order: runs of writes together, each store or delete on its own. Safe to run again after a rollback. */
+  /** Applies a lane job's operations, each session's in arrival order; one outcome per operation. Safe to run again after a rollback. */
   private async applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
+    // Operations on different sessions commute, so the job regroups them for bulk statements: round r
+    // holds each session's r-th stretch of same-kind operations (so a session's order holds), and
+    // within a round creates go first, then writes, stores and deletes, each kept in arrival order.
+    const last = new Map<string, { rank: number; round: number }>();
+    const rounds: number[][] = [];
+    for (let i = 0; i < ops.length; i++) {
+      const o = ops[i]!;
+      const rank = TYPE_RANK[o.type];
+      const l = last.get(o.id);
+      const round = l === undefined ? 0 : l.rank === rank ? l.round : l.round + 1;
+      last.set(o.id, { rank, round });
+      (rounds[round] ??= []).push(i);
+    }
+    if (rounds.length === 1 && ops.every((o, i) => i === 0 || TYPE_RANK[ops[i - 1]!.type] <= TYPE_RANK[o.type])) return this.applyRun(tx, shard, ops);
+    const out = new Array<Outcome>(ops.length);
+    for (const round of rounds) {
+      const order = round.sort((a, b) => TYPE_RANK[ops[a]!.type] - TYPE_RANK[ops[b]!.type] || a - b);
+      const res = await this.applyRun(tx, shard, order.map((i) => ops[i]!));
+      for (let k = 0; k < order.length; k++) out[order[k]!] = res[k]!;
+    }
+    return out;
+  }
+
+  /** Applies operations in the order given: runs of one kind together. */
+  private async applyRun(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
     const out: Outcome[] = [];
     const bulk = shard.driver.dialect === 'postgres';
     let i = 0;
