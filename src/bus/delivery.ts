@@ -164,7 +164,20 @@ export class DeliverySession {
       return;
     }
     this.arm(f, this.config.ack_wait_ms);
-    this.sink.deliver({ ...f.ev, deliveryId: `${f.ev.shard}:${f.ev.pos}`, deliveryCount: f.count });
+    const e = f.ev;
+    this.sink.deliver({
+      shard: e.shard,
+      pos: e.pos,
+      topic: e.topic,
+      key: e.key,
+      id: e.id,
+      type: e.type,
+      headers: e.headers,
+      data: e.data,
+      createdAt: e.createdAt,
+      deliveryId: `${e.shard}:${e.pos}`,
+      deliveryCount: f.count,
+    });
   }
 
   /** Redelivers `f` after `ms` unless it is acked, nacked or resent first. */

@@ -30,14 +30,17 @@ export interface RangeOwner {
 /** Maps a shard key to the shard whose SHA-1 range holds it. */
 export class ShardRouter<S extends RangeOwner> {
   private readonly sorted: S[];
+  /** The one shard, when one covers the whole space: no hash needed. */
+  private readonly only: S | undefined;
 
   constructor(shards: readonly S[]) {
     this.sorted = [...shards].sort((a, b) => (a.from < b.from ? -1 : 1));
+    const first = this.sorted[0];
+    this.only = this.sorted.length === 1 && first!.from === 0n && first!.to === HASH_SPACE_END ? first : undefined;
   }
 
   shardFor(key: readonly string[] | string): S {
-    // One shard covers the whole space (ranges are checked at start): no hash needed.
-    if (this.sorted.length === 1) return this.sorted[0]!;
+    if (this.only !== undefined) return this.only;
     const h = sha1(shardKeyText(key));
     let lo = 0;
     let hi = this.sorted.length - 1;
