@@ -4,7 +4,7 @@ import type { Runtime } from '../runtime.js';
 import type { Shard } from '../storage/storage.js';
 import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
-import { Publisher, validateEvents, type Published } from './publisher.js';
+import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { Ingress } from '../amqp/ingress.js';
 import { Exporter } from '../amqp/exporter.js';
@@ -89,8 +89,28 @@ export class Bus {
 
   /** Validates the whole batch, then publishes it. `internal` skips the configured-topic check (dead letters, ingress). */
   async publish(events: unknown, opts: { internal?: boolean } = {}): Promise<Published[]> {
-    const valid = validateEvents(events, this.topics, opts);
-    return this.publisher.publish(valid);
+    return this.publisher.publish(this.validate(events, opts));
+  }
+
+  /** Checks a batch without writing it: the events to hand to `publishValid`, or a typed error. */
+  validate(events: unknown, opts: { internal?: boolean } = {}): PublishEvent[] {
+    return validateEvents(events, this.topics, opts);
+  }
+
+  /** Publishes a batch that `validate` returned. */
+  publishValid(events: PublishEvent[]): Promise<Published[]> {
+    return this.publisher.publish(events);
+  }
+
+  /**
+   * True when batches published one after another (each call started before
+   * the previous one resolved) are committed in that order on every shard:
+   * one writer per shard, whose group committer keeps submission order. Then
+   * a stream of batches can be pipelined without breaking per-key order;
+   * otherwise each batch must wait for the previous one.
+   */
+  get keepsSubmissionOrder(): boolean {
+    return this.rt.storage.shards.every((s) => s.driver.writers === 1);
   }
 
   // ---- subscriptions -------------------------------------------------------

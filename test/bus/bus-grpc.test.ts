@@ -55,6 +55,29 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     expect(await node.runtime.log.headPos('s0')).toBe(head);
   });
 
+  it('publishes over PublishBatches: one answer per batch, in order, the batches written in the order sent; a refused batch ends the call with its code', async () => {
+    const call = client.PublishBatches();
+    const answers: Array<Array<{ pos: number }>> = [];
+    call.on('data', (m: { positions: Array<{ pos: number }> }) => answers.push(m.positions));
+    const statusP = new Promise<{ code: number; errorCode: unknown }>((resolve) => {
+      call.on('status', (s: { code: number; metadata: { get(k: string): unknown[] } }) => resolve({ code: s.code, errorCode: s.metadata.get('error-code')[0] }));
+    });
+    call.on('error', () => {});
+    for (let b = 0; b < 20; b++) call.write({ events: Array.from({ length: 5 }, (_, i) => ev('pb', b * 5 + i)) });
+    await waitFor(() => answers.length >= 20, 10_000, 'every batch answered');
+    expect(answers.map((a) => a.length)).toEqual(Array.from({ length: 20 }, () => 5));
+    const all = answers.flat().map((p) => p.pos);
+    expect(all).toEqual([...all].sort((x, y) => x - y));
+    const head = await node.runtime.log.headPos('s0');
+    call.write({ events: [{ topic: 'nope', type: 't' }] });
+    call.write({ events: [ev('pb', 100)] });
+    const st = await statusP;
+    expect([st.code, st.errorCode]).toEqual([status.NOT_FOUND, 'topic_not_found']);
+    await sleep(100);
+    expect(await node.runtime.log.headPos('s0')).toBe(head);
+    expect(answers).toHaveLength(20);
+  });
+
   it('delivers from the acked position after random disconnects while publishers write: the missed events, then live, per-key order, none twice', async () => {
     let round = 0;
     await fc.assert(

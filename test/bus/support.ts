@@ -28,6 +28,7 @@ export async function startBusNode(env: TestEnv, bus: Record<string, unknown> = 
 export interface BusClient extends Client {
   Publish(req: unknown, cb: (err: ServiceError | null, res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }) => void): void;
   PublishStream(cb: (err: ServiceError | null, res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }) => void): ClientWritable;
+  PublishBatches(): ClientDuplexStream<unknown, { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }>;
   Subscribe(): ClientDuplexStream<unknown, SubscribeResponse>;
 }
 interface ClientWritable {

@@ -112,6 +112,47 @@ export function registerBusService(server: Server, bus: Bus): void {
         });
       });
     },
+    PublishBatches: (call: ServerDuplexStream<{ events?: PbEvent[] }, unknown>) => {
+      // Per-key order must hold across the batches of a call: where storage commits in submission order
+      // the batches are pipelined (submitted at once, answered in order), else each waits for the previous.
+      const pipelined = bus.keepsSubmissionOrder;
+      let chain: Promise<void> = Promise.resolve();
+      let failed = false;
+      let ended = false;
+      let refused = false;
+      call.on('data', (req: { events?: PbEvent[] }) => {
+        if (refused) return;
+        // Checked on arrival: a refused batch stops every batch after it, pipelined or not.
+        let valid: PublishEvent[] | null = null;
+        let invalid: unknown = null;
+        try {
+          valid = bus.validate(fromPb(req.events));
+        } catch (err) {
+          refused = true;
+          invalid = err;
+        }
+        const early = pipelined && valid !== null ? bus.publishValid(valid) : null;
+        early?.catch(() => {});
+        chain = chain.then(async () => {
+          if (failed || call.cancelled) return;
+          try {
+            if (valid === null) throw invalid;
+            const ps = await (early ?? bus.publishValid(valid));
+            if (!call.cancelled) call.write(positionsPb(ps));
+          } catch (err) {
+            failed = true;
+            call.emit('error', toGrpcError(err));
+          }
+        });
+      });
+      call.on('end', () => {
+        if (ended) return;
+        ended = true;
+        void chain.then(() => {
+          if (!failed) call.end();
+        });
+      });
+    },
     Subscribe: (call: ServerDuplexStream<PbSubscribeRequest, unknown>) => handleSubscribe(call, bus),
   });
 }
