@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNode, type Node } from '../../src/serve.js';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { Storage } from '../../src/storage/storage.js';
+import { allMigrations } from '../../src/storage/migrations.js';
+import { newSessionId } from '../../src/pipe/pipe.js';
 import { pipeFace } from '../../src/pipe/face.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
@@ -386,6 +389,40 @@ describe.each(DIALECTS)('pipe kind without a handler (%s)', (dialect) => {
       }
     } finally {
       await handler.close();
+      await env.cleanup();
+    }
+  });
+});
+
+describe.each(DIALECTS)('pipe records migration (%s)', (dialect) => {
+  it('moves records written under the first schema to the id-keyed table, in order, keeping seq dedupe', async () => {
+    const env = await createTestEnv(dialect, { extra: { pipe: pipeConfig('http://127.0.0.1:9') } as never });
+    try {
+      // A store as the previous release left it: every migration up to the first pipe schema, and rows in it.
+      const storage = Storage.open(env.config);
+      const all = allMigrations();
+      await storage.migrate(all.slice(0, all.findIndex((m) => m.id === 'pipe/0002_records_by_id')));
+      const id = newSessionId(Date.now());
+      await storage.shards[0]!.write(async (tx) => {
+        await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at, next_idx) VALUES (?, 'orphan', 'open', NULL, ?, ?, 3)`, [id, Date.now(), Date.now()]);
+        // Inserted out of idx order: the order that counts is idx.
+        for (const [idx, seq, text] of [[3, null, 'c'], [1, 1, 'a'], [2, 2, 'b']] as const) {
+          await tx.run('INSERT INTO pipe_records (session_id, idx, seq, data) VALUES (?, ?, ?, ?)', [id, idx, seq, Buffer.from(text)]);
+        }
+      });
+      await storage.close();
+      const node = await startNode(env.config, { faces: [pipeFace] });
+      try {
+        const r = await api(node.url, 'GET', `/v1/pipe/sessions/${id}`);
+        expect((r.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString())).toEqual(['a', 'b', 'c']);
+        expect((await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('again'), seq: 2 })).body).toEqual({ duplicate: true });
+        expect((await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('d'), seq: 3 })).body).toEqual({ duplicate: false });
+        const after = await api(node.url, 'GET', `/v1/pipe/sessions/${id}`);
+        expect((after.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString())).toEqual(['a', 'b', 'c', 'd']);
+      } finally {
+        await node.close();
+      }
+    } finally {
       await env.cleanup();
     }
   });
