@@ -2,10 +2,12 @@
  * The client side of the pipe append benchmark, run as its own process (as
  * real clients are): opens `sessions` sessions over `connections` gRPC
  * streams, reports "ready", then on "go" appends `perSession` 100-byte
- * records to every session, each session awaiting the durable ack of its
- * previous record, and reports the elapsed milliseconds.
+ * records to every session, each session keeping at most `depth` appends
+ * unacknowledged (1: each awaits the durable ack of the previous one; more:
+ * pipelined, which the stream keeps in order), and reports the elapsed
+ * milliseconds.
  *
- *   node --import tsx bench/pipe-clients.ts <address> <sessions> <perSession> <connections> <batched 0|1>
+ *   node --import tsx bench/pipe-clients.ts <address> <sessions> <perSession> <connections> <batched 0|1> [depth]
  */
 import { PipeStreamClient } from '../src/pipe/client.js';
 
@@ -14,6 +16,7 @@ const sessions = Number(sessionsArg);
 const perSession = Number(perArg);
 const connections = Number(connArg);
 const batched = batchedArg === '1';
+const depth = Math.max(1, Number(process.argv[7] ?? 1));
 const record = Buffer.alloc(100, 0x61);
 
 const send = (m: unknown): void => void process.send!(m);
@@ -24,10 +27,14 @@ process.once('message', async () => {
   await Promise.all(
     ids.map(async (id, i) => {
       const c = clients[i % connections]!;
-      for (let k = 1; k <= perSession; k++) {
-        const r = await c.append(id, record, k);
-        if (r.error) throw new Error(`${r.error.code}: ${r.error.message}`);
-      }
+      let next = 1;
+      const lane = async (): Promise<void> => {
+        while (next <= perSession) {
+          const r = await c.append(id, record, next++);
+          if (r.error) throw new Error(`${r.error.code}: ${r.error.message}`);
+        }
+      };
+      await Promise.all(Array.from({ length: depth }, lane));
     }),
   );
   const ms = performance.now() - t0;
