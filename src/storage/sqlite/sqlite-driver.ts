@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { dirname } from 'node:path';
 import type { DialectCapabilities, HeldLock, Migration, Queryable, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
 
@@ -81,6 +83,40 @@ export interface SqliteDriverOptions {
   path: string;
   /** strict: the WAL is fsync'd after every group commit, before callers are acknowledged. relaxed: no fsync per commit. */
   durability: 'strict' | 'relaxed';
+  /** How often the background checkpointer runs (ms); 0 leaves checkpoints to the writer. Default 200. */
+  checkpointMs?: number;
+}
+
+/**
+ * The checkpointer: a worker thread with its own connection that runs a
+ * PASSIVE checkpoint (never blocks the writer or readers) every `everyMs`.
+ * Plain JavaScript evaluated in the worker, so it needs no build step.
+ */
+const CHECKPOINTER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path);
+db.pragma('busy_timeout = 1000');
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (err) { parentPort.postMessage(String((err && err.message) || err)); }
+}, workerData.everyMs);
+parentPort.on('message', (m) => {
+  if (m !== 'stop') return;
+  clearInterval(timer);
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {}
+  db.close();
+  parentPort.close();
+});
+`;
+
+function startCheckpointer(path: string, everyMs: number): Worker {
+  const module = createRequire(import.meta.url).resolve('better-sqlite3');
+  const w = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { module, path, everyMs } });
+  // A failed checkpoint is retried on the next tick; the writer's own threshold bounds the WAL meanwhile.
+  w.on('message', () => {});
+  w.on('error', () => {});
+  w.unref();
+  return w;
 }
 
 /**
@@ -108,6 +144,7 @@ export class SqliteDriver implements ShardDriver {
   private wal: FileHandle | null = null;
   private syncing: Promise<void> | null = null;
   private syncQueued: Promise<void> | null = null;
+  private checkpointer: Worker | null = null;
   sync?: () => Promise<void>;
 
   constructor(opts: SqliteDriverOptions) {
@@ -125,8 +162,13 @@ export class SqliteDriver implements ShardDriver {
     if (opts.durability === 'strict' && this.walPath !== null) this.sync = () => this.syncWal();
     this.writeDb.pragma('busy_timeout = 5000');
     this.writeDb.pragma('foreign_keys = ON');
-    // Checkpoints run in the background of commits; keep the WAL bounded.
-    this.writeDb.pragma('wal_autocheckpoint = 10000');
+    // Checkpoints (copying the WAL into the database file, and its fsync)
+    // run on a connection of their own in a worker thread, so a commit never
+    // stalls the event loop behind one; the writer checkpoints itself only as
+    // a safety net, should the WAL grow past ~400 MB.
+    const background = opts.path !== ':memory:' && (opts.checkpointMs ?? 200) > 0;
+    this.writeDb.pragma(`wal_autocheckpoint = ${background ? 100_000 : 10_000}`);
+    if (background) this.checkpointer = startCheckpointer(opts.path, opts.checkpointMs ?? 200);
     this.readDb = new Database(opts.path, { readonly: false });
     this.readDb.pragma('busy_timeout = 5000');
     this.readDb.pragma('query_only = ON');
@@ -230,14 +272,22 @@ export class SqliteDriver implements ShardDriver {
     await this.reader.all('SELECT 1');
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     const wal = this.wal;
     this.wal = null;
     void wal?.close().catch(() => {});
+    const cp = this.checkpointer;
+    this.checkpointer = null;
+    if (cp !== null) {
+      const exited = new Promise<void>((r) => cp.once('exit', () => r()));
+      cp.postMessage('stop');
+      const timer = setTimeout(() => void cp.terminate(), 2000);
+      await exited;
+      clearTimeout(timer);
+    }
     this.readDb.close();
     this.writeDb.close();
-    return Promise.resolve();
   }
 }
