@@ -132,7 +132,12 @@ type StoreOp = Extract<LaneOp, { type: 'store' }>;
 type CreateOp = Extract<LaneOp, { type: 'create' }>;
 type DeleteOp = Extract<LaneOp, { type: 'delete' }>;
 
-/** Bulk statements (t.delivery: null for a client's own session, else the delivery it must still be). */
+/** A client may finish a writable session; a handler's verdict only the delivery it got (its repeats count). */
+function deliveryCond(delivery: number | undefined): [string, number[]] {
+  return delivery === undefined ? [WRITABLE, []] : [`state = 'delivering' AND repeats = ?`, [delivery]];
+}
+
+/** The same condition in bulk statements (t.delivery: null for a client's own session). */
 const DELIVERY_COND = `((t.delivery IS NULL AND p.state IN ('open', 'delivering')) OR (t.delivery IS NOT NULL AND p.state = 'delivering' AND p.repeats = t.delivery))`;
 
 /** true at the first operation on each session: a later one in the same run finds it already stored or gone. */
@@ -254,8 +259,7 @@ export class Pipe {
         [owner, now + this.ttlMs],
       );
       tx.onCommit(() => ownerShards!.add(shard.name));
-      await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [id, name, owner, now, now]);
-      await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+      await this.insertSessionIn(tx, id, name, owner, now);
     });
     return id;
   }
@@ -393,7 +397,7 @@ export class Pipe {
       } else {
         let j = i;
         while (j < ops.length && (ops[j]!.type === 'append' || ops[j]!.type === 'replace')) j++;
-        out.push(...(await this.writeIn(tx, shard, ops.slice(i, j) as WriteOp[])));
+        out.push(...(await this.writeIn(tx, shard, ops.slice(i, j) as WriteOp[], bulk)));
         i = j;
       }
     }
@@ -401,7 +405,7 @@ export class Pipe {
   }
 
   /** Runs a batch of writes in order; one outcome per write. Safe to run again after a rollback. */
-  private async writeIn(tx: Tx, shard: Shard, ops: readonly WriteOp[]): Promise<Outcome[]> {
+  private async writeIn(tx: Tx, shard: Shard, ops: readonly WriteOp[], bulk: boolean): Promise<Outcome[]> {
     // Every session written in the batch: still writable? (and its lease clock moves).
     const sessions = new Map<string, { now: number; ok: boolean; seqs: Set<number> }>();
     for (const o of ops) {
@@ -409,7 +413,7 @@ export class Pipe {
       if (s === undefined) sessions.set(o.id, { now: o.now, ok: false, seqs: new Set() });
       else if (o.now > s.now) s.now = o.now;
     }
-    if (shard.driver.dialect === 'postgres' && !ops.some((o) => o.type === 'replace')) return this.writeInBulk(tx, ops, sessions);
+    if (bulk && !ops.some((o) => o.type === 'replace')) return this.writeInBulk(tx, ops, sessions);
     // Sorted, so that two batches on two PostgreSQL connections lock sessions in one order.
     const oneWriter = !shard.driver.capabilities.multiNode;
     for (const id of [...sessions.keys()].sort()) {
@@ -515,14 +519,17 @@ export class Pipe {
     return Math.floor(this.now + timeoutS * 1000 + jitter);
   }
 
+  /** One new open session with its lease timer. */
+  private async insertSessionIn(tx: Tx, id: string, kind: string, owner: string | null, now: number): Promise<void> {
+    await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [id, kind, owner, now, now]);
+    await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
+  }
+
   /** New sessions: one multi-row INSERT per 200 where round trips cost (PostgreSQL), else one each. */
   private async createManyIn(tx: Tx, ops: readonly CreateOp[], bulk: boolean): Promise<void> {
     const ttl = this.ttlMs;
     if (!bulk) {
-      for (const o of ops) {
-        await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`, [o.id, o.kind, o.owner, o.now, o.now]);
-        await this.rt.scheduler.scheduleIn(tx, timerKey(o.id), TIMER_LEASE, o.now + ttl);
-      }
+      for (const o of ops) await this.insertSessionIn(tx, o.id, o.kind, o.owner, o.now);
       return;
     }
     for (let off = 0; off < ops.length; off += 200) {
@@ -580,9 +587,10 @@ export class Pipe {
 
   /** `delivery`: only while that delivery (its repeats count) is the current one. */
   private async storeIn(tx: Tx, id: string, due: number, now: number, delivery?: number): Promise<boolean> {
+    const [cond, extra] = deliveryCond(delivery);
     const rows = await tx.all<{ kind: string }>(
-      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ?, parked = 0 WHERE id = ? AND ${delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`} RETURNING kind`,
-      delivery === undefined ? [due, now, id] : [due, now, id, delivery],
+      `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ?, parked = 0 WHERE id = ? AND ${cond} RETURNING kind`,
+      [due, now, id, ...extra],
     );
     if (!rows[0]) return false;
     await this.comeBackIn(tx, id, rows[0].kind, due, true);
@@ -596,8 +604,8 @@ export class Pipe {
   }
 
   private async deleteIn(tx: Tx, id: string, delivery?: number): Promise<boolean> {
-    const cond = delivery === undefined ? WRITABLE : `state = 'delivering' AND repeats = ?`;
-    if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${cond}`, delivery === undefined ? [id] : [id, delivery])) === 0) return false;
+    const [cond, extra] = deliveryCond(delivery);
+    if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${cond}`, [id, ...extra])) === 0) return false;
     await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
     await this.rt.scheduler.cancelIn(tx, timerKey(id));
     return true;

@@ -113,21 +113,25 @@ export class Scheduler {
   /** Sets (or replaces) the owner's timer inside a caller's transaction on the owner's shard. */
   async scheduleIn(tx: Tx, owner: string, kind: string, dueAt: number, payload?: unknown): Promise<{ id: number; version: number }> {
     checkOwner(owner);
-    if (!Number.isFinite(dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
-    const rows = await tx.all<{ id: number; version: number }>(
-      `INSERT INTO timers (owner, kind, due_at, payload, version, attempts) VALUES (?, ?, ?, ?, 1, 0)
-       ON CONFLICT (owner) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at, payload = excluded.payload,
-         version = timers.version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL
-       RETURNING id, version`,
-      [owner, kind, Math.floor(dueAt), payload === undefined ? null : JSON.stringify(payload)],
-    );
+    checkDue(dueAt);
+    const rows = await tx.all<{ id: number; version: number }>(`${UPSERT_TIMERS} (?, ?, ?, ?, 1, 0) ${ON_OWNER_CONFLICT} RETURNING id, version`, [
+      owner,
+      kind,
+      Math.floor(dueAt),
+      encodePayload(payload),
+    ]);
+    this.wakeOnCommit(tx, dueAt);
+    return rows[0]!;
+  }
+
+  /** Once `tx` commits, wakes the local loop if `dueAt` is earlier than what it sleeps towards. */
+  private wakeOnCommit(tx: Tx, dueAt: number): void {
     tx.onCommit(() => {
       if (dueAt < this.nextLocalDue) {
         this.nextLocalDue = dueAt;
         this.waker.wake();
       }
     });
-    return rows[0]!;
   }
 
   /**
@@ -138,26 +142,17 @@ export class Scheduler {
     let min = Number.POSITIVE_INFINITY;
     for (const t of items) {
       checkOwner(t.owner);
-      if (!Number.isFinite(t.dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
+      checkDue(t.dueAt);
       if (t.dueAt < min) min = t.dueAt;
     }
     for (let off = 0; off < items.length; off += 200) {
       const chunk = items.slice(off, off + 200);
       await tx.run(
-        `INSERT INTO timers (owner, kind, due_at, payload, version, attempts) VALUES ${chunk.map(() => '(?, ?, ?, ?, 1, 0)').join(', ')}
-         ON CONFLICT (owner) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at, payload = excluded.payload,
-           version = timers.version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL`,
-        chunk.flatMap((t) => [t.owner, t.kind, Math.floor(t.dueAt), t.payload === undefined ? null : JSON.stringify(t.payload)]),
+        `${UPSERT_TIMERS} ${chunk.map(() => '(?, ?, ?, ?, 1, 0)').join(', ')} ${ON_OWNER_CONFLICT}`,
+        chunk.flatMap((t) => [t.owner, t.kind, Math.floor(t.dueAt), encodePayload(t.payload)]),
       );
     }
-    if (items.length > 0) {
-      tx.onCommit(() => {
-        if (min < this.nextLocalDue) {
-          this.nextLocalDue = min;
-          this.waker.wake();
-        }
-      });
-    }
+    if (items.length > 0) this.wakeOnCommit(tx, min);
   }
 
   /** Deletes the timers of many owners; resolves to how many there were. */
@@ -304,20 +299,15 @@ export class Scheduler {
         return ok;
       },
       rescheduleIn: async (tx, kind, dueAt, payload) => {
-        if (!Number.isFinite(dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
+        checkDue(dueAt);
         const n = await tx.run(
           `UPDATE timers SET kind = ?, due_at = ?, payload = ?, version = version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL
             WHERE id = ? AND version = ?`,
-          [kind, Math.floor(dueAt), payload === undefined ? null : JSON.stringify(payload), timer.id, timer.version],
+          [kind, Math.floor(dueAt), encodePayload(payload), timer.id, timer.version],
         );
         if (n !== 1) return false;
-        tx.onCommit(() => {
-          completed = true;
-          if (dueAt < this.nextLocalDue) {
-            this.nextLocalDue = dueAt;
-            this.waker.wake();
-          }
-        });
+        tx.onCommit(() => (completed = true));
+        this.wakeOnCommit(tx, dueAt);
         return true;
       },
     };
@@ -343,6 +333,19 @@ export class Scheduler {
       tx.run('UPDATE timers SET due_at = ?, claimed_by = NULL, claim_until = NULL WHERE id = ? AND version = ?', [due, timer.id, timer.version]),
     );
   }
+}
+
+/** Insert-or-replace of a timer by owner: a replaced timer gets a new version and is unclaimed. */
+const UPSERT_TIMERS = 'INSERT INTO timers (owner, kind, due_at, payload, version, attempts) VALUES';
+const ON_OWNER_CONFLICT = `ON CONFLICT (owner) DO UPDATE SET kind = excluded.kind, due_at = excluded.due_at, payload = excluded.payload,
+  version = timers.version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL`;
+
+function checkDue(dueAt: number): void {
+  if (!Number.isFinite(dueAt)) throw badRequest('timer due time must be a finite number of milliseconds');
+}
+
+function encodePayload(payload: unknown): string | null {
+  return payload === undefined ? null : JSON.stringify(payload);
 }
 
 function checkOwner(owner: string): void {
