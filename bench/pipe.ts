@@ -78,7 +78,7 @@ async function streamAppends(dialect: Dialect, batched: boolean, depth: number):
   return withNode(dialect, { session_ttl_s: 600, kinds: { bench: { default_delay_s: 600 } } }, async (node, st) => {
     const perSession = Math.ceil(RECORDS / SESSIONS);
     // The clients run in their own process, as they would in production; the server gets this one.
-    const cl = forkClient('./pipe-clients.ts', [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0', String(depth)]);
+    const cl = forkClient('./children/pipe-clients.ts', [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0', String(depth)]);
     await cl.next();
     const done = cl.next<{ ms: number; ids: string[] }>();
     cl.send('go');
@@ -147,7 +147,7 @@ function forkClient(file: string, args: string[] = []): { send(m: unknown): void
 
 async function pipeCycles(dialect: Dialect): Promise<number> {
   // Producers and the handler run in their own process, as the peers' Redis and PostgreSQL servers do.
-  const cl = forkClient('./pipe-cycle-clients.ts');
+  const cl = forkClient('./children/pipe-cycle-clients.ts');
   const { handler } = await cl.next<{ handler: string }>();
   return withNode(dialect, { store_jitter_s: 0, kinds: { bench: { handler, concurrency: HANDLER_SLOTS } } }, async (node) => {
     const done = cl.next<{ ms: number }>();

@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- <name>` runs bench/<name>.ts; without a name, every
  * benchmark in bench/ in alphabetical order. Each module exports
- * `run(): Promise<void>` and prints its own figures.
+ * `run(): Promise<void>` and prints its own figures. Scripts a benchmark runs
+ * as child processes live in bench/children/, which is not scanned.
  */
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -7,9 +7,9 @@
  * pipelined, which the stream keeps in order), and reports the elapsed
  * milliseconds.
  *
- *   node --import tsx bench/pipe-clients.ts <address> <sessions> <perSession> <connections> <batched 0|1> [depth]
+ *   node --import tsx bench/children/pipe-clients.ts <address> <sessions> <perSession> <connections> <batched 0|1> [depth]
  */
-import { PipeStreamClient } from '../src/pipe/client.js';
+import { PipeStreamClient } from '../../src/pipe/client.js';
 
 const [address, sessionsArg, perArg, connArg, batchedArg] = process.argv.slice(2);
 const sessions = Number(sessionsArg);

@@ -11,7 +11,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PipeStreamClient } from '../src/pipe/client.js';
+import { PipeStreamClient } from '../../src/pipe/client.js';
 
 const record = Buffer.alloc(100, 0x61);
 let handled = 0;
