@@ -1,6 +1,6 @@
-import { defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
 
-defineErrorCodes({
+export const BUS_ERRORS = defineErrorCodes({
   topic_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No topic with this name is configured.' },
   subscription_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No subscription with this name.' },
   subscription_busy: {
@@ -16,3 +16,7 @@ defineErrorCodes({
   },
   exporter_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No exporter with this name is configured.' },
 });
+
+declare module '../core/errors.js' {
+  interface ErrorCodeRegistry extends CodesOf<typeof BUS_ERRORS> {}
+}

@@ -60,7 +60,29 @@ export const ERROR_CODES = {
   internal: spec(500, GrpcStatus.INTERNAL, false, 'An unexpected internal error.'),
 } satisfies Record<string, CodeSpec>;
 
-export type ErrorCode = keyof typeof ERROR_CODES;
+/**
+ * Codes a face registers. Each face's errors.ts declares its table with
+ * `defineErrorCodes` and adds its keys here by module augmentation:
+ *
+ *   export const BUS_ERRORS = defineErrorCodes({ topic_not_found: {...} });
+ *   declare module '../core/errors.js' { interface ErrorCodeRegistry extends CodesOf<typeof BUS_ERRORS> {} }
+ *
+ * so `ErrorCode` is the union of every registered table and a typo in a code
+ * is a compile error.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface ErrorCodeRegistry {}
+
+export type CodesOf<T> = { [K in keyof T]: true };
+
+export type ErrorCode = keyof typeof ERROR_CODES | keyof ErrorCodeRegistry;
+
+interface CodeInput {
+  http: number;
+  grpc: number;
+  retryable?: boolean;
+  description: string;
+}
 
 /**
  * Faces register their own codes at import time through `defineErrorCodes`, so
@@ -68,7 +90,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  */
 const extraCodes = new Map<string, CodeSpec>();
 
-export function defineErrorCodes(codes: Record<string, { http: number; grpc: number; retryable?: boolean; description: string }>): void {
+export function defineErrorCodes<const T extends Record<string, CodeInput>>(codes: T): T {
   for (const [code, s] of Object.entries(codes)) {
     if (code in ERROR_CODES || extraCodes.has(code)) {
       const existing = codeSpec(code);
@@ -77,6 +99,12 @@ export function defineErrorCodes(codes: Record<string, { http: number; grpc: num
     }
     extraCodes.set(code, spec(s.http, s.grpc, s.retryable ?? false, s.description));
   }
+  return codes;
+}
+
+/** Whether `code` is in one of the registered tables (codes from a wire are checked with this). */
+export function isErrorCode(code: string): code is ErrorCode {
+  return code in ERROR_CODES || extraCodes.has(code);
 }
 
 export function codeSpec(code: string): CodeSpec {
@@ -88,12 +116,12 @@ export function allErrorCodes(): Record<string, CodeSpec> {
 }
 
 export class MillraceError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details: Record<string, unknown> | undefined;
   /** Seconds after which a retry makes sense (sent as Retry-After). */
   readonly retryAfterS: number | undefined;
 
-  constructor(code: ErrorCode | (string & {}), message: string, opts: { details?: Record<string, unknown>; retryAfterS?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { details?: Record<string, unknown>; retryAfterS?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'MillraceError';
     this.code = code;

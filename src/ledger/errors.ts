@@ -1,6 +1,6 @@
-import { defineErrorCodes, GrpcStatus as G } from '../core/errors.js';
+import { type CodesOf, defineErrorCodes, GrpcStatus as G } from '../core/errors.js';
 
-defineErrorCodes({
+export const LEDGER_ERRORS = defineErrorCodes({
   account_type_not_found: { http: 404, grpc: G.NOT_FOUND, description: 'No account type with this name in the ledger config.' },
   lock_type_not_found: { http: 404, grpc: G.NOT_FOUND, description: 'No lock type with this name in the ledger config.' },
   state_type_not_found: { http: 404, grpc: G.NOT_FOUND, description: 'No state type with this name in the ledger config.' },
@@ -19,3 +19,7 @@ defineErrorCodes({
   },
   invalid_cursor: { http: 400, grpc: G.INVALID_ARGUMENT, description: 'The page cursor is malformed.' },
 });
+
+declare module '../core/errors.js' {
+  interface ErrorCodeRegistry extends CodesOf<typeof LEDGER_ERRORS> {}
+}

@@ -1,4 +1,4 @@
-import { MillraceError } from '../core/errors.js';
+import { isErrorCode, MillraceError } from '../core/errors.js';
 import type { HistoryRange } from './config.js';
 import type { MachineRef, MachineView } from './machines.js';
 import type { SinkPage } from './sink.js';
@@ -72,8 +72,10 @@ export class MachinesClient {
     if (res.status >= 400) {
       const e = (json as { error?: { code: string; message: string; details?: Record<string, unknown> } })?.error;
       const retry = res.headers.get('retry-after');
-      throw new MillraceError(e?.code ?? 'internal', e?.message ?? `HTTP ${res.status}`, {
-        ...(e?.details ? { details: e.details } : {}),
+      const code = e?.code !== undefined && isErrorCode(e.code) ? e.code : 'internal';
+      const details = code === e?.code ? e?.details : { ...e?.details, server_code: e?.code ?? null, http_status: res.status };
+      throw new MillraceError(code, e?.message ?? `HTTP ${res.status}`, {
+        ...(details ? { details } : {}),
         ...(retry ? { retryAfterS: Number(retry) } : {}),
       });
     }

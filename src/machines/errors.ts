@@ -1,6 +1,6 @@
-import { defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
 
-defineErrorCodes({
+export const MACHINES_ERRORS = defineErrorCodes({
   namespace_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No machine namespace with this name is configured.' },
   machine_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No machine with this id (or tag) in the namespace.' },
   machine_already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, description: 'A machine with this id already exists.' },
@@ -10,3 +10,7 @@ defineErrorCodes({
   event_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'The history range names an event the machine does not have.' },
   sink_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No event sink with this name is configured.' },
 });
+
+declare module '../core/errors.js' {
+  interface ErrorCodeRegistry extends CodesOf<typeof MACHINES_ERRORS> {}
+}
