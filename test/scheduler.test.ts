@@ -180,6 +180,26 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
     expect(await s.get('q')).toMatchObject({ kind: 'first', version: 2, payload: 'new' });
   });
 
+  it('periodic runs a job once per period, keeps one timer, and a second call replaces the job', async () => {
+    const { rt, clock } = await manual();
+    const s = rt.scheduler;
+    const runs: string[] = [];
+    await s.periodic('tidy', 1000, async () => void runs.push('first'), { firstInMs: 0 });
+    expect(await s.tick()).toBe(1);
+    expect(runs).toEqual(['first']);
+    const next = await s.get('tidy');
+    expect(next?.dueAt).toBe(clock.now() + 1000);
+    expect(await s.tick()).toBe(0);
+    // Started again over the same runtime: the new job runs, the timer is kept.
+    await s.periodic('tidy', 1000, async () => void runs.push('second'));
+    expect((await s.get('tidy'))?.version).toBe(next?.version);
+    clock.advance(1000);
+    expect(await s.tick()).toBe(1);
+    expect(runs).toEqual(['first', 'second']);
+    await expect(s.periodic('bad', 0, async () => {})).rejects.toThrow(/positive/);
+    expect(await s.get('bad')).toBeNull();
+  });
+
   it('retries a failing handler with exponential backoff, capped, counting attempts', async () => {
     const { rt, clock } = await manual();
     const s = rt.scheduler;

@@ -54,16 +54,7 @@ export class Bus {
         await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%' AND holder LIKE ?", [`${this.rt.config.node_id}/%`]));
       } else await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%'"));
     }
-    try {
-      this.rt.scheduler.register(PRUNE_TIMER, async () => {
-        await this.publisher.prune(this.rt.storage.shards);
-        await this.rt.scheduler.schedule(PRUNE_TIMER, PRUNE_TIMER, this.rt.clock.now() + this.config.dedupe_prune_ms);
-      });
-    } catch {
-      // registered by an earlier start of this runtime
-    }
-    const existing = await this.rt.scheduler.get(PRUNE_TIMER);
-    if (!existing) await this.rt.scheduler.schedule(PRUNE_TIMER, PRUNE_TIMER, this.rt.clock.now() + this.config.dedupe_prune_ms);
+    await this.rt.scheduler.periodic(PRUNE_TIMER, this.config.dedupe_prune_ms, () => this.publisher.prune(this.rt.storage.shards));
     const ingress = this.config.rabbitmq.ingress;
     if (ingress) {
       for (const b of ingress.bindings) {

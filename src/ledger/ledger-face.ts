@@ -30,17 +30,15 @@ export function createLedgerFace(rt: Runtime): LedgerFace {
     ledger,
     async start() {
       if (rt.storage.shards.some((s) => s.driver.dialect === 'postgres')) {
-        const every = rt.config.ledger.partitions.every_ms;
-        try {
-          rt.scheduler.register(PARTITIONS_TIMER, async () => {
+        await rt.scheduler.periodic(
+          PARTITIONS_TIMER,
+          rt.config.ledger.partitions.every_ms,
+          async () => {
             await ledger.ensurePartitions(rt.clock.now());
             await ledger.dropExpiredPartitions(rt.clock.now());
-            await rt.scheduler.schedule(PARTITIONS_TIMER, PARTITIONS_TIMER, rt.clock.now() + every);
-          });
-        } catch {
-          // registered by an earlier start of this runtime
-        }
-        if (!(await rt.scheduler.get(PARTITIONS_TIMER))) await rt.scheduler.schedule(PARTITIONS_TIMER, PARTITIONS_TIMER, rt.clock.now());
+          },
+          { firstInMs: 0 },
+        );
       }
       if (!rt.config.ledger.aggregation.enabled) return;
       for (const s of rt.storage.shards) {

@@ -78,6 +78,7 @@ const OWNER_MAX = 512;
  */
 export class Scheduler {
   private readonly handlers = new Map<string, TimerHandler>();
+  private readonly periodicJobs = new Map<string, () => Promise<unknown>>();
   private readonly waker = new Waker();
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -98,6 +99,27 @@ export class Scheduler {
   register(kind: string, handler: TimerHandler): void {
     if (this.handlers.has(kind)) throw new Error(`timer kind ${kind} registered twice`);
     this.handlers.set(kind, handler);
+  }
+
+  /**
+   * A job that runs every `everyMs` on whichever node claims its timer, so a
+   * cluster runs it once per period. The timer's owner and kind are both
+   * `kind`; the next run is set in the same transaction that completes this
+   * one. Calling it again for the same kind (a face started again over this
+   * runtime) replaces the job function and keeps the timer. The first run is
+   * due `firstInMs` from now (default `everyMs`) if no timer exists yet.
+   */
+  async periodic(kind: string, everyMs: number, job: () => Promise<unknown>, opts: { firstInMs?: number } = {}): Promise<void> {
+    if (!Number.isFinite(everyMs) || everyMs <= 0) throw new Error(`periodic job ${kind}: everyMs must be positive`);
+    const known = this.periodicJobs.has(kind);
+    this.periodicJobs.set(kind, job);
+    if (!known) {
+      this.register(kind, async (timer, ctx) => {
+        await this.periodicJobs.get(kind)!();
+        await this.storage.shard(timer.shard).write((tx) => ctx.rescheduleIn(tx, kind, this.clock.now() + everyMs));
+      });
+    }
+    if (!(await this.get(kind))) await this.schedule(kind, kind, this.clock.now() + (opts.firstInMs ?? everyMs));
   }
 
   shardOf(owner: string, shardKey?: readonly string[] | string): Shard {
