@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/runtime.js';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { verifyShard } from '../src/log/verify.js';
-import type { LogEvent } from '../src/log/log.js';
+import { Runtime } from '../../src/runtime.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { verifyShard } from '../../src/log/verify.js';
+import type { LogEvent } from '../../src/log/log.js';
 import pg from 'pg';
-import { createTestEnv, pgUrlFor, waitFor, type TestEnv } from './support/env.js';
+import { createTestEnv, pgUrlFor, waitFor, type TestEnv } from '../support/env.js';
 
 /** One append: which of the run's streams, and how many events. */
 interface Append {

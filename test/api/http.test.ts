@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInterface } from 'node:readline';
 import type { FastifyInstance } from 'fastify';
-import { startNode, type Node } from '../src/serve.js';
-import type { Face } from '../src/face.js';
-import { createTestEnv, DIALECTS, type Dialect, type TestEnv } from './support/env.js';
-import { spawnTs, writeConfigFile } from './support/proc.js';
+import { startNode, type Node } from '../../src/serve.js';
+import type { Face } from '../../src/face.js';
+import { createTestEnv, DIALECTS, type Dialect, type TestEnv } from '../support/env.js';
+import { spawnTs, writeConfigFile } from '../support/proc.js';
 
 /** A face that exists only here: one POST route with a strict body schema. */
 const echoFace = (): Face => ({

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/runtime.js';
-import { isMillraceError } from '../src/core/errors.js';
-import type { Consumer } from '../src/log/cursor.js';
-import type { LogEvent } from '../src/log/log.js';
-import type { Tx } from '../src/storage/port.js';
-import { createTestEnv, DIALECTS, waitFor, type TestEnv } from './support/env.js';
+import { Runtime } from '../../src/runtime.js';
+import { isMillraceError } from '../../src/core/errors.js';
+import type { Consumer } from '../../src/log/cursor.js';
+import type { LogEvent } from '../../src/log/log.js';
+import type { Tx } from '../../src/storage/port.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 
 const SHARD = 's0';
 

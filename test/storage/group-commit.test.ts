@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/runtime.js';
-import type { Shard } from '../src/storage/storage.js';
-import type { Tx } from '../src/storage/port.js';
-import { createTestEnv, DIALECTS, waitFor, type TestEnv } from './support/env.js';
+import { Runtime } from '../../src/runtime.js';
+import type { Shard } from '../../src/storage/storage.js';
+import type { Tx } from '../../src/storage/port.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 
 /** What one caller's function saw and which of its hooks ran. */
 interface Trace {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { Runtime } from '../src/runtime.js';
-import { Storage } from '../src/storage/storage.js';
-import { verifyShard } from '../src/log/verify.js';
-import { createTestEnv, DIALECTS, evenRanges, type Dialect, type TestEnv } from './support/env.js';
+import { Runtime } from '../../src/runtime.js';
+import { Storage } from '../../src/storage/storage.js';
+import { verifyShard } from '../../src/log/verify.js';
+import { createTestEnv, DIALECTS, evenRanges, type Dialect, type TestEnv } from '../support/env.js';
 
 const STREAMS = 300;
 const sha1 = (text: string): bigint => BigInt(`0x${createHash('sha1').update(text, 'utf8').digest('hex')}`);

@@ -4,9 +4,9 @@ import pg from 'pg';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Runtime } from '../src/runtime.js';
-import { createTestEnv, DIALECTS, type Dialect, type TestEnv } from './support/env.js';
-import { runCli, writeConfigFile, type RunResult } from './support/proc.js';
+import { Runtime } from '../../src/runtime.js';
+import { createTestEnv, DIALECTS, type Dialect, type TestEnv } from '../support/env.js';
+import { runCli, writeConfigFile, type RunResult } from '../support/proc.js';
 
 /** Runs one statement against a shard's database, bypassing millrace. */
 async function tamper(env: TestEnv, shardIndex: number, sql: string): Promise<number> {

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createInterface } from 'node:readline';
-import { Runtime } from '../src/runtime.js';
-import { createTestEnv, DIALECTS, waitFor, type Dialect, type TestEnv } from './support/env.js';
-import { runCli, spawnTs, writeConfigFile } from './support/proc.js';
+import { Runtime } from '../../src/runtime.js';
+import { createTestEnv, DIALECTS, waitFor, type Dialect, type TestEnv } from '../support/env.js';
+import { runCli, spawnTs, writeConfigFile } from '../support/proc.js';
 
 interface Ack {
   shard: string;

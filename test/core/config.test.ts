@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
-import { buildConfig, checkCoverage, type ShardConfig } from '../src/core/config.js';
-import { isMillraceError } from '../src/core/errors.js';
-import { HASH_SPACE_END, parseHashBound, sha1, shardKeyText, ShardRouter } from '../src/core/routing.js';
+import { buildConfig, checkCoverage, type ShardConfig } from '../../src/core/config.js';
+import { isMillraceError } from '../../src/core/errors.js';
+import { HASH_SPACE_END, parseHashBound, sha1, shardKeyText, ShardRouter } from '../../src/core/routing.js';
 
 const END = 1n << 160n;
 const sha1Hex = (text: string): string => createHash('sha1').update(text, 'utf8').digest('hex');

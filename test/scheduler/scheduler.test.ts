@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/runtime.js';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { ManualClock } from '../src/core/clock.js';
-import { isMillraceError } from '../src/core/errors.js';
-import { RetryTimer, type Timer, type TimerContext } from '../src/scheduler/scheduler.js';
-import { createTestEnv, DIALECTS, waitFor, type Dialect, type TestEnv } from './support/env.js';
+import { Runtime } from '../../src/runtime.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { isMillraceError } from '../../src/core/errors.js';
+import { RetryTimer, type Timer, type TimerContext } from '../../src/scheduler/scheduler.js';
+import { createTestEnv, DIALECTS, waitFor, type Dialect, type TestEnv } from '../support/env.js';
 
 const LEASE_MS = 1000;
 const RETRY_BASE_MS = 1000;

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/runtime.js';
-import { isMillraceError } from '../src/core/errors.js';
-import { verifyShard } from '../src/log/verify.js';
-import { createTestEnv, DIALECTS, waitFor, type TestEnv } from './support/env.js';
+import { Runtime } from '../../src/runtime.js';
+import { isMillraceError } from '../../src/core/errors.js';
+import { verifyShard } from '../../src/log/verify.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 
 describe.each(DIALECTS)('log conformance (%s)', (dialect) => {
   let env: TestEnv;
