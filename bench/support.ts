@@ -1,7 +1,6 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import { createPgDatabases, dropPgDatabases } from '../test/support/pg-admin.js';
 
 /**
  * Benchmark helpers: scratch directories on the real disk (not tmpfs, so fsync
@@ -9,34 +8,15 @@ import pg from 'pg';
  * plain-text table.
  */
 
-/** Connects to an existing database in order to create the benchmark's own. */
-export const PG_ADMIN_URL = process.env.MILLRACE_BENCH_PG_URL ?? process.env.MILLRACE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-export function pgUrlFor(db: string): string {
-  const u = new URL(PG_ADMIN_URL);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+export { PG_ADMIN_URL, pgUrlFor } from '../test/support/pg-admin.js';
 
 /** Creates a fresh, empty PostgreSQL database; returns its name. */
 export async function createPgDatabase(): Promise<string> {
-  const name = `mr_bench_${randomBytes(5).toString('hex')}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  return name;
+  return (await createPgDatabases(1, 'bench_'))[0]!;
 }
 
 export async function dropPgDatabase(name: string): Promise<void> {
-  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  await dropPgDatabases([name]);
 }
 
 /** A scratch directory under ./.bench-tmp (git-ignored); removed by `cleanup`. */

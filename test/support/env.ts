@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { buildConfig, type Config, type ConfigInput } from '../../src/core/config.js';
+import { createPgDatabases, dropPgDatabases, pgUrlFor } from './pg-admin.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -13,39 +13,7 @@ export const DIALECTS: Dialect[] = (process.env.MILLRACE_TEST_DIALECTS ?? 'sqlit
   .map((s) => s.trim())
   .filter((s): s is Dialect => s === 'sqlite' || s === 'postgres');
 
-/** An existing database the tests connect to in order to create their own. */
-export const PG_ADMIN_URL = process.env.MILLRACE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-export function pgUrlFor(db: string): string {
-  const u = new URL(PG_ADMIN_URL);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
-export async function createPgDatabases(n: number): Promise<string[]> {
-  const base = `mr_${randomBytes(5).toString('hex')}`;
-  const names = Array.from({ length: n }, (_, i) => `${base}_${i}`);
-  await admin(async (c) => {
-    for (const name of names) await c.query(`CREATE DATABASE ${name}`);
-  });
-  return names;
-}
-
-export async function dropPgDatabases(names: string[]): Promise<void> {
-  await admin(async (c) => {
-    for (const name of names) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
-}
+export { PG_ADMIN_URL, pgUrlFor, createPgDatabases, dropPgDatabases } from './pg-admin.js';
 
 /** Splits the SHA-1 space into n equal ranges, as hex prefixes. */
 export function evenRanges(n: number): Array<{ from: string; to?: string }> {
