@@ -2,9 +2,8 @@
  * What the bus benchmark's parts share: knobs, payloads, the millrace gRPC
  * client type, timing loops and latency statistics.
  */
-import { credentials, loadPackageDefinition, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { BUS_PROTO } from '../../src/api/grpc/bus-service.js';
+import { credentials, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { millraceService } from '../../src/api/grpc/protos.js';
 
 export type Durability = 'strict' | 'relaxed';
 
@@ -86,9 +85,7 @@ export interface BusClient extends Client {
   PublishBatches(): ClientDuplexStream<unknown, { positions: Position[] }>;
 }
 
-export const protoDef = loadSync(BUS_PROTO, { longs: Number, defaults: true, oneofs: true });
-export const BusCtor = (loadPackageDefinition(protoDef) as unknown as { millrace: { v1: { Bus: new (addr: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Record<string, unknown>) => BusClient } } })
-  .millrace.v1.Bus;
+export const BusCtor = millraceService('Bus', 'camel') as unknown as new (addr: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Record<string, unknown>) => BusClient;
 
 export const publish = (c: BusClient, events: unknown[]): Promise<Position[]> =>
   new Promise((resolve, reject) => c.Publish({ events }, (err, res) => (err ? reject(err) : resolve(res.positions))));

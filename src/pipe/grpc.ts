@@ -1,10 +1,7 @@
-import { fileURLToPath } from 'node:url';
-import { loadPackageDefinition, type GrpcObject, type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
+import { millraceService } from '../api/grpc/protos.js';
 import { toMillraceError } from '../core/errors.js';
 import type { Pipe } from './pipe.js';
-
-export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
 
 export interface PipeRequest {
   req: number;
@@ -24,15 +21,9 @@ export interface PipeResponse {
   due_at_ms?: number;
 }
 
-let cached: ServiceClientConstructor | undefined;
-
 /** The `millrace.v1.Pipe` service definition (also a client constructor, for tests and benchmarks). */
 export function pipeService(): ServiceClientConstructor {
-  if (cached) return cached;
-  const def = loadSync('millrace/v1/pipe.proto', { includeDirs: [PROTO_ROOT], keepCase: true, longs: Number, defaults: true, oneofs: true });
-  const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: GrpcObject } };
-  cached = pkg.millrace.v1.Pipe as ServiceClientConstructor;
-  return cached;
+  return millraceService('Pipe');
 }
 
 /** Requests of one stream handled at once; beyond this the stream is paused (backpressure). */

@@ -1,10 +1,9 @@
-import { credentials, loadPackageDefinition, type ClientDuplexStream, type Client, type ServiceError } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { credentials, type ClientDuplexStream, type Client, type ServiceError } from '@grpc/grpc-js';
 import { startNode, type Node } from '../../src/serve.js';
 import { busFace } from '../../src/bus/face.js';
 import type { Bus } from '../../src/bus/bus.js';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
-import { BUS_PROTO } from '../../src/api/grpc/bus-service.js';
+import { millraceService } from '../../src/api/grpc/protos.js';
 import type { TestEnv } from '../support/env.js';
 
 export const TOPICS = ['orders', 'payments', 'dlq'];
@@ -51,11 +50,10 @@ export interface SubscribeResponse {
   batch?: { deliveries: WireDelivery[] };
 }
 
-const def = loadSync(BUS_PROTO, { longs: Number, defaults: true, oneofs: true });
-const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: { Bus: new (addr: string, creds: ReturnType<typeof credentials.createInsecure>) => BusClient } } };
+const BusClientCtor = millraceService('Bus', 'camel') as unknown as new (addr: string, creds: ReturnType<typeof credentials.createInsecure>) => BusClient;
 
 export function busClient(addr: string): BusClient {
-  return new pkg.millrace.v1.Bus(addr, credentials.createInsecure());
+  return new BusClientCtor(addr, credentials.createInsecure());
 }
 
 export function publish(c: BusClient, events: unknown[]): Promise<Array<{ shard: string; pos: number; duplicate: boolean }>> {

@@ -1,16 +1,11 @@
-import { fileURLToPath } from 'node:url';
-import { loadPackageDefinition, type Server, type ServerDuplexStream, type ServerReadableStream, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { type Server, type ServerDuplexStream, type ServerReadableStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import { millraceService } from './protos.js';
 import { badRequest, MillraceError } from '../../core/errors.js';
 import type { Bus } from '../../bus/bus.js';
 import type { DeliverySession } from '../../bus/delivery.js';
 import type { PublishEvent, Published } from '../../bus/publisher.js';
 import { toGrpcError } from './server.js';
 
-export const BUS_PROTO = fileURLToPath(new URL('../../../proto/millrace/v1/bus.proto', import.meta.url));
-
-/** Loader options the server uses (snake_case fields, 64-bit numbers as JS numbers). */
-export const PROTO_OPTIONS = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true } as const;
 
 interface PbEvent {
   id?: string;
@@ -80,9 +75,7 @@ const positionsPb = (ps: Published[]) => ({ positions: ps.map((p) => ({ shard: p
 
 /** The `millrace.v1.Bus` service over a Bus. */
 export function registerBusService(server: Server, bus: Bus): void {
-  const def = loadSync(BUS_PROTO, PROTO_OPTIONS);
-  const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: { Bus: { service: ServiceDefinition } } } };
-  server.addService(pkg.millrace.v1.Bus.service, {
+  server.addService(millraceService('Bus').service, {
     Publish: (call: ServerUnaryCall<{ events?: PbEvent[] }, unknown>, cb: sendUnaryData<unknown>) => {
       Promise.resolve()
         .then(() => bus.publish(fromPb(call.request.events)))
