@@ -23,6 +23,8 @@ export interface SubscriptionInfo {
   updated_at: number;
 }
 
+/** How long a connection waits for this node's previous connection of the same subscription to finish closing. */
+const RECONNECT_GRACE_MS = 1000;
 const PRUNE_TIMER = 'bus.dedupe_prune';
 
 /**
@@ -36,6 +38,8 @@ export class Bus {
   readonly topics: ReadonlySet<string>;
   readonly publisher: Publisher;
   private readonly sessions = new Map<string, DeliverySession>();
+  /** Per subscription with a session on this node: settles once that session has closed and released its lease. */
+  private readonly ended = new Map<string, Promise<void>>();
   private stopped = false;
   ingress: Ingress | null = null;
   private exporters: Exporter[] = [];
@@ -236,7 +240,16 @@ export class Bus {
     if (this.stopped) throw new MillraceError('shutting_down', 'the node is shutting down');
     const holder = `${this.rt.config.node_id}/${randomUUID()}`;
     if (rawConfig !== undefined) buildSubscriptionConfig(rawConfig, this.config);
-    const lease = await this.acquireLease(name, holder);
+    let lease = await this.acquireLease(name, holder);
+    const prior = this.ended.get(name);
+    if (!lease && prior) {
+      // The live connection is on this node: a client reconnecting right after
+      // it closed may get here before the close is noticed. Give it a moment.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([prior, new Promise<void>((r) => (timer = setTimeout(r, RECONNECT_GRACE_MS)))]);
+      clearTimeout(timer);
+      lease = await this.acquireLease(name, holder);
+    }
     if (!lease) throw new MillraceError('subscription_busy', `subscription "${name}" already has a live connection`, { details: { subscription: name } });
     let r: Awaited<ReturnType<Bus['row']>>;
     try {
@@ -266,6 +279,9 @@ export class Bus {
         );
       }, Math.max(200, Math.floor(this.config.lease_ms / 3)));
       renew.unref();
+      let settle!: () => void;
+      const ended = new Promise<void>((r) => (settle = r));
+      this.ended.set(name, ended);
       session = new DeliverySession(
         name,
         this.cursorName(name),
@@ -279,7 +295,11 @@ export class Bus {
             // that follows the end of this call never meets its own old lease.
             void this.releaseLease(name, holder)
               .catch(() => {})
-              .finally(() => sink.closed(err));
+              .finally(() => {
+                if (this.ended.get(name) === ended) this.ended.delete(name);
+                settle();
+                sink.closed(err);
+              });
           },
         },
         {

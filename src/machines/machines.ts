@@ -277,6 +277,7 @@ export class Machines {
   private exclusive<T>(ns: string, id: string, deadline: number, fn: (state: MachineState) => Promise<T>, starting = false): Promise<T> {
     if (this.stopped) return Promise.reject(new MillraceError('shutting_down', 'the node is stopping', { retryAfterS: 1 }));
     const k = key(ns, id);
+    const waitMs = deadline - this.rt.clock.now();
     return this.queues.run(k, async () => {
       if (this.rt.clock.now() >= deadline) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the machine could be processed');
       const state = await this.acquire(ns, id, deadline, starting);
@@ -288,7 +289,7 @@ export class Machines {
         // A step that committed released the lease in its own transaction; otherwise release it here.
         if (!this.leaseCleared.delete(k)) await this.releaseLease(ns, id).catch(() => {});
       }
-    });
+    }, waitMs);
   }
 
   private async step(state: MachineState, input: StepInput, ctx: { deadline: number; traceparent: string }, hooks: Hooks): Promise<StepResult> {

@@ -140,6 +140,12 @@ function deliveryCond(delivery: number | undefined): [string, number[]] {
 /** The same condition in bulk statements (t.delivery: null for a client's own session). */
 const DELIVERY_COND = `((t.delivery IS NULL AND p.state IN ('open', 'delivering')) OR (t.delivery IS NOT NULL AND p.state = 'delivering' AND p.repeats = t.delivery))`;
 
+/** A client may also cancel (delete) a session it stored; a handler's verdict still only its own delivery. */
+function deleteCond(delivery: number | undefined): [string, number[]] {
+  return delivery === undefined ? [`state IN ('open', 'delivering', 'stored')`, []] : deliveryCond(delivery);
+}
+const DELETE_COND = `((t.delivery IS NULL AND p.state IN ('open', 'delivering', 'stored')) OR (t.delivery IS NOT NULL AND p.state = 'delivering' AND p.repeats = t.delivery))`;
+
 /** true at the first operation on each session: a later one in the same run finds it already stored or gone. */
 function firstOfEach(ops: ReadonlyArray<{ id: string }>): boolean[] {
   const seen = new Set<string>();
@@ -276,7 +282,9 @@ export class Pipe {
   private async write(id: string, record: Buffer, seq: number | undefined, replace: boolean): Promise<WriteResult> {
     checkId(id);
     if (!Buffer.isBuffer(record)) throw badRequest('record must be bytes');
-    if (record.length > this.config.max_record_bytes) throw badRequest(`record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`);
+    if (record.length > this.config.max_record_bytes) {
+      throw new MillraceError('payload_too_large', `record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`, { details: { bytes: record.length, max_record_bytes: this.config.max_record_bytes } });
+    }
     if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0)) throw badRequest('seq must be a non-negative integer');
     const r = await this.enqueue(id, { type: replace ? 'replace' : 'append', record, seq });
     if (r === 'refused') throw await this.refusal(id);
@@ -574,7 +582,7 @@ export class Pipe {
     const first = firstOfEach(ops);
     const sent = ops.filter((_, k) => first[k]);
     const rows = await tx.all<{ id: string }>(
-      `DELETE FROM pipe_sessions p USING unnest(?::text[], ?::int[]) AS t(id, delivery) WHERE p.id = t.id AND ${DELIVERY_COND} RETURNING p.id`,
+      `DELETE FROM pipe_sessions p USING unnest(?::text[], ?::int[]) AS t(id, delivery) WHERE p.id = t.id AND ${DELETE_COND} RETURNING p.id`,
       [sent.map((o) => o.id), sent.map((o) => o.delivery ?? null)],
     );
     const gone = new Set(rows.map((r) => r.id));
@@ -604,7 +612,7 @@ export class Pipe {
   }
 
   private async deleteIn(tx: Tx, id: string, delivery?: number): Promise<boolean> {
-    const [cond, extra] = deliveryCond(delivery);
+    const [cond, extra] = deleteCond(delivery);
     if ((await tx.run(`DELETE FROM pipe_sessions WHERE id = ? AND ${cond}`, [id, ...extra])) === 0) return false;
     await tx.run('DELETE FROM pipe_records WHERE session_id = ?', [id]);
     await this.rt.scheduler.cancelIn(tx, timerKey(id));

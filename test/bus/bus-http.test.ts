@@ -76,4 +76,20 @@ describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
     expect((await call('DELETE', '/v1/bus/subscriptions/web')).status).toBe(204);
     expect((await call('GET', '/v1/bus/subscriptions/web')).status).toBe(404);
   });
+
+  it('an SSE subscriber that closes its stream may reconnect at once (the lease is released when the response closes)', async () => {
+    expect((await call('PUT', '/v1/bus/subscriptions/re', { topics: ['orders'], start: 'latest' })).status).toBe(201);
+    for (let round = 0; round < 5; round++) {
+      const ctl = new AbortController();
+      const res = await fetch(`${node.url}/v1/bus/subscriptions/re/stream`, { signal: ctl.signal });
+      expect([round, res.status]).toEqual([round, 200]);
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!text.includes('event: opened')) text += new TextDecoder().decode((await reader.read()).value);
+      ctl.abort();
+    }
+    const last = await fetch(`${node.url}/v1/bus/subscriptions/re/stream`);
+    expect(last.status).toBe(200);
+    await last.body!.cancel();
+  });
 });

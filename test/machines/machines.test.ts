@@ -174,6 +174,20 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     expect(g.history).toEqual([]);
   });
 
+  it('a request queued behind a running step is answered at its own deadline, and writes nothing', async () => {
+    await c.start(T, 'qd', {});
+    const seenBefore = proc.seen.length;
+    let firstDone = false;
+    const first = c.call(T, { id: 'qd' }, { events: ['first'], sleep_ms: 3000 }).finally(() => (firstDone = true));
+    await waitFor(async () => proc.seen.length > seenBefore, 10_000, 'first step at the processor');
+    expect(await codeOf(c.call(T, { id: 'qd' }, { events: ['queued'] }, { timeoutMs: 300 }))).toBe('deadline_exceeded');
+    // answered while the first step still held the machine
+    expect(firstDone).toBe(false);
+    await first;
+    expect(proc.seen.length).toBe(seenBefore + 1);
+    expect((await c.get(T, { id: 'qd' })).history.map((e) => e.data)).toEqual(['first']);
+  });
+
   it('processor outage: 503 with the machine unchanged, then success', async () => {
     await c.start(T, 'out', { events: ['a'] });
     proc.mode = 'down';

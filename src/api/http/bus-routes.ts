@@ -140,6 +140,9 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': req.id });
     raw.write(`event: opened\ndata: ${JSON.stringify({ subscription: req.params.name, positions: session.positions() })}\n\n`);
     const s = session;
-    req.raw.on('close', () => void s.close());
+    // The response's close is the connection's end (the request's may come earlier or later):
+    // close the session then, which releases the subscription's lease.
+    if (raw.destroyed) void s.close();
+    else raw.on('close', () => void s.close());
   });
 }
