@@ -3,11 +3,12 @@ import type { HistoryRange } from '../machines/config.js';
 import type { MachineView } from '../machines/machines.js';
 import type { SinkPage } from '../machines/sink.js';
 import type { AccountQuery, BatchAnswer, BatchRequest, Ledger, LockMode } from '../ledger/ledger.js';
+import type { SubscriptionInfo } from '../bus/bus.js';
 import { errorFromCode } from './errors.js';
 import { enc, HttpTransport, query, type CallOptions, type ClientOptions } from './transport.js';
 
 export type { CallOptions, ClientOptions } from './transport.js';
-export type { HistoryRange, MachineView, SinkPage };
+export type { HistoryRange, MachineView, SinkPage, SubscriptionInfo };
 export type MachineRef = { id: string } | { tag: string };
 
 function machinePath(ns: string, ref: MachineRef): string {
@@ -221,12 +222,14 @@ export class BusClient {
     return this.t.request('PUT', `/v1/bus/subscriptions/${enc(name)}`, config, o);
   }
 
-  getSubscription(name: string): Promise<Record<string, unknown>> {
+  /** Config, acked positions, lag and whether a subscriber is connected. */
+  getSubscription(name: string): Promise<SubscriptionInfo> {
     return this.t.request('GET', `/v1/bus/subscriptions/${enc(name)}`);
   }
 
-  async listSubscriptions(): Promise<Array<Record<string, unknown>>> {
-    return (await this.t.request<{ subscriptions: Array<Record<string, unknown>> }>('GET', '/v1/bus/subscriptions')).subscriptions;
+  /** Names of every subscription. */
+  async listSubscriptions(): Promise<string[]> {
+    return (await this.t.request<{ subscriptions: string[] }>('GET', '/v1/bus/subscriptions')).subscriptions;
   }
 
   async deleteSubscription(name: string): Promise<void> {

@@ -109,7 +109,7 @@ export function errorFromHttp(status: number, body: unknown, retryAfter?: string
 export function errorFromGrpc(err: { code?: number; details?: string; message?: string; metadata?: { get(key: string): unknown[] } }): MillraceError {
   const status = typeof err.code === 'number' ? err.code : GrpcStatus.UNKNOWN;
   const fromTrailer = err.metadata?.get('error-code')?.[0];
-  const code = typeof fromTrailer === 'string' ? fromTrailer : status === GrpcStatus.UNAVAILABLE ? 'unavailable' : status === GrpcStatus.DEADLINE_EXCEEDED ? 'deadline_exceeded' : 'internal';
+  const code = typeof fromTrailer === 'string' ? fromTrailer : status === GrpcStatus.UNAVAILABLE || status === GrpcStatus.CANCELLED ? 'unavailable' : status === GrpcStatus.DEADLINE_EXCEEDED ? 'deadline_exceeded' : 'internal';
   let message = err.details ?? err.message ?? 'gRPC error';
   if (message.startsWith(`${code}: `)) message = message.slice(code.length + 2);
   return new (classForGrpc(status))(code, message, { grpcStatus: status, cause: err });
