@@ -94,7 +94,14 @@ export class RepairFailed extends Error {
   }
 }
 
-export type Processor = Handlers;
+export interface Processor extends Handlers {
+  /**
+   * The same steps for a node in this process: `registerProcessor(name, p.inProcess)`
+   * (from 'millrace') with `processor: {in_process: name}`. Returns the protocol
+   * result or throws (ProcessorUnavailable: retried; anything else: the machine fails).
+   */
+  inProcess: (req: unknown, ctx: { traceparent?: string; deadline: number; signal: AbortSignal }) => Promise<Record<string, unknown>>;
+}
 
 interface WireMachine {
   ns: string;
@@ -122,6 +129,10 @@ function parse(text: string): WireRequest | string {
   } catch {
     return 'the body is not JSON';
   }
+  return checked(v);
+}
+
+function checked(v: unknown): WireRequest | string {
   if (!isObject(v)) return 'the body must be an object';
   const m = v.machine;
   if (!isObject(m) || typeof m.id !== 'string' || !Array.isArray(m.history)) return 'machine must be an object {id, history, …}';
@@ -153,21 +164,41 @@ function machineOf<E, A>(m: WireMachine): Machine<E, A> {
  * else thrown answers 500, which fails the machine with the message.
  */
 export function defineProcessor<Event = unknown, Aux = unknown, Args = unknown, Response = unknown>(def: ProcessorDefinition<Event, Aux, Args, Response>): Processor {
-  return handlers((r) => step(def, r));
+  return {
+    ...handlers((r) => overHttp(def, r)),
+    inProcess: async (req, ctx) => {
+      const parsed = typeof req === 'object' ? checked(req) : 'the request must be an object';
+      if (typeof parsed === 'string') throw new TypeError(parsed);
+      return runStep(def, parsed, { deadline: ctx.deadline, signal: ctx.signal, traceparent: ctx.traceparent });
+    },
+  };
 }
 
-async function step<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r: RawRequest): Promise<RawAnswer> {
+async function overHttp<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r: RawRequest): Promise<RawAnswer> {
   if (r.method !== 'POST') return fail(405, 'method_not_allowed', 'a processor takes POST');
   const req = parse(r.body);
   if (typeof req === 'string') return fail(400, 'bad_request', req);
   const deadline = requestDeadline(r, def.defaultTimeoutMs ?? 30_000);
   const { signal, done } = deadlineSignal(deadline, r.closed);
+  try {
+    return json(200, await runStep(def, req, { deadline, signal, traceparent: traceparentOf(r) }));
+  } catch (err) {
+    if (err instanceof ProcessorUnavailable) return fail(503, 'processor_unavailable', err.message);
+    if (signal.aborted && signal.reason instanceof DeadlineError) return fail(504, 'deadline_exceeded', 'the step ran past its deadline');
+    return fail(500, 'processor_error', (err as Error)?.message ?? String(err));
+  } finally {
+    done();
+  }
+}
+
+/** One step: the callback's answer as the protocol's result object; throws what the callback throws (but RepairFailed in a repair). */
+async function runStep<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, req: WireRequest, c: { deadline: number; signal: AbortSignal; traceparent: string | undefined }): Promise<Record<string, unknown>> {
   const action: { timer?: unknown; tag?: string; remove?: true } = {};
   const ctx: StepContext<E, A> = {
     machine: machineOf<E, A>(req.machine),
-    deadline: new Date(deadline),
-    signal,
-    traceparent: traceparentOf(r),
+    deadline: new Date(c.deadline),
+    signal: c.signal,
+    traceparent: c.traceparent,
     setTimer(at, range) {
       let set: { timeout: number } | { deadline: string };
       if ('timeoutS' in at) {
@@ -186,13 +217,13 @@ async function step<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r: R
       action.remove = true;
     },
   };
+  let out: Step<E, A, R>;
   try {
-    let out: Step<E, A, R>;
     if (req.kind === 'call') {
       if (!def.call) throw new Error('this processor takes no calls');
       out = await def.call(req.args as Args, ctx);
     } else if (req.kind === 'repair') {
-      if (!def.repair) return json(200, { repair_failed: { reason: 'this processor does not repair machines' } });
+      if (!def.repair) return { repair_failed: { reason: 'this processor does not repair machines' } };
       out = await def.repair(req.args, ctx);
     } else if (req.signal.type === 'init') {
       out = await def.init?.(req.signal.args as Args, ctx);
@@ -201,19 +232,15 @@ async function step<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r: R
     } else {
       out = await def.notification?.(req.signal.args as Args, ctx);
     }
-    if (signal.aborted && signal.reason instanceof DeadlineError) return fail(504, 'deadline_exceeded', 'the step ran past its deadline');
-    const result: Record<string, unknown> = {};
-    if (out?.response !== undefined) result.response = out.response;
-    if (out?.events !== undefined && out.events.length > 0) result.events = out.events;
-    if (out?.aux !== undefined) result.aux_state = out.aux;
-    if (Object.keys(action).length > 0) result.action = action;
-    return json(200, result);
   } catch (err) {
-    if (err instanceof RepairFailed && req.kind === 'repair') return json(200, { repair_failed: { reason: err.reason } });
-    if (err instanceof ProcessorUnavailable) return fail(503, 'processor_unavailable', err.message);
-    if (signal.aborted && signal.reason instanceof DeadlineError) return fail(504, 'deadline_exceeded', 'the step ran past its deadline');
-    return fail(500, 'processor_error', (err as Error)?.message ?? String(err));
-  } finally {
-    done();
+    if (err instanceof RepairFailed && req.kind === 'repair') return { repair_failed: { reason: err.reason } };
+    throw err;
   }
+  if (c.signal.aborted && c.signal.reason instanceof DeadlineError) throw new ProcessorUnavailable('the step ran past its deadline');
+  const result: Record<string, unknown> = {};
+  if (out?.response !== undefined) result.response = out.response;
+  if (out?.events !== undefined && out.events.length > 0) result.events = out.events;
+  if (out?.aux !== undefined) result.aux_state = out.aux;
+  if (Object.keys(action).length > 0) result.action = action;
+  return result;
 }

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConflictError, defineProcessor, InvalidRequestError, MachinesClient, NotFoundError, ProcessorUnavailable, RepairFailed, UnavailableError } from '../../src/sdk/index.js';
+import { registerProcessor, unregisterProcessor } from '../../src/machines/processor.js';
 import { waitFor } from '../support/env.js';
 import { startSdkNode, type SdkNode } from './support.js';
 
@@ -161,6 +162,39 @@ describe('defineProcessor drives a machine over HTTP', () => {
     expect((err as NotFoundError).code).toBe('machine_not_found');
   });
 });
+
+describe('defineProcessor in process', () => {
+  let n: SdkNode;
+  let m: MachinesClient;
+  beforeAll(async () => {
+    registerProcessor('sdk-local', proc.inProcess);
+    n = await startSdkNode({ inProcess: ['sdk-local'] });
+    m = new MachinesClient(n.url);
+  });
+  afterAll(async () => {
+    unregisterProcessor('sdk-local');
+    await n?.close();
+  });
+
+  it('runs the same steps: calls, ProcessorUnavailable retried, other errors fail the machine, repair', async () => {
+    expect((await m.start('sdk-local', 'a', {})).response).toEqual({ count: 1, history: [] });
+    expect((await m.call('sdk-local', { id: 'a' }, { flaky: 1 })).response).toEqual({ count: 2, history: [1] });
+    expect(seen.flakyTries.get('a')).toBe(2);
+    expect((await refused(m.call('sdk-local', { id: 'a' }, { boom: true }))).code).toBe('machine_failed');
+    expect((await refused(m.repair('sdk-local', { id: 'a' }, { refuse: true }))).code).toBe('repair_failed');
+    await m.repair('sdk-local', { id: 'a' }, {});
+    expect((await m.get('sdk-local', { id: 'a' })).status).toBe('working');
+  });
+});
+
+async function refused(p: Promise<unknown>): Promise<{ code: string }> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof ConflictError || e instanceof InvalidRequestError)) throw new Error(`expected a refusal, got ${String(e)}`);
+  return e;
+}
 
 describe('defineProcessor as a fetch handler', () => {
   const machine = { ns: 'p', id: 'z', status: 'working', aux_state: { count: 4 }, timer: null, tags: [], history: [{ id: 1, created_at: '2026-01-01T00:00:00Z', data: { n: 1 } }], history_range: { direction: 'forward' } };

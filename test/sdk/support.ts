@@ -47,12 +47,15 @@ export const FAST_RETRY = { base_ms: 10, max_ms: 50, timer_max_attempts: 1000 };
 /**
  * A node with every face on a fresh SQLite, whose processors and pipe
  * handlers point at one local server: namespace N → `/machines/N`, pipe kind
- * K → `/pipe/K`. Add listeners to `router.routes` under those paths.
+ * K → `/pipe/K` (namespaces in `inProcess` use the in-process processor of their name). Add listeners to `router.routes` under those paths.
  */
-export async function startSdkNode(o: { namespaces?: string[]; kinds?: string[] } = {}): Promise<SdkNode> {
+export async function startSdkNode(o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[] } = {}): Promise<SdkNode> {
   const router = new Router();
   const server = await listen(router.listener);
-  const namespaces = Object.fromEntries((o.namespaces ?? []).map((ns) => [ns, { processor: { url: `${server.url}/machines/${ns}` }, retry: FAST_RETRY, default_timeout_ms: 10_000 }]));
+  const namespaces = Object.fromEntries([
+    ...(o.namespaces ?? []).map((ns) => [ns, { processor: { url: `${server.url}/machines/${ns}` }, retry: FAST_RETRY, default_timeout_ms: 10_000 }]),
+    ...(o.inProcess ?? []).map((ns) => [ns, { processor: { in_process: ns }, retry: FAST_RETRY, default_timeout_ms: 10_000 }]),
+  ]);
   const kinds = Object.fromEntries((o.kinds ?? []).map((k) => [k, { handler: `${server.url}/pipe/${k}`, default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1, max_repeats: 5 }]));
   const env = await createTestEnv('sqlite', {
     extra: {
