@@ -2,7 +2,7 @@
  * `definePipeHandler`: the handler a pipe kind pushes its unfinished sessions
  * to (`handler:` in the kind's config), as an HTTP handler.
  */
-import { deadlineSignal, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './adapt.js';
+import { deadlineSignal, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './http-handlers.js';
 
 /** What the handler answers about the pushed session. */
 export type Verdict =

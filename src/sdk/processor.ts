@@ -2,7 +2,7 @@
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
  * processor protocol (README, Machines → Processor protocol).
  */
-import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './adapt.js';
+import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './http-handlers.js';
 
 export interface HistoryRange {
   after?: number;
