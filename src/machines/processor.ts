@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { jsonPost, PostError } from '../core/http-post.js';
+import { ProcessorUnavailable } from '../sdk/processor.js';
 import type { NamespaceConfig } from './config.js';
 
 /** What the processor receives: a signal, a call or a repair, with the machine. */
@@ -33,8 +34,8 @@ export class ProcessorError extends Error {
   }
 }
 
-/** Throw from an in-process processor to signal a transient failure (retried). */
-export class ProcessorUnavailable extends Error {}
+/** Throw from an in-process processor to signal a transient failure (retried); the SDK's class, so either import works. */
+export { ProcessorUnavailable };
 
 const registry = new Map<string, ProcessorFn>();
 

@@ -19,7 +19,8 @@ export class PipeStreamClient {
   private readonly client: InstanceType<ReturnType<typeof pipeService>>;
   private readonly batched: boolean;
   private next = 1;
-  private readonly waiting = new Map<number, (r: PipeResponse) => void>();
+  private readonly waiting = new Map<number, { resolve: (r: PipeResponse) => void; reject: (err: Error) => void }>();
+  private failure: Error | undefined;
   private queued: PipeRequest[] = [];
   readonly ended: Promise<void>;
 
@@ -34,15 +35,29 @@ export class PipeStreamClient {
       else this.answer(m);
     });
     this.ended = new Promise((resolve) => {
-      this.call.on('error', () => resolve());
-      this.call.on('end', () => resolve());
+      this.call.on('error', (err: Error) => {
+        this.fail(err);
+        resolve();
+      });
+      this.call.on('end', () => {
+        this.fail(new Error('the pipe stream ended'));
+        resolve();
+      });
     });
   }
 
   private answer(r: PipeResponse): void {
     const w = this.waiting.get(r.req);
     this.waiting.delete(r.req);
-    w?.(r);
+    w?.resolve(r);
+  }
+
+  /** The call is over: requests still waiting never get an answer, so they fail with why. */
+  private fail(err: Error): void {
+    this.failure ??= err;
+    const waiting = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const w of waiting) w.reject(this.failure);
   }
 
   private readonly flush = (): void => {
@@ -54,8 +69,9 @@ export class PipeStreamClient {
 
   send(op: Omit<PipeRequest, 'req'>): Promise<PipeResponse> {
     const req = this.next++;
-    return new Promise((resolve) => {
-      this.waiting.set(req, resolve);
+    return new Promise((resolve, reject) => {
+      if (this.failure) return reject(this.failure);
+      this.waiting.set(req, { resolve, reject });
       if (!this.batched) this.call.write({ req, ...op });
       else if (this.queued.push({ req, ...op }) === 1) setImmediate(this.flush);
     });

@@ -1,0 +1,23 @@
+/**
+ * millrace/sdk: what a service needs to work with millrace without loading
+ * the server — processors and pipe handlers as HTTP handlers, and clients of
+ * the four faces over HTTP and gRPC.
+ */
+export { defineProcessor, ProcessorUnavailable, RepairFailed } from './processor.js';
+export type { HistoryEvent, HistoryRange, Machine, Processor, ProcessorDefinition, StepContext, StepResult } from './processor.js';
+export { definePipeHandler, verdict } from './pipe-handler.js';
+export type { PipeHandlerFn, PushContext, PushedSession, Verdict } from './pipe-handler.js';
+export type { Handlers } from './http-handlers.js';
+export { BusClient, LedgerClient, MachinesClient, PipeClient } from './clients.js';
+export type { BusDelivery, BusEvent, BusPosition, CallOptions, ClientOptions, MachineRef, MachineView, PipeSessionView, SinkPage, SubscriptionConfig } from './clients.js';
+export { BusGrpcClient, BusSubscription, PipeGrpcClient, PipeStreamSession } from './grpc.js';
+export type { GrpcDelivery, GrpcOptions } from './grpc.js';
+export {
+  ConflictError,
+  DeadlineExceededError,
+  InternalError,
+  InvalidRequestError,
+  MillraceError,
+  NotFoundError,
+  UnavailableError,
+} from './errors.js';
