@@ -92,11 +92,16 @@ export interface ShardDriver {
   /** Sends a notification outside a transaction. */
   notify(channel: string, payload: string): Promise<void>;
   /**
-   * Holds an exclusive, session-scoped lock that is released if this process
-   * dies (a PostgreSQL advisory lock; in SQLite the process is the only user).
-   * Resolves to a handle once held, or null if someone else holds it.
+   * Waits for an exclusive, session-scoped lock and resolves to a handle once
+   * held. The wait happens on one dedicated session (PostgreSQL: a blocking
+   * `pg_advisory_lock` on a connection of its own, so a standby costs one idle
+   * backend and opens nothing new while it waits); the lock frees when the
+   * holder releases it or its process or connection dies, and the longest
+   * waiter gets it then. Rejects if `abort` fires or the waiting session
+   * breaks (the caller retries). SQLite: the process is the only user, so
+   * waiters queue in memory.
    */
-  tryLock(key: string): Promise<HeldLock | null>;
+  lock(key: string, abort: AbortSignal): Promise<HeldLock>;
   /**
    * Present where COMMIT returns before the commit is durable (SQLite: the WAL
    * is fsync'd off the event loop). Resolves once every commit that returned

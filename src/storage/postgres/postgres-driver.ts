@@ -230,18 +230,31 @@ export class PostgresDriver implements ShardDriver {
     await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
 
-  async tryLock(key: string): Promise<HeldLock | null> {
-    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: `millrace-lock` });
+  async lock(key: string, abort: AbortSignal): Promise<HeldLock> {
+    abort.throwIfAborted();
+    // One session of its own, kept for as long as it waits and then holds:
+    // the wait is a blocking pg_advisory_lock, which the server grants when
+    // the holder unlocks or its session ends (a killed node's does).
+    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: 'millrace-lock', keepAlive: true });
     let lostResolve!: () => void;
     const lost = new Promise<void>((r) => (lostResolve = r));
     client.on('error', () => lostResolve());
     client.on('end', () => lostResolve());
-    await client.connect();
+    const onAbort = (): void => void client.end().catch(() => {});
+    abort.addEventListener('abort', onAbort, { once: true });
     const k = advisoryKey(key);
-    const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [k]);
-    if (!res.rows[0]?.ok) {
+    try {
+      await client.connect();
+      await client.query('SELECT pg_advisory_lock($1)', [k]);
+    } catch (err) {
       await client.end().catch(() => {});
-      return null;
+      throw abort.aborted ? (abort.reason as Error) : err;
+    } finally {
+      abort.removeEventListener('abort', onAbort);
+    }
+    if (abort.aborted) {
+      await client.end().catch(() => {});
+      throw abort.reason as Error;
     }
     const conn = new PgWriteConnection(client, () => {});
     return {
