@@ -240,11 +240,18 @@ export class PostgresDriver implements ShardDriver {
     const lost = new Promise<void>((r) => (lostResolve = r));
     client.on('error', () => lostResolve());
     client.on('end', () => lostResolve());
-    const onAbort = (): void => void client.end().catch(() => {});
+    // A backend waiting for a lock reads nothing from its socket, so closing
+    // ours would not end the wait: cancel the statement from the pool.
+    let waiting = false;
+    const onAbort = (): void => {
+      if (waiting) void this.pool.query('SELECT pg_cancel_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
+    };
     abort.addEventListener('abort', onAbort, { once: true });
     const k = advisoryKey(key);
     try {
       await client.connect();
+      abort.throwIfAborted();
+      waiting = true;
       await client.query('SELECT pg_advisory_lock($1)', [k]);
     } catch (err) {
       await client.end().catch(() => {});
