@@ -42,7 +42,12 @@ class Child {
     this.proc = spawn(process.execPath, ['--import', 'tsx', join('bench', 'children', file), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.first = new Promise((r) => this.waiting.push(r));
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
-      const v = JSON.parse(line) as { error?: string };
+      if (!line.startsWith('@@ ')) {
+        // The node's own log (warnings and worse).
+        process.stderr.write(`${file}: ${line}\n`);
+        return;
+      }
+      const v = JSON.parse(line.slice(3)) as { error?: string };
       if (v.error) process.stderr.write(`${file}: ${v.error}\n`);
       this.waiting.shift()?.(v);
     });

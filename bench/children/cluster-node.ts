@@ -9,7 +9,8 @@
  *   {"op":"raw","total":N,"concurrency":C,"tag":..}  N raw Log.append of one event
  *
  * Measurements answer {"t0","t1" (wall ms),"lat":[ms,...]}. Prints
- * {"ready":true} once serving; exits when stdin closes.
+ * {"ready":true} once serving; exits when stdin closes. Answers are the
+ * stdout lines starting with "@@ "; the rest is the node's log.
  */
 import { createInterface } from 'node:readline';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
@@ -59,11 +60,11 @@ async function handle(c: Command): Promise<unknown> {
 const rl = createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   handle(JSON.parse(line) as Command).then(
-    (r) => process.stdout.write(`${JSON.stringify(r)}\n`),
-    (err: unknown) => process.stdout.write(`${JSON.stringify({ error: String((err as Error)?.stack ?? err) })}\n`),
+    (r) => process.stdout.write(`@@ ${JSON.stringify(r)}\n`),
+    (err: unknown) => process.stdout.write(`@@ ${JSON.stringify({ error: String((err as Error)?.stack ?? err) })}\n`),
   );
 });
 rl.on('close', () => {
   void node.close().then(() => process.exit(0));
 });
-process.stdout.write('{"ready":true}\n');
+process.stdout.write('@@ {"ready":true}\n');
