@@ -79,6 +79,14 @@ export interface ShardDriver {
   readonly writers: number;
   /** Reads outside any write transaction; always sees committed data. */
   readonly reader: Queryable;
+  /**
+   * Where present (PostgreSQL), single statements each in a transaction of
+   * its own, outside group commit, acknowledged once committed but before the
+   * commit is on disk (`synchronous_commit = off`): for short-lived claims
+   * such as leases, whose loss in a database crash only frees them early.
+   * Any later durable commit on the shard makes them durable too (one WAL).
+   */
+  readonly relaxed?: Queryable;
   acquireWriter(): Promise<WriteConnection>;
   /**
    * Applies the migrations not yet recorded, in order, in one transaction under

@@ -27,20 +27,43 @@ export function numberPlaceholders(sql: string): string {
   return out;
 }
 
+const statementNames = new Map<string, string>();
+/** Statements with more parameters than this (built for a list's length) stay unnamed. */
+const NAMED_MAX_PARAMS = 40;
+const NAMED_MAX = 2000;
+
+/**
+ * The query for a statement: a named (prepared) one for the fixed statements
+ * of the hot paths, so each connection parses and plans it once instead of on
+ * every execution; a statement built for a list's length, or past the first
+ * NAMED_MAX distinct texts, stays unnamed.
+ */
+function queryConfig(sql: string, params: readonly unknown[]): { text: string; values: unknown[]; name?: string } {
+  const text = numberPlaceholders(sql);
+  if (params.length > NAMED_MAX_PARAMS) return { text, values: params as unknown[] };
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    if (statementNames.size >= NAMED_MAX) return { text, values: params as unknown[] };
+    name = `mr${statementNames.size + 1}`;
+    statementNames.set(text, name);
+  }
+  return { name, text, values: params as unknown[] };
+}
+
 interface PgRunner {
-  query(config: { text: string; values: unknown[] }): Promise<pg.QueryResult>;
+  query(config: { text: string; values: unknown[]; name?: string }): Promise<pg.QueryResult>;
 }
 
 class PgQueryable implements Queryable {
   constructor(protected readonly runner: PgRunner) {}
 
   async all<R>(sql: string, params: readonly unknown[] = []): Promise<R[]> {
-    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    const res = await this.runner.query(queryConfig(sql, params));
     return res.rows as R[];
   }
 
   async run(sql: string, params: readonly unknown[] = []): Promise<number> {
-    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    const res = await this.runner.query(queryConfig(sql, params));
     return res.rowCount ?? 0;
   }
 }
@@ -122,6 +145,8 @@ export class PostgresDriver implements ShardDriver {
   readonly writers: number;
   readonly reader: Queryable;
   private readonly pool: pg.Pool;
+  private relaxedPool: pg.Pool | undefined;
+  private relaxedQueryable: Queryable | undefined;
   private listener: pg.Client | undefined;
   private listenerReady: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
@@ -140,6 +165,24 @@ export class PostgresDriver implements ShardDriver {
     // An idle client that loses its connection must not crash the process.
     this.pool.on('error', () => {});
     this.reader = new PgQueryable(this.pool);
+  }
+
+  get relaxed(): Queryable {
+    if (this.relaxedQueryable === undefined) {
+      // A few connections of their own (made on first use, kept while idle), whose commits do not wait for the WAL flush.
+      this.relaxedPool = new pg.Pool({
+        connectionString: this.opts.url,
+        max: Math.max(1, Math.min(4, this.opts.poolSize)),
+        idleTimeoutMillis: 0,
+        types,
+        application_name: `${this.opts.applicationName ?? 'millrace'}-relaxed`,
+        connectionTimeoutMillis: 10_000,
+        options: '-c synchronous_commit=off',
+      });
+      this.relaxedPool.on('error', () => {});
+      this.relaxedQueryable = new PgQueryable(this.relaxedPool);
+    }
+    return this.relaxedQueryable;
   }
 
   async acquireWriter(): Promise<WriteConnection> {
@@ -282,6 +325,7 @@ export class PostgresDriver implements ShardDriver {
     if (this.closed) return;
     this.closed = true;
     await this.listener?.end().catch(() => {});
+    await this.relaxedPool?.end().catch(() => {});
     await this.pool.end();
   }
 }
