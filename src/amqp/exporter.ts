@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Runtime } from '../runtime.js';
 import type { ExporterConfig } from '../bus/config.js';
 import type { LogEvent } from '../log/log.js';
+import type { Consumer } from '../log/cursor.js';
 import { topicOfStream, type TopicMeta } from '../bus/publisher.js';
 
 export const exporterCursor = (name: string): string => `export/${name}`;
@@ -34,8 +35,7 @@ export async function exporterStatus(rt: Runtime): Promise<Array<{ name: string;
  */
 export class Exporter {
   private conn: ChannelModel | null = null;
-  private readonly abort = new AbortController();
-  private loops: Promise<void>[] = [];
+  private consumers: Consumer[] = [];
 
   constructor(
     private readonly rt: Runtime,
@@ -44,53 +44,56 @@ export class Exporter {
     private readonly logger: Logger,
   ) {}
 
+  /** Whether this node runs the exporter's consumer on each shard (the others stand by). */
+  holding(): boolean[] {
+    return this.consumers.map((c) => c.holding);
+  }
+
   async start(): Promise<void> {
     this.conn = await amqp.connect(this.cfg.url ?? this.url);
     this.conn.on('error', (err: unknown) => this.logger.warn({ err, exporter: this.cfg.name }, 'exporter: AMQP connection error'));
     const ch = await this.conn.createConfirmChannel();
     await ch.assertExchange(this.cfg.exchange, this.cfg.exchange_type, { durable: true });
-    for (const s of this.rt.storage.shards) this.loops.push(this.run(s.name, ch));
-  }
-
-  private async run(shard: string, ch: ConfirmChannel): Promise<void> {
-    const name = exporterCursor(this.cfg.name);
-    const signal = this.abort.signal;
-    while (!signal.aborted) {
-      try {
-        let pos = await this.rt.cursors.ensure(shard, name, 'earliest');
-        for await (const batch of this.rt.cursors.tail(shard, pos, { abort: signal, chunk: this.cfg.batch })) {
-          const wanted = batch.filter((e) => exporterWants(this.cfg, e));
-          for (const e of wanted) {
-            const meta = e.meta ? (JSON.parse(e.meta) as Partial<TopicMeta>) : {};
-            const headers: Record<string, unknown> = { 'x-stream': e.stream, 'x-seq': e.seq, 'x-shard': e.shard, 'x-pos': e.pos };
-            if (meta.key !== undefined) headers['x-key'] = meta.key;
-            if (meta.id) headers['x-event-id'] = meta.id;
-            for (const [k, v] of Object.entries(meta.headers ?? {})) headers[k] = v;
-            ch.publish(this.cfg.exchange, this.cfg.routing_key ?? e.type, Buffer.from(e.data), {
-              messageId: `${e.shard}:${e.pos}`,
-              type: e.type,
-              timestamp: Math.floor(e.createdAt / 1000),
-              contentType: 'application/json',
-              persistent: true,
-              headers,
-            });
-          }
-          if (wanted.length) await ch.waitForConfirms();
-          const to = batch[batch.length - 1]!.pos!;
-          await this.rt.cursors.save(shard, name, to);
-          pos = to;
-        }
-      } catch (err) {
-        if (signal.aborted) return;
-        this.logger.warn({ err, exporter: this.cfg.name, shard }, 'exporter: failed; retrying from the stored position');
-        await new Promise((r) => setTimeout(r, 500));
-      }
+    // Every node configures the exporter; one node at a time ships each shard
+    // (an exclusive cursor), so a cluster does not send every event once per node.
+    for (const s of this.rt.storage.shards) {
+      this.consumers.push(
+        this.rt.cursors.consume({
+          shard: s.name,
+          name: exporterCursor(this.cfg.name),
+          start: 'earliest',
+          chunk: this.cfg.batch,
+          mode: 'at-least-once',
+          exclusive: true,
+          handler: (batch) => this.ship(ch, batch),
+        }),
+      );
     }
   }
 
+  /** Publishes the wanted events of a batch; resolves once the broker confirmed them. */
+  private async ship(ch: ConfirmChannel, batch: LogEvent[]): Promise<void> {
+    const wanted = batch.filter((e) => exporterWants(this.cfg, e));
+    for (const e of wanted) {
+      const meta = e.meta ? (JSON.parse(e.meta) as Partial<TopicMeta>) : {};
+      const headers: Record<string, unknown> = { 'x-stream': e.stream, 'x-seq': e.seq, 'x-shard': e.shard, 'x-pos': e.pos };
+      if (meta.key !== undefined) headers['x-key'] = meta.key;
+      if (meta.id) headers['x-event-id'] = meta.id;
+      for (const [k, v] of Object.entries(meta.headers ?? {})) headers[k] = v;
+      ch.publish(this.cfg.exchange, this.cfg.routing_key ?? e.type, Buffer.from(e.data), {
+        messageId: `${e.shard}:${e.pos}`,
+        type: e.type,
+        timestamp: Math.floor(e.createdAt / 1000),
+        contentType: 'application/json',
+        persistent: true,
+        headers,
+      });
+    }
+    if (wanted.length) await ch.waitForConfirms();
+  }
+
   async stop(): Promise<void> {
-    this.abort.abort();
-    await Promise.allSettled(this.loops);
+    await Promise.allSettled(this.consumers.splice(0).map((c) => c.stop()));
     await this.conn?.close().catch(() => {});
   }
 }

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { MillraceError, badRequest } from '../core/errors.js';
-import type { Tx } from '../storage/port.js';
+import type { HeldLock, Tx } from '../storage/port.js';
+import { sleepUnless } from '../core/waker.js';
 import type { Log, LogEvent } from './log.js';
 
 export type CursorStart = 'earliest' | 'latest' | number;
@@ -30,7 +31,21 @@ export interface ConsumerOptions {
   handler: (events: LogEvent[], tx: Tx | null) => Promise<void>;
   /** Delay before retrying a failed handler. */
   retryMs?: number;
+  /**
+   * Run on one node at a time: before reading, the consumer waits for an
+   * advisory lock named after the shard and cursor, held on a session of its
+   * own (see `ShardDriver.lock`); other nodes' consumers of the same name
+   * stand by on theirs and one takes over when the holder stops or dies. Use
+   * it for consumers every node starts but only one should run, so that
+   * their transactions do not conflict on the cursor row (a conflict rolls
+   * back a whole group-commit batch). The cursor's `pos = from` check still
+   * guards the hand-over.
+   */
+  exclusive?: boolean;
 }
+
+/** Name of the advisory lock an exclusive consumer holds. */
+export const exclusiveLockKey = (shard: string, name: string): string => `millrace:cursor:${shard}:${name}`;
 
 const validName = (name: string): boolean => typeof name === 'string' && /^[A-Za-z0-9._:/-]{1,200}$/.test(name);
 
@@ -137,6 +152,8 @@ export class Consumer {
   readonly done: Promise<void>;
   /** Position processed so far (in memory). */
   pos = 0;
+  /** An exclusive consumer: whether this node holds its lock and runs it. */
+  holding = false;
 
   constructor(
     private readonly engine: CursorEngine,
@@ -149,11 +166,43 @@ export class Consumer {
 
   private async run(): Promise<void> {
     const { shard, name } = this.opts;
-    const sl = this.log.shardLog(shard);
+    const driver = this.log.shardLog(shard).shard.driver;
     while (!this.abort.signal.aborted) {
+      if (!this.opts.exclusive) {
+        await this.runWhile(this.abort.signal);
+        return;
+      }
+      let lock: HeldLock;
+      try {
+        // Stands by on one session of its own until the holder's lock frees.
+        lock = await driver.lock(exclusiveLockKey(shard, name), this.abort.signal);
+      } catch (err) {
+        if (this.abort.signal.aborted) break;
+        this.logger.warn({ err, shard, cursor: name }, 'consumer: cannot reach the shard to take its lock');
+        await sleepUnless(this.opts.retryMs ?? 500, this.abort.signal);
+        continue;
+      }
+      const lost = new AbortController();
+      void lock.lost.then(() => lost.abort());
+      this.holding = true;
+      try {
+        await this.runWhile(AbortSignal.any([this.abort.signal, lost.signal]));
+        if (!this.abort.signal.aborted) this.logger.warn({ shard, cursor: name }, 'consumer: lost its lock; standing by');
+      } finally {
+        this.holding = false;
+        await lock.release().catch(() => {});
+      }
+    }
+  }
+
+  /** Reads and handles until `signal` fires, retrying a failed handler from the stored position. */
+  private async runWhile(signal: AbortSignal): Promise<void> {
+    const { shard, name } = this.opts;
+    const sl = this.log.shardLog(shard);
+    while (!signal.aborted) {
       try {
         this.pos = await this.engine.ensure(shard, name, this.opts.start ?? 'earliest');
-        for await (const batch of this.engine.tail(shard, this.pos, { chunk: this.opts.chunk, abort: this.abort.signal })) {
+        for await (const batch of this.engine.tail(shard, this.pos, { chunk: this.opts.chunk, abort: signal })) {
           const from = this.pos;
           const to = batch[batch.length - 1]!.pos!;
           if (this.opts.mode === 'transactional') {
@@ -168,9 +217,9 @@ export class Consumer {
           this.pos = to;
         }
       } catch (err) {
-        if (this.abort.signal.aborted) break;
+        if (signal.aborted) break;
         this.logger.warn({ err, shard, cursor: name }, 'consumer: handler failed; retrying from the stored position');
-        await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 500));
+        await sleepUnless(this.opts.retryMs ?? 500, signal);
       }
     }
   }

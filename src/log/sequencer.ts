@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { Waker } from '../core/waker.js';
+import { sleepUnless, Waker } from '../core/waker.js';
 import type { HeldLock } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import { chainHash, GENESIS_HASH, rowChainFields, type StoredEventRow } from './chain.js';
@@ -20,6 +20,7 @@ export class Sequencer {
   private stopped = false;
   private running: Promise<void> | undefined;
   private readonly waker = new Waker();
+  private readonly abort = new AbortController();
   private lock: HeldLock | null = null;
   /** Rows numbered since start, for metrics. */
   numbered = 0;
@@ -44,13 +45,14 @@ export class Sequencer {
     try {
       while (!this.stopped) {
         try {
-          this.lock = await this.shard.driver.tryLock(`millrace:sequencer:${this.shard.name}`);
+          // A standby waits here on one session of its own until the holder's lock frees.
+          this.lock = await this.shard.driver.lock(`millrace:sequencer:${this.shard.name}`, this.abort.signal);
         } catch (err) {
+          if (this.stopped) break;
           this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: cannot reach the shard');
           this.lock = null;
-        }
-        if (this.lock === null) {
-          await this.waker.sleep(this.opts.pollMs * 2);
+          // Not the waker: appends wake it, and each wake would open a session.
+          await sleepUnless(this.opts.pollMs * 2, this.abort.signal);
           continue;
         }
         this.leader = true;
@@ -126,6 +128,7 @@ export class Sequencer {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.abort.abort();
     this.waker.wake();
     await this.running;
     this.running = undefined;

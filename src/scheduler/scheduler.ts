@@ -292,6 +292,13 @@ export class Scheduler {
   private async claim(shard: Shard, limit: number): Promise<Timer[]> {
     if (limit <= 0) return [];
     const now = this.clock.now();
+    // A read first: every node polls every shard, and an empty claim would
+    // still be a write joining the shard's group-commit batch.
+    const due = await shard.reader.all(
+      'SELECT 1 AS d FROM timers WHERE due_at <= ? AND (claim_until IS NULL OR claim_until <= ?) LIMIT 1',
+      [now, now],
+    );
+    if (due.length === 0) return [];
     const rows = await shard.write((tx) =>
       tx.all<TimerRow>(
         `UPDATE timers SET claimed_by = ?, claim_until = ?, attempts = attempts + 1

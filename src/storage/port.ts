@@ -79,6 +79,14 @@ export interface ShardDriver {
   readonly writers: number;
   /** Reads outside any write transaction; always sees committed data. */
   readonly reader: Queryable;
+  /**
+   * Where present (PostgreSQL), single statements each in a transaction of
+   * its own, outside group commit, acknowledged once committed but before the
+   * commit is on disk (`synchronous_commit = off`): for short-lived claims
+   * such as leases, whose loss in a database crash only frees them early.
+   * Any later durable commit on the shard makes them durable too (one WAL).
+   */
+  readonly relaxed?: Queryable;
   acquireWriter(): Promise<WriteConnection>;
   /**
    * Applies the migrations not yet recorded, in order, in one transaction under
@@ -92,11 +100,16 @@ export interface ShardDriver {
   /** Sends a notification outside a transaction. */
   notify(channel: string, payload: string): Promise<void>;
   /**
-   * Holds an exclusive, session-scoped lock that is released if this process
-   * dies (a PostgreSQL advisory lock; in SQLite the process is the only user).
-   * Resolves to a handle once held, or null if someone else holds it.
+   * Waits for an exclusive, session-scoped lock and resolves to a handle once
+   * held. The wait happens on one dedicated session (PostgreSQL: a blocking
+   * `pg_advisory_lock` on a connection of its own, so a standby costs one idle
+   * backend and opens nothing new while it waits); the lock frees when the
+   * holder releases it or its process or connection dies, and the longest
+   * waiter gets it then. Rejects if `abort` fires or the waiting session
+   * breaks (the caller retries). SQLite: the process is the only user, so
+   * waiters queue in memory.
    */
-  tryLock(key: string): Promise<HeldLock | null>;
+  lock(key: string, abort: AbortSignal): Promise<HeldLock>;
   /**
    * Present where COMMIT returns before the commit is durable (SQLite: the WAL
    * is fsync'd off the event loop). Resolves once every commit that returned

@@ -27,20 +27,43 @@ export function numberPlaceholders(sql: string): string {
   return out;
 }
 
+const statementNames = new Map<string, string>();
+/** Statements with more parameters than this (built for a list's length) stay unnamed. */
+const NAMED_MAX_PARAMS = 40;
+const NAMED_MAX = 2000;
+
+/**
+ * The query for a statement: a named (prepared) one for the fixed statements
+ * of the hot paths, so each connection parses and plans it once instead of on
+ * every execution; a statement built for a list's length, or past the first
+ * NAMED_MAX distinct texts, stays unnamed.
+ */
+function queryConfig(sql: string, params: readonly unknown[]): { text: string; values: unknown[]; name?: string } {
+  const text = numberPlaceholders(sql);
+  if (params.length > NAMED_MAX_PARAMS) return { text, values: params as unknown[] };
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    if (statementNames.size >= NAMED_MAX) return { text, values: params as unknown[] };
+    name = `mr${statementNames.size + 1}`;
+    statementNames.set(text, name);
+  }
+  return { name, text, values: params as unknown[] };
+}
+
 interface PgRunner {
-  query(config: { text: string; values: unknown[] }): Promise<pg.QueryResult>;
+  query(config: { text: string; values: unknown[]; name?: string }): Promise<pg.QueryResult>;
 }
 
 class PgQueryable implements Queryable {
   constructor(protected readonly runner: PgRunner) {}
 
   async all<R>(sql: string, params: readonly unknown[] = []): Promise<R[]> {
-    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    const res = await this.runner.query(queryConfig(sql, params));
     return res.rows as R[];
   }
 
   async run(sql: string, params: readonly unknown[] = []): Promise<number> {
-    const res = await this.runner.query({ text: numberPlaceholders(sql), values: params as unknown[] });
+    const res = await this.runner.query(queryConfig(sql, params));
     return res.rowCount ?? 0;
   }
 }
@@ -122,6 +145,8 @@ export class PostgresDriver implements ShardDriver {
   readonly writers: number;
   readonly reader: Queryable;
   private readonly pool: pg.Pool;
+  private relaxedPool: pg.Pool | undefined;
+  private relaxedQueryable: Queryable | undefined;
   private listener: pg.Client | undefined;
   private listenerReady: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
@@ -140,6 +165,24 @@ export class PostgresDriver implements ShardDriver {
     // An idle client that loses its connection must not crash the process.
     this.pool.on('error', () => {});
     this.reader = new PgQueryable(this.pool);
+  }
+
+  get relaxed(): Queryable {
+    if (this.relaxedQueryable === undefined) {
+      // A few connections of their own (made on first use, kept while idle), whose commits do not wait for the WAL flush.
+      this.relaxedPool = new pg.Pool({
+        connectionString: this.opts.url,
+        max: Math.max(1, Math.min(4, this.opts.poolSize)),
+        idleTimeoutMillis: 0,
+        types,
+        application_name: `${this.opts.applicationName ?? 'millrace'}-relaxed`,
+        connectionTimeoutMillis: 10_000,
+        options: '-c synchronous_commit=off',
+      });
+      this.relaxedPool.on('error', () => {});
+      this.relaxedQueryable = new PgQueryable(this.relaxedPool);
+    }
+    return this.relaxedQueryable;
   }
 
   async acquireWriter(): Promise<WriteConnection> {
@@ -230,18 +273,38 @@ export class PostgresDriver implements ShardDriver {
     await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
 
-  async tryLock(key: string): Promise<HeldLock | null> {
-    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: `millrace-lock` });
+  async lock(key: string, abort: AbortSignal): Promise<HeldLock> {
+    abort.throwIfAborted();
+    // One session of its own, kept for as long as it waits and then holds:
+    // the wait is a blocking pg_advisory_lock, which the server grants when
+    // the holder unlocks or its session ends (a killed node's does).
+    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: 'millrace-lock', keepAlive: true });
     let lostResolve!: () => void;
     const lost = new Promise<void>((r) => (lostResolve = r));
     client.on('error', () => lostResolve());
     client.on('end', () => lostResolve());
-    await client.connect();
+    // A backend waiting for a lock reads nothing from its socket, so closing
+    // ours would not end the wait: cancel the statement from the pool.
+    let waiting = false;
+    const onAbort = (): void => {
+      if (waiting) void this.pool.query('SELECT pg_cancel_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
+    };
+    abort.addEventListener('abort', onAbort, { once: true });
     const k = advisoryKey(key);
-    const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [k]);
-    if (!res.rows[0]?.ok) {
+    try {
+      await client.connect();
+      abort.throwIfAborted();
+      waiting = true;
+      await client.query('SELECT pg_advisory_lock($1)', [k]);
+    } catch (err) {
       await client.end().catch(() => {});
-      return null;
+      throw abort.aborted ? (abort.reason as Error) : err;
+    } finally {
+      abort.removeEventListener('abort', onAbort);
+    }
+    if (abort.aborted) {
+      await client.end().catch(() => {});
+      throw abort.reason as Error;
     }
     const conn = new PgWriteConnection(client, () => {});
     return {
@@ -262,6 +325,7 @@ export class PostgresDriver implements ShardDriver {
     if (this.closed) return;
     this.closed = true;
     await this.listener?.end().catch(() => {});
+    await this.relaxedPool?.end().catch(() => {});
     await this.pool.end();
   }
 }

@@ -139,6 +139,7 @@ export class SqliteDriver implements ShardDriver {
   private readonly readDb: Db;
   private readonly writer: SqliteWriteConnection;
   private readonly locks = new Set<string>();
+  private readonly lockWaiters = new Map<string, Array<() => void>>();
   private closed = false;
   private readonly walPath: string | null;
   private wal: FileHandle | null = null;
@@ -253,19 +254,38 @@ export class SqliteDriver implements ShardDriver {
     return Promise.resolve();
   }
 
-  tryLock(key: string): Promise<HeldLock | null> {
-    if (this.locks.has(key)) return Promise.resolve(null);
+  async lock(key: string, abort: AbortSignal): Promise<HeldLock> {
+    while (this.locks.has(key)) {
+      abort.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        const waiters = this.lockWaiters.get(key) ?? [];
+        this.lockWaiters.set(key, waiters);
+        const onAbort = (): void => {
+          const i = waiters.indexOf(wake);
+          if (i >= 0) waiters.splice(i, 1);
+          reject(abort.reason as Error);
+        };
+        const wake = (): void => {
+          abort.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        waiters.push(wake);
+        abort.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    abort.throwIfAborted();
     this.locks.add(key);
     let release!: () => void;
     const lost = new Promise<void>((r) => (release = r));
-    return Promise.resolve({
+    return {
       conn: this.writer,
       lost,
       release: async () => {
-        this.locks.delete(key);
+        if (!this.locks.delete(key)) return;
         release();
+        this.lockWaiters.get(key)?.shift()?.();
       },
-    });
+    };
   }
 
   async ping(): Promise<void> {

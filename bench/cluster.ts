@@ -1,0 +1,184 @@
+/**
+ * Cluster mode: machine calls per second and latency with 100 machines, each
+ * call appending one event, on nodes that are separate processes over two
+ * PostgreSQL databases (shards s0 and s1), the HTTP processor in a process of
+ * its own; beside each, the raw `Log.append` (100 concurrent callers, one
+ * event each) from the same node on the same databases.
+ *
+ * - 1 node alone;
+ * - 3 nodes, the load through one of them (two idle peers): what a node
+ *   loses to its peers' presence (target: < 10%);
+ * - 3 nodes, the load spread over all three (machines split between them);
+ * - one node on one PostgreSQL database: in-process processor against the
+ *   HTTP processor (targets: >= 3,000 and >= 2,000 calls/s on the 2-core box).
+ *
+ * Calls go through each node's machines face (library API), as in
+ * bench/machines.ts. Knobs: BENCH_CLUSTER_CALLS (calls per case, default
+ * 6000), BENCH_CLUSTER_PARTS (default "cluster,single").
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, printTable, rate, scratchDir } from './support.js';
+
+const MACHINES = 100;
+const CALLS = Number(process.env.BENCH_CLUSTER_CALLS ?? 6000);
+const WARMUP = Math.max(200, Math.floor(CALLS / 10));
+const PARTS = (process.env.BENCH_CLUSTER_PARTS ?? 'cluster,single').split(',').map((s) => s.trim());
+
+interface Timed {
+  t0: number;
+  t1: number;
+  lat: number[];
+}
+
+/** A child process answering one JSON line per JSON line sent, in order. */
+class Child {
+  private readonly waiting: Array<(v: unknown) => void> = [];
+  private readonly first: Promise<unknown>;
+  readonly proc: ChildProcess;
+
+  constructor(file: string, args: string[]) {
+    this.proc = spawn(process.execPath, ['--import', 'tsx', join('bench', 'children', file), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.first = new Promise((r) => this.waiting.push(r));
+    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
+      if (!line.startsWith('@@ ')) {
+        // The node's own log (warnings and worse).
+        process.stderr.write(`${file}: ${line}\n`);
+        return;
+      }
+      const v = JSON.parse(line.slice(3)) as { error?: string };
+      if (v.error) process.stderr.write(`${file}: ${v.error}\n`);
+      this.waiting.shift()?.(v);
+    });
+  }
+
+  ready(): Promise<unknown> {
+    return this.first;
+  }
+
+  send<T>(cmd: unknown): Promise<T> {
+    const p = new Promise<T>((r) => this.waiting.push(r as (v: unknown) => void));
+    this.proc.stdin!.write(`${JSON.stringify(cmd)}\n`);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.stdin!.end();
+    await exited;
+  }
+}
+
+const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+
+/** Calls/s over the union of the runs' wall time, with p50/p99 over every latency. */
+function summarize(runs: Timed[]): { perS: number; p50: number; p99: number } {
+  const lat = runs.flatMap((r) => r.lat).sort((a, b) => a - b);
+  const ms = Math.max(...runs.map((r) => r.t1)) - Math.min(...runs.map((r) => r.t0));
+  return { perS: rate(lat.length, ms), p50: pct(lat, 50), p99: pct(lat, 99) };
+}
+
+function nodeConfig(id: string, dataDir: string, dbs: string[], processorUrl: string): string {
+  const shards =
+    dbs.length === 1
+      ? [{ name: 's0', url: pgUrlFor(dbs[0]!) }]
+      : [
+          { name: 's0', url: pgUrlFor(dbs[0]!), from: '0', to: '8' },
+          { name: 's1', url: pgUrlFor(dbs[1]!), from: '8' },
+        ];
+  return JSON.stringify({
+    node_id: id,
+    data_dir: dataDir,
+    http: { port: 0 },
+    grpc: { enabled: false },
+    logging: { level: 'warn' },
+    storage: { dialect: 'postgres', durability: 'strict', shards },
+    machines: {
+      namespaces: {
+        http: { processor: { url: processorUrl }, history_range: { direction: 'backward', limit: 1 } },
+        local: { processor: { in_process: 'bench' }, history_range: { direction: 'backward', limit: 1 } },
+      },
+    },
+  });
+}
+
+const ids = (prefix: string, from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
+
+/** Splits 100 machines between the loaded nodes. */
+function split(prefix: string, n: number): string[][] {
+  return Array.from({ length: n }, (_, k) => ids(prefix, Math.floor((MACHINES * k) / n), Math.floor((MACHINES * (k + 1)) / n)));
+}
+
+async function measureCase(
+  loaded: Child[],
+  ns: string,
+  prefix: string,
+  label: string,
+  rows: string[][],
+): Promise<{ calls: number; raw: number }> {
+  const parts = split(prefix, loaded.length);
+  await Promise.all(loaded.map((c, k) => c.send({ op: 'start', ns, ids: parts[k] })));
+  const per = (total: number, k: number) => Math.floor(total / loaded.length) + (k < total % loaded.length ? 1 : 0);
+  await Promise.all(loaded.map((c, k) => c.send({ op: 'calls', ns, ids: parts[k], total: per(WARMUP, k) })));
+  const raw = summarize(
+    await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'raw', total: per(CALLS, k), concurrency: parts[k]!.length, tag: `${label}-${k}` }))),
+  );
+  const calls = summarize(await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'calls', ns, ids: parts[k], total: per(CALLS, k) }))));
+  rows.push([label, String(CALLS), fmtRate(calls.perS), calls.p50.toFixed(1), calls.p99.toFixed(1), fmtRate(raw.perS), raw.p50.toFixed(1), (calls.perS / raw.perS).toFixed(2)]);
+  return { calls: calls.perS, raw: raw.perS };
+}
+
+export async function run(): Promise<void> {
+  const processor = new Child('cluster-processor.ts', []);
+  const { url } = (await processor.ready()) as { url: string };
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  try {
+    if (PARTS.includes('cluster')) {
+      const dbs = [await createPgDatabase(), await createPgDatabase()];
+      const scratch = scratchDir();
+      const nodes: Child[] = [];
+      try {
+        const startNode = async (id: string) => {
+          const c = new Child('cluster-node.ts', [nodeConfig(id, scratch.dir, dbs, url)]);
+          await c.ready();
+          nodes.push(c);
+        };
+        await startNode('node-a');
+        const alone = await measureCase([nodes[0]!], 'http', 'alone-', '2 shards, 1 node, HTTP processor', rows);
+        await startNode('node-b');
+        await startNode('node-c');
+        const peers = await measureCase([nodes[0]!], 'http', 'peers-', '2 shards, 3 nodes, load on 1 (2 idle peers)', rows);
+        const all = await measureCase(nodes, 'http', 'all-', '2 shards, 3 nodes, load on all 3', rows);
+        notes.push(
+          `3-node/1-node calls/s: load on one node ${(peers.calls / alone.calls).toFixed(2)} (raw appends ${(peers.raw / alone.raw).toFixed(2)}); ` +
+            `load on all three ${(all.calls / alone.calls).toFixed(2)} (raw appends ${(all.raw / alone.raw).toFixed(2)})`,
+        );
+      } finally {
+        for (const n of nodes) await n.close();
+        for (const db of dbs) await dropPgDatabase(db);
+        scratch.cleanup();
+      }
+    }
+    if (PARTS.includes('single')) {
+      const db = await createPgDatabase();
+      const scratch = scratchDir();
+      const node = new Child('cluster-node.ts', [nodeConfig('single', scratch.dir, [db], url)]);
+      try {
+        await node.ready();
+        const local = await measureCase([node], 'local', 'local-', '1 database, 1 node, in-process processor', rows);
+        const http = await measureCase([node], 'http', 'http-', '1 database, 1 node, HTTP processor', rows);
+        notes.push(`single node: in-process ${fmtRate(local.calls)} calls/s (target 3,000), HTTP ${fmtRate(http.calls)} calls/s (target 2,000)`);
+      } finally {
+        await node.close();
+        await dropPgDatabase(db);
+        scratch.cleanup();
+      }
+    }
+  } finally {
+    await processor.close();
+  }
+  printTable(['case (100 machines, 1 event per call)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'log appends/s', 'log p50 ms', 'ratio'], rows);
+  for (const n of notes) process.stdout.write(`${n}\n`);
+}
