@@ -2,7 +2,12 @@ import { registerMigrations } from '../storage/migrations.js';
 
 /**
  * Bus tables. `bus_dedupe` maps `<topic>/<event id>` to the stream and seq of
- * the event first published with that id, on the shard that stores it.
+ * the event first published with that id, on the shard that stores it. With
+ * several shards, the shard of SHA-1 of ["dedupe", ref] (the id's home) also
+ * holds the id's claim (`seq` -1, `target` the shard that will store it,
+ * `token` the attempt) until the event's own row replaces it there, and a
+ * target shard may hold a fence (`seq` -2, `token` of a dead attempt) that
+ * keeps that attempt from committing (see `Publisher`).
  * Subscription configs live on their home shard; their positions are cursors
  * (`bus/sub/<name>`) on every shard.
  */
@@ -39,6 +44,19 @@ registerMigrations([
           created_at BIGINT NOT NULL,
           updated_at BIGINT NOT NULL
         );
+      `,
+    },
+  },
+  {
+    id: 'bus/0002_dedupe_claims',
+    sql: {
+      sqlite: `
+        ALTER TABLE bus_dedupe ADD COLUMN token TEXT;
+        ALTER TABLE bus_dedupe ADD COLUMN target TEXT;
+      `,
+      postgres: `
+        ALTER TABLE bus_dedupe ADD COLUMN token TEXT;
+        ALTER TABLE bus_dedupe ADD COLUMN target TEXT;
       `,
     },
   },

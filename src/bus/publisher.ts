@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { MillraceError, badRequest } from '../core/errors.js';
 import type { Log, AppendResult, NewEvent } from '../log/log.js';
 import type { Tx } from '../storage/port.js';
@@ -52,7 +53,18 @@ interface Prepared {
   shardKey: [string, string];
   ref: string | null;
   event: NewEvent;
+  /** The shard that stores the event (of [topic, key]). */
+  target: Shard;
+  /** Several shards: this attempt's claim token on the id's home shard. */
+  token: string | null;
 }
+
+/** `bus_dedupe.seq` of a claim on the id's home shard (event not stored yet) and of a fence on a target shard. */
+const CLAIM = -1;
+const FENCE = -2;
+/** An event whose claim was taken over or fenced before it committed: it goes through the claim again. */
+const RESTART = 'restart' as const;
+type Where = { shard: Shard; stream: string; seq: number };
 
 /** Validates a whole batch before anything is written: one bad event refuses the batch. */
 export function validateEvents(events: unknown, topics: ReadonlySet<string>, opts: { internal?: boolean } = {}): PublishEvent[] {
@@ -112,51 +124,200 @@ export class Publisher {
   ) {}
 
   async publish(events: readonly PublishEvent[]): Promise<Published[]> {
-    const byShard = new Map<Shard, Prepared[]>();
-    events.forEach((e, index) => {
+    const prepared = events.map((e, index): Prepared => {
       const key = e.key ?? '';
       const stream = topicStream(e.topic, key);
       const shardKey: [string, string] = [e.topic, key];
       const meta: Record<string, unknown> = { topic: e.topic, key };
       if (e.id !== undefined) meta.id = e.id;
       if (e.headers !== undefined) meta.headers = e.headers;
-      const shard = this.log.shardFor(stream, shardKey);
-      const list = byShard.get(shard) ?? [];
-      list.push({ index, stream, shardKey, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } });
-      byShard.set(shard, list);
+      const target = this.log.shardFor(stream, shardKey);
+      return { index, stream, shardKey, target, token: null, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } };
     });
     const out: Published[] = new Array(events.length);
+    if (this.log.storage.shards.length === 1) {
+      // One shard: its dedupe table sees every id, in the transaction that stores the event.
+      await this.writeByShard(prepared, out);
+      return out;
+    }
+    // Several shards: an id's dedupe record lives on the shard of [topic, "dedupe", id], whatever the key.
+    const first = new Map<string, Prepared>();
+    const repeats: Array<[Prepared, Prepared]> = [];
+    let pending: Prepared[] = [];
+    const plain: Prepared[] = [];
+    for (const p of prepared) {
+      if (p.ref === null) plain.push(p);
+      else if (first.has(p.ref)) repeats.push([p, first.get(p.ref)!]);
+      else {
+        first.set(p.ref, p);
+        pending.push(p);
+      }
+    }
+    let ready = plain;
+    for (let attempt = 0; pending.length > 0 || ready.length > 0; attempt++) {
+      if (attempt > 10) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+      const again: Prepared[] = [];
+      const claimed = await this.claim(pending, out, again);
+      const restarted = await this.writeByShard([...ready, ...claimed], out);
+      pending = [...again, ...restarted];
+      ready = [];
+    }
+    for (const [p, f] of repeats) out[p.index] = { ...out[f.index]!, duplicate: true };
+    return out;
+  }
+
+  private homeOf(ref: string): Shard {
+    return this.log.shardFor(`dedupe/${ref}`, ['dedupe', ref]);
+  }
+
+  /**
+   * Claims each id on its home shard, or finds the event already stored
+   * (answered as a duplicate into `out`). Returns the events now claimed;
+   * those to try again go to `again`.
+   */
+  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[]): Promise<Prepared[]> {
+    const byHome = new Map<Shard, Prepared[]>();
+    for (const p of list) {
+      p.token = randomUUID();
+      const h = this.homeOf(p.ref!);
+      byHome.set(h, [...(byHome.get(h) ?? []), p]);
+    }
+    const claimed: Prepared[] = [];
     await Promise.all(
-      [...byShard].map(async ([shard, list]) => {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            const res = await shard.write((tx) => this.publishIn(tx, shard, list));
-            const done = await this.resolvePositions(shard, res);
-            for (const [i, p] of done) out[i] = p;
-            return;
-          } catch (err) {
-            if (err instanceof DedupeRace && attempt < 5) continue;
-            throw err;
+      [...byHome].map(async ([home, ps]) => {
+        const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
+        for (const [p, f] of found) {
+          if (f === 'claimed') claimed.push(p);
+          else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq), duplicate: true };
+          else {
+            // A pending claim of another attempt aimed at another shard: that attempt crashed, or is in flight.
+            const r = await this.takeOver(home, p, f.target, f.token);
+            if (r === 'claimed') claimed.push(p);
+            else if (r === RESTART) again.push(p);
+            else out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq), duplicate: true };
           }
         }
       }),
     );
-    return out;
+    return claimed;
+  }
+
+  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[]): Promise<Array<[Prepared, 'claimed' | Where | { target: Shard; token: string }]>> {
+    const now = this.clock.now();
+    const cutoff = now - this.dedupeWindowMs;
+    const res: Array<[Prepared, 'claimed' | Where | { target: Shard; token: string }]> = [];
+    for (const p of ps) {
+      const row = (
+        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null }>('SELECT stream, seq, token, target FROM bus_dedupe WHERE ref = ? AND created_at >= ?', [p.ref, cutoff])
+      )[0];
+      const seq = row === undefined ? null : Number(row.seq);
+      if (row !== undefined && seq! >= 0) {
+        res.push([p, { shard: home, stream: row.stream, seq: seq! }]);
+        continue;
+      }
+      if (row !== undefined && seq === CLAIM && row.target !== home.name) {
+        res.push([p, { target: this.shardNamed(row.target!), token: row.token! }]);
+        continue;
+      }
+      // Free, expired, or a pending claim aimed at this same shard: its event would have replaced it in
+      // the transaction that stored it, so it is not stored; taking the row over fences that attempt out.
+      const n = await tx.all<{ ref: string }>(
+        `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
+         WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq = ${FENCE} OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = ?) RETURNING ref`,
+        [p.ref, p.stream, CLAIM, now, p.token, p.target.name, cutoff, row?.token ?? ''],
+      );
+      if (n.length !== 1) throw new DedupeRace('dedupe race');
+      res.push([p, 'claimed']);
+    }
+    return res;
+  }
+
+  /**
+   * The id's claim (token `stale`) points at `target`, whose transaction has
+   * not stored the event (or has): look there. Stored → duplicate. Not stored
+   * → fence that attempt out on `target` (its commit would then fail), and
+   * only then move the claim to this attempt.
+   */
+  private async takeOver(home: Shard, p: Prepared, target: Shard, stale: string): Promise<'claimed' | typeof RESTART | Where> {
+    const stored = await this.retryRace(() =>
+      target.write(async (tx): Promise<Where | null> => {
+        const now = this.clock.now();
+        const cutoff = now - this.dedupeWindowMs;
+        const row = (await tx.all<{ stream: string; seq: number; token: string | null }>('SELECT stream, seq, token FROM bus_dedupe WHERE ref = ? AND created_at >= ?', [p.ref, cutoff]))[0];
+        if (row !== undefined && Number(row.seq) >= 0) return { shard: target, stream: row.stream, seq: Number(row.seq) };
+        if (row !== undefined && row.token === stale) return null;
+        const n = await tx.all<{ ref: string }>(
+          `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, '', ${FENCE}, ?, ?, ?)
+           ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
+           WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq < 0 RETURNING ref`,
+          [p.ref, now, stale, target.name, cutoff],
+        );
+        if (n.length !== 1) throw new DedupeRace('dedupe race');
+        return null;
+      }),
+    );
+    if (stored !== null) return stored;
+    const moved = await home.write((tx) =>
+      tx.run(`UPDATE bus_dedupe SET stream = ?, created_at = ?, token = ?, target = ? WHERE ref = ? AND seq = ${CLAIM} AND token = ?`, [
+        p.stream,
+        this.clock.now(),
+        p.token,
+        p.target.name,
+        p.ref,
+        stale,
+      ]),
+    );
+    return moved === 1 ? 'claimed' : RESTART;
+  }
+
+  private shardNamed(name: string): Shard {
+    const s = this.log.storage.shards.find((x) => x.name === name);
+    if (s === undefined) throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
+    return s;
+  }
+
+  private async retryRace<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof DedupeRace && attempt < 5) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Stores events on their shards (one transaction per shard); returns those whose claim was lost meanwhile. */
+  private async writeByShard(list: readonly Prepared[], out: Published[]): Promise<Prepared[]> {
+    const byShard = new Map<Shard, Prepared[]>();
+    for (const p of list) byShard.set(p.target, [...(byShard.get(p.target) ?? []), p]);
+    const restart: Prepared[] = [];
+    await Promise.all(
+      [...byShard].map(async ([shard, ps]) => {
+        const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, ps)));
+        const done = await this.resolvePositions(shard, res);
+        for (const [i, p] of done) out[i] = p;
+        restart.push(...res.restart);
+      }),
+    );
+    return restart;
   }
 
   private async publishIn(tx: Tx, shard: Shard, list: Prepared[]): Promise<PublishTxResult> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
     const refs = [...new Set(list.flatMap((p) => (p.ref ? [p.ref] : [])))];
-    const seen = new Map<string, { stream: string; seq: number }>();
+    const seen = new Map<string, { stream: string; seq: number; token: string | null }>();
     for (let off = 0; off < refs.length; off += 500) {
       const part = refs.slice(off, off + 500);
-      const rows = await tx.all<{ ref: string; stream: string; seq: number }>(
-        `SELECT ref, stream, seq FROM bus_dedupe WHERE ref IN (${part.map(() => '?').join(', ')}) AND created_at >= ?`,
+      const rows = await tx.all<{ ref: string; stream: string; seq: number; token: string | null }>(
+        `SELECT ref, stream, seq, token FROM bus_dedupe WHERE ref IN (${part.map(() => '?').join(', ')}) AND created_at >= ?`,
         [...part, cutoff],
       );
-      for (const r of rows) seen.set(r.ref, { stream: r.stream, seq: Number(r.seq) });
+      for (const r of rows) seen.set(r.ref, { stream: r.stream, seq: Number(r.seq), token: r.token });
     }
+    const restart: Prepared[] = [];
     // Events to store, grouped by stream in publish order; repeats of an id inside the batch point at the first.
     const fresh: Prepared[] = [];
     const firstInBatch = new Map<string, Prepared>();
@@ -164,8 +325,13 @@ export class Publisher {
     for (const p of list) {
       if (p.ref !== null) {
         const s = seen.get(p.ref);
-        if (s) {
+        if (s && s.seq >= 0) {
           dup.set(p.index, s);
+          continue;
+        }
+        // This attempt's claim was taken over (CLAIM of another token) or it was fenced out (FENCE of its own).
+        if (s && ((s.seq === CLAIM && s.token !== p.token) || (s.seq === FENCE && s.token === p.token))) {
+          restart.push(p);
           continue;
         }
         const f = firstInBatch.get(p.ref);
@@ -198,18 +364,19 @@ export class Publisher {
       const params: unknown[] = [];
       for (const p of part) {
         const s = stored.get(p.index)!;
-        params.push(p.ref, s.stream, s.seq, now);
+        params.push(p.ref, s.stream, s.seq, now, p.token, p.token === null ? null : shard.name);
       }
+      // Replaces only an expired row, this attempt's own claim, or a fence of another attempt.
       const rows = await tx.all<{ ref: string }>(
-        `INSERT INTO bus_dedupe (ref, stream, seq, created_at) VALUES ${part.map(() => '(?, ?, ?, ?)').join(', ')}
-         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at
-         WHERE bus_dedupe.created_at < ? RETURNING ref`,
+        `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES ${part.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
+         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
+         WHERE bus_dedupe.created_at < ? OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = excluded.token) OR (bus_dedupe.seq = ${FENCE} AND bus_dedupe.token <> excluded.token) RETURNING ref`,
         [...params, cutoff],
       );
       // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
       if (rows.length !== part.length) throw new DedupeRace('dedupe race');
     }
-    return { appends, stored, dup };
+    return { appends, stored, dup, restart };
   }
 
   private async resolvePositions(shard: Shard, res: PublishTxResult): Promise<Array<[number, Published]>> {
@@ -232,6 +399,7 @@ export class Publisher {
 
   /** The position of an event known by stream and seq, waiting for the sequencer if needed. */
   private async positionOf(shard: Shard, stream: string, seq: number): Promise<number> {
+    // (on the shard that stores it)
     const sl = this.log.shardLog(shard.name);
     const deadline = Date.now() + 30_000;
     for (;;) {
@@ -257,4 +425,5 @@ interface PublishTxResult {
   appends: Array<{ result: AppendResult; items: Prepared[] }>;
   stored: Map<number, { stream: string; seq: number }>;
   dup: Map<number, { stream: string; seq: number } | Prepared>;
+  restart: Prepared[];
 }

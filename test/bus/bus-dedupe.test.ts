@@ -1,0 +1,89 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { startBusNode } from './support.js';
+import type { Node } from '../../src/serve.js';
+import type { Bus } from '../../src/bus/bus.js';
+
+describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
+  let env: TestEnv;
+  let node: Node;
+  let bus: Bus;
+  beforeAll(async () => {
+    env = await createTestEnv(dialect, { shards: 3 });
+    ({ node, bus } = await startBusNode(env));
+  });
+  afterAll(async () => {
+    await node?.close();
+    await env?.cleanup();
+  });
+  const stored = async (id: string): Promise<number> => {
+    let n = 0;
+    for (const s of node.runtime.storage.shards) {
+      const rows = await s.reader.all<{ meta: string | null }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+      n += rows.filter((r) => r.meta !== null && (JSON.parse(r.meta) as { id?: string }).id === id).length;
+    }
+    return n;
+  };
+  const keys = Array.from({ length: 24 }, (_, i) => `k${i}`);
+  const shardOfKey = (k: string) => node.runtime.storage.shardFor(['orders', k]).name;
+
+  it('the keys used route to every shard', () => {
+    expect(new Set(keys.map(shardOfKey)).size).toBe(3);
+  });
+
+  it('a repeated id is a duplicate whatever shard its key routes to', async () => {
+    const [first] = await bus.publish([{ id: 'a1', topic: 'orders', key: 'k0', type: 't' }]);
+    expect(first!.duplicate).toBe(false);
+    for (const k of keys) {
+      const [p] = await bus.publish([{ id: 'a1', topic: 'orders', key: k, type: 't' }]);
+      expect([k, p]).toEqual([k, { ...first, duplicate: true }]);
+    }
+    expect(await stored('a1')).toBe(1);
+  });
+
+  it('repeats inside one batch, on different shards, are stored once', async () => {
+    const ps = await bus.publish(keys.map((k) => ({ id: 'b1', topic: 'orders', key: k, type: 't' })));
+    expect(ps.filter((p) => !p.duplicate)).toHaveLength(1);
+    expect(new Set(ps.map((p) => `${p.shard}:${p.pos}`)).size).toBe(1);
+    expect(await stored('b1')).toBe(1);
+  });
+
+  it('concurrent publishers of one id with different keys store it once and agree on its position', async () => {
+    const ps = (await Promise.all(keys.map((k) => bus.publish([{ id: 'c1', topic: 'orders', key: k, type: 't' }])))).map((r) => r[0]!);
+    expect(ps.filter((p) => !p.duplicate)).toHaveLength(1);
+    expect(new Set(ps.map((p) => `${p.shard}:${p.pos}`)).size).toBe(1);
+    expect(await stored('c1')).toBe(1);
+  });
+
+  it('a claim left by a publisher that died before its event committed is taken over: the event is stored once', async () => {
+    // What a kill -9 between the claim (on the id's home shard) and the event's commit leaves behind.
+    const ref = 'orders/d1';
+    const home = node.runtime.storage.shardFor(['dedupe', ref]);
+    const deadTarget = node.runtime.storage.shards.find((s) => s.name !== home.name)!;
+    await home.write((tx) =>
+      tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [ref, 't/orders/gone', Date.now(), 'dead-attempt', deadTarget.name]),
+    );
+    const k = keys.find((x) => shardOfKey(x) !== deadTarget.name)!;
+    const [p] = await bus.publish([{ id: 'd1', topic: 'orders', key: k, type: 't' }]);
+    expect(p!.duplicate).toBe(false);
+    // the dead attempt is fenced out on its target: had it been slow rather than dead, its commit would now fail
+    const fence = await deadTarget.reader.all<{ seq: number; token: string }>('SELECT seq, token FROM bus_dedupe WHERE ref = ?', [ref]);
+    expect(fence.map((r) => [Number(r.seq), r.token])).toEqual([[-2, 'dead-attempt']]);
+    for (const other of keys) {
+      const [q] = await bus.publish([{ id: 'd1', topic: 'orders', key: other, type: 't' }]);
+      expect([other, q]).toEqual([other, { ...p, duplicate: true }]);
+    }
+    expect(await stored('d1')).toBe(1);
+  });
+
+  it('a claim aimed at the home shard itself, left behind, is taken over too', async () => {
+    const ref = 'orders/e1';
+    const home = node.runtime.storage.shardFor(['dedupe', ref]);
+    await home.write((tx) => tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [ref, 't/orders/gone', Date.now(), 'dead', home.name]));
+    const [p] = await bus.publish([{ id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) === home.name)!, type: 't' }]);
+    expect(p!.duplicate).toBe(false);
+    const [q] = await bus.publish([{ id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) !== home.name)!, type: 't' }]);
+    expect(q).toEqual({ ...p, duplicate: true });
+    expect(await stored('e1')).toBe(1);
+  });
+});
