@@ -29,7 +29,7 @@ export function createLedgerFace(rt: Runtime): LedgerFace {
     name: 'ledger',
     ledger,
     async start() {
-      if (rt.storage.shards.some((s) => s.driver.dialect === 'postgres')) {
+      if (rt.storage.shards.some((s) => s.driver.capabilities.tablePartitioning)) {
         await rt.scheduler.periodic(
           PARTITIONS_TIMER,
           rt.config.ledger.partitions.every_ms,

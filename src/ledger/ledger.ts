@@ -142,7 +142,7 @@ export class Ledger {
     this.periodMs = cfg.aggregation.period === 'day' ? 86_400_000 : 3_600_000;
     const tz = cfg.aggregation.timezone;
     this.offsetMs = tz === 'UTC' ? 0 : (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
-    if (cfg.retention_months !== undefined && rt.storage.shards.some((s) => s.driver.dialect !== 'postgres')) {
+    if (cfg.retention_months !== undefined && rt.storage.shards.some((s) => !s.driver.capabilities.tablePartitioning)) {
       throw new MillraceError('config_invalid', 'ledger.retention_months needs PostgreSQL: SQLite keeps one unpartitioned events table and never drops events');
     }
   }
@@ -601,7 +601,7 @@ export class Ledger {
     const created: string[] = [];
     const d = new Date(now);
     for (const shard of this.rt.storage.shards) {
-      if (shard.driver.dialect !== 'postgres') continue;
+      if (!shard.driver.capabilities.tablePartitioning) continue;
       for (let i = 0; i <= this.cfg.partitions.ahead_months; i++) {
         const from = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i, 1);
         const to = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i + 1, 1);
@@ -642,7 +642,7 @@ export class Ledger {
     const horizon = this.retentionHorizon(now);
     if (horizon === null) return { dropped, kept };
     for (const shard of this.rt.storage.shards) {
-      if (shard.driver.dialect !== 'postgres') continue;
+      if (!shard.driver.capabilities.tablePartitioning) continue;
       const parts = await shard.reader.all<{ name: string }>(
         `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ledger_events'::regclass ORDER BY c.relname`,
       );
