@@ -36,7 +36,7 @@ export function createLedgerFace(rt: Runtime): LedgerFace {
       // Nothing configured, nothing to run: no timer, no aggregator (a node of a
       // cluster that uses other faces only adds no background work).
       if (!hasAccounts && rt.config.ledger.retention_months === undefined) return;
-      if (rt.storage.shards.some((s) => s.driver.dialect === 'postgres')) {
+      if (rt.storage.shards.some((s) => s.driver.capabilities.tablePartitioning)) {
         await rt.scheduler.periodic(
           PARTITIONS_TIMER,
           rt.config.ledger.partitions.every_ms,

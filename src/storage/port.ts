@@ -45,6 +45,15 @@ export interface DialectCapabilities {
   readonly cheapSavepoints: boolean;
   /** Other nodes share the shard: claims must skip rows locked by them. */
   readonly multiNode: boolean;
+  /** Array parameters expand into rows server-side (`unnest(?::text[])`): one statement for many rows (PostgreSQL). */
+  readonly bulkArrayParams: boolean;
+  /** Declarative table partitioning: tables split by range, partitions attached and dropped (PostgreSQL). */
+  readonly tablePartitioning: boolean;
+  /**
+   * Exactly one connection writes a shard at a time, across all processes, so
+   * transactions commit in the order they were submitted (SQLite).
+   */
+  readonly singleWriter: boolean;
 }
 
 export interface SqlFragments {
@@ -52,10 +61,6 @@ export interface SqlFragments {
   readonly claimRows: string;
   /** BEGIN statement for write transactions. */
   readonly begin: string;
-  /** Column type of an auto-numbered 64-bit primary key. */
-  readonly serialPk: string;
-  /** Column type for raw bytes. */
-  readonly bytes: string;
   /**
    * Statement `(channel, payload)` that notifies other nodes when the current
    * transaction commits; null where one process owns the shard.

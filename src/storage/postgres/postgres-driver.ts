@@ -134,12 +134,10 @@ export function advisoryKey(key: string): string {
 
 export class PostgresDriver implements ShardDriver {
   readonly dialect = 'postgres' as const;
-  readonly capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true };
+  readonly capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true, bulkArrayParams: true, tablePartitioning: true, singleWriter: false };
   readonly sql: SqlFragments = {
     claimRows: ' FOR UPDATE SKIP LOCKED',
     begin: 'BEGIN',
-    serialPk: 'BIGSERIAL PRIMARY KEY',
-    bytes: 'BYTEA',
     notify: 'SELECT pg_notify(?, ?)',
   };
   readonly writers: number;

@@ -125,12 +125,10 @@ function startCheckpointer(path: string, everyMs: number): Worker {
  */
 export class SqliteDriver implements ShardDriver {
   readonly dialect = 'sqlite' as const;
-  readonly capabilities: DialectCapabilities = { sequencesOnInsert: true, cheapSavepoints: true, multiNode: false };
+  readonly capabilities: DialectCapabilities = { sequencesOnInsert: true, cheapSavepoints: true, multiNode: false, bulkArrayParams: false, tablePartitioning: false, singleWriter: true };
   readonly sql: SqlFragments = {
     claimRows: '',
     begin: 'BEGIN IMMEDIATE',
-    serialPk: 'INTEGER PRIMARY KEY',
-    bytes: 'BLOB',
     notify: null,
   };
   readonly writers = 1;

@@ -1,0 +1,165 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { MillraceError } from '../core/errors.js';
+import type { Runtime } from '../runtime.js';
+import type { Tx } from '../storage/port.js';
+import type { Shard } from '../storage/storage.js';
+import { formatUnits } from './decimal.js';
+import { ledgerSql as sql } from './ledger-sql.js';
+import { type BatchAnswer, type BatchRequest, POSTED } from './ledger-types.js';
+import type { LockStore } from './lock-store.js';
+import type { PreparedEvent, PreparedLock, PreparedState, RequestValidator } from './request-validator.js';
+import type { StateStore } from './state-store.js';
+
+const canonical = (v: unknown): string => {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+};
+
+/** Writes batches: events, lock checks and state updates, atomically per shard, idempotent by key across shards. */
+export class BatchWriter {
+  constructor(
+    private readonly rt: Runtime,
+    private readonly validate: RequestValidator,
+    private readonly locks: LockStore,
+    private readonly states: StateStore,
+  ) {}
+
+  async write(req: BatchRequest): Promise<BatchAnswer> {
+    const now = this.rt.clock.now();
+    const { events: prepared, locks, states, idempotencyKey: idem } = this.validate.batch(req);
+    const requestHash = createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
+    const home = idem === undefined ? undefined : this.rt.storage.shardFor(['ledger.idempotency', idem]);
+    if (idem !== undefined && home !== undefined) {
+      const rows = await home.reader.all<{ request_hash: string; answer: string }>(sql.idempotencyGet, [idem]);
+      const prior = rows[0];
+      if (prior) {
+        if (prior.request_hash !== requestHash) throw reused(idem);
+        return JSON.parse(prior.answer) as BatchAnswer;
+      }
+    }
+    const batchId = idem === undefined ? randomUUID() : `idem-${createHash('sha256').update(idem).digest('hex').slice(0, 32)}`;
+
+    // Group the batch by shard; each shard's part commits atomically.
+    const parts = new Map<string, { shard: Shard; events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }>();
+    const part = (s: Shard) => {
+      let p = parts.get(s.name);
+      if (!p) parts.set(s.name, (p = { shard: s, events: [], locks: [], states: [] }));
+      return p;
+    };
+    for (const e of prepared) part(e.shard).events.push(e);
+    for (const l of locks) part(l.shard).locks.push(l);
+    for (const s of states) part(s.shard).states.push(s);
+    const ordered = [...parts.values()].sort((a, b) => (a.shard.name < b.shard.name ? -1 : 1));
+
+    // Preflight across shards, so a stale version or a missing lock on one
+    // shard fails the batch before any shard is written.
+    if (ordered.length > 1) {
+      for (const p of ordered) {
+        for (const l of p.locks) await this.locks.checkLockHeld(p.shard.reader, l.type, l.keyText, l.uid, now);
+        for (const s of p.states) await this.states.checkStateVersion(p.shard.reader, s.type, s.keyText, s.expected);
+      }
+    }
+
+    const stateVersions: BatchAnswer['states'] = [];
+    const committed: string[] = [];
+    for (const p of ordered) {
+      try {
+        const versions = await p.shard.write(async (tx) => {
+          if (idem !== undefined) {
+            const n = await tx.run(sql.batchPartPut, [idem, requestHash, now]);
+            if (n === 0) {
+              const r = await tx.all<{ request_hash: string }>(sql.batchPartGet, [idem]);
+              if (r[0]?.request_hash !== requestHash) throw reused(idem);
+              return null; // this part committed on an earlier attempt
+            }
+          }
+          for (const l of p.locks) {
+            await this.locks.lockHead(tx, l.type, l.keyText);
+            await this.locks.checkLockHeld(tx, l.type, l.keyText, l.uid, now);
+          }
+          const versions: BatchAnswer['states'] = [];
+          for (const s of p.states) versions.push({ type: s.type, attrs: s.attrs, version: await this.states.writeState(tx, s.type, s.keyText, s.state, s.expected, now) });
+          await this.insertEvents(tx, p.shard, batchId, p.events);
+          return versions;
+        });
+        if (versions) stateVersions.push(...versions);
+        committed.push(p.shard.name);
+      } catch (err) {
+        if (committed.length > 0 && err instanceof MillraceError) {
+          throw new MillraceError(err.code, `${err.message} (the parts of this batch on shards ${committed.join(', ')} were already committed; cross-shard batches are atomic per shard only)`, {
+            details: { ...(err.details ?? {}), committed_shards: committed },
+            cause: err,
+          });
+        }
+        throw err;
+      }
+    }
+    const answer: BatchAnswer = { batch_id: batchId, events: prepared.length, states: stateVersions };
+    if (idem !== undefined && home !== undefined) {
+      await home.write(async (tx) => {
+        await tx.run(sql.idempotencyPut, [idem, requestHash, JSON.stringify(answer), now]);
+      });
+      const rows = await home.reader.all<{ request_hash: string; answer: string }>(sql.idempotencyGet, [idem]);
+      if (rows[0] && rows[0].request_hash !== requestHash) throw reused(idem);
+      if (rows[0]) return JSON.parse(rows[0].answer) as BatchAnswer;
+    }
+    return answer;
+  }
+
+  private async insertEvents(tx: Tx, shard: Shard, batchId: string, events: PreparedEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const ids: number[] = [];
+    const CHUNK = 400;
+    for (let off = 0; off < events.length; off += CHUNK) {
+      const chunk = events.slice(off, off + CHUNK);
+      const params: unknown[] = [];
+      for (const e of chunk) params.push(batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
+      const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
+      for (const r of rows) ids.push(Number(r.id));
+    }
+    // One log event per account touched: the exporter ships these in position
+    // order, and the aggregator follows their positions.
+    const byAccount = new Map<string, Array<{ e: PreparedEvent; id: number }>>();
+    events.forEach((e, i) => {
+      const k = `${e.t.name}\u0000${e.accKey}`;
+      let l = byAccount.get(k);
+      if (!l) byAccount.set(k, (l = []));
+      l.push({ e, id: ids[i]! });
+    });
+    for (const list of byAccount.values()) {
+      const first = list[0]!.e;
+      const streamKey = first.accKey.length <= 400 ? first.accKey : createHash('sha1').update(first.accKey).digest('hex');
+      await this.rt.log.appendIn(tx, shard, `ledger/${first.t.name}/${streamKey}`, [
+        {
+          type: POSTED,
+          data: {
+            batch_id: batchId,
+            account: { type: first.t.name, key: this.validate.keyObject(first.t, first.keyVals) },
+            acc_key: first.accKey,
+            events: list.map(({ e, id }) => ({
+              id,
+              side: e.side,
+              amount: formatUnits(e.units, e.t.scale),
+              units: e.units.toString(),
+              dt: e.dt,
+              aux: e.aux,
+              ...(e.info === null ? {} : { info: JSON.parse(e.info) as unknown }),
+            })),
+          },
+        },
+      ]);
+    }
+  }
+}
+
+function reused(key: string): MillraceError {
+  return new MillraceError('idempotency_key_reused', `idempotency key "${key}" was already used with a different request`, { details: { idempotency_key: key } });
+}
