@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNode, type Node } from '../src/serve.js';
 import { buildConfig, type ConfigInput } from '../src/core/config.js';
 import { machinesFace } from '../src/machines/face.js';
+import { busFace } from '../src/bus/face.js';
 import { telemetryEnabled } from '../src/core/telemetry.js';
 import { createTestEnv, DIALECTS, type TestEnv } from './support/env.js';
 import { machinesConfig, TestProcessor } from './machines/support.js';
@@ -104,6 +105,28 @@ describe('OpenTelemetry', () => {
     // the processor's parent is the processor-call span
     expect(gotParent).toBe(call!.spanId);
     expect(otlp.services).toContain('millrace-test');
+  });
+
+  it('a bus event published over HTTP keeps the request trace in its traceparent header; commits are traced', async () => {
+    const input = { ...env.input, bus: { topics: ['orders'] }, telemetry: { otlp_url: otlp.url, service_name: 'millrace-test' } } as ConfigInput;
+    const node = await startNode(buildConfig(input), { faces: [busFace] });
+    const trace = '0af7651916cd43dd8448eb211c80319c';
+    try {
+      const r = await fetch(`${node.url}/v1/bus/topics/orders/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', traceparent: `00-${trace}-b7ad6b7169203331-01` },
+        body: JSON.stringify({ events: [{ key: 'k', type: 'created' }, { key: 'k', type: 'kept', headers: { traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` } }] }),
+      });
+      expect(r.status).toBe(200);
+      const rows = await node.runtime.storage.shards[0]!.reader.all<{ type: string; meta: string }>("SELECT type, meta FROM events WHERE stream = 't/orders/k' ORDER BY seq");
+      const tps = rows.map((x) => (JSON.parse(x.meta) as { headers: { traceparent: string } }).headers.traceparent);
+      expect(tps[0]!.split('-')[1]).toBe(trace);
+      expect(tps[1]).toBe(`00-${'1'.repeat(32)}-${'2'.repeat(16)}-01`);
+    } finally {
+      await node.close();
+    }
+    expect(otlp.spans.some((s) => s.name === 'millrace.group_commit')).toBe(true);
+    expect(otlp.spans.some((s) => s.traceId === trace && s.name === 'HTTP POST /v1/bus/topics/:topic/events')).toBe(true);
   });
 
   it('refuses a bad telemetry config', () => {
