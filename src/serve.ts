@@ -9,6 +9,8 @@ import { startGrpcServer, stopGrpcServer } from './api/grpc/server.js';
 import type { Face, FaceFactory } from './face.js';
 import { faceFactories } from './faces.js';
 import { Runtime } from './runtime.js';
+import { startTelemetry } from './core/telemetry.js';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 
 export interface Node {
   runtime: Runtime;
@@ -26,11 +28,14 @@ export interface StartOptions {
   clock?: Clock;
   /** Faces to serve (default: all of this build). */
   faces?: FaceFactory[];
+  /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
+  spanProcessor?: SpanProcessor;
 }
 
 /** Opens the runtime, builds the faces and serves HTTP (and gRPC): what `millrace serve` runs. */
 export async function startNode(config: Config, opts: StartOptions = {}): Promise<Node> {
   const logger = opts.logger ?? createLogger(config.logging.level);
+  const stopTelemetry = config.telemetry ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {}) : null;
   const runtime = await Runtime.open(config, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   const faces: Face[] = [];
   let http: FastifyInstance | undefined;
@@ -55,6 +60,7 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     for (const f of [...faces].reverse()) await f.stop();
     await grpcStopped;
     await runtime.close();
+    await stopTelemetry?.();
   };
   try {
     for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));

@@ -1,5 +1,7 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
+import type { Span } from '@opentelemetry/api';
+import { endSpan, SpanKind, startSpan, traceparentOf } from '../core/telemetry.js';
 import type { Runtime } from '../runtime.js';
 import type { ExporterConfig } from '../bus/config.js';
 import type { LogEvent } from '../log/log.js';
@@ -74,12 +76,23 @@ export class Exporter {
   /** Publishes the wanted events of a batch; resolves once the broker confirmed them. */
   private async ship(ch: ConfirmChannel, batch: LogEvent[]): Promise<void> {
     const wanted = batch.filter((e) => exporterWants(this.cfg, e));
+    const spans: Span[] = [];
     for (const e of wanted) {
       const meta = e.meta ? (JSON.parse(e.meta) as Partial<TopicMeta>) : {};
       const headers: Record<string, unknown> = { 'x-stream': e.stream, 'x-seq': e.seq, 'x-shard': e.shard, 'x-pos': e.pos };
       if (meta.key !== undefined) headers['x-key'] = meta.key;
       if (meta.id) headers['x-event-id'] = meta.id;
       for (const [k, v] of Object.entries(meta.headers ?? {})) headers[k] = v;
+      // Traced: a producer span under the event's traceparent, whose traceparent the message carries.
+      const span = startSpan('millrace.amqp.export', typeof headers.traceparent === 'string' ? headers.traceparent : undefined, SpanKind.PRODUCER, {
+        'messaging.system': 'rabbitmq',
+        'messaging.destination.name': this.cfg.exchange,
+        'messaging.message.id': `${e.shard}:${e.pos}`,
+      });
+      if (span !== undefined) {
+        headers.traceparent = traceparentOf(span);
+        spans.push(span);
+      }
       ch.publish(this.cfg.exchange, this.cfg.routing_key ?? e.type, Buffer.from(e.data), {
         messageId: `${e.shard}:${e.pos}`,
         type: e.type,
@@ -89,7 +102,14 @@ export class Exporter {
         headers,
       });
     }
-    if (wanted.length) await ch.waitForConfirms();
+    if (wanted.length === 0) return;
+    try {
+      await ch.waitForConfirms();
+    } catch (err) {
+      for (const sp of spans) endSpan(sp, err);
+      throw err;
+    }
+    for (const sp of spans) endSpan(sp);
   }
 
   async stop(): Promise<void> {

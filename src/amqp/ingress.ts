@@ -1,5 +1,7 @@
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
+import type { Span } from '@opentelemetry/api';
+import { endSpan, SpanKind, startSpan, traceparentOf } from '../core/telemetry.js';
 import { isMillraceError } from '../core/errors.js';
 import type { Bus } from '../bus/bus.js';
 import type { IngressConfig } from '../bus/config.js';
@@ -104,8 +106,15 @@ export class Ingress {
     if (!ch) return;
     const events: PublishEvent[] = [];
     const kept: ConsumeMessage[] = [];
+    const spans: Span[] = [];
     for (const m of msgs) {
       const e = messageToEvent(this.cfg, types, m);
+      // Traced: a consumer span under the message's traceparent header; the stored event carries the span's.
+      const span = e ? startSpan('millrace.amqp.ingress', e.headers?.traceparent, SpanKind.CONSUMER, { 'messaging.system': 'rabbitmq', 'messaging.destination.name': m.fields.exchange }) : undefined;
+      if (e && span !== undefined) {
+        e.headers = { ...e.headers, traceparent: traceparentOf(span) };
+        spans.push(span);
+      }
       if (e) {
         events.push(e);
         kept.push(m);
@@ -118,11 +127,13 @@ export class Ingress {
       if (this.stopped) return;
       try {
         if (events.length) await this.bus.publish(events, { internal: true });
+        for (const sp of spans.splice(0)) endSpan(sp);
         for (const m of kept) ch.ack(m);
         this.stats.stored += kept.length;
         return;
       } catch (err) {
         if (isMillraceError(err, 'bad_request')) {
+          for (const sp of spans.splice(0)) endSpan(sp, err);
           // One bad message must not block the rest: store them one by one, rejecting the bad ones.
           for (let i = 0; i < events.length; i++) {
             try {

@@ -50,6 +50,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** OpenTelemetry traces: off unless set. */
+    telemetry: z
+      .object({
+        /** OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces. */
+        otlp_url: z.url({ protocol: /^https?$/ }),
+        service_name: z.string().min(1).max(200).default('millrace'),
+      })
+      .strict()
+      .optional(),
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -9,6 +9,7 @@ import type { HistoryRange, MachinesConfig, NamespaceConfig } from './config.js'
 import { admission, applyFailure, applyPlan, parseRange, planStep, rangeIds, TAG_MAX, type MachineState, type Plan, type StepInput } from './planner.js';
 import { childTraceparent, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
 import { MachineQueues, Lru } from './queues.js';
+import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
 import './errors.js';
 import './migrations.js';
 
@@ -251,7 +252,9 @@ export class Machines {
   // ---- steps ----
 
   private ctx(c: NamespaceConfig, opts: RequestOptions): { deadline: number; traceparent: string } {
-    return { deadline: opts.deadline ?? this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(opts.traceparent) };
+    // Traced: the processor call's span is the child (and its traceparent is what the processor gets).
+    const traceparent = telemetryEnabled() && opts.traceparent !== undefined ? opts.traceparent : childTraceparent(opts.traceparent);
+    return { deadline: opts.deadline ?? this.rt.clock.now() + c.default_timeout_ms, traceparent };
   }
 
   nsConfig(ns: string): NamespaceConfig {
@@ -365,14 +368,22 @@ export class Machines {
         // The abort signal (a timer) is made only if the processor asks for it: in-process processors mostly do not.
         let signal: AbortSignal | undefined;
         const clock = this.rt.clock;
+        const span = startSpan('millrace.processor.call', ctx.traceparent, SpanKind.CLIENT, { 'millrace.namespace': ns, 'millrace.attempt': attempt + 1 });
         const pctx = {
           deadline: ctx.deadline,
-          traceparent: ctx.traceparent,
+          traceparent: span === undefined ? ctx.traceparent : traceparentOf(span),
           get signal(): AbortSignal {
             return (signal ??= AbortSignal.timeout(Math.max(0, ctx.deadline - clock.now())));
           },
         };
-        return await client.process(request, pctx);
+        try {
+          const r = await client.process(request, pctx);
+          endSpan(span);
+          return r;
+        } catch (err) {
+          endSpan(span, err);
+          throw err;
+        }
       } catch (err) {
         if (!(err instanceof ProcessorError) || !err.transient) throw err;
         const delay = Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(attempt++, 20));

@@ -1,3 +1,4 @@
+import { endSpan, SpanKind, startSpan, traceparentOf } from '../core/telemetry.js';
 import { jsonPost, type JsonPost } from '../core/http-post.js';
 import type { PipeKindConfig } from './config.js';
 import type { Delivery, Pusher, PushVerdict } from './pipe.js';
@@ -45,8 +46,18 @@ export function httpPusher(): Pusher {
       post = jsonPost(handler);
       posts.set(handler, post);
     }
-    const { status, text } = await post(deliveryJson(d), { 'x-millrace-session': d.id }, kind.push_timeout_s * 1000);
-    if (status < 200 || status >= 300) throw new Error(`handler answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`);
-    return parseVerdict(text);
+    const span = startSpan('millrace.pipe.push', undefined, SpanKind.CLIENT, { 'millrace.session': d.id, 'millrace.repeats': d.repeats });
+    const headers: Record<string, string> = { 'x-millrace-session': d.id };
+    if (span !== undefined) headers.traceparent = traceparentOf(span);
+    try {
+      const { status, text } = await post(deliveryJson(d), headers, kind.push_timeout_s * 1000);
+      if (status < 200 || status >= 300) throw new Error(`handler answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`);
+      const verdict = parseVerdict(text);
+      endSpan(span, undefined, { 'http.response.status_code': status });
+      return verdict;
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
   };
 }

@@ -1,3 +1,4 @@
+import { endSpan, SpanKind, startSpan } from '../core/telemetry.js';
 import { EventEmitter } from 'node:events';
 import { MillraceError } from '../core/errors.js';
 import type { Queryable, ShardDriver, Tx, WriteConnection } from './port.js';
@@ -122,6 +123,19 @@ export class GroupCommitter extends EventEmitter {
 
   /** Runs one batch; resolves false if the connection failed outside any caller's code. */
   private async runBatch(conn: WriteConnection, batch: Job[]): Promise<boolean> {
+    const span = startSpan('millrace.group_commit', undefined, SpanKind.INTERNAL, { 'millrace.jobs': batch.length });
+    if (span === undefined) return this.runBatchTraced(conn, batch);
+    try {
+      const ok = await this.runBatchTraced(conn, batch);
+      endSpan(span, ok ? undefined : new Error('the connection failed'));
+      return ok;
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
+  }
+
+  private async runBatchTraced(conn: WriteConnection, batch: Job[]): Promise<boolean> {
     this.stats.batches++;
     this.stats.jobs += batch.length;
     const cheap = this.driver.capabilities.cheapSavepoints;

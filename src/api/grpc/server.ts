@@ -1,4 +1,5 @@
-import { Server, ServerCredentials, status, type ServiceError, Metadata } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status, type ServiceError, Metadata, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { endSpan, SpanKind, startSpan, telemetryEnabled } from '../../core/telemetry.js';
 import { toMillraceError } from '../../core/errors.js';
 import type { Face } from '../../face.js';
 
@@ -7,7 +8,9 @@ export async function startGrpcServer(faces: Face[], host: string, port: number)
   const withGrpc = faces.filter((f) => f.grpc);
   if (withGrpc.length === 0) return null;
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  for (const f of withGrpc) f.grpc!(server);
+  // Traced: each call gets a server span under the traceparent metadata of the call (wrapped only when telemetry is on).
+  const target = telemetryEnabled() ? tracedServer(server) : server;
+  for (const f of withGrpc) f.grpc!(target);
   const bound = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
@@ -33,4 +36,44 @@ export function stopGrpcServer(server: Server, graceMs: number): Promise<void> {
       resolve();
     });
   });
+}
+
+type Handler = (call: { metadata: Metadata; once(ev: string, fn: (...a: unknown[]) => void): unknown }, cb?: (err: unknown, ...rest: unknown[]) => void) => void;
+
+/** A view of the server whose addService wraps every handler in a span. */
+function tracedServer(server: Server): Server {
+  const view = Object.create(server) as Server;
+  view.addService = (def: ServiceDefinition, impl: UntypedServiceImplementation) => {
+    const wrapped: UntypedServiceImplementation = {};
+    for (const [name, fn] of Object.entries(impl)) {
+      const m = def[name];
+      if (m === undefined) {
+        wrapped[name] = fn;
+        continue;
+      }
+      const handler = fn as unknown as Handler;
+      const unaryAnswer = !m.responseStream;
+      wrapped[name] = ((call: Parameters<Handler>[0], cb?: Parameters<Handler>[1]) => {
+        const tp = call.metadata.get('traceparent')[0];
+        const span = startSpan(`gRPC ${m.path}`, typeof tp === 'string' ? tp : undefined, SpanKind.SERVER, { 'rpc.system': 'grpc', 'rpc.method': m.path });
+        if (unaryAnswer && cb) {
+          return handler(call, (err, ...rest) => {
+            endSpan(span, err ?? undefined);
+            cb(err, ...rest);
+          });
+        }
+        let ended = false;
+        const end = (err?: unknown) => {
+          if (ended) return;
+          ended = true;
+          endSpan(span, err);
+        };
+        for (const ev of ['finish', 'cancelled', 'close']) call.once(ev, () => end());
+        call.once('error', (err: unknown) => end(err));
+        return handler(call, cb);
+      }) as unknown as UntypedServiceImplementation[string];
+    }
+    server.addService(def, wrapped);
+  };
+  return view;
 }

@@ -58,7 +58,8 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
       },
     },
     async (req) => {
-      const positions = await bus.publish(req.body.events.map((e) => ({ ...e, topic: req.params.topic })));
+      const tp = req.span !== undefined ? req.traceparent : undefined;
+      const positions = await bus.publish(req.body.events.map((e) => withTraceparent({ ...e, topic: req.params.topic } as typeof e & { topic: string; headers?: unknown }, tp)));
       return { positions };
     },
   );
@@ -145,4 +146,12 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     if (raw.destroyed) void s.close();
     else raw.on('close', () => void s.close());
   });
+}
+
+/** Traced: an event without a `traceparent` header gets the request's, so exporters carry it on. */
+function withTraceparent<E extends object>(e: E & { headers?: unknown }, tp: string | undefined): E {
+  if (tp === undefined) return e;
+  const h = e.headers !== null && typeof e.headers === 'object' && !Array.isArray(e.headers) ? (e.headers as Record<string, unknown>) : e.headers === undefined ? {} : null;
+  if (h === null || 'traceparent' in h) return e;
+  return { ...e, headers: { ...h, traceparent: tp } };
 }

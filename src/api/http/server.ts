@@ -6,6 +6,8 @@ import { Histogram } from 'prom-client';
 import { MillraceError, toMillraceError } from '../../core/errors.js';
 import type { Runtime } from '../../runtime.js';
 import { registerCoreRoutes } from './core-routes.js';
+import type { Span } from '@opentelemetry/api';
+import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -16,6 +18,7 @@ const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 declare module 'fastify' {
   interface FastifyRequest {
     traceparent: string | undefined;
+    span: Span | undefined;
   }
 }
 
@@ -92,15 +95,26 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
   });
 
   app.decorateRequest('traceparent', undefined);
+  app.decorateRequest('span', undefined);
   app.addHook('onRequest', async (req, reply) => {
     const tp = req.headers.traceparent;
     req.traceparent = typeof tp === 'string' && TRACEPARENT.test(tp) ? tp : undefined;
+    const span = startSpan(`HTTP ${req.method}`, req.traceparent, SpanKind.SERVER, { 'http.request.method': req.method, 'url.path': req.url.split('?')[0]! });
+    if (span !== undefined) {
+      // Work done for the request (processor calls, pushes) is traced under its span.
+      req.span = span;
+      req.traceparent = traceparentOf(span);
+    }
     req.log = req.log.child({ traceparent: req.traceparent });
     reply.header('x-request-id', req.id);
   });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    if (req.span !== undefined) {
+      req.span.updateName(`HTTP ${req.method} ${route}`);
+      endSpan(req.span, reply.statusCode >= 500 ? new Error(`status ${reply.statusCode}`) : undefined, { 'http.route': route, 'http.response.status_code': reply.statusCode });
+    }
   });
 
   app.setErrorHandler(async (err, req, reply) => {
