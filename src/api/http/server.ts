@@ -6,6 +6,7 @@ import { Histogram } from 'prom-client';
 import { MillraceError, toMillraceError } from '../../core/errors.js';
 import type { Runtime } from '../../runtime.js';
 import { registerCoreRoutes } from './core-routes.js';
+import { registerUiRoutes } from './ui-routes.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -114,6 +115,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
   });
 
   registerCoreRoutes(app, rt);
+  await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
 }
