@@ -66,6 +66,7 @@ export function Machines({ params }: P) {
   const id = params.get('id') ?? '';
   const namespaces = useLoad(() => api('/v1/namespaces').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), []);
   const [lookup, setLookup] = useState(id);
+  useEffect(() => setLookup(id), [id]);
   const list = useLoad(
     () => (ns ? api(`/v1/namespaces/${enc(ns)}/machines?limit=100${status ? `&status=${enc(status)}` : ''}`) : Promise.resolve(null)),
     [ns, status],
