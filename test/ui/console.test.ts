@@ -38,6 +38,17 @@ async function jsonServer(fn: (body: any) => { status: number; body?: unknown })
   return { server, url: `http://127.0.0.1:${a.port}/` };
 }
 
+/** Waits for `target`; an error banner showing up first fails the test with its text. */
+async function waitOrBanner(page: Page, target: ReturnType<Page['locator']>): Promise<void> {
+  const banner = page.locator('.banner.error').first();
+  await Promise.race([
+    target.waitFor(),
+    banner.waitFor().then(async () => {
+      throw new Error(`error banner instead: ${await banner.textContent()}`);
+    }),
+  ]);
+}
+
 async function http(base: string, path: string, method = 'GET', body?: unknown): Promise<{ status: number; json: any }> {
   const res = await fetch(base + path, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
@@ -112,7 +123,8 @@ describe('console in chromium', () => {
       servers.push(processor.server, handler.server);
       env = await createTestEnv(dialect, {
         extra: {
-          machines: { namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 } } } },
+          machines: { namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
+          ledger: { accounts: { cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 } } },
           pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 } } },
           bus: { topics: ['orders'] },
         },
@@ -159,6 +171,50 @@ describe('console in chromium', () => {
       await panel.locator('[data-testid=history] td', { hasText: 'repaired' }).first().waitFor();
       await shot('machine-repaired');
       expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('working');
+    });
+
+    it("tails a sink's machine events live, and names an unknown sink by its error code", async () => {
+      await page.goto(`${base}/ui/#/sinks?sink=main`);
+      const rows = page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-1' });
+      await rows.nth(1).waitFor();
+      // A new event arrives over the open stream.
+      expect((await http(base, '/v1/namespaces/orders/machines/m-2/start', 'POST', { args: null })).status).toBe(200);
+      await page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-2' }).waitFor();
+      await shot('sink-tail');
+      await page.goto(`${base}/ui/#/sinks?sink=nope`);
+      await page.locator('.banner.error .code', { hasText: 'sink_not_found' }).waitFor();
+    });
+
+    it('shows the balance and turnover of a typed account', async () => {
+      const account = { type: 'cash', attrs: { client_id: 'c1', currency: 'RUB', product: 'taxi' } };
+      const batch = await http(base, '/v1/ledger/batches', 'POST', {
+        idempotency_key: 'ui-1',
+        dt_default: '2026-01-05T10:00:00Z',
+        events: [
+          { account, side: 'debit', amount: '12.34' },
+          { account, side: 'credit', amount: '2.30' },
+        ],
+      });
+      expect(batch.status).toBe(200);
+      await page.goto(`${base}/ui/#/ledger`);
+      const form = page.locator('form.filters');
+      await form.locator('[name=type]').fill('cash');
+      await form.locator('[name=key]').fill('{"client_id":"c1","currency":"RUB"}');
+      await form.locator('[name=group_by]').fill('product');
+      await form.locator('[name=dt_from]').fill('2026-01-01T00:00:00Z');
+      await form.locator('[name=dt]').fill('2026-02-01T00:00:00Z');
+      await form.getByRole('button', { name: 'Show' }).click();
+      const bal = page.locator('[data-testid=balances] tbody tr', { hasText: 'product=taxi' });
+      await waitOrBanner(page, bal);
+      expect((await bal.locator('td').allTextContents()).slice(1)).toEqual(['12.34', '2.30']);
+      const turn = page.locator('[data-testid=turnovers] tbody tr', { hasText: 'product=taxi' });
+      expect((await turn.locator('td').allTextContents()).slice(1)).toEqual(['0.00', '0.00', '12.34', '2.30']);
+      await shot('ledger');
+      // A key attribute missing: the server's code in the banner.
+      await form.locator('[name=key]').fill('{"client_id":"c1"}');
+      await form.getByRole('button', { name: 'Show' }).click();
+      await page.locator('.banner.error .code').waitFor();
+      expect(await page.locator('.banner.error .code').textContent()).not.toBe('client_error');
     });
 
     it('redrives a pipe dead letter from the UI and sees it go', async () => {

@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, enc, itemsOf, noRoute } from './api';
-import { Badge, ErrorBanner, Json, Notice, Table, go, short, sumLag, useAction, useLoad, when } from './ui';
+import { Badge, ErrorBanner, Notice, Table, go, short, sumLag, useAction, useLoad, when } from './ui';
 
 type P = { params: URLSearchParams };
 
@@ -436,7 +436,7 @@ export function Ledger(_: P) {
           key (JSON) <input name="key" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} />
         </label>
         <label>
-          group by <input name="group_by" value={groupBy} placeholder={(accountTypes[type]?.aux ?? []).join(',')} onInput={(e) => setGroupBy((e.target as HTMLInputElement).value)} />
+          group by <input name="group_by" value={groupBy} placeholder={(accountTypes[type]?.groupings ?? []).map((g: string[]) => g.join(',')).join(' or ')} onInput={(e) => setGroupBy((e.target as HTMLInputElement).value)} />
         </label>
         <label>
           from <input name="dt_from" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} />
@@ -449,17 +449,30 @@ export function Ledger(_: P) {
       {accountTypes[type] && <p class="hint">key: {(accountTypes[type].key ?? []).join(', ')}; aux: {(accountTypes[type].aux ?? []).join(', ') || '—'}</p>}
       <ErrorBanner error={act.error} />
       {result.balances !== undefined && (
-        <div class="grid2">
-          <div>
-            <h2>Balance at {when(dt)}</h2>
-            <Json value={result.balances} />
-          </div>
-          <div>
-            <h2>Turnover {when(from)} – {when(dt)}</h2>
-            <Json value={result.turnovers} />
-          </div>
-        </div>
+        <>
+          <h2>Balance at {when(dt)}</h2>
+          <Table
+            testid="balances"
+            head={['group', 'debit', 'credit']}
+            rows={((result.balances as any).balances ?? []).flatMap((b: any) => b.groups.map((g: any) => [groupLabel(g.group), <span class="num">{g.debit}</span>, <span class="num">{g.credit}</span>]))}
+          />
+          <h2>
+            Turnover {when(from)} – {when(dt)}
+          </h2>
+          <Table
+            testid="turnovers"
+            head={['group', 'debit at start', 'credit at start', 'debit turnover', 'credit turnover']}
+            rows={((result.turnovers as any).turnovers ?? []).flatMap((b: any) =>
+              b.groups.map((g: any) => [groupLabel(g.group), ...[g.debit_init, g.credit_init, g.debit_turnover, g.credit_turnover].map((v) => <span class="num">{v}</span>)]),
+            )}
+          />
+        </>
       )}
     </section>
   );
 }
+
+const groupLabel = (g: Record<string, unknown>): string => {
+  const e = Object.entries(g ?? {});
+  return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v ?? '∅'}`).join(', ');
+};
