@@ -217,25 +217,52 @@ describe('console in chromium', () => {
       expect(await page.locator('.banner.error .code').textContent()).not.toBe('client_error');
     });
 
-    it('redrives a pipe dead letter from the UI and sees it go', async () => {
-      const open = await http(base, '/v1/pipe/sessions', 'POST', { kind: 'payments' });
-      expect(open.status).toBe(201);
-      const id = open.json.id as string;
-      expect((await http(base, `/v1/pipe/sessions/${id}/append`, 'POST', { record: Buffer.from('pay 10').toString('base64') })).status).toBe(200);
-      expect((await http(base, `/v1/pipe/sessions/${id}/store`, 'POST', { timeout_s: 0 })).status).toBe(200);
-      await waitFor(async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200, 30_000, 'the session to be dead-lettered');
+    it('simple-repairs a failed machine, then removes it, from the UI', async () => {
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3/start', 'POST', { args: null })).status).toBe(200);
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3/call', 'POST', { args: 'break' })).status).toBeGreaterThanOrEqual(400);
+      await page.goto(`${base}/ui/#/machines?ns=orders&id=m-3`);
+      const panel = page.locator('[data-testid=machine]');
+      await panel.locator('h2 [data-badge=failed]').waitFor();
+      await panel.getByRole('button', { name: 'Simple repair' }).click();
+      await panel.locator('h2 [data-badge=working]').waitFor();
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3')).json.status).toBe('working');
+      page.once('dialog', (d) => void d.accept());
+      await panel.getByRole('button', { name: 'Remove' }).click();
+      await panel.waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3')).json.error.code).toBe('machine_not_found');
+    });
+
+    it('deletes one pipe dead letter and redrives another from the UI, and sees them go', async () => {
+      const dead: string[] = [];
+      for (const rec of ['pay 10', 'pay 20']) {
+        const open = await http(base, '/v1/pipe/sessions', 'POST', { kind: 'payments' });
+        expect(open.status).toBe(201);
+        const id = open.json.id as string;
+        expect((await http(base, `/v1/pipe/sessions/${id}/append`, 'POST', { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+        expect((await http(base, `/v1/pipe/sessions/${id}/store`, 'POST', { timeout_s: 0 })).status).toBe(200);
+        dead.push(id);
+      }
+      for (const id of dead) await waitFor(async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200, 30_000, 'the session to be dead-lettered');
+      const [gone, redriven] = dead as [string, string];
 
       await page.goto(`${base}/ui/#/pipe?kind=payments`);
-      const row = page.locator('[data-testid=dead-letters] tbody tr', { hasText: id });
-      await row.waitFor();
-      await shot('dead-letter');
+      const rowOf = (id: string) => page.locator('[data-testid=dead-letters] tbody tr', { hasText: id });
+      await rowOf(gone).waitFor();
+      await rowOf(redriven).waitFor();
+      await shot('dead-letters');
+
+      page.once('dialog', (d) => void d.accept());
+      await rowOf(gone).getByRole('button', { name: 'Delete' }).click();
+      await rowOf(gone).waitFor({ state: 'detached' });
+      expect((await http(base, `/v1/pipe/dead-letters/${gone}`)).json.error.code).toBe('dead_letter_not_found');
+
       handlerOk = true;
-      await row.getByRole('button', { name: 'Redrive' }).click();
-      await page.locator('.banner.ok', { hasText: `redriven ${id}` }).waitFor();
-      await row.waitFor({ state: 'detached' });
+      await rowOf(redriven).getByRole('button', { name: 'Redrive' }).click();
+      await page.locator('.banner.ok', { hasText: `redriven ${redriven}` }).waitFor();
+      await rowOf(redriven).waitFor({ state: 'detached' });
       // Redriven, pushed again, and finished by the handler.
-      await waitFor(async () => (await http(base, `/v1/pipe/sessions/${id}`)).status === 404, 30_000, 'the handler to finish the session');
-      expect((await http(base, `/v1/pipe/dead-letters/${id}`)).json.error.code).toBe('dead_letter_not_found');
+      await waitFor(async () => (await http(base, `/v1/pipe/sessions/${redriven}`)).status === 404, 30_000, 'the handler to finish the session');
+      expect((await http(base, `/v1/pipe/dead-letters/${redriven}`)).json.error.code).toBe('dead_letter_not_found');
       await page.locator('[data-testid=dead-letters] td.empty').waitFor();
       await shot('dead-letter-redriven');
     });
