@@ -151,6 +151,10 @@ describe('console in chromium', () => {
       expect(await banner.locator('.code').textContent()).toBe('namespace_not_found');
     });
 
+    it('lists the event sinks over HTTP', async () => {
+      expect((await http(base, '/v1/sinks')).json).toEqual({ items: [{ name: 'main', namespaces: ['orders'] }], next_cursor: null });
+    });
+
     it('repairs a failed machine from the UI and shows it working', async () => {
       expect((await http(base, '/v1/namespaces/orders/machines/m-1/start', 'POST', { args: null })).status).toBe(200);
       const call = await http(base, '/v1/namespaces/orders/machines/m-1/call', 'POST', { args: 'break' });
@@ -174,7 +178,8 @@ describe('console in chromium', () => {
     });
 
     it("tails a sink's machine events live, and names an unknown sink by its error code", async () => {
-      await page.goto(`${base}/ui/#/sinks?sink=main`);
+      await page.goto(`${base}/ui/#/sinks`);
+      await page.getByRole('link', { name: 'main' }).click();
       const rows = page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-1' });
       await rows.nth(1).waitFor();
       // A new event arrives over the open stream.

@@ -211,24 +211,33 @@ function MachineDetail({ ns, id, onGone }: { ns: string; id: string; onGone: () 
 export function Sinks({ params }: P) {
   const sink = params.get('sink') ?? '';
   const shard = params.get('shard') ?? '';
+  const known = useLoad(() => api('/v1/sinks').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), []);
+  const shards = useLoad(() => api('/v1/shards').then((r: any) => (r.shards ?? []).map((s: any) => s.name as string)), []);
   const [name, setName] = useState(sink);
+  useEffect(() => setName(sink), [sink]);
   const [events, setEvents] = useState<any[]>([]);
   const [state, setState] = useState<'idle' | 'connecting' | 'live' | 'error'>('idle');
   const [error, setError] = useState<unknown>(undefined);
+  const shardList: string[] | undefined = shards.data;
   useEffect(() => {
     setEvents([]);
     setError(undefined);
-    if (!sink) return setState('idle');
+    if (!sink || shardList === undefined) return setState('idle');
     setState('connecting');
-    // The stream answers errors (unknown sink) as JSON before any event: ask once to show the code.
-    const q = shard ? `?shard=${enc(shard)}&after=0` : '?after=0';
-    api(`/v1/sinks/${enc(sink)}/events${q}&limit=1`).catch((e) => (setError(e), setState('error')));
-    const es = new EventSource(`/v1/sinks/${enc(sink)}/stream${q}`);
-    es.onopen = () => setState('live');
-    es.addEventListener('event', (m) => setEvents((prev) => [JSON.parse((m as MessageEvent).data), ...prev].slice(0, 200)));
-    es.onerror = () => setState((s) => (s === 'error' ? s : 'connecting'));
-    return () => es.close();
-  }, [sink, shard]);
+    // One stream per shard (a sink's positions are per shard), or the chosen one.
+    const targets = shard ? [shard] : shardList;
+    // The stream answers refusals (unknown sink) before any event: ask once to show the code.
+    api(`/v1/sinks/${enc(sink)}/events?shard=${enc(targets[0] ?? '')}&after=0&limit=1`).catch((e) => (setError(e), setState('error')));
+    const streams = targets.map((sh) => {
+      const es = new EventSource(`/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=0`);
+      es.onopen = () => setState((s) => (s === 'error' ? s : 'live'));
+      es.addEventListener('event', (m) => setEvents((prev) => [JSON.parse((m as MessageEvent).data), ...prev].slice(0, 200)));
+      es.onerror = () => setState((s) => (s === 'error' ? s : 'connecting'));
+      return es;
+    });
+    return () => streams.forEach((es) => es.close());
+  }, [sink, shard, shardList?.join(',')]);
+  const sinkNames = (known.data ?? []).map((k) => k.name as string);
   return (
     <section>
       <h1>Sink tail</h1>
@@ -240,12 +249,26 @@ export function Sinks({ params }: P) {
         }}
       >
         <label>
-          sink <input name="sink" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="main" />
+          sink
+          <input name="sink" list="sink-names" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder={sinkNames[0] ?? 'main'} />
+          <datalist id="sink-names">{sinkNames.map((n) => <option value={n} />)}</datalist>
         </label>
+        {(shardList?.length ?? 0) > 1 && (
+          <label>
+            shard
+            <select name="shard" value={shard} onChange={(e) => go('sinks', { sink, shard: (e.target as HTMLSelectElement).value })}>
+              <option value="">all</option>
+              {shardList!.map((s) => <option value={s}>{s}</option>)}
+            </select>
+          </label>
+        )}
         <button type="submit">Tail</button>
         {sink && <Badge value={state} />}
       </form>
-      <ErrorBanner error={error} />
+      <ErrorBanner error={error ?? known.error ?? shards.error} />
+      {!sink && sinkNames.length > 0 && (
+        <Table head={['sink', 'namespaces']} rows={(known.data ?? []).map((k) => [<a href={`#/sinks?sink=${enc(k.name)}`}>{k.name}</a>, k.namespaces.join(', ')])} />
+      )}
       <Table
         testid="sink-events"
         head={['pos', 'shard', 'namespace', 'machine', 'event', 'created', 'data']}

@@ -98,6 +98,23 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     );
   }
 
+  app.get(
+    '/v1/sinks',
+    {
+      schema: {
+        summary: 'Event sinks with the namespaces each publishes',
+        tags: ['machines'],
+        response: {
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } } } }, next_cursor: { type: 'string', nullable: true } },
+          },
+        },
+      },
+    },
+    async () => ({ items: sinks.list(), next_cursor: null }),
+  );
+
   const sinkParams = { type: 'object', properties: { sink: name }, required: ['sink'] } as const;
   app.get(
     '/v1/sinks/:sink/events',
