@@ -33,6 +33,15 @@ export const errorSchema = {
   required: ['error'],
 } as const;
 
+/** Query string of a paged list (`limit` 1..500, opaque `cursor`) plus its filters. */
+export function pageQuery(filters: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...filters, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
+  };
+}
+
 /** Translates any error into the one response shape, with its status from the code table. */
 export function toHttpError(err: unknown): MillraceError {
   if (err instanceof MillraceError) return err;
