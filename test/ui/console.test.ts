@@ -161,7 +161,14 @@ describe('console in chromium', () => {
       expect(call.status).toBeGreaterThanOrEqual(400);
       expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('failed');
 
-      await page.goto(`${base}/ui/#/machines?ns=orders&id=m-1`);
+      // Found through the list of failed machines, with its reason.
+      await page.goto(`${base}/ui/#/machines?ns=orders&status=failed`);
+      const listed = page.locator('[data-testid=machines] tbody tr', { hasText: 'm-1' });
+      await waitOrBanner(page, listed);
+      await listed.locator('[data-badge=failed]').waitFor();
+      expect(await listed.locator('.reason').textContent()).not.toBe('');
+      await shot('machines-failed-list');
+      await listed.getByRole('link', { name: 'm-1' }).click();
       const panel = page.locator('[data-testid=machine]');
       await panel.locator('h2 [data-badge=failed]').waitFor();
       // While the processor cannot repair, the UI shows the server's refusal code.
@@ -174,6 +181,8 @@ describe('console in chromium', () => {
       await panel.locator('h2 [data-badge=working]').waitFor();
       await panel.locator('[data-testid=history] td', { hasText: 'repaired' }).first().waitFor();
       await shot('machine-repaired');
+      // The failed list no longer shows it.
+      await listed.waitFor({ state: 'detached' });
       expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('working');
     });
 
