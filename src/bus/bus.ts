@@ -8,6 +8,7 @@ import { Publisher, validateEvents, type Published, type PublishEvent } from './
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { Ingress } from '../amqp/ingress.js';
 import { Exporter } from '../amqp/exporter.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import './errors.js';
 import './migrations.js';
 
@@ -16,9 +17,12 @@ export interface SubscriptionInfo {
   config: SubscriptionConfig;
   /** Acked position per shard. */
   positions: Record<string, number>;
-  /** Log positions per shard between the acked position and the head (an upper bound of the events left to deliver). */
+  /** Events of the subscription's own topics per shard between the acked position and the head (filters aside). */
   lag: Record<string, number>;
+  /** The sum of `lag` over the shards. */
+  lag_total: number;
   connected: boolean;
+  dead_letter_topic: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -200,11 +204,49 @@ export class Bus {
     for (const s of this.rt.storage.shards) {
       const pos = live?.[s.name] ?? (await this.rt.cursors.position(s.name, this.cursorName(name))) ?? 0;
       positions[s.name] = pos;
-      lag[s.name] = Math.max(0, (await this.rt.log.headPos(s.name)) - pos);
+      lag[s.name] = await this.topicLag(s, r.config.topics, pos, await this.rt.log.headPos(s.name));
     }
     const leases = await this.home(name).reader.all<{ expires_at: number }>('SELECT expires_at FROM leases WHERE name = ?', [this.cursorName(name)]);
     const connected = leases.some((l) => Number(l.expires_at) > this.rt.clock.now());
-    return { name, config: r.config, positions, lag, connected, created_at: r.created_at, updated_at: r.updated_at };
+    const lagTotal = Object.values(lag).reduce((a, b) => a + b, 0);
+    return { name, config: r.config, positions, lag, lag_total: lagTotal, connected, dead_letter_topic: r.config.dead_letter_topic ?? null, created_at: r.created_at, updated_at: r.updated_at };
+  }
+
+  /**
+   * Events of `topics` in positions (after, head] of a shard. The scan walks
+   * those positions by the primary key (cost: the shard's backlog behind the
+   * subscription) and keeps the events whose stream `t/<topic>/...` is one
+   * of its topics ('0' follows '/' in byte order, so each topic is a range).
+   */
+  private async topicLag(shard: Shard, topics: readonly string[], after: number, head: number): Promise<number> {
+    if (head <= after || topics.length === 0) return 0;
+    const ranges = topics.map(() => '(stream >= ? AND stream < ?)').join(' OR ');
+    const rows = await shard.reader.all<{ n: number | string }>(
+      `SELECT count(*) AS n FROM events WHERE pos > ? AND pos <= ? AND (${ranges})`,
+      [after, head, ...topics.flatMap((t) => [`t/${t}/`, `t/${t}0`])],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** Subscriptions by name with their positions, lag over their own topics, connection and dead-letter topic, paged. */
+  async listSubscriptionInfos(opts: { limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<SubscriptionInfo>> {
+    const limit = pageLimit(opts.limit);
+    const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
+    const names: string[] = [];
+    for (const s of this.rt.storage.shards) {
+      for (const r of await s.reader.all<{ name: string }>('SELECT name FROM bus_subscriptions WHERE name > ? ORDER BY name LIMIT ?', [after, limit + 1])) names.push(r.name);
+    }
+    names.sort();
+    const page = names.slice(0, limit);
+    const items: SubscriptionInfo[] = [];
+    for (const n of page) {
+      try {
+        items.push(await this.getSubscription(n));
+      } catch (err) {
+        if (!(err instanceof MillraceError && err.code === 'subscription_not_found')) throw err;
+      }
+    }
+    return { items, next_cursor: names.length > limit ? encodeCursor(page[page.length - 1]) : null };
   }
 
   async listSubscriptions(): Promise<string[]> {

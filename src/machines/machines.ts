@@ -10,6 +10,7 @@ import { admission, applyFailure, applyPlan, parseRange, planStep, rangeIds, TAG
 import { childTraceparent, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
 import { MachineQueues, Lru } from './queues.js';
 import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import './errors.js';
 import './migrations.js';
 
@@ -93,6 +94,46 @@ function toState(r: Row): MachineState {
     tags: JSON.parse(r.tags) as string[],
     version: Number(r.version),
   };
+}
+
+interface ListRow {
+  id: string;
+  status: string;
+  reason: string | null;
+  last_event: number;
+  timer: string | null;
+  tags: string;
+  updated_at: number;
+}
+
+/** One machine in a namespace list. */
+export interface MachineSummary {
+  id: string;
+  status: 'working' | 'failed';
+  /** The failure reason as text (JSON when the processor gave a value). */
+  reason?: string;
+  updated_at: string;
+  /** Events in its history. */
+  events: number;
+  tags: string[];
+  timer?: { at: string };
+}
+
+function summaryOf(r: ListRow): MachineSummary {
+  const out: MachineSummary = {
+    id: r.id,
+    status: r.status === 'failed' ? 'failed' : 'working',
+    updated_at: new Date(Number(r.updated_at)).toISOString(),
+    events: Number(r.last_event),
+    tags: JSON.parse(r.tags) as string[],
+  };
+  if (r.status === 'failed') {
+    const reason = parseJson(r.reason);
+    out.reason = typeof reason === 'string' ? reason : JSON.stringify(reason ?? null);
+  }
+  const timer = parseJson(r.timer) as MachineState['timer'];
+  if (timer) out.timer = { at: new Date(timer.dueAt).toISOString() };
+  return out;
 }
 
 const emptyState = (ns: string, id: string): MachineState => ({
@@ -210,6 +251,39 @@ export class Machines {
       await this.commit(state, { kind: 'call', args: null }, { kind: 'commit', events: [], auxState: undefined, timer: 'unset', tag: undefined, remove: true, response: null }, {});
       return {};
     });
+  }
+
+  /**
+   * A namespace's machines, failed first (with their reason), then working;
+   * by id within each status, across every shard, paged.
+   */
+  async list(ns: string, opts: { status?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<MachineSummary>> {
+    this.nsConfig(ns);
+    const limit = pageLimit(opts.limit);
+    if (opts.status !== undefined && opts.status !== 'failed' && opts.status !== 'working') throw badRequest('status must be failed or working');
+    const statuses = opts.status === undefined ? ['failed', 'working'] : [opts.status];
+    const at = decodeCursor(opts.cursor, (v): v is { p: number; id: string } => {
+      const c = v as { p?: unknown; id?: unknown } | null;
+      return typeof c === 'object' && c !== null && Number.isInteger(c.p) && (c.p as number) >= 0 && (c.p as number) < statuses.length && typeof c.id === 'string';
+    }) ?? { p: 0, id: '' };
+    const items: MachineSummary[] = [];
+    for (let p = at.p; p < statuses.length; p++) {
+      const need = limit - items.length;
+      const rows: ListRow[] = [];
+      for (const shard of this.rt.storage.shards) {
+        rows.push(
+          ...(await shard.reader.all<ListRow>(
+            'SELECT id, status, reason, last_event, timer, tags, updated_at FROM machines WHERE ns = ? AND status = ? AND id > ? ORDER BY id LIMIT ?',
+            [ns, statuses[p], p === at.p ? at.id : '', need + 1],
+          )),
+        );
+      }
+      rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      for (const r of rows.slice(0, need)) items.push(summaryOf(r));
+      if (rows.length > need) return { items, next_cursor: encodeCursor({ p, id: items[items.length - 1]!.id }) };
+      if (items.length === limit && p + 1 < statuses.length) return { items, next_cursor: encodeCursor({ p: p + 1, id: '' }) };
+    }
+    return { items, next_cursor: null };
   }
 
   /** Stores a notification for later, ordered delivery as a `notification` signal. */

@@ -83,4 +83,12 @@ registerMigrations([
       `,
     },
   },
+  {
+    // The console lists a namespace's machines by status (failed first), paged by id.
+    id: 'machines/0002_list_by_status',
+    sql: {
+      sqlite: 'CREATE INDEX machines_ns_status ON machines (ns, status, id);',
+      postgres: 'CREATE INDEX machines_ns_status ON machines (ns, status, id);',
+    },
+  },
 ]);

@@ -41,6 +41,11 @@ export class Sinks {
     }
   }
 
+  /** Every sink with the namespaces it publishes, by name. */
+  list(): Array<{ name: string; namespaces: string[] }> {
+    return [...this.byName].map(([name, nss]) => ({ name, namespaces: [...nss].sort() })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   namespaces(sink: string): Set<string> {
     const s = this.byName.get(sink);
     if (s === undefined) throw new MillraceError('sink_not_found', `no event sink "${sink}"`, { details: { sink } });

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { badRequest } from '../core/errors.js';
-import { errorSchema } from '../api/http/server.js';
+import { errorSchema, pageQuery } from '../api/http/server.js';
 import type { Pipe, SessionInfo } from './pipe.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -116,6 +116,19 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
       await pipe.delete(req.params.id);
       return reply.status(204).send();
     },
+  );
+
+  app.get<{ Querystring: { kind?: string; state?: string; limit?: number; cursor?: string } }>(
+    '/v1/pipe/sessions',
+    {
+      schema: {
+        summary: 'Sessions by id, of one kind and in one state if asked, paged',
+        tags,
+        querystring: pageQuery({ kind: { type: 'string', minLength: 1 }, state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] } }),
+        response: errors,
+      },
+    },
+    async (req) => pipe.listSessions(req.query),
   );
 
   app.get<{ Params: { id: string } }>(

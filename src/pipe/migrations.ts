@@ -111,4 +111,12 @@ registerMigrations([
       `,
     },
   },
+  {
+    // The console lists sessions by kind and state, paged by id.
+    id: 'pipe/0003_sessions_by_kind',
+    sql: {
+      sqlite: 'CREATE INDEX pipe_sessions_kind_state ON pipe_sessions (kind, state, id);',
+      postgres: 'CREATE INDEX pipe_sessions_kind_state ON pipe_sessions (kind, state, id);',
+    },
+  },
 ]);

@@ -6,6 +6,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { PipeConfig, PipeKindConfig } from './config.js';
 import { deadLetterNotFound, kindNotFound, sessionClosed, sessionNotFound } from './errors.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import './migrations.js';
 
 export type SessionState = 'open' | 'delivering' | 'stored' | 'dead';
@@ -21,6 +22,18 @@ export interface SessionInfo {
   dueAt: number | null;
   lastError: string | null;
   records: Buffer[];
+}
+
+const SESSION_STATES: readonly string[] = ['open', 'delivering', 'stored', 'dead'];
+
+/** One session in a list. */
+export interface SessionSummary {
+  id: string;
+  kind: string;
+  state: string;
+  records: number;
+  updated_at: string;
+  due_at?: string;
 }
 
 export interface DeadLetter {
@@ -648,6 +661,47 @@ export class Pipe {
   private async refusal(id: string): Promise<MillraceError> {
     const rows = await this.shardOf(id).reader.all<{ state: string }>('SELECT state FROM pipe_sessions WHERE id = ?', [id]);
     return rows[0] ? sessionClosed(id, rows[0].state) : sessionNotFound(id);
+  }
+
+  // ---- lists ----
+
+  /**
+   * Sessions by id across every shard, optionally of one kind (a kind no
+   * longer defined still lists its sessions) and in one state, paged.
+   */
+  async listSessions(opts: { kind?: string | undefined; state?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<SessionSummary>> {
+    const limit = pageLimit(opts.limit);
+    if (opts.kind !== undefined && (typeof opts.kind !== 'string' || opts.kind.length === 0)) throw badRequest('kind must be a non-empty string');
+    if (opts.state !== undefined && !SESSION_STATES.includes(opts.state)) throw badRequest(`state must be one of ${SESSION_STATES.join(', ')}`);
+    const kind = opts.kind === undefined ? undefined : (this.kindsByName.get(opts.kind)?.name ?? opts.kind);
+    const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
+    const where = ['id > ?'];
+    const params: unknown[] = [after];
+    if (kind !== undefined) {
+      where.push('kind = ?');
+      params.push(kind);
+    }
+    if (opts.state !== undefined) {
+      where.push('state = ?');
+      params.push(opts.state);
+    }
+    const rows: (SessionRow & { records: number })[] = [];
+    for (const shard of this.rt.storage.shards) {
+      rows.push(
+        ...(await shard.reader.all<SessionRow & { records: number }>(
+          `SELECT s.id, s.kind, s.state, s.touched_at, s.due_at, (SELECT count(*) FROM pipe_records r WHERE r.session_id = s.id) AS records
+           FROM pipe_sessions s WHERE ${where.map((w) => `s.${w}`).join(' AND ')} ORDER BY s.id LIMIT ?`,
+          [...params, limit + 1],
+        )),
+      );
+    }
+    rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const items = rows.slice(0, limit).map((r): SessionSummary => {
+      const out: SessionSummary = { id: r.id, kind: r.kind, state: r.state, records: Number(r.records), updated_at: new Date(Number(r.touched_at)).toISOString() };
+      if (r.state === 'stored' && r.due_at !== null && r.due_at !== undefined) out.due_at = new Date(Number(r.due_at)).toISOString();
+      return out;
+    });
+    return { items, next_cursor: rows.length > limit ? encodeCursor(items[items.length - 1]!.id) : null };
   }
 
   // ---- dead letters ----

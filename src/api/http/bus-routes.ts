@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../../bus/bus.js';
-import { errorSchema, toHttpError } from './server.js';
+import { errorSchema, pageQuery, toHttpError } from './server.js';
 
 const eventSchema = {
   type: 'object',
@@ -74,7 +74,15 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     },
   );
 
-  app.get('/v1/bus/subscriptions', async () => ({ subscriptions: await bus.listSubscriptions() }));
+  app.get<{ Querystring: { limit?: number; cursor?: string } }>(
+    '/v1/bus/subscriptions',
+    { schema: { summary: 'Subscriptions with positions, lag over their own topics, connected and dead-letter topic, paged', querystring: pageQuery(), response: errors } },
+    async (req) => {
+      const page = await bus.listSubscriptionInfos(req.query);
+      // `subscriptions` (the names of this page) is kept for clients of the earlier list.
+      return { ...page, subscriptions: page.items.map((i) => i.name) };
+    },
+  );
 
   app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { params: nameParams, response: errors } }, async (req) =>
     bus.getSubscription(req.params.name),

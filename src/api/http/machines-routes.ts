@@ -3,7 +3,7 @@ import { badRequest } from '../../core/errors.js';
 import type { MachineRef, Machines, RequestOptions } from '../../machines/machines.js';
 import { parseRfc3339 } from '../../machines/planner.js';
 import type { Sinks } from '../../machines/sink.js';
-import { errorSchema } from './server.js';
+import { errorSchema, pageQuery } from './server.js';
 
 const name = { type: 'string', minLength: 1, maxLength: 100 } as const;
 const argsBody = { type: 'object', additionalProperties: false, properties: { args: {} } } as const;
@@ -97,6 +97,37 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
       },
     );
   }
+
+  app.get<{ Params: { ns: string }; Querystring: { status?: string; limit?: number; cursor?: string } }>(
+    '/v1/namespaces/:ns/machines',
+    {
+      schema: {
+        summary: "A namespace's machines, failed first (with reason), paged",
+        tags: ['machines'],
+        params: { type: 'object', properties: { ns: name }, required: ['ns'] },
+        querystring: pageQuery({ status: { type: 'string', enum: ['failed', 'working'] } }),
+        response: errors,
+      },
+    },
+    async (req) => m.list(req.params.ns, req.query),
+  );
+
+  app.get(
+    '/v1/sinks',
+    {
+      schema: {
+        summary: 'Event sinks with the namespaces each publishes',
+        tags: ['machines'],
+        response: {
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } } } }, next_cursor: { type: 'string', nullable: true } },
+          },
+        },
+      },
+    },
+    async () => ({ items: sinks.list(), next_cursor: null }),
+  );
 
   const sinkParams = { type: 'object', properties: { sink: name }, required: ['sink'] } as const;
   app.get(

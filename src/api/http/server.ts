@@ -8,6 +8,7 @@ import type { Runtime } from '../../runtime.js';
 import { registerCoreRoutes } from './core-routes.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
+import { registerUiRoutes } from './ui-routes.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -34,6 +35,15 @@ export const errorSchema = {
   },
   required: ['error'],
 } as const;
+
+/** Query string of a paged list (`limit` 1..500, opaque `cursor`) plus its filters. */
+export function pageQuery(filters: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...filters, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
+  };
+}
 
 /** Translates any error into the one response shape, with its status from the code table. */
 export function toHttpError(err: unknown): MillraceError {
@@ -128,6 +138,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
   });
 
   registerCoreRoutes(app, rt);
+  await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
 }

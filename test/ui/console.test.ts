@@ -1,0 +1,322 @@
+/**
+ * The web console in a real browser: playwright-core drives Debian's
+ * chromium against a real node (HTTP, storage, faces) started here, with a
+ * machine processor and a pipe handler served by this test. Without
+ * /usr/bin/chromium these tests fail (they never skip). Screenshots go to
+ * test-output/ui/.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify from 'fastify';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { buildConfig } from '../../src/core/config.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { registerUiRoutes, UI_DIR } from '../../src/api/http/ui-routes.js';
+import { DIALECTS, createTestEnv, waitFor, type TestEnv } from '../support/env.js';
+import { ROOT } from '../support/proc.js';
+
+export const CHROMIUM = process.env.MILLRACE_CHROMIUM ?? '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const SHOTS = join(ROOT, 'test-output', 'ui');
+
+/** A local HTTP server answering JSON from `fn`. */
+async function jsonServer(fn: (body: any) => { status: number; body?: unknown }): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    let raw = '';
+    req.setEncoding('utf8').on('data', (d: string) => (raw += d));
+    req.on('end', () => {
+      const r = fn(raw ? JSON.parse(raw) : undefined);
+      res.writeHead(r.status, { 'content-type': 'application/json' }).end(r.body === undefined ? '' : JSON.stringify(r.body));
+    });
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const a = server.address() as { port: number };
+  return { server, url: `http://127.0.0.1:${a.port}/` };
+}
+
+/** Waits for `target`; an error banner showing up first fails the test with its text. */
+async function waitOrBanner(page: Page, target: ReturnType<Page['locator']>): Promise<void> {
+  const banner = page.locator('.banner.error').first();
+  await Promise.race([
+    target.waitFor(),
+    banner.waitFor().then(async () => {
+      throw new Error(`error banner instead: ${await banner.textContent()}`);
+    }),
+  ]);
+}
+
+async function http(base: string, path: string, method = 'GET', body?: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(base + path, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+describe('console static serving', () => {
+  it('answers /ui with a how-to-build message when the console is not built, and the node still serves', async () => {
+    const app = Fastify();
+    await registerUiRoutes(app, join(tmpdir(), 'millrace-no-such-ui'));
+    app.get('/healthz', async () => ({ ok: true }));
+    for (const p of ['/ui', '/ui/', '/ui/assets/x.js']) {
+      const r = await app.inject({ url: p });
+      expect(r.statusCode).toBe(503);
+      expect(r.body).toMatch(/console is not built.*npm run build/);
+    }
+    expect((await app.inject({ url: '/healthz' })).statusCode).toBe(200);
+    await app.close();
+  });
+
+  it('serves a built console under /ui/ and redirects /ui there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'millrace-ui-'));
+    writeFileSync(join(dir, 'index.html'), '<!doctype html><title>millrace console</title>');
+    const app = Fastify();
+    await registerUiRoutes(app, dir);
+    const r = await app.inject({ url: '/ui' });
+    expect(r.statusCode).toBe(302);
+    expect(r.headers.location).toBe('/ui/');
+    const page = await app.inject({ url: '/ui/' });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain('millrace console');
+    expect((await app.inject({ url: '/ui/nope.js' })).statusCode).toBe(404);
+    await app.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('console in chromium', () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: install it (apt-get install -y chromium) — the console tests do not skip`);
+    // The node serves what `npm run build` produced; build it now so the test sees this source.
+    execFileSync('npx', ['vite', 'build', '--config', 'ui/vite.config.ts'], { cwd: ROOT, stdio: 'pipe' });
+    expect(existsSync(join(UI_DIR, 'index.html'))).toBe(true);
+    mkdirSync(SHOTS, { recursive: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  }, 120_000);
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  describe.each(DIALECTS)('%s', (dialect) => {
+    let env: TestEnv;
+    let node: Node;
+    let page: Page;
+    let base: string;
+    const servers: Server[] = [];
+    let processorBroken = true;
+    let handlerOk = false;
+    const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${dialect}-${name}.png`), fullPage: true });
+
+    beforeAll(async () => {
+      // Processor: a call with "break" fails the machine (500) while broken; repair answers once fixed.
+      const processor = await jsonServer((req) => {
+        if (req.kind === 'signal') return { status: 200, body: { events: [{ started: true }] } };
+        if (req.kind === 'call') return req.args === 'break' ? { status: 500, body: { error: 'processor bug' } } : { status: 200, body: { response: 'ok', events: [{ called: req.args }] } };
+        if (req.kind === 'repair') return processorBroken ? { status: 200, body: { repair_failed: { reason: 'still broken' } } } : { status: 200, body: { response: 'fixed', events: [{ repaired: true }] } };
+        return { status: 400 };
+      });
+      // Pipe handler: fails every push until told otherwise, then finishes the session.
+      const handler = await jsonServer(() => (handlerOk ? { status: 200, body: { action: 'delete' } } : { status: 500, body: { error: 'handler down' } }));
+      servers.push(processor.server, handler.server);
+      env = await createTestEnv(dialect, {
+        extra: {
+          machines: { namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
+          ledger: { accounts: { cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 } } },
+          pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 } } },
+          bus: { topics: ['orders'] },
+        },
+      });
+      node = await startNode(buildConfig({ ...env.input, http: { host: '127.0.0.1', port: 0 } }));
+      base = node.url;
+      page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    }, 120_000);
+
+    afterAll(async () => {
+      await page?.close();
+      await node?.close();
+      for (const s of servers) await new Promise((r) => s.close(r));
+      await env?.cleanup();
+    });
+
+    it('opens the overview with the shards and shows a server error code in a banner', async () => {
+      await page.goto(`${base}/ui/`);
+      await page.locator('[data-testid=shards] td code', { hasText: 's0' }).first().waitFor();
+      await shot('overview');
+      await page.goto(`${base}/ui/#/machines?ns=nope&id=x`);
+      const banner = page.locator('[data-testid=machine] .banner.error', { hasText: 'namespace_not_found' });
+      await banner.waitFor();
+      expect(await banner.locator('.code').textContent()).toBe('namespace_not_found');
+    });
+
+    it('lists the event sinks over HTTP', async () => {
+      expect((await http(base, '/v1/sinks')).json).toEqual({ items: [{ name: 'main', namespaces: ['orders'] }], next_cursor: null });
+    });
+
+    it('repairs a failed machine from the UI and shows it working', async () => {
+      expect((await http(base, '/v1/namespaces/orders/machines/m-1/start', 'POST', { args: null })).status).toBe(200);
+      const call = await http(base, '/v1/namespaces/orders/machines/m-1/call', 'POST', { args: 'break' });
+      expect(call.status).toBeGreaterThanOrEqual(400);
+      expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('failed');
+
+      // Found through the list of failed machines, with its reason.
+      await page.goto(`${base}/ui/#/machines?ns=orders&status=failed`);
+      const listed = page.locator('[data-testid=machines] tbody tr', { hasText: 'm-1' });
+      await waitOrBanner(page, listed);
+      await listed.locator('[data-badge=failed]').waitFor();
+      expect(await listed.locator('.reason').textContent()).not.toBe('');
+      await shot('machines-failed-list');
+      await listed.getByRole('link', { name: 'm-1' }).click();
+      const panel = page.locator('[data-testid=machine]');
+      await panel.locator('h2 [data-badge=failed]').waitFor();
+      // While the processor cannot repair, the UI shows the server's refusal code.
+      await panel.getByRole('button', { name: 'Repair', exact: true }).click();
+      await panel.locator('.banner.error .code', { hasText: 'repair_failed' }).waitFor();
+      await shot('machine-failed');
+
+      processorBroken = false;
+      await panel.getByRole('button', { name: 'Repair', exact: true }).click();
+      await panel.locator('h2 [data-badge=working]').waitFor();
+      await panel.locator('[data-testid=history] td', { hasText: 'repaired' }).first().waitFor();
+      await shot('machine-repaired');
+      // The failed list no longer shows it.
+      await listed.waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('working');
+    });
+
+    it("tails a sink's machine events live, and names an unknown sink by its error code", async () => {
+      await page.goto(`${base}/ui/#/sinks`);
+      await page.getByRole('link', { name: 'main' }).click();
+      const rows = page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-1' });
+      await rows.nth(1).waitFor();
+      // A new event arrives over the open stream.
+      expect((await http(base, '/v1/namespaces/orders/machines/m-2/start', 'POST', { args: null })).status).toBe(200);
+      await page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-2' }).waitFor();
+      await shot('sink-tail');
+      await page.goto(`${base}/ui/#/sinks?sink=nope`);
+      await page.locator('.banner.error .code', { hasText: 'sink_not_found' }).waitFor();
+    });
+
+    it('shows the balance and turnover of a typed account', async () => {
+      const account = { type: 'cash', attrs: { client_id: 'c1', currency: 'RUB', product: 'taxi' } };
+      const batch = await http(base, '/v1/ledger/batches', 'POST', {
+        idempotency_key: 'ui-1',
+        dt_default: '2026-01-05T10:00:00Z',
+        events: [
+          { account, side: 'debit', amount: '12.34' },
+          { account, side: 'credit', amount: '2.30' },
+        ],
+      });
+      expect(batch.status).toBe(200);
+      await page.goto(`${base}/ui/#/ledger`);
+      const form = page.locator('form.filters');
+      await form.locator('[name=type]').fill('cash');
+      await form.locator('[name=key]').fill('{"client_id":"c1","currency":"RUB"}');
+      await form.locator('[name=group_by]').fill('product');
+      await form.locator('[name=dt_from]').fill('2026-01-01T00:00:00Z');
+      await form.locator('[name=dt]').fill('2026-02-01T00:00:00Z');
+      await form.getByRole('button', { name: 'Show' }).click();
+      const bal = page.locator('[data-testid=balances] tbody tr', { hasText: 'product=taxi' });
+      await waitOrBanner(page, bal);
+      expect((await bal.locator('td').allTextContents()).slice(1)).toEqual(['12.34', '2.30']);
+      const turn = page.locator('[data-testid=turnovers] tbody tr', { hasText: 'product=taxi' });
+      expect((await turn.locator('td').allTextContents()).slice(1)).toEqual(['0.00', '0.00', '12.34', '2.30']);
+      await shot('ledger');
+      // A key attribute missing: the server's code in the banner.
+      await form.locator('[name=key]').fill('{"client_id":"c1"}');
+      await form.getByRole('button', { name: 'Show' }).click();
+      await page.locator('.banner.error .code').waitFor();
+      expect(await page.locator('.banner.error .code').textContent()).not.toBe('client_error');
+    });
+
+    it('simple-repairs a failed machine, then removes it, from the UI', async () => {
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3/start', 'POST', { args: null })).status).toBe(200);
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3/call', 'POST', { args: 'break' })).status).toBeGreaterThanOrEqual(400);
+      await page.goto(`${base}/ui/#/machines?ns=orders&id=m-3`);
+      const panel = page.locator('[data-testid=machine]');
+      await panel.locator('h2 [data-badge=failed]').waitFor();
+      await panel.getByRole('button', { name: 'Simple repair' }).click();
+      await panel.locator('h2 [data-badge=working]').waitFor();
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3')).json.status).toBe('working');
+      page.once('dialog', (d) => void d.accept());
+      await panel.getByRole('button', { name: 'Remove' }).click();
+      await panel.waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/namespaces/orders/machines/m-3')).json.error.code).toBe('machine_not_found');
+    });
+
+    it('deletes one pipe dead letter and redrives another from the UI, and sees them go', async () => {
+      const dead: string[] = [];
+      for (const rec of ['pay 10', 'pay 20']) {
+        const open = await http(base, '/v1/pipe/sessions', 'POST', { kind: 'payments' });
+        expect(open.status).toBe(201);
+        const id = open.json.id as string;
+        expect((await http(base, `/v1/pipe/sessions/${id}/append`, 'POST', { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+        expect((await http(base, `/v1/pipe/sessions/${id}/store`, 'POST', { timeout_s: 0 })).status).toBe(200);
+        dead.push(id);
+      }
+      for (const id of dead) await waitFor(async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200, 30_000, 'the session to be dead-lettered');
+      const [gone, redriven] = dead as [string, string];
+
+      await page.goto(`${base}/ui/#/pipe?kind=payments`);
+      const rowOf = (id: string) => page.locator('[data-testid=dead-letters] tbody tr', { hasText: id });
+      await rowOf(gone).waitFor();
+      await rowOf(redriven).waitFor();
+      await shot('dead-letters');
+
+      page.once('dialog', (d) => void d.accept());
+      await rowOf(gone).getByRole('button', { name: 'Delete' }).click();
+      await rowOf(gone).waitFor({ state: 'detached' });
+      expect((await http(base, `/v1/pipe/dead-letters/${gone}`)).json.error.code).toBe('dead_letter_not_found');
+
+      handlerOk = true;
+      await rowOf(redriven).getByRole('button', { name: 'Redrive' }).click();
+      await page.locator('.banner.ok', { hasText: `redriven ${redriven}` }).waitFor();
+      await rowOf(redriven).waitFor({ state: 'detached' });
+      // Redriven, pushed again, and finished by the handler.
+      await waitFor(async () => (await http(base, `/v1/pipe/sessions/${redriven}`)).status === 404, 30_000, 'the handler to finish the session');
+      expect((await http(base, `/v1/pipe/dead-letters/${redriven}`)).json.error.code).toBe('dead_letter_not_found');
+      await page.locator('[data-testid=dead-letters] td.empty').waitFor();
+      await shot('dead-letter-redriven');
+    });
+
+    it("shows a bus subscription's lag fall as its consumer acks", async () => {
+      expect((await http(base, '/v1/bus/subscriptions/billing', 'PUT', { topics: ['orders'], start: 'earliest', dead_letter_topic: 'orders' })).status).toBe(201);
+      const events = Array.from({ length: 20 }, (_, i) => ({ id: `o-${i}`, key: `c-${i % 3}`, type: 'created', data: { n: i } }));
+      expect((await http(base, '/v1/bus/topics/orders/events', 'POST', { events })).status).toBe(200);
+
+      await page.goto(`${base}/ui/#/bus`);
+      const lagCell = page.getByTestId('lag-billing');
+      await lagCell.waitFor();
+      const lagOf = async () => Number(await lagCell.textContent());
+      await waitFor(async () => (await lagOf()) >= 20, 10_000, 'the lag to show the published events');
+      const before = await lagOf();
+      await shot('subscription-lagging');
+
+      // A consumer over server-sent events: takes all 20 deliveries and acks them.
+      const abort = new AbortController();
+      const res = await fetch(`${base}/v1/bus/subscriptions/billing/stream`, { signal: abort.signal });
+      expect(res.status).toBe(200);
+      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+      const ids: string[] = [];
+      let buf = '';
+      while (ids.length < 20) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error('stream ended early');
+        buf += value;
+        for (const m of buf.matchAll(/^event: delivery\ndata: (.*)$/gm)) {
+          const d = JSON.parse(m[1]!) as { delivery_id: string };
+          if (!ids.includes(d.delivery_id)) ids.push(d.delivery_id);
+        }
+      }
+      await page.locator('[data-testid=subscriptions] [data-badge=connected]').waitFor();
+      const ack = await http(base, '/v1/bus/subscriptions/billing/ack', 'POST', { ids });
+      expect(ack.json.acked).toBe(20);
+      await waitFor(async () => (await lagOf()) <= before - 20, 15_000, 'the lag shown to fall');
+      await shot('subscription-caught-up');
+      abort.abort();
+      await reader.cancel().catch(() => {});
+    });
+  });
+});

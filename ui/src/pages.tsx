@@ -1,0 +1,501 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, enc, itemsOf, noRoute } from './api';
+import { Badge, ErrorBanner, Notice, Table, go, short, sumLag, useAction, useLoad, when } from './ui';
+
+type P = { params: URLSearchParams };
+
+// ---------------------------------------------------------------- overview
+
+export function Overview(_: P) {
+  const shards = useLoad(() => api('/v1/shards'), [], 2000);
+  const ready = useLoad(() => api('/readyz').catch((e) => ({ ok: false, problems: [String(e.message)] })), [], 2000);
+  const subs = useLoad(() => loadSubscriptions(), [], 2000);
+  const dead = useLoad(() => api('/v1/pipe/dead-letters?limit=500').then((r) => itemsOf<any>(r, 'dead_letters')), [], 5000);
+  const ns = useLoad(() => api('/v1/namespaces').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), [], 5000);
+  const failed = (ns.data ?? []).filter((n) => n.machines?.failed > 0);
+  const r = ready.data as any;
+  return (
+    <section>
+      <h1>Overview</h1>
+      <ErrorBanner error={shards.error ?? subs.error} />
+      {r && !r.ok && (
+        <div class="banner error" role="alert">
+          <code class="code">not_ready</code> {(r.problems ?? []).map((p: unknown) => short(p)).join('; ')}
+        </div>
+      )}
+      <div class="cards">
+        <Card label="Node" value={r ? (r.ok ? 'ready' : 'not ready') : '…'} tone={r?.ok ? 'ok' : 'bad'} />
+        <Card label="Dialect" value={(shards.data as any)?.dialect ?? '…'} />
+        <Card label="Shards" value={String((shards.data as any)?.shards?.length ?? '…')} />
+        <Card label="Subscription lag" value={String((subs.data ?? []).reduce((a, s) => a + sumLag(s.lag), 0))} />
+        <Card label="Pipe dead letters" value={dead.data ? String(dead.data.length) + (dead.data.length >= 500 ? '+' : '') : '…'} tone={dead.data?.length ? 'bad' : 'ok'} />
+        <Card label="Failed machines" value={String(failed.reduce((a, n) => a + n.machines.failed, 0))} tone={failed.length ? 'bad' : 'ok'} />
+      </div>
+      <h2>Shards</h2>
+      <Table
+        testid="shards"
+        head={['shard', 'hash range', 'head position']}
+        rows={((shards.data as any)?.shards ?? []).map((s: any) => [<code>{s.name}</code>, <code class="small">{s.from.slice(0, 8)}… – {s.to === 'end' ? 'end' : `${s.to.slice(0, 8)}…`}</code>, s.head])}
+      />
+      <h2>Subscriptions</h2>
+      <SubscriptionTable subs={subs.data ?? []} />
+      {failed.length > 0 && (
+        <>
+          <h2>Namespaces with failed machines</h2>
+          <Table head={['namespace', 'failed', 'total']} rows={failed.map((n) => [<a href={`#/machines?ns=${enc(n.name)}&status=failed`}>{n.name}</a>, n.machines.failed, n.machines.total])} />
+        </>
+      )}
+    </section>
+  );
+}
+
+function Card({ label, value, tone }: { label: string; value: string; tone?: string }) {
+  return (
+    <div class={`card ${tone ?? ''}`}>
+      <div class="label">{label}</div>
+      <div class="value">{value}</div>
+    </div>
+  );
+}
+
+// ---------------------------------------------------------------- machines
+
+export function Machines({ params }: P) {
+  const ns = params.get('ns') ?? '';
+  const status = params.get('status') ?? '';
+  const id = params.get('id') ?? '';
+  const namespaces = useLoad(() => api('/v1/namespaces').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), []);
+  const [lookup, setLookup] = useState(id);
+  useEffect(() => setLookup(id), [id]);
+  const list = useLoad(
+    () => (ns ? api(`/v1/namespaces/${enc(ns)}/machines?limit=100${status ? `&status=${enc(status)}` : ''}`) : Promise.resolve(null)),
+    [ns, status],
+    3000,
+  );
+  const set = (p: Record<string, string | undefined>) => go('machines', { ns, status, id, ...p });
+  return (
+    <section>
+      <h1>Machines</h1>
+      <form
+        class="filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          set({ id: lookup.trim() });
+        }}
+      >
+        <label>
+          namespace
+          {(namespaces.data ?? []).length > 0 ? (
+            <select name="ns" value={ns} onChange={(e) => set({ ns: (e.target as HTMLSelectElement).value, id: undefined })}>
+              <option value="">—</option>
+              {(namespaces.data ?? []).map((n) => <option value={n.name}>{n.name}</option>)}
+            </select>
+          ) : (
+            <input name="ns" value={ns} placeholder="orders" onChange={(e) => set({ ns: (e.target as HTMLInputElement).value, id: undefined })} />
+          )}
+        </label>
+        <label>
+          status
+          <select name="status" value={status} onChange={(e) => set({ status: (e.target as HTMLSelectElement).value })}>
+            <option value="">any</option>
+            <option value="failed">failed</option>
+            <option value="working">working</option>
+          </select>
+        </label>
+        <label>
+          machine id
+          <input name="id" value={lookup} onInput={(e) => setLookup((e.target as HTMLInputElement).value)} placeholder="id" />
+        </label>
+        <button type="submit" disabled={!ns}>Open</button>
+      </form>
+      <ErrorBanner error={namespaces.error} />
+      {ns && id && <MachineDetail ns={ns} id={id} onGone={() => set({ id: undefined })} />}
+      {ns && (
+        <>
+          <h2>In {ns}</h2>
+          {list.error && noRoute(list.error) ? (
+            <Notice>This node has no machine list API; open a machine by id.</Notice>
+          ) : (
+            <>
+              <ErrorBanner error={list.error} />
+              <Table
+                testid="machines"
+                head={['id', 'status', 'reason', 'events', 'tags', 'timer', 'updated']}
+                rows={itemsOf<any>(list.data).map((m) => [
+                  <a href={`#/machines?ns=${enc(ns)}&status=${enc(status)}&id=${enc(m.id)}`}>{m.id}</a>,
+                  <Badge value={m.status} />,
+                  m.reason === undefined ? '' : <span class="reason">{short(m.reason)}</span>,
+                  m.events,
+                  (m.tags ?? []).join(', '),
+                  when(m.timer?.at),
+                  when(m.updated_at),
+                ])}
+              />
+            </>
+          )}
+        </>
+      )}
+      {!ns && <Notice>Choose a namespace.</Notice>}
+    </section>
+  );
+}
+
+function MachineDetail({ ns, id, onGone }: { ns: string; id: string; onGone: () => void }) {
+  const m = useLoad(() => api(`/v1/namespaces/${enc(ns)}/machines/${enc(id)}?direction=backward&limit=50`), [ns, id], 3000);
+  const act = useAction();
+  const [args, setArgs] = useState('null');
+  const base = `/v1/namespaces/${enc(ns)}/machines/${enc(id)}`;
+  const d = m.data as any;
+  const repair = () =>
+    act.run('repaired', async () => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(args);
+      } catch {
+        throw new Error('repair arguments are not valid JSON');
+      }
+      await api(`${base}/repair`, { method: 'POST', body: { args: parsed } });
+      m.reload();
+    });
+  return (
+    <div class="panel" data-testid="machine">
+      <h2>
+        {ns} / {id} {d && <Badge value={d.status} />}
+      </h2>
+      <ErrorBanner error={m.error} />
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      {d && (
+        <>
+          {d.status === 'failed' && (
+            <div class="banner error">
+              <code class="code">machine_failed</code> {short(d.reason)}
+            </div>
+          )}
+          <dl class="kv">
+            <dt>timer</dt>
+            <dd>{d.timer ? when(d.timer.due_at) : '—'}</dd>
+            <dt>tags</dt>
+            <dd>{d.tags.length ? d.tags.join(', ') : '—'}</dd>
+            <dt>aux state</dt>
+            <dd>
+              <code>{short(d.aux_state)}</code>
+            </dd>
+          </dl>
+          <div class="actions">
+            <label>
+              repair args (JSON) <input name="repair-args" value={args} onInput={(e) => setArgs((e.target as HTMLInputElement).value)} />
+            </label>
+            <button onClick={repair} disabled={act.busy}>Repair</button>
+            <button onClick={() => act.run('simple repair done', async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload()))} disabled={act.busy}>
+              Simple repair
+            </button>
+            <button
+              class="danger"
+              disabled={act.busy}
+              onClick={() => confirm(`Remove machine ${id} with its history?`) && act.run('removed', async () => (await api(base, { method: 'DELETE' }), onGone()))}
+            >
+              Remove
+            </button>
+          </div>
+          <h3>History (newest first)</h3>
+          <Table testid="history" head={['event', 'created', 'body']} rows={(d.history ?? []).map((h: any) => [h.id, when(h.created_at), <code>{short(h.body ?? h.data ?? h)}</code>])} />
+        </>
+      )}
+    </div>
+  );
+}
+
+// ---------------------------------------------------------------- sink tail
+
+export function Sinks({ params }: P) {
+  const sink = params.get('sink') ?? '';
+  const shard = params.get('shard') ?? '';
+  const known = useLoad(() => api('/v1/sinks').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), []);
+  const shards = useLoad(() => api('/v1/shards').then((r: any) => (r.shards ?? []).map((s: any) => s.name as string)), []);
+  const [name, setName] = useState(sink);
+  useEffect(() => setName(sink), [sink]);
+  const [events, setEvents] = useState<any[]>([]);
+  const [state, setState] = useState<'idle' | 'connecting' | 'live' | 'error'>('idle');
+  const [error, setError] = useState<unknown>(undefined);
+  const shardList: string[] | undefined = shards.data;
+  useEffect(() => {
+    setEvents([]);
+    setError(undefined);
+    if (!sink || shardList === undefined) return setState('idle');
+    setState('connecting');
+    // One stream per shard (a sink's positions are per shard), or the chosen one.
+    const targets = shard ? [shard] : shardList;
+    // The stream answers refusals (unknown sink) before any event: ask once to show the code.
+    api(`/v1/sinks/${enc(sink)}/events?shard=${enc(targets[0] ?? '')}&after=0&limit=1`).catch((e) => (setError(e), setState('error')));
+    const streams = targets.map((sh) => {
+      const es = new EventSource(`/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=0`);
+      es.onopen = () => setState((s) => (s === 'error' ? s : 'live'));
+      es.addEventListener('event', (m) => setEvents((prev) => [JSON.parse((m as MessageEvent).data), ...prev].slice(0, 200)));
+      es.onerror = () => setState((s) => (s === 'error' ? s : 'connecting'));
+      return es;
+    });
+    return () => streams.forEach((es) => es.close());
+  }, [sink, shard, shardList?.join(',')]);
+  const sinkNames = (known.data ?? []).map((k) => k.name as string);
+  return (
+    <section>
+      <h1>Sink tail</h1>
+      <form
+        class="filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          go('sinks', { sink: name.trim(), shard });
+        }}
+      >
+        <label>
+          sink
+          <input name="sink" list="sink-names" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder={sinkNames[0] ?? 'main'} />
+          <datalist id="sink-names">{sinkNames.map((n) => <option value={n} />)}</datalist>
+        </label>
+        {(shardList?.length ?? 0) > 1 && (
+          <label>
+            shard
+            <select name="shard" value={shard} onChange={(e) => go('sinks', { sink, shard: (e.target as HTMLSelectElement).value })}>
+              <option value="">all</option>
+              {shardList!.map((s) => <option value={s}>{s}</option>)}
+            </select>
+          </label>
+        )}
+        <button type="submit">Tail</button>
+        {sink && <Badge value={state} />}
+      </form>
+      <ErrorBanner error={error ?? known.error ?? shards.error} />
+      {!sink && sinkNames.length > 0 && (
+        <Table head={['sink', 'namespaces']} rows={(known.data ?? []).map((k) => [<a href={`#/sinks?sink=${enc(k.name)}`}>{k.name}</a>, k.namespaces.join(', ')])} />
+      )}
+      <Table
+        testid="sink-events"
+        head={['pos', 'shard', 'namespace', 'machine', 'event', 'created', 'data']}
+        empty={sink ? 'waiting for events…' : 'choose a sink'}
+        rows={events.map((e) => [e.pos, e.shard, e.ns, <a href={`#/machines?ns=${enc(e.ns)}&id=${enc(e.machine_id)}`}>{e.machine_id}</a>, e.event_id, when(e.created_at), <code>{short(e.data)}</code>])}
+      />
+    </section>
+  );
+}
+
+// ---------------------------------------------------------------- bus
+
+async function loadSubscriptions(): Promise<any[]> {
+  const r = await api('/v1/bus/subscriptions');
+  const list = itemsOf<any>(r, 'subscriptions');
+  // Older nodes list names only; fetch each one's details.
+  return Promise.all(list.map((s) => (typeof s === 'string' ? api(`/v1/bus/subscriptions/${enc(s)}`) : s)));
+}
+
+function SubscriptionTable({ subs }: { subs: any[] }) {
+  return (
+    <Table
+      testid="subscriptions"
+      head={['subscription', 'topics', 'lag', 'connected', 'dead-letter topic', 'positions']}
+      rows={subs.map((s) => [
+        <code>{s.name}</code>,
+        (s.config?.topics ?? s.topics ?? []).join(', '),
+        <span class="num" data-testid={`lag-${s.name}`}>{sumLag(s.lag)}</span>,
+        <Badge value={s.connected ? 'connected' : 'disconnected'} />,
+        s.dead_letter_topic ?? s.config?.dead_letter_topic ?? '—',
+        <code class="small">{short(s.positions)}</code>,
+      ])}
+    />
+  );
+}
+
+export function Bus(_: P) {
+  const topics = useLoad(() => api('/v1/bus/topics').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? null : Promise.reject(e))), [], 5000);
+  const subs = useLoad(() => loadSubscriptions(), [], 1000);
+  return (
+    <section>
+      <h1>Bus</h1>
+      <h2>Subscriptions</h2>
+      <ErrorBanner error={subs.error} />
+      <SubscriptionTable subs={subs.data ?? []} />
+      <h2>Topics</h2>
+      <ErrorBanner error={topics.error} />
+      {topics.data === null ? (
+        <Notice>This node has no topic list API.</Notice>
+      ) : (
+        <Table testid="topics" head={['topic', 'source', 'definition']} rows={(topics.data ?? []).map((t) => [<code>{t.name ?? t}</code>, t.source ? <Badge value={t.source} /> : '', <code>{short(t.definition ?? '')}</code>])} />
+      )}
+    </section>
+  );
+}
+
+// ---------------------------------------------------------------- pipe
+
+export function Pipe({ params }: P) {
+  const kind = params.get('kind') ?? '';
+  const state = params.get('state') ?? '';
+  const q = (extra: string) => `?limit=100${kind ? `&kind=${enc(kind)}` : ''}${extra}`;
+  const sessions = useLoad(() => api(`/v1/pipe/sessions${q(state ? `&state=${enc(state)}` : '')}`).catch((e) => (noRoute(e) ? null : Promise.reject(e))), [kind, state], 3000);
+  const dead = useLoad(() => api(`/v1/pipe/dead-letters${q('')}`).then((r) => itemsOf<any>(r, 'dead_letters')), [kind], 2000);
+  const act = useAction();
+  const set = (p: Record<string, string>) => go('pipe', { kind, state, ...p });
+  return (
+    <section>
+      <h1>Pipe</h1>
+      <form class="filters" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          kind <input name="kind" value={kind} placeholder="any" onChange={(e) => set({ kind: (e.target as HTMLInputElement).value.trim() })} />
+        </label>
+        <label>
+          state
+          <select name="state" value={state} onChange={(e) => set({ state: (e.target as HTMLSelectElement).value })}>
+            <option value="">any</option>
+            {['open', 'stored', 'delivering', 'dead'].map((s) => <option value={s}>{s}</option>)}
+          </select>
+        </label>
+      </form>
+      <h2>Dead letters</h2>
+      <ErrorBanner error={dead.error} />
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      <Table
+        testid="dead-letters"
+        head={['session', 'kind', 'repeats', 'last error', 'died', '']}
+        empty="no dead letters"
+        rows={(dead.data ?? []).map((d) => [
+          <code>{d.id}</code>,
+          d.kind,
+          d.repeats,
+          <span class="reason">{short(d.last_error)}</span>,
+          when(d.died_at),
+          <span class="actions">
+            <button data-action="redrive" onClick={() => act.run(`redriven ${d.id}`, async () => (await api(`/v1/pipe/dead-letters/${enc(d.id)}/redrive`, { method: 'POST' }), dead.reload(), sessions.reload()))}>
+              Redrive
+            </button>
+            <button
+              class="danger"
+              data-action="delete"
+              onClick={() => confirm(`Delete dead letter ${d.id}?`) && act.run(`deleted ${d.id}`, async () => (await api(`/v1/pipe/dead-letters/${enc(d.id)}`, { method: 'DELETE' }), dead.reload()))}
+            >
+              Delete
+            </button>
+          </span>,
+        ])}
+      />
+      <h2>Sessions</h2>
+      <ErrorBanner error={sessions.error} />
+      {sessions.data === null ? (
+        <Notice>This node has no session list API.</Notice>
+      ) : (
+        <Table
+          testid="sessions"
+          head={['session', 'kind', 'state', 'records', 'due', 'updated']}
+          rows={itemsOf<any>(sessions.data).map((s) => [<code>{s.id}</code>, s.kind, <Badge value={s.state} />, s.records, when(s.due_at), when(s.updated_at)])}
+        />
+      )}
+    </section>
+  );
+}
+
+// ---------------------------------------------------------------- ledger
+
+export function Ledger(_: P) {
+  const types = useLoad(() => api('/v1/ledger/types').catch((e) => (noRoute(e) ? null : Promise.reject(e))), []);
+  const accountTypes: Record<string, any> = (types.data as any)?.accounts ?? {};
+  const [type, setType] = useState('');
+  const [key, setKey] = useState('{}');
+  const [groupBy, setGroupBy] = useState('');
+  const [dt, setDt] = useState(() => new Date().toISOString());
+  const [from, setFrom] = useState(() => new Date(Date.now() - 30 * 86400_000).toISOString());
+  const [result, setResult] = useState<{ balances?: unknown; turnovers?: unknown }>({});
+  const act = useAction();
+  const first = useRef(true);
+  useEffect(() => {
+    const names = Object.keys(accountTypes);
+    if (first.current && names.length > 0 && !type) {
+      first.current = false;
+      const t = names[0]!;
+      setType(t);
+      setKey(JSON.stringify(Object.fromEntries((accountTypes[t]?.key ?? []).map((k: string) => [k, ''])), null, 0));
+    }
+  }, [types.data]);
+  const account = () => {
+    let k: unknown;
+    try {
+      k = JSON.parse(key);
+    } catch {
+      throw new Error('account key is not valid JSON');
+    }
+    const g = groupBy.split(',').map((s) => s.trim()).filter(Boolean);
+    return { type, key: k, ...(g.length ? { group_by: g } : {}) };
+  };
+  const explore = () =>
+    act.run('', async () => {
+      const a = account();
+      const [b, t] = await Promise.all([
+        api('/v1/ledger/balances', { method: 'POST', body: { dt, accounts: [a] } }),
+        api('/v1/ledger/turnovers', { method: 'POST', body: { dt_from: from, dt_to: dt, accounts: [a] } }),
+      ]);
+      setResult({ balances: b, turnovers: t });
+    });
+  return (
+    <section>
+      <h1>Ledger</h1>
+      <ErrorBanner error={types.error} />
+      <form
+        class="filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void explore();
+        }}
+      >
+        <label>
+          account type
+          {Object.keys(accountTypes).length > 0 ? (
+            <select name="type" value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)}>
+              {Object.keys(accountTypes).map((t) => <option value={t}>{t}</option>)}
+            </select>
+          ) : (
+            <input name="type" value={type} onInput={(e) => setType((e.target as HTMLInputElement).value)} />
+          )}
+        </label>
+        <label>
+          key (JSON) <input name="key" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          group by <input name="group_by" value={groupBy} placeholder={(accountTypes[type]?.groupings ?? []).map((g: string[]) => g.join(',')).join(' or ')} onInput={(e) => setGroupBy((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          from <input name="dt_from" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          at / to <input name="dt" value={dt} onInput={(e) => setDt((e.target as HTMLInputElement).value)} />
+        </label>
+        <button type="submit" disabled={!type || act.busy}>Show</button>
+      </form>
+      {accountTypes[type] && <p class="hint">key: {(accountTypes[type].key ?? []).join(', ')}; aux: {(accountTypes[type].aux ?? []).join(', ') || '—'}</p>}
+      <ErrorBanner error={act.error} />
+      {result.balances !== undefined && (
+        <>
+          <h2>Balance at {when(dt)}</h2>
+          <Table
+            testid="balances"
+            head={['group', 'debit', 'credit']}
+            rows={((result.balances as any).balances ?? []).flatMap((b: any) => b.groups.map((g: any) => [groupLabel(g.group), <span class="num">{g.debit}</span>, <span class="num">{g.credit}</span>]))}
+          />
+          <h2>
+            Turnover {when(from)} – {when(dt)}
+          </h2>
+          <Table
+            testid="turnovers"
+            head={['group', 'debit at start', 'credit at start', 'debit turnover', 'credit turnover']}
+            rows={((result.turnovers as any).turnovers ?? []).flatMap((b: any) =>
+              b.groups.map((g: any) => [groupLabel(g.group), ...[g.debit_init, g.credit_init, g.debit_turnover, g.credit_turnover].map((v) => <span class="num">{v}</span>)]),
+            )}
+          />
+        </>
+      )}
+    </section>
+  );
+}
+
+const groupLabel = (g: Record<string, unknown>): string => {
+  const e = Object.entries(g ?? {});
+  return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v ?? '∅'}`).join(', ');
+};

@@ -1,0 +1,149 @@
+import type { ComponentChildren } from 'preact';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { ApiError } from './api';
+
+/** Current hash route: `#/page?x=1` → { page, params }. */
+export function useRoute(): { page: string; params: URLSearchParams } {
+  const read = () => {
+    const h = location.hash.replace(/^#\/?/, '');
+    const [p, q] = h.split('?');
+    return { page: p || 'overview', params: new URLSearchParams(q ?? '') };
+  };
+  const [r, setR] = useState(read);
+  useEffect(() => {
+    const on = () => setR(read());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return r;
+}
+
+export function go(page: string, params: Record<string, string | undefined> = {}): void {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== '') q.set(k, v);
+  const s = q.toString();
+  location.hash = `#/${page}${s ? `?${s}` : ''}`;
+}
+
+/**
+ * Loads data with `fn`, again every `everyMs` (0: once) and on `reload()`;
+ * keeps the last good data while showing the newest error.
+ */
+export function useLoad<T>(fn: () => Promise<T>, deps: unknown[], everyMs = 0): { data: T | undefined; error: unknown; reload: () => void; loading: boolean } {
+  const [data, setData] = useState<T | undefined>(undefined);
+  const [error, setError] = useState<unknown>(undefined);
+  const [loading, setLoading] = useState(true);
+  const [tick, setTick] = useState(0);
+  const fnRef = useRef(fn);
+  fnRef.current = fn;
+  useEffect(() => {
+    setData(undefined);
+  }, deps);
+  useEffect(() => {
+    let live = true;
+    setLoading(true);
+    fnRef
+      .current()
+      .then((d) => live && (setData(d), setError(undefined)))
+      .catch((e) => live && setError(e))
+      .finally(() => live && setLoading(false));
+    return () => {
+      live = false;
+    };
+  }, [...deps, tick]);
+  useEffect(() => {
+    if (everyMs <= 0) return;
+    const t = setInterval(() => setTick((n) => n + 1), everyMs);
+    return () => clearInterval(t);
+  }, [everyMs, ...deps]);
+  const reload = useCallback(() => setTick((n) => n + 1), []);
+  return { data, error, reload, loading };
+}
+
+export function ErrorBanner({ error }: { error: unknown }) {
+  if (error === undefined || error === null) return null;
+  const e = error instanceof ApiError ? error : new ApiError('client_error', String((error as Error)?.message ?? error), 0);
+  return (
+    <div class="banner error" role="alert">
+      <code class="code">{e.code}</code>
+      {e.status > 0 && <span class="status">HTTP {e.status}</span>}
+      <span>{e.message}</span>
+    </div>
+  );
+}
+
+export function Notice({ children, kind = 'info' }: { children: ComponentChildren; kind?: 'info' | 'ok' }) {
+  return <div class={`banner ${kind}`}>{children}</div>;
+}
+
+const BADGE: Record<string, string> = {
+  working: 'ok',
+  ok: 'ok',
+  connected: 'ok',
+  open: 'info',
+  stored: 'info',
+  delivering: 'warn',
+  failed: 'bad',
+  dead: 'bad',
+  disconnected: 'muted',
+  config: 'muted',
+  runtime: 'info',
+};
+
+export function Badge({ value }: { value: string }) {
+  return <span class={`badge ${BADGE[value] ?? 'muted'}`} data-badge={value}>{value}</span>;
+}
+
+export function Table({ head, rows, empty = 'nothing here', testid }: { head: string[]; rows: ComponentChildren[][]; empty?: string; testid?: string }) {
+  return (
+    <table data-testid={testid}>
+      <thead>
+        <tr>{head.map((h) => <th key={h}>{h}</th>)}</tr>
+      </thead>
+      <tbody>
+        {rows.length === 0 ? (
+          <tr>
+            <td class="empty" colSpan={head.length}>{empty}</td>
+          </tr>
+        ) : (
+          rows.map((r, i) => <tr key={i}>{r.map((c, j) => <td key={j}>{c}</td>)}</tr>)
+        )}
+      </tbody>
+    </table>
+  );
+}
+
+export function Json({ value }: { value: unknown }) {
+  return <pre class="json">{JSON.stringify(value, null, 2)}</pre>;
+}
+
+export const short = (v: unknown): string => {
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  return s === undefined ? '' : s.length > 120 ? `${s.slice(0, 117)}…` : s;
+};
+
+export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : v === undefined || v === null ? '—' : String(v));
+
+export const sumLag = (lag: unknown): number =>
+  typeof lag === 'number' ? lag : lag && typeof lag === 'object' ? Object.values(lag as Record<string, number>).reduce((a, b) => a + Number(b), 0) : 0;
+
+/** Runs an operator action, reporting its error or success. */
+export function useAction(): { run: (label: string, fn: () => Promise<unknown>) => Promise<void>; error: unknown; done: string | undefined; busy: boolean } {
+  const [error, setError] = useState<unknown>(undefined);
+  const [done, setDone] = useState<string | undefined>(undefined);
+  const [busy, setBusy] = useState(false);
+  const run = useCallback(async (label: string, fn: () => Promise<unknown>) => {
+    setBusy(true);
+    setError(undefined);
+    setDone(undefined);
+    try {
+      await fn();
+      setDone(label);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { run, error, done, busy };
+}
