@@ -48,7 +48,11 @@ class Child {
         return;
       }
       const v = JSON.parse(line.slice(3)) as { error?: string };
-      if (v.error) process.stderr.write(`${file}: ${v.error}\n`);
+      if (v.error) {
+        // A failed command fails the benchmark instead of printing figures of nothing.
+        process.stderr.write(`${file}: ${v.error}\n`);
+        process.exit(1);
+      }
       this.waiting.shift()?.(v);
     });
   }
@@ -93,7 +97,8 @@ function nodeConfig(id: string, dataDir: string, dbs: string[], processorUrl: st
     http: { port: 0 },
     grpc: { enabled: false },
     logging: { level: 'warn' },
-    storage: { dialect: 'postgres', durability: 'strict', shards },
+    // Three nodes over two databases stay within PostgreSQL's default 100 connections.
+    storage: { dialect: 'postgres', durability: 'strict', pool_size: 6, shards },
     machines: {
       namespaces: {
         http: { processor: { url: processorUrl }, history_range: { direction: 'backward', limit: 1 } },
