@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { startNode, type Node } from '../src/serve.js';
-import { createTestEnv, DIALECTS, pgUrlFor, waitFor, type TestEnv } from './support/env.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { createTestEnv, DIALECTS, pgUrlFor, waitFor, type TestEnv } from '../support/env.js';
 
 interface Backend {
   pid: number;

@@ -2,12 +2,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import type { Consumer } from '../src/log/cursor.js';
-import type { LogEvent } from '../src/log/log.js';
-import { Runtime } from '../src/runtime.js';
-import { createTestEnv, DIALECTS, waitFor } from './support/env.js';
-import { collect, spawnTs, writeConfigFile } from './support/proc.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import type { Consumer } from '../../src/log/cursor.js';
+import type { LogEvent } from '../../src/log/log.js';
+import { Runtime } from '../../src/runtime.js';
+import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
+import { collect, spawnTs, writeConfigFile } from '../support/proc.js';
 
 const appendN = async (rt: Runtime, prefix: string, n: number): Promise<void> => {
   for (let i = 0; i < n; i++) await rt.log.positions(await rt.log.append(`${prefix}/${i % 3}`, [{ type: 'e', data: i }]));
