@@ -1,13 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startNode, type Node } from '../src/serve.js';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { machinesFace } from '../src/machines/face.js';
-import { busFace } from '../src/bus/face.js';
-import { telemetryEnabled } from '../src/core/telemetry.js';
-import { createTestEnv, DIALECTS, type TestEnv } from './support/env.js';
-import { machinesConfig, TestProcessor } from './machines/support.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { machinesFace } from '../../src/machines/face.js';
+import { busFace } from '../../src/bus/face.js';
+import { telemetryEnabled } from '../../src/core/telemetry.js';
+import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { machinesConfig, TestProcessor } from '../machines/support.js';
 
 interface OtlpSpan {
   traceId: string;

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { registerProcessor } from '../src/machines/processor.js';
-import { startNode, type Node } from '../src/serve.js';
-import { createTestEnv, DIALECTS, type TestEnv } from './support/env.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { registerProcessor } from '../../src/machines/processor.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 
 registerProcessor('lists-fn', (req) => {
   if (req.kind === 'call' && req.args === 'boom') throw new Error('bad input');
