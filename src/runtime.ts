@@ -10,6 +10,7 @@ import { Sequencer } from './log/sequencer.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { allMigrations } from './storage/migrations.js';
 import { Storage } from './storage/storage.js';
+import { Catalog } from './catalog/catalog.js';
 
 export interface RuntimeOptions {
   logger?: Logger;
@@ -39,6 +40,7 @@ export class Runtime {
     readonly log: Log,
     readonly cursors: CursorEngine,
     readonly scheduler: Scheduler,
+    readonly catalog: Catalog,
   ) {}
 
   static async open(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
@@ -63,7 +65,9 @@ export class Runtime {
         logger,
         clock,
       });
-      const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler);
+      const catalog = new Catalog(storage.shards[0]!, { pollMs: Math.max(config.log.poll_ms, 1000), now: () => clock.now(), logger });
+      const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler, catalog);
+      if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')) await catalog.start();
       rt.registerMetrics();
       if (opts.background !== false) await rt.start();
       return rt;
@@ -152,6 +156,7 @@ export class Runtime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.catalog.stop();
     await this.scheduler.stop();
     for (const s of this.sequencers) await s.stop();
     await this.log.close();

@@ -39,7 +39,8 @@ const PRUNE_TIMER = 'bus.dedupe_prune';
  */
 export class Bus {
   readonly config: BusConfig;
-  readonly topics: ReadonlySet<string>;
+  /** Topics of the config file and of runtime definitions (updated in place as definitions change). */
+  readonly topics: Set<string>;
   readonly publisher: Publisher;
   private readonly sessions = new Map<string, DeliverySession>();
   /** Per subscription with a session on this node: settles once that session has closed and released its lease. */
@@ -51,7 +52,24 @@ export class Bus {
   constructor(readonly rt: Runtime) {
     this.config = rt.config.bus;
     this.topics = new Set(this.config.topics);
+    this.refreshTopics();
+    rt.catalog.on('bus.topic', () => this.refreshTopics());
     this.publisher = new Publisher(rt.log, rt.clock, this.config.dedupe_window_ms);
+  }
+
+  /**
+   * Deleting a runtime topic refuses new publishes with topic_not_found;
+   * its events and the subscriptions naming it stay.
+   */
+  /** The bus config with the topics in effect (config and runtime). */
+  private get liveConfig(): BusConfig {
+    return { ...this.config, topics: [...this.topics] };
+  }
+
+  private refreshTopics(): void {
+    const next = new Set([...this.config.topics, ...this.rt.catalog.list('bus.topic').map((d) => d.name)]);
+    for (const t of [...this.topics]) if (!next.has(t)) this.topics.delete(t);
+    for (const t of next) this.topics.add(t);
   }
 
   async start(): Promise<void> {
@@ -138,7 +156,7 @@ export class Bus {
   /** Creates the subscription, or updates its config (its positions and start stay). */
   async putSubscription(name: string, raw: unknown): Promise<{ created: boolean; config: SubscriptionConfig }> {
     this.checkName(name);
-    const config = buildSubscriptionConfig(raw, this.config);
+    const config = buildSubscriptionConfig(raw, this.liveConfig);
     const now = this.rt.clock.now();
     const home = this.home(name);
     const existing = await this.row(name);
@@ -281,7 +299,7 @@ export class Bus {
     this.checkName(name);
     if (this.stopped) throw new MillraceError('shutting_down', 'the node is shutting down');
     const holder = `${this.rt.config.node_id}/${randomUUID()}`;
-    if (rawConfig !== undefined) buildSubscriptionConfig(rawConfig, this.config);
+    if (rawConfig !== undefined) buildSubscriptionConfig(rawConfig, this.liveConfig);
     let lease = await this.acquireLease(name, holder);
     const prior = this.ended.get(name);
     if (!lease && prior) {
@@ -297,7 +315,7 @@ export class Bus {
     try {
       r = await this.row(name);
       if (rawConfig !== undefined) {
-        const wanted = buildSubscriptionConfig(rawConfig, this.config);
+        const wanted = buildSubscriptionConfig(rawConfig, this.liveConfig);
         if (!r || JSON.stringify({ ...wanted, start: r.config.start }) !== JSON.stringify(r.config)) {
           await this.putSubscription(name, rawConfig);
           r = await this.row(name);

@@ -3,6 +3,9 @@ import { z } from 'zod';
 /** Topic names: letters, digits and . _ - (no "/", which separates stream name parts). */
 export const TOPIC_NAME = /^[A-Za-z0-9._-]{1,100}$/;
 
+/** A topic defined at runtime (`PUT /v1/bus/topics/{t}`); YAML topics are bare names. */
+export const topicDefinitionSchema = z.object({ description: z.string().max(1000).optional() }).strict();
+
 const topicName = z.string().regex(TOPIC_NAME, 'a topic name of 1-100 letters, digits, ".", "_" or "-"');
 
 const subscriptionDefaults = z

@@ -119,6 +119,43 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
 
+  // Runtime definitions, through the HTTP API of a running node (so the node validates and every node picks them up).
+  for (const [cmd, path, what] of [
+    ['topics', '/v1/bus/topics', 'bus topics'],
+    ['namespaces', '/v1/namespaces', 'machine namespaces'],
+    ['kinds', '/v1/pipe/kinds', 'pipe kinds'],
+  ] as const) {
+    const group = program.command(cmd).description(`${what} from the config file and defined at runtime, over a node's HTTP API`);
+    group.option('-u, --url <url>', 'node to talk to (default: $MILLRACE_URL, else http.host:http.port of the config)');
+    const base = (): string => {
+      const url = group.opts<{ url?: string }>().url ?? process.env.MILLRACE_URL;
+      if (url) return url.replace(/\/$/, '');
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      return `http://${config.http.host}:${config.http.port}`;
+    };
+    const send = async (method: string, sub: string, body?: string): Promise<void> => {
+      const r = await fetch(`${base()}${path}${sub}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body }) });
+      const text = await r.text();
+      (r.ok ? process.stdout : process.stderr).write(text ? `${text}\n` : '');
+      if (!r.ok) process.exitCode = 1;
+    };
+    group.command('list').description(`list ${what}`).action(() => send('GET', ''));
+    group.command('get <name>').action((name: string) => send('GET', `/${encodeURIComponent(name)}`));
+    group
+      .command('put <name> [json]')
+      .description('define or redefine (the JSON definition, or stdin)')
+      .action(async (name: string, json?: string) => {
+        let body = json;
+        if (body === undefined) {
+          const chunks: Buffer[] = [];
+          for await (const c of process.stdin) chunks.push(c as Buffer);
+          body = Buffer.concat(chunks).toString('utf8') || '{}';
+        }
+        await send('PUT', `/${encodeURIComponent(name)}`, body);
+      });
+    group.command('delete <name>').action((name: string) => send('DELETE', `/${encodeURIComponent(name)}`));
+  }
+
   const configCmd = program.command('config').description('configuration tools');
   configCmd
     .command('check')

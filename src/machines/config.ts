@@ -10,6 +10,8 @@ export const historyRangeSchema = z
   })
   .strict();
 
+export const NAMESPACE_NAME = /^[A-Za-z0-9._-]{1,100}$/;
+
 const processorSchema = z.union([
   z
     .object({
@@ -25,7 +27,8 @@ const processorSchema = z.union([
     .strict(),
 ]);
 
-const namespaceSchema = z
+/** One namespace: the same schema for `machines.namespaces.<ns>` in YAML and `PUT /v1/namespaces/{ns}`. */
+export const namespaceSchema = z
   .object({
     processor: processorSchema,
     /** Deadline of a request that carries none. */
@@ -53,7 +56,7 @@ const namespaceSchema = z
 /** Configuration of the machines face (the `machines:` section of millrace.yaml). */
 export const machinesConfigSchema = z
   .object({
-    namespaces: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'), namespaceSchema).default({}),
+    namespaces: z.record(z.string().regex(NAMESPACE_NAME, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'), namespaceSchema).default({}),
     /** Requests waiting for one machine beyond the one running; more get 503. */
     queue_limit: z.number().int().min(0).max(100_000).default(100),
     /** Machines with work in progress on this node; more get 503. */

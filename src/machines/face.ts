@@ -4,6 +4,7 @@ import type { Runtime } from '../runtime.js';
 import { registerMachinesRoutes } from '../api/http/machines-routes.js';
 import { Machines, type MachinesOptions } from './machines.js';
 import { Sinks } from './sink.js';
+import './examples.js';
 
 export class MachinesFace implements Face {
   readonly name = 'machines';

@@ -5,9 +5,9 @@ import type { Tx } from '../storage/port.js';
 import type { AppendResult } from '../log/log.js';
 import type { Shard } from '../storage/storage.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
-import type { HistoryRange, MachinesConfig, NamespaceConfig } from './config.js';
+import { namespaceSchema, type HistoryRange, type MachinesConfig, type NamespaceConfig } from './config.js';
 import { admission, applyFailure, applyPlan, parseRange, planStep, rangeIds, TAG_MAX, type MachineState, type Plan, type StepInput } from './planner.js';
-import { childTraceparent, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
+import { childTraceparent, hasProcessor, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
 import { MachineQueues, Lru } from './queues.js';
 import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
@@ -175,6 +175,9 @@ export interface MachinesOptions {
 export class Machines {
   readonly cfg: MachinesConfig;
   private readonly clients = new Map<string, ProcessorClient>();
+  /** Namespaces in effect: the config file's, then runtime ones it does not shadow. */
+  private readonly namespaces = new Map<string, NamespaceConfig>();
+  private readonly processors: ReadonlyMap<string, ProcessorFn> | undefined;
   private readonly queues: MachineQueues;
   private readonly cache: Lru<string, Cached>;
   private readonly multiNode: boolean;
@@ -188,11 +191,59 @@ export class Machines {
     opts: MachinesOptions = {},
   ) {
     this.cfg = rt.config.machines;
-    for (const [ns, c] of Object.entries(this.cfg.namespaces)) this.clients.set(ns, processorClient(ns, c, opts.processors));
+    this.processors = opts.processors;
+    this.refreshNamespaces();
+    rt.catalog.on('machines.namespace', () => this.refreshNamespaces());
     this.queues = new MachineQueues({ queueLimit: this.cfg.queue_limit, maxActive: this.cfg.max_active_machines, memoryLimitMb: this.cfg.memory_limit_mb });
     this.cache = new Lru(this.cfg.cache_size);
     this.multiNode = rt.storage.shards.some((s) => s.driver.capabilities.multiNode);
     this.holder = rt.config.node_id;
+  }
+
+  /**
+   * Rebuilds the namespaces in effect. A deleted runtime namespace answers
+   * namespace_not_found; its machines keep their rows and history (defining
+   * it again brings them back), and their due timers are dropped.
+   */
+  private refreshNamespaces(): void {
+    const next = new Map<string, NamespaceConfig>(Object.entries(this.cfg.namespaces));
+    for (const d of this.rt.catalog.list('machines.namespace')) {
+      if (next.has(d.name)) continue;
+      const parsed = namespaceSchema.safeParse(d.definition);
+      if (parsed.success) next.set(d.name, parsed.data);
+    }
+    for (const ns of [...this.namespaces.keys()]) if (!next.has(ns)) this.namespaces.delete(ns);
+    for (const [ns, c] of next) {
+      if (this.namespaces.has(ns) && JSON.stringify(this.namespaces.get(ns)) === JSON.stringify(c)) continue;
+      this.namespaces.set(ns, c);
+      this.clients.set(ns, processorClient(ns, c, this.processors));
+    }
+    for (const ns of [...this.clients.keys()]) if (!next.has(ns)) this.clients.delete(ns);
+  }
+
+  /** Whether `processor: {in_process: name}` would find a processor on this node. */
+  hasInProcess(name: string): boolean {
+    return this.processors?.has(name) === true || hasProcessor(name);
+  }
+
+  /** Whether a namespace comes from the config file, was defined at runtime, or does not exist. */
+  namespaceSource(ns: string): 'config' | 'runtime' | null {
+    if (Object.hasOwn(this.cfg.namespaces, ns)) return 'config';
+    return this.namespaces.has(ns) ? 'runtime' : null;
+  }
+
+  /** Machines of a namespace in total and failed (console overview). */
+  async counts(ns: string): Promise<{ total: number; failed: number }> {
+    let total = 0;
+    let failed = 0;
+    for (const shard of this.rt.storage.shards) {
+      const rows = await shard.reader.all<{ status: string; n: number | string }>("SELECT status, count(*) AS n FROM machines WHERE ns = ? AND status <> 'none' GROUP BY status", [ns]);
+      for (const r of rows) {
+        total += Number(r.n);
+        if (r.status === 'failed') failed += Number(r.n);
+      }
+    }
+    return { total, failed };
   }
 
   registerTimers(): void {
@@ -332,7 +383,7 @@ export class Machines {
   }
 
   nsConfig(ns: string): NamespaceConfig {
-    const c = Object.hasOwn(this.cfg.namespaces, ns) ? this.cfg.namespaces[ns] : undefined;
+    const c = this.namespaces.get(ns);
     if (c === undefined) throw new MillraceError('namespace_not_found', `no namespace "${ns}"`, { details: { ns } });
     return c;
   }
@@ -737,7 +788,7 @@ export class Machines {
 
   private async onTimeout(timer: Timer, tctx: TimerContext): Promise<void> {
     const p = timer.payload as { ns: string; id: string; gen: number; range: HistoryRange | null };
-    const c = Object.hasOwn(this.cfg.namespaces, p.ns) ? this.cfg.namespaces[p.ns] : undefined;
+    const c = this.namespaces.get(p.ns);
     if (c === undefined) return;
     const ctx = { deadline: this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
     try {
@@ -759,7 +810,7 @@ export class Machines {
 
   private async onNotify(timer: Timer, _tctx: TimerContext): Promise<void> {
     const p = timer.payload as { ns: string; id: string };
-    const c = Object.hasOwn(this.cfg.namespaces, p.ns) ? this.cfg.namespaces[p.ns] : undefined;
+    const c = this.namespaces.get(p.ns);
     if (c === undefined) return;
     const shard = this.shardOf(p.ns, p.id);
     for (;;) {

@@ -44,6 +44,11 @@ export function registerProcessor(name: string, fn: ProcessorFn): void {
   registry.set(name, fn);
 }
 
+/** Whether an in-process processor of this name is registered globally. */
+export function hasProcessor(name: string): boolean {
+  return registry.has(name);
+}
+
 export function unregisterProcessor(name: string): void {
   registry.delete(name);
 }

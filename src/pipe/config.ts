@@ -1,9 +1,12 @@
 import { z } from 'zod';
 
+export const KIND_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** Seconds, fractional allowed (tests use milliseconds). */
 const seconds = z.number().min(0).max(365 * 24 * 3600);
 
-const kindSchema = z
+/** One kind's definition: the same schema for `pipe.kinds.<k>` in YAML and `PUT /v1/pipe/kinds/{k}`. */
+export const kindSchema = z
   .object({
     /** Small integer a client may use instead of the name (seed 003: `New(clientKind uint32)`). */
     code: z.number().int().min(0).max(4_294_967_295).optional(),
@@ -30,7 +33,7 @@ export const pipeConfigSchema = z
      * Kinds of session by name (a name may itself be a small integer, e.g.
      * `"7"`). A kind not listed here is refused with `kind_not_found`.
      */
-    kinds: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a kind name of letters, digits, "_", "." or "-"'), kindSchema).default({}),
+    kinds: z.record(z.string().regex(KIND_NAME, 'a kind name of letters, digits, "_", "." or "-"'), kindSchema).default({}),
     /** Lease of a session written over plain HTTP (and of a pushed session): extended by every write. */
     session_ttl_s: seconds.min(0.01).default(30),
     /** Upper bound of the random jitter added to `store(timeout)`; the jitter is at most 10% of the timeout. */

@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { badRequest } from '../core/errors.js';
+import { badRequest, MillraceError } from '../core/errors.js';
+import { registerCatalogRoutes } from '../api/http/catalog-routes.js';
+import { KIND_NAME, kindSchema } from './config.js';
 import { errorSchema, pageQuery } from '../api/http/server.js';
 import type { Pipe, SessionInfo } from './pipe.js';
 
@@ -51,6 +53,20 @@ const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema } as const
 
 /** HTTP routes of the pipe, under /v1/pipe. */
 export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
+  registerCatalogRoutes(app, pipe.catalog, {
+    kind: 'pipe.kind',
+    path: '/v1/pipe/kinds',
+    what: 'pipe kind',
+    notFound: 'kind_not_found',
+    nameRe: KIND_NAME,
+    schema: kindSchema,
+    configured: () => new Map(Object.entries(pipe.config.kinds)),
+    check: (name, parsed) => {
+      const clash = pipe.kindClash(name, (parsed as { code?: number }).code);
+      if (clash !== null) throw new MillraceError('defined_in_config', `pipe kind "${name}": ${clash}`, { details: { name } });
+    },
+  });
+
   const tags = ['pipe'];
 
   app.post<{ Body: { kind: string | number } }>(

@@ -4,7 +4,7 @@ import type { Runtime } from '../runtime.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
-import type { PipeConfig, PipeKindConfig } from './config.js';
+import { kindSchema, type PipeConfig, type PipeKindConfig } from './config.js';
 import { deadLetterNotFound, kindNotFound, sessionClosed, sessionNotFound } from './errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import './migrations.js';
@@ -97,7 +97,7 @@ interface SessionRow {
 class Semaphore {
   private active = 0;
   private readonly waiters: Array<() => void> = [];
-  constructor(private readonly limit: number) {}
+  constructor(readonly limit: number) {}
   get waiting(): number {
     return this.waiters.length;
   }
@@ -205,11 +205,55 @@ export class Pipe {
     readonly config: PipeConfig,
     private readonly pusher: Pusher,
   ) {
-    for (const [name, cfg] of Object.entries(config.kinds)) {
-      this.kindsByName.set(name, { name, cfg });
-      if (cfg.code !== undefined) this.kindsByName.set(String(cfg.code), { name, cfg });
-      this.semaphores.set(name, new Semaphore(cfg.concurrency));
+    this.refreshKinds();
+    rt.catalog.on('pipe.kind', () => {
+      this.refreshKinds();
+      if (!this.stopped) void this.unpark().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: un-parking sessions of changed kinds failed'));
+    });
+  }
+
+  /**
+   * Kinds from the config file, then runtime kinds whose name and code are
+   * free (the file wins on conflict). A deleted runtime kind refuses new
+   * sessions with kind_not_found; its stored sessions stay and can be listed.
+   */
+  private refreshKinds(): void {
+    const next = new Map<string, { name: string; cfg: PipeKindConfig }>();
+    const add = (name: string, cfg: PipeKindConfig) => {
+      next.set(name, { name, cfg });
+      if (cfg.code !== undefined) next.set(String(cfg.code), { name, cfg });
+      const sem = this.semaphores.get(name);
+      if (sem === undefined || sem.limit !== cfg.concurrency) this.semaphores.set(name, new Semaphore(cfg.concurrency));
+    };
+    for (const [name, cfg] of Object.entries(this.config.kinds)) add(name, cfg);
+    for (const d of this.rt.catalog.list('pipe.kind')) {
+      const parsed = kindSchema.safeParse(d.definition);
+      if (!parsed.success || next.has(d.name) || (parsed.data.code !== undefined && next.has(String(parsed.data.code)))) continue;
+      add(d.name, parsed.data);
     }
+    this.kindsByName.clear();
+    for (const [k, v] of next) this.kindsByName.set(k, v);
+  }
+
+  /** Whether a kind (by name) comes from the config file. */
+  kindSource(name: string): 'config' | 'runtime' | null {
+    if (Object.hasOwn(this.config.kinds, name)) return 'config';
+    return this.kindConfig(name) !== undefined ? 'runtime' : null;
+  }
+
+  /** The name or code is taken by a kind of the config file (or by another kind's code). */
+  kindClash(name: string, code: number | undefined): string | null {
+    const byName = this.kindsByName.get(name);
+    if (byName !== undefined && byName.name !== name) return `"${name}" is the code of kind "${byName.name}"`;
+    if (code !== undefined) {
+      const byCode = this.kindsByName.get(String(code));
+      if (byCode !== undefined && byCode.name !== name) return `code ${code} belongs to kind "${byCode.name}"`;
+    }
+    return null;
+  }
+
+  get catalog(): Runtime['catalog'] {
+    return this.rt.catalog;
   }
 
   private get now(): number {

@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../../bus/bus.js';
+import { TOPIC_NAME, topicDefinitionSchema } from '../../bus/config.js';
+import { registerCatalogRoutes } from './catalog-routes.js';
 import { errorSchema, pageQuery, toHttpError } from './server.js';
 
 const eventSchema = {
@@ -43,6 +45,16 @@ const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
 
 /** HTTP routes of the bus: publish, subscription CRUD, and server-sent-event delivery with acks. */
 export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
+  registerCatalogRoutes(app, bus.rt.catalog, {
+    kind: 'bus.topic',
+    path: '/v1/bus/topics',
+    what: 'topic',
+    notFound: 'topic_not_found',
+    nameRe: TOPIC_NAME,
+    schema: topicDefinitionSchema,
+    configured: () => new Map(bus.config.topics.map((t) => [t, {}])),
+  });
+
   app.post<{ Params: { topic: string }; Body: { events: Array<Record<string, unknown>> } }>(
     '/v1/bus/topics/:topic/events',
     {

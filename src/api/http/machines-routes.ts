@@ -4,6 +4,8 @@ import type { MachineRef, Machines, RequestOptions } from '../../machines/machin
 import { parseRfc3339 } from '../../machines/planner.js';
 import type { Sinks } from '../../machines/sink.js';
 import { errorSchema, pageQuery } from './server.js';
+import { registerCatalogRoutes } from './catalog-routes.js';
+import { NAMESPACE_NAME, namespaceSchema } from '../../machines/config.js';
 
 const name = { type: 'string', minLength: 1, maxLength: 100 } as const;
 const argsBody = { type: 'object', additionalProperties: false, properties: { args: {} } } as const;
@@ -46,6 +48,23 @@ async function defaultBody(req: FastifyRequest): Promise<void> {
 }
 
 export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks: Sinks): void {
+  registerCatalogRoutes(app, m.rt.catalog, {
+    kind: 'machines.namespace',
+    path: '/v1/namespaces',
+    what: 'namespace',
+    notFound: 'namespace_not_found',
+    nameRe: NAMESPACE_NAME,
+    schema: namespaceSchema,
+    configured: () => new Map(Object.entries(m.cfg.namespaces)),
+    check: (_name, parsed) => {
+      const p = (parsed as { processor: { in_process?: string } }).processor;
+      if (p.in_process !== undefined && !m.hasInProcess(p.in_process)) {
+        throw badRequest(`namespace definition: processor.in_process: no in-process processor "${p.in_process}" in this build`);
+      }
+    },
+    decorate: async (d) => ({ machines: await m.counts(d.name) }),
+  });
+
   for (const by of ['machines', 'tags'] as const) {
     const p = by === 'machines' ? '/v1/namespaces/:ns/machines/:id' : '/v1/namespaces/:ns/tags/:tag';
     const params = {
