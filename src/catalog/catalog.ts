@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { defineErrorCodes, GrpcStatus, MillraceError } from '../core/errors.js';
+import { type CodesOf, defineErrorCodes, GrpcStatus, MillraceError } from '../core/errors.js';
 import { registerMigrations } from '../storage/migrations.js';
 import type { Shard } from '../storage/storage.js';
 
@@ -9,13 +9,17 @@ export type CatalogKind = 'bus.topic' | 'machines.namespace' | 'pipe.kind';
 
 export const CATALOG_CHANNEL = 'millrace_catalog';
 
-defineErrorCodes({
+export const CATALOG_ERRORS = defineErrorCodes({
   defined_in_config: {
     http: 409,
     grpc: GrpcStatus.FAILED_PRECONDITION,
     description: 'The name is defined in the configuration file, which wins over runtime definitions; change it there.',
   },
 });
+
+declare module '../core/errors.js' {
+  interface ErrorCodeRegistry extends CodesOf<typeof CATALOG_ERRORS> {}
+}
 
 /**
  * Runtime definitions live on the first shard only: they are few, small and

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { z } from 'zod';
 import { definedInConfig, type Catalog, type CatalogKind } from '../../catalog/catalog.js';
-import { badRequest, MillraceError } from '../../core/errors.js';
+import { badRequest, MillraceError, type ErrorCode } from '../../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../../core/paging.js';
 import { errorSchema, pageQuery } from './server.js';
 
@@ -19,7 +19,7 @@ export interface CatalogSpec {
   /** Human name, e.g. "topic". */
   what: string;
   /** The error code of an unknown name. */
-  notFound: string;
+  notFound: ErrorCode;
   nameRe: RegExp;
   /** The same zod schema that validates the YAML entry. */
   schema: z.ZodType;
