@@ -65,6 +65,39 @@ const timeout = { type: 'number', exclusiveMinimum: 0 } as const;
 /** HTTP JSON transport of the ledger under /v1/ledger: thin adapters over `Ledger`. */
 export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void {
   const tags = ['ledger'];
+  const keyed = { type: 'object', properties: { key: { type: 'array', items: { type: 'string' } }, shard_key: { type: 'array', items: { type: 'string' } } } } as const;
+  app.get(
+    '/v1/ledger/types',
+    {
+      schema: {
+        tags,
+        summary: 'The account, lock and state types of the ledger config (read-only: ledger types are defined in the config file only)',
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              accounts: {
+                type: 'object',
+                additionalProperties: {
+                  type: 'object',
+                  properties: {
+                    key: { type: 'array', items: { type: 'string' } },
+                    aux: { type: 'array', items: { type: 'string' } },
+                    groupings: { type: 'array', items: { type: 'array', items: { type: 'string' } } },
+                    shard_key: { type: 'array', items: { type: 'string' } },
+                    scale: { type: 'integer' },
+                  },
+                },
+              },
+              locks: { type: 'object', additionalProperties: keyed },
+              states: { type: 'object', additionalProperties: keyed },
+            },
+          },
+        },
+      },
+    },
+    async () => ({ accounts: ledger.cfg.accounts, locks: ledger.cfg.locks, states: ledger.cfg.states }),
+  );
   app.post('/v1/ledger/batches', { schema: { tags, summary: 'Write a batch of events (with lock checks and state updates)', body: batchSchema } }, async (req) =>
     ledger.write(req.body as BatchRequest),
   );

@@ -27,6 +27,20 @@ describe.each(DIALECTS)('ledger (%s)', (dialect) => {
     await h?.close();
   });
 
+  it('lists the configured types (read-only: other methods are refused)', async () => {
+    const r = await h.app.inject({ method: 'GET', url: '/v1/ledger/types' });
+    expect(r.statusCode).toBe(200);
+    const body = r.json();
+    expect(body.accounts.commission).toEqual({ key: ['client_id', 'currency'], aux: ['product', 'region'], groupings: [['product'], ['region'], ['product', 'region']], shard_key: ['client_id'], scale: 2 });
+    expect(body.accounts.micro).toMatchObject({ key: ['wallet'], aux: [], groupings: [], scale: 6 });
+    expect(body.locks).toEqual({ client: { key: ['client_id'] } });
+    expect(body.states).toEqual({ contract: { key: ['contract_id'] } });
+    const put = await h.app.inject({ method: 'PUT', url: '/v1/ledger/types', payload: {} });
+    expect(put.statusCode).toBeGreaterThanOrEqual(400);
+    expect(put.statusCode).toBeLessThan(500);
+    expect((await h.app.inject({ method: 'GET', url: '/v1/ledger/types' })).json()).toEqual(body);
+  });
+
   it('writes a batch and reads balances, turnovers and paged events', async () => {
     const r = await h.post('/v1/ledger/batches', {
       dt_default: '2026-01-03T12:00:00Z',
