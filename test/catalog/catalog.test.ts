@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { registerProcessor } from '../src/machines/processor.js';
-import { startNode, type Node } from '../src/serve.js';
-import { createTestEnv, DIALECTS, waitFor, type TestEnv } from './support/env.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { registerProcessor } from '../../src/machines/processor.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 
 registerProcessor('catalog-fn', (req) => ({ response: req.kind, events: [{ kind: req.kind }] }));
 

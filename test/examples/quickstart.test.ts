@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../src/core/config.js';
-import { startNode, type Node } from '../src/serve.js';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { startNode, type Node } from '../../src/serve.js';
 
 // The README's quick start (examples/quickstart.sh) against a fresh node with no config file but a data dir and a free port.
 let node: Node;
