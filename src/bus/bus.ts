@@ -127,7 +127,7 @@ export class Bus {
    * otherwise each batch must wait for the previous one.
    */
   get keepsSubmissionOrder(): boolean {
-    return this.rt.storage.shards.every((s) => s.driver.writers === 1);
+    return this.rt.storage.shards.every((s) => s.driver.capabilities.singleWriter);
   }
 
   // ---- subscriptions -------------------------------------------------------

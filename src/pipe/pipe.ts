@@ -230,7 +230,7 @@ export class Pipe {
   private enqueue(id: string, op: DistributiveOmit<LaneOp, 'id' | 'now'>): Promise<Outcome> {
     const shard = this.shardOf(id);
     // One lane per writer connection of the shard; a session always uses the same one (ids end in random base32).
-    // capability: single writer (was shard.driver.writers === 1)
+    // One lane per writer connection of the shard, so lanes commit in parallel.
     const key = shard.driver.writers === 1 ? shard.name : `${shard.name}/${id.charCodeAt(id.length - 1) % shard.driver.writers}`;
     let lane = this.lanes.get(key);
     if (lane === undefined) {

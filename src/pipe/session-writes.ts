@@ -40,8 +40,7 @@ export class SessionWrites {
   /** Applies operations in the order given: runs of one kind together. */
   private async applyRun(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
     const out: Outcome[] = [];
-    // capability: bulk array parameters (was shard.driver.dialect === 'postgres')
-    const bulk = shard.driver.dialect === 'postgres';
+    const bulk = shard.driver.capabilities.bulkArrayParams;
     let i = 0;
     while (i < ops.length) {
       const o = ops[i]!;
@@ -85,8 +84,7 @@ export class SessionWrites {
     }
     if (bulk && !ops.some((o) => o.type === 'replace')) return this.writeInBulk(tx, ops, sessions);
     // Sorted, so that two batches on two writer connections lock sessions in one order.
-    // capability: single writer (was !shard.driver.capabilities.multiNode)
-    const oneWriter = !shard.driver.capabilities.multiNode;
+    const oneWriter = shard.driver.capabilities.singleWriter;
     for (const id of [...sessions.keys()].sort()) {
       const s = sessions.get(id)!;
       if (oneWriter) {
