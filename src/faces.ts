@@ -1,6 +1,6 @@
 import type { FaceFactory } from './face.js';
 import { machinesFace } from './machines/face.js';
-import { createLedgerFace } from './ledger/ledger-face.js';
+import { ledgerFace } from './ledger/ledger-face.js';
 import { busFace } from './bus/face.js';
 import { pipeFace } from './pipe/face.js';
 
@@ -10,7 +10,7 @@ import { pipeFace } from './pipe/face.js';
  */
 export const faceFactories: FaceFactory[] = [
   machinesFace, // machines
-  createLedgerFace, // ledger
+  ledgerFace, // ledger
   // pipe
   pipeFace,
   // bus

@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { Config } from './core/config.js';
 import type { Clock } from './core/clock.js';
 import { createLogger } from './core/logger.js';
-import { buildHttpServer } from './api/http/server.js';
+import { buildHttpServer, type HttpPlugin } from './api/http/server.js';
+import { faceRoutes } from './api/http/face-routes.js';
 import { startGrpcServer, stopGrpcServer } from './api/grpc/server.js';
 import type { Face, FaceFactory } from './face.js';
 import { faceFactories } from './faces.js';
@@ -28,6 +29,8 @@ export interface StartOptions {
   clock?: Clock;
   /** Faces to serve (default: all of this build). */
   faces?: FaceFactory[];
+  /** More HTTP routes beside those of the faces (tests, embedding applications). */
+  routes?: HttpPlugin[];
   /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
   spanProcessor?: SpanProcessor;
 }
@@ -66,7 +69,7 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));
     http = await buildHttpServer(
       runtime,
-      faces.filter((f) => f.http).map((f) => (app: FastifyInstance) => f.http!(app)),
+      [...faces.map(faceRoutes).filter((r): r is HttpPlugin => r !== null), ...(opts.routes ?? [])],
     );
     for (const f of faces) await f.start();
     await http.listen({ host: config.http.host, port: config.http.port });

@@ -1,18 +1,23 @@
 import type { Face, FaceFactory } from '../face.js';
-import { registerBusService } from '../api/grpc/bus-service.js';
-import { registerBusRoutes } from '../api/http/bus-routes.js';
+import type { Runtime } from '../runtime.js';
 import { Bus } from './bus.js';
 
 /** The bus face: publish, durable subscriptions, RabbitMQ ingress and exporters. */
-export const busFace: FaceFactory = (rt) => {
-  const bus = new Bus(rt);
-  const face: Face & { bus: Bus } = {
-    name: 'bus',
-    bus,
-    start: () => bus.start(),
-    stop: () => bus.stop(),
-    http: (app) => registerBusRoutes(app, bus),
-    grpc: (server) => registerBusService(server, bus),
-  };
-  return face;
-};
+export class BusFace implements Face {
+  readonly name = 'bus';
+  readonly bus: Bus;
+
+  constructor(rt: Runtime) {
+    this.bus = new Bus(rt);
+  }
+
+  start(): Promise<void> {
+    return this.bus.start();
+  }
+
+  stop(): Promise<void> {
+    return this.bus.stop();
+  }
+}
+
+export const busFace: FaceFactory = (rt) => new BusFace(rt);

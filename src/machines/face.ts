@@ -1,7 +1,5 @@
-import type { FastifyInstance } from 'fastify';
 import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
-import { registerMachinesRoutes } from '../api/http/machines-routes.js';
 import { Machines, type MachinesOptions } from './machines.js';
 import { Sinks } from './sink.js';
 import './examples.js';
@@ -22,10 +20,6 @@ export class MachinesFace implements Face {
 
   async stop(): Promise<void> {
     this.machines.stop();
-  }
-
-  http(app: FastifyInstance): void {
-    registerMachinesRoutes(app, this.machines, this.sinks);
   }
 }
 

@@ -1,5 +1,5 @@
 import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
-import { pipeService, type PipeRequest, type PipeRequestBatch, type PipeResponse, type PipeResponseBatch } from './grpc.js';
+import { pipeService, type PipeRequest, type PipeRequestBatch, type PipeResponse, type PipeResponseBatch } from '../api/grpc/pipe-service.js';
 
 export interface PipeStreamClientOptions {
   /**

@@ -2,7 +2,7 @@
 import { credentials, Metadata, type ChannelCredentials, type ClientDuplexStream, type ClientOptions as GrpcClientOptions, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { millraceService } from '../api/grpc/protos.js';
 import { PipeStreamClient } from '../pipe/client.js';
-import type { PipeResponse } from '../pipe/grpc.js';
+import type { PipeResponse } from '../api/grpc/pipe-service.js';
 import { connectionError, errorFromCode, errorFromGrpc, type MillraceError } from './errors.js';
 import type { BusDelivery, BusEvent, BusPosition, SubscriptionConfig } from './clients.js';
 

@@ -2,33 +2,27 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInterface } from 'node:readline';
 import type { FastifyInstance } from 'fastify';
 import { startNode, type Node } from '../../src/serve.js';
-import type { Face } from '../../src/face.js';
 import { createTestEnv, DIALECTS, type Dialect, type TestEnv } from '../support/env.js';
 import { spawnTs, writeConfigFile } from '../support/proc.js';
 
-/** A face that exists only here: one POST route with a strict body schema. */
-const echoFace = (): Face => ({
-  name: 'test-echo',
-  start: async () => {},
-  stop: async () => {},
-  http(app: FastifyInstance) {
-    app.post<{ Body: { n: number; s?: string } }>(
-      '/test/echo',
-      {
-        schema: {
-          hide: true,
-          body: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['n'],
-            properties: { n: { type: 'integer' }, s: { type: 'string' } },
-          },
+/** Routes that exist only here: one POST route with a strict body schema. */
+function echoRoutes(app: FastifyInstance): void {
+  app.post<{ Body: { n: number; s?: string } }>(
+    '/test/echo',
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['n'],
+          properties: { n: { type: 'integer' }, s: { type: 'string' } },
         },
       },
-      async (req) => ({ n: req.body.n, s: req.body.s ?? null, type: typeof req.body.n }),
-    );
-  },
-});
+    },
+    async (req) => ({ n: req.body.n, s: req.body.s ?? null, type: typeof req.body.n }),
+  );
+}
 
 interface ErrorBody {
   error: { code: string; message: string; details?: Record<string, unknown> };
@@ -42,7 +36,7 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
 
   beforeAll(async () => {
     env = await createTestEnv(dialect, { shards: 2, extra: { http: { port: 0, body_limit_bytes: 2048 } } });
-    node = await startNode(env.config, { faces: [echoFace] });
+    node = await startNode(env.config, { faces: [], routes: [echoRoutes] });
     app = node.http;
     const rt = node.runtime;
     const results = await Promise.all(

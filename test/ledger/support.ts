@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ManualClock } from '../../src/core/clock.js';
 import { buildHttpServer } from '../../src/api/http/server.js';
+import { faceRoutes } from '../../src/api/http/face-routes.js';
 import { createLedgerFace, type LedgerFace } from '../../src/ledger/ledger-face.js';
 import { Runtime } from '../../src/runtime.js';
 import { createTestEnv, type Dialect, type TestEnv } from '../support/env.js';
@@ -35,7 +36,7 @@ export async function openLedger(dialect: Dialect, opts: { shards?: number; cloc
   const env = await createTestEnv(dialect, { shards: opts.shards ?? 1, extra: { ledger: (opts.ledger ?? LEDGER_CONFIG) as never } });
   const rt = await Runtime.open(env.config, opts.clock ? { clock: opts.clock } : {});
   const face = createLedgerFace(rt);
-  const app = await buildHttpServer(rt, [(a) => face.http!(a)]);
+  const app = await buildHttpServer(rt, [faceRoutes(face)!]);
   await face.start();
   return {
     env,

@@ -2,15 +2,19 @@ import { Server, ServerCredentials, status, type ServiceError, Metadata, type Se
 import { endSpan, SpanKind, startSpan, telemetryEnabled } from '../../core/telemetry.js';
 import { toMillraceError } from '../../core/errors.js';
 import type { Face } from '../../face.js';
+import { registerFaceServices } from './face-services.js';
 
-/** One gRPC server for every face that has services. */
+/** One gRPC server for every face that has services; null when none has. */
 export async function startGrpcServer(faces: Face[], host: string, port: number): Promise<{ server: Server; port: number } | null> {
-  const withGrpc = faces.filter((f) => f.grpc);
-  if (withGrpc.length === 0) return null;
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   // Traced: each call gets a server span under the traceparent metadata of the call (wrapped only when telemetry is on).
   const target = telemetryEnabled() ? tracedServer(server) : server;
-  for (const f of withGrpc) f.grpc!(target);
+  let services = 0;
+  for (const f of faces) if (registerFaceServices(target, f)) services++;
+  if (services === 0) {
+    server.forceShutdown();
+    return null;
+  }
   const bound = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );

@@ -1,7 +1,7 @@
 import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
-import { millraceService } from '../api/grpc/protos.js';
-import { toMillraceError } from '../core/errors.js';
-import type { Pipe } from './pipe.js';
+import { millraceService } from './protos.js';
+import { toMillraceError } from '../../core/errors.js';
+import type { Pipe } from '../../pipe/pipe.js';
 
 export interface PipeRequest {
   req: number;

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { badRequest, MillraceError } from '../core/errors.js';
-import { registerCatalogRoutes } from '../api/http/catalog-routes.js';
-import { KIND_NAME, kindSchema } from './config.js';
-import { errorSchema, pageQuery } from '../api/http/server.js';
-import type { Pipe, SessionInfo } from './pipe.js';
+import { badRequest, MillraceError } from '../../core/errors.js';
+import { registerCatalogRoutes } from './catalog-routes.js';
+import { KIND_NAME, kindSchema } from '../../pipe/config.js';
+import { errorSchema, pageQuery } from './server.js';
+import type { Pipe, SessionInfo } from '../../pipe/pipe.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

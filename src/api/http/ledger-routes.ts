@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { AccountQuery, BatchRequest, Ledger, LockMode } from './ledger.js';
+import type { AccountQuery, BatchRequest, Ledger, LockMode } from '../../ledger/ledger.js';
 
 const attrs = { type: 'object', additionalProperties: { type: 'string', maxLength: 256 }, maxProperties: 64 } as const;
 const dt = { type: 'string', maxLength: 64 } as const;
