@@ -6,8 +6,6 @@ import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
-import { Ingress } from '../amqp/ingress.js';
-import { Exporter } from '../amqp/exporter.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import './errors.js';
 import './migrations.js';
@@ -46,8 +44,6 @@ export class Bus {
   /** Per subscription with a session on this node: settles once that session has closed and released its lease. */
   private readonly ended = new Map<string, Promise<void>>();
   private stopped = false;
-  ingress: Ingress | null = null;
-  private exporters: Exporter[] = [];
 
   constructor(readonly rt: Runtime) {
     this.config = rt.config.bus;
@@ -81,26 +77,10 @@ export class Bus {
       } else await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%'"));
     }
     await this.rt.scheduler.periodic(PRUNE_TIMER, this.config.dedupe_prune_ms, () => this.publisher.prune(this.rt.storage.shards));
-    const ingress = this.config.rabbitmq.ingress;
-    if (ingress) {
-      for (const b of ingress.bindings) {
-        if (!this.topics.has(b.topic)) throw new MillraceError('config_invalid', `bus.rabbitmq.ingress.bindings: topic "${b.topic}" is not in bus.topics`);
-      }
-      this.ingress = new Ingress(this, ingress, this.config.rabbitmq.url, this.rt.logger);
-      await this.ingress.start();
-    }
-    for (const x of this.config.exporters) {
-      const e = new Exporter(this.rt, x, this.config.rabbitmq.url, this.rt.logger);
-      await e.start();
-      this.exporters.push(e);
-    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    await this.ingress?.stop();
-    this.ingress = null;
-    for (const e of this.exporters.splice(0)) await e.stop();
     await Promise.all([...this.sessions.values()].map((s) => s.close(new MillraceError('shutting_down', 'the node is shutting down'))));
   }
 

@@ -1,22 +1,28 @@
 import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
+import { AmqpEdge } from '../amqp/edge.js';
 import { Bus } from './bus.js';
 
-/** The bus face: publish, durable subscriptions, RabbitMQ ingress and exporters. */
+/** The bus face: publish, durable subscriptions, and beside them the RabbitMQ edge (ingress and exporters). */
 export class BusFace implements Face {
   readonly name = 'bus';
   readonly bus: Bus;
+  readonly amqp: AmqpEdge;
 
   constructor(rt: Runtime) {
     this.bus = new Bus(rt);
+    // Ingress stores into the bus through publish alone (bindings name the topics, so the configured-topic check is skipped).
+    this.amqp = new AmqpEdge(rt, this.bus.config, (events) => this.bus.publish(events, { internal: true }));
   }
 
-  start(): Promise<void> {
-    return this.bus.start();
+  async start(): Promise<void> {
+    await this.bus.start();
+    await this.amqp.start(this.bus.topics);
   }
 
-  stop(): Promise<void> {
-    return this.bus.stop();
+  async stop(): Promise<void> {
+    await this.amqp.stop();
+    await this.bus.stop();
   }
 }
 
