@@ -212,7 +212,7 @@ describe('console in chromium', () => {
       expect(batch.status).toBe(200);
       await page.goto(`${base}/ui/#/ledger`);
       const form = page.locator('form.filters');
-      await form.locator('[name=type]').fill('cash');
+      await form.locator('[name=type]').selectOption('cash'); // offered from GET /v1/ledger/types
       await form.locator('[name=key]').fill('{"client_id":"c1","currency":"RUB"}');
       await form.locator('[name=group_by]').fill('product');
       await form.locator('[name=dt_from]').fill('2026-01-01T00:00:00Z');
