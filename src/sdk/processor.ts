@@ -2,6 +2,7 @@
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
  * processor protocol (README, Machines → Processor protocol).
  */
+import type { MachineView } from '../machines/machines.js';
 import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './http-handlers.js';
 
 export interface HistoryRange {
@@ -103,17 +104,8 @@ export interface Processor extends Handlers {
   inProcess: (req: unknown, ctx: { traceparent?: string; deadline: number; signal: AbortSignal }) => Promise<Record<string, unknown>>;
 }
 
-interface WireMachine {
-  ns: string;
-  id: string;
-  status: 'working' | 'failed';
-  reason?: unknown;
-  aux_state: unknown;
-  timer: { due_at: string; range: HistoryRange | null } | null;
-  tags: string[];
-  history: Array<{ id: number; created_at: string; data: unknown }>;
-  history_range: HistoryRange;
-}
+/** The machine as the node sends it (the GET shape); a type only, so no server module is loaded. */
+type WireMachine = MachineView;
 
 type WireRequest =
   | { kind: 'signal'; signal: { type: 'init' | 'notification'; args: unknown } | { type: 'timeout' }; machine: WireMachine }
