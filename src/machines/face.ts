@@ -11,7 +11,7 @@ export class MachinesFace implements Face {
 
   constructor(rt: Runtime, opts: MachinesOptions = {}) {
     this.machines = new Machines(rt, opts);
-    this.sinks = new Sinks(rt);
+    this.sinks = new Sinks(rt, () => this.machines.namespacesInEffect);
     // Registered at construction so timers due during downtime find their handler as soon as the scheduler runs.
     this.machines.registerTimers();
   }

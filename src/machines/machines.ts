@@ -177,6 +177,11 @@ export class Machines {
   private readonly clients = new Map<string, ProcessorClient>();
   /** Namespaces in effect: the config file's, then runtime ones it does not shadow. */
   private readonly namespaces = new Map<string, NamespaceConfig>();
+
+  /** The namespaces in effect (config file and runtime definitions), by name. */
+  get namespacesInEffect(): ReadonlyMap<string, NamespaceConfig> {
+    return this.namespaces;
+  }
   private readonly processors: ReadonlyMap<string, ProcessorFn> | undefined;
   private readonly queues: MachineQueues;
   private readonly cache: Lru<string, Cached>;

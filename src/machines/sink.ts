@@ -30,15 +30,25 @@ const SCAN_CHUNK = 1000;
  * with the chain hash of each entry).
  */
 export class Sinks {
-  private readonly byName = new Map<string, Set<string>>();
+  /**
+   * `namespaces` gives the namespaces in effect at each call (the config
+   * file's, or those and the runtime definitions), so a namespace defined or
+   * deleted at runtime joins or leaves its sink at once.
+   */
+  constructor(
+    private readonly rt: Runtime,
+    private readonly namespacesInEffect: () => Iterable<[string, { sink?: string | undefined }]> = () => Object.entries(rt.config.machines.namespaces),
+  ) {}
 
-  constructor(private readonly rt: Runtime) {
-    for (const [ns, c] of Object.entries(rt.config.machines.namespaces)) {
+  private get byName(): Map<string, Set<string>> {
+    const out = new Map<string, Set<string>>();
+    for (const [ns, c] of this.namespacesInEffect()) {
       if (c.sink === undefined) continue;
-      let s = this.byName.get(c.sink);
-      if (s === undefined) this.byName.set(c.sink, (s = new Set()));
+      let s = out.get(c.sink);
+      if (s === undefined) out.set(c.sink, (s = new Set()));
       s.add(ns);
     }
+    return out;
   }
 
   /** Every sink with the namespaces it publishes, by name. */

@@ -60,6 +60,20 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
     expect((await req(node, 'GET', '/v1/pipe/kinds/yaml_kind')).body!.source).toBe('config');
   });
 
+  it('a namespace defined at runtime with a sink joins that sink at once, and leaves it when deleted', async () => {
+    expect((await req(node, 'GET', '/v1/sinks/audit/events')).body!.error.code).toBe('sink_not_found');
+    expect((await req(node, 'PUT', '/v1/namespaces/sunk', { processor: { in_process: 'catalog-fn' }, sink: 'audit' })).status).toBe(200);
+    expect((await req(node, 'GET', '/v1/sinks')).body!.items).toEqual(expect.arrayContaining([{ name: 'audit', namespaces: ['sunk'] }]));
+    expect((await req(node, 'POST', '/v1/namespaces/sunk/machines/s1/start', {})).status).toBe(200);
+    const page = await waitFor(async () => {
+      const r = await req(node, 'GET', '/v1/sinks/audit/events?limit=10');
+      return r.status === 200 && JSON.stringify(r.body).includes('s1') ? r.body : null;
+    });
+    expect(JSON.stringify(page)).toContain('sunk');
+    expect((await req(node, 'DELETE', '/v1/namespaces/sunk')).status).toBe(204);
+    expect((await req(node, 'GET', '/v1/sinks/audit/events')).body!.error.code).toBe('sink_not_found');
+  });
+
   it('refuses bad definitions and YAML names with typed 4xx and stores nothing', async () => {
     const bad: Array<[string, string, unknown, number, string]> = [
       ['PUT', '/v1/namespaces/b1', { processor: { url: 'ftp://x' } }, 400, 'bad_request'],
