@@ -7,6 +7,7 @@ import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
+import { SQL } from './bus-sql.js';
 import './errors.js';
 import './migrations.js';
 
@@ -73,8 +74,8 @@ export class Bus {
     // Leases left by a previous run of this node (any node, single-process) are stale.
     for (const s of this.rt.storage.shards) {
       if (s.driver.capabilities.multiNode) {
-        await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%' AND holder LIKE ?", [`${this.rt.config.node_id}/%`]));
-      } else await s.write((tx) => tx.run("DELETE FROM leases WHERE name LIKE 'bus/sub/%'"));
+        await s.write((tx) => tx.run(SQL.dropNodeSubLeases, [`${this.rt.config.node_id}/%`]));
+      } else await s.write((tx) => tx.run(SQL.dropAllSubLeases));
     }
     await this.rt.scheduler.periodic(PRUNE_TIMER, this.config.dedupe_prune_ms, () => this.publisher.prune(this.rt.storage.shards));
   }
@@ -126,7 +127,7 @@ export class Bus {
 
   private async row(name: string): Promise<{ config: SubscriptionConfig; created_at: number; updated_at: number } | null> {
     const rows = await this.home(name).reader.all<{ config: string; created_at: number; updated_at: number }>(
-      'SELECT config, created_at, updated_at FROM bus_subscriptions WHERE name = ?',
+      SQL.getSubscription,
       [name],
     );
     const r = rows[0];
@@ -142,13 +143,13 @@ export class Bus {
     const existing = await this.row(name);
     if (existing) config.start = existing.config.start;
     const inserted = await home.write(async (tx) => {
-      const n = await tx.run('INSERT INTO bus_subscriptions (name, config, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING', [
+      const n = await tx.run(SQL.insertSubscription, [
         name,
         JSON.stringify(config),
         now,
         now,
       ]);
-      if (n === 0) await tx.run('UPDATE bus_subscriptions SET config = ?, updated_at = ? WHERE name = ?', [JSON.stringify(config), now, name]);
+      if (n === 0) await tx.run(SQL.updateSubscription, [JSON.stringify(config), now, name]);
       return n === 1;
     });
     await this.ensureCursors(name, config);
@@ -183,7 +184,7 @@ export class Bus {
         let hi = (await this.rt.log.headPos(shard.name)) + 1;
         while (lo < hi) {
           const mid = Math.floor((lo + hi) / 2);
-          const rows = await shard.reader.all<{ created_at: number }>('SELECT created_at FROM events WHERE pos = ?', [mid]);
+          const rows = await shard.reader.all<{ created_at: number }>(SQL.createdAtOf, [mid]);
           if (Number(rows[0]?.created_at ?? Infinity) >= spec.at) hi = mid;
           else lo = mid + 1;
         }
@@ -204,7 +205,7 @@ export class Bus {
       positions[s.name] = pos;
       lag[s.name] = await this.topicLag(s, r.config.topics, pos, await this.rt.log.headPos(s.name));
     }
-    const leases = await this.home(name).reader.all<{ expires_at: number }>('SELECT expires_at FROM leases WHERE name = ?', [this.cursorName(name)]);
+    const leases = await this.home(name).reader.all<{ expires_at: number }>(SQL.leaseExpiry, [this.cursorName(name)]);
     const connected = leases.some((l) => Number(l.expires_at) > this.rt.clock.now());
     const lagTotal = Object.values(lag).reduce((a, b) => a + b, 0);
     return { name, config: r.config, positions, lag, lag_total: lagTotal, connected, dead_letter_topic: r.config.dead_letter_topic ?? null, created_at: r.created_at, updated_at: r.updated_at };
@@ -220,7 +221,7 @@ export class Bus {
     if (head <= after || topics.length === 0) return 0;
     const ranges = topics.map(() => '(stream >= ? AND stream < ?)').join(' OR ');
     const rows = await shard.reader.all<{ n: number | string }>(
-      `SELECT count(*) AS n FROM events WHERE pos > ? AND pos <= ? AND (${ranges})`,
+      SQL.lagCount(ranges),
       [after, head, ...topics.flatMap((t) => [`t/${t}/`, `t/${t}0`])],
     );
     return Number(rows[0]?.n ?? 0);
@@ -232,7 +233,7 @@ export class Bus {
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string }>('SELECT name FROM bus_subscriptions WHERE name > ? ORDER BY name LIMIT ?', [after, limit + 1])) names.push(r.name);
+      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptionsAfter, [after, limit + 1])) names.push(r.name);
     }
     names.sort();
     const page = names.slice(0, limit);
@@ -250,14 +251,14 @@ export class Bus {
   async listSubscriptions(): Promise<string[]> {
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string }>('SELECT name FROM bus_subscriptions ORDER BY name')) names.push(r.name);
+      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptions)) names.push(r.name);
     }
     return names.sort();
   }
 
   async deleteSubscription(name: string): Promise<void> {
     this.checkName(name);
-    const n = await this.home(name).write((tx) => tx.run('DELETE FROM bus_subscriptions WHERE name = ?', [name]));
+    const n = await this.home(name).write((tx) => tx.run(SQL.deleteSubscription, [name]));
     if (n === 0) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
     await this.sessions.get(name)?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
     for (const s of this.rt.storage.shards) await this.rt.cursors.remove(s.name, this.cursorName(name));
@@ -381,9 +382,7 @@ export class Bus {
     const now = this.rt.clock.now();
     const rows = await this.home(name).write((tx) =>
       tx.all<{ holder: string }>(
-        `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-         WHERE leases.expires_at < ? RETURNING holder`,
+        SQL.takeLease,
         [this.cursorName(name), holder, now + this.config.lease_ms, now],
       ),
     );
@@ -392,12 +391,12 @@ export class Bus {
 
   private async renewLease(name: string, holder: string): Promise<boolean> {
     const n = await this.home(name).write((tx) =>
-      tx.run('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?', [this.rt.clock.now() + this.config.lease_ms, this.cursorName(name), holder]),
+      tx.run(SQL.renewLease, [this.rt.clock.now() + this.config.lease_ms, this.cursorName(name), holder]),
     );
     return n === 1;
   }
 
   private async releaseLease(name: string, holder: string): Promise<void> {
-    await this.home(name).write((tx) => tx.run('DELETE FROM leases WHERE name = ? AND holder = ?', [this.cursorName(name), holder]));
+    await this.home(name).write((tx) => tx.run(SQL.releaseLease, [this.cursorName(name), holder]));
   }
 }

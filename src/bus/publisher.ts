@@ -5,6 +5,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { Clock } from '../core/clock.js';
 import { TOPIC_NAME } from './config.js';
+import { CLAIM, FENCE, SQL } from './bus-sql.js';
 
 /** An event as a publisher hands it to the bus. */
 export interface PublishEvent {
@@ -59,9 +60,6 @@ interface Prepared {
   token: string | null;
 }
 
-/** `bus_dedupe.seq` of a claim on the id's home shard (event not stored yet) and of a fence on a target shard. */
-const CLAIM = -1;
-const FENCE = -2;
 /** An event whose claim was taken over or fenced before it committed: it goes through the claim again. */
 const RESTART = 'restart' as const;
 type Where = { shard: Shard; stream: string; seq: number };
@@ -208,7 +206,7 @@ export class Publisher {
     const res: Array<[Prepared, 'claimed' | Where | { target: Shard; token: string }]> = [];
     for (const p of ps) {
       const row = (
-        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null }>('SELECT stream, seq, token, target FROM bus_dedupe WHERE ref = ? AND created_at >= ?', [p.ref, cutoff])
+        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null }>(SQL.claimOf, [p.ref, cutoff])
       )[0];
       const seq = row === undefined ? null : Number(row.seq);
       if (row !== undefined && seq! >= 0) {
@@ -222,9 +220,7 @@ export class Publisher {
       // Free, expired, or a pending claim aimed at this same shard: its event would have replaced it in
       // the transaction that stored it, so it is not stored; taking the row over fences that attempt out.
       const n = await tx.all<{ ref: string }>(
-        `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
-         WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq = ${FENCE} OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = ?) RETURNING ref`,
+        SQL.takeClaim,
         [p.ref, p.stream, CLAIM, now, p.token, p.target.name, cutoff, row?.token ?? ''],
       );
       if (n.length !== 1) throw new DedupeRace('dedupe race');
@@ -244,13 +240,11 @@ export class Publisher {
       target.write(async (tx): Promise<Where | null> => {
         const now = this.clock.now();
         const cutoff = now - this.dedupeWindowMs;
-        const row = (await tx.all<{ stream: string; seq: number; token: string | null }>('SELECT stream, seq, token FROM bus_dedupe WHERE ref = ? AND created_at >= ?', [p.ref, cutoff]))[0];
+        const row = (await tx.all<{ stream: string; seq: number; token: string | null }>(SQL.dedupeOf, [p.ref, cutoff]))[0];
         if (row !== undefined && Number(row.seq) >= 0) return { shard: target, stream: row.stream, seq: Number(row.seq) };
         if (row !== undefined && row.token === stale) return null;
         const n = await tx.all<{ ref: string }>(
-          `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, '', ${FENCE}, ?, ?, ?)
-           ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
-           WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq < 0 RETURNING ref`,
+          SQL.fence,
           [p.ref, now, stale, target.name, cutoff],
         );
         if (n.length !== 1) throw new DedupeRace('dedupe race');
@@ -259,7 +253,7 @@ export class Publisher {
     );
     if (stored !== null) return stored;
     const moved = await home.write((tx) =>
-      tx.run(`UPDATE bus_dedupe SET stream = ?, created_at = ?, token = ?, target = ? WHERE ref = ? AND seq = ${CLAIM} AND token = ?`, [
+      tx.run(SQL.settleClaim, [
         p.stream,
         this.clock.now(),
         p.token,
@@ -312,7 +306,7 @@ export class Publisher {
     for (let off = 0; off < refs.length; off += 500) {
       const part = refs.slice(off, off + 500);
       const rows = await tx.all<{ ref: string; stream: string; seq: number; token: string | null }>(
-        `SELECT ref, stream, seq, token FROM bus_dedupe WHERE ref IN (${part.map(() => '?').join(', ')}) AND created_at >= ?`,
+        SQL.dedupeMany(part.length),
         [...part, cutoff],
       );
       for (const r of rows) seen.set(r.ref, { stream: r.stream, seq: Number(r.seq), token: r.token });
@@ -368,9 +362,7 @@ export class Publisher {
       }
       // Replaces only an expired row, this attempt's own claim, or a fence of another attempt.
       const rows = await tx.all<{ ref: string }>(
-        `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES ${part.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
-         ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
-         WHERE bus_dedupe.created_at < ? OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = excluded.token) OR (bus_dedupe.seq = ${FENCE} AND bus_dedupe.token <> excluded.token) RETURNING ref`,
+        SQL.insertDedupeMany(part.length),
         [...params, cutoff],
       );
       // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
@@ -404,7 +396,7 @@ export class Publisher {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const head = sl.signal.head;
-      const rows = await shard.reader.all<{ pos: number | null }>('SELECT pos FROM events WHERE stream = ? AND seq = ?', [stream, seq]);
+      const rows = await shard.reader.all<{ pos: number | null }>(SQL.posOf, [stream, seq]);
       const pos = rows[0]?.pos;
       if (pos !== null && pos !== undefined) return Number(pos);
       if (Date.now() > deadline) throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
@@ -416,7 +408,7 @@ export class Publisher {
   async prune(shards: readonly Shard[]): Promise<number> {
     const cutoff = this.clock.now() - this.dedupeWindowMs;
     let n = 0;
-    for (const s of shards) n += await s.write((tx) => tx.run('DELETE FROM bus_dedupe WHERE created_at < ?', [cutoff]));
+    for (const s of shards) n += await s.write((tx) => tx.run(SQL.pruneDedupe, [cutoff]));
     return n;
   }
 }

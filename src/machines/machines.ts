@@ -11,6 +11,7 @@ import { childTraceparent, hasProcessor, ProcessorError, processorClient, type P
 import { MachineQueues, Lru } from './queues.js';
 import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
+import { SQL } from './machines-sql.js';
 import './errors.js';
 import './migrations.js';
 
@@ -77,7 +78,6 @@ interface Row {
   version: number;
 }
 
-const COLS = 'ns, id, gen, status, reason, aux_state, last_event, timer, tags, version';
 
 const parseJson = (s: string | null): unknown => (s === null ? null : JSON.parse(s));
 
@@ -242,7 +242,7 @@ export class Machines {
     let total = 0;
     let failed = 0;
     for (const shard of this.rt.storage.shards) {
-      const rows = await shard.reader.all<{ status: string; n: number | string }>("SELECT status, count(*) AS n FROM machines WHERE ns = ? AND status <> 'none' GROUP BY status", [ns]);
+      const rows = await shard.reader.all<{ status: string; n: number | string }>(SQL.countByStatus, [ns]);
       for (const r of rows) {
         total += Number(r.n);
         if (r.status === 'failed') failed += Number(r.n);
@@ -329,7 +329,7 @@ export class Machines {
       for (const shard of this.rt.storage.shards) {
         rows.push(
           ...(await shard.reader.all<ListRow>(
-            'SELECT id, status, reason, last_event, timer, tags, updated_at FROM machines WHERE ns = ? AND status = ? AND id > ? ORDER BY id LIMIT ?',
+            SQL.listByStatus,
             [ns, statuses[p], p === at.p ? at.id : '', need + 1],
           )),
         );
@@ -349,10 +349,10 @@ export class Machines {
     const shard = this.shardOf(ns, id);
     const argsText = JSON.stringify(args ?? null);
     const nid = await shard.write(async (tx) => {
-      const rows = await tx.all<{ gen: number; status: string }>('SELECT gen, status FROM machines WHERE ns = ? AND id = ?', [ns, id]);
+      const rows = await tx.all<{ gen: number; status: string }>(SQL.genStatus, [ns, id]);
       const m = rows[0];
       if (m === undefined || m.status === 'none') throw new MillraceError('machine_not_found', `no machine ${id} in namespace ${ns}`);
-      const ins = await tx.all<{ nid: number }>('INSERT INTO machine_notifications (ns, id, gen, args, created_at) VALUES (?, ?, ?, ?, ?) RETURNING nid', [
+      const ins = await tx.all<{ nid: number }>(SQL.insertNotification, [
         ns,
         id,
         m.gen,
@@ -491,9 +491,14 @@ export class Machines {
   private async callProcessor(ns: string, request: Parameters<ProcessorClient['process']>[0], ctx: { deadline: number; traceparent: string }, c: NamespaceConfig): Promise<unknown> {
     const client = this.clients.get(ns)!;
     let attempt = 0;
+    let lastTransient: { err: ProcessorError; delay: number } | undefined;
     for (;;) {
       const left = ctx.deadline - this.rt.clock.now();
-      if (left <= 0) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the processor answered');
+      if (left <= 0) {
+        // After a transient failure the cause is the processor, even when the back-off sleep ran late past the deadline.
+        if (lastTransient !== undefined) throw this.processorUnavailable(lastTransient.err, lastTransient.delay);
+        throw new MillraceError('deadline_exceeded', 'the request deadline passed before the processor answered');
+      }
       try {
         // The abort signal (a timer) is made only if the processor asks for it: in-process processors mostly do not.
         let signal: AbortSignal | undefined;
@@ -519,18 +524,21 @@ export class Machines {
         const delay = Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(attempt++, 20));
         const after = ctx.deadline - this.rt.clock.now();
         if (err.timedOut || after <= 0) throw new MillraceError('deadline_exceeded', `the processor did not answer before the deadline (${err.message})`, { details: { reason: err.reason } });
-        if (delay >= after || this.stopped) {
-          throw new MillraceError('unavailable', `the processor is unavailable: ${err.message}`, { details: { reason: err.reason }, retryAfterS: Math.max(1, Math.ceil(delay / 1000)) });
-        }
+        if (delay >= after || this.stopped) throw this.processorUnavailable(err, delay);
+        lastTransient = { err, delay };
         await sleep(delay);
       }
     }
   }
 
+  private processorUnavailable(err: ProcessorError, delay: number): MillraceError {
+    return new MillraceError('unavailable', `the processor is unavailable: ${err.message}`, { details: { reason: err.reason }, retryAfterS: Math.max(1, Math.ceil(delay / 1000)) });
+  }
+
   // ---- state, lease and cache ----
 
   private async load(ns: string, id: string): Promise<MachineState> {
-    const rows = await this.shardOf(ns, id).reader.all<Row>(`SELECT ${COLS} FROM machines WHERE ns = ? AND id = ?`, [ns, id]);
+    const rows = await this.shardOf(ns, id).reader.all<Row>(SQL.getRow, [ns, id]);
     return rows[0] ? toState(rows[0]) : emptyState(ns, id);
   }
 
@@ -548,8 +556,7 @@ export class Machines {
     let attempt = 0;
     for (;;) {
       const now = this.rt.clock.now();
-      const sql = `UPDATE machines SET lease_holder = ?, lease_until = ?
-            WHERE ns = ? AND id = ? AND (lease_holder IS NULL OR lease_until < ? OR lease_holder = ?) RETURNING ${COLS}`;
+      const sql = SQL.takeLease;
       const params = [this.holder, deadline + this.cfg.lease_margin_ms, ns, id, now, this.holder];
       // The lease need not wait for a group commit's flush: lost in a database
       // crash, it only frees early, and the step's commit checks the version.
@@ -561,12 +568,12 @@ export class Machines {
         this.cache.set(k, { state, tail: hit && hit.state.version === state.version && hit.state.gen === state.gen ? hit.tail : [] });
         return state;
       }
-      const exists = await shard.reader.all<{ n: number }>('SELECT 1 AS n FROM machines WHERE ns = ? AND id = ?', [ns, id]);
+      const exists = await shard.reader.all<{ n: number }>(SQL.exists, [ns, id]);
       if (exists.length === 0) {
         if (!starting) return emptyState(ns, id);
         await shard.write((tx) =>
           tx.run(
-            `INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`,
+            SQL.insertEmpty,
             [ns, id, now],
           ),
         );
@@ -580,7 +587,7 @@ export class Machines {
 
   private async releaseLease(ns: string, id: string): Promise<void> {
     const shard = this.shardOf(ns, id);
-    const sql = 'UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?';
+    const sql = SQL.releaseLease;
     const params = [ns, id, this.holder];
     if (shard.driver.relaxed) await shard.driver.relaxed.run(sql, params);
     else await shard.write((tx) => tx.run(sql, params));
@@ -618,16 +625,14 @@ export class Machines {
   private async writeRow(tx: Tx, prev: MachineState, next: MachineState): Promise<void> {
     const now = this.rt.clock.now();
     if (prev.version === 0) {
-      await tx.run(`INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`, [
+      await tx.run(SQL.insertEmpty, [
         prev.ns,
         prev.id,
         now,
       ]);
     }
     const n = await tx.run(
-      `UPDATE machines SET gen = ?, status = ?, reason = ?, aux_state = ?, last_event = ?, timer = ?, tags = ?, version = ?,
-              lease_holder = NULL, lease_until = NULL, updated_at = ?
-        WHERE ns = ? AND id = ? AND version = ?`,
+      SQL.updateRow,
       [
         next.gen,
         next.status,
@@ -668,7 +673,7 @@ export class Machines {
       await shard.write(async (tx) => {
         if (hooks.timer && !(await hooks.timer.ctx.completeIn(tx))) throw new Abort('timer_gone');
         if (hooks.notification) {
-          const n = await tx.run('DELETE FROM machine_notifications WHERE nid = ?', [hooks.notification.nid]);
+          const n = await tx.run(SQL.deleteNotification, [hooks.notification.nid]);
           if (n !== 1) throw new Abort('notification_gone');
         }
         await this.writeRow(tx, state, next);
@@ -687,8 +692,8 @@ export class Machines {
         if (plan.remove) {
           await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
           await this.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
-          await tx.run('DELETE FROM machine_notifications WHERE ns = ? AND id = ?', [ns, id]);
-          for (const t of state.tags) if (this.tagShard(ns, t) === shard) await tx.run('DELETE FROM machine_tags WHERE ns = ? AND tag = ? AND id = ?', [ns, t, id]);
+          await tx.run(SQL.deleteNotifications, [ns, id]);
+          for (const t of state.tags) if (this.tagShard(ns, t) === shard) await tx.run(SQL.deleteTag, [ns, t, id]);
           return;
         }
         if (plan.timer !== 'keep' || resumed || starting || hooks.timer) {
@@ -696,7 +701,7 @@ export class Machines {
           else if (!hooks.timer) await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
         }
         if (resumed) {
-          const pending = await tx.all<{ nid: number }>('SELECT nid FROM machine_notifications WHERE ns = ? AND id = ? LIMIT 1', [ns, id]);
+          const pending = await tx.all<{ nid: number }>(SQL.firstNotificationNid, [ns, id]);
           if (pending.length > 0) await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
         }
       });
@@ -708,7 +713,7 @@ export class Machines {
     if (plan.remove) {
       for (const t of state.tags) {
         const ts = this.tagShard(ns, t);
-        if (ts !== shard) await ts.write((tx) => tx.run('DELETE FROM machine_tags WHERE ns = ? AND tag = ? AND id = ?', [ns, t, id])).catch(() => {});
+        if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch(() => {});
       }
     }
     const k = key(ns, id);
@@ -726,18 +731,18 @@ export class Machines {
 
   /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */
   private async claimTagIn(tx: Tx, ns: string, tag: string, id: string, gen: number, machineShard: Shard): Promise<boolean> {
-    await tx.run('INSERT INTO machine_tags (ns, tag, id, gen) VALUES (?, ?, ?, ?) ON CONFLICT (ns, tag) DO NOTHING', [ns, tag, id, gen]);
-    const rows = await tx.all<{ id: string; gen: number }>('SELECT id, gen FROM machine_tags WHERE ns = ? AND tag = ?', [ns, tag]);
+    await tx.run(SQL.insertTag, [ns, tag, id, gen]);
+    const rows = await tx.all<{ id: string; gen: number }>(SQL.getTag, [ns, tag]);
     const holder = rows[0]!;
     if (holder.id === id && Number(holder.gen) === gen) return true;
     if (holder.id !== id) {
       const hs = this.shardOf(ns, holder.id);
       const q = hs === machineShard ? tx : hs.reader;
-      const h = await q.all<{ gen: number; status: string; tags: string }>('SELECT gen, status, tags FROM machines WHERE ns = ? AND id = ?', [ns, holder.id]);
+      const h = await q.all<{ gen: number; status: string; tags: string }>(SQL.holderOfTag, [ns, holder.id]);
       const live = h[0] && h[0].status !== 'none' && Number(h[0].gen) === Number(holder.gen) && (JSON.parse(h[0].tags) as string[]).includes(tag);
       if (live) return false;
     }
-    await tx.run('UPDATE machine_tags SET id = ?, gen = ? WHERE ns = ? AND tag = ?', [id, gen, ns, tag]);
+    await tx.run(SQL.moveTag, [id, gen, ns, tag]);
     return true;
   }
 
@@ -749,7 +754,7 @@ export class Machines {
     }
     const tag = ref.tag;
     if (typeof tag !== 'string' || tag.length === 0 || tag.length > TAG_MAX || !PRINTABLE.test(tag)) throw badRequest(`tag must be 1-${TAG_MAX} printable characters`);
-    const rows = await this.tagShard(ns, tag).reader.all<{ id: string; gen: number }>('SELECT id, gen FROM machine_tags WHERE ns = ? AND tag = ?', [ns, tag]);
+    const rows = await this.tagShard(ns, tag).reader.all<{ id: string; gen: number }>(SQL.getTag, [ns, tag]);
     const holder = rows[0];
     if (holder) {
       const state = await this.load(ns, holder.id);
@@ -821,7 +826,7 @@ export class Machines {
     for (;;) {
       if (this.stopped) throw new RetryTimer(100);
       const rows = await shard.reader.all<{ nid: number; gen: number; args: string }>(
-        'SELECT nid, gen, args FROM machine_notifications WHERE ns = ? AND id = ? ORDER BY nid LIMIT 1',
+        SQL.firstNotification,
         [p.ns, p.id],
       );
       const n = rows[0];
@@ -839,7 +844,7 @@ export class Machines {
       }
       if (r.skipped) {
         const st = await this.load(p.ns, p.id);
-        if (st.status === 'none') await shard.write((tx) => tx.run('DELETE FROM machine_notifications WHERE ns = ? AND id = ?', [p.ns, p.id]));
+        if (st.status === 'none') await shard.write((tx) => tx.run(SQL.deleteNotifications, [p.ns, p.id]));
         return;
       }
     }

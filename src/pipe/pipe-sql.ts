@@ -86,4 +86,13 @@ export const SQL = {
   // ---- dead letters ----
   redrive: `UPDATE pipe_sessions SET state = 'stored', repeats = 0, due_at = ?, touched_at = ? WHERE id = ? AND state = 'dead' RETURNING kind`,
   deleteDead: `DELETE FROM pipe_sessions WHERE id = ? AND state = 'dead'`,
+  /** One page of dead letters by id, of one kind or all. */
+  listDead: (ofKind: boolean) =>
+    `SELECT id, kind, repeats, last_error, touched_at FROM pipe_sessions WHERE state = 'dead' AND id > ?${ofKind ? ' AND kind = ?' : ''} ORDER BY id LIMIT ?`,
+
+  // ---- lists ----
+  /** One page of sessions by id with their record counts; `where` are conditions on pipe_sessions (`id > ?` first). */
+  listSessions: (where: readonly string[]) =>
+    `SELECT s.id, s.kind, s.state, s.touched_at, s.due_at, (SELECT count(*) FROM pipe_records r WHERE r.session_id = s.id) AS records
+       FROM pipe_sessions s WHERE ${where.map((w) => `s.${w}`).join(' AND ')} ORDER BY s.id LIMIT ?`,
 } as const;

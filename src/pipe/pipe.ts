@@ -314,8 +314,7 @@ export class Pipe {
     for (const shard of this.rt.storage.shards) {
       rows.push(
         ...(await shard.reader.all<SessionRow & { records: number }>(
-          `SELECT s.id, s.kind, s.state, s.touched_at, s.due_at, (SELECT count(*) FROM pipe_records r WHERE r.session_id = s.id) AS records
-           FROM pipe_sessions s WHERE ${where.map((w) => `s.${w}`).join(' AND ')} ORDER BY s.id LIMIT ?`,
+          SQL.listSessions(where),
           [...params, limit + 1],
         )),
       );
@@ -336,7 +335,7 @@ export class Pipe {
     const out: DeadLetter[] = [];
     for (const shard of this.rt.storage.shards) {
       const rows = await shard.reader.all<SessionRow>(
-        `SELECT id, kind, repeats, last_error, touched_at FROM pipe_sessions WHERE state = 'dead' AND id > ?${kind === undefined ? '' : ' AND kind = ?'} ORDER BY id LIMIT ?`,
+        SQL.listDead(kind !== undefined),
         kind === undefined ? [opts.after ?? '', limit] : [opts.after ?? '', kind, limit],
       );
       for (const r of rows) out.push({ id: r.id, kind: r.kind, repeats: Number(r.repeats), lastError: r.last_error, diedAt: Number(r.touched_at) });
