@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import '../../src/faces.js';
+// Everything a node loads, so every table a face or the core registers is in.
+import '../../src/serve.js';
 import { allErrorCodes, GrpcStatus, isErrorCode, MillraceError } from '../../src/core/errors.js';
 
 const grpcName = new Map<number, string>(Object.entries(GrpcStatus).map(([k, v]) => [v, k]));

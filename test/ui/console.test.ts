@@ -134,6 +134,12 @@ describe('console in chromium', () => {
       page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     }, 120_000);
 
+    /** Opens a console URL in a fresh document: a hash-only change would keep the previous page's state (and its error banner). */
+    async function visit(url: string): Promise<void> {
+      await page.goto('about:blank');
+      await page.goto(url);
+    }
+
     afterAll(async () => {
       await page?.close();
       await node?.close();
@@ -142,10 +148,10 @@ describe('console in chromium', () => {
     });
 
     it('opens the overview with the shards and shows a server error code in a banner', async () => {
-      await page.goto(`${base}/ui/`);
+      await visit(`${base}/ui/`);
       await page.locator('[data-testid=shards] td code', { hasText: 's0' }).first().waitFor();
       await shot('overview');
-      await page.goto(`${base}/ui/#/machines?ns=nope&id=x`);
+      await visit(`${base}/ui/#/machines?ns=nope&id=x`);
       const banner = page.locator('[data-testid=machine] .banner.error', { hasText: 'namespace_not_found' });
       await banner.waitFor();
       expect(await banner.locator('.code').textContent()).toBe('namespace_not_found');
@@ -162,7 +168,7 @@ describe('console in chromium', () => {
       expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('failed');
 
       // Found through the list of failed machines, with its reason.
-      await page.goto(`${base}/ui/#/machines?ns=orders&status=failed`);
+      await visit(`${base}/ui/#/machines?ns=orders&status=failed`);
       const listed = page.locator('[data-testid=machines] tbody tr', { hasText: 'm-1' });
       await waitOrBanner(page, listed);
       await listed.locator('[data-badge=failed]').waitFor();
@@ -187,7 +193,7 @@ describe('console in chromium', () => {
     });
 
     it("tails a sink's machine events live, and names an unknown sink by its error code", async () => {
-      await page.goto(`${base}/ui/#/sinks`);
+      await visit(`${base}/ui/#/sinks`);
       await page.getByRole('link', { name: 'main' }).click();
       const rows = page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-1' });
       await rows.nth(1).waitFor();
@@ -195,7 +201,7 @@ describe('console in chromium', () => {
       expect((await http(base, '/v1/namespaces/orders/machines/m-2/start', 'POST', { args: null })).status).toBe(200);
       await page.locator('[data-testid=sink-events] tbody tr', { hasText: 'm-2' }).waitFor();
       await shot('sink-tail');
-      await page.goto(`${base}/ui/#/sinks?sink=nope`);
+      await visit(`${base}/ui/#/sinks?sink=nope`);
       await page.locator('.banner.error .code', { hasText: 'sink_not_found' }).waitFor();
     });
 
@@ -210,7 +216,7 @@ describe('console in chromium', () => {
         ],
       });
       expect(batch.status).toBe(200);
-      await page.goto(`${base}/ui/#/ledger`);
+      await visit(`${base}/ui/#/ledger`);
       const form = page.locator('form.filters');
       await form.locator('[name=type]').selectOption('cash'); // offered from GET /v1/ledger/types
       await form.locator('[name=key]').fill('{"client_id":"c1","currency":"RUB"}');
@@ -234,7 +240,7 @@ describe('console in chromium', () => {
     it('simple-repairs a failed machine, then removes it, from the UI', async () => {
       expect((await http(base, '/v1/namespaces/orders/machines/m-3/start', 'POST', { args: null })).status).toBe(200);
       expect((await http(base, '/v1/namespaces/orders/machines/m-3/call', 'POST', { args: 'break' })).status).toBeGreaterThanOrEqual(400);
-      await page.goto(`${base}/ui/#/machines?ns=orders&id=m-3`);
+      await visit(`${base}/ui/#/machines?ns=orders&id=m-3`);
       const panel = page.locator('[data-testid=machine]');
       await panel.locator('h2 [data-badge=failed]').waitFor();
       await panel.getByRole('button', { name: 'Simple repair' }).click();
@@ -259,7 +265,7 @@ describe('console in chromium', () => {
       for (const id of dead) await waitFor(async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200, 30_000, 'the session to be dead-lettered');
       const [gone, redriven] = dead as [string, string];
 
-      await page.goto(`${base}/ui/#/pipe?kind=payments`);
+      await visit(`${base}/ui/#/pipe?kind=payments`);
       const rowOf = (id: string) => page.locator('[data-testid=dead-letters] tbody tr', { hasText: id });
       await rowOf(gone).waitFor();
       await rowOf(redriven).waitFor();
@@ -286,7 +292,7 @@ describe('console in chromium', () => {
       const events = Array.from({ length: 20 }, (_, i) => ({ id: `o-${i}`, key: `c-${i % 3}`, type: 'created', data: { n: i } }));
       expect((await http(base, '/v1/bus/topics/orders/events', 'POST', { events })).status).toBe(200);
 
-      await page.goto(`${base}/ui/#/bus`);
+      await visit(`${base}/ui/#/bus`);
       const lagCell = page.getByTestId('lag-billing');
       await lagCell.waitFor();
       const lagOf = async () => Number(await lagCell.textContent());
