@@ -3,6 +3,7 @@ import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { registerProcessor } from '../../src/machines/processor.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { jsonRequest } from '../support/http.js';
 
 registerProcessor('lists-fn', (req) => {
   if (req.kind === 'call' && req.args === 'boom') throw new Error('bad input');
@@ -28,11 +29,7 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
     await node?.close();
     await env?.cleanup();
   });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(`${node.url}${path}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
-    const text = await r.text();
-    return { status: r.status, body: text ? (JSON.parse(text) as Record<string, any>) : null };
-  };
+  const call = (method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
   /** Every item of a paged list, following next_cursor with the given page size. */
   const all = async (path: string, limit: number): Promise<any[]> => {
     const out: any[] = [];

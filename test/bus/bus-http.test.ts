@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { startBusNode } from './support.js';
 import type { Node } from '../../src/serve.js';
+import { jsonRequest } from '../support/http.js';
 
 describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
   let env: TestEnv;
@@ -14,11 +15,7 @@ describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
     await node?.close();
     await env?.cleanup();
   });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(`${node.url}${path}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
-    const text = await r.text();
-    return { status: r.status, body: text ? (JSON.parse(text) as Record<string, any>) : null };
-  };
+  const call = (method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
 
   it('publishes, refuses bad input with typed 4xx and writes nothing', async () => {
     const ok = await call('POST', '/v1/bus/topics/orders/events', { events: [{ id: 'h1', key: 'a', type: 'created', data: { n: 1 } }, { type: 'created' }] });

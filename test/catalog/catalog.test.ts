@@ -3,14 +3,11 @@ import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { registerProcessor } from '../../src/machines/processor.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
+import { jsonRequest } from '../support/http.js';
 
 registerProcessor('catalog-fn', (req) => ({ response: req.kind, events: [{ kind: req.kind }] }));
 
-const req = async (node: Node, method: string, path: string, body?: unknown) => {
-  const r = await fetch(`${node.url}${path}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
-  const text = await r.text();
-  return { status: r.status, body: text ? (JSON.parse(text) as Record<string, any>) : null };
-};
+const req = (node: Node, method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
 
 const nodeInput = (env: TestEnv, id: string): ConfigInput =>
   ({
