@@ -39,7 +39,7 @@ class Child {
   readonly proc: ChildProcess;
 
   constructor(file: string, args: string[]) {
-    this.proc = spawn(process.execPath, ['--import', 'tsx', join('bench', 'children', file), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.proc = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : []), '--import', 'tsx', join('bench', 'children', file), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.first = new Promise((r) => this.waiting.push(r));
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
       if (!line.startsWith('@@ ')) {

@@ -157,9 +157,32 @@ export class Log extends EventEmitter {
     return this.appendPrepared(tx, shard, stream, prepareEvents(stream, events, opts), opts.expectedSeq);
   }
 
+  /**
+   * Appends only if `guard` (an UPDATE or DELETE of the caller's, without
+   * RETURNING) changes a row, in the caller's transaction; null when it
+   * changes none, and then nothing is appended. Where rows are numbered
+   * later (PostgreSQL) the guard and the append are one statement, so a face
+   * that writes its row and its events per step pays one round trip.
+   */
+  async appendGuarded(
+    tx: Tx,
+    shard: Shard,
+    stream: string,
+    events: readonly NewEvent[],
+    guard: { sql: string; params: readonly unknown[] },
+    opts: AppendOptions = {},
+  ): Promise<AppendResult | null> {
+    const prepared = prepareEvents(stream, events, opts);
+    if (!shard.driver.capabilities.sequencesOnInsert && prepared.length <= INSERT_CHUNK) {
+      return this.appendUnnumbered(tx, shard, stream, prepared, opts.expectedSeq, guard);
+    }
+    if ((await tx.run(guard.sql, guard.params)) === 0) return null;
+    return this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq);
+  }
+
   private async appendPrepared(tx: Tx, shard: Shard, stream: string, events: Prepared[], expectedSeq: number | undefined): Promise<AppendResult> {
     const n = events.length;
-    if (!shard.driver.capabilities.sequencesOnInsert && n <= INSERT_CHUNK) return this.appendUnnumbered(tx, shard, stream, events, expectedSeq);
+    if (!shard.driver.capabilities.sequencesOnInsert && n <= INSERT_CHUNK) return (await this.appendUnnumbered(tx, shard, stream, events, expectedSeq))!;
     const up = await tx.all<{ seq: number }>(
       'INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq',
       [stream, n],
@@ -223,15 +246,29 @@ export class Log extends EventEmitter {
    * Where the sequencer numbers rows later (PostgreSQL): bump the stream's
    * counter and insert its rows in one statement, one round trip per caller.
    */
-  private async appendUnnumbered(tx: Tx, shard: Shard, stream: string, events: Prepared[], expectedSeq: number | undefined): Promise<AppendResult> {
+  private async appendUnnumbered(
+    tx: Tx,
+    shard: Shard,
+    stream: string,
+    events: Prepared[],
+    expectedSeq: number | undefined,
+    guard?: { sql: string; params: readonly unknown[] },
+  ): Promise<AppendResult | null> {
     const n = events.length;
     const now = this.clock.now();
-    const params: unknown[] = [stream, n, stream, n, now];
+    const params: unknown[] = guard ? [...guard.params, stream, n, stream, n, now] : [stream, n, stream, n, now];
     events.forEach((e, i) => params.push(i + 1, e.type, e.data, e.meta));
-    const rows = await tx.all<{ id: number; seq: number }>(
-      `WITH s AS (
+    // With a guard, the stream counter moves (and rows are inserted) only if the guard changed a row.
+    const bump = guard
+      ? `g AS (${guard.sql} RETURNING 1),
+         s AS (
+         INSERT INTO streams (stream, seq) SELECT ?::text, ?::bigint FROM g
+         ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq)`
+      : `s AS (
          INSERT INTO streams (stream, seq) VALUES (?, ?)
-         ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq)
+         ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq)`;
+    const rows = await tx.all<{ id: number; seq: number }>(
+      `WITH ${bump}
        INSERT INTO events (stream, seq, type, data, meta, created_at)
        SELECT ?, s.seq - ? + v.i, v.t, v.d, v.m, ? FROM s,
          (VALUES ${new Array(n).fill('(?::int, ?::text, ?::text, ?::text)').join(', ')}) AS v (i, t, d, m)
@@ -239,6 +276,7 @@ export class Log extends EventEmitter {
        RETURNING id, seq`,
       params,
     );
+    if (rows.length === 0 && guard) return null;
     rows.sort((a, b) => a.seq - b.seq);
     const first = rows[0]!.seq;
     if (expectedSeq !== undefined && first - 1 !== expectedSeq) {

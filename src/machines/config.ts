@@ -69,6 +69,14 @@ export const machinesConfigSchema = z
     cache_history_tail: z.number().int().min(0).default(100),
     /** Processing lease beyond the request deadline, for cross-node exclusion. */
     lease_margin_ms: z.number().int().min(100).default(5_000),
+    /**
+     * Where nodes share a shard: how long a node keeps a machine's lease after
+     * a committed step, so the machine's next step here needs no lease round
+     * trip. Another node that wants the machine asks for it (NOTIFY) and gets
+     * it once no step of it runs here; a node that dies holds it at most this
+     * long plus lease_margin_ms. 0: give the lease up at every commit.
+     */
+    lease_keep_ms: z.number().int().min(0).max(60_000).default(1_000),
     /** Backoff of notification delivery while the processor is unavailable. */
     notification_retry_base_ms: z.number().int().min(1).default(200),
     notification_retry_max_ms: z.number().int().min(1).default(30_000),

@@ -16,10 +16,12 @@ export class MachinesFace implements Face {
     this.machines.registerTimers();
   }
 
-  async start(): Promise<void> {}
+  async start(): Promise<void> {
+    await this.machines.open();
+  }
 
   async stop(): Promise<void> {
-    this.machines.stop();
+    await this.machines.stop();
   }
 }
 

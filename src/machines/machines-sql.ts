@@ -21,9 +21,11 @@ export const SQL = {
   /** The row a machine starts from (status none) if it does not exist yet. */
   insertEmpty: `INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`,
   releaseLease: 'UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?',
-  /** Writes a step's result, checked against the version the step read. */
+  /** Extends a lease this node holds (a step outliving the lease it kept from its last commit). */
+  renewLease: 'UPDATE machines SET lease_until = ? WHERE ns = ? AND id = ? AND lease_holder = ?',
+  /** Writes a step's result, checked against the version the step read; the lease is given up or kept (holder and end, or NULLs). */
   updateRow: `UPDATE machines SET gen = ?, status = ?, reason = ?, aux_state = ?, last_event = ?, timer = ?, tags = ?, version = ?,
-              lease_holder = NULL, lease_until = NULL, updated_at = ?
+              lease_holder = ?, lease_until = ?, updated_at = ?
         WHERE ns = ? AND id = ? AND version = ?`,
   deleteNotification: 'DELETE FROM machine_notifications WHERE nid = ?',
   deleteNotifications: 'DELETE FROM machine_notifications WHERE ns = ? AND id = ?',

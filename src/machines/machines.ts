@@ -45,6 +45,8 @@ export interface MachineView {
 export const TIMEOUT_KIND = 'machines.timeout';
 export const NOTIFY_KIND = 'machines.notify';
 export const EVENT_TYPE = 'machine.event';
+/** Channel on which a node asks the others for a machine's lease (payload: JSON [ns, id, asking node]). */
+export const LEASE_CHANNEL = 'millrace_machine_lease';
 /** Fastify refuses path parameters longer than 100 characters, so ids and tags stay within that. */
 const ID_MAX = 100;
 const PRINTABLE = /^[^\x00-\x1f\x7f]+$/;
@@ -187,8 +189,14 @@ export class Machines {
   private readonly cache: Lru<string, Cached>;
   private readonly multiNode: boolean;
   private readonly holder: string;
-  /** Machines whose lease a committed step already cleared (writeRow sets lease_holder = NULL): no release transaction needed. */
+  /** Machines whose lease a committed step already settled (given up or kept by writeRow): no release transaction needed. */
   private readonly leaseCleared = new Set<string>();
+  /** Machines whose lease this node keeps after a committed step, with when it stops counting on it (lease_keep_ms). */
+  private readonly kept = new Map<string, number>();
+  /** Machines another node asked for: the next commit here gives the lease up instead of keeping it. */
+  private readonly wanted = new Set<string>();
+  private readonly keepMs: number;
+  private readonly unlisten: Array<() => Promise<void>> = [];
   private stopped = false;
 
   constructor(
@@ -203,6 +211,46 @@ export class Machines {
     this.cache = new Lru(this.cfg.cache_size);
     this.multiNode = rt.storage.shards.some((s) => s.driver.capabilities.multiNode);
     this.holder = rt.config.node_id;
+    this.keepMs = this.multiNode ? this.cfg.lease_keep_ms : 0;
+  }
+
+  /** Listens for other nodes asking for machines whose lease this node keeps. */
+  async open(): Promise<void> {
+    if (this.keepMs === 0) return;
+    for (const shard of this.rt.storage.shards) {
+      if (!shard.driver.capabilities.multiNode) continue;
+      this.unlisten.push(
+        await shard.driver.listen(LEASE_CHANNEL, (payload) => {
+          try {
+            const [ns, id, asker] = JSON.parse(payload) as [string, string, string];
+            // Every node hears every ask, its own too.
+            if (typeof ns === 'string' && typeof id === 'string' && asker !== this.holder) this.onLeaseWanted(ns, id);
+          } catch {
+            // Not ours to read.
+          }
+        }),
+      );
+    }
+  }
+
+  /**
+   * Another node wants the machine: a lease kept here after a commit is given
+   * up in the machine's turn (so no local step starts half-way through); a
+   * running step's commit gives it up instead of keeping it.
+   */
+  private onLeaseWanted(ns: string, id: string): void {
+    const k = key(ns, id);
+    const busy = this.queues.busy(k);
+    if (!busy && !this.kept.has(k)) return;
+    this.wanted.add(k);
+    if (busy) return;
+    void this.queues
+      .run(k, async () => {
+        if (!this.kept.delete(k)) return;
+        this.wanted.delete(k);
+        await this.releaseLease(ns, id);
+      })
+      .catch(() => this.wanted.delete(k));
   }
 
   /**
@@ -256,8 +304,18 @@ export class Machines {
     this.rt.scheduler.register(NOTIFY_KIND, (t, ctx) => this.onNotify(t, ctx));
   }
 
-  stop(): void {
+  /** Refuses new steps and gives up the leases kept for machines that are idle here. */
+  async stop(): Promise<void> {
     this.stopped = true;
+    for (const u of this.unlisten.splice(0)) await u().catch(() => {});
+    const idle = [...this.kept.keys()].filter((k) => !this.queues.busy(k));
+    for (const k of idle) this.kept.delete(k);
+    await Promise.all(
+      idle.map((k) => {
+        const [ns, id] = unkey(k);
+        return this.releaseLease(ns, id).catch(() => {});
+      }),
+    );
   }
 
   // ---- public operations ----
@@ -416,11 +474,26 @@ export class Machines {
       const state = await this.acquire(ns, id, deadline, starting);
       if (!this.multiNode) return fn(state);
       this.leaseCleared.delete(k);
+      // A step on a lease kept from the last commit extends it before it ends, should the step last that long.
+      const keptUntil = this.kept.get(k);
+      const renew =
+        keptUntil === undefined
+          ? undefined
+          : setTimeout(() => {
+              const shard = this.shardOf(ns, id);
+              const params = [deadline + this.cfg.lease_margin_ms, ns, id, this.holder];
+              void (shard.driver.relaxed ? shard.driver.relaxed.run(SQL.renewLease, params) : shard.write((tx) => tx.run(SQL.renewLease, params))).catch(() => {});
+            }, Math.max(0, keptUntil - this.rt.clock.now() - 100));
       try {
         return await fn(state);
       } finally {
-        // A step that committed released the lease in its own transaction; otherwise release it here.
-        if (!this.leaseCleared.delete(k)) await this.releaseLease(ns, id).catch(() => {});
+        if (renew) clearTimeout(renew);
+        // A step that committed settled the lease in its own transaction; otherwise give it up here.
+        if (!this.leaseCleared.delete(k)) {
+          this.kept.delete(k);
+          this.wanted.delete(k);
+          await this.releaseLease(ns, id).catch(() => {});
+        }
       }
     }, waitMs);
   }
@@ -552,6 +625,13 @@ export class Machines {
       this.cache.set(k, { state, tail: [] });
       return state;
     }
+    const kept = this.kept.get(k);
+    if (kept !== undefined) {
+      // Still ours for a while (kept at the last commit, nobody asked for it): no round trip.
+      const hit = this.cache.get(k);
+      if (hit && !this.wanted.has(k) && kept - this.rt.clock.now() >= this.keepMs / 2) return hit.state;
+      this.kept.delete(k);
+    }
     const shard = this.shardOf(ns, id);
     let attempt = 0;
     for (;;) {
@@ -579,7 +659,9 @@ export class Machines {
         );
         continue;
       }
-      const delay = Math.min(500, 10 * 2 ** Math.min(attempt++, 10));
+      // Held by another node: ask it to give the lease up (it may only be keeping it), then again now and then.
+      if (attempt % 6 === 0) void shard.driver.notify(LEASE_CHANNEL, JSON.stringify([ns, id, this.holder])).catch(() => {});
+      const delay = Math.min(500, 5 * 2 ** Math.min(attempt++, 10));
       if (this.rt.clock.now() + delay >= deadline) throw new MillraceError('unavailable', `machine ${id} is being processed by another node`, { retryAfterS: 1 });
       await sleep(delay);
     }
@@ -623,36 +705,50 @@ export class Machines {
   }
 
   private async writeRow(tx: Tx, prev: MachineState, next: MachineState): Promise<void> {
+    const update = await this.rowUpdate(tx, prev, next);
+    if ((await tx.run(update.sql, update.params)) !== 1) throw new Abort('conflict');
+    update.settle();
+  }
+
+  /**
+   * The statement that writes a step's row (inserting the empty row first
+   * for a new machine), and what to do once it changed the row: across
+   * nodes, note that the lease is settled (given up, or kept for
+   * lease_keep_ms unless another node asked for the machine).
+   */
+  private async rowUpdate(tx: Tx, prev: MachineState, next: MachineState): Promise<{ sql: string; params: unknown[]; settle: () => void }> {
     const now = this.rt.clock.now();
-    if (prev.version === 0) {
-      await tx.run(SQL.insertEmpty, [
-        prev.ns,
-        prev.id,
-        now,
-      ]);
-    }
-    const n = await tx.run(
-      SQL.updateRow,
-      [
-        next.gen,
-        next.status,
-        next.reason === null || next.reason === undefined ? null : JSON.stringify(next.reason),
-        next.auxState === undefined ? null : JSON.stringify(next.auxState),
-        next.lastEvent,
-        next.timer === null ? null : JSON.stringify(next.timer),
-        JSON.stringify(next.tags),
-        next.version,
-        now,
-        prev.ns,
-        prev.id,
-        prev.version,
-      ],
-    );
-    if (n !== 1) throw new Abort('conflict');
-    if (this.multiNode) {
-      const k = key(prev.ns, prev.id);
-      tx.onCommit(() => this.leaseCleared.add(k));
-    }
+    if (prev.version === 0) await tx.run(SQL.insertEmpty, [prev.ns, prev.id, now]);
+    const k = key(prev.ns, prev.id);
+    const keep = this.keepMs > 0 && !this.stopped && !this.wanted.has(k);
+    const params = [
+      next.gen,
+      next.status,
+      next.reason === null || next.reason === undefined ? null : JSON.stringify(next.reason),
+      next.auxState === undefined ? null : JSON.stringify(next.auxState),
+      next.lastEvent,
+      next.timer === null ? null : JSON.stringify(next.timer),
+      JSON.stringify(next.tags),
+      next.version,
+      keep ? this.holder : null,
+      keep ? now + this.keepMs + this.cfg.lease_margin_ms : null,
+      now,
+      prev.ns,
+      prev.id,
+      prev.version,
+    ];
+    const settle = (): void => {
+      if (!this.multiNode) return;
+      tx.onCommit(() => {
+        this.leaseCleared.add(k);
+        if (keep) this.kept.set(k, now + this.keepMs);
+        else {
+          this.kept.delete(k);
+          this.wanted.delete(k);
+        }
+      });
+    };
+    return { sql: SQL.updateRow, params, settle };
   }
 
   /** Commits a plan: row, events, timer, tag, removal and notification bookkeeping in one transaction. */
@@ -676,19 +772,23 @@ export class Machines {
           const n = await tx.run(SQL.deleteNotification, [hooks.notification.nid]);
           if (n !== 1) throw new Abort('notification_gone');
         }
-        await this.writeRow(tx, state, next);
-        if (plan.tag !== undefined && tagShard === shard && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
         if (plan.events.length > 0) {
-          const r = await this.rt.log.appendIn(
+          // The row and the events in one statement where the dialect allows it.
+          const update = await this.rowUpdate(tx, state, next);
+          const r = await this.rt.log.appendGuarded(
             tx,
             shard,
             streamOf(ns, id, next.gen),
             plan.events.map((data) => ({ type: EVENT_TYPE, data, meta: { ns, id, gen: next.gen } })),
+            update,
             { expectedSeq: starting ? 0 : state.lastEvent },
           );
+          if (r === null) throw new Abort('conflict');
+          update.settle();
           createdAt = r.createdAt;
           appended = r;
-        }
+        } else await this.writeRow(tx, state, next);
+        if (plan.tag !== undefined && tagShard === shard && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
         if (plan.remove) {
           await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
           await this.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
@@ -853,6 +953,11 @@ export class Machines {
 
 function key(ns: string, id: string): string {
   return `${ns}\u0000${id}`;
+}
+
+function unkey(k: string): [string, string] {
+  const at = k.indexOf('\u0000');
+  return [k.slice(0, at), k.slice(at + 1)];
 }
 
 export function checkId(id: unknown): asserts id is string {

@@ -21,6 +21,11 @@ export class MachineQueues {
     return this.turns.size;
   }
 
+  /** Whether a step of the key runs (or waits) on this node. */
+  busy(key: string): boolean {
+    return this.turns.has(key);
+  }
+
   /** Runs `fn` in the key's turn; `waitMs` bounds the wait for the turn (not `fn` itself). */
   async run<T>(key: string, fn: () => Promise<T>, waitMs = Infinity): Promise<T> {
     if (this.opts.memoryLimitMb > 0 && process.memoryUsage.rss() > this.opts.memoryLimitMb * 1024 * 1024) {

@@ -1,0 +1,114 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { startNode, type Node } from '../../src/serve.js';
+import { machinesFace } from '../../src/machines/face.js';
+import { MachinesClient } from '../../src/machines/client.js';
+import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { machinesConfig, TestProcessor } from './support.js';
+
+/**
+ * Nodes sharing a PostgreSQL shard keep a machine's lease for lease_keep_ms
+ * after a committed step (its next step here needs no lease round trip) and
+ * give it up when another node asks for the machine.
+ */
+describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps (postgres)', () => {
+  let env: TestEnv | undefined;
+  let proc: TestProcessor | undefined;
+  const nodes: Node[] = [];
+  let child: ChildProcess | undefined;
+
+  afterEach(async () => {
+    child?.kill('SIGKILL');
+    child = undefined;
+    for (const n of nodes.splice(0)) await n.close();
+    await proc?.close();
+    await env?.cleanup();
+    env = undefined;
+  });
+
+  async function cluster(lease: { lease_keep_ms: number; lease_margin_ms?: number }): Promise<{ a: Node; b: Node; ca: MachinesClient; cb: MachinesClient }> {
+    proc = await new TestProcessor().listen();
+    env = await createTestEnv('postgres', { extra: { machines: machinesConfig(proc.url, lease) } as never });
+    const a = await startNode(env.config, { faces: [machinesFace] });
+    nodes.push(a);
+    const b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), { faces: [machinesFace] });
+    nodes.push(b);
+    return { a, b, ca: new MachinesClient(a.url), cb: new MachinesClient(b.url) };
+  }
+
+  const holder = async (n: Node, id: string): Promise<string | null> => {
+    const rows = await n.runtime.storage.shard('s0').reader.all<{ h: string | null }>("SELECT lease_holder AS h FROM machines WHERE ns = 't' AND id = ?", [id]);
+    return rows[0]!.h;
+  };
+
+  it('keeps the lease after a step, and hands it to a node that asks, well before it would run out', async () => {
+    // Kept for a minute: a peer that had to wait for it to run out would miss its 3 s deadline.
+    const { a, b, ca, cb } = await cluster({ lease_keep_ms: 60_000 });
+    await ca.start('t', 'm1', {});
+    await ca.call('t', { id: 'm1' }, { events: [{ i: 1 }] });
+    expect(await holder(a, 'm1')).toBe(a.runtime.config.node_id);
+    await cb.call('t', { id: 'm1' }, { events: [{ i: 2 }] }, { timeoutMs: 3000 });
+    expect(await holder(b, 'm1')).toBe(b.runtime.config.node_id);
+    await ca.call('t', { id: 'm1' }, { events: [{ i: 3 }] }, { timeoutMs: 3000 });
+    expect(await holder(a, 'm1')).toBe(a.runtime.config.node_id);
+    const h = await cb.get('t', { id: 'm1' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3]);
+  });
+
+  it('a step that outlives the lease kept from the last commit extends it, so a peer never runs the machine at the same time', async () => {
+    // Kept 1 s (+100 ms margin); the second step starts on that kept lease and sleeps 2 s while the peer asks for the machine.
+    const { ca, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 100 });
+    await ca.start('t', 'm2', {});
+    await ca.call('t', { id: 'm2' }, { events: [{ i: 1 }] });
+    const long = ca.call('t', { id: 'm2' }, { events: [{ i: 2 }], sleep_ms: 2000 }, { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 50));
+    const peer = cb.call('t', { id: 'm2' }, { events: [{ i: 3 }] }, { timeoutMs: 10_000 });
+    await Promise.all([long, peer]);
+    expect(proc!.maxConcurrentPerMachine).toBe(1);
+    const h = await cb.get('t', { id: 'm2' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3]);
+  });
+
+  it('a node that stops gives up the leases it keeps', async () => {
+    const { a, b, ca, cb } = await cluster({ lease_keep_ms: 60_000 });
+    await ca.start('t', 'm3', {});
+    await ca.call('t', { id: 'm3' }, { events: [{ i: 1 }] });
+    expect(await holder(a, 'm3')).toBe(a.runtime.config.node_id);
+    await a.close();
+    nodes.splice(nodes.indexOf(a), 1);
+    expect(await holder(b, 'm3')).toBeNull();
+    await cb.call('t', { id: 'm3' }, { events: [{ i: 2 }] }, { timeoutMs: 2000 });
+  });
+
+  it('after kill -9 of the node keeping a lease, a peer gets the machine once keep and margin have passed, and nothing acknowledged is lost', async () => {
+    // The peers run in this process; the node to kill in a child (same database, its own node id).
+    const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 500 });
+    const cfgPath = join(env!.dataDir, 'killed.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...env!.input, node_id: `${env!.input.node_id}-killed` }));
+    child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'timer-node.ts'), cfgPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child!.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        const m = /URL (\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child!.once('exit', (code) => reject(new Error(`node exited with ${code}`)));
+    });
+    const ck = new MachinesClient(url);
+    await ck.start('t', 'm4', {});
+    for (let i = 1; i <= 5; i++) await ck.call('t', { id: 'm4' }, { events: [{ i }] });
+    expect(await holder(b, 'm4')).toBe(`${env!.input.node_id}-killed`);
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    child = undefined;
+    // Nobody answers the ask; the lease runs out (1.5 s at most) within the call's deadline.
+    await cb.call('t', { id: 'm4' }, { events: [{ i: 6 }] }, { timeoutMs: 10_000 });
+    const h = await cb.get('t', { id: 'm4' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(await holder(b, 'm4')).toBe(b.runtime.config.node_id);
+  });
+});
