@@ -197,6 +197,7 @@ export class Machines {
   private readonly wanted = new Set<string>();
   private readonly keepMs: number;
   private readonly unlisten: Array<() => Promise<void>> = [];
+  private sweep: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(
@@ -217,6 +218,12 @@ export class Machines {
   /** Listens for other nodes asking for machines whose lease this node keeps. */
   async open(): Promise<void> {
     if (this.keepMs === 0) return;
+    // Forget kept leases that ran out (the rows need nothing: an expired lease is free).
+    this.sweep = setInterval(() => {
+      const now = this.rt.clock.now();
+      for (const [k, until] of this.kept) if (until < now && !this.queues.busy(k)) this.kept.delete(k);
+    }, Math.max(1000, this.keepMs));
+    this.sweep.unref();
     for (const shard of this.rt.storage.shards) {
       if (!shard.driver.capabilities.multiNode) continue;
       this.unlisten.push(
@@ -307,6 +314,7 @@ export class Machines {
   /** Refuses new steps and gives up the leases kept for machines that are idle here. */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.sweep);
     for (const u of this.unlisten.splice(0)) await u().catch(() => {});
     const idle = [...this.kept.keys()].filter((k) => !this.queues.busy(k));
     for (const k of idle) this.kept.delete(k);

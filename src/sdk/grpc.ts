@@ -62,13 +62,26 @@ export class BusGrpcClient {
 
   /** Publishes events (each names its topic); answers their positions once durable. */
   publish(events: Array<BusEvent & { topic: string }>, o: { deadline?: Date } = {}): Promise<BusPosition[]> {
-    const req = {
-      events: events.map((e) => ({ id: e.id ?? '', topic: e.topic, key: e.key ?? '', type: e.type, headers: e.headers ?? {}, data: e.data === undefined ? '' : JSON.stringify(e.data) })),
-    };
+    const req = { events: events.map(eventPb) };
     const publish = (this.client as unknown as { Publish: (r: unknown, md: unknown, opts: unknown, cb: Parameters<Unary>[1]) => void }).Publish.bind(this.client);
     return new Promise((resolve, reject) => {
       publish(req, new Metadata(), o.deadline ? { deadline: o.deadline } : {}, (err, res) => (err ? reject(toError(err)) : resolve(res.positions)));
     });
+  }
+
+  /**
+   * One long PublishBatches call for a steady publisher: each `publish()` is
+   * a batch sent at once (without waiting for the previous answers) and
+   * resolves with its positions once durable, in the order sent. A refused
+   * batch rejects with its error and ends the call: every later batch rejects
+   * too, and none of them was written. `end()` half-closes after the answers.
+   */
+  publisher(o: { deadline?: Date } = {}): BusPublisher {
+    const call = (this.client as unknown as { PublishBatches: (md: unknown, opts: unknown) => ClientDuplexStream<unknown, { positions: BusPosition[] }> }).PublishBatches(
+      new Metadata(),
+      o.deadline ? { deadline: o.deadline } : {},
+    );
+    return new BusPublisher(call);
   }
 
   /**
@@ -83,6 +96,63 @@ export class BusGrpcClient {
 
   close(): void {
     this.client.close();
+  }
+}
+
+const eventPb = (e: BusEvent & { topic: string }): WireEvent => ({
+  id: e.id ?? '',
+  topic: e.topic,
+  key: e.key ?? '',
+  type: e.type,
+  headers: e.headers ?? {},
+  data: e.data === undefined ? '' : JSON.stringify(e.data),
+});
+
+/** Batches published over one PublishBatches call; see `BusGrpcClient.publisher`. */
+export class BusPublisher {
+  private readonly waiting: Array<{ resolve: (p: BusPosition[]) => void; reject: (e: MillraceError) => void }> = [];
+  private readonly idle: Array<() => void> = [];
+  private failed: MillraceError | undefined;
+  private readonly ended: Promise<void>;
+
+  constructor(private readonly call: ClientDuplexStream<unknown, { positions: BusPosition[] }>) {
+    call.on('data', (res: { positions: BusPosition[] }) => {
+      this.waiting.shift()?.resolve(res.positions);
+      if (this.waiting.length === 0) for (const f of this.idle.splice(0)) f();
+    });
+    this.ended = new Promise<void>((resolve) => {
+      const fail = (err: unknown): void => {
+        this.failed ??= toError(err);
+        for (const w of this.waiting.splice(0)) w.reject(this.failed);
+        resolve();
+      };
+      call.on('error', fail);
+      call.on('end', () => {
+        if (this.waiting.length > 0) fail(connectionError(new Error('the publish call ended before every batch was answered')));
+        else resolve();
+      });
+    });
+  }
+
+  /** Sends one batch (each event names its topic); resolves with its positions once durable. */
+  publish(events: Array<BusEvent & { topic: string }>): Promise<BusPosition[]> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<BusPosition[]>((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.call.write({ events: events.map(eventPb) });
+    });
+  }
+
+  /** Half-closes the call once every batch sent so far is answered (or the call failed). */
+  async end(): Promise<void> {
+    if (this.waiting.length > 0) await Promise.race([new Promise<void>((r) => this.idle.push(r)), this.ended]);
+    this.call.end();
+    await this.ended;
+  }
+
+  /** Cancels the call; unanswered batches reject (they may or may not have been written). */
+  cancel(): void {
+    this.call.cancel();
   }
 }
 

@@ -10,7 +10,7 @@ export type { PipeHandlerFn, PushContext, PushedSession, Verdict } from './pipe-
 export type { Handlers } from './http-handlers.js';
 export { BusClient, LedgerClient, MachinesClient, PipeClient } from './clients.js';
 export type { BusDelivery, BusEvent, BusPosition, CallOptions, ClientOptions, MachineRef, MachineView, PipeSessionView, SinkPage, SubscriptionConfig } from './clients.js';
-export { BusGrpcClient, BusSubscription, PipeGrpcClient, PipeStreamSession } from './grpc.js';
+export { BusGrpcClient, BusPublisher, BusSubscription, PipeGrpcClient, PipeStreamSession } from './grpc.js';
 export type { GrpcDelivery, GrpcOptions } from './grpc.js';
 export {
   ConflictError,

@@ -164,6 +164,43 @@ describe('SDK clients against a node', () => {
     g.close();
   });
 
+  it('bus over gRPC: a publisher sends batches without waiting, answered in order; a refused batch ends it and writes nothing after', async () => {
+    const g = new BusGrpcClient(n.grpc);
+    const pub = g.publisher();
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => pub.publish([{ topic: 'orders', key: 'seq', type: 'batched', data: { i } }, { topic: 'orders', key: 'seq', type: 'batched', data: { i, second: true } }])),
+    );
+    await pub.end();
+    // Batches of one call are written in the order sent: positions grow batch by batch.
+    const positions = answers.flatMap((a) => a.map((p) => Number(p.pos)));
+    expect(positions).toHaveLength(40);
+    expect([...positions].sort((x, y) => x - y)).toEqual(positions);
+    expect(new Set(positions).size).toBe(40);
+
+    const bad = g.publisher();
+    const first = await bad.publish([{ topic: 'orders', key: 'b', type: 'batched', data: { ok: 1 } }]);
+    const refused = await refusal(bad.publish([{ topic: 'nope', type: 't' }]));
+    expect(refused).toBeInstanceOf(NotFoundError);
+    expect(refused.code).toBe('topic_not_found');
+    const after = await refusal(bad.publish([{ topic: 'orders', key: 'b', type: 'after-refusal' }]));
+    expect(after.code).toBe('topic_not_found');
+    await bad.end();
+    expect(first).toHaveLength(1);
+    // Read everything up to a marker published last: the batch sent after the refusal is not there.
+    await g.publish([{ topic: 'orders', key: 'b', type: 'marker' }]);
+    const sub = g.subscribe<{ i?: number }>('pub-check', { config: { topics: ['orders'], start: 'earliest', filter: { types: ['batched', 'after-refusal', 'marker'] } } });
+    await sub.opened;
+    const types: string[] = [];
+    for await (const d of sub) {
+      types.push(d.event.type);
+      d.ack();
+      if (d.event.type === 'marker') sub.close();
+    }
+    expect(types.filter((t) => t === 'batched')).toHaveLength(41);
+    expect(types.filter((t) => t === 'after-refusal')).toEqual([]);
+    g.close();
+  });
+
   it('a node that cannot be reached is an UnavailableError', async () => {
     const gone = await listen((_q, r) => r.end());
     await gone.close();
