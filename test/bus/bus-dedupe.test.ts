@@ -1,6 +1,9 @@
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
-import { startBusNode } from './support.js';
+import { jsonRequest } from '../support/http.js';
+import { spawnTs, writeConfigFile } from '../support/proc.js';
+import { busInput, startBusNode } from './support.js';
 import type { Node } from '../../src/serve.js';
 import type { Bus } from '../../src/bus/bus.js';
 
@@ -85,5 +88,81 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
     const [q] = await bus.publish([{ id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) !== home.name)!, type: 't' }]);
     expect(q).toEqual({ ...p, duplicate: true });
     expect(await stored('e1')).toBe(1);
+  });
+});
+
+describe.each(DIALECTS)('bus dedupe across shards after kill -9 (%s)', (dialect) => {
+  let env: TestEnv;
+  let child: ChildProcess | undefined;
+  let node: Node | undefined;
+  beforeAll(async () => {
+    env = await createTestEnv(dialect, { shards: 3 });
+  });
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await node?.close();
+    await env?.cleanup();
+  });
+
+  it('ids published while the node was killed are stored once each when published again with keys of other shards; acknowledged ones answer as duplicates at their position', async () => {
+    const cfg = writeConfigFile(env.dataDir, busInput(env), 'bus.json');
+    child = spawnTs('test/bus/bus-child.ts', [cfg]);
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child!.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        const m = /ready (\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child!.once('exit', (code) => reject(new Error(`bus node exited with ${code}`)));
+    });
+    const keys = Array.from({ length: 24 }, (_, i) => `k${i}`);
+    const acked = new Map<string, { shard: string; pos: number }>();
+    const sent = new Set<string>();
+    let next = 0;
+    let killed = false;
+    const worker = async (): Promise<void> => {
+      while (!killed) {
+        const i = next++;
+        const id = `x${i}`;
+        sent.add(id);
+        try {
+          const r = await jsonRequest(url, 'POST', '/v1/bus/topics/orders/events', { events: [{ id, key: keys[i % keys.length], type: 't', data: { i } }] });
+          if (r.status === 200) {
+            const p = (r.body!.positions as Array<{ shard: string; pos: number }>)[0]!;
+            acked.set(id, { shard: p.shard, pos: Number(p.pos) });
+          }
+        } catch {
+          // The node went away mid-request: not acknowledged.
+        }
+      }
+    };
+    const workers = Array.from({ length: 8 }, worker);
+    while (acked.size < 200) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGKILL');
+    killed = true;
+    await Promise.all(workers);
+    child = undefined;
+
+    ({ node } = await startBusNode(env));
+    const face = node.faces.find((f) => f.name === 'bus') as unknown as { bus: Bus };
+    for (const id of sent) {
+      const i = Number(id.slice(1));
+      // Another key, so (mostly) another shard than the first attempt's.
+      const [p] = await face.bus.publish([{ id, topic: 'orders', key: keys[(i + 7) % keys.length]!, type: 't', data: { i } }]);
+      const first = acked.get(id);
+      if (first) expect([id, p]).toEqual([id, { shard: first.shard, pos: first.pos, duplicate: true }]);
+    }
+    const counts = new Map<string, number>();
+    for (const s of node.runtime.storage.shards) {
+      const rows = await s.reader.all<{ meta: string | null }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+      for (const r of rows) {
+        const id = r.meta === null ? undefined : (JSON.parse(r.meta) as { id?: string }).id;
+        if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+    }
+    expect(sent.size).toBeGreaterThan(200);
+    for (const id of sent) expect([id, counts.get(id)]).toEqual([id, 1]);
+    expect(counts.size).toBe(sent.size);
   });
 });
