@@ -8,20 +8,13 @@ import { buildConfig } from '../../src/core/config.js';
 import { Publisher } from '../../src/bus/publisher.js';
 import { routingKeyMatches } from '../../src/amqp/ingress.js';
 import '../../src/bus/bus.js';
-import { runCli, sleep, spawnTs, writeConfigFile } from './support.js';
+import { sleep } from './support.js';
+import { runCli, spawnReady, writeConfigFile } from '../support/proc.js';
 
 const AMQP_URL = process.env.MILLRACE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 
-function startChild(configPath: string): Promise<ChildProcess> {
-  const child = spawnTs('test/bus/bus-child.ts', [configPath]);
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.stdout?.on('data', (d: Buffer) => {
-      if (d.toString().includes('ready')) resolve(child);
-    });
-    child.on('exit', (code: number | null) => reject(new Error(`child exited ${code}: ${err}`)));
-  });
+async function startChild(configPath: string): Promise<ChildProcess> {
+  return (await spawnReady('test/bus/bus-child.ts', [configPath], /ready/)).child;
 }
 
 function kill9(child: ChildProcess): Promise<void> {

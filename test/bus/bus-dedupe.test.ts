@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { jsonRequest } from '../support/http.js';
-import { spawnTs, writeConfigFile } from '../support/proc.js';
+import { spawnReady, writeConfigFile } from '../support/proc.js';
 import { busInput, startBusNode } from './support.js';
 import type { Node } from '../../src/serve.js';
 import type { Bus } from '../../src/bus/bus.js';
@@ -106,16 +106,8 @@ describe.each(DIALECTS)('bus dedupe across shards after kill -9 (%s)', (dialect)
 
   it('ids published while the node was killed are stored once each when published again with keys of other shards; acknowledged ones answer as duplicates at their position', async () => {
     const cfg = writeConfigFile(env.dataDir, busInput(env), 'bus.json');
-    child = spawnTs('test/bus/bus-child.ts', [cfg]);
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child!.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        const m = /ready (\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child!.once('exit', (code) => reject(new Error(`bus node exited with ${code}`)));
-    });
+    let url: string;
+    ({ child, found: url } = await spawnReady('test/bus/bus-child.ts', [cfg], /ready (\S+)/));
     const keys = Array.from({ length: 24 }, (_, i) => `k${i}`);
     const acked = new Map<string, { shard: string; pos: number }>();
     const sent = new Set<string>();

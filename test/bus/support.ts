@@ -125,32 +125,3 @@ export class Subscriber {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-// ---- child processes (own helpers, so the bus tests depend only on committed files) ----
-import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const ROOT = resolvePath(fileURLToPath(new URL('../..', import.meta.url)));
-
-export function spawnTs(file: string, args: readonly string[] = []): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, file), ...args], { cwd: ROOT, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-export function writeConfigFile(dir: string, input: unknown, name: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, JSON.stringify(input, null, 2));
-  return path;
-}
-
-export function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawnTs('test/bus/cli-child.ts', args);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((res, rej) => {
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
-}

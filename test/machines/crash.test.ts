@@ -1,22 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MachinesClient } from '../../src/machines/client.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
+import { spawnReady } from '../support/proc.js';
 import { machinesConfig, TestProcessor } from './support.js';
 
-function startChild(configPath: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'timer-node.ts'), configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /URL (\S+)/.exec(out);
-      if (m) resolve({ child, url: m[1]! });
-    });
-    child.once('exit', (code) => reject(new Error(`node exited with ${code}`)));
-  });
+async function startChild(configPath: string): Promise<{ child: ChildProcess; url: string }> {
+  const { child, found } = await spawnReady('test/machines/timer-node.ts', [configPath], /URL (\S+)/);
+  return { child, url: found };
 }
 
 const N = 1000;

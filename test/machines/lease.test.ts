@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import { startNode, type Node } from '../../src/serve.js';
 import { machinesFace } from '../../src/machines/face.js';
 import { MachinesClient } from '../../src/machines/client.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { spawnReady } from '../support/proc.js';
 import { machinesConfig, TestProcessor } from './support.js';
 
 /**
@@ -88,16 +89,8 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 500 });
     const cfgPath = join(env!.dataDir, 'killed.json');
     writeFileSync(cfgPath, JSON.stringify({ ...env!.input, node_id: `${env!.input.node_id}-killed` }));
-    child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'timer-node.ts'), cfgPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child!.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        const m = /URL (\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child!.once('exit', (code) => reject(new Error(`node exited with ${code}`)));
-    });
+    let url: string;
+    ({ child, found: url } = await spawnReady('test/machines/timer-node.ts', [cfgPath], /URL (\S+)/));
     const ck = new MachinesClient(url);
     await ck.start('t', 'm4', {});
     for (let i = 1; i <= 5; i++) await ck.call('t', { id: 'm4' }, { events: [{ i }] });

@@ -51,3 +51,23 @@ export function writeConfigFile(dir: string, input: ConfigInput | Record<string,
   writeFileSync(path, JSON.stringify(input, null, 2));
   return path;
 }
+
+/**
+ * Spawns a TypeScript file of this repository and resolves once its stdout
+ * matches `ready` (the first group of the match is `found`, e.g. a URL);
+ * rejects if it exits first, with what it wrote to stderr.
+ */
+export function spawnReady(file: string, args: readonly string[], ready: RegExp): Promise<{ child: ChildProcess; found: string }> {
+  const child = spawnTs(file, args);
+  let out = '';
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+  return new Promise((resolve, reject) => {
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const m = ready.exec(out);
+      if (m) resolve({ child, found: m[1] ?? m[0] });
+    });
+    child.once('exit', (code) => reject(new Error(`${file} exited with ${code}: ${err}`)));
+  });
+}
