@@ -125,7 +125,8 @@ describe('console in chromium', () => {
         extra: {
           machines: { namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
           ledger: { accounts: { cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 } } },
-          pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 } } },
+          // "held" has no handler: its sessions stay where the client leaves them.
+          pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 }, held: {} } },
           bus: { topics: ['orders'] },
         },
       });
@@ -285,6 +286,36 @@ describe('console in chromium', () => {
       expect((await http(base, `/v1/pipe/dead-letters/${redriven}`)).json.error.code).toBe('dead_letter_not_found');
       await page.locator('[data-testid=dead-letters] td.empty').waitFor();
       await shot('dead-letter-redriven');
+    });
+
+    it('lists pipe sessions of a kind, filtered by state, with their record counts', async () => {
+      const openId = (await http(base, '/v1/pipe/sessions', 'POST', { kind: 'held' })).json.id as string;
+      for (const rec of ['a', 'b']) expect((await http(base, `/v1/pipe/sessions/${openId}/append`, 'POST', { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+      const storedId = (await http(base, '/v1/pipe/sessions', 'POST', { kind: 'held' })).json.id as string;
+      expect((await http(base, `/v1/pipe/sessions/${storedId}/append`, 'POST', { record: Buffer.from('c').toString('base64') })).status).toBe(200);
+      expect((await http(base, `/v1/pipe/sessions/${storedId}/store`, 'POST', { timeout_s: 3600 })).status).toBe(200);
+
+      await visit(`${base}/ui/#/pipe?kind=held`);
+      const rows = page.locator('[data-testid=sessions] tbody tr');
+      const rowOf = (id: string) => rows.filter({ hasText: id });
+      await rowOf(openId).waitFor();
+      await rowOf(storedId).waitFor();
+      expect(await rows.count()).toBe(2);
+      // Columns: session, kind, state, records, due, updated.
+      expect(await rowOf(openId).locator('td').nth(2).innerText()).toBe('open');
+      expect(await rowOf(openId).locator('td').nth(3).innerText()).toBe('2');
+      expect(await rowOf(storedId).locator('td').nth(2).innerText()).toBe('stored');
+
+      await page.selectOption('select[name=state]', 'stored');
+      await rowOf(openId).waitFor({ state: 'detached' });
+      expect(await rows.count()).toBe(1);
+      expect(await rowOf(storedId).locator('td').nth(3).innerText()).toBe('1');
+      await shot('sessions-stored');
+
+      await page.selectOption('select[name=state]', 'open');
+      await rowOf(storedId).waitFor({ state: 'detached' });
+      await rowOf(openId).waitFor();
+      expect(await rows.count()).toBe(1);
     });
 
     it("shows a bus subscription's lag fall as its consumer acks", async () => {
