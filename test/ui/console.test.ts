@@ -187,9 +187,11 @@ describe('console in chromium', () => {
       await panel.getByRole('button', { name: 'Repair', exact: true }).click();
       await panel.locator('h2 [data-badge=working]').waitFor();
       await panel.locator('[data-testid=history] td', { hasText: 'repaired' }).first().waitFor();
-      await shot('machine-repaired');
-      // The failed list no longer shows it.
+      // The failed list no longer shows it, and a working machine offers no repair.
       await listed.waitFor({ state: 'detached' });
+      expect(await panel.getByRole('button', { name: 'Repair', exact: true }).isDisabled()).toBe(true);
+      expect(await panel.getByRole('button', { name: 'Simple repair' }).isDisabled()).toBe(true);
+      await shot('machine-repaired');
       expect((await http(base, '/v1/namespaces/orders/machines/m-1')).json.status).toBe('working');
     });
 
@@ -354,6 +356,95 @@ describe('console in chromium', () => {
       await shot('subscription-caught-up');
       abort.abort();
       await reader.cancel().catch(() => {});
+    });
+
+    it('publishes an event from the Bus page: the answer names its position, a repeated id is a duplicate, and the lag rises', async () => {
+      await visit(`${base}/ui/#/bus`);
+      const lagCell = page.getByTestId('lag-billing');
+      await lagCell.waitFor();
+      const before = Number(await lagCell.textContent());
+      const form = page.getByTestId('publish');
+      await form.locator('select[name=topic]').selectOption('orders');
+      await form.locator('input[name=key]').fill('c-ui');
+      await form.locator('input[name=type]').fill('created');
+      await form.locator('input[name=id]').fill('ui-1');
+      await form.locator('textarea[name=data]').fill('{"from": "console"}');
+      await form.getByRole('button', { name: 'Publish' }).click();
+      const published = await form.locator('.banner.ok', { hasText: 'published at' }).textContent();
+      const at = /published at (\S+):(\d+)/.exec(published ?? '');
+      expect(at).not.toBeNull();
+      await waitFor(async () => Number(await lagCell.textContent()) === before + 1, 10_000, 'the lag to count the published event');
+      await form.getByRole('button', { name: 'Publish' }).click();
+      await form.locator('.banner.ok', { hasText: `duplicate of the event at ${at![1]}:${at![2]}` }).waitFor();
+      // Bad JSON is refused in the page; nothing is sent.
+      await form.locator('textarea[name=data]').fill('{nope');
+      await form.locator('input[name=id]').fill('ui-2');
+      await form.getByRole('button', { name: 'Publish' }).click();
+      await form.locator('.banner.error', { hasText: 'not valid JSON' }).waitFor();
+      expect(Number(await lagCell.textContent())).toBe(before + 1);
+      await shot('bus-published');
+    });
+
+    it('defines a topic, a namespace and a pipe kind from the console; bad or config-owned definitions show their error code and store nothing', async () => {
+      await visit(`${base}/ui/#/definitions`);
+      const topics = page.getByTestId('defs-topics');
+      const namespaces = page.getByTestId('defs-namespaces');
+      const kinds = page.getByTestId('defs-kinds');
+      // The config file's topic is listed, and offers no delete.
+      const orders = topics.locator('tbody tr', { hasText: 'orders' });
+      await orders.locator('[data-badge=config]').waitFor();
+      expect(await orders.getByRole('button', { name: 'Delete' }).count()).toBe(0);
+
+      await topics.locator('input[name=name]').fill('ui-topic');
+      await topics.locator('textarea[name=definition]').fill('{"description": "from the console"}');
+      await topics.getByRole('button', { name: 'Save' }).click();
+      await topics.locator('tbody tr', { hasText: 'ui-topic' }).locator('[data-badge=runtime]').waitFor();
+      expect((await http(base, '/v1/bus/topics/ui-topic')).status).toBe(200);
+
+      // A topic of the config file cannot be redefined here.
+      await topics.locator('input[name=name]').fill('orders');
+      await topics.getByRole('button', { name: 'Save' }).click();
+      await topics.locator('.banner.error .code', { hasText: 'defined_in_config' }).waitFor();
+
+      // A namespace with the built-in example processor: its machines work at once.
+      await namespaces.locator('input[name=name]').fill('ui-counters');
+      await namespaces.getByRole('button', { name: 'Save' }).click();
+      await namespaces.locator('tbody tr', { hasText: 'ui-counters' }).waitFor();
+      expect((await http(base, '/v1/namespaces/ui-counters/machines/c1/start', 'POST', { args: 5 })).status).toBe(200);
+
+      // A bad kind: the server's code in a banner, and nothing stored.
+      await kinds.locator('input[name=name]').fill('bad-kind');
+      await kinds.locator('textarea[name=definition]').fill('{"handler": "not a url"}');
+      await kinds.getByRole('button', { name: 'Save' }).click();
+      await kinds.locator('.banner.error .code', { hasText: 'bad_request' }).waitFor();
+      expect((await http(base, '/v1/pipe/kinds/bad-kind')).status).toBe(404);
+      await shot('definitions');
+
+      page.once('dialog', (d) => void d.accept());
+      await topics.locator('tbody tr', { hasText: 'ui-topic' }).getByRole('button', { name: 'Delete' }).click();
+      await topics.locator('tbody tr', { hasText: 'ui-topic' }).waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/bus/topics/ui-topic')).status).toBe(404);
+
+      // The new namespace's machines can be started and called from the Machines page.
+      await visit(`${base}/ui/#/machines?ns=ui-counters&id=c2`);
+      const panel = page.locator('[data-testid=machine]');
+      await panel.locator('.banner', { hasText: 'No machine c2' }).waitFor();
+      await panel.locator('input[name=args]').fill('10');
+      await panel.getByRole('button', { name: 'Start' }).click();
+      await panel.locator('h2 [data-badge=working]').waitFor();
+      await panel.locator('input[name=args]').fill('5');
+      await panel.getByRole('button', { name: 'Call' }).click();
+      await panel.locator('.banner.ok', { hasText: 'response: {"count":15}' }).waitFor();
+      // A call the processor cannot take fails the machine; the page says why and offers the repairs.
+      await panel.locator('input[name=args]').fill('"x"');
+      await panel.getByRole('button', { name: 'Call' }).click();
+      await panel.locator('h2 [data-badge=failed]').waitFor();
+      expect(await panel.getByRole('button', { name: 'Call' }).isDisabled()).toBe(true);
+      expect(await panel.getByRole('button', { name: 'Simple repair' }).isDisabled()).toBe(false);
+      await shot('machine-started-called');
+      const h = (await http(base, '/v1/namespaces/ui-counters/machines/c2')).json;
+      expect(h.status).toBe('failed');
+      expect(h.history.map((e: { data: unknown }) => e.data)).toEqual([{ set: 10 }, { added: 5 }]);
     });
   });
 });

@@ -1,6 +1,6 @@
 import { render } from 'preact';
 import './style.css';
-import { Bus, Ledger, Machines, Overview, Pipe, Sinks } from './pages';
+import { Bus, Definitions, Ledger, Machines, Overview, Pipe, Sinks } from './pages';
 import { useRoute } from './ui';
 
 const PAGES = [
@@ -10,6 +10,7 @@ const PAGES = [
   { id: 'bus', label: 'Bus', C: Bus },
   { id: 'pipe', label: 'Pipe', C: Pipe },
   { id: 'ledger', label: 'Ledger', C: Ledger },
+  { id: 'definitions', label: 'Definitions', C: Definitions },
 ] as const;
 
 function App() {

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, enc, itemsOf, noRoute } from './api';
+import { api, ApiError, enc, itemsOf, noRoute } from './api';
 import { Badge, ErrorBanner, Notice, Table, go, short, sumLag, useAction, useLoad, when } from './ui';
 
 type P = { params: URLSearchParams };
@@ -109,7 +109,17 @@ export function Machines({ params }: P) {
         <button type="submit" disabled={!ns}>Open</button>
       </form>
       <ErrorBanner error={namespaces.error} />
-      {ns && id && <MachineDetail ns={ns} id={id} onGone={() => set({ id: undefined })} />}
+      {ns && id && (
+        <MachineDetail
+          ns={ns}
+          id={id}
+          onChanged={() => list.reload()}
+          onGone={() => {
+            list.reload();
+            set({ id: undefined });
+          }}
+        />
+      )}
       {ns && (
         <>
           <h2>In {ns}</h2>
@@ -140,31 +150,52 @@ export function Machines({ params }: P) {
   );
 }
 
-function MachineDetail({ ns, id, onGone }: { ns: string; id: string; onGone: () => void }) {
+function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; onChanged: () => void; onGone: () => void }) {
   const m = useLoad(() => api(`/v1/namespaces/${enc(ns)}/machines/${enc(id)}?direction=backward&limit=50`), [ns, id], 3000);
   const act = useAction();
   const [args, setArgs] = useState('null');
   const base = `/v1/namespaces/${enc(ns)}/machines/${enc(id)}`;
   const d = m.data as any;
-  const repair = () =>
-    act.run('repaired', async () => {
+  /** start, call or repair with the JSON arguments of the form; a call answers with the processor's response. */
+  const send = (op: 'start' | 'call' | 'repair') =>
+    act.run(op === 'repair' ? 'repaired' : op === 'start' ? 'started' : 'called', async () => {
       let parsed: unknown;
       try {
         parsed = JSON.parse(args);
       } catch {
-        throw new Error('repair arguments are not valid JSON');
+        throw new Error('the arguments are not valid JSON');
       }
-      await api(`${base}/repair`, { method: 'POST', body: { args: parsed } });
+      const r = await api(`${base}/${op}`, { method: 'POST', body: { args: parsed } });
       m.reload();
+      onChanged();
+      if (op === 'call') return `response: ${short(r?.response ?? null)}`;
+      return undefined;
     });
+  const repair = () => send('repair');
+  const failed = d?.status === 'failed';
+  const onlyFailed = failed ? undefined : 'only a failed machine can be repaired';
+  const absent = m.error instanceof ApiError && m.error.code === 'machine_not_found';
+  const argsInput = (
+    <label>
+      args (JSON) <input name="args" value={args} onInput={(e) => setArgs((e.target as HTMLInputElement).value)} />
+    </label>
+  );
   return (
     <div class="panel" data-testid="machine">
       <h2>
         {ns} / {id} {d && <Badge value={d.status} />}
       </h2>
-      <ErrorBanner error={m.error} />
+      {absent ? <Notice>No machine {id} in {ns} yet: start it with its init arguments.</Notice> : <ErrorBanner error={m.error} />}
       <ErrorBanner error={act.error} />
       {act.done && <Notice kind="ok">{act.done}</Notice>}
+      {absent && (
+        <div class="actions">
+          {argsInput}
+          <button onClick={() => send('start')} disabled={act.busy}>
+            Start
+          </button>
+        </div>
+      )}
       {d && (
         <>
           {d.status === 'failed' && (
@@ -183,11 +214,18 @@ function MachineDetail({ ns, id, onGone }: { ns: string; id: string; onGone: () 
             </dd>
           </dl>
           <div class="actions">
-            <label>
-              repair args (JSON) <input name="repair-args" value={args} onInput={(e) => setArgs((e.target as HTMLInputElement).value)} />
-            </label>
-            <button onClick={repair} disabled={act.busy}>Repair</button>
-            <button onClick={() => act.run('simple repair done', async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload()))} disabled={act.busy}>
+            {argsInput}
+            <button onClick={() => send('call')} disabled={act.busy || failed} title={failed ? 'a failed machine takes repairs only' : undefined}>
+              Call
+            </button>
+            <button onClick={repair} disabled={act.busy || !failed} title={onlyFailed}>
+              Repair
+            </button>
+            <button
+              onClick={() => act.run('simple repair done', async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload(), onChanged()))}
+              disabled={act.busy || !failed}
+              title={onlyFailed}
+            >
               Simple repair
             </button>
             <button
@@ -321,7 +359,71 @@ export function Bus(_: P) {
       ) : (
         <Table testid="topics" head={['topic', 'source', 'definition']} rows={(topics.data ?? []).map((t) => [<code>{t.name ?? t}</code>, t.source ? <Badge value={t.source} /> : '', <code>{short(t.definition ?? '')}</code>])} />
       )}
+      <PublishForm topics={(topics.data ?? []).map((t) => String(t.name ?? t))} onPublished={() => subs.reload()} />
     </section>
+  );
+}
+
+/** Publishes one event by hand (a test message, as in a broker's console). */
+function PublishForm({ topics, onPublished }: { topics: string[]; onPublished: () => void }) {
+  const act = useAction();
+  const [topic, setTopic] = useState('');
+  const [key, setKey] = useState('');
+  const [type, setType] = useState('test');
+  const [id, setId] = useState('');
+  const [data, setData] = useState('{}');
+  const chosen = topic || topics[0] || '';
+  const publish = () =>
+    act.run('published', async () => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(data);
+      } catch {
+        throw new Error('the data is not valid JSON');
+      }
+      const event: Record<string, unknown> = { type, data: parsed };
+      if (key) event.key = key;
+      if (id) event.id = id;
+      const r = await api(`/v1/bus/topics/${enc(chosen)}/events`, { method: 'POST', body: { events: [event] } });
+      onPublished();
+      const p = r.positions?.[0];
+      return p ? `${p.duplicate ? 'duplicate of the event at' : 'published at'} ${p.shard}:${p.pos}` : 'published';
+    });
+  return (
+    <div class="panel" data-testid="publish">
+      <h2>Publish an event</h2>
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      <form
+        class="define"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void publish();
+        }}
+      >
+        <label>
+          topic
+          <select name="topic" value={chosen} onChange={(e) => setTopic((e.target as HTMLSelectElement).value)}>
+            {topics.map((t) => <option value={t}>{t}</option>)}
+          </select>
+        </label>
+        <label>
+          key <input name="key" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} placeholder="(none)" />
+        </label>
+        <label>
+          type <input name="type" value={type} onInput={(e) => setType((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          id <input name="id" value={id} onInput={(e) => setId((e.target as HTMLInputElement).value)} placeholder="(no dedupe)" />
+        </label>
+        <label class="grow">
+          data (JSON) <textarea name="data" rows={2} value={data} onInput={(e) => setData((e.target as HTMLTextAreaElement).value)} />
+        </label>
+        <button type="submit" disabled={act.busy || !chosen}>
+          Publish
+        </button>
+      </form>
+    </div>
   );
 }
 
@@ -499,3 +601,100 @@ const groupLabel = (g: Record<string, unknown>): string => {
   const e = Object.entries(g ?? {});
   return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v ?? '∅'}`).join(', ');
 };
+
+// ---------------------------------------------------------------- definitions
+
+/** What can be defined at runtime: machine namespaces, pipe kinds, bus topics. */
+const DEFINABLE = [
+  { id: 'namespaces', title: 'Machine namespaces', path: '/v1/namespaces', example: '{"processor": {"in_process": "example.counter"}}' },
+  { id: 'kinds', title: 'Pipe kinds', path: '/v1/pipe/kinds', example: '{"handler": "http://127.0.0.1:8080/sessions", "max_repeats": 5}' },
+  { id: 'topics', title: 'Bus topics', path: '/v1/bus/topics', example: '{"description": "orders of the shop"}' },
+] as const;
+
+export function Definitions(_: P) {
+  return (
+    <section>
+      <h1>Definitions</h1>
+      <Notice>
+        Namespaces, kinds and topics defined here are stored in the shard database and seen by every node without a restart. Those of the config file are shown
+        too; they win on a name conflict and cannot be changed here.
+      </Notice>
+      {DEFINABLE.map((d) => (
+        <DefinitionSection key={d.id} {...d} />
+      ))}
+    </section>
+  );
+}
+
+function DefinitionSection({ id, title, path, example }: { id: string; title: string; path: string; example: string }) {
+  const list = useLoad(() => api(path).then((r) => itemsOf<any>(r)), [path], 5000);
+  const act = useAction();
+  const [name, setName] = useState('');
+  const [body, setBody] = useState(example);
+  const save = () =>
+    act.run(`saved ${name.trim()}`, async () => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        throw new Error('the definition is not valid JSON');
+      }
+      if (!name.trim()) throw new Error('give it a name');
+      await api(`${path}/${enc(name.trim())}`, { method: 'PUT', body: parsed });
+      list.reload();
+    });
+  return (
+    <div class="panel" data-testid={`defs-${id}`}>
+      <h2>{title}</h2>
+      <ErrorBanner error={list.error} />
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      <Table
+        testid={`defs-${id}-list`}
+        head={['name', 'source', 'definition', '']}
+        rows={(list.data ?? []).map((d) => [
+          <code>{d.name}</code>,
+          <Badge value={d.source} />,
+          <code>{short(d.definition)}</code>,
+          d.source === 'runtime' ? (
+            <span class="actions">
+              <button
+                onClick={() => {
+                  setName(d.name);
+                  setBody(JSON.stringify(d.definition, null, 2));
+                }}
+              >
+                Edit
+              </button>
+              <button
+                class="danger"
+                onClick={() => confirm(`Delete ${d.name}?`) && act.run(`deleted ${d.name}`, async () => (await api(`${path}/${enc(d.name)}`, { method: 'DELETE' }), list.reload()))}
+              >
+                Delete
+              </button>
+            </span>
+          ) : (
+            <span class="note">config file</span>
+          ),
+        ])}
+      />
+      <form
+        class="define"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void save();
+        }}
+      >
+        <label>
+          name <input name="name" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="name" />
+        </label>
+        <label class="grow">
+          definition (JSON) <textarea name="definition" rows={3} value={body} onInput={(e) => setBody((e.target as HTMLTextAreaElement).value)} />
+        </label>
+        <button type="submit" disabled={act.busy}>
+          Save
+        </button>
+      </form>
+    </div>
+  );
+}

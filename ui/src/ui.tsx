@@ -127,7 +127,7 @@ export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('
 export const sumLag = (lag: unknown): number =>
   typeof lag === 'number' ? lag : lag && typeof lag === 'object' ? Object.values(lag as Record<string, number>).reduce((a, b) => a + Number(b), 0) : 0;
 
-/** Runs an operator action, reporting its error or success. */
+/** Runs an operator action, reporting its error or success (`label`, or the string the action returns). */
 export function useAction(): { run: (label: string, fn: () => Promise<unknown>) => Promise<void>; error: unknown; done: string | undefined; busy: boolean } {
   const [error, setError] = useState<unknown>(undefined);
   const [done, setDone] = useState<string | undefined>(undefined);
@@ -137,8 +137,9 @@ export function useAction(): { run: (label: string, fn: () => Promise<unknown>) 
     setError(undefined);
     setDone(undefined);
     try {
-      await fn();
-      setDone(label);
+      const r = await fn();
+      // An action may name its own outcome (e.g. where an event landed).
+      setDone(typeof r === 'string' ? r : label);
     } catch (e) {
       setError(e);
     } finally {
