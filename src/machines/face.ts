@@ -1,3 +1,4 @@
+import { Counter } from 'prom-client';
 import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { Machines, type MachinesOptions } from './machines.js';
@@ -14,6 +15,21 @@ export class MachinesFace implements Face {
     this.sinks = new Sinks(rt, () => this.machines.namespacesInEffect);
     // Registered at construction so timers due during downtime find their handler as soon as the scheduler runs.
     this.machines.registerTimers();
+    const stats = this.machines.leaseStats;
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [rt.metrics],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter('millrace_machine_steps_on_kept_lease_total', 'Machine steps that ran on the lease kept from their last commit (no lease round trip)', () => stats.kept);
+    counter('millrace_machine_leases_taken_total', 'Machine leases taken with a statement (free, expired or renewed)', () => stats.taken);
+    counter('millrace_machine_lease_asks_total', 'Times this node asked its peers for a machine lease one of them held', () => stats.asked);
+    counter('millrace_machine_leases_given_up_total', 'Kept machine leases this node gave up because a peer asked', () => stats.givenUp);
   }
 
   async start(): Promise<void> {

@@ -199,6 +199,8 @@ export class Machines {
   private readonly unlisten: Array<() => Promise<void>> = [];
   private sweep: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Lease counters for metrics: steps on a kept lease (no round trip), leases taken, asks sent to peers, leases given up to one. */
+  readonly leaseStats = { kept: 0, taken: 0, asked: 0, givenUp: 0 };
 
   constructor(
     readonly rt: Runtime,
@@ -255,6 +257,7 @@ export class Machines {
       .run(k, async () => {
         if (!this.kept.delete(k)) return;
         this.wanted.delete(k);
+        this.leaseStats.givenUp++;
         await this.releaseLease(ns, id);
       })
       .catch(() => this.wanted.delete(k));
@@ -637,7 +640,10 @@ export class Machines {
     if (kept !== undefined) {
       // Still ours for a while (kept at the last commit, nobody asked for it): no round trip.
       const hit = this.cache.get(k);
-      if (hit && !this.wanted.has(k) && kept - this.rt.clock.now() >= this.keepMs / 2) return hit.state;
+      if (hit && !this.wanted.has(k) && kept - this.rt.clock.now() >= this.keepMs / 2) {
+        this.leaseStats.kept++;
+        return hit.state;
+      }
       this.kept.delete(k);
     }
     const shard = this.shardOf(ns, id);
@@ -651,6 +657,7 @@ export class Machines {
       const relaxed = shard.driver.relaxed;
       const rows = relaxed ? await relaxed.all<Row>(sql, params) : await shard.write((tx) => tx.all<Row>(sql, params));
       if (rows[0]) {
+        this.leaseStats.taken++;
         const state = toState(rows[0]);
         const hit = this.cache.get(k);
         this.cache.set(k, { state, tail: hit && hit.state.version === state.version && hit.state.gen === state.gen ? hit.tail : [] });
@@ -668,7 +675,10 @@ export class Machines {
         continue;
       }
       // Held by another node: ask it to give the lease up (it may only be keeping it), then again now and then.
-      if (attempt % 6 === 0) void shard.driver.notify(LEASE_CHANNEL, JSON.stringify([ns, id, this.holder])).catch(() => {});
+      if (attempt % 6 === 0) {
+        this.leaseStats.asked++;
+        void shard.driver.notify(LEASE_CHANNEL, JSON.stringify([ns, id, this.holder])).catch(() => {});
+      }
       const delay = Math.min(500, 5 * 2 ** Math.min(attempt++, 10));
       if (this.rt.clock.now() + delay >= deadline) throw new MillraceError('unavailable', `machine ${id} is being processed by another node`, { retryAfterS: 1 });
       await sleep(delay);
@@ -752,7 +762,7 @@ export class Machines {
         if (keep) this.kept.set(k, now + this.keepMs);
         else {
           this.kept.delete(k);
-          this.wanted.delete(k);
+          if (this.wanted.delete(k)) this.leaseStats.givenUp++;
         }
       });
     };

@@ -57,6 +57,11 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     expect(await holder(a, 'm1')).toBe(a.runtime.config.node_id);
     const h = await cb.get('t', { id: 'm1' });
     expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3]);
+    // A ran its second step (the first call) on the lease kept from the start, and gave it up once to B; B asked for it.
+    const metric = async (n: Node, name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(await (await fetch(`${n.url}/metrics`)).text())?.[1] ?? NaN);
+    expect(await metric(a, 'millrace_machine_steps_on_kept_lease_total')).toBeGreaterThanOrEqual(1);
+    expect(await metric(a, 'millrace_machine_leases_given_up_total')).toBeGreaterThanOrEqual(1);
+    expect(await metric(b, 'millrace_machine_lease_asks_total')).toBeGreaterThanOrEqual(1);
   });
 
   it('a step that outlives the lease kept from the last commit extends it, so a peer never runs the machine at the same time', async () => {
