@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics, Gauge, Counter } from 'prom-client';
 import type { Config } from './core/config.js';
 import type { Clock } from './core/clock.js';
-import { systemClock } from './core/clock.js';
+import { sleep, systemClock } from './core/clock.js';
+import { MillraceError } from './core/errors.js';
 import { silentLogger } from './core/logger.js';
 import { CursorEngine } from './log/cursor.js';
 import { Log } from './log/log.js';
@@ -69,7 +70,14 @@ export class Runtime {
       const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler, catalog);
       if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')) await catalog.start();
       rt.registerMetrics();
-      if (opts.background !== false) await rt.start();
+      if (opts.background !== false) {
+        try {
+          await rt.start();
+        } catch (err) {
+          await rt.close().catch(() => {});
+          throw err;
+        }
+      }
       return rt;
     } catch (err) {
       await storage.close().catch(() => {});
@@ -81,6 +89,7 @@ export class Runtime {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    await this.claimNodeId();
     for (const shard of this.storage.shards) {
       if (shard.driver.capabilities.sequencesOnInsert) continue;
       const seq = new Sequencer(this.log, shard, { batch: this.config.log.sequencer_batch, pollMs: this.config.log.poll_ms, logger: this.logger });
@@ -89,6 +98,29 @@ export class Runtime {
     }
     await this.scheduler.recover();
     this.scheduler.start();
+  }
+
+  /**
+   * Where nodes share storage, two running nodes with one node_id would take
+   * each other's leases for their own: refuse to start the second. The claim
+   * lives on a session the node keeps anyway and ends with its process (a
+   * killed node's is freed by the server); a restarting node waits a moment
+   * for its predecessor's session to end.
+   */
+  private async claimNodeId(): Promise<void> {
+    const driver = this.storage.shards[0]!.driver;
+    if (!driver.capabilities.multiNode || driver.claimSession === undefined) return;
+    // Wall time, not the runtime's clock (which a test may hold still).
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      if (await driver.claimSession(`millrace:node:${this.config.node_id}`)) return;
+      if (Date.now() >= deadline) {
+        throw new MillraceError('config_invalid', `node_id "${this.config.node_id}" is in use by another running node on this storage; give each node its own node_id`, {
+          details: { node_id: this.config.node_id },
+        });
+      }
+      await sleep(250);
+    }
   }
 
   private registerMetrics(): void {

@@ -1,4 +1,5 @@
 import { readFileSync, existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve, dirname, isAbsolute } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -204,7 +205,8 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
 
   return {
     ...c,
-    node_id: c.node_id ?? `node-${process.pid}`,
+    // Host and process: unique among running nodes even where every container's process is pid 1.
+    node_id: c.node_id ?? `${hostname().slice(0, 80)}-${process.pid}`,
     data_dir: dataDir,
     storage: { ...c.storage, shards },
     source: opts.source,

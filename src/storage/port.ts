@@ -115,6 +115,14 @@ export interface ShardDriver {
    * waiters queue in memory.
    */
   lock(key: string, abort: AbortSignal): Promise<HeldLock>;
+
+  /**
+   * Claims `key` for as long as this driver lives, on a session it keeps
+   * anyway (PostgreSQL: a session-level advisory lock on the LISTEN
+   * connection, freed when the process ends, however it ends); false if
+   * another live process holds it. Absent where one process owns the storage.
+   */
+  claimSession?(key: string): Promise<boolean>;
   /**
    * Present where COMMIT returns before the commit is durable (SQLite: the WAL
    * is fsync'd off the event loop). Resolves once every commit that returned

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
+import { hostname } from 'node:os';
 import { buildConfig, checkCoverage, type ShardConfig } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
 import { HASH_SPACE_END, parseHashBound, sha1, shardKeyText, ShardRouter } from '../../src/core/routing.js';
@@ -31,7 +32,7 @@ describe('buildConfig', () => {
     for (const raw of [undefined, null, {}]) {
       const c = buildConfig(raw, { baseDir: '/srv/mr' });
       expect(c.source).toBeUndefined();
-      expect(c.node_id).toMatch(/^node-\d+$/);
+      expect(c.node_id).toBe(`${hostname().slice(0, 80)}-${process.pid}`);
       expect(c.data_dir).toBe(resolve('/srv/mr', 'data'));
       expect(c.http).toEqual({ host: '127.0.0.1', port: 7070, body_limit_bytes: 8 * 1024 * 1024, drain_timeout_ms: 10_000 });
       expect(c.grpc).toEqual({ enabled: true, host: '127.0.0.1', port: 7071 });

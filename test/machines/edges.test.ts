@@ -178,7 +178,7 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
     await c.start('t', 'mem', { events: [{ before: true }] });
     const head = await node.runtime.log.headPos('s0');
     // A second node on the same storage whose limit (1 MB) any process is above.
-    const input = { ...env.input, machines: { ...(env.input as { machines: object }).machines, memory_limit_mb: 1 } } as ConfigInput;
+    const input = { ...env.input, node_id: `${env.input.node_id}-limited`, machines: { ...(env.input as { machines: object }).machines, memory_limit_mb: 1 } } as ConfigInput;
     const limited = await startNode(buildConfig(input), { faces: [machinesFace] });
     try {
       const post = (path: string, body: unknown) =>

@@ -148,6 +148,8 @@ export class PostgresDriver implements ShardDriver {
   private listener: pg.Client | undefined;
   private listenerReady: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
+  /** Keys claimed on the LISTEN session (claimed again if it reconnects). */
+  private readonly claims = new Set<string>();
   private closed = false;
 
   constructor(private readonly opts: PostgresDriverOptions) {
@@ -247,6 +249,8 @@ export class PostgresDriver implements ShardDriver {
     try {
       const c = await this.listenerClient();
       for (const ch of this.channels.keys()) await c.query(`LISTEN ${quoteIdent(ch)}`);
+      // A claim lapsed with the old session; another process may have taken it since, and then it stays lost.
+      for (const k of this.claims) await c.query('SELECT pg_try_advisory_lock($1)', [advisoryKey(k)]);
     } catch {
       this.listenerReady = undefined;
       if (!this.closed) setTimeout(() => void this.relisten(), 1000).unref();
@@ -265,6 +269,13 @@ export class PostgresDriver implements ShardDriver {
     return async () => {
       set.delete(onPayload);
     };
+  }
+
+  async claimSession(key: string): Promise<boolean> {
+    const c = await this.listenerClient();
+    const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [advisoryKey(key)]);
+    if (r.rows[0]?.ok === true) this.claims.add(key);
+    return r.rows[0]?.ok === true;
   }
 
   async notify(channel: string, payload: string): Promise<void> {
