@@ -41,34 +41,34 @@ export class Sequencer {
   }
 
   private async loop(): Promise<void> {
-    const unlisten = await this.shard.driver.listen(APPEND_CHANNEL, () => this.waker.wake()).catch(() => undefined);
-    try {
-      while (!this.stopped) {
-        try {
-          // A standby waits here on one session of its own until the holder's lock frees.
-          this.lock = await this.shard.driver.lock(`millrace:sequencer:${this.shard.name}`, this.abort.signal);
-        } catch (err) {
-          if (this.stopped) break;
-          this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: cannot reach the shard');
-          this.lock = null;
-          // Not the waker: appends wake it, and each wake would open a session.
-          await sleepUnless(this.opts.pollMs * 2, this.abort.signal);
-          continue;
-        }
-        this.leader = true;
-        this.opts.logger.info({ shard: this.shard.name }, 'sequencer: holding the shard lock');
-        try {
-          await this.lead(this.lock);
-        } catch (err) {
-          if (!this.stopped) this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
-        } finally {
-          this.leader = false;
-          await this.lock.release().catch(() => {});
-          this.lock = null;
-        }
+    while (!this.stopped) {
+      try {
+        // A standby waits here on one session of its own until the holder's lock frees.
+        this.lock = await this.shard.driver.lock(`millrace:sequencer:${this.shard.name}`, this.abort.signal);
+      } catch (err) {
+        if (this.stopped) break;
+        this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: cannot reach the shard');
+        this.lock = null;
+        // Not the waker: appends wake it, and each wake would open a session.
+        await sleepUnless(this.opts.pollMs * 2, this.abort.signal);
+        continue;
       }
-    } finally {
-      await unlisten?.();
+      this.leader = true;
+      this.opts.logger.info({ shard: this.shard.name }, 'sequencer: holding the shard lock');
+      // Append notices from other nodes matter only to the leader: a standby
+      // does not listen, so the server does not send it one per commit. The
+      // leader listens before its first read, so nothing slips between.
+      const unlisten = await this.shard.driver.listen(APPEND_CHANNEL, () => this.waker.wake()).catch(() => undefined);
+      try {
+        await this.lead(this.lock);
+      } catch (err) {
+        if (!this.stopped) this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
+      } finally {
+        this.leader = false;
+        await unlisten?.().catch(() => {});
+        await this.lock.release().catch(() => {});
+        this.lock = null;
+      }
     }
   }
 

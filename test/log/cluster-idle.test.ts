@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
+import type { PostgresDriver } from '../../src/storage/postgres/postgres-driver.js';
 import { createTestEnv, DIALECTS, pgUrlFor, waitFor, type TestEnv } from '../support/env.js';
 
 interface Backend {
@@ -84,5 +85,13 @@ describe.runIf(DIALECTS.includes('postgres'))('an idle second node (postgres)', 
     expect(b.runtime.sequencers[0]!.leader).toBe(false);
     expect(a.runtime.sequencers[0]!.leader).toBe(true);
     expect(before.filter((r) => r.application_name === 'millrace-lock').length).toBe(2);
+  });
+
+  it('a standby does not listen for append notices (the server sends it none); the leader does', async () => {
+    const channels = (n: Node) => (n.runtime.storage.shard('s0').driver as PostgresDriver).listeningChannels();
+    expect(await channels(a)).toContain('millrace_append');
+    expect(await channels(b)).not.toContain('millrace_append');
+    // Positions still reach the standby's node: its readers wake on them.
+    expect(await channels(b)).toContain('millrace_pos');
   });
 });

@@ -268,7 +268,19 @@ export class PostgresDriver implements ShardDriver {
     set.add(onPayload);
     return async () => {
       set.delete(onPayload);
+      // The last listener gone: stop the server sending what nobody reads (a
+      // standby sequencer would otherwise take every append notice).
+      if (set.size > 0 || this.channels.get(channel) !== set) return;
+      this.channels.delete(channel);
+      await this.listener?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
     };
+  }
+
+  /** Channels the LISTEN session listens on, as the server has them (diagnostics). */
+  async listeningChannels(): Promise<string[]> {
+    if (this.listenerReady === undefined) return [];
+    const c = await this.listenerReady;
+    return (await c.query<{ ch: string }>('SELECT pg_listening_channels() AS ch')).rows.map((r) => r.ch).sort();
   }
 
   async claimSession(key: string): Promise<boolean> {
