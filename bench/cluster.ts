@@ -156,6 +156,8 @@ export async function run(): Promise<void> {
         const alone = await measureCase([nodes[0]!], 'http', 'alone-', '2 shards, 1 node, HTTP processor', rows);
         await startNode('node-b');
         await startNode('node-c');
+        // Let the new processes finish starting (module loading, first polls) before measuring beside them.
+        await new Promise((r) => setTimeout(r, 3000));
         const peers = await measureCase([nodes[0]!], 'http', 'peers-', '2 shards, 3 nodes, load on 1 (2 idle peers)', rows);
         const all = await measureCase(nodes, 'http', 'all-', '2 shards, 3 nodes, load on all 3', rows);
         // The databases grow case after case: measure the lone node again once

@@ -59,12 +59,16 @@ export class Sequencer {
       // does not listen, so the server does not send it one per commit. The
       // leader listens before its first read, so nothing slips between.
       const unlisten = await this.shard.driver.listen(APPEND_CHANNEL, () => this.waker.wake()).catch(() => undefined);
+      // This node's own commits wake it in process; they need not tell the server.
+      this.shard.committer.setLocalOnly(APPEND_CHANNEL, true);
       try {
         await this.lead(this.lock);
       } catch (err) {
         if (!this.stopped) this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
       } finally {
         this.leader = false;
+        // A successor elsewhere reads what is unnumbered when it starts, then hears this node's commits again.
+        this.shard.committer.setLocalOnly(APPEND_CHANNEL, false);
         await unlisten?.().catch(() => {});
         await this.lock.release().catch(() => {});
         this.lock = null;

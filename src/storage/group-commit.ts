@@ -62,6 +62,8 @@ export class GroupCommitter extends EventEmitter {
   private idleWaiters: Array<() => void> = [];
   /** Counters for metrics. */
   readonly stats = { batches: 0, jobs: 0, reruns: 0 };
+  /** Channels whose only reader is in this process (the 'notify' event reaches it): no NOTIFY goes to the server. */
+  private readonly localOnly = new Set<string>();
 
   constructor(
     private readonly driver: ShardDriver,
@@ -76,6 +78,17 @@ export class GroupCommitter extends EventEmitter {
       this.queue.push({ fn: fn as TxFn<unknown>, resolve: resolve as (v: unknown) => void, reject });
       this.schedule();
     });
+  }
+
+  /**
+   * Marks a channel as read only in this process, or not any more. The
+   * sequencer that leads a shard marks the append channel so: commits here
+   * wake it through the 'notify' event, and the server is spared a NOTIFY
+   * per batch (which would also wake every listening session of the database).
+   */
+  setLocalOnly(channel: string, on: boolean): void {
+    if (on) this.localOnly.add(channel);
+    else this.localOnly.delete(channel);
   }
 
   get pending(): number {
@@ -271,7 +284,7 @@ export class GroupCommitter extends EventEmitter {
     const sql = this.driver.sql.notify;
     if (sql === null) return;
     const channels = new Set<string>();
-    for (const o of outcomes) if (o.ok) for (const c of o.tx.channels) channels.add(c);
+    for (const o of outcomes) if (o.ok) for (const c of o.tx.channels) if (!this.localOnly.has(c)) channels.add(c);
     for (const c of channels) await conn.run(sql, [c, '']);
   }
 

@@ -211,6 +211,35 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
     expect(await keysIn('sp/')).toEqual(['sp/0', 'sp/1', 'sp/2', 'sp/3', 'sp/taken']);
   });
 
+  it.runIf(dialect === 'postgres')('a channel marked local-only is announced in process but not NOTIFYed to the server; unmarked, it is again', async () => {
+    const heard: string[] = [];
+    const unlisten = await shard.driver.listen('gc_local', (p) => heard.push(p));
+    const local: string[] = [];
+    const onLocal = (c: string) => c === 'gc_local' && local.push(c);
+    shard.committer.on('notify', onLocal);
+    try {
+      shard.committer.setLocalOnly('gc_local', true);
+      await shard.write(async (tx) => {
+        tx.notify('gc_local');
+      });
+      expect(local).toHaveLength(1);
+      // A NOTIFY the server had taken would arrive before the one below, on the same session.
+      shard.committer.setLocalOnly('gc_local', false);
+      await shard.write(async (tx) => {
+        tx.notify('gc_local');
+      });
+      await waitFor(() => heard.length >= 1, 5_000, 'the server to deliver the second notice');
+      await shard.driver.notify('gc_local', 'marker');
+      await waitFor(() => heard.includes('marker'), 5_000, 'the marker');
+      expect(heard).toEqual(['', 'marker']);
+      expect(local).toHaveLength(2);
+    } finally {
+      shard.committer.setLocalOnly('gc_local', false);
+      shard.committer.off('notify', onLocal);
+      await unlisten();
+    }
+  });
+
   it('a throwing onCommit hook, with nobody listening for errors, still lets every caller of the batch settle', async () => {
     expect(shard.committer.listenerCount('error')).toBe(0);
     const settled: Array<PromiseSettledResult<number> | undefined> = new Array(5).fill(undefined);
