@@ -7,7 +7,9 @@
  *
  * - 1 node alone;
  * - 3 nodes, the load through one of them (two idle peers): what a node
- *   loses to its peers' presence (target: < 10%);
+ *   loses to its peers' presence (target: < 10%); interleaved twice with the
+ *   same load while the peers are frozen (SIGSTOP), which isolates what the
+ *   peers' own work costs from the drift between cases;
  * - 3 nodes, the load spread over all three (machines split between them);
  * - 1 node again, its peers stopped (the databases have grown meanwhile: the
  *   ratios compare with the mean of the two lone runs);
@@ -158,15 +160,35 @@ export async function run(): Promise<void> {
         await startNode('node-c');
         // Let the new processes finish starting (module loading, first polls) before measuring beside them.
         await new Promise((r) => setTimeout(r, 3000));
-        const peers = await measureCase([nodes[0]!], 'http', 'peers-', '2 shards, 3 nodes, load on 1 (2 idle peers)', rows);
+        // The idle peers' own cost, apart from drift (the databases grow, the
+        // machine's state changes run to run): the same load with the peers
+        // running and with them frozen (SIGSTOP: their sessions stay, their
+        // work stops), interleaved twice.
+        const freeze = (sig: 'SIGSTOP' | 'SIGCONT') => {
+          for (const n of nodes.slice(1)) n.proc.kill(sig);
+        };
+        const running: Array<{ calls: number; raw: number }> = [];
+        const frozen: Array<{ calls: number; raw: number }> = [];
+        for (let round = 1; round <= 2; round++) {
+          running.push(await measureCase([nodes[0]!], 'http', `peers${round}-`, `2 shards, 3 nodes, load on 1 (2 idle peers), round ${round}`, rows));
+          freeze('SIGSTOP');
+          try {
+            frozen.push(await measureCase([nodes[0]!], 'http', `frozen${round}-`, `2 shards, 3 nodes, load on 1 (2 peers frozen), round ${round}`, rows));
+          } finally {
+            freeze('SIGCONT');
+          }
+        }
+        const mean = (xs: Array<{ calls: number; raw: number }>) => ({ calls: xs.reduce((a, x) => a + x.calls, 0) / xs.length, raw: xs.reduce((a, x) => a + x.raw, 0) / xs.length });
+        const peers = mean(running);
+        const still = mean(frozen);
         const all = await measureCase(nodes, 'http', 'all-', '2 shards, 3 nodes, load on all 3', rows);
-        // The databases grow case after case: measure the lone node again once
-        // its peers are gone, and compare the 3-node cases with the mean of
-        // the two lone runs, so growth is not taken for the peers' cost.
+        // The lone node again once its peers are gone: the 3-node cases are
+        // compared with the mean of the two lone runs.
         for (const n of nodes.splice(1)) await n.close();
         const again = await measureCase([nodes[0]!], 'http', 'again-', '2 shards, 1 node again (peers stopped)', rows);
-        const lone = { calls: (alone.calls + again.calls) / 2, raw: (alone.raw + again.raw) / 2 };
+        const lone = mean([alone, again]);
         notes.push(
+          `idle peers running / frozen (interleaved): calls/s ${(peers.calls / still.calls).toFixed(2)} (raw appends ${(peers.raw / still.raw).toFixed(2)})`,
           `3-node/1-node calls/s (1 node: mean of the runs before and after): load on one node ${(peers.calls / lone.calls).toFixed(2)} (raw appends ${(peers.raw / lone.raw).toFixed(2)}); ` +
             `load on all three ${(all.calls / lone.calls).toFixed(2)} (raw appends ${(all.raw / lone.raw).toFixed(2)})`,
         );
