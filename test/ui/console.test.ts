@@ -385,6 +385,33 @@ describe('console in chromium', () => {
       await shot('bus-published');
     });
 
+    it('creates a subscription from the Bus page, refuses one on an unknown topic with its code, and deletes it', async () => {
+      await visit(`${base}/ui/#/bus`);
+      const form = page.getByTestId('new-subscription');
+      await form.locator('input[name=name]').fill('ui-sub');
+      await form.locator('input[name=topics]').fill('nope');
+      await form.getByRole('button', { name: 'Create' }).click();
+      const refused = await form.locator('.banner.error .code').textContent();
+      expect(refused).toMatch(/not_found|bad_request/);
+      expect((await http(base, '/v1/bus/subscriptions/ui-sub')).status).toBe(404);
+
+      await form.locator('input[name=topics]').fill('orders');
+      await form.locator('select[name=start]').selectOption('earliest');
+      await form.getByRole('button', { name: 'Create' }).click();
+      await form.locator('.banner.ok', { hasText: 'subscription ui-sub saved' }).waitFor();
+      const row = page.locator('[data-testid=subscriptions] tbody tr', { hasText: 'ui-sub' });
+      await row.waitFor();
+      // From the earliest position it has everything on the topic ahead of it.
+      await waitFor(async () => Number(await page.getByTestId('lag-ui-sub').textContent()) > 0, 10_000, 'the new subscription to show its lag');
+      expect((await http(base, '/v1/bus/subscriptions/ui-sub')).json.config.topics).toEqual(['orders']);
+      await shot('subscription-created');
+
+      page.once('dialog', (d) => void d.accept());
+      await row.getByRole('button', { name: 'Delete' }).click();
+      await row.waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/bus/subscriptions/ui-sub')).json.error.code).toBe('subscription_not_found');
+    });
+
     it('defines a topic, a namespace and a pipe kind from the console; bad or config-owned definitions show their error code and store nothing', async () => {
       await visit(`${base}/ui/#/definitions`);
       const topics = page.getByTestId('defs-topics');

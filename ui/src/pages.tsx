@@ -326,11 +326,11 @@ async function loadSubscriptions(): Promise<any[]> {
   return Promise.all(list.map((s) => (typeof s === 'string' ? api(`/v1/bus/subscriptions/${enc(s)}`) : s)));
 }
 
-function SubscriptionTable({ subs }: { subs: any[] }) {
+function SubscriptionTable({ subs, onDelete }: { subs: any[]; onDelete?: (name: string) => void }) {
   return (
     <Table
       testid="subscriptions"
-      head={['subscription', 'topics', 'lag', 'connected', 'dead-letter topic', 'positions']}
+      head={['subscription', 'topics', 'lag', 'connected', 'dead-letter topic', 'positions', ...(onDelete ? [''] : [])]}
       rows={subs.map((s) => [
         <code>{s.name}</code>,
         (s.config?.topics ?? s.topics ?? []).join(', '),
@@ -338,20 +338,88 @@ function SubscriptionTable({ subs }: { subs: any[] }) {
         <Badge value={s.connected ? 'connected' : 'disconnected'} />,
         s.dead_letter_topic ?? s.config?.dead_letter_topic ?? '—',
         <code class="small">{short(s.positions)}</code>,
+        ...(onDelete
+          ? [
+              <button class="danger" onClick={() => confirm(`Delete subscription ${s.name} and its positions?`) && onDelete(s.name)}>
+                Delete
+              </button>,
+            ]
+          : []),
       ])}
     />
+  );
+}
+
+/** Creates (or redefines) a subscription: PUT /v1/bus/subscriptions/{name}. */
+function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () => void }) {
+  const act = useAction();
+  const [name, setName] = useState('');
+  const [chosen, setChosen] = useState('');
+  const [start, setStart] = useState('latest');
+  const [dlt, setDlt] = useState('');
+  const save = () =>
+    act.run(`subscription ${name.trim()} saved`, async () => {
+      const list = chosen.split(',').map((t) => t.trim()).filter(Boolean);
+      if (!name.trim()) throw new Error('give the subscription a name');
+      const body: Record<string, unknown> = { topics: list, start };
+      if (dlt) body.dead_letter_topic = dlt;
+      await api(`/v1/bus/subscriptions/${enc(name.trim())}`, { method: 'PUT', body });
+      onSaved();
+    });
+  return (
+    <div class="panel" data-testid="new-subscription">
+      <h2>New subscription</h2>
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      <form
+        class="define"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void save();
+        }}
+      >
+        <label>
+          name <input name="name" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="billing" />
+        </label>
+        <label class="grow">
+          topics (comma-separated) <input name="topics" value={chosen} onInput={(e) => setChosen((e.target as HTMLInputElement).value)} placeholder={topics.join(', ')} />
+        </label>
+        <label>
+          start
+          <select name="start" value={start} onChange={(e) => setStart((e.target as HTMLSelectElement).value)}>
+            <option value="latest">latest</option>
+            <option value="earliest">earliest</option>
+          </select>
+        </label>
+        <label>
+          dead-letter topic
+          <select name="dead_letter_topic" value={dlt} onChange={(e) => setDlt((e.target as HTMLSelectElement).value)}>
+            <option value="">none</option>
+            {topics.map((t) => <option value={t}>{t}</option>)}
+          </select>
+        </label>
+        <button type="submit" disabled={act.busy}>
+          Create
+        </button>
+      </form>
+    </div>
   );
 }
 
 export function Bus(_: P) {
   const topics = useLoad(() => api('/v1/bus/topics').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? null : Promise.reject(e))), [], 5000);
   const subs = useLoad(() => loadSubscriptions(), [], 1000);
+  const del = useAction();
+  const topicNames = (topics.data ?? []).map((t) => String(t.name ?? t));
   return (
     <section>
       <h1>Bus</h1>
       <h2>Subscriptions</h2>
       <ErrorBanner error={subs.error} />
-      <SubscriptionTable subs={subs.data ?? []} />
+      <ErrorBanner error={del.error} />
+      {del.done && <Notice kind="ok">{del.done}</Notice>}
+      <SubscriptionTable subs={subs.data ?? []} onDelete={(name) => void del.run(`deleted ${name}`, async () => (await api(`/v1/bus/subscriptions/${enc(name)}`, { method: 'DELETE' }), subs.reload()))} />
+      <SubscriptionForm topics={topicNames} onSaved={() => subs.reload()} />
       <h2>Topics</h2>
       <ErrorBanner error={topics.error} />
       {topics.data === null ? (
@@ -359,7 +427,7 @@ export function Bus(_: P) {
       ) : (
         <Table testid="topics" head={['topic', 'source', 'definition']} rows={(topics.data ?? []).map((t) => [<code>{t.name ?? t}</code>, t.source ? <Badge value={t.source} /> : '', <code>{short(t.definition ?? '')}</code>])} />
       )}
-      <PublishForm topics={(topics.data ?? []).map((t) => String(t.name ?? t))} onPublished={() => subs.reload()} />
+      <PublishForm topics={topicNames} onPublished={() => subs.reload()} />
     </section>
   );
 }
