@@ -255,8 +255,9 @@ export class Machines {
     if (busy) return;
     void this.queues
       .run(k, async () => {
-        if (!this.kept.delete(k)) return;
         this.wanted.delete(k);
+        // A step queued before this turn may have given it up already (or it ran out).
+        if (!this.kept.delete(k)) return;
         this.leaseStats.givenUp++;
         await this.releaseLease(ns, id);
       })
@@ -503,6 +504,12 @@ export class Machines {
         if (!this.leaseCleared.delete(k)) {
           this.kept.delete(k);
           this.wanted.delete(k);
+          await this.releaseLease(ns, id).catch(() => {});
+        } else if (this.wanted.has(k) && this.kept.has(k)) {
+          // Asked for after this step's commit had kept the lease: give it up before the next turn.
+          this.wanted.delete(k);
+          this.kept.delete(k);
+          this.leaseStats.givenUp++;
           await this.releaseLease(ns, id).catch(() => {});
         }
       }

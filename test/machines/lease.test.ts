@@ -64,6 +64,18 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     expect(await metric(b, 'millrace_machine_lease_asks_total')).toBeGreaterThanOrEqual(1);
   });
 
+  it('callers of one machine on both nodes at once: every call is answered well before a kept lease would run out', async () => {
+    // Kept for a minute, deadlines of 5 s: a node that stopped answering asks (its first and the repeats) would fail a call.
+    const { ca, cb } = await cluster({ lease_keep_ms: 60_000 });
+    await ca.start('t', 'pp', {});
+    const calls = Array.from({ length: 40 }, (_, i) => ((i % 2 ? ca : cb).call('t', { id: 'pp' }, { events: [{ i }] }, { timeoutMs: 5000 })));
+    const results = await Promise.allSettled(calls);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect(proc!.maxConcurrentPerMachine).toBe(1);
+    const h = await ca.get('t', { id: 'pp' });
+    expect(h.history.map((e) => (e.data as { i: number }).i).sort((x, y) => x - y)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+  });
+
   it('a step that outlives the lease kept from the last commit extends it, so a peer never runs the machine at the same time', async () => {
     // Kept 1 s (+100 ms margin); the second step starts on that kept lease and sleeps 2 s while the peer asks for the machine.
     const { ca, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 100 });
