@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, enc, itemsOf, noRoute } from './api';
-import { Badge, ErrorBanner, Notice, Table, go, short, sumLag, useAction, useLoad, when } from './ui';
+import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, go, parseJsonInput, short, sumLag, useAction, useLoad, when } from './ui';
 
 type P = { params: URLSearchParams };
 
@@ -159,13 +159,7 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
   /** start, call or repair with the JSON arguments of the form; a call answers with the processor's response. */
   const send = (op: 'start' | 'call' | 'repair') =>
     act.run(op === 'repair' ? 'repaired' : op === 'start' ? 'started' : 'called', async () => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(args);
-      } catch {
-        throw new Error('the arguments are not valid JSON');
-      }
-      const r = await api(`${base}/${op}`, { method: 'POST', body: { args: parsed } });
+      const r = await api(`${base}/${op}`, { method: 'POST', body: { args: parseJsonInput(args, 'the arguments') } });
       m.reload();
       onChanged();
       if (op === 'call') return `response: ${short(r?.response ?? null)}`;
@@ -369,21 +363,9 @@ function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () =
   return (
     <div class="panel" data-testid="new-subscription">
       <h2>New subscription</h2>
-      <ErrorBanner error={act.error} />
-      {act.done && <Notice kind="ok">{act.done}</Notice>}
-      <form
-        class="define"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void save();
-        }}
-      >
-        <label>
-          name <input name="name" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="billing" />
-        </label>
-        <label class="grow">
-          topics (comma-separated) <input name="topics" value={chosen} onInput={(e) => setChosen((e.target as HTMLInputElement).value)} placeholder={topics.join(', ')} />
-        </label>
+      <ActionForm act={act} onSubmit={() => void save()} submit="Create">
+        <Field name="name" label="name" value={name} set={setName} placeholder="billing" />
+        <Field name="topics" label="topics (comma-separated)" value={chosen} set={setChosen} placeholder={topics.join(', ')} grow />
         <label>
           start
           <select name="start" value={start} onChange={(e) => setStart((e.target as HTMLSelectElement).value)}>
@@ -398,10 +380,7 @@ function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () =
             {topics.map((t) => <option value={t}>{t}</option>)}
           </select>
         </label>
-        <button type="submit" disabled={act.busy}>
-          Create
-        </button>
-      </form>
+      </ActionForm>
     </div>
   );
 }
@@ -443,13 +422,7 @@ function PublishForm({ topics, onPublished }: { topics: string[]; onPublished: (
   const chosen = topic || topics[0] || '';
   const publish = () =>
     act.run('published', async () => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(data);
-      } catch {
-        throw new Error('the data is not valid JSON');
-      }
-      const event: Record<string, unknown> = { type, data: parsed };
+      const event: Record<string, unknown> = { type, data: parseJsonInput(data, 'the data') };
       if (key) event.key = key;
       if (id) event.id = id;
       const r = await api(`/v1/bus/topics/${enc(chosen)}/events`, { method: 'POST', body: { events: [event] } });
@@ -460,37 +433,18 @@ function PublishForm({ topics, onPublished }: { topics: string[]; onPublished: (
   return (
     <div class="panel" data-testid="publish">
       <h2>Publish an event</h2>
-      <ErrorBanner error={act.error} />
-      {act.done && <Notice kind="ok">{act.done}</Notice>}
-      <form
-        class="define"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void publish();
-        }}
-      >
+      <ActionForm act={act} onSubmit={() => void publish()} submit="Publish" disabled={!chosen}>
         <label>
           topic
           <select name="topic" value={chosen} onChange={(e) => setTopic((e.target as HTMLSelectElement).value)}>
             {topics.map((t) => <option value={t}>{t}</option>)}
           </select>
         </label>
-        <label>
-          key <input name="key" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} placeholder="(none)" />
-        </label>
-        <label>
-          type <input name="type" value={type} onInput={(e) => setType((e.target as HTMLInputElement).value)} />
-        </label>
-        <label>
-          id <input name="id" value={id} onInput={(e) => setId((e.target as HTMLInputElement).value)} placeholder="(no dedupe)" />
-        </label>
-        <label class="grow">
-          data (JSON) <textarea name="data" rows={2} value={data} onInput={(e) => setData((e.target as HTMLTextAreaElement).value)} />
-        </label>
-        <button type="submit" disabled={act.busy || !chosen}>
-          Publish
-        </button>
-      </form>
+        <Field name="key" label="key" value={key} set={setKey} placeholder="(none)" />
+        <Field name="type" label="type" value={type} set={setType} />
+        <Field name="id" label="id" value={id} set={setId} placeholder="(no dedupe)" />
+        <Field name="data" label="data (JSON)" value={data} set={setData} rows={2} grow />
+      </ActionForm>
     </div>
   );
 }
@@ -701,12 +655,7 @@ function DefinitionSection({ id, title, path, example }: { id: string; title: st
   const [body, setBody] = useState(example);
   const save = () =>
     act.run(`saved ${name.trim()}`, async () => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(body);
-      } catch {
-        throw new Error('the definition is not valid JSON');
-      }
+      const parsed = parseJsonInput(body, 'the definition');
       if (!name.trim()) throw new Error('give it a name');
       await api(`${path}/${enc(name.trim())}`, { method: 'PUT', body: parsed });
       list.reload();
@@ -715,8 +664,6 @@ function DefinitionSection({ id, title, path, example }: { id: string; title: st
     <div class="panel" data-testid={`defs-${id}`}>
       <h2>{title}</h2>
       <ErrorBanner error={list.error} />
-      <ErrorBanner error={act.error} />
-      {act.done && <Notice kind="ok">{act.done}</Notice>}
       <Table
         testid={`defs-${id}-list`}
         head={['name', 'source', 'definition', '']}
@@ -746,23 +693,10 @@ function DefinitionSection({ id, title, path, example }: { id: string; title: st
           ),
         ])}
       />
-      <form
-        class="define"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void save();
-        }}
-      >
-        <label>
-          name <input name="name" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="name" />
-        </label>
-        <label class="grow">
-          definition (JSON) <textarea name="definition" rows={3} value={body} onInput={(e) => setBody((e.target as HTMLTextAreaElement).value)} />
-        </label>
-        <button type="submit" disabled={act.busy}>
-          Save
-        </button>
-      </form>
+      <ActionForm act={act} onSubmit={() => void save()} submit="Save">
+        <Field name="name" label="name" value={name} set={setName} placeholder="name" />
+        <Field name="definition" label="definition (JSON)" value={body} set={setBody} rows={3} grow />
+      </ActionForm>
     </div>
   );
 }

@@ -148,3 +148,44 @@ export function useAction(): { run: (label: string, fn: () => Promise<unknown>) 
   }, []);
   return { run, error, done, busy };
 }
+
+/** Parses a JSON text typed into a form; `what` names it in the error the action shows. */
+export function parseJsonInput(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${what} is not valid JSON`);
+  }
+}
+
+/** A labelled text input (or textarea, with `rows`) bound to a state setter. */
+export function Field({ name, label, value, set, placeholder, rows, grow }: { name: string; label: string; value: string; set: (v: string) => void; placeholder?: string; rows?: number; grow?: boolean }) {
+  const onInput = (e: Event) => set((e.target as HTMLInputElement | HTMLTextAreaElement).value);
+  return (
+    <label class={grow ? 'grow' : undefined}>
+      {label} {rows ? <textarea name={name} rows={rows} value={value} onInput={onInput} /> : <input name={name} value={value} onInput={onInput} placeholder={placeholder} />}
+    </label>
+  );
+}
+
+/** An action's outcome banners, then its one-line form with a submit button. */
+export function ActionForm({ act, onSubmit, submit, disabled, children }: { act: ReturnType<typeof useAction>; onSubmit: () => void; submit: string; disabled?: boolean; children: ComponentChildren }) {
+  return (
+    <>
+      <ErrorBanner error={act.error} />
+      {act.done && <Notice kind="ok">{act.done}</Notice>}
+      <form
+        class="define"
+        onSubmit={(e) => {
+          e.preventDefault();
+          onSubmit();
+        }}
+      >
+        {children}
+        <button type="submit" disabled={act.busy || disabled === true}>
+          {submit}
+        </button>
+      </form>
+    </>
+  );
+}
