@@ -27,6 +27,21 @@ export interface RuntimeOptions {
  * engine and the scheduler. Faces are built over a Runtime; transports over
  * faces.
  */
+/** PostgreSQL sessions of one node on one shard, by use. */
+export interface NodeSessions {
+  pool: number;
+  relaxed: number;
+  listen: number;
+  lock: number;
+}
+
+/** A node seen on the storage: its id, whether it is this one, and its sessions per shard. */
+export interface NodeInfo {
+  node_id: string;
+  self: boolean;
+  sessions: Record<string, NodeSessions>;
+}
+
 export class Runtime {
   readonly metrics = new Registry();
   readonly sequencers: Sequencer[] = [];
@@ -166,6 +181,35 @@ export class Runtime {
         this.inc(scheduler.stats.fired);
       },
     });
+  }
+
+  /**
+   * The nodes using this storage, as the database sees them: each node names
+   * its sessions `millrace:<node_id>:<shard>` (pool), `…-relaxed` (leases),
+   * `…-listen` and `…-lock`. Embedded (SQLite), only this node.
+   */
+  async nodes(): Promise<NodeInfo[]> {
+    const byId = new Map<string, NodeInfo>();
+    const get = (id: string): NodeInfo => {
+      let n = byId.get(id);
+      if (n === undefined) byId.set(id, (n = { node_id: id, self: id === this.config.node_id, sessions: {} }));
+      return n;
+    };
+    get(this.config.node_id);
+    for (const shard of this.storage.shards) {
+      if (!shard.driver.capabilities.multiNode) continue;
+      const rows = await shard.reader.all<{ a: string; n: number }>(
+        "SELECT application_name AS a, count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'millrace:%' GROUP BY application_name",
+      );
+      for (const r of rows) {
+        const m = /^millrace:(.+):([^:]+?)(?:-(relaxed|listen|lock))?$/.exec(r.a);
+        if (!m || m[2] !== shard.name) continue;
+        const role = (m[3] ?? 'pool') as keyof NodeSessions;
+        const s = (get(m[1]!).sessions[shard.name] ??= { pool: 0, relaxed: 0, listen: 0, lock: 0 });
+        s[role] += Number(r.n);
+      }
+    }
+    return [...byId.values()].sort((x, y) => (x.self === y.self ? x.node_id.localeCompare(y.node_id) : x.self ? -1 : 1));
   }
 
   /** Storage reachable and every known migration applied. */

@@ -135,6 +135,23 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
     expect(body.shards[0]!.head + body.shards[1]!.head).toBe(40);
   });
 
+  it('lists the nodes on this storage: this one first, with its sessions per shard where nodes share a database', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/nodes' });
+    expect(res.statusCode).toBe(200);
+    const body = res.json<{ items: Array<{ node_id: string; self: boolean; sessions: Record<string, { pool: number; listen: number; lock: number }> }> }>();
+    expect(body.items[0]).toMatchObject({ node_id: env.config.node_id, self: true });
+    expect(body.items.filter((n) => n.node_id === env.config.node_id)).toHaveLength(1);
+    if (dialect === 'postgres') {
+      // Every shard shows this node's LISTEN session and its sequencer's lock session.
+      for (const shard of ['s0', 's1']) {
+        expect(body.items[0]!.sessions[shard]!.listen).toBe(1);
+        expect(body.items[0]!.sessions[shard]!.lock).toBeGreaterThanOrEqual(1);
+      }
+    } else {
+      expect(body.items).toEqual([{ node_id: env.config.node_id, self: true, sessions: {} }]);
+    }
+  });
+
   it("reads a shard's log in position order, page by page", async () => {
     for (const shard of ['s0', 's1']) {
       const head = await node.runtime.log.headPos(shard);

@@ -84,7 +84,22 @@ describe.runIf(DIALECTS.includes('postgres'))('an idle second node (postgres)', 
     // Node B still stands by, and took part: its standby session is among the fixed set.
     expect(b.runtime.sequencers[0]!.leader).toBe(false);
     expect(a.runtime.sequencers[0]!.leader).toBe(true);
-    expect(before.filter((r) => r.application_name === 'millrace-lock').length).toBe(2);
+    expect(before.filter((r) => r.application_name.endsWith(':s0-lock')).length).toBe(2);
+  });
+
+  it('each node lists both nodes, itself first, with the sessions of each', async () => {
+    for (const [self, other] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      const r = (await (await fetch(`${self.url}/v1/nodes`)).json()) as { items: Array<{ node_id: string; self: boolean; sessions: Record<string, { listen: number; lock: number }> }> };
+      expect(r.items.map((n) => [n.node_id, n.self])).toEqual([
+        [self.runtime.config.node_id, true],
+        [other.runtime.config.node_id, false],
+      ]);
+      // The leader's lock session and the standby's waiting one; one LISTEN session each.
+      for (const n of r.items) expect(n.sessions.s0).toMatchObject({ listen: 1, lock: 1 });
+    }
   });
 
   it('a standby does not listen for append notices (the server sends it none); the leader does', async () => {

@@ -198,7 +198,7 @@ describe('sequencer (postgres)', () => {
         const before = nodes.reduce((a, n) => a + n.sequencers[0]!.numbered, 0);
         await waitFor(() => nodes.some((n) => n.sequencers[0]!.leader) && nodes.reduce((a, n) => a + n.sequencers[0]!.numbered, 0) > before + 20, 15_000, 'a leader numbering rows');
         const killed = await admin.query(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'millrace-lock' AND pid <> pg_backend_pid()",
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'millrace:%-lock' AND pid <> pg_backend_pid()",
         );
         expect(killed.rowCount).toBeGreaterThan(0);
       }

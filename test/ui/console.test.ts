@@ -151,6 +151,10 @@ describe('console in chromium', () => {
     it('opens the overview with the shards and shows a server error code in a banner', async () => {
       await visit(`${base}/ui/`);
       await page.locator('[data-testid=shards] td code', { hasText: 's0' }).first().waitFor();
+      // The nodes on the storage: this one, marked, with its sessions on PostgreSQL.
+      const me = page.locator('[data-testid=nodes] tbody tr', { hasText: env.config.node_id });
+      await me.locator('[data-badge="this node"]').waitFor();
+      expect(await me.locator('td').nth(1).innerText()).toMatch(dialect === 'postgres' ? /s0: \d+ \/ \d+ \/ 1 \/ \d+/ : /embedded/);
       await shot('overview');
       await visit(`${base}/ui/#/machines?ns=nope&id=x`);
       const banner = page.locator('[data-testid=machine] .banner.error', { hasText: 'namespace_not_found' });

@@ -12,6 +12,7 @@ export function Overview(_: P) {
   const subs = useLoad(() => loadSubscriptions(), [], 2000);
   const dead = useLoad(() => api('/v1/pipe/dead-letters?limit=500').then((r) => itemsOf<any>(r, 'dead_letters')), [], 5000);
   const ns = useLoad(() => api('/v1/namespaces').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? [] : Promise.reject(e))), [], 5000);
+  const nodes = useLoad(() => api('/v1/nodes').then((r) => itemsOf<any>(r)).catch((e) => (noRoute(e) ? null : Promise.reject(e))), [], 5000);
   const failed = (ns.data ?? []).filter((n) => n.machines?.failed > 0);
   const r = ready.data as any;
   return (
@@ -27,6 +28,7 @@ export function Overview(_: P) {
         <Card label="Node" value={r ? (r.ok ? 'ready' : 'not ready') : '…'} tone={r?.ok ? 'ok' : 'bad'} />
         <Card label="Dialect" value={(shards.data as any)?.dialect ?? '…'} />
         <Card label="Shards" value={String((shards.data as any)?.shards?.length ?? '…')} />
+        {nodes.data && <Card label="Nodes" value={String(nodes.data.length)} />}
         <Card label="Subscription lag" value={String((subs.data ?? []).reduce((a, s) => a + sumLag(s.lag), 0))} />
         <Card label="Pipe dead letters" value={dead.data ? String(dead.data.length) + (dead.data.length >= 500 ? '+' : '') : '…'} tone={dead.data?.length ? 'bad' : 'ok'} />
         <Card label="Failed machines" value={String(failed.reduce((a, n) => a + n.machines.failed, 0))} tone={failed.length ? 'bad' : 'ok'} />
@@ -37,6 +39,29 @@ export function Overview(_: P) {
         head={['shard', 'hash range', 'head position']}
         rows={((shards.data as any)?.shards ?? []).map((s: any) => [<code>{s.name}</code>, <code class="small">{s.from.slice(0, 8)}… – {s.to === 'end' ? 'end' : `${s.to.slice(0, 8)}…`}</code>, s.head])}
       />
+      {nodes.data && (
+        <>
+          <h2>Nodes</h2>
+          <Table
+            testid="nodes"
+            head={['node', 'sessions per shard (pool / leases / listen / locks)']}
+            rows={nodes.data.map((n) => [
+              <span>
+                <code>{n.node_id}</code> {n.self && <Badge value="this node" />}
+              </span>,
+              Object.keys(n.sessions).length === 0 ? (
+                <span class="note">embedded: no shared database</span>
+              ) : (
+                <code class="small">
+                  {Object.entries(n.sessions as Record<string, any>)
+                    .map(([shard, c]) => `${shard}: ${c.pool} / ${c.relaxed} / ${c.listen} / ${c.lock}`)
+                    .join('   ')}
+                </code>
+              ),
+            ])}
+          />
+        </>
+      )}
       <h2>Subscriptions</h2>
       <SubscriptionTable subs={subs.data ?? []} />
       {failed.length > 0 && (

@@ -88,6 +88,7 @@ const BADGE: Record<string, string> = {
   disconnected: 'muted',
   config: 'muted',
   runtime: 'info',
+  'this node': 'ok',
 };
 
 export function Badge({ value }: { value: string }) {

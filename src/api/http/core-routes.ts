@@ -80,6 +80,36 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     },
   );
 
+  const sessionsSchema = {
+    type: 'object',
+    properties: { pool: { type: 'integer' }, relaxed: { type: 'integer' }, listen: { type: 'integer' }, lock: { type: 'integer' } },
+  };
+  app.get(
+    '/v1/nodes',
+    {
+      schema: {
+        summary: 'List the nodes using this storage (PostgreSQL: every node with a session open), this node first, with their sessions per shard',
+        tags: ['log'],
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              items: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { node_id: { type: 'string' }, self: { type: 'boolean' }, sessions: { type: 'object', additionalProperties: sessionsSchema } },
+                },
+              },
+              next_cursor: { type: 'null' },
+            },
+          },
+        },
+      },
+    },
+    async () => ({ items: await rt.nodes(), next_cursor: null }),
+  );
+
   app.get<{ Params: { shard: string }; Querystring: { after: number; limit: number } }>(
     '/v1/shards/:shard/events',
     {

@@ -227,7 +227,7 @@ export class PostgresDriver implements ShardDriver {
   private async listenerClient(): Promise<pg.Client> {
     if (this.listenerReady === undefined) {
       this.listenerReady = (async () => {
-        const c = new pg.Client({ connectionString: this.opts.url, types, application_name: 'millrace-listen' });
+        const c = new pg.Client({ connectionString: this.opts.url, types, application_name: `${this.opts.applicationName ?? 'millrace'}-listen` });
         c.on('notification', (msg) => {
           for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
         });
@@ -299,7 +299,7 @@ export class PostgresDriver implements ShardDriver {
     // One session of its own, kept for as long as it waits and then holds:
     // the wait is a blocking pg_advisory_lock, which the server grants when
     // the holder unlocks or its session ends (a killed node's does).
-    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: 'millrace-lock', keepAlive: true });
+    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: `${this.opts.applicationName ?? 'millrace'}-lock`, keepAlive: true });
     let lostResolve!: () => void;
     const lost = new Promise<void>((r) => (lostResolve = r));
     client.on('error', () => lostResolve());
