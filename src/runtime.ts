@@ -105,6 +105,7 @@ export class Runtime {
     if (this.started) return;
     this.started = true;
     await this.claimNodeId();
+    await this.checkConnectionBudget();
     for (const shard of this.storage.shards) {
       if (shard.driver.capabilities.sequencesOnInsert) continue;
       const seq = new Sequencer(this.log, shard, { batch: this.config.log.sequencer_batch, pollMs: this.config.log.poll_ms, logger: this.logger });
@@ -135,6 +136,42 @@ export class Runtime {
         });
       }
       await sleep(250);
+    }
+  }
+
+  /**
+   * Warns when this node's sessions, on top of those already open, could
+   * exceed the server's max_connections (less its reserved slots): the next
+   * node to start, or this one under load, would then be refused.
+   */
+  private async checkConnectionBudget(): Promise<void> {
+    const pool = this.config.storage.pool_size;
+    // Pool + lease connections + LISTEN + the sequencer's lock session (exclusive jobs add one each).
+    const budget = pool + Math.max(1, Math.min(4, pool)) + 1 + 1;
+    for (const shard of this.storage.shards) {
+      if (!shard.driver.capabilities.multiNode) continue;
+      try {
+        const [r] = await shard.reader.all<{ max: number; reserved: number; open: number; mine: number }>(
+          `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved,
+                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS open,
+                  (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE ?)::int AS mine`,
+          [`millrace:${this.config.node_id}:%`],
+        );
+        if (r === undefined) continue;
+        const available = r.max - r.reserved;
+        const others = r.open - r.mine;
+        if (others + budget > available) {
+          this.logger.warn(
+            { shard: shard.name, max_connections: r.max, reserved: r.reserved, open_by_others: others, this_node_up_to: budget },
+            'PostgreSQL may run out of connections: this node can open up to %d sessions on this server, which has %d slots and %d in use by others; lower storage.pool_size or raise max_connections',
+            budget,
+            available,
+            others,
+          );
+        }
+      } catch (err) {
+        this.logger.debug({ err, shard: shard.name }, 'could not read the connection limits');
+      }
     }
   }
 

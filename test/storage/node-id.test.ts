@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
 import { Runtime } from '../../src/runtime.js';
@@ -31,6 +32,20 @@ describe.runIf(DIALECTS.includes('postgres'))('one node_id per running node on s
     open.push(await Runtime.open(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput)));
     open.push(await Runtime.open(env.config, { background: false }));
   }, 30_000);
+
+  it('warns at start when its sessions could exceed the server max_connections, naming the figures', async () => {
+    const lines: Array<{ level: number; msg: string; shard?: string; max_connections?: number; reserved?: number; open_by_others?: number; this_node_up_to?: number }> = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    env = await createTestEnv('postgres');
+    // 200 pooled connections (the most pool_size allows) cannot fit a server with the default 100.
+    const big = buildConfig({ ...env.input, storage: { ...(env.input.storage as object), pool_size: 200 } } as ConfigInput);
+    open.push(await Runtime.open(big, { logger }));
+    const warned = lines.filter((l) => l.msg.includes('run out of connections'));
+    expect(warned).toHaveLength(1);
+    const w = warned[0]!;
+    expect(w).toMatchObject({ level: 40, shard: 's0', this_node_up_to: 200 + 4 + 1 + 1 });
+    expect(w.open_by_others! + w.this_node_up_to!).toBeGreaterThan(w.max_connections! - w.reserved!);
+  });
 
   it('frees the node_id when the node closes, so it can start again at once', async () => {
     env = await createTestEnv('postgres');
