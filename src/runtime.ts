@@ -145,11 +145,9 @@ export class Runtime {
    * node to start, or this one under load, would then be refused.
    */
   private async checkConnectionBudget(): Promise<void> {
-    const pool = this.config.storage.pool_size;
-    // Pool + lease connections + LISTEN + the sequencer's lock session (exclusive jobs add one each).
-    const budget = pool + Math.max(1, Math.min(4, pool)) + 1 + 1;
     for (const shard of this.storage.shards) {
-      if (!shard.driver.capabilities.multiNode) continue;
+      const budget = shard.driver.sessionBudget;
+      if (!shard.driver.capabilities.multiNode || budget === undefined) continue;
       try {
         const [r] = await shard.reader.all<{ max: number; reserved: number; open: number; mine: number }>(
           `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved,

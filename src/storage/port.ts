@@ -123,6 +123,9 @@ export interface ShardDriver {
    * another live process holds it. Absent where one process owns the storage.
    */
   claimSession?(key: string): Promise<boolean>;
+
+  /** Sessions this driver may open on the server at most, exclusive jobs past the first not counted (absent without a server). */
+  readonly sessionBudget?: number;
   /**
    * Present where COMMIT returns before the commit is durable (SQLite: the WAL
    * is fsync'd off the event loop). Resolves once every commit that returned

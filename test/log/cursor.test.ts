@@ -39,6 +39,9 @@ async function recorded(rt: Runtime, consumer: string): Promise<Array<{ pos: num
     .reader.all<{ pos: number; n: number }>('SELECT pos, count(*) AS n FROM seen WHERE consumer = ? GROUP BY pos ORDER BY pos', [consumer]);
 }
 
+/** Events in the batches a consumer's commits have reported so far. */
+const delivered = (batches: LogEvent[][]): number => batches.reduce((n, b) => n + b.length, 0);
+
 /** Checks that positions were delivered in increasing order, without gaps, starting after `from`. */
 function expectContiguous(batches: LogEvent[][], from: number): number {
   let pos = from;
@@ -119,7 +122,7 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     await until(rt, 'c1', total, 'the consumer to reach the head');
     // The saved position is visible to other readers as soon as the batch
     // commits; the handler's onCommit callback runs just after. Wait for both.
-    await waitFor(() => batches.reduce((n, b) => n + b.length, 0) >= total && c.pos === total, 20_000, 'the last commit callback');
+    await waitFor(() => delivered(batches) >= total && c.pos === total, 20_000, 'the last commit callback');
     expect(await recorded(rt, 'c1')).toEqual(Array.from({ length: total }, (_, i) => ({ pos: i + 1, n: 1 })));
     // What was recorded is the log itself: same stream and seq at each position.
     const log = await rt.log.readShard(SHARD, 0, 10_000);
@@ -185,7 +188,7 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     consumers.push(c2);
     await writing;
     await until(rt, 'r', 420, 'the resumed consumer to reach the head');
-    await waitFor(() => c2.pos === 420 && batches.reduce((n, b) => n + b.length, 0) >= 420 - stored, 20_000, 'the last commit callback');
+    await waitFor(() => c2.pos === 420 && delivered(batches) >= 420 - stored, 20_000, 'the last commit callback');
     expect(expectContiguous(batches, stored)).toBe(420);
     expect(await recorded(rt, 'r')).toEqual(Array.from({ length: 420 }, (_, i) => ({ pos: i + 1, n: 1 })));
   });

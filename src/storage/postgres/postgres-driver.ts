@@ -152,6 +152,16 @@ export class PostgresDriver implements ShardDriver {
   private readonly claims = new Set<string>();
   private closed = false;
 
+  /** Connections of the lease pool (`relaxed`). */
+  private get relaxedSize(): number {
+    return Math.max(1, Math.min(4, this.opts.poolSize));
+  }
+
+  /** The pool, the lease pool, the LISTEN session and one lock session (the sequencer's; each other exclusive job adds one). */
+  get sessionBudget(): number {
+    return this.opts.poolSize + this.relaxedSize + 1 + 1;
+  }
+
   constructor(private readonly opts: PostgresDriverOptions) {
     this.writers = opts.writers;
     this.pool = new pg.Pool({
@@ -172,7 +182,7 @@ export class PostgresDriver implements ShardDriver {
       // A few connections of their own (made on first use, kept while idle), whose commits do not wait for the WAL flush.
       this.relaxedPool = new pg.Pool({
         connectionString: this.opts.url,
-        max: Math.max(1, Math.min(4, this.opts.poolSize)),
+        max: this.relaxedSize,
         idleTimeoutMillis: 0,
         types,
         application_name: `${this.opts.applicationName ?? 'millrace'}-relaxed`,
