@@ -63,12 +63,13 @@ export class Runtime {
     const logger = opts.logger ?? silentLogger;
     const clock = opts.clock ?? systemClock;
     const storage = Storage.open(config);
+    for (const s of storage.shards) s.roles.setLogger(logger);
     try {
       if (opts.migrate !== false) {
         const applied = await storage.migrate(allMigrations());
         for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
       }
-      const log = new Log(storage, clock);
+      const log = new Log(storage, clock, config.cluster.publish_deadline_ms);
       await log.open();
       const cursors = new CursorEngine(log, { chunk: config.cursors.chunk, pollMs: config.log.poll_ms, logger, clock });
       const scheduler = new Scheduler(storage, {

@@ -51,7 +51,7 @@ export class Bus {
     this.topics = new Set(this.config.topics);
     this.refreshTopics();
     rt.catalog.on('bus.topic', () => this.refreshTopics());
-    this.publisher = new Publisher(rt.log, rt.clock, this.config.dedupe_window_ms);
+    this.publisher = new Publisher(rt.log, rt.clock, this.config.dedupe_window_ms, rt.config.cluster.publish_deadline_ms);
   }
 
   /**

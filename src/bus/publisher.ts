@@ -119,9 +119,13 @@ export class Publisher {
     private readonly log: Log,
     private readonly clock: Clock,
     private readonly dedupeWindowMs: number,
+    /** How long a publish waits at most for the positions of what it stored (then: retryable `unavailable`). */
+    private readonly deadlineMs = 10_000,
   ) {}
 
   async publish(events: readonly PublishEvent[]): Promise<Published[]> {
+    // Wall time: the wait is real time whatever clock stamps the events.
+    const deadline = Date.now() + this.deadlineMs;
     const prepared = events.map((e, index): Prepared => {
       const key = e.key ?? '';
       const stream = topicStream(e.topic, key);
@@ -135,7 +139,7 @@ export class Publisher {
     const out: Published[] = new Array(events.length);
     if (this.log.storage.shards.length === 1) {
       // One shard: its dedupe table sees every id, in the transaction that stores the event.
-      await this.writeByShard(prepared, out);
+      await this.writeByShard(prepared, out, deadline);
       return out;
     }
     // Several shards: an id's dedupe record lives on the shard of [topic, "dedupe", id], whatever the key.
@@ -155,8 +159,8 @@ export class Publisher {
     for (let attempt = 0; pending.length > 0 || ready.length > 0; attempt++) {
       if (attempt > 10) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
       const again: Prepared[] = [];
-      const claimed = await this.claim(pending, out, again);
-      const restarted = await this.writeByShard([...ready, ...claimed], out);
+      const claimed = await this.claim(pending, out, again, deadline);
+      const restarted = await this.writeByShard([...ready, ...claimed], out, deadline);
       pending = [...again, ...restarted];
       ready = [];
     }
@@ -173,7 +177,7 @@ export class Publisher {
    * (answered as a duplicate into `out`). Returns the events now claimed;
    * those to try again go to `again`.
    */
-  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[]): Promise<Prepared[]> {
+  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], deadline: number): Promise<Prepared[]> {
     const byHome = new Map<Shard, Prepared[]>();
     for (const p of list) {
       p.token = randomUUID();
@@ -186,13 +190,13 @@ export class Publisher {
         const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
         for (const [p, f] of found) {
           if (f === 'claimed') claimed.push(p);
-          else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq), duplicate: true };
+          else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq, deadline), duplicate: true };
           else {
             // A pending claim of another attempt aimed at another shard: that attempt crashed, or is in flight.
             const r = await this.takeOver(home, p, f.target, f.token);
             if (r === 'claimed') claimed.push(p);
             else if (r === RESTART) again.push(p);
-            else out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq), duplicate: true };
+            else out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq, deadline), duplicate: true };
           }
         }
       }),
@@ -283,14 +287,14 @@ export class Publisher {
   }
 
   /** Stores events on their shards (one transaction per shard); returns those whose claim was lost meanwhile. */
-  private async writeByShard(list: readonly Prepared[], out: Published[]): Promise<Prepared[]> {
+  private async writeByShard(list: readonly Prepared[], out: Published[], deadline: number): Promise<Prepared[]> {
     const byShard = new Map<Shard, Prepared[]>();
     for (const p of list) byShard.set(p.target, [...(byShard.get(p.target) ?? []), p]);
     const restart: Prepared[] = [];
     await Promise.all(
       [...byShard].map(async ([shard, ps]) => {
         const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, ps)));
-        const done = await this.resolvePositions(shard, res);
+        const done = await this.resolvePositions(shard, res, deadline);
         for (const [i, p] of done) out[i] = p;
         restart.push(...res.restart);
       }),
@@ -371,11 +375,11 @@ export class Publisher {
     return { appends, stored, dup, restart };
   }
 
-  private async resolvePositions(shard: Shard, res: PublishTxResult): Promise<Array<[number, Published]>> {
+  private async resolvePositions(shard: Shard, res: PublishTxResult, deadline: number): Promise<Array<[number, Published]>> {
     const out: Array<[number, Published]> = [];
     const posOf = new Map<string, number>();
     for (const { result, items } of res.appends) {
-      const positions = await this.log.positions(result);
+      const positions = await this.log.positions(result, deadline - Date.now());
       items.forEach((p, i) => {
         out.push([p.index, { shard: shard.name, pos: positions[i]!, duplicate: false }]);
         posOf.set(`${result.stream}\u0000${result.seqs[i]}`, positions[i]!);
@@ -383,24 +387,23 @@ export class Publisher {
     }
     for (const [index, d] of res.dup) {
       const ref = 'index' in d ? res.stored.get(d.index)! : d;
-      const pos = posOf.get(`${ref.stream}\u0000${ref.seq}`) ?? (await this.positionOf(shard, ref.stream, ref.seq));
+      const pos = posOf.get(`${ref.stream}\u0000${ref.seq}`) ?? (await this.positionOf(shard, ref.stream, ref.seq, deadline));
       out.push([index, { shard: shard.name, pos, duplicate: true }]);
     }
     return out;
   }
 
   /** The position of an event known by stream and seq, waiting for the sequencer if needed. */
-  private async positionOf(shard: Shard, stream: string, seq: number): Promise<number> {
+  private async positionOf(shard: Shard, stream: string, seq: number, deadline: number): Promise<number> {
     // (on the shard that stores it)
     const sl = this.log.shardLog(shard.name);
-    const deadline = Date.now() + 30_000;
     for (;;) {
       const head = sl.signal.head;
       const rows = await shard.reader.all<{ pos: number | null }>(SQL.posOf, [stream, seq]);
       const pos = rows[0]?.pos;
       if (pos !== null && pos !== undefined) return Number(pos);
       if (Date.now() > deadline) throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
-      await sl.signal.wait(head, 100);
+      await sl.signal.wait(head, Math.max(1, Math.min(100, deadline - Date.now())));
     }
   }
 

@@ -98,6 +98,28 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    cluster: z
+      .object({
+        /**
+         * Bound on how long a node that stops making progress (frozen process,
+         * stuck disk, paused VM) keeps an exclusive role: the sequencer of a
+         * shard, an exclusive cursor, a timer claim. A holder renews its role
+         * every third of this; once a role has gone unrenewed this long, a
+         * standby ends the holder's session and takes it over. Also the
+         * server-side bound (idle_in_transaction_session_timeout) on a
+         * transaction that a frozen node left open. PostgreSQL only.
+         */
+        role_lease_ms: z.number().int().min(500).max(120_000).default(5_000),
+        /**
+         * How long a write that needs positions from the sequencer (a bus
+         * publish) waits for them before it is answered with a retryable
+         * `unavailable`; what it stored is numbered later and a retry with
+         * the same ids answers them as duplicates.
+         */
+        publish_deadline_ms: z.number().int().min(100).max(300_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
     cursors: z
       .object({
         chunk: z.number().int().min(1).max(100_000).default(1000),

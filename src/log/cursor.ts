@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { MillraceError, badRequest } from '../core/errors.js';
-import type { HeldLock, Tx } from '../storage/port.js';
+import type { Tx } from '../storage/port.js';
+import type { RoleLease } from '../storage/role-leases.js';
 import { sleepUnless } from '../core/waker.js';
 import type { Log, LogEvent } from './log.js';
 
@@ -129,9 +130,12 @@ export class CursorEngine {
 
   /** Stores a position outside any other work (at-least-once consumers, acks). */
   async save(shard: string, name: string, pos: number): Promise<void> {
-    await this.log
-      .shardLog(shard)
-      .shard.write((tx) => tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos < ?', [pos, this.clock.now(), name, pos]));
+    await this.log.shardLog(shard).shard.write((tx) => this.saveIn(tx, name, pos));
+  }
+
+  /** Moves a cursor forward to `pos` inside a transaction (never back). */
+  async saveIn(tx: Tx, name: string, pos: number): Promise<void> {
+    await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos < ?', [pos, this.clock.now(), name, pos]);
   }
 
   async remove(shard: string, name: string): Promise<boolean> {
@@ -166,37 +170,39 @@ export class Consumer {
 
   private async run(): Promise<void> {
     const { shard, name } = this.opts;
-    const driver = this.log.shardLog(shard).shard.driver;
+    const roles = this.log.shardLog(shard).shard.roles;
     while (!this.abort.signal.aborted) {
       if (!this.opts.exclusive) {
-        await this.runWhile(this.abort.signal);
+        await this.runWhile(this.abort.signal, null);
         return;
       }
-      let lock: HeldLock;
+      let lease: RoleLease;
       try {
-        // Stands by on one session of its own until the holder's lock frees.
-        lock = await driver.lock(exclusiveLockKey(shard, name), this.abort.signal);
+        // Stands by on one session of its own until the role frees (or its holder's lease runs out).
+        lease = await roles.acquire(exclusiveLockKey(shard, name), this.abort.signal);
       } catch (err) {
         if (this.abort.signal.aborted) break;
         this.logger.warn({ err, shard, cursor: name }, 'consumer: cannot reach the shard to take its lock');
         await sleepUnless(this.opts.retryMs ?? 500, this.abort.signal);
         continue;
       }
-      const lost = new AbortController();
-      void lock.lost.then(() => lost.abort());
       this.holding = true;
       try {
-        await this.runWhile(AbortSignal.any([this.abort.signal, lost.signal]));
-        if (!this.abort.signal.aborted) this.logger.warn({ shard, cursor: name }, 'consumer: lost its lock; standing by');
+        await this.runWhile(AbortSignal.any([this.abort.signal, lease.lost]), lease);
+        if (!this.abort.signal.aborted) this.logger.warn({ shard, cursor: name }, 'consumer: lost its role; standing by');
       } finally {
         this.holding = false;
-        await lock.release().catch(() => {});
+        await lease.release().catch(() => {});
       }
     }
   }
 
-  /** Reads and handles until `signal` fires, retrying a failed handler from the stored position. */
-  private async runWhile(signal: AbortSignal): Promise<void> {
+  /**
+   * Reads and handles until `signal` fires, retrying a failed handler from
+   * the stored position. An exclusive consumer's transactions (the handler's
+   * and the cursor's, or the cursor's alone) pass its role's fence.
+   */
+  private async runWhile(signal: AbortSignal, lease: RoleLease | null): Promise<void> {
     const { shard, name } = this.opts;
     const sl = this.log.shardLog(shard);
     while (!signal.aborted) {
@@ -207,12 +213,16 @@ export class Consumer {
           const to = batch[batch.length - 1]!.pos!;
           if (this.opts.mode === 'transactional') {
             await sl.shard.write(async (tx) => {
+              if (lease) await lease.fence(tx);
               await this.opts.handler(batch, tx);
               await this.engine.advanceIn(tx, name, from, to);
             });
           } else {
             await this.opts.handler(batch, null);
-            await this.engine.save(shard, name, to);
+            await sl.shard.write(async (tx) => {
+              if (lease) await lease.fence(tx);
+              await this.engine.saveIn(tx, name, to);
+            });
           }
           this.pos = to;
         }

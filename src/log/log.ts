@@ -102,6 +102,8 @@ export class Log extends EventEmitter {
   constructor(
     readonly storage: Storage,
     private readonly clock: Clock = systemClock,
+    /** Default bound of `positions` (config `cluster.publish_deadline_ms`). */
+    private readonly positionsTimeoutMs = 10_000,
   ) {
     super();
     for (const s of storage.shards) this.shardLogs.set(s.name, new ShardLog(s));
@@ -293,7 +295,7 @@ export class Log extends EventEmitter {
    * Positions of appended events: immediate where rows are numbered on insert;
    * otherwise waits for the sequencer (which may run on another node).
    */
-  async positions(result: AppendResult, timeoutMs = 30_000): Promise<number[]> {
+  async positions(result: AppendResult, timeoutMs = this.positionsTimeoutMs): Promise<number[]> {
     if (result.positions) return result.positions;
     const ids = result.rowIds ?? [];
     if (ids.length === 0) return [];
@@ -310,8 +312,8 @@ export class Log extends EventEmitter {
         return ids.map((id) => byId.get(id)!);
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new MillraceError('unavailable', 'the sequencer did not number the events in time', { retryAfterS: 1 });
-      await sl.signal.wait(head, Math.min(left, 200));
+      if (left <= 0) throw new MillraceError('unavailable', 'the sequencer did not number the events in time; they are stored and will be numbered', { retryAfterS: 1 });
+      await sl.signal.wait(head, Math.max(1, Math.min(left, 200)));
     }
   }
 

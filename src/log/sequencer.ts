@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { sleepUnless, Waker } from '../core/waker.js';
-import type { HeldLock } from '../storage/port.js';
+import type { RoleLease } from '../storage/role-leases.js';
 import type { Shard } from '../storage/storage.js';
 import { chainHash, GENESIS_HASH, rowChainFields, type StoredEventRow } from './chain.js';
 import { APPEND_CHANNEL, POS_CHANNEL, type Log } from './log.js';
@@ -10,27 +10,41 @@ type Unnumbered = Omit<StoredEventRow, 'pos' | 'hash'> & { id: number };
 /**
  * The sequencer of a shard whose writers commit concurrently (PostgreSQL).
  * Writers insert rows without `pos`; exactly one sequencer per shard, the
- * holder of an advisory lock, numbers committed rows in batches and sets their
- * hashes. Rows it has not seen yet are invisible to position readers, so a
- * reader that has seen `pos = N` never later finds a row below N. When the
- * holder's connection dies the lock frees and a standby on any node takes over,
- * reloading the chain tip from the database.
+ * holder of the shard's sequencer role (`RoleLeases`), numbers committed rows
+ * in batches and sets their hashes. Rows it has not seen yet are invisible to
+ * position readers, so a reader that has seen `pos = N` never later finds a
+ * row below N. When the holder dies, or hangs past `cluster.role_lease_ms`,
+ * a standby on any node takes over, reloading the chain tip from the
+ * database; every numbering transaction checks the role's epoch, so a holder
+ * that wakes after the hand-over numbers nothing.
  */
 export class Sequencer {
   private stopped = false;
   private running: Promise<void> | undefined;
   private readonly waker = new Waker();
   private readonly abort = new AbortController();
-  private lock: HeldLock | null = null;
   /** Rows numbered since start, for metrics. */
   numbered = 0;
   leader = false;
+  /** Epoch of the role while leading. */
+  epoch = 0;
 
   constructor(
     private readonly log: Log,
     private readonly shard: Shard,
-    private readonly opts: { batch: number; pollMs: number; logger: Logger },
+    private readonly opts: {
+      batch: number;
+      pollMs: number;
+      logger: Logger;
+      /** Awaited between reading a batch and the transaction that numbers it (lets tests stand for a pause there). */
+      beforeNumbering?: () => Promise<void>;
+    },
   ) {}
+
+  /** Name of the role (and its lock) that the sequencer of `shard` holds. */
+  static role(shard: string): string {
+    return `millrace:sequencer:${shard}`;
+  }
 
   start(): void {
     if (this.running) return;
@@ -42,52 +56,51 @@ export class Sequencer {
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
+      let lease: RoleLease;
       try {
-        // A standby waits here on one session of its own until the holder's lock frees.
-        this.lock = await this.shard.driver.lock(`millrace:sequencer:${this.shard.name}`, this.abort.signal);
+        // A standby waits here on one session of its own until the role frees (or its holder's lease runs out).
+        lease = await this.shard.roles.acquire(Sequencer.role(this.shard.name), this.abort.signal);
       } catch (err) {
         if (this.stopped) break;
         this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: cannot reach the shard');
-        this.lock = null;
         // Not the waker: appends wake it, and each wake would open a session.
         await sleepUnless(this.opts.pollMs * 2, this.abort.signal);
         continue;
       }
       this.leader = true;
-      this.opts.logger.info({ shard: this.shard.name }, 'sequencer: holding the shard lock');
+      this.epoch = lease.epoch;
+      this.opts.logger.info({ shard: this.shard.name, epoch: lease.epoch }, 'sequencer: holding the shard role');
       // Append notices from other nodes matter only to the leader: a standby
       // does not listen, so the server does not send it one per commit. The
       // leader listens before its first read, so nothing slips between.
       const unlisten = await this.shard.driver.listen(APPEND_CHANNEL, () => this.waker.wake()).catch(() => undefined);
       // This node's own commits wake it in process; they need not tell the server.
       this.shard.committer.setLocalOnly(APPEND_CHANNEL, true);
+      const onLost = (): void => this.waker.wake();
+      lease.lost.addEventListener('abort', onLost, { once: true });
       try {
-        await this.lead(this.lock);
+        await this.lead(lease);
+        if (!this.stopped) this.opts.logger.warn({ shard: this.shard.name, epoch: lease.epoch }, 'sequencer: lost the shard role, standing by');
       } catch (err) {
         if (!this.stopped) this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
       } finally {
+        lease.lost.removeEventListener('abort', onLost);
         this.leader = false;
         // A successor elsewhere reads what is unnumbered when it starts, then hears this node's commits again.
         this.shard.committer.setLocalOnly(APPEND_CHANNEL, false);
         await unlisten?.().catch(() => {});
-        await this.lock.release().catch(() => {});
-        this.lock = null;
+        await lease.release().catch(() => {});
       }
     }
   }
 
-  private async lead(lock: HeldLock): Promise<void> {
-    const conn = lock.conn;
-    let lost = false;
-    void lock.lost.then(() => {
-      lost = true;
-      this.waker.wake();
-    });
+  private async lead(lease: RoleLease): Promise<void> {
+    const conn = lease.conn;
     const tipRows = await conn.all<{ pos: number; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1');
     let tip = tipRows[0] ? { pos: tipRows[0].pos, hash: tipRows[0].hash } : { pos: 0, hash: GENESIS_HASH };
     const sl = this.log.shardLog(this.shard.name);
     sl.signal.advance(tip.pos);
-    while (!this.stopped && !lost) {
+    while (!this.stopped && !lease.lost.aborted) {
       const rows = await conn.all<Unnumbered>(
         'SELECT id, stream, seq, type, data, meta, created_at FROM events WHERE pos IS NULL ORDER BY id LIMIT ?',
         [this.opts.batch],
@@ -108,14 +121,19 @@ export class Sequencer {
         hashes.push(hash);
         next = { pos, hash };
       }
+      if (this.opts.beforeNumbering) await this.opts.beforeNumbering();
       await conn.exec('BEGIN');
       try {
-        await conn.run(
+        // The fence: this transaction numbers only if the role is still ours (its epoch unchanged).
+        await lease.fence(conn);
+        const n = await conn.run(
           `UPDATE events SET pos = v.pos, hash = v.hash
              FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
             WHERE events.id = v.id AND events.pos IS NULL`,
           [ids, positions, hashes],
         );
+        // Only a second numberer could have set some of them: never chain on a tip that is not the shard's.
+        if (n !== ids.length) throw new Error(`sequencer: ${ids.length - n} of ${ids.length} rows were numbered elsewhere`);
         await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
         await conn.exec('COMMIT');
       } catch (err) {

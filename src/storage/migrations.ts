@@ -110,6 +110,33 @@ const core: Migration[] = [
       `,
     },
   },
+  {
+    // Exclusive roles (sequencer, exclusive cursors): who holds each, under
+    // which epoch, until when (database clock, ms), on which session.
+    id: 'core/0004_role_leases',
+    sql: {
+      sqlite: `
+        CREATE TABLE role_leases (
+          role TEXT PRIMARY KEY,
+          holder TEXT NOT NULL,
+          epoch INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL,
+          pid INTEGER,
+          session_start TEXT
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE role_leases (
+          role TEXT PRIMARY KEY,
+          holder TEXT NOT NULL,
+          epoch BIGINT NOT NULL,
+          expires_at BIGINT NOT NULL,
+          pid INTEGER,
+          session_start TIMESTAMPTZ
+        );
+      `,
+    },
+  },
 ];
 
 const registered: Migration[] = [...core];

@@ -66,6 +66,34 @@ export interface SqlFragments {
    * transaction commits; null where one process owns the shard.
    */
   readonly notify: string | null;
+  /**
+   * Statements of role leases (see `RoleLeases`), where holders of exclusive
+   * roles live in other processes that can hang; null where one process owns
+   * the shard. Times are the database's clock, in milliseconds.
+   */
+  readonly roles: RoleLeaseSql | null;
+}
+
+/** The statements behind role leases (table `role_leases`). */
+export interface RoleLeaseSql {
+  /**
+   * `(role, holder, ttl_ms)`, run on the session that holds the role's lock:
+   * records this session as the holder, bumps the epoch, returns `epoch`.
+   */
+  readonly take: string;
+  /**
+   * `(ttl_ms, role, epoch)`: extends the lease if `epoch` is still current;
+   * changes no row (0) once another holder took the role. Run inside the
+   * transaction that does the role's work, it fences that work.
+   */
+  readonly fence: string;
+  /**
+   * `(ttl_ms, held_roles[], held_epochs[], wanted_roles[])`: renews the held
+   * leases whose epoch is current and ends the sessions of holders of wanted
+   * roles whose lease has expired (a hung holder keeps its session, and so
+   * its lock, open). Rows `{ kind: 'held' | 'ended', role }`.
+   */
+  readonly tick: string;
 }
 
 export type DialectName = 'sqlite' | 'postgres';

@@ -3,12 +3,15 @@ import { MillraceError } from '../core/errors.js';
 import { ShardRouter } from '../core/routing.js';
 import { GroupCommitter, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver } from './port.js';
+import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
 import { PostgresDriver } from './postgres/postgres-driver.js';
 import { SqliteDriver } from './sqlite/sqlite-driver.js';
 
 /** One unit of storage: a database, its hash range, and its group committer. */
 export class Shard {
   readonly committer: GroupCommitter;
+  /** Exclusive roles (sequencer, exclusive cursors) this node holds or waits for on the shard. */
+  readonly roles: RoleLeases;
 
   constructor(
     readonly name: string,
@@ -16,8 +19,10 @@ export class Shard {
     readonly from: bigint,
     readonly to: bigint,
     maxBatch: number,
+    roles: RoleLeaseOptions = { holder: 'local', leaseMs: 5_000 },
   ) {
     this.committer = new GroupCommitter(driver, { maxBatch });
+    this.roles = new RoleLeases(driver, roles);
   }
 
   /** Runs `fn` in a write transaction, group-committed with other callers. */
@@ -53,8 +58,9 @@ export class Storage {
               poolSize: st.pool_size,
               writers: st.group_commit.writers,
               applicationName: `millrace:${config.node_id}:${s.name}`,
+              idleInTransactionMs: config.cluster.role_lease_ms,
             });
-      return new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch);
+      return new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch, { holder: config.node_id, leaseMs: config.cluster.role_lease_ms });
     });
     return new Storage(shards);
   }
@@ -91,6 +97,7 @@ export class Storage {
   }
 
   async close(): Promise<void> {
+    for (const s of this.shards) s.roles.close();
     for (const s of this.shards) await s.committer.close();
     for (const s of this.shards) await s.driver.close();
   }

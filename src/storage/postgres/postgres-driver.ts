@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { createHash } from 'node:crypto';
-import type { DialectCapabilities, HeldLock, Migration, Queryable, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
+import type { DialectCapabilities, HeldLock, Migration, Queryable, RoleLeaseSql, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
 
 const INT8_OID = 20;
 const NUMERIC_OID = 1700;
@@ -118,6 +118,29 @@ class PgWriteConnection extends PgQueryable implements WriteConnection {
   }
 }
 
+/** The database clock in milliseconds: every node compares lease ends against the same clock. */
+const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+
+const ROLE_SQL: RoleLeaseSql = {
+  take: `INSERT INTO role_leases (role, holder, epoch, expires_at, pid, session_start)
+         SELECT ?::text, ?::text, 1, ${DB_NOW_MS} + ?::bigint, a.pid, a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+         ON CONFLICT (role) DO UPDATE SET holder = EXCLUDED.holder, epoch = role_leases.epoch + 1, expires_at = EXCLUDED.expires_at,
+                                          pid = EXCLUDED.pid, session_start = EXCLUDED.session_start
+         RETURNING epoch`,
+  fence: `UPDATE role_leases SET expires_at = ${DB_NOW_MS} + ?::bigint WHERE role = ?::text AND epoch = ?::bigint`,
+  tick: `WITH renewed AS (
+           UPDATE role_leases l SET expires_at = ${DB_NOW_MS} + ?::bigint
+             FROM unnest(?::text[], ?::bigint[]) AS h(role, epoch)
+            WHERE l.role = h.role AND l.epoch = h.epoch
+           RETURNING l.role),
+         ended AS (
+           SELECT l.role, pg_terminate_backend(a.pid) AS ok
+             FROM role_leases l JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start = l.session_start
+            WHERE l.role = ANY(?::text[]) AND l.expires_at < ${DB_NOW_MS} AND a.pid <> pg_backend_pid())
+         SELECT 'held' AS kind, role FROM renewed
+         UNION ALL SELECT 'ended' AS kind, role FROM ended WHERE ok`,
+};
+
 export interface PostgresDriverOptions {
   url: string;
   durability: 'strict' | 'relaxed';
@@ -125,6 +148,12 @@ export interface PostgresDriverOptions {
   writers: number;
   /** Name used in pg_stat_activity. */
   applicationName?: string;
+  /**
+   * Server-side bound on a transaction left open and idle (a frozen node's
+   * would otherwise keep its row locks for as long as it stays frozen):
+   * PostgreSQL ends such a session after this long. Unset: no bound.
+   */
+  idleInTransactionMs?: number;
 }
 
 /** 64-bit advisory lock key from a text key (first 8 bytes of its SHA-1, signed). */
@@ -139,6 +168,7 @@ export class PostgresDriver implements ShardDriver {
     claimRows: ' FOR UPDATE SKIP LOCKED',
     begin: 'BEGIN',
     notify: 'SELECT pg_notify(?, ?)',
+    roles: ROLE_SQL,
   };
   readonly writers: number;
   readonly reader: Queryable;
@@ -162,6 +192,14 @@ export class PostgresDriver implements ShardDriver {
     return this.opts.poolSize + this.relaxedSize + 1 + 1;
   }
 
+  /** Settings of this driver's sessions (`-c name=value`), passed at connect. */
+  private sessionOptions(synchronousCommitOff: boolean): string | undefined {
+    const o: string[] = [];
+    if (synchronousCommitOff) o.push('-c synchronous_commit=off');
+    if (this.opts.idleInTransactionMs !== undefined) o.push(`-c idle_in_transaction_session_timeout=${Math.floor(this.opts.idleInTransactionMs)}`);
+    return o.length ? o.join(' ') : undefined;
+  }
+
   constructor(private readonly opts: PostgresDriverOptions) {
     this.writers = opts.writers;
     this.pool = new pg.Pool({
@@ -170,7 +208,7 @@ export class PostgresDriver implements ShardDriver {
       types,
       application_name: opts.applicationName ?? 'millrace',
       connectionTimeoutMillis: 10_000,
-      options: opts.durability === 'relaxed' ? '-c synchronous_commit=off' : undefined,
+      options: this.sessionOptions(opts.durability === 'relaxed'),
     });
     // An idle client that loses its connection must not crash the process.
     this.pool.on('error', () => {});
@@ -187,7 +225,7 @@ export class PostgresDriver implements ShardDriver {
         types,
         application_name: `${this.opts.applicationName ?? 'millrace'}-relaxed`,
         connectionTimeoutMillis: 10_000,
-        options: '-c synchronous_commit=off',
+        options: this.sessionOptions(true),
       });
       this.relaxedPool.on('error', () => {});
       this.relaxedQueryable = new PgQueryable(this.relaxedPool);
@@ -309,7 +347,13 @@ export class PostgresDriver implements ShardDriver {
     // One session of its own, kept for as long as it waits and then holds:
     // the wait is a blocking pg_advisory_lock, which the server grants when
     // the holder unlocks or its session ends (a killed node's does).
-    const client = new pg.Client({ connectionString: this.opts.url, types, application_name: `${this.opts.applicationName ?? 'millrace'}-lock`, keepAlive: true });
+    const client = new pg.Client({
+      connectionString: this.opts.url,
+      types,
+      application_name: `${this.opts.applicationName ?? 'millrace'}-lock`,
+      keepAlive: true,
+      options: this.sessionOptions(false),
+    });
     let lostResolve!: () => void;
     const lost = new Promise<void>((r) => (lostResolve = r));
     client.on('error', () => lostResolve());

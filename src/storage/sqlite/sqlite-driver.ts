@@ -130,6 +130,7 @@ export class SqliteDriver implements ShardDriver {
     claimRows: '',
     begin: 'BEGIN IMMEDIATE',
     notify: null,
+    roles: null,
   };
   readonly writers = 1;
   readonly reader: Queryable;
