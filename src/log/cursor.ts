@@ -33,10 +33,12 @@ export interface ConsumerOptions {
   /** Delay before retrying a failed handler. */
   retryMs?: number;
   /**
-   * Run on one node at a time: before reading, the consumer waits for an
-   * advisory lock named after the shard and cursor, held on a session of its
-   * own (see `ShardDriver.lock`); other nodes' consumers of the same name
-   * stand by on theirs and one takes over when the holder stops or dies. Use
+   * Run on one node at a time: before reading, the consumer takes the role
+   * named after the shard and cursor (`RoleLeases`: a lock on a session of
+   * its own plus a lease with an epoch); other nodes' consumers of the same
+   * name stand by and one takes over when the holder stops, dies, or hangs
+   * past `cluster.role_lease_ms`. Its transactions are fenced by the
+   * role's epoch. Use
    * it for consumers every node starts but only one should run, so that
    * their transactions do not conflict on the cursor row (a conflict rolls
    * back a whole group-commit batch). The cursor's `pos = from` check still
@@ -211,19 +213,25 @@ export class Consumer {
         for await (const batch of this.engine.tail(shard, this.pos, { chunk: this.opts.chunk, abort: signal })) {
           const from = this.pos;
           const to = batch[batch.length - 1]!.pos!;
-          if (this.opts.mode === 'transactional') {
-            await sl.shard.write(async (tx) => {
-              if (lease) await lease.fence(tx);
-              await this.opts.handler(batch, tx);
-              await this.engine.advanceIn(tx, name, from, to);
-            });
-          } else {
-            await this.opts.handler(batch, null);
-            await sl.shard.write(async (tx) => {
-              if (lease) await lease.fence(tx);
-              await this.engine.saveIn(tx, name, to);
-            });
-          }
+          const handle = async (): Promise<void> => {
+            if (this.opts.mode === 'transactional') {
+              await sl.shard.write(async (tx) => {
+                if (lease) await lease.fence(tx);
+                await this.opts.handler(batch, tx);
+                await this.engine.advanceIn(tx, name, from, to);
+              });
+            } else {
+              // The handler's effects lie outside the shard: make sure the role is still ours before them
+              // (a holder waking from a pause finds out here), then fence the stored position.
+              if (lease) await lease.check();
+              await this.opts.handler(batch, null);
+              await sl.shard.write(async (tx) => {
+                if (lease) await lease.fence(tx);
+                await this.engine.saveIn(tx, name, to);
+              });
+            }
+          };
+          await (lease ? lease.step(handle) : handle());
           this.pos = to;
         }
       } catch (err) {

@@ -96,56 +96,65 @@ export class Sequencer {
 
   private async lead(lease: RoleLease): Promise<void> {
     const conn = lease.conn;
-    const tipRows = await conn.all<{ pos: number; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1');
+    const tipRows = await lease.step(() => conn.all<{ pos: number; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1'));
     let tip = tipRows[0] ? { pos: tipRows[0].pos, hash: tipRows[0].hash } : { pos: 0, hash: GENESIS_HASH };
     const sl = this.log.shardLog(this.shard.name);
     sl.signal.advance(tip.pos);
     while (!this.stopped && !lease.lost.aborted) {
-      const rows = await conn.all<Unnumbered>(
-        'SELECT id, stream, seq, type, data, meta, created_at FROM events WHERE pos IS NULL ORDER BY id LIMIT ?',
-        [this.opts.batch],
-      );
-      if (rows.length === 0) {
+      // One step per batch: a step stuck past half a lease (a hung statement, a pause) lets the lease run out.
+      const next = await lease.step(() => this.numberBatch(lease, tip));
+      if (next === null) {
         await this.waker.sleep(this.opts.pollMs);
         continue;
       }
-      const ids: number[] = [];
-      const positions: number[] = [];
-      const hashes: Buffer[] = [];
-      let next = tip;
-      for (const r of rows) {
-        const pos = next.pos + 1;
-        const hash = chainHash(next.hash, rowChainFields(pos, r));
-        ids.push(r.id);
-        positions.push(pos);
-        hashes.push(hash);
-        next = { pos, hash };
-      }
-      if (this.opts.beforeNumbering) await this.opts.beforeNumbering();
-      await conn.exec('BEGIN');
-      try {
-        // The fence: this transaction numbers only if the role is still ours (its epoch unchanged).
-        await lease.fence(conn);
-        const n = await conn.run(
-          `UPDATE events SET pos = v.pos, hash = v.hash
-             FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
-            WHERE events.id = v.id AND events.pos IS NULL`,
-          [ids, positions, hashes],
-        );
-        // Only a second numberer could have set some of them: never chain on a tip that is not the shard's.
-        if (n !== ids.length) throw new Error(`sequencer: ${ids.length - n} of ${ids.length} rows were numbered elsewhere`);
-        await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
-        await conn.exec('COMMIT');
-      } catch (err) {
-        await conn.exec('ROLLBACK').catch(() => {});
-        throw err;
-      }
       tip = next;
-      this.numbered += rows.length;
       sl.tip = tip;
       sl.signal.advance(tip.pos);
       this.log.emit('sequenced', this.shard.name, tip.pos);
     }
+  }
+
+  /** Numbers the next batch of committed rows after `tip`; the new tip, or null if there was nothing to number. */
+  private async numberBatch(lease: RoleLease, tip: { pos: number; hash: Buffer }): Promise<{ pos: number; hash: Buffer } | null> {
+    const conn = lease.conn;
+    const rows = await conn.all<Unnumbered>(
+      'SELECT id, stream, seq, type, data, meta, created_at FROM events WHERE pos IS NULL ORDER BY id LIMIT ?',
+      [this.opts.batch],
+    );
+    if (rows.length === 0) return null;
+    const ids: number[] = [];
+    const positions: number[] = [];
+    const hashes: Buffer[] = [];
+    let next = tip;
+    for (const r of rows) {
+      const pos = next.pos + 1;
+      const hash = chainHash(next.hash, rowChainFields(pos, r));
+      ids.push(r.id);
+      positions.push(pos);
+      hashes.push(hash);
+      next = { pos, hash };
+    }
+    if (this.opts.beforeNumbering) await this.opts.beforeNumbering();
+    await conn.exec('BEGIN');
+    try {
+      // The fence: this transaction numbers only if the role is still ours (its epoch unchanged).
+      await lease.fence(conn);
+      const n = await conn.run(
+        `UPDATE events SET pos = v.pos, hash = v.hash
+           FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
+          WHERE events.id = v.id AND events.pos IS NULL`,
+        [ids, positions, hashes],
+      );
+      // Only a second numberer could have set some of them: never chain on a tip that is not the shard's.
+      if (n !== ids.length) throw new Error(`sequencer: ${ids.length - n} of ${ids.length} rows were numbered elsewhere`);
+      await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
+      await conn.exec('COMMIT');
+    } catch (err) {
+      await conn.exec('ROLLBACK').catch(() => {});
+      throw err;
+    }
+    this.numbered += rows.length;
+    return next;
   }
 
   async stop(): Promise<void> {

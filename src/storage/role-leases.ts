@@ -23,6 +23,18 @@ export interface RoleLease {
    * a holder that wakes from a pause cannot act on a role it lost.
    */
   fence(q: Queryable): Promise<void>;
+  /**
+   * Runs one step of the role's work (a batch, a poll). While a step has
+   * run for longer than half a lease the lease is not renewed: a holder
+   * stuck inside its work, not only a frozen process, loses the role.
+   */
+  step<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Before an effect outside the shard (which no transaction can fence):
+   * resolves at once if the lease was confirmed within half a lease, else
+   * confirms it with the database; throws `RoleLost` if the role is gone.
+   */
+  check(): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -44,6 +56,10 @@ export interface RoleLeaseOptions {
 interface Held {
   epoch: number;
   lost: AbortController;
+  /** performance.now() when the running step began; undefined between steps. */
+  busySince: number | undefined;
+  /** performance.now() when the lease was last confirmed current. */
+  confirmedAt: number;
 }
 
 /**
@@ -121,7 +137,7 @@ export class RoleLeases {
       throw err;
     }
     const lost = new AbortController();
-    const held: Held = { epoch, lost };
+    const held: Held = { epoch, lost, busySince: undefined, confirmedAt: performance.now() };
     this.held.set(role, held);
     this.schedule();
     const drop = (): void => {
@@ -141,6 +157,25 @@ export class RoleLeases {
           drop();
           throw new RoleLost(role, epoch);
         }
+        held.confirmedAt = performance.now();
+      },
+      step: async (fn) => {
+        held.busySince = performance.now();
+        try {
+          return await fn();
+        } finally {
+          held.busySince = undefined;
+        }
+      },
+      check: async () => {
+        if (lost.signal.aborted) throw new RoleLost(role, epoch);
+        if (performance.now() - held.confirmedAt < this.opts.leaseMs / 2) return;
+        const n = await (this.driver.relaxed ?? this.driver.reader).run(sql.fence, [this.opts.leaseMs, role, epoch]);
+        if (n !== 1) {
+          drop();
+          throw new RoleLost(role, epoch);
+        }
+        held.confirmedAt = performance.now();
       },
       release: async () => {
         drop();
@@ -159,6 +194,10 @@ export class RoleLeases {
       conn: lock.conn,
       lost: lost.signal,
       fence: async () => {
+        if (lost.signal.aborted) throw new RoleLost(role, 1);
+      },
+      step: (fn) => fn(),
+      check: async () => {
         if (lost.signal.aborted) throw new RoleLost(role, 1);
       },
       release: () => lock.release(),
@@ -181,7 +220,9 @@ export class RoleLeases {
     if (sql === null || this.ticking || this.closed) return;
     if (this.held.size === 0 && this.wanted.size === 0) return;
     this.ticking = true;
-    const held = [...this.held];
+    const now = performance.now();
+    // A role whose current step has run past half a lease is left to expire.
+    const held = [...this.held].filter(([, h]) => h.busySince === undefined || now - h.busySince < this.opts.leaseMs / 2);
     try {
       const q = this.driver.relaxed ?? this.driver.reader;
       const rows = await q.all<{ kind: 'held' | 'ended'; role: string }>(sql.tick, [
@@ -192,7 +233,11 @@ export class RoleLeases {
       ]);
       const renewed = new Set(rows.filter((r) => r.kind === 'held').map((r) => r.role));
       for (const [role, h] of held) {
-        if (renewed.has(role) || this.held.get(role) !== h) continue;
+        if (this.held.get(role) !== h) continue;
+        if (renewed.has(role)) {
+          h.confirmedAt = now;
+          continue;
+        }
         // Another node took the role over (this one was paused past its lease).
         this.logger.warn({ role, epoch: h.epoch }, 'role lease: taken over by another node; standing by');
         this.held.delete(role);
