@@ -75,7 +75,7 @@ export class Runtime {
       const scheduler = new Scheduler(storage, {
         nodeId: config.node_id,
         pollMs: config.scheduler.poll_ms,
-        leaseMs: config.scheduler.lease_ms,
+        leaseMs: config.scheduler.lease_ms ?? config.cluster.role_lease_ms,
         batch: config.scheduler.batch,
         retryBaseMs: config.scheduler.retry_base_ms,
         retryMaxMs: config.scheduler.retry_max_ms,

@@ -129,8 +129,12 @@ export const configSchema = z
     scheduler: z
       .object({
         poll_ms: z.number().int().min(5).max(60_000).default(1000),
-        /** A claimed timer whose handler did not finish within the lease is claimed again. */
-        lease_ms: z.number().int().min(100).default(30_000),
+        /**
+         * A timer claim lasts this long and is renewed while its handler runs,
+         * so a node that stops (or freezes) loses its claims within it and
+         * another node fires them. Default: cluster.role_lease_ms.
+         */
+        lease_ms: z.number().int().min(100).optional(),
         batch: z.number().int().min(1).max(10_000).default(200),
         /** First retry delay of a failing timer handler; doubles up to max. */
         retry_base_ms: z.number().int().min(1).default(1000),

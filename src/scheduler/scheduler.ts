@@ -52,6 +52,12 @@ export interface SchedulerOptions {
   retryMaxMs: number;
   /** Handlers running at once on this node. */
   concurrency?: number;
+  /**
+   * While the background loop runs, claims of handlers still running are
+   * renewed every third of the lease, so a lease can be short (a frozen node
+   * loses its claims within it) while handlers take longer. Default true.
+   */
+  renewClaims?: boolean;
   logger: Logger;
   clock?: Clock;
 }
@@ -83,6 +89,9 @@ export class Scheduler {
   private running: Promise<void> | undefined;
   private stopped = false;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Claims held by running handlers, per shard: timer id → the claim's attempt number. */
+  private readonly claims = new Map<string, Map<number, number>>();
+  private renewTimer: NodeJS.Timeout | undefined;
   /** Earliest due time a local schedule() asked for; lets the loop sleep precisely. */
   private nextLocalDue = Number.POSITIVE_INFINITY;
   readonly stats = { fired: 0, failed: 0 };
@@ -226,9 +235,37 @@ export class Scheduler {
   start(): void {
     if (this.running) return;
     this.running = this.loop();
+    if (this.opts.renewClaims !== false) {
+      this.renewTimer = setInterval(() => void this.renewClaims(), Math.max(20, Math.floor(this.opts.leaseMs / 3)));
+      this.renewTimer.unref();
+    }
+  }
+
+  /** Extends the claims of handlers still running on this node (one statement per shard). */
+  private async renewClaims(): Promise<void> {
+    for (const shard of this.storage.shards) {
+      const held = this.claims.get(shard.name);
+      if (held === undefined || held.size === 0) continue;
+      const ids = [...held.keys()];
+      const until = this.clock.now() + this.opts.leaseMs;
+      try {
+        for (let i = 0; i < ids.length; i += 500) {
+          const part = ids.slice(i, i + 500);
+          const sql = `UPDATE timers SET claim_until = ? WHERE claimed_by = ? AND id IN (${part.map(() => '?').join(', ')})`;
+          const params = [until, this.opts.nodeId, ...part];
+          // A renewal lost in a database crash only frees the claim early: no need to wait for the WAL.
+          if (shard.driver.relaxed) await shard.driver.relaxed.run(sql, params);
+          else await shard.write((tx) => tx.run(sql, params));
+        }
+      } catch (err) {
+        this.opts.logger.warn({ err, shard: shard.name }, 'scheduler: renewing claims failed');
+      }
+    }
   }
 
   async stop(): Promise<void> {
+    if (this.renewTimer !== undefined) clearInterval(this.renewTimer);
+    this.renewTimer = undefined;
     this.stopped = true;
     this.waker.wake();
     await this.running;
@@ -320,10 +357,24 @@ export class Scheduler {
       await this.release(shard, timer, this.opts.pollMs).catch(() => {});
       return;
     }
+    const claimed = this.claims.get(shard.name) ?? new Map<number, number>();
+    this.claims.set(shard.name, claimed);
+    claimed.set(timer.id, timer.attempts);
+    try {
+      await this.runHandler(shard, timer, handler);
+    } finally {
+      if (claimed.get(timer.id) === timer.attempts) claimed.delete(timer.id);
+    }
+  }
+
+  private async runHandler(shard: Shard, timer: Timer, handler: TimerHandler): Promise<void> {
     let completed = false;
+    // The claim is the fence: this firing acts only while the timer is still claimed by it (same
+    // node, same attempt), so a node that wakes after its claim ran out and another claimed the
+    // timer cannot complete it.
     const ctx: TimerContext = {
       completeIn: async (tx) => {
-        const ok = await this.completeIn(tx, timer);
+        const ok = await this.completeClaimedIn(tx, timer);
         if (ok) tx.onCommit(() => (completed = true));
         return ok;
       },
@@ -331,8 +382,8 @@ export class Scheduler {
         checkDue(dueAt);
         const n = await tx.run(
           `UPDATE timers SET kind = ?, due_at = ?, payload = ?, version = version + 1, attempts = 0, claimed_by = NULL, claim_until = NULL
-            WHERE id = ? AND version = ?`,
-          [kind, Math.floor(dueAt), encodePayload(payload), timer.id, timer.version],
+            WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?`,
+          [kind, Math.floor(dueAt), encodePayload(payload), timer.id, timer.version, this.opts.nodeId, timer.attempts],
         );
         if (n !== 1) return false;
         tx.onCommit(() => (completed = true));
@@ -343,7 +394,7 @@ export class Scheduler {
     try {
       await handler(timer, ctx);
       this.stats.fired++;
-      if (!completed) await shard.write((tx) => this.completeIn(tx, timer));
+      if (!completed) await shard.write((tx) => this.completeClaimedIn(tx, timer));
     } catch (err) {
       if (err instanceof RetryTimer) {
         await this.release(shard, timer, err.delayMs).catch(() => {});
@@ -356,10 +407,22 @@ export class Scheduler {
     }
   }
 
+  /** Deletes the timer version this node's claim (this attempt) holds; false if the version is gone or was claimed again since. */
+  private async completeClaimedIn(tx: Tx, timer: Timer): Promise<boolean> {
+    const n = await tx.run('DELETE FROM timers WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?', [timer.id, timer.version, this.opts.nodeId, timer.attempts]);
+    return n === 1;
+  }
+
   private release(shard: Shard, timer: Timer, delayMs: number): Promise<number> {
     const due = this.clock.now() + delayMs;
     return shard.write((tx) =>
-      tx.run('UPDATE timers SET due_at = ?, claimed_by = NULL, claim_until = NULL WHERE id = ? AND version = ?', [due, timer.id, timer.version]),
+      tx.run('UPDATE timers SET due_at = ?, claimed_by = NULL, claim_until = NULL WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?', [
+        due,
+        timer.id,
+        timer.version,
+        this.opts.nodeId,
+        timer.attempts,
+      ]),
     );
   }
 }

@@ -44,8 +44,18 @@ describe('buildConfig', () => {
       expect(c.storage.shards).toEqual([{ name: 's0', location: resolve('/srv/mr', 'data', 's0.db'), from: 0n, to: END }]);
       expect(c.log).toEqual({ sequencer_batch: 5000, poll_ms: 500 });
       expect(c.cursors.chunk).toBe(1000);
-      expect(c.scheduler).toMatchObject({ poll_ms: 1000, lease_ms: 30_000, batch: 200 });
+      expect(c.scheduler).toMatchObject({ poll_ms: 1000, batch: 200 });
+      expect(c.scheduler.lease_ms).toBeUndefined();
+      expect(c.cluster).toEqual({ role_lease_ms: 5000, publish_deadline_ms: 10_000 });
     }
+  });
+
+  it('takes cluster.role_lease_ms and cluster.publish_deadline_ms in range, and refuses others with config_invalid naming the key', () => {
+    expect(buildConfig({ cluster: { role_lease_ms: 2000, publish_deadline_ms: 3000 } }).cluster).toEqual({ role_lease_ms: 2000, publish_deadline_ms: 3000 });
+    expectConfigError(() => buildConfig({ cluster: { role_lease_ms: 100 } }), /cluster\.role_lease_ms/);
+    expectConfigError(() => buildConfig({ cluster: { role_lease_ms: 'soon' } }), /cluster\.role_lease_ms/);
+    expectConfigError(() => buildConfig({ cluster: { publish_deadline_ms: 0 } }), /cluster\.publish_deadline_ms/);
+    expectConfigError(() => buildConfig({ cluster: { lease: 1 } }), /cluster: unknown key/);
   });
 
   it('resolves SQLite paths against data_dir and keeps absolute ones', () => {
