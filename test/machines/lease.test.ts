@@ -22,6 +22,7 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
   let child: ChildProcess | undefined;
 
   afterEach(async () => {
+    child?.kill('SIGCONT');
     child?.kill('SIGKILL');
     child = undefined;
     for (const n of nodes.splice(0)) await n.close();
@@ -120,5 +121,27 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     const h = await cb.get('t', { id: 'm4' });
     expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(await holder(b, 'm4')).toBe(b.runtime.config.node_id);
+  });
+
+  it('a node frozen (SIGSTOP) while it keeps a lease loses it once keep and margin have passed: a peer runs the machine; after SIGCONT the frozen node commits nothing stale and serves again', async () => {
+    const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 500 });
+    const cfgPath = join(env!.dataDir, 'frozen.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...env!.input, node_id: `${env!.input.node_id}-frozen` }));
+    let url: string;
+    ({ child, found: url } = await spawnReady('test/machines/timer-node.ts', [cfgPath], /URL (\S+)/));
+    const cf = new MachinesClient(url);
+    await cf.start('t', 'm5', {});
+    for (let i = 1; i <= 3; i++) await cf.call('t', { id: 'm5' }, { events: [{ i }] });
+    expect(await holder(b, 'm5')).toBe(`${env!.input.node_id}-frozen`);
+    child.kill('SIGSTOP');
+    // The frozen node cannot answer the ask; its kept lease runs out (1.5 s) within the call's deadline.
+    await cb.call('t', { id: 'm5' }, { events: [{ i: 4 }] }, { timeoutMs: 10_000 });
+    await cb.call('t', { id: 'm5' }, { events: [{ i: 5 }] }, { timeoutMs: 10_000 });
+    expect(await holder(b, 'm5')).toBe(b.runtime.config.node_id);
+    child.kill('SIGCONT');
+    // Back, it asks for the machine like any peer and goes on from what the others committed.
+    await cf.call('t', { id: 'm5' }, { events: [{ i: 6 }] }, { timeoutMs: 10_000 });
+    const h = await cb.get('t', { id: 'm5' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4, 5, 6]);
   });
 });
