@@ -16,9 +16,17 @@
  * - one node on one PostgreSQL database: in-process processor against the
  *   HTTP processor (targets: >= 3,000 and >= 2,000 calls/s on the 2-core box).
  *
+ * - failover: 3 nodes, the load spread over all three; then node A is
+ *   killed (kill -9) and its callers move to B and C (the same 100 machines);
+ *   then A is started again and takes its callers back. Calls/s before,
+ *   while A is dead and right after it is back (each phase starts at once:
+ *   the first starts within a second of the kill, the last as soon as A
+ *   serves), each as a ratio to the rate before the kill (targets: >= 0.6
+ *   while dead, >= 0.9 after).
+ *
  * Calls go through each node's machines face (library API), as in
  * bench/machines.ts. Knobs: BENCH_CLUSTER_CALLS (calls per case, default
- * 6000), BENCH_CLUSTER_PARTS (default "cluster,single").
+ * 6000), BENCH_CLUSTER_PARTS (default "cluster,single,failover").
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -28,7 +36,7 @@ import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, printTable, rate, 
 const MACHINES = 100;
 const CALLS = Number(process.env.BENCH_CLUSTER_CALLS ?? 6000);
 const WARMUP = Math.max(200, Math.floor(CALLS / 10));
-const PARTS = (process.env.BENCH_CLUSTER_PARTS ?? 'cluster,single').split(',').map((s) => s.trim());
+const PARTS = (process.env.BENCH_CLUSTER_PARTS ?? 'cluster,single,failover').split(',').map((s) => s.trim());
 
 interface Timed {
   t0: number;
@@ -194,6 +202,54 @@ export async function run(): Promise<void> {
         );
       } finally {
         for (const n of nodes) await n.close();
+        for (const db of dbs) await dropPgDatabase(db);
+        scratch.cleanup();
+      }
+    }
+    if (PARTS.includes('failover')) {
+      const dbs = [await createPgDatabase(), await createPgDatabase()];
+      const scratch = scratchDir();
+      const nodes = new Map<string, Child>();
+      try {
+        const startNode = async (id: string): Promise<Child> => {
+          const c = new Child('cluster-node.ts', [nodeConfig(id, scratch.dir, dbs, url)]);
+          await c.ready();
+          nodes.set(id, c);
+          return c;
+        };
+        for (const id of ['node-a', 'node-b', 'node-c']) await startNode(id);
+        await new Promise((r) => setTimeout(r, 3000));
+        const parts = split('fo-', 3);
+        const all = parts.flat();
+        await Promise.all([...nodes.values()].map((c, k) => c.send({ op: 'start', ns: 'http', ids: parts[k] })));
+        /** CALLS calls spread over `loaded`, each driving its share of `machines`, one caller per machine. */
+        const phase = async (label: string, loaded: Child[], machines: string[][]): Promise<number> => {
+          const per = (k: number) => Math.floor(CALLS / loaded.length) + (k < CALLS % loaded.length ? 1 : 0);
+          const r = summarize(await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'calls', ns: 'http', ids: machines[k], total: per(k) }))));
+          rows.push([label, String(CALLS), fmtRate(r.perS), r.p50.toFixed(1), r.p99.toFixed(1), '', '', '']);
+          return r.perS;
+        };
+        const [a, b, c] = [nodes.get('node-a')!, nodes.get('node-b')!, nodes.get('node-c')!];
+        await Promise.all([a, b, c].map((n, k) => n.send({ op: 'calls', ns: 'http', ids: parts[k], total: Math.ceil(WARMUP / 3) })));
+        const before = await phase('failover: 3 nodes, before kill -9 of A', [a, b, c], parts);
+        a.proc.kill('SIGKILL');
+        await new Promise((r) => a.proc.once('exit', r));
+        nodes.delete('node-a');
+        // A's callers move to B and C.
+        const survivors = [all.filter((_, i) => i % 2 === 0), all.filter((_, i) => i % 2 === 1)];
+        const during = await phase('failover: A dead, its machines called through B and C', [b, c], survivors);
+        const during2 = await phase('failover: A dead, second run', [b, c], survivors);
+        const back = await startNode('node-a');
+        const backAt = Date.now();
+        const after = await phase('failover: A back, load on all 3 again (starts at once)', [back, b, c], parts);
+        const afterMs = Date.now() - backAt;
+        const after2 = await phase('failover: A back, second run', [back, b, c], parts);
+        notes.push(
+          `failover (calls/s as a ratio to before the kill): while A is dead ${(during / before).toFixed(2)} then ${(during2 / before).toFixed(2)} (target >= 0.6); ` +
+            `after A is back ${(after / before).toFixed(2)} (first run, ${(afterMs / 1000).toFixed(1)} s from its return) then ${(after2 / before).toFixed(2)} (target >= 0.9)`,
+        );
+      } finally {
+        for (const n of nodes.values()) await n.close();
         for (const db of dbs) await dropPgDatabase(db);
         scratch.cleanup();
       }

@@ -87,6 +87,7 @@ export class RoleLeases {
   private readonly wanted = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
+  private ticked = false;
   private closed = false;
 
   constructor(
@@ -207,10 +208,14 @@ export class RoleLeases {
   private schedule(): void {
     if (this.timer !== undefined || this.closed) return;
     if (this.held.size === 0 && this.wanted.size === 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.tick().finally(() => this.schedule());
-    }, this.tickMs);
+    // The first tick at once: its session (from the lease pool, kept while idle) opens at start, not later under load.
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        void this.tick().finally(() => this.schedule());
+      },
+      this.ticked ? this.tickMs : 0,
+    );
     this.timer.unref();
   }
 
@@ -220,6 +225,7 @@ export class RoleLeases {
     if (sql === null || this.ticking || this.closed) return;
     if (this.held.size === 0 && this.wanted.size === 0) return;
     this.ticking = true;
+    this.ticked = true;
     const now = performance.now();
     // A role whose current step has run past half a lease is left to expire.
     const held = [...this.held].filter(([, h]) => h.busySince === undefined || now - h.busySince < this.opts.leaseMs / 2);

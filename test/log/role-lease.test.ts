@@ -284,6 +284,6 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     await waitFor(() => handledHere.includes(20), 10_000, 'this node to go on handling');
     expect(mine.holding).toBe(true);
     expect(childHandled()).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
-    expect(await rt.cursors.position('s0', 'x')).toBe(20);
+    await waitFor(async () => (await rt.cursors.position('s0', 'x')) === 20, 10_000, 'the position to be stored');
   });
 });
