@@ -140,6 +140,27 @@ export class Runtime {
     }
   }
 
+  private readonly liveness = new Map<string, { at: number; alive: Promise<boolean | undefined> }>();
+
+  /**
+   * Whether the node `nodeId` runs (its node claim is held by a live
+   * session): false once its process has ended, however it ended (a killed
+   * node's session ends with it); undefined where the storage cannot tell
+   * (one process owns it). Answers are reused for half a second.
+   */
+  nodeAlive(nodeId: string): Promise<boolean | undefined> {
+    const driver = this.storage.shards[0]!.driver;
+    if (driver.claimHeld === undefined) return Promise.resolve(undefined);
+    if (nodeId === this.config.node_id) return Promise.resolve(true);
+    const now = Date.now();
+    const hit = this.liveness.get(nodeId);
+    if (hit !== undefined && now - hit.at < 500) return hit.alive;
+    const alive = driver.claimHeld(`millrace:node:${nodeId}`).catch(() => undefined);
+    if (this.liveness.size > 1000) this.liveness.clear();
+    this.liveness.set(nodeId, { at: now, alive });
+    return alive;
+  }
+
   /**
    * Warns when this node's sessions, on top of those already open, could
    * exceed the server's max_connections (less its reserved slots): the next

@@ -30,6 +30,7 @@ export class MachinesFace implements Face {
     counter('millrace_machine_leases_taken_total', 'Machine leases taken with a statement (free, expired or renewed)', () => stats.taken);
     counter('millrace_machine_lease_asks_total', 'Times this node asked its peers for a machine lease one of them held', () => stats.asked);
     counter('millrace_machine_leases_given_up_total', 'Kept machine leases this node gave up because a peer asked', () => stats.givenUp);
+    counter('millrace_machine_leases_from_ended_nodes_total', 'Machine leases this node took at once from a node whose process had ended', () => stats.fromDead);
   }
 
   async start(): Promise<void> {

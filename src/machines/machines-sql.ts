@@ -18,6 +18,9 @@ export const SQL = {
   takeLease: `UPDATE machines SET lease_holder = ?, lease_until = ?
             WHERE ns = ? AND id = ? AND (lease_holder IS NULL OR lease_until < ? OR lease_holder = ?) RETURNING ${COLS}`,
   exists: 'SELECT 1 AS n FROM machines WHERE ns = ? AND id = ?',
+  leaseHolder: 'SELECT lease_holder FROM machines WHERE ns = ? AND id = ?',
+  /** Takes the lease from a holder whose node has ended (checked by the caller); nothing if the holder changed meanwhile. */
+  takeDeadLease: `UPDATE machines SET lease_holder = ?, lease_until = ? WHERE ns = ? AND id = ? AND lease_holder = ? RETURNING ${COLS}`,
   /** The row a machine starts from (status none) if it does not exist yet. */
   insertEmpty: `INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`,
   releaseLease: 'UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?',

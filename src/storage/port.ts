@@ -151,6 +151,11 @@ export interface ShardDriver {
    * another live process holds it. Absent where one process owns the storage.
    */
   claimSession?(key: string): Promise<boolean>;
+  /**
+   * Whether some live session (of any process) holds the claim `key` made
+   * with `claimSession`: false once that process has ended, however it ended.
+   */
+  claimHeld?(key: string): Promise<boolean>;
 
   /** Sessions this driver may open on the server at most, exclusive jobs past the first not counted (absent without a server). */
   readonly sessionBudget?: number;

@@ -102,7 +102,7 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     await cb.call('t', { id: 'm3' }, { events: [{ i: 2 }] }, { timeoutMs: 2000 });
   });
 
-  it('after kill -9 of the node keeping a lease, a peer gets the machine once keep and margin have passed, and nothing acknowledged is lost', async () => {
+  it('after kill -9 of the node keeping a lease, a peer gets the machine, and nothing acknowledged is lost', async () => {
     // The peers run in this process; the node to kill in a child (same database, its own node id).
     const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 500 });
     const cfgPath = join(env!.dataDir, 'killed.json');
@@ -143,5 +143,27 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     await cf.call('t', { id: 'm5' }, { events: [{ i: 6 }] }, { timeoutMs: 10_000 });
     const h = await cb.get('t', { id: 'm5' });
     expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('after kill -9 of the node keeping a lease, a peer takes the machine at once (the node has ended), not after keep and margin', async () => {
+    // A margin far longer than the call's deadline: only the ended node's check can let the call through in time.
+    const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 60_000 });
+    const cfgPath = join(env!.dataDir, 'ended.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...env!.input, node_id: `${env!.input.node_id}-ended` }));
+    let url: string;
+    ({ child, found: url } = await spawnReady('test/machines/timer-node.ts', [cfgPath], /URL (\S+)/));
+    const ck = new MachinesClient(url);
+    await ck.start('t', 'm6', {});
+    for (let i = 1; i <= 3; i++) await ck.call('t', { id: 'm6' }, { events: [{ i }] });
+    expect(await holder(b, 'm6')).toBe(`${env!.input.node_id}-ended`);
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    child = undefined;
+    await cb.call('t', { id: 'm6' }, { events: [{ i: 4 }] }, { timeoutMs: 10_000 });
+    const h = await cb.get('t', { id: 'm6' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4]);
+    expect(await holder(b, 'm6')).toBe(b.runtime.config.node_id);
+    const face = b.faces.find((f) => f.name === 'machines') as unknown as { machines: { leaseStats: { fromDead: number } } };
+    expect(face.machines.leaseStats.fromDead).toBe(1);
   });
 });

@@ -338,6 +338,19 @@ export class PostgresDriver implements ShardDriver {
     return r.rows[0]?.ok === true;
   }
 
+  async claimHeld(key: string): Promise<boolean> {
+    // A bigint advisory lock shows in pg_locks as its high and low 32 bits (classid, objid) with objsubid 1.
+    const k = BigInt.asUintN(64, BigInt(advisoryKey(key)));
+    const hi = Number(k >> 32n);
+    const lo = Number(k & 0xffffffffn);
+    const r = await this.pool.query<{ held: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid
+                        AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS held`,
+      [hi, lo],
+    );
+    return r.rows[0]?.held === true;
+  }
+
   async notify(channel: string, payload: string): Promise<void> {
     await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
