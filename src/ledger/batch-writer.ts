@@ -6,9 +6,9 @@ import type { Shard } from '../storage/storage.js';
 import { formatUnits } from './decimal.js';
 import { ledgerSql as sql } from './ledger-sql.js';
 import { type BatchAnswer, type BatchRequest, POSTED } from './ledger-types.js';
-import type { LockStore } from './lock-store.js';
+import { lockHeadKey, type LockStore } from './lock-store.js';
 import type { PreparedEvent, PreparedLock, PreparedState, RequestValidator } from './request-validator.js';
-import type { StateStore } from './state-store.js';
+import { stateKey, type StateStore } from './state-store.js';
 
 const canonical = (v: unknown): string => {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
@@ -89,7 +89,7 @@ export class BatchWriter {
           for (const s of p.states) versions.push({ type: s.type, attrs: s.attrs, version: await this.states.writeState(tx, s.type, s.keyText, s.state, s.expected, now) });
           await this.insertEvents(tx, p.shard, batchId, p.events);
           return versions;
-        });
+        }, { lockKeys: partLockKeys(p, idem) });
         if (versions) stateVersions.push(...versions);
         committed.push(p.shard.name);
       } catch (err) {
@@ -126,18 +126,19 @@ export class BatchWriter {
       for (const r of rows) ids.push(Number(r.id));
     }
     // One log event per account touched: the exporter ships these in position
-    // order, and the aggregator follows their positions.
+    // order, and the aggregator follows their positions. Streams in name
+    // order, the order every writer locks them in.
     const byAccount = new Map<string, Array<{ e: PreparedEvent; id: number }>>();
     events.forEach((e, i) => {
-      const k = `${e.t.name}\u0000${e.accKey}`;
+      const k = accountStream(e.t.name, e.accKey);
       let l = byAccount.get(k);
       if (!l) byAccount.set(k, (l = []));
       l.push({ e, id: ids[i]! });
     });
-    for (const list of byAccount.values()) {
+    for (const stream of [...byAccount.keys()].sort()) {
+      const list = byAccount.get(stream)!;
       const first = list[0]!.e;
-      const streamKey = first.accKey.length <= 400 ? first.accKey : createHash('sha1').update(first.accKey).digest('hex');
-      await this.rt.log.appendIn(tx, shard, `ledger/${first.t.name}/${streamKey}`, [
+      await this.rt.log.appendIn(tx, shard, stream, [
         {
           type: POSTED,
           data: {
@@ -158,6 +159,22 @@ export class BatchWriter {
       ]);
     }
   }
+}
+
+/** The log stream of an account. */
+export function accountStream(type: string, accKey: string): string {
+  const streamKey = accKey.length <= 400 ? accKey : createHash('sha1').update(accKey).digest('hex');
+  return `ledger/${type}/${streamKey}`;
+}
+
+/** What a batch's part writes that other writers contend for: its account streams, lock heads, states and idempotency key. */
+function partLockKeys(p: { events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }, idem: string | undefined): string[] {
+  const keys = new Set<string>();
+  for (const e of p.events) keys.add(accountStream(e.t.name, e.accKey));
+  for (const l of p.locks) keys.add(lockHeadKey(l.type, l.keyText));
+  for (const s of p.states) keys.add(stateKey(s.type, s.keyText));
+  if (idem !== undefined) keys.add(`ledger.idempotency/${idem}`);
+  return [...keys];
 }
 
 function reused(key: string): MillraceError {

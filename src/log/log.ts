@@ -146,7 +146,7 @@ export class Log extends EventEmitter {
   append(stream: string, events: readonly NewEvent[], opts: AppendOptions = {}): Promise<AppendResult> {
     const prepared = prepareEvents(stream, events, opts);
     const shard = this.shardFor(stream, opts.shardKey);
-    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq));
+    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq), { lockKeys: [stream] });
   }
 
   /**

@@ -28,6 +28,11 @@ interface Job {
 /** A transaction that lost a race is re-run this many times in all before its callers get the (retryable) error. */
 export const MAX_TX_ATTEMPTS = 8;
 
+/** Lock keys one transaction takes at most, summed over its callers (a caller with more runs alone). */
+const MAX_BATCH_LOCKS = 256;
+/** A caller declaring more keys than this takes none (the server's lock table is shared and bounded). */
+const MAX_JOB_LOCKS = 1024;
+
 /** 32-bit lock key of a name (first 4 bytes of its SHA-1, signed). */
 export function lockKeyOf(name: string): number {
   return createHash('sha1').update(name).digest().readInt32BE(0);
@@ -109,11 +114,26 @@ export class GroupCommitter extends EventEmitter {
    */
   submit<T>(fn: TxFn<T>, opts: SubmitOptions = {}): Promise<T> {
     if (this.closed) return Promise.reject(new MillraceError('shutting_down', 'storage is closing'));
-    const keys = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && this.driver.sql.beginLocked !== null ? opts.lockKeys.map(lockKeyOf) : undefined;
+    // A caller with very many keys goes without: it still gets the deadlock retry.
+    const declared = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && opts.lockKeys.length <= MAX_JOB_LOCKS && this.driver.sql.beginLocked !== null;
+    const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ fn: fn as TxFn<unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
       this.schedule();
     });
+  }
+
+  /** How many waiting jobs the next batch takes: at most `max`, and lock keys within MAX_BATCH_LOCKS (the server's lock table is shared and bounded). */
+  private batchLength(max: number): number {
+    let n = 0;
+    let keys = 0;
+    while (n < this.queue.length && n < max) {
+      const k = this.queue[n]!.keys?.length ?? 0;
+      if (n > 0 && keys + k > MAX_BATCH_LOCKS) break;
+      keys += k;
+      n++;
+    }
+    return n;
   }
 
   /** BEGIN for a transaction of `jobs`: with their lock keys, sorted and distinct, where the dialect takes them. */
@@ -171,7 +191,7 @@ export class GroupCommitter extends EventEmitter {
         // Share what is waiting among the writer connections instead of
         // letting the first one take it all while the others sit idle.
         const share = Math.ceil(this.queue.length / this.driver.writers);
-        const batch = this.queue.splice(0, Math.min(this.opts.maxBatch, share));
+        const batch = this.queue.splice(0, this.batchLength(Math.min(this.opts.maxBatch, share)));
         healthy = await this.runBatch(conn, batch);
       }
     } catch (err) {
