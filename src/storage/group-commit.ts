@@ -235,9 +235,13 @@ export class GroupCommitter extends EventEmitter {
         // BEGIN or COMMIT failed and the transaction was rolled back. A lost
         // race (the lock statement or COMMIT chosen as a deadlock victim) is
         // re-run; anything else: nothing of this batch is known durable.
-        if (isTransientTxError(err) && attempt < MAX_TX_ATTEMPTS) {
-          await this.backoff(attempt);
-          continue;
+        if (isTransientTxError(err)) {
+          if (attempt < MAX_TX_ATTEMPTS) {
+            await this.backoff(attempt);
+            continue;
+          }
+          // Out of attempts for the batch: each caller gets attempts of its own.
+          if (batch.length > 1) return this.runEachAlone(conn, batch);
         }
         const e = commitError(err);
         for (const j of batch) j.reject(e);
