@@ -79,4 +79,43 @@ describe('ledger under contention (postgres)', () => {
     const got = r.body.balances.map((b: { groups: Array<{ debit: string; credit: string }> }) => b.groups[0] ?? { debit: fmt(0n), credit: fmt(0n) });
     expect(got).toEqual(Array.from({ length: accounts }, (_, i) => ({ group: {}, debit: fmt(debit[i]!), credit: fmt(credit[i]!) })));
   });
+
+  it('database errors on a write answer a classified code (never internal), store nothing, and harm no neighbour', async () => {
+    const shard = h.rt.storage.shards[0]!;
+    // A trigger makes the server refuse chosen rows with a chosen SQLSTATE.
+    await shard.write((tx) =>
+      tx.run(`CREATE FUNCTION mr_inject() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.info IS NOT NULL AND (NEW.info::jsonb->>'fail') IS NOT NULL THEN RAISE EXCEPTION 'injected' USING ERRCODE = NEW.info::jsonb->>'fail'; END IF;
+          RETURN NEW;
+        END $$`),
+    );
+    await shard.write((tx) => tx.run('CREATE TRIGGER mr_inject BEFORE INSERT ON ledger_events FOR EACH ROW EXECUTE FUNCTION mr_inject()'));
+    const leg = (wallet: string, side: string, info?: unknown) => ({ account: { type: 'micro', attrs: { wallet } }, side, amount: '1.000000', ...(info === undefined ? {} : { info }) });
+    const cases: Array<[string, number, string]> = [
+      ['40P01', 503, 'unavailable'],
+      ['40001', 503, 'unavailable'],
+      ['57014', 503, 'unavailable'],
+      ['55P03', 503, 'unavailable'],
+      ['23514', 409, 'conflict'],
+    ];
+    const good = Array.from({ length: 30 }, (_, i) => ({ dt_default: '2026-03-01T00:00:00Z', events: [leg(`g${i % 3}`, 'debit'), leg(`g${(i + 1) % 3}`, 'credit')] }));
+    const bad = cases.map(([code]) => ({ dt_default: '2026-03-01T00:00:00Z', events: [leg('g0', 'debit'), leg(`bad-${code}`, 'credit', { fail: code })] }));
+    const answers = await Promise.all([...bad, ...good].map((b) => h.app.inject({ method: 'POST', url: '/v1/ledger/batches', payload: b })));
+    cases.forEach(([code, status, errorCode], i) => {
+      const r = answers[i]!;
+      expect(r.statusCode, code).toBe(status);
+      expect(r.json().error.code, code).toBe(errorCode);
+      if (status === 503) expect(r.headers['retry-after'], code).toBe('1');
+    });
+    expect(answers.slice(cases.length).map((r) => r.statusCode)).toEqual(good.map(() => 200));
+    // The refused batches stored nothing: g0 holds only the good batches' legs.
+    const r = await h.post('/v1/ledger/balances', { dt: '2026-03-02T00:00:00Z', accounts: ['g0', 'g1', 'g2'].map((w) => ({ type: 'micro', key: { wallet: w } })) });
+    expect(r.body.balances.map((b: { groups: Array<{ debit: string; credit: string }> }) => b.groups[0])).toEqual([
+      { group: {}, debit: '10.000000', credit: '10.000000' },
+      { group: {}, debit: '10.000000', credit: '10.000000' },
+      { group: {}, debit: '10.000000', credit: '10.000000' },
+    ]);
+    await shard.write((tx) => tx.run('DROP TRIGGER mr_inject ON ledger_events'));
+  });
 });
