@@ -169,19 +169,19 @@ const PEER_SQL = `
 `;
 
 interface Run {
-  rate: number;
-  p50: number;
-  p99: number;
+  ms: number;
+  lat: number[];
   errors: number;
 }
 
-/** `total` transfers from `clients` concurrent clients; pair i is fixed by i so both sides move the same money. */
-async function drive(total: number, clients: number, accounts: number, transfer: (src: number, dst: number, amount: string) => Promise<void>): Promise<Run> {
+/** Transfers `from` .. `to`-1 from `clients` concurrent clients; transfer i's accounts and amount are fixed by i, so both sides move the same money. */
+async function drive(from: number, to: number, clients: number, accounts: number, transfer: (src: number, dst: number, amount: string) => Promise<void>): Promise<Run> {
   const lat: number[] = [];
   let errors = 0;
   let firstError: unknown;
   const t0 = performance.now();
-  await pool(total, clients, async (i) => {
+  await pool(to - from, clients, async (k) => {
+    const i = from + k;
     const src = (i * 7919) % accounts;
     const dst = (src + 1 + ((i * 104729) % (accounts - 1))) % accounts;
     const t = performance.now();
@@ -195,8 +195,14 @@ async function drive(total: number, clients: number, accounts: number, transfer:
   });
   const ms = performance.now() - t0;
   if (firstError !== undefined) process.stderr.write(`first error: ${(firstError as Error).message}\n`);
-  return { rate: (total * 1000) / ms, p50: pct(lat, 50), p99: pct(lat, 99), errors };
+  return { ms, lat, errors };
 }
+
+const sum = (runs: Run[]): { rate: number; p50: number; p99: number; errors: number; n: number } => {
+  const lat = runs.flatMap((r) => r.lat);
+  const ms = runs.reduce((a, r) => a + r.ms, 0);
+  return { rate: (lat.length * 1000) / ms, p50: pct(lat, 50), p99: pct(lat, 99), errors: runs.reduce((a, r) => a + r.errors, 0), n: lat.length };
+};
 
 /** Net balance (credits - debits, in units) each account should end with. */
 function expected(total: number, accounts: number): bigint[] {
@@ -233,15 +239,31 @@ async function contendedBench(): Promise<string[][]> {
           ],
         });
       };
-      // Warm-up (connections, prepared statements, streams rows), then the timed runs, peer first.
-      await drive(warm, clients, accounts, viaPeer);
-      await drive(warm, clients, accounts, viaLedger);
+      // Warm-up (connections, prepared statements, streams rows), then the
+      // timed runs in alternating rounds (the box is shared: load that comes
+      // and goes falls on both sides alike).
+      await drive(0, warm, clients, accounts, viaPeer);
+      await drive(0, warm, clients, accounts, viaLedger);
       await peer.query('TRUNCATE peer_entries');
       await peer.query('UPDATE peer_accounts SET balance = 0');
       await shard.write((tx) => tx.run('DELETE FROM ledger_events'));
       const before = { ...shard.committer.stats };
-      const p = await drive(total, clients, accounts, viaPeer);
-      const m = await drive(total, clients, accounts, viaLedger);
+      const peerRuns: Run[] = [];
+      const ledgerRuns: Run[] = [];
+      const rounds = 6;
+      for (let r = 0; r < rounds; r++) {
+        const from = Math.floor((total * r) / rounds);
+        const to = Math.floor((total * (r + 1)) / rounds);
+        if (r % 2 === 0) {
+          peerRuns.push(await drive(from, to, clients, accounts, viaPeer));
+          ledgerRuns.push(await drive(from, to, clients, accounts, viaLedger));
+        } else {
+          ledgerRuns.push(await drive(from, to, clients, accounts, viaLedger));
+          peerRuns.push(await drive(from, to, clients, accounts, viaPeer));
+        }
+      }
+      const p = sum(peerRuns);
+      const m = sum(ledgerRuns);
       const st = shard.committer.stats;
       const batches = st.batches - before.batches;
       // Both sides must have stored every transfer exactly.
