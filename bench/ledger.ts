@@ -11,10 +11,20 @@
  * dates through aggregates vs a plain SQL SUM over the same table in the same
  * run, p50/p99 and the ratios, each answer checked against the SUM. N is 10k
  * and 100k by default; LEDGER_BENCH_MAX=1000000 adds 1M.
+ *
+ * Contended transfers (PostgreSQL, when LEDGER_BENCH_PG=1; alone with
+ * LEDGER_BENCH_ONLY=contended): 20 concurrent clients post two-leg transfers
+ * (a debit and a credit in one batch) among 50 accounts of one type on one
+ * shard, beside a plain-SQL peer in the same database: a plpgsql function that
+ * locks both balance rows in id order, inserts two entries and updates the
+ * balances, called by 20 clients over 20 connections. Same server, same
+ * durability (synchronous commit), same number of transfers; both sides are
+ * checked afterwards (every transfer stored, balances exact, no errors).
  */
 import { buildConfig } from '../src/core/config.js';
 import { Ledger } from '../src/ledger/ledger.js';
 import { Runtime } from '../src/runtime.js';
+import pg from 'pg';
 import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, pool, printTable, scratchDir } from './support.js';
 
 const LEDGER = {
@@ -24,15 +34,16 @@ const LEDGER = {
 const DAY = 86_400_000;
 const T0 = Date.parse('2023-01-01T00:00:00Z');
 
-async function open(dialect: 'sqlite' | 'postgres'): Promise<{ rt: Runtime; ledger: Ledger; close: () => Promise<void> }> {
+async function open(dialect: 'sqlite' | 'postgres', storage: Record<string, unknown> = {}): Promise<{ rt: Runtime; ledger: Ledger; db: string | undefined; close: () => Promise<void> }> {
   const scratch = scratchDir();
   let db: string | undefined;
   const shards = dialect === 'postgres' ? [{ name: 's0', url: pgUrlFor((db = await createPgDatabase())) }] : [{ name: 's0' }];
-  const config = buildConfig({ data_dir: scratch.dir, logging: { level: 'silent' }, grpc: { enabled: false }, ledger: LEDGER, storage: { dialect, shards } });
+  const config = buildConfig({ data_dir: scratch.dir, logging: { level: 'silent' }, grpc: { enabled: false }, ledger: LEDGER, storage: { dialect, shards, ...storage } });
   const rt = await Runtime.open(config);
   return {
     rt,
     ledger: new Ledger(rt, config.ledger),
+    db,
     close: async () => {
       await rt.close();
       if (db) await dropPgDatabase(db);
@@ -145,12 +156,163 @@ async function readBench(total: number): Promise<string[]> {
   }
 }
 
+const PEER_SQL = `
+  CREATE TABLE peer_accounts (id INT PRIMARY KEY, balance NUMERIC NOT NULL DEFAULT 0);
+  CREATE TABLE peer_entries (id BIGSERIAL PRIMARY KEY, account INT NOT NULL, amount NUMERIC NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+  CREATE FUNCTION peer_transfer(src INT, dst INT, amt NUMERIC) RETURNS void LANGUAGE plpgsql AS $$
+  BEGIN
+    PERFORM 1 FROM peer_accounts WHERE id IN (src, dst) ORDER BY id FOR UPDATE;
+    INSERT INTO peer_entries (account, amount) VALUES (src, -amt), (dst, amt);
+    UPDATE peer_accounts SET balance = balance - amt WHERE id = src;
+    UPDATE peer_accounts SET balance = balance + amt WHERE id = dst;
+  END $$;
+`;
+
+interface Run {
+  ms: number;
+  lat: number[];
+  errors: number;
+}
+
+/** Transfers `from` .. `to`-1 from `clients` concurrent clients; transfer i's accounts and amount are fixed by i, so both sides move the same money. */
+async function drive(from: number, to: number, clients: number, accounts: number, transfer: (src: number, dst: number, amount: string) => Promise<void>): Promise<Run> {
+  const lat: number[] = [];
+  let errors = 0;
+  let firstError: unknown;
+  const t0 = performance.now();
+  await pool(to - from, clients, async (k) => {
+    const i = from + k;
+    const src = (i * 7919) % accounts;
+    const dst = (src + 1 + ((i * 104729) % (accounts - 1))) % accounts;
+    const t = performance.now();
+    try {
+      await transfer(src, dst, `${(i % 97) + 1}.${String(i % 100).padStart(2, '0')}`);
+    } catch (err) {
+      errors++;
+      firstError ??= err;
+    }
+    lat.push(performance.now() - t);
+  });
+  const ms = performance.now() - t0;
+  if (firstError !== undefined) process.stderr.write(`first error: ${(firstError as Error).message}\n`);
+  return { ms, lat, errors };
+}
+
+const sum = (runs: Run[]): { rate: number; p50: number; p99: number; errors: number; n: number } => {
+  const lat = runs.flatMap((r) => r.lat);
+  const ms = runs.reduce((a, r) => a + r.ms, 0);
+  return { rate: (lat.length * 1000) / ms, p50: pct(lat, 50), p99: pct(lat, 99), errors: runs.reduce((a, r) => a + r.errors, 0), n: lat.length };
+};
+
+/** Net balance (credits - debits, in units) each account should end with. */
+function expected(total: number, accounts: number): bigint[] {
+  const want = Array.from({ length: accounts }, () => 0n);
+  for (let i = 0; i < total; i++) {
+    const src = (i * 7919) % accounts;
+    const dst = (src + 1 + ((i * 104729) % (accounts - 1))) % accounts;
+    const units = BigInt(((i % 97) + 1) * 100 + (i % 100));
+    want[src]! -= units;
+    want[dst]! += units;
+  }
+  return want;
+}
+
+async function contendedBench(): Promise<string[][]> {
+  const total = Number(process.env.LEDGER_BENCH_TRANSFERS ?? 6000);
+  const warm = 500;
+  const clients = 20;
+  const accounts = 50;
+  const { rt, ledger, db, close } = await open('postgres');
+  const rows: string[][] = [];
+  try {
+    const shard = rt.storage.shards[0]!;
+    const peer = new pg.Pool({ connectionString: pgUrlFor(db!), max: clients });
+    try {
+      await peer.query(PEER_SQL);
+      await peer.query('INSERT INTO peer_accounts (id) SELECT g FROM generate_series(0, $1::int - 1) g', [accounts]);
+      const viaPeer = (src: number, dst: number, amount: string) => peer.query('SELECT peer_transfer($1, $2, $3)', [src, dst, amount]).then(() => undefined);
+      const viaLedger = async (src: number, dst: number, amount: string) => {
+        await ledger.write({
+          events: [
+            { account: { type: 'acc', attrs: { client_id: `a${src}`, product: 'p' } }, side: 'debit', amount, dt: new Date(T0).toISOString() },
+            { account: { type: 'acc', attrs: { client_id: `a${dst}`, product: 'p' } }, side: 'credit', amount, dt: new Date(T0).toISOString() },
+          ],
+        });
+      };
+      // Warm-up (connections, prepared statements, streams rows), then the
+      // timed runs in alternating rounds (the box is shared: load that comes
+      // and goes falls on both sides alike).
+      await drive(0, warm, clients, accounts, viaPeer);
+      await drive(0, warm, clients, accounts, viaLedger);
+      await peer.query('TRUNCATE peer_entries');
+      await peer.query('UPDATE peer_accounts SET balance = 0');
+      await shard.write((tx) => tx.run('DELETE FROM ledger_events'));
+      const before = { ...shard.committer.stats };
+      const peerRuns: Run[] = [];
+      const ledgerRuns: Run[] = [];
+      const rounds = 6;
+      for (let r = 0; r < rounds; r++) {
+        const from = Math.floor((total * r) / rounds);
+        const to = Math.floor((total * (r + 1)) / rounds);
+        if (r % 2 === 0) {
+          peerRuns.push(await drive(from, to, clients, accounts, viaPeer));
+          ledgerRuns.push(await drive(from, to, clients, accounts, viaLedger));
+        } else {
+          ledgerRuns.push(await drive(from, to, clients, accounts, viaLedger));
+          peerRuns.push(await drive(from, to, clients, accounts, viaPeer));
+        }
+      }
+      const p = sum(peerRuns);
+      const m = sum(ledgerRuns);
+      const st = shard.committer.stats;
+      const batches = st.batches - before.batches;
+      // Both sides must have stored every transfer exactly.
+      const want = expected(total, accounts);
+      const peerBal = (await peer.query<{ id: number; b: string }>('SELECT id, (balance * 100)::bigint::text AS b FROM peer_accounts ORDER BY id')).rows;
+      const ledBal = await shard.reader.all<{ k: string; b: string }>(
+        "SELECT acc_key AS k, CAST(SUM(CASE WHEN side = 'credit' THEN amount ELSE -amount END) AS TEXT) AS b FROM ledger_events GROUP BY acc_key",
+      );
+      const ledMap = new Map(ledBal.map((r) => [r.k, BigInt(r.b)]));
+      for (let a = 0; a < accounts; a++) {
+        if (BigInt(peerBal[a]!.b) !== want[a]) throw new Error(`peer balance of account ${a} is ${peerBal[a]!.b}, expected ${want[a]}`);
+        const got = ledMap.get(JSON.stringify([`a${a}`])) ?? 0n;
+        if (m.errors === 0 && got !== want[a]) throw new Error(`ledger balance of account ${a} is ${got}, expected ${want[a]}`);
+      }
+      rows.push([
+        'millrace ledger.write',
+        fmtRate(m.rate),
+        m.p50.toFixed(1),
+        m.p99.toFixed(1),
+        String(m.errors),
+        `${(total / Math.max(1, batches)).toFixed(1)} /commit, ${st.retries - before.retries} retries`,
+        (m.rate / p.rate).toFixed(2),
+      ]);
+      rows.push(['plpgsql transfer()', fmtRate(p.rate), p.p50.toFixed(1), p.p99.toFixed(1), String(p.errors), '1 /commit', '1.00']);
+    } finally {
+      await peer.end();
+    }
+  } finally {
+    await close();
+  }
+  return rows;
+}
+
+function printContended(rows: string[][]): void {
+  process.stdout.write('\nledger contended (PostgreSQL): two-leg transfers, 20 clients, 50 accounts, one shard; ratio = millrace / plpgsql peer\n');
+  printTable(['path', 'transfers/s', 'p50 ms', 'p99 ms', 'errors', 'transfers', 'ratio'], rows);
+}
+
 export async function run(): Promise<void> {
+  if (process.env.LEDGER_BENCH_ONLY === 'contended') {
+    printContended(await contendedBench());
+    return;
+  }
   const batches = Number(process.env.LEDGER_BENCH_BATCHES ?? 2000);
   const writes = [await writeBench('sqlite', batches)];
   if (process.env.LEDGER_BENCH_PG === '1') writes.push(await writeBench('postgres', batches));
   process.stdout.write('\nledger write: batches of 10 events, 32 concurrent writers\n');
   printTable(['dialect', 'events', 'ledger ev/s', 'raw insert ev/s', 'ratio'], writes);
+  if (process.env.LEDGER_BENCH_PG === '1') printContended(await contendedBench());
   const max = Number(process.env.LEDGER_BENCH_MAX ?? 100_000);
   const reads: string[][] = [];
   for (const n of [10_000, 100_000, 1_000_000].filter((n) => n <= max)) reads.push(await readBench(n));

@@ -4,6 +4,8 @@
  * is mapped to an HTTP status and a gRPC status.
  */
 
+import { classifyDbError } from './db-errors.js';
+
 /** gRPC status codes (numeric values from the gRPC spec). */
 export const GrpcStatus = {
   OK: 0,
@@ -50,6 +52,7 @@ export const ERROR_CODES = {
   // storage and log
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
+  conflict: spec(409, GrpcStatus.ABORTED, false, 'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.'),
   overflow: spec(422, GrpcStatus.OUT_OF_RANGE, false, 'A value is larger than the storage can hold.'),
   // availability
   unavailable: spec(503, GrpcStatus.UNAVAILABLE, true, 'Temporarily unavailable; retry later.'),
@@ -155,6 +158,11 @@ export function isMillraceError(err: unknown, code?: string): err is MillraceErr
 /** Anything thrown becomes a MillraceError at a transport boundary. */
 export function toMillraceError(err: unknown): MillraceError {
   if (err instanceof MillraceError) return err;
+  const db = classifyDbError(err);
+  if (db !== undefined) {
+    const { code, message, ...rest } = db;
+    return new MillraceError(code, message, { ...rest, cause: err });
+  }
   const message = err instanceof Error ? err.message : String(err);
   return new MillraceError('internal', message, { cause: err });
 }

@@ -1,14 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { MillraceError } from '../core/errors.js';
 import type { Runtime } from '../runtime.js';
+import type { NewEvent } from '../log/log.js';
 import type { Tx } from '../storage/port.js';
+import { IdBlocks } from './id-blocks.js';
+import { PostingCombiner } from './posting-combiner.js';
 import type { Shard } from '../storage/storage.js';
 import { formatUnits } from './decimal.js';
 import { ledgerSql as sql } from './ledger-sql.js';
 import { type BatchAnswer, type BatchRequest, POSTED } from './ledger-types.js';
-import type { LockStore } from './lock-store.js';
+import { lockHeadKey, type LockStore } from './lock-store.js';
 import type { PreparedEvent, PreparedLock, PreparedState, RequestValidator } from './request-validator.js';
-import type { StateStore } from './state-store.js';
+import { stateKey, type StateStore } from './state-store.js';
 
 const canonical = (v: unknown): string => {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
@@ -25,6 +28,9 @@ const canonical = (v: unknown): string => {
 
 /** Writes batches: events, lock checks and state updates, atomically per shard, idempotent by key across shards. */
 export class BatchWriter {
+  private readonly idBlocks = new Map<string, IdBlocks>();
+  private readonly combiners = new Map<string, PostingCombiner<{ batchId: string; events: PreparedEvent[] }>>();
+
   constructor(
     private readonly rt: Runtime,
     private readonly validate: RequestValidator,
@@ -72,6 +78,12 @@ export class BatchWriter {
     const committed: string[] = [];
     for (const p of ordered) {
       try {
+        // Plain postings (no idempotency key, locks or states) where arrays bind: folded with concurrent ones into one wave.
+        if (idem === undefined && p.locks.length === 0 && p.states.length === 0 && p.events.length > 0 && p.shard.driver.capabilities.bulkArrayParams) {
+          await this.combinerFor(p.shard).post({ batchId, events: p.events }, partLockKeys(p, undefined));
+          committed.push(p.shard.name);
+          continue;
+        }
         const versions = await p.shard.write(async (tx) => {
           if (idem !== undefined) {
             const n = await tx.run(sql.batchPartPut, [idem, requestHash, now]);
@@ -89,7 +101,7 @@ export class BatchWriter {
           for (const s of p.states) versions.push({ type: s.type, attrs: s.attrs, version: await this.states.writeState(tx, s.type, s.keyText, s.state, s.expected, now) });
           await this.insertEvents(tx, p.shard, batchId, p.events);
           return versions;
-        });
+        }, { lockKeys: partLockKeys(p, idem) });
         if (versions) stateVersions.push(...versions);
         committed.push(p.shard.name);
       } catch (err) {
@@ -114,50 +126,112 @@ export class BatchWriter {
     return answer;
   }
 
-  private async insertEvents(tx: Tx, shard: Shard, batchId: string, events: PreparedEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    const ids: number[] = [];
-    const CHUNK = 400;
-    for (let off = 0; off < events.length; off += CHUNK) {
-      const chunk = events.slice(off, off + CHUNK);
-      const params: unknown[] = [];
-      for (const e of chunk) params.push(batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
-      const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
-      for (const r of rows) ids.push(Number(r.id));
+  /** Combines concurrent plain postings per shard (PostgreSQL), see PostingCombiner. */
+  private combinerFor(shard: Shard): PostingCombiner<{ batchId: string; events: PreparedEvent[] }> {
+    let c = this.combiners.get(shard.name);
+    if (c === undefined) {
+      c = new PostingCombiner(shard, (tx, postings) => this.insertPostings(tx, shard, postings));
+      this.combiners.set(shard.name, c);
     }
-    // One log event per account touched: the exporter ships these in position
-    // order, and the aggregator follows their positions.
-    const byAccount = new Map<string, Array<{ e: PreparedEvent; id: number }>>();
-    events.forEach((e, i) => {
-      const k = `${e.t.name}\u0000${e.accKey}`;
-      let l = byAccount.get(k);
-      if (!l) byAccount.set(k, (l = []));
-      l.push({ e, id: ids[i]! });
-    });
-    for (const list of byAccount.values()) {
-      const first = list[0]!.e;
-      const streamKey = first.accKey.length <= 400 ? first.accKey : createHash('sha1').update(first.accKey).digest('hex');
-      await this.rt.log.appendIn(tx, shard, `ledger/${first.t.name}/${streamKey}`, [
-        {
-          type: POSTED,
-          data: {
-            batch_id: batchId,
-            account: { type: first.t.name, key: this.validate.keyObject(first.t, first.keyVals) },
-            acc_key: first.accKey,
-            events: list.map(({ e, id }) => ({
-              id,
-              side: e.side,
-              amount: formatUnits(e.units, e.t.scale),
-              units: e.units.toString(),
-              dt: e.dt,
-              aux: e.aux,
-              ...(e.info === null ? {} : { info: JSON.parse(e.info) as unknown }),
-            })),
-          },
-        },
-      ]);
-    }
+    return c;
   }
+
+  private idBlocksFor(shard: Shard): IdBlocks {
+    let b = this.idBlocks.get(shard.name);
+    if (b === undefined) this.idBlocks.set(shard.name, (b = new IdBlocks(shard.reader, sql.eventIdSequence)));
+    return b;
+  }
+
+  private insertEvents(tx: Tx, shard: Shard, batchId: string, events: PreparedEvent[]): Promise<void> {
+    return this.insertPostings(tx, shard, [{ batchId, events }]);
+  }
+
+  /** The events of several batches' parts on one shard, and their log events: two statements where arrays bind (PostgreSQL). */
+  private async insertPostings(tx: Tx, shard: Shard, postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>): Promise<void> {
+    let ids: number[] = [];
+    let before: { sql: string; params: unknown[] } | undefined;
+    if (shard.driver.capabilities.bulkArrayParams) {
+      // Ids drawn ahead: the events and the log events naming them go in one statement.
+      const n = postings.reduce((a, p) => a + p.events.length, 0);
+      ids = await this.idBlocksFor(shard).take(n);
+      const cols: unknown[][] = [ids, [], [], [], [], [], [], [], []];
+      for (const p of postings) {
+        for (const e of p.events) {
+          const row = [p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info];
+          for (let c = 0; c < 8; c++) cols[c + 1]!.push(row[c]);
+        }
+      }
+      before = { sql: sql.insertEventsWithIds, params: cols };
+    } else {
+      const CHUNK = 400;
+      for (const p of postings) {
+        for (let off = 0; off < p.events.length; off += CHUNK) {
+          const chunk = p.events.slice(off, off + CHUNK);
+          const params: unknown[] = [];
+          for (const e of chunk) params.push(p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
+          const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
+          for (const r of rows) ids.push(Number(r.id));
+        }
+      }
+    }
+    // One log event per batch and account touched: the exporter ships these
+    // in position order, and the aggregator follows their positions. Streams
+    // of a batch in name order.
+    const items: Array<{ stream: string; events: NewEvent[] }> = [];
+    let at = 0;
+    for (const p of postings) {
+      const byAccount = new Map<string, Array<{ e: PreparedEvent; id: number }>>();
+      for (const e of p.events) {
+        const k = accountStream(e.t.name, e.accKey);
+        let l = byAccount.get(k);
+        if (!l) byAccount.set(k, (l = []));
+        l.push({ e, id: ids[at++]! });
+      }
+      for (const stream of [...byAccount.keys()].sort()) {
+        const list = byAccount.get(stream)!;
+        const first = list[0]!.e;
+        items.push({
+          stream,
+          events: [
+            {
+              type: POSTED,
+              data: {
+                batch_id: p.batchId,
+                account: { type: first.t.name, key: this.validate.keyObject(first.t, first.keyVals) },
+                acc_key: first.accKey,
+                events: list.map(({ e, id }) => ({
+                  id,
+                  side: e.side,
+                  amount: formatUnits(e.units, e.t.scale),
+                  units: e.units.toString(),
+                  dt: e.dt,
+                  aux: e.aux,
+                  ...(e.info === null ? {} : { info: JSON.parse(e.info) as unknown }),
+                })),
+              },
+            },
+          ],
+        });
+      }
+    }
+    if (items.length > 0) await this.rt.log.appendManyIn(tx, shard, items, before);
+  }
+}
+
+/** The log stream of an account. */
+export function accountStream(type: string, accKey: string): string {
+  const streamKey = accKey.length <= 400 ? accKey : createHash('sha1').update(accKey).digest('hex');
+  return `ledger/${type}/${streamKey}`;
+}
+
+/** What a batch's part writes that other writers contend for: its account streams, lock heads, states and idempotency key. */
+function partLockKeys(p: { events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }, idem: string | undefined): string[] {
+  const keys = new Set<string>();
+  for (const e of p.events) keys.add(accountStream(e.t.name, e.accKey));
+  for (const l of p.locks) keys.add(lockHeadKey(l.type, l.keyText));
+  for (const s of p.states) keys.add(stateKey(s.type, s.keyText));
+  if (idem !== undefined) keys.add(`ledger.idempotency/${idem}`);
+  return [...keys];
 }
 
 function reused(key: string): MillraceError {

@@ -15,6 +15,10 @@ export const ledgerSql = {
   batchPartGet: 'SELECT request_hash FROM ledger_batch_parts WHERE key = ?',
   /** `n` events of 8 columns each: batch_id, type, acc_key, aux, side, amount, dt, info. */
   insertEvents: (n: number): string => `INSERT INTO ledger_events (batch_id, type, acc_key, aux, side, amount, dt, info) VALUES ${rows8(n)} RETURNING id`,
+  /** Any number of events with their ids, from nine arrays (PostgreSQL): one statement text for every count. */
+  insertEventsWithIds: `INSERT INTO ledger_events (id, batch_id, type, acc_key, aux, side, amount, dt, info)
+       SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::bigint[], ?::text[])`,
+  eventIdSequence: 'ledger_events_id_seq',
 
   // ------------------------------------------------------------ aggregation
   /** Parameters: pos, then `n` event ids. */

@@ -5,6 +5,9 @@ import { ledgerSql as sql } from './ledger-sql.js';
 import { type Attrs, type LockMode, iso } from './ledger-types.js';
 import type { RequestValidator } from './request-validator.js';
 
+/** Name under which writers of a lock key take it in the committer's global lock order. */
+export const lockHeadKey = (type: string, keyText: string): string => `ledger.lock/${type}/${keyText}`;
+
 /** Leased locks (exclusive or shared) on configured lock keys, held by a uid until they expire or are released. */
 export class LockStore {
   constructor(
@@ -45,7 +48,7 @@ export class LockStore {
       const n = await tx.run(sql.lockUpdate, [req.mode, expiresAt, req.type, keyText, uid]);
       if (n === 0) await tx.run(sql.lockInsert, [req.type, keyText, uid, req.mode, expiresAt]);
       return { type: req.type, attrs: req.attrs, uid, mode: req.mode, expires_at: iso(expiresAt) };
-    });
+    }, { lockKeys: [lockHeadKey(req.type, keyText)] });
   }
 
   async pingLock(req: { type: string; attrs: Attrs; uid: string; timeout_s: number }) {
@@ -59,7 +62,7 @@ export class LockStore {
       if (rows.length === 0) throw new MillraceError('lock_not_held', `lock ${req.type} ${keyText} is not held by "${uid}"`, { details: { type: req.type, key: keyText, uid } });
       await tx.run(sql.lockExtend, [now + ttl, req.type, keyText, uid]);
       return { type: req.type, attrs: req.attrs, uid, mode: rows[0]!.mode, expires_at: iso(now + ttl) };
-    });
+    }, { lockKeys: [lockHeadKey(req.type, keyText)] });
   }
 
   async releaseLock(req: { type: string; attrs: Attrs; uid: string }) {
@@ -71,7 +74,7 @@ export class LockStore {
       const live = await tx.all(sql.lockLive, [req.type, keyText, uid, now]);
       await tx.run(sql.lockDelete, [req.type, keyText, uid]);
       return live.length > 0;
-    });
+    }, { lockKeys: [lockHeadKey(req.type, keyText)] });
     return { released };
   }
 

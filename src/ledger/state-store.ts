@@ -4,6 +4,9 @@ import { ledgerSql as sql } from './ledger-sql.js';
 import type { Attrs } from './ledger-types.js';
 import type { RequestValidator } from './request-validator.js';
 
+/** Name under which writers of a state take it in the committer's global lock order. */
+export const stateKey = (type: string, keyText: string): string => `ledger.state/${type}/${keyText}`;
+
 /** Versioned JSON states on configured state keys, written by batches under optimistic versions. */
 export class StateStore {
   constructor(private readonly validate: RequestValidator) {}

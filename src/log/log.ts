@@ -148,7 +148,7 @@ export class Log extends EventEmitter {
   append(stream: string, events: readonly NewEvent[], opts: AppendOptions = {}): Promise<AppendResult> {
     const prepared = prepareEvents(stream, events, opts);
     const shard = this.shardFor(stream, opts.shardKey);
-    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq));
+    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq), { lockKeys: [stream] });
   }
 
   /**
@@ -157,6 +157,85 @@ export class Log extends EventEmitter {
    */
   appendIn(tx: Tx, shard: Shard, stream: string, events: readonly NewEvent[], opts: AppendOptions = {}): Promise<AppendResult> {
     return this.appendPrepared(tx, shard, stream, prepareEvents(stream, events, opts), opts.expectedSeq);
+  }
+
+  /**
+   * Appends to several streams of `shard` inside a caller's transaction, one
+   * result per item, in order (a stream may appear in several items; its
+   * events then follow item order). Where rows are numbered later
+   * (PostgreSQL) every item is one statement together, whatever their number:
+   * the streams' counters move in stream name order, then the rows go in.
+   */
+  async appendManyIn(
+    tx: Tx,
+    shard: Shard,
+    items: ReadonlyArray<{ stream: string; events: readonly NewEvent[] }>,
+    /** A statement of the caller's (INSERT/UPDATE/DELETE without RETURNING) run first; where arrays bind, in the same statement. */
+    before?: { sql: string; params: readonly unknown[] },
+  ): Promise<AppendResult[]> {
+    const prepared = items.map((it) => prepareEvents(it.stream, it.events, {}));
+    if (shard.driver.capabilities.sequencesOnInsert || !shard.driver.capabilities.bulkArrayParams) {
+      if (before !== undefined) await tx.run(before.sql, before.params);
+      const out: AppendResult[] = [];
+      for (let i = 0; i < items.length; i++) out.push(await this.appendPrepared(tx, shard, items[i]!.stream, prepared[i]!, undefined));
+      return out;
+    }
+    const now = this.clock.now();
+    const streams: string[] = [];
+    const idx: number[] = [];
+    const types: string[] = [];
+    const datas: string[] = [];
+    const metas: Array<string | null> = [];
+    const counts = new Map<string, number>();
+    prepared.forEach((events, j) => {
+      const stream = items[j]!.stream;
+      for (const e of events) {
+        const i = (counts.get(stream) ?? 0) + 1;
+        counts.set(stream, i);
+        streams.push(stream);
+        idx.push(i);
+        types.push(e.type);
+        datas.push(e.data);
+        metas.push(e.meta);
+      }
+    });
+    const rows = await tx.all<{ id: number; stream: string; seq: number }>(
+      `WITH ${before === undefined ? '' : `b AS (${before.sql}), `}v AS (SELECT * FROM unnest(?::text[], ?::int[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS v (stream, i, t, d, m, ord)),
+       n AS (SELECT stream, max(i) AS n FROM v GROUP BY stream),
+       s AS (
+         INSERT INTO streams (stream, seq) SELECT stream, n FROM n ORDER BY stream
+         ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING stream, seq)
+       INSERT INTO events (stream, seq, type, data, meta, created_at)
+       SELECT v.stream, s.seq - n.n + v.i, v.t, v.d, v.m, ?::bigint FROM v JOIN n USING (stream) JOIN s USING (stream)
+       ORDER BY v.ord
+       RETURNING id, stream, seq`,
+      [...(before?.params ?? []), streams, idx, types, datas, metas, now],
+    );
+    const byKey = new Map<string, number>();
+    // Each stream's seq before this statement: its highest new seq less what was added.
+    const base = new Map<string, number>();
+    for (const r of rows) {
+      byKey.set(`${r.seq}\u0000${r.stream}`, r.id);
+      const b = r.seq - counts.get(r.stream)!;
+      if (b > (base.get(r.stream) ?? -1)) base.set(r.stream, b);
+    }
+    const seen = new Map<string, number>();
+    const out = prepared.map((events, j): AppendResult => {
+      const stream = items[j]!.stream;
+      const seqs: number[] = [];
+      const rowIds: number[] = [];
+      for (let k = 0; k < events.length; k++) {
+        const i = (seen.get(stream) ?? 0) + 1;
+        seen.set(stream, i);
+        const seq = base.get(stream)! + i;
+        seqs.push(seq);
+        rowIds.push(byKey.get(`${seq}\u0000${stream}`)!);
+      }
+      return { shard: shard.name, stream, seqs, positions: null, rowIds, createdAt: now };
+    });
+    tx.notify(APPEND_CHANNEL);
+    tx.onCommit(() => this.emit('appended', shard.name, null));
+    return out;
   }
 
   /**

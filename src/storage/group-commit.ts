@@ -1,14 +1,47 @@
 import { endSpan, SpanKind, startSpan } from '../core/telemetry.js';
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { MillraceError } from '../core/errors.js';
+import { isTransientTxError } from '../core/db-errors.js';
+import { MillraceError, toMillraceError } from '../core/errors.js';
 import type { Queryable, ShardDriver, Tx, WriteConnection } from './port.js';
 
 export type TxFn<T> = (tx: Tx) => Promise<T>;
 
+export interface SubmitOptions {
+  /**
+   * Names of the contended things (rows) the function writes, e.g. the
+   * streams it appends to. Where several writers share a shard (PostgreSQL)
+   * the transaction that runs the function locks all of its batch's keys
+   * first, in one global order, so two writers never wait on each other in
+   * opposite orders (no deadlock between writers that declare their keys).
+   */
+  lockKeys?: readonly string[] | undefined;
+}
+
 interface Job {
   fn: TxFn<unknown>;
+  keys: readonly number[] | undefined;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
+}
+
+/** A transaction that lost a race is re-run this many times in all before its callers get the (retryable) error. */
+export const MAX_TX_ATTEMPTS = 8;
+
+/** Lock keys one transaction takes at most, summed over its callers (a caller with more runs alone). */
+const MAX_BATCH_LOCKS = 256;
+/** A caller declaring more keys than this takes none (the server's lock table is shared and bounded). */
+const MAX_JOB_LOCKS = 1024;
+
+/** 32-bit lock key of a name (first 4 bytes of its SHA-1, signed). */
+export function lockKeyOf(name: string): number {
+  return createHash('sha1').update(name).digest().readInt32BE(0);
+}
+
+/** A caller's function failed: its error, and where in the batch. */
+interface Failure {
+  index: number;
+  error: unknown;
 }
 
 class JobTx implements Tx {
@@ -60,24 +93,65 @@ export class GroupCommitter extends EventEmitter {
   private scheduled = false;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
-  /** Counters for metrics. */
-  readonly stats = { batches: 0, jobs: 0, reruns: 0 };
+  /** Counters for metrics (`retries`: transactions re-run after a deadlock or serialization failure). */
+  readonly stats = { batches: 0, jobs: 0, reruns: 0, retries: 0 };
   /** Channels whose only reader is in this process (the 'notify' event reaches it): no NOTIFY goes to the server. */
   private readonly localOnly = new Set<string>();
 
   constructor(
     private readonly driver: ShardDriver,
-    private readonly opts: { maxBatch: number },
+    private readonly opts: { maxBatch: number; retryDelayMs?: number },
   ) {
     super();
   }
 
-  submit<T>(fn: TxFn<T>): Promise<T> {
+  /**
+   * Runs `fn` in a write transaction shared with other callers. The function
+   * may run more than once: after a deadlock or serialization failure its
+   * transaction is rolled back (its onRollback hooks run) and it is re-run in
+   * a fresh one, up to MAX_TX_ATTEMPTS times; only the attempt that commits
+   * runs its onCommit hooks, and the promise settles once.
+   */
+  submit<T>(fn: TxFn<T>, opts: SubmitOptions = {}): Promise<T> {
     if (this.closed) return Promise.reject(new MillraceError('shutting_down', 'storage is closing'));
+    // A caller with very many keys goes without: it still gets the deadlock retry.
+    const declared = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && opts.lockKeys.length <= MAX_JOB_LOCKS && this.driver.sql.beginLocked !== null;
+    const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn: fn as TxFn<unknown>, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn: fn as TxFn<unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
       this.schedule();
     });
+  }
+
+  /** How many waiting jobs the next batch takes: at most `max`, and lock keys within MAX_BATCH_LOCKS (the server's lock table is shared and bounded). */
+  private batchLength(max: number): number {
+    let n = 0;
+    let keys = 0;
+    while (n < this.queue.length && n < max) {
+      const k = this.queue[n]!.keys?.length ?? 0;
+      if (n > 0 && keys + k > MAX_BATCH_LOCKS) break;
+      keys += k;
+      n++;
+    }
+    return n;
+  }
+
+  /** BEGIN for a transaction of `jobs`: with their lock keys, sorted and distinct, where the dialect takes them. */
+  private beginFor(jobs: readonly Job[]): string {
+    const locked = this.driver.sql.beginLocked;
+    if (locked === null) return this.driver.sql.begin;
+    const keys = new Set<number>();
+    for (const j of jobs) if (j.keys) for (const k of j.keys) keys.add(k);
+    if (keys.size === 0) return this.driver.sql.begin;
+    return locked([...keys].sort((a, b) => a - b));
+  }
+
+  /** A short random pause before re-running a transaction that lost a race, longer with each attempt. */
+  private async backoff(attempt: number): Promise<void> {
+    this.stats.retries++;
+    const base = this.opts.retryDelayMs ?? 2;
+    if (base <= 0) return;
+    await new Promise((r) => setTimeout(r, Math.random() * base * attempt));
   }
 
   /**
@@ -117,7 +191,7 @@ export class GroupCommitter extends EventEmitter {
         // Share what is waiting among the writer connections instead of
         // letting the first one take it all while the others sit idle.
         const share = Math.ceil(this.queue.length / this.driver.writers);
-        const batch = this.queue.splice(0, Math.min(this.opts.maxBatch, share));
+        const batch = this.queue.splice(0, this.batchLength(Math.min(this.opts.maxBatch, share)));
         healthy = await this.runBatch(conn, batch);
       }
     } catch (err) {
@@ -152,48 +226,84 @@ export class GroupCommitter extends EventEmitter {
     this.stats.batches++;
     this.stats.jobs += batch.length;
     const cheap = this.driver.capabilities.cheapSavepoints;
-    let outcomes: Outcome[] | null;
-    try {
-      outcomes = cheap ? await this.runWithSavepoints(conn, batch) : await this.runOptimistic(conn, batch);
-      if (outcomes !== null) await this.driver.sync?.();
-    } catch (err) {
-      // BEGIN or COMMIT failed: nothing of this batch is known durable.
-      const e = commitError(err);
-      for (const j of batch) j.reject(e);
-      return false;
+    for (let attempt = 1; ; attempt++) {
+      let outcomes: Outcome[] | Failure;
+      try {
+        outcomes = cheap ? await this.runWithSavepoints(conn, batch) : await this.runOptimistic(conn, batch);
+        if (Array.isArray(outcomes)) await this.driver.sync?.();
+      } catch (err) {
+        // BEGIN or COMMIT failed and the transaction was rolled back. A lost
+        // race (the lock statement or COMMIT chosen as a deadlock victim) is
+        // re-run; anything else: nothing of this batch is known durable.
+        if (isTransientTxError(err)) {
+          if (attempt < MAX_TX_ATTEMPTS) {
+            await this.backoff(attempt);
+            continue;
+          }
+          // Out of attempts for the batch: each caller gets attempts of its own.
+          if (batch.length > 1) return this.runEachAlone(conn, batch);
+        }
+        const e = commitError(err);
+        for (const j of batch) j.reject(e);
+        return isTransientTxError(err);
+      }
+      if (Array.isArray(outcomes)) {
+        this.settle(outcomes);
+        return true;
+      }
+      // A caller lost a race (deadlock, serialization failure): every caller
+      // of the batch was rolled back with it and none is at fault; run the
+      // batch again.
+      if (isTransientTxError(outcomes.error) && attempt < MAX_TX_ATTEMPTS) {
+        await this.backoff(attempt);
+        continue;
+      }
+      return this.runEachAlone(conn, batch);
     }
-    if (outcomes === null) {
-      // One caller failed inside a batch without savepoints: re-run each alone.
-      this.stats.reruns++;
-      outcomes = [];
-      let healthy = true;
-      for (const job of batch) {
-        if (!healthy) {
-          job.reject(new MillraceError('unavailable', 'write not committed: storage connection failed', { retryAfterS: 1 }));
+  }
+
+  /** One caller failed inside a batch without savepoints: re-run each caller in a transaction of its own. */
+  private async runEachAlone(conn: WriteConnection, batch: Job[]): Promise<boolean> {
+    this.stats.reruns++;
+    const outcomes: Outcome[] = [];
+    let healthy = true;
+    for (const job of batch) {
+      if (!healthy) {
+        job.reject(new MillraceError('unavailable', 'write not committed: storage connection failed', { retryAfterS: 1 }));
+        continue;
+      }
+      for (let attempt = 1; ; attempt++) {
+        let r: Outcome;
+        try {
+          r = (await this.runWithSavepoints(conn, [job], false))[0]!;
+        } catch (err) {
+          if (isTransientTxError(err) && attempt < MAX_TX_ATTEMPTS) {
+            await this.backoff(attempt);
+            continue;
+          }
+          if (!isTransientTxError(err)) healthy = false;
+          job.reject(commitError(err));
+          break;
+        }
+        if (!r.ok && isTransientTxError(r.error) && attempt < MAX_TX_ATTEMPTS) {
+          await this.backoff(attempt);
           continue;
         }
-        try {
-          const r = await this.runWithSavepoints(conn, [job], false);
-          outcomes.push(r[0]!);
-        } catch (err) {
-          healthy = false;
-          job.reject(commitError(err));
-        }
+        outcomes.push(r);
+        break;
       }
-      if (this.driver.sync) {
-        try {
-          await this.driver.sync();
-        } catch (err) {
-          const e = commitError(err);
-          for (const o of outcomes) o.job.reject(e);
-          return false;
-        }
+    }
+    if (this.driver.sync) {
+      try {
+        await this.driver.sync();
+      } catch (err) {
+        const e = commitError(err);
+        for (const o of outcomes) o.job.reject(e);
+        return false;
       }
-      this.settle(outcomes);
-      return healthy;
     }
     this.settle(outcomes);
-    return true;
+    return healthy;
   }
 
   private settle(outcomes: Outcome[]): void {
@@ -216,7 +326,7 @@ export class GroupCommitter extends EventEmitter {
 
   /** Each caller in its own savepoint (or alone, when `savepoints` is false). */
   private async runWithSavepoints(conn: WriteConnection, batch: Job[], savepoints = true): Promise<Outcome[]> {
-    await conn.exec(this.driver.sql.begin);
+    await conn.exec(this.beginFor(batch));
     const outcomes: Outcome[] = [];
     try {
       for (const job of batch) {
@@ -230,12 +340,13 @@ export class GroupCommitter extends EventEmitter {
           if (savepoints) await conn.exec('RELEASE job');
           outcomes.push({ job, tx, ok: true, value });
         } catch (error) {
+          // Hooks first: if the rollback statement fails too, the outer catch undoes only the callers that succeeded.
+          tx.undo();
           if (savepoints) {
             await conn.exec('ROLLBACK TO job');
             await conn.exec('RELEASE job');
           }
           else await conn.exec('ROLLBACK');
-          tx.undo();
           outcomes.push({ job, tx, ok: false, error });
           if (!savepoints) return outcomes;
         }
@@ -250,10 +361,13 @@ export class GroupCommitter extends EventEmitter {
     }
   }
 
-  /** No savepoints: all callers in one transaction; null if any of them failed. */
-  private async runOptimistic(conn: WriteConnection, batch: Job[]): Promise<Outcome[] | null> {
-    if (batch.length === 1) return this.runWithSavepoints(conn, batch, false);
-    await conn.exec(this.driver.sql.begin);
+  /** No savepoints: all callers in one transaction; the first failure if any of them failed (then nothing was committed). */
+  private async runOptimistic(conn: WriteConnection, batch: Job[]): Promise<Outcome[] | Failure> {
+    if (batch.length === 1) {
+      const r = await this.runWithSavepoints(conn, batch, false);
+      return r[0]!.ok ? r : { index: 0, error: r[0]!.error };
+    }
+    await conn.exec(this.beginFor(batch));
     const outcomes: Outcome[] = [];
     try {
       for (const job of batch) {
@@ -263,11 +377,14 @@ export class GroupCommitter extends EventEmitter {
           const broken = await conn.failure?.();
           if (broken !== undefined) throw broken;
           outcomes.push({ job, tx, ok: true, value });
-        } catch {
+        } catch (error) {
+          const index = outcomes.length;
           tx.undo();
-          await conn.exec('ROLLBACK');
           for (let i = outcomes.length - 1; i >= 0; i--) outcomes[i]!.tx.undo();
-          return null;
+          // Undone once: should the ROLLBACK fail, the outer catch finds nothing left to undo.
+          outcomes.length = 0;
+          await conn.exec('ROLLBACK');
+          return { index, error };
         }
       }
       await this.notifyInTx(conn, outcomes);
@@ -296,7 +413,10 @@ export class GroupCommitter extends EventEmitter {
   }
 }
 
+/** The error for callers whose transaction failed at BEGIN or COMMIT (or the connection broke). */
 function commitError(err: unknown): unknown {
   if (err instanceof MillraceError) return err;
+  const e = toMillraceError(err);
+  if (e.code !== 'internal') return e;
   return new MillraceError('unavailable', `write not committed: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
 }

@@ -62,6 +62,14 @@ export interface SqlFragments {
   /** BEGIN statement for write transactions. */
   readonly begin: string;
   /**
+   * BEGIN that also takes transaction-scoped exclusive locks on `keys` (32-bit
+   * integers, already sorted and distinct) in the order given, in one round
+   * trip; null where one writer owns the shard and nothing can interleave
+   * (SQLite). The group committer takes the keys its callers declared this
+   * way, so writers lock in one global order (see GroupCommitter.submit).
+   */
+  readonly beginLocked: ((keys: readonly number[]) => string) | null;
+  /**
    * Statement `(channel, payload)` that notifies other nodes when the current
    * transaction commits; null where one process owns the shard.
    */

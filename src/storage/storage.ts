@@ -1,7 +1,7 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
 import { ShardRouter } from '../core/routing.js';
-import { GroupCommitter, type TxFn } from './group-commit.js';
+import { GroupCommitter, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver } from './port.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
 import { PostgresDriver } from './postgres/postgres-driver.js';
@@ -25,9 +25,13 @@ export class Shard {
     this.roles = new RoleLeases(driver, roles);
   }
 
-  /** Runs `fn` in a write transaction, group-committed with other callers. */
-  write<T>(fn: TxFn<T>): Promise<T> {
-    return this.committer.submit(fn);
+  /**
+   * Runs `fn` in a write transaction, group-committed with other callers;
+   * `lockKeys` names what it writes that other writers contend for (see
+   * GroupCommitter.submit). `fn` may be re-run after a deadlock.
+   */
+  write<T>(fn: TxFn<T>, opts?: SubmitOptions): Promise<T> {
+    return this.committer.submit(fn, opts);
   }
 
   get reader(): Queryable {

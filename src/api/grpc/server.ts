@@ -26,6 +26,7 @@ export function toGrpcError(err: unknown): Partial<ServiceError> {
   const e = toMillraceError(err);
   const metadata = new Metadata();
   metadata.set('error-code', e.code);
+  if (e.retryAfterS !== undefined) metadata.set('retry-after', String(Math.ceil(e.retryAfterS)));
   return { code: e.grpcStatus as status, details: `${e.code}: ${e.message}`, metadata };
 }
 

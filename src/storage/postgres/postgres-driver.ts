@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { DialectCapabilities, HeldLock, Migration, Queryable, RoleLeaseSql, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
 
 const INT8_OID = 20;
+/** First key of the transaction-scoped advisory locks of group-committed writers ('mrwl'). */
+const WRITE_LOCK_SPACE = 0x6d72776c;
 const NUMERIC_OID = 1700;
 
 /** Positions and timestamps are int8; they fit in a double exactly. Numerics stay strings (exact). */
@@ -167,6 +169,10 @@ export class PostgresDriver implements ShardDriver {
   readonly sql: SqlFragments = {
     claimRows: ' FOR UPDATE SKIP LOCKED',
     begin: 'BEGIN',
+    // The two-key form of advisory locks keeps these apart from the one-key
+    // session locks (sequencer, exclusive roles). unnest yields the array in
+    // order, so the locks are taken in that order.
+    beginLocked: (keys) => `BEGIN; SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) FROM unnest('{${keys.map((k) => String(k | 0)).join(',')}}'::int4[]) AS k`,
     notify: 'SELECT pg_notify(?, ?)',
     roles: ROLE_SQL,
   };

@@ -128,6 +128,7 @@ export class SqliteDriver implements ShardDriver {
   readonly capabilities: DialectCapabilities = { sequencesOnInsert: true, cheapSavepoints: true, multiNode: false, bulkArrayParams: false, tablePartitioning: false, singleWriter: true };
   readonly sql: SqlFragments = {
     claimRows: '',
+    beginLocked: null,
     begin: 'BEGIN IMMEDIATE',
     notify: null,
     roles: null,

@@ -1,0 +1,280 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GroupCommitter, MAX_TX_ATTEMPTS } from '../../src/storage/group-commit.js';
+import type { DialectCapabilities, Queryable, ShardDriver, Tx, WriteConnection } from '../../src/storage/port.js';
+import { Runtime } from '../../src/runtime.js';
+import type { Shard } from '../../src/storage/storage.js';
+import { createTestEnv, type TestEnv } from '../support/env.js';
+
+/**
+ * Properties of the group committer over random batches of callers with
+ * injected failures:
+ *  - every caller settles, once;
+ *  - a caller that resolved has its writes committed exactly once, and its
+ *    onCommit hooks ran once; each of its other attempts ran its onRollback hooks;
+ *  - a caller that was rejected wrote nothing and no onCommit hook of it ran;
+ *  - a caller that only lost races (deadlock 40P01, serialization failure
+ *    40001, fewer times than the committer retries) resolves: failing callers
+ *    do not harm the others.
+ */
+
+interface Plan {
+  /** Rows the caller writes, one statement each. */
+  rows: number;
+  /** How many of its attempts lose a race, and at which statement (index into its statements, may be past the last). */
+  races: number;
+  raceCode: '40P01' | '40001';
+  at: number;
+  /** The caller fails for good at statement `at` (a thrown error, or a failed statement it swallows). */
+  fatal: 'none' | 'throw' | 'swallow';
+  /** Declared lock keys (names of a few shared things). */
+  keys: number[];
+}
+
+const planArb: fc.Arbitrary<Plan> = fc.record({
+  rows: fc.integer({ min: 1, max: 3 }),
+  races: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 3 })),
+  raceCode: fc.constantFrom('40P01' as const, '40001' as const),
+  at: fc.integer({ min: 0, max: 3 }),
+  fatal: fc.constantFrom('none' as const, 'none' as const, 'none' as const, 'throw' as const, 'swallow' as const),
+  keys: fc.array(fc.integer({ min: 0, max: 5 }), { maxLength: 3 }),
+});
+
+interface Trace {
+  attempts: number;
+  commits: number;
+  rollbacks: number;
+  settled: number;
+  outcome?: 'ok' | 'error';
+  error?: unknown;
+}
+
+/** The two ways a dialect under test lets a caller write a row, lose a race, and fail. */
+interface Harness {
+  write(tag: string, fn: (tx: Tx) => Promise<void>, keys: string[]): Promise<void>;
+  put(tx: Tx, tag: string, i: number): Promise<void>;
+  /** A statement the database answers with `code` (the transaction is then aborted). */
+  raise(tx: Tx, code: string): Promise<void>;
+  /** Rows stored per caller tag. */
+  stored(prefix: string): Promise<Map<string, number>>;
+}
+
+async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void> {
+  const prefix = `r${run}/`;
+  const traces = plans.map((): Trace => ({ attempts: 0, commits: 0, rollbacks: 0, settled: 0 }));
+  const fn = (i: number) => async (tx: Tx): Promise<void> => {
+    const p = plans[i]!;
+    const t = traces[i]!;
+    const attempt = ++t.attempts;
+    tx.onCommit(() => t.commits++);
+    tx.onRollback(() => t.rollbacks++);
+    for (let s = 0; s <= p.rows; s++) {
+      if (s === p.at) {
+        if (attempt <= p.races) {
+          // Half the time the database itself raises it; else the caller's code sees it and throws.
+          if (attempt % 2 === 1) await h.raise(tx, p.raceCode);
+          else throw Object.assign(new Error(`lost a race (${p.raceCode})`), { code: p.raceCode });
+        }
+        if (p.fatal === 'throw') throw new Error(`caller ${i} fails`);
+        if (p.fatal === 'swallow') await h.raise(tx, '22012').catch(() => {});
+      }
+      if (s < p.rows) await h.put(tx, `${prefix}${i}`, s);
+    }
+  };
+  await Promise.all(
+    plans.map((p, i) =>
+      h.write(`${prefix}${i}`, fn(i), p.keys.map((k) => `key/${k}`)).then(
+        () => {
+          traces[i]!.settled++;
+          traces[i]!.outcome = 'ok';
+        },
+        (error: unknown) => {
+          traces[i]!.settled++;
+          traces[i]!.outcome = 'error';
+          traces[i]!.error = error;
+        },
+      ),
+    ),
+  );
+  // Hooks run synchronously before settling; give stray late settlements a turn to show up.
+  await new Promise((r) => setImmediate(r));
+  const stored = await h.stored(prefix);
+  plans.forEach((p, i) => {
+    const t = traces[i]!;
+    const rows = stored.get(`${prefix}${i}`) ?? 0;
+    expect(t.settled, `caller ${i} settles once`).toBe(1);
+    const fatal = p.fatal !== 'none' && p.at <= p.rows;
+    if (t.outcome === 'ok') {
+      expect(rows, `caller ${i} resolved: its rows once`).toBe(p.rows);
+      expect(t.commits, `caller ${i} resolved: onCommit once`).toBe(1);
+      expect(t.rollbacks, `caller ${i} resolved: other attempts rolled back`).toBe(t.attempts - 1);
+    } else {
+      expect(rows, `caller ${i} rejected: nothing stored`).toBe(0);
+      expect(t.commits, `caller ${i} rejected: no onCommit`).toBe(0);
+      expect(t.rollbacks, `caller ${i} rejected: every attempt rolled back`).toBe(t.attempts);
+    }
+    // Races alone never fail a caller (they are fewer than the committer's attempts); a fatal failure always does.
+    expect(t.outcome, `caller ${i} (${fatal ? "fatal" : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`).toBe(fatal ? 'error' : 'ok');
+    if (!fatal) expect(t.attempts).toBeLessThanOrEqual(p.races + 2 * MAX_TX_ATTEMPTS);
+  });
+}
+
+// ------------------------------------------------------------------ a fake PostgreSQL-like driver
+
+/** Shared state of the fake database: committed rows, and COMMITs told to fail with a serialization error. */
+class FakeDb {
+  readonly committed: Array<{ tag: string }> = [];
+  commitFailures: boolean[] = [];
+  constructor(private seed: number) {}
+  /** Deterministic interleaving from the property's seed. */
+  coin(): boolean {
+    this.seed = (this.seed * 1103515245 + 12345) % 2147483648;
+    return (this.seed >> 16) % 2 === 0;
+  }
+}
+
+class FakeConn implements WriteConnection {
+  private staged: Array<{ tag: string }> | null = null;
+  private aborted: unknown;
+  constructor(private readonly db: FakeDb) {}
+  private async turn(): Promise<void> {
+    // Interleave writers as a network round trip would.
+    if (this.db.coin()) await new Promise((r) => setImmediate(r));
+  }
+  async exec(sql: string): Promise<void> {
+    await this.turn();
+    if (sql.startsWith('BEGIN')) {
+      this.staged = [];
+      this.aborted = undefined;
+    } else if (sql === 'COMMIT') {
+      const staged = this.staged;
+      const aborted = this.aborted;
+      this.staged = null;
+      this.aborted = undefined;
+      if (aborted !== undefined || staged === null) return; // PostgreSQL: COMMIT of an aborted transaction rolls back
+      if (this.db.commitFailures.shift() === true) throw Object.assign(new Error('could not serialize access'), { code: '40001' });
+      this.db.committed.push(...staged);
+    } else if (sql === 'ROLLBACK') {
+      this.staged = null;
+      this.aborted = undefined;
+    } else throw new Error(`fake: unexpected exec ${sql}`);
+  }
+  async run(sql: string, params: readonly unknown[] = []): Promise<number> {
+    await this.turn();
+    if (this.staged === null) throw new Error('fake: no transaction');
+    if (this.aborted !== undefined) throw Object.assign(new Error('current transaction is aborted'), { code: '25P02' });
+    if (sql === 'PUT') {
+      this.staged.push({ tag: String(params[0]) });
+      return 1;
+    }
+    if (sql === 'RAISE') {
+      this.aborted = Object.assign(new Error(`raised ${String(params[0])}`), { code: String(params[0]) });
+      throw this.aborted;
+    }
+    throw new Error(`fake: unexpected statement ${sql}`);
+  }
+  async all<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    await this.run(sql, params);
+    return [];
+  }
+  async failure(): Promise<unknown> {
+    return this.aborted;
+  }
+  release(): void {}
+}
+
+function fakeDriver(db: FakeDb, writers: number): ShardDriver {
+  const capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true, bulkArrayParams: true, tablePartitioning: false, singleWriter: false };
+  const none = async (): Promise<never> => {
+    throw new Error('fake: not supported');
+  };
+  return {
+    dialect: 'postgres',
+    capabilities,
+    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, notify: null },
+    writers,
+    reader: { all: none, run: none } as Queryable,
+    acquireWriter: async () => new FakeConn(db),
+    migrate: none,
+    appliedMigrations: none,
+    listen: none,
+    notify: none,
+    lock: none,
+    ping: async () => {},
+    close: async () => {},
+  };
+}
+
+describe('group commit properties (fake driver)', () => {
+  it('callers settle once; committed exactly once or not at all; races and failing neighbours harm nobody', async () => {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(planArb, { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1, max: 4 }),
+        // COMMITs that fail with 40001: with a caller's own races, fewer than the committer's attempts.
+        fc.array(fc.boolean(), { maxLength: 4 }),
+        fc.integer({ min: 0, max: 1 << 30 }),
+        async (plans, writers, commitFailures, seed) => {
+          const db = new FakeDb(seed);
+          db.commitFailures = [...commitFailures];
+          const committer = new GroupCommitter(fakeDriver(db, writers), { maxBatch: 8, retryDelayMs: 0 });
+          const h: Harness = {
+            write: (_tag, fn, keys) => committer.submit(fn, { lockKeys: keys }),
+            put: async (tx, tag) => void (await tx.run('PUT', [tag])),
+            raise: async (tx, code) => void (await tx.run('RAISE', [code])),
+            stored: async () => {
+              const m = new Map<string, number>();
+              for (const r of db.committed) m.set(r.tag, (m.get(r.tag) ?? 0) + 1);
+              return m;
+            },
+          };
+          await runScenario(h, run++, plans);
+          await committer.close();
+        },
+      ),
+      { numRuns: Number(process.env.GC_PROPERTY_RUNS ?? 150) },
+    );
+  });
+});
+
+// ------------------------------------------------------------------ the same on PostgreSQL
+
+describe('group commit properties (postgres)', () => {
+  let env: TestEnv;
+  let rt: Runtime;
+  let shard: Shard;
+  beforeAll(async () => {
+    env = await createTestEnv('postgres', { extra: { storage: { group_commit: { writers: 3, max_batch: 8 } } as never } });
+    rt = await Runtime.open(env.config, { background: false });
+    shard = rt.storage.shard('s0');
+    await shard.write((tx) => tx.run('CREATE TABLE gcp_rows (tag TEXT NOT NULL, i INT NOT NULL)'));
+  });
+  afterAll(async () => {
+    await rt?.close();
+    await env?.cleanup();
+  });
+
+  it('the same properties with real transactions, lock keys and errors raised by the server', async () => {
+    let run = 0;
+    const h: Harness = {
+      write: (_tag, fn, keys) => shard.write(fn, { lockKeys: keys }),
+      put: async (tx, tag, i) => void (await tx.run('INSERT INTO gcp_rows (tag, i) VALUES (?, ?)', [tag, i])),
+      raise: async (tx, code) => {
+        // A real server-side error with this SQLSTATE: the transaction is aborted as after a real deadlock.
+        const sql = code === '22012' ? 'SELECT 1 / 0 AS x' : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
+        await tx.run(sql);
+      },
+      stored: async (prefix) => {
+        const rows = await shard.reader.all<{ tag: string; n: number }>('SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag', [`${prefix}%`]);
+        return new Map(rows.map((r) => [r.tag, Number(r.n)]));
+      },
+    };
+    await fc.assert(
+      fc.asyncProperty(fc.array(planArb, { minLength: 1, maxLength: 24 }), async (plans) => {
+        await runScenario(h, run++, plans);
+      }),
+      { numRuns: 25 },
+    );
+  });
+});
