@@ -938,11 +938,11 @@ export class Machines {
     const events: MachineEvent[] = [];
     const sizes: number[] = [];
     for (const e of rows) {
-      const f = frozenEvent(e.seq, new Date(e.createdAt).toISOString(), e.data);
+      const f = frozenEvent(Number(e.seq), new Date(Number(e.createdAt)).toISOString(), e.data);
       events.push(f.event);
       sizes.push(f.bytes);
     }
-    if (store && k !== undefined && this.cache.keepsEvents && rows.length === hi - lo + 1 && rows[0]!.seq === lo) this.cache.add(k, state, lo, events, sizes);
+    if (store && k !== undefined && this.cache.keepsEvents && rows.length === hi - lo + 1 && Number(rows[0]!.seq) === lo) this.cache.add(k, state, lo, events, sizes);
     return events;
   }
 
