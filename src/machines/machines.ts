@@ -855,8 +855,9 @@ export class Machines {
       }
       this.cache.add(k, next, first, events, sizes);
     }
-    // Keep what the namespace's next step asks for.
-    this.cache.retain(k, rangeSpan(next.lastEvent, this.nsConfig(ns).history_range ?? FULL_RANGE));
+    // Keep what the namespace's next step asks for (nothing if the namespace was deleted meanwhile).
+    const nsc = this.namespaces.get(ns);
+    this.cache.retain(k, nsc === undefined ? null : rangeSpan(next.lastEvent, nsc.history_range ?? FULL_RANGE));
   }
 
   /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */

@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { frozenEvent, MachineCache, rangeSpan, RANGE_MAX, type MachineEvent } from '../../src/machines/history-cache.js';
 import type { HistoryRange } from '../../src/machines/config.js';
 import type { MachineState } from '../../src/machines/planner.js';
+import { buildConfig } from '../../src/core/config.js';
+import { isMillraceError } from '../../src/core/errors.js';
 
 const rangeArb: fc.Arbitrary<HistoryRange> = fc.record(
   {
@@ -252,5 +254,27 @@ describe('MachineCache', () => {
     const f = frozenEvent(1, new Date(0).toISOString(), '{"a":{"b":[1]}}');
     expect(Object.isFrozen(f.event)).toBe(true);
     expect(Object.isFrozen((f.event.data as { a: { b: number[] } }).a.b)).toBe(true);
+  });
+});
+
+describe('machines.history_cache_mb', () => {
+  const build = (machines: Record<string, unknown>) => buildConfig({ storage: { dialect: 'sqlite', shards: [{ name: 's0' }] }, machines });
+
+  it('defaults to 128 MiB and takes 0 (no events kept)', () => {
+    expect(build({}).machines.history_cache_mb).toBe(128);
+    expect(build({ history_cache_mb: 0 }).machines.history_cache_mb).toBe(0);
+  });
+
+  it('refuses a negative, fractional or non-numeric budget, and the retired cache_history_tail, with config_invalid', () => {
+    for (const bad of [{ history_cache_mb: -1 }, { history_cache_mb: 1.5 }, { history_cache_mb: '64' }, { cache_history_tail: 100 }]) {
+      let err: unknown;
+      try {
+        build(bad);
+      } catch (e) {
+        err = e;
+      }
+      expect(isMillraceError(err, 'config_invalid'), `${JSON.stringify(bad)}: ${String(err)}`).toBe(true);
+      expect((err as Error).message).toMatch(/history_cache_mb|cache_history_tail/);
+    }
   });
 });
