@@ -1,5 +1,6 @@
 /** The millrace side of the bus benchmark: a node, publishing modes, latency and replay. */
 import Database from 'better-sqlite3';
+import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
@@ -43,6 +44,37 @@ export async function withNode<T>(durability: Durability, fn: (n: MillraceNode) 
     }
   } finally {
     scratch.cleanup();
+  }
+}
+
+/**
+ * One-event publishes over HTTP/1.1 keep-alive (node:http, one kept-alive
+ * connection per request in flight), UNARY_IN_FLIGHT at once, for `ms`.
+ */
+export async function httpPublish(url: string, ms: number): Promise<{ events: number; ms: number }> {
+  const u = new URL(url);
+  const agent = new Agent({ keepAlive: true, maxSockets: UNARY_IN_FLIGHT });
+  const path = `/v1/bus/topics/${TOPIC}/events`;
+  const post = () =>
+    new Promise<number>((resolve, reject) => {
+      const e = pbEvent();
+      const body = JSON.stringify({ events: [{ key: e.key, type: e.type, data: JSON.parse(e.data) as unknown }] });
+      const req = request(
+        { host: u.hostname, port: u.port, method: 'POST', path, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => (res.statusCode === 200 ? resolve(1) : reject(new Error(`HTTP ${res.statusCode}: ${text}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    return await timed(ms, UNARY_IN_FLIGHT, post);
+  } finally {
+    agent.destroy();
   }
 }
 
