@@ -95,12 +95,53 @@ export function publishStream(c: BusClient, end: number): Promise<number> {
   });
 }
 
+/**
+ * One-event messages on one bidirectional `PublishBatches` call, each
+ * answered once durable: UNARY_IN_FLIGHT unanswered at most (as a JetStream
+ * client keeps its async publishes), for `ms`; counts the answered events.
+ */
+function pipelined(c: BusClient, ms: number): Promise<{ events: number; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const call = c.PublishBatches();
+    const t0 = performance.now();
+    const end = t0 + ms;
+    let sent = 0;
+    let answered = 0;
+    let done = false;
+    const pump = (): void => {
+      while (!done && performance.now() < end && sent - answered < UNARY_IN_FLIGHT) {
+        sent++;
+        if (!call.write({ events: [pbEvent()] })) {
+          call.once('drain', pump);
+          return;
+        }
+      }
+      if (!done && performance.now() >= end && answered === sent) {
+        done = true;
+        const took = performance.now() - t0;
+        call.end();
+        resolve({ events: answered, ms: took });
+      }
+    };
+    call.on('data', () => {
+      answered++;
+      pump();
+    });
+    call.on('error', (err: Error) => {
+      if (!done) reject(err);
+    });
+    pump();
+  });
+}
+
 export async function millracePublish(client: BusClient, mode: Mode, ms: number): Promise<{ events: number; ms: number }> {
   switch (mode) {
     case 'batched':
       return timed(ms, BATCH_CALLS_IN_FLIGHT, async () => (await publish(client, Array.from({ length: BATCH }, () => pbEvent()))).length);
     case 'unary':
       return timed(ms, UNARY_IN_FLIGHT, async () => (await publish(client, [pbEvent()])).length);
+    case 'pipelined':
+      return pipelined(client, ms);
     case 'floor':
       // The transport alone: an empty Publish is refused (INVALID_ARGUMENT) before any work.
       return timed(ms, UNARY_IN_FLIGHT, () => new Promise<number>((resolve) => client.Publish({ events: [] }, () => resolve(1))));
