@@ -4,7 +4,7 @@ import { Runtime } from '../../src/runtime.js';
 import { Machines, streamOf, type MachineEvent, type MachineView } from '../../src/machines/machines.js';
 import type { HistoryRange } from '../../src/machines/config.js';
 import type { ProcessorFn } from '../../src/machines/processor.js';
-import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 
 /**
  * The history a step or a GET gets is the log's reading of the range, with
@@ -21,6 +21,8 @@ interface Script {
   abortCommit?: boolean;
   remove?: boolean;
   refuse?: boolean;
+  /** Set a timer (due at once) whose timeout signal asks for this range. */
+  timer?: HistoryRange;
 }
 
 type Op =
@@ -34,6 +36,14 @@ const NAMESPACES: Array<[string, HistoryRange | undefined]> = [
   ['mid', { direction: 'forward', after: 2, limit: 3 }],
 ];
 
+function rangeArbOf(): fc.Arbitrary<HistoryRange> {
+  return fc.record(
+    { after: fc.integer({ min: 1, max: 12 }), limit: fc.integer({ min: 1, max: 12 }), direction: fc.constantFrom('forward' as const, 'backward' as const) },
+    { requiredKeys: ['direction'] },
+  );
+}
+const rangeArb = rangeArbOf();
+
 /** true about once in twelve. */
 const rare = fc.integer({ min: 0, max: 11 }).map((x) => x === 0);
 const scriptArb: fc.Arbitrary<Script> = fc.record(
@@ -45,12 +55,9 @@ const scriptArb: fc.Arbitrary<Script> = fc.record(
     abortCommit: rare,
     remove: rare,
     refuse: rare,
+    timer: fc.option(rangeArbOf(), { nil: undefined, freq: 8 }),
   },
   { requiredKeys: ['events'] },
-);
-const rangeArb: fc.Arbitrary<HistoryRange> = fc.record(
-  { after: fc.integer({ min: 1, max: 12 }), limit: fc.integer({ min: 1, max: 12 }), direction: fc.constantFrom('forward' as const, 'backward' as const) },
-  { requiredKeys: ['direction'] },
 );
 // Machine m lives in namespace m % 3 (two machines share the namespace of all events).
 const where = { m: fc.nat(3) };
@@ -75,6 +82,7 @@ describe.each(DIALECTS.flatMap((d) => CACHES.map(([label, c]) => [d, label, c] a
   let abortNext = false;
   const mismatches: unknown[] = [];
   let checked = 0;
+  const timeouts: Array<{ id: string; range: HistoryRange; ids: number[] }> = [];
   let nonEmpty = 0;
 
   /** What the log holds for the range: the reading every step made before the cache. */
@@ -101,7 +109,11 @@ describe.each(DIALECTS.flatMap((d) => CACHES.map(([label, c]) => [d, label, c] a
     const events: unknown[] = Array.from({ length: s.events ?? 0 }, (_, i) => ({ i, at: checked, pad: 'p'.repeat(s.pad ?? 0), nested: { list: [i, null, 'x'] } }));
     if (s.unserialisable) events.push({ bad: 1n });
     abortNext = s.abortCommit === true;
-    return { response: null, events, ...(s.remove ? { action: { remove: true } } : {}) };
+    if (req.kind === 'signal' && (req.signal as { type: string }).type === 'timeout') timeouts.push({ id: machine.id, range: machine.history_range, ids: machine.history.map((e) => e.id) });
+    const action: Record<string, unknown> = {};
+    if (s.remove) action.remove = true;
+    if (s.timer) action.timer = { set: { timeout: 0 }, range: s.timer };
+    return { response: null, events, ...(Object.keys(action).length > 0 ? { action } : {}) };
   };
 
   beforeAll(async () => {
@@ -125,6 +137,8 @@ describe.each(DIALECTS.flatMap((d) => CACHES.map(([label, c]) => [d, label, c] a
       return r;
     };
     m = new Machines(rt, { processors: new Map([['fn', fn]]) });
+    m.registerTimers();
+    await rt.start();
   });
   afterAll(async () => {
     await rt?.close();
@@ -150,6 +164,19 @@ describe.each(DIALECTS.flatMap((d) => CACHES.map(([label, c]) => [d, label, c] a
     const v = await m.get('mid', { id: 'sides' }, { after: 1, limit: 10 });
     expect(v.history.map((e) => e.id)).toEqual([2, 3, 4, 5, 6, 7, 8]);
     expect(v.history).toEqual(await reference('mid', 'sides', v.history_range));
+  });
+
+  it('a timeout asking for its own range gets it, and the next step gets the namespace range', async () => {
+    mismatches.length = 0;
+    // The window of a namespace of the last two events; the timer asks for all of them.
+    await m.start('last2', 'timed', { events: 4 });
+    await m.call('last2', { id: 'timed' }, { events: 1, timer: { direction: 'forward' } });
+    await waitFor(() => timeouts.find((t) => t.id === 'timed'), 10_000, 'the timeout');
+    expect(timeouts.find((t) => t.id === 'timed')!.ids).toEqual([1, 2, 3, 4, 5]);
+    await m.call('last2', { id: 'timed' }, { events: 1 });
+    const v = await m.get('last2', { id: 'timed' });
+    expect(v.history.map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(mismatches).toEqual([]);
   });
 
   let run = 0;
@@ -190,7 +217,8 @@ describe.each(DIALECTS.flatMap((d) => CACHES.map(([label, c]) => [d, label, c] a
       }),
       { numRuns: dialect === 'postgres' ? 10 : 40 },
     );
-    // The property looked at real histories, not only empty ones.
+    // The property looked at real histories, not only empty ones, and at timeouts with their own ranges.
     expect(nonEmpty).toBeGreaterThan(20);
+    await waitFor(() => timeouts.length > 3, 10_000, 'some timeouts');
   }, 240_000);
 });
