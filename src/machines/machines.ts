@@ -194,6 +194,13 @@ export class Machines {
   private stopped = false;
   /** Lease counters for metrics: steps on a kept lease (no round trip), leases taken, asks sent to peers, leases given up to one. */
   readonly leaseStats = { kept: 0, taken: 0, asked: 0, givenUp: 0 };
+  /** History events handed to steps and GETs from the cache, and read from the log. */
+  readonly historyStats = { fromMemory: 0, fromLog: 0 };
+
+  /** Machines in the cache, and the estimated bytes of their history windows. */
+  get cacheStats(): { machines: number; bytes: number } {
+    return { machines: this.cache.size, bytes: this.cache.bytes };
+  }
 
   constructor(
     readonly rt: Runtime,
@@ -929,6 +936,7 @@ export class Machines {
       const after = to < span.hi ? await this.readEvents(state, to + 1, span.hi, k, store) : [];
       events = before.length === 0 && after.length === 0 ? hit.events : before.concat(hit.events, after);
     }
+    this.historyStats.fromMemory += hit?.events.length ?? 0;
     if (backward) events.reverse();
     return events;
   }
@@ -938,6 +946,7 @@ export class Machines {
     const rows = await this.rt.log.read(streamOf(state.ns, state.id, state.gen), { after: lo - 1, limit: hi - lo + 1, direction: 'forward' }, [state.ns, state.id]);
     const events: MachineEvent[] = [];
     const sizes: number[] = [];
+    this.historyStats.fromLog += rows.length;
     for (const e of rows) {
       const f = frozenEvent(Number(e.seq), new Date(Number(e.createdAt)).toISOString(), e.data);
       events.push(f.event);

@@ -49,4 +49,16 @@ describe('machine history handed out from memory', () => {
     const fresh = await rt.log.read('m/v/a/1', {}, ['v', 'a']);
     expect(fresh.slice(0, 1).map((e) => JSON.parse(e.data) as unknown)).toEqual(seen.at(-1)!.history.map((e) => e.data));
   });
+
+  it('counts the events it hands out from memory and those it reads from the log', async () => {
+    await m.start('v', 'b', null);
+    await m.call('v', { id: 'b' }, 'look');
+    const before = { ...m.historyStats };
+    await m.call('v', { id: 'b' }, 'look');
+    // Two events in the history, both from memory.
+    expect(m.historyStats.fromMemory - before.fromMemory).toBe(2);
+    expect(m.historyStats.fromLog).toBe(before.fromLog);
+    expect(m.cacheStats.machines).toBe(2);
+    expect(m.cacheStats.bytes).toBeGreaterThan(0);
+  });
 });
