@@ -12,7 +12,7 @@ export interface MachineEvent {
 export const RANGE_MAX = 100_000;
 
 /** Estimated memory of one cached event beyond its JSON text: the objects, the date string, the slots. */
-const EVENT_OVERHEAD = 160;
+const EVENT_OVERHEAD = 200;
 
 /**
  * The event ids a range selects from a history of ids 1..last, as the
