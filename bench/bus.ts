@@ -12,6 +12,12 @@
  *      flight); peer: JetStream with 256 publishes in flight.
  *    - PublishStream: client-streaming calls of one event per message, 8
  *      streams in parallel, figure taken when every stream's answer arrived.
+ *    - PublishBatches: one event per message on one bidirectional call,
+ *      each message answered once durable, 256 unanswered at most; peer:
+ *      JetStream with 256 publishes in flight.
+ *    - HTTP/1.1 keep-alive: one event per POST /v1/bus/topics/{topic}/events,
+ *      256 requests in flight on 256 kept-alive connections (node:http);
+ *      peer: JetStream with 256 publishes in flight.
  *    Durability like for like: millrace `relaxed` (SQLite synchronous=NORMAL:
  *    no fsync per commit) against JetStream's default (no fsync per write).
  *    millrace `strict` (fsync at every commit) is compared with JetStream
@@ -79,20 +85,23 @@ async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientTh
   {
     const mr: Record<Durability, Partial<Record<Mode, { events: number; ms: number }>>> = { relaxed: {}, strict: {} };
     const jet: { batched?: { events: number; ms: number }; unary?: { events: number; ms: number } } = {};
+    const http: Partial<Record<Durability, { events: number; ms: number }>> = {};
     for (const durability of ['relaxed', 'strict'] as const) {
       await withNode(durability, async (n) => {
         const mrPublish = (mode: Mode, ms: number) => ct.run<{ events: number; ms: number }>({ kind: 'mr-publish', addr: n.addr, mode, ms });
         const jetPub = (inFlight: number, ms: number) => ct.run<{ events: number; ms: number }>({ kind: 'jet-publish', jet: { stream: j.stream, subject: j.subject }, inFlight, ms });
         await mrPublish('batched', WARMUP_MS);
-        for (const mode of ['batched', 'unary', 'stream'] as const) {
+        for (const mode of ['batched', 'unary', 'stream', 'pipelined'] as const) {
           note(`publish: millrace ${durability} ${mode} ...`);
           mr[durability][mode] = await mrPublish(mode, PUBLISH_MS);
-          if (durability === 'relaxed' && mode !== 'stream') {
+          if (durability === 'relaxed' && (mode === 'batched' || mode === 'unary')) {
             note(`publish: JetStream ${mode === 'batched' ? BATCH * BATCH_CALLS_IN_FLIGHT : UNARY_IN_FLIGHT} in flight ...`);
             if (!jet.batched) await jetPub(256, WARMUP_MS);
             jet[mode] = await jetPub(mode === 'batched' ? BATCH * BATCH_CALLS_IN_FLIGHT : UNARY_IN_FLIGHT, PUBLISH_MS);
           }
         }
+        note(`publish: millrace ${durability} HTTP/1.1 keep-alive, 1 event per request ...`);
+        http[durability] = await ct.run<{ events: number; ms: number }>({ kind: 'mr-http-publish', url: n.node.url, ms: PUBLISH_MS });
         if (durability === 'relaxed') mr.relaxed.floor = await mrPublish('floor', Math.min(PUBLISH_MS, 2000));
       });
     }
@@ -106,9 +115,13 @@ async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientTh
         [`relaxed, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`, fmtRate(r(mr.relaxed.batched)), `JetStream default, ${BATCH * BATCH_CALLS_IN_FLIGHT} in flight`, fmtRate(jb), ratio(r(mr.relaxed.batched), jb)],
         [`relaxed, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`, fmtRate(r(mr.relaxed.unary)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.unary), ju)],
         [`relaxed, PublishStream 1 ev/msg, ${STREAMS} streams`, fmtRate(r(mr.relaxed.stream)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.stream), ju)],
+        [`relaxed, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`, fmtRate(r(mr.relaxed.pipelined)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.pipelined), ju)],
+        [`relaxed, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`, fmtRate(r(http.relaxed)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(http.relaxed), ju)],
         [`strict, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`, fmtRate(r(mr.strict.batched)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.batched)), ratio(r(mr.strict.batched), r(mr.relaxed.batched))],
         [`strict, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`, fmtRate(r(mr.strict.unary)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.unary)), ratio(r(mr.strict.unary), r(mr.relaxed.unary))],
         [`strict, PublishStream 1 ev/msg, ${STREAMS} streams`, fmtRate(r(mr.strict.stream)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.stream)), ratio(r(mr.strict.stream), r(mr.relaxed.stream))],
+        [`strict, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`, fmtRate(r(mr.strict.pipelined)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.pipelined)), ratio(r(mr.strict.pipelined), r(mr.relaxed.pipelined))],
+        [`strict, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`, fmtRate(r(http.strict)), 'millrace relaxed, same mode', fmtRate(r(http.relaxed)), ratio(r(http.strict), r(http.relaxed))],
       ],
     );
     out(

@@ -11,8 +11,17 @@
  * one group-committed transaction per step: row update + event append). The
  * processor sees the last event only (history_range limit 1, backward).
  *
+ * Then long histories: the processor gets every event (the default
+ * history_range), 100 machines with 10 and with 1,000 events each before the
+ * run, 64 calls in flight (machine i % 100), each call appending one event;
+ * calls/s at 1,000 events beside calls/s at 10 events (the ratio), and the
+ * same at 1,000 events with the history cache off (history_cache_mb: 0), with
+ * the peak RSS and V8 heap of the process while each case ran.
+ *
  * Knobs: BENCH_MACHINES_CALLS (calls per case, default 20000 in-process, a
- * quarter of it over HTTP), BENCH_MACHINES_DIALECTS (default "sqlite,postgres").
+ * quarter of it over HTTP), BENCH_MACHINES_HISTORY_CALLS (calls per history
+ * case, default 5000), BENCH_MACHINES_DIALECTS (default "sqlite,postgres"),
+ * BENCH_MACHINES_PARTS (default "steps,history").
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,11 +29,14 @@ import { buildConfig, type ConfigInput } from '../src/core/config.js';
 import { Runtime } from '../src/runtime.js';
 import { Machines } from '../src/machines/machines.js';
 import type { ProcessorFn } from '../src/machines/processor.js';
-import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, pool, printTable, rate, scratchDir } from './support.js';
+import { createPgDatabase, dropPgDatabase, fmtRate, mb, pgUrlFor, pool, printTable, rate, scratchDir } from './support.js';
 
 const MACHINES = 100;
 const CALLS = Number(process.env.BENCH_MACHINES_CALLS ?? 20_000);
 const DIALECTS = (process.env.BENCH_MACHINES_DIALECTS ?? 'sqlite,postgres').split(',').map((s) => s.trim());
+const HISTORY_CALLS = Number(process.env.BENCH_MACHINES_HISTORY_CALLS ?? 5_000);
+const PARTS = (process.env.BENCH_MACHINES_PARTS ?? 'steps,history').split(',').map((s) => s.trim());
+const IN_FLIGHT = 64;
 
 const answer = (req: { kind: string }): unknown => (req.kind === 'call' ? { response: 'ok', events: [{ n: 1 }] } : {});
 
@@ -58,6 +70,11 @@ async function measure(total: number, task: (i: number, w: number) => Promise<vo
 }
 
 export async function run(): Promise<void> {
+  if (PARTS.includes('steps')) await runSteps();
+  if (PARTS.includes('history')) await runHistory();
+}
+
+async function runSteps(): Promise<void> {
   const rows: string[][] = [];
   const http = await httpProcessor();
   const local: ProcessorFn = (req) => answer(req);
@@ -110,4 +127,95 @@ export async function run(): Promise<void> {
     http.server.close();
   }
   printTable(['case (100 machines, 1 event per call)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'log appends/s', 'log p50 ms', 'ratio'], rows);
+}
+
+/** Peak RSS and V8 heap while a measurement runs. */
+class MemorySampler {
+  rss = 0;
+  heap = 0;
+  private readonly timer: NodeJS.Timeout;
+  constructor() {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), 25);
+    this.timer.unref();
+  }
+  private sample(): void {
+    const m = process.memoryUsage();
+    if (m.rss > this.rss) this.rss = m.rss;
+    if (m.heapUsed > this.heap) this.heap = m.heapUsed;
+  }
+  stop(): this {
+    clearInterval(this.timer);
+    this.sample();
+    return this;
+  }
+}
+
+/** One long-history case on fresh storage: machines with `events` events each, then HISTORY_CALLS calls. */
+async function historyCase(dialect: string, events: number, cacheMb: number | undefined): Promise<{ perS: number; p50: number; p99: number; rss: number; heap: number; seen: number }> {
+  const scratch = scratchDir();
+  const db = dialect === 'postgres' ? await createPgDatabase() : undefined;
+  let seen = 0;
+  // The processor looks at the whole history (as a fold over it would) and appends one event per call.
+  const fn: ProcessorFn = (req) => {
+    const history = (req.machine as { history: unknown[] }).history;
+    seen = Math.max(seen, history.length);
+    if (req.kind === 'call') return { response: history.length, events: [{ kind: 'deposit', amount: 100, n: history.length }] };
+    const n = (req as { signal?: { args?: { n?: number } } }).signal?.args?.n ?? 0;
+    return { events: Array.from({ length: n }, (_, i) => ({ kind: 'deposit', amount: 100, n: i })) };
+  };
+  const input = {
+    node_id: 'bench',
+    data_dir: scratch.dir,
+    logging: { level: 'silent' },
+    storage: { dialect, durability: 'strict', shards: [db ? { name: 's0', url: pgUrlFor(db) } : { name: 's0' }] },
+    machines: { namespaces: { hist: { processor: { in_process: 'hist' } } }, ...(cacheMb === undefined ? {} : { history_cache_mb: cacheMb }) },
+  } as ConfigInput;
+  const rt = await Runtime.open(buildConfig(input));
+  try {
+    const m = new Machines(rt, { processors: new Map([['hist', fn]]) });
+    await pool(MACHINES, 16, (i) => m.start('hist', `h${i}`, { n: events }).then(() => {}));
+    // A warm-up call per machine (outside the measurement): the cache holds what a running node's would.
+    await pool(MACHINES, IN_FLIGHT, (i) => m.call('hist', { id: `h${i}` }, null).then(() => {}));
+    global.gc?.();
+    const mem = new MemorySampler();
+    const lat: number[] = [];
+    const t0 = performance.now();
+    await pool(HISTORY_CALLS, IN_FLIGHT, async (i) => {
+      const s = performance.now();
+      await m.call('hist', { id: `h${i % MACHINES}` }, null);
+      lat.push(performance.now() - s);
+    });
+    const ms = performance.now() - t0;
+    mem.stop();
+    lat.sort((a, b) => a - b);
+    return { perS: rate(HISTORY_CALLS, ms), p50: pct(lat, 50), p99: pct(lat, 99), rss: mem.rss, heap: mem.heap, seen };
+  } finally {
+    await rt.close();
+    if (db) await dropPgDatabase(db);
+    scratch.cleanup();
+  }
+}
+
+async function runHistory(): Promise<void> {
+  const rows: string[][] = [];
+  for (const dialect of DIALECTS) {
+    const short = await historyCase(dialect, 10, undefined);
+    const long = await historyCase(dialect, 1000, undefined);
+    const cold = await historyCase(dialect, 1000, 0);
+    const row = (label: string, events: number, r: typeof short): string[] => [
+      `${dialect} ${label}`,
+      String(events),
+      String(r.seen),
+      fmtRate(r.perS),
+      r.p50.toFixed(1),
+      r.p99.toFixed(1),
+      mb(r.rss),
+      mb(r.heap),
+      (r.perS / short.perS).toFixed(2),
+    ];
+    rows.push(row('history cache', 10, short), row('history cache', 1000, long), row('no history cache', 1000, cold));
+  }
+  process.stdout.write(`\nLong histories: 100 machines, ${IN_FLIGHT} calls in flight, ${HISTORY_CALLS} calls per case, the processor gets every event; ratio = calls/s / calls/s at 10 events with the cache, same dialect\n`);
+  printTable(['case (in-process processor)', 'events before', 'max history seen', 'calls/s', 'p50 ms', 'p99 ms', 'peak RSS', 'peak heap', 'ratio'], rows);
 }

@@ -9,6 +9,7 @@ import type { Mode } from './common.js';
 
 export type Task =
   | { kind: 'mr-publish'; addr: string; mode: Mode; ms: number }
+  | { kind: 'mr-http-publish'; url: string; ms: number }
   | { kind: 'mr-latency'; addr: string; rate: number }
   | { kind: 'mr-replay'; addr: string; events: number; batch: boolean }
   | { kind: 'jet-publish'; jet: JetNames; inFlight: number; ms: number }

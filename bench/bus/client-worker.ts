@@ -3,7 +3,7 @@ import { credentials } from '@grpc/grpc-js';
 import { connect, type NatsConnection } from 'nats';
 import { parentPort } from 'node:worker_threads';
 import { BusCtor, FLOW_WINDOW, NATS_URL, type BusClient } from './common.js';
-import { grpcReplay, millraceLatency, millracePublish } from './millrace.js';
+import { grpcReplay, httpPublish, millraceLatency, millracePublish } from './millrace.js';
 import { jetLatency, jetPublish, type Jet, type JetNames } from './jetstream.js';
 import type { Task } from './client-thread.js';
 
@@ -24,6 +24,8 @@ function serveClientTasks(): void {
     switch (task.kind) {
       case 'mr-publish':
         return millracePublish(busClient(task.addr), task.mode, task.ms);
+      case 'mr-http-publish':
+        return httpPublish(task.url, task.ms);
       case 'mr-latency':
         return millraceLatency(busClient(task.addr), task.rate);
       case 'mr-replay':

@@ -106,7 +106,7 @@ export async function timed(ms: number, workers: number, op: () => Promise<numbe
   return { events, ms: performance.now() - t0 };
 }
 
-export type Mode = 'batched' | 'unary' | 'stream' | 'floor';
+export type Mode = 'batched' | 'unary' | 'stream' | 'pipelined' | 'floor';
 
 // ---- latency statistics ---------------------------------------------------------
 

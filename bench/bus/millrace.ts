@@ -1,5 +1,6 @@
 /** The millrace side of the bus benchmark: a node, publishing modes, latency and replay. */
 import Database from 'better-sqlite3';
+import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
@@ -46,6 +47,37 @@ export async function withNode<T>(durability: Durability, fn: (n: MillraceNode) 
   }
 }
 
+/**
+ * One-event publishes over HTTP/1.1 keep-alive (node:http, one kept-alive
+ * connection per request in flight), UNARY_IN_FLIGHT at once, for `ms`.
+ */
+export async function httpPublish(url: string, ms: number): Promise<{ events: number; ms: number }> {
+  const u = new URL(url);
+  const agent = new Agent({ keepAlive: true, maxSockets: UNARY_IN_FLIGHT });
+  const path = `/v1/bus/topics/${TOPIC}/events`;
+  const post = () =>
+    new Promise<number>((resolve, reject) => {
+      const e = pbEvent();
+      const body = JSON.stringify({ events: [{ key: e.key, type: e.type, data: JSON.parse(e.data) as unknown }] });
+      const req = request(
+        { host: u.hostname, port: u.port, method: 'POST', path, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => (res.statusCode === 200 ? resolve(1) : reject(new Error(`HTTP ${res.statusCode}: ${text}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    return await timed(ms, UNARY_IN_FLIGHT, post);
+  } finally {
+    agent.destroy();
+  }
+}
+
 /** One client-streaming `PublishStream` call: writes one-event messages until `end`, honouring back-pressure. */
 export function publishStream(c: BusClient, end: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -63,12 +95,53 @@ export function publishStream(c: BusClient, end: number): Promise<number> {
   });
 }
 
+/**
+ * One-event messages on one bidirectional `PublishBatches` call, each
+ * answered once durable: UNARY_IN_FLIGHT unanswered at most (as a JetStream
+ * client keeps its async publishes), for `ms`; counts the answered events.
+ */
+function pipelined(c: BusClient, ms: number): Promise<{ events: number; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const call = c.PublishBatches();
+    const t0 = performance.now();
+    const end = t0 + ms;
+    let sent = 0;
+    let answered = 0;
+    let done = false;
+    const pump = (): void => {
+      while (!done && performance.now() < end && sent - answered < UNARY_IN_FLIGHT) {
+        sent++;
+        if (!call.write({ events: [pbEvent()] })) {
+          call.once('drain', pump);
+          return;
+        }
+      }
+      if (!done && performance.now() >= end && answered === sent) {
+        done = true;
+        const took = performance.now() - t0;
+        call.end();
+        resolve({ events: answered, ms: took });
+      }
+    };
+    call.on('data', () => {
+      answered++;
+      pump();
+    });
+    call.on('error', (err: Error) => {
+      if (!done) reject(err);
+    });
+    pump();
+  });
+}
+
 export async function millracePublish(client: BusClient, mode: Mode, ms: number): Promise<{ events: number; ms: number }> {
   switch (mode) {
     case 'batched':
       return timed(ms, BATCH_CALLS_IN_FLIGHT, async () => (await publish(client, Array.from({ length: BATCH }, () => pbEvent()))).length);
     case 'unary':
       return timed(ms, UNARY_IN_FLIGHT, async () => (await publish(client, [pbEvent()])).length);
+    case 'pipelined':
+      return pipelined(client, ms);
     case 'floor':
       // The transport alone: an empty Publish is refused (INVALID_ARGUMENT) before any work.
       return timed(ms, UNARY_IN_FLIGHT, () => new Promise<number>((resolve) => client.Publish({ events: [] }, () => resolve(1))));

@@ -65,8 +65,14 @@ export const machinesConfigSchema = z
     memory_limit_mb: z.number().int().min(0).default(0),
     /** Machines whose state is kept in memory (LRU). */
     cache_size: z.number().int().min(0).default(10_000),
-    /** Events of each cached machine kept in memory (the tail of its history). */
-    cache_history_tail: z.number().int().min(0).default(100),
+    /**
+     * Memory for the histories of cached machines, in MiB (estimated): each
+     * keeps the events its namespace's history_range asks for, so a step reads
+     * only events it has not seen; least recently used machines are dropped
+     * beyond it, and one machine keeps at most a quarter of it. 0: no events
+     * are kept (every step reads its range from the log).
+     */
+    history_cache_mb: z.number().int().min(0).max(1_048_576).default(128),
     /** Processing lease beyond the request deadline, for cross-node exclusion. */
     lease_margin_ms: z.number().int().min(100).default(5_000),
     /**

@@ -1,4 +1,4 @@
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { Machines, type MachinesOptions } from './machines.js';
@@ -31,6 +31,20 @@ export class MachinesFace implements Face {
     counter('millrace_machine_lease_asks_total', 'Times this node asked its peers for a machine lease one of them held', () => stats.asked);
     counter('millrace_machine_leases_given_up_total', 'Kept machine leases this node gave up because a peer asked', () => stats.givenUp);
     counter('millrace_machine_leases_from_ended_nodes_total', 'Machine leases this node took at once from a node whose process had ended', () => stats.fromDead);
+    const history = this.machines.historyStats;
+    counter('millrace_machine_history_events_from_memory_total', 'History events handed to steps and GETs from the machine cache', () => history.fromMemory);
+    counter('millrace_machine_history_events_from_log_total', 'History events steps and GETs read from the log (not in the machine cache)', () => history.fromLog);
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [rt.metrics],
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('millrace_machine_cache_machines', 'Machines whose state (and history window) this node keeps in memory', () => this.machines.cacheStats.machines);
+    gauge('millrace_machine_history_cache_bytes', 'Estimated bytes of the history windows in the machine cache (bounded by machines.history_cache_mb)', () => this.machines.cacheStats.bytes);
   }
 
   async start(): Promise<void> {

@@ -6,9 +6,10 @@ import type { AppendResult } from '../log/log.js';
 import type { Shard } from '../storage/storage.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import { namespaceSchema, type HistoryRange, type MachinesConfig, type NamespaceConfig } from './config.js';
-import { admission, applyFailure, applyPlan, parseRange, planStep, rangeIds, TAG_MAX, type MachineState, type Plan, type StepInput } from './planner.js';
+import { admission, applyFailure, applyPlan, parseRange, planStep, TAG_MAX, type MachineState, type Plan, type StepInput } from './planner.js';
 import { childTraceparent, hasProcessor, ProcessorError, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
-import { MachineQueues, Lru } from './queues.js';
+import { MachineQueues } from './queues.js';
+import { frozenEvent, MachineCache, rangeSpan, type MachineEvent } from './history-cache.js';
 import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './machines-sql.js';
@@ -23,11 +24,7 @@ export interface RequestOptions {
   traceparent?: string | undefined;
 }
 
-export interface MachineEvent {
-  id: number;
-  created_at: string;
-  data: unknown;
-}
+export type { MachineEvent } from './history-cache.js';
 
 /** The GET shape, also what the processor receives as `machine`. */
 export interface MachineView {
@@ -50,12 +47,8 @@ export const LEASE_CHANNEL = 'millrace_machine_lease';
 /** Fastify refuses path parameters longer than 100 characters, so ids and tags stay within that. */
 const ID_MAX = 100;
 const PRINTABLE = /^[^\x00-\x1f\x7f]+$/;
-
-interface Cached {
-  state: MachineState;
-  /** The last events of the history, ascending, ending at state.lastEvent. */
-  tail: MachineEvent[];
-}
+/** The history range of a namespace that names none: every event. */
+const FULL_RANGE: HistoryRange = { direction: 'forward' };
 
 interface Hooks {
   timer?: { ctx: TimerContext; range: HistoryRange | null };
@@ -186,7 +179,7 @@ export class Machines {
   }
   private readonly processors: ReadonlyMap<string, ProcessorFn> | undefined;
   private readonly queues: MachineQueues;
-  private readonly cache: Lru<string, Cached>;
+  private readonly cache: MachineCache;
   private readonly multiNode: boolean;
   private readonly holder: string;
   /** Machines whose lease a committed step already settled (given up or kept by writeRow): no release transaction needed. */
@@ -201,6 +194,13 @@ export class Machines {
   private stopped = false;
   /** Lease counters for metrics: steps on a kept lease (no round trip), leases taken, asks sent to peers, leases given up to one, leases taken from a node that had ended. */
   readonly leaseStats = { kept: 0, taken: 0, asked: 0, givenUp: 0, fromDead: 0 };
+  /** History events handed to steps and GETs from the cache, and read from the log. */
+  readonly historyStats = { fromMemory: 0, fromLog: 0 };
+
+  /** Machines in the cache, and the estimated bytes of their history windows. */
+  get cacheStats(): { machines: number; bytes: number } {
+    return { machines: this.cache.size, bytes: this.cache.bytes };
+  }
 
   constructor(
     readonly rt: Runtime,
@@ -211,7 +211,7 @@ export class Machines {
     this.refreshNamespaces();
     rt.catalog.on('machines.namespace', () => this.refreshNamespaces());
     this.queues = new MachineQueues({ queueLimit: this.cfg.queue_limit, maxActive: this.cfg.max_active_machines, memoryLimitMb: this.cfg.memory_limit_mb });
-    this.cache = new Lru(this.cfg.cache_size);
+    this.cache = new MachineCache(this.cfg.cache_size, this.cfg.history_cache_mb * 1024 * 1024);
     this.multiNode = rt.storage.shards.some((s) => s.driver.capabilities.multiNode);
     this.holder = rt.config.node_id;
     this.keepMs = this.multiNode ? this.cfg.lease_keep_ms : 0;
@@ -440,13 +440,13 @@ export class Machines {
     const r = parseRange(range ?? {});
     if (typeof r === 'string') throw badRequest(`history range: ${r}`);
     const id = await this.resolve(ns, ref);
-    const cached = this.multiNode ? undefined : this.cache.get(key(ns, id));
-    const state = cached?.state ?? (await this.load(ns, id));
+    const k = key(ns, id);
+    const state = (this.multiNode ? undefined : this.cache.state(k)) ?? (await this.load(ns, id));
     if (state.status === 'none') throw this.refusal('machine_not_found', state);
     if (r.after !== undefined && r.after > state.lastEvent) {
       throw new MillraceError('event_not_found', `machine ${id} has no event ${r.after}`, { details: { event_id: r.after } });
     }
-    return this.view(state, r, cached?.tail ?? []);
+    return this.view(state, r, k, false);
   }
 
   // ---- steps ----
@@ -524,7 +524,9 @@ export class Machines {
     const c = this.nsConfig(state.ns);
     const range = hooks.timer?.range ?? c.history_range ?? { direction: 'forward' as const };
     const starting = input.kind === 'signal' && input.signal.type === 'init';
-    const machine = starting ? { ...(await this.view({ ...state, status: 'working', lastEvent: 0, auxState: null, timer: null, tags: [] }, range, [])), id: state.id } : await this.view(state, range, this.cache.get(key(state.ns, state.id))?.tail ?? []);
+    const machine = starting
+      ? { ...(await this.view({ ...state, status: 'working', lastEvent: 0, auxState: null, timer: null, tags: [] }, range, undefined, false)), id: state.id }
+      : await this.view(state, range, key(state.ns, state.id), true);
     const request = { ...input, machine } as Parameters<ProcessorClient['process']>[0];
     let result: unknown;
     try {
@@ -637,19 +639,19 @@ export class Machines {
   private async acquire(ns: string, id: string, deadline: number, starting: boolean): Promise<MachineState> {
     const k = key(ns, id);
     if (!this.multiNode) {
-      const hit = this.cache.get(k);
-      if (hit) return hit.state;
+      const hit = this.cache.state(k);
+      if (hit) return hit;
       const state = await this.load(ns, id);
-      this.cache.set(k, { state, tail: [] });
+      this.cache.put(k, state);
       return state;
     }
     const kept = this.kept.get(k);
     if (kept !== undefined) {
       // Still ours for a while (kept at the last commit, nobody asked for it): no round trip.
-      const hit = this.cache.get(k);
+      const hit = this.cache.state(k);
       if (hit && !this.wanted.has(k) && kept - this.rt.clock.now() >= this.keepMs / 2) {
         this.leaseStats.kept++;
-        return hit.state;
+        return hit;
       }
       this.kept.delete(k);
     }
@@ -667,8 +669,9 @@ export class Machines {
       if (rows[0]) {
         this.leaseStats.taken++;
         const state = toState(rows[0]);
-        const hit = this.cache.get(k);
-        this.cache.set(k, { state, tail: hit && hit.state.version === state.version && hit.state.gen === state.gen ? hit.tail : [] });
+        // The row the lease returns is the truth: a cached window survives only if it belongs to the same
+        // generation and ends at or before its last event (events another node committed since are read).
+        this.cache.put(k, state);
         return state;
       }
       const exists = await shard.reader.all<{ n: number }>(SQL.exists, [ns, id]);
@@ -735,7 +738,8 @@ export class Machines {
     } catch (err) {
       throw this.commitError(err, state);
     }
-    this.cache.set(key(state.ns, state.id), { state: next, tail: starting ? [] : (this.cache.get(key(state.ns, state.id))?.tail ?? []) });
+    // A new generation (a start that failed) leaves the old window behind.
+    this.cache.put(key(state.ns, state.id), next);
   }
 
   private commitError(err: unknown, state: MachineState): unknown {
@@ -860,17 +864,26 @@ export class Machines {
         if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch(() => {});
       }
     }
+    // The cache follows the commit only once it is durable (a failed commit dropped the machine's entry above).
     const k = key(ns, id);
-    const max = this.cfg.cache_history_tail;
-    // The cached tail is owned by the cache entry: extend it in place rather than copying it every step.
-    const tail = starting || plan.remove || max === 0 ? [] : (this.cache.get(k)?.tail ?? []);
-    if (max > 0 && plan.events.length > 0) {
+    this.cache.put(k, next);
+    if (this.cache.keepsEvents && plan.events.length > 0 && !plan.remove) {
+      // The events as a read gives them back: their stored JSON text, parsed.
       const at = new Date(createdAt).toISOString();
       const first = (starting ? 0 : state.lastEvent) + 1;
-      for (let i = 0; i < plan.events.length; i++) tail.push({ id: first + i, created_at: at, data: plan.events[i] });
-      if (tail.length > max) tail.splice(0, tail.length - max);
+      const events: MachineEvent[] = [];
+      const sizes: number[] = [];
+      for (let i = 0; i < plan.events.length; i++) {
+        const data = plan.events[i];
+        const f = frozenEvent(first + i, at, data === undefined ? 'null' : JSON.stringify(data));
+        events.push(f.event);
+        sizes.push(f.bytes);
+      }
+      this.cache.add(k, next, first, events, sizes);
     }
-    this.cache.set(k, { state: next, tail });
+    // Keep what the namespace's next step asks for (nothing if the namespace was deleted meanwhile).
+    const nsc = this.namespaces.get(ns);
+    this.cache.retain(k, nsc === undefined ? null : rangeSpan(next.lastEvent, nsc.history_range ?? FULL_RANGE));
   }
 
   /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */
@@ -909,21 +922,14 @@ export class Machines {
 
   // ---- views ----
 
-  private async view(state: MachineState, range: HistoryRange, tail: MachineEvent[]): Promise<MachineView> {
-    const ids = rangeIds(state.lastEvent, range);
-    let history: MachineEvent[];
-    const first = tail.length > 0 ? tail[0]!.id : Number.POSITIVE_INFINITY;
-    const tailOk = tail.length > 0 && tail[tail.length - 1]!.id === state.lastEvent;
-    if (ids.length === 0) history = [];
-    else if (tailOk && Math.min(ids[0]!, ids[ids.length - 1]!) >= first) history = ids.map((i) => tail[i - first]!);
-    else {
-      const events = await this.rt.log.read(
-        streamOf(state.ns, state.id, state.gen),
-        { after: range.after, limit: Math.min(range.limit ?? 100_000, 100_000), direction: range.direction },
-        [state.ns, state.id],
-      );
-      history = events.map((e) => ({ id: e.seq, created_at: new Date(e.createdAt).toISOString(), data: JSON.parse(e.data) as unknown }));
-    }
+  /**
+   * What the processor (or a GET) sees of a machine. The history comes from
+   * the cached window where it covers the range, and the log for the rest;
+   * a step (`store`, in the machine's turn) keeps what it read.
+   */
+  private async view(state: MachineState, range: HistoryRange, k: string | undefined, store: boolean): Promise<MachineView> {
+    const span = rangeSpan(state.lastEvent, range);
+    const history = span === null ? [] : await this.history(state, span, range.direction === 'backward', k, store);
     const v: MachineView = {
       ns: state.ns,
       id: state.id,
@@ -936,6 +942,37 @@ export class Machines {
     };
     if (state.status === 'failed') v.reason = state.reason;
     return v;
+  }
+
+  private async history(state: MachineState, span: { lo: number; hi: number }, backward: boolean, k: string | undefined, store: boolean): Promise<MachineEvent[]> {
+    // Taken at once: commits of other steps change the window, never this slice.
+    const hit = k === undefined ? undefined : this.cache.slice(k, state, span.lo, span.hi);
+    let events: MachineEvent[];
+    if (hit === undefined) events = await this.readEvents(state, span.lo, span.hi, k, store);
+    else {
+      const to = hit.from + hit.events.length - 1;
+      const before = hit.from > span.lo ? await this.readEvents(state, span.lo, hit.from - 1, k, store) : [];
+      const after = to < span.hi ? await this.readEvents(state, to + 1, span.hi, k, store) : [];
+      events = before.length === 0 && after.length === 0 ? hit.events : before.concat(hit.events, after);
+    }
+    this.historyStats.fromMemory += hit?.events.length ?? 0;
+    if (backward) events.reverse();
+    return events;
+  }
+
+  /** Events lo..hi of the machine's generation from the log (kept in its window when `store`). */
+  private async readEvents(state: MachineState, lo: number, hi: number, k: string | undefined, store: boolean): Promise<MachineEvent[]> {
+    const rows = await this.rt.log.read(streamOf(state.ns, state.id, state.gen), { after: lo - 1, limit: hi - lo + 1, direction: 'forward' }, [state.ns, state.id]);
+    const events: MachineEvent[] = [];
+    const sizes: number[] = [];
+    this.historyStats.fromLog += rows.length;
+    for (const e of rows) {
+      const f = frozenEvent(Number(e.seq), new Date(Number(e.createdAt)).toISOString(), e.data);
+      events.push(f.event);
+      sizes.push(f.bytes);
+    }
+    if (store && k !== undefined && this.cache.keepsEvents && rows.length === hi - lo + 1 && Number(rows[0]!.seq) === lo) this.cache.add(k, state, lo, events, sizes);
+    return events;
   }
 
   // ---- timers and notifications ----
