@@ -109,6 +109,32 @@ export function validateEvents(events: unknown, topics: ReadonlySet<string>, opt
 
 class DedupeRace extends Error {}
 
+/** Claim and write rounds a publish may take before it answers `unavailable`. */
+const MAX_ROUNDS = 10;
+
+/** What a publish has committed so far. */
+interface Progress {
+  /** Some event of the batch was stored by a committed transaction. */
+  stored: boolean;
+}
+
+/**
+ * The error to answer for a publish that failed. Before anything was
+ * stored, the error as it is. After some events were stored, a retryable
+ * `unavailable`: publishing the same batch again answers its stored ids as
+ * duplicates and stores the rest.
+ */
+function answerAfter(err: unknown, progress: Progress): unknown {
+  if (!progress.stored) return err;
+  if (err instanceof MillraceError && err.retryable) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new MillraceError('unavailable', `part of the batch was stored before a failure (${message}); publish the same batch again: its stored ids answer as duplicates`, {
+    cause: err,
+    retryAfterS: 1,
+    details: { partial: true },
+  });
+}
+
 /**
  * Publishing: routes each event to the shard of [topic, key], appends it to
  * the stream `t/<topic>/<key>` and records its id in the dedupe table in the
@@ -133,35 +159,69 @@ export class Publisher {
       return { index, stream, shardKey, target, token: null, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } };
     });
     const out: Published[] = new Array(events.length);
-    if (this.log.storage.shards.length === 1) {
-      // One shard: its dedupe table sees every id, in the transaction that stores the event.
-      await this.writeByShard(prepared, out);
+    const progress: Progress = { stored: false };
+    try {
+      if (this.log.storage.shards.length === 1) {
+        // One shard: its dedupe table sees every id, in the transaction that stores the event.
+        await this.writeShard(this.log.storage.shards[0]!, prepared, out, progress);
+      } else {
+        await this.publishSharded(prepared, out, progress);
+      }
       return out;
+    } catch (err) {
+      throw answerAfter(err, progress);
     }
-    // Several shards: an id's dedupe record lives on the shard of [topic, "dedupe", id], whatever the key.
+  }
+
+  /**
+   * Several shards: an id's dedupe record lives on the shard of
+   * [topic, "dedupe", id], whatever the key. Every id is claimed first; then
+   * each target shard stores its events in publish order in one transaction.
+   * A shard where a claim was lost meanwhile stores nothing: the lost ids are
+   * claimed again and the shard's whole list is written again, so the events
+   * of a key (which all land on one shard) keep their publish order.
+   */
+  private async publishSharded(prepared: readonly Prepared[], out: Published[], progress: Progress): Promise<void> {
     const first = new Map<string, Prepared>();
     const repeats: Array<[Prepared, Prepared]> = [];
+    const toWrite = new Map<Shard, Prepared[]>();
     let pending: Prepared[] = [];
-    const plain: Prepared[] = [];
     for (const p of prepared) {
-      if (p.ref === null) plain.push(p);
-      else if (first.has(p.ref)) repeats.push([p, first.get(p.ref)!]);
-      else {
+      if (p.ref !== null) {
+        const f = first.get(p.ref);
+        if (f !== undefined) {
+          repeats.push([p, f]);
+          continue;
+        }
         first.set(p.ref, p);
         pending.push(p);
       }
+      const list = toWrite.get(p.target);
+      if (list === undefined) toWrite.set(p.target, [p]);
+      else list.push(p);
     }
-    let ready = plain;
-    for (let attempt = 0; pending.length > 0 || ready.length > 0; attempt++) {
-      if (attempt > 10) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
-      const again: Prepared[] = [];
-      const claimed = await this.claim(pending, out, again);
-      const restarted = await this.writeByShard([...ready, ...claimed], out);
-      pending = [...again, ...restarted];
-      ready = [];
+    for (let round = 0; toWrite.size > 0; round++) {
+      if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+        const again: Prepared[] = [];
+        await this.claim(pending, out, again);
+        pending = again;
+      }
+      // Every shard's write is settled before the batch is answered, so an error answer never races a commit.
+      const results = await Promise.allSettled(
+        [...toWrite].map(async ([shard, ps]) => {
+          // Ids answered as duplicates while claiming are not stored again.
+          const list = ps.filter((p) => out[p.index] === undefined);
+          const lost = await this.writeShard(shard, list, out, progress);
+          if (lost.length === 0) toWrite.delete(shard);
+          else pending.push(...lost);
+        }),
+      );
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
     }
     for (const [p, f] of repeats) out[p.index] = { ...out[f.index]!, duplicate: true };
-    return out;
   }
 
   private homeOf(ref: string): Shard {
@@ -181,7 +241,7 @@ export class Publisher {
       byHome.set(h, [...(byHome.get(h) ?? []), p]);
     }
     const claimed: Prepared[] = [];
-    await Promise.all(
+    const results = await Promise.allSettled(
       [...byHome].map(async ([home, ps]) => {
         const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
         for (const [p, f] of found) {
@@ -197,6 +257,8 @@ export class Publisher {
         }
       }),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     return claimed;
   }
 
@@ -282,23 +344,22 @@ export class Publisher {
     }
   }
 
-  /** Stores events on their shards (one transaction per shard); returns those whose claim was lost meanwhile. */
-  private async writeByShard(list: readonly Prepared[], out: Published[]): Promise<Prepared[]> {
-    const byShard = new Map<Shard, Prepared[]>();
-    for (const p of list) byShard.set(p.target, [...(byShard.get(p.target) ?? []), p]);
-    const restart: Prepared[] = [];
-    await Promise.all(
-      [...byShard].map(async ([shard, ps]) => {
-        const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, ps)));
-        const done = await this.resolvePositions(shard, res);
-        for (const [i, p] of done) out[i] = p;
-        restart.push(...res.restart);
-      }),
-    );
-    return restart;
+  /**
+   * Stores `list` (in publish order) on `shard` in one transaction, then
+   * answers their positions into `out`. If any of their claims was lost
+   * meanwhile, stores nothing and returns the events whose claim was lost.
+   */
+  private async writeShard(shard: Shard, list: readonly Prepared[], out: Published[], progress: Progress): Promise<Prepared[]> {
+    if (list.length === 0) return [];
+    const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, list)));
+    if (res.restart.length > 0) return res.restart;
+    if (res.appends.length > 0) progress.stored = true;
+    const done = await this.resolvePositions(shard, res);
+    for (const [i, p] of done) out[i] = p;
+    return [];
   }
 
-  private async publishIn(tx: Tx, shard: Shard, list: Prepared[]): Promise<PublishTxResult> {
+  private async publishIn(tx: Tx, shard: Shard, list: readonly Prepared[]): Promise<PublishTxResult> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
     const refs = [...new Set(list.flatMap((p) => (p.ref ? [p.ref] : [])))];
@@ -337,6 +398,8 @@ export class Publisher {
       }
       fresh.push(p);
     }
+    // A claim was lost: store nothing, so that the events after it in publish order do not overtake it.
+    if (restart.length > 0) return { appends: [], stored: new Map(), dup: new Map(), restart };
     const byStream = new Map<string, Prepared[]>();
     for (const p of fresh) byStream.set(p.stream, [...(byStream.get(p.stream) ?? []), p]);
     const stored = new Map<number, { stream: string; seq: number }>();
