@@ -109,6 +109,8 @@ export function validateEvents(events: unknown, topics: ReadonlySet<string>, opt
 
 class DedupeRace extends Error {}
 
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Claim and write rounds a publish may take before it answers `unavailable`. */
 const MAX_ROUNDS = 10;
 
@@ -235,10 +237,13 @@ export class Publisher {
    */
   private async claim(list: readonly Prepared[], out: Published[], again: Prepared[]): Promise<Prepared[]> {
     const byHome = new Map<Shard, Prepared[]>();
-    for (const p of list) {
+    // In id order: the order in which every publisher locks the claims.
+    for (const p of [...list].sort((a, b) => compare(a.ref!, b.ref!))) {
       p.token = randomUUID();
       const h = this.homeOf(p.ref!);
-      byHome.set(h, [...(byHome.get(h) ?? []), p]);
+      const ps = byHome.get(h);
+      if (ps === undefined) byHome.set(h, [p]);
+      else ps.push(p);
     }
     const claimed: Prepared[] = [];
     const results = await Promise.allSettled(
@@ -338,8 +343,8 @@ export class Publisher {
       try {
         return await fn();
       } catch (err) {
-        if (err instanceof DedupeRace && attempt < 5) continue;
-        throw err;
+        if (!(err instanceof DedupeRace)) throw err;
+        if (attempt >= 5) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept racing', { retryAfterS: 1 });
       }
     }
   }
@@ -401,10 +406,15 @@ export class Publisher {
     // A claim was lost: store nothing, so that the events after it in publish order do not overtake it.
     if (restart.length > 0) return { appends: [], stored: new Map(), dup: new Map(), restart };
     const byStream = new Map<string, Prepared[]>();
-    for (const p of fresh) byStream.set(p.stream, [...(byStream.get(p.stream) ?? []), p]);
+    for (const p of fresh) {
+      const items = byStream.get(p.stream);
+      if (items === undefined) byStream.set(p.stream, [p]);
+      else items.push(p);
+    }
     const stored = new Map<number, { stream: string; seq: number }>();
     const appends: Array<{ result: AppendResult; items: Prepared[] }> = [];
-    for (const [stream, items] of byStream) {
+    // Streams in name order and ids in id order, the lock order every publisher keeps; each stream keeps publish order.
+    for (const [stream, items] of [...byStream].sort(([a], [b]) => compare(a, b))) {
       const result = await this.log.appendIn(
         tx,
         shard,
@@ -415,7 +425,7 @@ export class Publisher {
       items.forEach((p, i) => stored.set(p.index, { stream, seq: result.seqs[i]! }));
       appends.push({ result, items });
     }
-    const newRefs = fresh.filter((p) => p.ref !== null);
+    const newRefs = fresh.filter((p) => p.ref !== null).sort((a, b) => compare(a.ref!, b.ref!));
     for (let off = 0; off < newRefs.length; off += 200) {
       const part = newRefs.slice(off, off + 200);
       const params: unknown[] = [];

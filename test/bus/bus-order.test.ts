@@ -1,7 +1,11 @@
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
-import { startBusNode } from './support.js';
+import { spawnTs, writeConfigFile } from '../support/proc.js';
+import { busInput, startBusNode } from './support.js';
 import { checkStored, eventsOf, planArb, rowsOfAttempt, storedOf, type Acked, type Plan } from './order-support.js';
 import { MillraceError, toMillraceError } from '../../src/core/errors.js';
 import type { Node } from '../../src/serve.js';
@@ -145,4 +149,96 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards (%s)', (
     // The property went through failures, not only through the happy path.
     expect(injected).toBeGreaterThan(0);
   });
+});
+
+describe.each(DIALECTS)('bus per-key order with ids over several shards across kill -9 (%s)', (dialect) => {
+  const envs = new Map<number, TestEnv>();
+  let child: ChildProcess | undefined;
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    for (const env of envs.values()) await env.cleanup();
+  });
+  let runs = 0;
+
+  it('property: a publishing process killed at a random point, its unacknowledged batches published again, keeps per-key order and stores each id once', async () => {
+    let killedMidway = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 4 }),
+        planArb({ batches: 6, events: 16 }),
+        fc.nat(),
+        async (shards, plan, killAt) => {
+          let env = envs.get(shards);
+          if (env === undefined) {
+            env = await createTestEnv(dialect, { shards });
+            envs.set(shards, env);
+          }
+          const run = `${dialect}${shards}k${runs++}`;
+          const total = plan.reduce((n, b) => n + b.length, 0);
+          // Killed after this many acknowledgements (all but at least one batch).
+          const acksBeforeKill = killAt % total;
+          const cfg = writeConfigFile(env.dataDir, busInput(env), 'order.json');
+          const planFile = join(env.dataDir, `plan-${run}.json`);
+          writeFileSync(planFile, JSON.stringify({ run, plan }));
+          const acked: Acked[] = [];
+          child = spawnTs('test/bus/order-child.ts', [cfg, planFile]);
+          const proc = child;
+          let out = '';
+          let err = '';
+          proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+          const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+          await new Promise<void>((resolve, reject) => {
+            let ready = false;
+            proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+              out += d;
+              let nl: number;
+              while ((nl = out.indexOf('\n')) >= 0) {
+                const line = out.slice(0, nl);
+                out = out.slice(nl + 1);
+                if (line === 'ready') ready = true;
+                if (line.startsWith('ack ')) {
+                  const a = JSON.parse(line.slice(4)) as Omit<Acked, 'plan'>;
+                  acked.push({ ...a, plan: plan[a.pub]![a.batch]! });
+                }
+              }
+              if (ready && acked.length >= acksBeforeKill) {
+                proc.kill('SIGKILL');
+                resolve();
+              }
+            });
+            proc.once('exit', (code, signal) => {
+              if (signal !== 'SIGKILL') reject(new Error(`the child exited with ${code}: ${err}`));
+            });
+          });
+          await exited;
+          child = undefined;
+          if (acked.length < total) killedMidway++;
+
+          // The publishers publish again every batch they were not answered, from the first.
+          const { node, bus } = await startBusNode(env);
+          try {
+            await Promise.all(
+              plan.map(async (batches, pub) => {
+                const done = new Set(acked.filter((a) => a.pub === pub).map((a) => a.batch));
+                for (let batch = 0; batch < batches.length; batch++) {
+                  if (done.has(batch)) continue;
+                  const answer = await bus.publish(eventsOf(run, pub, batch, 1, batches[batch]!));
+                  acked.push({ pub, batch, attempt: 1, plan: batches[batch]!, answer });
+                }
+              }),
+            );
+            const rows = await waitFor(async () => {
+              const rs = await storedOf(node.runtime.storage.shards, run);
+              return rs.every((r) => r.pos !== null) ? rs : undefined;
+            }, 10_000, 'numbered events');
+            checkStored(run, plan, rows, acked);
+          } finally {
+            await node.close();
+          }
+        },
+      ),
+      { numRuns: dialect === 'postgres' ? 3 : 4 },
+    );
+    expect(killedMidway).toBeGreaterThan(0);
+  }, 120_000);
 });
