@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import pg from 'pg';
+import { createTestEnv, DIALECTS, PG_ADMIN_URL, waitFor, type TestEnv } from '../support/env.js';
+import { checkStored, eventsOf, rowsOfAttempt, storedOf, type Acked, type Plan } from './order-support.js';
 import { startBusNode } from './support.js';
 import { MillraceError, toMillraceError } from '../../src/core/errors.js';
 import type { Node } from '../../src/serve.js';
@@ -204,4 +206,75 @@ describe.each(DIALECTS)('bus publish errors after a partial commit (%s)', (diale
       }
     });
   }
+});
+
+describe.skipIf(!DIALECTS.includes('postgres'))('bus publish while PostgreSQL drops one shard\'s sessions (postgres)', () => {
+  let env: TestEnv;
+  let node: Node;
+  let bus: Bus;
+  beforeAll(async () => {
+    env = await createTestEnv('postgres', { shards: 2 });
+    ({ node, bus } = await startBusNode(env));
+  });
+  afterAll(async () => {
+    await node?.close();
+    await env?.cleanup();
+  });
+
+  it('every error answer is retryable or stored nothing; republishing stores each id once, each key in publish order', async () => {
+    const run = 'pgkill';
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    // The pool sessions (writers and readers) of shard s1, not its lock or LISTEN sessions.
+    const appName = `millrace:${node.runtime.config.node_id}:s1`;
+    let killing = true;
+    let terminated = 0;
+    // Sessions are dropped for the first 40 rounds, then the publishers finish.
+    const killer = (async () => {
+      for (let round = 0; killing && round < 40; round++) {
+        const r = await admin.query('SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1', [appName]);
+        terminated += Number(r.rows[0].n);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
+    const plan: Plan = Array.from({ length: 4 }, (_, pub) =>
+      Array.from({ length: 12 }, (_, b) => Array.from({ length: 10 }, (_, i) => ({ key: (pub + b + i) % 6, id: i % 4 === 3 ? null : (pub * 1000 + b * 10 + i) % 150 }))),
+    );
+    const acked: Acked[] = [];
+    const errors: string[] = [];
+    try {
+      await Promise.all(
+        plan.map(async (batches, pub) => {
+          for (let batch = 0; batch < batches.length; batch++) {
+            for (let attempt = 0; ; attempt++) {
+              expect(attempt).toBeLessThan(200);
+              try {
+                const answer = await bus.publish(eventsOf(run, pub, batch, attempt, batches[batch]!));
+                acked.push({ pub, batch, attempt, plan: batches[batch]!, answer });
+                break;
+              } catch (err) {
+                const e = toMillraceError(err);
+                errors.push(`${e.code}: ${e.message}`);
+                if (!e.retryable) {
+                  const rows = rowsOfAttempt(await storedOf(node.runtime.storage.shards, run).catch(() => []), pub, batch, attempt);
+                  expect([e.code, e.message, rows.length]).toEqual([e.code, e.message, 0]);
+                }
+                await new Promise((res) => setTimeout(res, 10));
+              }
+            }
+          }
+        }),
+      );
+    } finally {
+      killing = false;
+      await killer;
+      await admin.end();
+    }
+    expect(terminated).toBeGreaterThan(0);
+    const rows = await waitFor(async () => {
+      const rs = await storedOf(node.runtime.storage.shards, run).catch(() => undefined);
+      return rs?.every((r) => r.pos !== null) ? rs : undefined;
+    }, 20_000, 'numbered events');
+    checkStored(run, plan, rows, acked);
+  }, 120_000);
 });

@@ -197,7 +197,22 @@ export class PostgresDriver implements ShardDriver {
 
   async acquireWriter(): Promise<WriteConnection> {
     const client = await this.pool.connect();
-    return new PgWriteConnection(client, (destroy) => client.release(destroy ? true : undefined));
+    // A checked-out client whose session ends between statements (terminated, network cut) emits
+    // 'error' outside any query: without a listener that would crash the process. The next
+    // statement fails anyway; the connection is destroyed when released.
+    let lost = false;
+    const onError = (): void => {
+      lost = true;
+    };
+    client.on('error', onError);
+    return new PgWriteConnection(client, (destroy) => {
+      // A destroyed client may still report its end: it keeps the listener.
+      if (destroy || lost) client.release(true);
+      else {
+        client.off('error', onError);
+        client.release();
+      }
+    });
   }
 
   async migrate(migrations: readonly Migration[]): Promise<string[]> {
