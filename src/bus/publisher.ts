@@ -5,7 +5,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { Clock } from '../core/clock.js';
 import { TOPIC_NAME } from './config.js';
-import { CLAIM, FENCE, SQL } from './bus-sql.js';
+import { CLAIM, FENCE, SQL, fenceRef } from './bus-sql.js';
 
 /** An event as a publisher hands it to the bus. */
 export interface PublishEvent {
@@ -128,11 +128,10 @@ interface Progress {
  */
 function answerAfter(err: unknown, progress: Progress): unknown {
   if (!progress.stored) return err;
-  if (err instanceof MillraceError && err.retryable) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new MillraceError('unavailable', `part of the batch was stored before a failure (${message}); publish the same batch again: its stored ids answer as duplicates`, {
     cause: err,
-    retryAfterS: 1,
+    retryAfterS: (err instanceof MillraceError ? err.retryAfterS : undefined) ?? 1,
     details: { partial: true },
   });
 }
@@ -309,12 +308,17 @@ export class Publisher {
         const cutoff = now - this.dedupeWindowMs;
         const row = (await tx.all<{ stream: string; seq: number; token: string | null }>(SQL.dedupeOf, [p.ref, cutoff]))[0];
         if (row !== undefined && Number(row.seq) >= 0) return { shard: target, stream: row.stream, seq: Number(row.seq) };
-        if (row !== undefined && row.token === stale) return null;
+        if (row !== undefined && row.token === stale) {
+          await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
+          return null;
+        }
         const n = await tx.all<{ ref: string }>(
           SQL.fence,
           [p.ref, now, stale, target.name, cutoff],
         );
         if (n.length !== 1) throw new DedupeRace('dedupe race');
+        // The id's row holds the latest fence only: a later fence of another attempt replaces it there.
+        await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
         return null;
       }),
     );
@@ -367,7 +371,8 @@ export class Publisher {
   private async publishIn(tx: Tx, shard: Shard, list: readonly Prepared[]): Promise<PublishTxResult> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
-    const refs = [...new Set(list.flatMap((p) => (p.ref ? [p.ref] : [])))];
+    // The ids' rows, and the fences of this attempt's tokens.
+    const refs = [...new Set(list.flatMap((p) => (p.ref === null ? [] : p.token === null ? [p.ref] : [p.ref, fenceRef(p.ref, p.token)])))];
     const seen = new Map<string, { stream: string; seq: number; token: string | null }>();
     for (let off = 0; off < refs.length; off += 500) {
       const part = refs.slice(off, off + 500);
@@ -390,7 +395,8 @@ export class Publisher {
           continue;
         }
         // This attempt's claim was taken over (CLAIM of another token) or it was fenced out (FENCE of its own).
-        if (s && ((s.seq === CLAIM && s.token !== p.token) || (s.seq === FENCE && s.token === p.token))) {
+        const fenced = p.token !== null && seen.has(fenceRef(p.ref, p.token));
+        if (fenced || (s && ((s.seq === CLAIM && s.token !== p.token) || (s.seq === FENCE && s.token === p.token)))) {
           restart.push(p);
           continue;
         }
@@ -440,6 +446,14 @@ export class Publisher {
       );
       // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
       if (rows.length !== part.length) throw new DedupeRace('dedupe race');
+    }
+    // Holding the ids' rows now, look again for fences of this attempt: one committed since the first look
+    // (and whose row on the id another fence has replaced since) would otherwise go unseen.
+    const tokened = newRefs.filter((p) => p.token !== null);
+    for (let off = 0; off < tokened.length; off += 500) {
+      const part = tokened.slice(off, off + 500);
+      const rows = await tx.all<{ ref: string }>(SQL.dedupeMany(part.length), [...part.map((p) => fenceRef(p.ref!, p.token!)), cutoff]);
+      if (rows.length > 0) throw new DedupeRace('fenced meanwhile');
     }
     return { appends, stored, dup, restart };
   }

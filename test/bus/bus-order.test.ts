@@ -68,6 +68,16 @@ class Injector {
   }
 }
 
+/** Fails with `what` if `p` has not settled within `ms` (failure detection only). */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const faultArb = fc.array(fc.constantFrom<Fault>('none', 'none', 'none', 'before', 'commit', 'positions'), { maxLength: 24 });
 
 describe.each(DIALECTS)('bus per-key order with ids over several shards (%s)', (dialect) => {
@@ -187,7 +197,7 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards across k
           let err = '';
           proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
           const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-          await new Promise<void>((resolve, reject) => {
+          await within(30_000, `child of run ${run}: ready and ${acksBeforeKill} acknowledgements`, new Promise<void>((resolve, reject) => {
             let ready = false;
             proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
               out += d;
@@ -209,15 +219,15 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards across k
             proc.once('exit', (code, signal) => {
               if (signal !== 'SIGKILL') reject(new Error(`the child exited with ${code}: ${err}`));
             });
-          });
-          await exited;
+          }));
+          await within(10_000, 'exit of the killed child', exited);
           child = undefined;
           if (acked.length < total) killedMidway++;
 
           // The publishers publish again every batch they were not answered, from the first.
-          const { node, bus } = await startBusNode(env);
+          const { node, bus } = await within(30_000, 'start of the node after the kill', startBusNode(env));
           try {
-            await Promise.all(
+            await within(60_000, 'publishing the unacknowledged batches again', Promise.all(
               plan.map(async (batches, pub) => {
                 const done = new Set(acked.filter((a) => a.pub === pub).map((a) => a.batch));
                 for (let batch = 0; batch < batches.length; batch++) {
@@ -226,7 +236,7 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards across k
                   acked.push({ pub, batch, attempt: 1, plan: batches[batch]!, answer });
                 }
               }),
-            );
+            ));
             const rows = await waitFor(async () => {
               const rs = await storedOf(node.runtime.storage.shards, run);
               return rs.every((r) => r.pos !== null) ? rs : undefined;

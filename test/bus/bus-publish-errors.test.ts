@@ -241,7 +241,6 @@ describe.skipIf(!DIALECTS.includes('postgres'))('bus publish while PostgreSQL dr
       Array.from({ length: 12 }, (_, b) => Array.from({ length: 10 }, (_, i) => ({ key: (pub + b + i) % 6, id: i % 4 === 3 ? null : (pub * 1000 + b * 10 + i) % 150 }))),
     );
     const acked: Acked[] = [];
-    const errors: string[] = [];
     try {
       await Promise.all(
         plan.map(async (batches, pub) => {
@@ -254,7 +253,6 @@ describe.skipIf(!DIALECTS.includes('postgres'))('bus publish while PostgreSQL dr
                 break;
               } catch (err) {
                 const e = toMillraceError(err);
-                errors.push(`${e.code}: ${e.message}`);
                 if (!e.retryable) {
                   const rows = rowsOfAttempt(await storedOf(node.runtime.storage.shards, run).catch(() => []), pub, batch, attempt);
                   expect([e.code, e.message, rows.length]).toEqual([e.code, e.message, 0]);

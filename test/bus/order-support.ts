@@ -100,6 +100,7 @@ export function checkStored(run: string, plan: Plan, rows: readonly StoredRow[],
   const byId = new Map<string, StoredRow[]>();
   for (const r of rows) if (r.id !== undefined) byId.set(r.id, [...(byId.get(r.id) ?? []), r]);
   const ids = new Set(plan.flat(2).flatMap((e) => (e.id === null ? [] : [idOf(run, e.id)])));
+  // (the rows of an id stored twice are shown)
   for (const id of ids) expect([id, byId.get(id)?.length ?? 0, byId.get(id)]).toEqual([id, 1, byId.get(id)?.slice(0, 1)]);
   expect(byId.size).toBe(ids.size);
 

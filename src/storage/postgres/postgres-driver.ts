@@ -172,8 +172,10 @@ export class PostgresDriver implements ShardDriver {
       connectionTimeoutMillis: 10_000,
       options: opts.durability === 'relaxed' ? '-c synchronous_commit=off' : undefined,
     });
-    // An idle client that loses its connection must not crash the process.
+    // An idle client that loses its connection must not crash the process; nor must one that
+    // reports its end after a query saw the failure (the pool stops listening once it released it).
     this.pool.on('error', () => {});
+    this.pool.on('connect', (c) => c.on('error', () => {}));
     this.reader = new PgQueryable(this.pool);
   }
 
@@ -190,6 +192,7 @@ export class PostgresDriver implements ShardDriver {
         options: '-c synchronous_commit=off',
       });
       this.relaxedPool.on('error', () => {});
+      this.relaxedPool.on('connect', (c) => c.on('error', () => {}));
       this.relaxedQueryable = new PgQueryable(this.relaxedPool);
     }
     return this.relaxedQueryable;
