@@ -9,6 +9,14 @@ export const CLAIM = -1;
 /** `bus_dedupe.seq` of a fence on a target shard: the attempt whose token it holds may no longer store the event there. */
 export const FENCE = -2;
 
+/**
+ * The row that fences one attempt (token) of an id out of a target shard. The
+ * id's own row holds the latest fence only; each fenced attempt also keeps a
+ * row of its own, which the attempt's write checks. `!` cannot start a topic
+ * name, so these never meet an id's row.
+ */
+export const fenceRef = (ref: string, token: string): string => `!fence/${token}/${ref}`;
+
 export const SQL = {
   // ---- subscriptions and their leases (bus.ts) ----
   dropNodeSubLeases: "DELETE FROM leases WHERE name LIKE 'bus/sub/%' AND holder LIKE ?",
@@ -34,6 +42,9 @@ export const SQL = {
          ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
          WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq = ${FENCE} OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = ?) RETURNING ref`,
   dedupeOf: 'SELECT stream, seq, token FROM bus_dedupe WHERE ref = ? AND created_at >= ?',
+  /** The fence of one attempt (`fenceRef`), kept beside the id's row so that a later fence of another attempt does not lift it. */
+  fenceToken: `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, '', ${FENCE}, ?, ?, ?)
+           ON CONFLICT (ref) DO UPDATE SET created_at = excluded.created_at RETURNING ref`,
   fence: `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, '', ${FENCE}, ?, ?, ?)
            ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
            WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq < 0 RETURNING ref`,

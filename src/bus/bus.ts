@@ -102,13 +102,16 @@ export class Bus {
 
   /**
    * True when batches published one after another (each call started before
-   * the previous one resolved) are committed in that order on every shard:
-   * one writer per shard, whose group committer keeps submission order. Then
-   * a stream of batches can be pipelined without breaking per-key order;
-   * otherwise each batch must wait for the previous one.
+   * the previous one resolved) are committed in that order: one shard with
+   * one writer, whose group committer keeps submission order. Then a stream
+   * of batches can be pipelined without breaking per-key order; otherwise
+   * each batch must wait for the previous one (over several shards, a batch
+   * with ids is written only once its ids are claimed on their home shards,
+   * so a later batch could overtake it).
    */
   get keepsSubmissionOrder(): boolean {
-    return this.rt.storage.shards.every((s) => s.driver.capabilities.singleWriter);
+    const shards = this.rt.storage.shards;
+    return shards.length === 1 && shards[0]!.driver.capabilities.singleWriter;
   }
 
   // ---- subscriptions -------------------------------------------------------

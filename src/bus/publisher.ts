@@ -5,7 +5,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { Clock } from '../core/clock.js';
 import { TOPIC_NAME } from './config.js';
-import { CLAIM, FENCE, SQL } from './bus-sql.js';
+import { CLAIM, FENCE, SQL, fenceRef } from './bus-sql.js';
 
 /** An event as a publisher hands it to the bus. */
 export interface PublishEvent {
@@ -109,6 +109,35 @@ export function validateEvents(events: unknown, topics: ReadonlySet<string>, opt
 
 class DedupeRace extends Error {}
 
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Claim and write rounds a publish may take before it answers `unavailable`. */
+const MAX_ROUNDS = 10;
+
+/** What a publish has committed so far. */
+interface Progress {
+  /** Some event of the batch was stored by a committed transaction. */
+  stored: boolean;
+  /** Wall time after which waiting for positions answers retryable `unavailable`. */
+  deadline: number;
+}
+
+/**
+ * The error to answer for a publish that failed. Before anything was
+ * stored, the error as it is. After some events were stored, a retryable
+ * `unavailable`: publishing the same batch again answers its stored ids as
+ * duplicates and stores the rest.
+ */
+function answerAfter(err: unknown, progress: Progress): unknown {
+  if (!progress.stored) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new MillraceError('unavailable', `part of the batch was stored before a failure (${message}); publish the same batch again: its stored ids answer as duplicates`, {
+    cause: err,
+    retryAfterS: (err instanceof MillraceError ? err.retryAfterS : undefined) ?? 1,
+    details: { partial: true },
+  });
+}
+
 /**
  * Publishing: routes each event to the shard of [topic, key], appends it to
  * the stream `t/<topic>/<key>` and records its id in the dedupe table in the
@@ -124,8 +153,6 @@ export class Publisher {
   ) {}
 
   async publish(events: readonly PublishEvent[]): Promise<Published[]> {
-    // Wall time: the wait is real time whatever clock stamps the events.
-    const deadline = Date.now() + this.deadlineMs;
     const prepared = events.map((e, index): Prepared => {
       const key = e.key ?? '';
       const stream = topicStream(e.topic, key);
@@ -137,35 +164,70 @@ export class Publisher {
       return { index, stream, shardKey, target, token: null, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } };
     });
     const out: Published[] = new Array(events.length);
-    if (this.log.storage.shards.length === 1) {
-      // One shard: its dedupe table sees every id, in the transaction that stores the event.
-      await this.writeByShard(prepared, out, deadline);
+    // Wall time: the wait is real time whatever clock stamps the events.
+    const progress: Progress = { stored: false, deadline: Date.now() + this.deadlineMs };
+    try {
+      if (this.log.storage.shards.length === 1) {
+        // One shard: its dedupe table sees every id, in the transaction that stores the event.
+        await this.writeShard(this.log.storage.shards[0]!, prepared, out, progress);
+      } else {
+        await this.publishSharded(prepared, out, progress);
+      }
       return out;
+    } catch (err) {
+      throw answerAfter(err, progress);
     }
-    // Several shards: an id's dedupe record lives on the shard of [topic, "dedupe", id], whatever the key.
+  }
+
+  /**
+   * Several shards: an id's dedupe record lives on the shard of
+   * [topic, "dedupe", id], whatever the key. Every id is claimed first; then
+   * each target shard stores its events in publish order in one transaction.
+   * A shard where a claim was lost meanwhile stores nothing: the lost ids are
+   * claimed again and the shard's whole list is written again, so the events
+   * of a key (which all land on one shard) keep their publish order.
+   */
+  private async publishSharded(prepared: readonly Prepared[], out: Published[], progress: Progress): Promise<void> {
     const first = new Map<string, Prepared>();
     const repeats: Array<[Prepared, Prepared]> = [];
+    const toWrite = new Map<Shard, Prepared[]>();
     let pending: Prepared[] = [];
-    const plain: Prepared[] = [];
     for (const p of prepared) {
-      if (p.ref === null) plain.push(p);
-      else if (first.has(p.ref)) repeats.push([p, first.get(p.ref)!]);
-      else {
+      if (p.ref !== null) {
+        const f = first.get(p.ref);
+        if (f !== undefined) {
+          repeats.push([p, f]);
+          continue;
+        }
         first.set(p.ref, p);
         pending.push(p);
       }
+      const list = toWrite.get(p.target);
+      if (list === undefined) toWrite.set(p.target, [p]);
+      else list.push(p);
     }
-    let ready = plain;
-    for (let attempt = 0; pending.length > 0 || ready.length > 0; attempt++) {
-      if (attempt > 10) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
-      const again: Prepared[] = [];
-      const claimed = await this.claim(pending, out, again, deadline);
-      const restarted = await this.writeByShard([...ready, ...claimed], out, deadline);
-      pending = [...again, ...restarted];
-      ready = [];
+    for (let round = 0; toWrite.size > 0; round++) {
+      if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+        const again: Prepared[] = [];
+        await this.claim(pending, out, again, progress.deadline);
+        pending = again;
+      }
+      // Every shard's write is settled before the batch is answered, so an error answer never races a commit.
+      const results = await Promise.allSettled(
+        [...toWrite].map(async ([shard, ps]) => {
+          // Ids answered as duplicates while claiming are not stored again.
+          const list = ps.filter((p) => out[p.index] === undefined);
+          const lost = await this.writeShard(shard, list, out, progress);
+          if (lost.length === 0) toWrite.delete(shard);
+          else pending.push(...lost);
+        }),
+      );
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
     }
     for (const [p, f] of repeats) out[p.index] = { ...out[f.index]!, duplicate: true };
-    return out;
   }
 
   private homeOf(ref: string): Shard {
@@ -179,13 +241,16 @@ export class Publisher {
    */
   private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], deadline: number): Promise<Prepared[]> {
     const byHome = new Map<Shard, Prepared[]>();
-    for (const p of list) {
+    // In id order: the order in which every publisher locks the claims.
+    for (const p of [...list].sort((a, b) => compare(a.ref!, b.ref!))) {
       p.token = randomUUID();
       const h = this.homeOf(p.ref!);
-      byHome.set(h, [...(byHome.get(h) ?? []), p]);
+      const ps = byHome.get(h);
+      if (ps === undefined) byHome.set(h, [p]);
+      else ps.push(p);
     }
     const claimed: Prepared[] = [];
-    await Promise.all(
+    const results = await Promise.allSettled(
       [...byHome].map(async ([home, ps]) => {
         const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
         for (const [p, f] of found) {
@@ -201,6 +266,8 @@ export class Publisher {
         }
       }),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     return claimed;
   }
 
@@ -246,12 +313,17 @@ export class Publisher {
         const cutoff = now - this.dedupeWindowMs;
         const row = (await tx.all<{ stream: string; seq: number; token: string | null }>(SQL.dedupeOf, [p.ref, cutoff]))[0];
         if (row !== undefined && Number(row.seq) >= 0) return { shard: target, stream: row.stream, seq: Number(row.seq) };
-        if (row !== undefined && row.token === stale) return null;
+        if (row !== undefined && row.token === stale) {
+          await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
+          return null;
+        }
         const n = await tx.all<{ ref: string }>(
           SQL.fence,
           [p.ref, now, stale, target.name, cutoff],
         );
         if (n.length !== 1) throw new DedupeRace('dedupe race');
+        // The id's row holds the latest fence only: a later fence of another attempt replaces it there.
+        await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
         return null;
       }),
     );
@@ -280,32 +352,32 @@ export class Publisher {
       try {
         return await fn();
       } catch (err) {
-        if (err instanceof DedupeRace && attempt < 5) continue;
-        throw err;
+        if (!(err instanceof DedupeRace)) throw err;
+        if (attempt >= 5) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept racing', { retryAfterS: 1 });
       }
     }
   }
 
-  /** Stores events on their shards (one transaction per shard); returns those whose claim was lost meanwhile. */
-  private async writeByShard(list: readonly Prepared[], out: Published[], deadline: number): Promise<Prepared[]> {
-    const byShard = new Map<Shard, Prepared[]>();
-    for (const p of list) byShard.set(p.target, [...(byShard.get(p.target) ?? []), p]);
-    const restart: Prepared[] = [];
-    await Promise.all(
-      [...byShard].map(async ([shard, ps]) => {
-        const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, ps)));
-        const done = await this.resolvePositions(shard, res, deadline);
-        for (const [i, p] of done) out[i] = p;
-        restart.push(...res.restart);
-      }),
-    );
-    return restart;
+  /**
+   * Stores `list` (in publish order) on `shard` in one transaction, then
+   * answers their positions into `out`. If any of their claims was lost
+   * meanwhile, stores nothing and returns the events whose claim was lost.
+   */
+  private async writeShard(shard: Shard, list: readonly Prepared[], out: Published[], progress: Progress): Promise<Prepared[]> {
+    if (list.length === 0) return [];
+    const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, list)));
+    if (res.restart.length > 0) return res.restart;
+    if (res.appends.length > 0) progress.stored = true;
+    const done = await this.resolvePositions(shard, res, progress.deadline);
+    for (const [i, p] of done) out[i] = p;
+    return [];
   }
 
-  private async publishIn(tx: Tx, shard: Shard, list: Prepared[]): Promise<PublishTxResult> {
+  private async publishIn(tx: Tx, shard: Shard, list: readonly Prepared[]): Promise<PublishTxResult> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
-    const refs = [...new Set(list.flatMap((p) => (p.ref ? [p.ref] : [])))];
+    // The ids' rows, and the fences of this attempt's tokens.
+    const refs = [...new Set(list.flatMap((p) => (p.ref === null ? [] : p.token === null ? [p.ref] : [p.ref, fenceRef(p.ref, p.token)])))];
     const seen = new Map<string, { stream: string; seq: number; token: string | null }>();
     for (let off = 0; off < refs.length; off += 500) {
       const part = refs.slice(off, off + 500);
@@ -328,7 +400,8 @@ export class Publisher {
           continue;
         }
         // This attempt's claim was taken over (CLAIM of another token) or it was fenced out (FENCE of its own).
-        if (s && ((s.seq === CLAIM && s.token !== p.token) || (s.seq === FENCE && s.token === p.token))) {
+        const fenced = p.token !== null && seen.has(fenceRef(p.ref, p.token));
+        if (fenced || (s && ((s.seq === CLAIM && s.token !== p.token) || (s.seq === FENCE && s.token === p.token)))) {
           restart.push(p);
           continue;
         }
@@ -341,11 +414,18 @@ export class Publisher {
       }
       fresh.push(p);
     }
+    // A claim was lost: store nothing, so that the events after it in publish order do not overtake it.
+    if (restart.length > 0) return { appends: [], stored: new Map(), dup: new Map(), restart };
     const byStream = new Map<string, Prepared[]>();
-    for (const p of fresh) byStream.set(p.stream, [...(byStream.get(p.stream) ?? []), p]);
+    for (const p of fresh) {
+      const items = byStream.get(p.stream);
+      if (items === undefined) byStream.set(p.stream, [p]);
+      else items.push(p);
+    }
     const stored = new Map<number, { stream: string; seq: number }>();
     const appends: Array<{ result: AppendResult; items: Prepared[] }> = [];
-    for (const [stream, items] of byStream) {
+    // Streams in name order and ids in id order, the lock order every publisher keeps; each stream keeps publish order.
+    for (const [stream, items] of [...byStream].sort(([a], [b]) => compare(a, b))) {
       const result = await this.log.appendIn(
         tx,
         shard,
@@ -356,7 +436,7 @@ export class Publisher {
       items.forEach((p, i) => stored.set(p.index, { stream, seq: result.seqs[i]! }));
       appends.push({ result, items });
     }
-    const newRefs = fresh.filter((p) => p.ref !== null);
+    const newRefs = fresh.filter((p) => p.ref !== null).sort((a, b) => compare(a.ref!, b.ref!));
     for (let off = 0; off < newRefs.length; off += 200) {
       const part = newRefs.slice(off, off + 200);
       const params: unknown[] = [];
@@ -371,6 +451,14 @@ export class Publisher {
       );
       // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
       if (rows.length !== part.length) throw new DedupeRace('dedupe race');
+    }
+    // Holding the ids' rows now, look again for fences of this attempt: one committed since the first look
+    // (and whose row on the id another fence has replaced since) would otherwise go unseen.
+    const tokened = newRefs.filter((p) => p.token !== null);
+    for (let off = 0; off < tokened.length; off += 500) {
+      const part = tokened.slice(off, off + 500);
+      const rows = await tx.all<{ ref: string }>(SQL.dedupeMany(part.length), [...part.map((p) => fenceRef(p.ref!, p.token!)), cutoff]);
+      if (rows.length > 0) throw new DedupeRace('fenced meanwhile');
     }
     return { appends, stored, dup, restart };
   }

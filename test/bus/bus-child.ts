@@ -6,7 +6,7 @@ import { busFace } from '../../src/bus/face.js';
 
 const input = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as unknown;
 const node = await startNode(buildConfig(input), { faces: [busFace] });
-process.stdout.write(`ready ${node.url}\n`);
+process.stdout.write(`ready ${node.url} grpc ${node.grpc?.port ?? 0}\n`);
 process.once('SIGTERM', () => {
   void node.close().then(() => process.exit(0));
 });

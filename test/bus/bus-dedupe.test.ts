@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { jsonRequest } from '../support/http.js';
 import { spawnReady, writeConfigFile } from '../support/proc.js';
 import { busInput, startBusNode } from './support.js';
@@ -77,6 +77,55 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
       expect([other, q]).toEqual([other, { ...p, duplicate: true }]);
     }
     expect(await stored('d1')).toBe(1);
+  });
+
+  it('a fence of a later attempt does not lift the fence of an earlier one still in flight: the id is stored once', async () => {
+    // Four publishers of one id, each held between its claim and its write, take the claim over in turn;
+    // the third takeover fences the second attempt aimed at the first one's shard.
+    const ref = 'orders/g1';
+    const home = node.runtime.storage.shardFor(['dedupe', ref]);
+    const [t1, t2] = node.runtime.storage.shards.filter((s) => s.name !== home.name);
+    const keyOn = (s: { name: string }) => keys.find((k) => shardOfKey(k) === s.name)!;
+    const gates = new Map<string, { open: () => void; opened: Promise<void> }>();
+    for (const g of ['A', 'B', 'C', 'D']) {
+      let open!: () => void;
+      const opened = new Promise<void>((r) => (open = r));
+      gates.set(g, { open, opened });
+    }
+    type Held = { event: { data: unknown } };
+    const publisher = bus.publisher as unknown as { writeShard: (s: unknown, list: Held[], ...rest: unknown[]) => Promise<unknown> };
+    const write = publisher.writeShard.bind(publisher);
+    publisher.writeShard = async (s, list, ...rest) => {
+      const g = list.map((p) => (p.event.data as { gate?: string } | null)?.gate).find((x) => x !== undefined);
+      if (g !== undefined) await gates.get(g)!.opened;
+      return write(s, list, ...rest);
+    };
+    const claimOnHome = async () => (await home.reader.all<{ target: string; token: string }>('SELECT target, token FROM bus_dedupe WHERE ref = ?', [ref]))[0];
+    try {
+      const publishHeld = (gate: string, key: string) => bus.publish([{ id: 'g1', topic: 'orders', key, type: 't', data: { gate } }]);
+      const a = publishHeld('A', keyOn(t1!));
+      const ca = await waitFor(async () => (await claimOnHome())?.target === t1!.name && claimOnHome(), 5000, 'claim of A');
+      const b = publishHeld('B', keyOn(t2!));
+      await waitFor(async () => (await claimOnHome())?.target === t2!.name, 5000, 'claim of B');
+      const c = publishHeld('C', keyOn(t1!));
+      await waitFor(async () => {
+        const r = await claimOnHome();
+        return r?.target === t1!.name && r.token !== ca!.token;
+      }, 5000, 'claim of C');
+      const d = publishHeld('D', keyOn(home));
+      await waitFor(async () => (await claimOnHome())?.target === home.name, 5000, 'claim of D');
+      // A, fenced on t1 by B, and then t1's row of the id fenced again (C's attempt) by D.
+      gates.get('A')!.open();
+      const pa = (await a)[0]!;
+      for (const g of ['B', 'C', 'D']) gates.get(g)!.open();
+      const all = [pa, ...(await Promise.all([b, c, d])).map((r) => r[0]!)];
+      expect(all.filter((p) => !p.duplicate)).toHaveLength(1);
+      expect(new Set(all.map((p) => `${p.shard}:${p.pos}`)).size).toBe(1);
+      expect(await stored('g1')).toBe(1);
+    } finally {
+      for (const g of gates.values()) g.open();
+      publisher.writeShard = write;
+    }
   });
 
   it('a claim aimed at the home shard itself, left behind, is taken over too', async () => {

@@ -216,8 +216,10 @@ export class PostgresDriver implements ShardDriver {
       connectionTimeoutMillis: 10_000,
       options: this.sessionOptions(opts.durability === 'relaxed'),
     });
-    // An idle client that loses its connection must not crash the process.
+    // An idle client that loses its connection must not crash the process; nor must one that
+    // reports its end after a query saw the failure (the pool stops listening once it released it).
     this.pool.on('error', () => {});
+    this.pool.on('connect', (c) => c.on('error', () => {}));
     this.reader = new PgQueryable(this.pool);
   }
 
@@ -234,6 +236,7 @@ export class PostgresDriver implements ShardDriver {
         options: this.sessionOptions(true),
       });
       this.relaxedPool.on('error', () => {});
+      this.relaxedPool.on('connect', (c) => c.on('error', () => {}));
       this.relaxedQueryable = new PgQueryable(this.relaxedPool);
     }
     return this.relaxedQueryable;
@@ -241,7 +244,22 @@ export class PostgresDriver implements ShardDriver {
 
   async acquireWriter(): Promise<WriteConnection> {
     const client = await this.pool.connect();
-    return new PgWriteConnection(client, (destroy) => client.release(destroy ? true : undefined));
+    // A checked-out client whose session ends between statements (terminated, network cut) emits
+    // 'error' outside any query: without a listener that would crash the process. The next
+    // statement fails anyway; the connection is destroyed when released.
+    let lost = false;
+    const onError = (): void => {
+      lost = true;
+    };
+    client.on('error', onError);
+    return new PgWriteConnection(client, (destroy) => {
+      // A destroyed client may still report its end: it keeps the listener.
+      if (destroy || lost) client.release(true);
+      else {
+        client.off('error', onError);
+        client.release();
+      }
+    });
   }
 
   async migrate(migrations: readonly Migration[]): Promise<string[]> {
