@@ -32,7 +32,15 @@ export async function main(argv: string[]): Promise<void> {
     .description('apply migrations and serve the HTTP (and gRPC) API')
     .action(async () => {
       const config = readConfig(program.opts<{ config?: string }>().config);
-      await serve(config);
+      try {
+        await serve(config);
+      } catch (err) {
+        if (isMillraceError(err, 'config_invalid')) {
+          process.stderr.write(`millrace: ${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
     });
 
   program
