@@ -10,9 +10,15 @@ export class ApiError extends Error {
   }
 }
 
+/** Where the console keeps the bearer token of its API calls. */
+export const TOKEN_KEY = 'millrace.token';
+
 /** Calls the node's HTTP API; any non-2xx answer becomes an ApiError with the server's code. */
 export async function api<T = any>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
   const headers: Record<string, string> = {};
+  // With authentication on, the node wants a bearer token; the console keeps one in sessionStorage (never in a URL).
+  const token = typeof sessionStorage === 'undefined' ? null : sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.authorization = `Bearer ${token}`;
   let body: string | undefined;
   if (init.body !== undefined) {
     headers['content-type'] = 'application/json';

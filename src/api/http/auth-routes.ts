@@ -14,12 +14,12 @@ const tokenInfo = {
     revoked_at: { type: 'string', format: 'date-time', nullable: true },
   },
 } as const;
-const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema };
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 100 } }, required: ['id'] } as const;
 
 /** Runtime API tokens under /v1/auth/tokens (permission auth:admin). */
 export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): void {
   const tags = ['auth'];
+  const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema };
   app.post<{ Body: { name: string; permissions: string[]; expires_in_s?: number } }>(
     '/v1/auth/tokens',
     {
