@@ -36,7 +36,7 @@ export async function main(argv: string[]): Promise<void> {
         await serve(config);
       } catch (err) {
         if (isMillraceError(err, 'config_invalid')) {
-          process.stderr.write(`millrace: ${err.message}\n`);
+          process.stderr.write(`millrace: config_invalid: ${err.message}\n`);
           process.exit(2);
         }
         throw err;
