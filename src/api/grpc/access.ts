@@ -4,30 +4,7 @@ import { grpcRule, isOpenRule, noLookup, requiredPermissions, type PermissionRul
 import { MillraceError } from '../../core/errors.js';
 import { holds, type Principal } from '../../core/principal.js';
 import { toGrpcError } from './errors.js';
-
-const GUARD = Symbol('millrace.access');
-
-/**
- * The access decision of one call: its principal, and the check of each
- * message of a stream whose messages name their own resources (a stream's
- * handler calls it; unary calls are checked whole before their handler runs).
- */
-export interface CallGuard {
-  readonly principal: Principal;
-  /** Whether messages are checked at all (authentication on, and the method's rule checks per message). */
-  readonly active: boolean;
-  /** Throws `permission_denied` unless the message's resources are granted (resources read without look-ups). */
-  check(message: unknown): void;
-  /** The same, for rules whose resources need a look-up (a pipe session's kind). */
-  checkAsync(message: unknown): Promise<void>;
-}
-
-/** The guard the access layer attached to a call. A call without one is refused (it did not pass the edge). */
-export function callGuard(call: object): CallGuard {
-  const g = (call as { [GUARD]?: CallGuard })[GUARD];
-  if (g === undefined) throw new MillraceError('internal', 'this call did not pass the access check');
-  return g;
-}
+import { attachGuard, type CallGuard } from './call-guard.js';
 
 function guardFor(principal: Principal, rule: Rule | undefined, access: Access): CallGuard {
   const perMessage = rule !== undefined && !isOpenRule(rule) && rule.perMessage === true ? rule : null;
@@ -97,7 +74,7 @@ export function guardedServer(server: Server, access: Access): Server {
           } else {
             await access.authorize(principal, rule, { params: {}, query: {}, body: call.request ?? null }, m.path);
           }
-          (call as unknown as { [GUARD]: CallGuard })[GUARD] = guardFor(principal, rule, access);
+          attachGuard(call, guardFor(principal, rule, access));
         })().then(
           () => {
             if (!call.cancelled) handler(call, cb);

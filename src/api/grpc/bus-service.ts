@@ -5,7 +5,7 @@ import type { Bus } from '../../bus/bus.js';
 import type { DeliverySession } from '../../bus/delivery.js';
 import type { PublishEvent, Published } from '../../bus/publisher.js';
 import { toGrpcError } from './errors.js';
-import { callGuard } from './access.js';
+import { callGuard } from './call-guard.js';
 
 
 interface PbEvent {

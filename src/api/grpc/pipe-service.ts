@@ -1,7 +1,7 @@
 import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { toMillraceError } from '../../core/errors.js';
-import { callGuard } from './access.js';
+import { callGuard } from './call-guard.js';
 import type { Pipe } from '../../pipe/pipe.js';
 
 export interface PipeRequest {
