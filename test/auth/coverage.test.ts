@@ -5,6 +5,7 @@
  * one needed gives 403 permission_denied naming it (gRPC PERMISSION_DENIED)
  * and nothing is written; a token with just the needed permissions passes.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -285,6 +286,11 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
       checked.push(what);
     }
     expect(checked.length).toBe(routes.length);
+  });
+
+  it('docs/security.md lists every entry of the table', () => {
+    const doc = readFileSync(new URL('../../docs/security.md', import.meta.url), 'utf8');
+    expect(Object.keys(PERMISSIONS).filter((k) => !doc.includes(`| \`${k}\` |`))).toEqual([]);
   });
 
   it('open routes stay open; /metrics and /openapi.json need log:read unless configured open', async () => {
