@@ -190,7 +190,7 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
       'PUT /v1/bus/subscriptions/:name': { topics: ['orders'], start: 'latest' },
       'POST /v1/bus/topics/:topic/events': { events: [{ key: 'k', type: 'created', data: { n: 1 } }] },
       'POST /v1/bus/subscriptions/:name/ack': { ids: ['s0:1'] },
-      'POST /v1/auth/tokens': { name: 'made', permissions: ['log:read'] },
+      'POST /v1/auth/tokens': { name: 'made', permissions: ['auth:admin'] },
       'POST /v1/pipe/sessions': { kind: 'k1' },
       'POST /v1/pipe/sessions/:id/append': { record: 'AAEC' },
       'POST /v1/pipe/sessions/:id/replace': { record: 'AAEC' },

@@ -100,6 +100,18 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
     expect((await req(a, 'GET', `/v1/auth/tokens/${made.body.id}`, ADMIN)).body.revoked_at).not.toBeNull();
   });
 
+  it('a token holds at most what its creator holds', async () => {
+    const delegate = await req(a, 'POST', '/v1/auth/tokens', ADMIN, { name: 'delegate', permissions: ['auth:admin', 'bus:*'] });
+    const ok = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, { name: 'sub', permissions: ['bus:publish:orders', 'bus:admin:*'] });
+    expect(ok.status).toBe(201);
+    const before = (await tokenRows(env)).length;
+    for (const wanted of ['*', 'ledger:read:acc', 'auth:*']) {
+      const r = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, { name: 'sub', permissions: ['bus:publish:orders', wanted] });
+      expect([wanted, r.status, r.body.error.code, r.body.error.details.permission]).toEqual([wanted, 403, 'permission_denied', wanted]);
+    }
+    expect((await tokenRows(env)).length).toBe(before);
+  });
+
   it('an expired token is refused', async () => {
     const made = await req(a, 'POST', '/v1/auth/tokens', ADMIN, { name: 'expiring', permissions: ['bus:*'], expires_in_s: 3600 });
     expect(made.body.expires_at).not.toBeNull();

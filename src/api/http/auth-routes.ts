@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TokenStore } from '../../auth/tokens.js';
+import { permissionDenied } from '../../auth/access.js';
+import { holds } from '../../core/principal.js';
 import { decodeCursor, encodeCursor, pageLimit } from '../../core/paging.js';
 import { errorSchema, pageQuery } from './server.js';
 
@@ -25,7 +27,7 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
     {
       schema: {
         operationId: 'createToken',
-        summary: 'Create an API token; its secret is in this answer only (stored as a scrypt hash)',
+        summary: 'Create an API token with at most the permissions of the caller; its secret is in this answer only (stored as a scrypt hash)',
         tags,
         body: {
           type: 'object',
@@ -41,6 +43,11 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
       },
     },
     async (req, reply) => {
+      // No escalation: a token holds at most what its creator holds.
+      const by = req.principal;
+      if (by !== undefined && Array.isArray(req.body.permissions)) {
+        for (const p of req.body.permissions) if (typeof p === 'string' && !holds(by, p)) throw permissionDenied(p, by);
+      }
       const t = await tokens.create(req.body);
       req.log.info({ token_id: t.id, name: t.info.name, permissions: t.info.permissions, by: req.principal?.id }, 'API token created');
       return reply.status(201).send({ ...t.info, token: t.token });
