@@ -6,7 +6,6 @@
  * and nothing is written; a token with just the needed permissions passes.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
@@ -14,8 +13,8 @@ import { millraceService, type MillraceService } from '../../src/api/grpc/protos
 import { httpRule, PERMISSIONS } from '../../src/auth/permissions.js';
 import '../../src/machines/examples.js';
 import { startNode, type Node } from '../../src/serve.js';
-import { createTestEnv, type TestEnv } from '../support/env.js';
-import { AUDIENCE, bearer, ISSUER, jwtIssuer, settledDigest, sqliteDigest } from './support.js';
+import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { AUDIENCE, bearer, ISSUER, jwtIssuer, settledDigest, shardDigest } from './support.js';
 
 const ADMIN = 'coverage-admin-token-0123456789';
 /** Tables that background loops write on their own (leases, heartbeats, cursors of live readers). */
@@ -124,7 +123,7 @@ function faceOfPath(path: string): string {
   return 'log';
 }
 
-describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
+describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)', (dialect) => {
   let env: TestEnv;
   let node: Node;
   let mint: (p: string[]) => Promise<string>;
@@ -132,7 +131,7 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
   const admin = bearer(ADMIN);
 
   beforeAll(async () => {
-    env = await createTestEnv('sqlite');
+    env = await createTestEnv(dialect);
     const issuer = await jwtIssuer(env.dataDir);
     mint = (p) => issuer.mint(p);
     const input = {
@@ -146,7 +145,7 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
       bus: { topics: ['orders'] },
     } as ConfigInput;
     node = await startNode(buildConfig(input), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
-    dbFile = join(env.dataDir, 's0.db');
+    dbFile = env.config.storage.shards[0]!.location;
     const put = (path: string, body: unknown) => fetch(`${node.url}${path}`, { method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     expect((await put('/v1/bus/subscriptions/sub1', { topics: ['orders'] })).status).toBe(201);
     const started = await fetch(`${node.url}/v1/namespaces/counters/machines/m1/start`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
@@ -276,7 +275,7 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
         // Holding everything but this permission is not enough, and writes nothing.
         const lacking = await send(method, f.path, f.body, bearer(await mint(allBut(p))));
         expect([what, lacking.status, lacking.json?.error?.code, lacking.json?.error?.details?.permission]).toEqual([what, 403, 'permission_denied', p]);
-        expect(sqliteDigest(dbFile, VOLATILE), `${what}: a refused request wrote`).toEqual(before);
+        expect(await shardDigest(dbFile, VOLATILE), `${what}: a refused request wrote`).toEqual(before);
         r = await send(method, f.path, f.body, bearer(await mint(needed)));
       }
       expect(needed.length, `${what} needs no permission`).toBeGreaterThan(0);
@@ -393,7 +392,7 @@ describe('every route and RPC maps to a permission, enforced (sqlite)', () => {
       const other = await grpcCall(service, name, msg, await mint(allBut(need)));
       if (service === 'Pipe') expect([path, other.code, pipeRefusal(other.data)]).toEqual([path, 0, 'permission_denied']);
       else expect([path, other.code, String(other.data)]).toEqual([path, 7, expect.stringContaining(need)]);
-      expect(sqliteDigest(dbFile, VOLATILE), `${path}: a refused call wrote`).toEqual(before);
+      expect(await shardDigest(dbFile, VOLATILE), `${path}: a refused call wrote`).toEqual(before);
 
       const ok = await grpcCall(service, name, msg, await mint([need]));
       expect([path, ok.code, pipeRefusal(ok.data)]).toEqual([path, 0, undefined]);
