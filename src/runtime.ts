@@ -12,6 +12,8 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { allMigrations } from './storage/migrations.js';
 import { Storage } from './storage/storage.js';
 import { Catalog } from './catalog/catalog.js';
+// Registers the API token table's migration with the others.
+import './auth/tokens.js';
 
 export interface RuntimeOptions {
   logger?: Logger;

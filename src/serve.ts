@@ -12,6 +12,10 @@ import { faceFactories } from './faces.js';
 import { Runtime } from './runtime.js';
 import { startTelemetry } from './core/telemetry.js';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { Access, resolveAuth } from './auth/access.js';
+import type { ResourceLookup } from './auth/permissions.js';
+import { TokenStore } from './auth/tokens.js';
+import { PipeFace } from './pipe/face.js';
 
 export interface Node {
   runtime: Runtime;
@@ -33,11 +37,24 @@ export interface StartOptions {
   routes?: HttpPlugin[];
   /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
   spanProcessor?: SpanProcessor;
+  /** Environment read for MILLRACE_ADMIN_TOKEN (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The look-ups the permission table needs, bound to this node's faces. */
+function resourceLookup(faces: Face[]): ResourceLookup {
+  const pipe = faces.find((f): f is PipeFace => f instanceof PipeFace)?.pipe;
+  return {
+    pipeSessionKind: async (id) => (pipe === undefined ? null : pipe.sessionKind(id)),
+    pipeKindName: (kind) => (pipe === undefined ? null : pipe.kindName(kind)),
+  };
 }
 
 /** Opens the runtime, builds the faces and serves HTTP (and gRPC): what `millrace serve` runs. */
 export async function startNode(config: Config, opts: StartOptions = {}): Promise<Node> {
   const logger = opts.logger ?? createLogger(config.logging.level);
+  // Checked before anything opens: a node that would serve beyond loopback without authentication refuses to start.
+  const auth = resolveAuth(config, opts.env ?? process.env);
   const stopTelemetry = config.telemetry ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {}) : null;
   const runtime = await Runtime.open(config, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   const faces: Face[] = [];
@@ -67,13 +84,17 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   };
   try {
     for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));
+    const access = new Access(auth, new TokenStore(runtime.storage.shards[0]!, () => runtime.clock.now()), resourceLookup(faces));
+    if (!auth.enabled) logger.warn({ http: config.http.host, grpc: config.grpc.enabled ? config.grpc.host : null }, 'authentication is off: every request is allowed (set MILLRACE_ADMIN_TOKEN, auth.admin_token_file or auth.jwt; see docs/security.md)');
+    else logger.info({ admin_token: auth.adminDigest !== null, jwt: auth.jwt !== null, api_tokens: true }, 'authentication is on');
     http = await buildHttpServer(
       runtime,
       [...faces.map(faceRoutes).filter((r): r is HttpPlugin => r !== null), ...(opts.routes ?? [])],
+      access,
     );
     for (const f of faces) await f.start();
     await http.listen({ host: config.http.host, port: config.http.port });
-    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port);
+    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access);
   } catch (err) {
     await stopAll().catch(() => {});
     throw err;

@@ -32,7 +32,15 @@ export async function main(argv: string[]): Promise<void> {
     .description('apply migrations and serve the HTTP (and gRPC) API')
     .action(async () => {
       const config = readConfig(program.opts<{ config?: string }>().config);
-      await serve(config);
+      try {
+        await serve(config);
+      } catch (err) {
+        if (isMillraceError(err, 'config_invalid')) {
+          process.stderr.write(`millrace: config_invalid: ${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
     });
 
   program
@@ -119,28 +127,39 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
 
-  // Runtime definitions, through the HTTP API of a running node (so the node validates and every node picks them up).
-  for (const [cmd, path, what] of [
-    ['topics', '/v1/bus/topics', 'bus topics'],
-    ['namespaces', '/v1/namespaces', 'machine namespaces'],
-    ['kinds', '/v1/pipe/kinds', 'pipe kinds'],
-  ] as const) {
-    const group = program.command(cmd).description(`${what} from the config file and defined at runtime, over a node's HTTP API`);
+  /** A command group that talks to a running node's HTTP API (so the node validates and every node sees the change). */
+  const nodeGroup = (cmd: string, description: string) => {
+    const group = program.command(cmd).description(description);
     group.option('-u, --url <url>', 'node to talk to (default: $MILLRACE_URL, else http.host:http.port of the config)');
+    group.option('-t, --token <token>', 'bearer token (default: $MILLRACE_TOKEN, else $MILLRACE_ADMIN_TOKEN)');
     const base = (): string => {
       const url = group.opts<{ url?: string }>().url ?? process.env.MILLRACE_URL;
       if (url) return url.replace(/\/$/, '');
       const config = readConfig(program.opts<{ config?: string }>().config);
       return `http://${config.http.host}:${config.http.port}`;
     };
-    const send = async (method: string, sub: string, body?: string): Promise<void> => {
-      const r = await fetch(`${base()}${path}${sub}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body }) });
+    const send = async (method: string, path: string, body?: string): Promise<void> => {
+      const token = group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
+      const headers: Record<string, string> = {};
+      if (token) headers.authorization = `Bearer ${token}`;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const r = await fetch(`${base()}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
       const text = await r.text();
       (r.ok ? process.stdout : process.stderr).write(text ? `${text}\n` : '');
       if (!r.ok) process.exitCode = 1;
     };
-    group.command('list').description(`list ${what}`).action(() => send('GET', ''));
-    group.command('get <name>').action((name: string) => send('GET', `/${encodeURIComponent(name)}`));
+    return { group, send };
+  };
+
+  // Runtime definitions.
+  for (const [cmd, path, what] of [
+    ['topics', '/v1/bus/topics', 'bus topics'],
+    ['namespaces', '/v1/namespaces', 'machine namespaces'],
+    ['kinds', '/v1/pipe/kinds', 'pipe kinds'],
+  ] as const) {
+    const { group, send } = nodeGroup(cmd, `${what} from the config file and defined at runtime, over a node's HTTP API`);
+    group.command('list').description(`list ${what}`).action(() => send('GET', path));
+    group.command('get <name>').action((name: string) => send('GET', `${path}/${encodeURIComponent(name)}`));
     group
       .command('put <name> [json]')
       .description('define or redefine (the JSON definition, or stdin)')
@@ -151,9 +170,32 @@ export async function main(argv: string[]): Promise<void> {
           for await (const c of process.stdin) chunks.push(c as Buffer);
           body = Buffer.concat(chunks).toString('utf8') || '{}';
         }
-        await send('PUT', `/${encodeURIComponent(name)}`, body);
+        await send('PUT', `${path}/${encodeURIComponent(name)}`, body);
       });
-    group.command('delete <name>').action((name: string) => send('DELETE', `/${encodeURIComponent(name)}`));
+    group.command('delete <name>').action((name: string) => send('DELETE', `${path}/${encodeURIComponent(name)}`));
+  }
+
+  // API tokens (permission auth:admin).
+  {
+    const { group, send } = nodeGroup('tokens', "API tokens, over a node's HTTP API (needs auth:admin)");
+    group
+      .command('create <name> <permissions...>')
+      .description('create a token with these permissions (e.g. bus:publish:orders machines:read:*); prints its secret once')
+      .option('-e, --expires-in <seconds>', 'expire after this many seconds')
+      .action(async (name: string, permissions: string[], o: { expiresIn?: string }) => {
+        const body: Record<string, unknown> = { name, permissions };
+        if (o.expiresIn !== undefined) {
+          if (!/^\d+$/.test(o.expiresIn)) {
+            process.stderr.write('millrace: --expires-in takes a whole number of seconds\n');
+            process.exitCode = 2;
+            return;
+          }
+          body.expires_in_s = Number(o.expiresIn);
+        }
+        await send('POST', '/v1/auth/tokens', JSON.stringify(body));
+      });
+    group.command('list').description('list tokens (no secrets)').action(() => send('GET', '/v1/auth/tokens?limit=500'));
+    group.command('revoke <id>').description('revoke a token at once, on every node').action((id: string) => send('DELETE', `/v1/auth/tokens/${encodeURIComponent(id)}`));
   }
 
   const configCmd = program.command('config').description('configuration tools');

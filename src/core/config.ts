@@ -51,6 +51,39 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Authentication and authorization (docs/security.md). */
+    auth: z
+      .object({
+        /**
+         * Require credentials on every route but /healthz, /readyz and the console's static files.
+         * Default: on when an admin token (MILLRACE_ADMIN_TOKEN or admin_token_file) or jwt is configured.
+         * Set true to rely on API tokens alone (made through another node).
+         */
+        enabled: z.boolean().optional(),
+        /** Allow listening on a non-loopback address with authentication off. */
+        insecure: z.boolean().default(false),
+        /** A file holding the bootstrap admin token (every permission); MILLRACE_ADMIN_TOKEN wins. */
+        admin_token_file: z.string().min(1).optional(),
+        jwt: z
+          .object({
+            key_file: z.string().min(1).optional(),
+            jwks_file: z.string().min(1).optional(),
+            issuer: z.string().min(1),
+            audience: z.string().min(1),
+            permissions_claim: z.string().min(1).default('permissions'),
+            algorithms: z.array(z.string().min(1)).min(1).optional(),
+            clock_tolerance_s: z.number().int().min(0).max(600).default(30),
+          })
+          .strict()
+          .refine((j) => (j.key_file === undefined) !== (j.jwks_file === undefined), { message: 'set exactly one of key_file and jwks_file' })
+          .optional(),
+        /** Serve /metrics without credentials (else it needs log:read). */
+        open_metrics: z.boolean().default(false),
+        /** Serve /openapi.json without credentials (else it needs any valid credentials). */
+        open_openapi: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
     /** OpenTelemetry traces: off unless set. */
     telemetry: z
       .object({
@@ -229,8 +262,16 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
   }
   checkCoverage(shards);
 
+  const rel = (p: string | undefined): string | undefined => (p === undefined || isAbsolute(p) ? p : resolve(baseDir, p));
+  const auth = {
+    ...c.auth,
+    admin_token_file: rel(c.auth.admin_token_file),
+    jwt: c.auth.jwt === undefined ? undefined : { ...c.auth.jwt, key_file: rel(c.auth.jwt.key_file), jwks_file: rel(c.auth.jwt.jwks_file) },
+  };
+
   return {
     ...c,
+    auth,
     // Host and process: unique among running nodes even where every container's process is pid 1.
     node_id: c.node_id ?? `${hostname().slice(0, 80)}-${process.pid}`,
     data_dir: dataDir,

@@ -23,6 +23,8 @@ export const GrpcStatus = {
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
 } as const;
 
 interface CodeSpec {
@@ -49,6 +51,9 @@ export const ERROR_CODES = {
   method_not_allowed: spec(405, GrpcStatus.UNIMPLEMENTED, false, 'The route does not accept this method.'),
   payload_too_large: spec(413, GrpcStatus.RESOURCE_EXHAUSTED, false, 'The request body is larger than allowed.'),
   unsupported_media_type: spec(415, GrpcStatus.INVALID_ARGUMENT, false, 'The request body has an unsupported content type.'),
+  // access control
+  unauthenticated: spec(401, GrpcStatus.UNAUTHENTICATED, false, 'No valid credentials: send `Authorization: Bearer <token>` (gRPC: `authorization` metadata).'),
+  permission_denied: spec(403, GrpcStatus.PERMISSION_DENIED, false, 'The credentials lack the permission named in details.permission; nothing was done.'),
   // storage and log
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),

@@ -1,4 +1,5 @@
 import { MillraceError, badRequest, isMillraceError } from '../core/errors.js';
+import type { Principal } from '../core/principal.js';
 import { sleep } from '../core/clock.js';
 import type { Runtime } from '../runtime.js';
 import type { Tx } from '../storage/port.js';
@@ -22,6 +23,8 @@ export interface RequestOptions {
   /** Absolute deadline, ms since the epoch (default: now + the namespace's default timeout). */
   deadline?: number | undefined;
   traceparent?: string | undefined;
+  /** Who asked, as established by the transport (for the record; the transport has already authorized the call). */
+  principal?: Principal | undefined;
 }
 
 export type { MachineEvent } from './history-cache.js';

@@ -1,4 +1,4 @@
-import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { credentials, InterceptingCall, type ClientDuplexStream, type Interceptor } from '@grpc/grpc-js';
 import { pipeService, type PipeRequest, type PipeRequestBatch, type PipeResponse, type PipeResponseBatch } from '../api/grpc/pipe-service.js';
 
 export interface PipeStreamClientOptions {
@@ -8,6 +8,19 @@ export interface PipeStreamClientOptions {
    * message per request.
    */
   batched?: boolean;
+  /** Sent as `authorization: Bearer <token>` metadata. */
+  token?: string;
+}
+
+/** A client interceptor adding `authorization: Bearer <token>` to every call. */
+export function bearerInterceptor(token: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }
 
 /**
@@ -27,7 +40,7 @@ export class PipeStreamClient {
   constructor(address: string, opts: PipeStreamClientOptions = {}) {
     this.batched = opts.batched ?? true;
     const Ctor = pipeService();
-    this.client = new Ctor(address, credentials.createInsecure());
+    this.client = new Ctor(address, credentials.createInsecure(), opts.token === undefined ? {} : { interceptors: [bearerInterceptor(opts.token)] });
     const c = this.client as unknown as Record<'Session' | 'Batches', () => ClientDuplexStream<PipeRequest | PipeRequestBatch, PipeResponse | PipeResponseBatch>>;
     this.call = this.batched ? c.Batches() : c.Session();
     this.call.on('data', (m: PipeResponse | PipeResponseBatch) => {

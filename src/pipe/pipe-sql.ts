@@ -32,6 +32,7 @@ export const SQL = {
   session: 'SELECT id, kind, state, owner, repeats, created_at, touched_at, due_at, last_error FROM pipe_sessions WHERE id = ?',
   records: 'SELECT data FROM pipe_records WHERE session_id = ? ORDER BY id',
   sessionState: 'SELECT state FROM pipe_sessions WHERE id = ?',
+  sessionKind: 'SELECT kind FROM pipe_sessions WHERE id = ?',
 
   // ---- session writes ----
   insertSession: `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`,

@@ -56,6 +56,8 @@ export class Pipe {
   private readonly dead: DeadLetters;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Session id -> kind; a session's kind never changes, so entries never go stale. */
+  private readonly kindOf = new Map<string, string>();
   readonly stats = { pushes: 0, pushFailures: 0 };
 
   constructor(
@@ -150,6 +152,31 @@ export class Pipe {
     return k.name;
   }
 
+  /** The name of a kind given by name or code, or null when no such kind is defined. */
+  kindName(kind: string): string | null {
+    return this.kindsByName.get(kind)?.name ?? null;
+  }
+
+  /** The kind of a session in any state (dead ones too), or null when there is none. */
+  async sessionKind(id: string): Promise<string | null> {
+    const known = this.kindOf.get(id);
+    if (known !== undefined) return known;
+    try {
+      checkId(id);
+    } catch {
+      return null;
+    }
+    const [row] = await this.shardOf(id).reader.all<{ kind: string }>(SQL.sessionKind, [id]);
+    if (row === undefined) return null;
+    this.rememberKind(id, row.kind);
+    return row.kind;
+  }
+
+  private rememberKind(id: string, kind: string): void {
+    if (this.kindOf.size >= 100_000) this.kindOf.clear();
+    this.kindOf.set(id, kind);
+  }
+
   private kindConfig(name: string): PipeKindConfig | undefined {
     const k = this.kindsByName.get(name);
     return k && k.name === name ? k.cfg : undefined;
@@ -177,6 +204,7 @@ export class Pipe {
     const name = this.resolveKind(kind);
     const now = this.now;
     const id = newSessionId(now);
+    this.rememberKind(id, name);
     const shard = this.shardOf(id);
     const ownerShards = owner === null ? undefined : this.owners.get(owner);
     if (owner !== null && ownerShards === undefined) throw new MillraceError('unavailable', 'the connection that would own this session has closed', { retryAfterS: 1 });

@@ -61,10 +61,16 @@ export class UnavailableError extends MillraceError {}
 export class DeadlineExceededError extends UnavailableError {}
 /** The node failed unexpectedly (500 and anything else). */
 export class InternalError extends MillraceError {}
+/** No valid credentials (401, gRPC UNAUTHENTICATED): pass `{ token }` to the client. */
+export class UnauthenticatedError extends MillraceError {}
+/** The token lacks the permission named in `details.permission` (403, gRPC PERMISSION_DENIED); nothing was written. */
+export class PermissionDeniedError extends MillraceError {}
 
 type ErrorClass = new (code: string, message: string, init?: ErrorInit) => MillraceError;
 
 function classForHttp(status: number): ErrorClass {
+  if (status === 401) return UnauthenticatedError;
+  if (status === 403) return PermissionDeniedError;
   if (status === 404) return NotFoundError;
   if (status === 409) return ConflictError;
   if (status === 504) return DeadlineExceededError;
@@ -77,6 +83,10 @@ function classForGrpc(status: number): ErrorClass {
   switch (status) {
     case GrpcStatus.NOT_FOUND:
       return NotFoundError;
+    case GrpcStatus.UNAUTHENTICATED:
+      return UnauthenticatedError;
+    case GrpcStatus.PERMISSION_DENIED:
+      return PermissionDeniedError;
     case GrpcStatus.ALREADY_EXISTS:
     case GrpcStatus.ABORTED:
     case GrpcStatus.FAILED_PRECONDITION:

@@ -1,7 +1,7 @@
 /** gRPC clients: the bus (publish, subscribe with acks) and the pipe's session stream. */
 import { credentials, Metadata, type ChannelCredentials, type ClientDuplexStream, type ClientOptions as GrpcClientOptions, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { millraceService } from '../api/grpc/protos.js';
-import { PipeStreamClient } from '../pipe/client.js';
+import { bearerInterceptor, PipeStreamClient } from '../pipe/client.js';
 import type { PipeResponse } from '../api/grpc/pipe-service.js';
 import { connectionError, errorFromCode, errorFromGrpc, type MillraceError } from './errors.js';
 import type { BusDelivery, BusEvent, BusPosition, SubscriptionConfig } from './clients.js';
@@ -11,6 +11,13 @@ export interface GrpcOptions {
   credentials?: ChannelCredentials;
   /** Channel options of @grpc/grpc-js. */
   channel?: GrpcClientOptions;
+  /** An API token, admin token or JWT: sent as `authorization: Bearer <token>` metadata on every call. */
+  token?: string;
+}
+
+function channelOptions(opts: GrpcOptions): GrpcClientOptions | undefined {
+  if (opts.token === undefined) return opts.channel;
+  return { ...opts.channel, interceptors: [...(opts.channel?.interceptors ?? []), bearerInterceptor(opts.token)] };
 }
 
 const busService = (): ServiceClientConstructor => millraceService('Bus');
@@ -57,7 +64,7 @@ export class BusGrpcClient {
 
   constructor(address: string, opts: GrpcOptions = {}) {
     const Ctor = busService();
-    this.client = new Ctor(address, opts.credentials ?? credentials.createInsecure(), opts.channel);
+    this.client = new Ctor(address, opts.credentials ?? credentials.createInsecure(), channelOptions(opts));
   }
 
   /** Publishes events (each names its topic); answers their positions once durable. */
@@ -312,7 +319,7 @@ export class PipeStreamSession {
 export class PipeGrpcClient {
   private readonly stream: PipeStreamClient;
 
-  constructor(address: string, opts: { batched?: boolean } = {}) {
+  constructor(address: string, opts: { batched?: boolean; token?: string } = {}) {
     this.stream = new PipeStreamClient(address, opts);
   }
 

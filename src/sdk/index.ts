@@ -19,5 +19,7 @@ export {
   InvalidRequestError,
   MillraceError,
   NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
   UnavailableError,
 } from './errors.js';

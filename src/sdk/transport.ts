@@ -5,6 +5,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Headers sent with every request (e.g. authentication added by a proxy). */
   headers?: Record<string, string>;
+  /** An API token, admin token or JWT: sent as `Authorization: Bearer <token>`. */
+  token?: string;
 }
 
 export interface CallOptions {
@@ -62,6 +64,7 @@ export class HttpTransport {
 
   private async send(method: string, path: string, body: unknown, o: CallOptions, extra: Record<string, string> = {}): Promise<Response> {
     const headers: Record<string, string> = { ...this.opts.headers, ...extra };
+    if (this.opts.token !== undefined) headers.authorization = `Bearer ${this.opts.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (o.deadline) headers['x-request-deadline'] = o.deadline.toISOString();
     if (o.timeoutMs !== undefined) headers['x-request-timeout'] = String(Math.max(0, Math.floor(o.timeoutMs)));

@@ -15,6 +15,7 @@ import Fastify from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildConfig } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
+import '../../src/machines/examples.js';
 import { registerUiRoutes, UI_DIR } from '../../src/api/http/ui-routes.js';
 import { DIALECTS, createTestEnv, waitFor, type TestEnv } from '../support/env.js';
 import { ROOT } from '../support/proc.js';
@@ -476,6 +477,41 @@ describe('console in chromium', () => {
       const h = (await http(base, '/v1/namespaces/ui-counters/machines/c2')).json;
       expect(h.status).toBe('failed');
       expect(h.history.map((e: { data: unknown }) => e.data)).toEqual([{ set: 10 }, { added: 5 }]);
+    });
+  });
+  describe('with authentication on (sqlite)', () => {
+    const ADMIN = 'console-admin-token-0123456789';
+    let env: TestEnv;
+    let node: Node;
+    let page: Page;
+    beforeAll(async () => {
+      env = await createTestEnv('sqlite', { extra: { machines: { namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'main' } } } } });
+      node = await startNode(buildConfig({ ...env.input, http: { host: '127.0.0.1', port: 0 } }), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
+      page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    }, 120_000);
+    afterAll(async () => {
+      await page?.close();
+      await node?.close();
+      await env?.cleanup();
+    });
+
+    it('loads without a token but its API calls are refused; with the token in sessionStorage they pass, the sink stream included', async () => {
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/`);
+      // The static console loads; its first API call answers 401 and the banner names the code.
+      await page.locator('.banner.error .code', { hasText: 'unauthenticated' }).first().waitFor();
+      await page.screenshot({ path: join(SHOTS, 'auth-no-token.png'), fullPage: true });
+      await page.evaluate((t) => (globalThis as unknown as { sessionStorage: { setItem(k: string, v: string): void } }).sessionStorage.setItem('millrace.token', t), ADMIN);
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/`);
+      await waitOrBanner(page, page.locator('[data-testid=shards] td code', { hasText: 's0' }).first());
+
+      const started = await fetch(`${node.url}/v1/namespaces/counters/machines/c1/start`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+      expect(started.status).toBe(200);
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/#/sinks?sink=main`);
+      await waitOrBanner(page, page.locator('[data-testid=sink-events] td a', { hasText: 'c1' }).first());
+      await page.screenshot({ path: join(SHOTS, 'auth-sink-stream.png'), fullPage: true });
     });
   });
 });

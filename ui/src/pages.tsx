@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, enc, itemsOf, noRoute } from './api';
+import { api, ApiError, enc, eventStream, itemsOf, noRoute } from './api';
 import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, go, parseJsonInput, short, sumLag, useAction, useLoad, when } from './ui';
 
 type P = { params: URLSearchParams };
@@ -285,14 +285,20 @@ export function Sinks({ params }: P) {
     const targets = shard ? [shard] : shardList;
     // The stream answers refusals (unknown sink) before any event: ask once to show the code.
     api(`/v1/sinks/${enc(sink)}/events?shard=${enc(targets[0] ?? '')}&after=0&limit=1`).catch((e) => (setError(e), setState('error')));
-    const streams = targets.map((sh) => {
-      const es = new EventSource(`/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=0`);
-      es.onopen = () => setState((s) => (s === 'error' ? s : 'live'));
-      es.addEventListener('event', (m) => setEvents((prev) => [JSON.parse((m as MessageEvent).data), ...prev].slice(0, 200)));
-      es.onerror = () => setState((s) => (s === 'error' ? s : 'connecting'));
-      return es;
-    });
-    return () => streams.forEach((es) => es.close());
+    const streams = targets.map((sh) =>
+      eventStream(
+        `/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=0`,
+        {
+          open: () => setState((s) => (s === 'error' ? s : 'live')),
+          event: (type, data) => {
+            if (type === 'event') setEvents((prev) => [JSON.parse(data), ...prev].slice(0, 200));
+          },
+          error: () => setState((s) => (s === 'error' ? s : 'connecting')),
+        },
+        (lastId) => `/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=${enc(lastId)}`,
+      ),
+    );
+    return () => streams.forEach((close) => close());
   }, [sink, shard, shardList?.join(',')]);
   const sinkNames = (known.data ?? []).map((k) => k.name as string);
   return (

@@ -4,7 +4,8 @@ import { badRequest, MillraceError } from '../../core/errors.js';
 import type { Bus } from '../../bus/bus.js';
 import type { DeliverySession } from '../../bus/delivery.js';
 import type { PublishEvent, Published } from '../../bus/publisher.js';
-import { toGrpcError } from './server.js';
+import { toGrpcError } from './errors.js';
+import { callGuard } from './call-guard.js';
 
 
 interface PbEvent {
@@ -85,6 +86,7 @@ export function registerBusService(server: Server, bus: Bus): void {
         );
     },
     PublishStream: (call: ServerReadableStream<{ events?: PbEvent[] }, unknown>, cb: sendUnaryData<unknown>) => {
+      const guard = callGuard(call);
       const all: Published[] = [];
       let chain: Promise<void> = Promise.resolve();
       let failed = false;
@@ -92,6 +94,7 @@ export function registerBusService(server: Server, bus: Bus): void {
         chain = chain.then(async () => {
           if (failed) return;
           try {
+            guard.check(req);
             all.push(...(await bus.publish(fromPb(req.events))));
           } catch (err) {
             failed = true;
@@ -109,6 +112,7 @@ export function registerBusService(server: Server, bus: Bus): void {
       // Per-key order must hold across the batches of a call: where storage commits in submission order
       // the batches are pipelined (submitted at once, answered in order), else each waits for the previous.
       const pipelined = bus.keepsSubmissionOrder;
+      const guard = callGuard(call);
       let chain: Promise<void> = Promise.resolve();
       let failed = false;
       let ended = false;
@@ -119,6 +123,7 @@ export function registerBusService(server: Server, bus: Bus): void {
         let valid: PublishEvent[] | null = null;
         let invalid: unknown = null;
         try {
+          guard.check(req);
           valid = bus.validate(fromPb(req.events));
         } catch (err) {
           refused = true;
@@ -151,6 +156,7 @@ export function registerBusService(server: Server, bus: Bus): void {
 }
 
 function handleSubscribe(call: ServerDuplexStream<PbSubscribeRequest, unknown>, bus: Bus): void {
+  const guard = callGuard(call);
   let session: DeliverySession | null = null;
   let opening: Promise<void> | null = null;
   let done = false;
@@ -169,6 +175,7 @@ function handleSubscribe(call: ServerDuplexStream<PbSubscribeRequest, unknown>, 
     try {
       if (msg.kind === 'open' || (msg.open && !msg.kind)) {
         if (opening) throw badRequest('the subscription is already open on this call');
+        guard.check(msg);
         const name = msg.open?.subscription ?? '';
         const config = msg.open?.config ? configFromPb(msg.open.config) : undefined;
         // Batched calls gather the deliveries of one turn of the event loop into one message.

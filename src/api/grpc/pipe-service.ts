@@ -1,6 +1,7 @@
 import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { toMillraceError } from '../../core/errors.js';
+import { callGuard } from './call-guard.js';
 import type { Pipe } from '../../pipe/pipe.js';
 
 export interface PipeRequest {
@@ -82,6 +83,17 @@ interface CallAdapter<In> {
 }
 
 function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closing: Set<Promise<void>>, a: CallAdapter<In>): void {
+  const guard = callGuard(call);
+  // Each request's access check (a session's kind may need a read) completes in
+  // the order the requests came, so that they still reach the pipe in order.
+  let checks: Promise<void> = Promise.resolve();
+  const check = guard.active
+    ? (m: PipeRequest): Promise<void> => {
+        const p = checks.then(() => guard.checkAsync(m));
+        checks = p.catch(() => {});
+        return p;
+      }
+    : null;
   const owner = pipe.openOwner();
   let pending = 0;
   let ended = false;
@@ -121,7 +133,7 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
     }
     // In order: each operation reaches the pipe (and its shard's queue) before the next one starts.
     for (const r of reqs) {
-      a.run(() => handle(pipe, owner, r))
+      a.run(() => handle(pipe, owner, r, check))
         .then(reply, (err: unknown) => {
           const e = toMillraceError(err);
           reply({ req: r.req, error: { code: e.code, message: e.message } });
@@ -138,8 +150,9 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   call.on('close', finish);
 }
 
-async function handle(pipe: Pipe, owner: string, m: PipeRequest): Promise<PipeResponse> {
+async function handle(pipe: Pipe, owner: string, m: PipeRequest, check: ((m: PipeRequest) => Promise<void>) | null): Promise<PipeResponse> {
   const req = m.req;
+  if (check !== null) await check(m);
   switch (m.op) {
     case 'new':
       return { req, session: await pipe.create(/^\d+$/.test(m.new!.kind) ? Number(m.new!.kind) : m.new!.kind, owner) };

@@ -1,14 +1,18 @@
-import { Server, ServerCredentials, status, type ServiceError, Metadata, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation, type Metadata } from '@grpc/grpc-js';
+import { Access, OPEN_SETTINGS } from '../../auth/access.js';
+import { guardedServer } from './access.js';
+export { toGrpcError } from './errors.js';
 import { endSpan, SpanKind, startSpan, telemetryEnabled } from '../../core/telemetry.js';
-import { toMillraceError } from '../../core/errors.js';
 import type { Face } from '../../face.js';
 import { registerFaceServices } from './face-services.js';
 
 /** One gRPC server for every face that has services; null when none has. */
-export async function startGrpcServer(faces: Face[], host: string, port: number): Promise<{ server: Server; port: number } | null> {
+export async function startGrpcServer(faces: Face[], host: string, port: number, access: Access = new Access(OPEN_SETTINGS, null)): Promise<{ server: Server; port: number } | null> {
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  // Traced: each call gets a server span under the traceparent metadata of the call (wrapped only when telemetry is on).
-  const target = telemetryEnabled() ? tracedServer(server) : server;
+  // Every call passes the access check first; traced: each call gets a server span under
+  // the traceparent metadata of the call (wrapped only when telemetry is on).
+  const guarded = guardedServer(server, access);
+  const target = telemetryEnabled() ? tracedServer(guarded) : guarded;
   let services = 0;
   for (const f of faces) if (registerFaceServices(target, f)) services++;
   if (services === 0) {
@@ -19,15 +23,6 @@ export async function startGrpcServer(faces: Face[], host: string, port: number)
     server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return { server, port: bound };
-}
-
-/** A MillraceError as a gRPC status, with the stable code in the `error-code` trailer. */
-export function toGrpcError(err: unknown): Partial<ServiceError> {
-  const e = toMillraceError(err);
-  const metadata = new Metadata();
-  metadata.set('error-code', e.code);
-  if (e.retryAfterS !== undefined) metadata.set('retry-after', String(Math.ceil(e.retryAfterS)));
-  return { code: e.grpcStatus as status, details: `${e.code}: ${e.message}`, metadata };
 }
 
 export function stopGrpcServer(server: Server, graceMs: number): Promise<void> {

@@ -37,7 +37,7 @@ export function requestOptions(req: FastifyRequest): RequestOptions {
     if (!/^\d{1,12}$/.test(t)) throw badRequest('x-request-timeout must be a whole number of milliseconds');
     deadline = Date.now() + Number(t);
   }
-  return { deadline, traceparent: req.traceparent };
+  return { deadline, traceparent: req.traceparent, principal: req.principal };
 }
 
 const refOf = (p: Params): MachineRef => (p.tag !== undefined ? { tag: p.tag } : { id: p.id! });

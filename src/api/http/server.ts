@@ -9,6 +9,10 @@ import { registerCoreRoutes } from './core-routes.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
 import { registerUiRoutes } from './ui-routes.js';
+import { Access, OPEN_SETTINGS } from '../../auth/access.js';
+import { httpRule } from '../../auth/permissions.js';
+import type { Principal } from '../../core/principal.js';
+import { registerAuthRoutes } from './auth-routes.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -20,6 +24,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     traceparent: string | undefined;
     span: Span | undefined;
+    /** Who is calling, set once by the access check (undefined on open routes). */
+    principal: Principal | undefined;
   }
 }
 
@@ -73,7 +79,7 @@ export function toHttpError(err: unknown): MillraceError {
  * unknown fields refused by each schema's `additionalProperties: false`);
  * query strings and path parameters are coerced from text.
  */
-export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): Promise<FastifyInstance> {
+export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], access: Access = new Access(OPEN_SETTINGS, null)): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: rt.logger as unknown as FastifyBaseLogger,
     bodyLimit: rt.config.http.body_limit_bytes,
@@ -119,6 +125,24 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
     if (req.traceparent !== undefined) req.log = req.log.child({ traceparent: req.traceparent });
     reply.header('x-request-id', req.id);
   });
+
+  // Access, once at the edge: who is calling (before the body is read), then,
+  // with the route's parameters and validated body at hand, whether the
+  // permission table grants it. Both run before any handler, so a refused
+  // request writes nothing.
+  app.decorateRequest('principal', undefined);
+  const ruleOf = (req: FastifyRequest) => (req.routeOptions.url === undefined ? undefined : httpRule(req.method, req.routeOptions.url));
+  app.addHook('onRequest', async (req) => {
+    if (access.isOpen(ruleOf(req))) return;
+    req.principal = await access.authenticate(req.headers.authorization);
+  });
+  app.addHook('preHandler', async (req) => {
+    const url = req.routeOptions.url;
+    if (url === undefined) return; // no such route: answered 404 by the not-found handler
+    const rule = ruleOf(req);
+    if (access.isOpen(rule)) return;
+    await access.authorize(req.principal!, rule, { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body }, `${req.method} ${url}`);
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
@@ -132,6 +156,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
     const e = toHttpError(err);
     if (e.httpStatus >= 500) req.log.error({ err, code: e.code }, 'request failed');
     if (e.retryAfterS !== undefined) reply.header('retry-after', String(Math.ceil(e.retryAfterS)));
+    if (e.code === 'unauthenticated') reply.header('www-authenticate', req.headers.authorization ? 'Bearer realm="millrace", error="invalid_token"' : 'Bearer realm="millrace"');
     return reply.status(e.httpStatus).send({ error: e.toJSON() });
   });
   app.setNotFoundHandler(async (req, reply) => {
@@ -139,6 +164,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = []): 
   });
 
   registerCoreRoutes(app, rt);
+  if (access.tokens !== null) registerAuthRoutes(app, access.tokens);
   await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
