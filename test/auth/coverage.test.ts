@@ -18,7 +18,7 @@ import { AUDIENCE, bearer, ISSUER, jwtIssuer, settledDigest, shardDigest } from 
 
 const ADMIN = 'coverage-admin-token-0123456789';
 /** Tables that background loops write on their own (leases, heartbeats, cursors of live readers). */
-const VOLATILE = ['scheduler_timers', 'pipe_owners', 'node_claims'];
+const VOLATILE = ['scheduler_timers', 'pipe_owners', 'node_claims', 'role_leases'];
 const FACES = ['bus', 'machines', 'ledger', 'pipe', 'log', 'auth'];
 const ACTIONS: Record<string, string[]> = {
   bus: ['publish', 'subscribe', 'admin'],
