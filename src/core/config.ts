@@ -79,7 +79,7 @@ export const configSchema = z
           .optional(),
         /** Serve /metrics without credentials (else it needs log:read). */
         open_metrics: z.boolean().default(false),
-        /** Serve /openapi.json without credentials (else it needs any valid credentials). */
+        /** Serve /openapi.json without credentials (else it needs log:read). */
         open_openapi: z.boolean().default(false),
       })
       .strict()

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLoopback, resolveAuth } from '../../src/auth/access.js';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
+import { startNode } from '../../src/serve.js';
 import { collect, spawnTs, writeConfigFile } from '../support/proc.js';
 
 const TOKEN = 'secure-default-admin-0123456789';
@@ -57,6 +58,24 @@ describe('secure default', () => {
     expect(refusal(() => resolveAuth(cfg({ auth: { admin_token_file: join(dir, 'missing') } }), {}))).toMatch(/cannot read/);
     expect(refusal(() => resolveAuth(cfg({}), { MILLRACE_ADMIN_TOKEN: 'short' }))).toMatch(/at least 16/);
     expect(refusal(() => resolveAuth(cfg({ auth: { enabled: false } }), { MILLRACE_ADMIN_TOKEN: TOKEN }))).toMatch(/auth\.enabled: false/);
+  });
+
+  it('auth.open_metrics and auth.open_openapi open those routes only', async () => {
+    const node = await startNode(cfg({ data_dir: join(dir, 'd3'), http: { port: 0 }, grpc: { enabled: false }, logging: { level: 'silent' }, auth: { open_metrics: true } }), { env: { MILLRACE_ADMIN_TOKEN: TOKEN } });
+    try {
+      expect((await fetch(`${node.url}/metrics`)).status).toBe(200);
+      expect((await fetch(`${node.url}/openapi.json`)).status).toBe(401);
+      expect((await fetch(`${node.url}/v1/shards`)).status).toBe(401);
+    } finally {
+      await node.close();
+    }
+    const other = await startNode(cfg({ data_dir: join(dir, 'd4'), http: { port: 0 }, grpc: { enabled: false }, logging: { level: 'silent' }, auth: { open_openapi: true } }), { env: { MILLRACE_ADMIN_TOKEN: TOKEN } });
+    try {
+      expect((await fetch(`${other.url}/openapi.json`)).status).toBe(200);
+      expect((await fetch(`${other.url}/metrics`)).status).toBe(401);
+    } finally {
+      await other.close();
+    }
   });
 
   it('millrace serve on 0.0.0.0 without authentication exits 2 with config_invalid; on loopback it serves and logs that authentication is off', async () => {
