@@ -6,6 +6,7 @@ import { spawnReady, writeConfigFile } from '../support/proc.js';
 import { busInput, startBusNode } from './support.js';
 import type { Node } from '../../src/serve.js';
 import type { Bus } from '../../src/bus/bus.js';
+import { CLAIM_GRACE_MS } from '../../src/bus/publisher.js';
 
 describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
   let env: TestEnv;
@@ -101,17 +102,34 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
       return write(s, list, ...rest);
     };
     const claimOnHome = async () => (await home.reader.all<{ target: string; token: string }>('SELECT target, token FROM bus_dedupe WHERE ref = ?', [ref]))[0];
+    // Each attempt, once it holds the claim, looks dead to the next (its claim older than the grace): as a paused process would.
+    const age = () => home.write((tx) => tx.run('UPDATE bus_dedupe SET created_at = created_at - ? WHERE ref = ?', [CLAIM_GRACE_MS + 1000, ref]));
     try {
       const publishHeld = (gate: string, key: string) => bus.publish([{ id: 'g1', topic: 'orders', key, type: 't', data: { gate } }]);
-      const a = publishHeld('A', keyOn(t1!));
+      // A's id sits between two events of the same key without ids: its claim is retried, and the three keep their order.
+      const a = bus
+        .publish([
+          { topic: 'orders', key: keyOn(t1!), type: 'before', data: { gate: 'A' } },
+          { id: 'g1', topic: 'orders', key: keyOn(t1!), type: 't', data: { gate: 'A' } },
+          { topic: 'orders', key: keyOn(t1!), type: 'after', data: { gate: 'A' } },
+        ])
+        .then((r) => {
+          expect(r.map((p) => p.shard)).toEqual([t1!.name, t1!.name, t1!.name]);
+          expect(r[0]!.pos).toBeLessThan(r[1]!.pos);
+          expect(r[1]!.pos).toBeLessThan(r[2]!.pos);
+          return [r[1]!];
+        });
       const ca = await waitFor(async () => (await claimOnHome())?.target === t1!.name && claimOnHome(), 5000, 'claim of A');
+      await age();
       const b = publishHeld('B', keyOn(t2!));
       await waitFor(async () => (await claimOnHome())?.target === t2!.name, 5000, 'claim of B');
+      await age();
       const c = publishHeld('C', keyOn(t1!));
       await waitFor(async () => {
         const r = await claimOnHome();
         return r?.target === t1!.name && r.token !== ca!.token;
       }, 5000, 'claim of C');
+      await age();
       const d = publishHeld('D', keyOn(home));
       await waitFor(async () => (await claimOnHome())?.target === home.name, 5000, 'claim of D');
       // A, fenced on t1 by B, and then t1's row of the id fenced again (C's attempt) by D.
