@@ -58,8 +58,6 @@ interface Prepared {
   target: Shard;
   /** Several shards: this attempt's claim token on the id's home shard. */
   token: string | null;
-  /** Tokens this publish used before for the event (its claim retried). */
-  past?: Set<string>;
 }
 
 /** An event whose claim was taken over or fenced before it committed: it goes through the claim again. */
@@ -128,11 +126,29 @@ const MAX_ROUNDS = 50;
 export const CLAIM_GRACE_MS = 2000;
 
 /**
- * A claim token: the publish's start (fixed width, so tokens compare as
- * strings in start order) and a random part. The smaller token is the older
- * publish.
+ * The claim tokens of one publish: its start (fixed width, so tokens compare
+ * as strings in start order), a random id of the publish, and a counter that
+ * makes each claim attempt's token its own. The smaller token is the older
+ * publish; all the tokens of one publish have the same rank.
  */
-const newToken = (since: number): string => `${Math.max(0, since).toString(36).padStart(10, '0')}.${randomUUID()}`;
+class Tokens {
+  private readonly prefix: string;
+  private n = 0;
+  constructor(since: number) {
+    this.prefix = `${Math.max(0, since).toString(36).padStart(10, '0')}.${randomUUID()}.`;
+  }
+  next(): string {
+    return `${this.prefix}${(this.n++).toString(36)}`;
+  }
+  /** A token of this publish (an earlier attempt of its claims). */
+  mine(token: string): boolean {
+    return token.startsWith(this.prefix);
+  }
+  /** Whether this publish is older than the one that holds `token`. */
+  olderThan(token: string): boolean {
+    return this.prefix < token.slice(0, this.prefix.length);
+  }
+}
 
 /** What a publish has committed so far. */
 interface Progress {
@@ -221,14 +237,14 @@ export class Publisher {
       if (list === undefined) toWrite.set(p.target, [p]);
       else list.push(p);
     }
-    const since = this.clock.now();
+    const tokens = new Tokens(this.clock.now());
     for (let round = 0; toWrite.size > 0; round++) {
       if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept taking their claims over', { retryAfterS: 1 });
       const deadline = Date.now() + 2 * CLAIM_GRACE_MS + 5000;
       for (let attempt = 0; pending.length > 0; attempt++) {
         if (Date.now() > deadline) throw new MillraceError('unavailable', 'the claims of the event ids stayed held by other publishes', { retryAfterS: 1 });
         const again: Prepared[] = [];
-        const waiting = await this.claim(pending, out, again, since);
+        const waiting = await this.claim(pending, out, again, tokens);
         pending = again;
         // Ids claimed by older publishes in flight: give them a moment to store or give up.
         if (waiting) await sleep(Math.min(100, 5 * 2 ** Math.min(attempt, 5)));
@@ -266,12 +282,11 @@ export class Publisher {
    * never loses a claim to a live publish: concurrent publishers of the same
    * ids cannot keep taking them from each other.
    */
-  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], since: number): Promise<boolean> {
+  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], tokens: Tokens): Promise<boolean> {
     const byHome = new Map<Shard, Prepared[]>();
     // In id order: the order in which every publisher locks the claims.
     for (const p of [...list].sort((a, b) => compare(a.ref!, b.ref!))) {
-      if (p.token !== null) (p.past ??= new Set()).add(p.token);
-      p.token = newToken(since);
+      p.token = tokens.next();
       const h = this.homeOf(p.ref!);
       const ps = byHome.get(h);
       if (ps === undefined) byHome.set(h, [p]);
@@ -280,7 +295,7 @@ export class Publisher {
     let waiting = false;
     const results = await Promise.allSettled(
       [...byHome].map(async ([home, ps]) => {
-        const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
+        const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps, tokens)));
         for (const [p, f] of found) {
           if (f === 'claimed') continue;
           if (f === WAIT) {
@@ -316,13 +331,13 @@ export class Publisher {
   }
 
   /** Whether this publish may take over a pending claim (see `claim`). */
-  private mayTakeOver(p: Prepared, row: { token: string | null; created_at: number }, now: number): boolean {
-    if (row.token === null || p.past?.has(row.token)) return true;
+  private mayTakeOver(tokens: Tokens, row: { token: string | null; created_at: number }, now: number): boolean {
+    if (row.token === null || tokens.mine(row.token)) return true;
     if (now - Number(row.created_at) > CLAIM_GRACE_MS) return true;
-    return p.token! < row.token;
+    return tokens.olderThan(row.token);
   }
 
-  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[]): Promise<Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]>> {
+  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[], tokens: Tokens): Promise<Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]>> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
     const res: Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]> = [];
@@ -336,11 +351,11 @@ export class Publisher {
         continue;
       }
       if (row !== undefined && seq === CLAIM && row.target !== home.name) {
-        res.push([p, { target: this.shardNamed(row.target!), token: row.token!, wait: !this.mayTakeOver(p, row, now) }]);
+        res.push([p, { target: this.shardNamed(row.target!), token: row.token!, wait: !this.mayTakeOver(tokens, row, now) }]);
         continue;
       }
       // A pending claim aimed at this same shard is not stored (its event would have replaced it).
-      if (row !== undefined && seq === CLAIM && !this.mayTakeOver(p, row, now)) {
+      if (row !== undefined && seq === CLAIM && !this.mayTakeOver(tokens, row, now)) {
         res.push([p, WAIT]);
         continue;
       }
