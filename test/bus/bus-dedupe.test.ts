@@ -146,6 +146,37 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
     }
   });
 
+  it('concurrent publishers of the same ids in different orders all get answers, and store each id once', async () => {
+    // Without an order between publishes, each would take the others' claims over, and be taken over in turn.
+    const ids = Array.from({ length: 30 }, (_, i) => `h${i}`);
+    const rounds = 4;
+    const errors: string[] = [];
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, async (_, pub) => {
+        const got: Array<{ id: string; shard: string; pos: number; duplicate: boolean }> = [];
+        for (let r = 0; r < rounds; r++) {
+          // Each publisher its own order of the ids, and its own keys for them.
+          const order = ids.map((id, i) => ({ id, o: (i * (pub * 7 + 3) + r * 11) % 31 })).sort((a, b) => a.o - b.o);
+          const batch = order.map(({ id }, i) => ({ id: `${id}-${r}`, topic: 'orders', key: keys[(i + pub * 5) % keys.length]!, type: 't' }));
+          try {
+            const ps = await bus.publish(batch);
+            ps.forEach((p, i) => got.push({ id: batch[i]!.id, ...p }));
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+        return got;
+      }),
+    );
+    expect(errors).toEqual([]);
+    const byId = new Map<string, Set<string>>();
+    for (const a of answers.flat()) byId.set(a.id, (byId.get(a.id) ?? new Set()).add(`${a.shard}:${a.pos}`));
+    // Every publisher was answered the same position for an id.
+    for (const [id, at] of byId) expect([id, at.size]).toEqual([id, 1]);
+    for (const id of byId.keys()) expect([id, await stored(id)]).toEqual([id, 1]);
+    expect(answers.flat().filter((a) => !a.duplicate)).toHaveLength(ids.length * rounds);
+  });
+
   it('a claim aimed at the home shard itself, left behind, is taken over too', async () => {
     const ref = 'orders/e1';
     const home = node.runtime.storage.shardFor(['dedupe', ref]);
