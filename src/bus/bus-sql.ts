@@ -37,7 +37,7 @@ export const SQL = {
   renewLease: 'UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?',
   releaseLease: 'DELETE FROM leases WHERE name = ? AND holder = ?',
   // ---- dedupe by id (publisher.ts) ----
-  claimOf: 'SELECT stream, seq, token, target FROM bus_dedupe WHERE ref = ? AND created_at >= ?',
+  claimOf: 'SELECT stream, seq, token, target, created_at FROM bus_dedupe WHERE ref = ? AND created_at >= ?',
   takeClaim: `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
          WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq = ${FENCE} OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = ?) RETURNING ref`,

@@ -62,6 +62,8 @@ interface Prepared {
 
 /** An event whose claim was taken over or fenced before it committed: it goes through the claim again. */
 const RESTART = 'restart' as const;
+/** An id claimed by an older publish in flight: claimed again after a pause. */
+const WAIT = 'wait' as const;
 type Where = { shard: Shard; stream: string; seq: number };
 
 /** Validates a whole batch before anything is written: one bad event refuses the batch. */
@@ -111,8 +113,42 @@ class DedupeRace extends Error {}
 
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
-/** Claim and write rounds a publish may take before it answers `unavailable`. */
-const MAX_ROUNDS = 10;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Write rounds a publish may take (each after claims lost to older publishes) before it answers `unavailable`. */
+const MAX_ROUNDS = 50;
+
+/**
+ * A pending claim younger than this is left to its attempt, if that attempt
+ * is older (see `Publisher.claim`); past it, the attempt is presumed dead and
+ * its claim is taken over.
+ */
+export const CLAIM_GRACE_MS = 2000;
+
+/**
+ * The claim tokens of one publish: its start (fixed width, so tokens compare
+ * as strings in start order), a random id of the publish, and a counter that
+ * makes each claim attempt's token its own. The smaller token is the older
+ * publish; all the tokens of one publish have the same rank.
+ */
+class Tokens {
+  private readonly prefix: string;
+  private n = 0;
+  constructor(since: number) {
+    this.prefix = `${Math.max(0, since).toString(36).padStart(10, '0')}.${randomUUID()}.`;
+  }
+  next(): string {
+    return `${this.prefix}${(this.n++).toString(36)}`;
+  }
+  /** A token of this publish (an earlier attempt of its claims). */
+  mine(token: string): boolean {
+    return token.startsWith(this.prefix);
+  }
+  /** Whether this publish is older than the one that holds `token`. */
+  olderThan(token: string): boolean {
+    return this.prefix < token.slice(0, this.prefix.length);
+  }
+}
 
 /** What a publish has committed so far. */
 interface Progress {
@@ -206,13 +242,17 @@ export class Publisher {
       if (list === undefined) toWrite.set(p.target, [p]);
       else list.push(p);
     }
+    const tokens = new Tokens(this.clock.now());
     for (let round = 0; toWrite.size > 0; round++) {
-      if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+      if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept taking their claims over', { retryAfterS: 1 });
+      const deadline = Date.now() + 2 * CLAIM_GRACE_MS + 5000;
       for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event id kept taking over each other', { retryAfterS: 1 });
+        if (Date.now() > deadline) throw new MillraceError('unavailable', 'the claims of the event ids stayed held by other publishes', { retryAfterS: 1 });
         const again: Prepared[] = [];
-        await this.claim(pending, out, again, progress.deadline);
+        const waiting = await this.claim(pending, out, again, tokens, progress.deadline);
         pending = again;
+        // Ids claimed by older publishes in flight: give them a moment to store or give up.
+        if (waiting) await sleep(Math.min(100, 5 * 2 ** Math.min(attempt, 5)));
       }
       // Every shard's write is settled before the batch is answered, so an error answer never races a commit.
       const results = await Promise.allSettled(
@@ -236,48 +276,79 @@ export class Publisher {
 
   /**
    * Claims each id on its home shard, or finds the event already stored
-   * (answered as a duplicate into `out`). Returns the events now claimed;
-   * those to try again go to `again`.
+   * (answered as a duplicate into `out`). Those to try again go to `again`;
+   * resolves true if some of them wait for an older publish.
+   *
+   * A pending claim of another publish is taken over only if that publish
+   * is younger (its token is greater: wound-wait) or the claim is older than
+   * `CLAIM_GRACE_MS` (its publish is presumed dead). Otherwise this publish
+   * waits for it. Waits only ever go from a younger publish to an older one,
+   * so no two publishes wait for each other, and the oldest one in flight
+   * never loses a claim to a live publish: concurrent publishers of the same
+   * ids cannot keep taking them from each other.
    */
-  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], deadline: number): Promise<Prepared[]> {
+  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], tokens: Tokens, deadline: number): Promise<boolean> {
     const byHome = new Map<Shard, Prepared[]>();
     // In id order: the order in which every publisher locks the claims.
     for (const p of [...list].sort((a, b) => compare(a.ref!, b.ref!))) {
-      p.token = randomUUID();
+      p.token = tokens.next();
       const h = this.homeOf(p.ref!);
       const ps = byHome.get(h);
       if (ps === undefined) byHome.set(h, [p]);
       else ps.push(p);
     }
-    const claimed: Prepared[] = [];
+    let waiting = false;
     const results = await Promise.allSettled(
       [...byHome].map(async ([home, ps]) => {
-        const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps)));
+        const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps, tokens)));
         for (const [p, f] of found) {
-          if (f === 'claimed') claimed.push(p);
-          else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq, deadline), duplicate: true };
-          else {
-            // A pending claim of another attempt aimed at another shard: that attempt crashed, or is in flight.
+          if (f === 'claimed') continue;
+          if (f === WAIT) {
+            waiting = true;
+            again.push(p);
+          } else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq, deadline), duplicate: true };
+          else if (f.wait) {
+            // Claimed by an older publish in flight, for another shard: stored there already, or wait.
+            const w = await this.storedOn(f.target, p.ref!);
+            if (w === null) {
+              waiting = true;
+              again.push(p);
+            } else out[p.index] = { shard: w.shard.name, pos: await this.positionOf(w.shard, w.stream, w.seq, deadline), duplicate: true };
+          } else {
+            // A pending claim of another attempt aimed at another shard: that attempt died, or is younger.
             const r = await this.takeOver(home, p, f.target, f.token);
-            if (r === 'claimed') claimed.push(p);
-            else if (r === RESTART) again.push(p);
-            else out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq, deadline), duplicate: true };
+            if (r === RESTART) again.push(p);
+            else if (r !== 'claimed') out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq, deadline), duplicate: true };
           }
         }
       }),
     );
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
-    return claimed;
+    return waiting;
   }
 
-  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[]): Promise<Array<[Prepared, 'claimed' | Where | { target: Shard; token: string }]>> {
+  /** Where `ref` is stored on `shard`, or null. */
+  private async storedOn(shard: Shard, ref: string): Promise<Where | null> {
+    const rows = await shard.reader.all<{ stream: string; seq: number }>(SQL.dedupeOf, [ref, this.clock.now() - this.dedupeWindowMs]);
+    const seq = rows[0] === undefined ? -1 : Number(rows[0].seq);
+    return seq >= 0 ? { shard, stream: rows[0]!.stream, seq } : null;
+  }
+
+  /** Whether this publish may take over a pending claim (see `claim`). */
+  private mayTakeOver(tokens: Tokens, row: { token: string | null; created_at: number }, now: number): boolean {
+    if (row.token === null || tokens.mine(row.token)) return true;
+    if (now - Number(row.created_at) > CLAIM_GRACE_MS) return true;
+    return tokens.olderThan(row.token);
+  }
+
+  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[], tokens: Tokens): Promise<Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]>> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
-    const res: Array<[Prepared, 'claimed' | Where | { target: Shard; token: string }]> = [];
+    const res: Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]> = [];
     for (const p of ps) {
       const row = (
-        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null }>(SQL.claimOf, [p.ref, cutoff])
+        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null; created_at: number }>(SQL.claimOf, [p.ref, cutoff])
       )[0];
       const seq = row === undefined ? null : Number(row.seq);
       if (row !== undefined && seq! >= 0) {
@@ -285,7 +356,12 @@ export class Publisher {
         continue;
       }
       if (row !== undefined && seq === CLAIM && row.target !== home.name) {
-        res.push([p, { target: this.shardNamed(row.target!), token: row.token! }]);
+        res.push([p, { target: this.shardNamed(row.target!), token: row.token!, wait: !this.mayTakeOver(tokens, row, now) }]);
+        continue;
+      }
+      // A pending claim aimed at this same shard is not stored (its event would have replaced it).
+      if (row !== undefined && seq === CLAIM && !this.mayTakeOver(tokens, row, now)) {
+        res.push([p, WAIT]);
         continue;
       }
       // Free, expired, or a pending claim aimed at this same shard: its event would have replaced it in

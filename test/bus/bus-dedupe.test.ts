@@ -6,6 +6,7 @@ import { spawnReady, writeConfigFile } from '../support/proc.js';
 import { busInput, startBusNode } from './support.js';
 import type { Node } from '../../src/serve.js';
 import type { Bus } from '../../src/bus/bus.js';
+import { CLAIM_GRACE_MS } from '../../src/bus/publisher.js';
 
 describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
   let env: TestEnv;
@@ -101,17 +102,34 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
       return write(s, list, ...rest);
     };
     const claimOnHome = async () => (await home.reader.all<{ target: string; token: string }>('SELECT target, token FROM bus_dedupe WHERE ref = ?', [ref]))[0];
+    // Each attempt, once it holds the claim, looks dead to the next (its claim older than the grace): as a paused process would.
+    const age = () => home.write((tx) => tx.run('UPDATE bus_dedupe SET created_at = created_at - ? WHERE ref = ?', [CLAIM_GRACE_MS + 1000, ref]));
     try {
       const publishHeld = (gate: string, key: string) => bus.publish([{ id: 'g1', topic: 'orders', key, type: 't', data: { gate } }]);
-      const a = publishHeld('A', keyOn(t1!));
+      // A's id sits between two events of the same key without ids: its claim is retried, and the three keep their order.
+      const a = bus
+        .publish([
+          { topic: 'orders', key: keyOn(t1!), type: 'before', data: { gate: 'A' } },
+          { id: 'g1', topic: 'orders', key: keyOn(t1!), type: 't', data: { gate: 'A' } },
+          { topic: 'orders', key: keyOn(t1!), type: 'after', data: { gate: 'A' } },
+        ])
+        .then((r) => {
+          expect(r.map((p) => p.shard)).toEqual([t1!.name, t1!.name, t1!.name]);
+          expect(r[0]!.pos).toBeLessThan(r[1]!.pos);
+          expect(r[1]!.pos).toBeLessThan(r[2]!.pos);
+          return [r[1]!];
+        });
       const ca = await waitFor(async () => (await claimOnHome())?.target === t1!.name && claimOnHome(), 5000, 'claim of A');
+      await age();
       const b = publishHeld('B', keyOn(t2!));
       await waitFor(async () => (await claimOnHome())?.target === t2!.name, 5000, 'claim of B');
+      await age();
       const c = publishHeld('C', keyOn(t1!));
       await waitFor(async () => {
         const r = await claimOnHome();
         return r?.target === t1!.name && r.token !== ca!.token;
       }, 5000, 'claim of C');
+      await age();
       const d = publishHeld('D', keyOn(home));
       await waitFor(async () => (await claimOnHome())?.target === home.name, 5000, 'claim of D');
       // A, fenced on t1 by B, and then t1's row of the id fenced again (C's attempt) by D.
@@ -126,6 +144,37 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
       for (const g of gates.values()) g.open();
       publisher.writeShard = write;
     }
+  });
+
+  it('concurrent publishers of the same ids in different orders all get answers, and store each id once', async () => {
+    // Without an order between publishes, each would take the others' claims over, and be taken over in turn.
+    const ids = Array.from({ length: 30 }, (_, i) => `h${i}`);
+    const rounds = 4;
+    const errors: string[] = [];
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, async (_, pub) => {
+        const got: Array<{ id: string; shard: string; pos: number; duplicate: boolean }> = [];
+        for (let r = 0; r < rounds; r++) {
+          // Each publisher its own order of the ids, and its own keys for them.
+          const order = ids.map((id, i) => ({ id, o: (i * (pub * 7 + 3) + r * 11) % 31 })).sort((a, b) => a.o - b.o);
+          const batch = order.map(({ id }, i) => ({ id: `${id}-${r}`, topic: 'orders', key: keys[(i + pub * 5) % keys.length]!, type: 't' }));
+          try {
+            const ps = await bus.publish(batch);
+            ps.forEach((p, i) => got.push({ id: batch[i]!.id, ...p }));
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+        return got;
+      }),
+    );
+    expect(errors).toEqual([]);
+    const byId = new Map<string, Set<string>>();
+    for (const a of answers.flat()) byId.set(a.id, (byId.get(a.id) ?? new Set()).add(`${a.shard}:${a.pos}`));
+    // Every publisher was answered the same position for an id.
+    for (const [id, at] of byId) expect([id, at.size]).toEqual([id, 1]);
+    for (const id of byId.keys()) expect([id, await stored(id)]).toEqual([id, 1]);
+    expect(answers.flat().filter((a) => !a.duplicate)).toHaveLength(ids.length * rounds);
   });
 
   it('a claim aimed at the home shard itself, left behind, is taken over too', async () => {
