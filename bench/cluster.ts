@@ -17,7 +17,8 @@
  *   HTTP processor (targets: >= 3,000 and >= 2,000 calls/s on the 2-core box).
  *
  * - failover: 3 nodes, the load spread over all three; then node A is
- *   killed (kill -9) and its callers move to B and C (the same 100 machines);
+ *   killed (kill -9) while it runs calls of its own, and its callers move to
+ *   B and C (the same 100 machines);
  *   then A is started again and takes its callers back. Calls/s before,
  *   while A is dead and right after it is back (each phase starts at once:
  *   the first starts within a second of the kill, the last as soon as A
@@ -232,8 +233,12 @@ export async function run(): Promise<void> {
         const [a, b, c] = [nodes.get('node-a')!, nodes.get('node-b')!, nodes.get('node-c')!];
         await Promise.all([a, b, c].map((n, k) => n.send({ op: 'calls', ns: 'http', ids: parts[k], total: Math.ceil(WARMUP / 3) })));
         const before = await phase('failover: 3 nodes, before kill -9 of A', [a, b, c], parts);
+        // A is killed under load: its in-flight calls hold their machines' leases (deadline + margin).
+        void a.send({ op: 'calls', ns: 'http', ids: parts[0], total: CALLS * 10 });
+        await new Promise((r) => setTimeout(r, 1000));
+        const exited = new Promise((r) => a.proc.once('exit', r));
         a.proc.kill('SIGKILL');
-        await new Promise((r) => a.proc.once('exit', r));
+        await exited;
         nodes.delete('node-a');
         // A's callers move to B and C.
         const survivors = [all.filter((_, i) => i % 2 === 0), all.filter((_, i) => i % 2 === 1)];
