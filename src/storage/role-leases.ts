@@ -233,9 +233,9 @@ export class RoleLeases {
     try {
       const q = this.driver.relaxed ?? this.driver.reader;
       const rows = await q.all<{ kind: 'held' | 'ended'; role: string }>(sql.tick, [
-        this.opts.leaseMs,
         held.map(([r]) => r),
         held.map(([, h]) => h.epoch),
+        this.opts.leaseMs,
         [...this.wanted.keys()],
       ]);
       const renewed = new Set(rows.filter((r) => r.kind === 'held').map((r) => r.role));
