@@ -273,7 +273,7 @@ export async function run(): Promise<void> {
         const after2 = await phase('failover: A back, second run', [back, b, c], parts);
         notes.push(
           `failover (calls/s as a ratio to before the kill): while A is dead ${(during / before).toFixed(2)} then ${(during2 / before).toFixed(2)} (target >= 0.6); ` +
-            `after A is back ${(after / before).toFixed(2)} (first run, ${(afterMs / 1000).toFixed(1)} s from its return) then ${(after2 / before).toFixed(2)} (target >= 0.9)`,
+            `after A is back ${(after / before).toFixed(2)} (first run, started as A served, ended ${(afterMs / 1000).toFixed(1)} s after) then ${(after2 / before).toFixed(2)} (target >= 0.9)`,
         );
       } finally {
         for (const n of nodes.values()) await n.close();
