@@ -6,6 +6,22 @@ import { Exporter } from './exporter.js';
 import { Ingress, type IngressPublish } from './ingress.js';
 
 /**
+ * The URL with an AMQP heartbeat of about half the role lease (unless the
+ * URL sets one): a frozen node sends none, so the broker closes its
+ * connection after two missed beats and hands the messages it held unacked
+ * to the other nodes' consumers, within about `role_lease_ms`.
+ */
+export function withHeartbeat(url: string, roleLeaseMs: number): string {
+  try {
+    const u = new URL(url);
+    if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(Math.max(1, Math.floor(roleLeaseMs / 2000))));
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/**
  * The RabbitMQ edge of the bus: ingress (exchange -> topics) and exporters
  * (log -> exchange). Wired beside the bus, not inside it: ingress gets only a
  * publish function, exporters only the runtime's cursors.
@@ -21,6 +37,10 @@ export class AmqpEdge {
     private readonly logger: Logger = rt.logger,
   ) {}
 
+  private amqpUrl(url?: string): string {
+    return withHeartbeat(url ?? this.config.rabbitmq.url, this.rt.config.cluster.role_lease_ms);
+  }
+
   /** Starts ingress and exporters as configured; a binding to an unknown topic is config_invalid. */
   async start(topics: ReadonlySet<string>): Promise<void> {
     const ingress = this.config.rabbitmq.ingress;
@@ -28,11 +48,11 @@ export class AmqpEdge {
       for (const b of ingress.bindings) {
         if (!topics.has(b.topic)) throw new MillraceError('config_invalid', `bus.rabbitmq.ingress.bindings: topic "${b.topic}" is not in bus.topics`);
       }
-      this.ingress = new Ingress(this.publish, ingress, this.config.rabbitmq.url, this.logger);
+      this.ingress = new Ingress(this.publish, { ...ingress, url: this.amqpUrl(ingress.url) }, this.amqpUrl(), this.logger);
       await this.ingress.start();
     }
     for (const x of this.config.exporters) {
-      const e = new Exporter(this.rt, x, this.config.rabbitmq.url, this.logger);
+      const e = new Exporter(this.rt, { ...x, url: this.amqpUrl(x.url) }, this.amqpUrl(), this.logger);
       await e.start();
       this.exporters.push(e);
     }

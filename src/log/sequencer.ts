@@ -101,7 +101,7 @@ export class Sequencer {
     const sl = this.log.shardLog(this.shard.name);
     sl.signal.advance(tip.pos);
     while (!this.stopped && !lease.lost.aborted) {
-      // One step per batch: a step stuck past half a lease (a hung statement, a pause) lets the lease run out.
+      // One step per batch: a step stuck for a whole lease (a hung statement, a pause) lets the lease run out.
       const next = await lease.step(() => this.numberBatch(lease, tip));
       if (next === null) {
         await this.waker.sleep(this.opts.pollMs);

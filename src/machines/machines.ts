@@ -489,20 +489,18 @@ export class Machines {
       const state = await this.acquire(ns, id, deadline, starting);
       if (!this.multiNode) return fn(state);
       this.leaseCleared.delete(k);
-      // A step on a lease kept from the last commit extends it before it ends, should the step last that long.
-      const keptUntil = this.kept.get(k);
-      const renew =
-        keptUntil === undefined
-          ? undefined
-          : setTimeout(() => {
-              const shard = this.shardOf(ns, id);
-              const params = [deadline + this.cfg.lease_margin_ms, ns, id, this.holder];
-              void (shard.driver.relaxed ? shard.driver.relaxed.run(SQL.renewLease, params) : shard.write((tx) => tx.run(SQL.renewLease, params))).catch(() => {});
-            }, Math.max(0, keptUntil - this.rt.clock.now() - 100));
+      // The lease of a running step reaches at most one role lease (plus the margin) ahead, so a node
+      // that freezes mid-step holds the machine that long, not until the request's deadline; while
+      // the step runs, it is extended every half role lease (a lease kept from the last commit too).
+      const renew = setInterval(() => {
+        const shard = this.shardOf(ns, id);
+        const params = [this.stepLeaseEnd(deadline), ns, id, this.holder];
+        void (shard.driver.relaxed ? shard.driver.relaxed.run(SQL.renewLease, params) : shard.write((tx) => tx.run(SQL.renewLease, params))).catch(() => {});
+      }, Math.max(50, Math.min(this.rt.config.cluster.role_lease_ms / 2, Math.max(0, (this.kept.get(k) ?? Infinity) - this.rt.clock.now() - 100))));
       try {
         return await fn(state);
       } finally {
-        if (renew) clearTimeout(renew);
+        clearInterval(renew);
         // A step that committed settled the lease in its own transaction; otherwise give it up here.
         if (!this.leaseCleared.delete(k)) {
           this.kept.delete(k);
@@ -663,7 +661,7 @@ export class Machines {
     for (;;) {
       const now = this.rt.clock.now();
       const sql = SQL.takeLease;
-      const params = [this.holder, deadline + this.cfg.lease_margin_ms, ns, id, now, this.holder];
+      const params = [this.holder, this.stepLeaseEnd(deadline), ns, id, now, this.holder];
       // The lease need not wait for a group commit's flush: lost in a database
       // crash, it only frees early, and the step's commit checks the version.
       const relaxed = shard.driver.relaxed;
@@ -699,6 +697,11 @@ export class Machines {
     }
   }
 
+  /** When the lease of a step that runs now ends: one role lease ahead at most, never past the deadline, plus the margin. */
+  private stepLeaseEnd(deadline: number): number {
+    return Math.min(deadline, this.rt.clock.now() + this.rt.config.cluster.role_lease_ms) + this.cfg.lease_margin_ms;
+  }
+
   /**
    * The lease is held by another node: if that node's process has ended (a
    * killed node's node claim is gone with its session), take the lease now
@@ -710,7 +713,7 @@ export class Machines {
     const holder = row?.lease_holder;
     if (holder === null || holder === undefined || holder === this.holder) return [];
     if ((await this.rt.nodeAlive(holder)) !== false) return [];
-    const params = [this.holder, deadline + this.cfg.lease_margin_ms, ns, id, holder];
+    const params = [this.holder, this.stepLeaseEnd(deadline), ns, id, holder];
     const relaxed = shard.driver.relaxed;
     const rows = relaxed ? await relaxed.all<Row>(SQL.takeDeadLease, params) : await shard.write((tx) => tx.all<Row>(SQL.takeDeadLease, params));
     if (rows[0]) this.leaseStats.fromDead++;

@@ -251,7 +251,10 @@ export class Scheduler {
       try {
         for (let i = 0; i < ids.length; i += 500) {
           const part = ids.slice(i, i + 500);
-          const sql = `UPDATE timers SET claim_until = ? WHERE claimed_by = ? AND id IN (${part.map(() => '?').join(', ')})`;
+          // Rows a transaction has locked (completing or rescheduling them) are skipped, not waited for:
+          // no lock-order conflict with group commits.
+          const sql = `UPDATE timers SET claim_until = ? WHERE id IN (SELECT id FROM timers WHERE claimed_by = ? AND id IN (${part.map(() => '?').join(', ')})
+                        ORDER BY id${shard.driver.sql.claimRows})`;
           const params = [until, this.opts.nodeId, ...part];
           // A renewal lost in a database crash only frees the claim early: no need to wait for the WAL.
           if (shard.driver.relaxed) await shard.driver.relaxed.run(sql, params);

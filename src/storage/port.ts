@@ -96,10 +96,12 @@ export interface RoleLeaseSql {
    */
   readonly fence: string;
   /**
-   * `(ttl_ms, held_roles[], held_epochs[], wanted_roles[])`: renews the held
-   * leases whose epoch is current and ends the sessions of holders of wanted
-   * roles whose lease has expired (a hung holder keeps its session, and so
-   * its lock, open). Rows `{ kind: 'held' | 'ended', role }`.
+   * `(held_roles[], held_epochs[], ttl_ms, wanted_roles[])`: renews the held
+   * leases whose epoch is current (skipping rows a transaction has locked),
+   * and ends the sessions of holders of wanted roles whose lease has expired
+   * (a hung holder keeps its session, and so its lock, open). Rows
+   * `{ kind: 'held', role }` for each held role whose epoch is still
+   * current, `{ kind: 'ended', role }` for each holder ended.
    */
   readonly tick: string;
 }

@@ -25,8 +25,9 @@ export interface RoleLease {
   fence(q: Queryable): Promise<void>;
   /**
    * Runs one step of the role's work (a batch, a poll). While a step has
-   * run for longer than half a lease the lease is not renewed: a holder
-   * stuck inside its work, not only a frozen process, loses the role.
+   * run for longer than a lease the lease is not renewed: a holder stuck
+   * inside its work, not only a frozen process, loses the role (within
+   * about two leases).
    */
   step<T>(fn: () => Promise<T>): Promise<T>;
   /**
@@ -227,14 +228,14 @@ export class RoleLeases {
     this.ticking = true;
     this.ticked = true;
     const now = performance.now();
-    // A role whose current step has run past half a lease is left to expire.
-    const held = [...this.held].filter(([, h]) => h.busySince === undefined || now - h.busySince < this.opts.leaseMs / 2);
+    // A role whose current step has run for a whole lease is left to expire.
+    const held = [...this.held].filter(([, h]) => h.busySince === undefined || now - h.busySince < this.opts.leaseMs);
     try {
       const q = this.driver.relaxed ?? this.driver.reader;
       const rows = await q.all<{ kind: 'held' | 'ended'; role: string }>(sql.tick, [
-        this.opts.leaseMs,
         held.map(([r]) => r),
         held.map(([, h]) => h.epoch),
+        this.opts.leaseMs,
         [...this.wanted.keys()],
       ]);
       const renewed = new Set(rows.filter((r) => r.kind === 'held').map((r) => r.role));

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isMillraceError } from '../../src/core/errors.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { Sequencer } from '../../src/log/sequencer.js';
 import { verifyShard } from '../../src/log/verify.js';
 import type { Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
@@ -162,4 +164,34 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
       await env.cleanup();
     }
   }, 120_000);
+});
+
+describe.runIf(DIALECTS.includes('postgres'))('a publish whose positions cannot be had (postgres)', () => {
+  it('is answered with a retryable unavailable within its deadline; a retry with the same id, once numbered, is a duplicate stored once', async () => {
+    const env = await createTestEnv('postgres', { extra: { cluster: { publish_deadline_ms: 500 } } });
+    let node: Node | undefined;
+    let seq: Sequencer | undefined;
+    try {
+      const started = await startBusNode(env);
+      node = started.node;
+      // No sequencer anywhere: nothing gets a position.
+      await node.runtime.sequencers[0]!.stop();
+      const attempt = started.bus.publish([{ id: 'p1', topic: 'orders', key: 'k', type: 't', data: 1 }]).then(
+        () => 'acknowledged',
+        (err: unknown) => (isMillraceError(err) ? `${err.code}/${err.retryable}/${err.httpStatus}` : String(err)),
+      );
+      // Failure detection only: far past the deadline.
+      expect(await Promise.race([attempt, sleep(5000).then(() => 'no answer')])).toBe('unavailable/true/503');
+      seq = new Sequencer(node.runtime.log, node.runtime.storage.shard('s0'), { batch: 100, pollMs: 50, logger: silentLogger });
+      seq.start();
+      const [again] = await started.bus.publish([{ id: 'p1', topic: 'orders', key: 'k', type: 't', data: 1 }]);
+      expect(again).toEqual({ shard: 's0', pos: 1, duplicate: true });
+      const rows = await node.runtime.storage.shard('s0').reader.all<{ n: number }>("SELECT count(*)::int AS n FROM events WHERE stream LIKE 't/orders/%'");
+      expect(rows[0]!.n).toBe(1);
+    } finally {
+      await seq?.stop();
+      await node?.close();
+      await env.cleanup();
+    }
+  });
 });

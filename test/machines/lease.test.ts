@@ -6,7 +6,7 @@ import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { machinesFace } from '../../src/machines/face.js';
 import { MachinesClient } from '../../src/machines/client.js';
-import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { spawnReady } from '../support/proc.js';
 import { machinesConfig, TestProcessor } from './support.js';
 
@@ -31,9 +31,10 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     env = undefined;
   });
 
-  async function cluster(lease: { lease_keep_ms: number; lease_margin_ms?: number }): Promise<{ a: Node; b: Node; ca: MachinesClient; cb: MachinesClient }> {
+  async function cluster(lease: { lease_keep_ms: number; lease_margin_ms?: number }, roleLeaseMs?: number): Promise<{ a: Node; b: Node; ca: MachinesClient; cb: MachinesClient }> {
     proc = await new TestProcessor().listen();
-    env = await createTestEnv('postgres', { extra: { machines: machinesConfig(proc.url, lease) } as never });
+    const clusterCfg = roleLeaseMs === undefined ? {} : { cluster: { role_lease_ms: roleLeaseMs } };
+    env = await createTestEnv('postgres', { extra: { machines: machinesConfig(proc.url, lease), ...clusterCfg } as never });
     const a = await startNode(env.config, { faces: [machinesFace] });
     nodes.push(a);
     const b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), { faces: [machinesFace] });
@@ -165,5 +166,34 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     expect(await holder(b, 'm6')).toBe(b.runtime.config.node_id);
     const face = b.faces.find((f) => f.name === 'machines') as unknown as { machines: { leaseStats: { fromDead: number } } };
     expect(face.machines.leaseStats.fromDead).toBe(1);
+  });
+
+  it('a node frozen (SIGSTOP) in the middle of a call with a long deadline holds the machine one role lease and the margin, not until the deadline; its late commit is refused', async () => {
+    const { b, cb } = await cluster({ lease_keep_ms: 1000, lease_margin_ms: 500 }, 2000);
+    const cfgPath = join(env!.dataDir, 'midcall.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...env!.input, node_id: `${env!.input.node_id}-midcall` }));
+    let url: string;
+    ({ child, found: url } = await spawnReady('test/machines/timer-node.ts', [cfgPath], /URL (\S+)/));
+    const cf = new MachinesClient(url);
+    await cf.start('t', 'm7', {});
+    await cf.call('t', { id: 'm7' }, { events: [{ i: 1 }] });
+    // Past keep + margin: the next step takes a fresh lease instead of running on the one kept from this commit.
+    await new Promise((r) => setTimeout(r, 2000));
+    // A slow step through the node to freeze, with a deadline far beyond the test's patience.
+    const seen = proc!.count(() => true);
+    const slow = cf.call('t', { id: 'm7' }, { events: [{ i: 2 }], sleep_ms: 1500 }, { timeoutMs: 120_000 }).then(
+      () => 'committed',
+      (err: unknown) => (err as { code?: string }).code ?? String(err),
+    );
+    await waitFor(() => proc!.count(() => true) > seen, 10_000, 'the slow step to reach the processor');
+    child.kill('SIGSTOP');
+    // Through the other node: answered once the frozen node's step lease (2 s + 0.5 s) has run out.
+    await cb.call('t', { id: 'm7' }, { events: [{ i: 3 }] }, { timeoutMs: 15_000 });
+    child.kill('SIGCONT');
+    // The frozen step's commit checks the version it read: refused, nothing of it stored.
+    expect(await slow).not.toBe('committed');
+    const h = await cb.get('t', { id: 'm7' });
+    expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 3]);
+    expect(await holder(b, 'm7')).not.toBe(`${env!.input.node_id}-midcall`);
   });
 });

@@ -130,16 +130,18 @@ const ROLE_SQL: RoleLeaseSql = {
                                           pid = EXCLUDED.pid, session_start = EXCLUDED.session_start
          RETURNING epoch`,
   fence: `UPDATE role_leases SET expires_at = ${DB_NOW_MS} + ?::bigint WHERE role = ?::text AND epoch = ?::bigint`,
-  tick: `WITH renewed AS (
+  tick: `WITH mine AS (SELECT h.role, h.epoch FROM unnest(?::text[], ?::bigint[]) AS h(role, epoch)),
+         renewed AS (
+           -- Rows a transaction has locked (a fence in flight, which renews them itself) are skipped, not waited for.
            UPDATE role_leases l SET expires_at = ${DB_NOW_MS} + ?::bigint
-             FROM unnest(?::text[], ?::bigint[]) AS h(role, epoch)
-            WHERE l.role = h.role AND l.epoch = h.epoch
+            WHERE l.role IN (SELECT r.role FROM role_leases r JOIN mine m ON m.role = r.role AND m.epoch = r.epoch
+                              ORDER BY r.role FOR UPDATE OF r SKIP LOCKED)
            RETURNING l.role),
          ended AS (
            SELECT l.role, pg_terminate_backend(a.pid) AS ok
              FROM role_leases l JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_start = l.session_start
             WHERE l.role = ANY(?::text[]) AND l.expires_at < ${DB_NOW_MS} AND a.pid <> pg_backend_pid())
-         SELECT 'held' AS kind, role FROM renewed
+         SELECT 'held' AS kind, r.role FROM role_leases r JOIN mine m ON m.role = r.role AND m.epoch = r.epoch
          UNION ALL SELECT 'ended' AS kind, role FROM ended WHERE ok`,
 };
 
