@@ -162,7 +162,7 @@ class MemorySampler {
 }
 
 /** One long-history case on fresh storage: machines with `events` events each, then HISTORY_CALLS calls. */
-async function historyCase(dialect: string, events: number, cacheMb: number | undefined, calls: number): Promise<{ perS: number; p50: number; p99: number; rss: number; heap: number; seen: number; cpuUs: number }> {
+async function historyCase(dialect: string, events: number, cacheMb: number | undefined, calls: number, overHttp = false): Promise<{ perS: number; p50: number; p99: number; rss: number; heap: number; seen: number; cpuUs: number }> {
   const scratch = scratchDir();
   const db = dialect === 'postgres' ? await createPgDatabase() : undefined;
   let seen = 0;
@@ -174,12 +174,29 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
     const n = (req as { signal?: { args?: { n?: number } } }).signal?.args?.n ?? 0;
     return { events: Array.from({ length: n }, (_, i) => ({ kind: 'deposit', amount: 100, n: i })) };
   };
+  // Over HTTP: the same processor behind a node:http server in this process (it parses every request).
+  const server = overHttp
+    ? await new Promise<Server>((resolve) => {
+        const srv = createServer((req, res) => {
+          let body = '';
+          req.setEncoding('utf8');
+          req.on('data', (d: string) => (body += d));
+          req.on('end', () => {
+            res.writeHead(200, { 'content-type': 'application/json' });
+            res.end(JSON.stringify(fn(JSON.parse(body) as Parameters<ProcessorFn>[0], undefined as never)));
+          });
+        });
+        srv.keepAliveTimeout = 60_000;
+        srv.listen(0, '127.0.0.1', () => resolve(srv));
+      })
+    : undefined;
+  const processor = server ? { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` } : { in_process: 'hist' };
   const input = {
     node_id: 'bench',
     data_dir: scratch.dir,
     logging: { level: 'silent' },
     storage: { dialect, durability: 'strict', shards: [db ? { name: 's0', url: pgUrlFor(db) } : { name: 's0' }] },
-    machines: { namespaces: { hist: { processor: { in_process: 'hist' } } }, ...(cacheMb === undefined ? {} : { history_cache_mb: cacheMb }) },
+    machines: { namespaces: { hist: { processor } }, ...(cacheMb === undefined ? {} : { history_cache_mb: cacheMb }) },
   } as ConfigInput;
   const rt = await Runtime.open(buildConfig(input));
   try {
@@ -210,6 +227,10 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
     return { perS: rate(calls, ms), p50: pct(lat, 50), p99: pct(lat, 99), rss: mem.rss, heap: mem.heap, seen, cpuUs: (cpu.user + cpu.system) / calls };
   } finally {
     await rt.close();
+    if (server) {
+      server.closeAllConnections();
+      server.close();
+    }
     if (db) await dropPgDatabase(db);
     scratch.cleanup();
   }
@@ -241,11 +262,20 @@ async function runHistory(): Promise<void> {
       mb(r.heap),
       (r.perS / short.perS).toFixed(2),
     ];
-    rows.push(row('history cache', 10, short), row('history cache', 1000, long), row('no history cache', 1000, cold));
+    // Over HTTP, once each: the processor parses every event of every request (its cost is in this process too).
+    const httpShort = await historyCase(dialect, 10, undefined, Math.floor(HISTORY_CALLS / 2), true);
+    const httpLong = await historyCase(dialect, 1000, undefined, Math.floor(HISTORY_CALLS / 2), true);
+    rows.push(
+      row('history cache', 10, short),
+      row('history cache', 1000, long),
+      row('no history cache', 1000, cold),
+      [...row('HTTP processor', 10, httpShort).slice(0, -1), '1.00'],
+      [...row('HTTP processor', 1000, httpLong).slice(0, -1), (httpLong.perS / httpShort.perS).toFixed(2)],
+    );
   }
   process.stdout.write(
     `\nLong histories: 100 machines, ${IN_FLIGHT} calls in flight, ${HISTORY_CALLS} calls per case (median of ${HISTORY_RUNS} alternating runs; the no-cache case once, with fewer calls),\n` +
-      `the processor gets every event; ratio = calls/s / calls/s at 10 events with the cache, same dialect\n`,
+      `the processor gets every event; ratio = calls/s / calls/s at 10 events with the cache, same dialect (HTTP rows: to the HTTP processor at 10 events; one run each)\n`,
   );
   printTable(['case (in-process processor)', 'events before', 'max history seen', 'calls/s', 'p50 ms', 'p99 ms', 'CPU µs/call', 'peak RSS', 'peak heap', 'ratio'], rows);
   process.stdout.write('CPU µs/call: this process only (all threads; not the PostgreSQL server), the steadier figure on a loaded machine\n');

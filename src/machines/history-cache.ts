@@ -31,6 +31,14 @@ export function rangeSpan(last: number, range: HistoryRange): { lo: number; hi: 
   return lo <= hi ? { lo, hi } : null;
 }
 
+/** The JSON text of each event `frozenEvent` built, for transports that send histories as JSON. */
+const jsonOf = new WeakMap<MachineEvent, string>();
+
+/** An event's JSON text when `frozenEvent` built it (the same value JSON.stringify gives). */
+export function eventJson(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null ? jsonOf.get(e as MachineEvent) : undefined;
+}
+
 function deepFreeze(v: unknown): void {
   if (v === null || typeof v !== 'object' || Object.isFrozen(v)) return;
   Object.freeze(v);
@@ -45,7 +53,9 @@ function deepFreeze(v: unknown): void {
 export function frozenEvent(id: number, createdAt: string, text: string): { event: MachineEvent; bytes: number } {
   const data = JSON.parse(text) as unknown;
   deepFreeze(data);
-  return { event: Object.freeze({ id, created_at: createdAt, data }), bytes: EVENT_OVERHEAD + 2 * text.length };
+  const event = Object.freeze({ id, created_at: createdAt, data });
+  jsonOf.set(event, `{"id":${id},"created_at":${JSON.stringify(createdAt)},"data":${text}}`);
+  return { event, bytes: EVENT_OVERHEAD + 3 * text.length };
 }
 
 interface Entry {

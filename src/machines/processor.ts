@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { jsonPost, PostError } from '../core/http-post.js';
 import { ProcessorUnavailable } from '../sdk/processor.js';
 import type { NamespaceConfig } from './config.js';
+import { eventJson } from './history-cache.js';
 
 /** What the processor receives: a signal, a call or a repair, with the machine. */
 export type ProcessorRequest =
@@ -101,6 +102,31 @@ export function processorClient(ns: string, cfg: NamespaceConfig, local: Readonl
 
 const TRANSIENT_STATUS = new Set([502, 503, 504]);
 
+/** Stands for the history while the rest of a request is serialised; random, so no value of a caller's spells it. */
+const HOLE = `\u0000history-${randomHex(16)}`;
+const HOLE_JSON = JSON.stringify(HOLE);
+
+/**
+ * A request as JSON. A long history of cached events is not serialised
+ * again at every step: each event keeps its JSON text, and the history is
+ * their join, spliced into the rest of the request.
+ */
+export function requestJson(req: ProcessorRequest): string {
+  const machine = req.machine as { history?: unknown } | null;
+  const history = machine?.history;
+  if (!Array.isArray(history) || history.length < 8) return JSON.stringify(req);
+  const parts = new Array<string>(history.length);
+  for (let i = 0; i < history.length; i++) {
+    const t = eventJson(history[i]);
+    if (t === undefined) return JSON.stringify(req);
+    parts[i] = t;
+  }
+  const body = JSON.stringify({ ...req, machine: { ...machine, history: HOLE } });
+  const at = body.indexOf(HOLE_JSON);
+  if (at < 0 || body.indexOf(HOLE_JSON, at + 1) >= 0) return JSON.stringify(req);
+  return `${body.slice(0, at)}[${parts.join(',')}]${body.slice(at + HOLE_JSON.length)}`;
+}
+
 /** JSON POST over node:http(s) with a keep-alive agent (several times cheaper per call than fetch). */
 function httpProcessor(url: string): ProcessorClient {
   const post = jsonPost(url);
@@ -112,7 +138,7 @@ function httpProcessor(url: string): ProcessorClient {
       let text: string;
       try {
         ({ status, text } = await post(
-          JSON.stringify(req),
+          requestJson(req),
           { traceparent: ctx.traceparent, 'x-request-deadline': new Date(ctx.deadline).toISOString(), 'x-request-timeout': String(left) },
           left,
         ));

@@ -5,6 +5,7 @@ import type { HistoryRange } from '../../src/machines/config.js';
 import type { MachineState } from '../../src/machines/planner.js';
 import { buildConfig } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
+import { requestJson } from '../../src/machines/processor.js';
 
 const rangeArb: fc.Arbitrary<HistoryRange> = fc.record(
   {
@@ -276,5 +277,28 @@ describe('machines.history_cache_mb', () => {
       expect(isMillraceError(err, 'config_invalid'), `${JSON.stringify(bad)}: ${String(err)}`).toBe(true);
       expect((err as Error).message).toMatch(/history_cache_mb|cache_history_tail/);
     }
+  });
+});
+
+describe('requestJson (a processor request with a cached history, as JSON)', () => {
+  it('is exactly JSON.stringify of the request, whatever the events and the other fields hold', () => {
+    fc.assert(
+      fc.property(fc.array(fc.jsonValue(), { minLength: 0, maxLength: 30 }), fc.jsonValue(), fc.jsonValue(), (datas, args, aux) => {
+        const history = datas.map((d, i) => frozenEvent(i + 1, new Date(1_700_000_000_000 + i).toISOString(), JSON.stringify(d) ?? 'null').event);
+        const req = { kind: 'call' as const, args, machine: { ns: 'n', id: 'm"\u2028', status: 'working', aux_state: aux, timer: null, tags: [], history, history_range: { direction: 'forward' } } };
+        expect(requestJson(req)).toBe(JSON.stringify(req));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('falls back to JSON.stringify when an event is not a cached one, or a value spells the placeholder', () => {
+    const cached = Array.from({ length: 10 }, (_, i) => frozenEvent(i + 1, new Date(0).toISOString(), '{"a":1}').event);
+    const mixed = [...cached, { id: 11, created_at: new Date(0).toISOString(), data: { b: 2 } }];
+    const req = { kind: 'call' as const, args: null, machine: { history: mixed } };
+    expect(requestJson(req)).toBe(JSON.stringify(req));
+    // A caller's value that contains a history-like placeholder of its own changes nothing.
+    const sneaky = { kind: 'call' as const, args: '\u0000history-00', machine: { history: cached } };
+    expect(requestJson(sneaky)).toBe(JSON.stringify(sneaky));
   });
 });
