@@ -416,12 +416,21 @@ export class Machines {
   }
 
   /** Stores a notification for later, ordered delivery as a `notification` signal. */
-  async notify(ns: string, ref: MachineRef, args: unknown): Promise<{ id: number }> {
+  async notify(ns: string, ref: MachineRef, args: unknown, opts: { key?: string } = {}): Promise<{ id: number; duplicate?: boolean }> {
     this.nsConfig(ns);
     const id = await this.resolve(ns, ref);
     const shard = this.shardOf(ns, id);
     const argsText = JSON.stringify(args ?? null);
+    let duplicate = false;
     const nid = await shard.write(async (tx) => {
+      if (opts.key !== undefined) {
+        // A key names one notification: given again, the first one's id is the answer and nothing is stored.
+        const seen = await tx.all<{ nid: number }>('SELECT nid FROM machine_notification_keys WHERE ns = ? AND id = ? AND key = ?', [ns, id, opts.key]);
+        if (seen[0] !== undefined) {
+          tx.onCommit(() => (duplicate = true));
+          return Number(seen[0].nid);
+        }
+      }
       const rows = await tx.all<{ gen: number; status: string }>(SQL.genStatus, [ns, id]);
       const m = rows[0];
       if (m === undefined || m.status === 'none') throw new MillraceError('machine_not_found', `no machine ${id} in namespace ${ns}`);
@@ -433,9 +442,12 @@ export class Machines {
         this.rt.clock.now(),
       ]);
       if (m.status === 'working') await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
+      if (opts.key !== undefined) {
+        await tx.run('INSERT INTO machine_notification_keys (ns, id, key, nid, created_at) VALUES (?, ?, ?, ?, ?)', [ns, id, opts.key, Number(ins[0]!.nid), this.rt.clock.now()]);
+      }
       return Number(ins[0]!.nid);
     });
-    return { id: nid };
+    return duplicate ? { id: nid, duplicate } : { id: nid };
   }
 
   async get(ns: string, ref: MachineRef, range: unknown = {}): Promise<MachineView> {
