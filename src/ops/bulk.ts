@@ -270,7 +270,7 @@ export class BulkJobs {
     const page = await this.scan(spec, row.after, spec.rate_per_s);
     // Mark the page's targets started (those not met before) in one transaction: a target is acted on only by the step that marked it.
     const fresh: string[] = [];
-    let interrupted = 0;
+    const interrupted: string[] = [];
     try {
       await shard.write(async (tx) => {
         const cur = (await tx.all<{ status: string }>(`SELECT status FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
@@ -283,7 +283,7 @@ export class BulkJobs {
           } else if (seen.status === 'started') {
             // Marked by a step whose node stopped before storing the outcome: not acted on again.
             await tx.run(`UPDATE bulk_job_items SET status = 'interrupted' WHERE job = ? AND item = ?`, [id, m.item]);
-            interrupted++;
+            interrupted.push(m.item);
           }
         }
       });
@@ -307,7 +307,10 @@ export class BulkJobs {
       if (cur === undefined) return;
       const errors = JSON.parse(cur.errors) as BulkJobInfo['errors'];
       let ok = 0;
-      let bad = interrupted;
+      let bad = interrupted.length;
+      for (const item of interrupted) {
+        if (errors.length < ERRORS_KEPT) errors.push({ item, code: 'interrupted', message: 'the node acting on it stopped before storing the outcome; not acted on again' });
+      }
       for (const o of outcomes) {
         await tx.run('UPDATE bulk_job_items SET status = ? WHERE job = ? AND item = ?', [o.error ? 'failed' : 'done', id, o.item]);
         if (o.error) {
@@ -315,7 +318,7 @@ export class BulkJobs {
           if (errors.length < ERRORS_KEPT) errors.push({ item: o.item, ...o.error });
         } else ok++;
       }
-      const matched = Number(cur.matched) + fresh.length + interrupted;
+      const matched = Number(cur.matched) + fresh.length + interrupted.length;
       if (cur.status !== 'running') {
         // Cancelled while this step ran: its outcomes still count.
         await tx.run('UPDATE bulk_jobs SET matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, updated_at = ? WHERE id = ?', [matched, ok, bad, JSON.stringify(errors), now, id]);

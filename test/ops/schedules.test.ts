@@ -5,6 +5,7 @@ import { isMillraceError } from '../../src/core/errors.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { BusFace } from '../../src/bus/face.js';
 import { OpsFace } from '../../src/ops/face.js';
+import { Sequencer } from '../../src/log/sequencer.js';
 import type { ProcessorFn } from '../../src/machines/processor.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { countAll, gate } from './support.js';
@@ -23,7 +24,7 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
   });
 
   /** A node without background loops on a manual clock: `tick()` is what fires timers. */
-  async function node(fn: ProcessorFn = (req) => ({ response: req.kind, events: [{ kind: req.kind, args: req.args ?? null }] }), schedules: Record<string, unknown> = {}) {
+  async function node(fn: ProcessorFn = (req) => ({ response: req.kind, events: [{ kind: req.kind, args: 'args' in req ? (req.args ?? null) : null }] }), schedules: Record<string, unknown> = {}) {
     const env = await createTestEnv(dialect, {
       shards: 2,
       extra: {
@@ -36,6 +37,13 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     const clock = new ManualClock(T0);
     const rt = await Runtime.open(env.config, { background: false, clock });
     rts.push(rt);
+    // Sequencers run (PostgreSQL numbers events with them); the scheduler does not: tick() fires.
+    for (const shard of rt.storage.shards) {
+      if (shard.driver.capabilities.sequencesOnInsert) continue;
+      const seq = new Sequencer(rt.log, shard, { batch: 1000, pollMs: 20, logger: rt.logger });
+      seq.start();
+      rt.sequencers.push(seq);
+    }
     const machines = new MachinesFace(rt, { processors: new Map([['fn', fn]]) });
     const bus = new BusFace(rt);
     const ops = new OpsFace(rt, [machines, bus]);
