@@ -9,18 +9,6 @@ export const OPS_ERRORS = defineErrorCodes({
   },
   bulk_job_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No bulk job with this id.' },
   bulk_job_finished: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, description: 'The bulk job has already finished; it cannot be cancelled.' },
-  paused: {
-    http: 503,
-    grpc: GrpcStatus.UNAVAILABLE,
-    retryable: true,
-    description: 'The target (a namespace, machine or pipe kind) is paused; retry after it is resumed.',
-  },
-  paused_queue_full: {
-    http: 503,
-    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
-    retryable: true,
-    description: 'The target is paused and its queue of waiting calls is full; retry after it is resumed.',
-  },
 });
 
 declare module '../core/errors.js' {

@@ -3,13 +3,11 @@ import { registerMigrations } from '../storage/migrations.js';
 /**
  * Schedules live on the shard of ["schedule", name], with their fires and
  * their timers, so one transaction settles a fire. Bulk jobs live on the
- * shard of ["bulk", id] with the targets they have acted on. Pauses live on
- * the first shard (few, read at start and on change), like runtime
- * definitions. Every shard gets every table.
+ * shard of ["bulk", id] with the targets they have acted on. Every shard gets every table.
  */
 registerMigrations([
   {
-    id: 'ops/0001_schedules_bulk_pauses',
+    id: 'ops/0001_schedules_bulk',
     sql: {
       sqlite: `
         CREATE TABLE schedules (
@@ -56,13 +54,6 @@ registerMigrations([
           status TEXT NOT NULL,
           PRIMARY KEY (job, item)
         ) WITHOUT ROWID;
-        CREATE TABLE pauses (
-          kind TEXT NOT NULL,
-          name TEXT NOT NULL,
-          paused_at INTEGER NOT NULL,
-          reason TEXT,
-          PRIMARY KEY (kind, name)
-        ) WITHOUT ROWID;
       `,
       postgres: `
         CREATE TABLE schedules (
@@ -108,13 +99,6 @@ registerMigrations([
           item TEXT NOT NULL,
           status TEXT NOT NULL,
           PRIMARY KEY (job, item)
-        );
-        CREATE TABLE pauses (
-          kind TEXT NOT NULL,
-          name TEXT NOT NULL,
-          paused_at BIGINT NOT NULL,
-          reason TEXT,
-          PRIMARY KEY (kind, name)
         );
       `,
     },
