@@ -205,6 +205,19 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/bulk-jobs/:id': { permission: 'ops:bulk' },
   'POST /v1/bulk-jobs/:id/cancel': { permission: 'ops:bulk' },
 
+  // pause and resume: the admin permission of what is paused
+  'POST /v1/namespaces/:ns/pause': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/resume': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/machines/:id/pause': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/machines/:id/resume': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/bus/subscriptions/:name/pause': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/bus/subscriptions/:name/resume': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/pipe/kinds/:name/pause': { permission: 'pipe:admin', resources: (i, l) => [kindName(i.params.name, l)] },
+  'POST /v1/pipe/kinds/:name/resume': { permission: 'pipe:admin', resources: (i, l) => [kindName(i.params.name, l)] },
+  'POST /v1/bus/exporters/:name/pause': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/bus/exporters/:name/resume': { permission: 'bus:admin', resources: param('name') },
+  'GET /v1/pauses': { permission: 'log:read' },
+
   // bus
   ...catalog('/v1/bus/topics', 'bus', 'admin', 'admin'),
   'POST /v1/bus/topics/:topic/events': { permission: 'bus:publish', resources: publishTopics },

@@ -5,19 +5,21 @@ import { BusFace } from '../bus/face.js';
 import { PipeFace } from '../pipe/face.js';
 import { Schedules, type ScheduleHooks } from './schedules.js';
 import { BulkJobs } from './bulk.js';
+import { PauseControl } from './pause-control.js';
 
 const PRUNE_KIND = 'ops.prune_notification_keys';
 /** Notification keys are needed while a fire may still be retried; a day is far beyond that. */
 const KEY_KEEP_MS = 86_400_000;
 
 /**
- * Operations over the other faces: schedules and bulk jobs. Built over the
+ * Operations over the other faces: schedules, bulk jobs, pause and resume. Built over the
  * faces this node serves (it acts through them, never around them).
  */
 export class OpsFace implements Face {
   readonly name = 'ops';
   readonly schedules: Schedules;
   readonly bulk: BulkJobs;
+  readonly pauses: PauseControl;
 
   constructor(
     readonly rt: Runtime,
@@ -29,6 +31,7 @@ export class OpsFace implements Face {
     const pipe = faces.find((f): f is PipeFace => f instanceof PipeFace)?.pipe;
     this.schedules = new Schedules(rt, { machines, bus }, hooks);
     this.bulk = new BulkJobs(rt, { machines, pipe });
+    this.pauses = new PauseControl(rt, { machines, bus, pipe });
     // Registered at construction so fires due during downtime find their handler as soon as the scheduler runs.
     this.schedules.registerTimers();
     this.bulk.registerTimers();

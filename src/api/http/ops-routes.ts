@@ -64,7 +64,24 @@ const page = (item: object) => ({ type: 'object', properties: { items: { type: '
 /** Bodies are checked by the face (one set of rules for HTTP and the config file). */
 const anyBody = { type: 'object' } as const;
 
-/** Schedules and bulk jobs (the ops face). */
+const pauseInfo = {
+  type: 'object',
+  properties: {
+    kind: { type: 'string', enum: ['namespace', 'machine', 'subscription', 'pipe_kind', 'exporter'] },
+    name: { type: 'string' },
+    paused_at: date,
+    reason: { type: 'string', nullable: true },
+  },
+} as const;
+const resumeAnswer = { type: 'object', properties: { kind: { type: 'string' }, name: { type: 'string' }, resumed: { type: 'boolean' } } } as const;
+const pauseBody = { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 500 } } } as const;
+
+/** Empty POST bodies count as `{}`. */
+async function defaultBody(req: { body: unknown }): Promise<void> {
+  if (req.body === undefined || req.body === null) req.body = {};
+}
+
+/** Schedules, bulk jobs, pause and resume (the ops face). */
 export function registerOpsRoutes(app: FastifyInstance, ops: OpsFace): void {
   const s = ops.schedules;
   let tags = ['schedules'];
@@ -201,5 +218,40 @@ export function registerOpsRoutes(app: FastifyInstance, ops: OpsFace): void {
     '/v1/bulk-jobs/:id/cancel',
     { schema: { operationId: 'cancelBulkJob', summary: 'Cancel a running bulk job: no target is acted on after the answer', tags, params: idParams, response: { 200: jobInfo, ...errors } } },
     async (req) => b.cancel(req.params.id),
+  );
+
+  const p = ops.pauses;
+  tags = ['pause'];
+  const targets: Array<{ kind: 'namespace' | 'machine' | 'subscription' | 'pipe_kind' | 'exporter'; path: string; params: object; what: string; op: string }> = [
+    { kind: 'namespace', path: '/v1/namespaces/:ns', params: nsParams, what: 'a machine namespace (calls refused or queued, timers and notifications wait)', op: 'Namespace' },
+    {
+      kind: 'machine',
+      path: '/v1/namespaces/:ns/machines/:id',
+      params: { type: 'object', properties: { ns: { type: 'string', minLength: 1, maxLength: 100 }, id: { type: 'string', minLength: 1, maxLength: 100 } }, required: ['ns', 'id'] },
+      what: 'one machine (calls refused or queued, timers and notifications wait)',
+      op: 'Machine',
+    },
+    { kind: 'subscription', path: '/v1/bus/subscriptions/:name', params: nameParams, what: 'a bus subscription (delivery stops, its position is kept)', op: 'Subscription' },
+    { kind: 'pipe_kind', path: '/v1/pipe/kinds/:name', params: nameParams, what: 'a pipe kind (pushes to its handler wait)', op: 'PipeKind' },
+    { kind: 'exporter', path: '/v1/bus/exporters/:name', params: nameParams, what: 'a RabbitMQ exporter (shipping waits, its position is kept)', op: 'Exporter' },
+  ];
+  for (const t of targets) {
+    type P = { Params: { ns?: string; id?: string; name?: string }; Body: unknown };
+    const nameOf = (q: P['Params']): string => (t.kind === 'namespace' || t.kind === 'machine' ? q.ns! : q.name!);
+    app.post<P>(
+      `${t.path}/pause`,
+      { preValidation: defaultBody, schema: { operationId: `pause${t.op}`, summary: `Pause ${t.what}; stored, survives restarts`, tags, params: t.params, body: pauseBody, response: { 200: pauseInfo, ...errors } } },
+      async (req) => p.pause(t.kind, nameOf(req.params), req.body, req.params.id),
+    );
+    app.post<P>(
+      `${t.path}/resume`,
+      { preValidation: defaultBody, schema: { operationId: `resume${t.op}`, summary: `Resume ${t.what.split(' (')[0]}`, tags, params: t.params, body: { type: 'object', additionalProperties: false, properties: {} }, response: { 200: resumeAnswer, ...errors } } },
+      async (req) => p.resume(t.kind, nameOf(req.params), req.params.id),
+    );
+  }
+  app.get(
+    '/v1/pauses',
+    { schema: { operationId: 'listPauses', summary: 'Everything paused: namespaces, machines, subscriptions, pipe kinds, exporters', tags, response: { 200: { type: 'object', properties: { items: { type: 'array', items: pauseInfo } } }, ...errors } } },
+    async () => ({ items: p.list() }),
   );
 }
