@@ -79,8 +79,8 @@ export const scheduleSchema = z
     action: z.union([machineAction, publishAction]),
     /** While an earlier fire's action still runs: skip this fire, keep one buffered, or run it anyway. */
     overlap: z.enum(['skip', 'buffer_one', 'allow']).default('skip'),
-    /** After downtime, fires at most this old still run; older ones are counted as missed. */
-    catchup_window_ms: z.number().int().min(0).max(366 * 86_400_000).default(60_000),
+    /** After downtime, fires at most this late (past their due time, jitter included) still run; later ones are counted as missed. At least a second. */
+    catchup_window_ms: z.number().int().min(1000).max(366 * 86_400_000).default(60_000),
     /** Initial state only: a replaced definition keeps the schedule's paused state unless it says. */
     paused: z.boolean().optional(),
   })

@@ -335,7 +335,7 @@ export class Schedules {
         }
         const def = JSON.parse(row.definition) as ScheduleDef;
         const now = this.rt.clock.now();
-        if (fireAt < now - def.catchup_window_ms) {
+        if (fireAt + jitterOf(def, name, fireAt) < now - def.catchup_window_ms) {
           // Downtime: this fire is older than the catch-up window. Count what was missed and go on from the first fire inside it.
           let missed = 0;
           let t = fireAt;

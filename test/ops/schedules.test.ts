@@ -101,6 +101,7 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
       { spec: { every_ms: 1000 }, action: { publish: { topic: 'nope', type: 't' } } },
       { spec: { every_ms: 1000 }, action: { machine: { namespace: 'ns', id: 'a', op: 'explode' } } },
       { spec: { every_ms: 1000 }, action: publishEvery(1000).action, overlap: 'sometimes' },
+      { spec: { every_ms: 1000 }, action: publishEvery(1000).action, catchup_window_ms: 0 },
     ];
     for (const b of bad) {
       const e = await s.put('x', b).catch((err: unknown) => err);
