@@ -4,6 +4,8 @@ import { isMillraceError, MillraceError } from '../../src/core/errors.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { BusFace } from '../../src/bus/face.js';
 import { OpsFace } from '../../src/ops/face.js';
+import { PipeFace } from '../../src/pipe/face.js';
+import { HandlerServer } from '../pipe/support.js';
 import type { ProcessorFn } from '../../src/machines/processor.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { countAll } from './support.js';
@@ -144,5 +146,33 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     }
     expect(await countAll(rt, 'SELECT count(*) AS n FROM catalog_definitions')).toBe(0);
     expect(await ops.pauses.resume('namespace', 'refusing')).toEqual({ kind: 'namespace', name: 'refusing', resumed: false });
+  });
+  it('a paused pipe kind stops pushing to its handler; writes go on; resume pushes', async () => {
+    const handler = new HandlerServer();
+    const url = await handler.start();
+    try {
+      const e = await createTestEnv(dialect, {
+        extra: { pipe: { store_jitter_s: 0, kinds: { jobs: { handler: `${url}/jobs`, default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1 } } } } as never,
+      });
+      envs.push(e);
+      const rt = await Runtime.open(e.config);
+      rts.push(rt);
+      const pf = new PipeFace(rt);
+      const ops = new OpsFace(rt, [pf]);
+      for (const f of [pf, ops]) await f.start();
+      const pipe = pf.pipe;
+      await ops.pauses.pause('pipe_kind', 'jobs', { reason: 'handler down for deploy' });
+      const id = await pipe.create('jobs');
+      await pipe.append(id, Buffer.from('one'));
+      await pipe.store(id, 0.05);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(handler.of(id)).toEqual([]);
+      expect((await pipe.get(id)).state).toBe('stored');
+      expect(await ops.pauses.resume('pipe_kind', 'jobs')).toEqual({ kind: 'pipe_kind', name: 'jobs', resumed: true });
+      await waitUntil(() => handler.of(id).length === 1);
+      expect(handler.of(id)[0]!.records).toEqual(['one']);
+    } finally {
+      await handler.close();
+    }
   });
 });
