@@ -436,10 +436,17 @@ export class Machines {
     const nid = await shard.write(async (tx) => {
       if (opts.key !== undefined) {
         // A key names one notification: given again, the first one's id is the answer and nothing is stored.
-        const seen = await tx.all<{ nid: number }>('SELECT nid FROM machine_notification_keys WHERE ns = ? AND id = ? AND key = ?', [ns, id, opts.key]);
-        if (seen[0] !== undefined) {
+        // The key is claimed first, so a concurrent notify with the same key waits for this one and then finds it.
+        const claimed = await tx.run('INSERT INTO machine_notification_keys (ns, id, key, nid, created_at) VALUES (?, ?, ?, 0, ?) ON CONFLICT (ns, id, key) DO NOTHING', [
+          ns,
+          id,
+          opts.key,
+          this.rt.clock.now(),
+        ]);
+        if (claimed === 0) {
+          const seen = await tx.all<{ nid: number }>('SELECT nid FROM machine_notification_keys WHERE ns = ? AND id = ? AND key = ?', [ns, id, opts.key]);
           tx.onCommit(() => (duplicate = true));
-          return Number(seen[0].nid);
+          return Number(seen[0]!.nid);
         }
       }
       const rows = await tx.all<{ gen: number; status: string }>(SQL.genStatus, [ns, id]);
@@ -453,9 +460,7 @@ export class Machines {
         this.rt.clock.now(),
       ]);
       if (m.status === 'working') await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
-      if (opts.key !== undefined) {
-        await tx.run('INSERT INTO machine_notification_keys (ns, id, key, nid, created_at) VALUES (?, ?, ?, ?, ?)', [ns, id, opts.key, Number(ins[0]!.nid), this.rt.clock.now()]);
-      }
+      if (opts.key !== undefined) await tx.run('UPDATE machine_notification_keys SET nid = ? WHERE ns = ? AND id = ? AND key = ?', [Number(ins[0]!.nid), ns, id, opts.key]);
       return Number(ins[0]!.nid);
     });
     return duplicate ? { id: nid, duplicate } : { id: nid };
