@@ -92,6 +92,9 @@ export interface ScheduleHooks {
 /** Thrown inside a transaction to roll it back when this node's timer claim was lost. */
 class ClaimLost extends Error {}
 
+/** Thrown inside a transaction to roll it back when another node created the schedule first. */
+class CreatedMeanwhile extends Error {}
+
 /**
  * Schedules over the durable scheduler. Each schedule has one timer, due at
  * its next fire time (plus its jitter); the transaction that handles it
@@ -158,6 +161,16 @@ export class Schedules {
     const def = this.parse(raw);
     const text = JSON.stringify(def);
     const shard = this.home(name);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.putOnce(shard, name, def, text, source);
+      } catch (err) {
+        if (!(err instanceof CreatedMeanwhile) || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async putOnce(shard: Shard, name: string, def: ScheduleDef, text: string, source: 'config' | 'runtime'): Promise<{ created: boolean; schedule: ScheduleInfo }> {
     const created = await shard.write(async (tx) => {
       const row = await this.rowIn(tx, shard, name);
       if (row !== undefined && row.source === 'config' && source === 'runtime') {
@@ -168,15 +181,12 @@ export class Schedules {
       const paused = def.paused ?? (row === undefined ? false : row.paused === 1);
       const next = paused ? null : nextFire(def, now);
       if (row === undefined) {
-        await tx.run(`INSERT INTO schedules (name, definition, source, paused, next_fire_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`, [
-          name,
-          text,
-          source,
-          paused ? 1 : 0,
-          next,
-          now,
-          now,
-        ]);
+        const n = await tx.run(
+          `INSERT INTO schedules (name, definition, source, paused, next_fire_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+          [name, text, source, paused ? 1 : 0, next, now, now],
+        );
+        // Created meanwhile by another node (two nodes applying one config file): read it again.
+        if (n === 0) throw new CreatedMeanwhile();
       } else {
         await tx.run('UPDATE schedules SET definition = ?, source = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [text, source, paused ? 1 : 0, next, now, name]);
       }

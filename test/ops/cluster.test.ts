@@ -32,9 +32,10 @@ describe('schedules on two nodes (postgres)', () => {
       const bus = new BusFace(rt);
       const ops = new OpsFace(rt, [bus]);
       await bus.start();
-      await ops.start();
       nodes.push(ops);
     }
+    // Both apply the config file's schedules at once.
+    await Promise.all(nodes.map((n) => n.start()));
     // Let both nodes fire for a few seconds, then stop the schedules and let running fires finish.
     await new Promise((r) => setTimeout(r, 4000));
     for (const n of ['a', 'b', 'c']) await nodes[0]!.schedules.pause(n);
