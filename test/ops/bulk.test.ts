@@ -135,3 +135,68 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
     expect((await m.get('ns', { id: 'f1' })).status).toBe('working');
   });
 });
+
+describe.each(DIALECTS)('bulk jobs on pipe dead letters (%s)', (dialect) => {
+  it('counts, then redrives the dead letters a filter matches, and deletes the others', async () => {
+    const { HandlerServer } = await import('../pipe/support.js');
+    const { PipeFace } = await import('../../src/pipe/face.js');
+    const handler = new HandlerServer();
+    const url = await handler.start();
+    const env = await createTestEnv(dialect, {
+      extra: { pipe: { store_jitter_s: 0, kinds: { jobs: { handler: `${url}/jobs`, max_repeats: 1, default_delay_s: 0.02, retry_base_s: 0.01, retry_max_s: 0.02 } } } } as never,
+    });
+    const rt = await Runtime.open(env.config);
+    try {
+      const pf = new PipeFace(rt);
+      const ops = new OpsFace(rt, [pf]);
+      for (const f of [pf, ops]) await f.start();
+      const pipe = pf.pipe;
+      let failing = true;
+      handler.behaviours.set('/jobs', () => (failing ? 500 : 200));
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const id = await pipe.create('jobs');
+        await pipe.append(id, Buffer.from(`r${i}`));
+        await pipe.store(id, 0.02);
+        ids.push(id);
+      }
+      const deadline = Date.now() + 20_000;
+      while ((await pipe.listDead({ kind: 'jobs' })).length < 4) {
+        if (Date.now() > deadline) throw new Error('sessions did not die');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      failing = false;
+      const [first, ...rest] = [...ids].sort();
+      const pushesBefore = handler.of(first!).length;
+      const dry = await ops.bulk.startDeadLetters({ filter: { kind: 'jobs', id_prefix: first }, action: { op: 'redrive' }, dry_run: true });
+      expect(dry).toEqual({ dry_run: true, matched: 1 });
+      const job = await ops.bulk.startDeadLetters({ filter: { kind: 'jobs', id_prefix: first }, action: { op: 'redrive' } });
+      if ('dry_run' in job) throw new Error('not a job');
+      const wait = async (id: string) => {
+        const end = Date.now() + 20_000;
+        for (;;) {
+          const j = await ops.bulk.get(id);
+          if (j.status === 'done') return j;
+          if (Date.now() > end) throw new Error(`job not done: ${JSON.stringify(j)}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      };
+      expect(await wait(job.id)).toMatchObject({ matched: 1, succeeded: 1, failed: 0 });
+      const pushed = Date.now() + 20_000;
+      // Redriven: pushed again (and answered 200 this time).
+      while (handler.of(first!).length <= pushesBefore) {
+        if (Date.now() > pushed) throw new Error('redriven session not pushed');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const del = await ops.bulk.startDeadLetters({ filter: { kind: 'jobs' }, action: { op: 'delete' } });
+      if ('dry_run' in del) throw new Error('not a job');
+      expect(await wait(del.id)).toMatchObject({ total: 3, matched: 3, succeeded: 3 });
+      expect((await pipe.listDead({ kind: 'jobs' })).map((d) => d.id)).toEqual([]);
+      expect(rest.length).toBe(3);
+    } finally {
+      await rt.close();
+      await handler.close();
+      await env.cleanup();
+    }
+  });
+});
