@@ -1,24 +1,6 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
+// The codes `paused` and `paused_queue_full` are in the ops table.
+import '../ops/errors.js';
 import type { Catalog } from './catalog.js';
-
-export const PAUSE_ERRORS = defineErrorCodes({
-  paused: {
-    http: 503,
-    grpc: GrpcStatus.UNAVAILABLE,
-    retryable: true,
-    description: 'The target (a namespace or machine) is paused; retry after it is resumed. details.kind and details.name say what is paused.',
-  },
-  paused_queue_full: {
-    http: 503,
-    grpc: GrpcStatus.UNAVAILABLE,
-    retryable: true,
-    description: "The target is paused and the namespace's queue of calls waiting for the resume is full; retry after it is resumed.",
-  },
-});
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof PAUSE_ERRORS> {}
-}
 
 /** What can be paused. */
 export type PauseKind = 'namespace' | 'machine' | 'subscription' | 'pipe_kind' | 'exporter';
