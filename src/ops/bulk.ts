@@ -126,6 +126,9 @@ class ClaimLost extends Error {}
  * second later.
  */
 export class BulkJobs {
+  /** Targets this node acted on, by outcome. */
+  readonly stats = { succeeded: 0, failed: 0, interrupted: 0 };
+
   constructor(
     private readonly rt: Runtime,
     private readonly targets: { machines?: Machines | undefined; pipe?: Pipe | undefined },
@@ -249,6 +252,8 @@ export class BulkJobs {
       return { matches: page.filter((r) => machineMatches(f, r)).map((r) => ({ item: r.id })), next: rows.length > limit || (page.length === limit && page.length > 0) ? page[page.length - 1]!.id : null };
     }
     const f = spec.filter;
+    // The dead-letter list pages by at most 1000.
+    limit = Math.min(limit, 1000);
     const dead = await this.pipe().listDead({ kind: f.kind, after, limit });
     const before = f.died_before === undefined ? Number.POSITIVE_INFINITY : Date.parse(f.died_before);
     const afterT = f.died_after === undefined ? Number.NEGATIVE_INFINITY : Date.parse(f.died_after);
@@ -319,6 +324,11 @@ export class BulkJobs {
         } else ok++;
       }
       const matched = Number(cur.matched) + fresh.length + interrupted.length;
+      tx.onCommit(() => {
+        this.stats.succeeded += ok;
+        this.stats.failed += bad - interrupted.length;
+        this.stats.interrupted += interrupted.length;
+      });
       if (cur.status !== 'running') {
         // Cancelled while this step ran: its outcomes still count.
         await tx.run('UPDATE bulk_jobs SET matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, updated_at = ? WHERE id = ?', [matched, ok, bad, JSON.stringify(errors), now, id]);

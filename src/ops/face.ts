@@ -1,3 +1,4 @@
+import { Counter } from 'prom-client';
 import type { Face } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { MachinesFace } from '../machines/face.js';
@@ -35,6 +36,28 @@ export class OpsFace implements Face {
     // Registered at construction so fires due during downtime find their handler as soon as the scheduler runs.
     this.schedules.registerTimers();
     this.bulk.registerTimers();
+    const fires = this.schedules.stats;
+    new Counter({
+      name: 'millrace_schedule_fires_total',
+      help: 'Schedule fires this node stored, by status (pending, buffered, skipped, missed when recorded; done, failed, interrupted when finished)',
+      labelNames: ['status'],
+      registers: [rt.metrics],
+      collect() {
+        this.reset();
+        for (const [status, n] of fires) this.inc({ status }, n);
+      },
+    });
+    const bulk = this.bulk.stats;
+    new Counter({
+      name: 'millrace_bulk_targets_total',
+      help: 'Targets of bulk jobs this node acted on, by outcome',
+      labelNames: ['outcome'],
+      registers: [rt.metrics],
+      collect() {
+        this.reset();
+        for (const [outcome, n] of Object.entries(bulk)) this.inc({ outcome }, n);
+      },
+    });
   }
 
   async start(): Promise<void> {

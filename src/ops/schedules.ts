@@ -107,6 +107,13 @@ class CreatedMeanwhile extends Error {}
  * fire is marked `interrupted`.
  */
 export class Schedules {
+  /** Fires by status as this node stored them (recorded: pending, buffered, skipped; then done, failed, interrupted). */
+  readonly stats = new Map<FireStatus | 'missed', number>();
+
+  private count(tx: Tx, status: FireStatus | 'missed', n = 1): void {
+    tx.onCommit(() => this.stats.set(status, (this.stats.get(status) ?? 0) + n));
+  }
+
   constructor(
     private readonly rt: Runtime,
     private readonly targets: ScheduleTargets,
@@ -359,6 +366,7 @@ export class Schedules {
           const first = nextFire(def, Math.max(edge, t) - 1);
           if (!(await this.moveTimer(tx, ctx, name, def, first))) throw new ClaimLost();
           await tx.run('UPDATE schedules SET missed = missed + ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [missed, first, now, name]);
+          this.count(tx, 'missed', missed);
           return;
         }
         const next = nextFire(def, fireAt);
@@ -374,6 +382,7 @@ export class Schedules {
           } else status = 'skipped';
         }
         const ins = await tx.run(`INSERT INTO schedule_fires (schedule, fire_at, status) VALUES (?, ?, ?) ON CONFLICT (schedule, fire_at) DO NOTHING`, [name, fireAt, status]);
+        if (ins === 1) this.count(tx, status);
         if (ins === 1 && status === 'pending') {
           running++;
           await this.rt.scheduler.scheduleIn(tx, runOwner(name, fireAt), RUN_KIND, now, { name, fire_at: fireAt });
@@ -447,6 +456,7 @@ export class Schedules {
   private async finishIn(tx: Tx, shard: Shard, name: string, fireAt: number, status: FireStatus, error: string | null): Promise<void> {
     const now = this.rt.clock.now();
     await tx.run('UPDATE schedule_fires SET status = ?, finished_at = ?, error = ? WHERE schedule = ? AND fire_at = ?', [status, now, error, name, fireAt]);
+    this.count(tx, status);
     const row = await this.rowIn(tx, shard, name);
     if (row === undefined) return;
     let running = Math.max(0, Number(row.running) - 1);

@@ -67,6 +67,7 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
     for (const id of ['f1', 'f2', 'f3']) expect((await m.get('ns', { id })).status).toBe('working');
     for (const id of ['f4', 'f5']) expect((await m.get('ns', { id })).status).toBe('failed');
     expect((await ops.bulk.list()).items.map((j) => j.id)).toEqual([job.id]);
+    expect(await rt.metrics.getSingleMetricAsString('millrace_bulk_targets_total')).toContain('millrace_bulk_targets_total{outcome="succeeded"} 3');
   });
 
   it('filters by id prefix and reason code; notifies; records errors', async () => {

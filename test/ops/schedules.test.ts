@@ -88,6 +88,9 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     ]);
     const info = await s.get('every-10s');
     expect(info).toMatchObject({ last_fire_at: '2026-03-01T00:00:20.000Z', next_fire_at: '2026-03-01T00:00:30.000Z', running: 0 });
+    const metric = await rt.metrics.getSingleMetricAsString('millrace_schedule_fires_total');
+    expect(metric).toContain('millrace_schedule_fires_total{status="pending"} 2');
+    expect(metric).toContain('millrace_schedule_fires_total{status="done"} 2');
   });
 
   it('refuses bad definitions with a typed error and writes nothing', async () => {
