@@ -16,6 +16,8 @@ import { Access, resolveAuth } from './auth/access.js';
 import type { ResourceLookup } from './auth/permissions.js';
 import { TokenStore } from './auth/tokens.js';
 import { PipeFace } from './pipe/face.js';
+import { OpsFace } from './ops/face.js';
+import type { ScheduleHooks } from './ops/schedules.js';
 
 export interface Node {
   runtime: Runtime;
@@ -37,6 +39,8 @@ export interface StartOptions {
   routes?: HttpPlugin[];
   /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
   spanProcessor?: SpanProcessor;
+  /** Test hooks of schedules. */
+  scheduleHooks?: ScheduleHooks;
   /** Environment read for MILLRACE_ADMIN_TOKEN (default process.env). */
   env?: NodeJS.ProcessEnv;
 }
@@ -84,6 +88,8 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   };
   try {
     for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));
+    // Schedules and bulk jobs act through the faces above.
+    faces.push(new OpsFace(runtime, faces, opts.scheduleHooks));
     const access = new Access(auth, new TokenStore(runtime.storage.shards[0]!, () => runtime.clock.now()), resourceLookup(faces));
     if (!auth.enabled) logger.warn({ http: config.http.host, grpc: config.grpc.enabled ? config.grpc.host : null }, 'authentication is off: every request is allowed (set MILLRACE_ADMIN_TOKEN, auth.admin_token_file or auth.jwt; see docs/security.md)');
     else logger.info({ admin_token: auth.adminDigest !== null, jwt: auth.jwt !== null, api_tokens: true }, 'authentication is on');

@@ -1,3 +1,4 @@
+import { PAUSED_RECHECK_MS, pausesOf } from '../catalog/pauses.js';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import type { Span } from '@opentelemetry/api';
@@ -38,6 +39,7 @@ export async function exporterStatus(rt: Runtime): Promise<Array<{ name: string;
 export class Exporter {
   private conn: ChannelModel | null = null;
   private consumers: Consumer[] = [];
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly rt: Runtime,
@@ -75,6 +77,12 @@ export class Exporter {
 
   /** Publishes the wanted events of a batch; resolves once the broker confirmed them. */
   private async ship(ch: ConfirmChannel, batch: LogEvent[]): Promise<void> {
+    // Paused: the batch waits (the exporter's position stays before it) until resumed or stopped.
+    const pauses = pausesOf(this.rt.catalog);
+    while (pauses.paused('exporter', this.cfg.name)) {
+      if (this.stopping.signal.aborted) throw new Error('exporter stopped while paused');
+      await pauses.changed(PAUSED_RECHECK_MS, this.stopping.signal);
+    }
     const wanted = batch.filter((e) => exporterWants(this.cfg, e));
     const spans: Span[] = [];
     for (const e of wanted) {
@@ -113,6 +121,7 @@ export class Exporter {
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort();
     await Promise.allSettled(this.consumers.splice(0).map((c) => c.stop()));
     await this.conn?.close().catch(() => {});
   }

@@ -98,6 +98,14 @@ async function pipeRequestKind(req: unknown, l: ResourceLookup): Promise<string[
   return [];
 }
 
+/** What a schedule's action does, as permissions: a machine operation on its namespace, or a publish on its topic. */
+function scheduleActionPermissions(i: AccessInput): string[] {
+  const a = obj(obj(i.body).action);
+  if (a.machine !== undefined) return [`machines:write:${str(obj(a.machine).namespace)}`];
+  if (a.publish !== undefined) return [`bus:publish:${str(obj(a.publish).topic)}`];
+  return [];
+}
+
 // ---- the table ----
 
 const catalog = (path: string, face: string, read: string, write: string): Record<string, Rule> => ({
@@ -178,6 +186,37 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'DELETE /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l) },
   'grpc /millrace.v1.Pipe/Session': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
   'grpc /millrace.v1.Pipe/Batches': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
+
+  // schedules: defining one also needs the right to do what its action does
+  'GET /v1/schedules': { permission: 'schedules:read', resources: all },
+  'GET /v1/schedules/:name': { permission: 'schedules:read', resources: param('name') },
+  'GET /v1/schedules/:name/next': { permission: 'schedules:read', resources: param('name') },
+  'GET /v1/schedules/:name/fires': { permission: 'schedules:read', resources: param('name') },
+  'PUT /v1/schedules/:name': { permission: 'schedules:admin', resources: param('name'), also: scheduleActionPermissions },
+  'DELETE /v1/schedules/:name': { permission: 'schedules:admin', resources: param('name') },
+  'POST /v1/schedules/:name/pause': { permission: 'schedules:admin', resources: param('name') },
+  'POST /v1/schedules/:name/resume': { permission: 'schedules:admin', resources: param('name') },
+  'POST /v1/schedules/:name/backfill': { permission: 'schedules:admin', resources: param('name') },
+
+  // bulk jobs: on machines they need machines:bulk on the namespace, on dead letters pipe:admin on the kind
+  'POST /v1/namespaces/:ns/bulk-jobs': { permission: 'machines:bulk', resources: param('ns') },
+  'POST /v1/pipe/dead-letters/bulk-jobs': { permission: 'pipe:admin', resources: (i, l) => { const k = obj(obj(i.body).filter).kind; return k === undefined ? ['*'] : [kindName(k, l)]; } },
+  'GET /v1/bulk-jobs': { permission: 'ops:bulk' },
+  'GET /v1/bulk-jobs/:id': { permission: 'ops:bulk' },
+  'POST /v1/bulk-jobs/:id/cancel': { permission: 'ops:bulk' },
+
+  // pause and resume: the admin permission of what is paused
+  'POST /v1/namespaces/:ns/pause': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/resume': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/machines/:id/pause': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/namespaces/:ns/machines/:id/resume': { permission: 'machines:admin', resources: param('ns') },
+  'POST /v1/bus/subscriptions/:name/pause': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/bus/subscriptions/:name/resume': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/pipe/kinds/:name/pause': { permission: 'pipe:admin', resources: (i, l) => [kindName(i.params.name, l)] },
+  'POST /v1/pipe/kinds/:name/resume': { permission: 'pipe:admin', resources: (i, l) => [kindName(i.params.name, l)] },
+  'POST /v1/bus/exporters/:name/pause': { permission: 'bus:admin', resources: param('name') },
+  'POST /v1/bus/exporters/:name/resume': { permission: 'bus:admin', resources: param('name') },
+  'GET /v1/pauses': { permission: 'log:read' },
 
   // bus
   ...catalog('/v1/bus/topics', 'bus', 'admin', 'admin'),

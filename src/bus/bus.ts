@@ -1,3 +1,4 @@
+import { PAUSED_RECHECK_MS, pausesOf, type Pauses } from '../catalog/pauses.js';
 import { randomUUID } from 'node:crypto';
 import { MillraceError, badRequest } from '../core/errors.js';
 import type { Runtime } from '../runtime.js';
@@ -21,6 +22,8 @@ export interface SubscriptionInfo {
   /** The sum of `lag` over the shards. */
   lag_total: number;
   connected: boolean;
+  /** Paused: no new event is delivered until it resumes; its position is kept. */
+  paused: boolean;
   dead_letter_topic: string | null;
   created_at: number;
   updated_at: number;
@@ -46,7 +49,10 @@ export class Bus {
   private readonly ended = new Map<string, Promise<void>>();
   private stopped = false;
 
+  private readonly pauses: Pauses;
+
   constructor(readonly rt: Runtime) {
+    this.pauses = pausesOf(rt.catalog);
     this.config = rt.config.bus;
     this.topics = new Set(this.config.topics);
     this.refreshTopics();
@@ -211,7 +217,7 @@ export class Bus {
     const leases = await this.home(name).reader.all<{ expires_at: number }>(SQL.leaseExpiry, [this.cursorName(name)]);
     const connected = leases.some((l) => Number(l.expires_at) > this.rt.clock.now());
     const lagTotal = Object.values(lag).reduce((a, b) => a + b, 0);
-    return { name, config: r.config, positions, lag, lag_total: lagTotal, connected, dead_letter_topic: r.config.dead_letter_topic ?? null, created_at: r.created_at, updated_at: r.updated_at };
+    return { name, config: r.config, positions, lag, lag_total: lagTotal, connected, paused: this.pauses.paused('subscription', name), dead_letter_topic: r.config.dead_letter_topic ?? null, created_at: r.created_at, updated_at: r.updated_at };
   }
 
   /**
@@ -350,6 +356,8 @@ export class Bus {
           cursors: this.rt.cursors,
           logger: this.rt.logger,
           deadLetter: (sub, ev, deliveries) => this.deadLetter(sub, config, ev, deliveries),
+          paused: () => this.pauses.paused('subscription', name),
+          pauseChanged: (signal) => this.pauses.changed(PAUSED_RECHECK_MS, signal),
         },
       );
       this.sessions.set(name, session);

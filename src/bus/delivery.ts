@@ -22,6 +22,10 @@ export interface DeliveryHooks {
   logger: Logger;
   /** Ships an event that exceeded max deliveries to the dead-letter topic. */
   deadLetter(sub: string, ev: TopicEvent, deliveries: number): Promise<void>;
+  /** Whether the subscription is paused: no new event is sent until it resumes (the position stays where acks put it). */
+  paused?: () => boolean;
+  /** Resolves when the pause state may have changed (or after a while), or on abort. */
+  pauseChanged?: (signal: AbortSignal) => Promise<void>;
 }
 
 interface Inflight {
@@ -123,6 +127,10 @@ export class DeliverySession {
         }
         if (this.inFlight >= this.config.max_in_flight) {
           await this.space();
+          if (signal.aborted) return;
+        }
+        while (this.hooks.paused?.() === true) {
+          await this.hooks.pauseChanged!(signal);
           if (signal.aborted) return;
         }
         const f: Inflight = { ev, count: 0, gen: 0, timer: undefined, dead: false };

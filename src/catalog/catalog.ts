@@ -5,7 +5,7 @@ import { registerMigrations } from '../storage/migrations.js';
 import type { Shard } from '../storage/storage.js';
 
 /** What a runtime definition defines. */
-export type CatalogKind = 'bus.topic' | 'machines.namespace' | 'pipe.kind';
+export type CatalogKind = 'bus.topic' | 'machines.namespace' | 'pipe.kind' | 'ops.pause';
 
 export const CATALOG_CHANNEL = 'millrace_catalog';
 
@@ -167,7 +167,7 @@ export class Catalog {
       next.get(k)!.set(r.name, { name: r.name, definition: JSON.parse(r.definition) as unknown, updated_at: Number(r.updated_at) });
     }
     const changed: CatalogKind[] = [];
-    for (const k of ['bus.topic', 'machines.namespace', 'pipe.kind'] as const) {
+    for (const k of ['bus.topic', 'machines.namespace', 'pipe.kind', 'ops.pause'] as const) {
       const fp = (m: Map<string, StoredDefinition> | undefined) => JSON.stringify([...(m?.values() ?? [])].map((d) => [d.name, d.definition]));
       if (fp(this.state.get(k)) !== fp(next.get(k))) changed.push(k);
     }

@@ -9,6 +9,7 @@ import { machinesConfigSchema } from '../machines/config.js';
 import { ledgerConfigSchema } from '../ledger/config.js';
 import { pipeConfigSchema } from '../pipe/config.js';
 import { busConfigSchema } from '../bus/config.js';
+import { schedulesConfigSchema } from '../ops/schedule-spec.js';
 
 const hexBound = z
   .string()
@@ -179,6 +180,8 @@ export const configSchema = z
     ledger: ledgerConfigSchema,
     pipe: pipeConfigSchema,
     bus: busConfigSchema,
+    /** Schedules defined in the file (see docs/operations-at-scale.md). */
+    schedules: schedulesConfigSchema,
   })
   .strict();
 

@@ -45,6 +45,14 @@ export const namespaceSchema = z
       })
       .strict()
       .prefault({}),
+    /** While the namespace or a machine is paused: calls are refused (`paused`, retryable) or wait for the resume, up to `queue_limit` waiting per namespace on a node. */
+    pause: z
+      .object({
+        calls: z.enum(['refuse', 'queue']).default('refuse'),
+        queue_limit: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
     /** Name of the event sink that publishes this namespace's events. */
     sink: z
       .string()

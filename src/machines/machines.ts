@@ -1,3 +1,4 @@
+import { PAUSED_RECHECK_MS, pausesOf, type Pauses } from '../catalog/pauses.js';
 import { MillraceError, badRequest, isMillraceError } from '../core/errors.js';
 import type { Principal } from '../core/principal.js';
 import { sleep } from '../core/clock.js';
@@ -40,6 +41,8 @@ export interface MachineView {
   tags: string[];
   history: MachineEvent[];
   history_range: HistoryRange;
+  /** Paused, by itself or with its namespace: timers and notifications wait, calls are refused or queued. */
+  paused?: boolean;
 }
 
 export const TIMEOUT_KIND = 'machines.timeout';
@@ -181,6 +184,9 @@ export class Machines {
     return this.namespaces;
   }
   private readonly processors: ReadonlyMap<string, ProcessorFn> | undefined;
+  private readonly pauses: Pauses;
+  /** Calls waiting for their paused namespace or machine to resume, per namespace. */
+  private readonly pausedWaiting = new Map<string, number>();
   private readonly queues: MachineQueues;
   private readonly cache: MachineCache;
   private readonly multiNode: boolean;
@@ -211,6 +217,7 @@ export class Machines {
   ) {
     this.cfg = rt.config.machines;
     this.processors = opts.processors;
+    this.pauses = pausesOf(rt.catalog);
     this.refreshNamespaces();
     rt.catalog.on('machines.namespace', () => this.refreshNamespaces());
     this.queues = new MachineQueues({ queueLimit: this.cfg.queue_limit, maxActive: this.cfg.max_active_machines, memoryLimitMb: this.cfg.memory_limit_mb });
@@ -338,7 +345,9 @@ export class Machines {
   async start(ns: string, id: string, args: unknown, opts: RequestOptions = {}): Promise<{ response: unknown }> {
     const c = this.nsConfig(ns);
     checkId(id);
-    const r = await this.run(ns, id, { kind: 'signal', signal: { type: 'init', args: args ?? null } }, this.ctx(c, opts));
+    const ctx = this.ctx(c, opts);
+    await this.admit(ns, id, c, ctx.deadline);
+    const r = await this.run(ns, id, { kind: 'signal', signal: { type: 'init', args: args ?? null } }, ctx);
     return { response: r.response ?? null };
   }
 
@@ -346,6 +355,7 @@ export class Machines {
     const c = this.nsConfig(ns);
     const ctx = this.ctx(c, opts);
     const id = await this.resolve(ns, ref);
+    await this.admit(ns, id, c, ctx.deadline);
     const r = await this.run(ns, id, { kind: 'call', args: args ?? null }, ctx);
     return { response: r.response ?? null };
   }
@@ -354,6 +364,7 @@ export class Machines {
     const c = this.nsConfig(ns);
     const ctx = this.ctx(c, opts);
     const id = await this.resolve(ns, ref);
+    await this.admit(ns, id, c, ctx.deadline);
     const r = await this.run(ns, id, { kind: 'repair', args: args ?? null }, ctx);
     return { response: r.response ?? null };
   }
@@ -416,12 +427,28 @@ export class Machines {
   }
 
   /** Stores a notification for later, ordered delivery as a `notification` signal. */
-  async notify(ns: string, ref: MachineRef, args: unknown): Promise<{ id: number }> {
+  async notify(ns: string, ref: MachineRef, args: unknown, opts: { key?: string } = {}): Promise<{ id: number; duplicate?: boolean }> {
     this.nsConfig(ns);
     const id = await this.resolve(ns, ref);
     const shard = this.shardOf(ns, id);
     const argsText = JSON.stringify(args ?? null);
+    let duplicate = false;
     const nid = await shard.write(async (tx) => {
+      if (opts.key !== undefined) {
+        // A key names one notification: given again, the first one's id is the answer and nothing is stored.
+        // The key is claimed first, so a concurrent notify with the same key waits for this one and then finds it.
+        const claimed = await tx.run('INSERT INTO machine_notification_keys (ns, id, key, nid, created_at) VALUES (?, ?, ?, 0, ?) ON CONFLICT (ns, id, key) DO NOTHING', [
+          ns,
+          id,
+          opts.key,
+          this.rt.clock.now(),
+        ]);
+        if (claimed === 0) {
+          const seen = await tx.all<{ nid: number }>('SELECT nid FROM machine_notification_keys WHERE ns = ? AND id = ? AND key = ?', [ns, id, opts.key]);
+          tx.onCommit(() => (duplicate = true));
+          return Number(seen[0]!.nid);
+        }
+      }
       const rows = await tx.all<{ gen: number; status: string }>(SQL.genStatus, [ns, id]);
       const m = rows[0];
       if (m === undefined || m.status === 'none') throw new MillraceError('machine_not_found', `no machine ${id} in namespace ${ns}`);
@@ -433,9 +460,10 @@ export class Machines {
         this.rt.clock.now(),
       ]);
       if (m.status === 'working') await this.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, this.rt.clock.now(), { ns, id });
+      if (opts.key !== undefined) await tx.run('UPDATE machine_notification_keys SET nid = ? WHERE ns = ? AND id = ? AND key = ?', [Number(ins[0]!.nid), ns, id, opts.key]);
       return Number(ins[0]!.nid);
     });
-    return { id: nid };
+    return duplicate ? { id: nid, duplicate } : { id: nid };
   }
 
   async get(ns: string, ref: MachineRef, range: unknown = {}): Promise<MachineView> {
@@ -449,7 +477,44 @@ export class Machines {
     if (r.after !== undefined && r.after > state.lastEvent) {
       throw new MillraceError('event_not_found', `machine ${id} has no event ${r.after}`, { details: { event_id: r.after } });
     }
-    return this.view(state, r, k, false);
+    return { ...(await this.view(state, r, k, false)), paused: this.pauses.machinePaused(ns, id) };
+  }
+
+  /** Whether the namespace is paused. */
+  namespacePaused(ns: string): boolean {
+    return this.pauses.paused('namespace', ns);
+  }
+
+  /** Whether the machine (or its namespace) is paused. */
+  paused(ns: string, id: string): boolean {
+    return this.pauses.machinePaused(ns, id);
+  }
+
+  /**
+   * A call to a paused machine (or namespace) is refused with `paused`, or,
+   * where the namespace says `pause.calls: queue`, waits for the resume (up
+   * to `queue_limit` waiting per namespace on this node, and its deadline).
+   */
+  private async admit(ns: string, id: string, c: NamespaceConfig, deadline: number): Promise<void> {
+    if (!this.pauses.machinePaused(ns, id)) return;
+    const what = this.pauses.paused('namespace', ns) ? { kind: 'namespace', name: ns } : { kind: 'machine', name: `${ns}/${id}` };
+    if (c.pause.calls === 'refuse') throw new MillraceError('paused', `${what.kind} ${what.name} is paused`, { details: what, retryAfterS: 1 });
+    const waiting = this.pausedWaiting.get(ns) ?? 0;
+    if (waiting >= c.pause.queue_limit) {
+      throw new MillraceError('paused_queue_full', `${what.kind} ${what.name} is paused and ${waiting} calls already wait for it`, { details: { ...what, waiting }, retryAfterS: 1 });
+    }
+    this.pausedWaiting.set(ns, waiting + 1);
+    try {
+      while (this.pauses.machinePaused(ns, id)) {
+        const left = deadline - this.rt.clock.now();
+        if (left <= 0) throw new MillraceError('deadline_exceeded', `${what.kind} ${what.name} stayed paused until the request deadline`, { details: what });
+        await this.pauses.changed(Math.min(left, PAUSED_RECHECK_MS));
+      }
+    } finally {
+      const n = (this.pausedWaiting.get(ns) ?? 1) - 1;
+      if (n <= 0) this.pausedWaiting.delete(ns);
+      else this.pausedWaiting.set(ns, n);
+    }
   }
 
   // ---- steps ----
@@ -987,6 +1052,8 @@ export class Machines {
     const p = timer.payload as { ns: string; id: string; gen: number; range: HistoryRange | null };
     const c = this.namespaces.get(p.ns);
     if (c === undefined) return;
+    // Paused: the timeout waits (the timer stays, looked at again shortly).
+    if (this.pauses.machinePaused(p.ns, p.id)) throw new RetryTimer(PAUSED_RECHECK_MS);
     const ctx = { deadline: this.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
     try {
       await this.run(p.ns, p.id, { kind: 'signal', signal: { type: 'timeout' } }, ctx, { timer: { ctx: tctx, range: p.range } });
@@ -1009,6 +1076,8 @@ export class Machines {
     const p = timer.payload as { ns: string; id: string };
     const c = this.namespaces.get(p.ns);
     if (c === undefined) return;
+    // Paused: notifications stay stored and wait.
+    if (this.pauses.machinePaused(p.ns, p.id)) throw new RetryTimer(PAUSED_RECHECK_MS);
     const shard = this.shardOf(p.ns, p.id);
     for (;;) {
       if (this.stopped) throw new RetryTimer(100);

@@ -91,4 +91,18 @@ registerMigrations([
       postgres: 'CREATE INDEX machines_ns_status ON machines (ns, status, id);',
     },
   },
+  {
+    // A notification given with a key is stored once per key (a schedule's fire, retried after a crash).
+    id: 'machines/0003_notification_keys',
+    sql: {
+      sqlite: `CREATE TABLE machine_notification_keys (
+          ns TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, nid INTEGER NOT NULL, created_at INTEGER NOT NULL,
+          PRIMARY KEY (ns, id, key)) WITHOUT ROWID;
+        CREATE INDEX machine_notification_keys_age ON machine_notification_keys (created_at);`,
+      postgres: `CREATE TABLE machine_notification_keys (
+          ns TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, nid BIGINT NOT NULL, created_at BIGINT NOT NULL,
+          PRIMARY KEY (ns, id, key));
+        CREATE INDEX machine_notification_keys_age ON machine_notification_keys (created_at);`,
+    },
+  },
 ]);

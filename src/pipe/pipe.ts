@@ -1,3 +1,4 @@
+import { pausesOf, type Pauses } from '../catalog/pauses.js';
 import { randomBytes } from 'node:crypto';
 import { badRequest, MillraceError } from '../core/errors.js';
 import type { Runtime } from '../runtime.js';
@@ -54,6 +55,7 @@ export class Pipe {
   private readonly writes: SessionWrites;
   private readonly redelivery: Redelivery;
   private readonly dead: DeadLetters;
+  private readonly pauses: Pauses;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Session id -> kind; a session's kind never changes, so entries never go stale. */
@@ -70,6 +72,7 @@ export class Pipe {
       this.refreshKinds();
       if (!this.stopped) void this.unpark().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: un-parking sessions of changed kinds failed'));
     });
+    this.pauses = pausesOf(rt.catalog);
     const kindConfig = (name: string): PipeKindConfig | undefined => this.kindConfig(name);
     this.writes = new SessionWrites(rt, config, kindConfig);
     this.redelivery = new Redelivery({
@@ -82,6 +85,7 @@ export class Pipe {
       writes: this.writes,
       verdict: (d, v) => this.applyVerdict(d, v),
       stats: this.stats,
+      paused: (kind) => this.pauses.paused('pipe_kind', kind),
     });
     this.dead = new DeadLetters(rt, this.writes);
   }
@@ -150,6 +154,11 @@ export class Pipe {
     const k = this.kindsByName.get(String(kind));
     if (k === undefined) throw kindNotFound(kind);
     return k.name;
+  }
+
+  /** Whether pushes of the kind are paused. */
+  kindPaused(kind: string): boolean {
+    return this.pauses.paused('pipe_kind', kind);
   }
 
   /** The name of a kind given by name or code, or null when no such kind is defined. */

@@ -1,3 +1,4 @@
+import { PAUSED_RECHECK_MS } from '../catalog/pauses.js';
 import type { Runtime } from '../runtime.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import type { Tx } from '../storage/port.js';
@@ -23,6 +24,8 @@ export interface RedeliveryDeps {
   /** Applies a handler's verdict through the session's lane, for that delivery only. */
   verdict: (d: Delivery, v: PushVerdict) => Promise<Outcome>;
   stats: { pushes: number; pushFailures: number };
+  /** Whether pushes of a kind are paused (its sessions stay stored and wait). */
+  paused?: (kind: string) => boolean;
 }
 
 /**
@@ -131,6 +134,7 @@ export class Redelivery {
       return;
     }
     if (this.stopped) throw new RetryTimer(0);
+    if (this.d.paused?.(kind) === true) throw new RetryTimer(PAUSED_RECHECK_MS);
     const sem = this.d.semaphores.get(kind)!;
     // Wait in line unless the line is long: then leave the scheduler's slots to other kinds.
     if (sem.waiting >= Math.max(64, cfg.concurrency * 4)) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));

@@ -10,6 +10,7 @@ import '../machines/errors.js';
 import '../ledger/errors.js';
 import '../pipe/errors.js';
 import '../bus/errors.js';
+import '../ops/errors.js';
 
 export interface ErrorInit {
   details?: Record<string, unknown> | undefined;

@@ -53,7 +53,7 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
 
     expect((await req(node, 'PUT', '/v1/pipe/kinds/rk', { max_repeats: 3, concurrency: 2 })).status).toBe(200);
     expect((await req(node, 'POST', '/v1/pipe/sessions', { kind: 'rk' })).status).toBe(201);
-    expect((await req(node, 'GET', '/v1/pipe/kinds/rk')).body).toEqual({ name: 'rk', source: 'runtime', definition: { max_repeats: 3, concurrency: 2 } });
+    expect((await req(node, 'GET', '/v1/pipe/kinds/rk')).body).toEqual({ name: 'rk', source: 'runtime', definition: { max_repeats: 3, concurrency: 2 }, paused: false });
     expect((await req(node, 'GET', '/v1/pipe/kinds/yaml_kind')).body!.source).toBe('config');
   });
 

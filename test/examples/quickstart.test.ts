@@ -39,7 +39,7 @@ it('the CLI defines, shows, lists and deletes runtime definitions through a node
     }
   };
   expect((await run(['kinds', 'put', 'cli-kind', '{"max_repeats":2}'])).code).toBe(0);
-  expect(JSON.parse((await run(['kinds', 'get', 'cli-kind'])).stdout)).toEqual({ name: 'cli-kind', source: 'runtime', definition: { max_repeats: 2 } });
+  expect(JSON.parse((await run(['kinds', 'get', 'cli-kind'])).stdout)).toEqual({ name: 'cli-kind', source: 'runtime', definition: { max_repeats: 2 }, paused: false });
   expect((await run(['kinds', 'list'])).stdout).toContain('"cli-kind"');
   const bad = await run(['namespaces', 'put', 'cli-ns', '{"processor":{}}']);
   expect([bad.code, JSON.parse(bad.stderr).error.code]).toEqual([1, 'bad_request']);

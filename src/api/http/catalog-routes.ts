@@ -79,7 +79,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
     checkName(req.params.name);
     const d = find(req.params.name);
     if (d === null) throw notFound(req.params.name);
-    return d;
+    return { ...d, ...(spec.decorate ? await spec.decorate(d) : {}) };
   });
 
   app.put<{ Params: { name: string }; Body: unknown }>(

@@ -4,6 +4,8 @@ import { BusFace } from '../../bus/face.js';
 import { LedgerFace } from '../../ledger/ledger-face.js';
 import { MachinesFace } from '../../machines/face.js';
 import { PipeFace } from '../../pipe/face.js';
+import { OpsFace } from '../../ops/face.js';
+import { registerOpsRoutes } from './ops-routes.js';
 import { registerBusRoutes } from './bus-routes.js';
 import { registerLedgerRoutes } from './ledger-routes.js';
 import { registerMachinesRoutes } from './machines-routes.js';
@@ -16,5 +18,6 @@ export function faceRoutes(face: Face): HttpPlugin | null {
   if (face instanceof LedgerFace) return (app: FastifyInstance) => registerLedgerRoutes(app, face.ledger);
   if (face instanceof PipeFace) return (app: FastifyInstance) => registerPipeRoutes(app, face.pipe);
   if (face instanceof BusFace) return (app: FastifyInstance) => registerBusRoutes(app, face.bus);
+  if (face instanceof OpsFace) return (app: FastifyInstance) => registerOpsRoutes(app, face);
   return null;
 }

@@ -62,7 +62,7 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
         throw badRequest(`namespace definition: processor.in_process: no in-process processor "${p.in_process}" in this build`);
       }
     },
-    decorate: async (d) => ({ machines: await m.counts(d.name) }),
+    decorate: async (d) => ({ machines: await m.counts(d.name), paused: m.namespacePaused(d.name) }),
   });
 
   for (const by of ['machines', 'tags'] as const) {

@@ -61,6 +61,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     nameRe: KIND_NAME,
     schema: kindSchema,
     configured: () => new Map(Object.entries(pipe.config.kinds)),
+    decorate: async (d) => ({ paused: pipe.kindPaused(d.name) }),
     check: (name, parsed) => {
       const clash = pipe.kindClash(name, (parsed as { code?: number }).code);
       if (clash !== null) throw new MillraceError('defined_in_config', `pipe kind "${name}": ${clash}`, { details: { name } });
