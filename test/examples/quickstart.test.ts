@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -46,4 +46,62 @@ it('the CLI defines, shows, lists and deletes runtime definitions through a node
   expect((await run(['kinds', 'delete', 'cli-kind'])).code).toBe(0);
   const gone = await run(['kinds', 'get', 'cli-kind']);
   expect([gone.code, JSON.parse(gone.stderr).error.code]).toEqual([1, 'kind_not_found']);
+});
+
+/** Every `curl` line of the shell blocks in README.md and docs/*.md: its method, the host it names, and its path. */
+function docCurls(): { file: string; line: string; method: string; host: string; path: string }[] {
+  const files = ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const out: { file: string; line: string; method: string; host: string; path: string }[] = [];
+  for (const file of files) {
+    for (const block of readFileSync(file, 'utf8').matchAll(/^```sh\n([\s\S]*?)^```/gm)) {
+      const vars = new Map<string, string>();
+      const lines = block[1]!.replace(/\\\n/g, ' ').split('\n').map((l) => l.replace(/^\$ /, ''));
+      for (const line of lines) {
+        const assign = /^([A-Z_]+)=(\S+)$/.exec(line.trim());
+        if (assign) vars.set(assign[1]!, assign[2]!);
+        if (!line.startsWith('curl ')) continue;
+        const words = line.replace(/\s#.*$/, '').match(/'[^']*'|"[^"]*"|\S+/g) ?? [];
+        const strip = (w: string) => w.replace(/^['"]|['"]$/g, '');
+        let method = '';
+        let hasBody = false;
+        let url = '';
+        for (let i = 1; i < words.length; i++) {
+          const w = words[i]!;
+          if (w === '-X') method = words[++i]!;
+          else if (w.startsWith('-X')) method = w.slice(2);
+          else if (w === '-d') (hasBody = true), i++;
+          else if (w === '-H' || w === '--max-time') i++;
+          else if (!w.startsWith('-') && !url) url = strip(w);
+        }
+        // Known variables expand to their value; any other ($ID, $LAST_ID) stands for one path segment.
+        url = url.replace(/\$\{?([A-Z_]+)\}?/g, (_m, v: string) => vars.get(v) ?? 'x');
+        const m = /^(?:https?:\/\/)?([^/]+)(\/[^?]*)/.exec(url);
+        out.push({ file, line, method: method || (hasBody ? 'POST' : 'GET'), host: m?.[1] ?? '', path: m?.[2] ?? '' });
+      }
+    }
+  }
+  return out;
+}
+
+it('every curl example in README.md and docs/ uses the default port and a route the node serves', async () => {
+  const curls = docCurls();
+  expect(curls.length).toBeGreaterThan(30);
+  const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: { connection: 'close' } })).json()) as { paths: Record<string, Record<string, unknown>> };
+  const routes = Object.entries(spec.paths).map(([p, ops]) => ({
+    re: new RegExp(`^${p.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+    methods: Object.keys(ops).map((k) => k.toUpperCase()),
+  }));
+  const wrong: string[] = [];
+  for (const c of curls) {
+    if (!['localhost:7070', '127.0.0.1:7070'].includes(c.host)) wrong.push(`${c.file}: not the default port: ${c.line}`);
+    else if (routes.some((r) => r.re.test(c.path) && r.methods.includes(c.method))) continue;
+    else if (c.method === 'GET') {
+      // (connection: close, so no kept-alive socket holds the node's close.)
+      // Routes kept out of the OpenAPI document (/healthz, /readyz, /metrics, /openapi.json) must still answer.
+      const res = await fetch(`${node.url}${c.path}`, { headers: { connection: 'close' } });
+      await res.body?.cancel();
+      if (res.status === 404 && !spec.paths[c.path]) wrong.push(`${c.file}: no such route (${res.status}): ${c.line}`);
+    } else wrong.push(`${c.file}: no such route: ${c.method} ${c.path}: ${c.line}`);
+  }
+  expect(wrong).toEqual([]);
 });
