@@ -69,11 +69,13 @@ function docCurls(): { file: string; line: string; method: string; host: string;
           const w = words[i]!;
           if (w === '-X') method = words[++i]!;
           else if (w.startsWith('-X')) method = w.slice(2);
-          else if (w === '-d') (hasBody = true), i++;
-          else if (w === '-H' || w === '--max-time') i++;
+          else if (['-d', '--data', '--data-binary', '--data-raw', '--json'].includes(w)) (hasBody = true), i++;
+          else if (['-H', '--header', '--max-time', '-m', '-o', '-w', '-u'].includes(w)) i++;
           else if (!w.startsWith('-') && !url) url = strip(w);
         }
-        // Known variables expand to their value; any other ($ID, $LAST_ID) stands for one path segment.
+        // Known variables expand to their value; an unset one in front ($U) is the node on its default
+        // address, any other ($ID, $LAST_ID) stands for one path segment.
+        url = url.replace(/^\$\{?([A-Z_]+)\}?/, (m, v: string) => (vars.has(v) ? m : '127.0.0.1:7070'));
         url = url.replace(/\$\{?([A-Z_]+)\}?/g, (_m, v: string) => vars.get(v) ?? 'x');
         const m = /^(?:https?:\/\/)?([^/]+)(\/[^?]*)/.exec(url);
         out.push({ file, line, method: method || (hasBody ? 'POST' : 'GET'), host: m?.[1] ?? '', path: m?.[2] ?? '' });
