@@ -6,9 +6,9 @@ import { allErrorCodes, GrpcStatus, isErrorCode, MillraceError } from '../../src
 
 const grpcName = new Map<number, string>(Object.entries(GrpcStatus).map(([k, v]) => [v, k]));
 
-/** Rows of the README's error table: code -> [http, grpc, retry]. */
+/** Rows of the error table in docs/errors.md: code -> [http, grpc, retry]. */
 function readmeTable(): Map<string, [number, string, string]> {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
   const rows = new Map<string, [number, string, string]>();
   for (const m of readme.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \| ([A-Z_]+) \| (yes|no) \|/gm)) {
     rows.set(m[1]!, [Number(m[2]), m[3]!, m[4]!]);
@@ -17,7 +17,7 @@ function readmeTable(): Map<string, [number, string, string]> {
 }
 
 describe('error codes', () => {
-  it('every registered code is in the README table with its statuses', () => {
+  it('every registered code is in the docs/errors.md table with its statuses', () => {
     const table = readmeTable();
     const missing: string[] = [];
     const wrong: string[] = [];
@@ -30,7 +30,7 @@ describe('error codes', () => {
     expect(wrong).toEqual([]);
   });
 
-  it('the README table names no code that is not registered', () => {
+  it('the docs/errors.md table names no code that is not registered', () => {
     const unknown = [...readmeTable().keys()].filter((c) => !isErrorCode(c));
     expect(unknown).toEqual([]);
   });
