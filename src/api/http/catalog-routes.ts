@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { definedInConfig, type Catalog, type CatalogKind } from '../../catalog/catalog.js';
 import { badRequest, MillraceError, type ErrorCode } from '../../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../../core/paging.js';
 import { errorSchema, pageQuery } from './server.js';
-import { noContent, openObject, pageOf } from './schemas.js';
+import { docBody, noContent, openObject, pageOf } from './schemas.js';
 
 export interface Definition {
   name: string;
@@ -55,6 +55,8 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
   const tags = [spec.face];
   // Operation ids from the human name: "pipe kind" gives listPipeKinds, getPipeKind, putPipeKind, deletePipeKind.
   const noun = spec.what.split(' ').map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
+  // The body is validated by the zod schema in the handler (its messages name the field); the document shows that same schema.
+  const { $schema: _dialect, ...bodyDoc } = z.toJSONSchema(spec.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
   const definition = openObject({ name: { type: 'string' }, source: { type: 'string', enum: ['config', 'runtime'] }, definition: {} });
   const notFound = (name: string) => new MillraceError(spec.notFound, `no ${spec.what} "${name}"`, { details: { name } });
   const checkName = (name: string) => {
@@ -90,7 +92,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
 
   app.put<{ Params: { name: string }; Body: unknown }>(
     `${spec.path}/:name`,
-    { schema: { operationId: `put${noun}`, summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`, tags, params, response: { 200: definition, ...errors } } },
+    { schema: { operationId: `put${noun}`, summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`, tags, params, ...docBody(bodyDoc), response: { 200: definition, ...errors } } },
     async (req) => {
       const name = req.params.name;
       checkName(name);

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { createRequire } from 'node:module';
 import { errorSchema } from './error-schema.js';
+import { DOC_BODY } from './schemas.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
@@ -55,7 +56,8 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       for (const [code, r] of Object.entries((schema.response ?? {}) as Record<string, unknown>)) response[code] = JSON.stringify(r) === errorJson ? errorRef : r;
       if (!Object.keys(response).some((c) => c.startsWith('4'))) response['4xx'] = errorRef;
       response['5xx'] ??= errorRef;
-      return { schema: { ...schema, response }, url };
+      const { [DOC_BODY]: docBody, ...rest } = schema as Record<string, unknown>;
+      return { schema: { ...rest, ...(docBody === undefined ? {} : { body: docBody }), response }, url };
     },
   });
 }

@@ -12,3 +12,13 @@ export const eventStream = (description: string) => ({ 200: { description, conte
 
 /** A paged list: `items` and the opaque `next_cursor` of the next page (null on the last). */
 export const pageOf = (item: Record<string, unknown>) => openObject({ items: { type: 'array', items: item }, next_cursor: { type: ['string', 'null'] } });
+
+/**
+ * A route schema key for a request body that the handler validates itself
+ * (with a zod schema, for its messages): the OpenAPI document shows it as
+ * the body, Fastify does not validate with it.
+ */
+export const DOC_BODY = 'x-doc-body';
+
+/** Spread into a route schema: `{ ...docBody(schema) }`. */
+export const docBody = (schema: unknown): object => ({ [DOC_BODY]: schema });
