@@ -54,7 +54,8 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       if (schema === undefined || schema === null || (schema as { hide?: boolean }).hide === true) return { schema, url };
       const response: Record<string, unknown> = {};
       for (const [code, r] of Object.entries((schema.response ?? {}) as Record<string, unknown>)) response[code] = JSON.stringify(r) === errorJson ? errorRef : r;
-      if (!Object.keys(response).some((c) => c.startsWith('4'))) response['4xx'] = errorRef;
+      // Any other error status (401/403 with authentication on, 429, 503 while draining) has the same body.
+      response['4xx'] ??= errorRef;
       response['5xx'] ??= errorRef;
       const { [DOC_BODY]: docBody, ...rest } = schema as Record<string, unknown>;
       return { schema: { ...rest, ...(docBody === undefined ? {} : { body: docBody }), response }, url };
