@@ -21,7 +21,7 @@ const { version } = createRequire(import.meta.url)('../../../package.json') as {
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   const errorJson = JSON.stringify(errorSchema);
   const errorRef = { $ref: 'Error#' };
-  app.addSchema({ $id: 'Error', ...errorSchema });
+  app.addSchema({ $id: 'Error', description: 'An error: `code` is stable (the table of codes is in the README, section Errors), `message` is for people', ...errorSchema });
   await app.register(swagger, {
     // Shared schemas are named by their $id in components.schemas.
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
@@ -30,7 +30,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       info: {
         title: 'millrace',
         version,
-        description: 'Durable event backbone: machines, ledger, pipe and bus over one sharded, ordered, hash-chained log. Every error answer is an `Error` body whose `code` is stable (see docs/errors.md).',
+        description: 'Durable event backbone: machines, ledger, pipe and bus over one sharded, ordered, hash-chained log. Every error answer is an `Error` body whose `code` is stable (see the README, section Errors).',
         license: { name: 'MIT', identifier: 'MIT' },
       },
       servers: [
