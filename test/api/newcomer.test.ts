@@ -9,11 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import { isMillraceError } from '../../src/core/errors.js';
 import { startNode, type Node } from '../../src/serve.js';
+
+/** The browser the console tests use (test/ui/console.test.ts). */
+const CHROMIUM = process.env.MILLRACE_CHROMIUM ?? '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 let node: Node | undefined;
 let dir: string | undefined;
@@ -61,6 +66,32 @@ describe('first contact', () => {
     expect(init).toMatch(/validatorUrl: null/);
     expect(init).toMatch(/url: resolveUrl\('\.\/json'\)/);
     expect(await (await fetch(`${n.url}/docs/json`)).json()).toEqual(await (await fetch(`${n.url}/openapi.json`)).json());
+  });
+});
+
+describe('/docs in a browser', () => {
+  it('renders every operation with no request leaving the node', async () => {
+    const n = await start();
+    const doc = (await (await fetch(`${n.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    const operations = Object.values(doc.paths).reduce((k, ops) => k + Object.keys(ops).length, 0);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+    try {
+      const page = await browser.newPage();
+      const elsewhere: string[] = [];
+      // Anything not served by the node is refused (and recorded): the page must not need it.
+      await page.route('**/*', (route) => {
+        const u = route.request().url();
+        if (u.startsWith(`${n.url}/`) || u.startsWith('data:')) return route.continue();
+        elsewhere.push(u);
+        return route.abort();
+      });
+      await page.goto(`${n.url}/docs/`);
+      await expect.poll(() => page.locator('.opblock').count(), { timeout: 30_000 }).toBe(operations);
+      expect(await page.locator('.opblock-tag').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('machines'), expect.stringContaining('ledger'), expect.stringContaining('bus')]));
+      expect(elsewhere).toEqual([]);
+    } finally {
+      await browser.close();
+    }
   });
 });
 
