@@ -138,6 +138,15 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /ui': { open: 'always' },
   'GET /ui/': { open: 'always' },
   'GET /ui/*': { open: 'always' },
+  'GET /': { open: 'always' },
+  // the API reference page: its static files are open, the document it shows follows auth.open_openapi
+  'GET /docs': { open: 'always' },
+  'GET /docs/': { open: 'always' },
+  'GET /docs/static/*': { open: 'always' },
+  'GET /docs/static/index.html': { open: 'always' },
+  'GET /docs/static/swagger-initializer.js': { open: 'always' },
+  'GET /docs/json': { open: 'openapi' },
+  'GET /docs/yaml': { open: 'openapi' },
 
   // log
   'GET /v1/shards': { permission: 'log:read' },

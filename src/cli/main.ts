@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
 import { isMillraceError } from '../core/errors.js';
@@ -22,9 +23,15 @@ function readConfig(path: string | undefined): Config {
   }
 }
 
+/** The version of the installed package (same path from `src/` and from `dist/`). */
+export function packageVersion(): string {
+  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();
   program.name('millrace').description('Durable event backbone: machines, ledger, pipe and bus over one hash-chained log.');
+  program.version(packageVersion(), '-v, --version', 'print the millrace version');
   program.option('-c, --config <file>', 'config file (default: $MILLRACE_CONFIG, else ./millrace.yaml if present)');
 
   program

@@ -97,6 +97,10 @@ export const configSchema = z
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** Log every answered HTTP request at info (otherwise at debug; failures and slow answers are logged at warn either way). */
+        requests: z.boolean().default(false),
+        /** HTTP answers slower than this are logged at warn (streams and long polls excepted). */
+        slow_request_ms: z.number().int().min(1).max(3_600_000).default(1000),
       })
       .strict()
       .prefault({}),

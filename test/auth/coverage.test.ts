@@ -285,7 +285,8 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
     expect(served.size).toBeGreaterThan(40);
     const unmapped = [...served].filter((k) => httpRule(k.split(' ')[0]!, k.split(' ')[1]!) === undefined);
     expect(unmapped).toEqual([]);
-    const hidden = ['GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /openapi.json', 'GET /ui', 'GET /ui/', 'GET /ui/*'];
+    const hidden = ['GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /openapi.json', 'GET /ui', 'GET /ui/', 'GET /ui/*', 'GET /'];
+    hidden.push(...Object.keys(PERMISSIONS).filter((k) => k.startsWith('GET /docs')));
     const stale = Object.keys(PERMISSIONS).filter((k) => !k.startsWith('grpc ') && !served.has(k) && !hidden.includes(k));
     expect(stale).toEqual([]);
   });
@@ -343,7 +344,11 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
   it('open routes stay open; /metrics and /openapi.json need log:read unless configured open', async () => {
     for (const p of ['/healthz', '/readyz']) expect((await fetch(`${node.url}${p}`)).status, p).toBe(200);
     expect([200, 503]).toContain((await fetch(`${node.url}/ui/`)).status);
-    for (const p of ['/metrics', '/openapi.json']) {
+    // The console's entry and the API reference page are open; the document the page shows is /openapi.json's.
+    expect((await fetch(`${node.url}/`, { redirect: 'manual' })).status).toBe(302);
+    expect((await fetch(`${node.url}/docs/`)).status).toBe(200);
+    expect((await fetch(`${node.url}/docs/static/swagger-ui-bundle.js`)).status).toBe(200);
+    for (const p of ['/metrics', '/openapi.json', '/docs/json', '/docs/yaml']) {
       const none = await fetch(`${node.url}${p}`);
       expect(none.status, p).toBe(401);
       expect((await fetch(`${node.url}${p}`, { headers: bearer(await mint(['bus:*'])) })).status, p).toBe(403);

@@ -12,8 +12,8 @@ const tokenInfo = {
     name: { type: 'string' },
     permissions: { type: 'array', items: { type: 'string' } },
     created_at: { type: 'string', format: 'date-time' },
-    expires_at: { type: 'string', format: 'date-time', nullable: true },
-    revoked_at: { type: 'string', format: 'date-time', nullable: true },
+    expires_at: { type: ['string', 'null'], format: 'date-time' },
+    revoked_at: { type: ['string', 'null'], format: 'date-time' },
   },
 } as const;
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 100 } }, required: ['id'] } as const;
@@ -62,7 +62,7 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
         summary: 'API tokens by id, without secrets (revoked and expired ones marked), paged',
         tags,
         querystring: pageQuery(),
-        response: { 200: { type: 'object', properties: { items: { type: 'array', items: tokenInfo }, next_cursor: { type: 'string', nullable: true } } }, ...errors },
+        response: { 200: { type: 'object', properties: { items: { type: 'array', items: tokenInfo }, next_cursor: { type: ['string', 'null'] } } }, ...errors },
       },
     },
     async (req) => {

@@ -3,6 +3,7 @@ import type { Bus } from '../../bus/bus.js';
 import { TOPIC_NAME, topicDefinitionSchema } from '../../bus/config.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
 import { errorSchema, pageQuery, toHttpError } from './server.js';
+import { eventStream, noContent, openObject, pageOf } from './schemas.js';
 
 const eventSchema = {
   type: 'object',
@@ -42,6 +43,8 @@ const subscriptionSchema = {
 
 const nameParams = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } as const;
 const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
+const tags = ['bus'];
+const subscriptionPut = openObject({ name: { type: 'string' }, created: { type: 'boolean' }, config: openObject() });
 
 /** HTTP routes of the bus: publish, subscription CRUD, and server-sent-event delivery with acks. */
 export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
@@ -49,6 +52,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     kind: 'bus.topic',
     path: '/v1/bus/topics',
     what: 'topic',
+    face: 'bus',
     notFound: 'topic_not_found',
     nameRe: TOPIC_NAME,
     schema: topicDefinitionSchema,
@@ -59,6 +63,9 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     '/v1/bus/topics/:topic/events',
     {
       schema: {
+        operationId: 'publishEvents',
+        summary: 'Publish events to a topic; the answer names their log positions, in order',
+        tags,
         params: { type: 'object', properties: { topic: { type: 'string' } }, required: ['topic'] },
         body: {
           type: 'object',
@@ -66,7 +73,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
           required: ['events'],
           properties: { events: { type: 'array', minItems: 1, maxItems: 10_000, items: eventSchema } },
         },
-        response: { ...errors },
+        response: { 200: openObject({ positions: { type: 'array', items: {} } }), ...errors },
       },
     },
     async (req) => {
@@ -78,7 +85,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
 
   app.put<{ Params: { name: string }; Body: Record<string, unknown> }>(
     '/v1/bus/subscriptions/:name',
-    { schema: { params: nameParams, body: subscriptionSchema, response: errors } },
+    { schema: { operationId: 'putSubscription', summary: 'Create (201) or redefine (200) a durable subscription', tags, params: nameParams, body: subscriptionSchema, response: { 200: subscriptionPut, 201: subscriptionPut, ...errors } } },
     async (req, reply) => {
       const r = await bus.putSubscription(req.params.name, req.body);
       reply.status(r.created ? 201 : 200);
@@ -88,7 +95,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
 
   app.get<{ Querystring: { limit?: number; cursor?: string } }>(
     '/v1/bus/subscriptions',
-    { schema: { summary: 'Subscriptions with positions, lag over their own topics, connected and dead-letter topic, paged', querystring: pageQuery(), response: errors } },
+    { schema: { operationId: 'listSubscriptions', summary: 'Subscriptions with positions, lag over their own topics, connected and dead-letter topic, paged', tags, querystring: pageQuery(), response: { 200: { ...pageOf(openObject()), description: 'A page of subscriptions (`subscriptions` repeats their names)' }, ...errors } } },
     async (req) => {
       const page = await bus.listSubscriptionInfos(req.query);
       // `subscriptions` (the names of this page) is kept for clients of the earlier list.
@@ -96,11 +103,11 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     },
   );
 
-  app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { params: nameParams, response: errors } }, async (req) =>
+  app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { operationId: 'getSubscription', summary: 'A subscription: its definition, positions and lag', tags, params: nameParams, response: { 200: openObject(), ...errors } } }, async (req) =>
     bus.getSubscription(req.params.name),
   );
 
-  app.delete<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { params: nameParams, response: errors } }, async (req, reply) => {
+  app.delete<{ Params: { name: string } }>('/v1/bus/subscriptions/:name', { schema: { operationId: 'deleteSubscription', summary: 'Delete a subscription and its positions', tags, params: nameParams, response: { ...noContent, ...errors } } }, async (req, reply) => {
     await bus.deleteSubscription(req.params.name);
     return reply.status(204).send();
   });
@@ -109,6 +116,9 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     '/v1/bus/subscriptions/:name/ack',
     {
       schema: {
+        operationId: 'ackDeliveries',
+        summary: 'Acknowledge deliveries of a stream (ids), or hand them back for redelivery after delay_ms (nack)',
+        tags,
         params: nameParams,
         body: {
           type: 'object',
@@ -119,7 +129,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
             delay_ms: { type: 'integer', minimum: 0, maximum: 86_400_000 },
           },
         },
-        response: errors,
+        response: { 200: openObject({ acked: { type: 'integer' }, nacked: { type: 'integer' } }), ...errors },
       },
     },
     async (req) => {
@@ -132,7 +142,10 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
   );
 
   // Server-sent events: one `event: delivery` per event, acked through POST …/ack.
-  app.get<{ Params: { name: string } }>('/v1/bus/subscriptions/:name/stream', { schema: { params: nameParams, response: errors } }, async (req, reply) => {
+  app.get<{ Params: { name: string } }>(
+    '/v1/bus/subscriptions/:name/stream',
+    { schema: { operationId: 'streamSubscription', summary: 'Deliveries of a subscription as server-sent events (`opened`, then one `delivery` each), acked through POST .../ack', tags, params: nameParams, response: { ...eventStream('`event: opened`, then one `event: delivery` per event; `event: error` before an abnormal end'), ...errors } } },
+    async (req, reply) => {
     const raw = reply.raw;
     let session;
     try {

@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { definedInConfig, type Catalog, type CatalogKind } from '../../catalog/catalog.js';
 import { badRequest, MillraceError, type ErrorCode } from '../../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../../core/paging.js';
 import { errorSchema, pageQuery } from './server.js';
+import { docBody, noContent, openObject, pageOf } from './schemas.js';
 
 export interface Definition {
   name: string;
@@ -18,6 +19,8 @@ export interface CatalogSpec {
   path: string;
   /** Human name, e.g. "topic". */
   what: string;
+  /** The face it belongs to: its OpenAPI tag. */
+  face: string;
   /** The error code of an unknown name. */
   notFound: ErrorCode;
   nameRe: RegExp;
@@ -49,7 +52,12 @@ export function allDefinitions(catalog: Catalog, spec: CatalogSpec): Definition[
 export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, spec: CatalogSpec): void {
   const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
   const params = { type: 'object', properties: { name: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['name'] } as const;
-  const tags = ['catalog'];
+  const tags = [spec.face];
+  // Operation ids from the human name: "pipe kind" gives listPipeKinds, getPipeKind, putPipeKind, deletePipeKind.
+  const noun = spec.what.split(' ').map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
+  // The body is validated by the zod schema in the handler (its messages name the field); the document shows that same schema.
+  const { $schema: _dialect, ...bodyDoc } = z.toJSONSchema(spec.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  const definition = openObject({ name: { type: 'string' }, source: { type: 'string', enum: ['config', 'runtime'] }, definition: {} });
   const notFound = (name: string) => new MillraceError(spec.notFound, `no ${spec.what} "${name}"`, { details: { name } });
   const checkName = (name: string) => {
     if (!spec.nameRe.test(name)) throw badRequest(`${spec.what} name must match ${String(spec.nameRe)}`);
@@ -63,7 +71,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
 
   app.get<{ Querystring: { limit?: number; cursor?: string } }>(
     spec.path,
-    { schema: { summary: `${spec.what}s from the config file and defined at runtime, by name, paged`, tags, querystring: pageQuery(), response: errors } },
+    { schema: { operationId: `list${noun}s`, summary: `${spec.what}s from the config file and defined at runtime, by name, paged`, tags, querystring: pageQuery(), response: { 200: pageOf(definition), ...errors } } },
     async (req): Promise<Page<Definition & Record<string, unknown>>> => {
       const limit = pageLimit(req.query.limit);
       const after = decodeCursor(req.query.cursor, (v): v is string => typeof v === 'string') ?? '';
@@ -75,7 +83,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
     },
   );
 
-  app.get<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { summary: `One ${spec.what}`, tags, params, response: errors } }, async (req) => {
+  app.get<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { operationId: `get${noun}`, summary: `One ${spec.what}`, tags, params, response: { 200: definition, ...errors } } }, async (req) => {
     checkName(req.params.name);
     const d = find(req.params.name);
     if (d === null) throw notFound(req.params.name);
@@ -84,7 +92,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
 
   app.put<{ Params: { name: string }; Body: unknown }>(
     `${spec.path}/:name`,
-    { schema: { summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`, tags, params, response: errors } },
+    { schema: { operationId: `put${noun}`, summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`, tags, params, ...docBody(bodyDoc), response: { 200: definition, ...errors } } },
     async (req) => {
       const name = req.params.name;
       checkName(name);
@@ -98,7 +106,7 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
     },
   );
 
-  app.delete<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { summary: `Delete a runtime ${spec.what}`, tags, params, response: errors } }, async (req, reply) => {
+  app.delete<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { operationId: `delete${noun}`, summary: `Delete a runtime ${spec.what}`, tags, params, response: { ...noContent, ...errors } } }, async (req, reply) => {
     const name = req.params.name;
     checkName(name);
     if (spec.configured().has(name)) throw definedInConfig(spec.what, name);

@@ -30,8 +30,8 @@ const eventSchema = {
     type: { type: 'string' },
     created_at: { type: 'string', format: 'date-time' },
     data: {},
-    meta: { type: 'object', nullable: true, additionalProperties: true },
-    hash: { type: 'string', nullable: true },
+    meta: { type: ['object', 'null'], additionalProperties: true },
+    hash: { type: ['string', 'null'] },
   },
 } as const;
 
@@ -54,6 +54,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     '/v1/shards',
     {
       schema: {
+        operationId: 'listShards',
         summary: 'List shards with their hash ranges and head positions',
         tags: ['log'],
         response: {
@@ -88,6 +89,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     '/v1/nodes',
     {
       schema: {
+        operationId: 'listNodes',
         summary: 'List the nodes using this storage (PostgreSQL: every node with a session open), this node first, with their sessions per shard',
         tags: ['log'],
         response: {
@@ -114,6 +116,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     '/v1/shards/:shard/events',
     {
       schema: {
+        operationId: 'readShardEvents',
         summary: "Read a shard's log in position order",
         tags: ['log'],
         params: { type: 'object', properties: { shard: { type: 'string' } }, required: ['shard'] },

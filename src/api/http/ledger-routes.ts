@@ -80,6 +80,7 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void
     '/v1/ledger/types',
     {
       schema: {
+        operationId: 'getLedgerTypes',
         tags,
         summary: 'The account, lock and state types of the ledger config (read-only: ledger types are defined in the config file only)',
         response: {
@@ -108,19 +109,20 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void
     },
     async () => ({ accounts: ledger.cfg.accounts, locks: ledger.cfg.locks, states: ledger.cfg.states }),
   );
-  app.post('/v1/ledger/batches', { schema: { tags, summary: 'Write a batch of events (with lock checks and state updates)', body: batchSchema, response: answer({ batch_id: str, events: { type: 'integer' }, states: list }) } }, async (req) =>
+  app.post('/v1/ledger/batches', { schema: { operationId: 'writeBatch', tags, summary: 'Write a batch of events (with lock checks and state updates)', body: batchSchema, response: answer({ batch_id: str, events: { type: 'integer' }, states: list }) } }, async (req) =>
     ledger.write(req.body as BatchRequest),
   );
-  app.post('/v1/ledger/balances', { schema: { tags, summary: 'Balances at a date', body: obj(['dt', 'accounts'], { dt, accounts }), response: answer({ dt: str, balances: list }) } }, async (req) =>
+  app.post('/v1/ledger/balances', { schema: { operationId: 'getBalances', tags, summary: 'Balances at a date', body: obj(['dt', 'accounts'], { dt, accounts }), response: answer({ dt: str, balances: list }) } }, async (req) =>
     ledger.balances(req.body as { dt: string; accounts: AccountQuery[] }),
   );
-  app.post('/v1/ledger/turnovers', { schema: { tags, summary: 'Turnovers for a period', body: obj(['dt_from', 'dt_to', 'accounts'], { dt_from: dt, dt_to: dt, accounts }), response: answer({ dt_from: str, dt_to: str, turnovers: list }) } }, async (req) =>
+  app.post('/v1/ledger/turnovers', { schema: { operationId: 'getTurnovers', tags, summary: 'Turnovers for a period', body: obj(['dt_from', 'dt_to', 'accounts'], { dt_from: dt, dt_to: dt, accounts }), response: answer({ dt_from: str, dt_to: str, turnovers: list }) } }, async (req) =>
     ledger.turnovers(req.body as { dt_from: string; dt_to: string; accounts: AccountQuery[] }),
   );
   app.post(
     '/v1/ledger/events',
     {
       schema: {
+        operationId: 'listLedgerEvents',
         tags,
         summary: 'Events for a period, ordered by (dt, shard, id), paged',
         body: obj(['dt_from', 'dt_to', 'accounts', 'limit'], { dt_from: dt, dt_to: dt, accounts, limit: { type: 'integer', minimum: 1, maximum: 10_000 }, cursor: { type: 'string', maxLength: 200 } }),
@@ -131,19 +133,19 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void
   );
   app.post(
     '/v1/ledger/locks/acquire',
-    { schema: { tags, summary: 'Take or renew a lock', body: obj(['type', 'attrs', 'uid', 'mode', 'timeout_s'], { type: name, attrs, uid, mode: { type: 'string', enum: ['exclusive', 'shared'] }, timeout_s: timeout }), response: lockOut } },
+    { schema: { operationId: 'acquireLock', tags, summary: 'Take or renew a lock', body: obj(['type', 'attrs', 'uid', 'mode', 'timeout_s'], { type: name, attrs, uid, mode: { type: 'string', enum: ['exclusive', 'shared'] }, timeout_s: timeout }), response: lockOut } },
     async (req) => ledger.acquireLock(req.body as { type: string; attrs: Record<string, string>; uid: string; mode: LockMode; timeout_s: number }),
   );
-  app.post('/v1/ledger/locks/ping', { schema: { tags, summary: 'Extend a held lock', body: obj(['type', 'attrs', 'uid', 'timeout_s'], { type: name, attrs, uid, timeout_s: timeout }), response: lockOut } }, async (req) =>
+  app.post('/v1/ledger/locks/ping', { schema: { operationId: 'pingLock', tags, summary: 'Extend a held lock', body: obj(['type', 'attrs', 'uid', 'timeout_s'], { type: name, attrs, uid, timeout_s: timeout }), response: lockOut } }, async (req) =>
     ledger.pingLock(req.body as { type: string; attrs: Record<string, string>; uid: string; timeout_s: number }),
   );
-  app.post('/v1/ledger/locks/release', { schema: { tags, summary: 'Release a lock', body: obj(['type', 'attrs', 'uid'], { type: name, attrs, uid }), response: answer({ released: { type: 'boolean' } }) } }, async (req) =>
+  app.post('/v1/ledger/locks/release', { schema: { operationId: 'releaseLock', tags, summary: 'Release a lock', body: obj(['type', 'attrs', 'uid'], { type: name, attrs, uid }), response: answer({ released: { type: 'boolean' } }) } }, async (req) =>
     ledger.releaseLock(req.body as { type: string; attrs: Record<string, string>; uid: string }),
   );
-  app.post('/v1/ledger/locks/get', { schema: { tags, summary: 'Current holders of a lock', body: obj(['type', 'attrs'], { type: name, attrs }), response: answer({ type: str, attrs: attrsOut, holders: list }) } }, async (req) =>
+  app.post('/v1/ledger/locks/get', { schema: { operationId: 'getLock', tags, summary: 'Current holders of a lock', body: obj(['type', 'attrs'], { type: name, attrs }), response: answer({ type: str, attrs: attrsOut, holders: list }) } }, async (req) =>
     ledger.getLock(req.body as { type: string; attrs: Record<string, string> }),
   );
-  app.post('/v1/ledger/states/get', { schema: { tags, summary: 'A JSON state and its version', body: obj(['type', 'attrs'], { type: name, attrs }), response: answer({ type: str, attrs: attrsOut, state: {}, version: { type: 'integer' } }) } }, async (req) =>
+  app.post('/v1/ledger/states/get', { schema: { operationId: 'getState', tags, summary: 'A JSON state and its version', body: obj(['type', 'attrs'], { type: name, attrs }), response: answer({ type: str, attrs: attrsOut, state: {}, version: { type: 'integer' } }) } }, async (req) =>
     ledger.getState(req.body as { type: string; attrs: Record<string, string> }),
   );
 }

@@ -4,6 +4,7 @@ import type { MachineRef, Machines, RequestOptions } from '../../machines/machin
 import { parseRfc3339 } from '../../machines/planner.js';
 import type { Sinks } from '../../machines/sink.js';
 import { errorSchema, pageQuery } from './server.js';
+import { eventStream, noContent, openObject, pageOf } from './schemas.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
 import { NAMESPACE_NAME, namespaceSchema } from '../../machines/config.js';
 
@@ -52,6 +53,7 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     kind: 'machines.namespace',
     path: '/v1/namespaces',
     what: 'namespace',
+    face: 'machines',
     notFound: 'namespace_not_found',
     nameRe: NAMESPACE_NAME,
     schema: namespaceSchema,
@@ -73,16 +75,18 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
       required: by === 'machines' ? ['ns', 'id'] : ['ns', 'tag'],
     } as const;
     const tags = ['machines'];
+    // Operation ids: callMachine, callByTag, ...
+    const opId = (verb: string) => `${verb}${by === 'machines' ? 'Machine' : 'ByTag'}`;
     const post = (op: 'call' | 'repair', summary: string) =>
       app.post<ArgsRoute>(
         `${p}/${op}`,
-        { preValidation: defaultBody, schema: { summary, tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        { preValidation: defaultBody, schema: { operationId: opId(op), summary, tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
         async (req) => m[op](req.params.ns, refOf(req.params), req.body.args, requestOptions(req)),
       );
     if (by === 'machines') {
       app.post<ArgsRoute>(
         `${p}/start`,
-        { preValidation: defaultBody, schema: { summary: 'Create a machine and run its init signal', tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        { preValidation: defaultBody, schema: { operationId: 'startMachine', summary: 'Create a machine and run its init signal', tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
         async (req) => m.start(req.params.ns, req.params.id!, req.body.args, requestOptions(req)),
       );
     }
@@ -90,7 +94,7 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     post('repair', "Repair a failed machine through the processor's repair");
     app.post<{ Params: Params }>(
       `${p}/simple-repair`,
-      { preValidation: defaultBody, schema: { summary: 'Make a failed machine working again without the processor', tags, params, body: emptyBody, response: errors } },
+      { preValidation: defaultBody, schema: { operationId: opId('simpleRepair'), summary: 'Make a failed machine working again without the processor', tags, params, body: emptyBody, response: { ...noContent, ...errors } } },
       async (req, reply) => {
         await m.simpleRepair(req.params.ns, refOf(req.params), requestOptions(req));
         return reply.status(204).send();
@@ -98,18 +102,18 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     );
     app.post<ArgsRoute>(
       `${p}/notify`,
-      { preValidation: defaultBody, schema: { summary: 'Queue a durable notification for the machine', tags, params, body: argsBody, response: { 202: { type: 'object', properties: { id: { type: 'integer' } } }, ...errors } } },
+      { preValidation: defaultBody, schema: { operationId: opId('notify'), summary: 'Queue a durable notification for the machine', tags, params, body: argsBody, response: { 202: { type: 'object', properties: { id: { type: 'integer' } } }, ...errors } } },
       async (req, reply) => reply.status(202).send(await m.notify(req.params.ns, refOf(req.params), req.body.args)),
     );
     app.get<{ Params: Params; Querystring: { after?: number; limit?: number; direction?: string } }>(
       p,
-      { schema: { summary: 'A machine with a range of its history', tags, params, querystring: rangeQuery } },
+      { schema: { operationId: opId('get'), summary: 'A machine with a range of its history', tags, params, querystring: rangeQuery, response: { 200: openObject({ history: { type: 'array', items: {} } }, 'The machine (id, namespace, status, aux state, timer, tags) and the asked range of its history'), ...errors } } },
       async (req) =>
         m.get(req.params.ns, refOf(req.params), req.query),
     );
     app.delete<{ Params: Params }>(
       p,
-      { schema: { summary: 'Remove a machine, its history, timer, tags and notifications', tags, params, response: errors } },
+      { schema: { operationId: opId('remove'), summary: 'Remove a machine, its history, timer, tags and notifications', tags, params, response: { ...noContent, ...errors } } },
       async (req, reply) => {
         await m.remove(req.params.ns, refOf(req.params), requestOptions(req));
         return reply.status(204).send();
@@ -121,11 +125,12 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     '/v1/namespaces/:ns/machines',
     {
       schema: {
+        operationId: 'listMachines',
         summary: "A namespace's machines, failed first (with reason), paged",
         tags: ['machines'],
         params: { type: 'object', properties: { ns: name }, required: ['ns'] },
         querystring: pageQuery({ status: { type: 'string', enum: ['failed', 'working'] } }),
-        response: errors,
+        response: { 200: pageOf(openObject()), ...errors },
       },
     },
     async (req) => m.list(req.params.ns, req.query),
@@ -135,12 +140,13 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     '/v1/sinks',
     {
       schema: {
+        operationId: 'listSinks',
         summary: 'Event sinks with the namespaces each publishes',
         tags: ['machines'],
         response: {
           200: {
             type: 'object',
-            properties: { items: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } } } }, next_cursor: { type: 'string', nullable: true } },
+            properties: { items: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } } } }, next_cursor: { type: ['string', 'null'] } },
           },
         },
       },
@@ -153,9 +159,11 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     '/v1/sinks/:sink/events',
     {
       schema: {
+        operationId: 'readSinkEvents',
         summary: "Machine events of the sink's namespaces, in log order (long poll)",
         tags: ['machines'],
         params: sinkParams,
+        response: { 200: openObject({ events: { type: 'array', items: {} }, next_after: { type: 'integer' } }), ...errors },
         querystring: {
           type: 'object',
           additionalProperties: false,
@@ -179,9 +187,11 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     '/v1/sinks/:sink/stream',
     {
       schema: {
+        operationId: 'streamSinkEvents',
         summary: "Machine events of the sink's namespaces as server-sent events",
         tags: ['machines'],
         params: sinkParams,
+        response: { ...eventStream('One `event` per machine event (its id is the log position), with keep-alive comments'), ...errors },
         querystring: { type: 'object', additionalProperties: false, properties: { shard: name, after: { type: 'integer', minimum: 0, default: 0 } } },
       },
     },

@@ -3,6 +3,7 @@ import { badRequest, MillraceError } from '../../core/errors.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
 import { KIND_NAME, kindSchema } from '../../pipe/config.js';
 import { errorSchema, pageQuery } from './server.js';
+import { noContent, openObject, pageOf } from './schemas.js';
 import type { Pipe, SessionInfo } from '../../pipe/pipe.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -44,8 +45,8 @@ const sessionResponse = {
     state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] },
     repeats: { type: 'integer' },
     created_at: { type: 'string' },
-    due_at: { type: 'string', nullable: true },
-    last_error: { type: 'string', nullable: true },
+    due_at: { type: ['string', 'null'] },
+    last_error: { type: ['string', 'null'] },
     records: { type: 'array', items: { type: 'string' } },
   },
 } as const;
@@ -57,6 +58,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     kind: 'pipe.kind',
     path: '/v1/pipe/kinds',
     what: 'pipe kind',
+    face: 'pipe',
     notFound: 'kind_not_found',
     nameRe: KIND_NAME,
     schema: kindSchema,
@@ -74,6 +76,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     '/v1/pipe/sessions',
     {
       schema: {
+        operationId: 'createSession',
         summary: 'Open a session of a kind',
         tags,
         body: {
@@ -93,6 +96,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
       `/v1/pipe/sessions/:id/${op}`,
       {
         schema: {
+          operationId: op === 'append' ? 'appendRecord' : 'replaceRecords',
           summary: op === 'append' ? 'Append a record (base64) to a session' : "Replace a session's records with this one",
           tags,
           params: idParams,
@@ -111,6 +115,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     '/v1/pipe/sessions/:id/store',
     {
       schema: {
+        operationId: 'storeSession',
         summary: 'Close writing; the session comes back to its handler after timeout_s (plus jitter)',
         tags,
         params: idParams,
@@ -128,7 +133,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.delete<{ Params: { id: string } }>(
     '/v1/pipe/sessions/:id',
-    { schema: { summary: 'Finish a session: it and its records are deleted', tags, params: idParams, response: errors } },
+    { schema: { operationId: 'finishSession', summary: 'Finish a session: it and its records are deleted', tags, params: idParams, response: { ...noContent, ...errors } } },
     async (req, reply) => {
       await pipe.delete(req.params.id);
       return reply.status(204).send();
@@ -139,10 +144,11 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     '/v1/pipe/sessions',
     {
       schema: {
+        operationId: 'listSessions',
         summary: 'Sessions by id, of one kind and in one state if asked, paged',
         tags,
         querystring: pageQuery({ kind: { type: 'string', minLength: 1 }, state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] } }),
-        response: errors,
+        response: { 200: pageOf(openObject()), ...errors },
       },
     },
     async (req) => pipe.listSessions(req.query),
@@ -150,7 +156,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.get<{ Params: { id: string } }>(
     '/v1/pipe/sessions/:id',
-    { schema: { summary: 'A session: kind, state, repeats, due time and records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    { schema: { operationId: 'getSession', summary: 'A session: kind, state, repeats, due time and records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
     async (req) => sessionJson(await pipe.get(req.params.id)),
   );
 
@@ -158,6 +164,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     '/v1/pipe/dead-letters',
     {
       schema: {
+        operationId: 'listDeadLetters',
         summary: 'Sessions that exhausted max_repeats, by id',
         tags,
         querystring: {
@@ -173,10 +180,10 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
                 type: 'array',
                 items: {
                   type: 'object',
-                  properties: { id: { type: 'string' }, kind: { type: 'string' }, repeats: { type: 'integer' }, last_error: { type: 'string', nullable: true }, died_at: { type: 'string' } },
+                  properties: { id: { type: 'string' }, kind: { type: 'string' }, repeats: { type: 'integer' }, last_error: { type: ['string', 'null'] }, died_at: { type: 'string' } },
                 },
               },
-              next_after: { type: 'string', nullable: true },
+              next_after: { type: ['string', 'null'] },
             },
           },
           ...errors,
@@ -194,13 +201,13 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.get<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id',
-    { schema: { summary: 'Inspect a dead-lettered session with its records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    { schema: { operationId: 'getDeadLetter', summary: 'Inspect a dead-lettered session with its records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
     async (req) => sessionJson(await pipe.getDead(req.params.id)),
   );
 
   app.post<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id/redrive',
-    { schema: { summary: 'Send a dead-lettered session back to its handler, with a fresh count of repeats', tags, params: idParams, response: errors } },
+    { schema: { operationId: 'redriveDeadLetter', summary: 'Send a dead-lettered session back to its handler, with a fresh count of repeats', tags, params: idParams, response: { 200: openObject({ id: { type: 'string' }, state: { type: 'string' } }), ...errors } } },
     async (req) => {
       await pipe.redrive(req.params.id);
       return { id: req.params.id, state: 'stored' };
@@ -209,7 +216,7 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.delete<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id',
-    { schema: { summary: 'Delete a dead-lettered session', tags, params: idParams, response: errors } },
+    { schema: { operationId: 'deleteDeadLetter', summary: 'Delete a dead-lettered session', tags, params: idParams, response: { ...noContent, ...errors } } },
     async (req, reply) => {
       await pipe.deleteDead(req.params.id);
       return reply.status(204).send();

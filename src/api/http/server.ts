@@ -1,5 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
-import swagger from '@fastify/swagger';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
 import { Histogram } from 'prom-client';
@@ -13,6 +12,8 @@ import { Access, OPEN_SETTINGS } from '../../auth/access.js';
 import { httpRule } from '../../auth/permissions.js';
 import type { Principal } from '../../core/principal.js';
 import { registerAuthRoutes } from './auth-routes.js';
+import { registerDocsRoutes, registerOpenApi } from './openapi.js';
+import { requestLogger } from './request-log.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -29,18 +30,7 @@ declare module 'fastify' {
   }
 }
 
-/** The JSON body of every error response. */
-export const errorSchema = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object', additionalProperties: true } },
-      required: ['code', 'message'],
-    },
-  },
-  required: ['error'],
-} as const;
+export { errorSchema } from './error-schema.js';
 
 /** Query string of a paged list (`limit` 1..500, opaque `cursor`) plus its filters. */
 export function pageQuery(filters: Record<string, unknown> = {}): Record<string, unknown> {
@@ -88,6 +78,8 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
       return typeof given === 'string' && given.length > 0 && given.length <= 200 ? given : randomUUID();
     },
     forceCloseConnections: 'idle',
+    // Each request is logged once, when answered, by the onResponse hook below.
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
   });
 
@@ -95,12 +87,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   const lenient = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false, strict: false });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict.compile(schema) : lenient.compile(schema)));
 
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.0.3',
-      info: { title: 'millrace', version: '0.1.0', description: 'Durable event backbone: machines, ledger, pipe, bus over one hash-chained log.' },
-    },
-  });
+  await registerOpenApi(app);
 
   const httpDuration = new Histogram({
     name: 'millrace_http_request_duration_seconds',
@@ -143,9 +130,11 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     if (access.isOpen(rule)) return;
     await access.authorize(req.principal!, rule, { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body }, `${req.method} ${url}`);
   });
+  const logRequest = requestLogger(rt.config.logging);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    logRequest(req, reply);
     if (req.span !== undefined) {
       req.span.updateName(`HTTP ${req.method} ${route}`);
       endSpan(req.span, reply.statusCode >= 500 ? new Error(`status ${reply.statusCode}`) : undefined, { 'http.route': route, 'http.response.status_code': reply.statusCode });
@@ -164,6 +153,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   });
 
   registerCoreRoutes(app, rt);
+  await registerDocsRoutes(app);
   if (access.tokens !== null) registerAuthRoutes(app, access.tokens);
   await registerUiRoutes(app);
   for (const p of plugins) await p(app);

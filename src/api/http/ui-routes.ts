@@ -13,6 +13,8 @@ export const UI_DIR = process.env.MILLRACE_UI_DIR ?? join(fileURLToPath(new URL(
  */
 export async function registerUiRoutes(app: FastifyInstance, dir: string = UI_DIR): Promise<void> {
   const built = existsSync(join(dir, 'index.html'));
+  // A browser pointed at the node lands on the console.
+  app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.redirect('/ui/'));
   app.get('/ui', { schema: { hide: true } }, async (_req, reply) => {
     if (!built) return missing(reply);
     return reply.redirect('/ui/');
