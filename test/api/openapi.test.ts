@@ -17,7 +17,7 @@ import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
 
 const run = promisify(execFile);
-const FACES = ['log', 'machines', 'ledger', 'pipe', 'bus', 'auth'];
+const FACES = ['log', 'machines', 'ledger', 'pipe', 'bus', 'auth', 'schedules', 'bulk', 'pause'];
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
 
 type Doc = { openapi: string; servers?: unknown[]; paths: Record<string, Record<string, any>>; components?: { schemas?: Record<string, unknown> } };

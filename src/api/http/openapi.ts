@@ -44,6 +44,9 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         { name: 'pipe', description: 'Session write-ahead log: kinds, sessions and dead letters' },
         { name: 'bus', description: 'Topics, publishing and durable subscriptions' },
         { name: 'auth', description: 'API tokens' },
+        { name: 'schedules', description: 'Schedules: cron or interval fires that act on machines or publish' },
+        { name: 'bulk', description: 'Bulk jobs by filter on machines and pipe dead letters' },
+        { name: 'pause', description: 'Pause and resume namespaces, machines, subscriptions, pipe kinds and exporters' },
       ],
       components: {
         securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API token, the admin token or a JWT (see docs/security.md)' } },
