@@ -5,7 +5,7 @@ import type { Shard } from '../storage/storage.js';
 import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
-import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type GapNotice, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
 import './errors.js';
@@ -314,10 +314,14 @@ export class Bus {
     let session: DeliverySession | undefined;
     try {
       const positions = await this.ensureCursors(name, config);
+      // Retention removed events it had not acknowledged: never skipped in silence.
+      const gaps = await this.lostOf(name);
+      if (gaps.length > 0 && (config.on_expired ?? 'stop') === 'stop') throw this.expired(name, gaps);
       const renew = setInterval(() => {
         this.renewLease(name, holder).then(
           (ok) => {
             if (!ok) void session?.close(new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'));
+            else if (session !== undefined && !session.closed) return this.reportLost(name, config, session, sink);
           },
           () => {},
         );
@@ -332,6 +336,7 @@ export class Bus {
         config,
         {
           deliver: (d) => sink.deliver(d),
+          gap: (g) => sink.gap(g),
           closed: (err) => {
             clearInterval(renew);
             if (this.sessions.get(name) === session) this.sessions.delete(name);
@@ -354,11 +359,55 @@ export class Bus {
       );
       this.sessions.set(name, session);
       session.start(positions);
+      if (gaps.length > 0) await this.reportLost(name, config, session, sink, gaps);
       return session;
     } catch (err) {
       await this.releaseLease(name, holder).catch(() => {});
       throw err;
     }
+  }
+
+  /** Per shard, events of the subscription's topics that retention removed after its stored position and that it was not told of. */
+  async lostOf(name: string): Promise<GapNotice[]> {
+    const out: GapNotice[] = [];
+    for (const s of this.rt.storage.shards) {
+      const rows = await s.reader.all<{ lost: number; horizon: number }>('SELECT lost, horizon FROM retention_lost WHERE cursor = ? AND lost > 0', [this.cursorName(name)]);
+      if (rows[0]) out.push({ shard: s.name, lost: Number(rows[0].lost), horizon: Number(rows[0].horizon) });
+    }
+    return out;
+  }
+
+  private expired(name: string, gaps: GapNotice[]): MillraceError {
+    const lost = gaps.reduce((n, g) => n + g.lost, 0);
+    return new MillraceError('position_expired', `retention removed ${lost} event(s) of subscription "${name}" after its acknowledged position`, {
+      details: { subscription: name, lost, shards: gaps },
+    });
+  }
+
+  /** Tells a live connection of lost events: a gap notice (on_expired "resume"), or closes it with position_expired. */
+  private async reportLost(name: string, config: SubscriptionConfig, session: DeliverySession, sink: DeliverySink, known?: GapNotice[]): Promise<void> {
+    const gaps = known ?? (await this.lostOf(name));
+    if (gaps.length === 0 || session.closed) return;
+    if ((config.on_expired ?? 'stop') === 'stop') {
+      await session.close(this.expired(name, gaps));
+      return;
+    }
+    for (const g of gaps) {
+      sink.gap(g);
+      // Only what was reported: events removed meanwhile are reported next time.
+      await this.rt.storage.shard(g.shard).write((tx) => tx.run('UPDATE retention_lost SET lost = lost - ? WHERE cursor = ?', [g.lost, this.cursorName(name)]));
+    }
+  }
+
+  /** Every subscription's topics, from the home shards (for the pruning job's lost counts). */
+  async subscriptionTopics(): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for (const s of this.rt.storage.shards) {
+      for (const r of await s.reader.all<{ name: string; config: string }>('SELECT name, config FROM bus_subscriptions')) {
+        out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
+      }
+    }
+    return out;
   }
 
   private async deadLetter(sub: string, config: SubscriptionConfig, ev: TopicEvent, deliveries: number): Promise<void> {

@@ -99,7 +99,14 @@ export async function main(argv: string[]): Promise<void> {
               }
             },
           });
-          if (r.ok) process.stdout.write(`${shard.name}: ok, ${r.checked} events, head ${r.head}\n`);
+          if (r.ok) {
+            const pruned =
+              r.removed > 0
+                ? `; proved from ${r.checkpoint.pos > 0 ? `the pruning checkpoint at position ${r.checkpoint.pos} (hash ${r.checkpoint.hash})` : 'genesis'}` +
+                  `${r.gaps > 0 ? ` across ${r.gaps} pruned range(s)` : ''}, ${r.removed} events removed by retention`
+                : '';
+            process.stdout.write(`${shard.name}: ok, ${r.checked} events, head ${r.head}${pruned}\n`);
+          }
           else {
             failed = true;
             process.stdout.write(`${shard.name}: BROKEN at position ${r.badPos}: ${r.reason}\n`);

@@ -58,6 +58,7 @@ export const ERROR_CODES = {
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
   conflict: spec(409, GrpcStatus.ABORTED, false, 'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.'),
+  position_expired: spec(410, GrpcStatus.OUT_OF_RANGE, false, 'Retention removed events after the reader\'s position (details: per shard, the events lost and the horizon); reconnect with on_expired "resume" to continue with a gap notice, or read from the horizon.'),
   overflow: spec(422, GrpcStatus.OUT_OF_RANGE, false, 'A value is larger than the storage can hold.'),
   // availability
   unavailable: spec(503, GrpcStatus.UNAVAILABLE, true, 'Temporarily unavailable; retry later.'),
