@@ -53,8 +53,10 @@ export async function verifyShard(shard: Shard, opts: { chunk?: number; onProgre
       if (at !== pos + 1) {
         const anchor = await shard.reader.all<{ last_pos: number; last_hash: Buffer }>('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = ?', [pos + 1]);
         const a = anchor[0];
-        if (a === undefined || Number(a.last_pos) !== at - 1) {
-          return { ...base(), ok: false, badPos: pos + 1, reason: `position ${pos + 1} is missing (next is ${at})${a === undefined ? ' and no pruning checkpoint covers it' : `; the pruning checkpoint there ends at ${a.last_pos}`}` };
+        if (a === undefined) return { ...base(), ok: false, badPos: pos + 1, reason: `position ${pos + 1} is missing (next is ${at}) and no pruning anchor covers it` };
+        if (Number(a.last_pos) !== at - 1) {
+          const bad = Number(a.last_pos) + 1;
+          return { ...base(), ok: false, badPos: bad, reason: `position ${bad} is missing (next is ${at}); the pruned range before it ends at ${a.last_pos}` };
         }
         if (pos === 0) checkpoint = { pos: Number(a.last_pos), hash: a.last_hash.toString('hex') };
         else gaps++;
