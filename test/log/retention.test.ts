@@ -145,6 +145,27 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
     await other.close();
   });
 
+  it('a live connection learns of removed events it had not acknowledged: closed with position_expired, or a gap notice', async () => {
+    const { rt, face } = await open(dialect, { lease_ms: 600, retention: { orders: { max_events: 2 } } });
+    await face.bus.putSubscription('live-stop', { topics: ['orders'] });
+    await face.bus.putSubscription('live-resume', { topics: ['orders'], on_expired: 'resume' });
+    const a = collectingSink();
+    const b = collectingSink();
+    const sa = await face.bus.open('live-stop', undefined, a.sink);
+    const sb = await face.bus.open('live-resume', undefined, b.sink);
+    await publishN(face, 'orders', ['a'], 6);
+    // Delivered, never acknowledged: removing them loses them for both.
+    await waitFor(() => a.deliveries.length === 6 && b.deliveries.length === 6, 10_000, 'deliveries');
+    expect(await prune(rt)).toBe(4);
+    await waitFor(() => a.closed.length === 1, 10_000, 'live-stop closed');
+    expect(isMillraceError(a.closed[0], 'position_expired')).toBe(true);
+    await waitFor(() => b.gaps.length === 1, 10_000, 'gap notice');
+    expect(b.gaps[0]).toMatchObject({ lost: 4 });
+    expect(sb.closed).toBe(false);
+    await sb.close();
+    expect(sa.closed).toBe(true);
+  });
+
   it('a bad retention rule is refused with a typed error and nothing is stored', async () => {
     const { rt } = await open(dialect);
     expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { per: 'key' } } } })).toThrow(/max_age_ms, max_events or both/);
