@@ -166,6 +166,18 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
     expect(sa.closed).toBe(true);
   });
 
+  it('republishing an id whose event retention removed is still a duplicate (position 0), not a second write nor a wait', async () => {
+    const { rt, face } = await open(dialect, { retention: { orders: { max_events: 1, per: 'key' } } });
+    const first = await face.bus.publish([{ topic: 'orders', key: 'a', id: 'once', type: 'e', data: 1 }]);
+    await face.bus.publish([{ topic: 'orders', key: 'a', id: 'twice', type: 'e', data: 2 }]);
+    await face.bus.publish([{ topic: 'audit', key: 'x', type: 'e', data: 3 }]);
+    expect(await prune(rt)).toBe(1);
+    const again = await face.bus.publish([{ topic: 'orders', key: 'a', id: 'once', type: 'e', data: 1 }]);
+    expect(first[0]!.duplicate).toBe(false);
+    expect(again[0]).toEqual({ shard: 's0', pos: 0, duplicate: true });
+    expect(await count(rt, "SELECT COUNT(*) AS n FROM events WHERE stream = 't/orders/a'")).toBe(1);
+  });
+
   it('a bad retention rule is refused with a typed error and nothing is stored', async () => {
     const { rt } = await open(dialect);
     expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { per: 'key' } } } })).toThrow(/max_age_ms, max_events or both/);
