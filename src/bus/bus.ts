@@ -182,7 +182,7 @@ export class Bus {
       case 'position':
         return spec.pos;
       case 'time': {
-        // Positions are gapless from 1 to head and creation times follow them: binary search.
+        // Creation times follow positions (retention may leave holes; the first event at or after a position stands for it): binary search.
         let lo = 1;
         let hi = (await this.rt.log.headPos(shard.name)) + 1;
         while (lo < hi) {

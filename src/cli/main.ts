@@ -4,6 +4,7 @@ import { loadConfig, type Config } from '../core/config.js';
 import { isMillraceError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { verifyShard } from '../log/verify.js';
+import { checkpointOf } from '../log/pruner.js';
 import { allMigrations } from '../storage/migrations.js';
 import { Storage } from '../storage/storage.js';
 import { backup, restore } from '../storage/backup.js';
@@ -117,6 +118,35 @@ export async function main(argv: string[]): Promise<void> {
         await storage.close();
       }
       if (failed) process.exitCode = 1;
+    });
+
+  const retentionCmd = program.command('retention').description('retention: what the pruning job has removed (docs/operations.md)');
+  retentionCmd
+    .command('status')
+    .description("per shard: the pruning checkpoint, pruned ranges, per topic the horizon and events removed, and subscriptions' unreported losses")
+    .action(async () => {
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      const storage = Storage.open(config);
+      try {
+        for (const shard of storage.shards) {
+          if (!(await shard.driver.appliedMigrations()).includes('core/0005_retention')) {
+            process.stdout.write(`${shard.name}: not migrated (run millrace migrate)\n`);
+            continue;
+          }
+          const cp = await checkpointOf(shard);
+          const [g] = await shard.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM chain_gaps');
+          const ranges = Number(g?.n ?? 0) - (cp.pos > 0 ? 1 : 0);
+          process.stdout.write(`${shard.name}: checkpoint ${cp.pos}${cp.hash ? ` (hash ${cp.hash.toString('hex')})` : ''}, ${ranges} pruned range(s) after it\n`);
+          for (const h of await shard.reader.all<{ scope: string; pos: number; removed: number }>('SELECT scope, pos, removed FROM retention_horizons ORDER BY scope')) {
+            process.stdout.write(`  ${h.scope}: horizon ${h.pos}, ${h.removed} events removed\n`);
+          }
+          for (const l of await shard.reader.all<{ cursor: string; lost: number; horizon: number }>('SELECT cursor, lost, horizon FROM retention_lost WHERE lost > 0 ORDER BY cursor')) {
+            process.stdout.write(`  ${l.cursor}: ${l.lost} events lost, not yet reported (horizon ${l.horizon})\n`);
+          }
+        }
+      } finally {
+        await storage.close();
+      }
     });
 
   program

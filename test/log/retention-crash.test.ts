@@ -4,7 +4,7 @@ import { Runtime } from '../../src/runtime.js';
 import { BusFace } from '../../src/bus/face.js';
 import { verifyShard } from '../../src/log/verify.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
-import { spawnReady, writeConfigFile } from '../support/proc.js';
+import { runCli, spawnReady, writeConfigFile } from '../support/proc.js';
 
 const envs: TestEnv[] = [];
 afterEach(async () => {
@@ -77,5 +77,14 @@ describe.each(DIALECTS)('kill -9 during pruning (%s)', (dialect) => {
     } finally {
       await rt.close();
     }
+    // The command line says what it proved and what was removed.
+    const v = await runCli(['--config', configPath, 'verify']);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toMatch(new RegExp(`s0: ok, ${TOTAL + 6 - (TOTAL - 5)} events, head ${TOTAL + 6}; proved from the pruning checkpoint at position \\d+ \\(hash [0-9a-f]{64}\\) across \\d+ pruned range\\(s\\), ${TOTAL - 5} events removed by retention`));
+    const st = await runCli(['--config', configPath, 'retention', 'status']);
+    expect(st.code).toBe(0);
+    expect(st.stdout).toMatch(/s0: checkpoint \d+ \(hash [0-9a-f]{64}\)/);
+    expect(st.stdout).toContain(`topic:orders: horizon`);
+    expect(st.stdout).toContain(`${TOTAL - 5} events removed`);
   }, 60_000);
 });
