@@ -55,6 +55,7 @@ export const SQL = {
          ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
          WHERE bus_dedupe.created_at < ? OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = excluded.token) OR (bus_dedupe.seq = ${FENCE} AND bus_dedupe.token <> excluded.token) RETURNING ref`,
   posOf: 'SELECT pos FROM events WHERE stream = ? AND seq = ?',
+  forgetLost: 'DELETE FROM retention_lost WHERE cursor = ?',
   streamReached: 'SELECT 1 AS x FROM streams WHERE stream = ? AND seq >= ?',
   pruneDedupe: 'DELETE FROM bus_dedupe WHERE created_at < ?',
 } as const;

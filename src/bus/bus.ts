@@ -168,6 +168,8 @@ export class Bus {
     const out = new Map<string, number>();
     for (const s of this.rt.storage.shards) {
       const existing = await this.rt.cursors.position(s.name, this.cursorName(name));
+      // A new cursor inherits no losses of an earlier subscription of the same name.
+      if (existing === null || existing === undefined) await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
       out.set(s.name, existing ?? (await this.rt.cursors.ensure(s.name, this.cursorName(name), await this.resolveStart(s, spec))));
     }
     return out;
@@ -264,7 +266,11 @@ export class Bus {
     const n = await this.home(name).write((tx) => tx.run(SQL.deleteSubscription, [name]));
     if (n === 0) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
     await this.sessions.get(name)?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
-    for (const s of this.rt.storage.shards) await this.rt.cursors.remove(s.name, this.cursorName(name));
+    for (const s of this.rt.storage.shards) {
+      await this.rt.cursors.remove(s.name, this.cursorName(name));
+      // After the cursor: the pruning job counts losses only for cursors that exist.
+      await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
+    }
   }
 
   /** The live session of a subscription on this node, for acks that arrive beside the stream (HTTP). */

@@ -137,6 +137,16 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
     // Reported once: the next connection gets no notice.
     expect(await face.bus.lostOf('lenient')).toEqual([]);
 
+    // Deleted and created again under the same name, it inherits no losses.
+    expect((await face.bus.lostOf('strict')).length).toBe(1);
+    await face.bus.deleteSubscription('strict');
+    await face.bus.putSubscription('strict', { topics: ['orders'] });
+    expect(await face.bus.lostOf('strict')).toEqual([]);
+    const s4 = collectingSink();
+    const again = await face.bus.open('strict', undefined, s4.sink);
+    await waitFor(() => s4.deliveries.length === 3, 10_000, 'deliveries after re-creation');
+    await again.close();
+
     // A subscription of other topics lost nothing.
     const s3 = collectingSink();
     const other = await face.bus.open('other', undefined, s3.sink);
