@@ -26,6 +26,10 @@ export class TopicRetentionSource implements RetentionSource {
     private readonly now: () => number,
   ) {}
 
+  active(): boolean {
+    return this.rules().size > 0;
+  }
+
   /** The rules in effect, by topic. */
   rules(): Map<string, TopicRetention> {
     const out = new Map<string, TopicRetention>();

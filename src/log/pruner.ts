@@ -17,6 +17,8 @@ export interface PruneBatch {
  */
 export interface RetentionSource {
   readonly name: string;
+  /** Whether any rule is set now; with none anywhere the job takes no role (and so holds no session). */
+  active(): boolean;
   /**
    * Positions of events on `shard` to remove now, oldest first, at most
    * `limit` in all, each batch below `below` (the head, which is never
@@ -157,6 +159,11 @@ export class Pruner {
 
   private async loop(shard: Shard): Promise<void> {
     while (!this.stopped) {
+      // No rule anywhere: hold no role (a role costs a session on PostgreSQL); look again later.
+      if (!this.sources.some((s) => s.active())) {
+        await sleepUnless(this.opts.intervalMs, this.abort.signal);
+        continue;
+      }
       let lease: RoleLease;
       try {
         lease = await shard.roles.acquire(Pruner.role(shard.name), this.abort.signal);
@@ -176,6 +183,7 @@ export class Pruner {
             this.opts.logger.warn({ err, shard: shard.name }, 'pruner: pass failed');
           }
           await sleepUnless(this.opts.intervalMs, AbortSignal.any([this.abort.signal, lease.lost]));
+          if (!this.sources.some((s) => s.active())) break;
         }
       } finally {
         this.holding.delete(shard.name);

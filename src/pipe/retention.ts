@@ -16,6 +16,10 @@ export class DeadSessionRetention implements RetentionSource {
     private readonly now: () => number,
   ) {}
 
+  active(): boolean {
+    return this.config.dead_max_age_s !== undefined;
+  }
+
   async sweep(shard: Shard, limit: number): Promise<number> {
     if (this.config.dead_max_age_s === undefined) return 0;
     const before = this.now() - Math.round(this.config.dead_max_age_s * 1000);
