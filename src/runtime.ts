@@ -8,6 +8,7 @@ import { silentLogger } from './core/logger.js';
 import { CursorEngine } from './log/cursor.js';
 import { Log } from './log/log.js';
 import { Sequencer } from './log/sequencer.js';
+import { Pruner } from './log/pruner.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { allMigrations } from './storage/migrations.js';
 import { Storage } from './storage/storage.js';
@@ -47,6 +48,8 @@ export interface NodeInfo {
 export class Runtime {
   readonly metrics = new Registry();
   readonly sequencers: Sequencer[] = [];
+  /** The pruning job; faces register what may be removed (retention sources). */
+  readonly pruner: Pruner;
   private started = false;
   private closed = false;
 
@@ -59,7 +62,9 @@ export class Runtime {
     readonly cursors: CursorEngine,
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
-  ) {}
+  ) {
+    this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
+  }
 
   static async open(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
     const logger = opts.logger ?? silentLogger;
@@ -117,6 +122,7 @@ export class Runtime {
     }
     await this.scheduler.recover();
     this.scheduler.start();
+    if (this.config.retention.enabled) this.pruner.start();
   }
 
   /**
@@ -292,6 +298,7 @@ export class Runtime {
     if (this.closed) return;
     this.closed = true;
     await this.catalog.stop();
+    await this.pruner.stop();
     await this.scheduler.stop();
     for (const s of this.sequencers) await s.stop();
     await this.log.close();

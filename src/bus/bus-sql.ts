@@ -24,7 +24,8 @@ export const SQL = {
   getSubscription: 'SELECT config, created_at, updated_at FROM bus_subscriptions WHERE name = ?',
   insertSubscription: 'INSERT INTO bus_subscriptions (name, config, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING',
   updateSubscription: 'UPDATE bus_subscriptions SET config = ?, updated_at = ? WHERE name = ?',
-  createdAtOf: 'SELECT created_at FROM events WHERE pos = ?',
+  // The first event at or after a position (retention leaves holes).
+  createdAtOf: 'SELECT created_at FROM events WHERE pos >= ? AND pos IS NOT NULL ORDER BY pos LIMIT 1',
   leaseExpiry: 'SELECT expires_at FROM leases WHERE name = ?',
   /** Events of the subscription's topics (stream ranges) between two positions. */
   lagCount: (ranges: string) => `SELECT count(*) AS n FROM events WHERE pos > ? AND pos <= ? AND (${ranges})`,
@@ -54,5 +55,7 @@ export const SQL = {
          ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
          WHERE bus_dedupe.created_at < ? OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = excluded.token) OR (bus_dedupe.seq = ${FENCE} AND bus_dedupe.token <> excluded.token) RETURNING ref`,
   posOf: 'SELECT pos FROM events WHERE stream = ? AND seq = ?',
+  forgetLost: 'DELETE FROM retention_lost WHERE cursor = ?',
+  streamReached: 'SELECT 1 AS x FROM streams WHERE stream = ? AND seq >= ?',
   pruneDedupe: 'DELETE FROM bus_dedupe WHERE created_at < ?',
 } as const;

@@ -6,7 +6,7 @@ import type { Shard } from '../storage/storage.js';
 import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
-import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type GapNotice, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
 import './errors.js';
@@ -174,6 +174,8 @@ export class Bus {
     const out = new Map<string, number>();
     for (const s of this.rt.storage.shards) {
       const existing = await this.rt.cursors.position(s.name, this.cursorName(name));
+      // A new cursor inherits no losses of an earlier subscription of the same name.
+      if (existing === null || existing === undefined) await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
       out.set(s.name, existing ?? (await this.rt.cursors.ensure(s.name, this.cursorName(name), await this.resolveStart(s, spec))));
     }
     return out;
@@ -188,7 +190,7 @@ export class Bus {
       case 'position':
         return spec.pos;
       case 'time': {
-        // Positions are gapless from 1 to head and creation times follow them: binary search.
+        // Creation times follow positions (retention may leave holes; the first event at or after a position stands for it): binary search.
         let lo = 1;
         let hi = (await this.rt.log.headPos(shard.name)) + 1;
         while (lo < hi) {
@@ -270,7 +272,11 @@ export class Bus {
     const n = await this.home(name).write((tx) => tx.run(SQL.deleteSubscription, [name]));
     if (n === 0) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
     await this.sessions.get(name)?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
-    for (const s of this.rt.storage.shards) await this.rt.cursors.remove(s.name, this.cursorName(name));
+    for (const s of this.rt.storage.shards) {
+      await this.rt.cursors.remove(s.name, this.cursorName(name));
+      // After the cursor: the pruning job counts losses only for cursors that exist.
+      await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
+    }
   }
 
   /** The live session of a subscription on this node, for acks that arrive beside the stream (HTTP). */
@@ -320,10 +326,14 @@ export class Bus {
     let session: DeliverySession | undefined;
     try {
       const positions = await this.ensureCursors(name, config);
+      // Retention removed events it had not acknowledged: never skipped in silence.
+      const gaps = await this.lostOf(name);
+      if (gaps.length > 0 && (config.on_expired ?? 'stop') === 'stop') throw this.expired(name, gaps);
       const renew = setInterval(() => {
         this.renewLease(name, holder).then(
           (ok) => {
             if (!ok) void session?.close(new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'));
+            else if (session !== undefined && !session.closed) return this.reportLost(name, config, session, sink);
           },
           () => {},
         );
@@ -338,6 +348,7 @@ export class Bus {
         config,
         {
           deliver: (d) => sink.deliver(d),
+          gap: (g) => sink.gap(g),
           closed: (err) => {
             clearInterval(renew);
             if (this.sessions.get(name) === session) this.sessions.delete(name);
@@ -362,11 +373,55 @@ export class Bus {
       );
       this.sessions.set(name, session);
       session.start(positions);
+      if (gaps.length > 0) await this.reportLost(name, config, session, sink, gaps);
       return session;
     } catch (err) {
       await this.releaseLease(name, holder).catch(() => {});
       throw err;
     }
+  }
+
+  /** Per shard, events of the subscription's topics that retention removed after its stored position and that it was not told of. */
+  async lostOf(name: string): Promise<GapNotice[]> {
+    const out: GapNotice[] = [];
+    for (const s of this.rt.storage.shards) {
+      const rows = await s.reader.all<{ lost: number; horizon: number }>('SELECT lost, horizon FROM retention_lost WHERE cursor = ? AND lost > 0', [this.cursorName(name)]);
+      if (rows[0]) out.push({ shard: s.name, lost: Number(rows[0].lost), horizon: Number(rows[0].horizon) });
+    }
+    return out;
+  }
+
+  private expired(name: string, gaps: GapNotice[]): MillraceError {
+    const lost = gaps.reduce((n, g) => n + g.lost, 0);
+    return new MillraceError('position_expired', `retention removed ${lost} event(s) of subscription "${name}" after its acknowledged position`, {
+      details: { subscription: name, lost, shards: gaps },
+    });
+  }
+
+  /** Tells a live connection of lost events: a gap notice (on_expired "resume"), or closes it with position_expired. */
+  private async reportLost(name: string, config: SubscriptionConfig, session: DeliverySession, sink: DeliverySink, known?: GapNotice[]): Promise<void> {
+    const gaps = known ?? (await this.lostOf(name));
+    if (gaps.length === 0 || session.closed) return;
+    if ((config.on_expired ?? 'stop') === 'stop') {
+      await session.close(this.expired(name, gaps));
+      return;
+    }
+    for (const g of gaps) {
+      sink.gap(g);
+      // Only what was reported: events removed meanwhile are reported next time.
+      await this.rt.storage.shard(g.shard).write((tx) => tx.run('UPDATE retention_lost SET lost = lost - ? WHERE cursor = ?', [g.lost, this.cursorName(name)]));
+    }
+  }
+
+  /** Every subscription's topics, from the home shards (for the pruning job's lost counts). */
+  async subscriptionTopics(): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for (const s of this.rt.storage.shards) {
+      for (const r of await s.reader.all<{ name: string; config: string }>('SELECT name, config FROM bus_subscriptions')) {
+        out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
+      }
+    }
+    return out;
   }
 
   private async deadLetter(sub: string, config: SubscriptionConfig, ev: TopicEvent, deliveries: number): Promise<void> {

@@ -3,8 +3,25 @@ import { z } from 'zod';
 /** Topic names: letters, digits and . _ - (no "/", which separates stream name parts). */
 export const TOPIC_NAME = /^[A-Za-z0-9._-]{1,100}$/;
 
+/**
+ * How long a topic keeps its events: older than `max_age_ms`, or past the
+ * newest `max_events` (of the topic on each shard, or of each key), they are
+ * removed by the pruning job.
+ */
+export const topicRetentionSchema = z
+  .object({
+    max_age_ms: z.number().int().min(1).optional(),
+    max_events: z.number().int().min(1).optional(),
+    /** What `max_events` counts: the topic's events on a shard, or each key's events. */
+    per: z.enum(['topic', 'key']).default('topic'),
+  })
+  .strict()
+  .refine((r) => r.max_age_ms !== undefined || r.max_events !== undefined, { message: 'retention takes max_age_ms, max_events or both' });
+
+export type TopicRetention = z.output<typeof topicRetentionSchema>;
+
 /** A topic defined at runtime (`PUT /v1/bus/topics/{t}`); YAML topics are bare names. */
-export const topicDefinitionSchema = z.object({ description: z.string().max(1000).optional() }).strict();
+export const topicDefinitionSchema = z.object({ description: z.string().max(1000).optional(), retention: topicRetentionSchema.optional() }).strict();
 
 const topicName = z.string().regex(TOPIC_NAME, 'a topic name of 1-100 letters, digits, ".", "_" or "-"');
 
@@ -73,6 +90,8 @@ const exporterSchema = z
 export const busConfigSchema = z
   .object({
     topics: z.array(topicName).default([]),
+    /** Retention per topic (config-file topics; runtime topics carry theirs in their definition). */
+    retention: z.record(topicName, topicRetentionSchema).default({}),
     /** An event id repeated within this window is acknowledged with its first position and not stored again. */
     dedupe_window_ms: z.number().int().min(1000).default(10 * 60_000),
     /** How often expired dedupe ids are pruned. */

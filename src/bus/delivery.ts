@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { MillraceError } from '../core/errors.js';
 import type { CursorEngine } from '../log/cursor.js';
-import { matchEvent, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import { matchEvent, type GapNotice, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 
 /** One delivery of an event to a subscriber; `deliveryId` (`shard:pos`) is what the subscriber acks. */
 export interface Delivery extends TopicEvent {
@@ -13,6 +13,8 @@ export interface Delivery extends TopicEvent {
 /** The transport side of a live connection. */
 export interface DeliverySink {
   deliver(d: Delivery): void;
+  /** Retention removed events this subscription had not acknowledged (subscriptions with on_expired "resume"). */
+  gap(n: GapNotice): void;
   /** The session ended from the server side (lease lost, subscription deleted, shutdown). */
   closed(err: MillraceError | null): void;
 }

@@ -2,6 +2,7 @@ import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { AmqpEdge } from '../amqp/edge.js';
 import { Bus } from './bus.js';
+import { TopicRetentionSource } from './retention.js';
 
 /** The bus face: publish, durable subscriptions, and beside them the RabbitMQ edge (ingress and exporters). */
 export class BusFace implements Face {
@@ -11,6 +12,7 @@ export class BusFace implements Face {
 
   constructor(rt: Runtime) {
     this.bus = new Bus(rt);
+    rt.pruner.register(new TopicRetentionSource(this.bus, () => rt.clock.now()));
     // Ingress stores into the bus through publish alone (bindings name the topics, so the configured-topic check is skipped).
     this.amqp = new AmqpEdge(rt, this.bus.config, (events) => this.bus.publish(events, { internal: true }));
   }

@@ -566,6 +566,11 @@ export class Publisher {
       const rows = await shard.reader.all<{ pos: number | null }>(SQL.posOf, [stream, seq]);
       const pos = rows[0]?.pos;
       if (pos !== null && pos !== undefined) return Number(pos);
+      if (rows.length === 0) {
+        // Stored once (its id says so) and gone since: retention removed it. Still a duplicate; its position is no more.
+        const kept = await shard.reader.all(SQL.streamReached, [stream, seq]);
+        if (kept.length > 0) return 0;
+      }
       if (Date.now() > deadline) throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
       await sl.signal.wait(head, Math.max(1, Math.min(100, deadline - Date.now())));
     }

@@ -26,6 +26,7 @@ const subscriptionInput = z
     max_in_flight: z.number().int().min(1).max(100_000).optional(),
     max_deliveries: z.number().int().min(1).max(1000).optional(),
     dead_letter_topic: z.string().regex(TOPIC_NAME).optional(),
+    on_expired: z.enum(['stop', 'resume']).optional(),
   })
   .strict();
 
@@ -39,6 +40,21 @@ export interface SubscriptionConfig {
   max_in_flight: number;
   max_deliveries: number;
   dead_letter_topic?: string;
+  /**
+   * When retention removed events of its topics after its acknowledged
+   * position: `stop` refuses to deliver with `position_expired`; `resume`
+   * sends a gap notice with the count of events lost and reads on.
+   */
+  on_expired?: 'stop' | 'resume';
+}
+
+/** What a subscriber is told when retention removed events it had not acknowledged. */
+export interface GapNotice {
+  shard: string;
+  /** Events of the subscription's topics removed after its acknowledged position. */
+  lost: number;
+  /** The highest position removed. */
+  horizon: number;
 }
 
 export type StartSpec = { kind: 'earliest' } | { kind: 'latest' } | { kind: 'position'; pos: number } | { kind: 'time'; at: number };
@@ -82,6 +98,7 @@ export function buildSubscriptionConfig(raw: unknown, bus: BusConfig): Subscript
     max_deliveries: c.max_deliveries ?? bus.subscriptions.max_deliveries,
   };
   if (c.dead_letter_topic) out.dead_letter_topic = c.dead_letter_topic;
+  if (c.on_expired) out.on_expired = c.on_expired;
   return out;
 }
 

@@ -5,8 +5,10 @@ import { loadConfig, type Config } from '../core/config.js';
 import { isMillraceError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { verifyShard } from '../log/verify.js';
+import { checkpointOf } from '../log/pruner.js';
 import { allMigrations } from '../storage/migrations.js';
 import { Storage } from '../storage/storage.js';
+import { backup, restore } from '../storage/backup.js';
 import { Runtime } from '../runtime.js';
 import { serve } from '../serve.js';
 import { exporterStatus } from '../amqp/exporter.js';
@@ -106,10 +108,98 @@ export async function main(argv: string[]): Promise<void> {
               }
             },
           });
-          if (r.ok) process.stdout.write(`${shard.name}: ok, ${r.checked} events, head ${r.head}\n`);
+          if (r.ok) {
+            const pruned =
+              r.removed > 0
+                ? `; proved from ${r.checkpoint.pos > 0 ? `the pruning checkpoint at position ${r.checkpoint.pos} (hash ${r.checkpoint.hash})` : 'genesis'}` +
+                  `${r.gaps > 0 ? ` across ${r.gaps} pruned range(s)` : ''}, ${r.removed} events removed by retention`
+                : '';
+            process.stdout.write(`${shard.name}: ok, ${r.checked} events, head ${r.head}${pruned}\n`);
+          }
           else {
             failed = true;
             process.stdout.write(`${shard.name}: BROKEN at position ${r.badPos}: ${r.reason}\n`);
+          }
+        }
+      } finally {
+        await storage.close();
+      }
+      if (failed) process.exitCode = 1;
+    });
+
+  const retentionCmd = program.command('retention').description('retention: what the pruning job has removed (docs/operations.md)');
+  retentionCmd
+    .command('status')
+    .description("per shard: the pruning checkpoint, pruned ranges, per topic the horizon and events removed, and subscriptions' unreported losses")
+    .action(async () => {
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      const storage = Storage.open(config);
+      try {
+        for (const shard of storage.shards) {
+          if (!(await shard.driver.appliedMigrations()).includes('core/0005_retention')) {
+            process.stdout.write(`${shard.name}: not migrated (run millrace migrate)\n`);
+            continue;
+          }
+          const cp = await checkpointOf(shard);
+          const [g] = await shard.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM chain_gaps');
+          const ranges = Number(g?.n ?? 0) - (cp.pos > 0 ? 1 : 0);
+          process.stdout.write(`${shard.name}: checkpoint ${cp.pos}${cp.hash ? ` (hash ${cp.hash.toString('hex')})` : ''}, ${ranges} pruned range(s) after it\n`);
+          for (const h of await shard.reader.all<{ scope: string; pos: number; removed: number }>('SELECT scope, pos, removed FROM retention_horizons ORDER BY scope')) {
+            process.stdout.write(`  ${h.scope}: horizon ${h.pos}, ${h.removed} events removed\n`);
+          }
+          for (const l of await shard.reader.all<{ cursor: string; lost: number; horizon: number }>('SELECT cursor, lost, horizon FROM retention_lost WHERE lost > 0 ORDER BY cursor')) {
+            process.stdout.write(`  ${l.cursor}: ${l.lost} events lost, not yet reported (horizon ${l.horizon})\n`);
+          }
+        }
+      } finally {
+        await storage.close();
+      }
+    });
+
+  program
+    .command('backup <dir>')
+    .description('online, consistent copy of every shard into <dir> (new or empty), with a manifest of heads and hashes written last')
+    .action(async (dir: string) => {
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      try {
+        const m = await backup(config, dir, {
+          onShard: (s) => process.stdout.write(`${s.name}: copied ${s.events} events, head ${s.head} (hash ${s.headHash ?? '-'}), ${s.bytes} bytes\n`),
+        });
+        process.stdout.write(`backup complete: ${m.shards.length} shard(s), manifest ${dir}/manifest.json (${m.method})\n`);
+      } catch (err) {
+        if (!isMillraceError(err)) throw err;
+        process.stderr.write(`millrace: ${err.code}: ${err.message}\n`);
+        process.exitCode = 2;
+      }
+    });
+
+  program
+    .command('restore <dir>')
+    .description('rebuild the configured shards (a new data dir or empty databases) from a backup, then verify their chains against the manifest')
+    .action(async (dir: string) => {
+      const config = readConfig(program.opts<{ config?: string }>().config);
+      let manifest;
+      try {
+        manifest = await restore(config, dir, { onShard: (s) => process.stdout.write(`${s.name}: restored from ${s.file}\n`) });
+      } catch (err) {
+        if (!isMillraceError(err)) throw err;
+        process.stderr.write(`millrace: ${err.code}: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const storage = Storage.open(config);
+      let failed = false;
+      try {
+        await storage.migrate(allMigrations());
+        for (const s of manifest.shards) {
+          const r = await verifyShard(storage.shard(s.name));
+          const at = await storage.shard(s.name).reader.all<{ hash: Buffer }>('SELECT hash FROM events WHERE pos = ?', [s.head]);
+          const headOk = s.head === 0 ? true : at[0] !== undefined && at[0].hash.toString('hex') === s.headHash;
+          if (r.ok && headOk && r.head >= s.head) {
+            process.stdout.write(`${s.name}: verified, ${r.checked} events, head ${r.head}, manifest head ${s.head} matches\n`);
+          } else {
+            failed = true;
+            process.stdout.write(`${s.name}: RESTORE CHECK FAILED: ${r.ok ? `the event at the manifest head ${s.head} does not carry the manifest's hash` : `chain broken at ${r.badPos}: ${r.reason}`}\n`);
           }
         }
       } finally {

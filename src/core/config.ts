@@ -158,6 +158,18 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Retention: the pruning job (docs/operations.md). Rules live with the faces (bus.retention, pipe.dead_max_age_ms). */
+    retention: z
+      .object({
+        /** Run the pruning job on this node (one node per shard holds it at a time). */
+        enabled: z.boolean().default(true),
+        /** Pause between pruning passes once a pass has nothing left to remove. */
+        interval_ms: z.number().int().min(10).max(24 * 3600_000).default(60_000),
+        /** Events (or pipe sessions) removed per transaction: bounds how long a pruning transaction holds a writer. */
+        batch: z.number().int().min(1).max(10_000).default(500),
+      })
+      .strict()
+      .prefault({}),
     cursors: z
       .object({
         chunk: z.number().int().min(1).max(100_000).default(1000),

@@ -58,6 +58,11 @@ export const ERROR_CODES = {
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
   conflict: spec(409, GrpcStatus.ABORTED, false, 'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.'),
+  position_expired: spec(410, GrpcStatus.OUT_OF_RANGE, false, 'Retention removed events after the reader\'s position (details: per shard, the events lost and the horizon); reconnect with on_expired "resume" to continue with a gap notice, or read from the horizon.'),
+  // backup and restore
+  backup_invalid: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The backup directory holds no complete backup (no manifest: it was interrupted), a file does not match its manifest checksum, or its shards do not match the configuration.'),
+  backup_target_not_empty: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A backup goes into a new or empty directory; nothing was written.'),
+  restore_target_not_empty: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A restore goes into a new data dir or empty databases; nothing was written.'),
   overflow: spec(422, GrpcStatus.OUT_OF_RANGE, false, 'A value is larger than the storage can hold.'),
   // availability
   unavailable: spec(503, GrpcStatus.UNAVAILABLE, true, 'Temporarily unavailable; retry later.'),

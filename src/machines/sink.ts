@@ -1,5 +1,6 @@
 import { MillraceError, badRequest } from '../core/errors.js';
 import type { LogEvent } from '../log/log.js';
+import { checkpointOf } from '../log/pruner.js';
 import type { Runtime } from '../runtime.js';
 import { EVENT_TYPE } from './machines.js';
 
@@ -20,6 +21,12 @@ export interface SinkPage {
   /** Position to pass as `after` next time (events of other namespaces are skipped over). */
   next_after: number;
   shard: string;
+  /**
+   * The shard's retention horizon: the pruning checkpoint, below which the
+   * log starts (0: nothing removed). Machine events are never removed while
+   * their machine exists, so no sink event is ever missing above or below it.
+   */
+  horizon: number;
 }
 
 const SCAN_CHUNK = 1000;
@@ -78,18 +85,19 @@ export class Sinks {
     const until = Date.now() + opts.waitMs;
     let pos = opts.after;
     const out: SinkEvent[] = [];
+    const horizon = (await checkpointOf(sl.shard)).pos;
     for (;;) {
       const batch = await this.rt.log.readShard(shard, pos, SCAN_CHUNK);
       for (const e of batch) {
         const se = toSinkEvent(e, nss);
         if (se) out.push(se);
         pos = e.pos!;
-        if (out.length >= opts.limit) return { events: out, next_after: pos, shard };
+        if (out.length >= opts.limit) return { events: out, next_after: pos, shard, horizon };
       }
       if (batch.length === SCAN_CHUNK) continue;
-      if (out.length > 0) return { events: out, next_after: pos, shard };
+      if (out.length > 0) return { events: out, next_after: pos, shard, horizon };
       const left = until - Date.now();
-      if (left <= 0 || opts.abort?.aborted) return { events: out, next_after: pos, shard };
+      if (left <= 0 || opts.abort?.aborted) return { events: out, next_after: pos, shard, horizon };
       await sl.signal.wait(pos, Math.min(left, this.rt.config.log.poll_ms), opts.abort);
     }
   }

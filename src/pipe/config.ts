@@ -38,6 +38,8 @@ export const pipeConfigSchema = z
     session_ttl_s: seconds.min(0.01).default(30),
     /** Upper bound of the random jitter added to `store(timeout)`; the jitter is at most 10% of the timeout. */
     store_jitter_s: seconds.default(1),
+    /** Dead sessions (past max_repeats) untouched for this long are removed with their records by the pruning job; unset: kept until deleted. */
+    dead_max_age_s: seconds.min(0.001).optional(),
     /** Largest record, in bytes. */
     max_record_bytes: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024),
   })

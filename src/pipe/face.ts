@@ -1,3 +1,4 @@
+import { DeadSessionRetention } from './retention.js';
 import type { Face, FaceFactory } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { Pipe, type Pusher } from './pipe.js';
@@ -12,6 +13,7 @@ export class PipeFace implements Face {
 
   constructor(rt: Runtime, pusher: Pusher = httpPusher()) {
     this.pipe = new Pipe(rt, rt.config.pipe, pusher);
+    rt.pruner.register(new DeadSessionRetention(rt.config.pipe, () => rt.clock.now()));
   }
 
   start(): Promise<void> {

@@ -137,6 +137,55 @@ const core: Migration[] = [
       `,
     },
   },
+  {
+    // Retention. `chain_gaps`: one row per run of removed log positions, with
+    // the hash of the run's last event, so the chain of the remaining events
+    // still verifies (the run that starts at 1 is the shard's checkpoint).
+    // `retention_horizons`: per scope (a topic), the highest removed position
+    // and how many events were removed. `retention_lost`: per cursor, events
+    // of its streams removed above its stored position and not yet reported.
+    id: 'core/0005_retention',
+    sql: {
+      sqlite: `
+        CREATE TABLE chain_gaps (
+          first_pos INTEGER PRIMARY KEY,
+          last_pos INTEGER NOT NULL,
+          last_hash BLOB NOT NULL
+        );
+        CREATE TABLE retention_horizons (
+          scope TEXT PRIMARY KEY,
+          pos INTEGER NOT NULL,
+          removed INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE retention_lost (
+          cursor TEXT PRIMARY KEY,
+          lost INTEGER NOT NULL,
+          horizon INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `,
+      postgres: `
+        CREATE TABLE chain_gaps (
+          first_pos BIGINT PRIMARY KEY,
+          last_pos BIGINT NOT NULL,
+          last_hash BYTEA NOT NULL
+        );
+        CREATE TABLE retention_horizons (
+          scope TEXT PRIMARY KEY,
+          pos BIGINT NOT NULL,
+          removed BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE retention_lost (
+          cursor TEXT PRIMARY KEY,
+          lost BIGINT NOT NULL,
+          horizon BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+      `,
+    },
+  },
 ];
 
 const registered: Migration[] = [...core];

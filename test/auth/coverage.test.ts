@@ -17,7 +17,10 @@ import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { AUDIENCE, bearer, ISSUER, jwtIssuer, settledDigest, shardDigest } from './support.js';
 
 const ADMIN = 'coverage-admin-token-0123456789';
-/** Tables that background loops write on their own (leases, heartbeats, cursors of live readers). */
+/**
+ * Tables that background loops write on their own (leases, heartbeats, cursors of live readers;
+ * role_leases: exclusive background roles such as the pruning job take and renew theirs on their own schedule).
+ */
 const VOLATILE = ['scheduler_timers', 'pipe_owners', 'node_claims', 'role_leases'];
 const FACES = ['bus', 'machines', 'ledger', 'pipe', 'log', 'auth', 'schedules', 'ops'];
 const ACTIONS: Record<string, string[]> = {

@@ -110,7 +110,7 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     const { bus, ops } = await node(await env());
     await bus.putSubscription('sub', { topics: ['orders'], start: 'earliest' });
     const got: Array<{ deliveryId: string; data: unknown }> = [];
-    const session = await bus.open('sub', undefined, { deliver: (d) => got.push(d as never), closed: () => {} });
+    const session = await bus.open('sub', undefined, { deliver: (d) => got.push(d as never), closed: () => {}, gap: () => {} });
     await bus.publish([{ topic: 'orders', key: 'k', type: 'created', data: { n: 1 } }]);
     await waitUntil(() => got.length === 1);
     session.ack([got[0]!.deliveryId]);

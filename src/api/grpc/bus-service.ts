@@ -25,6 +25,7 @@ interface PbConfig {
   max_in_flight?: number;
   max_deliveries?: number;
   dead_letter_topic?: string;
+  on_expired?: string;
 }
 
 interface PbSubscribeRequest {
@@ -69,6 +70,7 @@ export function configFromPb(c: PbConfig): Record<string, unknown> {
   if (c.max_in_flight) out.max_in_flight = c.max_in_flight;
   if (c.max_deliveries) out.max_deliveries = c.max_deliveries;
   if (c.dead_letter_topic) out.dead_letter_topic = c.dead_letter_topic;
+  if (c.on_expired) out.on_expired = c.on_expired;
   return out;
 }
 
@@ -201,6 +203,11 @@ function handleSubscribe(call: ServerDuplexStream<PbSubscribeRequest, unknown>, 
               if (!batched) call.write({ delivery });
               else if (batch.push(delivery) === 1) setImmediate(flush);
               else if (batch.length >= 1000) flush();
+            },
+            gap: (g) => {
+              if (done) return;
+              flush();
+              call.write({ gap: { shard: g.shard, lost: g.lost, horizon: g.horizon } });
             },
             closed: (err) => {
               flush();

@@ -38,11 +38,12 @@ const subscriptionSchema = {
     max_in_flight: { type: 'integer' },
     max_deliveries: { type: 'integer' },
     dead_letter_topic: { type: 'string' },
+    on_expired: { type: 'string', enum: ['stop', 'resume'], description: 'When retention removed events after its acknowledged position: stop with position_expired (default), or resume with a gap notice.' },
   },
 } as const;
 
 const nameParams = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } as const;
-const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
+const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 410: errorSchema };
 const tags = ['bus'];
 const subscriptionPut = openObject({ name: { type: 'string' }, created: { type: 'boolean' }, config: openObject() });
 
@@ -56,7 +57,7 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     notFound: 'topic_not_found',
     nameRe: TOPIC_NAME,
     schema: topicDefinitionSchema,
-    configured: () => new Map(bus.config.topics.map((t) => [t, {}])),
+    configured: () => new Map(bus.config.topics.map((t) => [t, bus.config.retention[t] ? { retention: bus.config.retention[t] } : {}])),
   });
 
   app.post<{ Params: { topic: string }; Body: { events: Array<Record<string, unknown>> } }>(
@@ -161,6 +162,9 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
               event: { id: d.id, topic: d.topic, key: d.key, type: d.type, headers: d.headers, data: JSON.parse(d.data) as unknown },
             })}\n\n`,
           );
+        },
+        gap: (g) => {
+          raw.write(`event: gap\ndata: ${JSON.stringify({ shard: g.shard, lost: g.lost, horizon: g.horizon })}\n\n`);
         },
         closed: (err) => {
           if (err) raw.write(`event: error\ndata: ${JSON.stringify({ error: toHttpError(err).toJSON() })}\n\n`);
