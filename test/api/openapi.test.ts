@@ -104,7 +104,7 @@ describe('/openapi.json', () => {
     expect(problems(bad)).toEqual([
       'GET /v1/new: no camelCase operationId',
       'GET /v1/new: no summary',
-      'GET /v1/new: tags ["catalog"] are not one face of log, machines, ledger, pipe, bus, auth',
+      'GET /v1/new: tags ["catalog"] are not one face of log, machines, ledger, pipe, bus, auth, schedules, bulk, pause',
       'GET /v1/new: 200 answer without a schema',
       'GET /v1/new: 400 answer is not the shared Error schema',
       'GET /v1/new: no 5xx answer',
