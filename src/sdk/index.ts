@@ -20,6 +20,7 @@ export {
   MillraceError,
   NotFoundError,
   PermissionDeniedError,
+  RateLimitedError,
   UnauthenticatedError,
   UnavailableError,
 } from './errors.js';

@@ -2,6 +2,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { TLSSocket } from 'node:tls';
 import { Histogram } from 'prom-client';
 import { MillraceError, toMillraceError } from '../../core/errors.js';
 import type { Runtime } from '../../runtime.js';
@@ -9,7 +11,7 @@ import { registerCoreRoutes } from './core-routes.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
 import { registerUiRoutes } from './ui-routes.js';
-import { Access, OPEN_SETTINGS } from '../../auth/access.js';
+import { Access, canonicalSubject, OPEN_SETTINGS } from '../../auth/access.js';
 import { httpRule } from '../../auth/permissions.js';
 import type { Principal } from '../../core/principal.js';
 import { registerAuthRoutes } from './auth-routes.js';
@@ -80,7 +82,9 @@ export function toHttpError(err: unknown): MillraceError {
  * query strings and path parameters are coerced from text.
  */
 export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], access: Access = new Access(OPEN_SETTINGS, null)): Promise<FastifyInstance> {
+  const tls = rt.config.http.tls;
   const app = Fastify({
+    ...(tls === undefined ? {} : { https: tlsServerOptions(tls) }),
     loggerInstance: rt.logger as unknown as FastifyBaseLogger,
     bodyLimit: rt.config.http.body_limit_bytes,
     genReqId: (req) => {
@@ -134,7 +138,8 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   const ruleOf = (req: FastifyRequest) => (req.routeOptions.url === undefined ? undefined : httpRule(req.method, req.routeOptions.url));
   app.addHook('onRequest', async (req) => {
     if (access.isOpen(ruleOf(req))) return;
-    req.principal = await access.authenticate(req.headers.authorization);
+    req.principal = await access.authenticate(req.headers.authorization, peerSubject(req));
+    access.limit(req.principal);
   });
   app.addHook('preHandler', async (req) => {
     const url = req.routeOptions.url;
@@ -168,6 +173,28 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
+}
+
+/** Options of an HTTPS listener: with a client CA, a client certificate signed by it is required. */
+export function tlsServerOptions(tls: { cert_file: string; key_file: string; client_ca_file?: string | undefined }): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean; rejectUnauthorized: boolean } {
+  const read = (what: string, f: string) => {
+    try {
+      return readFileSync(f);
+    } catch (err) {
+      throw new MillraceError('config_invalid', `http.tls.${what}: cannot read ${f}: ${(err as Error).message}`);
+    }
+  };
+  const out = { cert: read('cert_file', tls.cert_file), key: read('key_file', tls.key_file), requestCert: false, rejectUnauthorized: false };
+  if (tls.client_ca_file === undefined) return out;
+  return { ...out, ca: read('client_ca_file', tls.client_ca_file), requestCert: true, rejectUnauthorized: true };
+}
+
+/** The canonical subject of the verified client certificate of the request's connection, if any. */
+function peerSubject(req: FastifyRequest): string | null {
+  const sock = req.raw.socket as TLSSocket;
+  if (typeof sock.getPeerCertificate !== 'function' || sock.authorized !== true) return null;
+  const cert = sock.getPeerCertificate();
+  return cert?.subject === undefined ? null : canonicalSubject(cert.subject as unknown as Record<string, string>);
 }
 
 export function requestDeadlineHeader(req: FastifyRequest): string | undefined {
