@@ -12,9 +12,10 @@ import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
 import { registerUiRoutes } from './ui-routes.js';
 import { Access, canonicalSubject, OPEN_SETTINGS } from '../../auth/access.js';
-import { httpRule } from '../../auth/permissions.js';
+import { httpRule, isOpenRule, requiredPermissions, type PermissionRule } from '../../auth/permissions.js';
+import { AuditTrail, type AuditEntry } from '../../auth/audit.js';
 import type { Principal } from '../../core/principal.js';
-import { registerAuthRoutes } from './auth-routes.js';
+import { registerAuditRoutes, registerAuthRoutes } from './auth-routes.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
@@ -28,6 +29,8 @@ declare module 'fastify' {
     span: Span | undefined;
     /** Who is calling, set once by the access check (undefined on open routes). */
     principal: Principal | undefined;
+    /** The audit entry of a sensitive action, once its `requested` event is committed. */
+    audit: AuditEntry | undefined;
   }
 }
 
@@ -148,6 +151,46 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     if (access.isOpen(rule)) return;
     await access.authorize(req.principal!, rule, { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body }, `${req.method} ${url}`);
   });
+  // The audit trail: an audited action's `requested` event is committed before
+  // its handler runs, its `completed` event before the answer is sent.
+  const audit = new AuditTrail(rt.log);
+  app.decorateRequest('audit', undefined);
+  app.addHook('preHandler', async (req) => {
+    const rule = ruleOf(req);
+    if (rule === undefined || isOpenRule(rule) || rule.audit === undefined) return;
+    const input = { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body };
+    const entry: AuditEntry = {
+      principal: AuditTrail.principalId(req.principal),
+      action: rule.audit,
+      resource: req.url.split('?')[0]!,
+      permissions: await requiredPermissions(rule as PermissionRule, input, access.lookup),
+      method: req.method,
+      request_id: req.id,
+    };
+    await audit.record('requested', entry);
+    req.audit = entry;
+  });
+  app.addHook('onSend', async (req, reply, payload) => {
+    const entry = req.audit;
+    if (entry === undefined) return payload;
+    req.audit = undefined;
+    let resource = entry.resource;
+    // A created token is named by the id in the answer (never its secret).
+    if (entry.action === 'token.create' && reply.statusCode === 201 && typeof payload === 'string') {
+      try {
+        resource = `${resource}/${String((JSON.parse(payload) as { id: unknown }).id)}`;
+      } catch {
+        /* keep the collection path */
+      }
+    }
+    try {
+      await audit.record('completed', { ...entry, resource, status: reply.statusCode });
+    } catch (err) {
+      // The action is done: answer it; the `requested` event without its `completed` tells the audit reader so.
+      req.log.error({ err, request_id: req.id, action: entry.action }, 'audit: the completed event was not written');
+    }
+    return payload;
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
@@ -170,6 +213,7 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
 
   registerCoreRoutes(app, rt);
   if (access.tokens !== null) registerAuthRoutes(app, access.tokens);
+  registerAuditRoutes(app, audit, access);
   await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
