@@ -1,21 +1,22 @@
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isOpenRule, PERMISSIONS } from '../../src/auth/permissions.js';
 import { verifyShard } from '../../src/log/verify.js';
 import '../../src/machines/examples.js';
 import { startNode, type Node } from '../../src/serve.js';
-import { createTestEnv, type TestEnv } from '../support/env.js';
+import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { bearer } from './support.js';
 
 const ADMIN = 'audit-admin-token-0123456789abcdef';
 
-describe('audit trail in the log', () => {
+describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
   let env: TestEnv;
   let node: Node;
 
   beforeAll(async () => {
-    env = await createTestEnv('sqlite');
+    env = await createTestEnv(dialect);
     const input = {
       ...env.input,
       http: { port: 0, drain_timeout_ms: 300 },
@@ -126,14 +127,26 @@ describe('audit trail in the log', () => {
   });
 
   it('is hash-chained: editing an audit event breaks the chain', async () => {
-    const shard = node.runtime.storage.shards[0]!;
+    const shard = node.runtime.log.shardFor('millrace.audit');
+    await waitFor(async () => (await verifyShard(shard)).checked > 0, 10_000, 'the sequencer to number the audit events');
     expect((await verifyShard(shard)).ok).toBe(true);
-    const file = env.config.storage.shards[0]!.location;
-    const db = new Database(file);
-    try {
-      db.prepare("UPDATE events SET data = replace(data, '\"principal\":\"admin\"', '\"principal\":\"someone-else\"') WHERE stream = 'millrace.audit' AND seq = 1").run();
-    } finally {
-      db.close();
+    const location = env.config.storage.shards.find((s) => s.name === shard.name)!.location;
+    const sql = "UPDATE events SET data = replace(data, '\"principal\":\"admin\"', '\"principal\":\"someone-else\"') WHERE stream = 'millrace.audit' AND seq = 1";
+    if (dialect === 'sqlite') {
+      const db = new Database(location);
+      try {
+        db.prepare(sql).run();
+      } finally {
+        db.close();
+      }
+    } else {
+      const c = new pg.Client({ connectionString: location });
+      await c.connect();
+      try {
+        await c.query(sql);
+      } finally {
+        await c.end();
+      }
     }
     const v = await verifyShard(shard);
     expect(v.ok).toBe(false);

@@ -34,6 +34,14 @@ describe('RateLimiter', () => {
   });
 });
 
+describe('auth.rate_limit configuration', () => {
+  it('refuses a non-positive rate or burst with config_invalid', () => {
+    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 0 } } })).toThrow(expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining('auth.rate_limit.requests_per_s') }));
+    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 5, burst: 0 } } })).toThrow(expect.objectContaining({ code: 'config_invalid' }));
+    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 5, burst: 10 } } })).not.toThrow();
+  });
+});
+
 describe('rate limit per principal on HTTP and gRPC', () => {
   let env: TestEnv;
   let node: Node;

@@ -137,6 +137,8 @@ describe('TLS configuration', () => {
     try {
       const input = { ...env.input, http: { port: 0 }, auth: { client_certs: [{ subject: 'CN=x', permissions: ['log:read'] }] } } as ConfigInput;
       await expect(startNode(buildConfig(input))).rejects.toMatchObject({ code: 'config_invalid' });
+      const badPermission = { ...env.input, http: { port: 0, tls: { cert_file: 'c.pem', key_file: 'k.pem', client_ca_file: 'ca.pem' } }, auth: { client_certs: [{ subject: 'CN=x', permissions: ['nope'] }] } } as ConfigInput;
+      await expect(startNode(buildConfig(badPermission))).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringContaining('auth.client_certs.0.permissions') });
       const bad = { ...env.input, http: { port: 0, tls: { cert_file: '/nonexistent/cert.pem', key_file: '/nonexistent/key.pem' } } } as ConfigInput;
       await expect(startNode(buildConfig(bad))).rejects.toMatchObject({ code: 'config_invalid' });
     } finally {
