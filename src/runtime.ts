@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { requestSigner, type RequestSigner } from './core/request-signing.js';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics, Gauge, Counter } from 'prom-client';
 import type { Config } from './core/config.js';
@@ -15,6 +17,16 @@ import { Storage } from './storage/storage.js';
 import { Catalog } from './catalog/catalog.js';
 // Registers the API token table's migration with the others.
 import './auth/tokens.js';
+
+/** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
+function loadSigner(file: string | undefined): RequestSigner | null {
+  if (file === undefined) return null;
+  try {
+    return requestSigner(readFileSync(file));
+  } catch (err) {
+    throw new MillraceError('config_invalid', `auth.signing_key_file: ${file}: ${(err as Error).message}`);
+  }
+}
 
 export interface RuntimeOptions {
   logger?: Logger;
@@ -47,6 +59,8 @@ export interface NodeInfo {
 
 export class Runtime {
   readonly metrics = new Registry();
+  /** Signs requests to processors and pipe handlers (auth.signing_key_file); null when none is configured. */
+  signer: RequestSigner | null = null;
   readonly sequencers: Sequencer[] = [];
   /** The pruning job; faces register what may be removed (retention sources). */
   readonly pruner: Pruner;
@@ -69,6 +83,7 @@ export class Runtime {
   static async open(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
     const logger = opts.logger ?? silentLogger;
     const clock = opts.clock ?? systemClock;
+    const signer = loadSigner(config.auth.signing_key_file);
     const storage = Storage.open(config);
     for (const s of storage.shards) s.roles.setLogger(logger);
     try {
@@ -91,6 +106,7 @@ export class Runtime {
       });
       const catalog = new Catalog(storage.shards[0]!, { pollMs: Math.max(config.log.poll_ms, 1000), now: () => clock.now(), logger });
       const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler, catalog);
+      rt.signer = signer;
       if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')) await catalog.start();
       rt.registerMetrics();
       if (opts.background !== false) {

@@ -100,13 +100,13 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     );
     for (const f of faces) await f.start();
     await http.listen({ host: config.http.host, port: config.http.port });
-    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access);
+    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls);
   } catch (err) {
     await stopAll().catch(() => {});
     throw err;
   }
   const addr = http.server.address();
-  const url = typeof addr === 'object' && addr ? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
+  const url = typeof addr === 'object' && addr ? `${config.http.tls ? 'https' : 'http'}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
   let closing: Promise<void> | undefined;
   return { runtime, faces, http, url, grpc, close: () => (closing ??= stopAll()) };
 }

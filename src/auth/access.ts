@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
-import { holds, holdsSome, OPEN_PRINCIPAL, type Principal } from '../core/principal.js';
+import { holds, holdsSome, OPEN_PRINCIPAL, permissionProblem, type Principal } from '../core/principal.js';
+import { RateLimiter, type RateLimitSettings } from './rate-limit.js';
 import { JwtVerifier } from './jwt.js';
 import { isOpenRule, noLookup, requiredPermissions, type AccessInput, type PermissionRule, type ResourceLookup, type Rule } from './permissions.js';
 import { TokenStore } from './tokens.js';
@@ -16,6 +17,31 @@ export interface AuthSettings {
   jwt: JwtVerifier | null;
   openMetrics: boolean;
   openOpenapi: boolean;
+  /** Principals of verified client certificates, by canonical subject (see `canonicalSubject`). */
+  clientCerts: ReadonlyMap<string, Principal>;
+  rateLimit: RateLimitSettings | null;
+}
+
+/**
+ * A certificate subject in one canonical form, `K=v,K=v` with the attributes
+ * sorted: from config text ("CN=orders, O=Example") or from a peer
+ * certificate's subject object ({CN: 'orders', O: 'Example'}).
+ */
+export function canonicalSubject(subject: string | Record<string, string | string[] | undefined>): string {
+  const pairs: string[] = [];
+  if (typeof subject === 'string') {
+    for (const part of subject.split(/,(?=\s*[A-Za-z.0-9]+=)/)) {
+      const i = part.indexOf('=');
+      if (i <= 0) continue;
+      pairs.push(`${part.slice(0, i).trim()}=${part.slice(i + 1).trim()}`);
+    }
+  } else {
+    for (const [k, v] of Object.entries(subject)) {
+      if (v === undefined) continue;
+      for (const x of Array.isArray(v) ? v : [v]) pairs.push(`${k}=${x}`);
+    }
+  }
+  return pairs.sort().join(',');
 }
 
 const configError = (m: string) => new MillraceError('config_invalid', m);
@@ -50,7 +76,7 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
     throw configError(`${fromEnv ? 'MILLRACE_ADMIN_TOKEN' : 'auth.admin_token_file'}: the admin token must be at least 16 characters with no white space`);
   }
   const jwt = a.jwt === undefined ? null : new JwtVerifier(a.jwt);
-  const enabled = a.enabled ?? (admin !== null || jwt !== null);
+  const enabled = a.enabled ?? (admin !== null || jwt !== null || a.client_certs.length > 0);
   if (a.enabled === false && (admin !== null || jwt !== null)) {
     throw configError('auth.enabled: false, yet an admin token or auth.jwt is configured; remove one or the other');
   }
@@ -64,7 +90,24 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
       );
     }
   }
+  const clientCerts = new Map<string, Principal>();
+  a.client_certs.forEach((c, i) => {
+    const subject = canonicalSubject(c.subject);
+    if (subject === '') throw configError(`auth.client_certs.${i}.subject: expected K=v pairs, e.g. "CN=orders-svc,O=Example"`);
+    if (clientCerts.has(subject)) throw configError(`auth.client_certs.${i}.subject: ${c.subject} is listed twice`);
+    for (const p of c.permissions) {
+      const problem = permissionProblem(p);
+      if (problem !== null) throw configError(`auth.client_certs.${i}.permissions: ${problem}`);
+    }
+    clientCerts.set(subject, Object.freeze({ id: `cert:${subject}`, source: 'cert', name: c.subject, permissions: Object.freeze([...c.permissions]) }));
+  });
+  if (clientCerts.size > 0 && config.http.tls?.client_ca_file === undefined && config.grpc.tls?.client_ca_file === undefined) {
+    throw configError('auth.client_certs: needs http.tls.client_ca_file or grpc.tls.client_ca_file (client certificates are only read when they are required and verified)');
+  }
+  const rl = a.rate_limit;
   return {
+    clientCerts,
+    rateLimit: rl === undefined ? null : { requestsPerS: rl.requests_per_s, burst: rl.burst ?? Math.max(1, Math.ceil(rl.requests_per_s)) },
     enabled,
     adminDigest: admin === null ? null : createHash('sha256').update(admin).digest(),
     jwt,
@@ -73,7 +116,7 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
   };
 }
 
-export const OPEN_SETTINGS: AuthSettings = { enabled: false, adminDigest: null, jwt: null, openMetrics: true, openOpenapi: true };
+export const OPEN_SETTINGS: AuthSettings = { enabled: false, adminDigest: null, jwt: null, openMetrics: true, openOpenapi: true, clientCerts: new Map(), rateLimit: null };
 
 const ADMIN: Principal = Object.freeze({ id: 'admin', source: 'admin', name: 'bootstrap admin', permissions: Object.freeze(['*']) });
 
@@ -91,11 +134,21 @@ export function permissionDenied(permission: string, principal: Principal): Mill
  * request (authorization). Faces get the resulting Principal, never a token.
  */
 export class Access {
+  private readonly limiter: RateLimiter | null;
+
   constructor(
     readonly settings: AuthSettings,
     readonly tokens: TokenStore | null,
     readonly lookup: ResourceLookup = noLookup,
-  ) {}
+    now: () => number = () => Date.now(),
+  ) {
+    this.limiter = settings.rateLimit === null ? null : new RateLimiter(settings.rateLimit, now);
+  }
+
+  /** Counts one request against the principal's rate limit (when configured); `rate_limited` when over it. */
+  limit(principal: Principal): void {
+    if (this.limiter !== null && this.enabled) this.limiter.take(principal.id);
+  }
 
   get enabled(): boolean {
     return this.settings.enabled;
@@ -109,9 +162,14 @@ export class Access {
   }
 
   /** The principal of an `authorization` header (or gRPC metadata) value; `unauthenticated` when missing or invalid. */
-  async authenticate(header: string | undefined): Promise<Principal> {
+  async authenticate(header: string | undefined, peerSubject?: string | null): Promise<Principal> {
     if (!this.enabled) return OPEN_PRINCIPAL;
-    if (header === undefined || header === '') throw unauthenticated('no credentials: send Authorization: Bearer <token>');
+    if (header === undefined || header === '') {
+      // A verified client certificate (the TLS listener requires and checks it) stands for its configured principal.
+      const byCert = peerSubject ? this.settings.clientCerts.get(peerSubject) : undefined;
+      if (byCert !== undefined) return byCert;
+      throw unauthenticated(peerSubject ? `no credentials: the client certificate ${peerSubject} maps to no principal (auth.client_certs), and no bearer token was sent` : 'no credentials: send Authorization: Bearer <token>');
+    }
     const m = /^Bearer +(\S+) *$/i.exec(header);
     if (m === null) throw unauthenticated('the Authorization header must be "Bearer <token>"');
     const bearer = m[1]!;

@@ -48,6 +48,13 @@ export interface PermissionRule {
    * and `also` then read one message).
    */
   perMessage?: true;
+  /**
+   * A sensitive action written to the audit trail in the log (src/auth/audit.ts):
+   * its name there, e.g. `machine.repair`.
+   */
+  audit?: string;
+  /** Any authenticated principal may (no permission is checked): `GET /v1/auth/whoami`. */
+  anyPrincipal?: true;
 }
 
 export type Rule = OpenRule | PermissionRule;
@@ -108,11 +115,11 @@ function scheduleActionPermissions(i: AccessInput): string[] {
 
 // ---- the table ----
 
-const catalog = (path: string, face: string, read: string, write: string): Record<string, Rule> => ({
+const catalog = (path: string, face: string, read: string, write: string, what: string): Record<string, Rule> => ({
   [`GET ${path}`]: { permission: `${face}:${read}`, resources: all },
   [`GET ${path}/:name`]: { permission: `${face}:${read}`, resources: param('name') },
-  [`PUT ${path}/:name`]: { permission: `${face}:${write}`, resources: param('name') },
-  [`DELETE ${path}/:name`]: { permission: `${face}:${write}`, resources: param('name') },
+  [`PUT ${path}/:name`]: { permission: `${face}:${write}`, resources: param('name'), audit: `${what}.put` },
+  [`DELETE ${path}/:name`]: { permission: `${face}:${write}`, resources: param('name'), audit: `${what}.delete` },
 });
 
 const machineRoutes = (p: string, withStart: boolean): Record<string, Rule> => {
@@ -121,9 +128,9 @@ const machineRoutes = (p: string, withStart: boolean): Record<string, Rule> => {
     ...(withStart ? { [`POST ${p}/start`]: { permission: 'machines:write', resources: ns } } : {}),
     [`POST ${p}/call`]: { permission: 'machines:write', resources: ns },
     [`POST ${p}/notify`]: { permission: 'machines:write', resources: ns },
-    [`POST ${p}/repair`]: { permission: 'machines:repair', resources: ns },
-    [`POST ${p}/simple-repair`]: { permission: 'machines:repair', resources: ns },
-    [`DELETE ${p}`]: { permission: 'machines:repair', resources: ns },
+    [`POST ${p}/repair`]: { permission: 'machines:repair', resources: ns, audit: 'machine.repair' },
+    [`POST ${p}/simple-repair`]: { permission: 'machines:repair', resources: ns, audit: 'machine.simple_repair' },
+    [`DELETE ${p}`]: { permission: 'machines:repair', resources: ns, audit: 'machine.remove' },
     [`GET ${p}`]: { permission: 'machines:read', resources: ns },
   };
 };
@@ -157,13 +164,15 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/sinks/:sink/stream': { permission: 'log:read' },
 
   // auth
-  'POST /v1/auth/tokens': { permission: 'auth:admin' },
+  'GET /v1/auth/whoami': { permission: 'auth:whoami', anyPrincipal: true },
+  'POST /v1/auth/tokens': { permission: 'auth:admin', audit: 'token.create' },
   'GET /v1/auth/tokens': { permission: 'auth:admin' },
   'GET /v1/auth/tokens/:id': { permission: 'auth:admin' },
-  'DELETE /v1/auth/tokens/:id': { permission: 'auth:admin' },
+  'DELETE /v1/auth/tokens/:id': { permission: 'auth:admin', audit: 'token.revoke' },
+  'GET /v1/audit': { permission: 'audit:read' },
 
   // machines
-  ...catalog('/v1/namespaces', 'machines', 'read', 'admin'),
+  ...catalog('/v1/namespaces', 'machines', 'read', 'admin', 'namespace'),
   'GET /v1/namespaces/:ns/machines': { permission: 'machines:read', resources: param('ns') },
   ...machineRoutes('/v1/namespaces/:ns/machines/:id', true),
   ...machineRoutes('/v1/namespaces/:ns/tags/:tag', false),
@@ -181,7 +190,7 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'POST /v1/ledger/states/get': { permission: 'ledger:read', resources: ledgerTypes },
 
   // pipe
-  ...catalog('/v1/pipe/kinds', 'pipe', 'admin', 'admin'),
+  ...catalog('/v1/pipe/kinds', 'pipe', 'admin', 'admin', 'kind'),
   'POST /v1/pipe/sessions': { permission: 'pipe:write', resources: (i, l) => [kindName(obj(i.body).kind, l)] },
   'POST /v1/pipe/sessions/:id/append': { permission: 'pipe:write', resources: (i, l) => sessionKind(i.params.id, l) },
   'POST /v1/pipe/sessions/:id/replace': { permission: 'pipe:write', resources: (i, l) => sessionKind(i.params.id, l) },
@@ -191,8 +200,8 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/pipe/sessions/:id': { permission: 'pipe:read', resources: (i, l) => sessionKind(i.params.id, l) },
   'GET /v1/pipe/dead-letters': { permission: 'pipe:admin', resources: (i, l) => (i.query.kind === undefined ? ['*'] : [kindName(i.query.kind, l)]) },
   'GET /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l) },
-  'POST /v1/pipe/dead-letters/:id/redrive': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l) },
-  'DELETE /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l) },
+  'POST /v1/pipe/dead-letters/:id/redrive': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l), audit: 'dead_letter.redrive' },
+  'DELETE /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l), audit: 'dead_letter.delete' },
   'grpc /millrace.v1.Pipe/Session': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
   'grpc /millrace.v1.Pipe/Batches': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
 
@@ -228,11 +237,11 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/pauses': { permission: 'log:read' },
 
   // bus
-  ...catalog('/v1/bus/topics', 'bus', 'admin', 'admin'),
+  ...catalog('/v1/bus/topics', 'bus', 'admin', 'admin', 'topic'),
   'POST /v1/bus/topics/:topic/events': { permission: 'bus:publish', resources: publishTopics },
   'GET /v1/bus/subscriptions': { permission: 'bus:admin', resources: all },
-  'PUT /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name') },
-  'DELETE /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name') },
+  'PUT /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.put' },
+  'DELETE /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.delete' },
   'GET /v1/bus/subscriptions/:name': { permission: 'bus:subscribe', resources: param('name') },
   'POST /v1/bus/subscriptions/:name/ack': { permission: 'bus:subscribe', resources: param('name') },
   'GET /v1/bus/subscriptions/:name/stream': { permission: 'bus:subscribe', resources: param('name') },
@@ -268,6 +277,7 @@ export function grpcRule(path: string): Rule | undefined {
 /** The concrete permissions a request needs under `rule`. */
 export async function requiredPermissions(rule: PermissionRule, input: AccessInput, lookup: ResourceLookup): Promise<string[]> {
   const out: string[] = [];
+  if (rule.anyPrincipal === true) return out;
   if (rule.resources === undefined) out.push(rule.permission);
   else {
     const rs = await rule.resources(input, lookup);

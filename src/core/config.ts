@@ -15,6 +15,15 @@ const hexBound = z
   .string()
   .regex(/^[0-9a-fA-F]{1,40}$/, 'a hex prefix of a SHA-1 hash, 1 to 40 hex digits');
 
+/** A listener's TLS: its certificate and key (PEM files); with `client_ca_file`, client certificates signed by that CA are required. */
+const tlsSchema = z
+  .object({
+    cert_file: z.string().min(1),
+    key_file: z.string().min(1),
+    client_ca_file: z.string().min(1).optional(),
+  })
+  .strict();
+
 const shardSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a lower-case name of letters, digits, "_" or "-"'),
@@ -41,6 +50,8 @@ export const configSchema = z
         body_limit_bytes: z.number().int().min(1024).default(8 * 1024 * 1024),
         /** How long SIGTERM waits for in-flight requests before closing anyway. */
         drain_timeout_ms: z.number().int().min(0).default(10_000),
+        /** Serve HTTPS (docs/security.md, TLS). */
+        tls: tlsSchema.optional(),
       })
       .strict()
       .prefault({}),
@@ -49,6 +60,8 @@ export const configSchema = z
         enabled: z.boolean().default(true),
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(7071),
+        /** Serve gRPC over TLS (docs/security.md, TLS). */
+        tls: tlsSchema.optional(),
       })
       .strict()
       .prefault({}),
@@ -82,6 +95,32 @@ export const configSchema = z
         open_metrics: z.boolean().default(false),
         /** Serve /openapi.json without credentials (else it needs log:read). */
         open_openapi: z.boolean().default(false),
+        /**
+         * Principals of client certificates (with http.tls / grpc.tls client_ca_file):
+         * a verified certificate whose subject equals `subject` (e.g. "CN=orders-svc,O=Example")
+         * gets these permissions when the request carries no bearer token.
+         */
+        client_certs: z
+          .array(
+            z
+              .object({
+                subject: z.string().min(1).max(1000),
+                permissions: z.array(z.string()).min(1),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** An ed25519 private key (PEM): every request to a processor or pipe handler is signed with it. */
+        signing_key_file: z.string().min(1).optional(),
+        /** Requests per principal: over it, `429 rate_limited` with Retry-After. Off when not set. */
+        rate_limit: z
+          .object({
+            requests_per_s: z.number().positive().max(1_000_000),
+            /** Requests at once after an idle spell (default: one second's worth, at least 1). */
+            burst: z.number().int().min(1).max(10_000_000).optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .prefault({}),
@@ -285,11 +324,17 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
   const auth = {
     ...c.auth,
     admin_token_file: rel(c.auth.admin_token_file),
+    signing_key_file: rel(c.auth.signing_key_file),
     jwt: c.auth.jwt === undefined ? undefined : { ...c.auth.jwt, key_file: rel(c.auth.jwt.key_file), jwks_file: rel(c.auth.jwt.jwks_file) },
   };
 
+  const tls = <T extends { cert_file: string; key_file: string; client_ca_file?: string | undefined } | undefined>(t: T): T =>
+    (t === undefined ? t : { ...t, cert_file: rel(t.cert_file)!, key_file: rel(t.key_file)!, client_ca_file: rel(t.client_ca_file) }) as T;
+
   return {
     ...c,
+    http: { ...c.http, tls: tls(c.http.tls) },
+    grpc: { ...c.grpc, tls: tls(c.grpc.tls) },
     auth,
     // Host and process: unique among running nodes even where every container's process is pid 1.
     node_id: c.node_id ?? `${hostname().slice(0, 80)}-${process.pid}`,

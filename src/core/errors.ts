@@ -54,6 +54,7 @@ export const ERROR_CODES = {
   // access control
   unauthenticated: spec(401, GrpcStatus.UNAUTHENTICATED, false, 'No valid credentials: send `Authorization: Bearer <token>` (gRPC: `authorization` metadata).'),
   permission_denied: spec(403, GrpcStatus.PERMISSION_DENIED, false, 'The credentials lack the permission named in details.permission; nothing was done.'),
+  rate_limited: spec(429, GrpcStatus.RESOURCE_EXHAUSTED, true, 'The principal sent more requests than its rate limit allows; retry after Retry-After seconds. Nothing was done.'),
   // storage and log
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),

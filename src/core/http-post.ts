@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import { SIGNATURE_HEADER, type RequestSigner } from './request-signing.js';
 
 export interface PostResult {
   status: number;
@@ -22,10 +23,12 @@ export type JsonPost = (body: string, headers: Record<string, string>, timeoutMs
 /**
  * A POST of a JSON body to one URL over node:http(s) with a keep-alive agent:
  * several times cheaper per call than fetch on loopback. One plain timer per
- * request, cleared when it settles.
+ * request, cleared when it settles. With a signer, each request carries its
+ * signature (core/request-signing.ts).
  */
-export function jsonPost(url: string): JsonPost {
+export function jsonPost(url: string, signer: RequestSigner | null = null): JsonPost {
   const target = new URL(url);
+  const path = `${target.pathname}${target.search}`;
   const secure = target.protocol === 'https:';
   const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 512 }) : new http.Agent({ keepAlive: true, maxSockets: 512 });
   const send = secure ? https.request : http.request;
@@ -38,7 +41,11 @@ export function jsonPost(url: string): JsonPost {
       };
       const r = send(
         target,
-        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } },
+        {
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers, ...(signer === null ? {} : { [SIGNATURE_HEADER]: signer.header('POST', path, body) }) },
+        },
         (res) => {
           let t = '';
           res.setEncoding('utf8');

@@ -5,10 +5,10 @@
  */
 
 /** How the caller proved who it is. `open`: authentication is off (loopback development). */
-export type PrincipalSource = 'admin' | 'token' | 'jwt' | 'open';
+export type PrincipalSource = 'admin' | 'token' | 'jwt' | 'cert' | 'open';
 
 export interface Principal {
-  /** Stable identifier: `admin`, `token:<id>`, `jwt:<sub>`, or `open`. */
+  /** Stable identifier: `admin`, `token:<id>`, `jwt:<sub>`, `cert:<subject>`, or `open`. */
   readonly id: string;
   readonly source: PrincipalSource;
   /** Human name (token name, JWT subject). */

@@ -290,7 +290,7 @@ export class Machines {
     for (const [ns, c] of next) {
       if (this.namespaces.has(ns) && JSON.stringify(this.namespaces.get(ns)) === JSON.stringify(c)) continue;
       this.namespaces.set(ns, c);
-      this.clients.set(ns, processorClient(ns, c, this.processors));
+      this.clients.set(ns, processorClient(ns, c, this.processors, this.rt.signer));
     }
     for (const ns of [...this.clients.keys()]) if (!next.has(ns)) this.clients.delete(ns);
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { jsonPost, PostError } from '../core/http-post.js';
+import type { RequestSigner } from '../core/request-signing.js';
 import { ProcessorUnavailable } from '../sdk/processor.js';
 import type { NamespaceConfig } from './config.js';
 import { eventJson } from './history-cache.js';
@@ -82,9 +83,9 @@ export function childTraceparent(parent: string | undefined): string {
   return `${v}-${trace}-${randomHex(8)}-${flags}`;
 }
 
-export function processorClient(ns: string, cfg: NamespaceConfig, local: ReadonlyMap<string, ProcessorFn> = new Map()): ProcessorClient {
+export function processorClient(ns: string, cfg: NamespaceConfig, local: ReadonlyMap<string, ProcessorFn> = new Map(), signer: RequestSigner | null = null): ProcessorClient {
   const p = cfg.processor;
-  if ('url' in p) return httpProcessor(p.url);
+  if ('url' in p) return httpProcessor(p.url, signer);
   return {
     async process(req, ctx) {
       const fn = local.get(p.in_process) ?? registry.get(p.in_process);
@@ -128,8 +129,8 @@ export function requestJson(req: ProcessorRequest): string {
 }
 
 /** JSON POST over node:http(s) with a keep-alive agent (several times cheaper per call than fetch). */
-function httpProcessor(url: string): ProcessorClient {
-  const post = jsonPost(url);
+function httpProcessor(url: string, signer: RequestSigner | null): ProcessorClient {
+  const post = jsonPost(url, signer);
   return {
     async process(req, ctx) {
       const left = ctx.deadline - Date.now();

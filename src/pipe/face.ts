@@ -11,7 +11,7 @@ export class PipeFace implements Face {
   /** Closing streams of the gRPC transport; stop() waits for them. */
   readonly closing = new Set<Promise<void>>();
 
-  constructor(rt: Runtime, pusher: Pusher = httpPusher()) {
+  constructor(rt: Runtime, pusher: Pusher = httpPusher(rt.signer)) {
     this.pipe = new Pipe(rt, rt.config.pipe, pusher);
     rt.pruner.register(new DeadSessionRetention(rt.config.pipe, () => rt.clock.now()));
   }

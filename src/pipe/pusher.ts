@@ -1,5 +1,6 @@
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../core/telemetry.js';
 import { jsonPost, type JsonPost } from '../core/http-post.js';
+import type { RequestSigner } from '../core/request-signing.js';
 import type { PipeKindConfig } from './config.js';
 import type { Delivery, Pusher, PushVerdict } from './pipe.js';
 
@@ -38,12 +39,12 @@ export function parseVerdict(text: string): PushVerdict | undefined {
  * 2xx is success; anything else (status, network error, timeout) is a failed
  * push, retried with backoff.
  */
-export function httpPusher(): Pusher {
+export function httpPusher(signer: RequestSigner | null = null): Pusher {
   const posts = new Map<string, JsonPost>();
   return async (handler: string, kind: PipeKindConfig, d: Delivery) => {
     let post = posts.get(handler);
     if (post === undefined) {
-      post = jsonPost(handler);
+      post = jsonPost(handler, signer);
       posts.set(handler, post);
     }
     const span = startSpan('millrace.pipe.push', undefined, SpanKind.CLIENT, { 'millrace.session': d.id, 'millrace.repeats': d.repeats });

@@ -67,12 +67,16 @@ export class UnauthenticatedError extends MillraceError {}
 /** The token lacks the permission named in `details.permission` (403, gRPC PERMISSION_DENIED); nothing was written. */
 export class PermissionDeniedError extends MillraceError {}
 
+/** The principal is over its request-rate limit (429, gRPC RESOURCE_EXHAUSTED with code rate_limited): retry after `retryAfterS`. */
+export class RateLimitedError extends UnavailableError {}
+
 type ErrorClass = new (code: string, message: string, init?: ErrorInit) => MillraceError;
 
 function classForHttp(status: number): ErrorClass {
   if (status === 401) return UnauthenticatedError;
   if (status === 403) return PermissionDeniedError;
   if (status === 404) return NotFoundError;
+  if (status === 429) return RateLimitedError;
   if (status === 409) return ConflictError;
   if (status === 504) return DeadlineExceededError;
   if (status === 503 || status === 502) return UnavailableError;
@@ -125,7 +129,9 @@ export function errorFromGrpc(err: { code?: number; details?: string; message?: 
   const code = typeof fromTrailer === 'string' ? fromTrailer : status === GrpcStatus.UNAVAILABLE || status === GrpcStatus.CANCELLED ? 'unavailable' : status === GrpcStatus.DEADLINE_EXCEEDED ? 'deadline_exceeded' : 'internal';
   let message = err.details ?? err.message ?? 'gRPC error';
   if (message.startsWith(`${code}: `)) message = message.slice(code.length + 2);
-  return new (classForGrpc(status))(code, message, { grpcStatus: status, cause: err });
+  const retry = Number(err.metadata?.get('retry-after')?.[0]);
+  const Cls = code === 'rate_limited' ? RateLimitedError : classForGrpc(status);
+  return new Cls(code, message, { grpcStatus: status, cause: err, retryAfterS: Number.isFinite(retry) && retry > 0 ? retry : undefined });
 }
 
 /** The error for an in-stream refusal `{code, message}` (pipe streams): statuses from the code table. */

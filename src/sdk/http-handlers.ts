@@ -1,8 +1,12 @@
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { SIGNATURE_HEADER, signatureVerifier } from '../core/request-signing.js';
 
 /** A request as the handlers see it, whichever server delivered it. */
 export interface RawRequest {
   method: string;
+  /** Path with query, as the request line names it. */
+  path: string;
   header(name: string): string | undefined;
   body: string;
   /** Aborts when the caller goes away. */
@@ -28,6 +32,30 @@ export interface Handlers {
 }
 
 const tooLarge: RawAnswer = { status: 413, body: JSON.stringify({ error: { code: 'payload_too_large', message: `the body is larger than ${MAX_BODY_BYTES} bytes` } }) };
+
+/** How a processor or pipe handler checks that requests come from millrace (see `signed`). */
+export interface SignatureOptions {
+  /**
+   * The public keys (PEM, ed25519) of the nodes' `auth.signing_key_file`:
+   * given, every request must carry a valid signature by one of them, made
+   * within `maxSkewS`; an unsigned, forged or stale request is answered 401
+   * and the callbacks never see it.
+   */
+  publicKeys?: ReadonlyArray<string | Buffer | KeyObject>;
+  /** How far the signature's time may be from this clock, seconds (default 60). */
+  maxSkewS?: number;
+}
+
+/** `core`, refusing requests without a valid signature when public keys are given. */
+export function signed(core: Core, o: SignatureOptions = {}): Core {
+  if (o.publicKeys === undefined) return core;
+  const verifier = signatureVerifier(o.publicKeys, o.maxSkewS === undefined ? {} : { maxSkewS: o.maxSkewS });
+  return async (r) => {
+    const problem = verifier.check(r.header(SIGNATURE_HEADER), r.method, r.path, r.body);
+    if (problem !== null) return fail(401, 'unauthenticated', `the request signature is ${problem === 'missing' ? 'missing' : problem === 'malformed' ? 'malformed' : problem === 'stale' ? 'too old (or from the future)' : 'not valid for this request and these keys'}`);
+    return core(r);
+  };
+}
 
 export function handlers(core: Core): Handlers {
   return {
@@ -59,6 +87,7 @@ export function handlers(core: Core): Handlers {
         if (refused) return;
         const raw: RawRequest = {
           method: req.method ?? 'GET',
+          path: req.url ?? '/',
           header: (n) => {
             const v = req.headers[n.toLowerCase()];
             return Array.isArray(v) ? v[0] : v;
@@ -72,7 +101,8 @@ export function handlers(core: Core): Handlers {
     async fetch(req) {
       const text = await req.text();
       if (Buffer.byteLength(text) > MAX_BODY_BYTES) return toResponse(tooLarge);
-      const a = await core({ method: req.method, header: (n) => req.headers.get(n) ?? undefined, body: text, closed: req.signal }).catch(internal);
+      const u = new URL(req.url);
+      const a = await core({ method: req.method, path: `${u.pathname}${u.search}`, header: (n) => req.headers.get(n) ?? undefined, body: text, closed: req.signal }).catch(internal);
       return toResponse(a);
     },
   };

@@ -2,7 +2,7 @@
  * `definePipeHandler`: the handler a pipe kind pushes its unfinished sessions
  * to (`handler:` in the kind's config), as an HTTP handler.
  */
-import { deadlineSignal, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './http-handlers.js';
+import { deadlineSignal, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
 
 /** What the handler answers about the pushed session. */
 export type Verdict =
@@ -42,10 +42,11 @@ const MAX_TIMEOUT_S = 365 * 24 * 3600;
  * and returns a verdict (`verdict.delete()`, `verdict.store(s)`, or
  * `verdict.done()` / nothing when it used the API itself). A throw, or a push
  * of another kind, answers 500/400: a failed push, retried with backoff and in
- * the end dead-lettered.
+ * the end dead-lettered. With `opts.publicKeys`, only requests signed by
+ * millrace (auth.signing_key_file) reach `fn`; others are answered 401.
  */
-export function definePipeHandler<K extends string>(kind: K, fn: PipeHandlerFn<K>): Handlers {
-  return handlers((r) => push(kind, fn, r));
+export function definePipeHandler<K extends string>(kind: K, fn: PipeHandlerFn<K>, opts: SignatureOptions = {}): Handlers {
+  return handlers(signed((r) => push(kind, fn, r), opts));
 }
 
 async function push<K extends string>(kind: K, fn: PipeHandlerFn<K>, r: RawRequest): Promise<RawAnswer> {

@@ -3,7 +3,7 @@
  * processor protocol (README, Machines → Processor protocol).
  */
 import type { MachineView } from '../machines/machines.js';
-import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, traceparentOf, type Handlers, type RawAnswer, type RawRequest } from './http-handlers.js';
+import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
 
 export interface HistoryRange {
   after?: number;
@@ -64,7 +64,7 @@ export interface StepContext<E, A> {
 type Step<E, A, R> = StepResult<E, A, R> | void | undefined;
 type MaybePromise<T> = T | Promise<T>;
 
-export interface ProcessorDefinition<E, A, Args, R> {
+export interface ProcessorDefinition<E, A, Args, R> extends SignatureOptions {
   /** The machine is started (`/start`, args of the start). Default: nothing happens. */
   init?(args: Args, ctx: StepContext<E, A>): MaybePromise<Step<E, A, R>>;
   /** A call (`/call`). Default: fails the machine. */
@@ -157,7 +157,7 @@ function machineOf<E, A>(m: WireMachine): Machine<E, A> {
  */
 export function defineProcessor<Event = unknown, Aux = unknown, Args = unknown, Response = unknown>(def: ProcessorDefinition<Event, Aux, Args, Response>): Processor {
   return {
-    ...handlers((r) => overHttp(def, r)),
+    ...handlers(signed((r) => overHttp(def, r), def)),
     inProcess: async (req, ctx) => {
       const parsed = typeof req === 'object' ? checked(req) : 'the request must be an object';
       if (typeof parsed === 'string') throw new TypeError(parsed);

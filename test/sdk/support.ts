@@ -49,7 +49,7 @@ export const FAST_RETRY = { base_ms: 10, max_ms: 50, timer_max_attempts: 1000 };
  * handlers point at one local server: namespace N → `/machines/N`, pipe kind
  * K → `/pipe/K` (namespaces in `inProcess` use the in-process processor of their name). Add listeners to `router.routes` under those paths.
  */
-export async function startSdkNode(o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[] } = {}): Promise<SdkNode> {
+export async function startSdkNode(o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[]; auth?: Record<string, unknown> } = {}): Promise<SdkNode> {
   const router = new Router();
   const server = await listen(router.listener);
   const namespaces = Object.fromEntries([
@@ -64,6 +64,7 @@ export async function startSdkNode(o: { namespaces?: string[]; inProcess?: strin
       machines: { namespaces },
       pipe: { session_ttl_s: 2, store_jitter_s: 0, kinds },
       bus: { topics: ['orders', 'payments'], lease_ms: 2000 },
+      ...(o.auth === undefined ? {} : { auth: o.auth }),
       ledger: {
         accounts: { cash: { key: ['client_id', 'currency'], scale: 2 } },
         locks: { client: { key: ['client_id'] } },

@@ -495,15 +495,41 @@ describe('console in chromium', () => {
       await env?.cleanup();
     });
 
-    it('loads without a token but its API calls are refused; with the token in sessionStorage they pass, the sink stream included', async () => {
+    const token = async (name: string, permissions: string[]) => {
+      const r = await fetch(`${node.url}/v1/auth/tokens`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name, permissions }) });
+      expect(r.status).toBe(201);
+      return (await r.json()) as { id: string; token: string };
+    };
+    const stored = () => page.evaluate(() => (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('millrace.token'));
+    async function signIn(t: string): Promise<void> {
       await page.goto('about:blank');
       await page.goto(`${node.url}/ui/`);
-      // The static console loads; its first API call answers 401 and the banner names the code.
-      await page.locator('.banner.error .code', { hasText: 'unauthenticated' }).first().waitFor();
-      await page.screenshot({ path: join(SHOTS, 'auth-no-token.png'), fullPage: true });
-      await page.evaluate((t) => (globalThis as unknown as { sessionStorage: { setItem(k: string, v: string): void } }).sessionStorage.setItem('millrace.token', t), ADMIN);
+      const login = page.locator('[data-testid=login]');
+      await login.waitFor();
+      await login.locator('input[name=token]').fill(t);
+      await login.getByRole('button', { name: 'Sign in' }).click();
+    }
+
+    it('asks for a token, keeps it in sessionStorage (not in the URL), and its API calls pass, the sink stream included', async () => {
       await page.goto('about:blank');
       await page.goto(`${node.url}/ui/`);
+      // Without a token the console asks for one instead of showing refused pages.
+      const login = page.locator('[data-testid=login]');
+      await login.waitFor();
+      expect(await page.locator('[data-testid=shards]').count()).toBe(0);
+      await page.screenshot({ path: join(SHOTS, 'auth-login.png'), fullPage: true });
+      // A wrong token is refused with the server's code, and the form stays.
+      await login.locator('input[name=token]').fill('not-a-valid-token-at-all');
+      await login.getByRole('button', { name: 'Sign in' }).click();
+      await login.locator('.banner.error .code', { hasText: 'unauthenticated' }).waitFor();
+
+      await signIn(ADMIN);
+      await waitOrBanner(page, page.locator('[data-testid=shards] td code', { hasText: 's0' }).first());
+      expect(await page.locator('[data-testid=whoami] code').textContent()).toBe('admin');
+      expect(await stored()).toBe(ADMIN);
+      expect(page.url()).not.toContain(ADMIN);
+      // A reload keeps the session of the tab.
+      await page.reload();
       await waitOrBanner(page, page.locator('[data-testid=shards] td code', { hasText: 's0' }).first());
 
       const started = await fetch(`${node.url}/v1/namespaces/counters/machines/c1/start`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
@@ -512,6 +538,57 @@ describe('console in chromium', () => {
       await page.goto(`${node.url}/ui/#/sinks?sink=main`);
       await waitOrBanner(page, page.locator('[data-testid=sink-events] td a', { hasText: 'c1' }).first());
       await page.screenshot({ path: join(SHOTS, 'auth-sink-stream.png'), fullPage: true });
+
+      // Signing out forgets the token.
+      await page.locator('[data-testid=whoami]').getByRole('button', { name: 'Sign out' }).click();
+      await page.locator('[data-testid=login]').waitFor();
+      expect(await stored()).toBeNull();
+    });
+
+    it('disables the actions the token lacks, and shows a refused action', async () => {
+      const fetched = await fetch(`${node.url}/v1/namespaces/counters/machines/c2/start`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+      expect(fetched.status).toBe(200);
+      const reader = await token('ui-reader', ['machines:read:*', 'machines:write:counters', 'log:read', 'bus:admin:*', 'pipe:admin:*']);
+      await signIn(reader.token);
+      await page.locator('[data-testid=whoami] code', { hasText: `token:${reader.id}` }).waitFor();
+      // No audit:read: no Audit page in the menu.
+      expect(await page.locator('nav a', { hasText: 'Audit' }).count()).toBe(0);
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/#/machines?ns=counters&id=c2`);
+      const panel = page.locator('[data-testid=machine]');
+      await waitOrBanner(page, panel.locator('h2 [data-badge=working]'));
+      const remove = panel.getByRole('button', { name: 'Remove' });
+      expect(await remove.isDisabled()).toBe(true);
+      expect(await remove.getAttribute('title')).toBe('your token lacks machines:repair:counters');
+      // What it holds stays enabled.
+      expect(await panel.getByRole('button', { name: 'Call' }).isDisabled()).toBe(false);
+      await page.screenshot({ path: join(SHOTS, 'auth-disabled-actions.png'), fullPage: true });
+
+      // The token is revoked while the page is open: the next action is refused by the node, and the page says so.
+      expect((await fetch(`${node.url}/v1/auth/tokens/${reader.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(204);
+      await panel.locator('input[name=args]').fill('1');
+      await panel.getByRole('button', { name: 'Call' }).click();
+      await panel.locator('.banner.error .code', { hasText: 'unauthenticated' }).first().waitFor();
+      await page.screenshot({ path: join(SHOTS, 'auth-refused-action.png'), fullPage: true });
+      const h = await fetch(`${node.url}/v1/namespaces/counters/machines/c2`, { headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(((await h.json()) as { history: unknown[] }).history).toHaveLength(1);
+    });
+
+    it('the Audit page lists an action done from the console', async () => {
+      await signIn(ADMIN);
+      await page.locator('[data-testid=whoami]').waitFor();
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/#/machines?ns=counters&id=c1`);
+      const panel = page.locator('[data-testid=machine]');
+      await waitOrBanner(page, panel.locator('h2 [data-badge=working]'));
+      page.once('dialog', (d) => void d.accept());
+      await panel.getByRole('button', { name: 'Remove' }).click();
+      await page.goto('about:blank');
+      await page.goto(`${node.url}/ui/#/audit`);
+      const row = page.locator('[data-testid=audit] tbody tr', { hasText: '/v1/namespaces/counters/machines/c1' }).filter({ hasText: 'completed' });
+      await waitOrBanner(page, row.first());
+      expect(await row.first().innerText()).toMatch(/admin[\s\S]*machine\.remove/);
+      await page.screenshot({ path: join(SHOTS, 'auth-audit.png'), fullPage: true });
     });
   });
 });

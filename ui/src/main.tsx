@@ -1,6 +1,8 @@
 import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
 import './style.css';
-import { Bus, Definitions, Ledger, Machines, Overview, Pipe, Sinks } from './pages';
+import { can, refreshSession, signIn, signOut, useSession } from './auth';
+import { Audit, Bus, Definitions, Ledger, Machines, Overview, Pipe, Sinks } from './pages';
 import { useRoute } from './ui';
 
 const PAGES = [
@@ -11,21 +13,69 @@ const PAGES = [
   { id: 'pipe', label: 'Pipe', C: Pipe },
   { id: 'ledger', label: 'Ledger', C: Ledger },
   { id: 'definitions', label: 'Definitions', C: Definitions },
+  { id: 'audit', label: 'Audit', C: Audit },
 ] as const;
 
+/** Asks for a token when the node wants one; it is kept in sessionStorage for this tab (never in a URL). */
+function Login({ error }: { error?: string | undefined }) {
+  const [token, setToken] = useState('');
+  const [busy, setBusy] = useState(false);
+  return (
+    <div class="shell">
+      <main>
+        <section class="panel" data-testid="login">
+          <h1>Sign in to millrace</h1>
+          <p class="note">This node requires a bearer token (an API token, a JWT or the admin token). It is kept for this browser tab only.</p>
+          {error && (
+            <div class="banner error" role="alert">
+              <code class="code">unauthenticated</code> {error}
+            </div>
+          )}
+          <form
+            class="define"
+            onSubmit={(e) => {
+              e.preventDefault();
+              setBusy(true);
+              void signIn(token).finally(() => setBusy(false));
+            }}
+          >
+            <label>
+              token <input name="token" type="password" autocomplete="off" value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
+            </label>
+            <button type="submit" disabled={busy || token.trim() === ''}>
+              Sign in
+            </button>
+          </form>
+        </section>
+      </main>
+    </div>
+  );
+}
+
 function App() {
+  const session = useSession();
   const { page, params } = useRoute();
+  useEffect(() => void refreshSession(), []);
+  if (session.state === 'loading') return <div class="shell" />;
+  if (session.state === 'login') return <Login error={session.error} />;
+  const me = session.me;
   const current = PAGES.find((p) => p.id === page) ?? PAGES[0];
   const C = current.C;
   return (
     <div class="shell">
       <nav>
         <div class="brand">millrace</div>
-        {PAGES.map((p) => (
+        {PAGES.filter((p) => p.id !== 'audit' || can('audit:read')).map((p) => (
           <a href={`#/${p.id}`} class={p.id === current.id ? 'active' : ''}>
             {p.label}
           </a>
         ))}
+        {me?.authentication && (
+          <div class="whoami" data-testid="whoami">
+            <code>{me.principal.id}</code>
+            <button onClick={signOut}>Sign out</button>
+          </div>
+        )}
       </nav>
       <main>
         <C params={params} />

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, enc, eventStream, itemsOf, noRoute } from './api';
+import { allowed, useSession } from './auth';
 import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, go, parseJsonInput, short, sumLag, useAction, useLoad, when } from './ui';
 
 type P = { params: URLSearchParams };
@@ -210,7 +211,7 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
       {absent && (
         <div class="actions">
           {argsInput}
-          <button onClick={() => send('start')} disabled={act.busy}>
+          <button onClick={() => send('start')} {...allowed(`machines:write:${ns}`, { disabled: act.busy })}>
             Start
           </button>
         </div>
@@ -234,22 +235,21 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
           </dl>
           <div class="actions">
             {argsInput}
-            <button onClick={() => send('call')} disabled={act.busy || failed} title={failed ? 'a failed machine takes repairs only' : undefined}>
+            <button onClick={() => send('call')} {...allowed(`machines:write:${ns}`, { disabled: act.busy || failed, ...(failed ? { title: 'a failed machine takes repairs only' } : {}) })}>
               Call
             </button>
-            <button onClick={repair} disabled={act.busy || !failed} title={onlyFailed}>
+            <button onClick={repair} {...allowed(`machines:repair:${ns}`, { disabled: act.busy || !failed, ...(onlyFailed ? { title: onlyFailed } : {}) })}>
               Repair
             </button>
             <button
               onClick={() => act.run('simple repair done', async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload(), onChanged()))}
-              disabled={act.busy || !failed}
-              title={onlyFailed}
+              {...allowed(`machines:repair:${ns}`, { disabled: act.busy || !failed, ...(onlyFailed ? { title: onlyFailed } : {}) })}
             >
               Simple repair
             </button>
             <button
               class="danger"
-              disabled={act.busy}
+              {...allowed(`machines:repair:${ns}`, { disabled: act.busy })}
               onClick={() => confirm(`Remove machine ${id} with its history?`) && act.run('removed', async () => (await api(base, { method: 'DELETE' }), onGone()))}
             >
               Remove
@@ -365,7 +365,7 @@ function SubscriptionTable({ subs, onDelete }: { subs: any[]; onDelete?: (name: 
         <code class="small">{short(s.positions)}</code>,
         ...(onDelete
           ? [
-              <button class="danger" onClick={() => confirm(`Delete subscription ${s.name} and its positions?`) && onDelete(s.name)}>
+              <button class="danger" {...allowed(`bus:admin:${s.name}`)} onClick={() => confirm(`Delete subscription ${s.name} and its positions?`) && onDelete(s.name)}>
                 Delete
               </button>,
             ]
@@ -520,12 +520,13 @@ export function Pipe({ params }: P) {
           <span class="reason">{short(d.last_error)}</span>,
           when(d.died_at),
           <span class="actions">
-            <button data-action="redrive" onClick={() => act.run(`redriven ${d.id}`, async () => (await api(`/v1/pipe/dead-letters/${enc(d.id)}/redrive`, { method: 'POST' }), dead.reload(), sessions.reload()))}>
+            <button data-action="redrive" {...allowed(`pipe:admin:${d.kind}`)} onClick={() => act.run(`redriven ${d.id}`, async () => (await api(`/v1/pipe/dead-letters/${enc(d.id)}/redrive`, { method: 'POST' }), dead.reload(), sessions.reload()))}>
               Redrive
             </button>
             <button
               class="danger"
               data-action="delete"
+              {...allowed(`pipe:admin:${d.kind}`)}
               onClick={() => confirm(`Delete dead letter ${d.id}?`) && act.run(`deleted ${d.id}`, async () => (await api(`/v1/pipe/dead-letters/${enc(d.id)}`, { method: 'DELETE' }), dead.reload()))}
             >
               Delete
@@ -659,9 +660,9 @@ const groupLabel = (g: Record<string, unknown>): string => {
 
 /** What can be defined at runtime: machine namespaces, pipe kinds, bus topics. */
 const DEFINABLE = [
-  { id: 'namespaces', title: 'Machine namespaces', path: '/v1/namespaces', example: '{"processor": {"in_process": "example.counter"}}' },
-  { id: 'kinds', title: 'Pipe kinds', path: '/v1/pipe/kinds', example: '{"handler": "http://127.0.0.1:8080/sessions", "max_repeats": 5}' },
-  { id: 'topics', title: 'Bus topics', path: '/v1/bus/topics', example: '{"description": "orders of the shop"}' },
+  { id: 'namespaces', title: 'Machine namespaces', path: '/v1/namespaces', admin: 'machines:admin', example: '{"processor": {"in_process": "example.counter"}}' },
+  { id: 'kinds', title: 'Pipe kinds', path: '/v1/pipe/kinds', admin: 'pipe:admin', example: '{"handler": "http://127.0.0.1:8080/sessions", "max_repeats": 5}' },
+  { id: 'topics', title: 'Bus topics', path: '/v1/bus/topics', admin: 'bus:admin', example: '{"description": "orders of the shop"}' },
 ] as const;
 
 export function Definitions(_: P) {
@@ -679,7 +680,7 @@ export function Definitions(_: P) {
   );
 }
 
-function DefinitionSection({ id, title, path, example }: { id: string; title: string; path: string; example: string }) {
+function DefinitionSection({ id, title, path, example, admin }: { id: string; title: string; path: string; example: string; admin: string }) {
   const list = useLoad(() => api(path).then((r) => itemsOf<any>(r)), [path], 5000);
   const act = useAction();
   const [name, setName] = useState('');
@@ -714,6 +715,7 @@ function DefinitionSection({ id, title, path, example }: { id: string; title: st
               </button>
               <button
                 class="danger"
+                {...allowed(`${admin}:${d.name}`)}
                 onClick={() => confirm(`Delete ${d.name}?`) && act.run(`deleted ${d.name}`, async () => (await api(`${path}/${enc(d.name)}`, { method: 'DELETE' }), list.reload()))}
               >
                 Delete
@@ -724,10 +726,46 @@ function DefinitionSection({ id, title, path, example }: { id: string; title: st
           ),
         ])}
       />
-      <ActionForm act={act} onSubmit={() => void save()} submit="Save">
+      <ActionForm act={act} onSubmit={() => void save()} submit="Save" {...(name.trim() && allowed(`${admin}:${name.trim()}`).disabled ? { disabled: true } : {})}>
         <Field name="name" label="name" value={name} set={setName} placeholder="name" />
         <Field name="definition" label="definition (JSON)" value={body} set={setBody} rows={3} grow />
       </ActionForm>
     </div>
+  );
+}
+
+// ---------------------------------------------------------------- audit
+
+/** The audit trail of sensitive actions (`GET /v1/audit`, permission audit:read), oldest first, a page at a time. */
+export function Audit(_: P) {
+  useSession();
+  const [cursors, setCursors] = useState<string[]>([]);
+  const cursor = cursors[cursors.length - 1];
+  const page = useLoad(() => api(`/v1/audit?limit=100${cursor ? `&cursor=${enc(cursor)}` : ''}`), [cursor], 5000);
+  const d = page.data as any;
+  return (
+    <section>
+      <h1>Audit</h1>
+      <Notice>
+        Definition changes, tokens, repairs, removals, redrives and deletions, written to the log stream <code>millrace.audit</code>: hash-chained like every event,
+        so <code>millrace verify</code> detects an edited or removed entry. Each action has a <em>requested</em> entry (before it ran) and a <em>completed</em> one
+        with the answer's status.
+      </Notice>
+      <ErrorBanner error={page.error} />
+      <Table
+        testid="audit"
+        empty="no audited action yet"
+        head={['seq', 'at', 'phase', 'principal', 'action', 'resource', 'status', 'request id']}
+        rows={(d?.items ?? []).map((a: any) => [a.seq, when(a.at), a.phase, <code>{a.principal}</code>, <code>{a.action}</code>, <code class="small">{a.resource}</code>, a.status ?? '—', <code class="small">{a.request_id}</code>])}
+      />
+      <div class="actions">
+        <button disabled={cursors.length === 0} onClick={() => setCursors(cursors.slice(0, -1))}>
+          Previous
+        </button>
+        <button disabled={!d?.next_cursor} onClick={() => setCursors([...cursors, d.next_cursor])}>
+          Next
+        </button>
+      </div>
+    </section>
   );
 }

@@ -1,5 +1,5 @@
 import type { Server, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
-import { permissionDenied, type Access } from '../../auth/access.js';
+import { canonicalSubject, permissionDenied, type Access } from '../../auth/access.js';
 import { grpcRule, isOpenRule, noLookup, requiredPermissions, type PermissionRule, type Rule } from '../../auth/permissions.js';
 import { MillraceError } from '../../core/errors.js';
 import { holds, type Principal } from '../../core/principal.js';
@@ -33,7 +33,14 @@ function guardFor(principal: Principal, rule: Rule | undefined, access: Access):
   };
 }
 
+/** The canonical subject of the call's verified client certificate (the server requires and checks it when configured). */
+function peerSubject(call: AnyCall): string | null {
+  const cert = call.getAuthContext?.()?.sslPeerCertificate;
+  return cert?.subject === undefined ? null : canonicalSubject(cert.subject as unknown as Record<string, string>);
+}
+
 type AnyCall = {
+  getAuthContext?: () => { sslPeerCertificate?: { subject?: unknown } } | null;
   metadata: { get(key: string): unknown[] };
   request?: unknown;
   cancelled?: boolean;
@@ -68,7 +75,8 @@ export function guardedServer(server: Server, access: Access): Server {
         };
         const header = call.metadata.get('authorization')[0];
         void (async () => {
-          const principal = await access.authenticate(typeof header === 'string' ? header : undefined);
+          const principal = await access.authenticate(typeof header === 'string' ? header : undefined, peerSubject(call));
+          access.limit(principal);
           if (rule !== undefined && !isOpenRule(rule) && rule.perMessage === true) {
             if (access.enabled) access.authorizeCall(principal, rule);
           } else {

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { MillraceError } from '../../core/errors.js';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation, type Metadata } from '@grpc/grpc-js';
 import { Access, OPEN_SETTINGS } from '../../auth/access.js';
 import { guardedServer } from './access.js';
@@ -7,7 +9,28 @@ import type { Face } from '../../face.js';
 import { registerFaceServices } from './face-services.js';
 
 /** One gRPC server for every face that has services; null when none has. */
-export async function startGrpcServer(faces: Face[], host: string, port: number, access: Access = new Access(OPEN_SETTINGS, null)): Promise<{ server: Server; port: number } | null> {
+export interface GrpcTls {
+  cert_file: string;
+  key_file: string;
+  client_ca_file?: string | undefined;
+}
+
+/** Server credentials: TLS when configured (with a client CA, client certificates signed by it are required), else plaintext. */
+export function grpcCredentials(tls: GrpcTls | undefined): ServerCredentials {
+  if (tls === undefined) return ServerCredentials.createInsecure();
+  const read = (what: string, f: string) => {
+    try {
+      return readFileSync(f);
+    } catch (err) {
+      throw new MillraceError('config_invalid', `grpc.tls.${what}: cannot read ${f}: ${(err as Error).message}`);
+    }
+  };
+  const ca = tls.client_ca_file === undefined ? null : read('client_ca_file', tls.client_ca_file);
+  return ServerCredentials.createSsl(ca, [{ cert_chain: read('cert_file', tls.cert_file), private_key: read('key_file', tls.key_file) }], ca !== null);
+}
+
+export async function startGrpcServer(faces: Face[], host: string, port: number, access: Access = new Access(OPEN_SETTINGS, null), tls?: GrpcTls): Promise<{ server: Server; port: number } | null> {
+  const credentials = grpcCredentials(tls);
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   // Every call passes the access check first; traced: each call gets a server span under
   // the traceparent metadata of the call (wrapped only when telemetry is on).
@@ -20,7 +43,7 @@ export async function startGrpcServer(faces: Face[], host: string, port: number,
     return null;
   }
   const bound = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`${host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))),
   );
   return { server, port: bound };
 }

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { TokenStore } from '../../auth/tokens.js';
-import { permissionDenied } from '../../auth/access.js';
-import { holds } from '../../core/principal.js';
+import { permissionDenied, type Access } from '../../auth/access.js';
+import type { AuditTrail } from '../../auth/audit.js';
+import { holds, OPEN_PRINCIPAL } from '../../core/principal.js';
 import { decodeCursor, encodeCursor, pageLimit } from '../../core/paging.js';
 import { errorSchema, pageQuery } from './server.js';
 
@@ -85,6 +86,72 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
       await tokens.revoke(req.params.id);
       req.log.info({ token_id: req.params.id, by: req.principal?.id }, 'API token revoked');
       return reply.status(204).send();
+    },
+  );
+}
+
+const auditRecord = {
+  type: 'object',
+  properties: {
+    seq: { type: 'integer' },
+    shard: { type: 'string' },
+    pos: { type: 'integer', nullable: true },
+    at: { type: 'string', format: 'date-time' },
+    phase: { type: 'string', enum: ['requested', 'completed'] },
+    principal: { type: 'string' },
+    action: { type: 'string' },
+    resource: { type: 'string' },
+    permissions: { type: 'array', items: { type: 'string' } },
+    method: { type: 'string' },
+    request_id: { type: 'string' },
+    status: { type: 'integer' },
+  },
+} as const;
+
+/** The audit trail (`GET /v1/audit`, permission audit:read) and the caller's own principal (`GET /v1/auth/whoami`). */
+export function registerAuditRoutes(app: FastifyInstance, audit: AuditTrail, access: Access): void {
+  const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema };
+  app.get<{ Querystring: { limit?: number; cursor?: string } }>(
+    '/v1/audit',
+    {
+      schema: {
+        operationId: 'listAudit',
+        summary: 'The audit trail of sensitive actions, from the log stream millrace.audit, oldest first, paged',
+        tags: ['auth'],
+        querystring: pageQuery(),
+        response: { 200: { type: 'object', properties: { items: { type: 'array', items: auditRecord }, next_cursor: { type: 'string', nullable: true } } }, ...errors },
+      },
+    },
+    async (req) => {
+      const after = decodeCursor(req.query.cursor, (v): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0) ?? 0;
+      const limit = pageLimit(req.query.limit);
+      const items = await audit.list(after, limit);
+      return { items, next_cursor: items.length < limit ? null : encodeCursor(items[items.length - 1]!.seq) };
+    },
+  );
+
+  app.get(
+    '/v1/auth/whoami',
+    {
+      schema: {
+        operationId: 'whoami',
+        summary: "The caller's principal and permissions (any valid credentials), so a client can offer only what it may do",
+        tags: ['auth'],
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              authentication: { type: 'boolean' },
+              principal: { type: 'object', properties: { id: { type: 'string' }, source: { type: 'string' }, name: { type: 'string' }, permissions: { type: 'array', items: { type: 'string' } } } },
+            },
+          },
+          401: errorSchema,
+        },
+      },
+    },
+    async (req) => {
+      const p = req.principal ?? OPEN_PRINCIPAL;
+      return { authentication: access.enabled, principal: { id: p.id, source: p.source, name: p.name, permissions: [...p.permissions] } };
     },
   );
 }

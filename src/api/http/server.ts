@@ -1,6 +1,8 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { TLSSocket } from 'node:tls';
 import { Histogram } from 'prom-client';
 import { MillraceError, toMillraceError } from '../../core/errors.js';
 import type { Runtime } from '../../runtime.js';
@@ -8,10 +10,11 @@ import { registerCoreRoutes } from './core-routes.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf } from '../../core/telemetry.js';
 import { registerUiRoutes } from './ui-routes.js';
-import { Access, OPEN_SETTINGS } from '../../auth/access.js';
-import { httpRule } from '../../auth/permissions.js';
+import { Access, canonicalSubject, OPEN_SETTINGS } from '../../auth/access.js';
+import { httpRule, isOpenRule, requiredPermissions, type PermissionRule } from '../../auth/permissions.js';
+import { AuditTrail, type AuditEntry } from '../../auth/audit.js';
 import type { Principal } from '../../core/principal.js';
-import { registerAuthRoutes } from './auth-routes.js';
+import { registerAuditRoutes, registerAuthRoutes } from './auth-routes.js';
 import { registerDocsRoutes, registerOpenApi } from './openapi.js';
 import { requestLogger } from './request-log.js';
 
@@ -27,6 +30,8 @@ declare module 'fastify' {
     span: Span | undefined;
     /** Who is calling, set once by the access check (undefined on open routes). */
     principal: Principal | undefined;
+    /** The audit entry of a sensitive action, once its `requested` event is committed. */
+    audit: AuditEntry | undefined;
   }
 }
 
@@ -70,7 +75,9 @@ export function toHttpError(err: unknown): MillraceError {
  * query strings and path parameters are coerced from text.
  */
 export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], access: Access = new Access(OPEN_SETTINGS, null)): Promise<FastifyInstance> {
+  const tls = rt.config.http.tls;
   const app = Fastify({
+    ...(tls === undefined ? {} : { https: tlsServerOptions(tls) }),
     loggerInstance: rt.logger as unknown as FastifyBaseLogger,
     bodyLimit: rt.config.http.body_limit_bytes,
     genReqId: (req) => {
@@ -121,7 +128,8 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   const ruleOf = (req: FastifyRequest) => (req.routeOptions.url === undefined ? undefined : httpRule(req.method, req.routeOptions.url));
   app.addHook('onRequest', async (req) => {
     if (access.isOpen(ruleOf(req))) return;
-    req.principal = await access.authenticate(req.headers.authorization);
+    req.principal = await access.authenticate(req.headers.authorization, peerSubject(req));
+    access.limit(req.principal);
   });
   app.addHook('preHandler', async (req) => {
     const url = req.routeOptions.url;
@@ -131,6 +139,46 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     await access.authorize(req.principal!, rule, { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body }, `${req.method} ${url}`);
   });
   const logRequest = requestLogger(rt.config.logging);
+  // The audit trail: an audited action's `requested` event is committed before
+  // its handler runs, its `completed` event before the answer is sent.
+  const audit = new AuditTrail(rt.log);
+  app.decorateRequest('audit', undefined);
+  app.addHook('preHandler', async (req) => {
+    const rule = ruleOf(req);
+    if (rule === undefined || isOpenRule(rule) || rule.audit === undefined) return;
+    const input = { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body };
+    const entry: AuditEntry = {
+      principal: AuditTrail.principalId(req.principal),
+      action: rule.audit,
+      resource: req.url.split('?')[0]!,
+      permissions: await requiredPermissions(rule as PermissionRule, input, access.lookup),
+      method: req.method,
+      request_id: req.id,
+    };
+    await audit.record('requested', entry);
+    req.audit = entry;
+  });
+  app.addHook('onSend', async (req, reply, payload) => {
+    const entry = req.audit;
+    if (entry === undefined) return payload;
+    req.audit = undefined;
+    let resource = entry.resource;
+    // A created token is named by the id in the answer (never its secret).
+    if (entry.action === 'token.create' && reply.statusCode === 201 && typeof payload === 'string') {
+      try {
+        resource = `${resource}/${String((JSON.parse(payload) as { id: unknown }).id)}`;
+      } catch {
+        /* keep the collection path */
+      }
+    }
+    try {
+      await audit.record('completed', { ...entry, resource, status: reply.statusCode });
+    } catch (err) {
+      // The action is done: answer it; the `requested` event without its `completed` tells the audit reader so.
+      req.log.error({ err, request_id: req.id, action: entry.action }, 'audit: the completed event was not written');
+    }
+    return payload;
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
@@ -155,9 +203,32 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   registerCoreRoutes(app, rt);
   await registerDocsRoutes(app);
   if (access.tokens !== null) registerAuthRoutes(app, access.tokens);
+  registerAuditRoutes(app, audit, access);
   await registerUiRoutes(app);
   for (const p of plugins) await p(app);
   return app;
+}
+
+/** Options of an HTTPS listener: with a client CA, a client certificate signed by it is required. */
+export function tlsServerOptions(tls: { cert_file: string; key_file: string; client_ca_file?: string | undefined }): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean; rejectUnauthorized: boolean } {
+  const read = (what: string, f: string) => {
+    try {
+      return readFileSync(f);
+    } catch (err) {
+      throw new MillraceError('config_invalid', `http.tls.${what}: cannot read ${f}: ${(err as Error).message}`);
+    }
+  };
+  const out = { cert: read('cert_file', tls.cert_file), key: read('key_file', tls.key_file), requestCert: false, rejectUnauthorized: false };
+  if (tls.client_ca_file === undefined) return out;
+  return { ...out, ca: read('client_ca_file', tls.client_ca_file), requestCert: true, rejectUnauthorized: true };
+}
+
+/** The canonical subject of the verified client certificate of the request's connection, if any. */
+function peerSubject(req: FastifyRequest): string | null {
+  const sock = req.raw.socket as TLSSocket;
+  if (typeof sock.getPeerCertificate !== 'function' || sock.authorized !== true) return null;
+  const cert = sock.getPeerCertificate();
+  return cert?.subject === undefined ? null : canonicalSubject(cert.subject as unknown as Record<string, string>);
 }
 
 export function requestDeadlineHeader(req: FastifyRequest): string | undefined {
