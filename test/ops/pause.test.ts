@@ -130,18 +130,19 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
   it('refuses unknown targets and bad bodies with typed errors, writing nothing', async () => {
     const { rt, m, ops } = await node(await env());
     await m.start('refusing', 'a', null);
-    const cases: Array<[Promise<unknown>, string]> = [
-      [ops.pauses.pause('namespace', 'nope', {}), 'namespace_not_found'],
-      [ops.pauses.pause('machine', 'refusing', {}, 'nope'), 'machine_not_found'],
-      [ops.pauses.pause('subscription', 'nope', {}), 'subscription_not_found'],
-      [ops.pauses.pause('pipe_kind', 'nope', {}), 'bad_request'],
-      [ops.pauses.pause('exporter', 'nope', {}), 'exporter_not_found'],
-      [ops.pauses.pause('namespace', 'refusing', { reason: 7 }), 'bad_request'],
-      [ops.pauses.pause('namespace', 'refusing', { why: 'x' }), 'bad_request'],
-      [ops.pauses.resume('namespace', 'nope'), 'namespace_not_found'],
+    const cases: Array<[() => Promise<unknown>, string]> = [
+      [() => ops.pauses.pause('namespace', 'nope', {}), 'namespace_not_found'],
+      [() => ops.pauses.pause('machine', 'refusing', {}, 'nope'), 'machine_not_found'],
+      [() => ops.pauses.pause('subscription', 'nope', {}), 'subscription_not_found'],
+      [() => ops.pauses.pause('pipe_kind', 'nope', {}), 'bad_request'],
+      [() => ops.pauses.pause('exporter', 'nope', {}), 'exporter_not_found'],
+      [() => ops.pauses.pause('namespace', 'refusing', { reason: 7 }), 'bad_request'],
+      [() => ops.pauses.pause('namespace', 'refusing', { why: 'x' }), 'bad_request'],
+      [() => ops.pauses.resume('namespace', 'nope'), 'namespace_not_found'],
     ];
+    // Each call made only when awaited, so no refusal goes unhandled meanwhile.
     for (const [p, code] of cases) {
-      const e = await p.catch((err: unknown) => err);
+      const e = await p().catch((err: unknown) => err);
       expect(isMillraceError(e, code as never), `${code}: ${String(e)}`).toBe(true);
     }
     expect(await countAll(rt, 'SELECT count(*) AS n FROM catalog_definitions')).toBe(0);

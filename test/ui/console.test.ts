@@ -226,6 +226,8 @@ describe('console in chromium', () => {
       expect(batch.status).toBe(200);
       await visit(`${base}/ui/#/ledger`);
       const form = page.locator('form.filters');
+      // The type is a free input until GET /v1/ledger/types answers, then a list of them.
+      await form.locator('select[name=type]').waitFor();
       await form.locator('[name=type]').selectOption('cash'); // offered from GET /v1/ledger/types
       await form.locator('[name=key]').fill('{"client_id":"c1","currency":"RUB"}');
       await form.locator('[name=group_by]').fill('product');
