@@ -5,22 +5,7 @@ import { Machines } from '../../src/machines/machines.js';
 import { OpsFace } from '../../src/ops/face.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
-import { spawnTs, writeConfigFile } from '../support/proc.js';
-
-/** Resolves with the first stdout line matching `re`. */
-function line(child: ChildProcess, re: RegExp): Promise<RegExpExecArray> {
-  let out = '';
-  let err = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
-  return new Promise((resolve, reject) => {
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = re.exec(out);
-      if (m) resolve(m);
-    });
-    child.once('exit', (code) => reject(new Error(`child exited with ${code}: ${err}`)));
-  });
-}
+import { spawnTs, waitForLine as line, writeConfigFile } from '../support/proc.js';
 
 describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
   const envs: TestEnv[] = [];

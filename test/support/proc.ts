@@ -57,17 +57,26 @@ export function writeConfigFile(dir: string, input: ConfigInput | Record<string,
  * matches `ready` (the first group of the match is `found`, e.g. a URL);
  * rejects if it exits first, with what it wrote to stderr.
  */
-export function spawnReady(file: string, args: readonly string[], ready: RegExp): Promise<{ child: ChildProcess; found: string }> {
+export async function spawnReady(file: string, args: readonly string[], ready: RegExp): Promise<{ child: ChildProcess; found: string }> {
   const child = spawnTs(file, args);
+  const m = await waitForLine(child, ready, file);
+  return { child, found: m[1] ?? m[0] };
+}
+
+/**
+ * Resolves with the first match of `re` in what `child` writes to stdout from
+ * now on; rejects if it exits first, with what it wrote to stderr.
+ */
+export function waitForLine(child: ChildProcess, re: RegExp, what = 'child'): Promise<RegExpExecArray> {
   let out = '';
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
   return new Promise((resolve, reject) => {
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      const m = ready.exec(out);
-      if (m) resolve({ child, found: m[1] ?? m[0] });
+      const m = re.exec(out);
+      if (m) resolve(m);
     });
-    child.once('exit', (code) => reject(new Error(`${file} exited with ${code}: ${err}`)));
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code}: ${err}`)));
   });
 }
