@@ -41,6 +41,8 @@ const PRUNE_TIMER = 'bus.dedupe_prune';
  */
 export class Bus {
   readonly config: BusConfig;
+  /** How long a live connection holds its subscription without renewing (bus.lease_ms, else cluster.role_lease_ms). */
+  private readonly leaseMs: number;
   /** Topics of the config file and of runtime definitions (updated in place as definitions change). */
   readonly topics: Set<string>;
   readonly publisher: Publisher;
@@ -54,6 +56,7 @@ export class Bus {
   constructor(readonly rt: Runtime) {
     this.pauses = pausesOf(rt.catalog);
     this.config = rt.config.bus;
+    this.leaseMs = this.config.lease_ms ?? rt.config.cluster.role_lease_ms;
     this.topics = new Set(this.config.topics);
     this.refreshTopics();
     rt.catalog.on('bus.topic', () => this.refreshTopics());
@@ -337,7 +340,7 @@ export class Bus {
           },
           () => {},
         );
-      }, Math.max(200, Math.floor(this.config.lease_ms / 3)));
+      }, Math.max(200, Math.floor(this.leaseMs / 3)));
       renew.unref();
       let settle!: () => void;
       const ended = new Promise<void>((r) => (settle = r));
@@ -449,7 +452,7 @@ export class Bus {
     const rows = await this.home(name).write((tx) =>
       tx.all<{ holder: string }>(
         SQL.takeLease,
-        [this.cursorName(name), holder, now + this.config.lease_ms, now],
+        [this.cursorName(name), holder, now + this.leaseMs, now],
       ),
     );
     return rows.length === 1 && rows[0]!.holder === holder;
@@ -457,7 +460,7 @@ export class Bus {
 
   private async renewLease(name: string, holder: string): Promise<boolean> {
     const n = await this.home(name).write((tx) =>
-      tx.run(SQL.renewLease, [this.rt.clock.now() + this.config.lease_ms, this.cursorName(name), holder]),
+      tx.run(SQL.renewLease, [this.rt.clock.now() + this.leaseMs, this.cursorName(name), holder]),
     );
     return n === 1;
   }

@@ -97,8 +97,11 @@ export const busConfigSchema = z
     /** How often expired dedupe ids are pruned. */
     dedupe_prune_ms: z.number().int().min(100).default(60_000),
     subscriptions: subscriptionDefaults,
-    /** A connection's hold on a subscription expires unless renewed (a crashed node frees it after this). */
-    lease_ms: z.number().int().min(500).default(15_000),
+    /**
+     * A connection's hold on a subscription expires unless renewed: a crashed or
+     * hung node frees it after this. Default: cluster.role_lease_ms.
+     */
+    lease_ms: z.number().int().min(500).optional(),
     rabbitmq: z
       .object({
         url: z.string().min(1).default('amqp://guest:guest@127.0.0.1:5672'),

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,36 +9,13 @@ import { Sequencer } from '../../src/log/sequencer.js';
 import { verifyShard } from '../../src/log/verify.js';
 import type { Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
-import { ROOT, tsNodeArgs, writeConfigFile } from '../support/proc.js';
+import { signalGroup, spawnReady, writeConfigFile } from '../support/proc.js';
 import { busClient, busInput, sleep, startBusNode, Subscriber } from './support.js';
 
 const ROLE_LEASE_MS = 2000;
 const PUBLISH_DEADLINE_MS = 6000;
 /** Failure detection only: how long past its deadline a publish may take before the test calls it hung. */
 const SLACK_MS = 3000;
-
-/** Spawns a bus node in a process group of its own (so the whole group can be frozen); resolves once it serves. */
-function spawnGroup(configPath: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, tsNodeArgs('test/bus/bus-child.ts', [configPath]), { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  return new Promise((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out.includes('ready ')) resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`bus child exited with ${code}: ${err}`)));
-  });
-}
-
-const signalGroup = (child: ChildProcess, sig: NodeJS.Signals): void => {
-  try {
-    process.kill(-child.pid!, sig);
-  } catch {
-    // already gone
-  }
-};
 
 type Outcome = { id: string; ok: true } | { id: string; ok: false; code: string };
 
@@ -60,7 +37,7 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
     const client = { current: undefined as ReturnType<typeof busClient> | undefined };
     try {
       // Node A starts first and takes the sequencer role of both shards.
-      child = await spawnGroup(writeConfigFile(dir, { ...busInput(env), node_id: 'node-a' }));
+      child = (await spawnReady('test/bus/bus-child.ts', [writeConfigFile(dir, { ...busInput(env), node_id: 'node-a' })], /ready /, { group: true })).child;
       spawned.push(child);
       const shards = env.config.storage.shards.map((s) => s.name);
       const holders = async (rt: Node['runtime']): Promise<Record<string, { holder: string; epoch: number }>> => {

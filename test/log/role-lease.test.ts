@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { verifyShard } from '../../src/log/verify.js';
 import { Runtime } from '../../src/runtime.js';
 import { PostgresDriver } from '../../src/storage/postgres/postgres-driver.js';
 import { createTestEnv, DIALECTS, pgUrlFor, waitFor, type TestEnv } from '../support/env.js';
-import { ROOT, tsNodeArgs, writeConfigFile } from '../support/proc.js';
+import { signalGroup, spawnTs, writeConfigFile } from '../support/proc.js';
 
 const LEASE_MS = 1000;
 
@@ -32,14 +32,6 @@ function gate(): { wait: () => Promise<void>; open: () => void; reached: Promise
     reached: reachedP,
   };
 }
-
-const signalGroup = (child: ChildProcess, sig: NodeJS.Signals): void => {
-  try {
-    process.kill(-child.pid!, sig);
-  } catch {
-    // already gone
-  }
-};
 
 async function sequencerRuntime(env: TestEnv, nodeId: string): Promise<Runtime> {
   // No background loops: the test drives its own sequencers.
@@ -230,11 +222,7 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const rt = await Runtime.open(env.config);
     cleanups.push(() => rt.close());
-    const child = spawn(process.execPath, tsNodeArgs('test/support/exclusive-consumer.ts', [writeConfigFile(dir, { ...env.input, node_id: 'child' })]), {
-      cwd: ROOT,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnTs('test/support/exclusive-consumer.ts', [writeConfigFile(dir, { ...env.input, node_id: 'child' })], {}, { group: true });
     cleanups.push(() => {
       signalGroup(child, 'SIGCONT');
       signalGroup(child, 'SIGKILL');

@@ -1,21 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/runtime.js';
 import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
-import { ROOT, tsNodeArgs, writeConfigFile } from '../support/proc.js';
+import { signalGroup, spawnTs, writeConfigFile } from '../support/proc.js';
 
 const LEASE_MS = 1000;
-
-const signalGroup = (child: ChildProcess, sig: NodeJS.Signals): void => {
-  try {
-    process.kill(-child.pid!, sig);
-  } catch {
-    // already gone
-  }
-};
 
 describe.runIf(DIALECTS.includes('postgres'))('timer claims of a hung node (postgres)', () => {
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -47,11 +39,7 @@ describe.runIf(DIALECTS.includes('postgres'))('timer claims of a hung node (post
       });
     });
 
-    const child = spawn(process.execPath, tsNodeArgs('test/scheduler/timer-child.ts', [writeConfigFile(dir, { ...env.input, node_id: 'frozen' }), String(LEASE_MS * 3)]), {
-      cwd: ROOT,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnTs('test/scheduler/timer-child.ts', [writeConfigFile(dir, { ...env.input, node_id: 'frozen' }), String(LEASE_MS * 3)], {}, { group: true });
     cleanups.push(() => {
       signalGroup(child, 'SIGCONT');
       signalGroup(child, 'SIGKILL');

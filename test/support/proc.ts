@@ -12,13 +12,27 @@ export function tsNodeArgs(file: string, args: readonly string[] = []): string[]
   return ['--import', 'tsx', join(ROOT, file), ...args];
 }
 
-/** Spawns a TypeScript file of this repository as a child Node process. */
-export function spawnTs(file: string, args: readonly string[] = [], env: NodeJS.ProcessEnv = {}): ChildProcess {
+/**
+ * Spawns a TypeScript file of this repository as a child Node process. With
+ * `group`, the child leads a process group of its own, so `signalGroup` can
+ * freeze (SIGSTOP) or kill it with everything it started.
+ */
+export function spawnTs(file: string, args: readonly string[] = [], env: NodeJS.ProcessEnv = {}, opts: { group?: boolean } = {}): ChildProcess {
   return spawn(process.execPath, tsNodeArgs(file, args), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.group === true,
   });
+}
+
+/** Sends `sig` to the process group led by `child` (spawned with `group`); a group already gone is not an error. */
+export function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-child.pid!, sig);
+  } catch {
+    // ESRCH: the group has exited already, which is what SIGKILL wanted anyway.
+  }
 }
 
 export interface RunResult {
@@ -57,8 +71,8 @@ export function writeConfigFile(dir: string, input: ConfigInput | Record<string,
  * matches `ready` (the first group of the match is `found`, e.g. a URL);
  * rejects if it exits first, with what it wrote to stderr.
  */
-export async function spawnReady(file: string, args: readonly string[], ready: RegExp): Promise<{ child: ChildProcess; found: string }> {
-  const child = spawnTs(file, args);
+export async function spawnReady(file: string, args: readonly string[], ready: RegExp, opts: { group?: boolean } = {}): Promise<{ child: ChildProcess; found: string }> {
+  const child = spawnTs(file, args, {}, opts);
   const m = await waitForLine(child, ready, file);
   return { child, found: m[1] ?? m[0] };
 }
