@@ -11,8 +11,6 @@ import { MachineRequests } from './requests.js';
 import { MachineSteps } from './steps.js';
 import { MachineTimerHandlers } from './timer-handlers.js';
 import type { MachineRef, MachineSummary, MachineView, RequestOptions } from './types.js';
-import './errors.js';
-import './migrations.js';
 
 export type { MachineEvent, MachineRef, MachineSummary, MachineView, RequestOptions } from './types.js';
 export { checkId, EVENT_TYPE, LEASE_CHANNEL, NOTIFY_KIND, streamOf, TIMEOUT_KIND } from './machine-state.js';
