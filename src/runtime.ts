@@ -5,18 +5,20 @@ import { Registry, collectDefaultMetrics, Gauge, Counter } from 'prom-client';
 import type { Config } from './core/config.js';
 import type { Clock } from './core/clock.js';
 import { sleep, systemClock } from './core/clock.js';
-import { MillraceError } from './core/errors.js';
+import { codeSpec, isErrorCode, MillraceError } from './core/errors.js';
 import { silentLogger } from './core/logger.js';
 import { CursorEngine } from './log/cursor.js';
 import { Log } from './log/log.js';
 import { Sequencer } from './log/sequencer.js';
 import { Pruner } from './log/pruner.js';
 import { Scheduler } from './scheduler/scheduler.js';
-import { allMigrations } from './storage/migrations.js';
+import { CORE_MIGRATIONS } from './storage/migrations.js';
+import type { Migration } from './storage/port.js';
 import { Storage } from './storage/storage.js';
-import { Catalog } from './catalog/catalog.js';
-// Registers the API token table's migration with the others.
-import './auth/tokens.js';
+import { Catalog, CATALOG_MIGRATIONS } from './catalog/catalog.js';
+import { TOKEN_MIGRATIONS } from './auth/tokens.js';
+import type { FaceSpec } from './face-spec.js';
+import { BUILT_IN_FACE_SPECS } from './face-specs.js';
 
 /** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
 function loadSigner(file: string | undefined): RequestSigner | null {
@@ -35,6 +37,45 @@ export interface RuntimeOptions {
   background?: boolean;
   /** Apply migrations on open. Default true. */
   migrate?: boolean;
+  /**
+   * The faces this runtime serves, as they declare themselves: their
+   * migrations are applied (after the core's: log, timers, leases, API
+   * tokens, runtime definitions), and their error codes must be mapped.
+   * Default: every face of this build (`BUILT_IN_FACE_SPECS`).
+   */
+  faces?: readonly FaceSpec[];
+}
+
+/**
+ * The migrations of a node serving `faces`: the core's, then each face's in
+ * order. Refuses (config_invalid) a face given twice, a migration id two
+ * faces share, and a face whose error codes `core/errors.ts` does not map
+ * with the statuses it declares.
+ */
+export function nodeMigrations(faces: readonly FaceSpec[]): Migration[] {
+  const names = new Set<string>();
+  for (const f of faces) {
+    if (names.has(f.name)) throw new MillraceError('config_invalid', `face ${f.name} is given twice`, { details: { face: f.name } });
+    names.add(f.name);
+    const unmapped = Object.entries(f.errors)
+      .filter(([code, s]) => !isErrorCode(code) || codeSpec(code).http !== s.http || codeSpec(code).grpc !== s.grpc)
+      .map(([code]) => code);
+    if (unmapped.length > 0) {
+      throw new MillraceError('config_invalid', `face ${f.name} declares error codes that core/errors.ts does not map with their statuses: ${unmapped.join(', ')}`, {
+        details: { face: f.name, codes: unmapped },
+      });
+    }
+  }
+  const out: Migration[] = [...CORE_MIGRATIONS, ...TOKEN_MIGRATIONS, ...CATALOG_MIGRATIONS];
+  const ids = new Set(out.map((m) => m.id));
+  for (const f of faces) {
+    for (const m of f.migrations) {
+      if (ids.has(m.id)) throw new MillraceError('config_invalid', `migration ${m.id} of face ${f.name} is declared twice`, { details: { face: f.name, migration: m.id } });
+      ids.add(m.id);
+      out.push(m);
+    }
+  }
+  return out;
 }
 
 /**
@@ -68,6 +109,8 @@ export class Runtime {
   private closed = false;
 
   private constructor(
+    /** The migrations of this node's faces (see `nodeMigrations`). */
+    readonly migrations: readonly Migration[],
     readonly config: Config,
     readonly logger: Logger,
     readonly clock: Clock,
@@ -84,11 +127,12 @@ export class Runtime {
     const logger = opts.logger ?? silentLogger;
     const clock = opts.clock ?? systemClock;
     const signer = loadSigner(config.auth.signing_key_file);
+    const migrations = nodeMigrations(opts.faces ?? BUILT_IN_FACE_SPECS);
     const storage = Storage.open(config);
     for (const s of storage.shards) s.roles.setLogger(logger);
     try {
       if (opts.migrate !== false) {
-        const applied = await storage.migrate(allMigrations());
+        const applied = await storage.migrate(migrations);
         for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
       }
       const log = new Log(storage, clock, config.cluster.publish_deadline_ms);
@@ -105,7 +149,7 @@ export class Runtime {
         clock,
       });
       const catalog = new Catalog(storage.shards[0]!, { pollMs: Math.max(config.log.poll_ms, 1000), now: () => clock.now(), logger });
-      const rt = new Runtime(config, logger, clock, storage, log, cursors, scheduler, catalog);
+      const rt = new Runtime(migrations, config, logger, clock, storage, log, cursors, scheduler, catalog);
       rt.signer = signer;
       if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')) await catalog.start();
       rt.registerMetrics();
@@ -304,7 +348,7 @@ export class Runtime {
       }
     }
     if (problems.length === 0) {
-      const pending = await this.storage.pendingMigrations(allMigrations());
+      const pending = await this.storage.pendingMigrations(this.migrations);
       for (const [shard, ids] of Object.entries(pending)) if (ids.length) problems.push(`shard ${shard} misses migrations ${ids.join(', ')}`);
     }
     return { ok: problems.length === 0, problems };

@@ -7,8 +7,8 @@ import { createLogger } from './core/logger.js';
 import { buildHttpServer, type HttpPlugin } from './api/http/server.js';
 import { faceRoutes } from './api/http/face-routes.js';
 import { startGrpcServer, stopGrpcServer } from './api/grpc/server.js';
-import type { Face, FaceFactory } from './face.js';
-import { faceFactories } from './faces.js';
+import type { Face, FaceDefinition } from './face.js';
+import { BUILT_IN_FACES } from './faces.js';
 import { Runtime } from './runtime.js';
 import { startTelemetry } from './core/telemetry.js';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -17,6 +17,7 @@ import type { ResourceLookup } from './auth/permissions.js';
 import { TokenStore } from './auth/tokens.js';
 import { PipeFace } from './pipe/face.js';
 import { OpsFace } from './ops/face.js';
+import { opsSpec } from './ops/spec.js';
 import type { ScheduleHooks } from './ops/schedules.js';
 
 export interface Node {
@@ -33,8 +34,8 @@ export interface Node {
 export interface StartOptions {
   logger?: Logger;
   clock?: Clock;
-  /** Faces to serve (default: all of this build). */
-  faces?: FaceFactory[];
+  /** Faces to serve, besides the ops face that acts through them (default: all of this build, `BUILT_IN_FACES`). */
+  faces?: readonly FaceDefinition[];
   /** More HTTP routes beside those of the faces (tests, embedding applications). */
   routes?: HttpPlugin[];
   /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
@@ -60,7 +61,9 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   // Checked before anything opens: a node that would serve beyond loopback without authentication refuses to start.
   const auth = resolveAuth(config, opts.env ?? process.env);
   const stopTelemetry = config.telemetry ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {}) : null;
-  const runtime = await Runtime.open(config, { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
+  const served = opts.faces ?? BUILT_IN_FACES;
+  // The runtime migrates for the faces served, and the ops face.
+  const runtime = await Runtime.open(config, { logger, faces: [...served, opsSpec], ...(opts.clock ? { clock: opts.clock } : {}) });
   const faces: Face[] = [];
   let http: FastifyInstance | undefined;
   let grpc: { server: GrpcServer; port: number } | null = null;
@@ -87,7 +90,7 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     await stopTelemetry?.();
   };
   try {
-    for (const make of opts.faces ?? faceFactories) faces.push(await make(runtime));
+    for (const def of served) faces.push(await def.create(runtime));
     // Schedules and bulk jobs act through the faces above.
     faces.push(new OpsFace(runtime, faces, opts.scheduleHooks));
     const access = new Access(auth, new TokenStore(runtime.storage.shards[0]!, () => runtime.clock.now()), resourceLookup(faces));

@@ -15,7 +15,7 @@
  */
 import { createInterface } from 'node:readline';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
-import { createLedgerFace } from '../../src/ledger/ledger-face.js';
+import { ledgerFace } from '../../src/ledger/ledger-face.js';
 import { busFace } from '../../src/bus/face.js';
 import type { Bus } from '../../src/bus/bus.js';
 import { pipeFace } from '../../src/pipe/face.js';
@@ -27,7 +27,7 @@ import { pool } from '../support.js';
 const local: ProcessorFn = (req) => (req.kind === 'call' ? { response: 'ok', events: [{ n: 1 }] } : {});
 const config = buildConfig(JSON.parse(process.argv[2]!) as ConfigInput);
 const node = await startNode(config, {
-  faces: [machinesFaceWith({ processors: new Map([['bench', local]]) }), createLedgerFace, pipeFace, busFace],
+  faces: [machinesFaceWith({ processors: new Map([['bench', local]]) }), ledgerFace, pipeFace, busFace],
 });
 const machines = (node.faces.find((f) => f.name === 'machines') as MachinesFace).machines;
 const bus = (node.faces.find((f) => f.name === 'bus') as unknown as { bus: Bus }).bus;

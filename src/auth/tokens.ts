@@ -1,23 +1,17 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { badRequest, MillraceError, type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { badRequest, MillraceError } from '../core/errors.js';
 import { permissionProblem, type Principal } from '../core/principal.js';
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 
-export const TOKEN_ERRORS = defineErrorCodes({
-  token_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No API token with this id.' },
-});
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof TOKEN_ERRORS> {}
-}
+export { TOKEN_ERRORS } from './error-codes.js';
 
 /**
  * API tokens live on the first shard (like runtime definitions: one home,
  * one answer). Only a scrypt hash of each secret is stored. Every shard gets
  * the table so that the first shard may change without a new migration.
  */
-registerMigrations([
+export const TOKEN_MIGRATIONS: readonly Migration[] = [
   {
     id: 'auth/0001_tokens',
     sql: {
@@ -45,7 +39,7 @@ registerMigrations([
       `,
     },
   },
-]);
+];
 
 /** `mr_<16 hex id>_<43 base64url secret>`: the id finds the row, the secret is checked against its hash. */
 const TOKEN_RE = /^mr_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;

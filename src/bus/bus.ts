@@ -9,8 +9,6 @@ import { Publisher, validateEvents, type Published, type PublishEvent } from './
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type GapNotice, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
-import './errors.js';
-import './migrations.js';
 
 export interface SubscriptionInfo {
   name: string;

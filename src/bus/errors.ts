@@ -1,4 +1,4 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { defineErrorCodes, GrpcStatus } from '../core/error-codes.js';
 
 export const BUS_ERRORS = defineErrorCodes({
   topic_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No topic with this name is configured.' },
@@ -16,7 +16,3 @@ export const BUS_ERRORS = defineErrorCodes({
   },
   exporter_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No exporter with this name is configured.' },
 });
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof BUS_ERRORS> {}
-}

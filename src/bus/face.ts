@@ -1,8 +1,9 @@
-import type { Face, FaceFactory } from '../face.js';
+import type { Face, FaceDefinition } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { AmqpEdge } from '../amqp/edge.js';
 import { Bus } from './bus.js';
 import { TopicRetentionSource } from './retention.js';
+import { busSpec } from './spec.js';
 
 /** The bus face: publish, durable subscriptions, and beside them the RabbitMQ edge (ingress and exporters). */
 export class BusFace implements Face {
@@ -28,4 +29,5 @@ export class BusFace implements Face {
   }
 }
 
-export const busFace: FaceFactory = (rt) => new BusFace(rt);
+/** The bus face, for `BUILT_IN_FACES` or `startNode({faces})`. */
+export const busFace: FaceDefinition = { ...busSpec, create: (rt) => new BusFace(rt) };

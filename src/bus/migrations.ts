@@ -1,4 +1,4 @@
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 
 /**
  * Bus tables. `bus_dedupe` maps `<topic>/<event id>` to the stream and seq of
@@ -11,7 +11,7 @@ import { registerMigrations } from '../storage/migrations.js';
  * Subscription configs live on their home shard; their positions are cursors
  * (`bus/sub/<name>`) on every shard.
  */
-registerMigrations([
+export const BUS_MIGRATIONS: readonly Migration[] = [
   {
     id: 'bus/0001_bus',
     sql: {
@@ -60,4 +60,4 @@ registerMigrations([
       `,
     },
   },
-]);
+];

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { type CodesOf, defineErrorCodes, GrpcStatus, MillraceError } from '../core/errors.js';
-import { registerMigrations } from '../storage/migrations.js';
+import { MillraceError } from '../core/errors.js';
+import type { Migration } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 
 /** What a runtime definition defines. */
@@ -9,17 +9,7 @@ export type CatalogKind = 'bus.topic' | 'machines.namespace' | 'pipe.kind' | 'op
 
 export const CATALOG_CHANNEL = 'millrace_catalog';
 
-export const CATALOG_ERRORS = defineErrorCodes({
-  defined_in_config: {
-    http: 409,
-    grpc: GrpcStatus.FAILED_PRECONDITION,
-    description: 'The name is defined in the configuration file, which wins over runtime definitions; change it there.',
-  },
-});
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof CATALOG_ERRORS> {}
-}
+export { CATALOG_ERRORS } from './error-codes.js';
 
 /**
  * Runtime definitions live on the first shard only: they are few, small and
@@ -28,7 +18,7 @@ declare module '../core/errors.js' {
  * migration runs everywhere) so that the first shard may change without a
  * new migration.
  */
-registerMigrations([
+export const CATALOG_MIGRATIONS: readonly Migration[] = [
   {
     id: 'catalog/0001_definitions',
     sql: {
@@ -52,7 +42,7 @@ registerMigrations([
       `,
     },
   },
-]);
+];
 
 export interface StoredDefinition {
   name: string;

@@ -1,5 +1,4 @@
 // The codes `paused` and `paused_queue_full` are in the ops table.
-import '../ops/errors.js';
 import type { Catalog } from './catalog.js';
 
 /** What can be paused. */

@@ -6,16 +6,16 @@ import { isMillraceError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { verifyShard } from '../log/verify.js';
 import { checkpointOf } from '../log/pruner.js';
-import { allMigrations } from '../storage/migrations.js';
 import { Storage } from '../storage/storage.js';
 import { backup, restore } from '../storage/backup.js';
-import { Runtime } from '../runtime.js';
+import { nodeMigrations, Runtime } from '../runtime.js';
 import { serve } from '../serve.js';
+import { BUILT_IN_FACE_SPECS } from '../face-specs.js';
 import { exporterStatus } from '../amqp/exporter.js';
 
-function readConfig(path: string | undefined): Config {
+function readConfig(path: string | undefined, overrides?: (c: Record<string, unknown>) => void): Config {
   try {
-    return loadConfig(path);
+    return loadConfig(path, overrides);
   } catch (err) {
     if (isMillraceError(err, 'config_invalid')) {
       process.stderr.write(`millrace: ${err.message}\n`);
@@ -39,8 +39,13 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('serve')
     .description('apply migrations and serve the HTTP (and gRPC) API')
-    .action(async () => {
-      const config = readConfig(program.opts<{ config?: string }>().config);
+    .option('--examples', 'also serve the built-in example processor example.counter (the quick start; sets machines.examples)')
+    .action(async (opts: { examples?: boolean }) => {
+      const config = readConfig(program.opts<{ config?: string }>().config, (raw) => {
+        if (opts.examples !== true) return;
+        const machines = raw.machines;
+        raw.machines = { ...(typeof machines === 'object' && machines !== null && !Array.isArray(machines) ? machines : {}), examples: true };
+      });
       try {
         await serve(config);
       } catch (err) {
@@ -59,7 +64,7 @@ export async function main(argv: string[]): Promise<void> {
       const config = readConfig(program.opts<{ config?: string }>().config);
       const storage = Storage.open(config);
       try {
-        const applied = await storage.migrate(allMigrations());
+        const applied = await storage.migrate(nodeMigrations(BUILT_IN_FACE_SPECS));
         for (const [shard, ids] of Object.entries(applied)) {
           process.stdout.write(`${shard}: ${ids.length ? `applied ${ids.join(', ')}` : 'up to date'}\n`);
         }
@@ -190,7 +195,7 @@ export async function main(argv: string[]): Promise<void> {
       const storage = Storage.open(config);
       let failed = false;
       try {
-        await storage.migrate(allMigrations());
+        await storage.migrate(nodeMigrations(BUILT_IN_FACE_SPECS));
         for (const s of manifest.shards) {
           const r = await verifyShard(storage.shard(s.name));
           const at = await storage.shard(s.name).reader.all<{ hash: Buffer }>('SELECT hash FROM events WHERE pos = ?', [s.head]);

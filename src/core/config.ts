@@ -5,11 +5,20 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { MillraceError } from './errors.js';
 import { parseHashBound, HASH_SPACE_END } from './routing.js';
-import { machinesConfigSchema } from '../machines/config.js';
-import { ledgerConfigSchema } from '../ledger/config.js';
-import { pipeConfigSchema } from '../pipe/config.js';
-import { busConfigSchema } from '../bus/config.js';
-import { schedulesConfigSchema } from '../ops/schedule-spec.js';
+import type { FaceSpec } from '../face-spec.js';
+import { BUILT_IN_FACE_SPECS } from '../face-specs.js';
+
+/** The config sections the faces declare, by key, typed. */
+type FaceSections<T> = T extends readonly [infer F extends FaceSpec, ...infer R] ? { [K in F['config']['key']]: F['config']['schema'] } & FaceSections<R> : unknown;
+
+function faceSections<const T extends readonly FaceSpec[]>(specs: T): FaceSections<T> {
+  const out: Record<string, z.ZodType> = {};
+  for (const s of specs) {
+    if (Object.hasOwn(out, s.config.key)) throw new Error(`config section ${s.config.key} declared by two faces`);
+    out[s.config.key] = s.config.schema;
+  }
+  return out as FaceSections<T>;
+}
 
 const hexBound = z
   .string()
@@ -231,12 +240,8 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    machines: machinesConfigSchema,
-    ledger: ledgerConfigSchema,
-    pipe: pipeConfigSchema,
-    bus: busConfigSchema,
-    /** Schedules defined in the file (see docs/operations-at-scale.md). */
-    schedules: schedulesConfigSchema,
+    // The faces' sections (machines, ledger, pipe, bus, and the ops face's schedules), as each face declares them.
+    ...faceSections(BUILT_IN_FACE_SPECS),
   })
   .strict();
 

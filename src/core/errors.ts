@@ -5,27 +5,16 @@
  */
 
 import { classifyDbError } from './db-errors.js';
+import { GrpcStatus, type ErrorCodeTable } from './error-codes.js';
+import { TOKEN_ERRORS } from '../auth/error-codes.js';
+import { CATALOG_ERRORS } from '../catalog/error-codes.js';
+import { MACHINES_ERRORS } from '../machines/errors.js';
+import { LEDGER_ERRORS } from '../ledger/errors.js';
+import { PIPE_ERRORS } from '../pipe/error-codes.js';
+import { BUS_ERRORS } from '../bus/errors.js';
+import { OPS_ERRORS } from '../ops/errors.js';
 
-/** gRPC status codes (numeric values from the gRPC spec). */
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
+export { defineErrorCodes, GrpcStatus, type CodeInput, type ErrorCodeTable } from './error-codes.js';
 
 interface CodeSpec {
   http: number;
@@ -42,7 +31,7 @@ const spec = (http: number, grpc: number, retryable: boolean, description: strin
   description,
 });
 
-/** Every stable error code millrace can return. Add new codes here only. */
+/** The core's codes (storage, log, access, availability, configuration); the faces' are in their tables below. */
 export const ERROR_CODES = {
   // generic input errors
   bad_request: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The request is malformed or fails validation.'),
@@ -75,58 +64,39 @@ export const ERROR_CODES = {
 } satisfies Record<string, CodeSpec>;
 
 /**
- * Codes a face registers. Each face's errors.ts declares its table with
- * `defineErrorCodes` and adds its keys here by module augmentation:
- *
- *   export const BUS_ERRORS = defineErrorCodes({ topic_not_found: {...} });
- *   declare module '../core/errors.js' { interface ErrorCodeRegistry extends CodesOf<typeof BUS_ERRORS> {} }
- *
- * so `ErrorCode` is the union of every registered table and a typo in a code
- * is a compile error.
+ * The tables of the faces (and of API tokens and runtime definitions), each
+ * the data of its own module (`<face>/errors.ts`, declared to the runtime by
+ * its face too). A face with new codes adds its table here: this is the one
+ * place that maps codes to statuses.
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-interface
-export interface ErrorCodeRegistry {}
+const TABLES = [TOKEN_ERRORS, CATALOG_ERRORS, MACHINES_ERRORS, LEDGER_ERRORS, PIPE_ERRORS, BUS_ERRORS, OPS_ERRORS] as const;
 
-export type CodesOf<T> = { [K in keyof T]: true };
+/** The codes of the tables, one union. */
+type TableCodes<T> = T extends readonly [infer First, ...infer Rest] ? keyof First | TableCodes<Rest> : never;
 
-export type ErrorCode = keyof typeof ERROR_CODES | keyof ErrorCodeRegistry;
+export type ErrorCode = keyof typeof ERROR_CODES | TableCodes<typeof TABLES>;
 
-interface CodeInput {
-  http: number;
-  grpc: number;
-  retryable?: boolean;
-  description: string;
-}
-
-/**
- * Faces register their own codes at import time through `defineErrorCodes`, so
- * the table stays the one mapping while each face owns its vocabulary.
- */
-const extraCodes = new Map<string, CodeSpec>();
-
-export function defineErrorCodes<const T extends Record<string, CodeInput>>(codes: T): T {
-  for (const [code, s] of Object.entries(codes)) {
-    if (code in ERROR_CODES || extraCodes.has(code)) {
-      const existing = codeSpec(code);
-      if (existing.http === s.http && existing.grpc === s.grpc) continue;
-      throw new Error(`error code ${code} defined twice with different statuses`);
-    }
-    extraCodes.set(code, spec(s.http, s.grpc, s.retryable ?? false, s.description));
+/** Every code, core ones first; a code in two tables must carry the same statuses. */
+const allCodes = new Map<string, CodeSpec>(Object.entries(ERROR_CODES));
+for (const table of TABLES as readonly ErrorCodeTable[]) {
+  for (const [code, s] of Object.entries(table)) {
+    const existing = allCodes.get(code);
+    if (existing === undefined) allCodes.set(code, spec(s.http, s.grpc, s.retryable ?? false, s.description));
+    else if (existing.http !== s.http || existing.grpc !== s.grpc) throw new Error(`error code ${code} defined twice with different statuses`);
   }
-  return codes;
 }
 
-/** Whether `code` is in one of the registered tables (codes from a wire are checked with this). */
+/** Whether `code` is in one of the tables (codes from a wire are checked with this). */
 export function isErrorCode(code: string): code is ErrorCode {
-  return code in ERROR_CODES || extraCodes.has(code);
+  return allCodes.has(code);
 }
 
 export function codeSpec(code: string): CodeSpec {
-  return (ERROR_CODES as Record<string, CodeSpec>)[code] ?? extraCodes.get(code) ?? ERROR_CODES.internal;
+  return allCodes.get(code) ?? ERROR_CODES.internal;
 }
 
 export function allErrorCodes(): Record<string, CodeSpec> {
-  return { ...ERROR_CODES, ...Object.fromEntries(extraCodes) };
+  return Object.fromEntries(allCodes);
 }
 
 export class MillraceError extends Error {

@@ -1,4 +1,4 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus as G } from '../core/errors.js';
+import { defineErrorCodes, GrpcStatus as G } from '../core/error-codes.js';
 
 export const LEDGER_ERRORS = defineErrorCodes({
   account_type_not_found: { http: 404, grpc: G.NOT_FOUND, description: 'No account type with this name in the ledger config.' },
@@ -19,7 +19,3 @@ export const LEDGER_ERRORS = defineErrorCodes({
   },
   invalid_cursor: { http: 400, grpc: G.INVALID_ARGUMENT, description: 'The page cursor is malformed.' },
 });
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof LEDGER_ERRORS> {}
-}

@@ -1,8 +1,9 @@
 import { Gauge } from 'prom-client';
-import type { Face, FaceFactory } from '../face.js';
+import type { Face, FaceDefinition } from '../face.js';
 import type { Consumer } from '../log/cursor.js';
 import type { Runtime } from '../runtime.js';
 import { AGGREGATOR_CURSOR, Ledger } from './ledger.js';
+import { ledgerSpec } from './spec.js';
 
 /** Timer (owner and kind) creating the PostgreSQL events partitions ahead of time and dropping those retention lets go. */
 export const PARTITIONS_TIMER = 'ledger.partitions';
@@ -68,8 +69,8 @@ export class LedgerFace implements Face {
   }
 }
 
-/** The ledger face, for `faceFactories` or `startNode({faces})`. */
-export const ledgerFace: FaceFactory = (rt) => new LedgerFace(rt);
+/** The ledger face, for `BUILT_IN_FACES` or `startNode({faces})`. */
+export const ledgerFace: FaceDefinition = { ...ledgerSpec, create: (rt) => new LedgerFace(rt) };
 
 /** Builds the ledger face (throws config_invalid for a config the storage cannot serve). */
 export const createLedgerFace = (rt: Runtime): LedgerFace => new LedgerFace(rt);

@@ -13,8 +13,6 @@ import { PartitionManager } from './partition-manager.js';
 import { Periods } from './periods.js';
 import { RequestValidator } from './request-validator.js';
 import { StateStore } from './state-store.js';
-import './errors.js';
-import './migrations.js';
 
 export * from './ledger-types.js';
 export { parseDt } from './request-validator.js';

@@ -1,11 +1,11 @@
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 
 /**
  * Ledger tables. Amounts of events are minor units (an integer at the type's
  * scale); aggregate sums are exact and unbounded: TEXT holding an integer in
  * SQLite, NUMERIC in PostgreSQL, and always summed in BigInt.
  */
-registerMigrations([
+export const LEDGER_MIGRATIONS: readonly Migration[] = [
   {
     id: 'ledger/0001_ledger',
     sql: {
@@ -210,4 +210,4 @@ registerMigrations([
       `,
     },
   },
-]);
+];

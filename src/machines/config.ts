@@ -65,6 +65,8 @@ export const namespaceSchema = z
 export const machinesConfigSchema = z
   .object({
     namespaces: z.record(z.string().regex(NAMESPACE_NAME, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'), namespaceSchema).default({}),
+    /** Serve the built-in example processor `example.counter` (the quick start's; `millrace serve --examples`). Off in production. */
+    examples: z.boolean().default(false),
     /** Requests waiting for one machine beyond the one running; more get 503. */
     queue_limit: z.number().int().min(0).max(100_000).default(100),
     /** Machines with work in progress on this node; more get 503. */

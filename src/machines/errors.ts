@@ -1,4 +1,4 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { defineErrorCodes, GrpcStatus } from '../core/error-codes.js';
 
 export const MACHINES_ERRORS = defineErrorCodes({
   namespace_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No machine namespace with this name is configured.' },
@@ -10,7 +10,3 @@ export const MACHINES_ERRORS = defineErrorCodes({
   event_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'The history range names an event the machine does not have.' },
   sink_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No event sink with this name is configured.' },
 });
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof MACHINES_ERRORS> {}
-}

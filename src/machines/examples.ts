@@ -1,12 +1,13 @@
-import { registerProcessor } from './processor.js';
+import type { ProcessorFn } from './processor.js';
 
 /**
  * Built-in example processor `example.counter` (for the quick start): init
  * sets the count to its args (a number, default 0); a call adds its args (a
  * number, default 1) and answers the new count; every step records an event.
  * A call with a non-number fails the machine (so repair can be tried).
+ * Served only when asked for (`machines.examples: true`, `millrace serve --examples`).
  */
-registerProcessor('example.counter', (req) => {
+const counter: ProcessorFn = (req) => {
   const aux = (req.machine as { aux_state?: { count?: number } | null }).aux_state;
   const count = typeof aux?.count === 'number' ? aux.count : 0;
   if (req.kind === 'signal') {
@@ -18,4 +19,7 @@ registerProcessor('example.counter', (req) => {
   const by = req.args === null || req.args === undefined ? 1 : req.args;
   if (typeof by !== 'number') throw new Error('example.counter: a call adds a number');
   return { response: { count: count + by }, events: [{ added: by }], aux_state: { count: count + by } };
-});
+};
+
+/** The built-in example processors, by name. */
+export const EXAMPLE_PROCESSORS: ReadonlyMap<string, ProcessorFn> = new Map([['example.counter', counter]]);

@@ -1,9 +1,10 @@
 import { Counter, Gauge } from 'prom-client';
-import type { Face, FaceFactory } from '../face.js';
+import type { Face, FaceDefinition } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { Machines, type MachinesOptions } from './machines.js';
 import { Sinks } from './sink.js';
-import './examples.js';
+import { EXAMPLE_PROCESSORS } from './examples.js';
+import { machinesSpec } from './spec.js';
 
 export class MachinesFace implements Face {
   readonly name = 'machines';
@@ -11,7 +12,9 @@ export class MachinesFace implements Face {
   readonly sinks: Sinks;
 
   constructor(rt: Runtime, opts: MachinesOptions = {}) {
-    this.machines = new Machines(rt, opts);
+    // The example processors only when the config asks for them (the quick start does; production does not).
+    const processors = rt.config.machines.examples ? new Map([...EXAMPLE_PROCESSORS, ...(opts.processors ?? [])]) : opts.processors;
+    this.machines = new Machines(rt, processors === undefined ? opts : { ...opts, processors });
     this.sinks = new Sinks(rt, () => this.machines.namespacesInEffect);
     // Registered at construction so timers due during downtime find their handler as soon as the scheduler runs.
     this.machines.registerTimers();
@@ -56,11 +59,8 @@ export class MachinesFace implements Face {
   }
 }
 
-/** The machines face, for `faceFactories` or `startNode({faces})`. */
-export const machinesFace: FaceFactory = (rt) => new MachinesFace(rt);
+/** The machines face, for `BUILT_IN_FACES` or `startNode({faces})`. */
+export const machinesFace: FaceDefinition = { ...machinesSpec, create: (rt) => new MachinesFace(rt) };
 
 /** A machines face with in-process processors given by name. */
-export const machinesFaceWith =
-  (opts: MachinesOptions): FaceFactory =>
-  (rt) =>
-    new MachinesFace(rt, opts);
+export const machinesFaceWith = (opts: MachinesOptions): FaceDefinition => ({ ...machinesSpec, create: (rt) => new MachinesFace(rt, opts) });

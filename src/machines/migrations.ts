@@ -1,4 +1,4 @@
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 
 /**
  * Machine tables. A machine row outlives removal as a tombstone (status
@@ -9,7 +9,7 @@ import { registerMigrations } from '../storage/migrations.js';
  * shard their own key routes to ([ns, "tag", tag]); notifications on the
  * machine's shard, ordered by `nid`.
  */
-registerMigrations([
+export const MACHINES_MIGRATIONS: readonly Migration[] = [
   {
     id: 'machines/0001_machines',
     sql: {
@@ -105,4 +105,4 @@ registerMigrations([
         CREATE INDEX machine_notification_keys_age ON machine_notification_keys (created_at);`,
     },
   },
-]);
+];

@@ -7,8 +7,6 @@ import type { Timer, TimerContext } from '../scheduler/scheduler.js';
 import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Pipe } from '../pipe/pipe.js';
-import './errors.js';
-import './migrations.js';
 
 export const STEP_KIND = 'bulk.step';
 const owner = (id: string): string => `bulk:${id}`;

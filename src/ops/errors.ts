@@ -1,4 +1,4 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus } from '../core/errors.js';
+import { defineErrorCodes, GrpcStatus } from '../core/error-codes.js';
 
 export const OPS_ERRORS = defineErrorCodes({
   schedule_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No schedule with this name.' },
@@ -22,7 +22,3 @@ export const OPS_ERRORS = defineErrorCodes({
     description: "The target is paused and the namespace's queue of calls waiting for the resume is full; retry after it is resumed.",
   },
 });
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof OPS_ERRORS> {}
-}

@@ -21,6 +21,8 @@ export class OpsFace implements Face {
   readonly schedules: Schedules;
   readonly bulk: BulkJobs;
   readonly pauses: PauseControl;
+  /** Whether the node serves machines (whose notification keys the prune timer removes). */
+  private readonly withMachines: boolean;
 
   constructor(
     readonly rt: Runtime,
@@ -28,6 +30,7 @@ export class OpsFace implements Face {
     hooks: ScheduleHooks = {},
   ) {
     const machines = faces.find((f): f is MachinesFace => f instanceof MachinesFace)?.machines;
+    this.withMachines = machines !== undefined;
     const bus = faces.find((f): f is BusFace => f instanceof BusFace)?.bus;
     const pipe = faces.find((f): f is PipeFace => f instanceof PipeFace)?.pipe;
     this.schedules = new Schedules(rt, { machines, bus }, hooks);
@@ -62,6 +65,8 @@ export class OpsFace implements Face {
 
   async start(): Promise<void> {
     await this.schedules.applyConfig(this.rt.config.schedules as Record<string, unknown>);
+    // Notification keys are machines' tables: a node without the machines face has none to prune.
+    if (!this.withMachines) return;
     await this.rt.scheduler.periodic(PRUNE_KIND, 3_600_000, async () => {
       const cutoff = this.rt.clock.now() - KEY_KEEP_MS;
       for (const s of this.rt.storage.shards) await s.write((tx) => tx.run('DELETE FROM machine_notification_keys WHERE created_at < ?', [cutoff]));

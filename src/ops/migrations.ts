@@ -1,11 +1,11 @@
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 
 /**
  * Schedules live on the shard of ["schedule", name], with their fires and
  * their timers, so one transaction settles a fire. Bulk jobs live on the
  * shard of ["bulk", id] with the targets they have acted on. Every shard gets every table.
  */
-registerMigrations([
+export const OPS_MIGRATIONS: readonly Migration[] = [
   {
     id: 'ops/0001_schedules_bulk',
     sql: {
@@ -103,4 +103,4 @@ registerMigrations([
       `,
     },
   },
-]);
+];

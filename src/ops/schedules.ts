@@ -7,8 +7,6 @@ import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Bus } from '../bus/bus.js';
 import { jitterOf, nextFire, nextFires, render, SCHEDULE_NAME, scheduleSchema, type ScheduleDef } from './schedule-spec.js';
-import './errors.js';
-import './migrations.js';
 
 export const TICK_KIND = 'schedules.tick';
 export const RUN_KIND = 'schedules.run';

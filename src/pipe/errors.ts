@@ -1,15 +1,6 @@
-import { type CodesOf, defineErrorCodes, GrpcStatus, MillraceError } from '../core/errors.js';
+import { MillraceError } from '../core/errors.js';
 
-export const PIPE_ERRORS = defineErrorCodes({
-  session_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No pipe session with this id (never created, or deleted).' },
-  session_closed: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, description: 'The pipe session is stored or dead: writing to it is closed.' },
-  kind_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No pipe session kind with this name or code is configured.' },
-  dead_letter_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No dead-lettered pipe session with this id.' },
-});
-
-declare module '../core/errors.js' {
-  interface ErrorCodeRegistry extends CodesOf<typeof PIPE_ERRORS> {}
-}
+export { PIPE_ERRORS } from './error-codes.js';
 
 export const sessionNotFound = (id: string): MillraceError =>
   new MillraceError('session_not_found', `no pipe session ${JSON.stringify(id)}`, { details: { session: id } });

@@ -1,8 +1,9 @@
 import { DeadSessionRetention } from './retention.js';
-import type { Face, FaceFactory } from '../face.js';
+import type { Face, FaceDefinition } from '../face.js';
 import type { Runtime } from '../runtime.js';
 import { Pipe, type Pusher } from './pipe.js';
 import { httpPusher } from './pusher.js';
+import { pipeSpec } from './spec.js';
 
 /** The pipe face: sessions, their redelivery timers and pushes (served over HTTP under /v1/pipe and the `millrace.v1.Pipe` gRPC stream). */
 export class PipeFace implements Face {
@@ -26,4 +27,5 @@ export class PipeFace implements Face {
   }
 }
 
-export const pipeFace: FaceFactory = (rt: Runtime) => new PipeFace(rt);
+/** The pipe face, for `BUILT_IN_FACES` or `startNode({faces})`. */
+export const pipeFace: FaceDefinition = { ...pipeSpec, create: (rt) => new PipeFace(rt) };

@@ -1,4 +1,4 @@
-import { registerMigrations } from '../storage/migrations.js';
+import type { Migration } from '../storage/port.js';
 
 /**
  * Pipe schema, per shard. A session lives on the shard of SHA-1(its id).
@@ -12,7 +12,7 @@ import { registerMigrations } from '../storage/migrations.js';
  * - Records are in write order of `id` (0002; `idx` before); `seq` is the
  *   client's optional record number, unique per session (duplicate appends).
  */
-registerMigrations([
+export const PIPE_MIGRATIONS: readonly Migration[] = [
   {
     id: 'pipe/0001_sessions',
     sql: {
@@ -119,4 +119,4 @@ registerMigrations([
       postgres: 'CREATE INDEX pipe_sessions_kind_state ON pipe_sessions (kind, state, id);',
     },
   },
-]);
+];

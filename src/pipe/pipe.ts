@@ -8,7 +8,6 @@ import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging
 import { DeadLetters } from './dead-letters.js';
 import { kindNotFound, sessionNotFound } from './errors.js';
 import { Lane, type LaneOp, type Outcome } from './lane.js';
-import './migrations.js';
 import { SQL } from './pipe-sql.js';
 import { readSession, refusal } from './read-session.js';
 import { Redelivery } from './redelivery.js';

@@ -5,12 +5,6 @@
  * caller can catch `NotFoundError` or `UnavailableError` without listing codes.
  */
 import { codeSpec, GrpcStatus, MillraceError as CoreError, type ErrorCode } from '../core/errors.js';
-// The faces' codes join the one table on import (these modules hold only the table).
-import '../machines/errors.js';
-import '../ledger/errors.js';
-import '../pipe/errors.js';
-import '../bus/errors.js';
-import '../ops/errors.js';
 
 export interface ErrorInit {
   details?: Record<string, unknown> | undefined;

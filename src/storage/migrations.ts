@@ -1,12 +1,12 @@
 import type { Migration } from './port.js';
 
 /**
- * Core schema. Faces add their own migrations (ids prefixed with the face name)
- * through `registerMigrations`; they are applied after the core ones, in
- * registration order. Migrations are forward-only and never edited once
- * released: a change is a new migration.
+ * Core schema. Each face declares its own migrations (ids prefixed with the
+ * face name) to the runtime, which applies them after the core ones, in the
+ * order of its faces (see `nodeMigrations` in runtime.ts). Migrations are
+ * forward-only and never edited once released: a change is a new migration.
  */
-const core: Migration[] = [
+export const CORE_MIGRATIONS: readonly Migration[] = [
   {
     id: 'core/0001_log',
     sql: {
@@ -187,17 +187,3 @@ const core: Migration[] = [
     },
   },
 ];
-
-const registered: Migration[] = [...core];
-
-export function registerMigrations(migrations: readonly Migration[]): void {
-  for (const m of migrations) {
-    const existing = registered.find((r) => r.id === m.id);
-    if (existing === undefined) registered.push(m);
-    else if (existing !== m) throw new Error(`migration ${m.id} registered twice`);
-  }
-}
-
-export function allMigrations(): readonly Migration[] {
-  return registered;
-}

@@ -67,7 +67,7 @@ let dir: string;
 let doc: Doc;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mr-openapi-'));
-  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false } } as ConfigInput));
+  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false }, machines: { examples: true } } as ConfigInput));
   const res = await fetch(`${node.url}/openapi.json`);
   expect(res.status).toBe(200);
   doc = (await res.json()) as Doc;

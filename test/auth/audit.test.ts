@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isOpenRule, PERMISSIONS } from '../../src/auth/permissions.js';
 import { verifyShard } from '../../src/log/verify.js';
-import '../../src/machines/examples.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { bearer } from './support.js';
@@ -20,7 +19,7 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
     const input = {
       ...env.input,
       http: { port: 0, drain_timeout_ms: 300 },
-      machines: { namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
+      machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
       bus: { topics: ['orders'] },
     } as ConfigInput;
     node = await startNode(buildConfig(input), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });

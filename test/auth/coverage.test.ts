@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { millraceService, type MillraceService } from '../../src/api/grpc/protos.js';
 import { httpRule, PERMISSIONS } from '../../src/auth/permissions.js';
-import '../../src/machines/examples.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { AUDIENCE, bearer, ISSUER, jwtIssuer, settledDigest, shardDigest } from './support.js';
@@ -176,7 +175,7 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       http: { port: 0, drain_timeout_ms: 300 },
       grpc: { enabled: true, port: 0 },
       auth: { jwt: { key_file: issuer.keyFile, issuer: ISSUER, audience: AUDIENCE } },
-      machines: { namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'sink1' } } },
+      machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'sink1' } } },
       ledger: { accounts: { acc: { key: ['a'] } }, locks: { lk: { key: ['a'] } }, states: { st: { key: ['a'] } }, aggregation: { enabled: false } },
       pipe: { kinds: { k1: {} } },
       bus: { topics: ['orders'] },

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toGrpcError } from '../../src/api/grpc/server.js';
-import { toHttpError } from '../../src/api/http/server.js';
+import { toHttpError } from '../../src/api/http/http-errors.js';
 import { toMillraceError } from '../../src/core/errors.js';
 import { createPgDatabases, dropPgDatabases, pgUrlFor } from '../support/env.js';
 

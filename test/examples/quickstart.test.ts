@@ -7,12 +7,13 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
 
-// The README's quick start (examples/quickstart.sh) against a fresh node with no config file but a data dir and a free port.
+// The README's quick start (examples/quickstart.sh) against a fresh node as `npm start` runs it (`serve --examples`: the
+// example processor is served), with no config file but a data dir and a free port.
 let node: Node;
 let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mr-quick-'));
-  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false } } as ConfigInput));
+  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false }, machines: { examples: true } } as ConfigInput));
 });
 afterAll(async () => {
   await node?.close();

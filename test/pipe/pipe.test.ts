@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNode, type Node } from '../../src/serve.js';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { Storage } from '../../src/storage/storage.js';
-import { allMigrations } from '../../src/storage/migrations.js';
+import { nodeMigrations } from '../../src/runtime.js';
+import { BUILT_IN_FACE_SPECS } from '../../src/face-specs.js';
 import { newSessionId } from '../../src/pipe/pipe.js';
 import { pipeFace } from '../../src/pipe/face.js';
 import { ManualClock } from '../../src/core/clock.js';
@@ -410,7 +411,7 @@ describe.each(DIALECTS)('pipe records migration (%s)', (dialect) => {
     try {
       // A store as the previous release left it: every migration up to the first pipe schema, and rows in it.
       const storage = Storage.open(env.config);
-      const all = allMigrations();
+      const all = nodeMigrations(BUILT_IN_FACE_SPECS);
       await storage.migrate(all.slice(0, all.findIndex((m) => m.id === 'pipe/0002_records_by_id')));
       const id = newSessionId(Date.now());
       await storage.shards[0]!.write(async (tx) => {

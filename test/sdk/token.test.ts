@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
-import '../../src/machines/examples.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { BusClient, BusGrpcClient, LedgerClient, MachinesClient, PermissionDeniedError, PipeClient, PipeGrpcClient, UnauthenticatedError } from '../../src/sdk/index.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
@@ -20,7 +19,7 @@ describe.each(DIALECTS)('every SDK client takes { token } (%s)', (dialect) => {
       ...env.input,
       http: { port: 0, drain_timeout_ms: 300 },
       grpc: { enabled: true, port: 0 },
-      machines: { namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
+      machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
       ledger: { accounts: { acc: { key: ['a'] } } },
       pipe: { kinds: { k1: {} } },
       bus: { topics: ['orders', 'other'] },

@@ -15,7 +15,6 @@ import Fastify from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildConfig } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
-import '../../src/machines/examples.js';
 import { registerUiRoutes, UI_DIR } from '../../src/api/http/ui-routes.js';
 import { DIALECTS, createTestEnv, waitFor, type TestEnv } from '../support/env.js';
 import { ROOT } from '../support/proc.js';
@@ -487,7 +486,7 @@ describe('console in chromium', () => {
     let node: Node;
     let page: Page;
     beforeAll(async () => {
-      env = await createTestEnv('sqlite', { extra: { machines: { namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'main' } } } } });
+      env = await createTestEnv('sqlite', { extra: { machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'main' } } } } });
       node = await startNode(buildConfig({ ...env.input, http: { host: '127.0.0.1', port: 0 } }), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
       page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     }, 120_000);

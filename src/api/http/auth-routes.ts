@@ -4,7 +4,7 @@ import { permissionDenied, type Access } from '../../auth/access.js';
 import type { AuditTrail } from '../../auth/audit.js';
 import { holds, OPEN_PRINCIPAL } from '../../core/principal.js';
 import { decodeCursor, encodeCursor, pageLimit } from '../../core/paging.js';
-import { errorSchema, pageQuery } from './server.js';
+import { errorSchema, pageQuery } from './schemas.js';
 
 const tokenInfo = {
   type: 'object',

@@ -2,8 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../../bus/bus.js';
 import { TOPIC_NAME, topicDefinitionSchema } from '../../bus/config.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
-import { errorSchema, pageQuery, toHttpError } from './server.js';
-import { eventStream, noContent, openObject, pageOf } from './schemas.js';
+import { toHttpError } from './http-errors.js';
+import { errorSchema, pageQuery, eventStream, noContent, openObject, pageOf } from './schemas.js';
 
 const eventSchema = {
   type: 'object',

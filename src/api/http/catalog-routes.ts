@@ -3,8 +3,7 @@ import { z } from 'zod';
 import { definedInConfig, type Catalog, type CatalogKind } from '../../catalog/catalog.js';
 import { badRequest, MillraceError, type ErrorCode } from '../../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../../core/paging.js';
-import { errorSchema, pageQuery } from './server.js';
-import { docBody, noContent, openObject, pageOf } from './schemas.js';
+import { errorSchema, pageQuery, docBody, noContent, openObject, pageOf } from './schemas.js';
 
 export interface Definition {
   name: string;

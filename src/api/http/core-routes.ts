@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { HASH_SPACE_END } from '../../core/routing.js';
 import type { LogEvent } from '../../log/log.js';
 import type { Runtime } from '../../runtime.js';
-import { errorSchema } from './server.js';
+import { errorSchema } from './schemas.js';
 
 const hex = (n: bigint): string => (n === HASH_SPACE_END ? 'end' : n.toString(16).padStart(40, '0'));
 

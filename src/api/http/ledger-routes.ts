@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { AccountQuery, BatchRequest, Ledger, LockMode } from '../../ledger/ledger.js';
-import { errorSchema } from './server.js';
+import { errorSchema } from './schemas.js';
 
 const attrs = { type: 'object', additionalProperties: { type: 'string', maxLength: 256 }, maxProperties: 64 } as const;
 const dt = { type: 'string', maxLength: 64 } as const;

@@ -3,8 +3,7 @@ import { badRequest } from '../../core/errors.js';
 import type { MachineRef, Machines, RequestOptions } from '../../machines/machines.js';
 import { parseRfc3339 } from '../../machines/planner.js';
 import type { Sinks } from '../../machines/sink.js';
-import { errorSchema, pageQuery } from './server.js';
-import { eventStream, noContent, openObject, pageOf } from './schemas.js';
+import { errorSchema, pageQuery, eventStream, noContent, openObject, pageOf } from './schemas.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
 import { NAMESPACE_NAME, namespaceSchema } from '../../machines/config.js';
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { OpsFace } from '../../ops/face.js';
-import { errorSchema, pageQuery } from './server.js';
+import { errorSchema, pageQuery } from './schemas.js';
 
 const nameParams = { type: 'object', properties: { name: { type: 'string', minLength: 1, maxLength: 150 } }, required: ['name'] } as const;
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 100 } }, required: ['id'] } as const;

@@ -2,8 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { badRequest, MillraceError } from '../../core/errors.js';
 import { registerCatalogRoutes } from './catalog-routes.js';
 import { KIND_NAME, kindSchema } from '../../pipe/config.js';
-import { errorSchema, pageQuery } from './server.js';
-import { noContent, openObject, pageOf } from './schemas.js';
+import { errorSchema, pageQuery, noContent, openObject, pageOf } from './schemas.js';
 import type { Pipe, SessionInfo } from '../../pipe/pipe.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;

@@ -1,4 +1,15 @@
-/** Small response schemas several route files share (document and serializer alike). */
+/** Small schemas the route files share (document, validation and serializer alike). */
+
+export { errorSchema } from './error-schema.js';
+
+/** Query string of a paged list (`limit` 1..500, opaque `cursor`) plus its filters. */
+export function pageQuery(filters: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...filters, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
+  };
+}
 
 /** An object answer naming its main fields; further fields pass through as they are. */
 export const openObject = (properties: Record<string, unknown> = {}, description?: string) =>

@@ -1,10 +1,11 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import { Histogram } from 'prom-client';
-import { MillraceError, toMillraceError } from '../../core/errors.js';
+import { MillraceError } from '../../core/errors.js';
+import { toHttpError } from './http-errors.js';
 import type { Runtime } from '../../runtime.js';
 import { registerCoreRoutes } from './core-routes.js';
 import type { Span } from '@opentelemetry/api';
@@ -33,40 +34,6 @@ declare module 'fastify' {
     /** The audit entry of a sensitive action, once its `requested` event is committed. */
     audit: AuditEntry | undefined;
   }
-}
-
-export { errorSchema } from './error-schema.js';
-
-/** Query string of a paged list (`limit` 1..500, opaque `cursor`) plus its filters. */
-export function pageQuery(filters: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    type: 'object',
-    additionalProperties: false,
-    properties: { ...filters, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
-  };
-}
-
-/** Translates any error into the one response shape, with its status from the code table. */
-export function toHttpError(err: unknown): MillraceError {
-  if (err instanceof MillraceError) return err;
-  const fe = err as FastifyError & { validation?: unknown[]; validationContext?: string };
-  if (fe && Array.isArray(fe.validation)) {
-    return new MillraceError('bad_request', fe.message, { details: { part: fe.validationContext, problems: fe.validation } });
-  }
-  switch (fe?.code) {
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new MillraceError('bad_json', fe.message);
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new MillraceError('payload_too_large', fe.message);
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new MillraceError('unsupported_media_type', fe.message);
-    default:
-      break;
-  }
-  if (fe instanceof SyntaxError) return new MillraceError('bad_json', fe.message);
-  if (typeof fe?.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return new MillraceError('bad_request', fe.message);
-  return toMillraceError(err);
 }
 
 /**

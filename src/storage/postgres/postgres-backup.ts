@@ -4,7 +4,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { MillraceError } from '../../core/errors.js';
-import type { ShardSnapshotInfo } from '../backup.js';
+import type { ShardSnapshotInfo } from '../snapshot-info.js';
 
 const run = promisify(execFile);
 

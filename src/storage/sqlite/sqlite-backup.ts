@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { MillraceError } from '../../core/errors.js';
-import type { ShardSnapshotInfo } from '../backup.js';
+import type { ShardSnapshotInfo } from '../snapshot-info.js';
 
 /** What a copy holds: its head, event count and pruning checkpoint, read from the copy itself. */
 function describe(db: Database.Database): ShardSnapshotInfo {
