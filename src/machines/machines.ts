@@ -15,6 +15,7 @@ import { frozenEvent, MachineCache, rangeSpan, type MachineEvent } from './histo
 import { endSpan, SpanKind, startSpan, telemetryEnabled, traceparentOf } from '../core/telemetry.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './machines-sql.js';
+import type { MachineView } from './wire.js';
 import './errors.js';
 import './migrations.js';
 
@@ -29,21 +30,7 @@ export interface RequestOptions {
 }
 
 export type { MachineEvent } from './history-cache.js';
-
-/** The GET shape, also what the processor receives as `machine`. */
-export interface MachineView {
-  ns: string;
-  id: string;
-  status: 'working' | 'failed';
-  reason?: unknown;
-  aux_state: unknown;
-  timer: { due_at: string; range: HistoryRange | null } | null;
-  tags: string[];
-  history: MachineEvent[];
-  history_range: HistoryRange;
-  /** Paused, by itself or with its namespace: timers and notifications wait, calls are refused or queued. */
-  paused?: boolean;
-}
+export type { MachineView } from './wire.js';
 
 export const TIMEOUT_KIND = 'machines.timeout';
 export const NOTIFY_KIND = 'machines.notify';

@@ -1,15 +1,21 @@
 /** HTTP clients of the four faces (fetch; errors are typed MillraceErrors with the server's code). */
-import type { HistoryRange } from '../machines/config.js';
-import type { MachineView } from '../machines/machines.js';
+import type { HistoryRange, MachineView } from '../machines/wire.js';
 import type { SinkPage } from '../machines/sink.js';
-import type { AccountQuery, BatchAnswer, BatchRequest, Ledger, LockMode } from '../ledger/ledger.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums } from '../ledger/ledger-types.js';
 import type { SubscriptionInfo } from '../bus/bus.js';
-import { errorFromCode } from './errors.js';
+import { errorFromCode, InvalidRequestError } from './errors.js';
+import { machineOf, type Machine } from './machine.js';
+import type { ArgsOf, AuxOf, EventOf, Processor, ProcessorTypes, ResponseOf } from './processor.js';
 import { enc, HttpTransport, query, type CallOptions, type ClientOptions } from './transport.js';
 
 export type { CallOptions, ClientOptions } from './transport.js';
-export type { HistoryRange, MachineView, SinkPage, SubscriptionInfo };
+export type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, SinkPage, SubscriptionInfo, TurnoverSums };
+/** A machine by its id or by one of its tags. */
 export type MachineRef = { id: string } | { tag: string };
+
+/** A step's args and the call options: the args may be left out when the step's args type allows `undefined` or is `unknown`. */
+export type ArgsAndOptions<A> = unknown extends A ? [args?: A, o?: CallOptions] : undefined extends A ? [args?: A, o?: CallOptions] : [args: A, o?: CallOptions];
 
 function machinePath(ns: string, ref: MachineRef): string {
   const base = `/v1/namespaces/${enc(ns)}`;
@@ -44,12 +50,30 @@ export class MachinesClient {
     return this.t.request('POST', `${machinePath(ns, ref)}/notify`, { args: args ?? null }, o);
   }
 
-  get(ns: string, ref: MachineRef, range: Partial<HistoryRange> = {}): Promise<MachineView> {
-    return this.t.request('GET', `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`);
+  /** The machine with its history in `range` (default: the namespace's history range); `E` and `A` are the caller's to say. */
+  async get<E = unknown, A = unknown>(ns: string, ref: MachineRef, range: HistoryRange = {}): Promise<Machine<E, A>> {
+    return machineOf<E, A>(await this.t.request<MachineView>('GET', `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`));
   }
 
   async remove(ns: string, ref: MachineRef, o: CallOptions = {}): Promise<void> {
     await this.t.request('DELETE', machinePath(ns, ref), undefined, o);
+  }
+
+  /**
+   * A client of one namespace typed by a processor definition: `for(orders)`
+   * (the definition's `namespace`) or `for(orders, 'orders-eu')`. Its args and
+   * responses are the definition's; `get` answers the machine with the
+   * definition's event and aux types. `for<Types>('orders')` takes the types
+   * without the definition (a service that only calls the namespace).
+   */
+  for<T extends ProcessorTypes>(processor: Processor<T>, namespace?: string): NamespaceClient<T>;
+  for<T extends ProcessorTypes = ProcessorTypes>(namespace: string): NamespaceClient<T>;
+  for<T extends ProcessorTypes>(target: Processor<T> | string, namespace?: string): NamespaceClient<T> {
+    const ns = typeof target === 'string' ? target : (namespace ?? target.namespace);
+    if (typeof ns !== 'string' || ns.length === 0) {
+      throw new InvalidRequestError('bad_request', 'for(): name the namespace, in the processor definition (`namespace`) or as the second argument', { details: { namespace: ns ?? null } });
+    }
+    return new NamespaceClient<T>(this, ns);
   }
 
   sinkEvents(sink: string, q: { after?: number; limit?: number; waitMs?: number; shard?: string } = {}): Promise<SinkPage> {
@@ -57,10 +81,70 @@ export class MachinesClient {
   }
 }
 
-type Attrs = Record<string, string>;
-type Answer<K extends keyof Ledger> = Ledger[K] extends (...a: never[]) => Promise<infer R> ? R : never;
+/**
+ * The machines of one namespace, typed by its processor's types (from
+ * `MachinesClient.for`): `start` takes the `init` args and answers the
+ * `init` response, `call` the `call` ones, `notify` the `notification` args,
+ * `repair` the `repair` ones; `get` answers the machine with its events and
+ * aux state typed.
+ */
+export class NamespaceClient<T extends ProcessorTypes = ProcessorTypes> {
+  constructor(
+    private readonly client: MachinesClient,
+    readonly namespace: string,
+  ) {}
 
-/** The ledger face: `/v1/ledger/…` (bodies in the wire's snake_case, as in the README). */
+  /** Starts machine `id` (its `init` step); refused with `machine_already_exists` if it exists. */
+  start(id: string, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'init'>>): Promise<{ response: ResponseOf<T, 'init'> }> {
+    return this.client.start<ResponseOf<T, 'init'>>(this.namespace, id, args, o);
+  }
+
+  /** Calls the machine (its `call` step). */
+  call(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'call'>>): Promise<{ response: ResponseOf<T, 'call'> }> {
+    return this.client.call<ResponseOf<T, 'call'>>(this.namespace, ref, args, o);
+  }
+
+  /** Queues a notification (its `notification` step runs later); answers the notification's id. */
+  notify(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'notification'>>): Promise<{ id: number }> {
+    return this.client.notify(this.namespace, ref, args, o);
+  }
+
+  /** Repairs a failed machine (its `repair` step). */
+  repair(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'repair'>>): Promise<{ response: ResponseOf<T, 'repair'> }> {
+    return this.client.repair<ResponseOf<T, 'repair'>>(this.namespace, ref, args, o);
+  }
+
+  /** Sets a failed machine working again without a step. */
+  simpleRepair(ref: MachineRef, o: CallOptions = {}): Promise<void> {
+    return this.client.simpleRepair(this.namespace, ref, o);
+  }
+
+  /** The machine with its history in `range`, its events and aux state typed. */
+  get(ref: MachineRef, range: HistoryRange = {}): Promise<Machine<EventOf<T>, AuxOf<T>>> {
+    return this.client.get<EventOf<T>, AuxOf<T>>(this.namespace, ref, range);
+  }
+
+  remove(ref: MachineRef, o: CallOptions = {}): Promise<void> {
+    return this.client.remove(this.namespace, ref, o);
+  }
+}
+
+type LedgerMethod = 'balances' | 'turnovers' | 'events' | 'acquireLock' | 'pingLock' | 'releaseLock' | 'getLock' | 'getState';
+/** What the ledger answers to method `K` (the wire's snake_case, as in the ledger docs). */
+export type LedgerAnswer<K extends LedgerMethod> = Ledger[K] extends (...a: never[]) => Promise<infer R> ? R : never;
+export type BalancesQuery = { dt: string; accounts: AccountQuery[] };
+export type TurnoversQuery = { dt_from: string; dt_to: string; accounts: AccountQuery[] };
+export type LedgerEventsQuery = { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string };
+/** A lock by its type and key attributes. */
+export type LockRef = { type: string; attrs: Attrs };
+export type LockAcquire = LockRef & { uid: string; mode: LockMode; timeout_s: number };
+export type LockPing = LockRef & { uid: string; timeout_s: number };
+export type LockRelease = LockRef & { uid: string };
+/** A state by its type and key attributes. */
+export type StateRef = { type: string; attrs: Attrs };
+export type StateAnswer<S> = Omit<LedgerAnswer<'getState'>, 'state'> & { state: S | null };
+
+/** The ledger face: `/v1/ledger/…` (bodies and answers in the wire's snake_case, as in the ledger docs). */
 export class LedgerClient {
   private readonly t: HttpTransport;
 
@@ -72,35 +156,35 @@ export class LedgerClient {
     return this.t.request('POST', '/v1/ledger/batches', b, o);
   }
 
-  balances(q: { dt: string; accounts: AccountQuery[] }, o: CallOptions = {}): Promise<Answer<'balances'>> {
+  balances(q: BalancesQuery, o: CallOptions = {}): Promise<LedgerAnswer<'balances'>> {
     return this.t.request('POST', '/v1/ledger/balances', q, o);
   }
 
-  turnovers(q: { dt_from: string; dt_to: string; accounts: AccountQuery[] }, o: CallOptions = {}): Promise<Answer<'turnovers'>> {
+  turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<LedgerAnswer<'turnovers'>> {
     return this.t.request('POST', '/v1/ledger/turnovers', q, o);
   }
 
-  events(q: { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string }, o: CallOptions = {}): Promise<Answer<'events'>> {
+  events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerAnswer<'events'>> {
     return this.t.request('POST', '/v1/ledger/events', q, o);
   }
 
-  acquireLock(l: { type: string; attrs: Attrs; uid: string; mode: LockMode; timeout_s: number }, o: CallOptions = {}): Promise<Answer<'acquireLock'>> {
+  acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LedgerAnswer<'acquireLock'>> {
     return this.t.request('POST', '/v1/ledger/locks/acquire', l, o);
   }
 
-  pingLock(l: { type: string; attrs: Attrs; uid: string; timeout_s: number }, o: CallOptions = {}): Promise<Answer<'pingLock'>> {
+  pingLock(l: LockPing, o: CallOptions = {}): Promise<LedgerAnswer<'pingLock'>> {
     return this.t.request('POST', '/v1/ledger/locks/ping', l, o);
   }
 
-  releaseLock(l: { type: string; attrs: Attrs; uid: string }, o: CallOptions = {}): Promise<Answer<'releaseLock'>> {
+  releaseLock(l: LockRelease, o: CallOptions = {}): Promise<LedgerAnswer<'releaseLock'>> {
     return this.t.request('POST', '/v1/ledger/locks/release', l, o);
   }
 
-  getLock(l: { type: string; attrs: Attrs }, o: CallOptions = {}): Promise<Answer<'getLock'>> {
+  getLock(l: LockRef, o: CallOptions = {}): Promise<LedgerAnswer<'getLock'>> {
     return this.t.request('POST', '/v1/ledger/locks/get', l, o);
   }
 
-  getState<S = unknown>(s: { type: string; attrs: Attrs }, o: CallOptions = {}): Promise<Omit<Answer<'getState'>, 'state'> & { state: S | null }> {
+  getState<S = unknown>(s: StateRef, o: CallOptions = {}): Promise<StateAnswer<S>> {
     return this.t.request('POST', '/v1/ledger/states/get', s, o);
   }
 }

@@ -42,7 +42,7 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     for (let i = 2; i <= 5; i++) await c.call(T, { id: 'm1' }, { events: [{ n: i }] });
     const all = await c.get(T, { id: 'm1' });
     expect(all.status).toBe('working');
-    expect(all.aux_state).toEqual({ a: 1 });
+    expect(all.aux).toEqual({ a: 1 });
     expect(all.history.map((e) => e.id)).toEqual([1, 2, 3, 4, 5]);
     expect(all.history.map((e) => e.data)).toEqual([1, 2, 3, 4, 5].map((n) => ({ n })));
     expect((await c.get(T, { id: 'm1' }, { after: 2, limit: 2 })).history.map((e) => e.id)).toEqual([3, 4]);

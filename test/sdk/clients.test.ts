@@ -30,7 +30,7 @@ describe('SDK clients against a node', () => {
   let n: SdkNode;
   beforeAll(async () => {
     n = await startSdkNode({ namespaces: ['m'], kinds: ['k'] });
-    n.router.routes.set('/machines/m', defineProcessor<unknown, unknown, unknown, string>({ init: () => ({ response: 'started' }), call: () => ({ response: 'called' }) }).handler);
+    n.router.routes.set('/machines/m', defineProcessor<{ init: { response: string }; call: { response: string } }>({ init: () => ({ response: 'started' }), call: () => ({ response: 'called' }) }).handler);
   });
   afterAll(async () => n?.close());
 
