@@ -1,7 +1,6 @@
 /** HTTP clients of the four faces (fetch; errors are typed MillraceErrors with the server's code). */
 import type { HistoryRange, MachineView } from '../machines/wire.js';
 import type { SinkPage } from '../machines/sink.js';
-import type { Ledger } from '../ledger/ledger.js';
 import type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums } from '../ledger/ledger-types.js';
 import type { SubscriptionInfo } from '../bus/bus.js';
 import { errorFromCode, InvalidRequestError } from './errors.js';
@@ -129,20 +128,77 @@ export class NamespaceClient<T extends ProcessorTypes = ProcessorTypes> {
   }
 }
 
-type LedgerMethod = 'balances' | 'turnovers' | 'events' | 'acquireLock' | 'pingLock' | 'releaseLock' | 'getLock' | 'getState';
-/** What the ledger answers to method `K` (the wire's snake_case, as in the ledger docs). */
-export type LedgerAnswer<K extends LedgerMethod> = Ledger[K] extends (...a: never[]) => Promise<infer R> ? R : never;
-export type BalancesQuery = { dt: string; accounts: AccountQuery[] };
-export type TurnoversQuery = { dt_from: string; dt_to: string; accounts: AccountQuery[] };
-export type LedgerEventsQuery = { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string };
+/** The ledger's answers (the wire's snake_case, as in the ledger docs); a type test holds them to the server's. */
+export interface BalancesAnswer {
+  dt: string;
+  balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }>;
+}
+export interface TurnoversAnswer {
+  dt_from: string;
+  dt_to: string;
+  turnovers: Array<{ type: string; key: Attrs; groups: TurnoverSums[] }>;
+}
+export interface LedgerEventsAnswer {
+  events: LedgerEventOut[];
+  next_cursor: string | null;
+}
+/** A lock held by `uid` until `expires_at`. */
+export interface LockAnswer {
+  type: string;
+  attrs: Attrs;
+  uid: string;
+  mode: LockMode;
+  expires_at: string;
+}
+export interface LockHolders {
+  type: string;
+  attrs: Attrs;
+  holders: Array<{ uid: string; mode: LockMode; expires_at: string }>;
+}
+export interface StateAnswer<S = unknown> {
+  type: string;
+  attrs: Attrs;
+  state: S | null;
+  version: number;
+}
+export interface BalancesQuery {
+  dt: string;
+  accounts: AccountQuery[];
+}
+export interface TurnoversQuery {
+  dt_from: string;
+  dt_to: string;
+  accounts: AccountQuery[];
+}
+export interface LedgerEventsQuery {
+  dt_from: string;
+  dt_to: string;
+  accounts: AccountQuery[];
+  limit: number;
+  cursor?: string;
+}
 /** A lock by its type and key attributes. */
-export type LockRef = { type: string; attrs: Attrs };
-export type LockAcquire = LockRef & { uid: string; mode: LockMode; timeout_s: number };
-export type LockPing = LockRef & { uid: string; timeout_s: number };
-export type LockRelease = LockRef & { uid: string };
+export interface LockRef {
+  type: string;
+  attrs: Attrs;
+}
+export interface LockAcquire extends LockRef {
+  uid: string;
+  mode: LockMode;
+  timeout_s: number;
+}
+export interface LockPing extends LockRef {
+  uid: string;
+  timeout_s: number;
+}
+export interface LockRelease extends LockRef {
+  uid: string;
+}
 /** A state by its type and key attributes. */
-export type StateRef = { type: string; attrs: Attrs };
-export type StateAnswer<S> = Omit<LedgerAnswer<'getState'>, 'state'> & { state: S | null };
+export interface StateRef {
+  type: string;
+  attrs: Attrs;
+}
 
 /** The ledger face: `/v1/ledger/…` (bodies and answers in the wire's snake_case, as in the ledger docs). */
 export class LedgerClient {
@@ -156,31 +212,31 @@ export class LedgerClient {
     return this.t.request('POST', '/v1/ledger/batches', b, o);
   }
 
-  balances(q: BalancesQuery, o: CallOptions = {}): Promise<LedgerAnswer<'balances'>> {
+  balances(q: BalancesQuery, o: CallOptions = {}): Promise<BalancesAnswer> {
     return this.t.request('POST', '/v1/ledger/balances', q, o);
   }
 
-  turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<LedgerAnswer<'turnovers'>> {
+  turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<TurnoversAnswer> {
     return this.t.request('POST', '/v1/ledger/turnovers', q, o);
   }
 
-  events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerAnswer<'events'>> {
+  events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerEventsAnswer> {
     return this.t.request('POST', '/v1/ledger/events', q, o);
   }
 
-  acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LedgerAnswer<'acquireLock'>> {
+  acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LockAnswer> {
     return this.t.request('POST', '/v1/ledger/locks/acquire', l, o);
   }
 
-  pingLock(l: LockPing, o: CallOptions = {}): Promise<LedgerAnswer<'pingLock'>> {
+  pingLock(l: LockPing, o: CallOptions = {}): Promise<LockAnswer> {
     return this.t.request('POST', '/v1/ledger/locks/ping', l, o);
   }
 
-  releaseLock(l: LockRelease, o: CallOptions = {}): Promise<LedgerAnswer<'releaseLock'>> {
+  releaseLock(l: LockRelease, o: CallOptions = {}): Promise<{ released: boolean }> {
     return this.t.request('POST', '/v1/ledger/locks/release', l, o);
   }
 
-  getLock(l: LockRef, o: CallOptions = {}): Promise<LedgerAnswer<'getLock'>> {
+  getLock(l: LockRef, o: CallOptions = {}): Promise<LockHolders> {
     return this.t.request('POST', '/v1/ledger/locks/get', l, o);
   }
 

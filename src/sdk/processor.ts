@@ -68,7 +68,7 @@ export interface ProcessorTypes {
 /** The steps a client starts: the callbacks that take args. */
 export type StepName = 'init' | 'call' | 'notification' | 'repair';
 
-type Key<T, K extends PropertyKey> = K extends keyof T ? Exclude<T[K], undefined> : unknown;
+type Key<T, K extends PropertyKey> = K extends keyof T ? T[K] : unknown;
 /** The history event type of processor types `T`. */
 export type EventOf<T extends ProcessorTypes> = Key<T, 'event'>;
 /** The aux state type of processor types `T`. */
