@@ -2,11 +2,9 @@ import type { HistoryRange } from './config.js';
 import type { MachineState } from './planner.js';
 
 /** One event of a machine's history, as the processor and GET see it. */
-export interface MachineEvent {
-  id: number;
-  created_at: string;
-  data: unknown;
-}
+import type { MachineEvent } from './wire.js';
+
+export type { MachineEvent };
 
 /** Most events one history range yields (a range without a limit stops here too). */
 export const RANGE_MAX = 100_000;

@@ -1,15 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { jsonPost, PostError } from '../core/http-post.js';
 import type { RequestSigner } from '../core/request-signing.js';
-import { ProcessorUnavailable } from '../sdk/processor.js';
 import type { NamespaceConfig } from './config.js';
 import { eventJson } from './history-cache.js';
+import { ProcessorUnavailable, type ProcessorRequest } from './wire.js';
 
-/** What the processor receives: a signal, a call or a repair, with the machine. */
-export type ProcessorRequest =
-  | { kind: 'signal'; signal: { type: 'init'; args: unknown } | { type: 'timeout' } | { type: 'notification'; args: unknown }; machine: unknown }
-  | { kind: 'call'; args: unknown; machine: unknown }
-  | { kind: 'repair'; args: unknown; machine: unknown };
+export type { ProcessorRequest, ProcessorResult } from './wire.js';
 
 export interface ProcessorContext {
   /** W3C trace context of the request that caused this step. */
@@ -36,7 +32,7 @@ export class ProcessorError extends Error {
   }
 }
 
-/** Throw from an in-process processor to signal a transient failure (retried); the SDK's class, so either import works. */
+/** Throw from an in-process processor to signal a transient failure (retried); the SDK's class too, so either import works. */
 export { ProcessorUnavailable };
 
 const registry = new Map<string, ProcessorFn>();
@@ -112,7 +108,7 @@ const HOLE_JSON = JSON.stringify(HOLE);
  * again at every step: each event keeps its JSON text, and the history is
  * their join, spliced into the rest of the request.
  */
-export function requestJson(req: ProcessorRequest): string {
+export function requestJson(req: ProcessorRequest<unknown>): string {
   const machine = req.machine as { history?: unknown } | null;
   const history = machine?.history;
   if (!Array.isArray(history) || history.length < 8) return JSON.stringify(req);

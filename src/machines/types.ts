@@ -14,20 +14,8 @@ export interface RequestOptions {
   principal?: Principal | undefined;
 }
 
-/** The GET shape, also what the processor receives as `machine`. */
-export interface MachineView {
-  ns: string;
-  id: string;
-  status: 'working' | 'failed';
-  reason?: unknown;
-  aux_state: unknown;
-  timer: { due_at: string; range: HistoryRange | null } | null;
-  tags: string[];
-  history: MachineEvent[];
-  history_range: HistoryRange;
-  /** Paused, by itself or with its namespace: timers and notifications wait, calls are refused or queued. */
-  paused?: boolean;
-}
+/** The GET shape, also what the processor receives as `machine`: defined with the processor wire types. */
+export type { MachineView } from './wire.js';
 
 /** One machine in a namespace list. */
 export interface MachineSummary {

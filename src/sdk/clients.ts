@@ -1,15 +1,51 @@
 /** HTTP clients of the four faces (fetch; errors are typed MillraceErrors with the server's code). */
-import type { HistoryRange } from '../machines/config.js';
-import type { MachineView } from '../machines/machines.js';
-import type { SinkPage } from '../machines/sink.js';
-import type { AccountQuery, BatchAnswer, BatchRequest, Ledger, LockMode } from '../ledger/ledger.js';
-import type { SubscriptionInfo } from '../bus/bus.js';
-import { errorFromCode } from './errors.js';
+import type { HistoryRange, MachineView } from '../machines/wire.js';
+import type { SinkPage as WireSinkPage } from '../machines/sink.js';
+import type { SubscriptionConfig as WireSubscriptionConfig } from '../bus/subscription.js';
+import type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums } from '../ledger/ledger-types.js';
+import type { SubscriptionInfo as WireSubscriptionInfo } from '../bus/bus.js';
+import { errorFromCode, InvalidRequestError } from './errors.js';
+import { machineOf, type Machine } from './machine.js';
+import type { ArgsOf, AuxOf, EventOf, Processor, ProcessorTypes, ResponseOf } from './processor.js';
 import { enc, HttpTransport, query, type CallOptions, type ClientOptions } from './transport.js';
 
 export type { CallOptions, ClientOptions } from './transport.js';
-export type { HistoryRange, MachineView, SinkPage, SubscriptionInfo };
+export type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums };
+/** A machine by its id or by one of its tags. */
 export type MachineRef = { id: string } | { tag: string };
+
+export interface SinkQuery {
+  after?: number;
+  limit?: number;
+  waitMs?: number;
+  shard?: string;
+}
+
+/** A machine event as a sink serves it, in log order. */
+export interface SinkEvent {
+  pos: number;
+  shard: string;
+  ns: string;
+  machineId: string;
+  /** The event's id within its machine. */
+  eventId: number;
+  createdAt: string;
+  data: unknown;
+  /** The log entry's chain hash (hex). */
+  hash: string | null;
+}
+
+export interface SinkPage {
+  events: SinkEvent[];
+  /** The position to pass as `after` next time. */
+  nextAfter: number;
+  shard: string;
+  /** The shard's retention horizon (0: nothing removed). */
+  horizon: number;
+}
+
+/** A step's args and the call options: the args may be left out when the step's args type allows `undefined` or is `unknown`. */
+export type ArgsAndOptions<A> = unknown extends A ? [args?: A, o?: CallOptions] : undefined extends A ? [args?: A, o?: CallOptions] : [args: A, o?: CallOptions];
 
 function machinePath(ns: string, ref: MachineRef): string {
   const base = `/v1/namespaces/${enc(ns)}`;
@@ -44,23 +80,165 @@ export class MachinesClient {
     return this.t.request('POST', `${machinePath(ns, ref)}/notify`, { args: args ?? null }, o);
   }
 
-  get(ns: string, ref: MachineRef, range: Partial<HistoryRange> = {}): Promise<MachineView> {
-    return this.t.request('GET', `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`);
+  /** The machine with its history in `range` (default: the namespace's history range); `E` and `A` are the caller's to say. */
+  async get<E = unknown, A = unknown>(ns: string, ref: MachineRef, range: HistoryRange = {}): Promise<Machine<E, A>> {
+    return machineOf<E, A>(await this.t.request<MachineView>('GET', `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`));
   }
 
   async remove(ns: string, ref: MachineRef, o: CallOptions = {}): Promise<void> {
     await this.t.request('DELETE', machinePath(ns, ref), undefined, o);
   }
 
-  sinkEvents(sink: string, q: { after?: number; limit?: number; waitMs?: number; shard?: string } = {}): Promise<SinkPage> {
-    return this.t.request('GET', `/v1/sinks/${enc(sink)}/events${query({ after: q.after, limit: q.limit, wait_ms: q.waitMs, shard: q.shard })}`);
+  /**
+   * A client of one namespace typed by a processor definition: `for(orders)`
+   * (the definition's `namespace`) or `for(orders, 'orders-eu')`. Its args and
+   * responses are the definition's; `get` answers the machine with the
+   * definition's event and aux types. `for<Types>('orders')` takes the types
+   * without the definition (a service that only calls the namespace).
+   */
+  for<T extends ProcessorTypes>(processor: Processor<T>, namespace?: string): NamespaceClient<T>;
+  for<T extends ProcessorTypes = ProcessorTypes>(namespace: string): NamespaceClient<T>;
+  for<T extends ProcessorTypes>(target: Processor<T> | string, namespace?: string): NamespaceClient<T> {
+    const ns = typeof target === 'string' ? target : (namespace ?? target.namespace);
+    if (typeof ns !== 'string' || ns.length === 0) {
+      throw new InvalidRequestError('bad_request', 'for(): name the namespace, in the processor definition (`namespace`) or as the second argument', { details: { namespace: ns ?? null } });
+    }
+    return new NamespaceClient<T>(this, ns);
+  }
+
+  /** A page of a sink's machine events on one shard, after position `after`; `waitMs` waits that long for one when there is none. */
+  async sinkEvents(sink: string, q: SinkQuery = {}): Promise<SinkPage> {
+    const p = await this.t.request<WireSinkPage>('GET', `/v1/sinks/${enc(sink)}/events${query({ after: q.after, limit: q.limit, wait_ms: q.waitMs, shard: q.shard })}`);
+    return {
+      events: p.events.map((e) => ({ pos: e.pos, shard: e.shard, ns: e.ns, machineId: e.machine_id, eventId: e.event_id, createdAt: e.created_at, data: e.data, hash: e.hash })),
+      nextAfter: p.next_after,
+      shard: p.shard,
+      horizon: p.horizon,
+    };
   }
 }
 
-type Attrs = Record<string, string>;
-type Answer<K extends keyof Ledger> = Ledger[K] extends (...a: never[]) => Promise<infer R> ? R : never;
+/**
+ * The machines of one namespace, typed by its processor's types (from
+ * `MachinesClient.for`): `start` takes the `init` args and answers the
+ * `init` response, `call` the `call` ones, `notify` the `notification` args,
+ * `repair` the `repair` ones; `get` answers the machine with its events and
+ * aux state typed.
+ */
+export class NamespaceClient<T extends ProcessorTypes = ProcessorTypes> {
+  constructor(
+    private readonly client: MachinesClient,
+    readonly namespace: string,
+  ) {}
 
-/** The ledger face: `/v1/ledger/…` (bodies in the wire's snake_case, as in the README). */
+  /** Starts machine `id` (its `init` step); refused with `machine_already_exists` if it exists. */
+  start(id: string, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'init'>>): Promise<{ response: ResponseOf<T, 'init'> }> {
+    return this.client.start<ResponseOf<T, 'init'>>(this.namespace, id, args, o);
+  }
+
+  /** Calls the machine (its `call` step). */
+  call(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'call'>>): Promise<{ response: ResponseOf<T, 'call'> }> {
+    return this.client.call<ResponseOf<T, 'call'>>(this.namespace, ref, args, o);
+  }
+
+  /** Queues a notification (its `notification` step runs later); answers the notification's id. */
+  notify(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'notification'>>): Promise<{ id: number }> {
+    return this.client.notify(this.namespace, ref, args, o);
+  }
+
+  /** Repairs a failed machine (its `repair` step). */
+  repair(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'repair'>>): Promise<{ response: ResponseOf<T, 'repair'> }> {
+    return this.client.repair<ResponseOf<T, 'repair'>>(this.namespace, ref, args, o);
+  }
+
+  /** Sets a failed machine working again without a step. */
+  simpleRepair(ref: MachineRef, o: CallOptions = {}): Promise<void> {
+    return this.client.simpleRepair(this.namespace, ref, o);
+  }
+
+  /** The machine with its history in `range`, its events and aux state typed. */
+  get(ref: MachineRef, range: HistoryRange = {}): Promise<Machine<EventOf<T>, AuxOf<T>>> {
+    return this.client.get<EventOf<T>, AuxOf<T>>(this.namespace, ref, range);
+  }
+
+  remove(ref: MachineRef, o: CallOptions = {}): Promise<void> {
+    return this.client.remove(this.namespace, ref, o);
+  }
+}
+
+/** The ledger's answers (the wire's snake_case, as in the ledger docs); a type test holds them to the server's. */
+export interface BalancesAnswer {
+  dt: string;
+  balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }>;
+}
+export interface TurnoversAnswer {
+  dt_from: string;
+  dt_to: string;
+  turnovers: Array<{ type: string; key: Attrs; groups: TurnoverSums[] }>;
+}
+export interface LedgerEventsAnswer {
+  events: LedgerEventOut[];
+  next_cursor: string | null;
+}
+/** A lock held by `uid` until `expires_at`. */
+export interface LockAnswer {
+  type: string;
+  attrs: Attrs;
+  uid: string;
+  mode: LockMode;
+  expires_at: string;
+}
+export interface LockHolders {
+  type: string;
+  attrs: Attrs;
+  holders: Array<{ uid: string; mode: LockMode; expires_at: string }>;
+}
+export interface StateAnswer<S = unknown> {
+  type: string;
+  attrs: Attrs;
+  state: S | null;
+  version: number;
+}
+export interface BalancesQuery {
+  dt: string;
+  accounts: AccountQuery[];
+}
+export interface TurnoversQuery {
+  dt_from: string;
+  dt_to: string;
+  accounts: AccountQuery[];
+}
+export interface LedgerEventsQuery {
+  dt_from: string;
+  dt_to: string;
+  accounts: AccountQuery[];
+  limit: number;
+  cursor?: string;
+}
+/** A lock by its type and key attributes. */
+export interface LockRef {
+  type: string;
+  attrs: Attrs;
+}
+export interface LockAcquire extends LockRef {
+  uid: string;
+  mode: LockMode;
+  timeout_s: number;
+}
+export interface LockPing extends LockRef {
+  uid: string;
+  timeout_s: number;
+}
+export interface LockRelease extends LockRef {
+  uid: string;
+}
+/** A state by its type and key attributes. */
+export interface StateRef {
+  type: string;
+  attrs: Attrs;
+}
+
+/** The ledger face: `/v1/ledger/…` (bodies and answers in the wire's snake_case, as in the ledger docs). */
 export class LedgerClient {
   private readonly t: HttpTransport;
 
@@ -72,35 +250,35 @@ export class LedgerClient {
     return this.t.request('POST', '/v1/ledger/batches', b, o);
   }
 
-  balances(q: { dt: string; accounts: AccountQuery[] }, o: CallOptions = {}): Promise<Answer<'balances'>> {
+  balances(q: BalancesQuery, o: CallOptions = {}): Promise<BalancesAnswer> {
     return this.t.request('POST', '/v1/ledger/balances', q, o);
   }
 
-  turnovers(q: { dt_from: string; dt_to: string; accounts: AccountQuery[] }, o: CallOptions = {}): Promise<Answer<'turnovers'>> {
+  turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<TurnoversAnswer> {
     return this.t.request('POST', '/v1/ledger/turnovers', q, o);
   }
 
-  events(q: { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string }, o: CallOptions = {}): Promise<Answer<'events'>> {
+  events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerEventsAnswer> {
     return this.t.request('POST', '/v1/ledger/events', q, o);
   }
 
-  acquireLock(l: { type: string; attrs: Attrs; uid: string; mode: LockMode; timeout_s: number }, o: CallOptions = {}): Promise<Answer<'acquireLock'>> {
+  acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LockAnswer> {
     return this.t.request('POST', '/v1/ledger/locks/acquire', l, o);
   }
 
-  pingLock(l: { type: string; attrs: Attrs; uid: string; timeout_s: number }, o: CallOptions = {}): Promise<Answer<'pingLock'>> {
+  pingLock(l: LockPing, o: CallOptions = {}): Promise<LockAnswer> {
     return this.t.request('POST', '/v1/ledger/locks/ping', l, o);
   }
 
-  releaseLock(l: { type: string; attrs: Attrs; uid: string }, o: CallOptions = {}): Promise<Answer<'releaseLock'>> {
+  releaseLock(l: LockRelease, o: CallOptions = {}): Promise<{ released: boolean }> {
     return this.t.request('POST', '/v1/ledger/locks/release', l, o);
   }
 
-  getLock(l: { type: string; attrs: Attrs }, o: CallOptions = {}): Promise<Answer<'getLock'>> {
+  getLock(l: LockRef, o: CallOptions = {}): Promise<LockHolders> {
     return this.t.request('POST', '/v1/ledger/locks/get', l, o);
   }
 
-  getState<S = unknown>(s: { type: string; attrs: Attrs }, o: CallOptions = {}): Promise<Omit<Answer<'getState'>, 'state'> & { state: S | null }> {
+  getState<S = unknown>(s: StateRef, o: CallOptions = {}): Promise<StateAnswer<S>> {
     return this.t.request('POST', '/v1/ledger/states/get', s, o);
   }
 }
@@ -110,12 +288,46 @@ export interface PipeSessionView {
   kind: string;
   state: 'open' | 'stored' | 'delivering' | 'dead';
   repeats: number;
-  created_at: string;
-  due_at: string | null;
-  last_error: string | null;
+  createdAt: string;
+  dueAt: string | null;
+  lastError: string | null;
   /** Records, base64 as on the wire; `records()` of the client decodes them. */
   records: string[];
 }
+
+/** A dead-lettered session in a list. */
+export interface DeadLetterSummary {
+  id: string;
+  kind: string;
+  repeats: number;
+  lastError: string | null;
+  diedAt: string;
+}
+
+export interface DeadLetterPage {
+  deadLetters: DeadLetterSummary[];
+  /** Pass as `after` for the next page (null: the last). */
+  nextAfter: string | null;
+}
+
+export interface DeadLetterQuery {
+  kind?: string;
+  after?: string;
+  limit?: number;
+}
+
+interface WirePipeSession {
+  id: string;
+  kind: string;
+  state: PipeSessionView['state'];
+  repeats: number;
+  created_at: string;
+  due_at: string | null;
+  last_error: string | null;
+  records: string[];
+}
+
+const sessionOf = (s: WirePipeSession): PipeSessionView => ({ id: s.id, kind: s.kind, state: s.state, repeats: s.repeats, createdAt: s.created_at, dueAt: s.due_at, lastError: s.last_error, records: s.records });
 
 const b64 = (r: string | Uint8Array): string => (typeof r === 'string' ? Buffer.from(r, 'utf8') : Buffer.from(r)).toString('base64');
 
@@ -139,16 +351,17 @@ export class PipeClient {
     return this.t.request('POST', `/v1/pipe/sessions/${enc(id)}/replace`, { record: b64(record), ...(seq === undefined ? {} : { seq }) }, o);
   }
 
-  store(id: string, timeoutS: number, o: CallOptions = {}): Promise<{ due_at: string }> {
-    return this.t.request('POST', `/v1/pipe/sessions/${enc(id)}/store`, { timeout_s: timeoutS }, o);
+  /** Stores the session: pushed to its handler again in `timeoutS` seconds, at `dueAt`. */
+  async store(id: string, timeoutS: number, o: CallOptions = {}): Promise<{ dueAt: string }> {
+    return { dueAt: (await this.t.request<{ due_at: string }>('POST', `/v1/pipe/sessions/${enc(id)}/store`, { timeout_s: timeoutS }, o)).due_at };
   }
 
   async delete(id: string, o: CallOptions = {}): Promise<void> {
     await this.t.request('DELETE', `/v1/pipe/sessions/${enc(id)}`, undefined, o);
   }
 
-  get(id: string, o: CallOptions = {}): Promise<PipeSessionView> {
-    return this.t.request('GET', `/v1/pipe/sessions/${enc(id)}`, undefined, o);
+  async get(id: string, o: CallOptions = {}): Promise<PipeSessionView> {
+    return sessionOf(await this.t.request<WirePipeSession>('GET', `/v1/pipe/sessions/${enc(id)}`, undefined, o));
   }
 
   /** The session's records, decoded. */
@@ -156,12 +369,16 @@ export class PipeClient {
     return (await this.get(id, o)).records.map((r) => Buffer.from(r, 'base64'));
   }
 
-  deadLetters(q: { kind?: string; after?: string; limit?: number } = {}): Promise<{ dead_letters: Array<{ id: string; kind: string; repeats: number; last_error: string | null; died_at: string }>; next_after: string | null }> {
-    return this.t.request('GET', `/v1/pipe/dead-letters${query(q)}`);
+  async deadLetters(q: DeadLetterQuery = {}): Promise<DeadLetterPage> {
+    const p = await this.t.request<{ dead_letters: Array<{ id: string; kind: string; repeats: number; last_error: string | null; died_at: string }>; next_after: string | null }>(
+      'GET',
+      `/v1/pipe/dead-letters${query({ kind: q.kind, after: q.after, limit: q.limit })}`,
+    );
+    return { deadLetters: p.dead_letters.map((d) => ({ id: d.id, kind: d.kind, repeats: d.repeats, lastError: d.last_error, diedAt: d.died_at })), nextAfter: p.next_after };
   }
 
-  deadLetter(id: string): Promise<PipeSessionView> {
-    return this.t.request('GET', `/v1/pipe/dead-letters/${enc(id)}`);
+  async deadLetter(id: string): Promise<PipeSessionView> {
+    return sessionOf(await this.t.request<WirePipeSession>('GET', `/v1/pipe/dead-letters/${enc(id)}`));
   }
 
   async redrive(id: string): Promise<void> {
@@ -187,14 +404,81 @@ export interface BusPosition {
   duplicate: boolean;
 }
 
+/** Which events a subscription gets: of these types, keys with this prefix, these header values. */
+export interface SubscriptionFilter {
+  types?: string[];
+  keyPrefix?: string;
+  headers?: Record<string, string>;
+}
+
+/** A subscription's config as given (left out: the node's defaults). */
 export interface SubscriptionConfig {
   topics: string[];
-  filter?: { types?: string[]; key_prefix?: string; headers?: Record<string, string> };
+  filter?: SubscriptionFilter;
+  /** `earliest`, `latest` (default), a position or an RFC 3339 time. */
   start?: string;
-  ack_wait_ms?: number;
-  max_in_flight?: number;
-  max_deliveries?: number;
-  dead_letter_topic?: string;
+  ackWaitMs?: number;
+  maxInFlight?: number;
+  maxDeliveries?: number;
+  deadLetterTopic?: string;
+  /** When retention removed events it had not acknowledged: `stop` (default) or `resume` after a gap notice. */
+  onExpired?: 'stop' | 'resume';
+}
+
+/** A subscription's config as the node keeps it, defaults filled in. */
+export interface SubscriptionSettings extends SubscriptionConfig {
+  filter: SubscriptionFilter;
+  start: string;
+  ackWaitMs: number;
+  maxInFlight: number;
+  maxDeliveries: number;
+}
+
+/** A subscription: its settings, acknowledged positions, lag and whether a subscriber is connected. */
+export interface SubscriptionInfo {
+  name: string;
+  config: SubscriptionSettings;
+  /** Acknowledged position per shard. */
+  positions: Record<string, number>;
+  /** Events of its topics per shard between the acknowledged position and the head (filters aside). */
+  lag: Record<string, number>;
+  lagTotal: number;
+  connected: boolean;
+  paused: boolean;
+  deadLetterTopic: string | null;
+  /** ms since the epoch. */
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** The wire's snake_case config of a subscription (the HTTP body and the gRPC message). */
+export function subscriptionConfigWire(c: SubscriptionConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = { topics: c.topics };
+  if (c.filter !== undefined) {
+    const f: Record<string, unknown> = {};
+    if (c.filter.types !== undefined) f.types = c.filter.types;
+    if (c.filter.keyPrefix !== undefined) f.key_prefix = c.filter.keyPrefix;
+    if (c.filter.headers !== undefined) f.headers = c.filter.headers;
+    out.filter = f;
+  }
+  if (c.start !== undefined) out.start = c.start;
+  if (c.ackWaitMs !== undefined) out.ack_wait_ms = c.ackWaitMs;
+  if (c.maxInFlight !== undefined) out.max_in_flight = c.maxInFlight;
+  if (c.maxDeliveries !== undefined) out.max_deliveries = c.maxDeliveries;
+  if (c.deadLetterTopic !== undefined) out.dead_letter_topic = c.deadLetterTopic;
+  if (c.onExpired !== undefined) out.on_expired = c.onExpired;
+  return out;
+}
+
+function settingsOf(c: WireSubscriptionConfig): SubscriptionSettings {
+  const filter: SubscriptionFilter = {};
+  if (c.filter.types !== undefined) filter.types = c.filter.types;
+  if (c.filter.key_prefix !== undefined) filter.keyPrefix = c.filter.key_prefix;
+  if (c.filter.headers !== undefined) filter.headers = c.filter.headers;
+  const out: SubscriptionSettings = { topics: c.topics, filter, start: c.start, ackWaitMs: c.ack_wait_ms, maxInFlight: c.max_in_flight, maxDeliveries: c.max_deliveries };
+  if (c.dead_letter_topic !== undefined) out.deadLetterTopic = c.dead_letter_topic;
+  if (c.on_expired !== undefined) out.onExpired = c.on_expired;
+  return out;
 }
 
 export interface BusDelivery<D = unknown> {
@@ -218,13 +502,27 @@ export class BusClient {
     return (await this.t.request<{ positions: BusPosition[] }>('POST', `/v1/bus/topics/${enc(topic)}/events`, { events }, o)).positions;
   }
 
-  putSubscription(name: string, config: SubscriptionConfig, o: CallOptions = {}): Promise<{ name: string; created: boolean; config: SubscriptionConfig }> {
-    return this.t.request('PUT', `/v1/bus/subscriptions/${enc(name)}`, config, o);
+  /** Creates the subscription, or changes its config; answers whether it was created and the settings it has. */
+  async putSubscription(name: string, config: SubscriptionConfig, o: CallOptions = {}): Promise<{ name: string; created: boolean; config: SubscriptionSettings }> {
+    const r = await this.t.request<{ name: string; created: boolean; config: WireSubscriptionConfig }>('PUT', `/v1/bus/subscriptions/${enc(name)}`, subscriptionConfigWire(config), o);
+    return { name: r.name, created: r.created, config: settingsOf(r.config) };
   }
 
   /** Config, acked positions, lag and whether a subscriber is connected. */
-  getSubscription(name: string): Promise<SubscriptionInfo> {
-    return this.t.request('GET', `/v1/bus/subscriptions/${enc(name)}`);
+  async getSubscription(name: string): Promise<SubscriptionInfo> {
+    const i = await this.t.request<WireSubscriptionInfo>('GET', `/v1/bus/subscriptions/${enc(name)}`);
+    return {
+      name: i.name,
+      config: settingsOf(i.config),
+      positions: i.positions,
+      lag: i.lag,
+      lagTotal: i.lag_total,
+      connected: i.connected,
+      paused: i.paused,
+      deadLetterTopic: i.dead_letter_topic,
+      createdAt: i.created_at,
+      updatedAt: i.updated_at,
+    };
   }
 
   /** Names of every subscription. */

@@ -4,7 +4,7 @@ import { millraceService } from '../api/grpc/protos.js';
 import { bearerInterceptor, PipeStreamClient } from '../pipe/client.js';
 import type { PipeResponse } from '../api/grpc/pipe-service.js';
 import { connectionError, errorFromCode, errorFromGrpc, type MillraceError } from './errors.js';
-import type { BusDelivery, BusEvent, BusPosition, SubscriptionConfig } from './clients.js';
+import { subscriptionConfigWire, type BusDelivery, type BusEvent, type BusPosition, type SubscriptionConfig } from './clients.js';
 
 export interface GrpcOptions {
   /** Default: insecure (plain TCP), as a node serves. */
@@ -163,15 +163,11 @@ export class BusPublisher {
   }
 }
 
-const configPb = (c: SubscriptionConfig): Record<string, unknown> => ({
-  topics: c.topics,
-  filter: c.filter ? { types: c.filter.types ?? [], key_prefix: c.filter.key_prefix ?? '', headers: c.filter.headers ?? {} } : null,
-  start: c.start ?? '',
-  ack_wait_ms: c.ack_wait_ms ?? 0,
-  max_in_flight: c.max_in_flight ?? 0,
-  max_deliveries: c.max_deliveries ?? 0,
-  dead_letter_topic: c.dead_letter_topic ?? '',
-});
+/** The config as the gRPC message: proto3 fields left out are their zero values, which the node reads as its defaults. */
+const configPb = (c: SubscriptionConfig): Record<string, unknown> => {
+  const w = subscriptionConfigWire(c) as { filter?: Record<string, unknown> };
+  return { ...w, filter: w.filter ? { types: [], key_prefix: '', headers: {}, ...w.filter } : null };
+};
 
 /** One connection to a subscription: an async iterator of deliveries. */
 export class BusSubscription<D = unknown> implements AsyncIterable<GrpcDelivery<D>> {

@@ -1,19 +1,92 @@
 /**
  * millrace/sdk: what a service needs to work with millrace without loading
  * the server — processors and pipe handlers as HTTP handlers, and clients of
- * the four faces over HTTP and gRPC.
+ * the four faces over HTTP and gRPC. Every name is listed here (no
+ * `export *`), and every type a public signature uses is among them.
  */
+
+// Processors (machines face).
 export { defineProcessor, ProcessorUnavailable, RepairFailed } from './processor.js';
-export type { HistoryEvent, HistoryRange, Machine, Processor, ProcessorDefinition, StepContext, StepResult } from './processor.js';
+export type {
+  ArgsOf,
+  AuxOf,
+  EventOf,
+  HistoryEvent,
+  HistoryRange,
+  Machine,
+  Processor,
+  ProcessorDefinition,
+  ProcessorTypes,
+  ResponseOf,
+  StepContext,
+  StepName,
+  StepResult,
+  StepTypes,
+  TypesOf,
+} from './processor.js';
+export type { ResolvedHistoryRange } from './machine.js';
+// The processor protocol as sent on the wire (snake_case), for a processor written without `defineProcessor`.
+export type { MachineEvent as WireMachineEvent, MachineView as WireMachine, ProcessorAction, ProcessorRequest, ProcessorResult, TimerSet } from '../machines/wire.js';
+
+// Pipe handlers.
 export { definePipeHandler, verdict } from './pipe-handler.js';
 export type { PipeHandlerFn, PushContext, PushedSession, Verdict } from './pipe-handler.js';
 export type { Handlers, SignatureOptions } from './http-handlers.js';
 export { requestSigner, signatureVerifier, SIGNATURE_HEADER } from '../core/request-signing.js';
 export type { RequestSigner, SignatureVerifier, SignatureProblem } from '../core/request-signing.js';
-export { BusClient, LedgerClient, MachinesClient, PipeClient } from './clients.js';
-export type { BusDelivery, BusEvent, BusPosition, CallOptions, ClientOptions, MachineRef, MachineView, PipeSessionView, SinkPage, SubscriptionConfig } from './clients.js';
+
+// HTTP clients.
+export { BusClient, LedgerClient, MachinesClient, NamespaceClient, PipeClient } from './clients.js';
+export type {
+  AccountQuery,
+  ArgsAndOptions,
+  Attrs,
+  BalancesQuery,
+  BatchAnswer,
+  BatchEventInput,
+  BatchRequest,
+  BusDelivery,
+  BusEvent,
+  BusPosition,
+  CallOptions,
+  ClientOptions,
+  GroupSums,
+  BalancesAnswer,
+  LedgerEventsAnswer,
+  LockAnswer,
+  LockHolders,
+  TurnoversAnswer,
+  LedgerEventOut,
+  LedgerEventsQuery,
+  LockAcquire,
+  LockMode,
+  LockPing,
+  LockRef,
+  LockRelease,
+  MachineRef,
+  PipeSessionView,
+  Side,
+  DeadLetterPage,
+  DeadLetterQuery,
+  DeadLetterSummary,
+  SinkEvent,
+  SinkPage,
+  SinkQuery,
+  SubscriptionFilter,
+  SubscriptionSettings,
+  StateAnswer,
+  StateRef,
+  SubscriptionConfig,
+  SubscriptionInfo,
+  TurnoverSums,
+  TurnoversQuery,
+} from './clients.js';
+
+// gRPC clients.
 export { BusGrpcClient, BusPublisher, BusSubscription, PipeGrpcClient, PipeStreamSession } from './grpc.js';
 export type { GrpcDelivery, GrpcOptions } from './grpc.js';
+
+// Errors.
 export {
   ConflictError,
   DeadlineExceededError,
@@ -26,3 +99,4 @@ export {
   UnauthenticatedError,
   UnavailableError,
 } from './errors.js';
+export type { ErrorInit } from './errors.js';

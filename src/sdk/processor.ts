@@ -2,36 +2,13 @@
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
  * processor protocol (README, Machines → Processor protocol).
  */
-import type { MachineView } from '../machines/machines.js';
+import type { MachineView, ProcessorAction, ProcessorRequest, ProcessorResult, TimerSet } from '../machines/wire.js';
 import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
+import { machineOf, type HistoryRange, type Machine } from './machine.js';
+import { InvalidRequestError } from './errors.js';
+import { ProcessorUnavailable } from '../machines/wire.js';
 
-export interface HistoryRange {
-  after?: number;
-  limit?: number;
-  direction?: 'forward' | 'backward';
-}
-
-export interface HistoryEvent<E> {
-  /** Event id within the machine: 1, 2, 3… */
-  id: number;
-  createdAt: string;
-  data: E;
-}
-
-/** The machine as the processor sees it (history within the namespace's or the timer's range). */
-export interface Machine<E, A> {
-  ns: string;
-  id: string;
-  status: 'working' | 'failed';
-  /** Why it failed (repair only). */
-  reason?: unknown;
-  /** The aux state (null until a step sets one). */
-  aux: A | null;
-  timer: { dueAt: string; range: HistoryRange | null } | null;
-  tags: string[];
-  history: Array<HistoryEvent<E>>;
-  historyRange: HistoryRange;
-}
+export type { HistoryEvent, HistoryRange, Machine } from './machine.js';
 
 /** What a step answers; every part is optional. */
 export interface StepResult<E, A, R> {
@@ -61,31 +38,71 @@ export interface StepContext<E, A> {
   remove(): void;
 }
 
+/** The args a step takes and the response it answers. */
+export interface StepTypes {
+  args?: unknown;
+  response?: unknown;
+}
+
+/**
+ * The types of one processor, every key optional (left out: `unknown`):
+ * its history events, its aux state, and per step the args it takes and
+ * the response it answers to the caller. `init` types `start`, `call` types
+ * `call`, `notification` types `notify` (no response), `repair` types `repair`.
+ *
+ *     type Orders = {
+ *       event: OrderEvent; aux: OrderAux;
+ *       init: { args: { sku: string }; response: { status: string } };
+ *       call: { args: { pay: string }; response: { status: string } };
+ *     };
+ */
+export interface ProcessorTypes {
+  event?: unknown;
+  aux?: unknown;
+  init?: StepTypes;
+  call?: StepTypes;
+  notification?: { args?: unknown };
+  repair?: StepTypes;
+}
+
+/** The steps a client starts: the callbacks that take args. */
+export type StepName = 'init' | 'call' | 'notification' | 'repair';
+
+type Key<T, K extends PropertyKey> = K extends keyof T ? T[K] : unknown;
+/** The history event type of processor types `T`. */
+export type EventOf<T extends ProcessorTypes> = Key<T, 'event'>;
+/** The aux state type of processor types `T`. */
+export type AuxOf<T extends ProcessorTypes> = Key<T, 'aux'>;
+/** The args of step `S` of processor types `T`. */
+export type ArgsOf<T extends ProcessorTypes, S extends StepName> = Key<Key<T, S>, 'args'>;
+/** The response of step `S` of processor types `T` (a notification answers none). */
+export type ResponseOf<T extends ProcessorTypes, S extends Exclude<StepName, 'notification'>> = Key<Key<T, S>, 'response'>;
+/** The processor types a definition was made with: `TypesOf<typeof orders>`. */
+export type TypesOf<P> = P extends Processor<infer T> ? T : never;
+
 type Step<E, A, R> = StepResult<E, A, R> | void | undefined;
 type MaybePromise<T> = T | Promise<T>;
+type Ctx<T extends ProcessorTypes> = StepContext<EventOf<T>, AuxOf<T>>;
 
-export interface ProcessorDefinition<E, A, Args, R> extends SignatureOptions {
-  /** The machine is started (`/start`, args of the start). Default: nothing happens. */
-  init?(args: Args, ctx: StepContext<E, A>): MaybePromise<Step<E, A, R>>;
+export interface ProcessorDefinition<T extends ProcessorTypes = ProcessorTypes> extends SignatureOptions {
+  /** The namespace the processor serves, for `client.for(processor)` (optional: `client.for(processor, ns)` names one). */
+  namespace?: string;
+  /** The machine is started (`/start`, the start's args). Default: nothing happens. */
+  init?(args: ArgsOf<T, 'init'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'init'>>>;
   /** A call (`/call`). Default: fails the machine. */
-  call?(args: Args, ctx: StepContext<E, A>): MaybePromise<Step<E, A, R>>;
+  call?(args: ArgsOf<T, 'call'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'call'>>>;
   /** The machine's timer fired. Default: nothing happens. */
-  timeout?(ctx: StepContext<E, A>): MaybePromise<Step<E, A, never>>;
+  timeout?(ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, never>>;
   /** A notification arrived (`/notify`). Default: nothing happens. */
-  notification?(args: Args, ctx: StepContext<E, A>): MaybePromise<Step<E, A, never>>;
+  notification?(args: ArgsOf<T, 'notification'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, never>>;
   /** A failed machine is repaired; throw `RepairFailed` to refuse (the machine stays failed). Default: refuses. */
-  repair?(args: unknown, ctx: StepContext<E, A>): MaybePromise<Step<E, A, R>>;
+  repair?(args: ArgsOf<T, 'repair'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'repair'>>>;
   /** The deadline of a request that carries none, ms (default 30000). */
   defaultTimeoutMs?: number;
 }
 
 /** Throw for a transient failure: the node retries the step with backoff and the machine is unchanged. */
-export class ProcessorUnavailable extends Error {
-  constructor(message = 'the processor is unavailable') {
-    super(message);
-    this.name = 'ProcessorUnavailable';
-  }
-}
+export { ProcessorUnavailable };
 
 /** Throw from `repair` to refuse it: the caller gets `repair_failed` with this reason, the machine stays failed. */
 export class RepairFailed extends Error {
@@ -95,22 +112,20 @@ export class RepairFailed extends Error {
   }
 }
 
-export interface Processor extends Handlers {
+export interface Processor<T extends ProcessorTypes = ProcessorTypes> extends Handlers {
   /**
    * The same steps for a node in this process: `registerProcessor(name, p.inProcess)`
    * (from 'millrace') with `processor: {in_process: name}`. Returns the protocol
    * result or throws (ProcessorUnavailable: retried; anything else: the machine fails).
    */
-  inProcess: (req: unknown, ctx: { traceparent?: string; deadline: number; signal: AbortSignal }) => Promise<Record<string, unknown>>;
+  inProcess: (req: unknown, ctx: { traceparent?: string; deadline: number; signal: AbortSignal }) => Promise<ProcessorResult>;
+  /** The namespace the definition names, if any (`client.for(processor)` uses it). */
+  readonly namespace: string | undefined;
+  /** The processor's types, for `client.for(processor)`; a type only, never set at run time. */
+  readonly types?: T;
 }
 
-/** The machine as the node sends it (the GET shape); a type only, so no server module is loaded. */
-type WireMachine = MachineView;
-
-type WireRequest =
-  | { kind: 'signal'; signal: { type: 'init' | 'notification'; args: unknown } | { type: 'timeout' }; machine: WireMachine }
-  | { kind: 'call'; args: unknown; machine: WireMachine }
-  | { kind: 'repair'; args: unknown; machine: WireMachine };
+type WireRequest = ProcessorRequest<MachineView>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -133,21 +148,6 @@ function checked(v: unknown): WireRequest | string {
   return 'kind must be "signal" (init, timeout, notification), "call" or "repair"';
 }
 
-function machineOf<E, A>(m: WireMachine): Machine<E, A> {
-  const out: Machine<E, A> = {
-    ns: m.ns,
-    id: m.id,
-    status: m.status,
-    aux: (m.aux_state ?? null) as A | null,
-    timer: m.timer ? { dueAt: m.timer.due_at, range: m.timer.range } : null,
-    tags: m.tags ?? [],
-    history: m.history.map((e) => ({ id: e.id, createdAt: e.created_at, data: e.data as E })),
-    historyRange: m.history_range,
-  };
-  if (m.reason !== undefined) out.reason = m.reason;
-  return out;
-}
-
 /**
  * A processor for a machines namespace (`processor: {url: …}`). Each
  * callback answers one step; `.handler` serves it on node:http and `.fetch`
@@ -155,8 +155,12 @@ function machineOf<E, A>(m: WireMachine): Machine<E, A> {
  * running at the deadline) answer 503/504, which the node retries; anything
  * else thrown answers 500, which fails the machine with the message.
  */
-export function defineProcessor<Event = unknown, Aux = unknown, Args = unknown, Response = unknown>(def: ProcessorDefinition<Event, Aux, Args, Response>): Processor {
+export function defineProcessor<T extends ProcessorTypes = ProcessorTypes>(def: ProcessorDefinition<T>): Processor<T> {
+  if (def.namespace !== undefined && (typeof def.namespace !== 'string' || def.namespace.length === 0)) {
+    throw new InvalidRequestError('bad_request', 'defineProcessor: namespace must be a non-empty string', { details: { namespace: def.namespace } });
+  }
   return {
+    namespace: def.namespace,
     ...handlers(signed((r) => overHttp(def, r), def)),
     inProcess: async (req, ctx) => {
       const parsed = typeof req === 'object' ? checked(req) : 'the request must be an object';
@@ -166,7 +170,7 @@ export function defineProcessor<Event = unknown, Aux = unknown, Args = unknown, 
   };
 }
 
-async function overHttp<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r: RawRequest): Promise<RawAnswer> {
+async function overHttp<T extends ProcessorTypes>(def: ProcessorDefinition<T>, r: RawRequest): Promise<RawAnswer> {
   if (r.method !== 'POST') return fail(405, 'method_not_allowed', 'a processor takes POST');
   const req = parse(r.body);
   if (typeof req === 'string') return fail(400, 'bad_request', req);
@@ -184,15 +188,15 @@ async function overHttp<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, 
 }
 
 /** One step: the callback's answer as the protocol's result object; throws what the callback throws (but RepairFailed in a repair). */
-async function runStep<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, req: WireRequest, c: { deadline: number; signal: AbortSignal; traceparent: string | undefined }): Promise<Record<string, unknown>> {
-  const action: { timer?: unknown; tag?: string; remove?: true } = {};
-  const ctx: StepContext<E, A> = {
-    machine: machineOf<E, A>(req.machine),
+async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, req: WireRequest, c: { deadline: number; signal: AbortSignal; traceparent: string | undefined }): Promise<ProcessorResult> {
+  const action: ProcessorAction = {};
+  const ctx: Ctx<T> = {
+    machine: machineOf<EventOf<T>, AuxOf<T>>(req.machine),
     deadline: new Date(c.deadline),
     signal: c.signal,
     traceparent: c.traceparent,
     setTimer(at, range) {
-      let set: { timeout: number } | { deadline: string };
+      let set: TimerSet;
       if ('timeoutS' in at) {
         if (!Number.isFinite(at.timeoutS) || at.timeoutS < 0) throw new RangeError('setTimer: timeoutS must be a non-negative number of seconds');
         set = { timeout: at.timeoutS };
@@ -209,27 +213,28 @@ async function runStep<E, A, Args, R>(def: ProcessorDefinition<E, A, Args, R>, r
       action.remove = true;
     },
   };
-  let out: Step<E, A, R>;
+  // The args are the caller's, as sent: the types say what the processor expects, the node does not check them.
+  let out: Step<EventOf<T>, AuxOf<T>, unknown>;
   try {
     if (req.kind === 'call') {
       if (!def.call) throw new Error('this processor takes no calls');
-      out = await def.call(req.args as Args, ctx);
+      out = await def.call(req.args as ArgsOf<T, 'call'>, ctx);
     } else if (req.kind === 'repair') {
       if (!def.repair) return { repair_failed: { reason: 'this processor does not repair machines' } };
-      out = await def.repair(req.args, ctx);
+      out = await def.repair(req.args as ArgsOf<T, 'repair'>, ctx);
     } else if (req.signal.type === 'init') {
-      out = await def.init?.(req.signal.args as Args, ctx);
+      out = await def.init?.(req.signal.args as ArgsOf<T, 'init'>, ctx);
     } else if (req.signal.type === 'timeout') {
       out = await def.timeout?.(ctx);
     } else {
-      out = await def.notification?.(req.signal.args as Args, ctx);
+      out = await def.notification?.(req.signal.args as ArgsOf<T, 'notification'>, ctx);
     }
   } catch (err) {
     if (err instanceof RepairFailed && req.kind === 'repair') return { repair_failed: { reason: err.reason } };
     throw err;
   }
   if (c.signal.aborted && c.signal.reason instanceof DeadlineError) throw new ProcessorUnavailable('the step ran past its deadline');
-  const result: Record<string, unknown> = {};
+  const result: ProcessorResult & { repair_failed?: never } = {};
   if (out?.response !== undefined) result.response = out.response;
   if (out?.events !== undefined && out.events.length > 0) result.events = out.events;
   if (out?.aux !== undefined) result.aux_state = out.aux;

@@ -42,7 +42,7 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     for (let i = 2; i <= 5; i++) await c.call(T, { id: 'm1' }, { events: [{ n: i }] });
     const all = await c.get(T, { id: 'm1' });
     expect(all.status).toBe('working');
-    expect(all.aux_state).toEqual({ a: 1 });
+    expect(all.aux).toEqual({ a: 1 });
     expect(all.history.map((e) => e.id)).toEqual([1, 2, 3, 4, 5]);
     expect(all.history.map((e) => e.data)).toEqual([1, 2, 3, 4, 5].map((n) => ({ n })));
     expect((await c.get(T, { id: 'm1' }, { after: 2, limit: 2 })).history.map((e) => e.id)).toEqual([3, 4]);
@@ -214,11 +214,11 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     await c.start('other', 'sk', { events: [{ o: 1 }] });
     const page = await waitFor(async () => {
       const p = await c.sinkEvents('main', { limit: 10_000 });
-      return p.events.some((e) => e.machine_id === 'sk' && e.event_id === 2) ? p : null;
+      return p.events.some((e) => e.machineId === 'sk' && e.eventId === 2) ? p : null;
     });
     expect(page.events.every((e) => e.ns === 't')).toBe(true);
-    const sk = page.events.filter((e) => e.machine_id === 'sk');
-    expect(sk.map((e) => [e.event_id, e.data])).toEqual([
+    const sk = page.events.filter((e) => e.machineId === 'sk');
+    expect(sk.map((e) => [e.eventId, e.data])).toEqual([
       [1, { s: 1 }],
       [2, { s: 2 }],
     ]);
@@ -226,7 +226,7 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     expect([...pos].sort((a, b) => a - b)).toEqual(pos);
     expect(sk[0]!.hash).toMatch(/^[0-9a-f]{64}$/);
     // long poll wakes on a new event
-    const waiting = c.sinkEvents('main', { after: page.next_after, waitMs: 10_000 });
+    const waiting = c.sinkEvents('main', { after: page.nextAfter, waitMs: 10_000 });
     await c.call(T, { id: 'sk' }, { events: [{ s: 3 }] });
     const next = await waiting;
     expect(next.events.map((e) => e.data)).toEqual([{ s: 3 }]);

@@ -30,7 +30,7 @@ describe('SDK clients against a node', () => {
   let n: SdkNode;
   beforeAll(async () => {
     n = await startSdkNode({ namespaces: ['m'], kinds: ['k'] });
-    n.router.routes.set('/machines/m', defineProcessor<unknown, unknown, unknown, string>({ init: () => ({ response: 'started' }), call: () => ({ response: 'called' }) }).handler);
+    n.router.routes.set('/machines/m', defineProcessor<{ init: { response: string }; call: { response: string } }>({ init: () => ({ response: 'started' }), call: () => ({ response: 'called' }) }).handler);
   });
   afterAll(async () => n?.close());
 
@@ -83,14 +83,19 @@ describe('SDK clients against a node', () => {
     expect(await p.append(id, 'a', 1)).toEqual({ duplicate: true });
     await p.replace(id, Buffer.from('b'));
     expect((await p.records(id)).map(String)).toEqual(['b']);
-    await p.store(id, 3600);
+    const open = await p.get(id);
+    expect(open).toEqual({ id, kind: 'k', state: 'open', repeats: 0, createdAt: expect.any(String), dueAt: null, lastError: null, records: [Buffer.from('b').toString('base64')] });
+    expect(Date.parse(open.createdAt)).toBeGreaterThan(0);
+    const { dueAt } = await p.store(id, 3600);
+    expect(Date.parse(dueAt)).toBeGreaterThan(Date.now() + 3000_000);
+    expect(await p.get(id)).toMatchObject({ state: 'stored', dueAt });
     const closed = await refusal(p.append(id, 'c'));
     expect(closed).toBeInstanceOf(ConflictError);
     expect([closed.code, closed.httpStatus, closed.details]).toEqual(['session_closed', 409, { session: id, state: 'stored' }]);
     const kind = await refusal(p.open('nope'));
     expect(kind).toBeInstanceOf(NotFoundError);
     expect(kind.code).toBe('kind_not_found');
-    expect((await p.deadLetters({ kind: 'k' })).dead_letters).toEqual([]);
+    expect(await p.deadLetters({ kind: 'k' })).toEqual({ deadLetters: [], nextAfter: null });
     expect((await refusal(p.redrive(id))).code).toBe('dead_letter_not_found');
   });
 
@@ -127,7 +132,15 @@ describe('SDK clients against a node', () => {
     }
     expect(got).toEqual([{ v: 1 }]);
     expect(await bus.listSubscriptions()).toContain('h1');
-    expect((await bus.getSubscription('h1')).name).toBe('h1');
+    const info = await bus.getSubscription('h1');
+    expect(info).toMatchObject({ name: 'h1', connected: expect.any(Boolean), paused: false, deadLetterTopic: null, lagTotal: 0, config: { topics: ['payments'], start: 'earliest', filter: {} } });
+    expect([typeof info.config.ackWaitMs, typeof info.config.maxInFlight, typeof info.createdAt, typeof info.updatedAt]).toEqual(['number', 'number', 'number', 'number']);
+    // The config goes out in the wire's snake_case and comes back camelCase.
+    const put = await bus.putSubscription('h2', { topics: ['payments'], filter: { keyPrefix: 'vip-', types: ['paid'] }, ackWaitMs: 4321, maxInFlight: 7, maxDeliveries: 3, deadLetterTopic: 'orders', onExpired: 'resume' });
+    expect(put).toMatchObject({ name: 'h2', created: true, config: { filter: { keyPrefix: 'vip-', types: ['paid'] }, ackWaitMs: 4321, maxInFlight: 7, maxDeliveries: 3, deadLetterTopic: 'orders', onExpired: 'resume' } });
+    expect((await bus.getSubscription('h2')).config).toEqual(put.config);
+    expect((await bus.getSubscription('h2')).deadLetterTopic).toBe('orders');
+    await bus.deleteSubscription('h2');
     const topic = await refusal(bus.publish('nope', [{ type: 't' }]));
     expect(topic).toBeInstanceOf(NotFoundError);
     expect(topic.code).toBe('topic_not_found');

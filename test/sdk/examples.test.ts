@@ -19,6 +19,7 @@ describe('examples', () => {
     expect(r).toEqual({
       placed: { status: 'new' },
       paid: { status: 'paid' },
+      status: 'paid',
       history: [{ type: 'placed', sku: 'book' }, { type: 'paid', amount: '12.50' }],
       missing: 'machine_not_found',
     });

@@ -69,8 +69,8 @@ describe('definePipeHandler answers pushes with verdicts', () => {
     expect(pushes.filter((p) => p.id === id).map((p) => p.repeats)).toEqual([1, 2]);
 
     const other = await stored('other', 'never');
-    await waitFor(async () => (await pipe.get(other)).last_error !== null, 10_000, 'a failed push');
-    expect((await pipe.get(other)).last_error).toContain('kind_not_found');
+    await waitFor(async () => (await pipe.get(other)).lastError !== null, 10_000, 'a failed push');
+    expect((await pipe.get(other)).lastError).toContain('kind_not_found');
     expect(pushes.some((p) => p.id === other)).toBe(false);
   });
 

@@ -22,7 +22,8 @@ interface Args {
 
 const seen = { traceparents: [] as Array<string | undefined>, flakyTries: new Map<string, number>(), aborted: [] as string[], deadlines: [] as number[], kinds: [] as string[] };
 
-const proc = defineProcessor<Ev, Aux, Args, { count: number; history: number[] }>({
+type Res = { count: number; history: number[] };
+const proc = defineProcessor<{ event: Ev; aux: Aux; init: { args: Args; response: Res }; call: { args: Args; response: Res }; notification: { args: unknown }; repair: { args: Args | null; response: Res } }>({
   init(args, ctx) {
     seen.kinds.push('init');
     if (args.timerS !== undefined) ctx.setTimer({ timeoutS: args.timerS });
@@ -61,7 +62,7 @@ const proc = defineProcessor<Ev, Aux, Args, { count: number; history: number[] }
   },
   repair(args, ctx) {
     seen.kinds.push('repair');
-    if (args && (args as Args).refuse) throw new RepairFailed({ why: 'not yet' });
+    if (args?.refuse) throw new RepairFailed({ why: 'not yet' });
     expect(ctx.machine.status).toBe('failed');
     return { events: [{ repaired: true }], response: { count: ctx.machine.aux!.count, history: [] } };
   },
@@ -82,7 +83,7 @@ describe('defineProcessor drives a machine over HTTP', () => {
     expect((await m.call('p', { id: 'a' }, {})).response).toEqual({ count: 2, history: [1] });
     expect((await m.call('p', { tag: 'tag-a' }, {})).response).toEqual({ count: 3, history: [1, 2] });
     const v = await m.get('p', { id: 'a' });
-    expect(v.aux_state).toEqual({ count: 3 });
+    expect(v.aux).toEqual({ count: 3 });
     expect(v.tags).toEqual(['tag-a']);
     expect(v.history.map((e) => e.data)).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
   });

@@ -45,7 +45,7 @@ describe('signed calls to processors and pipe handlers', () => {
   const keys = ed25519();
   const steps: string[] = [];
   const pushes: string[] = [];
-  const processor = defineProcessor<{ n: number }, null, { n: number }, { ok: true }>({
+  const processor = defineProcessor<{ event: { n: number }; aux: null; init: { args: { n: number }; response: { ok: true } } }>({
     publicKeys: [keys.publicKey],
     init: (args) => {
       steps.push(`init ${args.n}`);
