@@ -37,7 +37,24 @@ describe('millrace/sdk stays a client', () => {
     expect([...packages].filter((p) => !p.startsWith('node:')).sort()).toEqual(['@grpc/grpc-js', '@grpc/proto-loader']);
     const outside = files.map((f) => f.slice(root.length + 1)).filter((f) => !f.startsWith('src/sdk/'));
     // Only the pure error tables (and the database error classifier), the processor wire types, the request-signing format, the proto loader, the pipe stream client and its service's call guard are shared with the server.
-    expect(outside.sort()).toEqual(['src/api/grpc/call-guard.ts', 'src/api/grpc/pipe-service.ts', 'src/api/grpc/protos.ts', 'src/bus/errors.ts', 'src/core/db-errors.ts', 'src/core/errors.ts', 'src/core/request-signing.ts', 'src/ledger/errors.ts', 'src/machines/errors.ts', 'src/machines/wire.ts', 'src/ops/errors.ts', 'src/pipe/client.ts', 'src/pipe/errors.ts']);
+    expect(outside.sort()).toEqual([
+      'src/api/grpc/call-guard.ts',
+      'src/api/grpc/pipe-service.ts',
+      'src/api/grpc/protos.ts',
+      'src/auth/error-codes.ts',
+      'src/bus/errors.ts',
+      'src/catalog/error-codes.ts',
+      'src/core/db-errors.ts',
+      'src/core/error-codes.ts',
+      'src/core/errors.ts',
+      'src/core/request-signing.ts',
+      'src/ledger/errors.ts',
+      'src/machines/errors.ts',
+      'src/machines/wire.ts',
+      'src/ops/errors.ts',
+      'src/pipe/client.ts',
+      'src/pipe/error-codes.ts',
+    ]);
   });
 
   it.runIf(existsSync(join(root, 'dist/sdk/index.js')))('is exported as millrace/sdk from the build', () => {
