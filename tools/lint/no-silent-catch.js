@@ -1,0 +1,64 @@
+// @ts-check
+/**
+ * ESLint rule `millrace/no-silent-catch`: a promise rejection handler that does
+ * nothing (`.catch(() => {})`, `.then(f, () => {})`, `() => undefined`) must say
+ * why the error cannot matter, in a comment inside the handler, at the end of
+ * its line, or on the line before it or before its statement. Anything else
+ * should log the error. Empty `catch {}` blocks are the core rule `no-empty`,
+ * which accepts a comment in the block for the same reason.
+ */
+
+/** @typedef {import('eslint').Rule.RuleModule} RuleModule */
+/** @typedef {import('estree').Node} Node */
+
+/** @param {Node | undefined} fn */
+function isSilentHandler(fn) {
+  if (!fn || (fn.type !== 'ArrowFunctionExpression' && fn.type !== 'FunctionExpression')) return false;
+  const body = fn.body;
+  if (body.type === 'BlockStatement') return body.body.length === 0;
+  if (body.type === 'Identifier') return body.name === 'undefined';
+  return body.type === 'UnaryExpression' && body.operator === 'void' && body.argument.type === 'Literal';
+}
+
+/** @type {RuleModule} */
+export const noSilentCatch = {
+  meta: {
+    type: 'problem',
+    docs: { description: 'Disallow promise rejection handlers that drop the error without a comment saying why.' },
+    schema: [],
+    messages: {
+      silent:
+        'This rejection handler drops the error. Log it, or say in a comment (inside the handler or on the line before) why it cannot matter.',
+    },
+  },
+  create(context) {
+    const source = context.sourceCode;
+    return {
+      /** @param {import('estree').CallExpression} node */
+      CallExpression(node) {
+        const callee = node.callee;
+        if (callee.type !== 'MemberExpression' || callee.property.type !== 'Identifier') return;
+        const method = callee.property.name;
+        const handler = method === 'catch' ? node.arguments[0] : method === 'then' ? node.arguments[1] : undefined;
+        if (!isSilentHandler(/** @type {Node | undefined} */ (handler)) || !handler?.range || !handler.loc) return;
+        const [from, to] = handler.range;
+        const startLine = handler.loc.start.line;
+        const endLine = handler.loc.end.line;
+        const statement = source
+          .getAncestors(node)
+          .reverse()
+          .find((a) => a.type.endsWith('Statement') || a.type === 'VariableDeclaration');
+        const statementLine = statement?.loc?.start.line ?? startLine;
+        const explained = source.getAllComments().some((c) => {
+          if (!c.range || !c.loc) return false;
+          if (c.range[0] >= from && c.range[1] <= to) return true;
+          if (c.range[0] >= to && c.loc.start.line === endLine) return true;
+          return c.loc.end.line === startLine - 1 || c.loc.end.line === statementLine - 1;
+        });
+        if (!explained) context.report({ node: handler, messageId: 'silent' });
+      },
+    };
+  },
+};
+
+export default { rules: { 'no-silent-catch': noSilentCatch } };
