@@ -31,7 +31,9 @@ export function startTelemetry(cfg: TelemetryConfig, extra: { spanProcessor?: Sp
   active = mine;
   return async () => {
     if (active === mine) active = null;
+    // Stopping: spans that cannot be exported now are lost either way, and the stop must not fail for them.
     await provider.forceFlush().catch(() => {});
+    // Likewise: the stop must not fail for spans it cannot export.
     await provider.shutdown().catch(() => {});
   };
 }

@@ -329,12 +329,14 @@ export class Machines {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweep);
+    // Stopping: a listener that fails to stop is on a broken connection, which listens no more.
     for (const u of this.unlisten.splice(0)) await u().catch(() => {});
     const idle = [...this.kept.keys()].filter((k) => !this.queues.busy(k));
     for (const k of idle) this.kept.delete(k);
     await Promise.all(
       idle.map((k) => {
         const [ns, id] = unkey(k);
+        // Stopping: a lease that is not released lapses at the end of its term.
         return this.releaseLease(ns, id).catch(() => {});
       }),
     );
@@ -560,6 +562,7 @@ export class Machines {
       const renew = setInterval(() => {
         const shard = this.shardOf(ns, id);
         const params = [this.stepLeaseEnd(deadline), ns, id, this.holder];
+        // A missed renewal is tried again at the next tick, well within the lease's term; a lease that lapses is taken again.
         void (shard.driver.relaxed ? shard.driver.relaxed.run(SQL.renewLease, params) : shard.write((tx) => tx.run(SQL.renewLease, params))).catch(() => {});
       }, Math.max(50, Math.min(this.rt.config.cluster.role_lease_ms / 2, Math.max(0, (this.kept.get(k) ?? Infinity) - this.rt.clock.now() - 100))));
       try {
@@ -570,12 +573,14 @@ export class Machines {
         if (!this.leaseCleared.delete(k)) {
           this.kept.delete(k);
           this.wanted.delete(k);
+          // A lease that is not released lapses at the end of its term.
           await this.releaseLease(ns, id).catch(() => {});
         } else if (this.wanted.has(k) && this.kept.has(k)) {
           // Asked for after this step's commit had kept the lease: give it up before the next turn.
           this.wanted.delete(k);
           this.kept.delete(k);
           this.leaseStats.givenUp++;
+          // A lease that is not released lapses at the end of its term.
           await this.releaseLease(ns, id).catch(() => {});
         }
       }
@@ -754,6 +759,7 @@ export class Machines {
       // Held by another node: ask it to give the lease up (it may only be keeping it), then again now and then.
       if (attempt % 6 === 0) {
         this.leaseStats.asked++;
+        // Only a hint to the holder; it is sent again on a later attempt.
         void shard.driver.notify(LEASE_CHANNEL, JSON.stringify([ns, id, this.holder])).catch(() => {});
       }
       const delay = Math.min(500, 5 * 2 ** Math.min(attempt++, 10));
@@ -928,11 +934,11 @@ export class Machines {
       throw this.commitError(err, state);
     }
     // The sink sees the events before the caller gets its answer (PostgreSQL numbers them after commit).
-    if (appended && this.nsConfig(ns).sink !== undefined) await this.rt.log.positions(appended).catch(() => {});
+    if (appended && this.nsConfig(ns).sink !== undefined) await this.rt.log.positions(appended).catch((err: unknown) => this.rt.logger.warn({ err, namespace: ns }, 'machines: reading the committed events\' positions failed'));
     if (plan.remove) {
       for (const t of state.tags) {
         const ts = this.tagShard(ns, t);
-        if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch(() => {});
+        if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch((err: unknown) => this.rt.logger.warn({ err, namespace: ns, tag: t, id }, 'machines: deleting a removed machine\'s tag failed'));
       }
     }
     // The cache follows the commit only once it is durable (a failed commit dropped the machine's entry above).
@@ -1065,7 +1071,7 @@ export class Machines {
         await this.exclusive(p.ns, p.id, this.rt.clock.now() + c.default_timeout_ms, async (s) => {
           if (s.status !== 'working' || s.gen !== p.gen) return;
           await this.commitFailure(s, { kind: 'signal', signal: { type: 'timeout' } }, { code: 'timer_retries_exhausted', message: err.message }, { timer: { ctx: tctx, range: null } });
-        }).catch(() => {});
+        }).catch((err: unknown) => this.rt.logger.warn({ err, namespace: p.ns, id: p.id }, 'machines: recording the failed timer failed'));
         return;
       }
       throw new RetryTimer(Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(timer.attempts, 20)));

@@ -355,6 +355,7 @@ export class GroupCommitter extends EventEmitter {
       await conn.exec('COMMIT');
       return outcomes;
     } catch (err) {
+      // The jobs get the error below; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
       await conn.exec('ROLLBACK').catch(() => {});
       for (let i = outcomes.length - 1; i >= 0; i--) if (outcomes[i]!.ok) outcomes[i]!.tx.undo();
       throw err;
@@ -391,6 +392,7 @@ export class GroupCommitter extends EventEmitter {
       await conn.exec('COMMIT');
       return outcomes;
     } catch (err) {
+      // The jobs get the error below; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
       await conn.exec('ROLLBACK').catch(() => {});
       for (let i = outcomes.length - 1; i >= 0; i--) outcomes[i]!.tx.undo();
       throw err;

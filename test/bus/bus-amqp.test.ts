@@ -94,6 +94,7 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       }
     } finally {
       child.kill('SIGKILL');
+      // Teardown: the broker objects are named per test; one left behind does not change another test.
       await ch.close().catch(() => {});
       const c2 = await conn.createChannel();
       await c2.deleteQueue(queue).catch(() => {});
@@ -155,6 +156,7 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       expect(cli.stdout).toMatch(/sink\s+s0\s+position \d+ head \d+ lag 0/);
     } finally {
       child.kill('SIGKILL');
+      // Teardown: the broker objects are named per test; one left behind does not change another test.
       await ch.deleteExchange(exchange).catch(() => {});
       await ch.close().catch(() => {});
       await env.cleanup();

@@ -6,6 +6,7 @@ import { busClient, startBusNode, Subscriber } from './support.js';
 const envs: TestEnv[] = [];
 const nodes: Node[] = [];
 afterEach(async () => {
+  // Teardown: a node that fails to close has failed its test already.
   for (const n of nodes.splice(0)) await n.close().catch(() => {});
   for (const e of envs.splice(0)) await e.cleanup();
 });

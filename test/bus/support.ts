@@ -81,6 +81,7 @@ export class Subscriber {
       openedResolve = res;
       openedReject = rej;
     });
+    // Marks `opened` handled: whoever awaits it gets the error.
     this.opened.catch(() => {});
     this.status = new Promise((resolve) => {
       this.call.on('status', (s: { code: number; details: string; metadata: { get(k: string): unknown[] } }) => {

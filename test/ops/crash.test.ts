@@ -77,6 +77,7 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
       const m: Machines = mf.machines;
       for (const id of ids) {
         await m.start('bulk', id, null);
+        // The calls fail on purpose (the processor throws): the machines end up failed for the bulk repair below.
         await m.call('bulk', { id }, 1).catch(() => {});
       }
       const ops = new OpsFace(rt, [mf]);

@@ -3,13 +3,14 @@
  * ESLint rule `millrace/no-silent-catch`: a promise rejection handler that does
  * nothing (`.catch(() => {})`, `.then(f, () => {})`, `() => undefined`) must say
  * why the error cannot matter, in a comment inside the handler, at the end of
- * its line, or on the line before it or before its statement. Anything else
- * should log the error. Empty `catch {}` blocks are the core rule `no-empty`,
+ * its line, or on the line before it or before its statement; one comment
+ * above a run of adjacent statements that each drop an error covers the run.
+ * Anything else should log the error. Empty `catch {}` blocks are the core rule `no-empty`,
  * which accepts a comment in the block for the same reason.
  */
 
 /** @typedef {import('eslint').Rule.RuleModule} RuleModule */
-/** @typedef {import('estree').Node} Node */
+/** @typedef {import('eslint').Rule.Node} Node */
 
 /** @param {Node | undefined} fn */
 function isSilentHandler(fn) {
@@ -33,8 +34,9 @@ export const noSilentCatch = {
   },
   create(context) {
     const source = context.sourceCode;
+    /** Statements whose silent handler is explained; a statement right below one inherits it. */
+    const explainedStatements = new Set();
     return {
-      /** @param {import('estree').CallExpression} node */
       CallExpression(node) {
         const callee = node.callee;
         if (callee.type !== 'MemberExpression' || callee.property.type !== 'Identifier') return;
@@ -44,20 +46,35 @@ export const noSilentCatch = {
         const [from, to] = handler.range;
         const startLine = handler.loc.start.line;
         const endLine = handler.loc.end.line;
-        const statement = source
-          .getAncestors(node)
-          .reverse()
-          .find((a) => a.type.endsWith('Statement') || a.type === 'VariableDeclaration');
+        const ancestors = source.getAncestors(node).reverse();
+        const at = ancestors.findIndex((a) => a.type.endsWith('Statement') || a.type === 'VariableDeclaration');
+        const statement = at >= 0 ? ancestors[at] : undefined;
         const statementLine = statement?.loc?.start.line ?? startLine;
-        const explained = source.getAllComments().some((c) => {
-          if (!c.range || !c.loc) return false;
-          if (c.range[0] >= from && c.range[1] <= to) return true;
-          if (c.range[0] >= to && c.loc.start.line === endLine) return true;
-          return c.loc.end.line === startLine - 1 || c.loc.end.line === statementLine - 1;
-        });
+        const explained =
+          source.getAllComments().some((c) => {
+            if (!c.range || !c.loc) return false;
+            if (c.range[0] >= from && c.range[1] <= to) return true;
+            if (c.range[0] >= to && c.loc.start.line === endLine) return true;
+            return c.loc.end.line === startLine - 1 || c.loc.end.line === statementLine - 1;
+          }) || followsExplained(statement, ancestors[at + 1]);
+        if (statement && explained) explainedStatements.add(statement);
         if (!explained) context.report({ node: handler, messageId: 'silent' });
       },
     };
+
+    /**
+     * Whether the statement before `statement` in its block ends on the line
+     * just above it and holds an explained silent handler.
+     * @param {Node | undefined} statement
+     * @param {Node | undefined} parent
+     */
+    function followsExplained(statement, parent) {
+      if (!statement?.loc || !parent || !('body' in parent) || !Array.isArray(parent.body)) return false;
+      /** @type {Node[]} */
+      const body = parent.body;
+      const prev = body[body.indexOf(statement) - 1];
+      return prev?.loc !== undefined && prev.loc.end.line === statement.loc.start.line - 1 && explainedStatements.has(prev);
+    }
   },
 };
 

@@ -132,6 +132,7 @@ export function registerBusService(server: Server, bus: Bus): void {
           invalid = err;
         }
         const early = pipelined && valid !== null ? bus.publishValid(valid) : null;
+        // Marks the early publish handled until the chain below awaits it and answers with its error.
         early?.catch(() => {});
         chain = chain.then(async () => {
           if (failed || call.cancelled) return;

@@ -90,6 +90,7 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   const check = guard.active
     ? (m: PipeRequest): Promise<void> => {
         const p = checks.then(() => guard.checkAsync(m));
+        // Only orders the checks: the caller gets this check's error from `p`.
         checks = p.catch(() => {});
         return p;
       }
@@ -102,6 +103,7 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   const finish = (): void => {
     if (finished) return;
     finished = true;
+    // The call is over and has no one to answer; the stop waits on `closing` only for the closes to settle.
     const p = pipe.closeOwner(owner).catch(() => {});
     closing.add(p);
     void p.finally(() => closing.delete(p));
