@@ -291,7 +291,7 @@ export class Bus {
    * `config` is given and it does not exist). A second connection anywhere
    * in the cluster gets `subscription_busy`.
    */
-  async open(name: string, rawConfig: unknown | undefined, sink: DeliverySink): Promise<DeliverySession> {
+  async open(name: string, rawConfig: unknown, sink: DeliverySink): Promise<DeliverySession> {
     this.checkName(name);
     if (this.stopped) throw new MillraceError('shutting_down', 'the node is shutting down');
     const holder = `${this.rt.config.node_id}/${randomUUID()}`;

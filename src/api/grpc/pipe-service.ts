@@ -191,7 +191,7 @@ class Gatherer {
 
   run<T>(fn: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push(() => fn().then(resolve, reject));
+      this.queue.push(() => void fn().then(resolve, reject));
       if (!this.scheduled) {
         this.scheduled = true;
         this.seen = 0;

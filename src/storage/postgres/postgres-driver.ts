@@ -12,7 +12,7 @@ const types = {
   getTypeParser: ((oid: number, format?: string) => {
     if (oid === INT8_OID) return (v: string) => Number(v);
     if (oid === NUMERIC_OID) return (v: string) => v;
-    return pg.types.getTypeParser(oid, format as 'text');
+    return pg.types.getTypeParser(oid, format as 'text') as (v: string) => unknown;
   }) as typeof pg.types.getTypeParser,
 };
 
