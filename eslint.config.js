@@ -67,6 +67,10 @@ export default tseslint.config(
       // Off: route handlers, driver and lease methods are `async` without an `await` on purpose, so that a
       // throw becomes a rejected promise as their interfaces promise; dropping `async` would change that.
       '@typescript-eslint/require-await': 'off',
+      // Off for now: it fires 116 times, mostly on `!` after checks TypeScript cannot follow under
+      // noUncheckedIndexedAccess, and its autofix is not always safe (on a spread inside a callback it
+      // removed an assertion a test needed). Worth a pass of its own once the tree is formatted.
+      '@typescript-eslint/no-unnecessary-type-assertion': 'off',
       // Off: the regexes that name control characters (\x00-\x1f) are there to reject them in ids and tags.
       'no-control-regex': 'off',
     },

@@ -97,6 +97,7 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       // Teardown: the broker objects are named per test; one left behind does not change another test.
       await ch.close().catch(() => {});
       const c2 = await conn.createChannel();
+      // Likewise.
       await c2.deleteQueue(queue).catch(() => {});
       await c2.deleteExchange(exchange).catch(() => {});
       await c2.close().catch(() => {});

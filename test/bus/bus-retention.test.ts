@@ -15,7 +15,7 @@ describe.each(DIALECTS)('bus retention over HTTP and gRPC (%s)', (dialect) => {
   it('a runtime topic takes a retention rule (a bad one is refused); SSE subscribers get position_expired or a gap notice', async () => {
     const env = await createTestEnv(dialect, { extra: { retention: { enabled: false } } as never });
     envs.push(env);
-    const { node, bus, addr } = await startBusNode(env);
+    const { node, bus } = await startBusNode(env);
     nodes.push(node);
     const call = async (method: string, path: string, body?: unknown) => {
       const r = await fetch(`${node.url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });

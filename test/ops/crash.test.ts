@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { Runtime } from '../../src/runtime.js';
-import { Machines } from '../../src/machines/machines.js';
+import type { Machines } from '../../src/machines/machines.js';
 import { OpsFace } from '../../src/ops/face.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';

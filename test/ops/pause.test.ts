@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/runtime.js';
-import { isMillraceError, MillraceError } from '../../src/core/errors.js';
+import { isMillraceError, type MillraceError } from '../../src/core/errors.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { BusFace } from '../../src/bus/face.js';
 import { OpsFace } from '../../src/ops/face.js';

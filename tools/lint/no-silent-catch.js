@@ -47,7 +47,11 @@ export const noSilentCatch = {
         const startLine = handler.loc.start.line;
         const endLine = handler.loc.end.line;
         const ancestors = source.getAncestors(node).reverse();
-        const at = ancestors.findIndex((a) => a.type.endsWith('Statement') || a.type === 'VariableDeclaration');
+        // The statement that holds the call, as an item of its block (a `for` around it counts).
+        const at = ancestors.findIndex((a, i) => {
+          const parent = ancestors[i + 1];
+          return parent !== undefined && 'body' in parent && Array.isArray(parent.body);
+        });
         const statement = at >= 0 ? ancestors[at] : undefined;
         const statementLine = statement?.loc?.start.line ?? startLine;
         const explained =

@@ -1,4 +1,4 @@
-import { type Server, type ServerDuplexStream, type ServerReadableStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import type { Server, ServerDuplexStream, ServerReadableStream, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { badRequest, MillraceError } from '../../core/errors.js';
 import type { Bus } from '../../bus/bus.js';

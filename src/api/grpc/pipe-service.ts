@@ -1,4 +1,4 @@
-import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
+import type { Server, ServerDuplexStream, ServiceClientConstructor } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { toMillraceError } from '../../core/errors.js';
 import { callGuard } from './call-guard.js';
