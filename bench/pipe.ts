@@ -194,6 +194,7 @@ async function bullmqCycles(): Promise<number> {
     return rate(CYCLES, ms);
   } finally {
     await worker.close();
+    // Teardown after the measurement: a queue left behind in the local Redis does not change the figures.
     await queue.obliterate({ force: true }).catch(() => undefined);
     await queue.close();
     let cursor = '0';
@@ -283,7 +284,7 @@ async function appends(): Promise<void> {
 async function cycles(): Promise<void> {
   process.stdout.write(
     `\ncycles: ${CYCLES.toLocaleString('en-US')} per system, ${PRODUCERS} producers in flight, ${HANDLER_SLOTS} handler slots\n` +
-      `  millrace: new + append + store(0) over gRPC → push to a loopback HTTP handler that answers {\"action\":\"delete\"} (durability strict; clients and handler in a child process)\n` +
+      `  millrace: new + append + store(0) over gRPC → push to a loopback HTTP handler that answers {"action":"delete"} (durability strict; clients and handler in a child process)\n` +
       `  BullMQ:   add(job with the record, delay 0) → worker callback → completed, removeOnComplete\n` +
       `  pg-boss:  send(job with the record, startAfter 0) → work callback → completed\n`,
   );

@@ -157,12 +157,14 @@ export class Runtime {
         try {
           await rt.start();
         } catch (err) {
+          // The start failed with the error rethrown below; closing what did open is best effort.
           await rt.close().catch(() => {});
           throw err;
         }
       }
       return rt;
     } catch (err) {
+      // The open failed with the error rethrown below; closing the storage is best effort.
       await storage.close().catch(() => {});
       throw err;
     }
@@ -223,6 +225,7 @@ export class Runtime {
     const now = Date.now();
     const hit = this.liveness.get(nodeId);
     if (hit !== undefined && now - hit.at < 500) return hit.alive;
+    // A storage that cannot answer now cannot tell: undefined, as documented above.
     const alive = driver.claimHeld(`millrace:node:${nodeId}`).catch(() => undefined);
     if (this.liveness.size > 1000) this.liveness.clear();
     this.liveness.set(nodeId, { at: now, alive });

@@ -105,6 +105,7 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     await http.listen({ host: config.http.host, port: config.http.port });
     if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls);
   } catch (err) {
+    // The start failed with the error rethrown below; stopping what did start is best effort.
     await stopAll().catch(() => {});
     throw err;
   }

@@ -48,6 +48,7 @@ export class ClientThread {
   }
 
   async close(): Promise<void> {
+    // Closing: a worker that cannot answer the shutdown is ended by the thread's exit.
     await this.run({ kind: 'shutdown' }).catch(() => {});
     await this.worker.terminate();
   }

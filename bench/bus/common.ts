@@ -2,7 +2,7 @@
  * What the bus benchmark's parts share: knobs, payloads, the millrace gRPC
  * client type, timing loops and latency statistics.
  */
-import { credentials, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import type { credentials, Client, ClientDuplexStream, ServiceError } from '@grpc/grpc-js';
 import { millraceService } from '../../src/api/grpc/protos.js';
 
 export type Durability = 'strict' | 'relaxed';

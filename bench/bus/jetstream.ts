@@ -66,6 +66,7 @@ export async function jetLatency(j: Jet, rate: number): Promise<LatencyResult> {
   await waitFor(() => lat.length >= sentInWindow, 5000);
   const res = summarize(rate, lat, sentInWindow);
   messages.stop();
+  // Teardown after the measurement: the loop ends with the stopped subscription, and a consumer left behind goes with the bench stream.
   await loop.catch(() => {});
   await j.jsm.consumers.delete(j.stream, durable).catch(() => {});
   return res;

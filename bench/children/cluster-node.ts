@@ -19,7 +19,7 @@ import { ledgerFace } from '../../src/ledger/ledger-face.js';
 import { busFace } from '../../src/bus/face.js';
 import type { Bus } from '../../src/bus/bus.js';
 import { pipeFace } from '../../src/pipe/face.js';
-import { MachinesFace, machinesFaceWith } from '../../src/machines/face.js';
+import { type MachinesFace, machinesFaceWith } from '../../src/machines/face.js';
 import type { ProcessorFn } from '../../src/machines/processor.js';
 import { startNode } from '../../src/serve.js';
 import { pool } from '../support.js';

@@ -123,6 +123,7 @@ export class Exporter {
   async stop(): Promise<void> {
     this.stopping.abort();
     await Promise.allSettled(this.consumers.splice(0).map((c) => c.stop()));
+    // Stopping: a connection that fails to close is already closed or broken; there is nothing left to do with it.
     await this.conn?.close().catch(() => {});
   }
 }

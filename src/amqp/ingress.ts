@@ -160,7 +160,9 @@ export class Ingress {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    // Stopping: only waits for the last flush to settle; a failed store leaves its messages unacked, so the broker redelivers them. A connection that fails to close is already closed or broken.
     await this.flushing.catch(() => {});
+    // A connection that fails to close is already closed or broken.
     await this.conn?.close().catch(() => {});
   }
 }

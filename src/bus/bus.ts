@@ -292,7 +292,7 @@ export class Bus {
    * `config` is given and it does not exist). A second connection anywhere
    * in the cluster gets `subscription_busy`.
    */
-  async open(name: string, rawConfig: unknown | undefined, sink: DeliverySink): Promise<DeliverySession> {
+  async open(name: string, rawConfig: unknown, sink: DeliverySink): Promise<DeliverySession> {
     this.checkName(name);
     if (this.stopped) throw new MillraceError('shutting_down', 'the node is shutting down');
     const holder = `${this.rt.config.node_id}/${randomUUID()}`;
@@ -320,6 +320,7 @@ export class Bus {
       }
       if (!r) throw new MillraceError('subscription_not_found', `no subscription "${name}"; create it first or open with a config`, { details: { subscription: name } });
     } catch (err) {
+      // The caller gets the error above; a lease that is not released lapses at the end of its term.
       await this.releaseLease(name, holder).catch(() => {});
       throw err;
     }
@@ -336,6 +337,7 @@ export class Bus {
             if (!ok) void session?.close(new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'));
             else if (session !== undefined && !session.closed) return this.reportLost(name, config, session, sink);
           },
+          // A renewal that fails (storage unreachable) is tried again at the next tick, within the lease's term.
           () => {},
         );
       }, Math.max(200, Math.floor(this.leaseMs / 3)));
@@ -356,7 +358,7 @@ export class Bus {
             // Free the subscription before telling the client, so a reconnect
             // that follows the end of this call never meets its own old lease.
             void this.releaseLease(name, holder)
-              .catch(() => {})
+              .catch((err: unknown) => this.rt.logger.warn({ err, subscription: name }, 'bus: releasing the subscription lease failed; it lapses at the end of its term'))
               .finally(() => {
                 if (this.ended.get(name) === ended) this.ended.delete(name);
                 settle();
@@ -377,6 +379,7 @@ export class Bus {
       if (gaps.length > 0) await this.reportLost(name, config, session, sink, gaps);
       return session;
     } catch (err) {
+      // The caller gets the error above; a lease that is not released lapses at the end of its term.
       await this.releaseLease(name, holder).catch(() => {});
       throw err;
     }

@@ -199,7 +199,7 @@ export class Publisher {
       const target = this.log.shardFor(stream, shardKey);
       return { index, stream, shardKey, target, token: null, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } };
     });
-    const out: Published[] = new Array(events.length);
+    const out: Published[] = new Array<Published>(events.length);
     // Wall time: the wait is real time whatever clock stamps the events.
     const progress: Progress = { stored: false, deadline: Date.now() + this.deadlineMs };
     try {

@@ -31,7 +31,9 @@ export function startTelemetry(cfg: TelemetryConfig, extra: { spanProcessor?: Sp
   active = mine;
   return async () => {
     if (active === mine) active = null;
+    // Stopping: spans that cannot be exported now are lost either way, and the stop must not fail for them.
     await provider.forceFlush().catch(() => {});
+    // Likewise: the stop must not fail for spans it cannot export.
     await provider.shutdown().catch(() => {});
   };
 }
@@ -62,6 +64,8 @@ export function endSpan(span: Span | undefined, err?: unknown, attributes?: Attr
   if (span === undefined) return;
   if (attributes) span.setAttributes(attributes);
   if (err !== undefined && err !== null) {
+    // A thrown value without a message has only its String() form, whatever it is.
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string
     span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error)?.message ?? String(err) });
     const code = (err as { code?: unknown })?.code;
     if (typeof code === 'string') span.setAttribute('millrace.error_code', code);

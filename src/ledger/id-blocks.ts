@@ -26,6 +26,7 @@ export class IdBlocks {
     const out = this.ids.splice(0, n);
     // Draw the next block before this one runs out, off the write's path.
     if (this.ids.length < this.block / 2 && this.refill === undefined) {
+      // Only draws ahead: if it fails, the next take() that runs short draws again and gets the error.
       this.refill = this.fetch(this.block)
         .catch(() => {})
         .finally(() => (this.refill = undefined));

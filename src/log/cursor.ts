@@ -194,7 +194,7 @@ export class Consumer {
         if (!this.abort.signal.aborted) this.logger.warn({ shard, cursor: name }, 'consumer: lost its role; standing by');
       } finally {
         this.holding = false;
-        await lease.release().catch(() => {});
+        await lease.release().catch((err: unknown) => this.logger.warn({ err, shard, cursor: name }, 'consumer: releasing its lock failed; it lapses at the end of its term'));
       }
     }
   }

@@ -465,7 +465,8 @@ function prepareEvents(stream: string, events: readonly NewEvent[], opts: Append
   if (typeof stream !== 'string' || stream.length === 0 || stream.length > MAX_STREAM_LEN) {
     throw badRequest(`stream must be a non-empty string of at most ${MAX_STREAM_LEN} characters`);
   }
-  if (!Array.isArray(events) || events.length === 0) throw badRequest('events must be a non-empty array');
+  // `as unknown`: Array.isArray would narrow a readonly array to any[].
+  if (!Array.isArray(events as unknown) || events.length === 0) throw badRequest('events must be a non-empty array');
   if (opts.expectedSeq !== undefined && (!Number.isInteger(opts.expectedSeq) || opts.expectedSeq < 0)) {
     throw badRequest('expectedSeq must be a non-negative integer');
   }

@@ -187,7 +187,7 @@ export class Pruner {
         }
       } finally {
         this.holding.delete(shard.name);
-        await lease.release().catch(() => {});
+        await lease.release().catch((err: unknown) => this.opts.logger.warn({ err, shard: shard.name }, 'pruner: releasing the role lease failed; it lapses at the end of its term'));
       }
     }
   }

@@ -88,8 +88,9 @@ export class Sequencer {
         this.leader = false;
         // A successor elsewhere reads what is unnumbered when it starts, then hears this node's commits again.
         this.shard.committer.setLocalOnly(APPEND_CHANNEL, false);
+        // Stepping down: a listener that fails to stop is on a broken connection, which listens no more.
         await unlisten?.().catch(() => {});
-        await lease.release().catch(() => {});
+        await lease.release().catch((err: unknown) => this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: releasing the role lease failed; it lapses at the end of its term'));
       }
     }
   }
@@ -150,6 +151,7 @@ export class Sequencer {
       await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
       await conn.exec('COMMIT');
     } catch (err) {
+      // The caller gets the error above; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
       await conn.exec('ROLLBACK').catch(() => {});
       throw err;
     }

@@ -111,6 +111,8 @@ export function planStep(state: MachineState, input: StepInput, result: unknown,
   return { kind: 'commit', events, auxState: result.aux_state, timer, tag, remove, response: result.response ?? null };
 }
 
+// The answer is a TimerChange, or a string that says what is wrong ('unset' is checked for first).
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents
 function parseTimer(t: unknown, now: number): TimerChange | string {
   if (t === 'unset') return 'unset';
   if (!isObject(t)) return 'action.timer must be "unset" or {set, range?}';

@@ -331,7 +331,7 @@ export class Schedules {
     for (const [name, def] of Object.entries(defs)) await this.put(name, def, 'config');
     for (const shard of this.rt.storage.shards) {
       const rows = await shard.reader.all<{ name: string }>(`SELECT name FROM schedules WHERE source = 'config'`);
-      for (const r of rows) if (!Object.hasOwn(defs, r.name)) await this.remove(r.name, 'config').catch(() => {});
+      for (const r of rows) if (!Object.hasOwn(defs, r.name)) await this.remove(r.name, 'config').catch((err: unknown) => this.rt.logger.warn({ err, schedule: r.name }, 'schedules: removing a schedule no longer in the config failed'));
     }
   }
 

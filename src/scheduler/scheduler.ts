@@ -357,7 +357,7 @@ export class Scheduler {
     const handler = this.handlers.get(timer.kind);
     if (handler === undefined) {
       // No handler on this node (yet): put it back so a node that has one takes it.
-      await this.release(shard, timer, this.opts.pollMs).catch(() => {});
+      await this.release(shard, timer, this.opts.pollMs).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
       return;
     }
     const claimed = this.claims.get(shard.name) ?? new Map<number, number>();
@@ -400,13 +400,13 @@ export class Scheduler {
       if (!completed) await shard.write((tx) => this.completeClaimedIn(tx, timer));
     } catch (err) {
       if (err instanceof RetryTimer) {
-        await this.release(shard, timer, err.delayMs).catch(() => {});
+        await this.release(shard, timer, err.delayMs).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
         return;
       }
       this.stats.failed++;
       const delay = Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** Math.min(30, timer.attempts - 1));
       this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind, attempts: timer.attempts, retry_in_ms: delay }, 'scheduler: timer handler failed');
-      await this.release(shard, timer, delay).catch(() => {});
+      await this.release(shard, timer, delay).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
     }
   }
 

@@ -563,7 +563,7 @@ export class BusClient {
             throw err;
           }
           if (chunk.done) return;
-          buf += decoder.decode(chunk.value, { stream: true });
+          buf += decoder.decode(chunk.value as Uint8Array, { stream: true });
           let at: number;
           while ((at = buf.indexOf('\n\n')) >= 0) {
             const frame = buf.slice(0, at);

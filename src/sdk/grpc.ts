@@ -189,6 +189,7 @@ export class BusSubscription<D = unknown> implements AsyncIterable<GrpcDelivery<
       resolveOpened = res;
       rejectOpened = rej;
     });
+    // Marks `opened` handled: whoever awaits it gets the error.
     this.opened.catch(() => {});
     call.on('data', (m: WireSubscribeResponse) => {
       if (m.opened) resolveOpened(m.opened.positions);

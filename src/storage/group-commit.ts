@@ -336,6 +336,7 @@ export class GroupCommitter extends EventEmitter {
           const value = await job.fn(tx);
           // A statement failed and the caller caught it, but the transaction is lost: the caller failed.
           const broken = await conn.failure?.();
+          // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what broke the connection, as the driver got it
           if (broken !== undefined) throw broken;
           if (savepoints) await conn.exec('RELEASE job');
           outcomes.push({ job, tx, ok: true, value });
@@ -355,6 +356,7 @@ export class GroupCommitter extends EventEmitter {
       await conn.exec('COMMIT');
       return outcomes;
     } catch (err) {
+      // The jobs get the error below; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
       await conn.exec('ROLLBACK').catch(() => {});
       for (let i = outcomes.length - 1; i >= 0; i--) if (outcomes[i]!.ok) outcomes[i]!.tx.undo();
       throw err;
@@ -375,6 +377,7 @@ export class GroupCommitter extends EventEmitter {
         try {
           const value = await job.fn(tx);
           const broken = await conn.failure?.();
+          // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what broke the connection, as the driver got it
           if (broken !== undefined) throw broken;
           outcomes.push({ job, tx, ok: true, value });
         } catch (error) {
@@ -391,6 +394,7 @@ export class GroupCommitter extends EventEmitter {
       await conn.exec('COMMIT');
       return outcomes;
     } catch (err) {
+      // The jobs get the error below; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
       await conn.exec('ROLLBACK').catch(() => {});
       for (let i = outcomes.length - 1; i >= 0; i--) outcomes[i]!.tx.undo();
       throw err;

@@ -135,6 +135,7 @@ export class RoleLeases {
       const rows = await lock.conn.all<{ epoch: number }>(sql.take, [role, this.opts.holder, this.opts.leaseMs]);
       epoch = Number(rows[0]!.epoch);
     } catch (err) {
+      // The caller gets the error below; a lock that is not released goes with its connection.
       await lock.release().catch(() => {});
       throw err;
     }

@@ -41,6 +41,7 @@ describe.runIf(DIALECTS.includes('postgres'))('RabbitMQ ingress on a hung node (
     const conn = await amqp.connect(AMQP_URL);
     cleanups.push(async () => {
       const c2 = await conn.createChannel();
+      // Teardown: the broker objects are named per test; one left behind does not change another test.
       await c2.deleteQueue(queue).catch(() => {});
       await c2.deleteExchange(exchange).catch(() => {});
       await c2.close().catch(() => {});

@@ -94,8 +94,10 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       }
     } finally {
       child.kill('SIGKILL');
+      // Teardown: the broker objects are named per test; one left behind does not change another test.
       await ch.close().catch(() => {});
       const c2 = await conn.createChannel();
+      // Likewise.
       await c2.deleteQueue(queue).catch(() => {});
       await c2.deleteExchange(exchange).catch(() => {});
       await c2.close().catch(() => {});
@@ -155,6 +157,7 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       expect(cli.stdout).toMatch(/sink\s+s0\s+position \d+ head \d+ lag 0/);
     } finally {
       child.kill('SIGKILL');
+      // Teardown: the broker objects are named per test; one left behind does not change another test.
       await ch.deleteExchange(exchange).catch(() => {});
       await ch.close().catch(() => {});
       await env.cleanup();

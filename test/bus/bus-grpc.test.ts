@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { status } from '@grpc/grpc-js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';

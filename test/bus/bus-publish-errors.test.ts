@@ -58,6 +58,7 @@ class Faults {
         };
         const p = run();
         this.inFlight.add(p);
+        // Only tracks what is in flight: the caller gets the error from `p`.
         void p.catch(() => {}).finally(() => this.inFlight.delete(p));
         return p;
       }) as Shard['write'];
@@ -270,6 +271,7 @@ describe.skipIf(!DIALECTS.includes('postgres'))('bus publish while PostgreSQL dr
     }
     expect(terminated).toBeGreaterThan(0);
     const rows = await waitFor(async () => {
+      // Undefined while the storage cannot answer yet: waitFor tries again.
       const rs = await storedOf(node.runtime.storage.shards, run).catch(() => undefined);
       return rs?.every((r) => r.pos !== null) ? rs : undefined;
     }, 20_000, 'numbered events');

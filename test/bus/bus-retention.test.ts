@@ -6,6 +6,7 @@ import { busClient, startBusNode, Subscriber } from './support.js';
 const envs: TestEnv[] = [];
 const nodes: Node[] = [];
 afterEach(async () => {
+  // Teardown: a node that fails to close has failed its test already.
   for (const n of nodes.splice(0)) await n.close().catch(() => {});
   for (const e of envs.splice(0)) await e.cleanup();
 });
@@ -14,7 +15,7 @@ describe.each(DIALECTS)('bus retention over HTTP and gRPC (%s)', (dialect) => {
   it('a runtime topic takes a retention rule (a bad one is refused); SSE subscribers get position_expired or a gap notice', async () => {
     const env = await createTestEnv(dialect, { extra: { retention: { enabled: false } } as never });
     envs.push(env);
-    const { node, bus, addr } = await startBusNode(env);
+    const { node, bus } = await startBusNode(env);
     nodes.push(node);
     const call = async (method: string, path: string, body?: unknown) => {
       const r = await fetch(`${node.url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });

@@ -81,11 +81,12 @@ export class Subscriber {
       openedResolve = res;
       openedReject = rej;
     });
+    // Marks `opened` handled: whoever awaits it gets the error.
     this.opened.catch(() => {});
     this.status = new Promise((resolve) => {
       this.call.on('status', (s: { code: number; details: string; metadata: { get(k: string): unknown[] } }) => {
         const errorCode = s.metadata.get('error-code')[0];
-        resolve({ code: s.code, details: s.details, errorCode: errorCode === undefined ? undefined : String(errorCode) });
+        resolve({ code: s.code, details: s.details, errorCode: errorCode === undefined ? undefined : String(errorCode as string | Buffer) });
       });
     });
     this.call.on('error', (e) => openedReject(e));

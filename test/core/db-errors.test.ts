@@ -10,6 +10,7 @@ async function pgError(c: pg.Client, sql: string): Promise<unknown> {
   try {
     await c.query(sql);
   } catch (err) {
+    // The caller gets the error below; a ROLLBACK that fails means the connection is gone.
     await c.query('ROLLBACK').catch(() => {});
     return err;
   }
@@ -32,6 +33,7 @@ describe('database errors reach clients classified, never as internal', () => {
     await c.query("INSERT INTO t VALUES ('a', 1)");
   });
   afterAll(async () => {
+    // Teardown: the connections may already be gone (one of them is killed by a test).
     await c?.end().catch(() => {});
     await other?.end().catch(() => {});
     if (db) await dropPgDatabases([db]);
@@ -88,6 +90,7 @@ describe('database errors reach clients classified, never as internal', () => {
     );
     expect(killed).toBeDefined();
     expect(toMillraceError(killed).code).toBe('unavailable');
+    // The backend was terminated above, so ending its client may fail; the test is done with it.
     await victim.end().catch(() => {});
 
     const refused = new pg.Client({ host: '127.0.0.1', port: 1, user: 'postgres', connectionTimeoutMillis: 2000 });

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startNode, type Node } from '../../src/serve.js';
+import { startNode } from '../../src/serve.js';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { machinesFace } from '../../src/machines/face.js';
 import { busFace } from '../../src/bus/face.js';

@@ -70,7 +70,10 @@ function docCurls(): { file: string; line: string; method: string; host: string;
           const w = words[i]!;
           if (w === '-X') method = words[++i]!;
           else if (w.startsWith('-X')) method = w.slice(2);
-          else if (['-d', '--data', '--data-binary', '--data-raw', '--json'].includes(w)) (hasBody = true), i++;
+          else if (['-d', '--data', '--data-binary', '--data-raw', '--json'].includes(w)) {
+            hasBody = true;
+            i++;
+          }
           else if (['-H', '--header', '--max-time', '-m', '-o', '-w', '-u'].includes(w)) i++;
           else if (!w.startsWith('-') && !url) url = strip(w);
         }

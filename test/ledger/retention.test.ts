@@ -44,7 +44,7 @@ describe.runIf(DIALECTS.includes('postgres')).each(['postgres' as const])('ledge
     await post('ra', '2026-03-03T00:00:00Z', '1.00');
     await h.face.ledger.aggregateOnce();
     await post('rc', '2026-02-20T00:00:00Z', '7.00'); // left unaggregated
-    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) before.set(`${c} ${dt} ${g}`, (await balance(c, dt, g)).body);
+    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) before.set(`${c} ${dt} ${String(g)}`, (await balance(c, dt, g)).body);
     expect((before.get(`ra 2026-04-01T00:00:00Z undefined`) as any).balances[0].groups).toEqual([{ group: {}, debit: '17.25', credit: '0.00' }]);
 
     clock.set(Date.parse('2026-05-10T00:00:00Z')); // horizon: 2026-03-01
@@ -58,14 +58,14 @@ describe.runIf(DIALECTS.includes('postgres')).each(['postgres' as const])('ledge
     expect(await exists('ledger_events_p202601')).toEqual([false, false]);
     expect(await exists('ledger_events_p202602')).toEqual(h.rt.storage.shards.map((s) => s.name === rcShard));
     expect(await exists('ledger_events_p202603')).toEqual([true, true]);
-    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) expect((await balance(c, dt, g)).body).toEqual(before.get(`${c} ${dt} ${g}`));
+    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) expect((await balance(c, dt, g)).body).toEqual(before.get(`${c} ${dt} ${String(g)}`));
 
     // Once aggregated, February goes too; balances after it are still the same.
     await h.face.ledger.aggregateOnce();
     const r2 = await h.face.ledger.dropExpiredPartitions(clock.now());
     expect(r2.dropped).toEqual([`${rcShard}/ledger_events_p202602`]);
     expect(r2.kept).toEqual([]);
-    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) expect((await balance(c, dt, g)).body).toEqual(before.get(`${c} ${dt} ${g}`));
+    for (const c of ['ra', 'rb']) for (const dt of later) for (const g of [undefined, ['product']]) expect((await balance(c, dt, g)).body).toEqual(before.get(`${c} ${dt} ${String(g)}`));
     expect((await balance('rc', '2026-03-05T00:00:00Z')).body.balances[0].groups).toEqual([{ group: {}, debit: '7.00', credit: '0.00' }]);
     const t = await h.post('/v1/ledger/turnovers', { dt_from: '2026-03-01T00:00:00Z', dt_to: '2026-04-01T00:00:00Z', accounts: [acc('ra')] });
     expect(t.status).toBe(200);

@@ -8,6 +8,7 @@ import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.j
 const envs: TestEnv[] = [];
 const rts: Runtime[] = [];
 afterEach(async () => {
+  // Teardown: a runtime that fails to close has failed its test already.
   for (const rt of rts.splice(0)) await rt.close().catch(() => {});
   for (const e of envs.splice(0)) await e.cleanup();
 });

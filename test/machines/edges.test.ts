@@ -53,6 +53,7 @@ class SseReader {
   }
 
   async cancel(): Promise<void> {
+    // Cancelling a stream that has already ended or failed is a no-op.
     await this.reader.cancel().catch(() => {});
   }
 }

@@ -12,6 +12,7 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
   const envs: TestEnv[] = [];
   const rts: Runtime[] = [];
   afterEach(async () => {
+    // Teardown: a runtime that fails to close has failed its test already.
     for (const rt of rts.splice(0)) await rt.close().catch(() => {});
     for (const e of envs.splice(0)) await e.cleanup();
   });
@@ -36,6 +37,7 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
     await ops.start();
     const m = mf.machines;
     for (const id of ['f1', 'f2', 'f3', 'f4', 'f5', 'w1', 'w2', 'w3']) await m.start('ns', id, null);
+    // These calls fail on purpose: the test needs failed machines, and checks their errors through the bulk API below.
     for (const id of ['f1', 'f2', 'f3']) await m.call('ns', { id }, 'E1 disk full').catch(() => {});
     for (const id of ['f4', 'f5']) await m.call('ns', { id }, 'E2 timeout').catch(() => {});
     calls.length = 0;

@@ -10,6 +10,7 @@ describe('schedules on two nodes (postgres)', () => {
   let env: TestEnv;
   const rts: Runtime[] = [];
   afterAll(async () => {
+    // Teardown: a runtime that fails to close has failed its test already.
     for (const rt of rts) await rt.close().catch(() => {});
     await env?.cleanup();
   });

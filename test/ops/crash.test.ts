@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { Runtime } from '../../src/runtime.js';
-import { Machines } from '../../src/machines/machines.js';
+import type { Machines } from '../../src/machines/machines.js';
 import { OpsFace } from '../../src/ops/face.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
@@ -77,6 +77,7 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
       const m: Machines = mf.machines;
       for (const id of ids) {
         await m.start('bulk', id, null);
+        // The calls fail on purpose (the processor throws): the machines end up failed for the bulk repair below.
         await m.call('bulk', { id }, 1).catch(() => {});
       }
       const ops = new OpsFace(rt, [mf]);

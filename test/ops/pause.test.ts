@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/runtime.js';
-import { isMillraceError, MillraceError } from '../../src/core/errors.js';
+import { isMillraceError, type MillraceError } from '../../src/core/errors.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { BusFace } from '../../src/bus/face.js';
 import { OpsFace } from '../../src/ops/face.js';
@@ -22,6 +22,7 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
   const envs: TestEnv[] = [];
   const rts: Runtime[] = [];
   afterEach(async () => {
+    // Teardown: a runtime that fails to close has failed its test already.
     for (const rt of rts.splice(0)) await rt.close().catch(() => {});
     for (const e of envs.splice(0)) await e.cleanup();
   });

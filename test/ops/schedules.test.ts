@@ -19,6 +19,7 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
 
   afterEach(async () => {
     for (const g of gates.splice(0)) g();
+    // Teardown: a runtime that fails to close has failed its test already.
     for (const rt of rts.splice(0)) await rt.close().catch(() => {});
     for (const e of envs.splice(0)) await e.cleanup();
   });

@@ -335,7 +335,7 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
       handler.behaviours.set('/ordered', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
       const timeouts = [4, 2, 3, 2, 1, 3];
       const ids: string[] = [];
-      for (const [i, t] of timeouts.entries()) {
+      for (const [i] of timeouts.entries()) {
         const id = (await api(base, 'POST', '/v1/pipe/sessions', { kind: 'ordered' })).body.id as string;
         await api(base, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64(`rec-${i}`) });
         ids.push(id);

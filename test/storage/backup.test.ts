@@ -75,7 +75,7 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
 
     // The source moved on past the manifest's heads.
     const srcStorage = Storage.open(src.env.config);
-    let srcHeads: Record<string, number> = {};
+    const srcHeads: Record<string, number> = {};
     try {
       for (const s of srcStorage.shards) srcHeads[s.name] = Number((await s.reader.all<{ h: number }>('SELECT MAX(pos) AS h FROM events'))[0]!.h);
     } finally {

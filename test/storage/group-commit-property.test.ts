@@ -76,6 +76,7 @@ async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void
           else throw Object.assign(new Error(`lost a race (${p.raceCode})`), { code: p.raceCode });
         }
         if (p.fatal === 'throw') throw new Error(`caller ${i} fails`);
+        // Swallowed on purpose: the property is that a caught statement error still fails the transaction.
         if (p.fatal === 'swallow') await h.raise(tx, '22012').catch(() => {});
       }
       if (s < p.rows) await h.put(tx, `${prefix}${i}`, s);

@@ -361,6 +361,7 @@ describe('console in chromium', () => {
       await waitFor(async () => (await lagOf()) <= before - 20, 15_000, 'the lag shown to fall');
       await shot('subscription-caught-up');
       abort.abort();
+      // Cancelling a stream that has already ended or failed is a no-op.
       await reader.cancel().catch(() => {});
     });
 

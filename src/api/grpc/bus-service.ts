@@ -1,4 +1,4 @@
-import { type Server, type ServerDuplexStream, type ServerReadableStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import type { Server, ServerDuplexStream, ServerReadableStream, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { badRequest, MillraceError } from '../../core/errors.js';
 import type { Bus } from '../../bus/bus.js';
@@ -132,6 +132,7 @@ export function registerBusService(server: Server, bus: Bus): void {
           invalid = err;
         }
         const early = pipelined && valid !== null ? bus.publishValid(valid) : null;
+        // Marks the early publish handled until the chain below awaits it and answers with its error.
         early?.catch(() => {});
         chain = chain.then(async () => {
           if (failed || call.cancelled) return;

@@ -1,4 +1,4 @@
-import { type Server, type ServerDuplexStream, type ServiceClientConstructor } from '@grpc/grpc-js';
+import type { Server, ServerDuplexStream, ServiceClientConstructor } from '@grpc/grpc-js';
 import { millraceService } from './protos.js';
 import { toMillraceError } from '../../core/errors.js';
 import { callGuard } from './call-guard.js';
@@ -90,6 +90,7 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   const check = guard.active
     ? (m: PipeRequest): Promise<void> => {
         const p = checks.then(() => guard.checkAsync(m));
+        // Only orders the checks: the caller gets this check's error from `p`.
         checks = p.catch(() => {});
         return p;
       }
@@ -102,6 +103,7 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   const finish = (): void => {
     if (finished) return;
     finished = true;
+    // The call is over and has no one to answer; the stop waits on `closing` only for the closes to settle.
     const p = pipe.closeOwner(owner).catch(() => {});
     closing.add(p);
     void p.finally(() => closing.delete(p));
@@ -189,7 +191,7 @@ class Gatherer {
 
   run<T>(fn: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push(() => fn().then(resolve, reject));
+      this.queue.push(() => void fn().then(resolve, reject));
       if (!this.scheduled) {
         this.scheduled = true;
         this.seen = 0;

@@ -60,6 +60,7 @@ export async function backupPostgres(url: string, dest: string): Promise<ShardSn
       checkpoint: cp ? { pos: Number(cp.last_pos), hash: cp.last_hash.toString('hex') } : { pos: 0, hash: null },
     };
   } finally {
+    // The answer is read; a connection that fails to end is broken, and the server drops it.
     await client.end().catch(() => {});
   }
 }
@@ -72,6 +73,7 @@ export async function postgresHoldsData(url: string): Promise<boolean> {
   try {
     return Number((await client.query<{ n: string }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = 'public'")).rows[0]!.n) > 0;
   } finally {
+    // The answer is read; a connection that fails to end is broken, and the server drops it.
     await client.end().catch(() => {});
   }
 }

@@ -12,7 +12,7 @@ const types = {
   getTypeParser: ((oid: number, format?: string) => {
     if (oid === INT8_OID) return (v: string) => Number(v);
     if (oid === NUMERIC_OID) return (v: string) => v;
-    return pg.types.getTypeParser(oid, format as 'text');
+    return pg.types.getTypeParser(oid, format as 'text') as (v: string) => unknown;
   }) as typeof pg.types.getTypeParser,
 };
 
@@ -346,6 +346,7 @@ export class PostgresDriver implements ShardDriver {
       // standby sequencer would otherwise take every append notice).
       if (set.size > 0 || this.channels.get(channel) !== set) return;
       this.channels.delete(channel);
+      // A listener connection on which UNLISTEN fails is broken, and listens no more.
       await this.listener?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
     };
   }
@@ -401,6 +402,7 @@ export class PostgresDriver implements ShardDriver {
     // ours would not end the wait: cancel the statement from the pool.
     let waiting = false;
     const onAbort = (): void => {
+      // If the cancel fails, the wait ends when the lock comes or the connection is ended below.
       if (waiting) void this.pool.query('SELECT pg_cancel_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
     };
     abort.addEventListener('abort', onAbort, { once: true });
@@ -411,12 +413,14 @@ export class PostgresDriver implements ShardDriver {
       waiting = true;
       await client.query('SELECT pg_advisory_lock($1)', [k]);
     } catch (err) {
+      // The caller gets the error below; a connection that fails to end is broken, and the server drops it with its locks.
       await client.end().catch(() => {});
       throw abort.aborted ? (abort.reason as Error) : err;
     } finally {
       abort.removeEventListener('abort', onAbort);
     }
     if (abort.aborted) {
+      // The caller gets the abort reason below; a connection that fails to end is broken, and the server drops it with its locks.
       await client.end().catch(() => {});
       throw abort.reason as Error;
     }
@@ -425,7 +429,9 @@ export class PostgresDriver implements ShardDriver {
       conn,
       lost,
       release: async () => {
+        // Ending the session below releases its advisory locks anyway; a connection that fails to end is broken, and the server drops it with its locks.
         await client.query('SELECT pg_advisory_unlock($1)', [k]).catch(() => {});
+        // A connection that fails to end is broken, and the server drops it with its locks.
         await client.end().catch(() => {});
       },
     };
@@ -438,7 +444,9 @@ export class PostgresDriver implements ShardDriver {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Closing: a listener or pool that fails to end is already broken; the pool below is what the close waits for.
     await this.listener?.end().catch(() => {});
+    // Likewise for the relaxed pool.
     await this.relaxedPool?.end().catch(() => {});
     await this.pool.end();
   }

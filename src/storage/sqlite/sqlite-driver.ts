@@ -297,6 +297,7 @@ export class SqliteDriver implements ShardDriver {
     this.closed = true;
     const wal = this.wal;
     this.wal = null;
+    // Closing: the WAL reader only reads; a close that fails leaves nothing to undo.
     void wal?.close().catch(() => {});
     const cp = this.checkpointer;
     this.checkpointer = null;
