@@ -1,6 +1,4 @@
 import type { Principal } from '../core/principal.js';
-import type { HistoryRange } from './config.js';
-import type { MachineEvent } from './history-cache.js';
 
 export type { MachineEvent } from './history-cache.js';
 
