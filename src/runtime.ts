@@ -15,6 +15,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { allMigrations } from './storage/migrations.js';
 import { Storage } from './storage/storage.js';
 import { Catalog } from './catalog/catalog.js';
+import { Activity, Series } from './core/activity.js';
 // Registers the API token table's migration with the others.
 import './auth/tokens.js';
 
@@ -59,6 +60,9 @@ export interface NodeInfo {
 
 export class Runtime {
   readonly metrics = new Registry();
+  /** What the faces do, counted for the console's charts (`series` samples it for the last hour). */
+  readonly activity = new Activity();
+  readonly series: Series;
   /** Signs requests to processors and pipe handlers (auth.signing_key_file); null when none is configured. */
   signer: RequestSigner | null = null;
   readonly sequencers: Sequencer[] = [];
@@ -77,6 +81,7 @@ export class Runtime {
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
   ) {
+    this.series = new Series(this.activity, { onError: (err, gauge) => logger.debug({ err, gauge }, 'series: a gauge could not be read') });
     this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
   }
 
@@ -139,6 +144,7 @@ export class Runtime {
     await this.scheduler.recover();
     this.scheduler.start();
     if (this.config.retention.enabled) this.pruner.start();
+    this.series.start();
   }
 
   /**
@@ -313,6 +319,7 @@ export class Runtime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.series.stop();
     await this.catalog.stop();
     await this.pruner.stop();
     await this.scheduler.stop();
