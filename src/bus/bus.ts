@@ -33,12 +33,6 @@ export interface SubscriptionInfo {
 const RECONNECT_GRACE_MS = 1000;
 const PRUNE_TIMER = 'bus.dedupe_prune';
 
-/**
- * The bus face's logic, free of transports: publishing with dedupe, named
- * subscriptions stored in the database (config on a home shard, one cursor
- * per shard), and live delivery sessions guarded by a lease so that one
- * connection per subscription exists cluster-wide.
- */
 /** A stored event of a topic, as the topic browser shows it. */
 export interface BrowsedEvent {
   shard: string;
@@ -52,6 +46,12 @@ export interface BrowsedEvent {
   created_at: string;
 }
 
+/**
+ * The bus face's logic, free of transports: publishing with dedupe, named
+ * subscriptions stored in the database (config on a home shard, one cursor
+ * per shard), and live delivery sessions guarded by a lease so that one
+ * connection per subscription exists cluster-wide.
+ */
 export class Bus {
   readonly config: BusConfig;
   /** Topics of the config file and of runtime definitions (updated in place as definitions change). */
