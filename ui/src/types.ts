@@ -127,6 +127,12 @@ export interface DeadLetter {
   died_at: string;
 }
 
+/** `GET /v1/pipe/dead-letters` */
+export interface DeadLettersAnswer {
+  dead_letters: DeadLetter[];
+  next_after: string | null;
+}
+
 /** An item of `GET /v1/pipe/sessions` */
 export interface SessionSummary {
   id: string;

@@ -1,5 +1,5 @@
-import { api, enc, items, itemsOr } from '../api';
-import type { DeadLetter, NamespaceInfo, NodeInfo, Readiness, ShardsAnswer } from '../types';
+import { api, enc, itemsOr } from '../api';
+import type { DeadLettersAnswer, NamespaceInfo, NodeInfo, Readiness, ShardsAnswer } from '../types';
 import { Badge, Card, ErrorBanner, Table, short, useLoad, type PageProps } from '../ui';
 import { loadSubscriptions, SubscriptionTable } from './bus';
 
@@ -7,7 +7,7 @@ export function Overview(_: PageProps) {
   const shards = useLoad(() => api<ShardsAnswer>('/v1/shards'), [], 2000);
   const ready = useLoad(() => api<Readiness>('/readyz').catch((e: Error): Readiness => ({ ok: false, problems: [String(e.message)] })), [], 2000);
   const subs = useLoad(() => loadSubscriptions(), [], 2000);
-  const dead = useLoad(() => items<DeadLetter>('/v1/pipe/dead-letters?limit=500'), [], 5000);
+  const dead = useLoad(() => api<DeadLettersAnswer>('/v1/pipe/dead-letters?limit=500').then((r) => r.dead_letters), [], 5000);
   const ns = useLoad(() => itemsOr<NamespaceInfo, NamespaceInfo[]>('/v1/namespaces', []), [], 5000);
   const nodes = useLoad(() => itemsOr<NodeInfo, null>('/v1/nodes', null), [], 5000);
   const failed = (ns.data ?? []).filter((n) => (n.machines?.failed ?? 0) > 0);

@@ -1,6 +1,6 @@
-import { api, enc, items, itemsOr } from '../api';
+import { api, enc, itemsOr } from '../api';
 import { allowed } from '../auth';
-import type { DeadLetter, Definition, PauseInfo, SessionSummary } from '../types';
+import type { DeadLettersAnswer, Definition, PauseInfo, SessionSummary } from '../types';
 import { Badge, ErrorBanner, Notice, Table, go, short, useAction, useLoad, when, type PageProps } from '../ui';
 
 export function Pipe({ params }: PageProps) {
@@ -8,7 +8,7 @@ export function Pipe({ params }: PageProps) {
   const state = params.get('state') ?? '';
   const q = (extra: string) => `?limit=100${kind ? `&kind=${enc(kind)}` : ''}${extra}`;
   const sessions = useLoad(() => itemsOr<SessionSummary, null>(`/v1/pipe/sessions${q(state ? `&state=${enc(state)}` : '')}`, null), [kind, state], 3000);
-  const dead = useLoad(() => items<DeadLetter>(`/v1/pipe/dead-letters${q('')}`), [kind], 2000);
+  const dead = useLoad(() => api<DeadLettersAnswer>(`/v1/pipe/dead-letters${q('')}`).then((r) => r.dead_letters), [kind], 2000);
   const kinds = useLoad(() => itemsOr<Definition, Definition[]>('/v1/pipe/kinds', []), [], 5000);
   const pauses = useLoad(() => itemsOr<PauseInfo, PauseInfo[]>('/v1/pauses', []), [], 3000);
   const act = useAction();

@@ -17,22 +17,23 @@ export function Topics({ params }: PageProps) {
   const type = params.get('type') ?? '';
   const from = params.get('from') ?? '';
   const to = params.get('to') ?? '';
+  const limit = params.get('limit') ?? '50';
   const topics = useLoad(() => itemsOr<Definition, Definition[]>('/v1/bus/topics', []), []);
   const [form, setForm] = useState({ key, type, from: '', to: '' });
   useEffect(() => setForm((f) => ({ ...f, key, type })), [key, type]);
-  const pages = usePages([topic, key, type, from, to].join('\u0000'));
+  const pages = usePages([topic, key, type, from, to, limit].join('\u0000'));
   const page = useLoad(() => {
     if (!topic) return Promise.resolve(null);
-    const q = new URLSearchParams({ limit: '50' });
+    const q = new URLSearchParams({ limit });
     if (key) q.set('key', key);
     if (type) q.set('type', type);
     if (from) q.set('from', from);
     if (to) q.set('to', to);
     if (pages.cursor) q.set('cursor', pages.cursor);
     return api<Paged<TopicEvent>>(`/v1/bus/topics/${enc(topic)}/events?${q.toString()}`);
-  }, [topic, key, type, from, to, pages.cursor]);
+  }, [topic, key, type, from, to, limit, pages.cursor]);
   const names = (topics.data ?? []).map((t) => t.name);
-  const set = (p: Record<string, string>) => go('topics', { topic, key, type, from, to, ...p });
+  const set = (p: Record<string, string>) => go('topics', { topic, key, type, from, to, limit: limit === '50' ? '' : limit, ...p });
   return (
     <section>
       <h1>Topic events</h1>
