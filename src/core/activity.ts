@@ -129,7 +129,7 @@ export class Series {
   private readonly capacity: number;
   private readonly times: Ring;
   private readonly rings = new Map<string, Ring>();
-  private readonly gauges = new Map<string, () => Promise<number | null> | number | null>();
+  private readonly gauges = new Map<string, { read: () => Promise<number | null> | number | null; everyMs: number; lastAt: number }>();
   private readonly gaugeValues = new Map<string, number | null>();
   private readonly gaugeBusy = new Set<string>();
   private last: { at: number; totals: Map<ActivityKind, number>; steps: Map<string, number> } | null = null;
@@ -147,9 +147,13 @@ export class Series {
     this.now = opts.now ?? Date.now;
   }
 
-  /** A value read at each sample (the latest answer when the read takes longer than an interval). */
-  gauge(name: string, read: () => Promise<number | null> | number | null): void {
-    this.gauges.set(name, read);
+  /**
+   * A value read at each sample, or at most every `everyMs` (a costly read:
+   * the samples between repeat its last value); a read still running when
+   * the next is due is not started again.
+   */
+  gauge(name: string, read: () => Promise<number | null> | number | null, everyMs = 0): void {
+    this.gauges.set(name, { read, everyMs, lastAt: Number.NEGATIVE_INFINITY });
   }
 
   start(): void {
@@ -171,7 +175,7 @@ export class Series {
     const steps = this.activity.stepsByNamespace();
     const prev = this.last;
     this.last = { at, totals, steps };
-    for (const name of this.gauges.keys()) this.readGauge(name);
+    for (const name of this.gauges.keys()) this.readGauge(name, at);
     if (prev === null) {
       // The first sample is the baseline of the rates.
       for (const k of TIMED_KINDS) this.activity.takeP99(k);
@@ -201,12 +205,13 @@ export class Series {
     for (const [name, r] of this.rings) if (!row.has(name)) r.push(null);
   }
 
-  private readGauge(name: string): void {
-    if (this.gaugeBusy.has(name)) return;
-    const read = this.gauges.get(name)!;
+  private readGauge(name: string, at: number): void {
+    const g = this.gauges.get(name)!;
+    if (this.gaugeBusy.has(name) || at - g.lastAt < g.everyMs) return;
+    g.lastAt = at;
     let v: Promise<number | null> | number | null;
     try {
-      v = read();
+      v = g.read();
     } catch (err) {
       this.opts.onError?.(err, name);
       this.gaugeValues.set(name, null);
