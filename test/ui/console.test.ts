@@ -500,6 +500,31 @@ describe('console in chromium', () => {
       await row.getByRole('button', { name: 'Resume' }).click();
       await row.locator('[data-col=paused] [data-badge=paused]').waitFor({ state: 'detached' });
       expect((await http(base, '/v1/pauses')).json.items.filter((p: { kind: string }) => p.kind === 'namespace')).toEqual([]);
+
+      // One machine: paused from its panel, and counted in its namespace's row.
+      await visit(`${base}/ui/#/machines?ns=orders&id=m-2`);
+      const panel = page.locator('[data-testid=machine]');
+      await waitOrBanner(page, panel.getByRole('button', { name: 'Pause' }));
+      await panel.getByRole('button', { name: 'Pause' }).click();
+      await panel.locator('h2 [data-badge=paused]').waitFor();
+      expect((await http(base, '/v1/namespaces/orders/machines/m-2')).json.paused).toBe(true);
+      await visit(`${base}/ui/#/machines`);
+      await row.locator('[data-col=paused]', { hasText: '1 machine' }).waitFor();
+      await visit(`${base}/ui/#/machines?ns=orders&id=m-2`);
+      await panel.getByRole('button', { name: 'Resume' }).click();
+      await panel.locator('h2 [data-badge=paused]').waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/namespaces/orders/machines/m-2')).json.paused).toBeFalsy();
+
+      // A pipe kind: its pushes paused from the Pipe page.
+      await visit(`${base}/ui/#/pipe`);
+      const kind = page.locator('[data-testid=kinds] tbody tr', { hasText: 'held' });
+      await waitOrBanner(page, kind.getByRole('button', { name: 'Pause' }));
+      await kind.getByRole('button', { name: 'Pause' }).click();
+      await kind.locator('[data-badge=paused]').waitFor();
+      expect((await http(base, '/v1/pauses')).json.items).toContainEqual(expect.objectContaining({ kind: 'pipe_kind', name: 'held' }));
+      await kind.getByRole('button', { name: 'Resume' }).click();
+      await kind.locator('[data-badge=paused]').waitFor({ state: 'detached' });
+      expect((await http(base, '/v1/pauses')).json.items).toEqual([]);
     });
 
     it("draws the node's rate, lag and p99 charts from its sampled counters", async () => {

@@ -103,7 +103,8 @@ export function Machines({ params }: PageProps) {
 /** Every namespace: its machines in total, working, failed and paused, its step rate, and pause/resume. */
 function NamespaceTable({ namespaces, onChanged }: { namespaces: NamespaceInfo[]; onChanged: () => void }) {
   const pauses = useLoad(() => itemsOr<PauseInfo, PauseInfo[]>('/v1/pauses', []), [], 3000);
-  const rates = useLoad(() => api<SeriesAnswer>('/v1/metrics/series?names=steps_per_s').catch((e: unknown) => (noRoute(e) ? null : Promise.reject(e))), [], 4000);
+  // Without log:read (or on a node without the route) the rates are left out, not an error.
+  const rates = useLoad(() => api<SeriesAnswer>('/v1/metrics/series?names=steps_per_s').catch((e: unknown) => (noRoute(e) || (e instanceof ApiError && e.status === 403) ? null : Promise.reject(e))), [], 4000);
   const act = useAction();
   const pausedMachines = (ns: string) => (pauses.data ?? []).filter((p) => p.kind === 'machine' && p.name.startsWith(`${ns}/`)).length;
   const toggle = (n: NamespaceInfo) =>
@@ -136,9 +137,9 @@ function NamespaceTable({ namespaces, onChanged }: { namespaces: NamespaceInfo[]
               <span class="num" data-col="failed">0</span>
             ),
             <span data-col="paused">
-              {n.paused ? <Badge value="paused" /> : null} {pausedMachines(n.name) > 0 ? `${pausedMachines(n.name)} machines` : n.paused ? '' : '—'}
+              {n.paused ? <Badge value="paused" /> : null} {pausedMachines(n.name) > 0 ? `${pausedMachines(n.name)} machine${pausedMachines(n.name) === 1 ? '' : 's'}` : n.paused ? '' : '—'}
             </span>,
-            <span class="num" data-col="rate">{recentRate(rates.data?.series[`steps_per_s:${n.name}`])}</span>,
+            <span class="num" data-col="rate">{rates.data === null ? '—' : recentRate(rates.data?.series[`steps_per_s:${n.name}`])}</span>,
             <button data-action={n.paused ? 'resume' : 'pause'} {...allowed(`machines:admin:${n.name}`, { disabled: act.busy })} onClick={() => void toggle(n)}>
               {n.paused ? 'Resume' : 'Pause'}
             </button>,
