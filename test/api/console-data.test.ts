@@ -156,6 +156,8 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
     const only = await req('GET', `/v1/metrics/series?names=call_per_s&since=${since}`);
     expect(Object.keys(only.body!.series)).toEqual(['call_per_s']);
     expect(only.body!.t[0]).toBe(body.t[body.t.length - 1]);
+    const one = await req('GET', '/v1/metrics/series?names=steps_per_s:counters');
+    expect(Object.keys(one.body!.series)).toEqual(['steps_per_s:counters']);
   });
 
   it('GET /v1/metrics/series refuses a bad query with bad_request', async () => {

@@ -125,7 +125,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
           additionalProperties: false,
           properties: {
             since: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Only the samples taken after this time (ms since the epoch)' },
-            names: { type: 'string', maxLength: 2000, pattern: '^[a-z0-9_]+(,[a-z0-9_]+)*$', description: 'Comma-separated series names (a name before `:` takes all of its family, e.g. steps_per_s)' },
+            names: { type: 'string', maxLength: 2000, pattern: '^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$', description: 'Comma-separated series names (a family name takes all of it: steps_per_s gives steps_per_s:<namespace> for each)' },
           },
         },
         response: {
