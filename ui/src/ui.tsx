@@ -79,6 +79,7 @@ export function Notice({ children, kind = 'info' }: { children: ComponentChildre
 const BADGE: Record<string, string> = {
   working: 'ok',
   done: 'ok',
+  active: 'ok',
   running: 'info',
   pending: 'info',
   paused: 'warn',

@@ -27,7 +27,7 @@ export function Schedules({ params }: PageProps) {
           <Badge value={s.source} />,
           <code class="small">{short(s.definition.spec)}</code>,
           <code class="small">{short(s.definition.action)}</code>,
-          <Badge value={s.paused ? 'paused' : 'running'} />,
+          <Badge value={s.paused ? 'paused' : 'active'} />,
           when(s.next_fire_at),
           when(s.last_fire_at),
           s.running,
