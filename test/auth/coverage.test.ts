@@ -231,7 +231,8 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       'POST /v1/bus/subscriptions/:name/ack': { ids: ['s0:1'] },
       'POST /v1/auth/tokens': { name: 'made', permissions: ['auth:admin'] },
       'POST /v1/pipe/sessions': { kind: 'k1' },
-      'PUT /v1/schedules/:name': { spec: { every_ms: 60_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
+      // Daily (fires at midnight UTC): a schedule firing while the routes are checked would write between their digests.
+      'PUT /v1/schedules/:name': { spec: { every_ms: 86_400_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
       'POST /v1/schedules/:name/backfill': { from: '2026-01-01T00:00:00Z', to: '2026-01-01T00:10:00Z' },
       'POST /v1/namespaces/:ns/bulk-jobs': { action: { op: 'notify' }, dry_run: true },
       'POST /v1/pipe/dead-letters/bulk-jobs': { action: { op: 'redrive' }, dry_run: true },
