@@ -19,6 +19,7 @@ import { Catalog, CATALOG_MIGRATIONS } from './catalog/catalog.js';
 import { TOKEN_MIGRATIONS } from './auth/tokens.js';
 import type { FaceSpec } from './face-spec.js';
 import { BUILT_IN_FACE_SPECS } from './face-specs.js';
+import { Activity, Series } from './core/activity.js';
 
 /** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
 function loadSigner(file: string | undefined): RequestSigner | null {
@@ -100,6 +101,9 @@ export interface NodeInfo {
 
 export class Runtime {
   readonly metrics = new Registry();
+  /** What the faces do, counted for the console's charts (`series` samples it for the last hour). */
+  readonly activity = new Activity();
+  readonly series: Series;
   /** Signs requests to processors and pipe handlers (auth.signing_key_file); null when none is configured. */
   signer: RequestSigner | null = null;
   readonly sequencers: Sequencer[] = [];
@@ -120,6 +124,7 @@ export class Runtime {
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
   ) {
+    this.series = new Series(this.activity, { onError: (err, gauge) => logger.debug({ err, gauge }, 'series: a gauge could not be read') });
     this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
   }
 
@@ -185,6 +190,7 @@ export class Runtime {
     await this.scheduler.recover();
     this.scheduler.start();
     if (this.config.retention.enabled) this.pruner.start();
+    this.series.start();
   }
 
   /**
@@ -360,6 +366,7 @@ export class Runtime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.series.stop();
     await this.catalog.stop();
     await this.pruner.stop();
     await this.scheduler.stop();

@@ -158,6 +158,7 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   // log
   'GET /v1/shards': { permission: 'log:read' },
   'GET /v1/nodes': { permission: 'log:read' },
+  'GET /v1/metrics/series': { permission: 'log:read' },
   'GET /v1/shards/:shard/events': { permission: 'log:read' },
   'GET /v1/sinks': { permission: 'log:read' },
   'GET /v1/sinks/:sink/events': { permission: 'log:read' },
@@ -183,6 +184,7 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'POST /v1/ledger/balances': { permission: 'ledger:read', resources: ledgerTypes },
   'POST /v1/ledger/turnovers': { permission: 'ledger:read', resources: ledgerTypes },
   'POST /v1/ledger/events': { permission: 'ledger:read', resources: ledgerTypes },
+  'GET /v1/ledger/accounts': { permission: 'ledger:read', resources: (i) => [str(i.query.type)] },
   'POST /v1/ledger/locks/acquire': { permission: 'ledger:write', resources: ledgerTypes },
   'POST /v1/ledger/locks/ping': { permission: 'ledger:write', resources: ledgerTypes },
   'POST /v1/ledger/locks/release': { permission: 'ledger:write', resources: ledgerTypes },
@@ -239,6 +241,7 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   // bus
   ...catalog('/v1/bus/topics', 'bus', 'admin', 'admin', 'topic'),
   'POST /v1/bus/topics/:topic/events': { permission: 'bus:publish', resources: publishTopics },
+  'GET /v1/bus/topics/:topic/events': { permission: 'bus:admin', resources: param('topic') },
   'GET /v1/bus/subscriptions': { permission: 'bus:admin', resources: all },
   'PUT /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.put' },
   'DELETE /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.delete' },

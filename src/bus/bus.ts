@@ -5,7 +5,7 @@ import type { Runtime } from '../runtime.js';
 import type { Shard } from '../storage/storage.js';
 import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
-import { Publisher, validateEvents, type Published, type PublishEvent } from './publisher.js';
+import { Publisher, topicStream, validateEvents, type Published, type PublishEvent } from './publisher.js';
 import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type GapNotice, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
@@ -30,6 +30,19 @@ export interface SubscriptionInfo {
 /** How long a connection waits for this node's previous connection of the same subscription to finish closing. */
 const RECONNECT_GRACE_MS = 1000;
 const PRUNE_TIMER = 'bus.dedupe_prune';
+
+/** A stored event of a topic, as the topic browser shows it. */
+export interface BrowsedEvent {
+  shard: string;
+  pos: number;
+  topic: string;
+  key: string;
+  id: string | null;
+  type: string;
+  headers: Record<string, string>;
+  data: unknown;
+  created_at: string;
+}
 
 /**
  * The bus face's logic, free of transports: publishing with dedupe, named
@@ -94,7 +107,7 @@ export class Bus {
 
   /** Validates the whole batch, then publishes it. `internal` skips the configured-topic check (dead letters, ingress). */
   async publish(events: unknown, opts: { internal?: boolean } = {}): Promise<Published[]> {
-    return this.publisher.publish(this.validate(events, opts));
+    return this.publishValid(this.validate(events, opts));
   }
 
   /** Checks a batch without writing it: the events to hand to `publishValid`, or a typed error. */
@@ -103,8 +116,13 @@ export class Bus {
   }
 
   /** Publishes a batch that `validate` returned. */
-  publishValid(events: PublishEvent[]): Promise<Published[]> {
-    return this.publisher.publish(events);
+  async publishValid(events: PublishEvent[]): Promise<Published[]> {
+    const t0 = performance.now();
+    const out = await this.publisher.publish(events);
+    // One latency sample per batch; the rate counts events.
+    this.rt.activity.time('publish', performance.now() - t0);
+    this.rt.activity.count('publish', events.length);
+    return out;
   }
 
   /**
@@ -239,6 +257,65 @@ export class Bus {
     return Number(rows[0]?.n ?? 0);
   }
 
+  /**
+   * A topic's stored events, newest first, paged: of one key, of one type,
+   * created in [from, to). Shard by shard (each in position order, newest
+   * first); the cursor names the shard and the position to continue below.
+   */
+  async browse(topic: string, q: { key?: string | undefined; type?: string | undefined; from?: string | undefined; to?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): Promise<Page<BrowsedEvent>> {
+    const limit = pageLimit(q.limit);
+    const time = (v: string | undefined, what: string): number | undefined => {
+      if (v === undefined) return undefined;
+      const t = Date.parse(v);
+      if (Number.isNaN(t)) throw badRequest(`${what} is not a date-time`, { [what]: v });
+      return t;
+    };
+    const from = time(q.from, 'from');
+    const to = time(q.to, 'to');
+    if (from !== undefined && to !== undefined && from >= to) throw badRequest('from must be before to', { from: q.from, to: q.to });
+    const shards = this.rt.storage.shards;
+    const cur = decodeCursor(q.cursor, (v): v is [number, number] => Array.isArray(v) && v.length === 2 && v.every((x) => Number.isInteger(x) && x >= 0) && (v[0] as number) < shards.length);
+    if (!this.topics.has(topic)) throw new MillraceError('topic_not_found', `no topic "${topic}" is configured`, { details: { topic } });
+    const where: string[] = ['pos IS NOT NULL', 'pos < ?'];
+    const args: unknown[] = [];
+    if (q.key !== undefined) {
+      where.push('stream = ?');
+      args.push(topicStream(topic, q.key));
+    } else {
+      where.push('stream >= ?', 'stream < ?');
+      args.push(`t/${topic}/`, `t/${topic}0`);
+    }
+    if (q.type !== undefined) (where.push('type = ?'), args.push(q.type));
+    if (from !== undefined) (where.push('created_at >= ?'), args.push(from));
+    if (to !== undefined) (where.push('created_at < ?'), args.push(to));
+    const sql = `SELECT pos, stream, type, data, meta, created_at FROM events WHERE ${where.join(' AND ')} ORDER BY pos DESC LIMIT ?`;
+    const items: BrowsedEvent[] = [];
+    let next: [number, number] | null = null;
+    for (let i = cur?.[0] ?? 0; i < shards.length && items.length < limit; i++) {
+      const shard = shards[i]!;
+      const before = i === cur?.[0] ? cur[1] : Number.MAX_SAFE_INTEGER;
+      const want = limit - items.length;
+      const rows = await shard.reader.all<{ pos: number | string; stream: string; type: string; data: string; meta: string | null; created_at: number | string }>(sql, [before, ...args, want + 1]);
+      for (const r of rows.slice(0, want)) {
+        const meta = (r.meta === null ? {} : JSON.parse(r.meta)) as { key?: string; id?: string; headers?: Record<string, string> };
+        items.push({
+          shard: shard.name,
+          pos: Number(r.pos),
+          topic,
+          key: meta.key ?? r.stream.slice(topic.length + 3),
+          id: meta.id ?? null,
+          type: r.type,
+          headers: meta.headers ?? {},
+          data: JSON.parse(r.data) as unknown,
+          created_at: new Date(Number(r.created_at)).toISOString(),
+        });
+      }
+      if (rows.length > want) next = [i, Number(rows[want - 1]!.pos)];
+      else if (items.length >= limit && i + 1 < shards.length) next = [i + 1, Number.MAX_SAFE_INTEGER];
+    }
+    return { items, next_cursor: next === null ? null : encodeCursor(next) };
+  }
+
   /** Subscriptions by name with their positions, lag over their own topics, connection and dead-letter topic, paged. */
   async listSubscriptionInfos(opts: { limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<SubscriptionInfo>> {
     const limit = pageLimit(opts.limit);
@@ -350,7 +427,10 @@ export class Bus {
         this.cursorName(name),
         config,
         {
-          deliver: (d) => sink.deliver(d),
+          deliver: (d) => {
+            this.rt.activity.count('deliver');
+            sink.deliver(d);
+          },
           gap: (g) => sink.gap(g),
           closed: (err) => {
             clearInterval(renew);

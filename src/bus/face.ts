@@ -16,6 +16,16 @@ export class BusFace implements Face {
     rt.pruner.register(new TopicRetentionSource(this.bus, () => rt.clock.now()));
     // Ingress stores into the bus through publish alone (bindings name the topics, so the configured-topic check is skipped).
     this.amqp = new AmqpEdge(rt, this.bus.config, (events) => this.bus.publish(events, { internal: true }));
+    // The console's lag chart: the summed lag of the first 100 subscriptions (by name). Counting a lag
+    // scans the backlog behind each subscription, so it is read at most every 10 s.
+    rt.series.gauge(
+      'subscription_lag',
+      async () => {
+        const page = await this.bus.listSubscriptionInfos({ limit: 100 });
+        return page.items.reduce((a, s) => a + s.lag_total, 0);
+      },
+      10_000,
+    );
   }
 
   async start(): Promise<void> {

@@ -1,4 +1,5 @@
 import { MillraceError } from '../core/errors.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import type { LogEvent } from '../log/log.js';
 import type { Runtime } from '../runtime.js';
 import type { Tx } from '../storage/port.js';
@@ -138,6 +139,31 @@ export class Ledger {
 
   balances(req: { dt: string; accounts: AccountQuery[] }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
     return this.reader.balances(req);
+  }
+
+  /**
+   * The accounts of a type that have events, by key, paged, each with its
+   * balance (all groups together) at `dt` (default: now). Reads every shard.
+   */
+  async accounts(type: string, opts: { dt?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<{ key: Attrs; debit: string; credit: string }> & { dt: string }> {
+    const limit = pageLimit(opts.limit);
+    const t = this.validate.accountType(type);
+    const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
+    const dt = opts.dt ?? new Date(this.rt.clock.now()).toISOString();
+    const keys = new Set<string>();
+    for (const shard of this.rt.storage.shards) {
+      const rows = await shard.reader.all<{ acc_key: string }>('SELECT DISTINCT acc_key FROM ledger_events WHERE type = ? AND acc_key > ? ORDER BY acc_key LIMIT ?', [t.name, after, limit + 1]);
+      for (const r of rows) keys.add(r.acc_key);
+    }
+    const sorted = [...keys].sort();
+    const page = sorted.slice(0, limit);
+    const attrs = page.map((k) => Object.fromEntries(t.key.map((name, i) => [name, String((JSON.parse(k) as unknown[])[i] ?? '')])) as Attrs);
+    const b = page.length === 0 ? { dt, balances: [] } : await this.balances({ dt, accounts: attrs.map((key) => ({ type: t.name, key })) });
+    const items = attrs.map((key, i) => {
+      const g = b.balances[i]?.groups[0];
+      return { key, debit: g?.debit ?? '0', credit: g?.credit ?? '0' };
+    });
+    return { dt: b.dt, items, next_cursor: sorted.length > limit ? encodeCursor(page[page.length - 1]) : null };
   }
 
   turnovers(req: { dt_from: string; dt_to: string; accounts: AccountQuery[] }) {

@@ -42,7 +42,7 @@ export class MachineRequests {
     const ctx = this.ctx(c, opts);
     const id = await this.reads.resolve(ns, ref);
     await this.admit(ns, id, c, ctx.deadline);
-    const r = await this.steps.run(ns, id, { kind: 'call', args: args ?? null }, ctx);
+    const r = await this.cx.rt.activity.timed('call', () => this.steps.run(ns, id, { kind: 'call', args: args ?? null }, ctx));
     return { response: r.response ?? null };
   }
 

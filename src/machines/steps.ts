@@ -52,6 +52,9 @@ export class MachineSteps {
     if (refused === 'skip') return { skipped: true };
     if (refused !== null) throw refusal(refused, state);
     if (hooks.timer && state.timer === null) return { skipped: true };
+    // Counted for the console's step rates (per namespace) and p99, whether it commits or fails the machine.
+    const t0 = performance.now();
+    try {
     const c = this.cx.nsConfig(state.ns);
     const range = hooks.timer?.range ?? c.history_range ?? { direction: 'forward' as const };
     const starting = input.kind === 'signal' && input.signal.type === 'init';
@@ -90,6 +93,9 @@ export class MachineSteps {
       throw err;
     }
     return { response: plan.response };
+    } finally {
+      this.cx.rt.activity.time('step', performance.now() - t0, true, state.ns);
+    }
   }
 
   /** Asks the processor, retrying transient failures with backoff inside the deadline. */

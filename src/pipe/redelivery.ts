@@ -178,10 +178,13 @@ export class Redelivery {
   private async push(cfg: PipeKindConfig, d: Delivery, answered: () => void): Promise<void> {
     this.d.stats.pushes++;
     let verdict: PushVerdict | undefined;
+    const t0 = performance.now();
     try {
       verdict = await this.d.pusher(cfg.handler!, cfg, d);
+      this.rt.activity.time('push', performance.now() - t0, true);
       answered();
     } catch (err) {
+      this.rt.activity.time('push', performance.now() - t0, true);
       answered();
       this.d.stats.pushFailures++;
       const message = err instanceof Error ? err.message : String(err);

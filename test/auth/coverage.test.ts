@@ -42,6 +42,7 @@ const ACTIONS: Record<string, string[]> = {
 const EXPECTED: Record<string, string[]> = {
   'GET /v1/shards': ['log:read'],
   'GET /v1/nodes': ['log:read'],
+  'GET /v1/metrics/series': ['log:read'],
   'GET /v1/shards/:shard/events': ['log:read'],
   'GET /v1/sinks': ['log:read'],
   'GET /v1/sinks/:sink/events': ['log:read'],
@@ -72,6 +73,7 @@ const EXPECTED: Record<string, string[]> = {
   'DELETE /v1/namespaces/:ns/tags/:tag': ['machines:repair:counters'],
   'GET /v1/namespaces/:ns/tags/:tag': ['machines:read:counters'],
   'GET /v1/ledger/types': ['ledger:read:*'],
+  'GET /v1/ledger/accounts': ['ledger:read:acc'],
   'POST /v1/ledger/batches': ['ledger:write:acc'],
   'POST /v1/ledger/balances': ['ledger:read:acc'],
   'POST /v1/ledger/turnovers': ['ledger:read:acc'],
@@ -101,6 +103,7 @@ const EXPECTED: Record<string, string[]> = {
   'PUT /v1/bus/topics/:name': ['bus:admin:x1'],
   'DELETE /v1/bus/topics/:name': ['bus:admin:x1'],
   'POST /v1/bus/topics/:topic/events': ['bus:publish:orders'],
+  'GET /v1/bus/topics/:topic/events': ['bus:admin:orders'],
   'GET /v1/bus/subscriptions': ['bus:admin:*'],
   'PUT /v1/bus/subscriptions/:name': ['bus:admin:sub1'],
   'DELETE /v1/bus/subscriptions/:name': ['bus:admin:sub1'],
@@ -227,7 +230,8 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       'POST /v1/bus/subscriptions/:name/ack': { ids: ['s0:1'] },
       'POST /v1/auth/tokens': { name: 'made', permissions: ['auth:admin'] },
       'POST /v1/pipe/sessions': { kind: 'k1' },
-      'PUT /v1/schedules/:name': { spec: { every_ms: 60_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
+      // Daily (fires at midnight UTC): a schedule firing while the routes are checked would write between their digests.
+      'PUT /v1/schedules/:name': { spec: { every_ms: 86_400_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
       'POST /v1/schedules/:name/backfill': { from: '2026-01-01T00:00:00Z', to: '2026-01-01T00:10:00Z' },
       'POST /v1/namespaces/:ns/bulk-jobs': { action: { op: 'notify' }, dry_run: true },
       'POST /v1/pipe/dead-letters/bulk-jobs': { action: { op: 'redrive' }, dry_run: true },
@@ -246,6 +250,7 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
     };
     const key = `${method} ${url}`;
     if (key in bodies) return { path, body: bodies[key] };
+    if (key === 'GET /v1/ledger/accounts') return { path: `${path}?type=acc` };
     if (method === 'POST') return { path, body: url.endsWith('/call') || url.endsWith('/start') || url.endsWith('/notify') || url.endsWith('/repair') ? { args: 1 } : {} };
     return { path };
   }

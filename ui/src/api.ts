@@ -1,3 +1,5 @@
+import type { Paged } from './types';
+
 /** A refusal from the node: its stable error code, message and HTTP status. */
 export class ApiError extends Error {
   constructor(
@@ -39,8 +41,9 @@ export function eventStream(
       try {
         const res = await fetch(last !== undefined && resume ? resume(last) : path, { headers: { ...authHeaders(), accept: 'text/event-stream' }, signal: ctrl.signal });
         if (!res.ok || res.body === null) {
-          const json: any = await res.json().catch(() => undefined);
-          const err = new ApiError(json?.error?.code ?? `http_${res.status}`, json?.error?.message ?? res.statusText, res.status, json?.error?.details);
+          // A refusal's body is the shared error shape; a body that is not JSON leaves the status to speak.
+          const json = errorBody(await res.json().catch((): undefined => undefined));
+          const err = new ApiError(json?.code ?? `http_${res.status}`, json?.message ?? res.statusText, res.status, json?.details);
           on.error?.(err);
           if (res.status >= 400 && res.status < 500) return;
         } else {
@@ -80,7 +83,7 @@ export function eventStream(
 }
 
 /** Calls the node's HTTP API; any non-2xx answer becomes an ApiError with the server's code. */
-export async function api<T = any>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
+export async function api<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
   const headers: Record<string, string> = authHeaders();
   let body: string | undefined;
   if (init.body !== undefined) {
@@ -94,7 +97,7 @@ export async function api<T = any>(path: string, init: { method?: string; body?:
     throw new ApiError('network_error', `cannot reach the node: ${(e as Error).message}`, 0);
   }
   const text = await res.text();
-  let json: any = undefined;
+  let json: unknown = undefined;
   if (text.length > 0) {
     try {
       json = JSON.parse(text);
@@ -103,7 +106,7 @@ export async function api<T = any>(path: string, init: { method?: string; body?:
     }
   }
   if (!res.ok) {
-    const err = json?.error;
+    const err = errorBody(json);
     throw new ApiError(err?.code ?? `http_${res.status}`, err?.message ?? (text || res.statusText), res.status, err?.details);
   }
   return json as T;
@@ -112,12 +115,27 @@ export async function api<T = any>(path: string, init: { method?: string; body?:
 /** True when the node does not serve this route at all (an older node). */
 export const noRoute = (e: unknown): boolean => e instanceof ApiError && e.code === 'not_found' && e.message.startsWith('no route');
 
-/** Items of a paged list (`{items,next_cursor}`), or of an older array-shaped answer under `key`. */
-export function itemsOf<T>(r: any, key?: string): T[] {
-  if (Array.isArray(r)) return r as T[];
-  if (Array.isArray(r?.items)) return r.items as T[];
-  if (key !== undefined && Array.isArray(r?.[key])) return r[key] as T[];
-  return [];
+/** The node's error shape (`{error: {code, message, details}}`), or undefined for any other body. */
+function errorBody(json: unknown): { code?: string; message?: string; details?: unknown } | undefined {
+  if (json === null || typeof json !== 'object' || !('error' in json)) return undefined;
+  const e = (json as { error: unknown }).error;
+  if (e === null || typeof e !== 'object') return undefined;
+  const r = e as Record<string, unknown>;
+  return {
+    ...(typeof r.code === 'string' ? { code: r.code } : {}),
+    ...(typeof r.message === 'string' ? { message: r.message } : {}),
+    details: r.details,
+  };
+}
+
+/** A list route's items (`{items, next_cursor}`). */
+export async function items<T>(path: string): Promise<T[]> {
+  return (await api<Paged<T>>(path)).items;
+}
+
+/** A list route's items, or `fallback` when the node does not serve the route (an older node). */
+export function itemsOr<T, F>(path: string, fallback: F): Promise<T[] | F> {
+  return items<T>(path).catch((e: unknown) => (noRoute(e) ? fallback : Promise.reject(e)));
 }
 
 export const enc = encodeURIComponent;

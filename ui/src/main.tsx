@@ -2,16 +2,33 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './style.css';
 import { can, refreshSession, signIn, signOut, useSession } from './auth';
-import { Audit, Bus, Definitions, Ledger, Machines, Overview, Pipe, Sinks } from './pages';
+import { Activity } from './pages/activity';
+import { Audit } from './pages/audit';
+import { Bulk } from './pages/bulk';
+import { Bus } from './pages/bus';
+import { Definitions } from './pages/definitions';
+import { Ledger } from './pages/ledger';
+import { Machines } from './pages/machines';
+import { Overview } from './pages/overview';
+import { Pauses } from './pages/pauses';
+import { Pipe } from './pages/pipe';
+import { Schedules } from './pages/schedules';
+import { Sinks } from './pages/sinks';
+import { Topics } from './pages/topics';
 import { useRoute } from './ui';
 
 const PAGES = [
   { id: 'overview', label: 'Overview', C: Overview },
+  { id: 'activity', label: 'Activity', C: Activity },
   { id: 'machines', label: 'Machines', C: Machines },
   { id: 'sinks', label: 'Sink tail', C: Sinks },
   { id: 'bus', label: 'Bus', C: Bus },
+  { id: 'topics', label: 'Topic events', C: Topics },
   { id: 'pipe', label: 'Pipe', C: Pipe },
   { id: 'ledger', label: 'Ledger', C: Ledger },
+  { id: 'schedules', label: 'Schedules', C: Schedules },
+  { id: 'bulk', label: 'Bulk jobs', C: Bulk },
+  { id: 'pauses', label: 'Paused', C: Pauses },
   { id: 'definitions', label: 'Definitions', C: Definitions },
   { id: 'audit', label: 'Audit', C: Audit },
 ] as const;

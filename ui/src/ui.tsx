@@ -78,6 +78,14 @@ export function Notice({ children, kind = 'info' }: { children: ComponentChildre
 
 const BADGE: Record<string, string> = {
   working: 'ok',
+  done: 'ok',
+  active: 'ok',
+  running: 'info',
+  pending: 'info',
+  paused: 'warn',
+  cancelled: 'muted',
+  skipped: 'muted',
+  interrupted: 'bad',
   ok: 'ok',
   connected: 'ok',
   open: 'info',
@@ -124,9 +132,6 @@ export const short = (v: unknown): string => {
 };
 
 export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : v === undefined || v === null ? '—' : String(v));
-
-export const sumLag = (lag: unknown): number =>
-  typeof lag === 'number' ? lag : lag && typeof lag === 'object' ? Object.values(lag as Record<string, number>).reduce((a, b) => a + Number(b), 0) : 0;
 
 /** Runs an operator action, reporting its error or success (`label`, or the string the action returns). */
 export function useAction(): { run: (label: string, fn: () => Promise<unknown>) => Promise<void>; error: unknown; done: string | undefined; busy: boolean } {
@@ -188,5 +193,60 @@ export function ActionForm({ act, onSubmit, submit, disabled, children }: { act:
         </button>
       </form>
     </>
+  );
+}
+
+/** What every page receives: the query of its hash route. */
+export type PageProps = { params: URLSearchParams };
+
+export function Card({ label, value, tone }: { label: string; value: string; tone?: string }) {
+  return (
+    <div class={`card ${tone ?? ''}`}>
+      <div class="label">{label}</div>
+      <div class="value">{value}</div>
+    </div>
+  );
+}
+
+/** The cursors of a paged list walked so far; back to the first page when `resetKey` changes. */
+export function usePages(resetKey: string): { cursor: string | undefined; number: number; next: (c: string) => void; back: () => void } {
+  const [state, setState] = useState<{ key: string; cursors: string[] }>({ key: resetKey, cursors: [] });
+  const cursors = state.key === resetKey ? state.cursors : [];
+  useEffect(() => {
+    if (state.key !== resetKey) setState({ key: resetKey, cursors: [] });
+  }, [resetKey]);
+  return {
+    cursor: cursors[cursors.length - 1],
+    number: cursors.length + 1,
+    next: (c) => setState({ key: resetKey, cursors: [...cursors, c] }),
+    back: () => setState({ key: resetKey, cursors: cursors.slice(0, -1) }),
+  };
+}
+
+/** Previous / next buttons of a paged list. */
+export function Pager({ pages, next }: { pages: ReturnType<typeof usePages>; next: string | null }) {
+  return (
+    <div class="actions pager">
+      <button disabled={pages.number === 1} onClick={pages.back}>
+        Previous
+      </button>
+      <span class="note" data-testid="page-number">
+        page {pages.number}
+      </span>
+      <button disabled={next === null} onClick={() => next !== null && pages.next(next)}>
+        Next
+      </button>
+    </div>
+  );
+}
+
+/** A progress bar from 0 to 1, with its percentage. */
+export function ProgressBar({ value, testid }: { value: number; testid?: string }) {
+  const pct = Math.round(Math.max(0, Math.min(1, value)) * 100);
+  return (
+    <span class="progress" data-testid={testid} data-progress={pct} role="progressbar" aria-valuenow={pct} aria-valuemin={0} aria-valuemax={100}>
+      <span class="bar" style={{ width: `${pct}%` }} />
+      <span class="pct">{pct}%</span>
+    </span>
   );
 }

@@ -84,6 +84,40 @@ export function registerBusRoutes(app: FastifyInstance, bus: Bus): void {
     },
   );
 
+  const browsed = {
+    type: 'object',
+    properties: {
+      shard: { type: 'string' },
+      pos: { type: 'integer' },
+      topic: { type: 'string' },
+      key: { type: 'string' },
+      id: { type: ['string', 'null'] },
+      type: { type: 'string' },
+      headers: { type: 'object', additionalProperties: { type: 'string' } },
+      data: {},
+      created_at: { type: 'string', format: 'date-time' },
+    },
+  } as const;
+  app.get<{ Params: { topic: string }; Querystring: { key?: string; type?: string; from?: string; to?: string; limit?: number; cursor?: string } }>(
+    '/v1/bus/topics/:topic/events',
+    {
+      schema: {
+        operationId: 'browseTopicEvents',
+        summary: "Browse a topic's stored events, newest first, paged: of one key, of one type, created in [from, to)",
+        tags,
+        params: { type: 'object', properties: { topic: { type: 'string' } }, required: ['topic'] },
+        querystring: pageQuery({
+          key: { type: 'string', maxLength: 200 },
+          type: { type: 'string', minLength: 1, maxLength: 200 },
+          from: { type: 'string', maxLength: 40, description: 'Created at or after (date-time)' },
+          to: { type: 'string', maxLength: 40, description: 'Created before (date-time)' },
+        }),
+        response: { 200: { type: 'object', properties: { items: { type: 'array', items: browsed }, next_cursor: { type: ['string', 'null'] } } }, ...errors },
+      },
+    },
+    async (req) => bus.browse(req.params.topic, req.query),
+  );
+
   app.put<{ Params: { name: string }; Body: Record<string, unknown> }>(
     '/v1/bus/subscriptions/:name',
     { schema: { operationId: 'putSubscription', summary: 'Create (201) or redefine (200) a durable subscription', tags, params: nameParams, body: subscriptionSchema, response: { 200: subscriptionPut, 201: subscriptionPut, ...errors } } },

@@ -112,6 +112,40 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     async () => ({ items: await rt.nodes(), next_cursor: null }),
   );
 
+  app.get<{ Querystring: { since?: number; names?: string } }>(
+    '/v1/metrics/series',
+    {
+      schema: {
+        operationId: 'getMetricSeries',
+        summary:
+          "This node's activity over the last hour, sampled in memory: publish, deliver, call, step and push rates (per second), steps per namespace, subscription lag, p99 latencies (ms)",
+        tags: ['log'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            since: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Only the samples taken after this time (ms since the epoch)' },
+            names: { type: 'string', maxLength: 2000, pattern: '^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$', description: 'Comma-separated series names (a family name takes all of it: steps_per_s gives steps_per_s:<namespace> for each)' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['interval_ms', 'window_ms', 't', 'series'],
+            properties: {
+              interval_ms: { type: 'integer' },
+              window_ms: { type: 'integer' },
+              t: { type: 'array', items: { type: 'integer' }, description: 'Sample times, ms since the epoch, oldest first' },
+              series: { type: 'object', additionalProperties: { type: 'array', items: { type: ['number', 'null'] } }, description: 'One column per series, aligned with t; null: no value in that interval' },
+            },
+          },
+          400: errorSchema,
+        },
+      },
+    },
+    async (req) => rt.series.read({ since: req.query.since, names: req.query.names?.split(',') }),
+  );
+
   app.get<{ Params: { shard: string }; Querystring: { after: number; limit: number } }>(
     '/v1/shards/:shard/events',
     {

@@ -118,6 +118,28 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: Ledger): void
   app.post('/v1/ledger/turnovers', { schema: { operationId: 'getTurnovers', tags, summary: 'Turnovers for a period', body: obj(['dt_from', 'dt_to', 'accounts'], { dt_from: dt, dt_to: dt, accounts }), response: answer({ dt_from: str, dt_to: str, turnovers: list }) } }, async (req) =>
     ledger.turnovers(req.body as { dt_from: string; dt_to: string; accounts: AccountQuery[] }),
   );
+  app.get<{ Querystring: { type: string; dt?: string; limit?: number; cursor?: string } }>(
+    '/v1/ledger/accounts',
+    {
+      schema: {
+        operationId: 'listLedgerAccounts',
+        tags,
+        summary: 'The accounts of a type that have events, by key, paged, each with its balance at dt (default now)',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['type'],
+          properties: { type: name, dt, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
+        },
+        response: answer({
+          dt: str,
+          items: { type: 'array', items: { type: 'object', properties: { key: attrsOut, debit: str, credit: str } } },
+          next_cursor: { type: ['string', 'null'] },
+        }),
+      },
+    },
+    async (req) => ledger.accounts(req.query.type, req.query),
+  );
   app.post(
     '/v1/ledger/events',
     {
