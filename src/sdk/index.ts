@@ -21,6 +21,7 @@ export type {
   StepContext,
   StepName,
   StepResult,
+  StepReturn,
   StepTypes,
   TypesOf,
 } from './processor.js';
@@ -100,3 +101,5 @@ export {
   UnavailableError,
 } from './errors.js';
 export type { ErrorInit } from './errors.js';
+// The node's error class the SDK's extends (`instanceof` either holds), and the codes' types.
+export type { CodesOf, ErrorCode, ErrorCodeRegistry, MillraceError as NodeMillraceError } from '../core/errors.js';
