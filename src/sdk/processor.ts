@@ -1,12 +1,11 @@
 /**
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
- * processor protocol (README, Machines → Processor protocol).
+ * processor protocol (docs/machines.md), typed per step by `ProcessorTypes`.
  */
-import type { MachineView, ProcessorAction, ProcessorRequest, ProcessorResult, TimerSet } from '../machines/wire.js';
+import { ProcessorUnavailable, type MachineView, type ProcessorAction, type ProcessorRequest, type ProcessorResult, type TimerSet } from '../machines/wire.js';
 import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
 import { machineOf, type HistoryRange, type Machine } from './machine.js';
 import { InvalidRequestError } from './errors.js';
-import { ProcessorUnavailable } from '../machines/wire.js';
 
 export type { HistoryEvent, HistoryRange, Machine } from './machine.js';
 
