@@ -48,6 +48,8 @@ export interface StepTypes {
  * its history events, its aux state, and per step the args it takes and
  * the response it answers to the caller. `init` types `start`, `call` types
  * `call`, `notification` types `notify` (no response), `repair` types `repair`.
+ * A type alias or an interface extending this one; say a key (not `key?:`)
+ * for its type to count.
  *
  *     type Orders = {
  *       event: OrderEvent; aux: OrderAux;

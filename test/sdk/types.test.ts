@@ -29,6 +29,7 @@ import {
   type Machine,
   type NamespaceClient,
   type Processor,
+  type ProcessorTypes,
   type ResolvedHistoryRange,
   type ResponseOf,
   type StateAnswer,
@@ -98,6 +99,22 @@ describe('defineProcessor: each step its own types', () => {
     });
     // @ts-expect-error a notification answers nothing to a caller
     defineProcessor<T>({ notification: () => ({ response: 'x' }) });
+  });
+
+  it('takes the types as an interface too', () => {
+    interface Counter extends ProcessorTypes {
+      event: { n: number };
+      aux: { count: number };
+      call: { args: { by: number }; response: number };
+    }
+    defineProcessor<Counter>({
+      call(args, ctx) {
+        expectTypeOf(args).toEqualTypeOf<{ by: number }>();
+        const count = (ctx.machine.aux?.count ?? 0) + args.by;
+        return { events: [{ n: args.by }], aux: { count }, response: count };
+      },
+    });
+    expectTypeOf<ResponseOf<Counter, 'call'>>().toEqualTypeOf<number>();
   });
 
   it('leaves what a definition does not say as unknown', () => {
