@@ -2,7 +2,6 @@
 import type { HistoryRange, MachineView } from '../machines/wire.js';
 import type { SinkPage as WireSinkPage } from '../machines/sink.js';
 import type { SubscriptionConfig as WireSubscriptionConfig } from '../bus/subscription.js';
-import type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums } from '../ledger/ledger-types.js';
 import type { SubscriptionInfo as WireSubscriptionInfo } from '../bus/bus.js';
 import { errorFromCode, InvalidRequestError } from './errors.js';
 import { machineOf, type Machine } from './machine.js';
@@ -10,7 +9,6 @@ import type { ArgsOf, AuxOf, EventOf, Processor, ProcessorTypes, ResponseOf } fr
 import { enc, HttpTransport, query, type CallOptions, type ClientOptions } from './transport.js';
 
 export type { CallOptions, ClientOptions } from './transport.js';
-export type { AccountQuery, Attrs, BatchAnswer, BatchEventInput, BatchRequest, GroupSums, LedgerEventOut, LockMode, Side, TurnoverSums };
 /** A machine by its id or by one of its tags. */
 export type MachineRef = { id: string } | { tag: string };
 
@@ -163,123 +161,6 @@ export class NamespaceClient<T extends ProcessorTypes = ProcessorTypes> {
 
   remove(ref: MachineRef, o: CallOptions = {}): Promise<void> {
     return this.client.remove(this.namespace, ref, o);
-  }
-}
-
-/** The ledger's answers (the wire's snake_case, as in the ledger docs); a type test holds them to the server's. */
-export interface BalancesAnswer {
-  dt: string;
-  balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }>;
-}
-export interface TurnoversAnswer {
-  dt_from: string;
-  dt_to: string;
-  turnovers: Array<{ type: string; key: Attrs; groups: TurnoverSums[] }>;
-}
-export interface LedgerEventsAnswer {
-  events: LedgerEventOut[];
-  next_cursor: string | null;
-}
-/** A lock held by `uid` until `expires_at`. */
-export interface LockAnswer {
-  type: string;
-  attrs: Attrs;
-  uid: string;
-  mode: LockMode;
-  expires_at: string;
-}
-export interface LockHolders {
-  type: string;
-  attrs: Attrs;
-  holders: Array<{ uid: string; mode: LockMode; expires_at: string }>;
-}
-export interface StateAnswer<S = unknown> {
-  type: string;
-  attrs: Attrs;
-  state: S | null;
-  version: number;
-}
-export interface BalancesQuery {
-  dt: string;
-  accounts: AccountQuery[];
-}
-export interface TurnoversQuery {
-  dt_from: string;
-  dt_to: string;
-  accounts: AccountQuery[];
-}
-export interface LedgerEventsQuery {
-  dt_from: string;
-  dt_to: string;
-  accounts: AccountQuery[];
-  limit: number;
-  cursor?: string;
-}
-/** A lock by its type and key attributes. */
-export interface LockRef {
-  type: string;
-  attrs: Attrs;
-}
-export interface LockAcquire extends LockRef {
-  uid: string;
-  mode: LockMode;
-  timeout_s: number;
-}
-export interface LockPing extends LockRef {
-  uid: string;
-  timeout_s: number;
-}
-export interface LockRelease extends LockRef {
-  uid: string;
-}
-/** A state by its type and key attributes. */
-export interface StateRef {
-  type: string;
-  attrs: Attrs;
-}
-
-/** The ledger face: `/v1/ledger/…` (bodies and answers in the wire's snake_case, as in the ledger docs). */
-export class LedgerClient {
-  private readonly t: HttpTransport;
-
-  constructor(baseUrl: string, opts: ClientOptions = {}) {
-    this.t = new HttpTransport(baseUrl, opts);
-  }
-
-  batch(b: BatchRequest, o: CallOptions = {}): Promise<BatchAnswer> {
-    return this.t.request('POST', '/v1/ledger/batches', b, o);
-  }
-
-  balances(q: BalancesQuery, o: CallOptions = {}): Promise<BalancesAnswer> {
-    return this.t.request('POST', '/v1/ledger/balances', q, o);
-  }
-
-  turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<TurnoversAnswer> {
-    return this.t.request('POST', '/v1/ledger/turnovers', q, o);
-  }
-
-  events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerEventsAnswer> {
-    return this.t.request('POST', '/v1/ledger/events', q, o);
-  }
-
-  acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LockAnswer> {
-    return this.t.request('POST', '/v1/ledger/locks/acquire', l, o);
-  }
-
-  pingLock(l: LockPing, o: CallOptions = {}): Promise<LockAnswer> {
-    return this.t.request('POST', '/v1/ledger/locks/ping', l, o);
-  }
-
-  releaseLock(l: LockRelease, o: CallOptions = {}): Promise<{ released: boolean }> {
-    return this.t.request('POST', '/v1/ledger/locks/release', l, o);
-  }
-
-  getLock(l: LockRef, o: CallOptions = {}): Promise<LockHolders> {
-    return this.t.request('POST', '/v1/ledger/locks/get', l, o);
-  }
-
-  getState<S = unknown>(s: StateRef, o: CallOptions = {}): Promise<StateAnswer<S>> {
-    return this.t.request('POST', '/v1/ledger/states/get', s, o);
   }
 }
 

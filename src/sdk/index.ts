@@ -21,6 +21,7 @@ export type {
   StepContext,
   StepName,
   StepResult,
+  StepReturn,
   StepTypes,
   TypesOf,
 } from './processor.js';
@@ -36,36 +37,17 @@ export { requestSigner, signatureVerifier, SIGNATURE_HEADER } from '../core/requ
 export type { RequestSigner, SignatureVerifier, SignatureProblem } from '../core/request-signing.js';
 
 // HTTP clients.
-export { BusClient, LedgerClient, MachinesClient, NamespaceClient, PipeClient } from './clients.js';
+export { BusClient, MachinesClient, NamespaceClient, PipeClient } from './clients.js';
+export { LedgerClient } from './ledger.js';
 export type {
-  AccountQuery,
   ArgsAndOptions,
-  Attrs,
-  BalancesQuery,
-  BatchAnswer,
-  BatchEventInput,
-  BatchRequest,
   BusDelivery,
   BusEvent,
   BusPosition,
   CallOptions,
   ClientOptions,
-  GroupSums,
-  BalancesAnswer,
-  LedgerEventsAnswer,
-  LockAnswer,
-  LockHolders,
-  TurnoversAnswer,
-  LedgerEventOut,
-  LedgerEventsQuery,
-  LockAcquire,
-  LockMode,
-  LockPing,
-  LockRef,
-  LockRelease,
   MachineRef,
   PipeSessionView,
-  Side,
   DeadLetterPage,
   DeadLetterQuery,
   DeadLetterSummary,
@@ -74,13 +56,35 @@ export type {
   SinkQuery,
   SubscriptionFilter,
   SubscriptionSettings,
-  StateAnswer,
-  StateRef,
   SubscriptionConfig,
   SubscriptionInfo,
-  TurnoverSums,
-  TurnoversQuery,
 } from './clients.js';
+export type {
+  AccountQuery,
+  Attrs,
+  BalancesAnswer,
+  BalancesQuery,
+  BatchAnswer,
+  BatchEventInput,
+  BatchRequest,
+  GroupSums,
+  LedgerEvent,
+  LedgerEventsAnswer,
+  LedgerEventsQuery,
+  LockAcquire,
+  LockAnswer,
+  LockHolders,
+  LockMode,
+  LockPing,
+  LockRef,
+  LockRelease,
+  Side,
+  StateAnswer,
+  StateRef,
+  TurnoverSums,
+  TurnoversAnswer,
+  TurnoversQuery,
+} from './ledger.js';
 
 // gRPC clients.
 export { BusGrpcClient, BusPublisher, BusSubscription, PipeGrpcClient, PipeStreamSession } from './grpc.js';
@@ -100,3 +104,5 @@ export {
   UnavailableError,
 } from './errors.js';
 export type { ErrorInit } from './errors.js';
+// The node's error class the SDK's extends (`instanceof` either holds), and the codes' types.
+export type { CodesOf, ErrorCode, ErrorCodeRegistry, MillraceError as NodeMillraceError } from '../core/errors.js';

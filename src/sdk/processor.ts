@@ -1,12 +1,11 @@
 /**
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
- * processor protocol (README, Machines → Processor protocol).
+ * processor protocol (docs/machines.md), typed per step by `ProcessorTypes`.
  */
-import type { MachineView, ProcessorAction, ProcessorRequest, ProcessorResult, TimerSet } from '../machines/wire.js';
+import { ProcessorUnavailable, type MachineView, type ProcessorAction, type ProcessorRequest, type ProcessorResult, type TimerSet } from '../machines/wire.js';
 import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
 import { machineOf, type HistoryRange, type Machine } from './machine.js';
 import { InvalidRequestError } from './errors.js';
-import { ProcessorUnavailable } from '../machines/wire.js';
 
 export type { HistoryEvent, HistoryRange, Machine } from './machine.js';
 
@@ -49,6 +48,8 @@ export interface StepTypes {
  * its history events, its aux state, and per step the args it takes and
  * the response it answers to the caller. `init` types `start`, `call` types
  * `call`, `notification` types `notify` (no response), `repair` types `repair`.
+ * A type alias or an interface extending this one; say a key (not `key?:`)
+ * for its type to count.
  *
  *     type Orders = {
  *       event: OrderEvent; aux: OrderAux;
@@ -68,35 +69,33 @@ export interface ProcessorTypes {
 /** The steps a client starts: the callbacks that take args. */
 export type StepName = 'init' | 'call' | 'notification' | 'repair';
 
-type Key<T, K extends PropertyKey> = K extends keyof T ? T[K] : unknown;
 /** The history event type of processor types `T`. */
-export type EventOf<T extends ProcessorTypes> = Key<T, 'event'>;
+export type EventOf<T extends ProcessorTypes> = 'event' extends keyof T ? T['event'] : unknown;
 /** The aux state type of processor types `T`. */
-export type AuxOf<T extends ProcessorTypes> = Key<T, 'aux'>;
+export type AuxOf<T extends ProcessorTypes> = 'aux' extends keyof T ? T['aux'] : unknown;
 /** The args of step `S` of processor types `T`. */
-export type ArgsOf<T extends ProcessorTypes, S extends StepName> = Key<Key<T, S>, 'args'>;
+export type ArgsOf<T extends ProcessorTypes, S extends StepName> = S extends keyof T ? ('args' extends keyof T[S] ? T[S]['args'] : unknown) : unknown;
 /** The response of step `S` of processor types `T` (a notification answers none). */
-export type ResponseOf<T extends ProcessorTypes, S extends Exclude<StepName, 'notification'>> = Key<Key<T, S>, 'response'>;
+export type ResponseOf<T extends ProcessorTypes, S extends Exclude<StepName, 'notification'>> = S extends keyof T ? ('response' extends keyof T[S] ? T[S]['response'] : unknown) : unknown;
 /** The processor types a definition was made with: `TypesOf<typeof orders>`. */
 export type TypesOf<P> = P extends Processor<infer T> ? T : never;
 
-type Step<E, A, R> = StepResult<E, A, R> | void | undefined;
-type MaybePromise<T> = T | Promise<T>;
-type Ctx<T extends ProcessorTypes> = StepContext<EventOf<T>, AuxOf<T>>;
+/** What a callback returns: its result, or nothing (nothing changes), or a promise of either. */
+export type StepReturn<E, A, R> = StepResult<E, A, R> | void | undefined | Promise<StepResult<E, A, R> | void | undefined>;
 
 export interface ProcessorDefinition<T extends ProcessorTypes = ProcessorTypes> extends SignatureOptions {
   /** The namespace the processor serves, for `client.for(processor)` (optional: `client.for(processor, ns)` names one). */
   namespace?: string;
   /** The machine is started (`/start`, the start's args). Default: nothing happens. */
-  init?(args: ArgsOf<T, 'init'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'init'>>>;
+  init?(args: ArgsOf<T, 'init'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'init'>>;
   /** A call (`/call`). Default: fails the machine. */
-  call?(args: ArgsOf<T, 'call'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'call'>>>;
+  call?(args: ArgsOf<T, 'call'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'call'>>;
   /** The machine's timer fired. Default: nothing happens. */
-  timeout?(ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, never>>;
+  timeout?(ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, never>;
   /** A notification arrived (`/notify`). Default: nothing happens. */
-  notification?(args: ArgsOf<T, 'notification'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, never>>;
+  notification?(args: ArgsOf<T, 'notification'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, never>;
   /** A failed machine is repaired; throw `RepairFailed` to refuse (the machine stays failed). Default: refuses. */
-  repair?(args: ArgsOf<T, 'repair'>, ctx: Ctx<T>): MaybePromise<Step<EventOf<T>, AuxOf<T>, ResponseOf<T, 'repair'>>>;
+  repair?(args: ArgsOf<T, 'repair'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'repair'>>;
   /** The deadline of a request that carries none, ms (default 30000). */
   defaultTimeoutMs?: number;
 }
@@ -190,7 +189,7 @@ async function overHttp<T extends ProcessorTypes>(def: ProcessorDefinition<T>, r
 /** One step: the callback's answer as the protocol's result object; throws what the callback throws (but RepairFailed in a repair). */
 async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, req: WireRequest, c: { deadline: number; signal: AbortSignal; traceparent: string | undefined }): Promise<ProcessorResult> {
   const action: ProcessorAction = {};
-  const ctx: Ctx<T> = {
+  const ctx: StepContext<EventOf<T>, AuxOf<T>> = {
     machine: machineOf<EventOf<T>, AuxOf<T>>(req.machine),
     deadline: new Date(c.deadline),
     signal: c.signal,
@@ -214,7 +213,7 @@ async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, re
     },
   };
   // The args are the caller's, as sent: the types say what the processor expects, the node does not check them.
-  let out: Step<EventOf<T>, AuxOf<T>, unknown>;
+  let out: StepResult<EventOf<T>, AuxOf<T>, unknown> | void | undefined;
   try {
     if (req.kind === 'call') {
       if (!def.call) throw new Error('this processor takes no calls');

@@ -13,6 +13,7 @@ import {
   PipeClient,
   PipeGrpcClient,
   UnavailableError,
+  type BatchRequest,
 } from '../../src/sdk/index.js';
 import { listen, startSdkNode, type SdkNode } from './support.js';
 
@@ -54,23 +55,43 @@ describe('SDK clients against a node', () => {
   it('ledger: batch, balances, states, locks; errors typed', async () => {
     const l = new LedgerClient(n.url);
     const account = { type: 'cash', attrs: { client_id: 'c1', currency: 'EUR' } };
-    const b = await l.batch({
-      idempotency_key: 'b1',
-      dt_default: '2026-01-05T10:00:00Z',
+    const first: BatchRequest = {
+      idempotencyKey: 'b1',
+      dtDefault: '2026-01-05T10:00:00Z',
       events: [{ account, side: 'debit', amount: '12.34' }],
-      states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: { paid: true }, expected_version: 0 }],
-    });
-    expect(b.events).toBe(1);
+      states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: { paid: true }, expectedVersion: 0 }],
+    };
+    const b = await l.batch(first);
+    expect(b).toEqual({ batchId: expect.any(String), events: 1, states: [{ type: 'contract', attrs: { contract_id: 'k1' }, version: 1 }] });
+    // The idempotency key went out: the same batch again answers the first one, another with that key is refused.
+    expect((await l.batch(first)).batchId).toBe(b.batchId);
+    expect((await refusal(l.batch({ ...first, events: [] }))).code).toBe('idempotency_key_reused');
+    // A stale expectedVersion went out too: refused.
+    expect((await refusal(l.batch({ states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: {}, expectedVersion: 0 }] }))).code).toMatch(/version/);
     const bal = await l.balances({ dt: '2026-02-01T00:00:00Z', accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }] });
     expect(bal.balances[0]!.groups[0]).toMatchObject({ debit: '12.34', credit: '0.00' });
     expect(await l.getState<{ paid: boolean }>({ type: 'contract', attrs: { contract_id: 'k1' } })).toMatchObject({ state: { paid: true }, version: 1 });
-    await l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w1', mode: 'exclusive', timeout_s: 30 });
-    const held = await refusal(l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w2', mode: 'exclusive', timeout_s: 30 }));
+    const lock = await l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w1', mode: 'exclusive', timeoutS: 30 });
+    expect(lock).toEqual({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w1', mode: 'exclusive', expiresAt: expect.any(String) });
+    expect(Date.parse(lock.expiresAt) - Date.now()).toBeGreaterThan(20_000);
+    expect((await l.getLock({ type: 'client', attrs: { client_id: 'c1' } })).holders).toEqual([{ uid: 'w1', mode: 'exclusive', expiresAt: expect.any(String) }]);
+    const held = await refusal(l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w2', mode: 'exclusive', timeoutS: 30 }));
     expect(held).toBeInstanceOf(ConflictError);
     expect(held.code).toBe('lock_held');
     const amount = await refusal(l.batch({ events: [{ account, side: 'debit', amount: '-1', dt: '2026-01-05T10:00:00Z' }] }));
     expect(amount).toBeInstanceOf(InvalidRequestError);
     expect([amount.code, amount.httpStatus]).toEqual(['invalid_amount', 400]);
+    const cashC1 = { type: 'cash', key: { client_id: 'c1', currency: 'EUR' } };
+    const turn = await l.turnovers({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [cashC1] });
+    expect(turn).toEqual({
+      dtFrom: '2026-01-01T00:00:00.000Z',
+      dtTo: '2026-02-01T00:00:00.000Z',
+      turnovers: [{ ...cashC1, groups: [{ group: {}, debitInit: '0.00', creditInit: '0.00', debitTurnover: '12.34', creditTurnover: '0.00' }] }],
+    });
+    // groupBy goes out as group_by: a grouping the account type does not keep is refused.
+    expect((await refusal(l.turnovers({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [{ ...cashC1, groupBy: ['nope'] }] }))).message).toMatch(/group/);
+    const evs = await l.events({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }], limit: 10 });
+    expect(evs).toMatchObject({ nextCursor: null, events: [{ batchId: b.batchId, side: 'debit', amount: '12.34', account: { type: 'cash' } }] });
     const type = await refusal(l.balances({ dt: '2026-02-01T00:00:00Z', accounts: [{ type: 'nope', key: {} }] }));
     expect(type).toBeInstanceOf(NotFoundError);
     expect(type.code).toBe('account_type_not_found');

@@ -125,6 +125,19 @@ describe('client.for(definition) against a node', () => {
     expect(counted.count()).toBe(1);
   });
 
+  it('the node’s refusals come typed: an unknown namespace, a malformed id (nothing written)', async () => {
+    const c = new MachinesClient(n.url);
+    const nope = await c.for<Shop>('nope').start('x', { sku: 'a' }).catch((e: unknown) => e);
+    expect(nope).toBeInstanceOf(NotFoundError);
+    expect((nope as NotFoundError).code).toBe('namespace_not_found');
+    const m = c.for(shop);
+    const bad = await m.start('a\u0001b', { sku: 'a' }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(InvalidRequestError);
+    expect([(bad as InvalidRequestError).code, (bad as InvalidRequestError).httpStatus]).toEqual(['bad_request', 400]);
+    expect(await m.get({ id: 'a\u0001b' }).catch((e: unknown) => (e as InvalidRequestError).code)).toMatch(/bad_request|machine_not_found/);
+    expect(await m.start('ok-after', { sku: 'a' })).toEqual({ response: { status: 'new' } });
+  });
+
   it('defineProcessor refuses an empty namespace', () => {
     const e = (() => {
       try {

@@ -6,6 +6,7 @@
  */
 import { describe, expectTypeOf, it } from 'vitest';
 import type { Ledger } from '../../src/ledger/ledger.js';
+import type { AccountQuery as ServerAccountQuery, BatchAnswer as ServerBatchAnswer, BatchRequest as ServerBatchRequest } from '../../src/ledger/ledger-types.js';
 import type { HistoryRange as ConfigHistoryRange } from '../../src/machines/config.js';
 import type { Machines } from '../../src/machines/machines.js';
 import {
@@ -20,17 +21,21 @@ import {
   type EventOf,
   type HistoryEvent,
   type LedgerEventsAnswer,
+  type LedgerEventsQuery,
+  type LockAcquire,
   type LockAnswer,
   type LockHolders,
   type LockMode,
   type Machine,
   type NamespaceClient,
   type Processor,
+  type ProcessorTypes,
   type ResolvedHistoryRange,
   type ResponseOf,
   type StateAnswer,
   type SubscriptionInfo,
   type TurnoversAnswer,
+  type TurnoversQuery,
   type TypesOf,
   type WireMachine,
 } from '../../src/sdk/index.js';
@@ -49,6 +54,10 @@ type T = {
 
 // Its methods are never called here: only their types are checked.
 const client = new MachinesClient('http://127.0.0.1:1');
+
+/** `T` with every snake_case key camelCase, deeply: the SDK's view of a wire type. */
+type CamelCase<S extends string> = S extends `${infer H}_${infer R}` ? `${H}${Capitalize<CamelCase<R>>}` : S;
+type Camel<T> = T extends Array<infer U> ? Array<Camel<U>> : T extends object ? { [K in keyof T as K extends string ? CamelCase<K> : K]: Camel<T[K]> } : T;
 
 describe('defineProcessor: each step its own types', () => {
   it('gives each callback its own args, and the events and aux to every context', () => {
@@ -90,6 +99,22 @@ describe('defineProcessor: each step its own types', () => {
     });
     // @ts-expect-error a notification answers nothing to a caller
     defineProcessor<T>({ notification: () => ({ response: 'x' }) });
+  });
+
+  it('takes the types as an interface too', () => {
+    interface Counter extends ProcessorTypes {
+      event: { n: number };
+      aux: { count: number };
+      call: { args: { by: number }; response: number };
+    }
+    defineProcessor<Counter>({
+      call(args, ctx) {
+        expectTypeOf(args).toEqualTypeOf<{ by: number }>();
+        const count = (ctx.machine.aux?.count ?? 0) + args.by;
+        return { events: [{ n: args.by }], aux: { count }, response: count };
+      },
+    });
+    expectTypeOf<ResponseOf<Counter, 'call'>>().toEqualTypeOf<number>();
   });
 
   it('leaves what a definition does not say as unknown', () => {
@@ -158,17 +183,20 @@ describe('client.for(definition): a client typed by the definition', () => {
 });
 
 describe('the types of public signatures are exported and match the server', () => {
-  it('ledger', () => {
-    expectTypeOf<BalancesAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['balances']>>>();
-    expectTypeOf<TurnoversAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['turnovers']>>>();
-    expectTypeOf<LedgerEventsAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['events']>>>();
-    expectTypeOf<LockAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['acquireLock']>>>();
-    expectTypeOf<LockAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['pingLock']>>>();
-    expectTypeOf<LockHolders>().toEqualTypeOf<Awaited<ReturnType<Ledger['getLock']>>>();
-    expectTypeOf<StateAnswer>().toEqualTypeOf<Awaited<ReturnType<Ledger['getState']>>>();
-    expectTypeOf<BatchRequest>().toHaveProperty('events');
-    expectTypeOf<BatchAnswer>().toHaveProperty('batch_id').toEqualTypeOf<string>();
-    expectTypeOf<AccountQuery>().toHaveProperty('key').toEqualTypeOf<Record<string, string>>();
+  it('ledger: the server’s bodies and answers, camelCase', () => {
+    expectTypeOf<BalancesAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['balances']>>>>();
+    expectTypeOf<TurnoversAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['turnovers']>>>>();
+    expectTypeOf<LedgerEventsAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['events']>>>>();
+    expectTypeOf<LockAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['acquireLock']>>>>();
+    expectTypeOf<LockAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['pingLock']>>>>();
+    expectTypeOf<LockHolders>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['getLock']>>>>();
+    expectTypeOf<StateAnswer>().toEqualTypeOf<Camel<Awaited<ReturnType<Ledger['getState']>>>>();
+    expectTypeOf<BatchRequest>().toEqualTypeOf<Camel<ServerBatchRequest>>();
+    expectTypeOf<BatchAnswer>().toEqualTypeOf<Camel<ServerBatchAnswer>>();
+    expectTypeOf<AccountQuery>().toEqualTypeOf<Camel<ServerAccountQuery>>();
+    expectTypeOf<LockAcquire>().toEqualTypeOf<Camel<Parameters<Ledger['acquireLock']>[0]>>();
+    expectTypeOf<LedgerEventsQuery>().toEqualTypeOf<Camel<Parameters<Ledger['events']>[0]>>();
+    expectTypeOf<TurnoversQuery>().toEqualTypeOf<Camel<Parameters<Ledger['turnovers']>[0]>>();
     expectTypeOf<LockMode>().toEqualTypeOf<'exclusive' | 'shared'>();
   });
 
