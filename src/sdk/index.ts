@@ -105,4 +105,4 @@ export {
 } from './errors.js';
 export type { ErrorInit } from './errors.js';
 // The node's error class the SDK's extends (`instanceof` either holds), and the codes' types.
-export type { CodesOf, ErrorCode, ErrorCodeRegistry, MillraceError as NodeMillraceError } from '../core/errors.js';
+export type { ErrorCode, MillraceError as NodeMillraceError } from '../core/errors.js';
