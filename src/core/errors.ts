@@ -71,10 +71,16 @@ export const ERROR_CODES = {
  */
 const TABLES = [TOKEN_ERRORS, CATALOG_ERRORS, MACHINES_ERRORS, LEDGER_ERRORS, PIPE_ERRORS, BUS_ERRORS, OPS_ERRORS] as const;
 
-/** The codes of the tables, one union. */
-type TableCodes<T> = T extends readonly [infer First, ...infer Rest] ? keyof First | TableCodes<Rest> : never;
-
-export type ErrorCode = keyof typeof ERROR_CODES | TableCodes<typeof TABLES>;
+/** Every code of the core and of the tables, one union (a code misspelt is a compile error). */
+export type ErrorCode =
+  | keyof typeof ERROR_CODES
+  | keyof typeof TOKEN_ERRORS
+  | keyof typeof CATALOG_ERRORS
+  | keyof typeof MACHINES_ERRORS
+  | keyof typeof LEDGER_ERRORS
+  | keyof typeof PIPE_ERRORS
+  | keyof typeof BUS_ERRORS
+  | keyof typeof OPS_ERRORS;
 
 /** Every code, core ones first; a code in two tables must carry the same statuses. */
 const allCodes = new Map<string, CodeSpec>(Object.entries(ERROR_CODES));
