@@ -103,7 +103,7 @@ export default tseslint.config(
   },
   {
     // Plain JavaScript and files outside both tsconfigs: lint without type information.
-    files: ['**/*.js', 'examples/openapi-client/**'],
+    files: ['**/*.js', 'tools/**', 'examples/openapi-client/**'],
     extends: [tseslint.configs.disableTypeChecked],
   },
 );
