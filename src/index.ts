@@ -17,3 +17,6 @@ export { Machines, type MachineRef, type MachineView, type RequestOptions as Mac
 export { MachinesClient } from './machines/client.js';
 export { registerProcessor, unregisterProcessor, ProcessorUnavailable, type ProcessorFn, type ProcessorRequest } from './machines/processor.js';
 export { machinesFace, machinesFaceWith, MachinesFace } from './machines/face.js';
+export type { Face, FaceDefinition, FaceFactory, FaceSpec } from './face.js';
+export { BUILT_IN_FACES } from './faces.js';
+export { BUILT_IN_FACE_SPECS } from './face-specs.js';
