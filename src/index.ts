@@ -49,3 +49,6 @@ export { MachinesClient } from './machines/client.js';
 export { registerProcessor, unregisterProcessor, ProcessorUnavailable, type ProcessorContext, type ProcessorFn } from './machines/processor.js';
 export type { HistoryRange, MachineEvent, MachineView, ProcessorAction, ProcessorRequest, ProcessorResult, ResolvedHistoryRange, TimerSet } from './machines/wire.js';
 export { machinesFace, machinesFaceWith, MachinesFace } from './machines/face.js';
+export type { Face, FaceDefinition, FaceFactory, FaceSpec } from './face.js';
+export { BUILT_IN_FACES } from './faces.js';
+export { BUILT_IN_FACE_SPECS } from './face-specs.js';

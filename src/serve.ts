@@ -18,6 +18,8 @@ import { TokenStore } from './auth/tokens.js';
 import { PipeFace } from './pipe/face.js';
 import { OpsFace } from './ops/face.js';
 import { opsSpec } from './ops/spec.js';
+import { machinesFace, machinesFaceWith } from './machines/face.js';
+import type { ProcessorFn } from './machines/processor.js';
 import type { ScheduleHooks } from './ops/schedules.js';
 
 export interface Node {
@@ -40,6 +42,12 @@ export interface StartOptions {
   routes?: HttpPlugin[];
   /** With `telemetry` configured: where spans go instead of the OTLP exporter (tests). */
   spanProcessor?: SpanProcessor;
+  /**
+   * In-process processors by name (`processor: {in_process: name}`), given to
+   * the machines face of this build; with `faces`, give them to
+   * `machinesFaceWith({processors})` instead.
+   */
+  processors?: ReadonlyMap<string, ProcessorFn>;
   /** Test hooks of schedules. */
   scheduleHooks?: ScheduleHooks;
   /** Environment read for MILLRACE_ADMIN_TOKEN (default process.env). */
@@ -61,7 +69,8 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   // Checked before anything opens: a node that would serve beyond loopback without authentication refuses to start.
   const auth = resolveAuth(config, opts.env ?? process.env);
   const stopTelemetry = config.telemetry ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {}) : null;
-  const served = opts.faces ?? BUILT_IN_FACES;
+  const processors = opts.processors;
+  const served = opts.faces ?? (processors === undefined ? BUILT_IN_FACES : BUILT_IN_FACES.map((d) => (d === machinesFace ? machinesFaceWith({ processors }) : d)));
   // The runtime migrates for the faces served, and the ops face.
   const runtime = await Runtime.open(config, { logger, faces: [...served, opsSpec], ...(opts.clock ? { clock: opts.clock } : {}) });
   const faces: Face[] = [];

@@ -92,6 +92,7 @@ export class MachineLeases {
         this.stats.givenUp++;
         await this.releaseLease(ns, id);
       })
+      // Not given up here: the lease runs out by itself (its end is at most keep and margin ahead).
       .catch(() => this.wanted.delete(k));
   }
 

@@ -37,7 +37,12 @@ export { ProcessorUnavailable };
 
 const registry = new Map<string, ProcessorFn>();
 
-/** Registers an in-process processor that namespaces name with `processor: {in_process: name}`. */
+/**
+ * Registers an in-process processor that namespaces name with `processor: {in_process: name}`,
+ * for every node of this process.
+ * @deprecated A process-wide registry: give processors to the node instead,
+ * `startNode(config, { processors })` or `machinesFaceWith({ processors })`.
+ */
 export function registerProcessor(name: string, fn: ProcessorFn): void {
   registry.set(name, fn);
 }

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
-import { registerProcessor } from '../../src/machines/processor.js';
+import type { ProcessorFn } from '../../src/machines/processor.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 import { jsonRequest } from '../support/http.js';
 
-registerProcessor('lists-fn', (req) => {
+const listsFn: ProcessorFn = (req) => {
   if (req.kind === 'call' && req.args === 'boom') throw new Error('bad input');
   return { response: req.kind, events: [{ kind: req.kind }] };
-});
+};
 
 describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
   let env: TestEnv;
@@ -23,7 +23,7 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
       pipe: { kinds: { k: {}, j: {} } },
       bus: { topics: ['orders', 'other', 'dlq'] },
     } as ConfigInput;
-    node = await startNode(buildConfig(input));
+    node = await startNode(buildConfig(input), { processors: new Map([['lists-fn', listsFn]]) });
   });
   afterAll(async () => {
     await node?.close();

@@ -20,6 +20,12 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+it("the quick start's `npm start` serves the example processor (`serve --examples`), as the node below does", () => {
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> };
+  expect(pkg.scripts.start).toBe('node bin/millrace.js serve --examples');
+  expect(readFileSync('README.md', 'utf8')).toContain('npm ci && npm start');
+});
+
 it('examples/quickstart.sh runs against a fresh node', async () => {
   const { stdout } = await promisify(execFile)('sh', ['examples/quickstart.sh'], { env: { ...process.env, MILLRACE_URL: node.url } });
   expect(stdout).toContain('"name":"orders","source":"runtime"');

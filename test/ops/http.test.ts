@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ProcessorRequest } from '../../src/machines/processor.js';
 import { startNode, type Node } from '../../src/serve.js';
-import { registerProcessor, unregisterProcessor } from '../../src/machines/processor.js';
 import { createTestEnv, type TestEnv } from '../support/env.js';
 import { jsonRequest } from '../support/http.js';
 
@@ -11,19 +11,23 @@ describe('schedules, bulk jobs and pauses over HTTP (sqlite)', () => {
   const req = (method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
 
   beforeAll(async () => {
-    registerProcessor('ops-http-fn', (r) => {
-      if (r.kind === 'call' && 'args' in r && r.args === 'fail') throw new Error('E9 broken');
-      return { response: r.kind, events: [] };
-    });
     env = await createTestEnv('sqlite', {
       extra: { machines: { namespaces: { ns: { processor: { in_process: 'ops-http-fn' } } } }, bus: { topics: ['beats'] } } as never,
     });
-    node = await startNode(env.config);
+    const processors = new Map([
+      [
+        'ops-http-fn',
+        (r: ProcessorRequest) => {
+          if (r.kind === 'call' && 'args' in r && r.args === 'fail') throw new Error('E9 broken');
+          return { response: r.kind, events: [] };
+        },
+      ],
+    ]);
+    node = await startNode(env.config, { processors });
   });
   afterAll(async () => {
     await node?.close();
     await env?.cleanup();
-    unregisterProcessor('ops-http-fn');
   });
 
   it('defines, reads, pauses, resumes, backfills and deletes a schedule', async () => {
