@@ -39,8 +39,6 @@ export { Runtime } from './runtime.js';
 export type { NodeInfo, NodeSessions, RuntimeOptions } from './runtime.js';
 export { serve, startNode } from './serve.js';
 export type { Node, StartOptions } from './serve.js';
-export type { Face, FaceDefinition, FaceFactory, FaceSpec } from './face.js';
-export { BUILT_IN_FACES } from './faces.js';
 export { buildHttpServer } from './api/http/server.js';
 
 // The machines face, its in-process processors and its wire types.

@@ -285,9 +285,18 @@ export class Bus {
       where.push('stream >= ?', 'stream < ?');
       args.push(`t/${topic}/`, `t/${topic}0`);
     }
-    if (q.type !== undefined) (where.push('type = ?'), args.push(q.type));
-    if (from !== undefined) (where.push('created_at >= ?'), args.push(from));
-    if (to !== undefined) (where.push('created_at < ?'), args.push(to));
+    if (q.type !== undefined) {
+      where.push('type = ?');
+      args.push(q.type);
+    }
+    if (from !== undefined) {
+      where.push('created_at >= ?');
+      args.push(from);
+    }
+    if (to !== undefined) {
+      where.push('created_at < ?');
+      args.push(to);
+    }
     const sql = `SELECT pos, stream, type, data, meta, created_at FROM events WHERE ${where.join(' AND ')} ORDER BY pos DESC LIMIT ?`;
     const items: BrowsedEvent[] = [];
     let next: [number, number] | null = null;

@@ -157,7 +157,7 @@ export class Ledger {
     }
     const sorted = [...keys].sort();
     const page = sorted.slice(0, limit);
-    const attrs = page.map((k) => Object.fromEntries(t.key.map((name, i) => [name, String((JSON.parse(k) as unknown[])[i] ?? '')])) as Attrs);
+    const attrs = page.map((k) => Object.fromEntries(t.key.map((name, i) => [name, (JSON.parse(k) as Array<string | null>)[i] ?? ''])) as Attrs);
     const b = page.length === 0 ? { dt, balances: [] } : await this.balances({ dt, accounts: attrs.map((key) => ({ type: t.name, key })) });
     const items = attrs.map((key, i) => {
       const g = b.balances[i]?.groups[0];

@@ -50,7 +50,10 @@ describe('activity series (unit)', () => {
     expect(late.series['steps_per_s:billing']).toEqual([null, null, 3]);
     expect(s.read({ since: 1_003_000 }).t).toEqual([1_004_000]);
     // The window keeps windowMs / intervalMs samples.
-    for (let i = 0; i < 10; i++) (now += 1000), s.sample();
+    for (let i = 0; i < 10; i++) {
+      now += 1000;
+      s.sample();
+    }
     expect(s.read().t).toHaveLength(5);
   });
 

@@ -137,6 +137,7 @@ describe('client.for(definition): a client typed by the definition', () => {
   it('types the args and responses of start, call, notify, repair and the view of get', () => {
     const m = client.for(defineProcessor<T>({ namespace: 'orders' }));
     expectTypeOf(m).toEqualTypeOf<NamespaceClient<T>>();
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- only its type is read; it is never called unbound
     expectTypeOf(m.start).parameter(1).toEqualTypeOf<{ sku: string }>();
     expectTypeOf(() => m.start('o-1', { sku: 'book' })).returns.resolves.toEqualTypeOf<{ response: 'placed' }>();
     expectTypeOf(() => m.call({ id: 'o-1' }, { pay: '1' })).returns.resolves.toEqualTypeOf<{ response: { paid: true } }>();

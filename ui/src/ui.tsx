@@ -131,7 +131,7 @@ export const short = (v: unknown): string => {
   return s === undefined ? '' : s.length > 120 ? `${s.slice(0, 117)}…` : s;
 };
 
-export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : v === undefined || v === null ? '—' : String(v));
+export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : v === undefined || v === null ? '—' : JSON.stringify(v));
 
 /** Runs an operator action, reporting its error or success (`label`, or the string the action returns). */
 export function useAction(): { run: (label: string, fn: () => Promise<unknown>) => Promise<void>; error: unknown; done: string | undefined; busy: boolean } {

@@ -26,7 +26,7 @@ export function Bulk({ params }: PageProps) {
           <code class="small" data-job={j.id}>
             {j.id}
           </code>,
-          j.target === 'machines' ? `machines of ${String(j.spec.namespace ?? '')}` : 'pipe dead letters',
+          j.target === 'machines' ? `machines of ${typeof j.spec.namespace === 'string' ? j.spec.namespace : ''}` : 'pipe dead letters',
           <code class="small">{short(j.spec.action)}</code>,
           <Badge value={j.status} />,
           <ProgressBar value={j.progress} testid={`progress-${j.id}`} />,

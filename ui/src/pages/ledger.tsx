@@ -5,7 +5,7 @@ import { ErrorBanner, Notice, Pager, Table, go, short, useAction, useLoad, usePa
 
 const groupLabel = (g: Record<string, unknown>): string => {
   const e = Object.entries(g);
-  return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v ?? '∅'}`).join(', ');
+  return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v === null || v === undefined ? '∅' : typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
 };
 
 export function Ledger({ params }: PageProps) {
