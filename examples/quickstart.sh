@@ -1,6 +1,7 @@
 #!/bin/sh
 # The README quick start, runnable against a fresh node started with `npm start`
-# (no config file). MILLRACE_URL picks another node (default http://127.0.0.1:7070).
+# (no config file; `npm start` runs `millrace serve --examples`, which serves the
+# example processor used in step 4). MILLRACE_URL picks another node (default http://127.0.0.1:7070).
 set -eu
 U="${MILLRACE_URL:-http://127.0.0.1:7070}"
 j() { curl -sS --fail-with-body -H 'content-type: application/json' "$@"; echo; }
