@@ -15,8 +15,12 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { allMigrations } from './storage/migrations.js';
 import { Storage } from './storage/storage.js';
 import { Catalog } from './catalog/catalog.js';
+import { Splitter } from './storage/split.js';
 // Registers the API token table's migration with the others.
 import './auth/tokens.js';
+// What a shard split moves of each face, whether or not this process serves the face:
+// a split must never leave a face's rows of the moved range behind.
+import './machines/split-mover.js';
 
 /** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
 function loadSigner(file: string | undefined): RequestSigner | null {
@@ -64,6 +68,8 @@ export class Runtime {
   readonly sequencers: Sequencer[] = [];
   /** The pruning job; faces register what may be removed (retention sources). */
   readonly pruner: Pruner;
+  /** Shard splits this node runs or resumes (docs/operations.md, growing). */
+  readonly splitter: Splitter;
   private started = false;
   private closed = false;
 
@@ -77,6 +83,7 @@ export class Runtime {
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
   ) {
+    this.splitter = new Splitter(storage, log, { logger, now: () => clock.now() });
     this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
   }
 
@@ -90,6 +97,10 @@ export class Runtime {
       if (opts.migrate !== false) {
         const applied = await storage.migrate(allMigrations());
         for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
+      }
+      storage.onRoutingProblem = (problem) => logger.error({ problem }, 'the shards\' stored hash ranges do not tile the hash space; routing stays as it was');
+      if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('core/0006_shard_routing')) {
+        await storage.loadRouting(Math.max(config.log.poll_ms, 1000));
       }
       const log = new Log(storage, clock, config.cluster.publish_deadline_ms);
       await log.open();
@@ -139,6 +150,7 @@ export class Runtime {
     await this.scheduler.recover();
     this.scheduler.start();
     if (this.config.retention.enabled) this.pruner.start();
+    await this.splitter.resumeAll();
   }
 
   /**
@@ -314,6 +326,7 @@ export class Runtime {
     if (this.closed) return;
     this.closed = true;
     await this.catalog.stop();
+    await this.splitter.close();
     await this.pruner.stop();
     await this.scheduler.stop();
     for (const s of this.sequencers) await s.stop();

@@ -877,7 +877,7 @@ export class Machines {
     const next = applyPlan(state, plan, { starting });
     const shard = this.shardOf(ns, id);
     const tagShard = plan.tag === undefined ? undefined : this.tagShard(ns, plan.tag);
-    if (plan.tag !== undefined && tagShard !== shard) {
+    if (plan.tag !== undefined && tagShard!.base !== shard.base) {
       // Tags of another shard are reserved first; a reservation whose step did not commit is recognised as stale.
       if (!(await tagShard!.write((tx) => this.claimTagIn(tx, ns, plan.tag!, id, next.gen, shard)))) throw new Abort('tag_taken');
     }
@@ -907,12 +907,12 @@ export class Machines {
           createdAt = r.createdAt;
           appended = r;
         } else await this.writeRow(tx, state, next);
-        if (plan.tag !== undefined && tagShard === shard && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
+        if (plan.tag !== undefined && tagShard!.base === shard.base && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
         if (plan.remove) {
           await this.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
           await this.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
           await tx.run(SQL.deleteNotifications, [ns, id]);
-          for (const t of state.tags) if (this.tagShard(ns, t) === shard) await tx.run(SQL.deleteTag, [ns, t, id]);
+          for (const t of state.tags) if (this.tagShard(ns, t).base === shard.base) await tx.run(SQL.deleteTag, [ns, t, id]);
           return;
         }
         if (plan.timer !== 'keep' || resumed || starting || hooks.timer) {
@@ -932,7 +932,7 @@ export class Machines {
     if (plan.remove) {
       for (const t of state.tags) {
         const ts = this.tagShard(ns, t);
-        if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch(() => {});
+        if (ts.base !== shard.base) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch(() => {});
       }
     }
     // The cache follows the commit only once it is durable (a failed commit dropped the machine's entry above).
@@ -965,7 +965,7 @@ export class Machines {
     if (holder.id === id && Number(holder.gen) === gen) return true;
     if (holder.id !== id) {
       const hs = this.shardOf(ns, holder.id);
-      const q = hs === machineShard ? tx : hs.reader;
+      const q = hs.base === machineShard.base ? tx : hs.reader;
       const h = await q.all<{ gen: number; status: string; tags: string }>(SQL.holderOfTag, [ns, holder.id]);
       const live = h[0] && h[0].status !== 'none' && Number(h[0].gen) === Number(holder.gen) && (JSON.parse(h[0].tags) as string[]).includes(tag);
       if (live) return false;
