@@ -95,13 +95,13 @@ const CATCH_UP_LEFT = 200;
 export interface SplitOptions {
   logger: Logger;
   now: () => number;
-  /** Test hook: called as each step is about to run (a test kills the process there). */
-  onStep?: (step: string) => void;
 }
 
 export class Splitter {
   private readonly running = new Map<string, Promise<void>>();
   private closed = false;
+  /** Called as each step is about to run (a crash test kills the process there). */
+  onStep: ((step: string) => void) | undefined;
 
   constructor(
     private readonly storage: Storage,
@@ -228,7 +228,7 @@ export class Splitter {
 
   private step(name: string): void {
     if (this.closed) throw new MillraceError('shutting_down', 'the node is closing; the split resumes at the next start');
-    this.opts.onStep?.(name);
+    this.onStep?.(name);
   }
 
   private async run(source: Shard, id: string): Promise<void> {
@@ -345,6 +345,7 @@ export class Splitter {
         await tx.run('UPDATE shard_imports SET copied_pos = ?, copied_events = copied_events + ?, updated_at = ? WHERE id = ?', [last, moved.length, this.opts.now(), job.id]);
       });
       copied += moved.length;
+      this.step('copied');
     }
   }
 

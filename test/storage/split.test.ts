@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig, type ConfigInput } from '../../src/core/config.js';
+import { buildConfig } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
 import { parseHashBound, sha1, shardKeyText } from '../../src/core/routing.js';
 import { Machines } from '../../src/machines/machines.js';
@@ -8,18 +8,7 @@ import { Runtime } from '../../src/runtime.js';
 import { readState } from '../../src/storage/routing-state.js';
 import { verifyShard } from '../../src/log/verify.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
-
-/** The test env's two shards become one owning everything and one spare. */
-export function withSpare(env: TestEnv): ConfigInput {
-  const input = structuredClone(env.input) as ConfigInput & { storage: { shards: Array<Record<string, unknown>> } };
-  const [s0, s1] = input.storage.shards;
-  delete s0!.to;
-  s0!.from = '0';
-  delete s1!.to;
-  delete s1!.from;
-  s1!.spare = true;
-  return input;
-}
+import { withSpare } from '../support/split.js';
 
 const AT = '8';
 const moves = (id: string): boolean => sha1(shardKeyText(['p', id])) >= parseHashBound(AT);
