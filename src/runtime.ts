@@ -21,6 +21,7 @@ import './auth/tokens.js';
 // What a shard split moves of each face, whether or not this process serves the face:
 // a split must never leave a face's rows of the moved range behind.
 import './machines/split-mover.js';
+import './auth/audit.js';
 
 /** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
 function loadSigner(file: string | undefined): RequestSigner | null {

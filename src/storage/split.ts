@@ -89,6 +89,8 @@ interface JobRow {
 }
 
 const BATCH = 500;
+/** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
+const UNMOVED_TABLES = ['pipe_sessions', 'ledger_events', 'ledger_locks', 'ledger_states', 'ledger_idempotency', 'bus_subscriptions', 'bus_dedupe', 'schedules', 'bulk_jobs'];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 
@@ -129,6 +131,7 @@ export class Splitter {
       const busy = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase <> 'done'");
       if (busy.length > 0) throw new MillraceError('split_in_progress', `split ${busy[0]!.id} of shard ${s.name} is under way`, { details: { id: busy[0]!.id } });
     }
+    await this.checkMovable(source);
     const targetEvents = await target.reader.all<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream NOT LIKE '$split/%'");
     if (Number(targetEvents[0]!.n) > 0) throw invalid(`shard ${target.name} holds events: a split goes to an empty spare shard`, { target: target.name });
     const id = randomUUID();
@@ -395,6 +398,36 @@ export class Splitter {
   private async phaseIn(tx: Tx, id: string, phase: SplitPhase, detail?: Record<string, unknown>): Promise<void> {
     if (detail === undefined) await tx.run('UPDATE shard_splits SET phase = ?, updated_at = ? WHERE id = ?', [phase, this.opts.now(), id]);
     else await tx.run('UPDATE shard_splits SET phase = ?, detail = ?, updated_at = ? WHERE id = ?', [phase, JSON.stringify(detail), this.opts.now(), id]);
+  }
+
+  /**
+   * Refuses a source holding what no mover moves yet: keyed rows of other
+   * faces, or log streams no mover claims. Moving only part of a key range's
+   * entities would strand the rest on the source, unreachable by routing.
+   */
+  private async checkMovable(source: Shard): Promise<void> {
+    for (const table of UNMOVED_TABLES) {
+      const exists =
+        source.driver.dialect === 'sqlite'
+          ? await source.reader.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
+          : await source.reader.all('SELECT to_regclass(?) AS t WHERE to_regclass(?) IS NOT NULL', [table, table]);
+      if (exists.length === 0) continue;
+      const rows = await source.reader.all(`SELECT 1 AS x FROM ${table} LIMIT 1`);
+      if (rows.length > 0) {
+        throw invalid(`shard ${source.name} holds rows of ${table}, which a split does not move yet (it moves machines); nothing was written`, { shard: source.name, table });
+      }
+    }
+    let after = '';
+    for (;;) {
+      const streams = await source.reader.all<{ stream: string }>("SELECT DISTINCT stream FROM events WHERE stream > ? AND stream NOT LIKE '$split/%' ORDER BY stream LIMIT 1000", [after]);
+      if (streams.length === 0) return;
+      for (const { stream } of streams) {
+        if (!movers.some((m) => m.keyOfStream(stream) !== undefined)) {
+          throw invalid(`shard ${source.name} holds the stream "${stream}", which no face moves in a split yet; nothing was written`, { shard: source.name, stream });
+        }
+      }
+      after = streams[streams.length - 1]!.stream;
+    }
   }
 
   private named(name: string, role: string): Shard {

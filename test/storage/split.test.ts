@@ -143,3 +143,25 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     expect(v.ok).toBe(true);
   });
 });
+
+describe('a split refuses a shard holding what it cannot move yet', () => {
+  let env: TestEnv;
+  let rt: Runtime;
+  beforeAll(async () => {
+    env = await createTestEnv('sqlite', { shards: 2 });
+    rt = await Runtime.open(buildConfig(withSpare(env)));
+  });
+  afterAll(async () => {
+    await rt?.close();
+    await env?.cleanup();
+  });
+
+  it('names the stream no face moves (split_invalid) and writes nothing', async () => {
+    await rt.log.append('other/x', [{ type: 't', data: 1 }]);
+    const e = await rt.splitter.start('s0', '8', 's1').catch((err: unknown) => err);
+    expect(isMillraceError(e, 'split_invalid')).toBe(true);
+    expect((e as { details: { stream: string } }).details.stream).toBe('other/x');
+    expect(await rt.splitter.jobs()).toEqual([]);
+    expect((await readState(rt.storage.shard('s1').reader))!.ranges).toEqual([]);
+  });
+});
