@@ -29,6 +29,9 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
   let env: TestEnv;
   let rt: Runtime;
   let m: Machines;
+  /** PostgreSQL: a second node, not the one splitting, that takes half the load and must follow the new routing without a restart. */
+  let rt2: Runtime | undefined;
+  let m2: Machines | undefined;
   const fn: ProcessorFn = (req) => {
     const args = (req as { args?: unknown }).args as { timer?: number; tag?: string } | null | undefined;
     const action: Record<string, unknown> = {};
@@ -45,8 +48,14 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     rt = await Runtime.open(buildConfig(withSpare(env)));
     m = new Machines(rt, { processors: new Map([['fn', fn]]) });
     m.registerTimers();
+    if (dialect === 'postgres') {
+      rt2 = await Runtime.open(buildConfig({ ...withSpare(env), node_id: `${env.config.node_id}-b` }));
+      m2 = new Machines(rt2, { processors: new Map([['fn', fn]]) });
+      m2.registerTimers();
+    }
   });
   afterAll(async () => {
+    await rt2?.close();
     await rt?.close();
     await env?.cleanup();
   });
@@ -84,7 +93,8 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
         await Promise.all(
           ids.map(async (id) => {
             if (id === timed) return;
-            await retryMoved(() => m.call('p', { id }, round));
+            const via = m2 !== undefined && Number(id.slice(1)) % 2 === 1 ? m2 : m;
+            await retryMoved(() => via.call('p', { id }, round));
             acked.set(id, acked.get(id)! + 1);
           }),
         );
@@ -115,6 +125,11 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
 
     const s0 = rt.storage.shard('s0');
     const s1 = rt.storage.shard('s1');
+    if (rt2 !== undefined) {
+      // The other node routes by the new table, unrestarted.
+      await waitFor(() => rt2!.storage.states.get('s1')?.ranges.length === 1 && rt2!.storage.states.get('s0')?.ranges.length === 1, 10_000, 'node b sees the split');
+      for (const id of ids) expect(rt2.storage.shardFor(['p', id]).name, id).toBe(moves(id) ? 's1' : 's0');
+    }
     expect((await readState(s0.reader))!.ranges.map((r) => [r.from.toString(16), r.to.toString(16), r.fenced])).toEqual([['0', '8' + '0'.repeat(39), false]]);
     expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([['8' + '0'.repeat(39), false]]);
     for (const id of ids) {
