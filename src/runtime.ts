@@ -84,7 +84,7 @@ export class Runtime {
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
   ) {
-    this.splitter = new Splitter(storage, log, { logger, now: () => clock.now() });
+    this.splitter = new Splitter(storage, log, { logger, now: () => clock.now(), graceMs: 2 * Math.max(config.log.poll_ms, 1000) });
     this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
   }
 

@@ -97,6 +97,12 @@ const CATCH_UP_LEFT = 200;
 export interface SplitOptions {
   logger: Logger;
   now: () => number;
+  /**
+   * How long the source keeps the moved rows after the range left it, so
+   * that nodes still routing by the old table (they re-read it at least
+   * this often) read them rather than nothing; their writes are refused.
+   */
+  graceMs: number;
 }
 
 export class Splitter {
@@ -292,6 +298,7 @@ export class Splitter {
           break;
         }
         case 'cleanup': {
+          await sleep(Math.max(0, Number(job.updated_at) + this.opts.graceMs - this.opts.now()));
           this.step('cleanup');
           await source.write(async (tx) => {
             for (const m of movers) await m.dropRows(tx, inRange);
