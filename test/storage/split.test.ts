@@ -102,6 +102,10 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     })();
     const others = (): number[] => ids.filter((id) => id !== timed).map((id) => acked.get(id)!);
     await waitFor(() => others().every((n) => n >= 3), 20_000, 'load running');
+    // Routed by the table before the split: one key that moves, one that stays.
+    const staleMoved = rt.storage.shardFor(['p', ids.find(moves)!]);
+    const staleKept = rt.storage.shardFor(['p', ids.find((id) => !moves(id))!]);
+    expect([staleMoved.name, staleKept.name]).toEqual(['s0', 's0']);
     let job;
     try {
       job = await rt.splitter.start('s0', AT, 's1');
@@ -125,6 +129,14 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
 
     const s0 = rt.storage.shard('s0');
     const s1 = rt.storage.shard('s1');
+    // A write routed by the old table is refused inside the old shard's transaction, retryable, with nothing written;
+    // one whose key stayed goes through (the fence is per range).
+    const refused = await staleMoved.write((tx) => tx.run("INSERT INTO streams (stream, seq) VALUES ('stale/moved', 1)")).catch((err: unknown) => err);
+    expect(isMillraceError(refused, 'shard_moved')).toBe(true);
+    expect((refused as { retryable: boolean }).retryable).toBe(true);
+    expect(await s0.reader.all("SELECT stream FROM streams WHERE stream = 'stale/moved'")).toEqual([]);
+    await staleKept.write((tx) => tx.run("INSERT INTO streams (stream, seq) VALUES ('stale/kept', 1)"));
+    expect(await s0.reader.all("SELECT stream FROM streams WHERE stream = 'stale/kept'")).toHaveLength(1);
     if (rt2 !== undefined) {
       // The other node routes by the new table, unrestarted.
       await waitFor(() => rt2!.storage.states.get('s1')?.ranges.length === 1 && rt2!.storage.states.get('s0')?.ranges.length === 1, 10_000, 'node b sees the split');
