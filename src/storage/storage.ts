@@ -113,8 +113,8 @@ export class Storage {
       await s.write((tx) => tx.run('INSERT INTO shard_state (id, epoch, ranges, updated_at) VALUES (1, 1, ?, ?) ON CONFLICT (id) DO NOTHING', [encodeRanges(ranges), Date.now()]));
     }
     await this.refreshRouting();
-    for (const s of this.shards) this.unlisten.push(await s.driver.listen(ROUTING_CHANNEL, () => void this.refreshRouting()));
     if (this.guarded) {
+      for (const s of this.shards) this.unlisten.push(await s.driver.listen(ROUTING_CHANNEL, () => void this.refreshRouting()));
       this.pollTimer = setInterval(() => void this.refreshRouting(), pollMs);
       this.pollTimer.unref();
     }
