@@ -192,3 +192,31 @@ describe('a split refuses a shard holding what it cannot move yet', () => {
     expect((await readState(rt.storage.shard('s1').reader))!.ranges).toEqual([]);
   });
 });
+
+describe('spare shards in the configuration', () => {
+  const shards = (list: Array<Record<string, unknown>>) => ({ storage: { dialect: 'sqlite', shards: list } });
+  it('takes a spare with no range, outside the coverage check', () => {
+    const c = buildConfig(shards([{ name: 's0' }, { name: 's1', spare: true }]) as never, { baseDir: '/tmp' });
+    expect(c.storage.shards.map((s) => [s.name, s.from, s.to, s.spare ?? false])).toEqual([
+      ['s0', 0n, 1n << 160n, false],
+      ['s1', 0n, 0n, true],
+    ]);
+  });
+  it('refuses a spare with a range, or a spare first shard (config_invalid)', () => {
+    for (const bad of [
+      [{ name: 's0' }, { name: 's1', spare: true, to: '8' }],
+      [{ name: 's0' }, { name: 's1', spare: true, from: '8' }],
+      [{ name: 's1', spare: true }, { name: 's0' }],
+    ]) {
+      const e = (() => {
+        try {
+          buildConfig(shards(bad) as never, { baseDir: '/tmp' });
+        } catch (err) {
+          return err;
+        }
+        return undefined;
+      })();
+      expect(isMillraceError(e, 'config_invalid'), JSON.stringify(bad)).toBe(true);
+    }
+  });
+});
