@@ -218,6 +218,7 @@ export class Splitter {
     if (this.running.has(id)) return;
     const run = this.runLocked(source, id)
       .catch((err: unknown) => {
+        // Stopped by close(): the job row stays where it was and the next start resumes it; nothing to report.
         if (!this.closed) this.opts.logger.error({ err, split: id }, 'split stopped; it resumes at the next start of a node');
       })
       .finally(() => this.running.delete(id));

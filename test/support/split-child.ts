@@ -36,7 +36,14 @@ await rt.start();
 
 const ids = Array.from({ length: 20 }, (_, i) => `m${i}`);
 for (const id of ids) {
-  if ((await m.get('p', { id }).catch(() => null)) === null) {
+  const known = await m.get('p', { id }).then(
+    () => true,
+    (err: unknown) => {
+      if (isMillraceError(err, 'machine_not_found')) return false;
+      throw err;
+    },
+  );
+  if (!known) {
     await m.start('p', id, null);
     line({ ack: [id, 'init'] });
   }
