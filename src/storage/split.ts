@@ -217,11 +217,19 @@ export class Splitter {
   private launch(source: Shard, id: string): void {
     if (this.running.has(id)) return;
     const run = this.runLocked(source, id)
-      .catch((err: unknown) => {
-        // Stopped by close(): the job row stays where it was and the next start resumes it; nothing to report.
-        if (!this.closed) this.opts.logger.error({ err, split: id }, 'split stopped; it resumes at the next start of a node');
-      })
-      .finally(() => this.running.delete(id));
+      .then(
+        () => false,
+        (err: unknown) => {
+          // Stopped by close(): the job row stays where it was and the next start resumes it; nothing to report.
+          if (this.closed) return false;
+          this.opts.logger.error({ err, split: id }, 'split step failed; retrying in a second');
+          return true;
+        },
+      )
+      .then((again) => {
+        this.running.delete(id);
+        if (again && !this.closed) setTimeout(() => this.launch(source, id), 1000).unref();
+      });
     this.running.set(id, run);
   }
 
