@@ -152,6 +152,7 @@ export class Runtime {
     this.scheduler.start();
     if (this.config.retention.enabled) this.pruner.start();
     await this.splitter.resumeAll();
+    if (this.storage.guarded && this.storage.shards[0]!.driver.capabilities.multiNode) this.splitter.watch(5_000);
   }
 
   /**

@@ -108,6 +108,9 @@ export interface SplitOptions {
 export class Splitter {
   private readonly running = new Map<string, Promise<void>>();
   private closed = false;
+  private watchTimer: NodeJS.Timeout | undefined;
+  /** Ends waits for a job's lock when the node closes. */
+  private readonly abort = new AbortController();
   /** Called as each step is about to run (a crash test kills the process there). */
   onStep: ((step: string) => void) | undefined;
 
@@ -167,6 +170,18 @@ export class Splitter {
     }
   }
 
+  /**
+   * Where nodes share the shards: looks for unfinished jobs every
+   * `intervalMs`, so that a live node stands by for each (waiting on its
+   * lock) and takes a job over at once if the node running it dies.
+   */
+  watch(intervalMs: number): void {
+    this.watchTimer = setInterval(() => {
+      this.resumeAll().catch((err: unknown) => this.opts.logger.warn({ err }, 'could not look for unfinished splits'));
+    }, intervalMs);
+    this.watchTimer.unref();
+  }
+
   /** Resolves once the job ends here (or at once if it does not run on this node). */
   async wait(id: string): Promise<void> {
     await this.running.get(id);
@@ -211,6 +226,8 @@ export class Splitter {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.watchTimer !== undefined) clearInterval(this.watchTimer);
+    this.abort.abort();
     await Promise.allSettled([...this.running.values()]);
   }
 
@@ -235,8 +252,7 @@ export class Splitter {
 
   /** One node runs a job at a time (a lock on the source, freed if the node dies). */
   private async runLocked(source: Shard, id: string): Promise<void> {
-    const abort = new AbortController();
-    const held = await source.driver.lock(`millrace:split:${id}`, abort.signal);
+    const held = await source.driver.lock(`millrace:split:${id}`, this.abort.signal);
     try {
       await this.run(source, id);
     } finally {
