@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { ErrorCodeTable } from './core/error-codes.js';
 import type { Migration } from './storage/port.js';
+import type { SplitMover } from './storage/split-mover.js';
 
 /**
  * What a face declares to the runtime, before it is built: its tables, its
@@ -15,4 +16,6 @@ export interface FaceSpec {
   readonly errors: ErrorCodeTable;
   /** Its section of the config file: the key and the schema that parses it (composed into the config schema in `core/config.ts`). */
   readonly config: { readonly key: string; readonly schema: z.ZodType };
+  /** What a shard split moves of its rows with their keys (a face without keyed rows or streams has none). */
+  readonly splitMover?: SplitMover;
 }

@@ -20,6 +20,8 @@ import { TOKEN_MIGRATIONS } from './auth/tokens.js';
 import type { FaceSpec } from './face-spec.js';
 import { BUILT_IN_FACE_SPECS } from './face-specs.js';
 import { Activity, Series } from './core/activity.js';
+import { Splitter } from './storage/split.js';
+import { AUDIT_SPLIT_MOVER } from './auth/audit.js';
 
 /** The signer of `auth.signing_key_file` (an ed25519 private key, PEM); `config_invalid` when unreadable or not ed25519. */
 function loadSigner(file: string | undefined): RequestSigner | null {
@@ -109,6 +111,8 @@ export class Runtime {
   readonly sequencers: Sequencer[] = [];
   /** The pruning job; faces register what may be removed (retention sources). */
   readonly pruner: Pruner;
+  /** Shard splits this node runs or resumes (docs/operations.md, growing). */
+  readonly splitter: Splitter;
   private started = false;
   private closed = false;
 
@@ -125,6 +129,9 @@ export class Runtime {
     readonly catalog: Catalog,
   ) {
     this.series = new Series(this.activity, { onError: (err, gauge) => logger.debug({ err, gauge }, 'series: a gauge could not be read') });
+    // Every face of the build moves its rows in a split, served here or not: no face's rows of the moved range may stay behind.
+    const movers = [AUDIT_SPLIT_MOVER, ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) => (f.splitMover === undefined ? [] : [f.splitMover]))];
+    this.splitter = new Splitter(storage, log, { logger, now: () => clock.now(), graceMs: 2 * Math.max(config.log.poll_ms, 1000), movers });
     this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
   }
 
@@ -139,6 +146,10 @@ export class Runtime {
       if (opts.migrate !== false) {
         const applied = await storage.migrate(migrations);
         for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
+      }
+      storage.onRoutingProblem = (problem) => logger.error({ problem }, 'the shards\' stored hash ranges do not tile the hash space; routing stays as it was');
+      if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('core/0006_shard_routing')) {
+        await storage.loadRouting(Math.max(config.log.poll_ms, 1000));
       }
       const log = new Log(storage, clock, config.cluster.publish_deadline_ms);
       await log.open();
@@ -191,6 +202,8 @@ export class Runtime {
     this.scheduler.start();
     if (this.config.retention.enabled) this.pruner.start();
     this.series.start();
+    await this.splitter.resumeAll();
+    if (this.storage.guarded && this.storage.shards[0]!.driver.capabilities.multiNode) this.splitter.watch(5_000);
   }
 
   /**
@@ -368,6 +381,7 @@ export class Runtime {
     this.closed = true;
     this.series.stop();
     await this.catalog.stop();
+    await this.splitter.close();
     await this.pruner.stop();
     await this.scheduler.stop();
     for (const s of this.sequencers) await s.stop();

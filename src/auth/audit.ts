@@ -16,8 +16,17 @@
  */
 import type { Log, LogEvent } from '../log/log.js';
 import type { Principal } from '../core/principal.js';
+import type { SplitMover } from '../storage/split-mover.js';
 
 export const AUDIT_STREAM = 'millrace.audit';
+
+/** A shard split moves the audit stream (routed by its own name) with its history when its hash is in the moved range. */
+export const AUDIT_SPLIT_MOVER: SplitMover = {
+  kind: 'audit',
+  keyOfStream: (stream) => (stream === AUDIT_STREAM ? stream : undefined),
+  copyRows: () => Promise.resolve(0),
+  dropRows: () => Promise.resolve(0),
+};
 
 export interface AuditEntry {
   /** `admin`, `token:<id>`, `jwt:<sub>`, `cert:<subject>`, or `open` when authentication is off. */

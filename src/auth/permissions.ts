@@ -160,6 +160,7 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/nodes': { permission: 'log:read' },
   'GET /v1/metrics/series': { permission: 'log:read' },
   'GET /v1/shards/:shard/events': { permission: 'log:read' },
+  'POST /v1/shards/:shard/split': { permission: 'log:admin', audit: 'shard.split' },
   'GET /v1/sinks': { permission: 'log:read' },
   'GET /v1/sinks/:sink/events': { permission: 'log:read' },
   'GET /v1/sinks/:sink/stream': { permission: 'log:read' },

@@ -238,8 +238,9 @@ export class Publisher {
         first.set(p.ref, p);
         pending.push(p);
       }
-      const list = toWrite.get(p.target);
-      if (list === undefined) toWrite.set(p.target, [p]);
+      // By shard, not by per-key view of it (see Storage.shardFor): one transaction per shard.
+      const list = toWrite.get(p.target.base);
+      if (list === undefined) toWrite.set(p.target.base, [p]);
       else list.push(p);
     }
     const tokens = new Tokens(this.clock.now());
@@ -259,7 +260,7 @@ export class Publisher {
         [...toWrite].map(async ([shard, ps]) => {
           // Ids answered as duplicates while claiming are not stored again.
           const list = ps.filter((p) => out[p.index] === undefined);
-          const lost = await this.writeShard(shard, list, out, progress);
+          const lost = await this.writeShard(this.log.storage.joined(shard, list.map((p) => p.target)), list, out, progress);
           if (lost.length === 0) toWrite.delete(shard);
           else pending.push(...lost);
         }),
@@ -289,17 +290,25 @@ export class Publisher {
    */
   private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], tokens: Tokens, deadline: number): Promise<boolean> {
     const byHome = new Map<Shard, Prepared[]>();
+    const homeViews = new Map<Shard, Shard[]>();
     // In id order: the order in which every publisher locks the claims.
     for (const p of [...list].sort((a, b) => compare(a.ref!, b.ref!))) {
       p.token = tokens.next();
-      const h = this.homeOf(p.ref!);
+      const view = this.homeOf(p.ref!);
+      const h = view.base;
       const ps = byHome.get(h);
-      if (ps === undefined) byHome.set(h, [p]);
-      else ps.push(p);
+      if (ps === undefined) {
+        byHome.set(h, [p]);
+        homeViews.set(h, [view]);
+      } else {
+        ps.push(p);
+        homeViews.get(h)!.push(view);
+      }
     }
     let waiting = false;
     const results = await Promise.allSettled(
-      [...byHome].map(async ([home, ps]) => {
+      [...byHome].map(async ([base, ps]) => {
+        const home = this.log.storage.joined(base, homeViews.get(base)!);
         const found = await this.retryRace(() => home.write((tx) => this.claimIn(tx, home, ps, tokens)));
         for (const [p, f] of found) {
           if (f === 'claimed') continue;

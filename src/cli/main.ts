@@ -25,6 +25,13 @@ function readConfig(path: string | undefined, overrides?: (c: Record<string, unk
   }
 }
 
+/** A progress bar of a split: `[#####-----]  50% copy (1234 events)`. */
+export function progressLine(phase: string, progress: number, events: number): string {
+  const width = 30;
+  const done = Math.max(0, Math.min(width, Math.round(progress * width)));
+  return `[${'#'.repeat(done)}${'-'.repeat(width - done)}] ${String(Math.floor(progress * 100)).padStart(3)}% ${phase} (${events} events copied)`;
+}
+
 /** The version of the installed package (same path from `src/` and from `dist/`). */
 export function packageVersion(): string {
   return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
@@ -250,7 +257,20 @@ export async function main(argv: string[]): Promise<void> {
       (r.ok ? process.stdout : process.stderr).write(text ? `${text}\n` : '');
       if (!r.ok) process.exitCode = 1;
     };
-    return { group, send };
+    /** The answer's JSON, or undefined after writing an error answer to stderr (exit code 1). */
+    const fetchJson = async (method: string, path: string, body?: string): Promise<unknown> => {
+      const token = group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
+      const headers: Record<string, string> = {};
+      if (token) headers.authorization = `Bearer ${token}`;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const r = await fetch(`${base()}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+      const text = await r.text();
+      if (r.ok) return JSON.parse(text) as unknown;
+      process.stderr.write(text ? `${text}\n` : `HTTP ${r.status}\n`);
+      process.exitCode = 1;
+      return undefined;
+    };
+    return { group, send, fetchJson };
   };
 
   // Runtime definitions.
@@ -298,6 +318,42 @@ export async function main(argv: string[]): Promise<void> {
       });
     group.command('list').description('list tokens (no secrets)').action(() => send('GET', '/v1/auth/tokens?limit=500'));
     group.command('revoke <id>').description('revoke a token at once, on every node').action((id: string) => send('DELETE', `/v1/auth/tokens/${encodeURIComponent(id)}`));
+  }
+
+  // Shards: ranges, sizes, splits (docs/operations.md, growing from one shard to many).
+  {
+    const { group, send, fetchJson } = nodeGroup('shards', "shards and splits, over a node's HTTP API");
+    group.command('list').description('shards with their ranges, sizes and head positions, and splits with their progress').action(() => send('GET', '/v1/shards'));
+    group
+      .command('split <shard>')
+      .description('move the upper part of a shard\'s hash range, from --at on, to a spare shard; shows progress until it is done')
+      .requiredOption('--at <hex>', 'hex prefix of the first hash that moves (e.g. 8 moves the upper half of a shard owning everything)')
+      .requiredOption('--to <shard>', 'the spare shard (configured with spare: true on every node): its name, URL or file')
+      .option('--no-wait', 'start the split and return')
+      .action(async (shard: string, o: { at: string; to: string; wait: boolean }) => {
+        const started = await fetchJson('POST', `/v1/shards/${encodeURIComponent(shard)}/split`, JSON.stringify({ at: o.at, to: o.to }));
+        if (started === undefined) return;
+        const id = (started as { id: string }).id;
+        if (!o.wait) {
+          process.stdout.write(`${JSON.stringify(started)}\n`);
+          return;
+        }
+        const tty = process.stdout.isTTY === true;
+        let last = '';
+        for (;;) {
+          const all = (await fetchJson('GET', '/v1/shards')) as { splits: Array<{ id: string; phase: string; progress: number; copied_events: number }> } | undefined;
+          if (all === undefined) return;
+          const j = all.splits.find((x) => x.id === id);
+          if (j === undefined) break;
+          const line = progressLine(j.phase, j.progress, j.copied_events);
+          if (line !== last) process.stdout.write(tty ? `\r${line}` : `${line}\n`);
+          last = line;
+          if (j.phase === 'done') break;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        if (tty) process.stdout.write('\n');
+        process.stdout.write(`split ${id} done\n`);
+      });
   }
 
   const configCmd = program.command('config').description('configuration tools');

@@ -44,6 +44,12 @@ const shardSchema = z
     from: hexBound.default('0'),
     /** Exclusive upper bound, as a hex prefix. Omitted: end of the space. */
     to: hexBound.optional(),
+    /**
+     * A spare shard owns no hash range until a split moves one to it
+     * (`millrace shards split`, docs/operations.md). Every node opens it, so
+     * all nodes can route to it the moment the split cuts over.
+     */
+    spare: z.boolean().default(false),
   })
   .strict();
 
@@ -255,6 +261,8 @@ export interface ShardConfig {
   from: bigint;
   /** Exclusive. */
   to: bigint;
+  /** Owns no range at first (from = to = 0): the target of a later split. */
+  spare?: boolean;
 }
 
 export interface Config extends Omit<ParsedConfig, 'storage'> {
@@ -292,7 +300,7 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
   const dataDir = isAbsolute(c.data_dir) ? c.data_dir : resolve(baseDir, c.data_dir);
   const dialect = c.storage.dialect;
 
-  const rawShards = c.storage.shards ?? (dialect === 'sqlite' ? [{ name: 's0', from: '0' }] : []);
+  const rawShards: Array<z.output<typeof shardSchema>> = c.storage.shards ?? (dialect === 'sqlite' ? [{ name: 's0', from: '0', spare: false }] : []);
   if (rawShards.length === 0) {
     throw configError('storage.shards: the postgres dialect needs at least one shard with a url');
   }
@@ -312,6 +320,10 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
       if (!/^postgres(ql)?:\/\//.test(s.url)) throw configError(`${key}.url: expected a URL starting with postgres:// or postgresql://`);
       location = s.url;
     }
+    if (s.spare) {
+      if (s.to !== undefined || s.from !== '0') throw configError(`${key}: a spare shard owns no range at first; give it no "from" or "to"`);
+      return { name: s.name, location, from: 0n, to: 0n, spare: true };
+    }
     const from = parseHashBound(s.from ?? '0');
     const to = s.to === undefined ? HASH_SPACE_END : parseHashBound(s.to);
     if (to <= from) throw configError(`${key}: "to" (${s.to}) must be above "from" (${s.from})`);
@@ -323,7 +335,8 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
     if (other !== undefined) throw configError(`storage.shards: shards "${other}" and "${s.name}" point at the same database; each shard needs its own`);
     locations.set(s.location, s.name);
   }
-  checkCoverage(shards);
+  if (shards[0]!.spare) throw configError('storage.shards.0: the first shard holds the catalog and cannot be a spare');
+  checkCoverage(shards.filter((s) => !s.spare));
 
   const rel = (p: string | undefined): string | undefined => (p === undefined || isAbsolute(p) ? p : resolve(baseDir, p));
   const auth = {

@@ -49,6 +49,10 @@ export const ERROR_CODES = {
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
   conflict: spec(409, GrpcStatus.ABORTED, false, 'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.'),
   position_expired: spec(410, GrpcStatus.OUT_OF_RANGE, false, 'Retention removed events after the reader\'s position (details: per shard, the events lost and the horizon); reconnect with on_expired "resume" to continue with a gap notice, or read from the horizon.'),
+  // growing: splitting a shard
+  shard_moved: spec(503, GrpcStatus.UNAVAILABLE, true, 'The key\'s hash range is moving to another shard (a split is cutting over) or has moved since this node routed the request; nothing was written. Retry: the node routes by the new table.'),
+  split_invalid: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The split request names no shard, a target that is not an empty spare shard of the configuration, or a bound outside the shard\'s range; nothing was written.'),
+  split_in_progress: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A split of this shard (or into this target) is already under way; nothing was written.'),
   // backup and restore
   backup_invalid: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The backup directory holds no complete backup (no manifest: it was interrupted), a file does not match its manifest checksum, or its shards do not match the configuration.'),
   backup_target_not_empty: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A backup goes into a new or empty directory; nothing was written.'),

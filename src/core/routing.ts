@@ -41,7 +41,11 @@ export class ShardRouter<S extends RangeOwner> {
 
   shardFor(key: readonly string[] | string): S {
     if (this.only !== undefined) return this.only;
-    const h = sha1(shardKeyText(key));
+    return this.shardForHash(sha1(shardKeyText(key)));
+  }
+
+  shardForHash(h: bigint): S {
+    if (this.only !== undefined) return this.only;
     let lo = 0;
     let hi = this.sorted.length - 1;
     while (lo <= hi) {

@@ -4,7 +4,7 @@ import { systemClock } from '../core/clock.js';
 import { MillraceError, badRequest } from '../core/errors.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard, Storage } from '../storage/storage.js';
-import { chainHash, GENESIS_HASH, type StoredEventRow } from './chain.js';
+import { chainHash, GENESIS_HASH, rowChainFields, type StoredEventRow } from './chain.js';
 import { HeadSignal } from './head-signal.js';
 
 /** Channel on which PostgreSQL writers wake the sequencer. */
@@ -236,6 +236,55 @@ export class Log extends EventEmitter {
     tx.notify(APPEND_CHANNEL);
     tx.onCommit(() => this.emit('appended', shard.name, null));
     return out;
+  }
+
+  /**
+   * Copies events of other shards into `shard` as they were (stream, seq,
+   * type, data, meta, created_at), in the given order, in a caller's
+   * transaction: a split's import. They take new positions and hashes in
+   * this shard's chain; streams' counters move up to the copied seqs.
+   */
+  async importIn(tx: Tx, shard: Shard, rows: ReadonlyArray<Omit<StoredEventRow, 'pos' | 'hash'>>): Promise<void> {
+    if (rows.length === 0) return;
+    const top = new Map<string, number>();
+    for (const r of rows) top.set(r.stream, Math.max(top.get(r.stream) ?? 0, Number(r.seq)));
+    for (const [stream, seq] of [...top].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      await tx.run('INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = CASE WHEN streams.seq > excluded.seq THEN streams.seq ELSE excluded.seq END', [stream, seq]);
+    }
+    if (shard.driver.capabilities.sequencesOnInsert) {
+      const sl = this.shardLog(shard.name);
+      const before = sl.tip;
+      let tip = before;
+      for (let off = 0; off < rows.length; off += INSERT_CHUNK) {
+        const chunk = rows.slice(off, off + INSERT_CHUNK);
+        const params: unknown[] = [];
+        for (const r of chunk) {
+          const pos = tip.pos + 1;
+          const hash = chainHash(tip.hash, rowChainFields(pos, r));
+          params.push(pos, r.stream, r.seq, r.type, r.data, r.meta, r.created_at, hash);
+          tip = { pos, hash };
+        }
+        await tx.run(`INSERT INTO events (${EVENT_COLUMNS}) VALUES ${rowsOf(chunk.length, 8)}`, params);
+      }
+      sl.tip = tip;
+      tx.onRollback(() => {
+        sl.tip = before;
+      });
+      const head = tip.pos;
+      tx.onCommit(() => {
+        sl.signal.advance(head);
+        this.emit('appended', shard.name, head);
+      });
+      return;
+    }
+    for (let off = 0; off < rows.length; off += INSERT_CHUNK) {
+      const chunk = rows.slice(off, off + INSERT_CHUNK);
+      const params: unknown[] = [];
+      for (const r of chunk) params.push(r.stream, r.seq, r.type, r.data, r.meta, r.created_at);
+      await tx.run(`INSERT INTO events (stream, seq, type, data, meta, created_at) VALUES ${rowsOf(chunk.length, 6)}`, params);
+    }
+    tx.notify(APPEND_CHANNEL);
+    tx.onCommit(() => this.emit('appended', shard.name, null));
   }
 
   /**

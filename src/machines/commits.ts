@@ -49,7 +49,7 @@ export class MachineCommits {
     const next = applyPlan(state, plan, { starting });
     const shard = cx.shardOf(ns, id);
     const tagShard = plan.tag === undefined ? undefined : cx.tagShard(ns, plan.tag);
-    if (plan.tag !== undefined && tagShard !== shard) {
+    if (plan.tag !== undefined && tagShard!.base !== shard.base) {
       // Tags of another shard are reserved first; a reservation whose step did not commit is recognised as stale.
       if (!(await tagShard!.write((tx) => this.claimTagIn(tx, ns, plan.tag!, id, next.gen, shard)))) throw new Abort('tag_taken');
     }
@@ -79,12 +79,12 @@ export class MachineCommits {
           createdAt = r.createdAt;
           appended = r;
         } else await this.writeRow(tx, state, next);
-        if (plan.tag !== undefined && tagShard === shard && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
+        if (plan.tag !== undefined && tagShard!.base === shard.base && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
         if (plan.remove) {
           await cx.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
           await cx.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
           await tx.run(SQL.deleteNotifications, [ns, id]);
-          for (const t of state.tags) if (cx.tagShard(ns, t) === shard) await tx.run(SQL.deleteTag, [ns, t, id]);
+          for (const t of state.tags) if (cx.tagShard(ns, t).base === shard.base) await tx.run(SQL.deleteTag, [ns, t, id]);
           return;
         }
         if (plan.timer !== 'keep' || resumed || starting || hooks.timer) {
@@ -108,7 +108,7 @@ export class MachineCommits {
       for (const t of state.tags) {
         const ts = cx.tagShard(ns, t);
         // A tag row left behind names a removed machine: claimTagIn and resolve see it as stale.
-        if (ts !== shard) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch((err: unknown) => cx.rt.logger.debug({ err, ns, id, tag: t }, 'machines: a removed machine\'s tag row stays (stale)'));
+        if (ts.base !== shard.base) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch((err: unknown) => cx.rt.logger.debug({ err, ns, id, tag: t }, 'machines: a removed machine\'s tag row stays (stale)'));
       }
     }
     // The cache follows the commit only once it is durable (a failed commit dropped the machine's entry above).
@@ -186,7 +186,7 @@ export class MachineCommits {
     if (holder.id === id && Number(holder.gen) === gen) return true;
     if (holder.id !== id) {
       const hs = this.cx.shardOf(ns, holder.id);
-      const q = hs === machineShard ? tx : hs.reader;
+      const q = hs.base === machineShard.base ? tx : hs.reader;
       const h = await q.all<{ gen: number; status: string; tags: string }>(SQL.holderOfTag, [ns, holder.id]);
       const live = h[0] && h[0].status !== 'none' && Number(h[0].gen) === Number(holder.gen) && (JSON.parse(h[0].tags) as string[]).includes(tag);
       if (live) return false;

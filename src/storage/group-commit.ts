@@ -48,7 +48,10 @@ class JobTx implements Tx {
   readonly commits: Array<() => void> = [];
   readonly rollbacks: Array<() => void> = [];
   readonly channels = new Set<string>();
-  constructor(private readonly conn: Queryable) {}
+  constructor(
+    private readonly conn: Queryable,
+    readonly scope: object,
+  ) {}
   all<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
     return this.conn.all<R>(sql, params);
   }
@@ -328,9 +331,11 @@ export class GroupCommitter extends EventEmitter {
   private async runWithSavepoints(conn: WriteConnection, batch: Job[], savepoints = true): Promise<Outcome[]> {
     await conn.exec(this.beginFor(batch));
     const outcomes: Outcome[] = [];
+    const shared = {};
     try {
       for (const job of batch) {
-        const tx = new JobTx(conn);
+        // A savepoint rolled back frees what was locked inside it: nothing is shared past one.
+        const tx = new JobTx(conn, savepoints ? {} : shared);
         if (savepoints) await conn.exec('SAVEPOINT job');
         try {
           const value = await job.fn(tx);
@@ -371,9 +376,10 @@ export class GroupCommitter extends EventEmitter {
     }
     await conn.exec(this.beginFor(batch));
     const outcomes: Outcome[] = [];
+    const scope = {};
     try {
       for (const job of batch) {
-        const tx = new JobTx(conn);
+        const tx = new JobTx(conn, scope);
         try {
           const value = await job.fn(tx);
           const broken = await conn.failure?.();

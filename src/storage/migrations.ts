@@ -186,4 +186,80 @@ export const CORE_MIGRATIONS: readonly Migration[] = [
       `,
     },
   },
+  {
+    // Growing: the hash ranges a shard owns (durable routing, `epoch` bumped
+    // on every change; writers read it inside their transaction), split jobs
+    // of this shard as a source, and imports into it as a split's target.
+    id: 'core/0006_shard_routing',
+    sql: {
+      sqlite: `
+        CREATE TABLE shard_state (
+          id INTEGER PRIMARY KEY,
+          epoch INTEGER NOT NULL,
+          ranges TEXT NOT NULL,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE shard_splits (
+          id TEXT PRIMARY KEY,
+          target TEXT NOT NULL,
+          range_from TEXT NOT NULL,
+          range_to TEXT NOT NULL,
+          phase TEXT NOT NULL,
+          start_pos INTEGER NOT NULL,
+          fence_pos INTEGER,
+          detail TEXT,
+          started_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE shard_imports (
+          id TEXT PRIMARY KEY,
+          source TEXT NOT NULL,
+          copied_pos INTEGER NOT NULL,
+          copied_events INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE shard_import_map (
+          id TEXT NOT NULL,
+          source_pos INTEGER NOT NULL,
+          stream TEXT NOT NULL,
+          seq INTEGER NOT NULL,
+          PRIMARY KEY (id, source_pos)
+        );
+      `,
+      postgres: `
+        CREATE TABLE shard_state (
+          id INTEGER PRIMARY KEY,
+          epoch BIGINT NOT NULL,
+          ranges TEXT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE shard_splits (
+          id TEXT PRIMARY KEY,
+          target TEXT NOT NULL,
+          range_from TEXT NOT NULL,
+          range_to TEXT NOT NULL,
+          phase TEXT NOT NULL,
+          start_pos BIGINT NOT NULL,
+          fence_pos BIGINT,
+          detail TEXT,
+          started_at BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE shard_imports (
+          id TEXT PRIMARY KEY,
+          source TEXT NOT NULL,
+          copied_pos BIGINT NOT NULL,
+          copied_events BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE shard_import_map (
+          id TEXT NOT NULL,
+          source_pos BIGINT NOT NULL,
+          stream TEXT NOT NULL,
+          seq BIGINT NOT NULL,
+          PRIMARY KEY (id, source_pos)
+        );
+      `,
+    },
+  },
 ];

@@ -18,6 +18,12 @@ export interface Queryable {
 
 /** A write transaction handed to one caller's function by the group committer. */
 export interface Tx extends Queryable {
+  /**
+   * One object for every caller of one transaction (attempt): a key for
+   * what may be cached while the transaction lives, such as the shard's
+   * routing state read under its lock.
+   */
+  readonly scope?: object;
   /** Runs after the transaction that holds this caller's writes commits. */
   onCommit(fn: () => void): void;
   /** Runs if this caller's writes are rolled back (in reverse order of registration). */

@@ -1,14 +1,38 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
-import { ShardRouter } from '../core/routing.js';
+import { sha1, shardKeyText, ShardRouter } from '../core/routing.js';
 import { GroupCommitter, type SubmitOptions, type TxFn } from './group-commit.js';
-import type { Migration, Queryable, ShardDriver } from './port.js';
+import type { Migration, Queryable, ShardDriver, Tx } from './port.js';
+import { buildTable, encodeRanges, ownsForWrite, readState, ROUTING_CHANNEL, type ShardState } from './routing-state.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
 import { PostgresDriver } from './postgres/postgres-driver.js';
 import { SqliteDriver } from './sqlite/sqlite-driver.js';
 
+/** What a shard was chosen for: the key's hash and the shard's routing epoch then (see Storage.shardFor). */
+interface Route {
+  hash: bigint;
+  /** Further keys of one write (Storage.joined). */
+  more?: bigint[];
+  epoch: number;
+  fenced: boolean;
+  storage: Storage;
+}
+
+interface RouteEntry {
+  name: string;
+  from: bigint;
+  to: bigint;
+  shard: Shard;
+  fenced: boolean;
+}
+
 /** One unit of storage: a database, its hash range, and its group committer. */
 export class Shard {
+  /** The configured database (SQLite file or PostgreSQL URL). */
+  location = '';
+  /** Set on the per-key view that Storage.shardFor hands out where ranges can move. */
+  declare readonly route?: Route;
+
   readonly committer: GroupCommitter;
   /** Exclusive roles (sequencer, exclusive cursors) this node holds or waits for on the shard. */
   readonly roles: RoleLeases;
@@ -31,7 +55,17 @@ export class Shard {
    * GroupCommitter.submit). `fn` may be re-run after a deadlock.
    */
   write<T>(fn: TxFn<T>, opts?: SubmitOptions): Promise<T> {
-    return this.committer.submit(fn, opts);
+    const route = this.route;
+    if (route === undefined) return this.committer.submit(fn, opts);
+    return this.committer.submit(async (tx) => {
+      await route.storage.checkRoute(tx, this, route);
+      return fn(tx);
+    }, opts);
+  }
+
+  /** The shard itself, where `this` may be a per-key view of it (compare shards by this or by name). */
+  get base(): Shard {
+    return this.route === undefined ? this : (Object.getPrototypeOf(this) as Shard);
   }
 
   get reader(): Queryable {
@@ -42,12 +76,114 @@ export class Shard {
 export class Storage {
   readonly shards: readonly Shard[];
   private readonly byName: Map<string, Shard>;
-  private readonly router: ShardRouter<Shard>;
+  private router: ShardRouter<RouteEntry>;
+  /** Each shard's owned ranges and epoch as last read (empty until loadRouting). */
+  readonly states = new Map<string, ShardState>();
+  /**
+   * Ranges can move (more than one shard is configured): writes check, in
+   * their transaction, that the shard still owns their key. One shard alone
+   * owns everything and never checks.
+   */
+  readonly guarded: boolean;
+  private refreshing: Promise<void> | undefined;
+  private again: Promise<void> | undefined;
+  private readonly unlisten: Array<() => Promise<void>> = [];
+  private pollTimer: NodeJS.Timeout | undefined;
+  /** Called with a problem text when the stored ranges do not tile the hash space (the previous table is kept). */
+  onRoutingProblem: (problem: string) => void = () => {};
 
   constructor(shards: Shard[]) {
     this.shards = shards;
     this.byName = new Map(shards.map((s) => [s.name, s]));
-    this.router = new ShardRouter(shards);
+    this.router = new ShardRouter(shards.filter((s) => s.to > s.from).map((s) => ({ name: s.name, from: s.from, to: s.to, shard: s, fenced: false })));
+    this.guarded = shards.length > 1;
+  }
+
+  /**
+   * Reads every shard's stored ranges (storing the configured ones where a
+   * shard has none yet: its first start) and routes by them; after a split
+   * they differ from the configuration, and the stored ones win. Then keeps
+   * them current: on a notice from a shard (PostgreSQL), every `pollMs`, and
+   * whenever a write finds its shard no longer owns its key.
+   */
+  async loadRouting(pollMs: number): Promise<void> {
+    for (const s of this.shards) {
+      if ((await readState(s.reader)) !== undefined) continue;
+      const ranges = s.to > s.from ? [{ from: s.from, to: s.to, fenced: false }] : [];
+      await s.write((tx) => tx.run('INSERT INTO shard_state (id, epoch, ranges, updated_at) VALUES (1, 1, ?, ?) ON CONFLICT (id) DO NOTHING', [encodeRanges(ranges), Date.now()]));
+    }
+    await this.refreshRouting();
+    if (this.guarded) {
+      for (const s of this.shards) this.unlisten.push(await s.driver.listen(ROUTING_CHANNEL, () => void this.refreshRouting()));
+      this.pollTimer = setInterval(() => void this.refreshRouting(), pollMs);
+      this.pollTimer.unref();
+    }
+  }
+
+  /**
+   * Re-reads every shard's ranges. A call made while a read is under way
+   * gets one that starts after it (the running one may have read too early);
+   * calls made meanwhile share that one.
+   */
+  refreshRouting(): Promise<void> {
+    if (this.refreshing !== undefined) {
+      this.again ??= this.refreshing.then(() => {
+        this.again = undefined;
+        return this.refreshRouting();
+      });
+      return this.again;
+    }
+    this.refreshing = (async () => {
+      try {
+        const next = new Map<string, ShardState>();
+        for (const s of this.shards) {
+          const st = await readState(s.reader);
+          if (st !== undefined) next.set(s.name, st);
+        }
+        if (next.size !== this.shards.length) return;
+        const table = buildTable(next);
+        if (typeof table === 'string') {
+          this.onRoutingProblem(table);
+          return;
+        }
+        for (const [k, v] of next) this.states.set(k, v);
+        this.router = new ShardRouter(table.map((e) => ({ name: e.shard, from: e.from, to: e.to, shard: this.shard(e.shard), fenced: e.fenced })));
+      } catch (err) {
+        this.onRoutingProblem(`routing not re-read: ${(err as Error).message}`);
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /**
+   * In a write transaction on `shard`: refuses (retryable `shard_moved`)
+   * a write whose key the shard no longer owns, or owns fenced. The state is
+   * read under the transaction's lock on it (PostgreSQL: a cut-over takes
+   * the table exclusively, so it waits for writers that read it and they
+   * for it); once per transaction.
+   */
+  async checkRoute(tx: Tx, shard: Shard, route: Route): Promise<void> {
+    if (route.fenced) throw this.moved(shard, route);
+    const scope = tx.scope as { shardState?: ShardState } | undefined;
+    let state = scope?.shardState;
+    if (state === undefined) {
+      state = await readState(tx);
+      if (state === undefined) return;
+      if (scope !== undefined) scope.shardState = state;
+    }
+    if (state.epoch === route.epoch) return;
+    if (ownsForWrite(state, route.hash) && (route.more ?? []).every((h) => ownsForWrite(state, h))) return;
+    throw this.moved(shard, route);
+  }
+
+  private moved(shard: Shard, route: Route): MillraceError {
+    void this.refreshRouting();
+    return new MillraceError('shard_moved', `shard ${shard.name} ${route.fenced ? 'is cutting over' : 'no longer owns'} this key's hash range; retry`, {
+      retryAfterS: 1,
+      details: { shard: shard.name },
+    });
   }
 
   static open(config: Config): Storage {
@@ -64,7 +200,9 @@ export class Storage {
               applicationName: `millrace:${config.node_id}:${s.name}`,
               idleInTransactionMs: config.cluster.role_lease_ms,
             });
-      return new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch, { holder: config.node_id, leaseMs: config.cluster.role_lease_ms });
+      const shard = new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch, { holder: config.node_id, leaseMs: config.cluster.role_lease_ms });
+      shard.location = s.location;
+      return shard;
     });
     return new Storage(shards);
   }
@@ -81,7 +219,39 @@ export class Storage {
 
   /** The shard that owns an entity, by SHA-1 of its shard key (seed 002 routing). */
   shardFor(key: readonly string[] | string): Shard {
-    return this.router.shardFor(key);
+    if (!this.guarded) return this.router.shardFor(key).shard;
+    const hash = sha1(shardKeyText(key));
+    const entry = this.router.shardForHash(hash);
+    const view = Object.create(entry.shard) as Shard;
+    const route: Route = { hash, epoch: this.states.get(entry.name)?.epoch ?? 0, fenced: entry.fenced, storage: this };
+    Object.defineProperty(view, 'route', { value: route });
+    return view;
+  }
+
+  /**
+   * One view of `shard` for a write of several keys routed to it (each of
+   * `views` from shardFor): the write checks every key.
+   */
+  joined(shard: Shard, views: readonly Shard[]): Shard {
+    const base = shard.base;
+    const routes = views.map((v) => v.route).filter((r): r is Route => r !== undefined);
+    if (routes.length === 0) return base;
+    const view = Object.create(base) as Shard;
+    const route: Route = {
+      hash: routes[0]!.hash,
+      more: routes.slice(1).map((r) => r.hash),
+      epoch: Math.min(...routes.map((r) => r.epoch)),
+      fenced: routes.some((r) => r.fenced),
+      storage: this,
+    };
+    Object.defineProperty(view, 'route', { value: route });
+    return view;
+  }
+
+  /** The shard whose range holds `hash` now, and whether the range is fenced (a split cutting over). */
+  ownerOf(hash: bigint): { shard: Shard; fenced: boolean } {
+    const e = this.router.shardForHash(hash);
+    return { shard: e.shard, fenced: e.fenced };
   }
 
   async migrate(migrations: readonly Migration[]): Promise<Record<string, string[]>> {
@@ -101,6 +271,11 @@ export class Storage {
   }
 
   async close(): Promise<void> {
+    if (this.pollTimer !== undefined) clearInterval(this.pollTimer);
+    for (const u of this.unlisten.splice(0)) {
+      // Closing anyway: a listener that cannot be removed ends with its driver below.
+      await u().catch(() => undefined);
+    }
     for (const s of this.shards) s.roles.close();
     for (const s of this.shards) await s.committer.close();
     for (const s of this.shards) await s.driver.close();

@@ -27,7 +27,7 @@ const ACTIONS: Record<string, string[]> = {
   machines: ['read', 'write', 'repair', 'admin', 'bulk'],
   ledger: ['read', 'write'],
   pipe: ['read', 'write', 'admin'],
-  log: ['read'],
+  log: ['read', 'admin'],
   auth: ['admin'],
   schedules: ['read', 'admin'],
   ops: ['bulk'],
@@ -44,6 +44,7 @@ const EXPECTED: Record<string, string[]> = {
   'GET /v1/nodes': ['log:read'],
   'GET /v1/metrics/series': ['log:read'],
   'GET /v1/shards/:shard/events': ['log:read'],
+  'POST /v1/shards/:shard/split': ['log:admin'],
   'GET /v1/sinks': ['log:read'],
   'GET /v1/sinks/:sink/events': ['log:read'],
   'GET /v1/sinks/:sink/stream': ['log:read'],
@@ -232,6 +233,8 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       'POST /v1/pipe/sessions': { kind: 'k1' },
       // Daily (fires at midnight UTC): a schedule firing while the routes are checked would write between their digests.
       'PUT /v1/schedules/:name': { spec: { every_ms: 86_400_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
+      // Refused (this node has no spare shard) once permitted: nothing moves.
+      'POST /v1/shards/:shard/split': { at: '8', to: 's1' },
       'POST /v1/schedules/:name/backfill': { from: '2026-01-01T00:00:00Z', to: '2026-01-01T00:10:00Z' },
       'POST /v1/namespaces/:ns/bulk-jobs': { action: { op: 'notify' }, dry_run: true },
       'POST /v1/pipe/dead-letters/bulk-jobs': { action: { op: 'redrive' }, dry_run: true },

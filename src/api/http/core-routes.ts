@@ -3,6 +3,7 @@ import { HASH_SPACE_END } from '../../core/routing.js';
 import type { LogEvent } from '../../log/log.js';
 import type { Runtime } from '../../runtime.js';
 import { errorSchema } from './schemas.js';
+import type { SplitJob } from '../../storage/split.js';
 
 const hex = (n: bigint): string => (n === HASH_SPACE_END ? 'end' : n.toString(16).padStart(40, '0'));
 
@@ -50,12 +51,39 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  const splitSchema = {
+    type: 'object',
+    properties: {
+      id: { type: 'string' },
+      source: { type: 'string' },
+      target: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      phase: { type: 'string', enum: ['copy', 'fenced', 'switched', 'cleanup', 'done'] },
+      start_pos: { type: 'integer' },
+      copied_pos: { type: 'integer' },
+      copied_events: { type: 'integer' },
+      head: { type: 'integer' },
+      progress: { type: 'number' },
+      rows_moved: { type: 'integer' },
+      started_at: { type: 'string', format: 'date-time' },
+      updated_at: { type: 'string', format: 'date-time' },
+    },
+  } as const;
+  const splitJson = (j: SplitJob): Record<string, unknown> => ({
+    ...j,
+    // Copy progress up to the fence; 1 once cut over.
+    progress: j.phase === 'copy' ? (j.head === 0 ? 1 : Math.min(0.99, j.copied_pos / j.head)) : j.phase === 'fenced' ? 0.99 : 1,
+    started_at: new Date(j.started_at).toISOString(),
+    updated_at: new Date(j.updated_at).toISOString(),
+  });
+
   app.get(
     '/v1/shards',
     {
       schema: {
         operationId: 'listShards',
-        summary: 'List shards with their hash ranges and head positions',
+        summary: 'List shards with the hash ranges they own (as stored: splits move them), their sizes and head positions, and shard splits with their progress',
         tags: ['log'],
         response: {
           200: {
@@ -66,9 +94,19 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
                 type: 'array',
                 items: {
                   type: 'object',
-                  properties: { name: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' }, head: { type: 'integer' } },
+                  properties: {
+                    name: { type: 'string' },
+                    from: { type: 'string' },
+                    to: { type: 'string' },
+                    ranges: { type: 'array', items: { type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, fenced: { type: 'boolean' } } } },
+                    epoch: { type: 'integer' },
+                    spare: { type: 'boolean' },
+                    head: { type: 'integer' },
+                    events: { type: 'integer' },
+                  },
                 },
               },
+              splits: { type: 'array', items: splitSchema },
             },
           },
         },
@@ -76,9 +114,45 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     },
     async () => {
       const shards = [];
-      for (const s of rt.storage.shards) shards.push({ name: s.name, from: hex(s.from), to: hex(s.to), head: await rt.log.headPos(s.name) });
-      return { dialect: rt.storage.dialect, shards };
+      for (const s of rt.storage.shards) {
+        const st = rt.storage.states.get(s.name);
+        const ranges = st === undefined ? (s.to > s.from ? [{ from: s.from, to: s.to, fenced: false }] : []) : st.ranges;
+        const live = ranges.filter((r) => !r.fenced);
+        const n = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM events');
+        shards.push({
+          name: s.name,
+          // The first range it owns (one, unless splits left it several); all of them in `ranges`.
+          from: live[0] === undefined ? '' : hex(live[0].from),
+          to: live[0] === undefined ? '' : hex(live[0].to),
+          ranges: ranges.map((r) => ({ from: hex(r.from), to: hex(r.to), fenced: r.fenced })),
+          epoch: st?.epoch ?? 0,
+          spare: ranges.length === 0,
+          head: await rt.log.headPos(s.name),
+          events: Number(n[0]?.n ?? 0),
+        });
+      }
+      return { dialect: rt.storage.dialect, shards, splits: (await rt.splitter.jobs()).map(splitJson) };
     },
+  );
+
+  app.post<{ Params: { shard: string }; Body: { at: string; to: string } }>(
+    '/v1/shards/:shard/split',
+    {
+      schema: {
+        operationId: 'splitShard',
+        summary: "Start moving the upper part of a shard's hash range, from `at` on, to a spare shard; the split runs in the background (progress in GET /v1/shards)",
+        tags: ['log'],
+        params: { type: 'object', properties: { shard: { type: 'string' } }, required: ['shard'] },
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['at', 'to'],
+          properties: { at: { type: 'string', description: 'hex prefix of the first moved hash' }, to: { type: 'string', description: 'the spare shard: its name, URL or file' } },
+        },
+        response: { 202: splitSchema, 400: errorSchema, 409: errorSchema },
+      },
+    },
+    async (req, reply) => reply.status(202).send(splitJson(await rt.splitter.start(req.params.shard, req.body.at, req.body.to))),
   );
 
   const sessionsSchema = {
