@@ -111,7 +111,7 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
     env = await createTestEnv(dialect, {
       shards: 2,
       extra: {
-        machines: { namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
+        machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
         ledger: { accounts: { cash: { key: ['client'], aux: ['product'], scale: 2 } } },
         bus: { topics: ['orders', 'other'] },
       },

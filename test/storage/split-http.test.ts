@@ -13,7 +13,7 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
   beforeAll(async () => {
     env = await createTestEnv('sqlite', {
       shards: 2,
-      extra: { machines: { namespaces: { counters: { processor: { in_process: 'example.counter' } } } } } as never,
+      extra: { machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } } } as never,
     });
     node = await startNode(buildConfig(withSpare(env)), { env: {} });
     for (let i = 0; i < 20; i++) {

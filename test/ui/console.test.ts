@@ -123,7 +123,7 @@ describe('console in chromium', () => {
       servers.push(processor.server, handler.server);
       env = await createTestEnv(dialect, {
         extra: {
-          machines: { namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
+          machines: { examples: true, namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
           ledger: { accounts: { cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 } } },
           // "held" has no handler: its sessions stay where the client leaves them.
           pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 }, held: {} } },
