@@ -1,7 +1,7 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
 import { ShardRouter } from '../core/routing.js';
-import { GroupCommitter, type SubmitOptions, type TxFn } from './group-commit.js';
+import { GroupCommitter, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver } from './port.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
 import { PostgresDriver } from './postgres/postgres-driver.js';
@@ -32,6 +32,11 @@ export class Shard {
    */
   write<T>(fn: TxFn<T>, opts?: SubmitOptions): Promise<T> {
     return this.committer.submit(fn, opts);
+  }
+
+  /** A write that is one statement, as a transaction by itself in one round trip where the dialect allows (see GroupCommitter.submitStatement). */
+  writeStatement<R, T>(stmt: OneStatement<R, T>, opts?: SubmitOptions): Promise<T> {
+    return this.committer.submitStatement(stmt, opts);
   }
 
   get reader(): Queryable {

@@ -191,7 +191,7 @@ function fakeDriver(db: FakeDb, writers: number): ShardDriver {
   return {
     dialect: 'postgres',
     capabilities,
-    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, notify: null, roles: null },
+    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, lockingQuery: null, notify: null, roles: null },
     writers,
     reader: { all: none, run: none } as Queryable,
     acquireWriter: async () => new FakeConn(db),
