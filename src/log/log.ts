@@ -193,7 +193,7 @@ export class Log extends EventEmitter {
    * and the dialect allows, one statement that is the whole transaction, in
    * one round trip (`Shard.writeStatement`). Resolves once durable.
    */
-  appendManyAlone(
+  async appendManyAlone(
     shard: Shard,
     items: ReadonlyArray<{ stream: string; events: readonly NewEvent[] }>,
     before: { sql: string; params: readonly unknown[] } | undefined,
