@@ -140,32 +140,27 @@ export class Sequencer {
       next = { pos, hash };
     }
     if (this.opts.beforeNumbering) await this.opts.beforeNumbering();
-    // The fence (this transaction numbers only if the role is still ours,
-    // its epoch unchanged), the numbering and the position notice: one
-    // statement, the numbering only if the fence passed.
+    // One statement, a transaction by itself (one round trip): the fence
+    // (it numbers only if the role is still ours, its epoch unchanged), the
+    // numbering and the position notice. Should some row have been numbered
+    // elsewhere (only a second numberer could), the statement fails and
+    // numbers nothing: never chain on a tip that is not the shard's.
     const fence = lease.fenceStatement();
-    await conn.exec('BEGIN');
-    try {
-      const r = await conn.all<{ fenced: number; n: number }>(
-        `WITH f AS (${fence === null ? 'SELECT 1' : `${fence.sql} RETURNING 1`}),
-              u AS (UPDATE events SET pos = v.pos, hash = v.hash
-                      FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
-                     WHERE events.id = v.id AND events.pos IS NULL AND EXISTS (SELECT 1 FROM f)
-                    RETURNING 1)
-         SELECT c.fenced, c.n, pg_notify(?, ?) AS notified
-           FROM (SELECT (SELECT count(*) FROM f)::int AS fenced, (SELECT count(*) FROM u)::int AS n) AS c`,
-        [...(fence?.params ?? []), ids, positions, hashes, POS_CHANNEL, String(next.pos)],
-      );
-      fence?.confirm(r[0]!.fenced);
-      const n = r[0]!.n;
-      // Only a second numberer could have set some of them: never chain on a tip that is not the shard's.
-      if (n !== ids.length) throw new Error(`sequencer: ${ids.length - n} of ${ids.length} rows were numbered elsewhere`);
-      await conn.exec('COMMIT');
-    } catch (err) {
-      // The error that matters is the one thrown; a failed ROLLBACK means the session is gone, and the role with it.
-      await conn.exec('ROLLBACK').catch(() => {});
-      throw err;
-    }
+    const r = await conn.all<{ fenced: number; n: number }>(
+      `WITH f AS (${fence === null ? 'SELECT 1' : `${fence.sql} RETURNING 1`}),
+            u AS (UPDATE events SET pos = v.pos, hash = v.hash
+                    FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
+                   WHERE events.id = v.id AND events.pos IS NULL AND EXISTS (SELECT 1 FROM f)
+                  RETURNING 1)
+       SELECT c.fenced, c.n,
+              CASE WHEN c.fenced = 1 THEN pg_notify(?, ?) END AS notified,
+              CAST(CASE WHEN c.fenced <> 1 OR c.n = ?::int THEN '0' ELSE 'sequencer: rows were numbered elsewhere' END AS int) AS checked
+         FROM (SELECT (SELECT count(*) FROM f)::int AS fenced, (SELECT count(*) FROM u)::int AS n) AS c`,
+      [...(fence?.params ?? []), ids, positions, hashes, POS_CHANNEL, String(next.pos), ids.length],
+    );
+    // The role lost: nothing was numbered.
+    fence?.confirm(r[0]!.fenced);
+    if (r[0]!.n !== ids.length) throw new Error(`sequencer: ${ids.length - r[0]!.n} of ${ids.length} rows were numbered elsewhere`);
     this.numbered += rows.length;
     return { tip: next, full: rows.length >= this.opts.batch };
   }
