@@ -41,7 +41,8 @@ export class BatchWriter {
   async write(req: BatchRequest): Promise<BatchAnswer> {
     const now = this.rt.clock.now();
     const { events: prepared, locks, states, idempotencyKey: idem } = this.validate.batch(req);
-    const requestHash = createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
+    // Only an idempotent batch is compared with its earlier request.
+    const requestHash = idem === undefined ? '' : createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
     const home = idem === undefined ? undefined : this.rt.storage.shardFor(['ledger.idempotency', idem]);
     if (idem !== undefined && home !== undefined) {
       const rows = await home.reader.all<{ request_hash: string; answer: string }>(sql.idempotencyGet, [idem]);
