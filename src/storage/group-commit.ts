@@ -269,6 +269,14 @@ export class GroupCommitter extends EventEmitter {
 
   /** A one-statement write as a transaction by itself (see submitStatement); resolves false if the connection failed. */
   private async runStatement(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
+    const span = startSpan('millrace.group_commit', undefined, SpanKind.INTERNAL, { 'millrace.jobs': 1, 'millrace.one_statement': true });
+    if (span === undefined) return this.runStatementTraced(conn, job, one);
+    const ok = await this.runStatementTraced(conn, job, one);
+    endSpan(span, ok ? undefined : new Error('the connection failed'));
+    return ok;
+  }
+
+  private async runStatementTraced(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
     this.stats.batches++;
     this.stats.jobs++;
     const keys = job.keys === undefined ? [] : [...new Set(job.keys)].sort((a, b) => a - b);
@@ -292,7 +300,14 @@ export class GroupCommitter extends EventEmitter {
         job.reject(refused && !isTransientTxError(err) ? err : commitError(err));
         return refused;
       }
-      for (const c of one.channels ?? []) this.emit('notify', c);
+      for (const c of one.channels ?? []) {
+        try {
+          this.emit('notify', c);
+        } catch (err) {
+          // Committed: a failing listener must not keep the caller unanswered (reported as in settle).
+          if (this.listenerCount('error') > 0) this.emit('error', err);
+        }
+      }
       job.resolve(rows);
       return true;
     }
