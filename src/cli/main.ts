@@ -341,17 +341,24 @@ export async function main(argv: string[]): Promise<void> {
         const tty = process.stdout.isTTY === true;
         let last = '';
         for (;;) {
-          const all = (await fetchJson('GET', '/v1/shards')) as { splits: Array<{ id: string; phase: string; progress: number; copied_events: number }> } | undefined;
+          const all = (await fetchJson('GET', '/v1/shards')) as { splits: Array<{ id: string; phase: string; progress: number; copied_events: number; aborted?: string }> } | undefined;
           if (all === undefined) return;
           const j = all.splits.find((x) => x.id === id);
           if (j === undefined) break;
           const line = progressLine(j.phase, j.progress, j.copied_events);
           if (line !== last) process.stdout.write(tty ? `\r${line}` : `${line}\n`);
           last = line;
-          if (j.phase === 'done') break;
+          if (j.phase === 'done' || j.phase === 'aborted') {
+            if (tty) process.stdout.write('\n');
+            if (j.phase === 'aborted') {
+              process.stderr.write(`split ${id} aborted: ${j.aborted ?? 'see the node log'}\n`);
+              process.exitCode = 1;
+              return;
+            }
+            break;
+          }
           await new Promise((r) => setTimeout(r, 250));
         }
-        if (tty) process.stdout.write('\n');
         process.stdout.write(`split ${id} done\n`);
       });
   }

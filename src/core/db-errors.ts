@@ -46,7 +46,8 @@ interface DriverError {
   message?: unknown;
 }
 
-const sqlstateOf = (err: unknown): string | undefined => {
+/** The SQLSTATE a server answered with, if `err` is such an answer. */
+export const sqlstateOf = (err: unknown): string | undefined => {
   const code = (err as DriverError | null)?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 };

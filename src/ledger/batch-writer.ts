@@ -41,7 +41,8 @@ export class BatchWriter {
   async write(req: BatchRequest): Promise<BatchAnswer> {
     const now = this.rt.clock.now();
     const { events: prepared, locks, states, idempotencyKey: idem } = this.validate.batch(req);
-    const requestHash = createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
+    // Only an idempotent batch is compared with its earlier request.
+    const requestHash = idem === undefined ? '' : createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
     const home = idem === undefined ? undefined : this.rt.storage.shardFor(['ledger.idempotency', idem]);
     if (idem !== undefined && home !== undefined) {
       const rows = await home.reader.all<{ request_hash: string; answer: string }>(sql.idempotencyGet, [idem]);
@@ -130,7 +131,12 @@ export class BatchWriter {
   private combinerFor(shard: Shard): PostingCombiner<{ batchId: string; events: PreparedEvent[] }> {
     let c = this.combiners.get(shard.name);
     if (c === undefined) {
-      c = new PostingCombiner(shard, (tx, postings) => this.insertPostings(tx, shard, postings));
+      c = new PostingCombiner(shard, (tx, postings) => this.insertPostings(tx, shard, postings), {
+        wave: async (postings, keys) => {
+          const { items, before } = await this.postingsStatement(shard, postings);
+          if (items.length > 0) await this.rt.log.appendManyAlone(shard, items, before, keys);
+        },
+      });
       this.combiners.set(shard.name, c);
     }
     return c;
@@ -146,37 +152,51 @@ export class BatchWriter {
     return this.insertPostings(tx, shard, [{ batchId, events }]);
   }
 
-  /** The events of several batches' parts on one shard, and their log events: two statements where arrays bind (PostgreSQL). */
+  /** The events of several batches' parts on one shard, and their log events: one statement where arrays bind (PostgreSQL). */
   private async insertPostings(tx: Tx, shard: Shard, postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>): Promise<void> {
-    let ids: number[] = [];
-    let before: { sql: string; params: unknown[] } | undefined;
     if (shard.driver.capabilities.bulkArrayParams) {
-      // Ids drawn ahead: the events and the log events naming them go in one statement.
-      const n = postings.reduce((a, p) => a + p.events.length, 0);
-      ids = await this.idBlocksFor(shard).take(n);
-      const cols: unknown[][] = [ids, [], [], [], [], [], [], [], []];
-      for (const p of postings) {
-        for (const e of p.events) {
-          const row = [p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info];
-          for (let c = 0; c < 8; c++) cols[c + 1]!.push(row[c]);
-        }
-      }
-      before = { sql: sql.insertEventsWithIds, params: cols };
-    } else {
-      const CHUNK = 400;
-      for (const p of postings) {
-        for (let off = 0; off < p.events.length; off += CHUNK) {
-          const chunk = p.events.slice(off, off + CHUNK);
-          const params: unknown[] = [];
-          for (const e of chunk) params.push(p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
-          const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
-          for (const r of rows) ids.push(Number(r.id));
-        }
+      const { items, before } = await this.postingsStatement(shard, postings);
+      if (items.length > 0) await this.rt.log.appendManyIn(tx, shard, items, before);
+      return;
+    }
+    const ids: number[] = [];
+    const CHUNK = 400;
+    for (const p of postings) {
+      for (let off = 0; off < p.events.length; off += CHUNK) {
+        const chunk = p.events.slice(off, off + CHUNK);
+        const params: unknown[] = [];
+        for (const e of chunk) params.push(p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
+        const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
+        for (const r of rows) ids.push(Number(r.id));
       }
     }
-    // One log event per batch and account touched: the exporter ships these
-    // in position order, and the aggregator follows their positions. Streams
-    // of a batch in name order.
+    const items = this.logItems(postings, ids);
+    if (items.length > 0) await this.rt.log.appendManyIn(tx, shard, items);
+  }
+
+  /**
+   * Where arrays bind: ids drawn ahead (outside any transaction), the ledger
+   * events as one statement to run first (`before`), and their log events.
+   */
+  private async postingsStatement(
+    shard: Shard,
+    postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>,
+  ): Promise<{ items: Array<{ stream: string; events: NewEvent[] }>; before: { sql: string; params: unknown[] } }> {
+    const n = postings.reduce((a, p) => a + p.events.length, 0);
+    const ids = await this.idBlocksFor(shard).take(n);
+    const cols: unknown[][] = [ids, [], [], [], [], [], [], [], []];
+    for (const p of postings) {
+      for (const e of p.events) {
+        const row = [p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info];
+        for (let c = 0; c < 8; c++) cols[c + 1]!.push(row[c]);
+      }
+    }
+    return { items: this.logItems(postings, ids), before: { sql: sql.insertEventsWithIds, params: cols } };
+  }
+
+  /** One log event per batch and account touched (events in `ids` order); streams of a batch in name order. */
+  private logItems(postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>, ids: readonly number[]): Array<{ stream: string; events: NewEvent[] }> {
+    // The exporter ships these in position order, and the aggregator follows their positions.
     const items: Array<{ stream: string; events: NewEvent[] }> = [];
     let at = 0;
     for (const p of postings) {
@@ -214,7 +234,7 @@ export class BatchWriter {
         });
       }
     }
-    if (items.length > 0) await this.rt.log.appendManyIn(tx, shard, items, before);
+    return items;
   }
 }
 

@@ -37,11 +37,21 @@ export class PostingCombiner<P> {
   /** Waves written, and postings in them (for metrics and the benchmark). */
   readonly stats = { waves: 0, postings: 0, fallbacks: 0 };
 
+  private readonly maxInFlight: number;
+
+  /**
+   * `write` writes postings inside a transaction (a wave, or one posting
+   * alone after a failed wave); `opts.wave`, if given, writes a whole wave
+   * in a transaction of its own that takes `keys` (one round trip where the
+   * storage allows), instead of `write` in a group-committed transaction.
+   */
   constructor(
     private readonly shard: Shard,
     private readonly write: (tx: Tx, postings: readonly P[]) => Promise<void>,
-    private readonly maxInFlight = 1,
-  ) {}
+    private readonly opts: { maxInFlight?: number; wave?: (postings: readonly P[], keys: readonly string[]) => Promise<void> } = {},
+  ) {
+    this.maxInFlight = opts.maxInFlight ?? 1;
+  }
 
   post(payload: P, keys: readonly string[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -85,7 +95,9 @@ export class PostingCombiner<P> {
 
   private async run(wave: Array<Waiting<P>>, keys: string[]): Promise<void> {
     try {
-      await this.shard.write((tx) => this.write(tx, wave.map((w) => w.payload)), { lockKeys: keys });
+      const payloads = wave.map((w) => w.payload);
+      if (this.opts.wave !== undefined) await this.opts.wave(payloads, keys);
+      else await this.shard.write((tx) => this.write(tx, payloads), { lockKeys: keys });
       for (const w of wave) w.resolve();
       return;
     } catch (err) {

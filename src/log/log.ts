@@ -180,6 +180,56 @@ export class Log extends EventEmitter {
       for (let i = 0; i < items.length; i++) out.push(await this.appendPrepared(tx, shard, items[i]!.stream, prepared[i]!, undefined));
       return out;
     }
+    const st = this.manyStatement(shard, items, prepared, before);
+    const out = st.result(await tx.all(st.sql(null), st.params));
+    tx.notify(APPEND_CHANNEL);
+    tx.onCommit(() => this.emit('appended', shard.name, null));
+    return out;
+  }
+
+  /**
+   * Appends to several streams of `shard` (as `appendManyIn`, with `before`)
+   * in a transaction of their own that takes `lockKeys`: where arrays bind
+   * and the dialect allows, one statement that is the whole transaction, in
+   * one round trip (`Shard.writeStatement`). Resolves once durable.
+   */
+  async appendManyAlone(
+    shard: Shard,
+    items: ReadonlyArray<{ stream: string; events: readonly NewEvent[] }>,
+    before: { sql: string; params: readonly unknown[] } | undefined,
+    lockKeys: readonly string[],
+  ): Promise<AppendResult[]> {
+    if (shard.driver.capabilities.sequencesOnInsert || !shard.driver.capabilities.bulkArrayParams) {
+      return shard.write((tx) => this.appendManyIn(tx, shard, items, before), { lockKeys });
+    }
+    const prepared = items.map((it) => prepareEvents(it.stream, it.events, {}));
+    const st = this.manyStatement(shard, items, prepared, before);
+    return shard.writeStatement(
+      {
+        sql: st.sql,
+        params: st.params,
+        channels: [APPEND_CHANNEL],
+        result: (rows: Array<{ id: number; stream: string; seq: number }>) => {
+          this.emit('appended', shard.name, null);
+          return st.result(rows);
+        },
+      },
+      { lockKeys },
+    );
+  }
+
+  /**
+   * The one statement of `appendManyIn` where arrays bind: the caller's
+   * `before`, the streams' counters moved in stream name order, then the
+   * rows. Given a locking query, it goes first and the rows are read from
+   * its answer, so no stream row is touched before the locks are held.
+   */
+  private manyStatement(
+    shard: Shard,
+    items: ReadonlyArray<{ stream: string; events: readonly NewEvent[] }>,
+    prepared: Prepared[][],
+    before: { sql: string; params: readonly unknown[] } | undefined,
+  ): { sql: (locks: string | null) => string; params: unknown[]; result: (rows: Array<{ id: number; stream: string; seq: number }>) => AppendResult[] } {
     const now = this.clock.now();
     const streams: string[] = [];
     const idx: number[] = [];
@@ -199,8 +249,8 @@ export class Log extends EventEmitter {
         metas.push(e.meta);
       }
     });
-    const rows = await tx.all<{ id: number; stream: string; seq: number }>(
-      `WITH ${before === undefined ? '' : `b AS (${before.sql}), `}v AS (SELECT * FROM unnest(?::text[], ?::int[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS v (stream, i, t, d, m, ord)),
+    const sql = (locks: string | null): string =>
+      `WITH ${locks === null ? '' : `locks AS (${locks}), `}${before === undefined ? '' : `b AS (${before.sql}), `}v AS (SELECT * FROM unnest(?::text[], ?::int[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS v (stream, i, t, d, m, ord)${locks === null ? '' : ' WHERE (SELECT n FROM locks) >= 0'}),
        n AS (SELECT stream, max(i) AS n FROM v GROUP BY stream),
        s AS (
          INSERT INTO streams (stream, seq) SELECT stream, n FROM n ORDER BY stream
@@ -208,34 +258,32 @@ export class Log extends EventEmitter {
        INSERT INTO events (stream, seq, type, data, meta, created_at)
        SELECT v.stream, s.seq - n.n + v.i, v.t, v.d, v.m, ?::bigint FROM v JOIN n USING (stream) JOIN s USING (stream)
        ORDER BY v.ord
-       RETURNING id, stream, seq`,
-      [...(before?.params ?? []), streams, idx, types, datas, metas, now],
-    );
-    const byKey = new Map<string, number>();
-    // Each stream's seq before this statement: its highest new seq less what was added.
-    const base = new Map<string, number>();
-    for (const r of rows) {
-      byKey.set(`${r.seq}\u0000${r.stream}`, r.id);
-      const b = r.seq - counts.get(r.stream)!;
-      if (b > (base.get(r.stream) ?? -1)) base.set(r.stream, b);
-    }
-    const seen = new Map<string, number>();
-    const out = prepared.map((events, j): AppendResult => {
-      const stream = items[j]!.stream;
-      const seqs: number[] = [];
-      const rowIds: number[] = [];
-      for (let k = 0; k < events.length; k++) {
-        const i = (seen.get(stream) ?? 0) + 1;
-        seen.set(stream, i);
-        const seq = base.get(stream)! + i;
-        seqs.push(seq);
-        rowIds.push(byKey.get(`${seq}\u0000${stream}`)!);
+       RETURNING id, stream, seq`;
+    const result = (rows: Array<{ id: number; stream: string; seq: number }>): AppendResult[] => {
+      const byKey = new Map<string, number>();
+      // Each stream's seq before this statement: its highest new seq less what was added.
+      const base = new Map<string, number>();
+      for (const r of rows) {
+        byKey.set(`${r.seq}\u0000${r.stream}`, r.id);
+        const b = r.seq - counts.get(r.stream)!;
+        if (b > (base.get(r.stream) ?? -1)) base.set(r.stream, b);
       }
-      return { shard: shard.name, stream, seqs, positions: null, rowIds, createdAt: now };
-    });
-    tx.notify(APPEND_CHANNEL);
-    tx.onCommit(() => this.emit('appended', shard.name, null));
-    return out;
+      const seen = new Map<string, number>();
+      return prepared.map((events, j): AppendResult => {
+        const stream = items[j]!.stream;
+        const seqs: number[] = [];
+        const rowIds: number[] = [];
+        for (let k = 0; k < events.length; k++) {
+          const i = (seen.get(stream) ?? 0) + 1;
+          seen.set(stream, i);
+          const seq = base.get(stream)! + i;
+          seqs.push(seq);
+          rowIds.push(byKey.get(`${seq}\u0000${stream}`)!);
+        }
+        return { shard: shard.name, stream, seqs, positions: null, rowIds, createdAt: now };
+      });
+    };
+    return { sql, params: [...(before?.params ?? []), streams, idx, types, datas, metas, now], result };
   }
 
   /**

@@ -103,20 +103,25 @@ export class Sequencer {
     sl.signal.advance(tip.pos);
     while (!this.stopped && !lease.lost.aborted) {
       // One step per batch: a step stuck for a whole lease (a hung statement, a pause) lets the lease run out.
-      const next = await lease.step(() => this.numberBatch(lease, tip));
-      if (next === null) {
+      const done = await lease.step(() => this.numberBatch(lease, tip));
+      if (done === null) {
         await this.waker.sleep(this.opts.pollMs);
         continue;
       }
-      tip = next;
+      tip = done.tip;
       sl.tip = tip;
       sl.signal.advance(tip.pos);
       this.log.emit('sequenced', this.shard.name, tip.pos);
+      // A batch that was not full took every row committed before it was
+      // read; rows committed since then woke the waker (every append
+      // notifies), so the next read waits for that wake instead of finding
+      // nothing.
+      if (!done.full) await this.waker.sleep(this.opts.pollMs);
     }
   }
 
-  /** Numbers the next batch of committed rows after `tip`; the new tip, or null if there was nothing to number. */
-  private async numberBatch(lease: RoleLease, tip: { pos: number; hash: Buffer }): Promise<{ pos: number; hash: Buffer } | null> {
+  /** Numbers the next batch of committed rows after `tip`; the new tip and whether the batch was full, or null if there was nothing to number. */
+  private async numberBatch(lease: RoleLease, tip: { pos: number; hash: Buffer }): Promise<{ tip: { pos: number; hash: Buffer }; full: boolean } | null> {
     const conn = lease.conn;
     const rows = await conn.all<Unnumbered>(
       'SELECT id, stream, seq, type, data, meta, created_at FROM events WHERE pos IS NULL ORDER BY id LIMIT ?',
@@ -136,27 +141,29 @@ export class Sequencer {
       next = { pos, hash };
     }
     if (this.opts.beforeNumbering) await this.opts.beforeNumbering();
-    await conn.exec('BEGIN');
-    try {
-      // The fence: this transaction numbers only if the role is still ours (its epoch unchanged).
-      await lease.fence(conn);
-      const n = await conn.run(
-        `UPDATE events SET pos = v.pos, hash = v.hash
-           FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
-          WHERE events.id = v.id AND events.pos IS NULL`,
-        [ids, positions, hashes],
-      );
-      // Only a second numberer could have set some of them: never chain on a tip that is not the shard's.
-      if (n !== ids.length) throw new Error(`sequencer: ${ids.length - n} of ${ids.length} rows were numbered elsewhere`);
-      await conn.run(this.shard.driver.sql.notify!, [POS_CHANNEL, String(next.pos)]);
-      await conn.exec('COMMIT');
-    } catch (err) {
-      // The caller gets the error above; a ROLLBACK that fails means the connection is gone, which ends the transaction too.
-      await conn.exec('ROLLBACK').catch(() => {});
-      throw err;
-    }
+    // One statement, a transaction by itself (one round trip): the fence
+    // (it numbers only if the role is still ours, its epoch unchanged), the
+    // numbering and the position notice. Should some row have been numbered
+    // elsewhere (only a second numberer could), the statement fails and
+    // numbers nothing: never chain on a tip that is not the shard's.
+    const fence = lease.fenceStatement();
+    const r = await conn.all<{ fenced: number; n: number }>(
+      `WITH f AS (${fence === null ? 'SELECT 1' : `${fence.sql} RETURNING 1`}),
+            u AS (UPDATE events SET pos = v.pos, hash = v.hash
+                    FROM (SELECT unnest(?::bigint[]) AS id, unnest(?::bigint[]) AS pos, unnest(?::bytea[]) AS hash) AS v
+                   WHERE events.id = v.id AND events.pos IS NULL AND EXISTS (SELECT 1 FROM f)
+                  RETURNING 1)
+       SELECT c.fenced, c.n,
+              CASE WHEN c.fenced = 1 THEN pg_notify(?, ?) END AS notified,
+              CAST(CASE WHEN c.fenced <> 1 OR c.n = ?::int THEN '0' ELSE 'sequencer: rows were numbered elsewhere' END AS int) AS checked
+         FROM (SELECT (SELECT count(*) FROM f)::int AS fenced, (SELECT count(*) FROM u)::int AS n) AS c`,
+      [...(fence?.params ?? []), ids, positions, hashes, POS_CHANNEL, String(next.pos), ids.length],
+    );
+    // The role lost: nothing was numbered.
+    fence?.confirm(r[0]!.fenced);
+    if (r[0]!.n !== ids.length) throw new Error(`sequencer: ${ids.length - r[0]!.n} of ${ids.length} rows were numbered elsewhere`);
     this.numbered += rows.length;
-    return next;
+    return { tip: next, full: rows.length >= this.opts.batch };
   }
 
   async stop(): Promise<void> {

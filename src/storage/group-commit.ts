@@ -1,7 +1,7 @@
 import { endSpan, SpanKind, startSpan } from '../core/telemetry.js';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { isTransientTxError } from '../core/db-errors.js';
+import { isTransientTxError, sqlstateOf } from '../core/db-errors.js';
 import { MillraceError, toMillraceError } from '../core/errors.js';
 import type { Queryable, ShardDriver, Tx, WriteConnection } from './port.js';
 
@@ -18,8 +18,29 @@ export interface SubmitOptions {
   lockKeys?: readonly string[] | undefined;
 }
 
+/**
+ * A write that is one statement (see `GroupCommitter.submitStatement`).
+ */
+export interface OneStatement<R, T> {
+  /**
+   * The statement's text. `locks`, when not null, is a query that takes the
+   * caller's lock keys and yields one row: the statement must begin
+   * `WITH locks AS (${locks})` and read it before it touches any contended
+   * row (e.g. `WHERE (SELECT n FROM locks) >= 0` on the rows it writes from).
+   * Its parameter is put before `params`.
+   */
+  sql(locks: string | null): string;
+  readonly params: readonly unknown[];
+  /** Channels to notify when it commits (as `Tx.notify`). */
+  readonly channels?: readonly string[] | undefined;
+  /** The caller's result from the statement's rows: called once, after the commit. */
+  result(rows: R[]): T;
+}
+
 interface Job {
   fn: TxFn<unknown>;
+  /** Set for a one-statement write that runs as a transaction by itself. */
+  one?: OneStatement<unknown, unknown> | undefined;
   keys: readonly number[] | undefined;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -126,11 +147,42 @@ export class GroupCommitter extends EventEmitter {
     });
   }
 
+  /**
+   * Runs a write that is one statement as a transaction by itself, in one
+   * round trip where the dialect allows (`SqlFragments.lockingQuery`): the
+   * statement is sent outside BEGIN, takes the caller's lock keys first (in
+   * the committer's one order, inside the statement), and commits before it
+   * answers, durably as any commit here. It is not batched with other
+   * callers: it is meant for a write that already carries many (a wave of
+   * ledger postings). A lost race (deadlock, serialization failure) re-runs
+   * it, up to MAX_TX_ATTEMPTS times; `result` runs once, after the commit.
+   * Where the dialect has no such locks, or a channel to notify must reach
+   * other nodes, it runs as an ordinary caller (BEGIN, statement, COMMIT).
+   */
+  submitStatement<R, T>(stmt: OneStatement<R, T>, opts: SubmitOptions = {}): Promise<T> {
+    const fn: TxFn<R[]> = async (tx) => {
+      const rows = await tx.all<R>(stmt.sql(null), stmt.params);
+      for (const c of stmt.channels ?? []) tx.notify(c);
+      return rows;
+    };
+    if (this.driver.sql.lockingQuery === null) return this.submit(fn, opts).then((rows) => stmt.result(rows));
+    if (this.closed) return Promise.reject(new MillraceError('shutting_down', 'storage is closing'));
+    const declared = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && opts.lockKeys.length <= MAX_JOB_LOCKS;
+    const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
+    return new Promise<R[]>((resolve, reject) => {
+      this.queue.push({ fn: fn as TxFn<unknown>, one: stmt as OneStatement<unknown, unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
+      this.schedule();
+    }).then((rows) => stmt.result(rows));
+  }
+
   /** How many waiting jobs the next batch takes: at most `max`, and lock keys within MAX_BATCH_LOCKS (the server's lock table is shared and bounded). */
   private batchLength(max: number): number {
+    // A one-statement write goes alone (first in its batch), and ends the batch before it.
+    if (this.queue[0]?.one !== undefined) return 1;
     let n = 0;
     let keys = 0;
     while (n < this.queue.length && n < max) {
+      if (this.queue[n]!.one !== undefined) break;
       const k = this.queue[n]!.keys?.length ?? 0;
       if (n > 0 && keys + k > MAX_BATCH_LOCKS) break;
       keys += k;
@@ -195,7 +247,8 @@ export class GroupCommitter extends EventEmitter {
         // letting the first one take it all while the others sit idle.
         const share = Math.ceil(this.queue.length / this.driver.writers);
         const batch = this.queue.splice(0, this.batchLength(Math.min(this.opts.maxBatch, share)));
-        healthy = await this.runBatch(conn, batch);
+        const one = batch[0]!.one;
+        healthy = one !== undefined && this.alone(one) ? await this.runStatement(conn, batch[0]!, one) : await this.runBatch(conn, batch);
       }
     } catch (err) {
       // Could not get a connection: fail what is waiting rather than hang.
@@ -208,6 +261,58 @@ export class GroupCommitter extends EventEmitter {
       this.active--;
       if (this.queue.length > 0) this.schedule();
       else if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Whether a one-statement write can run by itself: none of its channels must reach the server (a NOTIFY needs a statement of its own). */
+  private alone(one: OneStatement<unknown, unknown>): boolean {
+    if (this.driver.sql.lockingQuery === null) return false;
+    return this.driver.sql.notify === null || (one.channels ?? []).every((c) => this.localOnly.has(c));
+  }
+
+  /** A one-statement write as a transaction by itself (see submitStatement); resolves false if the connection failed. */
+  private async runStatement(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
+    const span = startSpan('millrace.group_commit', undefined, SpanKind.INTERNAL, { 'millrace.jobs': 1, 'millrace.one_statement': true });
+    if (span === undefined) return this.runStatementTraced(conn, job, one);
+    const ok = await this.runStatementTraced(conn, job, one);
+    endSpan(span, ok ? undefined : new Error('the connection failed'));
+    return ok;
+  }
+
+  private async runStatementTraced(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
+    this.stats.batches++;
+    this.stats.jobs++;
+    const keys = job.keys === undefined ? [] : [...new Set(job.keys)].sort((a, b) => a - b);
+    // The locking query's parameter (the keys) comes first: its text comes first.
+    const text = one.sql(keys.length > 0 ? this.driver.sql.lockingQuery : null);
+    const params = keys.length > 0 ? [keys, ...one.params] : one.params;
+    for (let attempt = 1; ; attempt++) {
+      let rows: unknown[];
+      try {
+        rows = await conn.all(text, params);
+      } catch (err) {
+        // The statement's transaction was rolled back: nothing of it is stored.
+        if (isTransientTxError(err) && attempt < MAX_TX_ATTEMPTS) {
+          await this.backoff(attempt);
+          continue;
+        }
+        // A server's refusal (an SQLSTATE) is the caller's error and leaves the
+        // connection usable; anything else (a broken connection) may have lost
+        // the answer of a commit: nothing is known durable.
+        const refused = isRefusal(err);
+        job.reject(refused && !isTransientTxError(err) ? err : commitError(err));
+        return refused;
+      }
+      for (const c of one.channels ?? []) {
+        try {
+          this.emit('notify', c);
+        } catch (err) {
+          // Committed: a failing listener must not keep the caller unanswered (reported as in settle).
+          if (this.listenerCount('error') > 0) this.emit('error', err);
+        }
+      }
+      job.resolve(rows);
+      return true;
     }
   }
 
@@ -421,6 +526,12 @@ export class GroupCommitter extends EventEmitter {
     if (this.active === 0 && this.queue.length === 0 && !this.scheduled) return;
     await new Promise<void>((r) => this.idleWaiters.push(r));
   }
+}
+
+/** A refusal the server answered with on a session that goes on (not a connection failure or the server going down). */
+function isRefusal(err: unknown): boolean {
+  const s = sqlstateOf(err);
+  return s !== undefined && !s.startsWith('08') && !s.startsWith('57');
 }
 
 /** The error for callers whose transaction failed at BEGIN or COMMIT (or the connection broke). */

@@ -76,6 +76,14 @@ export interface SqlFragments {
    */
   readonly beginLocked: ((keys: readonly number[]) => string) | null;
   /**
+   * A query that takes the same locks as `beginLocked`, in the same order,
+   * given as its one parameter (an array), and yields one row `(n)`: the
+   * first CTE of a statement that is a whole transaction by itself (sent
+   * outside BEGIN, it commits before it answers: one round trip). Null where
+   * there are no such locks (SQLite). See GroupCommitter.submitStatement.
+   */
+  readonly lockingQuery: string | null;
+  /**
    * Statement `(channel, payload)` that notifies other nodes when the current
    * transaction commits; null where one process owns the shard.
    */

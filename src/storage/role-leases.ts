@@ -24,6 +24,15 @@ export interface RoleLease {
    */
   fence(q: Queryable): Promise<void>;
   /**
+   * The fence as a statement to run inside the caller's own statement (one
+   * round trip instead of two), in the transaction that does the role's
+   * work: `sql` (with `params`, no RETURNING) extends the lease if the role
+   * is still ours; pass the number of rows it changed to `confirm`, which
+   * throws `RoleLost` unless it is 1 (the caller then rolls back). Null
+   * where `fence` checks nothing (one process owns the shard).
+   */
+  fenceStatement(): { sql: string; params: readonly unknown[]; confirm: (changed: number) => void } | null;
+  /**
    * Runs one step of the role's work (a batch, a poll). While a step has
    * run for longer than a lease the lease is not renewed: a holder stuck
    * inside its work, not only a frozen process, loses the role (within
@@ -162,6 +171,20 @@ export class RoleLeases {
         }
         held.confirmedAt = performance.now();
       },
+      fenceStatement: () => {
+        if (lost.signal.aborted) throw new RoleLost(role, epoch);
+        return {
+          sql: sql.fence,
+          params: [this.opts.leaseMs, role, epoch],
+          confirm: (changed) => {
+            if (changed !== 1) {
+              drop();
+              throw new RoleLost(role, epoch);
+            }
+            held.confirmedAt = performance.now();
+          },
+        };
+      },
       step: async (fn) => {
         held.busySince = performance.now();
         try {
@@ -198,6 +221,10 @@ export class RoleLeases {
       lost: lost.signal,
       fence: async () => {
         if (lost.signal.aborted) throw new RoleLost(role, 1);
+      },
+      fenceStatement: () => {
+        if (lost.signal.aborted) throw new RoleLost(role, 1);
+        return null;
       },
       step: (fn) => fn(),
       check: async () => {

@@ -33,7 +33,7 @@ import type { Shard, Storage } from './storage.js';
 
 export type { SplitMover } from './split-mover.js';
 
-export type SplitPhase = 'copy' | 'fenced' | 'switched' | 'cleanup' | 'done';
+export type SplitPhase = 'copy' | 'fenced' | 'switched' | 'cleanup' | 'done' | 'aborted';
 
 export interface SplitJob {
   id: string;
@@ -49,6 +49,8 @@ export interface SplitJob {
   /** The source's head now (progress: copied_pos of it). */
   head: number;
   rows_moved: number;
+  /** Why the split ended without moving anything (phase `aborted`). */
+  aborted?: string;
   started_at: number;
   updated_at: number;
 }
@@ -123,7 +125,7 @@ export class Splitter {
     if (owned === undefined) throw invalid(`hash ${at} is not strictly inside a range that shard ${source.name} owns`, { at, shard: source.name });
     if (tgtState.ranges.length > 0) throw invalid(`shard ${target.name} owns ranges already: a split goes to an empty spare shard`, { target: target.name });
     for (const s of this.storage.shards) {
-      const busy = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase <> 'done'");
+      const busy = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')");
       if (busy.length > 0) throw new MillraceError('split_in_progress', `split ${busy[0]!.id} of shard ${s.name} is under way`, { details: { id: busy[0]!.id } });
     }
     await this.checkMovable(source);
@@ -151,7 +153,7 @@ export class Splitter {
   /** Resumes every unfinished job of every shard (at node start). */
   async resumeAll(): Promise<void> {
     for (const s of this.storage.shards) {
-      const rows = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase <> 'done'");
+      const rows = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')");
       for (const r of rows) this.launch(s, r.id);
     }
   }
@@ -192,7 +194,7 @@ export class Splitter {
     if (r === undefined) return undefined;
     const target = this.storage.shard(r.target);
     const imp = await target.reader.all<{ copied_pos: number; copied_events: number }>('SELECT copied_pos, copied_events FROM shard_imports WHERE id = ?', [id]);
-    const detail = r.detail === null ? {} : (JSON.parse(r.detail) as { rows_moved?: number });
+    const detail = r.detail === null ? {} : (JSON.parse(r.detail) as { rows_moved?: number; aborted?: string });
     return {
       id,
       source: sourceName,
@@ -205,6 +207,7 @@ export class Splitter {
       copied_events: Number(imp[0]?.copied_events ?? 0),
       head: await this.log.headPos(sourceName),
       rows_moved: detail.rows_moved ?? 0,
+      ...(detail.aborted === undefined ? {} : { aborted: detail.aborted }),
       started_at: Number(r.started_at),
       updated_at: Number(r.updated_at),
     };
@@ -255,7 +258,7 @@ export class Splitter {
     for (;;) {
       const rows = await source.reader.all<JobRow>('SELECT * FROM shard_splits WHERE id = ?', [id]);
       const job = rows[0];
-      if (job === undefined || job.phase === 'done') return;
+      if (job === undefined || job.phase === 'done' || job.phase === 'aborted') return;
       const target = this.storage.shard(job.target);
       const from = BigInt(`0x${job.range_from}`);
       const to = BigInt(`0x${job.range_to}`);
@@ -280,6 +283,16 @@ export class Splitter {
           this.step('final-copy');
           await this.waitNumbered(source, job.fence_pos);
           while ((await this.copyEvents(source, target, job, inRange)) > 0) this.step('final-copy');
+          // Under the fence: a face that cannot move yet may have written to the source since the
+          // split began. Moving the range now would strand those rows, so the range stays here.
+          const unmovable = await this.checkMovable(source).then(
+            () => undefined,
+            (err: unknown) => (err instanceof Error ? err.message : String(err)),
+          );
+          if (unmovable !== undefined) {
+            await this.abortFenced(source, id, from, to, unmovable);
+            return;
+          }
           this.step('rows');
           let rowsMoved = 0;
           await target.write(async (tx) => {
@@ -402,6 +415,22 @@ export class Splitter {
       this.step('final-copy');
       await sleep(20);
     }
+  }
+
+  /**
+   * Ends a fenced split without moving anything: the source owns the range
+   * again, unfenced, and the job is `aborted` with the reason. The events
+   * copied to the target stay there, outside any range it owns (routing never
+   * reads them); the spare must be emptied before it is a split's target again.
+   */
+  private async abortFenced(source: Shard, id: string, from: bigint, to: bigint, reason: string): Promise<void> {
+    await source.write(async (tx) => {
+      const st = await readState(tx);
+      await this.setRanges(tx, normalize([...withoutRange(st?.ranges ?? [], from, to), { from, to, fenced: false }]));
+      await tx.run("UPDATE shard_splits SET phase = 'aborted', detail = ?, updated_at = ? WHERE id = ?", [JSON.stringify({ aborted: reason }), this.opts.now(), id]);
+    });
+    await this.storage.refreshRouting();
+    this.opts.logger.warn({ split: id, source: source.name, reason }, 'split aborted: the source holds what cannot move yet; the range stays on the source');
   }
 
   private async setRanges(tx: Tx, ranges: OwnedRange[]): Promise<void> {

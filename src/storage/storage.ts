@@ -1,7 +1,7 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
 import { sha1, shardKeyText, ShardRouter } from '../core/routing.js';
-import { GroupCommitter, type SubmitOptions, type TxFn } from './group-commit.js';
+import { GroupCommitter, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver, Tx } from './port.js';
 import { buildTable, encodeRanges, ownsForWrite, readState, ROUTING_CHANNEL, type ShardState } from './routing-state.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
@@ -66,6 +66,11 @@ export class Shard {
   /** The shard itself, where `this` may be a per-key view of it (compare shards by this or by name). */
   get base(): Shard {
     return this.route === undefined ? this : (Object.getPrototypeOf(this) as Shard);
+  }
+
+  /** A write that is one statement, as a transaction by itself in one round trip where the dialect allows (see GroupCommitter.submitStatement). */
+  writeStatement<R, T>(stmt: OneStatement<R, T>, opts?: SubmitOptions): Promise<T> {
+    return this.committer.submitStatement(stmt, opts);
   }
 
   get reader(): Queryable {

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Consumer } from '../../src/log/cursor.js';
+import { chainHash, rowChainFields } from '../../src/log/chain.js';
 import { Sequencer } from '../../src/log/sequencer.js';
 import { verifyShard } from '../../src/log/verify.js';
 import { Runtime } from '../../src/runtime.js';
@@ -93,6 +94,53 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
       { epoch: epoch0 + 2, numbered: 0 },
     ]);
     await checkShard(rt, 3);
+  });
+
+  it('a row numbered elsewhere while the sequencer prepared its batch: its numbering statement numbers nothing, and it chains on the tip it finds again', async () => {
+    const env = await createTestEnv('postgres', { extra: { cluster: { role_lease_ms: LEASE_MS } } });
+    cleanups.push(() => env.cleanup());
+    const rt = await sequencerRuntime(env, 'elsewhere');
+    cleanups.push(() => rt.close());
+    const shard = rt.storage.shard('s0');
+    const pause = gate();
+    let first = true;
+    const seq: Sequencer = new Sequencer(rt.log, shard, {
+      batch: 100,
+      pollMs: 50,
+      logger: silentLogger,
+      beforeNumbering: async () => {
+        if (first) {
+          first = false;
+          await pause.wait();
+        }
+      },
+    });
+    seq.start();
+    cleanups.push(() => seq.stop());
+    await waitFor(() => seq.leader, 10_000, 'the sequencer to lead');
+    const r = await rt.log.append('e/a', [
+      { type: 'x', data: 1 },
+      { type: 'x', data: 2 },
+      { type: 'x', data: 3 },
+    ]);
+    await pause.reached;
+    // While it holds its batch, another numberer sets the first row (its hash chained on nothing the sequencer knows).
+    const foreign = Buffer.alloc(32, 7);
+    await shard.write((tx) => tx.run('UPDATE events SET pos = 1, hash = ? WHERE id = ?', [foreign, r.rowIds![0]]));
+    pause.open();
+    expect(await rt.log.positions(r, 15_000)).toEqual([1, 2, 3]);
+    // The batch's statement numbered none of the other rows (the sequencer counts only what it numbered) ...
+    await waitFor(() => seq.numbered === 2, 10_000, 'the two other rows numbered');
+    // ... and their hashes chain on the row it found numbered, not on the tip it had computed.
+    const rows = await shard.reader.all<{ pos: number; stream: string; seq: number; type: string; data: string; meta: string | null; created_at: number; hash: Buffer }>(
+      'SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events ORDER BY pos',
+    );
+    let prev: Buffer = foreign;
+    for (const row of rows.slice(1)) {
+      const want = chainHash(prev, rowChainFields(row.pos, row));
+      expect(row.hash.equals(want)).toBe(true);
+      prev = want;
+    }
   });
 
   it('a sequencer paused past its lease loses the role to a standby on another node; on waking it numbers nothing and stands by', async () => {

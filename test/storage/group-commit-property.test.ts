@@ -29,6 +29,8 @@ interface Plan {
   fatal: 'none' | 'throw' | 'swallow';
   /** Declared lock keys (names of a few shared things). */
   keys: number[];
+  /** A one-statement write (`submitStatement`), where the harness has them: its races and failure are raised by the statement. */
+  one?: boolean;
 }
 
 const planArb: fc.Arbitrary<Plan> = fc.record({
@@ -57,6 +59,8 @@ interface Harness {
   raise(tx: Tx, code: string): Promise<void>;
   /** Rows stored per caller tag. */
   stored(prefix: string): Promise<Map<string, number>>;
+  /** A one-statement write of `plan` (its rows, its races and failure raised by the statement itself); counts its attempts in `trace`. */
+  writeOne?(tag: string, plan: Plan, keys: string[], trace: Trace): Promise<void>;
 }
 
 async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void> {
@@ -84,7 +88,10 @@ async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void
   };
   await Promise.all(
     plans.map((p, i) =>
-      h.write(`${prefix}${i}`, fn(i), p.keys.map((k) => `key/${k}`)).then(
+      (p.one === true && h.writeOne !== undefined
+        ? h.writeOne(`${prefix}${i}`, p, p.keys.map((k) => `key/${k}`), traces[i]!)
+        : h.write(`${prefix}${i}`, fn(i), p.keys.map((k) => `key/${k}`))
+      ).then(
         () => {
           traces[i]!.settled++;
           traces[i]!.outcome = 'ok';
@@ -105,6 +112,15 @@ async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void
     const rows = stored.get(`${prefix}${i}`) ?? 0;
     expect(t.settled, `caller ${i} settles once`).toBe(1);
     const fatal = p.fatal !== 'none' && p.at <= p.rows;
+    if (p.one === true && h.writeOne !== undefined) {
+      // No hooks: the rows tell whether it committed, once.
+      expect(rows, `one-statement caller ${i}: its rows once, or nothing`).toBe(t.outcome === 'ok' ? p.rows : 0);
+      expect(t.outcome, `one-statement caller ${i} (${fatal ? 'fatal' : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`).toBe(fatal ? 'error' : 'ok');
+      if (fatal) expect((t.error as { code?: string }).code, `one-statement caller ${i}: the server's refusal`).toBe('22012');
+      // Each lost race re-ran the statement once; the attempt after them committed or failed for good.
+      expect(t.attempts, `one-statement caller ${i}: attempts`).toBe(p.races + 1);
+      return;
+    }
     if (t.outcome === 'ok') {
       expect(rows, `caller ${i} resolved: its rows once`).toBe(p.rows);
       expect(t.commits, `caller ${i} resolved: onCommit once`).toBe(1);
@@ -192,7 +208,7 @@ function fakeDriver(db: FakeDb, writers: number): ShardDriver {
   return {
     dialect: 'postgres',
     capabilities,
-    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, notify: null, roles: null },
+    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, lockingQuery: null, notify: null, roles: null },
     writers,
     reader: { all: none, run: none } as Queryable,
     acquireWriter: async () => new FakeConn(db),
@@ -250,6 +266,16 @@ describe('group commit properties (postgres)', () => {
     rt = await Runtime.open(env.config, { background: false });
     shard = rt.storage.shard('s0');
     await shard.write((tx) => tx.run('CREATE TABLE gcp_rows (tag TEXT NOT NULL, i INT NOT NULL)'));
+    // One-statement writers: each attempt draws from a sequence of its own (not undone by a
+    // rollback), loses a race while the draw is within its races, then fails for good if told to.
+    await shard.write((tx) =>
+      tx.run(`CREATE FUNCTION gcp_step(seq TEXT, races INT, code TEXT, fatal BOOLEAN) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+        BEGIN
+          IF nextval(seq) <= races THEN RAISE EXCEPTION 'injected race' USING ERRCODE = code; END IF;
+          IF fatal THEN RAISE EXCEPTION 'injected failure' USING ERRCODE = '22012'; END IF;
+          RETURN true;
+        END $$`),
+    );
   });
   afterAll(async () => {
     await rt?.close();
@@ -274,6 +300,51 @@ describe('group commit properties (postgres)', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(planArb, { minLength: 1, maxLength: 24 }), async (plans) => {
         await runScenario(h, run++, plans);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('the same with one-statement writes (a transaction each, locks inside the statement) among ordinary callers on the same keys', async () => {
+    // Tags apart from the test above (same table).
+    let run = 1000;
+    const h: Harness = {
+      write: (_tag, fn, keys) => shard.write(fn, { lockKeys: keys }),
+      put: async (tx, tag, i) => void (await tx.run('INSERT INTO gcp_rows (tag, i) VALUES (?, ?)', [tag, i])),
+      raise: async (tx, code) => {
+        const sql = code === '22012' ? 'SELECT 1 / 0 AS x' : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
+        await tx.run(sql);
+      },
+      stored: async (prefix) => {
+        const rows = await shard.reader.all<{ tag: string; n: number }>('SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag', [`${prefix}%`]);
+        return new Map(rows.map((r) => [r.tag, Number(r.n)]));
+      },
+      writeOne: async (tag, p, keys, trace) => {
+        const seq = `gcp_one_${tag.replace(/\W/g, '_')}`;
+        await shard.reader.run(`CREATE SEQUENCE ${seq}`);
+        try {
+          const fatal = p.fatal !== 'none' && p.at <= p.rows;
+          const n = await shard.writeStatement(
+            {
+              sql: (locks) =>
+                `WITH ${locks === null ? '' : `locks AS (${locks}), `}st AS (SELECT gcp_step(?, ?, ?, ?) AS ok)
+                 INSERT INTO gcp_rows (tag, i) SELECT ?::text, g FROM generate_series(0, ?::int - 1) AS g, st
+                  WHERE st.ok${locks === null ? '' : ' AND (SELECT n FROM locks) >= 0'} RETURNING i`,
+              params: [seq, p.races, p.raceCode, fatal, tag, p.rows],
+              result: (rows: Array<{ i: number }>) => rows.length,
+            },
+            { lockKeys: keys },
+          );
+          expect(n).toBe(p.rows);
+        } finally {
+          const r = await shard.reader.all<{ v: number }>(`SELECT last_value AS v FROM ${seq}`);
+          trace.attempts = Number(r[0]!.v);
+        }
+      },
+    };
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.record({ plan: planArb, one: fc.boolean() }), { minLength: 1, maxLength: 24 }), async (list) => {
+        await runScenario(h, run++, list.map(({ plan, one }) => ({ ...plan, one })));
       }),
       { numRuns: 25 },
     );

@@ -193,6 +193,49 @@ describe('a split refuses a shard holding what it cannot move yet', () => {
   });
 });
 
+describe('a split under way whose source takes writes it cannot move (sqlite)', () => {
+  let env: TestEnv;
+  let rt: Runtime;
+  beforeAll(async () => {
+    env = await createTestEnv('sqlite', { shards: 2 });
+    rt = await Runtime.open(buildConfig(withSpare(env)));
+  });
+  afterAll(async () => {
+    await rt?.close();
+    await env?.cleanup();
+  });
+
+  it('a split whose source takes writes of a face that cannot move yet, once under way, is aborted under the fence: nothing moves, the range stays', async () => {
+    await rt.log.append('m/p/one/1', [{ type: 'machine.event', data: 1 }], { shardKey: ['p', 'one'] });
+    const before = (await readState(rt.storage.shard('s0').reader))!.ranges;
+    let wrote = false;
+    rt.splitter.onStep = (step) => {
+      // Another face writes to the source while the split copies (its rows cannot move yet). The stream
+      // hashes below the split point, so the fence never refuses it; SQLite's one committer stores it before the fence.
+      if (step === 'fence' && !wrote) {
+        wrote = true;
+        void rt.log.append('other/late-1', [{ type: 't', data: 1 }]);
+      }
+    };
+    try {
+      const job = await rt.splitter.start('s0', '8', 's1');
+      await rt.splitter.wait(job.id);
+      const [j] = (await rt.splitter.jobs()).filter((x) => x.id === job.id);
+      expect(wrote).toBe(true);
+      expect(j!.phase).toBe('aborted');
+      expect(j!.aborted).toContain('other/late-1');
+      // Routing is as before: s0 owns its whole range, unfenced; the spare owns nothing.
+      expect((await readState(rt.storage.shard('s0').reader))!.ranges).toEqual(before);
+      expect((await readState(rt.storage.shard('s1').reader))?.ranges ?? []).toEqual([]);
+      // Both writes are where routing finds them.
+      const late = await rt.storage.shard('s0').reader.all<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream IN ('other/late-1', 'm/p/one/1')");
+      expect(Number(late[0]!.n)).toBe(2);
+    } finally {
+      rt.splitter.onStep = undefined;
+    }
+  });
+});
+
 describe('spare shards in the configuration', () => {
   const shards = (list: Array<Record<string, unknown>>) => ({ storage: { dialect: 'sqlite', shards: list } });
   it('takes a spare with no range, outside the coverage check', () => {

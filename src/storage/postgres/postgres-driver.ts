@@ -175,6 +175,7 @@ export class PostgresDriver implements ShardDriver {
     // session locks (sequencer, exclusive roles). unnest yields the array in
     // order, so the locks are taken in that order.
     beginLocked: (keys) => `BEGIN; SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) FROM unnest('{${keys.map((k) => String(k | 0)).join(',')}}'::int4[]) AS k`,
+    lockingQuery: `SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) AS n FROM unnest(?::int4[]) AS k`,
     notify: 'SELECT pg_notify(?, ?)',
     roles: ROLE_SQL,
   };

@@ -129,6 +129,7 @@ export class SqliteDriver implements ShardDriver {
   readonly sql: SqlFragments = {
     claimRows: '',
     beginLocked: null,
+    lockingQuery: null,
     begin: 'BEGIN IMMEDIATE',
     notify: null,
     roles: null,
