@@ -35,7 +35,11 @@ async function measure(url: string, route: 'read' | 'publish', token: string | n
     const r =
       route === 'read'
         ? await fetch(`${url}/v1/shards`, { headers })
-        : await fetch(`${url}/v1/bus/topics/t/events`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{"events":[{"type":"e","data":1}]}' });
+        : await fetch(`${url}/v1/bus/topics/t/events`, {
+            method: 'POST',
+            headers: { ...headers, 'content-type': 'application/json' },
+            body: '{"events":[{"type":"e","data":1}]}',
+          });
     await r.arrayBuffer();
     if (r.status !== 200) throw new Error(`${route}: ${r.status}`);
   };
@@ -60,11 +64,30 @@ export async function run(): Promise<void> {
       const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
       const keyFile = join(scratch.dir, 'jwt.pem');
       writeFileSync(keyFile, await exportSPKI(publicKey));
-      const base = { http: { port: 0 }, grpc: { enabled: false }, logging: { level: 'silent' }, bus: { topics: ['t'] } };
-      const open = await startNode(buildConfig({ ...base, node_id: 'bench-open', data_dir: join(scratch.dir, 'open'), storage: await storage() } as ConfigInput), { env: {} });
+      const base = {
+        http: { port: 0 },
+        grpc: { enabled: false },
+        logging: { level: 'silent' },
+        bus: { topics: ['t'] },
+      };
+      const open = await startNode(
+        buildConfig({
+          ...base,
+          node_id: 'bench-open',
+          data_dir: join(scratch.dir, 'open'),
+          storage: await storage(),
+        } as ConfigInput),
+        { env: {} },
+      );
       nodes.push(open);
       const guarded = await startNode(
-        buildConfig({ ...base, node_id: 'bench-auth', data_dir: join(scratch.dir, 'auth'), storage: await storage(), auth: { jwt: { key_file: keyFile, issuer: 'bench', audience: 'millrace' } } } as ConfigInput),
+        buildConfig({
+          ...base,
+          node_id: 'bench-auth',
+          data_dir: join(scratch.dir, 'auth'),
+          storage: await storage(),
+          auth: { jwt: { key_file: keyFile, issuer: 'bench', audience: 'millrace' } },
+        } as ConfigInput),
         { env: { MILLRACE_ADMIN_TOKEN: ADMIN } },
       );
       nodes.push(guarded);
@@ -74,7 +97,12 @@ export async function run(): Promise<void> {
         body: JSON.stringify({ name: 'bench', permissions: ['log:read', 'bus:publish:t'] }),
       });
       const apiToken = ((await made.json()) as { token: string }).token;
-      const jwt = await new SignJWT({ permissions: ['log:read', 'bus:publish:t'] }).setProtectedHeader({ alg: 'EdDSA' }).setIssuer('bench').setAudience('millrace').setExpirationTime('1h').sign(privateKey);
+      const jwt = await new SignJWT({ permissions: ['log:read', 'bus:publish:t'] })
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setIssuer('bench')
+        .setAudience('millrace')
+        .setExpirationTime('1h')
+        .sign(privateKey);
 
       const cases: Array<[string, string, string | null]> = [
         ['open (auth off)', open.url, null],
@@ -99,7 +127,9 @@ export async function run(): Promise<void> {
           rows.push([route, name, fmtRate(m), (m / baseline).toFixed(2)]);
         }
       }
-      process.stdout.write(`\n${dialect}: ${REQUESTS} requests per case and round, ${ROUNDS} rounds (medians), ${CONCURRENCY} in flight; ratio = rate / open rate, same run\n`);
+      process.stdout.write(
+        `\n${dialect}: ${REQUESTS} requests per case and round, ${ROUNDS} rounds (medians), ${CONCURRENCY} in flight; ratio = rate / open rate, same run\n`,
+      );
       printTable(['route', 'credentials', 'req/s', 'ratio'], rows);
     } finally {
       for (const n of nodes.reverse()) await n.close();
@@ -108,4 +138,3 @@ export async function run(): Promise<void> {
     }
   }
 }
-

@@ -48,8 +48,27 @@
 import { fmtRate, mb, printTable, rate, RssSampler } from './support.js';
 import { closeClientThread, clientThread, type ClientThread } from './bus/client-thread.js';
 import {
-  BATCH, BATCH_CALLS_IN_FLIGHT, FLOW_WINDOW, KEYS, LAT_MS, LAT_WARMUP_MS, latencyRates, ms1, PARTS, PUBLISH_MS, ratio, REPLAY_EVENTS, REPLAY_IN_FLIGHT, STREAMS,
-  SUSTAINED_P50_MS, sustained, UNARY_IN_FLIGHT, WARMUP_MS, type Durability, type LatencyResult, type Mode,
+  BATCH,
+  BATCH_CALLS_IN_FLIGHT,
+  FLOW_WINDOW,
+  KEYS,
+  LAT_MS,
+  LAT_WARMUP_MS,
+  latencyRates,
+  ms1,
+  PARTS,
+  PUBLISH_MS,
+  ratio,
+  REPLAY_EVENTS,
+  REPLAY_IN_FLIGHT,
+  STREAMS,
+  SUSTAINED_P50_MS,
+  sustained,
+  UNARY_IN_FLIGHT,
+  WARMUP_MS,
+  type Durability,
+  type LatencyResult,
+  type Mode,
 } from './bus/common.js';
 import { withJetStream, type JetNames } from './bus/jetstream.js';
 import { replay, withNode } from './bus/millrace.js';
@@ -66,7 +85,9 @@ export async function run(): Promise<void> {
     await closeClientThread();
   }
   const mem = process.memoryUsage();
-  out(`\npeak rss ${mb(rss.stop())} (this thread and the client thread), heap used at end ${mb(mem.heapUsed)}; ${((Date.now() - started) / 1000).toFixed(1)} s in all\n`);
+  out(
+    `\npeak rss ${mb(rss.stop())} (this thread and the client thread), heap used at end ${mb(mem.heapUsed)}; ${((Date.now() - started) / 1000).toFixed(1)} s in all\n`,
+  );
 }
 
 async function body(ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
@@ -81,27 +102,45 @@ async function body(ct: ClientThread, out: (s: string) => void, note: (s: string
   if (PARTS.has('replay')) await replayPart(out, note);
 }
 
-async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
+async function publishPart(
+  j: JetNames & { serverVersion: string },
+  ct: ClientThread,
+  out: (s: string) => void,
+  note: (s: string) => void,
+): Promise<void> {
   {
     const mr: Record<Durability, Partial<Record<Mode, { events: number; ms: number }>>> = { relaxed: {}, strict: {} };
     const jet: { batched?: { events: number; ms: number }; unary?: { events: number; ms: number } } = {};
     const http: Partial<Record<Durability, { events: number; ms: number }>> = {};
     for (const durability of ['relaxed', 'strict'] as const) {
       await withNode(durability, async (n) => {
-        const mrPublish = (mode: Mode, ms: number) => ct.run<{ events: number; ms: number }>({ kind: 'mr-publish', addr: n.addr, mode, ms });
-        const jetPub = (inFlight: number, ms: number) => ct.run<{ events: number; ms: number }>({ kind: 'jet-publish', jet: { stream: j.stream, subject: j.subject }, inFlight, ms });
+        const mrPublish = (mode: Mode, ms: number) =>
+          ct.run<{ events: number; ms: number }>({ kind: 'mr-publish', addr: n.addr, mode, ms });
+        const jetPub = (inFlight: number, ms: number) =>
+          ct.run<{ events: number; ms: number }>({
+            kind: 'jet-publish',
+            jet: { stream: j.stream, subject: j.subject },
+            inFlight,
+            ms,
+          });
         await mrPublish('batched', WARMUP_MS);
         for (const mode of ['batched', 'unary', 'stream', 'pipelined'] as const) {
           note(`publish: millrace ${durability} ${mode} ...`);
           mr[durability][mode] = await mrPublish(mode, PUBLISH_MS);
           if (durability === 'relaxed' && (mode === 'batched' || mode === 'unary')) {
-            note(`publish: JetStream ${mode === 'batched' ? BATCH * BATCH_CALLS_IN_FLIGHT : UNARY_IN_FLIGHT} in flight ...`);
+            note(
+              `publish: JetStream ${mode === 'batched' ? BATCH * BATCH_CALLS_IN_FLIGHT : UNARY_IN_FLIGHT} in flight ...`,
+            );
             if (!jet.batched) await jetPub(256, WARMUP_MS);
             jet[mode] = await jetPub(mode === 'batched' ? BATCH * BATCH_CALLS_IN_FLIGHT : UNARY_IN_FLIGHT, PUBLISH_MS);
           }
         }
         note(`publish: millrace ${durability} HTTP/1.1 keep-alive, 1 event per request ...`);
-        http[durability] = await ct.run<{ events: number; ms: number }>({ kind: 'mr-http-publish', url: n.node.url, ms: PUBLISH_MS });
+        http[durability] = await ct.run<{ events: number; ms: number }>({
+          kind: 'mr-http-publish',
+          url: n.node.url,
+          ms: PUBLISH_MS,
+        });
         if (durability === 'relaxed') mr.relaxed.floor = await mrPublish('floor', Math.min(PUBLISH_MS, 2000));
       });
     }
@@ -112,16 +151,76 @@ async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientTh
     printTable(
       ['case', 'millrace ev/s', 'peer', 'peer ev/s', 'ratio'],
       [
-        [`relaxed, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`, fmtRate(r(mr.relaxed.batched)), `JetStream default, ${BATCH * BATCH_CALLS_IN_FLIGHT} in flight`, fmtRate(jb), ratio(r(mr.relaxed.batched), jb)],
-        [`relaxed, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`, fmtRate(r(mr.relaxed.unary)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.unary), ju)],
-        [`relaxed, PublishStream 1 ev/msg, ${STREAMS} streams`, fmtRate(r(mr.relaxed.stream)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.stream), ju)],
-        [`relaxed, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`, fmtRate(r(mr.relaxed.pipelined)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(mr.relaxed.pipelined), ju)],
-        [`relaxed, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`, fmtRate(r(http.relaxed)), `JetStream default, ${UNARY_IN_FLIGHT} in flight`, fmtRate(ju), ratio(r(http.relaxed), ju)],
-        [`strict, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`, fmtRate(r(mr.strict.batched)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.batched)), ratio(r(mr.strict.batched), r(mr.relaxed.batched))],
-        [`strict, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`, fmtRate(r(mr.strict.unary)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.unary)), ratio(r(mr.strict.unary), r(mr.relaxed.unary))],
-        [`strict, PublishStream 1 ev/msg, ${STREAMS} streams`, fmtRate(r(mr.strict.stream)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.stream)), ratio(r(mr.strict.stream), r(mr.relaxed.stream))],
-        [`strict, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`, fmtRate(r(mr.strict.pipelined)), 'millrace relaxed, same mode', fmtRate(r(mr.relaxed.pipelined)), ratio(r(mr.strict.pipelined), r(mr.relaxed.pipelined))],
-        [`strict, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`, fmtRate(r(http.strict)), 'millrace relaxed, same mode', fmtRate(r(http.relaxed)), ratio(r(http.strict), r(http.relaxed))],
+        [
+          `relaxed, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`,
+          fmtRate(r(mr.relaxed.batched)),
+          `JetStream default, ${BATCH * BATCH_CALLS_IN_FLIGHT} in flight`,
+          fmtRate(jb),
+          ratio(r(mr.relaxed.batched), jb),
+        ],
+        [
+          `relaxed, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`,
+          fmtRate(r(mr.relaxed.unary)),
+          `JetStream default, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(ju),
+          ratio(r(mr.relaxed.unary), ju),
+        ],
+        [
+          `relaxed, PublishStream 1 ev/msg, ${STREAMS} streams`,
+          fmtRate(r(mr.relaxed.stream)),
+          `JetStream default, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(ju),
+          ratio(r(mr.relaxed.stream), ju),
+        ],
+        [
+          `relaxed, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`,
+          fmtRate(r(mr.relaxed.pipelined)),
+          `JetStream default, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(ju),
+          ratio(r(mr.relaxed.pipelined), ju),
+        ],
+        [
+          `relaxed, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(r(http.relaxed)),
+          `JetStream default, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(ju),
+          ratio(r(http.relaxed), ju),
+        ],
+        [
+          `strict, Publish ${BATCH} ev/call, ${BATCH_CALLS_IN_FLIGHT} calls in flight`,
+          fmtRate(r(mr.strict.batched)),
+          'millrace relaxed, same mode',
+          fmtRate(r(mr.relaxed.batched)),
+          ratio(r(mr.strict.batched), r(mr.relaxed.batched)),
+        ],
+        [
+          `strict, Publish 1 ev/call, ${UNARY_IN_FLIGHT} calls in flight`,
+          fmtRate(r(mr.strict.unary)),
+          'millrace relaxed, same mode',
+          fmtRate(r(mr.relaxed.unary)),
+          ratio(r(mr.strict.unary), r(mr.relaxed.unary)),
+        ],
+        [
+          `strict, PublishStream 1 ev/msg, ${STREAMS} streams`,
+          fmtRate(r(mr.strict.stream)),
+          'millrace relaxed, same mode',
+          fmtRate(r(mr.relaxed.stream)),
+          ratio(r(mr.strict.stream), r(mr.relaxed.stream)),
+        ],
+        [
+          `strict, PublishBatches 1 ev/msg, ${UNARY_IN_FLIGHT} unanswered on 1 call`,
+          fmtRate(r(mr.strict.pipelined)),
+          'millrace relaxed, same mode',
+          fmtRate(r(mr.relaxed.pipelined)),
+          ratio(r(mr.strict.pipelined), r(mr.relaxed.pipelined)),
+        ],
+        [
+          `strict, HTTP/1.1 keep-alive POST 1 ev, ${UNARY_IN_FLIGHT} in flight`,
+          fmtRate(r(http.strict)),
+          'millrace relaxed, same mode',
+          fmtRate(r(http.relaxed)),
+          ratio(r(http.strict), r(http.relaxed)),
+        ],
       ],
     );
     out(
@@ -133,11 +232,15 @@ async function publishPart(j: JetNames & { serverVersion: string }, ct: ClientTh
         `  one-event unary publishing is bound by grpc-js per-call cost here, not by the bus.\n` +
         `events carry a key (${KEYS} keys) and no id (no dedupe on either side); ~110-byte JSON data; JetStream subject per key; ${(PUBLISH_MS / 1000).toFixed(1)} s per case.\n`,
     );
-
   }
 }
 
-async function latencyPart(j: JetNames & { serverVersion: string }, ct: ClientThread, out: (s: string) => void, note: (s: string) => void): Promise<void> {
+async function latencyPart(
+  j: JetNames & { serverVersion: string },
+  ct: ClientThread,
+  out: (s: string) => void,
+  note: (s: string) => void,
+): Promise<void> {
   {
     // At the asked rate first; while millrace does not sustain it, again at lower rates (both systems each time).
     const tried: Array<{ m: LatencyResult; j: LatencyResult }> = [];
@@ -145,7 +248,11 @@ async function latencyPart(j: JetNames & { serverVersion: string }, ct: ClientTh
       note(`latency: millrace relaxed at ${rate} ev/s ...`);
       const m = await withNode('relaxed', (n) => ct.run<LatencyResult>({ kind: 'mr-latency', addr: n.addr, rate }));
       note(`latency: JetStream at ${rate} ev/s ...`);
-      const jl = await ct.run<LatencyResult>({ kind: 'jet-latency', jet: { stream: j.stream, subject: j.subject }, rate });
+      const jl = await ct.run<LatencyResult>({
+        kind: 'jet-latency',
+        jet: { stream: j.stream, subject: j.subject },
+        rate,
+      });
       tried.push({ m, j: jl });
       if (sustained(m)) break;
     }
@@ -168,10 +275,15 @@ async function latencyPart(j: JetNames & { serverVersion: string }, ct: ClientTh
     ];
     printTable(
       ['system', 'offered ev/s', 'sent ev/s', 'delivered', 'missing', 'p50', 'p99', 'p99.9', 'max', 'sustained'],
-      tried.flatMap((t) => [row('millrace relaxed, gRPC Subscribe batch, acks', t.m), row('JetStream default, pull consumer, acks', t.j)]),
+      tried.flatMap((t) => [
+        row('millrace relaxed, gRPC Subscribe batch, acks', t.m),
+        row('JetStream default, pull consumer, acks', t.j),
+      ]),
     );
     for (const t of tried) {
-      out(`ratio millrace/JetStream at ${fmtRate(t.m.rate)} ev/s offered: p50 ${ratio(t.m.p50, t.j.p50)}, p99 ${ratio(t.m.p99, t.j.p99)} (lower is better for millrace)\n`);
+      out(
+        `ratio millrace/JetStream at ${fmtRate(t.m.rate)} ev/s offered: p50 ${ratio(t.m.p50, t.j.p50)}, p99 ${ratio(t.m.p99, t.j.p99)} (lower is better for millrace)\n`,
+      );
     }
     out(
       (best
@@ -196,7 +308,12 @@ async function replayPart(out: (s: string) => void, note: (s: string) => void): 
     ['path', 'events/s', 'raw SELECT ev/s', 'ratio'],
     [
       [`gRPC Subscribe, batch, max_in_flight ${REPLAY_IN_FLIGHT}, acked`, fmtRate(gb), fmtRate(raw), ratio(gb, raw)],
-      [`gRPC Subscribe, one delivery per message, max_in_flight ${REPLAY_IN_FLIGHT}, acked`, fmtRate(g), fmtRate(raw), ratio(g, raw)],
+      [
+        `gRPC Subscribe, one delivery per message, max_in_flight ${REPLAY_IN_FLIGHT}, acked`,
+        fmtRate(g),
+        fmtRate(raw),
+        ratio(g, raw),
+      ],
       ['in process: cursor tail + filter (no transport)', fmtRate(ip), fmtRate(raw), ratio(ip, raw)],
     ],
   );

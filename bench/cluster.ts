@@ -54,7 +54,17 @@ class Child {
   readonly proc: ChildProcess;
 
   constructor(file: string, args: string[]) {
-    this.proc = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : []), '--import', 'tsx', join('bench', 'children', file), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.proc = spawn(
+      process.execPath,
+      [
+        ...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : []),
+        '--import',
+        'tsx',
+        join('bench', 'children', file),
+        ...args,
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
     this.first = new Promise((r) => this.waiting.push(r));
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
       if (!line.startsWith('@@ ')) {
@@ -101,7 +111,8 @@ class Child {
   }
 }
 
-const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+const pct = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 
 /** Calls/s over the union of the runs' wall time, with p50/p99 over every latency. */
 function summarize(runs: Timed[]): { perS: number; p50: number; p99: number } {
@@ -136,11 +147,14 @@ function nodeConfig(id: string, dataDir: string, dbs: string[], processorUrl: st
   });
 }
 
-const ids = (prefix: string, from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
+const ids = (prefix: string, from: number, to: number): string[] =>
+  Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
 
 /** Splits 100 machines between the loaded nodes. */
 function split(prefix: string, n: number): string[][] {
-  return Array.from({ length: n }, (_, k) => ids(prefix, Math.floor((MACHINES * k) / n), Math.floor((MACHINES * (k + 1)) / n)));
+  return Array.from({ length: n }, (_, k) =>
+    ids(prefix, Math.floor((MACHINES * k) / n), Math.floor((MACHINES * (k + 1)) / n)),
+  );
 }
 
 async function measureCase(
@@ -155,10 +169,25 @@ async function measureCase(
   const per = (total: number, k: number) => Math.floor(total / loaded.length) + (k < total % loaded.length ? 1 : 0);
   await Promise.all(loaded.map((c, k) => c.send({ op: 'calls', ns, ids: parts[k], total: per(WARMUP, k) })));
   const raw = summarize(
-    await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'raw', total: per(CALLS, k), concurrency: parts[k]!.length, tag: `${label}-${k}` }))),
+    await Promise.all(
+      loaded.map((c, k) =>
+        c.send<Timed>({ op: 'raw', total: per(CALLS, k), concurrency: parts[k]!.length, tag: `${label}-${k}` }),
+      ),
+    ),
   );
-  const calls = summarize(await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'calls', ns, ids: parts[k], total: per(CALLS, k) }))));
-  rows.push([label, String(CALLS), fmtRate(calls.perS), calls.p50.toFixed(1), calls.p99.toFixed(1), fmtRate(raw.perS), raw.p50.toFixed(1), (calls.perS / raw.perS).toFixed(2)]);
+  const calls = summarize(
+    await Promise.all(loaded.map((c, k) => c.send<Timed>({ op: 'calls', ns, ids: parts[k], total: per(CALLS, k) }))),
+  );
+  rows.push([
+    label,
+    String(CALLS),
+    fmtRate(calls.perS),
+    calls.p50.toFixed(1),
+    calls.p99.toFixed(1),
+    fmtRate(raw.perS),
+    raw.p50.toFixed(1),
+    (calls.perS / raw.perS).toFixed(2),
+  ]);
   return { calls: calls.perS, raw: raw.perS };
 }
 
@@ -195,15 +224,34 @@ export async function run(): Promise<void> {
         const running: Array<{ calls: number; raw: number }> = [];
         const frozen: Array<{ calls: number; raw: number }> = [];
         for (let round = 1; round <= 2; round++) {
-          running.push(await measureCase([nodes[0]!], 'http', `peers${round}-`, `2 shards, 3 nodes, load on 1 (2 idle peers), round ${round}`, rows));
+          running.push(
+            await measureCase(
+              [nodes[0]!],
+              'http',
+              `peers${round}-`,
+              `2 shards, 3 nodes, load on 1 (2 idle peers), round ${round}`,
+              rows,
+            ),
+          );
           freeze('SIGSTOP');
           try {
-            frozen.push(await measureCase([nodes[0]!], 'http', `frozen${round}-`, `2 shards, 3 nodes, load on 1 (2 peers frozen), round ${round}`, rows));
+            frozen.push(
+              await measureCase(
+                [nodes[0]!],
+                'http',
+                `frozen${round}-`,
+                `2 shards, 3 nodes, load on 1 (2 peers frozen), round ${round}`,
+                rows,
+              ),
+            );
           } finally {
             freeze('SIGCONT');
           }
         }
-        const mean = (xs: Array<{ calls: number; raw: number }>) => ({ calls: xs.reduce((a, x) => a + x.calls, 0) / xs.length, raw: xs.reduce((a, x) => a + x.raw, 0) / xs.length });
+        const mean = (xs: Array<{ calls: number; raw: number }>) => ({
+          calls: xs.reduce((a, x) => a + x.calls, 0) / xs.length,
+          raw: xs.reduce((a, x) => a + x.raw, 0) / xs.length,
+        });
         const peers = mean(running);
         const still = mean(frozen);
         const all = await measureCase(nodes, 'http', 'all-', '2 shards, 3 nodes, load on all 3', rows);
@@ -245,14 +293,34 @@ export async function run(): Promise<void> {
         let pubTag = 0;
         const phase = async (label: string, loaded: Child[], machines: string[][]): Promise<number> => {
           const per = (k: number) => Math.floor(CALLS / loaded.length) + (k < CALLS % loaded.length ? 1 : 0);
-          const pubs = withPubs ? Promise.all(loaded.map((c, k) => c.sendBeside<Timed>({ op: 'pubs', total: per(k), concurrency: 20, tag: `p${pubTag++}` }))) : undefined;
-          const r = summarize(await Promise.all(loaded.map((c, k) => c.sendBeside<Timed>({ op: 'calls', ns: 'http', ids: machines[k], total: per(k) }))));
+          const pubs = withPubs
+            ? Promise.all(
+                loaded.map((c, k) =>
+                  c.sendBeside<Timed>({ op: 'pubs', total: per(k), concurrency: 20, tag: `p${pubTag++}` }),
+                ),
+              )
+            : undefined;
+          const r = summarize(
+            await Promise.all(
+              loaded.map((c, k) => c.sendBeside<Timed>({ op: 'calls', ns: 'http', ids: machines[k], total: per(k) })),
+            ),
+          );
           const p = pubs ? summarize(await pubs) : undefined;
-          foRows.push([label, String(CALLS), fmtRate(r.perS), r.p50.toFixed(1), r.p99.toFixed(1), p ? fmtRate(p.perS) : '-', p ? p.p50.toFixed(1) : '-']);
+          foRows.push([
+            label,
+            String(CALLS),
+            fmtRate(r.perS),
+            r.p50.toFixed(1),
+            r.p99.toFixed(1),
+            p ? fmtRate(p.perS) : '-',
+            p ? p.p50.toFixed(1) : '-',
+          ]);
           return r.perS;
         };
         const [a, b, c] = [nodes.get('node-a')!, nodes.get('node-b')!, nodes.get('node-c')!];
-        await Promise.all([a, b, c].map((n, k) => n.send({ op: 'calls', ns: 'http', ids: parts[k], total: Math.ceil(WARMUP / 3) })));
+        await Promise.all(
+          [a, b, c].map((n, k) => n.send({ op: 'calls', ns: 'http', ids: parts[k], total: Math.ceil(WARMUP / 3) })),
+        );
         const before = await phase('failover: 3 nodes, before kill -9 of A', [a, b, c], parts);
         // A is killed under load: its in-flight calls hold their machines' leases (deadline + margin).
         void a.sendBeside({ op: 'calls', ns: 'http', ids: parts[0], total: CALLS * 10 });
@@ -289,7 +357,9 @@ export async function run(): Promise<void> {
         await node.ready();
         const local = await measureCase([node], 'local', 'local-', '1 database, 1 node, in-process processor', rows);
         const http = await measureCase([node], 'http', 'http-', '1 database, 1 node, HTTP processor', rows);
-        notes.push(`single node: in-process ${fmtRate(local.calls)} calls/s (target 3,000), HTTP ${fmtRate(http.calls)} calls/s (target 2,000)`);
+        notes.push(
+          `single node: in-process ${fmtRate(local.calls)} calls/s (target 3,000), HTTP ${fmtRate(http.calls)} calls/s (target 2,000)`,
+        );
       } finally {
         await node.close();
         await dropPgDatabase(db);
@@ -299,7 +369,24 @@ export async function run(): Promise<void> {
   } finally {
     await processor.close();
   }
-  if (rows.length) printTable(['case (100 machines, 1 event per call)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'log appends/s', 'log p50 ms', 'ratio'], rows);
-  if (foRows.length) printTable(['failover phase (100 machines)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'bus publishes/s', 'publish p50 ms'], foRows);
+  if (rows.length)
+    printTable(
+      [
+        'case (100 machines, 1 event per call)',
+        'calls',
+        'calls/s',
+        'p50 ms',
+        'p99 ms',
+        'log appends/s',
+        'log p50 ms',
+        'ratio',
+      ],
+      rows,
+    );
+  if (foRows.length)
+    printTable(
+      ['failover phase (100 machines)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'bus publishes/s', 'publish p50 ms'],
+      foRows,
+    );
   for (const n of notes) process.stdout.write(`${n}\n`);
 }

@@ -34,11 +34,21 @@ const LEDGER = {
 const DAY = 86_400_000;
 const T0 = Date.parse('2023-01-01T00:00:00Z');
 
-async function open(dialect: 'sqlite' | 'postgres', storage: Record<string, unknown> = {}): Promise<{ rt: Runtime; ledger: Ledger; db: string | undefined; close: () => Promise<void> }> {
+async function open(
+  dialect: 'sqlite' | 'postgres',
+  storage: Record<string, unknown> = {},
+): Promise<{ rt: Runtime; ledger: Ledger; db: string | undefined; close: () => Promise<void> }> {
   const scratch = scratchDir();
   let db: string | undefined;
-  const shards = dialect === 'postgres' ? [{ name: 's0', url: pgUrlFor((db = await createPgDatabase())) }] : [{ name: 's0' }];
-  const config = buildConfig({ data_dir: scratch.dir, logging: { level: 'silent' }, grpc: { enabled: false }, ledger: LEDGER, storage: { dialect, shards, ...storage } });
+  const shards =
+    dialect === 'postgres' ? [{ name: 's0', url: pgUrlFor((db = await createPgDatabase())) }] : [{ name: 's0' }];
+  const config = buildConfig({
+    data_dir: scratch.dir,
+    logging: { level: 'silent' },
+    grpc: { enabled: false },
+    ledger: LEDGER,
+    storage: { dialect, shards, ...storage },
+  });
   const rt = await Runtime.open(config);
   return {
     rt,
@@ -77,8 +87,21 @@ async function writeBench(dialect: 'sqlite' | 'postgres', batches: number): Prom
     await pool(batches, 32, async (i, w) => {
       await shard.write(async (tx) => {
         const params: unknown[] = [];
-        for (let j = 0; j < 10; j++) params.push('raw', 'acc', JSON.stringify([`w${w}`]), JSON.stringify({ product: `p${j % 3}` }), j % 2 ? 'credit' : 'debit', '100025', T0 + ((i * 10 + j) % 1000) * DAY, null);
-        await tx.run(`INSERT INTO ledger_events (batch_id, type, acc_key, aux, side, amount, dt, info) VALUES ${Array.from({ length: 10 }, () => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, params);
+        for (let j = 0; j < 10; j++)
+          params.push(
+            'raw',
+            'acc',
+            JSON.stringify([`w${w}`]),
+            JSON.stringify({ product: `p${j % 3}` }),
+            j % 2 ? 'credit' : 'debit',
+            '100025',
+            T0 + ((i * 10 + j) % 1000) * DAY,
+            null,
+          );
+        await tx.run(
+          `INSERT INTO ledger_events (batch_id, type, acc_key, aux, side, amount, dt, info) VALUES ${Array.from({ length: 10 }, () => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+          params,
+        );
       });
     });
     const rawMs = performance.now() - t1;
@@ -175,7 +198,13 @@ interface Run {
 }
 
 /** Transfers `from` .. `to`-1 from `clients` concurrent clients; transfer i's accounts and amount are fixed by i, so both sides move the same money. */
-async function drive(from: number, to: number, clients: number, accounts: number, transfer: (src: number, dst: number, amount: string) => Promise<void>): Promise<Run> {
+async function drive(
+  from: number,
+  to: number,
+  clients: number,
+  accounts: number,
+  transfer: (src: number, dst: number, amount: string) => Promise<void>,
+): Promise<Run> {
   const lat: number[] = [];
   let errors = 0;
   let firstError: unknown;
@@ -201,7 +230,13 @@ async function drive(from: number, to: number, clients: number, accounts: number
 const sum = (runs: Run[]): { rate: number; p50: number; p99: number; errors: number; n: number } => {
   const lat = runs.flatMap((r) => r.lat);
   const ms = runs.reduce((a, r) => a + r.ms, 0);
-  return { rate: (lat.length * 1000) / ms, p50: pct(lat, 50), p99: pct(lat, 99), errors: runs.reduce((a, r) => a + r.errors, 0), n: lat.length };
+  return {
+    rate: (lat.length * 1000) / ms,
+    p50: pct(lat, 50),
+    p99: pct(lat, 99),
+    errors: runs.reduce((a, r) => a + r.errors, 0),
+    n: lat.length,
+  };
 };
 
 /** Net balance (credits - debits, in units) each account should end with. */
@@ -230,12 +265,23 @@ async function contendedBench(): Promise<string[][]> {
     try {
       await peer.query(PEER_SQL);
       await peer.query('INSERT INTO peer_accounts (id) SELECT g FROM generate_series(0, $1::int - 1) g', [accounts]);
-      const viaPeer = (src: number, dst: number, amount: string) => peer.query('SELECT peer_transfer($1, $2, $3)', [src, dst, amount]).then(() => undefined);
+      const viaPeer = (src: number, dst: number, amount: string) =>
+        peer.query('SELECT peer_transfer($1, $2, $3)', [src, dst, amount]).then(() => undefined);
       const viaLedger = async (src: number, dst: number, amount: string) => {
         await ledger.write({
           events: [
-            { account: { type: 'acc', attrs: { client_id: `a${src}`, product: 'p' } }, side: 'debit', amount, dt: new Date(T0).toISOString() },
-            { account: { type: 'acc', attrs: { client_id: `a${dst}`, product: 'p' } }, side: 'credit', amount, dt: new Date(T0).toISOString() },
+            {
+              account: { type: 'acc', attrs: { client_id: `a${src}`, product: 'p' } },
+              side: 'debit',
+              amount,
+              dt: new Date(T0).toISOString(),
+            },
+            {
+              account: { type: 'acc', attrs: { client_id: `a${dst}`, product: 'p' } },
+              side: 'credit',
+              amount,
+              dt: new Date(T0).toISOString(),
+            },
           ],
         });
       };
@@ -268,15 +314,21 @@ async function contendedBench(): Promise<string[][]> {
       const batches = st.batches - before.batches;
       // Both sides must have stored every transfer exactly.
       const want = expected(total, accounts);
-      const peerBal = (await peer.query<{ id: number; b: string }>('SELECT id, (balance * 100)::bigint::text AS b FROM peer_accounts ORDER BY id')).rows;
+      const peerBal = (
+        await peer.query<{ id: number; b: string }>(
+          'SELECT id, (balance * 100)::bigint::text AS b FROM peer_accounts ORDER BY id',
+        )
+      ).rows;
       const ledBal = await shard.reader.all<{ k: string; b: string }>(
         "SELECT acc_key AS k, CAST(SUM(CASE WHEN side = 'credit' THEN amount ELSE -amount END) AS TEXT) AS b FROM ledger_events GROUP BY acc_key",
       );
       const ledMap = new Map(ledBal.map((r) => [r.k, BigInt(r.b)]));
       for (let a = 0; a < accounts; a++) {
-        if (BigInt(peerBal[a]!.b) !== want[a]) throw new Error(`peer balance of account ${a} is ${peerBal[a]!.b}, expected ${want[a]}`);
+        if (BigInt(peerBal[a]!.b) !== want[a])
+          throw new Error(`peer balance of account ${a} is ${peerBal[a]!.b}, expected ${want[a]}`);
         const got = ledMap.get(JSON.stringify([`a${a}`])) ?? 0n;
-        if (m.errors === 0 && got !== want[a]) throw new Error(`ledger balance of account ${a} is ${got}, expected ${want[a]}`);
+        if (m.errors === 0 && got !== want[a])
+          throw new Error(`ledger balance of account ${a} is ${got}, expected ${want[a]}`);
       }
       rows.push([
         'millrace ledger.write',
@@ -287,7 +339,15 @@ async function contendedBench(): Promise<string[][]> {
         `${(total / Math.max(1, batches)).toFixed(1)} /commit, ${st.retries - before.retries} retries`,
         (m.rate / p.rate).toFixed(2),
       ]);
-      rows.push(['plpgsql transfer()', fmtRate(p.rate), p.p50.toFixed(1), p.p99.toFixed(1), String(p.errors), '1 /commit', '1.00']);
+      rows.push([
+        'plpgsql transfer()',
+        fmtRate(p.rate),
+        p.p50.toFixed(1),
+        p.p99.toFixed(1),
+        String(p.errors),
+        '1 /commit',
+        '1.00',
+      ]);
     } finally {
       await peer.end();
     }
@@ -298,7 +358,9 @@ async function contendedBench(): Promise<string[][]> {
 }
 
 function printContended(rows: string[][]): void {
-  process.stdout.write('\nledger contended (PostgreSQL): two-leg transfers, 20 clients, 50 accounts, one shard; ratio = millrace / plpgsql peer\n');
+  process.stdout.write(
+    '\nledger contended (PostgreSQL): two-leg transfers, 20 clients, 50 accounts, one shard; ratio = millrace / plpgsql peer\n',
+  );
   printTable(['path', 'transfers/s', 'p50 ms', 'p99 ms', 'errors', 'transfers', 'ratio'], rows);
 }
 
@@ -317,5 +379,8 @@ export async function run(): Promise<void> {
   const reads: string[][] = [];
   for (const n of [10_000, 100_000, 1_000_000].filter((n) => n <= max)) reads.push(await readBench(n));
   process.stdout.write('\nledger read (SQLite): balance at 100 random dates, one account over 1,000 days (ms)\n');
-  printTable(['events', 'load', 'aggregation', 'agg p50', 'agg p99', 'SUM p50', 'SUM p99', 'SUM/agg p50', 'SUM/agg p99'], reads);
+  printTable(
+    ['events', 'load', 'aggregation', 'agg p50', 'agg p99', 'SUM p50', 'SUM p99', 'SUM/agg p50', 'SUM/agg p99'],
+    reads,
+  );
 }

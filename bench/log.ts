@@ -25,7 +25,18 @@ import { join } from 'node:path';
 import { buildConfig, type ConfigInput } from '../src/core/config.js';
 import type { NewEvent } from '../src/log/log.js';
 import { Runtime } from '../src/runtime.js';
-import { createPgDatabase, dropPgDatabase, fmtRate, mb, pgUrlFor, pool, printTable, rate, RssSampler, scratchDir } from './support.js';
+import {
+  createPgDatabase,
+  dropPgDatabase,
+  fmtRate,
+  mb,
+  pgUrlFor,
+  pool,
+  printTable,
+  rate,
+  RssSampler,
+  scratchDir,
+} from './support.js';
 
 type Dialect = 'sqlite' | 'postgres';
 type Durability = 'strict' | 'relaxed';
@@ -66,9 +77,27 @@ const WARMUP_APPENDS = 200;
 
 function cases(): Case[] {
   const out: Case[] = [];
-  const single = (dialect: Dialect, durability: Durability): Case => ({ dialect, durability, perAppend: 1, total: SINGLE_TOTAL, inFlight: 256 });
-  const batch = (dialect: Dialect, durability: Durability): Case => ({ dialect, durability, perAppend: 100, total: BATCH_TOTAL, inFlight: 32 });
-  if (DIALECTS.includes('sqlite')) out.push(single('sqlite', 'strict'), batch('sqlite', 'strict'), single('sqlite', 'relaxed'), batch('sqlite', 'relaxed'));
+  const single = (dialect: Dialect, durability: Durability): Case => ({
+    dialect,
+    durability,
+    perAppend: 1,
+    total: SINGLE_TOTAL,
+    inFlight: 256,
+  });
+  const batch = (dialect: Dialect, durability: Durability): Case => ({
+    dialect,
+    durability,
+    perAppend: 100,
+    total: BATCH_TOTAL,
+    inFlight: 32,
+  });
+  if (DIALECTS.includes('sqlite'))
+    out.push(
+      single('sqlite', 'strict'),
+      batch('sqlite', 'strict'),
+      single('sqlite', 'relaxed'),
+      batch('sqlite', 'relaxed'),
+    );
   if (DIALECTS.includes('postgres')) out.push(single('postgres', 'strict'), batch('postgres', 'strict'));
   return out;
 }
@@ -76,7 +105,13 @@ function cases(): Case[] {
 const label = (c: Case): string => `${c.dialect} ${c.durability}, ${c.perAppend} ev/append, ${c.inFlight} in flight`;
 
 /** The payload of event i: a small business-like JSON object (~90 bytes). */
-const payload = (i: number) => ({ order: i, amount: '12.50', currency: 'EUR', customer: `c-${i % 1000}`, note: 'bench' });
+const payload = (i: number) => ({
+  order: i,
+  amount: '12.50',
+  currency: 'EUR',
+  customer: `c-${i % 1000}`,
+  note: 'bench',
+});
 
 /** The same rows the millrace side writes: stream per caller slot, seq counting per stream. */
 function rawRows(c: Case): Array<{ stream: string; seq: number; type: string; data: string }> {
@@ -126,7 +161,8 @@ async function measureMillrace(c: Case, input: ConfigInput): Promise<MillraceRun
       sequencedAfterMs = performance.now() - t0 - ms;
     } else {
       const head = await rt.log.headPos(shard);
-      if (head !== startHead + c.total) process.stderr.write(`warning: ${label(c)}: head ${head}, expected ${startHead + c.total}\n`);
+      if (head !== startHead + c.total)
+        process.stderr.write(`warning: ${label(c)}: head ${head}, expected ${startHead + c.total}\n`);
     }
     return { ms, sequencedAfterMs, jobsPerTx };
   } finally {
@@ -154,7 +190,9 @@ function measureRawSqlite(c: Case, path: string): number {
       data TEXT NOT NULL, meta TEXT, created_at INTEGER NOT NULL, hash BLOB NOT NULL, UNIQUE (stream, seq))`);
     const rows = rawRows(c);
     const hash = Buffer.alloc(32, 7);
-    const ins = db.prepare('INSERT INTO events (pos, stream, seq, type, data, meta, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    const ins = db.prepare(
+      'INSERT INTO events (pos, stream, seq, type, data, meta, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
     const t0 = performance.now();
     db.transaction(() => {
       const now = Date.now();
@@ -217,13 +255,26 @@ async function runCase(c: Case): Promise<Result> {
     } else {
       db = await createPgDatabase();
       const url = pgUrlFor(db);
-      millrace = await measureMillrace(c, { ...base, storage: { dialect: 'postgres', durability: c.durability, shards: [{ name: 's0', url }] } });
+      millrace = await measureMillrace(c, {
+        ...base,
+        storage: { dialect: 'postgres', durability: c.durability, shards: [{ name: 's0', url }] },
+      });
       rawMs = await measureRawPg(c, url);
     }
-    return { c, millraceMs: millrace.ms, rawMs, sequencedAfterMs: millrace.sequencedAfterMs, jobsPerTx: millrace.jobsPerTx, peakRss: rss.stop() };
+    return {
+      c,
+      millraceMs: millrace.ms,
+      rawMs,
+      sequencedAfterMs: millrace.sequencedAfterMs,
+      jobsPerTx: millrace.jobsPerTx,
+      peakRss: rss.stop(),
+    };
   } finally {
     rss.stop();
-    if (db !== undefined) await dropPgDatabase(db).catch((err: unknown) => process.stderr.write(`could not drop ${db}: ${(err as Error).message}\n`));
+    if (db !== undefined)
+      await dropPgDatabase(db).catch((err: unknown) =>
+        process.stderr.write(`could not drop ${db}: ${(err as Error).message}\n`),
+      );
     scratch.cleanup();
   }
 }

@@ -31,7 +31,17 @@ import { buildConfig, type ConfigInput } from '../src/core/config.js';
 import { Runtime } from '../src/runtime.js';
 import { Machines } from '../src/machines/machines.js';
 import type { ProcessorFn } from '../src/machines/processor.js';
-import { createPgDatabase, dropPgDatabase, fmtRate, mb, pgUrlFor, pool, printTable, rate, scratchDir } from './support.js';
+import {
+  createPgDatabase,
+  dropPgDatabase,
+  fmtRate,
+  mb,
+  pgUrlFor,
+  pool,
+  printTable,
+  rate,
+  scratchDir,
+} from './support.js';
 
 const MACHINES = 100;
 const CALLS = Number(process.env.BENCH_MACHINES_CALLS ?? 20_000);
@@ -54,12 +64,20 @@ function httpProcessor(): Promise<{ server: Server; url: string }> {
     });
   });
   server.keepAliveTimeout = 60_000;
-  return new Promise((r) => server.listen(0, '127.0.0.1', () => r({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` })));
+  return new Promise((r) =>
+    server.listen(0, '127.0.0.1', () =>
+      r({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` }),
+    ),
+  );
 }
 
-const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+const pct = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 
-async function measure(total: number, task: (i: number, w: number) => Promise<void>): Promise<{ perS: number; p50: number; p99: number }> {
+async function measure(
+  total: number,
+  task: (i: number, w: number) => Promise<void>,
+): Promise<{ perS: number; p50: number; p99: number }> {
   const lat: number[] = [];
   const t0 = performance.now();
   await pool(total, MACHINES, async (i, w) => {
@@ -100,13 +118,16 @@ async function runSteps(): Promise<void> {
       const rt = await Runtime.open(buildConfig(input));
       try {
         const m = new Machines(rt, { processors: new Map([['bench', local]]) });
-        for (const ns of ['local', 'http']) await pool(MACHINES, MACHINES, (i) => m.start(ns, `m${i}`, null).then(() => {}));
+        for (const ns of ['local', 'http'])
+          await pool(MACHINES, MACHINES, (i) => m.start(ns, `m${i}`, null).then(() => {}));
         const cases: Array<[string, string, number]> = [
           ['in-process', 'local', CALLS],
           ['HTTP loopback', 'http', Math.max(1000, Math.floor(CALLS / 4))],
         ];
         for (const [label, ns, total] of cases) {
-          const log = await measure(total, (i, w) => rt.log.append(`raw/${label}/${w}`, [{ type: 't', data: { n: i } }]).then(() => {}));
+          const log = await measure(total, (i, w) =>
+            rt.log.append(`raw/${label}/${w}`, [{ type: 't', data: { n: i } }]).then(() => {}),
+          );
           const calls = await measure(total, (_i, w) => m.call(ns, { id: `m${w}` }, { n: 1 }).then(() => {}));
           rows.push([
             `${dialect} ${label}`,
@@ -129,7 +150,19 @@ async function runSteps(): Promise<void> {
     http.server.closeAllConnections();
     http.server.close();
   }
-  printTable(['case (100 machines, 1 event per call)', 'calls', 'calls/s', 'p50 ms', 'p99 ms', 'log appends/s', 'log p50 ms', 'ratio'], rows);
+  printTable(
+    [
+      'case (100 machines, 1 event per call)',
+      'calls',
+      'calls/s',
+      'p50 ms',
+      'p99 ms',
+      'log appends/s',
+      'log p50 ms',
+      'ratio',
+    ],
+    rows,
+  );
 }
 
 type HistoryResult = Awaited<ReturnType<typeof historyCase>>;
@@ -162,7 +195,13 @@ class MemorySampler {
 }
 
 /** One long-history case on fresh storage: machines with `events` events each, then HISTORY_CALLS calls. */
-async function historyCase(dialect: string, events: number, cacheMb: number | undefined, calls: number, overHttp = false): Promise<{ perS: number; p50: number; p99: number; rss: number; heap: number; seen: number; cpuUs: number }> {
+async function historyCase(
+  dialect: string,
+  events: number,
+  cacheMb: number | undefined,
+  calls: number,
+  overHttp = false,
+): Promise<{ perS: number; p50: number; p99: number; rss: number; heap: number; seen: number; cpuUs: number }> {
   const scratch = scratchDir();
   const db = dialect === 'postgres' ? await createPgDatabase() : undefined;
   let seen = 0;
@@ -170,7 +209,8 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
   const fn: ProcessorFn = (req) => {
     const history = (req.machine as { history: unknown[] }).history;
     seen = Math.max(seen, history.length);
-    if (req.kind === 'call') return { response: history.length, events: [{ kind: 'deposit', amount: 100, n: history.length }] };
+    if (req.kind === 'call')
+      return { response: history.length, events: [{ kind: 'deposit', amount: 100, n: history.length }] };
     const n = (req as { signal?: { args?: { n?: number } } }).signal?.args?.n ?? 0;
     return { events: Array.from({ length: n }, (_, i) => ({ kind: 'deposit', amount: 100, n: i })) };
   };
@@ -190,7 +230,9 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
         srv.listen(0, '127.0.0.1', () => resolve(srv));
       })
     : undefined;
-  const processor = server ? { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` } : { in_process: 'hist' };
+  const processor = server
+    ? { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` }
+    : { in_process: 'hist' };
   const input = {
     node_id: 'bench',
     data_dir: scratch.dir,
@@ -205,8 +247,11 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
     // A warm-up call per machine (outside the measurement): the cache holds what a running node's would.
     await pool(MACHINES, IN_FLIGHT, (i) => m.call('hist', { id: `h${i}` }, null).then(() => {}));
     // PostgreSQL numbers events after commit: let the sequencer finish the set-up's before measuring (else its catch-up is billed to the calls).
-    for (const t0 = Date.now(); db && Date.now() - t0 < 300_000; ) {
-      const rows = await rt.storage.shards[0]!.reader.all<{ n: number | string }>('SELECT count(*) AS n FROM events WHERE pos IS NULL', []);
+    for (const t0 = Date.now(); db && Date.now() - t0 < 300_000;) {
+      const rows = await rt.storage.shards[0]!.reader.all<{ n: number | string }>(
+        'SELECT count(*) AS n FROM events WHERE pos IS NULL',
+        [],
+      );
       if (Number(rows[0]!.n) === 0) break;
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -224,7 +269,15 @@ async function historyCase(dialect: string, events: number, cacheMb: number | un
     const cpu = process.cpuUsage(cpu0);
     mem.stop();
     lat.sort((a, b) => a - b);
-    return { perS: rate(calls, ms), p50: pct(lat, 50), p99: pct(lat, 99), rss: mem.rss, heap: mem.heap, seen, cpuUs: (cpu.user + cpu.system) / calls };
+    return {
+      perS: rate(calls, ms),
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      rss: mem.rss,
+      heap: mem.heap,
+      seen,
+      cpuUs: (cpu.user + cpu.system) / calls,
+    };
   } finally {
     await rt.close();
     if (server) {
@@ -277,6 +330,22 @@ async function runHistory(): Promise<void> {
     `\nLong histories: 100 machines, ${IN_FLIGHT} calls in flight, ${HISTORY_CALLS} calls per case (median of ${HISTORY_RUNS} alternating runs; the no-cache case once, with fewer calls),\n` +
       `the processor gets every event; ratio = calls/s / calls/s at 10 events with the cache, same dialect (HTTP rows: to the HTTP processor at 10 events; one run each)\n`,
   );
-  printTable(['case (in-process processor)', 'events before', 'max history seen', 'calls/s', 'p50 ms', 'p99 ms', 'CPU µs/call', 'peak RSS', 'peak heap', 'ratio'], rows);
-  process.stdout.write('CPU µs/call: this process only (all threads; not the PostgreSQL server), the steadier figure on a loaded machine\n');
+  printTable(
+    [
+      'case (in-process processor)',
+      'events before',
+      'max history seen',
+      'calls/s',
+      'p50 ms',
+      'p99 ms',
+      'CPU µs/call',
+      'peak RSS',
+      'peak heap',
+      'ratio',
+    ],
+    rows,
+  );
+  process.stdout.write(
+    'CPU µs/call: this process only (all threads; not the PostgreSQL server), the steadier figure on a loaded machine\n',
+  );
 }

@@ -44,11 +44,17 @@ const PRODUCERS = 256;
 const HANDLER_SLOTS = 64;
 const REDIS_URL = new URL(process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379');
 const PARTS = new Set((process.env.BENCH_PIPE_PARTS ?? 'appends,cycles').split(','));
-const DIALECTS = (process.env.BENCH_PIPE_DIALECTS ?? 'sqlite,postgres').split(',').filter((d): d is Dialect => d === 'sqlite' || d === 'postgres');
+const DIALECTS = (process.env.BENCH_PIPE_DIALECTS ?? 'sqlite,postgres')
+  .split(',')
+  .filter((d): d is Dialect => d === 'sqlite' || d === 'postgres');
 
 const record = Buffer.alloc(100, 0x61);
 
-async function withNode<T>(dialect: Dialect, pipe: Record<string, unknown>, fn: (node: Node, storage: { dir: string; pgUrl?: string }) => Promise<T>): Promise<T> {
+async function withNode<T>(
+  dialect: Dialect,
+  pipe: Record<string, unknown>,
+  fn: (node: Node, storage: { dir: string; pgUrl?: string }) => Promise<T>,
+): Promise<T> {
   const scratch = scratchDir();
   const db = dialect === 'postgres' ? await createPgDatabase() : undefined;
   try {
@@ -59,7 +65,11 @@ async function withNode<T>(dialect: Dialect, pipe: Record<string, unknown>, fn: 
       grpc: { enabled: true, port: 0 },
       logging: { level: 'silent' },
       scheduler: { poll_ms: 20 },
-      storage: { dialect, durability: 'strict', shards: db ? [{ name: 's0', url: pgUrlFor(db) }] : [{ name: 's0', path: join(scratch.dir, 's0.db') }] },
+      storage: {
+        dialect,
+        durability: 'strict',
+        shards: db ? [{ name: 's0', url: pgUrlFor(db) }] : [{ name: 's0', path: join(scratch.dir, 's0.db') }],
+      },
       pipe,
     } as ConfigInput;
     const node = await startNode(buildConfig(input), { faces: [pipeFace] });
@@ -74,17 +84,31 @@ async function withNode<T>(dialect: Dialect, pipe: Record<string, unknown>, fn: 
   }
 }
 
-async function streamAppends(dialect: Dialect, batched: boolean, depth: number): Promise<{ ms: number; rawMs: number }> {
+async function streamAppends(
+  dialect: Dialect,
+  batched: boolean,
+  depth: number,
+): Promise<{ ms: number; rawMs: number }> {
   return withNode(dialect, { session_ttl_s: 600, kinds: { bench: { default_delay_s: 600 } } }, async (node, st) => {
     const perSession = Math.ceil(RECORDS / SESSIONS);
     // The clients run in their own process, as they would in production; the server gets this one.
-    const cl = forkClient('./children/pipe-clients.ts', [`127.0.0.1:${node.grpc!.port}`, String(SESSIONS), String(perSession), String(CONNECTIONS), batched ? '1' : '0', String(depth)]);
+    const cl = forkClient('./children/pipe-clients.ts', [
+      `127.0.0.1:${node.grpc!.port}`,
+      String(SESSIONS),
+      String(perSession),
+      String(CONNECTIONS),
+      batched ? '1' : '0',
+      String(depth),
+    ]);
     await cl.next();
     const done = cl.next<{ ms: number; ids: string[] }>();
     cl.send('go');
     const { ms, ids } = await done;
     await cl.exited;
-    const rawMs = dialect === 'sqlite' ? rawSqlite(join(st.dir, 'raw.db'), ids!, perSession) : await rawPostgres(st.pgUrl!, ids!, perSession);
+    const rawMs =
+      dialect === 'sqlite'
+        ? rawSqlite(join(st.dir, 'raw.db'), ids!, perSession)
+        : await rawPostgres(st.pgUrl!, ids!, perSession);
     return { ms: ms!, rawMs };
   });
 }
@@ -93,7 +117,9 @@ function rawSqlite(path: string, ids: string[], perSession: number): number {
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
-  db.exec('CREATE TABLE r (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER, data BLOB NOT NULL); CREATE UNIQUE INDEX r_s ON r (session_id, seq)');
+  db.exec(
+    'CREATE TABLE r (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER, data BLOB NOT NULL); CREATE UNIQUE INDEX r_s ON r (session_id, seq)',
+  );
   const ins = db.prepare('INSERT INTO r (session_id, seq, data) VALUES (?, ?, ?)');
   const t0 = performance.now();
   db.transaction(() => {
@@ -108,7 +134,9 @@ async function rawPostgres(url: string, ids: string[], perSession: number): Prom
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
-    await c.query('CREATE TABLE r (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, session_id TEXT NOT NULL, seq BIGINT, data BYTEA NOT NULL)');
+    await c.query(
+      'CREATE TABLE r (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, session_id TEXT NOT NULL, seq BIGINT, data BYTEA NOT NULL)',
+    );
     await c.query('CREATE UNIQUE INDEX r_s ON r (session_id, seq)');
     const rows: Array<[string, number]> = [];
     for (let k = 1; k <= perSession; k++) for (const id of ids) rows.push([id, k]);
@@ -131,8 +159,14 @@ async function rawPostgres(url: string, ids: string[], perSession: number): Prom
 }
 
 /** Forks a TypeScript client script of bench/ with an IPC channel; `next()` resolves to its next message. */
-function forkClient(file: string, args: string[] = []): { send(m: unknown): void; next<T>(): Promise<T>; exited: Promise<number | null> } {
-  const child = fork(fileURLToPath(new URL(file, import.meta.url)), args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function forkClient(
+  file: string,
+  args: string[] = [],
+): { send(m: unknown): void; next<T>(): Promise<T>; exited: Promise<number | null> } {
+  const child = fork(fileURLToPath(new URL(file, import.meta.url)), args, {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return {
     send: (m) => void child.send(m as object),
@@ -149,13 +183,17 @@ async function pipeCycles(dialect: Dialect): Promise<number> {
   // Producers and the handler run in their own process, as the peers' Redis and PostgreSQL servers do.
   const cl = forkClient('./children/pipe-cycle-clients.ts');
   const { handler } = await cl.next<{ handler: string }>();
-  return withNode(dialect, { store_jitter_s: 0, kinds: { bench: { handler, concurrency: HANDLER_SLOTS } } }, async (node) => {
-    const done = cl.next<{ ms: number }>();
-    cl.send({ address: `127.0.0.1:${node.grpc!.port}`, cycles: CYCLES, producers: PRODUCERS });
-    const { ms } = await done;
-    await cl.exited;
-    return rate(CYCLES, ms);
-  });
+  return withNode(
+    dialect,
+    { store_jitter_s: 0, kinds: { bench: { handler, concurrency: HANDLER_SLOTS } } },
+    async (node) => {
+      const done = cl.next<{ ms: number }>();
+      cl.send({ address: `127.0.0.1:${node.grpc!.port}`, cycles: CYCLES, producers: PRODUCERS });
+      const { ms } = await done;
+      await cl.exited;
+      return rate(CYCLES, ms);
+    },
+  );
 }
 
 /** BullMQ: add a job with the record and delay 0; a worker (64 slots) runs the handler; the job is removed on completion. */
@@ -242,7 +280,10 @@ async function pgBossCycles(): Promise<number> {
         });
         while (handled < CYCLES) await new Promise((r) => setTimeout(r, 5));
         for (;;) {
-          const r = await c.query<{ n: string }>(`SELECT count(*) AS n FROM pgboss.job WHERE name = $1 AND state = 'completed'`, [name]);
+          const r = await c.query<{ n: string }>(
+            `SELECT count(*) AS n FROM pgboss.job WHERE name = $1 AND state = 'completed'`,
+            [name],
+          );
           if (Number(r.rows[0]!.n) >= CYCLES) break;
           await new Promise((r) => setTimeout(r, 5));
         }
@@ -265,13 +306,26 @@ export async function run(): Promise<void> {
 }
 
 async function appends(): Promise<void> {
-  process.stdout.write(`appends: ${RECORDS.toLocaleString('en-US')} records of 100 bytes from ${SESSIONS} sessions over ${CONNECTIONS} gRPC streams, durability strict\n`);
+  process.stdout.write(
+    `appends: ${RECORDS.toLocaleString('en-US')} records of 100 bytes from ${SESSIONS} sessions over ${CONNECTIONS} gRPC streams, durability strict\n`,
+  );
   const rows: string[][] = [];
   for (const d of DIALECTS) {
-    for (const [batched, depth] of [[true, 1], [false, 1], [true, 8]] as const) {
+    for (const [batched, depth] of [
+      [true, 1],
+      [false, 1],
+      [true, 8],
+    ] as const) {
       const r = await streamAppends(d, batched, depth);
       const total = Math.ceil(RECORDS / SESSIONS) * SESSIONS;
-      rows.push([d, batched ? 'Batches' : 'Session', String(depth), fmtRate(rate(total, r.ms)), fmtRate(rate(total, r.rawMs)), `${((r.rawMs / r.ms) * 100).toFixed(1)}%`]);
+      rows.push([
+        d,
+        batched ? 'Batches' : 'Session',
+        String(depth),
+        fmtRate(rate(total, r.ms)),
+        fmtRate(rate(total, r.rawMs)),
+        `${((r.rawMs / r.ms) * 100).toFixed(1)}%`,
+      ]);
     }
   }
   printTable(['dialect', 'gRPC call', 'unacked/session', 'pipe appends/s', 'raw inserts/s', 'pipe/raw'], rows);
@@ -293,7 +347,13 @@ async function cycles(): Promise<void> {
   const bull = await bullmqCycles();
   const boss = await pgBossCycles();
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
-  const cyc: string[][] = mr.map(([d, r]) => [`millrace pipe (${d})`, fmtRate(r), ratio(r, bull), ratio(r, boss), 'fsync per group commit; 3 acked writes per cycle on the producer side + push + delete']);
+  const cyc: string[][] = mr.map(([d, r]) => [
+    `millrace pipe (${d})`,
+    fmtRate(r),
+    ratio(r, bull),
+    ratio(r, boss),
+    'fsync per group commit; 3 acked writes per cycle on the producer side + push + delete',
+  ]);
   cyc.push(['BullMQ (Redis)', fmtRate(bull), '', '', 'Redis here: appendonly no, no RDB save: not durable']);
   cyc.push(['pg-boss (PostgreSQL)', fmtRate(boss), '', '', 'PostgreSQL commits; completed rows kept for archiving']);
   printTable(['system', 'cycles/s', 'vs BullMQ', 'vs pg-boss', 'note'], cyc);

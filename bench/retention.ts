@@ -84,5 +84,8 @@ export async function run(): Promise<void> {
       scratch.cleanup();
     }
   }
-  printTable(['dialect', 'publish, no pruning (baseline)', 'publish while pruning', 'ratio', 'events pruned/s meanwhile'], rows);
+  printTable(
+    ['dialect', 'publish, no pruning (baseline)', 'publish while pruning', 'ratio', 'events pruned/s meanwhile'],
+    rows,
+  );
 }

@@ -33,7 +33,10 @@ async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ se
 }
 
 export async function run(): Promise<void> {
-  const keys = generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+  const keys = generateKeyPairSync('ed25519', {
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
   const step = { init: () => ({ events: [{ n: 1 }] }) };
   const open = await listen(defineProcessor(step).handler);
   const verifying = await listen(defineProcessor({ ...step, publicKeys: [keys.publicKey] }).handler);
@@ -41,7 +44,16 @@ export async function run(): Promise<void> {
   const body = JSON.stringify({
     kind: 'signal',
     signal: { type: 'init', args: { pad: 'x'.repeat(Math.max(0, BYTES - 200)) } },
-    machine: { ns: 'p', id: 'm', status: 'working', aux_state: null, timer: null, tags: [], history: [], history_range: {} },
+    machine: {
+      ns: 'p',
+      id: 'm',
+      status: 'working',
+      aux_state: null,
+      timer: null,
+      tags: [],
+      history: [],
+      history_range: {},
+    },
   });
   const cases = {
     plain: jsonPost(open.url),
@@ -79,7 +91,14 @@ export async function run(): Promise<void> {
   const base = median(results.plain!);
   printTable(
     ['case', 'calls/s (median)', 'vs plain', 'rounds'],
-    Object.entries(results).map(([k, xs]) => [k, fmtRate(median(xs)), `${(median(xs) / base).toFixed(2)}x`, xs.map(fmtRate).join(' / ')]),
+    Object.entries(results).map(([k, xs]) => [
+      k,
+      fmtRate(median(xs)),
+      `${(median(xs) / base).toFixed(2)}x`,
+      xs.map(fmtRate).join(' / '),
+    ]),
   );
-  process.stdout.write(`(${BYTES}-byte bodies, ${CONCURRENCY} in flight, client and processor in one process; load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)})\n`);
+  process.stdout.write(
+    `(${BYTES}-byte bodies, ${CONCURRENCY} in flight, client and processor in one process; load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)})\n`,
+  );
 }

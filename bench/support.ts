@@ -49,7 +49,11 @@ export class RssSampler {
 export const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 
 /** Runs `total` tasks with at most `concurrency` in flight. */
-export async function pool(total: number, concurrency: number, task: (i: number, worker: number) => Promise<void>): Promise<void> {
+export async function pool(
+  total: number,
+  concurrency: number,
+  task: (i: number, worker: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const workers = Array.from({ length: Math.min(concurrency, total) }, async (_, w) => {
     while (next < total) {

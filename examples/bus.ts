@@ -11,7 +11,10 @@ interface Order {
   total: string;
 }
 
-export async function run(millraceUrl: string, grpcAddress: string): Promise<{ received: Array<{ key: string; data: Order }>; busy: string }> {
+export async function run(
+  millraceUrl: string,
+  grpcAddress: string,
+): Promise<{ received: Array<{ key: string; data: Order }>; busy: string }> {
   const http = new BusClient(millraceUrl);
   const name = `billing-${Date.now().toString(36)}`;
   await http.putSubscription(name, { topics: ['orders'], start: 'latest' });
@@ -24,7 +27,8 @@ export async function run(millraceUrl: string, grpcAddress: string): Promise<{ r
   try {
     await grpc.subscribe(name).opened;
   } catch (e) {
-    if (e instanceof ConflictError) busy = e.code; // subscription_busy
+    if (e instanceof ConflictError)
+      busy = e.code; // subscription_busy
     else throw e;
   }
 
@@ -45,5 +49,7 @@ export async function run(millraceUrl: string, grpcAddress: string): Promise<{ r
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  console.log(await run(process.env.MILLRACE_URL ?? 'http://127.0.0.1:7070', process.env.MILLRACE_GRPC ?? '127.0.0.1:7071'));
+  console.log(
+    await run(process.env.MILLRACE_URL ?? 'http://127.0.0.1:7070', process.env.MILLRACE_GRPC ?? '127.0.0.1:7071'),
+  );
 }

@@ -8,7 +8,11 @@ import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { defineProcessor, MachinesClient, NotFoundError, ProcessorUnavailable } from 'millrace/sdk';
 
-type OrderEvent = { type: 'placed'; sku: string } | { type: 'paid'; amount: string } | { type: 'reminded' } | { type: 'noted'; text: string };
+type OrderEvent =
+  | { type: 'placed'; sku: string }
+  | { type: 'paid'; amount: string }
+  | { type: 'reminded' }
+  | { type: 'noted'; text: string };
 interface OrderAux {
   status: 'new' | 'paid';
   reminders: number;
@@ -29,14 +33,22 @@ export const orders = defineProcessor<Orders>({
   init(args, ctx) {
     ctx.tag(`order-${ctx.machine.id}`); // the order can be addressed by its tag from now on
     ctx.setTimer({ timeoutS: 3600 }); // remind in an hour unless paid
-    return { events: [{ type: 'placed', sku: args.sku }], aux: { status: 'new', reminders: 0 }, response: { status: 'new' } };
+    return {
+      events: [{ type: 'placed', sku: args.sku }],
+      aux: { status: 'new', reminders: 0 },
+      response: { status: 'new' },
+    };
   },
   async call(args, ctx) {
     // A dependency that is down: the node retries this step with backoff.
     if (args.pay === 'bank-down') throw new ProcessorUnavailable('the bank is down');
     await new Promise((r) => setTimeout(r, 1)); // real work would pass ctx.signal to fetch()
     ctx.unsetTimer();
-    return { events: [{ type: 'paid', amount: args.pay }], aux: { ...ctx.machine.aux!, status: 'paid' }, response: { status: 'paid' } };
+    return {
+      events: [{ type: 'paid', amount: args.pay }],
+      aux: { ...ctx.machine.aux!, status: 'paid' },
+      response: { status: 'paid' },
+    };
   },
   notification(args) {
     return { events: [{ type: 'noted', text: args.note }] };
@@ -49,7 +61,13 @@ export const orders = defineProcessor<Orders>({
 });
 
 /** Places an order, pays it by tag, and reads it back: a client typed by the definition. */
-export async function run(millraceUrl: string): Promise<{ placed: OrderResponse; paid: OrderResponse; status: OrderAux['status'] | undefined; history: OrderEvent[]; missing: string }> {
+export async function run(millraceUrl: string): Promise<{
+  placed: OrderResponse;
+  paid: OrderResponse;
+  status: OrderAux['status'] | undefined;
+  history: OrderEvent[];
+  missing: string;
+}> {
   const m = new MachinesClient(millraceUrl).for(orders); // or .for<Orders>('orders') without the definition
   const id = `o-${Date.now().toString(36)}`;
   const placed = (await m.start(id, { sku: 'book' })).response;
@@ -59,7 +77,8 @@ export async function run(millraceUrl: string): Promise<{ placed: OrderResponse;
   try {
     await m.call({ id: 'no-such-order' }, { pay: '1' });
   } catch (e) {
-    if (e instanceof NotFoundError) missing = e.code; // machine_not_found
+    if (e instanceof NotFoundError)
+      missing = e.code; // machine_not_found
     else throw e;
   }
   return { placed, paid, status: view.aux?.status, history: view.history.map((e) => e.data), missing };

@@ -6,7 +6,18 @@
  */
 
 // Errors.
-export { allErrorCodes, badRequest, codeSpec, defineErrorCodes, ERROR_CODES, GrpcStatus, isErrorCode, isMillraceError, MillraceError, toMillraceError } from './core/errors.js';
+export {
+  allErrorCodes,
+  badRequest,
+  codeSpec,
+  defineErrorCodes,
+  ERROR_CODES,
+  GrpcStatus,
+  isErrorCode,
+  isMillraceError,
+  MillraceError,
+  toMillraceError,
+} from './core/errors.js';
 export type { CodeInput, ErrorCode, ErrorCodeTable } from './core/errors.js';
 
 // Configuration, clock, shard routing.
@@ -18,7 +29,19 @@ export { HASH_SPACE_END, parseHashBound, sha1, shardKeyText, ShardRouter } from 
 export type { RangeOwner } from './core/routing.js';
 
 // Storage.
-export type { DialectCapabilities, DialectName, HeldLock, Migration, Queryable, RoleLeaseSql, Row, ShardDriver, SqlFragments, Tx, WriteConnection } from './storage/port.js';
+export type {
+  DialectCapabilities,
+  DialectName,
+  HeldLock,
+  Migration,
+  Queryable,
+  RoleLeaseSql,
+  Row,
+  ShardDriver,
+  SqlFragments,
+  Tx,
+  WriteConnection,
+} from './storage/port.js';
 export { Shard, Storage } from './storage/storage.js';
 export { CORE_MIGRATIONS } from './storage/migrations.js';
 
@@ -44,8 +67,23 @@ export { buildHttpServer } from './api/http/server.js';
 // The machines face, its in-process processors and its wire types.
 export { Machines, type MachineRef, type RequestOptions as MachineRequestOptions } from './machines/machines.js';
 export { MachinesClient } from './machines/client.js';
-export { registerProcessor, unregisterProcessor, ProcessorUnavailable, type ProcessorContext, type ProcessorFn } from './machines/processor.js';
-export type { HistoryRange, MachineEvent, MachineView, ProcessorAction, ProcessorRequest, ProcessorResult, ResolvedHistoryRange, TimerSet } from './machines/wire.js';
+export {
+  registerProcessor,
+  unregisterProcessor,
+  ProcessorUnavailable,
+  type ProcessorContext,
+  type ProcessorFn,
+} from './machines/processor.js';
+export type {
+  HistoryRange,
+  MachineEvent,
+  MachineView,
+  ProcessorAction,
+  ProcessorRequest,
+  ProcessorResult,
+  ResolvedHistoryRange,
+  TimerSet,
+} from './machines/wire.js';
 export { machinesFace, machinesFaceWith, MachinesFace } from './machines/face.js';
 export type { Face, FaceDefinition, FaceFactory, FaceSpec } from './face.js';
 export { BUILT_IN_FACES } from './faces.js';

@@ -58,22 +58,30 @@ export interface RuntimeOptions {
 export function nodeMigrations(faces: readonly FaceSpec[]): Migration[] {
   const names = new Set<string>();
   for (const f of faces) {
-    if (names.has(f.name)) throw new MillraceError('config_invalid', `face ${f.name} is given twice`, { details: { face: f.name } });
+    if (names.has(f.name))
+      throw new MillraceError('config_invalid', `face ${f.name} is given twice`, { details: { face: f.name } });
     names.add(f.name);
     const unmapped = Object.entries(f.errors)
       .filter(([code, s]) => !isErrorCode(code) || codeSpec(code).http !== s.http || codeSpec(code).grpc !== s.grpc)
       .map(([code]) => code);
     if (unmapped.length > 0) {
-      throw new MillraceError('config_invalid', `face ${f.name} declares error codes that core/errors.ts does not map with their statuses: ${unmapped.join(', ')}`, {
-        details: { face: f.name, codes: unmapped },
-      });
+      throw new MillraceError(
+        'config_invalid',
+        `face ${f.name} declares error codes that core/errors.ts does not map with their statuses: ${unmapped.join(', ')}`,
+        {
+          details: { face: f.name, codes: unmapped },
+        },
+      );
     }
   }
   const out: Migration[] = [...CORE_MIGRATIONS, ...TOKEN_MIGRATIONS, ...CATALOG_MIGRATIONS];
   const ids = new Set(out.map((m) => m.id));
   for (const f of faces) {
     for (const m of f.migrations) {
-      if (ids.has(m.id)) throw new MillraceError('config_invalid', `migration ${m.id} of face ${f.name} is declared twice`, { details: { face: f.name, migration: m.id } });
+      if (ids.has(m.id))
+        throw new MillraceError('config_invalid', `migration ${m.id} of face ${f.name} is declared twice`, {
+          details: { face: f.name, migration: m.id },
+        });
       ids.add(m.id);
       out.push(m);
     }
@@ -128,11 +136,26 @@ export class Runtime {
     readonly scheduler: Scheduler,
     readonly catalog: Catalog,
   ) {
-    this.series = new Series(this.activity, { onError: (err, gauge) => logger.debug({ err, gauge }, 'series: a gauge could not be read') });
+    this.series = new Series(this.activity, {
+      onError: (err, gauge) => logger.debug({ err, gauge }, 'series: a gauge could not be read'),
+    });
     // Every face of the build moves its rows in a split, served here or not: no face's rows of the moved range may stay behind.
-    const movers = [AUDIT_SPLIT_MOVER, ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) => (f.splitMover === undefined ? [] : [f.splitMover]))];
-    this.splitter = new Splitter(storage, log, { logger, now: () => clock.now(), graceMs: 2 * Math.max(config.log.poll_ms, 1000), movers });
-    this.pruner = new Pruner(storage, { intervalMs: config.retention.interval_ms, batch: config.retention.batch, logger, now: () => clock.now() });
+    const movers = [
+      AUDIT_SPLIT_MOVER,
+      ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) => (f.splitMover === undefined ? [] : [f.splitMover])),
+    ];
+    this.splitter = new Splitter(storage, log, {
+      logger,
+      now: () => clock.now(),
+      graceMs: 2 * Math.max(config.log.poll_ms, 1000),
+      movers,
+    });
+    this.pruner = new Pruner(storage, {
+      intervalMs: config.retention.interval_ms,
+      batch: config.retention.batch,
+      logger,
+      now: () => clock.now(),
+    });
   }
 
   static async open(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
@@ -145,10 +168,15 @@ export class Runtime {
     try {
       if (opts.migrate !== false) {
         const applied = await storage.migrate(migrations);
-        for (const [shard, ids] of Object.entries(applied)) if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
+        for (const [shard, ids] of Object.entries(applied))
+          if (ids.length) logger.info({ shard, migrations: ids }, 'applied migrations');
       }
-      storage.onRoutingProblem = (problem) => logger.error({ problem }, 'the shards\' stored hash ranges do not tile the hash space; routing stays as it was');
-      if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('core/0006_shard_routing')) {
+      storage.onRoutingProblem = (problem) =>
+        logger.error({ problem }, "the shards' stored hash ranges do not tile the hash space; routing stays as it was");
+      if (
+        opts.migrate !== false ||
+        (await storage.shards[0]!.driver.appliedMigrations()).includes('core/0006_shard_routing')
+      ) {
         await storage.loadRouting(Math.max(config.log.poll_ms, 1000));
       }
       const log = new Log(storage, clock, config.cluster.publish_deadline_ms);
@@ -164,10 +192,18 @@ export class Runtime {
         logger,
         clock,
       });
-      const catalog = new Catalog(storage.shards[0]!, { pollMs: Math.max(config.log.poll_ms, 1000), now: () => clock.now(), logger });
+      const catalog = new Catalog(storage.shards[0]!, {
+        pollMs: Math.max(config.log.poll_ms, 1000),
+        now: () => clock.now(),
+        logger,
+      });
       const rt = new Runtime(migrations, config, logger, clock, storage, log, cursors, scheduler, catalog);
       rt.signer = signer;
-      if (opts.migrate !== false || (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')) await catalog.start();
+      if (
+        opts.migrate !== false ||
+        (await storage.shards[0]!.driver.appliedMigrations()).includes('catalog/0001_definitions')
+      )
+        await catalog.start();
       rt.registerMetrics();
       if (opts.background !== false) {
         try {
@@ -194,7 +230,11 @@ export class Runtime {
     await this.checkConnectionBudget();
     for (const shard of this.storage.shards) {
       if (shard.driver.capabilities.sequencesOnInsert) continue;
-      const seq = new Sequencer(this.log, shard, { batch: this.config.log.sequencer_batch, pollMs: this.config.log.poll_ms, logger: this.logger });
+      const seq = new Sequencer(this.log, shard, {
+        batch: this.config.log.sequencer_batch,
+        pollMs: this.config.log.poll_ms,
+        logger: this.logger,
+      });
       seq.start();
       this.sequencers.push(seq);
     }
@@ -221,9 +261,13 @@ export class Runtime {
     for (;;) {
       if (await driver.claimSession(`millrace:node:${this.config.node_id}`)) return;
       if (Date.now() >= deadline) {
-        throw new MillraceError('config_invalid', `node_id "${this.config.node_id}" is in use by another running node on this storage; give each node its own node_id`, {
-          details: { node_id: this.config.node_id },
-        });
+        throw new MillraceError(
+          'config_invalid',
+          `node_id "${this.config.node_id}" is in use by another running node on this storage; give each node its own node_id`,
+          {
+            details: { node_id: this.config.node_id },
+          },
+        );
       }
       await sleep(250);
     }
@@ -272,7 +316,13 @@ export class Runtime {
         const others = r.open - r.mine;
         if (others + budget > available) {
           this.logger.warn(
-            { shard: shard.name, max_connections: r.max, reserved: r.reserved, open_by_others: others, this_node_up_to: budget },
+            {
+              shard: shard.name,
+              max_connections: r.max,
+              reserved: r.reserved,
+              open_by_others: others,
+              this_node_up_to: budget,
+            },
             'PostgreSQL may run out of connections: this node can open up to %d sessions on this server, which has %d slots and %d in use by others; lower storage.pool_size or raise max_connections',
             budget,
             available,
@@ -356,7 +406,9 @@ export class Runtime {
         s[role] += Number(r.n);
       }
     }
-    return [...byId.values()].sort((x, y) => (x.self === y.self ? x.node_id.localeCompare(y.node_id) : x.self ? -1 : 1));
+    return [...byId.values()].sort((x, y) =>
+      x.self === y.self ? x.node_id.localeCompare(y.node_id) : x.self ? -1 : 1,
+    );
   }
 
   /** Storage reachable and every known migration applied. */
@@ -371,7 +423,8 @@ export class Runtime {
     }
     if (problems.length === 0) {
       const pending = await this.storage.pendingMigrations(this.migrations);
-      for (const [shard, ids] of Object.entries(pending)) if (ids.length) problems.push(`shard ${shard} misses migrations ${ids.join(', ')}`);
+      for (const [shard, ids] of Object.entries(pending))
+        if (ids.length) problems.push(`shard ${shard} misses migrations ${ids.join(', ')}`);
     }
     return { ok: problems.length === 0, problems };
   }

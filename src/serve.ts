@@ -68,11 +68,21 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
   const logger = opts.logger ?? createLogger(config.logging.level);
   // Checked before anything opens: a node that would serve beyond loopback without authentication refuses to start.
   const auth = resolveAuth(config, opts.env ?? process.env);
-  const stopTelemetry = config.telemetry ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {}) : null;
+  const stopTelemetry = config.telemetry
+    ? startTelemetry(config.telemetry, opts.spanProcessor ? { spanProcessor: opts.spanProcessor } : {})
+    : null;
   const processors = opts.processors;
-  const served = opts.faces ?? (processors === undefined ? BUILT_IN_FACES : BUILT_IN_FACES.map((d) => (d === machinesFace ? machinesFaceWith({ processors }) : d)));
+  const served =
+    opts.faces ??
+    (processors === undefined
+      ? BUILT_IN_FACES
+      : BUILT_IN_FACES.map((d) => (d === machinesFace ? machinesFaceWith({ processors }) : d)));
   // The runtime migrates for the faces served, and the ops face.
-  const runtime = await Runtime.open(config, { logger, faces: [...served, opsSpec], ...(opts.clock ? { clock: opts.clock } : {}) });
+  const runtime = await Runtime.open(config, {
+    logger,
+    faces: [...served, opsSpec],
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
   const faces: Face[] = [];
   let http: FastifyInstance | undefined;
   let grpc: { server: GrpcServer; port: number } | null = null;
@@ -102,9 +112,21 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     for (const def of served) faces.push(await def.create(runtime));
     // Schedules and bulk jobs act through the faces above.
     faces.push(new OpsFace(runtime, faces, opts.scheduleHooks));
-    const access = new Access(auth, new TokenStore(runtime.storage.shards[0]!, () => runtime.clock.now()), resourceLookup(faces));
-    if (!auth.enabled) logger.warn({ http: config.http.host, grpc: config.grpc.enabled ? config.grpc.host : null }, 'authentication is off: every request is allowed (set MILLRACE_ADMIN_TOKEN, auth.admin_token_file or auth.jwt; see docs/security.md)');
-    else logger.info({ admin_token: auth.adminDigest !== null, jwt: auth.jwt !== null, api_tokens: true }, 'authentication is on');
+    const access = new Access(
+      auth,
+      new TokenStore(runtime.storage.shards[0]!, () => runtime.clock.now()),
+      resourceLookup(faces),
+    );
+    if (!auth.enabled)
+      logger.warn(
+        { http: config.http.host, grpc: config.grpc.enabled ? config.grpc.host : null },
+        'authentication is off: every request is allowed (set MILLRACE_ADMIN_TOKEN, auth.admin_token_file or auth.jwt; see docs/security.md)',
+      );
+    else
+      logger.info(
+        { admin_token: auth.adminDigest !== null, jwt: auth.jwt !== null, api_tokens: true },
+        'authentication is on',
+      );
     http = await buildHttpServer(
       runtime,
       [...faces.map(faceRoutes).filter((r): r is HttpPlugin => r !== null), ...(opts.routes ?? [])],
@@ -112,14 +134,18 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     );
     for (const f of faces) await f.start();
     await http.listen({ host: config.http.host, port: config.http.port });
-    if (config.grpc.enabled) grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls);
+    if (config.grpc.enabled)
+      grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls);
   } catch (err) {
     // The start failed with the error rethrown below; stopping what did start is best effort.
     await stopAll().catch(() => {});
     throw err;
   }
   const addr = http.server.address();
-  const url = typeof addr === 'object' && addr ? `${config.http.tls ? 'https' : 'http'}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
+  const url =
+    typeof addr === 'object' && addr
+      ? `${config.http.tls ? 'https' : 'http'}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
+      : String(addr);
   let closing: Promise<void> | undefined;
   return { runtime, faces, http, url, grpc, close: () => (closing ??= stopAll()) };
 }
@@ -129,7 +155,12 @@ export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logging.level);
   const node = await startNode(config, { logger });
   logger.info(
-    { http: node.url, grpc: node.grpc ? `${config.grpc.host}:${node.grpc.port}` : null, dialect: config.storage.dialect, shards: config.storage.shards.length },
+    {
+      http: node.url,
+      grpc: node.grpc ? `${config.grpc.host}:${node.grpc.port}` : null,
+      dialect: config.storage.dialect,
+      shards: config.storage.shards.length,
+    },
     'millrace serving',
   );
   const stop = (signal: string) => {

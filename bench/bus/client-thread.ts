@@ -24,9 +24,12 @@ export class ClientThread {
 
   constructor() {
     // tsx's hooks do not follow into workers by themselves: register them, then load this module.
-    this.worker = new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(new URL('./client-worker.ts', import.meta.url).href)}); })`, {
-      eval: true,
-    });
+    this.worker = new Worker(
+      `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(new URL('./client-worker.ts', import.meta.url).href)}); })`,
+      {
+        eval: true,
+      },
+    );
     this.worker.on('message', (m: { id: number; ok: boolean; value?: unknown; error?: string }) => {
       const w = this.waiting.get(m.id);
       this.waiting.delete(m.id);
@@ -63,4 +66,3 @@ export async function closeClientThread(): Promise<void> {
   theClientThread = null;
   await ct?.close();
 }
-

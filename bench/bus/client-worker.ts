@@ -12,7 +12,15 @@ function serveClientTasks(): void {
   const clients = new Map<string, BusClient>();
   const busClient = (addr: string): BusClient => {
     let c = clients.get(addr);
-    if (!c) clients.set(addr, (c = new BusCtor(addr, credentials.createInsecure(), FLOW_WINDOW ? { 'grpc-node.flow_control_window': FLOW_WINDOW } : {})));
+    if (!c)
+      clients.set(
+        addr,
+        (c = new BusCtor(
+          addr,
+          credentials.createInsecure(),
+          FLOW_WINDOW ? { 'grpc-node.flow_control_window': FLOW_WINDOW } : {},
+        )),
+      );
     return c;
   };
   let nats: Promise<NatsConnection> | null = null;
@@ -55,4 +63,3 @@ function serveClientTasks(): void {
 }
 
 serveClientTasks();
-

@@ -30,7 +30,12 @@ export const SUSTAINED_P50_MS = 50;
 export const sustained = (x: { rate: number; sentRate: number; missing: number; p50: number }) =>
   x.sentRate >= 0.95 * x.rate && x.missing === 0 && x.p50 < SUSTAINED_P50_MS;
 /** The asked rate, then lower ones (halving, down to a tenth) if millrace does not sustain it. */
-export const latencyRates = (): number[] => [LAT_RATE, Math.round(LAT_RATE / 2), Math.round(LAT_RATE / 4), Math.round(LAT_RATE / 10)];
+export const latencyRates = (): number[] => [
+  LAT_RATE,
+  Math.round(LAT_RATE / 2),
+  Math.round(LAT_RATE / 4),
+  Math.round(LAT_RATE / 10),
+];
 export const REPLAY_EVENTS = intEnv('BENCH_BUS_REPLAY_EVENTS', 100_000);
 export const REPLAY_IN_FLIGHT = 5000;
 export const NATS_URL = process.env.BENCH_NATS_URL ?? '127.0.0.1:4222';
@@ -48,7 +53,14 @@ export const KEYS = 64;
 // ---- payloads ----------------------------------------------------------------
 
 /** The data of event i: a small business-like JSON object (~90 bytes). */
-export const payload = (i: number, t = 0) => ({ order: i, amount: '12.50', currency: 'EUR', customer: `c-${i % 1000}`, note: 'bench', t });
+export const payload = (i: number, t = 0) => ({
+  order: i,
+  amount: '12.50',
+  currency: 'EUR',
+  customer: `c-${i % 1000}`,
+  note: 'bench',
+  t,
+});
 export const keyOf = (i: number) => `k-${i % KEYS}`;
 export const enc = new TextEncoder();
 export const dec = new TextDecoder();
@@ -81,17 +93,28 @@ export interface BusClient extends Client {
     end(): void;
     once(ev: 'drain', f: () => void): void;
   };
-  Subscribe(): ClientDuplexStream<unknown, { opened?: unknown; delivery?: WireDelivery; batch?: { deliveries: WireDelivery[] } }>;
+  Subscribe(): ClientDuplexStream<
+    unknown,
+    { opened?: unknown; delivery?: WireDelivery; batch?: { deliveries: WireDelivery[] } }
+  >;
   PublishBatches(): ClientDuplexStream<unknown, { positions: Position[] }>;
 }
 
-export const BusCtor = millraceService('Bus', 'camel') as unknown as new (addr: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Record<string, unknown>) => BusClient;
+export const BusCtor = millraceService('Bus', 'camel') as unknown as new (
+  addr: string,
+  creds: ReturnType<typeof credentials.createInsecure>,
+  options?: Record<string, unknown>,
+) => BusClient;
 
 export const publish = (c: BusClient, events: unknown[]): Promise<Position[]> =>
   new Promise((resolve, reject) => c.Publish({ events }, (err, res) => (err ? reject(err) : resolve(res.positions))));
 
 /** Runs `workers` loops of `op` (each returns the events it got acknowledged) for `ms`; the clock stops when the last call is answered. */
-export async function timed(ms: number, workers: number, op: () => Promise<number>): Promise<{ events: number; ms: number }> {
+export async function timed(
+  ms: number,
+  workers: number,
+  op: () => Promise<number>,
+): Promise<{ events: number; ms: number }> {
   let events = 0;
   const t0 = performance.now();
   const end = t0 + ms;
@@ -138,7 +161,12 @@ export function pct(sorted: number[], p: number): number {
  * sends are unanswered, so an overloaded system shows as a lower sent rate).
  * `received(t)` records a latency when the event was stamped inside the window.
  */
-export async function offeredLoad(rate: number, win: LoadWindow, send: (n: number, stamp: number) => Promise<unknown>, maxInFlight: number): Promise<number> {
+export async function offeredLoad(
+  rate: number,
+  win: LoadWindow,
+  send: (n: number, stamp: number) => Promise<unknown>,
+  maxInFlight: number,
+): Promise<number> {
   const t0 = performance.now();
   const windowStart = (win.start = t0 + LAT_WARMUP_MS);
   const windowEnd = (win.end = windowStart + LAT_MS);
@@ -194,5 +222,5 @@ export function summarize(rate: number, lat: number[], sentInWindow: number): La
 }
 
 export const ms1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
-export const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) && Number.isFinite(b) ? (a / b).toFixed(2) : '-');
-
+export const ratio = (a: number, b: number) =>
+  b > 0 && Number.isFinite(a) && Number.isFinite(b) ? (a / b).toFixed(2) : '-';

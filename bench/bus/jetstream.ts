@@ -1,7 +1,30 @@
 /** The NATS JetStream side of the bus benchmark: the peer. */
-import { connect, AckPolicy, DeliverPolicy, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import {
+  connect,
+  AckPolicy,
+  DeliverPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type NatsConnection,
+} from 'nats';
 import { randomBytes } from 'node:crypto';
-import { dec, enc, keyOf, nextIndex, NATS_URL, offeredLoad, payload, sleep, summarize, timed, waitFor, inWindow, type LatencyResult, type LoadWindow } from './common.js';
+import {
+  dec,
+  enc,
+  keyOf,
+  nextIndex,
+  NATS_URL,
+  offeredLoad,
+  payload,
+  sleep,
+  summarize,
+  timed,
+  waitFor,
+  inWindow,
+  type LatencyResult,
+  type LoadWindow,
+} from './common.js';
 
 /** The stream made for the run (by the main thread). */
 export interface JetNames {
@@ -50,7 +73,12 @@ export async function jetLatency(j: Jet, rate: number): Promise<LatencyResult> {
   const lat: number[] = [];
   const win: LoadWindow = { start: Infinity, end: Infinity };
   const durable = `latency_${rate}`;
-  await j.jsm.consumers.add(j.stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, max_ack_pending: 2000 });
+  await j.jsm.consumers.add(j.stream, {
+    durable_name: durable,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.New,
+    max_ack_pending: 2000,
+  });
   const consumer = await j.js.consumers.get(j.stream, durable);
   const messages = await consumer.consume({ max_messages: 1000 });
   const loop = (async () => {
@@ -62,7 +90,12 @@ export async function jetLatency(j: Jet, rate: number): Promise<LatencyResult> {
     }
   })();
   await sleep(100);
-  const sentInWindow = await offeredLoad(rate, win, async (k, stamp) => Promise.all(Array.from({ length: k }, () => jetPublishOne(j, stamp))), 64);
+  const sentInWindow = await offeredLoad(
+    rate,
+    win,
+    async (k, stamp) => Promise.all(Array.from({ length: k }, () => jetPublishOne(j, stamp))),
+    64,
+  );
   await waitFor(() => lat.length >= sentInWindow, 5000);
   const res = summarize(rate, lat, sentInWindow);
   messages.stop();
@@ -71,4 +104,3 @@ export async function jetLatency(j: Jet, rate: number): Promise<LatencyResult> {
   await j.jsm.consumers.delete(j.stream, durable).catch(() => {});
   return res;
 }
-

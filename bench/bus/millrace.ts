@@ -10,8 +10,28 @@ import { matchEvent } from '../../src/bus/subscription.js';
 import { pool, scratchDir } from '../support.js';
 import { clientThread } from './client-thread.js';
 import {
-  BATCH, BATCH_CALLS_IN_FLIGHT, nextIndex, offeredLoad, payload, pbEvent, publish, REPLAY_EVENTS, REPLAY_IN_FLIGHT, STREAMS, summarize, timed, TOPIC, UNARY_IN_FLIGHT, waitFor,
-  type BusClient, type Durability, type LatencyResult, type LoadWindow, type Mode, type WireDelivery, inWindow,
+  BATCH,
+  BATCH_CALLS_IN_FLIGHT,
+  nextIndex,
+  offeredLoad,
+  payload,
+  pbEvent,
+  publish,
+  REPLAY_EVENTS,
+  REPLAY_IN_FLIGHT,
+  STREAMS,
+  summarize,
+  timed,
+  TOPIC,
+  UNARY_IN_FLIGHT,
+  waitFor,
+  type BusClient,
+  type Durability,
+  type LatencyResult,
+  type LoadWindow,
+  type Mode,
+  type WireDelivery,
+  inWindow,
 } from './common.js';
 
 export interface MillraceNode {
@@ -60,12 +80,21 @@ export async function httpPublish(url: string, ms: number): Promise<{ events: nu
       const e = pbEvent();
       const body = JSON.stringify({ events: [{ key: e.key, type: e.type, data: JSON.parse(e.data) as unknown }] });
       const req = request(
-        { host: u.hostname, port: u.port, method: 'POST', path, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        {
+          host: u.hostname,
+          port: u.port,
+          method: 'POST',
+          path,
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
         (res) => {
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (d: string) => (text += d));
-          res.on('end', () => (res.statusCode === 200 ? resolve(1) : reject(new Error(`HTTP ${res.statusCode}: ${text}`))));
+          res.on('end', () =>
+            res.statusCode === 200 ? resolve(1) : reject(new Error(`HTTP ${res.statusCode}: ${text}`)),
+          );
         },
       );
       req.on('error', reject);
@@ -134,17 +163,35 @@ function pipelined(c: BusClient, ms: number): Promise<{ events: number; ms: numb
   });
 }
 
-export async function millracePublish(client: BusClient, mode: Mode, ms: number): Promise<{ events: number; ms: number }> {
+export async function millracePublish(
+  client: BusClient,
+  mode: Mode,
+  ms: number,
+): Promise<{ events: number; ms: number }> {
   switch (mode) {
     case 'batched':
-      return timed(ms, BATCH_CALLS_IN_FLIGHT, async () => (await publish(client, Array.from({ length: BATCH }, () => pbEvent()))).length);
+      return timed(
+        ms,
+        BATCH_CALLS_IN_FLIGHT,
+        async () =>
+          (
+            await publish(
+              client,
+              Array.from({ length: BATCH }, () => pbEvent()),
+            )
+          ).length,
+      );
     case 'unary':
       return timed(ms, UNARY_IN_FLIGHT, async () => (await publish(client, [pbEvent()])).length);
     case 'pipelined':
       return pipelined(client, ms);
     case 'floor':
       // The transport alone: an empty Publish is refused (INVALID_ARGUMENT) before any work.
-      return timed(ms, UNARY_IN_FLIGHT, () => new Promise<number>((resolve) => client.Publish({ events: [] }, () => resolve(1))));
+      return timed(
+        ms,
+        UNARY_IN_FLIGHT,
+        () => new Promise<number>((resolve) => client.Publish({ events: [] }, () => resolve(1))),
+      );
     case 'stream': {
       const t0 = performance.now();
       const counts = await Promise.all(Array.from({ length: STREAMS }, () => publishStream(client, t0 + ms)));
@@ -175,7 +222,13 @@ export async function millraceLatency(client: BusClient, rate: number): Promise<
       }
     });
   });
-  call.write({ open: { subscription: `latency-${rate}`, config: { topics: [TOPIC], start: 'latest', maxInFlight: 2000 }, batch: true } });
+  call.write({
+    open: {
+      subscription: `latency-${rate}`,
+      config: { topics: [TOPIC], start: 'latest', maxInFlight: 2000 },
+      batch: true,
+    },
+  });
   await opened;
   // One long PublishBatches call: each batch answered in order once durable (no unary call per batch).
   const pub = client.PublishBatches();
@@ -231,7 +284,13 @@ export async function grpcReplay(client: BusClient, events: number, batch: boole
       }
     });
   });
-  call.write({ open: { subscription: batch ? 'replay-batch' : 'replay', config: { topics: [TOPIC], start: 'earliest', maxInFlight: REPLAY_IN_FLIGHT }, batch } });
+  call.write({
+    open: {
+      subscription: batch ? 'replay-batch' : 'replay',
+      config: { topics: [TOPIC], start: 'earliest', maxInFlight: REPLAY_IN_FLIGHT },
+      batch,
+    },
+  });
   const ms = await done;
   flushAcks();
   call.end();
@@ -250,8 +309,18 @@ export async function replay(n: MillraceNode): Promise<ReplayResult> {
     await n.bus.publish(Array.from({ length: k }, () => ({ ...pbEvent(), data: payload(nextIndex()) })));
   });
   const prefillMs = performance.now() - tp;
-  const grpcMs = await clientThread().run<number>({ kind: 'mr-replay', addr: n.addr, events: REPLAY_EVENTS, batch: false });
-  const grpcBatchMs = await clientThread().run<number>({ kind: 'mr-replay', addr: n.addr, events: REPLAY_EVENTS, batch: true });
+  const grpcMs = await clientThread().run<number>({
+    kind: 'mr-replay',
+    addr: n.addr,
+    events: REPLAY_EVENTS,
+    batch: false,
+  });
+  const grpcBatchMs = await clientThread().run<number>({
+    kind: 'mr-replay',
+    addr: n.addr,
+    events: REPLAY_EVENTS,
+    batch: true,
+  });
 
   // In process: the cursor engine's chunked reads plus the subscription's match, no transport.
   const rt = n.node.runtime;
@@ -263,13 +332,16 @@ export async function replay(n: MillraceNode): Promise<ReplayResult> {
     for (const e of batch) if (matchEvent(e, topics, {}) !== null) matched++;
   }
   const inProcessMs = performance.now() - t1;
-  if (matched !== REPLAY_EVENTS) process.stderr.write(`warning: in-process replay matched ${matched}, expected ${REPLAY_EVENTS}\n`);
+  if (matched !== REPLAY_EVENTS)
+    process.stderr.write(`warning: in-process replay matched ${matched}, expected ${REPLAY_EVENTS}\n`);
 
   // Raw: the same rows, the same chunked query, through better-sqlite3.
   const db = new Database(join(n.dir, 's0.db'), { readonly: true });
   let rawMs: number;
   try {
-    const q = db.prepare('SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?');
+    const q = db.prepare(
+      'SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?',
+    );
     const t2 = performance.now();
     let pos = 0;
     let rows = 0;
@@ -280,10 +352,10 @@ export async function replay(n: MillraceNode): Promise<ReplayResult> {
       pos = batch[batch.length - 1]!.pos;
     }
     rawMs = performance.now() - t2;
-    if (rows < REPLAY_EVENTS) process.stderr.write(`warning: raw select read ${rows} rows, expected ≥ ${REPLAY_EVENTS}\n`);
+    if (rows < REPLAY_EVENTS)
+      process.stderr.write(`warning: raw select read ${rows} rows, expected ≥ ${REPLAY_EVENTS}\n`);
   } finally {
     db.close();
   }
   return { events: REPLAY_EVENTS, grpcMs, grpcBatchMs, inProcessMs, rawMs, prefillMs };
 }
-

@@ -38,7 +38,11 @@ type Command =
   | { op: 'raw'; total: number; concurrency: number; tag: string }
   | { op: 'pubs'; total: number; concurrency: number; tag: string };
 
-async function timed(total: number, concurrency: number, task: (i: number, w: number) => Promise<unknown>): Promise<{ t0: number; t1: number; lat: number[] }> {
+async function timed(
+  total: number,
+  concurrency: number,
+  task: (i: number, w: number) => Promise<unknown>,
+): Promise<{ t0: number; t1: number; lat: number[] }> {
   const lat: number[] = [];
   const t0 = Date.now();
   await pool(total, concurrency, async (i, w) => {
@@ -57,9 +61,13 @@ async function handle(c: Command): Promise<unknown> {
     case 'calls':
       return timed(c.total, c.ids.length, (_i, w) => machines.call(c.ns, { id: c.ids[w]! }, { n: 1 }));
     case 'raw':
-      return timed(c.total, c.concurrency, (i, w) => node.runtime.log.append(`raw/${c.tag}/${w}`, [{ type: 't', data: { n: i } }]));
+      return timed(c.total, c.concurrency, (i, w) =>
+        node.runtime.log.append(`raw/${c.tag}/${w}`, [{ type: 't', data: { n: i } }]),
+      );
     case 'pubs':
-      return timed(c.total, c.concurrency, (i, w) => bus.publish([{ topic: 'bench', key: `k${w}`, id: `${c.tag}-${i}`, type: 't', data: { n: i } }]));
+      return timed(c.total, c.concurrency, (i, w) =>
+        bus.publish([{ topic: 'bench', key: `k${w}`, id: `${c.tag}-${i}`, type: 't', data: { n: i } }]),
+      );
   }
 }
 
@@ -68,7 +76,8 @@ rl.on('line', (line) => {
   const cmd = JSON.parse(line) as Command & { rid?: number };
   handle(cmd).then(
     // Commands may run at once: an answer carries its command's rid.
-    (r) => process.stdout.write(`@@ ${JSON.stringify(cmd.rid === undefined ? r : { ...(r as object), rid: cmd.rid })}\n`),
+    (r) =>
+      process.stdout.write(`@@ ${JSON.stringify(cmd.rid === undefined ? r : { ...(r as object), rid: cmd.rid })}\n`),
     (err: unknown) => process.stdout.write(`@@ ${JSON.stringify({ error: String((err as Error)?.stack ?? err) })}\n`),
   );
 });

@@ -18,7 +18,9 @@ const server = createServer((req, res) => {
 });
 server.keepAliveTimeout = 60_000;
 server.listen(0, '127.0.0.1', () => {
-  process.stdout.write(`@@ ${JSON.stringify({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` })}\n`);
+  process.stdout.write(
+    `@@ ${JSON.stringify({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/` })}\n`,
+  );
 });
 process.stdin.resume();
 process.stdin.on('end', () => process.exit(0));

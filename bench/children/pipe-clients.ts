@@ -21,7 +21,9 @@ const record = Buffer.alloc(100, 0x61);
 
 const send = (m: unknown): void => void process.send!(m);
 const clients = Array.from({ length: connections }, () => new PipeStreamClient(address!, { batched }));
-const ids = await Promise.all(Array.from({ length: sessions }, (_, i) => clients[i % connections]!.newSession('bench')));
+const ids = await Promise.all(
+  Array.from({ length: sessions }, (_, i) => clients[i % connections]!.newSession('bench')),
+);
 process.once('message', async () => {
   const t0 = performance.now();
   await Promise.all(

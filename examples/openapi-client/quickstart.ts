@@ -22,15 +22,30 @@ function ok<T>(r: { data?: T; error?: { error: { code: string; message: string }
 const show = (step: string, v: unknown) => console.log(`${step} ${JSON.stringify(v)}`);
 
 // 1. A bus topic, defined at runtime.
-const topic = ok(await client.PUT('/v1/bus/topics/{name}', { params: { path: { name: 'orders' } }, body: { description: 'quick start' } }));
+const topic = ok(
+  await client.PUT('/v1/bus/topics/{name}', {
+    params: { path: { name: 'orders' } },
+    body: { description: 'quick start' },
+  }),
+);
 show('topic', { name: topic.name, source: topic.source });
 
 // 2. A subscription reading it from the beginning, then publish two events.
-ok(await client.PUT('/v1/bus/subscriptions/{name}', { params: { path: { name: 'billing' } }, body: { topics: ['orders'], start: 'earliest' } }));
+ok(
+  await client.PUT('/v1/bus/subscriptions/{name}', {
+    params: { path: { name: 'billing' } },
+    body: { topics: ['orders'], start: 'earliest' },
+  }),
+);
 const published = ok(
   await client.POST('/v1/bus/topics/{topic}/events', {
     params: { path: { topic: 'orders' } },
-    body: { events: [{ key: 'o-1', type: 'created', data: { total: 10 } }, { key: 'o-2', type: 'created', data: { total: 5 } }] },
+    body: {
+      events: [
+        { key: 'o-1', type: 'created', data: { total: 10 } },
+        { key: 'o-2', type: 'created', data: { total: 5 } },
+      ],
+    },
   }),
 );
 show('published', published.positions?.length);
@@ -40,12 +55,29 @@ const sub = ok(await client.GET('/v1/bus/subscriptions/{name}', { params: { path
 show('subscription', sub.name);
 
 // 4. A machine namespace with the built-in example processor, a machine, a call.
-ok(await client.PUT('/v1/namespaces/{name}', { params: { path: { name: 'counters' } }, body: { processor: { in_process: 'example.counter' } } }));
-const started = ok(await client.POST('/v1/namespaces/{ns}/machines/{id}/start', { params: { path: { ns: 'counters', id: 'c1' } }, body: { args: 10 } }));
+ok(
+  await client.PUT('/v1/namespaces/{name}', {
+    params: { path: { name: 'counters' } },
+    body: { processor: { in_process: 'example.counter' } },
+  }),
+);
+const started = ok(
+  await client.POST('/v1/namespaces/{ns}/machines/{id}/start', {
+    params: { path: { ns: 'counters', id: 'c1' } },
+    body: { args: 10 },
+  }),
+);
 show('started', started.response);
-const called = ok(await client.POST('/v1/namespaces/{ns}/machines/{id}/call', { params: { path: { ns: 'counters', id: 'c1' } }, body: { args: 5 } }));
+const called = ok(
+  await client.POST('/v1/namespaces/{ns}/machines/{id}/call', {
+    params: { path: { ns: 'counters', id: 'c1' } },
+    body: { args: 5 },
+  }),
+);
 show('called', called.response);
-const machines = ok(await client.GET('/v1/namespaces/{ns}/machines', { params: { path: { ns: 'counters' }, query: { limit: 10 } } }));
+const machines = ok(
+  await client.GET('/v1/namespaces/{ns}/machines', { params: { path: { ns: 'counters' }, query: { limit: 10 } } }),
+);
 show('machines', machines.items?.length);
 
 // Errors come back typed too: an unknown topic answers 404 with a stable code.

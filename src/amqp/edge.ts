@@ -14,7 +14,8 @@ import { Ingress, type IngressPublish } from './ingress.js';
 export function withHeartbeat(url: string, roleLeaseMs: number): string {
   try {
     const u = new URL(url);
-    if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(Math.max(1, Math.floor(roleLeaseMs / 2000))));
+    if (!u.searchParams.has('heartbeat'))
+      u.searchParams.set('heartbeat', String(Math.max(1, Math.floor(roleLeaseMs / 2000))));
     return u.toString();
   } catch {
     return url;
@@ -46,9 +47,18 @@ export class AmqpEdge {
     const ingress = this.config.rabbitmq.ingress;
     if (ingress) {
       for (const b of ingress.bindings) {
-        if (!topics.has(b.topic)) throw new MillraceError('config_invalid', `bus.rabbitmq.ingress.bindings: topic "${b.topic}" is not in bus.topics`);
+        if (!topics.has(b.topic))
+          throw new MillraceError(
+            'config_invalid',
+            `bus.rabbitmq.ingress.bindings: topic "${b.topic}" is not in bus.topics`,
+          );
       }
-      this.ingress = new Ingress(this.publish, { ...ingress, url: this.amqpUrl(ingress.url) }, this.amqpUrl(), this.logger);
+      this.ingress = new Ingress(
+        this.publish,
+        { ...ingress, url: this.amqpUrl(ingress.url) },
+        this.amqpUrl(),
+        this.logger,
+      );
       await this.ingress.start();
     }
     for (const x of this.config.exporters) {

@@ -18,7 +18,9 @@ export function exporterWants(cfg: ExporterConfig, e: LogEvent): boolean {
 }
 
 /** Each exporter's position and lag per shard, from the database (what `millrace export status` prints). */
-export async function exporterStatus(rt: Runtime): Promise<Array<{ name: string; shard: string; pos: number; head: number; lag: number }>> {
+export async function exporterStatus(
+  rt: Runtime,
+): Promise<Array<{ name: string; shard: string; pos: number; head: number; lag: number }>> {
   const out = [];
   for (const x of rt.config.bus.exporters) {
     for (const s of rt.storage.shards) {
@@ -55,7 +57,9 @@ export class Exporter {
 
   async start(): Promise<void> {
     this.conn = await amqp.connect(this.cfg.url ?? this.url);
-    this.conn.on('error', (err: unknown) => this.logger.warn({ err, exporter: this.cfg.name }, 'exporter: AMQP connection error'));
+    this.conn.on('error', (err: unknown) =>
+      this.logger.warn({ err, exporter: this.cfg.name }, 'exporter: AMQP connection error'),
+    );
     const ch = await this.conn.createConfirmChannel();
     await ch.assertExchange(this.cfg.exchange, this.cfg.exchange_type, { durable: true });
     // Every node configures the exporter; one node at a time ships each shard
@@ -87,16 +91,26 @@ export class Exporter {
     const spans: Span[] = [];
     for (const e of wanted) {
       const meta = e.meta ? (JSON.parse(e.meta) as Partial<TopicMeta>) : {};
-      const headers: Record<string, unknown> = { 'x-stream': e.stream, 'x-seq': e.seq, 'x-shard': e.shard, 'x-pos': e.pos };
+      const headers: Record<string, unknown> = {
+        'x-stream': e.stream,
+        'x-seq': e.seq,
+        'x-shard': e.shard,
+        'x-pos': e.pos,
+      };
       if (meta.key !== undefined) headers['x-key'] = meta.key;
       if (meta.id) headers['x-event-id'] = meta.id;
       for (const [k, v] of Object.entries(meta.headers ?? {})) headers[k] = v;
       // Traced: a producer span under the event's traceparent, whose traceparent the message carries.
-      const span = startSpan('millrace.amqp.export', typeof headers.traceparent === 'string' ? headers.traceparent : undefined, SpanKind.PRODUCER, {
-        'messaging.system': 'rabbitmq',
-        'messaging.destination.name': this.cfg.exchange,
-        'messaging.message.id': `${e.shard}:${e.pos}`,
-      });
+      const span = startSpan(
+        'millrace.amqp.export',
+        typeof headers.traceparent === 'string' ? headers.traceparent : undefined,
+        SpanKind.PRODUCER,
+        {
+          'messaging.system': 'rabbitmq',
+          'messaging.destination.name': this.cfg.exchange,
+          'messaging.message.id': `${e.shard}:${e.pos}`,
+        },
+      );
       if (span !== undefined) {
         headers.traceparent = traceparentOf(span);
         spans.push(span);

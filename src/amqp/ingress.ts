@@ -23,17 +23,26 @@ export function routingKeyMatches(pattern: string, key: string): boolean {
 }
 
 /** Pure: the bus event a RabbitMQ message becomes (topic chosen by the first matching binding), or null. */
-export function messageToEvent(cfg: IngressConfig, exchangeTypes: ReadonlyMap<string, string>, msg: Pick<ConsumeMessage, 'fields' | 'properties' | 'content'>): PublishEvent | null {
+export function messageToEvent(
+  cfg: IngressConfig,
+  exchangeTypes: ReadonlyMap<string, string>,
+  msg: Pick<ConsumeMessage, 'fields' | 'properties' | 'content'>,
+): PublishEvent | null {
   const { exchange, routingKey } = msg.fields;
   const type = exchangeTypes.get(exchange) ?? 'topic';
   const b = cfg.bindings.find(
-    (x) => x.exchange === exchange && (type === 'fanout' || type === 'headers' || (type === 'direct' ? x.routing_key === routingKey : routingKeyMatches(x.routing_key, routingKey))),
+    (x) =>
+      x.exchange === exchange &&
+      (type === 'fanout' ||
+        type === 'headers' ||
+        (type === 'direct' ? x.routing_key === routingKey : routingKeyMatches(x.routing_key, routingKey))),
   );
   if (!b) return null;
   const props = msg.properties;
   const rawHeaders = (props.headers ?? {}) as Record<string, unknown>;
   const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(rawHeaders)) if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') headers[k] = String(v);
+  for (const [k, v] of Object.entries(rawHeaders))
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') headers[k] = String(v);
   const text = msg.content.toString('utf8');
   let data: unknown;
   try {
@@ -41,7 +50,12 @@ export function messageToEvent(cfg: IngressConfig, exchangeTypes: ReadonlyMap<st
   } catch {
     data = { text };
   }
-  const ev: PublishEvent = { topic: b.topic, type: typeof props.type === 'string' && props.type ? props.type : routingKey || 'message', data, key: typeof rawHeaders['x-key'] === 'string' ? (rawHeaders['x-key'] as string) : routingKey };
+  const ev: PublishEvent = {
+    topic: b.topic,
+    type: typeof props.type === 'string' && props.type ? props.type : routingKey || 'message',
+    data,
+    key: typeof rawHeaders['x-key'] === 'string' ? (rawHeaders['x-key'] as string) : routingKey,
+  };
   if (typeof props.messageId === 'string' && props.messageId) ev.id = props.messageId;
   if (Object.keys(headers).length) ev.headers = headers;
   return ev;
@@ -82,7 +96,8 @@ export class Ingress {
       types.set(x.name, x.type);
     }
     await ch.assertQueue(this.cfg.queue, { durable: true });
-    for (const b of this.cfg.bindings) await ch.bindQueue(this.cfg.queue, b.exchange, types.get(b.exchange) === 'fanout' ? '' : b.routing_key);
+    for (const b of this.cfg.bindings)
+      await ch.bindQueue(this.cfg.queue, b.exchange, types.get(b.exchange) === 'fanout' ? '' : b.routing_key);
     await ch.prefetch(this.cfg.prefetch);
     await ch.consume(
       this.cfg.queue,
@@ -113,7 +128,12 @@ export class Ingress {
     for (const m of msgs) {
       const e = messageToEvent(this.cfg, types, m);
       // Traced: a consumer span under the message's traceparent header; the stored event carries the span's.
-      const span = e ? startSpan('millrace.amqp.ingress', e.headers?.traceparent, SpanKind.CONSUMER, { 'messaging.system': 'rabbitmq', 'messaging.destination.name': m.fields.exchange }) : undefined;
+      const span = e
+        ? startSpan('millrace.amqp.ingress', e.headers?.traceparent, SpanKind.CONSUMER, {
+            'messaging.system': 'rabbitmq',
+            'messaging.destination.name': m.fields.exchange,
+          })
+        : undefined;
       if (e && span !== undefined) {
         e.headers = { ...e.headers, traceparent: traceparentOf(span) };
         spans.push(span);

@@ -6,7 +6,15 @@ import { MillraceError } from '../core/errors.js';
 import { holds, holdsSome, OPEN_PRINCIPAL, permissionProblem, type Principal } from '../core/principal.js';
 import { RateLimiter, type RateLimitSettings } from './rate-limit.js';
 import { JwtVerifier } from './jwt.js';
-import { isOpenRule, noLookup, requiredPermissions, type AccessInput, type PermissionRule, type ResourceLookup, type Rule } from './permissions.js';
+import {
+  isOpenRule,
+  noLookup,
+  requiredPermissions,
+  type AccessInput,
+  type PermissionRule,
+  type ResourceLookup,
+  type Rule,
+} from './permissions.js';
 import { TokenStore } from './tokens.js';
 
 /** What the configuration and environment say about authentication, checked at start. */
@@ -73,7 +81,9 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
     }
   }
   if (admin !== null && (admin.length < 16 || /\s/.test(admin))) {
-    throw configError(`${fromEnv ? 'MILLRACE_ADMIN_TOKEN' : 'auth.admin_token_file'}: the admin token must be at least 16 characters with no white space`);
+    throw configError(
+      `${fromEnv ? 'MILLRACE_ADMIN_TOKEN' : 'auth.admin_token_file'}: the admin token must be at least 16 characters with no white space`,
+    );
   }
   const jwt = a.jwt === undefined ? null : new JwtVerifier(a.jwt);
   const enabled = a.enabled ?? (admin !== null || jwt !== null || a.client_certs.length > 0);
@@ -93,21 +103,39 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
   const clientCerts = new Map<string, Principal>();
   a.client_certs.forEach((c, i) => {
     const subject = canonicalSubject(c.subject);
-    if (subject === '') throw configError(`auth.client_certs.${i}.subject: expected K=v pairs, e.g. "CN=orders-svc,O=Example"`);
+    if (subject === '')
+      throw configError(`auth.client_certs.${i}.subject: expected K=v pairs, e.g. "CN=orders-svc,O=Example"`);
     if (clientCerts.has(subject)) throw configError(`auth.client_certs.${i}.subject: ${c.subject} is listed twice`);
     for (const p of c.permissions) {
       const problem = permissionProblem(p);
       if (problem !== null) throw configError(`auth.client_certs.${i}.permissions: ${problem}`);
     }
-    clientCerts.set(subject, Object.freeze({ id: `cert:${subject}`, source: 'cert', name: c.subject, permissions: Object.freeze([...c.permissions]) }));
+    clientCerts.set(
+      subject,
+      Object.freeze({
+        id: `cert:${subject}`,
+        source: 'cert',
+        name: c.subject,
+        permissions: Object.freeze([...c.permissions]),
+      }),
+    );
   });
-  if (clientCerts.size > 0 && config.http.tls?.client_ca_file === undefined && config.grpc.tls?.client_ca_file === undefined) {
-    throw configError('auth.client_certs: needs http.tls.client_ca_file or grpc.tls.client_ca_file (client certificates are only read when they are required and verified)');
+  if (
+    clientCerts.size > 0 &&
+    config.http.tls?.client_ca_file === undefined &&
+    config.grpc.tls?.client_ca_file === undefined
+  ) {
+    throw configError(
+      'auth.client_certs: needs http.tls.client_ca_file or grpc.tls.client_ca_file (client certificates are only read when they are required and verified)',
+    );
   }
   const rl = a.rate_limit;
   return {
     clientCerts,
-    rateLimit: rl === undefined ? null : { requestsPerS: rl.requests_per_s, burst: rl.burst ?? Math.max(1, Math.ceil(rl.requests_per_s)) },
+    rateLimit:
+      rl === undefined
+        ? null
+        : { requestsPerS: rl.requests_per_s, burst: rl.burst ?? Math.max(1, Math.ceil(rl.requests_per_s)) },
     enabled,
     adminDigest: admin === null ? null : createHash('sha256').update(admin).digest(),
     jwt,
@@ -116,16 +144,31 @@ export function resolveAuth(config: Config, env: NodeJS.ProcessEnv = process.env
   };
 }
 
-export const OPEN_SETTINGS: AuthSettings = { enabled: false, adminDigest: null, jwt: null, openMetrics: true, openOpenapi: true, clientCerts: new Map(), rateLimit: null };
+export const OPEN_SETTINGS: AuthSettings = {
+  enabled: false,
+  adminDigest: null,
+  jwt: null,
+  openMetrics: true,
+  openOpenapi: true,
+  clientCerts: new Map(),
+  rateLimit: null,
+};
 
-const ADMIN: Principal = Object.freeze({ id: 'admin', source: 'admin', name: 'bootstrap admin', permissions: Object.freeze(['*']) });
+const ADMIN: Principal = Object.freeze({
+  id: 'admin',
+  source: 'admin',
+  name: 'bootstrap admin',
+  permissions: Object.freeze(['*']),
+});
 
 export function unauthenticated(message: string): MillraceError {
   return new MillraceError('unauthenticated', message);
 }
 
 export function permissionDenied(permission: string, principal: Principal): MillraceError {
-  return new MillraceError('permission_denied', `${principal.id} lacks the permission ${permission}`, { details: { permission, principal: principal.id } });
+  return new MillraceError('permission_denied', `${principal.id} lacks the permission ${permission}`, {
+    details: { permission, principal: principal.id },
+  });
 }
 
 /**
@@ -158,7 +201,11 @@ export class Access {
   isOpen(rule: Rule | undefined): boolean {
     if (!this.enabled) return true;
     if (rule === undefined || !isOpenRule(rule)) return false;
-    return rule.open === 'always' || (rule.open === 'metrics' && this.settings.openMetrics) || (rule.open === 'openapi' && this.settings.openOpenapi);
+    return (
+      rule.open === 'always' ||
+      (rule.open === 'metrics' && this.settings.openMetrics) ||
+      (rule.open === 'openapi' && this.settings.openOpenapi)
+    );
   }
 
   /** The principal of an `authorization` header (or gRPC metadata) value; `unauthenticated` when missing or invalid. */
@@ -168,7 +215,11 @@ export class Access {
       // A verified client certificate (the TLS listener requires and checks it) stands for its configured principal.
       const byCert = peerSubject ? this.settings.clientCerts.get(peerSubject) : undefined;
       if (byCert !== undefined) return byCert;
-      throw unauthenticated(peerSubject ? `no credentials: the client certificate ${peerSubject} maps to no principal (auth.client_certs), and no bearer token was sent` : 'no credentials: send Authorization: Bearer <token>');
+      throw unauthenticated(
+        peerSubject
+          ? `no credentials: the client certificate ${peerSubject} maps to no principal (auth.client_certs), and no bearer token was sent`
+          : 'no credentials: send Authorization: Bearer <token>',
+      );
     }
     const m = /^Bearer +(\S+) *$/i.exec(header);
     if (m === null) throw unauthenticated('the Authorization header must be "Bearer <token>"');
@@ -196,7 +247,11 @@ export class Access {
   async authorize(principal: Principal, rule: Rule | undefined, input: AccessInput, what: string): Promise<void> {
     if (rule === undefined) {
       if (!this.enabled) return;
-      throw new MillraceError('permission_denied', `${what} has no entry in the permission table; it is refused to everyone`, { details: { permission: null, route: what } });
+      throw new MillraceError(
+        'permission_denied',
+        `${what} has no entry in the permission table; it is refused to everyone`,
+        { details: { permission: null, route: what } },
+      );
     }
     if (isOpenRule(rule)) {
       if (this.isOpen(rule)) return;

@@ -24,7 +24,8 @@ export class JwtVerifier {
   private readonly key: KeyObject | JWTVerifyGetKey;
 
   constructor(private readonly cfg: JwtConfig) {
-    if ((cfg.key_file === undefined) === (cfg.jwks_file === undefined)) throw configError('auth.jwt: set exactly one of key_file and jwks_file');
+    if ((cfg.key_file === undefined) === (cfg.jwks_file === undefined))
+      throw configError('auth.jwt: set exactly one of key_file and jwks_file');
     const file = (cfg.key_file ?? cfg.jwks_file)!;
     let text: string;
     try {
@@ -37,7 +38,9 @@ export class JwtVerifier {
         this.key = createLocalJWKSet(JSON.parse(text) as Parameters<typeof createLocalJWKSet>[0]);
       } else {
         const trimmed = text.trim();
-        this.key = trimmed.startsWith('{') ? createPublicKey({ key: JSON.parse(trimmed) as import('node:crypto').JsonWebKey, format: 'jwk' }) : createPublicKey(trimmed);
+        this.key = trimmed.startsWith('{')
+          ? createPublicKey({ key: JSON.parse(trimmed) as import('node:crypto').JsonWebKey, format: 'jwk' })
+          : createPublicKey(trimmed);
       }
     } catch (err) {
       throw configError(`auth.jwt: ${file} holds no usable public key: ${(err as Error).message}`);
@@ -59,7 +62,10 @@ export class JwtVerifier {
         clockTolerance: this.cfg.clock_tolerance_s,
         ...(this.cfg.algorithms ? { algorithms: this.cfg.algorithms } : {}),
       };
-      const { payload } = typeof this.key === 'function' ? await jwtVerify(bearer, this.key, opts) : await jwtVerify(bearer, this.key, opts);
+      const { payload } =
+        typeof this.key === 'function'
+          ? await jwtVerify(bearer, this.key, opts)
+          : await jwtVerify(bearer, this.key, opts);
       const raw = payload[this.cfg.permissions_claim];
       const permissions = typeof raw === 'string' ? raw.split(' ').filter((s) => s.length > 0) : raw;
       if (!Array.isArray(permissions) || permissions.some((p) => permissionProblem(p) !== null)) return null;

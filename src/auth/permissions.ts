@@ -64,9 +64,12 @@ export const isOpenRule = (r: Rule): r is OpenRule => 'open' in r;
 // ---- resource readers, shared by HTTP and gRPC ----
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : '');
-const param = (name: string) => (i: AccessInput): string[] => [str(i.params[name])];
+const param =
+  (name: string) =>
+  (i: AccessInput): string[] => [str(i.params[name])];
 const all = (): string[] => ['*'];
-const obj = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+const obj = (v: unknown): Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
@@ -199,21 +202,47 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'POST /v1/pipe/sessions/:id/replace': { permission: 'pipe:write', resources: (i, l) => sessionKind(i.params.id, l) },
   'POST /v1/pipe/sessions/:id/store': { permission: 'pipe:write', resources: (i, l) => sessionKind(i.params.id, l) },
   'DELETE /v1/pipe/sessions/:id': { permission: 'pipe:write', resources: (i, l) => sessionKind(i.params.id, l) },
-  'GET /v1/pipe/sessions': { permission: 'pipe:read', resources: (i, l) => (i.query.kind === undefined ? ['*'] : [kindName(i.query.kind, l)]) },
+  'GET /v1/pipe/sessions': {
+    permission: 'pipe:read',
+    resources: (i, l) => (i.query.kind === undefined ? ['*'] : [kindName(i.query.kind, l)]),
+  },
   'GET /v1/pipe/sessions/:id': { permission: 'pipe:read', resources: (i, l) => sessionKind(i.params.id, l) },
-  'GET /v1/pipe/dead-letters': { permission: 'pipe:admin', resources: (i, l) => (i.query.kind === undefined ? ['*'] : [kindName(i.query.kind, l)]) },
+  'GET /v1/pipe/dead-letters': {
+    permission: 'pipe:admin',
+    resources: (i, l) => (i.query.kind === undefined ? ['*'] : [kindName(i.query.kind, l)]),
+  },
   'GET /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l) },
-  'POST /v1/pipe/dead-letters/:id/redrive': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l), audit: 'dead_letter.redrive' },
-  'DELETE /v1/pipe/dead-letters/:id': { permission: 'pipe:admin', resources: (i, l) => sessionKind(i.params.id, l), audit: 'dead_letter.delete' },
-  'grpc /millrace.v1.Pipe/Session': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
-  'grpc /millrace.v1.Pipe/Batches': { permission: 'pipe:write', perMessage: true, resources: (i, l) => pipeRequestKind(i.body, l) },
+  'POST /v1/pipe/dead-letters/:id/redrive': {
+    permission: 'pipe:admin',
+    resources: (i, l) => sessionKind(i.params.id, l),
+    audit: 'dead_letter.redrive',
+  },
+  'DELETE /v1/pipe/dead-letters/:id': {
+    permission: 'pipe:admin',
+    resources: (i, l) => sessionKind(i.params.id, l),
+    audit: 'dead_letter.delete',
+  },
+  'grpc /millrace.v1.Pipe/Session': {
+    permission: 'pipe:write',
+    perMessage: true,
+    resources: (i, l) => pipeRequestKind(i.body, l),
+  },
+  'grpc /millrace.v1.Pipe/Batches': {
+    permission: 'pipe:write',
+    perMessage: true,
+    resources: (i, l) => pipeRequestKind(i.body, l),
+  },
 
   // schedules: defining one also needs the right to do what its action does
   'GET /v1/schedules': { permission: 'schedules:read', resources: all },
   'GET /v1/schedules/:name': { permission: 'schedules:read', resources: param('name') },
   'GET /v1/schedules/:name/next': { permission: 'schedules:read', resources: param('name') },
   'GET /v1/schedules/:name/fires': { permission: 'schedules:read', resources: param('name') },
-  'PUT /v1/schedules/:name': { permission: 'schedules:admin', resources: param('name'), also: scheduleActionPermissions },
+  'PUT /v1/schedules/:name': {
+    permission: 'schedules:admin',
+    resources: param('name'),
+    also: scheduleActionPermissions,
+  },
   'DELETE /v1/schedules/:name': { permission: 'schedules:admin', resources: param('name') },
   'POST /v1/schedules/:name/pause': { permission: 'schedules:admin', resources: param('name') },
   'POST /v1/schedules/:name/resume': { permission: 'schedules:admin', resources: param('name') },
@@ -221,7 +250,13 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
 
   // bulk jobs: on machines they need machines:bulk on the namespace, on dead letters pipe:admin on the kind
   'POST /v1/namespaces/:ns/bulk-jobs': { permission: 'machines:bulk', resources: param('ns') },
-  'POST /v1/pipe/dead-letters/bulk-jobs': { permission: 'pipe:admin', resources: (i, l) => { const k = obj(obj(i.body).filter).kind; return k === undefined ? ['*'] : [kindName(k, l)]; } },
+  'POST /v1/pipe/dead-letters/bulk-jobs': {
+    permission: 'pipe:admin',
+    resources: (i, l) => {
+      const k = obj(obj(i.body).filter).kind;
+      return k === undefined ? ['*'] : [kindName(k, l)];
+    },
+  },
   'GET /v1/bulk-jobs': { permission: 'ops:bulk' },
   'GET /v1/bulk-jobs/:id': { permission: 'ops:bulk' },
   'POST /v1/bulk-jobs/:id/cancel': { permission: 'ops:bulk' },
@@ -245,7 +280,11 @@ export const PERMISSIONS: Readonly<Record<string, Rule>> = {
   'GET /v1/bus/topics/:topic/events': { permission: 'bus:admin', resources: param('topic') },
   'GET /v1/bus/subscriptions': { permission: 'bus:admin', resources: all },
   'PUT /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.put' },
-  'DELETE /v1/bus/subscriptions/:name': { permission: 'bus:admin', resources: param('name'), audit: 'subscription.delete' },
+  'DELETE /v1/bus/subscriptions/:name': {
+    permission: 'bus:admin',
+    resources: param('name'),
+    audit: 'subscription.delete',
+  },
   'GET /v1/bus/subscriptions/:name': { permission: 'bus:subscribe', resources: param('name') },
   'POST /v1/bus/subscriptions/:name/ack': { permission: 'bus:subscribe', resources: param('name') },
   'GET /v1/bus/subscriptions/:name/stream': { permission: 'bus:subscribe', resources: param('name') },
@@ -279,7 +318,11 @@ export function grpcRule(path: string): Rule | undefined {
 }
 
 /** The concrete permissions a request needs under `rule`. */
-export async function requiredPermissions(rule: PermissionRule, input: AccessInput, lookup: ResourceLookup): Promise<string[]> {
+export async function requiredPermissions(
+  rule: PermissionRule,
+  input: AccessInput,
+  lookup: ResourceLookup,
+): Promise<string[]> {
   const out: string[] = [];
   if (rule.anyPrincipal === true) return out;
   if (rule.resources === undefined) out.push(rule.permission);

@@ -44,10 +44,14 @@ export class RateLimiter {
       return;
     }
     const waitS = (1 - b.tokens) / rate;
-    throw new MillraceError('rate_limited', `${principalId} is over its rate limit of ${rate} requests per second (burst ${burst})`, {
-      details: { principal: principalId, requests_per_s: rate, burst },
-      retryAfterS: Math.max(1, Math.ceil(waitS)),
-    });
+    throw new MillraceError(
+      'rate_limited',
+      `${principalId} is over its rate limit of ${rate} requests per second (burst ${burst})`,
+      {
+        details: { principal: principalId, requests_per_s: rate, burst },
+        retryAfterS: Math.max(1, Math.ceil(waitS)),
+      },
+    );
   }
 
   /** Forgets full buckets (a principal idle long enough to refill is the same as a new one). */

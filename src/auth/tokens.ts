@@ -50,7 +50,9 @@ const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
 
 function scrypt(secret: string, salt: Buffer, o: { N: number; r: number; p: number; keylen: number }): Promise<Buffer> {
   const opts: ScryptOptions = { N: o.N, r: o.r, p: o.p, maxmem: 128 * o.N * o.r * 2 };
-  return new Promise((resolve, reject) => scryptCb(secret, salt, o.keylen, opts, (err, key) => (err ? reject(err) : resolve(key))));
+  return new Promise((resolve, reject) =>
+    scryptCb(secret, salt, o.keylen, opts, (err, key) => (err ? reject(err) : resolve(key))),
+  );
 }
 
 /** `scrypt$N$r$p$<salt b64>$<hash b64>` */
@@ -64,7 +66,12 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
   const [alg, n, r, p, salt, hash] = stored.split('$');
   if (alg !== 'scrypt' || salt === undefined || hash === undefined) return false;
   const want = Buffer.from(hash, 'base64');
-  const got = await scrypt(secret, Buffer.from(salt, 'base64'), { N: Number(n), r: Number(r), p: Number(p), keylen: want.length });
+  const got = await scrypt(secret, Buffer.from(salt, 'base64'), {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    keylen: want.length,
+  });
   return got.length === want.length && timingSafeEqual(got, want);
 }
 
@@ -122,10 +129,15 @@ export class TokenStore {
   ) {}
 
   /** Creates a token; the answer holds its secret, which is never shown again. */
-  async create(input: { name: unknown; permissions: unknown; expires_in_s?: unknown }): Promise<{ id: string; token: string; info: TokenInfo }> {
+  async create(input: {
+    name: unknown;
+    permissions: unknown;
+    expires_in_s?: unknown;
+  }): Promise<{ id: string; token: string; info: TokenInfo }> {
     const { name, permissions, expires_in_s: ttl } = input;
     if (typeof name !== 'string' || !TOKEN_NAME.test(name)) throw badRequest(`name must match ${String(TOKEN_NAME)}`);
-    if (!Array.isArray(permissions) || permissions.length === 0 || permissions.length > 200) throw badRequest('permissions must be a list of 1 to 200 permissions');
+    if (!Array.isArray(permissions) || permissions.length === 0 || permissions.length > 200)
+      throw badRequest('permissions must be a list of 1 to 200 permissions');
     for (const p of permissions) {
       const problem = permissionProblem(p);
       if (problem !== null) throw badRequest(`permissions: ${problem}`, { permission: p });
@@ -139,25 +151,31 @@ export class TokenStore {
     const now = this.now();
     const expiresAt = ttl === undefined ? null : now + ttl * 1000;
     await this.home.write(async (tx) => {
-      await tx.run('INSERT INTO auth_tokens (id, name, permissions, secret_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)', [
-        id,
-        name,
-        JSON.stringify(permissions),
-        hash,
-        now,
-        expiresAt,
-      ]);
+      await tx.run(
+        'INSERT INTO auth_tokens (id, name, permissions, secret_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)',
+        [id, name, JSON.stringify(permissions), hash, now, expiresAt],
+      );
     });
     return {
       id,
       token: `mr_${id}_${secret}`,
-      info: { id, name, permissions: permissions as string[], created_at: iso(now)!, expires_at: iso(expiresAt), revoked_at: null },
+      info: {
+        id,
+        name,
+        permissions: permissions as string[],
+        created_at: iso(now)!,
+        expires_at: iso(expiresAt),
+        revoked_at: null,
+      },
     };
   }
 
   /** Tokens by id, without secrets (revoked and expired ones included, marked). */
   async list(opts: { after?: string; limit: number }): Promise<{ items: TokenInfo[]; next_cursor: string | null }> {
-    const rows = await this.home.reader.all<TokenRow>('SELECT * FROM auth_tokens WHERE id > ? ORDER BY id LIMIT ?', [opts.after ?? '', opts.limit + 1]);
+    const rows = await this.home.reader.all<TokenRow>('SELECT * FROM auth_tokens WHERE id > ? ORDER BY id LIMIT ?', [
+      opts.after ?? '',
+      opts.limit + 1,
+    ]);
     const items = rows.slice(0, opts.limit).map(infoOf);
     return { items, next_cursor: rows.length > opts.limit ? items[items.length - 1]!.id : null };
   }

@@ -22,7 +22,8 @@ export const SQL = {
   dropNodeSubLeases: "DELETE FROM leases WHERE name LIKE 'bus/sub/%' AND holder LIKE ?",
   dropAllSubLeases: "DELETE FROM leases WHERE name LIKE 'bus/sub/%'",
   getSubscription: 'SELECT config, created_at, updated_at FROM bus_subscriptions WHERE name = ?',
-  insertSubscription: 'INSERT INTO bus_subscriptions (name, config, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING',
+  insertSubscription:
+    'INSERT INTO bus_subscriptions (name, config, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING',
   updateSubscription: 'UPDATE bus_subscriptions SET config = ?, updated_at = ? WHERE name = ?',
   // The first event at or after a position (retention leaves holes).
   createdAtOf: 'SELECT created_at FROM events WHERE pos >= ? AND pos IS NOT NULL ORDER BY pos LIMIT 1',
@@ -50,8 +51,11 @@ export const SQL = {
            ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
            WHERE bus_dedupe.created_at < ? OR bus_dedupe.seq < 0 RETURNING ref`,
   settleClaim: `UPDATE bus_dedupe SET stream = ?, created_at = ?, token = ?, target = ? WHERE ref = ? AND seq = ${CLAIM} AND token = ?`,
-  dedupeMany: (n: number) => `SELECT ref, stream, seq, token FROM bus_dedupe WHERE ref IN (${Array.from({ length: n }, () => '?').join(', ')}) AND created_at >= ?`,
-  insertDedupeMany: (n: number) => `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES ${Array.from({ length: n }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}
+  dedupeMany: (n: number) =>
+    `SELECT ref, stream, seq, token FROM bus_dedupe WHERE ref IN (${Array.from({ length: n }, () => '?').join(', ')}) AND created_at >= ?`,
+  insertDedupeMany: (
+    n: number,
+  ) => `INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES ${Array.from({ length: n }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}
          ON CONFLICT (ref) DO UPDATE SET stream = excluded.stream, seq = excluded.seq, created_at = excluded.created_at, token = excluded.token, target = excluded.target
          WHERE bus_dedupe.created_at < ? OR (bus_dedupe.seq = ${CLAIM} AND bus_dedupe.token = excluded.token) OR (bus_dedupe.seq = ${FENCE} AND bus_dedupe.token <> excluded.token) RETURNING ref`,
   posOf: 'SELECT pos FROM events WHERE stream = ? AND seq = ?',

@@ -6,7 +6,15 @@ import type { Shard } from '../storage/storage.js';
 import type { BusConfig } from './config.js';
 import { DeliverySession, type DeliverySink } from './delivery.js';
 import { Publisher, topicStream, validateEvents, type Published, type PublishEvent } from './publisher.js';
-import { buildSubscriptionConfig, parseStart, SUBSCRIPTION_NAME, type GapNotice, type StartSpec, type SubscriptionConfig, type TopicEvent } from './subscription.js';
+import {
+  buildSubscriptionConfig,
+  parseStart,
+  SUBSCRIPTION_NAME,
+  type GapNotice,
+  type StartSpec,
+  type SubscriptionConfig,
+  type TopicEvent,
+} from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
 
@@ -71,7 +79,12 @@ export class Bus {
     this.topics = new Set(this.config.topics);
     this.refreshTopics();
     rt.catalog.on('bus.topic', () => this.refreshTopics());
-    this.publisher = new Publisher(rt.log, rt.clock, this.config.dedupe_window_ms, rt.config.cluster.publish_deadline_ms);
+    this.publisher = new Publisher(
+      rt.log,
+      rt.clock,
+      this.config.dedupe_window_ms,
+      rt.config.cluster.publish_deadline_ms,
+    );
   }
 
   /**
@@ -97,12 +110,16 @@ export class Bus {
         await s.write((tx) => tx.run(SQL.dropNodeSubLeases, [`${this.rt.config.node_id}/%`]));
       } else await s.write((tx) => tx.run(SQL.dropAllSubLeases));
     }
-    await this.rt.scheduler.periodic(PRUNE_TIMER, this.config.dedupe_prune_ms, () => this.publisher.prune(this.rt.storage.shards));
+    await this.rt.scheduler.periodic(PRUNE_TIMER, this.config.dedupe_prune_ms, () =>
+      this.publisher.prune(this.rt.storage.shards),
+    );
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    await Promise.all([...this.sessions.values()].map((s) => s.close(new MillraceError('shutting_down', 'the node is shutting down'))));
+    await Promise.all(
+      [...this.sessions.values()].map((s) => s.close(new MillraceError('shutting_down', 'the node is shutting down'))),
+    );
   }
 
   /** Validates the whole batch, then publishes it. `internal` skips the configured-topic check (dead letters, ingress). */
@@ -150,16 +167,25 @@ export class Bus {
   }
 
   private checkName(name: string): void {
-    if (typeof name !== 'string' || !SUBSCRIPTION_NAME.test(name)) throw badRequest('subscription name must be 1-150 letters, digits, ".", "_" or "-"');
+    if (typeof name !== 'string' || !SUBSCRIPTION_NAME.test(name))
+      throw badRequest('subscription name must be 1-150 letters, digits, ".", "_" or "-"');
   }
 
-  private async row(name: string): Promise<{ config: SubscriptionConfig; created_at: number; updated_at: number } | null> {
+  private async row(
+    name: string,
+  ): Promise<{ config: SubscriptionConfig; created_at: number; updated_at: number } | null> {
     const rows = await this.home(name).reader.all<{ config: string; created_at: number; updated_at: number }>(
       SQL.getSubscription,
       [name],
     );
     const r = rows[0];
-    return r ? { config: JSON.parse(r.config) as SubscriptionConfig, created_at: Number(r.created_at), updated_at: Number(r.updated_at) } : null;
+    return r
+      ? {
+          config: JSON.parse(r.config) as SubscriptionConfig,
+          created_at: Number(r.created_at),
+          updated_at: Number(r.updated_at),
+        }
+      : null;
   }
 
   /** Creates the subscription, or updates its config (its positions and start stay). */
@@ -171,19 +197,16 @@ export class Bus {
     const existing = await this.row(name);
     if (existing) config.start = existing.config.start;
     const inserted = await home.write(async (tx) => {
-      const n = await tx.run(SQL.insertSubscription, [
-        name,
-        JSON.stringify(config),
-        now,
-        now,
-      ]);
+      const n = await tx.run(SQL.insertSubscription, [name, JSON.stringify(config), now, now]);
       if (n === 0) await tx.run(SQL.updateSubscription, [JSON.stringify(config), now, name]);
       return n === 1;
     });
     await this.ensureCursors(name, config);
     const live = this.sessions.get(name);
     if (live && !inserted && JSON.stringify(live.config) !== JSON.stringify(config)) {
-      await live.close(new MillraceError('subscription_busy', 'the subscription config changed; reconnect to apply it'));
+      await live.close(
+        new MillraceError('subscription_busy', 'the subscription config changed; reconnect to apply it'),
+      );
     }
     return { created: inserted, config };
   }
@@ -194,8 +217,12 @@ export class Bus {
     for (const s of this.rt.storage.shards) {
       const existing = await this.rt.cursors.position(s.name, this.cursorName(name));
       // A new cursor inherits no losses of an earlier subscription of the same name.
-      if (existing === null || existing === undefined) await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
-      out.set(s.name, existing ?? (await this.rt.cursors.ensure(s.name, this.cursorName(name), await this.resolveStart(s, spec))));
+      if (existing === null || existing === undefined)
+        await s.write((tx) => tx.run(SQL.forgetLost, [this.cursorName(name)]));
+      out.set(
+        s.name,
+        existing ?? (await this.rt.cursors.ensure(s.name, this.cursorName(name), await this.resolveStart(s, spec))),
+      );
     }
     return out;
   }
@@ -226,7 +253,10 @@ export class Bus {
   async getSubscription(name: string): Promise<SubscriptionInfo> {
     this.checkName(name);
     const r = await this.row(name);
-    if (!r) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
+    if (!r)
+      throw new MillraceError('subscription_not_found', `no subscription "${name}"`, {
+        details: { subscription: name },
+      });
     const positions: Record<string, number> = {};
     const lag: Record<string, number> = {};
     const live = this.sessions.get(name)?.positions();
@@ -238,7 +268,18 @@ export class Bus {
     const leases = await this.home(name).reader.all<{ expires_at: number }>(SQL.leaseExpiry, [this.cursorName(name)]);
     const connected = leases.some((l) => Number(l.expires_at) > this.rt.clock.now());
     const lagTotal = Object.values(lag).reduce((a, b) => a + b, 0);
-    return { name, config: r.config, positions, lag, lag_total: lagTotal, connected, paused: this.pauses.paused('subscription', name), dead_letter_topic: r.config.dead_letter_topic ?? null, created_at: r.created_at, updated_at: r.updated_at };
+    return {
+      name,
+      config: r.config,
+      positions,
+      lag,
+      lag_total: lagTotal,
+      connected,
+      paused: this.pauses.paused('subscription', name),
+      dead_letter_topic: r.config.dead_letter_topic ?? null,
+      created_at: r.created_at,
+      updated_at: r.updated_at,
+    };
   }
 
   /**
@@ -250,10 +291,11 @@ export class Bus {
   private async topicLag(shard: Shard, topics: readonly string[], after: number, head: number): Promise<number> {
     if (head <= after || topics.length === 0) return 0;
     const ranges = topics.map(() => '(stream >= ? AND stream < ?)').join(' OR ');
-    const rows = await shard.reader.all<{ n: number | string }>(
-      SQL.lagCount(ranges),
-      [after, head, ...topics.flatMap((t) => [`t/${t}/`, `t/${t}0`])],
-    );
+    const rows = await shard.reader.all<{ n: number | string }>(SQL.lagCount(ranges), [
+      after,
+      head,
+      ...topics.flatMap((t) => [`t/${t}/`, `t/${t}0`]),
+    ]);
     return Number(rows[0]?.n ?? 0);
   }
 
@@ -262,7 +304,17 @@ export class Bus {
    * created in [from, to). Shard by shard (each in position order, newest
    * first); the cursor names the shard and the position to continue below.
    */
-  async browse(topic: string, q: { key?: string | undefined; type?: string | undefined; from?: string | undefined; to?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): Promise<Page<BrowsedEvent>> {
+  async browse(
+    topic: string,
+    q: {
+      key?: string | undefined;
+      type?: string | undefined;
+      from?: string | undefined;
+      to?: string | undefined;
+      limit?: number | undefined;
+      cursor?: string | undefined;
+    },
+  ): Promise<Page<BrowsedEvent>> {
     const limit = pageLimit(q.limit);
     const time = (v: string | undefined, what: string): number | undefined => {
       if (v === undefined) return undefined;
@@ -272,10 +324,19 @@ export class Bus {
     };
     const from = time(q.from, 'from');
     const to = time(q.to, 'to');
-    if (from !== undefined && to !== undefined && from >= to) throw badRequest('from must be before to', { from: q.from, to: q.to });
+    if (from !== undefined && to !== undefined && from >= to)
+      throw badRequest('from must be before to', { from: q.from, to: q.to });
     const shards = this.rt.storage.shards;
-    const cur = decodeCursor(q.cursor, (v): v is [number, number] => Array.isArray(v) && v.length === 2 && v.every((x) => Number.isInteger(x) && x >= 0) && (v[0] as number) < shards.length);
-    if (!this.topics.has(topic)) throw new MillraceError('topic_not_found', `no topic "${topic}" is configured`, { details: { topic } });
+    const cur = decodeCursor(
+      q.cursor,
+      (v): v is [number, number] =>
+        Array.isArray(v) &&
+        v.length === 2 &&
+        v.every((x) => Number.isInteger(x) && x >= 0) &&
+        (v[0] as number) < shards.length,
+    );
+    if (!this.topics.has(topic))
+      throw new MillraceError('topic_not_found', `no topic "${topic}" is configured`, { details: { topic } });
     const where: string[] = ['pos IS NOT NULL', 'pos < ?'];
     const args: unknown[] = [];
     if (q.key !== undefined) {
@@ -304,9 +365,20 @@ export class Bus {
       const shard = shards[i]!;
       const before = i === cur?.[0] ? cur[1] : Number.MAX_SAFE_INTEGER;
       const want = limit - items.length;
-      const rows = await shard.reader.all<{ pos: number | string; stream: string; type: string; data: string; meta: string | null; created_at: number | string }>(sql, [before, ...args, want + 1]);
+      const rows = await shard.reader.all<{
+        pos: number | string;
+        stream: string;
+        type: string;
+        data: string;
+        meta: string | null;
+        created_at: number | string;
+      }>(sql, [before, ...args, want + 1]);
       for (const r of rows.slice(0, want)) {
-        const meta = (r.meta === null ? {} : JSON.parse(r.meta)) as { key?: string; id?: string; headers?: Record<string, string> };
+        const meta = (r.meta === null ? {} : JSON.parse(r.meta)) as {
+          key?: string;
+          id?: string;
+          headers?: Record<string, string>;
+        };
         items.push({
           shard: shard.name,
           pos: Number(r.pos),
@@ -326,12 +398,15 @@ export class Bus {
   }
 
   /** Subscriptions by name with their positions, lag over their own topics, connection and dead-letter topic, paged. */
-  async listSubscriptionInfos(opts: { limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<SubscriptionInfo>> {
+  async listSubscriptionInfos(
+    opts: { limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<Page<SubscriptionInfo>> {
     const limit = pageLimit(opts.limit);
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptionsAfter, [after, limit + 1])) names.push(r.name);
+      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptionsAfter, [after, limit + 1]))
+        names.push(r.name);
     }
     names.sort();
     const page = names.slice(0, limit);
@@ -357,8 +432,13 @@ export class Bus {
   async deleteSubscription(name: string): Promise<void> {
     this.checkName(name);
     const n = await this.home(name).write((tx) => tx.run(SQL.deleteSubscription, [name]));
-    if (n === 0) throw new MillraceError('subscription_not_found', `no subscription "${name}"`, { details: { subscription: name } });
-    await this.sessions.get(name)?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
+    if (n === 0)
+      throw new MillraceError('subscription_not_found', `no subscription "${name}"`, {
+        details: { subscription: name },
+      });
+    await this.sessions
+      .get(name)
+      ?.close(new MillraceError('subscription_not_found', `subscription "${name}" was deleted`));
     for (const s of this.rt.storage.shards) {
       await this.rt.cursors.remove(s.name, this.cursorName(name));
       // After the cursor: the pruning job counts losses only for cursors that exist.
@@ -369,7 +449,11 @@ export class Bus {
   /** The live session of a subscription on this node, for acks that arrive beside the stream (HTTP). */
   session(name: string): DeliverySession {
     const s = this.sessions.get(name);
-    if (!s || s.closed) throw new MillraceError('subscription_not_connected', `subscription "${name}" has no live connection on this node`);
+    if (!s || s.closed)
+      throw new MillraceError(
+        'subscription_not_connected',
+        `subscription "${name}" has no live connection on this node`,
+      );
     return s;
   }
 
@@ -393,7 +477,10 @@ export class Bus {
       clearTimeout(timer);
       lease = await this.acquireLease(name, holder);
     }
-    if (!lease) throw new MillraceError('subscription_busy', `subscription "${name}" already has a live connection`, { details: { subscription: name } });
+    if (!lease)
+      throw new MillraceError('subscription_busy', `subscription "${name}" already has a live connection`, {
+        details: { subscription: name },
+      });
     let r: Awaited<ReturnType<Bus['row']>>;
     try {
       r = await this.row(name);
@@ -404,7 +491,12 @@ export class Bus {
           r = await this.row(name);
         }
       }
-      if (!r) throw new MillraceError('subscription_not_found', `no subscription "${name}"; create it first or open with a config`, { details: { subscription: name } });
+      if (!r)
+        throw new MillraceError(
+          'subscription_not_found',
+          `no subscription "${name}"; create it first or open with a config`,
+          { details: { subscription: name } },
+        );
     } catch (err) {
       // The caller gets the error above; a lease that is not released lapses at the end of its term.
       await this.releaseLease(name, holder).catch(() => {});
@@ -417,16 +509,22 @@ export class Bus {
       // Retention removed events it had not acknowledged: never skipped in silence.
       const gaps = await this.lostOf(name);
       if (gaps.length > 0 && (config.on_expired ?? 'stop') === 'stop') throw this.expired(name, gaps);
-      const renew = setInterval(() => {
-        this.renewLease(name, holder).then(
-          (ok) => {
-            if (!ok) void session?.close(new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'));
-            else if (session !== undefined && !session.closed) return this.reportLost(name, config, session, sink);
-          },
-          // A renewal that fails (storage unreachable) is tried again at the next tick, within the lease's term.
-          () => {},
-        );
-      }, Math.max(200, Math.floor(this.leaseMs / 3)));
+      const renew = setInterval(
+        () => {
+          this.renewLease(name, holder).then(
+            (ok) => {
+              if (!ok)
+                void session?.close(
+                  new MillraceError('subscription_busy', 'the connection lost its hold on the subscription'),
+                );
+              else if (session !== undefined && !session.closed) return this.reportLost(name, config, session, sink);
+            },
+            // A renewal that fails (storage unreachable) is tried again at the next tick, within the lease's term.
+            () => {},
+          );
+        },
+        Math.max(200, Math.floor(this.leaseMs / 3)),
+      );
       renew.unref();
       let settle!: () => void;
       const ended = new Promise<void>((r) => (settle = r));
@@ -447,7 +545,12 @@ export class Bus {
             // Free the subscription before telling the client, so a reconnect
             // that follows the end of this call never meets its own old lease.
             void this.releaseLease(name, holder)
-              .catch((err: unknown) => this.rt.logger.warn({ err, subscription: name }, 'bus: releasing the subscription lease failed; it lapses at the end of its term'))
+              .catch((err: unknown) =>
+                this.rt.logger.warn(
+                  { err, subscription: name },
+                  'bus: releasing the subscription lease failed; it lapses at the end of its term',
+                ),
+              )
               .finally(() => {
                 if (this.ended.get(name) === ended) this.ended.delete(name);
                 settle();
@@ -478,7 +581,10 @@ export class Bus {
   async lostOf(name: string): Promise<GapNotice[]> {
     const out: GapNotice[] = [];
     for (const s of this.rt.storage.shards) {
-      const rows = await s.reader.all<{ lost: number; horizon: number }>('SELECT lost, horizon FROM retention_lost WHERE cursor = ? AND lost > 0', [this.cursorName(name)]);
+      const rows = await s.reader.all<{ lost: number; horizon: number }>(
+        'SELECT lost, horizon FROM retention_lost WHERE cursor = ? AND lost > 0',
+        [this.cursorName(name)],
+      );
       if (rows[0]) out.push({ shard: s.name, lost: Number(rows[0].lost), horizon: Number(rows[0].horizon) });
     }
     return out;
@@ -486,13 +592,23 @@ export class Bus {
 
   private expired(name: string, gaps: GapNotice[]): MillraceError {
     const lost = gaps.reduce((n, g) => n + g.lost, 0);
-    return new MillraceError('position_expired', `retention removed ${lost} event(s) of subscription "${name}" after its acknowledged position`, {
-      details: { subscription: name, lost, shards: gaps },
-    });
+    return new MillraceError(
+      'position_expired',
+      `retention removed ${lost} event(s) of subscription "${name}" after its acknowledged position`,
+      {
+        details: { subscription: name, lost, shards: gaps },
+      },
+    );
   }
 
   /** Tells a live connection of lost events: a gap notice (on_expired "resume"), or closes it with position_expired. */
-  private async reportLost(name: string, config: SubscriptionConfig, session: DeliverySession, sink: DeliverySink, known?: GapNotice[]): Promise<void> {
+  private async reportLost(
+    name: string,
+    config: SubscriptionConfig,
+    session: DeliverySession,
+    sink: DeliverySink,
+    known?: GapNotice[],
+  ): Promise<void> {
     const gaps = known ?? (await this.lostOf(name));
     if (gaps.length === 0 || session.closed) return;
     if ((config.on_expired ?? 'stop') === 'stop') {
@@ -502,7 +618,11 @@ export class Bus {
     for (const g of gaps) {
       sink.gap(g);
       // Only what was reported: events removed meanwhile are reported next time.
-      await this.rt.storage.shard(g.shard).write((tx) => tx.run('UPDATE retention_lost SET lost = lost - ? WHERE cursor = ?', [g.lost, this.cursorName(name)]));
+      await this.rt.storage
+        .shard(g.shard)
+        .write((tx) =>
+          tx.run('UPDATE retention_lost SET lost = lost - ? WHERE cursor = ?', [g.lost, this.cursorName(name)]),
+        );
     }
   }
 
@@ -510,7 +630,9 @@ export class Bus {
   async subscriptionTopics(): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string; config: string }>('SELECT name, config FROM bus_subscriptions')) {
+      for (const r of await s.reader.all<{ name: string; config: string }>(
+        'SELECT name, config FROM bus_subscriptions',
+      )) {
         out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
       }
     }
@@ -519,7 +641,10 @@ export class Bus {
 
   private async deadLetter(sub: string, config: SubscriptionConfig, ev: TopicEvent, deliveries: number): Promise<void> {
     if (!config.dead_letter_topic) {
-      this.rt.logger.warn({ subscription: sub, shard: ev.shard, pos: ev.pos }, 'bus: event exceeded max deliveries and was dropped (no dead-letter topic)');
+      this.rt.logger.warn(
+        { subscription: sub, shard: ev.shard, pos: ev.pos },
+        'bus: event exceeded max deliveries and was dropped (no dead-letter topic)',
+      );
       return;
     }
     await this.publish(
@@ -529,7 +654,13 @@ export class Bus {
           topic: config.dead_letter_topic,
           key: ev.key,
           type: ev.type,
-          headers: { ...ev.headers, 'x-dead-letter-subscription': sub, 'x-original-topic': ev.topic, 'x-original-position': `${ev.shard}:${ev.pos}`, 'x-deliveries': String(deliveries) },
+          headers: {
+            ...ev.headers,
+            'x-dead-letter-subscription': sub,
+            'x-original-topic': ev.topic,
+            'x-original-position': `${ev.shard}:${ev.pos}`,
+            'x-deliveries': String(deliveries),
+          },
           data: JSON.parse(ev.data) as unknown,
         },
       ],
@@ -540,10 +671,7 @@ export class Bus {
   private async acquireLease(name: string, holder: string): Promise<boolean> {
     const now = this.rt.clock.now();
     const rows = await this.home(name).write((tx) =>
-      tx.all<{ holder: string }>(
-        SQL.takeLease,
-        [this.cursorName(name), holder, now + this.leaseMs, now],
-      ),
+      tx.all<{ holder: string }>(SQL.takeLease, [this.cursorName(name), holder, now + this.leaseMs, now]),
     );
     return rows.length === 1 && rows[0]!.holder === holder;
   }

@@ -16,19 +16,28 @@ export const topicRetentionSchema = z
     per: z.enum(['topic', 'key']).default('topic'),
   })
   .strict()
-  .refine((r) => r.max_age_ms !== undefined || r.max_events !== undefined, { message: 'retention takes max_age_ms, max_events or both' });
+  .refine((r) => r.max_age_ms !== undefined || r.max_events !== undefined, {
+    message: 'retention takes max_age_ms, max_events or both',
+  });
 
 export type TopicRetention = z.output<typeof topicRetentionSchema>;
 
 /** A topic defined at runtime (`PUT /v1/bus/topics/{t}`); YAML topics are bare names. */
-export const topicDefinitionSchema = z.object({ description: z.string().max(1000).optional(), retention: topicRetentionSchema.optional() }).strict();
+export const topicDefinitionSchema = z
+  .object({ description: z.string().max(1000).optional(), retention: topicRetentionSchema.optional() })
+  .strict();
 
 const topicName = z.string().regex(TOPIC_NAME, 'a topic name of 1-100 letters, digits, ".", "_" or "-"');
 
 const subscriptionDefaults = z
   .object({
     /** An event not acknowledged within this time is delivered again. */
-    ack_wait_ms: z.number().int().min(10).max(24 * 3600_000).default(30_000),
+    ack_wait_ms: z
+      .number()
+      .int()
+      .min(10)
+      .max(24 * 3600_000)
+      .default(30_000),
     /** Unacknowledged deliveries outstanding on one connection. */
     max_in_flight: z.number().int().min(1).max(100_000).default(256),
     /** Deliveries of one event before it goes to the dead-letter topic (or is dropped when none is set). */
@@ -84,7 +93,9 @@ const exporterSchema = z
     batch: z.number().int().min(1).max(10_000).default(500),
   })
   .strict()
-  .refine((e) => (e.topic === undefined) !== (e.stream_prefix === undefined), { message: 'an exporter takes exactly one of "topic" or "stream_prefix"' });
+  .refine((e) => (e.topic === undefined) !== (e.stream_prefix === undefined), {
+    message: 'an exporter takes exactly one of "topic" or "stream_prefix"',
+  });
 
 /** Configuration of the bus face (the `bus:` section of millrace.yaml). */
 export const busConfigSchema = z
@@ -93,7 +104,11 @@ export const busConfigSchema = z
     /** Retention per topic (config-file topics; runtime topics carry theirs in their definition). */
     retention: z.record(topicName, topicRetentionSchema).default({}),
     /** An event id repeated within this window is acknowledged with its first position and not stored again. */
-    dedupe_window_ms: z.number().int().min(1000).default(10 * 60_000),
+    dedupe_window_ms: z
+      .number()
+      .int()
+      .min(1000)
+      .default(10 * 60_000),
     /** How often expired dedupe ids are pruned. */
     dedupe_prune_ms: z.number().int().min(100).default(60_000),
     subscriptions: subscriptionDefaults,

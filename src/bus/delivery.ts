@@ -107,12 +107,23 @@ export class DeliverySession {
   /** Starts reading each shard after its stored position. */
   start(positions: ReadonlyMap<string, number>): void {
     for (const [name, pos] of positions) {
-      const st: ShardState = { name, pending: new Map(), high: pos, saved: pos, saving: null, dirty: false, nextSave: null, loop: null };
+      const st: ShardState = {
+        name,
+        pending: new Map(),
+        high: pos,
+        saved: pos,
+        saving: null,
+        dirty: false,
+        nextSave: null,
+        loop: null,
+      };
       this.shards.set(name, st);
       st.loop = this.read(st).catch((err: unknown) => {
         if (this.closed) return;
         this.hooks.logger.error({ err, subscription: this.name, shard: name }, 'bus: subscription reader failed');
-        void this.close(new MillraceError('unavailable', `subscription reader failed: ${(err as Error).message}`, { retryAfterS: 1 }));
+        void this.close(
+          new MillraceError('unavailable', `subscription reader failed: ${(err as Error).message}`, { retryAfterS: 1 }),
+        );
       });
     }
   }
@@ -231,7 +242,11 @@ export class DeliverySession {
       this.expiryHead = 0;
     }
     // Skip entries already void so the timer does not wake for nothing.
-    while (this.expiryHead < this.expiry.length && this.expiry[this.expiryHead]!.gen !== this.expiry[this.expiryHead]!.f.gen) this.expiryHead++;
+    while (
+      this.expiryHead < this.expiry.length &&
+      this.expiry[this.expiryHead]!.gen !== this.expiry[this.expiryHead]!.f.gen
+    )
+      this.expiryHead++;
     const head = this.expiry[this.expiryHead];
     if (head) this.armExpiry(head.due - now);
     else {
@@ -302,7 +317,10 @@ export class DeliverySession {
           st.saved = Math.max(st.saved, pos);
         },
         (err: unknown) => {
-          this.hooks.logger.warn({ err, subscription: this.name, shard: st.name }, 'bus: saving the acked position failed');
+          this.hooks.logger.warn(
+            { err, subscription: this.name, shard: st.name },
+            'bus: saving the acked position failed',
+          );
         },
       )
       .finally(() => {

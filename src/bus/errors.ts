@@ -14,5 +14,9 @@ export const BUS_ERRORS = defineErrorCodes({
     grpc: GrpcStatus.FAILED_PRECONDITION,
     description: 'The subscription has no live connection on this node to acknowledge to.',
   },
-  exporter_not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, description: 'No exporter with this name is configured.' },
+  exporter_not_found: {
+    http: 404,
+    grpc: GrpcStatus.NOT_FOUND,
+    description: 'No exporter with this name is configured.',
+  },
 });

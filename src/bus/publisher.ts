@@ -67,7 +67,11 @@ const WAIT = 'wait' as const;
 type Where = { shard: Shard; stream: string; seq: number };
 
 /** Validates a whole batch before anything is written: one bad event refuses the batch. */
-export function validateEvents(events: unknown, topics: ReadonlySet<string>, opts: { internal?: boolean } = {}): PublishEvent[] {
+export function validateEvents(
+  events: unknown,
+  topics: ReadonlySet<string>,
+  opts: { internal?: boolean } = {},
+): PublishEvent[] {
   if (!Array.isArray(events) || events.length === 0) throw badRequest('events must be a non-empty array');
   if (events.length > MAX_BATCH) throw badRequest(`a batch holds at most ${MAX_BATCH} events`);
   return events.map((raw, i) => {
@@ -75,22 +79,30 @@ export function validateEvents(events: unknown, topics: ReadonlySet<string>, opt
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw badRequest(`${at} must be an object`);
     const e = raw as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (!['id', 'topic', 'key', 'type', 'headers', 'data'].includes(k)) throw badRequest(`${at}: unknown field "${k}"`);
+      if (!['id', 'topic', 'key', 'type', 'headers', 'data'].includes(k))
+        throw badRequest(`${at}: unknown field "${k}"`);
     }
     if (typeof e.topic !== 'string' || !TOPIC_NAME.test(e.topic)) throw badRequest(`${at}.topic must be a topic name`);
     if (!opts.internal && !topics.has(e.topic)) {
-      throw new MillraceError('topic_not_found', `no topic "${e.topic}" is configured`, { details: { topic: e.topic } });
+      throw new MillraceError('topic_not_found', `no topic "${e.topic}" is configured`, {
+        details: { topic: e.topic },
+      });
     }
     if (e.id !== undefined && (typeof e.id !== 'string' || e.id.length === 0 || e.id.length > MAX_ID)) {
       throw badRequest(`${at}.id must be a non-empty string of at most ${MAX_ID} characters`);
     }
-    if (e.key !== undefined && (typeof e.key !== 'string' || e.key.length > MAX_KEY)) throw badRequest(`${at}.key must be a string of at most ${MAX_KEY} characters`);
-    if (typeof e.type !== 'string' || e.type.length === 0 || e.type.length > 200) throw badRequest(`${at}.type must be a non-empty string of at most 200 characters`);
+    if (e.key !== undefined && (typeof e.key !== 'string' || e.key.length > MAX_KEY))
+      throw badRequest(`${at}.key must be a string of at most ${MAX_KEY} characters`);
+    if (typeof e.type !== 'string' || e.type.length === 0 || e.type.length > 200)
+      throw badRequest(`${at}.type must be a non-empty string of at most 200 characters`);
     if (e.headers !== undefined) {
-      if (e.headers === null || typeof e.headers !== 'object' || Array.isArray(e.headers)) throw badRequest(`${at}.headers must be an object of strings`);
+      if (e.headers === null || typeof e.headers !== 'object' || Array.isArray(e.headers))
+        throw badRequest(`${at}.headers must be an object of strings`);
       const entries = Object.entries(e.headers as Record<string, unknown>);
       if (entries.length > MAX_HEADERS) throw badRequest(`${at}.headers: at most ${MAX_HEADERS} headers`);
-      for (const [k, v] of entries) if (typeof v !== 'string' || k.length > 200 || v.length > 4096) throw badRequest(`${at}.headers.${k} must be a string`);
+      for (const [k, v] of entries)
+        if (typeof v !== 'string' || k.length > 200 || v.length > 4096)
+          throw badRequest(`${at}.headers.${k} must be a string`);
     }
     if (e.data !== undefined) {
       let text: string | undefined;
@@ -104,7 +116,8 @@ export function validateEvents(events: unknown, topics: ReadonlySet<string>, opt
     const out: PublishEvent = { topic: e.topic, type: e.type, data: e.data ?? null };
     if (e.id !== undefined) out.id = e.id as string;
     if (e.key !== undefined) out.key = e.key as string;
-    if (e.headers !== undefined && Object.keys(e.headers as object).length > 0) out.headers = e.headers as Record<string, string>;
+    if (e.headers !== undefined && Object.keys(e.headers as object).length > 0)
+      out.headers = e.headers as Record<string, string>;
     return out;
   });
 }
@@ -167,11 +180,15 @@ interface Progress {
 function answerAfter(err: unknown, progress: Progress): unknown {
   if (!progress.stored) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new MillraceError('unavailable', `part of the batch was stored before a failure (${message}); publish the same batch again: its stored ids answer as duplicates`, {
-    cause: err,
-    retryAfterS: (err instanceof MillraceError ? err.retryAfterS : undefined) ?? 1,
-    details: { partial: true },
-  });
+  return new MillraceError(
+    'unavailable',
+    `part of the batch was stored before a failure (${message}); publish the same batch again: its stored ids answer as duplicates`,
+    {
+      cause: err,
+      retryAfterS: (err instanceof MillraceError ? err.retryAfterS : undefined) ?? 1,
+      details: { partial: true },
+    },
+  );
 }
 
 /**
@@ -197,7 +214,15 @@ export class Publisher {
       if (e.id !== undefined) meta.id = e.id;
       if (e.headers !== undefined) meta.headers = e.headers;
       const target = this.log.shardFor(stream, shardKey);
-      return { index, stream, shardKey, target, token: null, ref: e.id === undefined ? null : `${e.topic}/${e.id}`, event: { type: e.type, data: e.data ?? null, meta } };
+      return {
+        index,
+        stream,
+        shardKey,
+        target,
+        token: null,
+        ref: e.id === undefined ? null : `${e.topic}/${e.id}`,
+        event: { type: e.type, data: e.data ?? null, meta },
+      };
     });
     const out: Published[] = new Array<Published>(events.length);
     // Wall time: the wait is real time whatever clock stamps the events.
@@ -245,10 +270,18 @@ export class Publisher {
     }
     const tokens = new Tokens(this.clock.now());
     for (let round = 0; toWrite.size > 0; round++) {
-      if (round > MAX_ROUNDS) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept taking their claims over', { retryAfterS: 1 });
+      if (round > MAX_ROUNDS)
+        throw new MillraceError(
+          'unavailable',
+          'concurrent publishers of the same event ids kept taking their claims over',
+          { retryAfterS: 1 },
+        );
       const deadline = Date.now() + 2 * CLAIM_GRACE_MS + 5000;
       for (let attempt = 0; pending.length > 0; attempt++) {
-        if (Date.now() > deadline) throw new MillraceError('unavailable', 'the claims of the event ids stayed held by other publishes', { retryAfterS: 1 });
+        if (Date.now() > deadline)
+          throw new MillraceError('unavailable', 'the claims of the event ids stayed held by other publishes', {
+            retryAfterS: 1,
+          });
         const again: Prepared[] = [];
         const waiting = await this.claim(pending, out, again, tokens, progress.deadline);
         pending = again;
@@ -260,7 +293,15 @@ export class Publisher {
         [...toWrite].map(async ([shard, ps]) => {
           // Ids answered as duplicates while claiming are not stored again.
           const list = ps.filter((p) => out[p.index] === undefined);
-          const lost = await this.writeShard(this.log.storage.joined(shard, list.map((p) => p.target)), list, out, progress);
+          const lost = await this.writeShard(
+            this.log.storage.joined(
+              shard,
+              list.map((p) => p.target),
+            ),
+            list,
+            out,
+            progress,
+          );
           if (lost.length === 0) toWrite.delete(shard);
           else pending.push(...lost);
         }),
@@ -288,7 +329,13 @@ export class Publisher {
    * never loses a claim to a live publish: concurrent publishers of the same
    * ids cannot keep taking them from each other.
    */
-  private async claim(list: readonly Prepared[], out: Published[], again: Prepared[], tokens: Tokens, deadline: number): Promise<boolean> {
+  private async claim(
+    list: readonly Prepared[],
+    out: Published[],
+    again: Prepared[],
+    tokens: Tokens,
+    deadline: number,
+  ): Promise<boolean> {
     const byHome = new Map<Shard, Prepared[]>();
     const homeViews = new Map<Shard, Shard[]>();
     // In id order: the order in which every publisher locks the claims.
@@ -315,19 +362,34 @@ export class Publisher {
           if (f === WAIT) {
             waiting = true;
             again.push(p);
-          } else if ('seq' in f) out[p.index] = { shard: f.shard.name, pos: await this.positionOf(f.shard, f.stream, f.seq, deadline), duplicate: true };
+          } else if ('seq' in f)
+            out[p.index] = {
+              shard: f.shard.name,
+              pos: await this.positionOf(f.shard, f.stream, f.seq, deadline),
+              duplicate: true,
+            };
           else if (f.wait) {
             // Claimed by an older publish in flight, for another shard: stored there already, or wait.
             const w = await this.storedOn(f.target, p.ref!);
             if (w === null) {
               waiting = true;
               again.push(p);
-            } else out[p.index] = { shard: w.shard.name, pos: await this.positionOf(w.shard, w.stream, w.seq, deadline), duplicate: true };
+            } else
+              out[p.index] = {
+                shard: w.shard.name,
+                pos: await this.positionOf(w.shard, w.stream, w.seq, deadline),
+                duplicate: true,
+              };
           } else {
             // A pending claim of another attempt aimed at another shard: that attempt died, or is younger.
             const r = await this.takeOver(home, p, f.target, f.token);
             if (r === RESTART) again.push(p);
-            else if (r !== 'claimed') out[p.index] = { shard: r.shard.name, pos: await this.positionOf(r.shard, r.stream, r.seq, deadline), duplicate: true };
+            else if (r !== 'claimed')
+              out[p.index] = {
+                shard: r.shard.name,
+                pos: await this.positionOf(r.shard, r.stream, r.seq, deadline),
+                duplicate: true,
+              };
           }
         }
       }),
@@ -339,7 +401,10 @@ export class Publisher {
 
   /** Where `ref` is stored on `shard`, or null. */
   private async storedOn(shard: Shard, ref: string): Promise<Where | null> {
-    const rows = await shard.reader.all<{ stream: string; seq: number }>(SQL.dedupeOf, [ref, this.clock.now() - this.dedupeWindowMs]);
+    const rows = await shard.reader.all<{ stream: string; seq: number }>(SQL.dedupeOf, [
+      ref,
+      this.clock.now() - this.dedupeWindowMs,
+    ]);
     const seq = rows[0] === undefined ? -1 : Number(rows[0].seq);
     return seq >= 0 ? { shard, stream: rows[0]!.stream, seq } : null;
   }
@@ -351,13 +416,22 @@ export class Publisher {
     return tokens.olderThan(row.token);
   }
 
-  private async claimIn(tx: Tx, home: Shard, ps: readonly Prepared[], tokens: Tokens): Promise<Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]>> {
+  private async claimIn(
+    tx: Tx,
+    home: Shard,
+    ps: readonly Prepared[],
+    tokens: Tokens,
+  ): Promise<Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]>> {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
-    const res: Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]> = [];
+    const res: Array<[Prepared, 'claimed' | typeof WAIT | Where | { target: Shard; token: string; wait: boolean }]> =
+      [];
     for (const p of ps) {
       const row = (
-        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null; created_at: number }>(SQL.claimOf, [p.ref, cutoff])
+        await tx.all<{ stream: string; seq: number; token: string | null; target: string | null; created_at: number }>(
+          SQL.claimOf,
+          [p.ref, cutoff],
+        )
       )[0];
       const seq = row === undefined ? null : Number(row.seq);
       if (row !== undefined && seq! >= 0) {
@@ -365,7 +439,10 @@ export class Publisher {
         continue;
       }
       if (row !== undefined && seq === CLAIM && row.target !== home.name) {
-        res.push([p, { target: this.shardNamed(row.target!), token: row.token!, wait: !this.mayTakeOver(tokens, row, now) }]);
+        res.push([
+          p,
+          { target: this.shardNamed(row.target!), token: row.token!, wait: !this.mayTakeOver(tokens, row, now) },
+        ]);
         continue;
       }
       // A pending claim aimed at this same shard is not stored (its event would have replaced it).
@@ -375,10 +452,16 @@ export class Publisher {
       }
       // Free, expired, or a pending claim aimed at this same shard: its event would have replaced it in
       // the transaction that stored it, so it is not stored; taking the row over fences that attempt out.
-      const n = await tx.all<{ ref: string }>(
-        SQL.takeClaim,
-        [p.ref, p.stream, CLAIM, now, p.token, p.target.name, cutoff, row?.token ?? ''],
-      );
+      const n = await tx.all<{ ref: string }>(SQL.takeClaim, [
+        p.ref,
+        p.stream,
+        CLAIM,
+        now,
+        p.token,
+        p.target.name,
+        cutoff,
+        row?.token ?? '',
+      ]);
       if (n.length !== 1) throw new DedupeRace('dedupe race');
       res.push([p, 'claimed']);
     }
@@ -391,21 +474,26 @@ export class Publisher {
    * → fence that attempt out on `target` (its commit would then fail), and
    * only then move the claim to this attempt.
    */
-  private async takeOver(home: Shard, p: Prepared, target: Shard, stale: string): Promise<'claimed' | typeof RESTART | Where> {
+  private async takeOver(
+    home: Shard,
+    p: Prepared,
+    target: Shard,
+    stale: string,
+  ): Promise<'claimed' | typeof RESTART | Where> {
     const stored = await this.retryRace(() =>
       target.write(async (tx): Promise<Where | null> => {
         const now = this.clock.now();
         const cutoff = now - this.dedupeWindowMs;
-        const row = (await tx.all<{ stream: string; seq: number; token: string | null }>(SQL.dedupeOf, [p.ref, cutoff]))[0];
-        if (row !== undefined && Number(row.seq) >= 0) return { shard: target, stream: row.stream, seq: Number(row.seq) };
+        const row = (
+          await tx.all<{ stream: string; seq: number; token: string | null }>(SQL.dedupeOf, [p.ref, cutoff])
+        )[0];
+        if (row !== undefined && Number(row.seq) >= 0)
+          return { shard: target, stream: row.stream, seq: Number(row.seq) };
         if (row !== undefined && row.token === stale) {
           await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
           return null;
         }
-        const n = await tx.all<{ ref: string }>(
-          SQL.fence,
-          [p.ref, now, stale, target.name, cutoff],
-        );
+        const n = await tx.all<{ ref: string }>(SQL.fence, [p.ref, now, stale, target.name, cutoff]);
         if (n.length !== 1) throw new DedupeRace('dedupe race');
         // The id's row holds the latest fence only: a later fence of another attempt replaces it there.
         await tx.all(SQL.fenceToken, [fenceRef(p.ref!, stale), now, stale, target.name]);
@@ -414,21 +502,15 @@ export class Publisher {
     );
     if (stored !== null) return stored;
     const moved = await home.write((tx) =>
-      tx.run(SQL.settleClaim, [
-        p.stream,
-        this.clock.now(),
-        p.token,
-        p.target.name,
-        p.ref,
-        stale,
-      ]),
+      tx.run(SQL.settleClaim, [p.stream, this.clock.now(), p.token, p.target.name, p.ref, stale]),
     );
     return moved === 1 ? 'claimed' : RESTART;
   }
 
   private shardNamed(name: string): Shard {
     const s = this.log.storage.shards.find((x) => x.name === name);
-    if (s === undefined) throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
+    if (s === undefined)
+      throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
     return s;
   }
 
@@ -438,7 +520,10 @@ export class Publisher {
         return await fn();
       } catch (err) {
         if (!(err instanceof DedupeRace)) throw err;
-        if (attempt >= 5) throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept racing', { retryAfterS: 1 });
+        if (attempt >= 5)
+          throw new MillraceError('unavailable', 'concurrent publishers of the same event ids kept racing', {
+            retryAfterS: 1,
+          });
       }
     }
   }
@@ -448,7 +533,12 @@ export class Publisher {
    * answers their positions into `out`. If any of their claims was lost
    * meanwhile, stores nothing and returns the events whose claim was lost.
    */
-  private async writeShard(shard: Shard, list: readonly Prepared[], out: Published[], progress: Progress): Promise<Prepared[]> {
+  private async writeShard(
+    shard: Shard,
+    list: readonly Prepared[],
+    out: Published[],
+    progress: Progress,
+  ): Promise<Prepared[]> {
     if (list.length === 0) return [];
     const res = await this.retryRace(() => shard.write((tx) => this.publishIn(tx, shard, list)));
     if (res.restart.length > 0) return res.restart;
@@ -462,7 +552,11 @@ export class Publisher {
     const now = this.clock.now();
     const cutoff = now - this.dedupeWindowMs;
     // The ids' rows, and the fences of this attempt's tokens.
-    const refs = [...new Set(list.flatMap((p) => (p.ref === null ? [] : p.token === null ? [p.ref] : [p.ref, fenceRef(p.ref, p.token)])))];
+    const refs = [
+      ...new Set(
+        list.flatMap((p) => (p.ref === null ? [] : p.token === null ? [p.ref] : [p.ref, fenceRef(p.ref, p.token)])),
+      ),
+    ];
     const seen = new Map<string, { stream: string; seq: number; token: string | null }>();
     for (let off = 0; off < refs.length; off += 500) {
       const part = refs.slice(off, off + 500);
@@ -530,10 +624,7 @@ export class Publisher {
         params.push(p.ref, s.stream, s.seq, now, p.token, p.token === null ? null : shard.name);
       }
       // Replaces only an expired row, this attempt's own claim, or a fence of another attempt.
-      const rows = await tx.all<{ ref: string }>(
-        SQL.insertDedupeMany(part.length),
-        [...params, cutoff],
-      );
+      const rows = await tx.all<{ ref: string }>(SQL.insertDedupeMany(part.length), [...params, cutoff]);
       // A concurrent publisher (another PostgreSQL connection) committed the same id first: retry, and see it.
       if (rows.length !== part.length) throw new DedupeRace('dedupe race');
     }
@@ -542,13 +633,20 @@ export class Publisher {
     const tokened = newRefs.filter((p) => p.token !== null);
     for (let off = 0; off < tokened.length; off += 500) {
       const part = tokened.slice(off, off + 500);
-      const rows = await tx.all<{ ref: string }>(SQL.dedupeMany(part.length), [...part.map((p) => fenceRef(p.ref!, p.token!)), cutoff]);
+      const rows = await tx.all<{ ref: string }>(SQL.dedupeMany(part.length), [
+        ...part.map((p) => fenceRef(p.ref!, p.token!)),
+        cutoff,
+      ]);
       if (rows.length > 0) throw new DedupeRace('fenced meanwhile');
     }
     return { appends, stored, dup, restart };
   }
 
-  private async resolvePositions(shard: Shard, res: PublishTxResult, deadline: number): Promise<Array<[number, Published]>> {
+  private async resolvePositions(
+    shard: Shard,
+    res: PublishTxResult,
+    deadline: number,
+  ): Promise<Array<[number, Published]>> {
     const out: Array<[number, Published]> = [];
     const posOf = new Map<string, number>();
     for (const { result, items } of res.appends) {
@@ -560,7 +658,8 @@ export class Publisher {
     }
     for (const [index, d] of res.dup) {
       const ref = 'index' in d ? res.stored.get(d.index)! : d;
-      const pos = posOf.get(`${ref.stream}\u0000${ref.seq}`) ?? (await this.positionOf(shard, ref.stream, ref.seq, deadline));
+      const pos =
+        posOf.get(`${ref.stream}\u0000${ref.seq}`) ?? (await this.positionOf(shard, ref.stream, ref.seq, deadline));
       out.push([index, { shard: shard.name, pos, duplicate: true }]);
     }
     return out;
@@ -580,7 +679,8 @@ export class Publisher {
         const kept = await shard.reader.all(SQL.streamReached, [stream, seq]);
         if (kept.length > 0) return 0;
       }
-      if (Date.now() > deadline) throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
+      if (Date.now() > deadline)
+        throw new MillraceError('unavailable', 'the sequencer did not number the event in time', { retryAfterS: 1 });
       await sl.signal.wait(head, Math.max(1, Math.min(100, deadline - Date.now())));
     }
   }

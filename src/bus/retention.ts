@@ -68,15 +68,16 @@ export class TopicRetentionSource implements RetentionSource {
           );
           for (const x of rows) picked.add(Number(x.pos));
         } else {
-          const [c] = await q.all<{ n: number }>('SELECT COUNT(*) AS n FROM events WHERE stream >= ? AND stream < ? AND pos IS NOT NULL', [lo, hi]);
+          const [c] = await q.all<{ n: number }>(
+            'SELECT COUNT(*) AS n FROM events WHERE stream >= ? AND stream < ? AND pos IS NOT NULL',
+            [lo, hi],
+          );
           const excess = Number(c?.n ?? 0) - r.max_events;
           if (excess > 0) {
-            const rows = await q.all<{ pos: number }>('SELECT pos FROM events WHERE stream >= ? AND stream < ? AND pos IS NOT NULL AND pos < ? ORDER BY pos LIMIT ?', [
-              lo,
-              hi,
-              below,
-              Math.min(excess, left),
-            ]);
+            const rows = await q.all<{ pos: number }>(
+              'SELECT pos FROM events WHERE stream >= ? AND stream < ? AND pos IS NOT NULL AND pos < ? ORDER BY pos LIMIT ?',
+              [lo, hi, below, Math.min(excess, left)],
+            );
             for (const x of rows) picked.add(Number(x.pos));
           }
         }

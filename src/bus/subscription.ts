@@ -22,7 +22,12 @@ const subscriptionInput = z
       .strict()
       .optional(),
     start: z.string().regex(START, 'earliest, latest, position:<n> or time:<ISO date or epoch ms>').optional(),
-    ack_wait_ms: z.number().int().min(10).max(24 * 3600_000).optional(),
+    ack_wait_ms: z
+      .number()
+      .int()
+      .min(10)
+      .max(24 * 3600_000)
+      .optional(),
     max_in_flight: z.number().int().min(1).max(100_000).optional(),
     max_deliveries: z.number().int().min(1).max(1000).optional(),
     dead_letter_topic: z.string().regex(TOPIC_NAME).optional(),
@@ -57,7 +62,8 @@ export interface GapNotice {
   horizon: number;
 }
 
-export type StartSpec = { kind: 'earliest' } | { kind: 'latest' } | { kind: 'position'; pos: number } | { kind: 'time'; at: number };
+export type StartSpec =
+  { kind: 'earliest' } | { kind: 'latest' } | { kind: 'position'; pos: number } | { kind: 'time'; at: number };
 
 export function parseStart(start: string): StartSpec {
   if (start === 'earliest' || start === 'latest') return { kind: start };
@@ -76,12 +82,15 @@ export function buildSubscriptionConfig(raw: unknown, bus: BusConfig): Subscript
   const parsed = subscriptionInput.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw badRequest(`subscription config: ${issue.path.join('.') || '(root)'}: ${issue.message}`, { problems: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) });
+    throw badRequest(`subscription config: ${issue.path.join('.') || '(root)'}: ${issue.message}`, {
+      problems: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+    });
   }
   const c = parsed.data;
   const known = new Set(bus.topics);
   for (const t of [...c.topics, ...(c.dead_letter_topic ? [c.dead_letter_topic] : [])]) {
-    if (!known.has(t)) throw new MillraceError('topic_not_found', `no topic "${t}" is configured`, { details: { topic: t } });
+    if (!known.has(t))
+      throw new MillraceError('topic_not_found', `no topic "${t}" is configured`, { details: { topic: t } });
   }
   const start = c.start ?? 'earliest';
   parseStart(start);
@@ -117,7 +126,11 @@ export interface TopicEvent {
 }
 
 /** Pure: the topic event in a log event if the subscription wants it, else null. */
-export function matchEvent(e: LogEvent, topics: ReadonlySet<string>, filter: SubscriptionConfig['filter']): TopicEvent | null {
+export function matchEvent(
+  e: LogEvent,
+  topics: ReadonlySet<string>,
+  filter: SubscriptionConfig['filter'],
+): TopicEvent | null {
   const topic = topicOfStream(e.stream);
   if (topic === null || !topics.has(topic) || e.meta === null) return null;
   if (filter.types && !filter.types.includes(e.type)) return null;
@@ -125,5 +138,15 @@ export function matchEvent(e: LogEvent, topics: ReadonlySet<string>, filter: Sub
   if (filter.key_prefix !== undefined && !meta.key.startsWith(filter.key_prefix)) return null;
   const headers = meta.headers ?? {};
   if (filter.headers) for (const [k, v] of Object.entries(filter.headers)) if (headers[k] !== v) return null;
-  return { shard: e.shard, pos: e.pos!, topic, key: meta.key, id: meta.id ?? '', type: e.type, headers, data: e.data, createdAt: e.createdAt };
+  return {
+    shard: e.shard,
+    pos: e.pos!,
+    topic,
+    key: meta.key,
+    id: meta.id ?? '',
+    type: e.type,
+    headers,
+    data: e.data,
+    createdAt: e.createdAt,
+  };
 }

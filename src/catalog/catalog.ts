@@ -154,11 +154,16 @@ export class Catalog {
     for (const r of rows) {
       const k = r.kind as CatalogKind;
       if (!next.has(k)) next.set(k, new Map());
-      next.get(k)!.set(r.name, { name: r.name, definition: JSON.parse(r.definition) as unknown, updated_at: Number(r.updated_at) });
+      next.get(k)!.set(r.name, {
+        name: r.name,
+        definition: JSON.parse(r.definition) as unknown,
+        updated_at: Number(r.updated_at),
+      });
     }
     const changed: CatalogKind[] = [];
     for (const k of ['bus.topic', 'machines.namespace', 'pipe.kind', 'ops.pause'] as const) {
-      const fp = (m: Map<string, StoredDefinition> | undefined) => JSON.stringify([...(m?.values() ?? [])].map((d) => [d.name, d.definition]));
+      const fp = (m: Map<string, StoredDefinition> | undefined) =>
+        JSON.stringify([...(m?.values() ?? [])].map((d) => [d.name, d.definition]));
       if (fp(this.state.get(k)) !== fp(next.get(k))) changed.push(k);
     }
     this.state = next;
@@ -173,4 +178,6 @@ export class Catalog {
 }
 
 export const definedInConfig = (what: string, name: string): MillraceError =>
-  new MillraceError('defined_in_config', `${what} "${name}" is defined in the configuration file`, { details: { name } });
+  new MillraceError('defined_in_config', `${what} "${name}" is defined in the configuration file`, {
+    details: { name },
+  });

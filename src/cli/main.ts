@@ -39,19 +39,27 @@ export function packageVersion(): string {
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();
-  program.name('millrace').description('Durable event backbone: machines, ledger, pipe and bus over one hash-chained log.');
+  program
+    .name('millrace')
+    .description('Durable event backbone: machines, ledger, pipe and bus over one hash-chained log.');
   program.version(packageVersion(), '-v, --version', 'print the millrace version');
   program.option('-c, --config <file>', 'config file (default: $MILLRACE_CONFIG, else ./millrace.yaml if present)');
 
   program
     .command('serve')
     .description('apply migrations and serve the HTTP (and gRPC) API')
-    .option('--examples', 'also serve the built-in example processor example.counter (the quick start; sets machines.examples)')
+    .option(
+      '--examples',
+      'also serve the built-in example processor example.counter (the quick start; sets machines.examples)',
+    )
     .action(async (opts: { examples?: boolean }) => {
       const config = readConfig(program.opts<{ config?: string }>().config, (raw) => {
         if (opts.examples !== true) return;
         const machines = raw.machines;
-        raw.machines = { ...(typeof machines === 'object' && machines !== null && !Array.isArray(machines) ? machines : {}), examples: true };
+        raw.machines = {
+          ...(typeof machines === 'object' && machines !== null && !Array.isArray(machines) ? machines : {}),
+          examples: true,
+        };
       });
       try {
         await serve(config);
@@ -127,8 +135,7 @@ export async function main(argv: string[]): Promise<void> {
                   `${r.gaps > 0 ? ` across ${r.gaps} pruned range(s)` : ''}, ${r.removed} events removed by retention`
                 : '';
             process.stdout.write(`${shard.name}: ok, ${r.checked} events, head ${r.head}${pruned}\n`);
-          }
-          else {
+          } else {
             failed = true;
             process.stdout.write(`${shard.name}: BROKEN at position ${r.badPos}: ${r.reason}\n`);
           }
@@ -139,10 +146,14 @@ export async function main(argv: string[]): Promise<void> {
       if (failed) process.exitCode = 1;
     });
 
-  const retentionCmd = program.command('retention').description('retention: what the pruning job has removed (docs/operations.md)');
+  const retentionCmd = program
+    .command('retention')
+    .description('retention: what the pruning job has removed (docs/operations.md)');
   retentionCmd
     .command('status')
-    .description("per shard: the pruning checkpoint, pruned ranges, per topic the horizon and events removed, and subscriptions' unreported losses")
+    .description(
+      "per shard: the pruning checkpoint, pruned ranges, per topic the horizon and events removed, and subscriptions' unreported losses",
+    )
     .action(async () => {
       const config = readConfig(program.opts<{ config?: string }>().config);
       const storage = Storage.open(config);
@@ -155,11 +166,17 @@ export async function main(argv: string[]): Promise<void> {
           const cp = await checkpointOf(shard);
           const [g] = await shard.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM chain_gaps');
           const ranges = Number(g?.n ?? 0) - (cp.pos > 0 ? 1 : 0);
-          process.stdout.write(`${shard.name}: checkpoint ${cp.pos}${cp.hash ? ` (hash ${cp.hash.toString('hex')})` : ''}, ${ranges} pruned range(s) after it\n`);
-          for (const h of await shard.reader.all<{ scope: string; pos: number; removed: number }>('SELECT scope, pos, removed FROM retention_horizons ORDER BY scope')) {
+          process.stdout.write(
+            `${shard.name}: checkpoint ${cp.pos}${cp.hash ? ` (hash ${cp.hash.toString('hex')})` : ''}, ${ranges} pruned range(s) after it\n`,
+          );
+          for (const h of await shard.reader.all<{ scope: string; pos: number; removed: number }>(
+            'SELECT scope, pos, removed FROM retention_horizons ORDER BY scope',
+          )) {
             process.stdout.write(`  ${h.scope}: horizon ${h.pos}, ${h.removed} events removed\n`);
           }
-          for (const l of await shard.reader.all<{ cursor: string; lost: number; horizon: number }>('SELECT cursor, lost, horizon FROM retention_lost WHERE lost > 0 ORDER BY cursor')) {
+          for (const l of await shard.reader.all<{ cursor: string; lost: number; horizon: number }>(
+            'SELECT cursor, lost, horizon FROM retention_lost WHERE lost > 0 ORDER BY cursor',
+          )) {
             process.stdout.write(`  ${l.cursor}: ${l.lost} events lost, not yet reported (horizon ${l.horizon})\n`);
           }
         }
@@ -170,14 +187,21 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('backup <dir>')
-    .description('online, consistent copy of every shard into <dir> (new or empty), with a manifest of heads and hashes written last')
+    .description(
+      'online, consistent copy of every shard into <dir> (new or empty), with a manifest of heads and hashes written last',
+    )
     .action(async (dir: string) => {
       const config = readConfig(program.opts<{ config?: string }>().config);
       try {
         const m = await backup(config, dir, {
-          onShard: (s) => process.stdout.write(`${s.name}: copied ${s.events} events, head ${s.head} (hash ${s.headHash ?? '-'}), ${s.bytes} bytes\n`),
+          onShard: (s) =>
+            process.stdout.write(
+              `${s.name}: copied ${s.events} events, head ${s.head} (hash ${s.headHash ?? '-'}), ${s.bytes} bytes\n`,
+            ),
         });
-        process.stdout.write(`backup complete: ${m.shards.length} shard(s), manifest ${dir}/manifest.json (${m.method})\n`);
+        process.stdout.write(
+          `backup complete: ${m.shards.length} shard(s), manifest ${dir}/manifest.json (${m.method})\n`,
+        );
       } catch (err) {
         if (!isMillraceError(err)) throw err;
         process.stderr.write(`millrace: ${err.code}: ${err.message}\n`);
@@ -187,12 +211,16 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('restore <dir>')
-    .description('rebuild the configured shards (a new data dir or empty databases) from a backup, then verify their chains against the manifest')
+    .description(
+      'rebuild the configured shards (a new data dir or empty databases) from a backup, then verify their chains against the manifest',
+    )
     .action(async (dir: string) => {
       const config = readConfig(program.opts<{ config?: string }>().config);
       let manifest;
       try {
-        manifest = await restore(config, dir, { onShard: (s) => process.stdout.write(`${s.name}: restored from ${s.file}\n`) });
+        manifest = await restore(config, dir, {
+          onShard: (s) => process.stdout.write(`${s.name}: restored from ${s.file}\n`),
+        });
       } catch (err) {
         if (!isMillraceError(err)) throw err;
         process.stderr.write(`millrace: ${err.code}: ${err.message}\n`);
@@ -205,13 +233,19 @@ export async function main(argv: string[]): Promise<void> {
         await storage.migrate(nodeMigrations(BUILT_IN_FACE_SPECS));
         for (const s of manifest.shards) {
           const r = await verifyShard(storage.shard(s.name));
-          const at = await storage.shard(s.name).reader.all<{ hash: Buffer }>('SELECT hash FROM events WHERE pos = ?', [s.head]);
+          const at = await storage
+            .shard(s.name)
+            .reader.all<{ hash: Buffer }>('SELECT hash FROM events WHERE pos = ?', [s.head]);
           const headOk = s.head === 0 ? true : at[0] !== undefined && at[0].hash.toString('hex') === s.headHash;
           if (r.ok && headOk && r.head >= s.head) {
-            process.stdout.write(`${s.name}: verified, ${r.checked} events, head ${r.head}, manifest head ${s.head} matches\n`);
+            process.stdout.write(
+              `${s.name}: verified, ${r.checked} events, head ${r.head}, manifest head ${s.head} matches\n`,
+            );
           } else {
             failed = true;
-            process.stdout.write(`${s.name}: RESTORE CHECK FAILED: ${r.ok ? `the event at the manifest head ${s.head} does not carry the manifest's hash` : `chain broken at ${r.badPos}: ${r.reason}`}\n`);
+            process.stdout.write(
+              `${s.name}: RESTORE CHECK FAILED: ${r.ok ? `the event at the manifest head ${s.head} does not carry the manifest's hash` : `chain broken at ${r.badPos}: ${r.reason}`}\n`,
+            );
           }
         }
       } finally {
@@ -230,7 +264,8 @@ export async function main(argv: string[]): Promise<void> {
       try {
         const rows = await exporterStatus(rt);
         if (rows.length === 0) process.stdout.write('no exporters configured (bus.exporters)\n');
-        for (const r of rows) process.stdout.write(`${r.name}  ${r.shard}  position ${r.pos} head ${r.head} lag ${r.lag}\n`);
+        for (const r of rows)
+          process.stdout.write(`${r.name}  ${r.shard}  position ${r.pos} head ${r.head} lag ${r.lag}\n`);
       } finally {
         await rt.close();
       }
@@ -248,7 +283,8 @@ export async function main(argv: string[]): Promise<void> {
       return `http://${config.http.host}:${config.http.port}`;
     };
     const send = async (method: string, path: string, body?: string): Promise<void> => {
-      const token = group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
+      const token =
+        group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
       if (body !== undefined) headers['content-type'] = 'application/json';
@@ -259,7 +295,8 @@ export async function main(argv: string[]): Promise<void> {
     };
     /** The answer's JSON, or undefined after writing an error answer to stderr (exit code 1). */
     const fetchJson = async (method: string, path: string, body?: string): Promise<unknown> => {
-      const token = group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
+      const token =
+        group.opts<{ token?: string }>().token ?? process.env.MILLRACE_TOKEN ?? process.env.MILLRACE_ADMIN_TOKEN;
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
       if (body !== undefined) headers['content-type'] = 'application/json';
@@ -279,8 +316,14 @@ export async function main(argv: string[]): Promise<void> {
     ['namespaces', '/v1/namespaces', 'machine namespaces'],
     ['kinds', '/v1/pipe/kinds', 'pipe kinds'],
   ] as const) {
-    const { group, send } = nodeGroup(cmd, `${what} from the config file and defined at runtime, over a node's HTTP API`);
-    group.command('list').description(`list ${what}`).action(() => send('GET', path));
+    const { group, send } = nodeGroup(
+      cmd,
+      `${what} from the config file and defined at runtime, over a node's HTTP API`,
+    );
+    group
+      .command('list')
+      .description(`list ${what}`)
+      .action(() => send('GET', path));
     group.command('get <name>').action((name: string) => send('GET', `${path}/${encodeURIComponent(name)}`));
     group
       .command('put <name> [json]')
@@ -302,7 +345,9 @@ export async function main(argv: string[]): Promise<void> {
     const { group, send } = nodeGroup('tokens', "API tokens, over a node's HTTP API (needs auth:admin)");
     group
       .command('create <name> <permissions...>')
-      .description('create a token with these permissions (e.g. bus:publish:orders machines:read:*); prints its secret once')
+      .description(
+        'create a token with these permissions (e.g. bus:publish:orders machines:read:*); prints its secret once',
+      )
       .option('-e, --expires-in <seconds>', 'expire after this many seconds')
       .action(async (name: string, permissions: string[], o: { expiresIn?: string }) => {
         const body: Record<string, unknown> = { name, permissions };
@@ -316,22 +361,43 @@ export async function main(argv: string[]): Promise<void> {
         }
         await send('POST', '/v1/auth/tokens', JSON.stringify(body));
       });
-    group.command('list').description('list tokens (no secrets)').action(() => send('GET', '/v1/auth/tokens?limit=500'));
-    group.command('revoke <id>').description('revoke a token at once, on every node').action((id: string) => send('DELETE', `/v1/auth/tokens/${encodeURIComponent(id)}`));
+    group
+      .command('list')
+      .description('list tokens (no secrets)')
+      .action(() => send('GET', '/v1/auth/tokens?limit=500'));
+    group
+      .command('revoke <id>')
+      .description('revoke a token at once, on every node')
+      .action((id: string) => send('DELETE', `/v1/auth/tokens/${encodeURIComponent(id)}`));
   }
 
   // Shards: ranges, sizes, splits (docs/operations.md, growing from one shard to many).
   {
     const { group, send, fetchJson } = nodeGroup('shards', "shards and splits, over a node's HTTP API");
-    group.command('list').description('shards with their ranges, sizes and head positions, and splits with their progress').action(() => send('GET', '/v1/shards'));
+    group
+      .command('list')
+      .description('shards with their ranges, sizes and head positions, and splits with their progress')
+      .action(() => send('GET', '/v1/shards'));
     group
       .command('split <shard>')
-      .description('move the upper part of a shard\'s hash range, from --at on, to a spare shard; shows progress until it is done')
-      .requiredOption('--at <hex>', 'hex prefix of the first hash that moves (e.g. 8 moves the upper half of a shard owning everything)')
-      .requiredOption('--to <shard>', 'the spare shard (configured with spare: true on every node): its name, URL or file')
+      .description(
+        "move the upper part of a shard's hash range, from --at on, to a spare shard; shows progress until it is done",
+      )
+      .requiredOption(
+        '--at <hex>',
+        'hex prefix of the first hash that moves (e.g. 8 moves the upper half of a shard owning everything)',
+      )
+      .requiredOption(
+        '--to <shard>',
+        'the spare shard (configured with spare: true on every node): its name, URL or file',
+      )
       .option('--no-wait', 'start the split and return')
       .action(async (shard: string, o: { at: string; to: string; wait: boolean }) => {
-        const started = await fetchJson('POST', `/v1/shards/${encodeURIComponent(shard)}/split`, JSON.stringify({ at: o.at, to: o.to }));
+        const started = await fetchJson(
+          'POST',
+          `/v1/shards/${encodeURIComponent(shard)}/split`,
+          JSON.stringify({ at: o.at, to: o.to }),
+        );
         if (started === undefined) return;
         const id = (started as { id: string }).id;
         if (!o.wait) {
@@ -341,7 +407,11 @@ export async function main(argv: string[]): Promise<void> {
         const tty = process.stdout.isTTY === true;
         let last = '';
         for (;;) {
-          const all = (await fetchJson('GET', '/v1/shards')) as { splits: Array<{ id: string; phase: string; progress: number; copied_events: number; aborted?: string }> } | undefined;
+          const all = (await fetchJson('GET', '/v1/shards')) as
+            | {
+                splits: Array<{ id: string; phase: string; progress: number; copied_events: number; aborted?: string }>;
+              }
+            | undefined;
           if (all === undefined) return;
           const j = all.splits.find((x) => x.id === id);
           if (j === undefined) break;
@@ -373,10 +443,17 @@ export async function main(argv: string[]): Promise<void> {
         ...config,
         storage: {
           ...config.storage,
-          shards: config.storage.shards.map((s) => ({ name: s.name, location: s.location.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:***@'), from: s.from.toString(16), to: s.to.toString(16) })),
+          shards: config.storage.shards.map((s) => ({
+            name: s.name,
+            location: s.location.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:***@'),
+            from: s.from.toString(16),
+            to: s.to.toString(16),
+          })),
         },
       };
-      process.stdout.write(`config ok${config.source ? ` (${config.source})` : ' (defaults)'}\n${JSON.stringify(printable, null, 2)}\n`);
+      process.stdout.write(
+        `config ok${config.source ? ` (${config.source})` : ' (defaults)'}\n${JSON.stringify(printable, null, 2)}\n`,
+      );
     });
 
   await program.parseAsync(argv);

@@ -129,7 +129,10 @@ export class Series {
   private readonly capacity: number;
   private readonly times: Ring;
   private readonly rings = new Map<string, Ring>();
-  private readonly gauges = new Map<string, { read: () => Promise<number | null> | number | null; everyMs: number; lastAt: number }>();
+  private readonly gauges = new Map<
+    string,
+    { read: () => Promise<number | null> | number | null; everyMs: number; lastAt: number }
+  >();
   private readonly gaugeValues = new Map<string, number | null>();
   private readonly gaugeBusy = new Set<string>();
   private last: { at: number; totals: Map<ActivityKind, number>; steps: Map<string, number> } | null = null;
@@ -183,7 +186,8 @@ export class Series {
     }
     const dt = Math.max(1, at - prev.at) / 1000;
     const row = new Map<string, number | null>();
-    for (const k of ACTIVITY_KINDS) row.set(`${k}_per_s`, round(((totals.get(k) ?? 0) - (prev.totals.get(k) ?? 0)) / dt));
+    for (const k of ACTIVITY_KINDS)
+      row.set(`${k}_per_s`, round(((totals.get(k) ?? 0) - (prev.totals.get(k) ?? 0)) / dt));
     for (const k of TIMED_KINDS) {
       const p = this.activity.takeP99(k);
       row.set(`p99_${k}_ms`, p === null ? null : round(p));
@@ -239,7 +243,8 @@ export class Series {
     const series: Record<string, Array<number | null>> = {};
     const wanted = opts.names === undefined || opts.names.length === 0 ? null : new Set(opts.names);
     for (const [name, r] of [...this.rings].sort(([a], [b]) => a.localeCompare(b))) {
-      if (wanted !== null && !wanted.has(name) && !(name.includes(':') && wanted.has(name.slice(0, name.indexOf(':'))))) continue;
+      if (wanted !== null && !wanted.has(name) && !(name.includes(':') && wanted.has(name.slice(0, name.indexOf(':')))))
+        continue;
       series[name] = r.toArray().slice(from);
     }
     return { interval_ms: this.intervalMs, window_ms: this.windowMs, t: t.slice(from), series };

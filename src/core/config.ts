@@ -9,7 +9,9 @@ import type { FaceSpec } from '../face-spec.js';
 import { BUILT_IN_FACE_SPECS } from '../face-specs.js';
 
 /** The config sections the faces declare, by key, typed. */
-type FaceSections<T> = T extends readonly [infer F extends FaceSpec, ...infer R] ? { [K in F['config']['key']]: F['config']['schema'] } & FaceSections<R> : unknown;
+type FaceSections<T> = T extends readonly [infer F extends FaceSpec, ...infer R]
+  ? { [K in F['config']['key']]: F['config']['schema'] } & FaceSections<R>
+  : unknown;
 
 function faceSections<const T extends readonly FaceSpec[]>(specs: T): FaceSections<T> {
   const out: Record<string, z.ZodType> = {};
@@ -20,9 +22,7 @@ function faceSections<const T extends readonly FaceSpec[]>(specs: T): FaceSectio
   return out as FaceSections<T>;
 }
 
-const hexBound = z
-  .string()
-  .regex(/^[0-9a-fA-F]{1,40}$/, 'a hex prefix of a SHA-1 hash, 1 to 40 hex digits');
+const hexBound = z.string().regex(/^[0-9a-fA-F]{1,40}$/, 'a hex prefix of a SHA-1 hash, 1 to 40 hex digits');
 
 /** A listener's TLS: its certificate and key (PEM files); with `client_ca_file`, client certificates signed by that CA are required. */
 const tlsSchema = z
@@ -62,7 +62,11 @@ export const configSchema = z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(7070),
-        body_limit_bytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+        body_limit_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(8 * 1024 * 1024),
         /** How long SIGTERM waits for in-flight requests before closing anyway. */
         drain_timeout_ms: z.number().int().min(0).default(10_000),
         /** Serve HTTPS (docs/security.md, TLS). */
@@ -104,7 +108,9 @@ export const configSchema = z
             clock_tolerance_s: z.number().int().min(0).max(600).default(30),
           })
           .strict()
-          .refine((j) => (j.key_file === undefined) !== (j.jwks_file === undefined), { message: 'set exactly one of key_file and jwks_file' })
+          .refine((j) => (j.key_file === undefined) !== (j.jwks_file === undefined), {
+            message: 'set exactly one of key_file and jwks_file',
+          })
           .optional(),
         /** Serve /metrics without credentials (else it needs log:read). */
         open_metrics: z.boolean().default(false),
@@ -218,7 +224,12 @@ export const configSchema = z
         /** Run the pruning job on this node (one node per shard holds it at a time). */
         enabled: z.boolean().default(true),
         /** Pause between pruning passes once a pass has nothing left to remove. */
-        interval_ms: z.number().int().min(10).max(24 * 3600_000).default(60_000),
+        interval_ms: z
+          .number()
+          .int()
+          .min(10)
+          .max(24 * 3600_000)
+          .default(60_000),
         /** Events (or pipe sessions) removed per transaction: bounds how long a pruning transaction holds a writer. */
         batch: z.number().int().min(1).max(10_000).default(500),
       })
@@ -242,7 +253,11 @@ export const configSchema = z
         batch: z.number().int().min(1).max(10_000).default(200),
         /** First retry delay of a failing timer handler; doubles up to max. */
         retry_base_ms: z.number().int().min(1).default(1000),
-        retry_max_ms: z.number().int().min(1).default(5 * 60_000),
+        retry_max_ms: z
+          .number()
+          .int()
+          .min(1)
+          .default(5 * 60_000),
       })
       .strict()
       .prefault({}),
@@ -294,13 +309,17 @@ function configError(message: string): MillraceError {
  */
 export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: string } = {}): Config {
   const parsed = configSchema.safeParse(raw ?? {});
-  if (!parsed.success) throw configError(`invalid configuration${opts.source ? ` in ${opts.source}` : ''}:\n${formatIssues(parsed.error)}`);
+  if (!parsed.success)
+    throw configError(
+      `invalid configuration${opts.source ? ` in ${opts.source}` : ''}:\n${formatIssues(parsed.error)}`,
+    );
   const c = parsed.data;
   const baseDir = opts.baseDir ?? process.cwd();
   const dataDir = isAbsolute(c.data_dir) ? c.data_dir : resolve(baseDir, c.data_dir);
   const dialect = c.storage.dialect;
 
-  const rawShards: Array<z.output<typeof shardSchema>> = c.storage.shards ?? (dialect === 'sqlite' ? [{ name: 's0', from: '0', spare: false }] : []);
+  const rawShards: Array<z.output<typeof shardSchema>> =
+    c.storage.shards ?? (dialect === 'sqlite' ? [{ name: 's0', from: '0', spare: false }] : []);
   if (rawShards.length === 0) {
     throw configError('storage.shards: the postgres dialect needs at least one shard with a url');
   }
@@ -316,12 +335,15 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
       location = isAbsolute(p) ? p : resolve(dataDir, p);
     } else {
       if (s.path !== undefined) throw configError(`${key}.path: the postgres dialect takes "url", not "path"`);
-      if (s.url === undefined) throw configError(`${key}.url: expected a PostgreSQL URL (postgres://user@host:port/db)`);
-      if (!/^postgres(ql)?:\/\//.test(s.url)) throw configError(`${key}.url: expected a URL starting with postgres:// or postgresql://`);
+      if (s.url === undefined)
+        throw configError(`${key}.url: expected a PostgreSQL URL (postgres://user@host:port/db)`);
+      if (!/^postgres(ql)?:\/\//.test(s.url))
+        throw configError(`${key}.url: expected a URL starting with postgres:// or postgresql://`);
       location = s.url;
     }
     if (s.spare) {
-      if (s.to !== undefined || s.from !== '0') throw configError(`${key}: a spare shard owns no range at first; give it no "from" or "to"`);
+      if (s.to !== undefined || s.from !== '0')
+        throw configError(`${key}: a spare shard owns no range at first; give it no "from" or "to"`);
       return { name: s.name, location, from: 0n, to: 0n, spare: true };
     }
     const from = parseHashBound(s.from ?? '0');
@@ -332,22 +354,33 @@ export function buildConfig(raw: unknown, opts: { source?: string; baseDir?: str
   const locations = new Map<string, string>();
   for (const s of shards) {
     const other = locations.get(s.location);
-    if (other !== undefined) throw configError(`storage.shards: shards "${other}" and "${s.name}" point at the same database; each shard needs its own`);
+    if (other !== undefined)
+      throw configError(
+        `storage.shards: shards "${other}" and "${s.name}" point at the same database; each shard needs its own`,
+      );
     locations.set(s.location, s.name);
   }
   if (shards[0]!.spare) throw configError('storage.shards.0: the first shard holds the catalog and cannot be a spare');
   checkCoverage(shards.filter((s) => !s.spare));
 
-  const rel = (p: string | undefined): string | undefined => (p === undefined || isAbsolute(p) ? p : resolve(baseDir, p));
+  const rel = (p: string | undefined): string | undefined =>
+    p === undefined || isAbsolute(p) ? p : resolve(baseDir, p);
   const auth = {
     ...c.auth,
     admin_token_file: rel(c.auth.admin_token_file),
     signing_key_file: rel(c.auth.signing_key_file),
-    jwt: c.auth.jwt === undefined ? undefined : { ...c.auth.jwt, key_file: rel(c.auth.jwt.key_file), jwks_file: rel(c.auth.jwt.jwks_file) },
+    jwt:
+      c.auth.jwt === undefined
+        ? undefined
+        : { ...c.auth.jwt, key_file: rel(c.auth.jwt.key_file), jwks_file: rel(c.auth.jwt.jwks_file) },
   };
 
-  const tls = <T extends { cert_file: string; key_file: string; client_ca_file?: string | undefined } | undefined>(t: T): T =>
-    (t === undefined ? t : { ...t, cert_file: rel(t.cert_file)!, key_file: rel(t.key_file)!, client_ca_file: rel(t.client_ca_file) }) as T;
+  const tls = <T extends { cert_file: string; key_file: string; client_ca_file?: string | undefined } | undefined>(
+    t: T,
+  ): T =>
+    (t === undefined
+      ? t
+      : { ...t, cert_file: rel(t.cert_file)!, key_file: rel(t.key_file)!, client_ca_file: rel(t.client_ca_file) }) as T;
 
   return {
     ...c,
@@ -368,10 +401,14 @@ export function checkCoverage(shards: ShardConfig[]): void {
   let expect = 0n;
   for (const s of sorted) {
     if (s.from > expect) {
-      throw configError(`storage.shards: hash range has a gap from ${fmt(expect)} to ${fmt(s.from)} (before shard "${s.name}"); the ranges must cover the whole SHA-1 space`);
+      throw configError(
+        `storage.shards: hash range has a gap from ${fmt(expect)} to ${fmt(s.from)} (before shard "${s.name}"); the ranges must cover the whole SHA-1 space`,
+      );
     }
     if (s.from < expect) {
-      throw configError(`storage.shards: shard "${s.name}" starts at ${fmt(s.from)}, overlapping the previous range that ends at ${fmt(expect)}`);
+      throw configError(
+        `storage.shards: shard "${s.name}" starts at ${fmt(s.from)}, overlapping the previous range that ends at ${fmt(expect)}`,
+      );
     }
     expect = s.to;
   }
@@ -380,7 +417,8 @@ export function checkCoverage(shards: ShardConfig[]): void {
   }
 }
 
-const fmt = (n: bigint): string => (n === HASH_SPACE_END ? 'end' : n.toString(16).padStart(40, '0').replace(/0+$/, '') || '0');
+const fmt = (n: bigint): string =>
+  n === HASH_SPACE_END ? 'end' : n.toString(16).padStart(40, '0').replace(/0+$/, '') || '0';
 
 /**
  * Loads the config: `path` (from --config), else $MILLRACE_CONFIG, else
@@ -403,7 +441,8 @@ export function loadConfig(path?: string, overrides: (c: Record<string, unknown>
     } catch (err) {
       throw configError(`config file ${source} is not valid YAML: ${(err as Error).message}`);
     }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(`config file ${source}: expected a mapping at the top level`);
+    if (typeof raw !== 'object' || Array.isArray(raw))
+      throw configError(`config file ${source}: expected a mapping at the top level`);
   }
   overrides(raw);
   return buildConfig(raw, source === undefined ? {} : { source, baseDir: dirname(source) });

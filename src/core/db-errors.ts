@@ -28,7 +28,17 @@ export interface DbErrorClass {
 export const TRANSIENT_SQLSTATES: ReadonlySet<string> = new Set(['40001', '40P01']);
 
 /** Node/pg socket-level errors: the connection is gone or never came. */
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNABORTED']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+]);
 
 /** pg raises these as plain Errors without a code. */
 const NETWORK_MESSAGES = [
@@ -74,7 +84,8 @@ export function classifyDbError(err: unknown): DbErrorClass | undefined {
   const code = typeof e.code === 'string' ? e.code : undefined;
   const message = typeof e.message === 'string' ? e.message : '';
   if (code !== undefined && code.startsWith('SQLITE_')) {
-    if (code.startsWith('SQLITE_CONSTRAINT')) return cls('conflict', `the write conflicts with stored data: ${message}`, code);
+    if (code.startsWith('SQLITE_CONSTRAINT'))
+      return cls('conflict', `the write conflicts with stored data: ${message}`, code);
     if (code.startsWith('SQLITE_TOOBIG')) return cls('payload_too_large', message, code);
     if (code.startsWith('SQLITE_MISMATCH')) return cls('bad_request', message, code);
     // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY, CORRUPT, ...: the database cannot take the write now.
@@ -84,11 +95,14 @@ export function classifyDbError(err: unknown): DbErrorClass | undefined {
   const state = sqlstateOf(err);
   if (state !== undefined) {
     const klass = state.slice(0, 2);
-    if (klass === '22') return cls(state === '22003' ? 'overflow' : 'bad_request', `a value does not fit the storage: ${message}`, state);
+    if (klass === '22')
+      return cls(state === '22003' ? 'overflow' : 'bad_request', `a value does not fit the storage: ${message}`, state);
     if (klass === '23') return cls('conflict', `the write conflicts with stored data: ${message}`, state);
-    if (TRANSIENT_SQLSTATES.has(state)) return unavailable(state === '40P01' ? 'deadlock' : 'serialization failure', err, state);
+    if (TRANSIENT_SQLSTATES.has(state))
+      return unavailable(state === '40P01' ? 'deadlock' : 'serialization failure', err, state);
     if (klass === '08') return unavailable('connection', err, state);
-    if (klass === '57') return unavailable(state === '57014' ? 'statement canceled or timed out' : 'server shutting down', err, state);
+    if (klass === '57')
+      return unavailable(state === '57014' ? 'statement canceled or timed out' : 'server shutting down', err, state);
     if (klass === '53') return unavailable('server out of resources', err, state);
     if (state === '55P03') return unavailable('lock not available', err, state);
     return unavailable(`database error ${state}`, err, state);

@@ -39,24 +39,84 @@ export const ERROR_CODES = {
   not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No such route or resource.'),
   method_not_allowed: spec(405, GrpcStatus.UNIMPLEMENTED, false, 'The route does not accept this method.'),
   payload_too_large: spec(413, GrpcStatus.RESOURCE_EXHAUSTED, false, 'The request body is larger than allowed.'),
-  unsupported_media_type: spec(415, GrpcStatus.INVALID_ARGUMENT, false, 'The request body has an unsupported content type.'),
+  unsupported_media_type: spec(
+    415,
+    GrpcStatus.INVALID_ARGUMENT,
+    false,
+    'The request body has an unsupported content type.',
+  ),
   // access control
-  unauthenticated: spec(401, GrpcStatus.UNAUTHENTICATED, false, 'No valid credentials: send `Authorization: Bearer <token>` (gRPC: `authorization` metadata).'),
-  permission_denied: spec(403, GrpcStatus.PERMISSION_DENIED, false, 'The credentials lack the permission named in details.permission; nothing was done.'),
-  rate_limited: spec(429, GrpcStatus.RESOURCE_EXHAUSTED, true, 'The principal sent more requests than its rate limit allows; retry after Retry-After seconds. Nothing was done.'),
+  unauthenticated: spec(
+    401,
+    GrpcStatus.UNAUTHENTICATED,
+    false,
+    'No valid credentials: send `Authorization: Bearer <token>` (gRPC: `authorization` metadata).',
+  ),
+  permission_denied: spec(
+    403,
+    GrpcStatus.PERMISSION_DENIED,
+    false,
+    'The credentials lack the permission named in details.permission; nothing was done.',
+  ),
+  rate_limited: spec(
+    429,
+    GrpcStatus.RESOURCE_EXHAUSTED,
+    true,
+    'The principal sent more requests than its rate limit allows; retry after Retry-After seconds. Nothing was done.',
+  ),
   // storage and log
   shard_not_found: spec(404, GrpcStatus.NOT_FOUND, false, 'No shard with this name.'),
   stream_conflict: spec(409, GrpcStatus.ABORTED, false, 'The stream is not at the expected sequence number.'),
-  conflict: spec(409, GrpcStatus.ABORTED, false, 'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.'),
-  position_expired: spec(410, GrpcStatus.OUT_OF_RANGE, false, 'Retention removed events after the reader\'s position (details: per shard, the events lost and the horizon); reconnect with on_expired "resume" to continue with a gap notice, or read from the horizon.'),
+  conflict: spec(
+    409,
+    GrpcStatus.ABORTED,
+    false,
+    'The write conflicts with stored data (a uniqueness or integrity rule); nothing of it was written.',
+  ),
+  position_expired: spec(
+    410,
+    GrpcStatus.OUT_OF_RANGE,
+    false,
+    'Retention removed events after the reader\'s position (details: per shard, the events lost and the horizon); reconnect with on_expired "resume" to continue with a gap notice, or read from the horizon.',
+  ),
   // growing: splitting a shard
-  shard_moved: spec(503, GrpcStatus.UNAVAILABLE, true, 'The key\'s hash range is moving to another shard (a split is cutting over) or has moved since this node routed the request; nothing was written. Retry: the node routes by the new table.'),
-  split_invalid: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The split request names no shard, a target that is not an empty spare shard of the configuration, or a bound outside the shard\'s range; nothing was written.'),
-  split_in_progress: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A split of this shard (or into this target) is already under way; nothing was written.'),
+  shard_moved: spec(
+    503,
+    GrpcStatus.UNAVAILABLE,
+    true,
+    "The key's hash range is moving to another shard (a split is cutting over) or has moved since this node routed the request; nothing was written. Retry: the node routes by the new table.",
+  ),
+  split_invalid: spec(
+    400,
+    GrpcStatus.INVALID_ARGUMENT,
+    false,
+    "The split request names no shard, a target that is not an empty spare shard of the configuration, or a bound outside the shard's range; nothing was written.",
+  ),
+  split_in_progress: spec(
+    409,
+    GrpcStatus.FAILED_PRECONDITION,
+    false,
+    'A split of this shard (or into this target) is already under way; nothing was written.',
+  ),
   // backup and restore
-  backup_invalid: spec(400, GrpcStatus.INVALID_ARGUMENT, false, 'The backup directory holds no complete backup (no manifest: it was interrupted), a file does not match its manifest checksum, or its shards do not match the configuration.'),
-  backup_target_not_empty: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A backup goes into a new or empty directory; nothing was written.'),
-  restore_target_not_empty: spec(409, GrpcStatus.FAILED_PRECONDITION, false, 'A restore goes into a new data dir or empty databases; nothing was written.'),
+  backup_invalid: spec(
+    400,
+    GrpcStatus.INVALID_ARGUMENT,
+    false,
+    'The backup directory holds no complete backup (no manifest: it was interrupted), a file does not match its manifest checksum, or its shards do not match the configuration.',
+  ),
+  backup_target_not_empty: spec(
+    409,
+    GrpcStatus.FAILED_PRECONDITION,
+    false,
+    'A backup goes into a new or empty directory; nothing was written.',
+  ),
+  restore_target_not_empty: spec(
+    409,
+    GrpcStatus.FAILED_PRECONDITION,
+    false,
+    'A restore goes into a new data dir or empty databases; nothing was written.',
+  ),
   overflow: spec(422, GrpcStatus.OUT_OF_RANGE, false, 'A value is larger than the storage can hold.'),
   // availability
   unavailable: spec(503, GrpcStatus.UNAVAILABLE, true, 'Temporarily unavailable; retry later.'),
@@ -73,7 +133,15 @@ export const ERROR_CODES = {
  * its face too). A face with new codes adds its table here: this is the one
  * place that maps codes to statuses.
  */
-const TABLES = [TOKEN_ERRORS, CATALOG_ERRORS, MACHINES_ERRORS, LEDGER_ERRORS, PIPE_ERRORS, BUS_ERRORS, OPS_ERRORS] as const;
+const TABLES = [
+  TOKEN_ERRORS,
+  CATALOG_ERRORS,
+  MACHINES_ERRORS,
+  LEDGER_ERRORS,
+  PIPE_ERRORS,
+  BUS_ERRORS,
+  OPS_ERRORS,
+] as const;
 
 /** Every code of the core and of the tables, one union (a code misspelt is a compile error). */
 export type ErrorCode =
@@ -92,7 +160,8 @@ for (const table of TABLES as readonly ErrorCodeTable[]) {
   for (const [code, s] of Object.entries(table)) {
     const existing = allCodes.get(code);
     if (existing === undefined) allCodes.set(code, spec(s.http, s.grpc, s.retryable ?? false, s.description));
-    else if (existing.http !== s.http || existing.grpc !== s.grpc) throw new Error(`error code ${code} defined twice with different statuses`);
+    else if (existing.http !== s.http || existing.grpc !== s.grpc)
+      throw new Error(`error code ${code} defined twice with different statuses`);
   }
 }
 
@@ -115,7 +184,11 @@ export class MillraceError extends Error {
   /** Seconds after which a retry makes sense (sent as Retry-After). */
   readonly retryAfterS: number | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { details?: Record<string, unknown>; retryAfterS?: number; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { details?: Record<string, unknown>; retryAfterS?: number; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'MillraceError';
     this.code = code;

@@ -30,7 +30,9 @@ export function jsonPost(url: string, signer: RequestSigner | null = null): Json
   const target = new URL(url);
   const path = `${target.pathname}${target.search}`;
   const secure = target.protocol === 'https:';
-  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 512 }) : new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const agent = secure
+    ? new https.Agent({ keepAlive: true, maxSockets: 512 })
+    : new http.Agent({ keepAlive: true, maxSockets: 512 });
   const send = secure ? https.request : http.request;
   return (body, headers, timeoutMs) =>
     new Promise<PostResult>((resolve, reject) => {
@@ -44,7 +46,12 @@ export function jsonPost(url: string, signer: RequestSigner | null = null): Json
         {
           method: 'POST',
           agent,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers, ...(signer === null ? {} : { [SIGNATURE_HEADER]: signer.header('POST', path, body) }) },
+          headers: {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+            ...headers,
+            ...(signer === null ? {} : { [SIGNATURE_HEADER]: signer.header('POST', path, body) }),
+          },
         },
         (res) => {
           let t = '';

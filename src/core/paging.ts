@@ -12,7 +12,8 @@ export const MAX_LIMIT = 500;
 /** Checks `limit` (default 50, 1..500). */
 export function pageLimit(limit: unknown): number {
   if (limit === undefined) return DEFAULT_LIMIT;
-  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${MAX_LIMIT}`);
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
+    throw badRequest(`limit must be an integer from 1 to ${MAX_LIMIT}`);
   return limit;
 }
 

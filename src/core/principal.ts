@@ -27,19 +27,26 @@ const SEGMENT = /^[A-Za-z0-9._*-]+$/;
 
 /** Why a granted pattern is malformed, or null when it is well formed. */
 export function permissionProblem(p: unknown): string | null {
-  if (typeof p !== 'string' || p.length === 0 || p.length > 300) return 'a permission is a non-empty string of at most 300 characters';
+  if (typeof p !== 'string' || p.length === 0 || p.length > 300)
+    return 'a permission is a non-empty string of at most 300 characters';
   if (p === '*') return null;
   const parts = p.split(':');
   if (parts.length < 2) return `"${p}": expected <face>:<action>[:<resource>] or "*"`;
   const [face, action, ...rest] = parts;
-  if (!SEGMENT.test(face!) || !SEGMENT.test(action!)) return `"${p}": face and action are letters, digits, ".", "_", "-" or "*"`;
+  if (!SEGMENT.test(face!) || !SEGMENT.test(action!))
+    return `"${p}": face and action are letters, digits, ".", "_", "-" or "*"`;
   const resource = rest.join(':');
   if (rest.length > 0 && resource.length === 0) return `"${p}": empty resource`;
   return null;
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 const compiled = new Map<string, (required: string) => boolean>();
@@ -95,4 +102,9 @@ export function holdsSome(p: Principal, faceAction: string): boolean {
 }
 
 /** The principal of a node whose authentication is off: every permission. */
-export const OPEN_PRINCIPAL: Principal = Object.freeze({ id: 'open', source: 'open', name: 'open (authentication off)', permissions: Object.freeze(['*']) });
+export const OPEN_PRINCIPAL: Principal = Object.freeze({
+  id: 'open',
+  source: 'open',
+  name: 'open (authentication off)',
+  permissions: Object.freeze(['*']),
+});

@@ -26,9 +26,13 @@ export interface RequestSigner {
 }
 
 /** A signer over an ed25519 private key (PEM text or a KeyObject). Throws when the key is not ed25519. */
-export function requestSigner(privateKey: string | Buffer | KeyObject, now: () => number = () => Date.now()): RequestSigner {
+export function requestSigner(
+  privateKey: string | Buffer | KeyObject,
+  now: () => number = () => Date.now(),
+): RequestSigner {
   const key = privateKey instanceof KeyObject ? privateKey : createPrivateKey(privateKey);
-  if (key.type !== 'private' || key.asymmetricKeyType !== 'ed25519') throw new TypeError('the signing key must be an ed25519 private key');
+  if (key.type !== 'private' || key.asymmetricKeyType !== 'ed25519')
+    throw new TypeError('the signing key must be an ed25519 private key');
   return {
     header(method, path, body) {
       const t = now();
@@ -46,7 +50,10 @@ export interface SignatureVerifier {
 }
 
 /** A verifier trusting these ed25519 public keys (PEM text or KeyObjects: several while a key is rotated). */
-export function signatureVerifier(publicKeys: ReadonlyArray<string | Buffer | KeyObject>, o: { maxSkewS?: number; now?: () => number } = {}): SignatureVerifier {
+export function signatureVerifier(
+  publicKeys: ReadonlyArray<string | Buffer | KeyObject>,
+  o: { maxSkewS?: number; now?: () => number } = {},
+): SignatureVerifier {
   if (publicKeys.length === 0) throw new TypeError('signatureVerifier: give at least one public key');
   const keys = publicKeys.map((k) => {
     const key = k instanceof KeyObject ? k : createPublicKey(k);

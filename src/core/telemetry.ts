@@ -1,4 +1,13 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
 import { BasicTracerProvider, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -24,9 +33,17 @@ export function telemetryEnabled(): boolean {
 }
 
 /** Starts the exporter (OTLP over HTTP, batched); the returned function flushes and stops it. */
-export function startTelemetry(cfg: TelemetryConfig, extra: { spanProcessor?: SpanProcessor } = {}): () => Promise<void> {
-  const processor = extra.spanProcessor ?? new BatchSpanProcessor(new OTLPTraceExporter({ url: cfg.otlp_url }), { scheduledDelayMillis: 1000 });
-  const provider = new BasicTracerProvider({ resource: resourceFromAttributes({ 'service.name': cfg.service_name }), spanProcessors: [processor] });
+export function startTelemetry(
+  cfg: TelemetryConfig,
+  extra: { spanProcessor?: SpanProcessor } = {},
+): () => Promise<void> {
+  const processor =
+    extra.spanProcessor ??
+    new BatchSpanProcessor(new OTLPTraceExporter({ url: cfg.otlp_url }), { scheduledDelayMillis: 1000 });
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': cfg.service_name }),
+    spanProcessors: [processor],
+  });
   const mine = { tracer: provider.getTracer('millrace'), provider };
   active = mine;
   return async () => {
@@ -44,7 +61,12 @@ const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 export function contextOf(traceparent: string | undefined): Context {
   const m = traceparent === undefined ? null : TP.exec(traceparent);
   if (m === null) return ROOT_CONTEXT;
-  return trace.setSpanContext(ROOT_CONTEXT, { traceId: m[1]!, spanId: m[2]!, traceFlags: parseInt(m[3]!, 16), isRemote: true });
+  return trace.setSpanContext(ROOT_CONTEXT, {
+    traceId: m[1]!,
+    spanId: m[2]!,
+    traceFlags: parseInt(m[3]!, 16),
+    isRemote: true,
+  });
 }
 
 /** The W3C traceparent naming `span` as the parent. */
@@ -54,7 +76,12 @@ export function traceparentOf(span: Span): string {
 }
 
 /** A span under `parent` (a traceparent), or undefined while telemetry is off. */
-export function startSpan(name: string, parent: string | undefined, kind: SpanKind, attributes?: Attributes): Span | undefined {
+export function startSpan(
+  name: string,
+  parent: string | undefined,
+  kind: SpanKind,
+  attributes?: Attributes,
+): Span | undefined {
   if (active === null) return undefined;
   return active.tracer.startSpan(name, { kind, ...(attributes ? { attributes } : {}) }, contextOf(parent));
 }
@@ -74,7 +101,13 @@ export function endSpan(span: Span | undefined, err?: unknown, attributes?: Attr
 }
 
 /** Runs `fn` in a span; `fn` gets the traceparent to carry on (the span's, or `parent` while off). */
-export async function inSpan<T>(name: string, parent: string | undefined, kind: SpanKind, attributes: Attributes | undefined, fn: (traceparent: string | undefined) => Promise<T>): Promise<T> {
+export async function inSpan<T>(
+  name: string,
+  parent: string | undefined,
+  kind: SpanKind,
+  attributes: Attributes | undefined,
+  fn: (traceparent: string | undefined) => Promise<T>,
+): Promise<T> {
   const span = startSpan(name, parent, kind, attributes);
   if (span === undefined) return fn(parent);
   try {

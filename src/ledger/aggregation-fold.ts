@@ -54,9 +54,16 @@ interface PostedData {
  * levels. Log events other than `ledger.posted` only move `lastPos`; posted
  * events of an account type no longer configured are stamped but not summed.
  */
-export function foldPostings(batch: readonly LogEvent[], types: ReadonlyMap<string, AccountType>, periods: Periods): AggregationFold {
+export function foldPostings(
+  batch: readonly LogEvent[],
+  types: ReadonlyMap<string, AccountType>,
+  periods: Periods,
+): AggregationFold {
   const deltas = new Map<string, PeriodDelta>();
-  const buckets = new Map<string, { type: string; accKey: string; grp: string; level: number; rows: Map<string, BucketRow> }>();
+  const buckets = new Map<
+    string,
+    { type: string; accKey: string; grp: string; level: number; rows: Map<string, BucketRow> }
+  >();
   const stamps: AggregationFold['stamps'] = [];
   let lastPos = 0;
   let n = 0;
@@ -98,7 +105,13 @@ export function foldPostings(batch: readonly LogEvent[], types: ReadonlyMap<stri
   return {
     stamps,
     deltas: [...deltas.values()],
-    buckets: [...buckets.values()].map((b) => ({ type: b.type, accKey: b.accKey, grp: b.grp, level: b.level, rows: [...b.rows.values()] })),
+    buckets: [...buckets.values()].map((b) => ({
+      type: b.type,
+      accKey: b.accKey,
+      grp: b.grp,
+      level: b.level,
+      rows: [...b.rows.values()],
+    })),
     events: n,
     lastPos,
   };

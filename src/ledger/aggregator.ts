@@ -44,8 +44,24 @@ export class Aggregator {
   private async applyDelta(tx: Tx, { type, accKey, grp, grpVals, byEnd }: PeriodDelta, pos: number): Promise<void> {
     const ends = [...byEnd.keys()].sort((a, b) => a - b);
     const minEnd = ends[0]!;
-    const rows = await tx.all<{ boundary: number; debit: string; credit: string }>(sql.aggregatesFrom, [type, accKey, grp, grpVals, type, accKey, grp, grpVals, minEnd, minEnd]);
-    const cur = rows.map((r) => ({ boundary: Number(r.boundary), d: unitsOf(r.debit), c: unitsOf(r.credit), isNew: false }));
+    const rows = await tx.all<{ boundary: number; debit: string; credit: string }>(sql.aggregatesFrom, [
+      type,
+      accKey,
+      grp,
+      grpVals,
+      type,
+      accKey,
+      grp,
+      grpVals,
+      minEnd,
+      minEnd,
+    ]);
+    const cur = rows.map((r) => ({
+      boundary: Number(r.boundary),
+      d: unitsOf(r.debit),
+      c: unitsOf(r.credit),
+      isNew: false,
+    }));
     for (const end of ends) {
       if (cur.some((r) => r.boundary === end)) continue;
       // Nearest earlier aggregate: no aggregated event lies between it and this period.
@@ -62,8 +78,28 @@ export class Aggregator {
         r.d += s.d;
         r.c += s.c;
       }
-      if (r.isNew) await tx.run(sql.aggregateInsert, [type, accKey, grp, grpVals, r.boundary, r.d.toString(), r.c.toString(), pos]);
-      else await tx.run(sql.aggregateUpdate, [r.d.toString(), r.c.toString(), pos, type, accKey, grp, grpVals, r.boundary]);
+      if (r.isNew)
+        await tx.run(sql.aggregateInsert, [
+          type,
+          accKey,
+          grp,
+          grpVals,
+          r.boundary,
+          r.d.toString(),
+          r.c.toString(),
+          pos,
+        ]);
+      else
+        await tx.run(sql.aggregateUpdate, [
+          r.d.toString(),
+          r.c.toString(),
+          pos,
+          type,
+          accKey,
+          grp,
+          grpVals,
+          r.boundary,
+        ]);
     }
   }
 
@@ -72,18 +108,39 @@ export class Aggregator {
    * BigInt arithmetic in both dialects); a bucket is touched only by the
    * events dated inside it, so a backdated event costs two rows here.
    */
-  private async applyBuckets(tx: Tx, type: string, accKey: string, grp: string, level: number, rows: BucketRow[]): Promise<void> {
+  private async applyBuckets(
+    tx: Tx,
+    type: string,
+    accKey: string,
+    grp: string,
+    level: number,
+    rows: BucketRow[],
+  ): Promise<void> {
     const existing = new Map<string, Sums>();
     const starts = [...new Set(rows.map((r) => r.bucket))];
     for (let off = 0; off < starts.length; off += 500) {
       const chunk = starts.slice(off, off + 500);
-      const found = await tx.all<{ bucket: number; grp_vals: string; debit: string; credit: string }>(sql.bucketsAt(chunk.length), [type, accKey, grp, level, ...chunk]);
-      for (const f of found) existing.set(`${Number(f.bucket)}\u0000${f.grp_vals}`, { d: unitsOf(f.debit), c: unitsOf(f.credit) });
+      const found = await tx.all<{ bucket: number; grp_vals: string; debit: string; credit: string }>(
+        sql.bucketsAt(chunk.length),
+        [type, accKey, grp, level, ...chunk],
+      );
+      for (const f of found)
+        existing.set(`${Number(f.bucket)}\u0000${f.grp_vals}`, { d: unitsOf(f.debit), c: unitsOf(f.credit) });
     }
     const inserts: unknown[][] = [];
     for (const r of rows) {
       const e = existing.get(`${r.bucket}\u0000${r.grpVals}`);
-      if (e) await tx.run(sql.bucketUpdate, [(e.d + r.d).toString(), (e.c + r.c).toString(), type, accKey, grp, level, r.bucket, r.grpVals]);
+      if (e)
+        await tx.run(sql.bucketUpdate, [
+          (e.d + r.d).toString(),
+          (e.c + r.c).toString(),
+          type,
+          accKey,
+          grp,
+          level,
+          r.bucket,
+          r.grpVals,
+        ]);
       else inserts.push([type, accKey, grp, level, r.bucket, r.grpVals, r.d.toString(), r.c.toString()]);
     }
     for (let off = 0; off < inserts.length; off += 100) {
@@ -98,7 +155,10 @@ export class Aggregator {
     for (const shard of this.rt.storage.shards) {
       const from0 = await this.rt.cursors.ensure(shard.name, AGGREGATOR_CURSOR, 'earliest');
       let from = from0;
-      for await (const batch of this.rt.cursors.tail(shard.name, from, { untilCaughtUp: true, chunk: this.cfg.aggregation.chunk })) {
+      for await (const batch of this.rt.cursors.tail(shard.name, from, {
+        untilCaughtUp: true,
+        chunk: this.cfg.aggregation.chunk,
+      })) {
         const to = batch[batch.length - 1]!.pos!;
         const f = from;
         await shard.write(async (tx) => {

@@ -42,7 +42,12 @@ export class BatchWriter {
     const now = this.rt.clock.now();
     const { events: prepared, locks, states, idempotencyKey: idem } = this.validate.batch(req);
     // Only an idempotent batch is compared with its earlier request.
-    const requestHash = idem === undefined ? '' : createHash('sha256').update(canonical({ ...req, idempotency_key: undefined })).digest('hex');
+    const requestHash =
+      idem === undefined
+        ? ''
+        : createHash('sha256')
+            .update(canonical({ ...req, idempotency_key: undefined }))
+            .digest('hex');
     const home = idem === undefined ? undefined : this.rt.storage.shardFor(['ledger.idempotency', idem]);
     if (idem !== undefined && home !== undefined) {
       const rows = await home.reader.all<{ request_hash: string; answer: string }>(sql.idempotencyGet, [idem]);
@@ -52,10 +57,14 @@ export class BatchWriter {
         return JSON.parse(prior.answer) as BatchAnswer;
       }
     }
-    const batchId = idem === undefined ? randomUUID() : `idem-${createHash('sha256').update(idem).digest('hex').slice(0, 32)}`;
+    const batchId =
+      idem === undefined ? randomUUID() : `idem-${createHash('sha256').update(idem).digest('hex').slice(0, 32)}`;
 
     // Group the batch by shard; each shard's part commits atomically.
-    const parts = new Map<string, { shard: Shard; events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }>();
+    const parts = new Map<
+      string,
+      { shard: Shard; events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }
+    >();
     const part = (s: Shard) => {
       let p = parts.get(s.name);
       if (!p) parts.set(s.name, (p = { shard: s, events: [], locks: [], states: [] }));
@@ -80,37 +89,55 @@ export class BatchWriter {
     for (const p of ordered) {
       try {
         // Plain postings (no idempotency key, locks or states) where arrays bind: folded with concurrent ones into one wave.
-        if (idem === undefined && p.locks.length === 0 && p.states.length === 0 && p.events.length > 0 && p.shard.driver.capabilities.bulkArrayParams) {
+        if (
+          idem === undefined &&
+          p.locks.length === 0 &&
+          p.states.length === 0 &&
+          p.events.length > 0 &&
+          p.shard.driver.capabilities.bulkArrayParams
+        ) {
           await this.combinerFor(p.shard).post({ batchId, events: p.events }, partLockKeys(p, undefined));
           committed.push(p.shard.name);
           continue;
         }
-        const versions = await p.shard.write(async (tx) => {
-          if (idem !== undefined) {
-            const n = await tx.run(sql.batchPartPut, [idem, requestHash, now]);
-            if (n === 0) {
-              const r = await tx.all<{ request_hash: string }>(sql.batchPartGet, [idem]);
-              if (r[0]?.request_hash !== requestHash) throw reused(idem);
-              return null; // this part committed on an earlier attempt
+        const versions = await p.shard.write(
+          async (tx) => {
+            if (idem !== undefined) {
+              const n = await tx.run(sql.batchPartPut, [idem, requestHash, now]);
+              if (n === 0) {
+                const r = await tx.all<{ request_hash: string }>(sql.batchPartGet, [idem]);
+                if (r[0]?.request_hash !== requestHash) throw reused(idem);
+                return null; // this part committed on an earlier attempt
+              }
             }
-          }
-          for (const l of p.locks) {
-            await this.locks.lockHead(tx, l.type, l.keyText);
-            await this.locks.checkLockHeld(tx, l.type, l.keyText, l.uid, now);
-          }
-          const versions: BatchAnswer['states'] = [];
-          for (const s of p.states) versions.push({ type: s.type, attrs: s.attrs, version: await this.states.writeState(tx, s.type, s.keyText, s.state, s.expected, now) });
-          await this.insertEvents(tx, p.shard, batchId, p.events);
-          return versions;
-        }, { lockKeys: partLockKeys(p, idem) });
+            for (const l of p.locks) {
+              await this.locks.lockHead(tx, l.type, l.keyText);
+              await this.locks.checkLockHeld(tx, l.type, l.keyText, l.uid, now);
+            }
+            const versions: BatchAnswer['states'] = [];
+            for (const s of p.states)
+              versions.push({
+                type: s.type,
+                attrs: s.attrs,
+                version: await this.states.writeState(tx, s.type, s.keyText, s.state, s.expected, now),
+              });
+            await this.insertEvents(tx, p.shard, batchId, p.events);
+            return versions;
+          },
+          { lockKeys: partLockKeys(p, idem) },
+        );
         if (versions) stateVersions.push(...versions);
         committed.push(p.shard.name);
       } catch (err) {
         if (committed.length > 0 && err instanceof MillraceError) {
-          throw new MillraceError(err.code, `${err.message} (the parts of this batch on shards ${committed.join(', ')} were already committed; cross-shard batches are atomic per shard only)`, {
-            details: { ...(err.details ?? {}), committed_shards: committed },
-            cause: err,
-          });
+          throw new MillraceError(
+            err.code,
+            `${err.message} (the parts of this batch on shards ${committed.join(', ')} were already committed; cross-shard batches are atomic per shard only)`,
+            {
+              details: { ...(err.details ?? {}), committed_shards: committed },
+              cause: err,
+            },
+          );
         }
         throw err;
       }
@@ -153,7 +180,11 @@ export class BatchWriter {
   }
 
   /** The events of several batches' parts on one shard, and their log events: one statement where arrays bind (PostgreSQL). */
-  private async insertPostings(tx: Tx, shard: Shard, postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>): Promise<void> {
+  private async insertPostings(
+    tx: Tx,
+    shard: Shard,
+    postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>,
+  ): Promise<void> {
     if (shard.driver.capabilities.bulkArrayParams) {
       const { items, before } = await this.postingsStatement(shard, postings);
       if (items.length > 0) await this.rt.log.appendManyIn(tx, shard, items, before);
@@ -165,7 +196,8 @@ export class BatchWriter {
       for (let off = 0; off < p.events.length; off += CHUNK) {
         const chunk = p.events.slice(off, off + CHUNK);
         const params: unknown[] = [];
-        for (const e of chunk) params.push(p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
+        for (const e of chunk)
+          params.push(p.batchId, e.t.name, e.accKey, JSON.stringify(e.aux), e.side, e.units.toString(), e.dt, e.info);
         const rows = await tx.all<{ id: number }>(sql.insertEvents(chunk.length), params);
         for (const r of rows) ids.push(Number(r.id));
       }
@@ -195,7 +227,10 @@ export class BatchWriter {
   }
 
   /** One log event per batch and account touched (events in `ids` order); streams of a batch in name order. */
-  private logItems(postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>, ids: readonly number[]): Array<{ stream: string; events: NewEvent[] }> {
+  private logItems(
+    postings: ReadonlyArray<{ batchId: string; events: PreparedEvent[] }>,
+    ids: readonly number[],
+  ): Array<{ stream: string; events: NewEvent[] }> {
     // The exporter ships these in position order, and the aggregator follows their positions.
     const items: Array<{ stream: string; events: NewEvent[] }> = [];
     let at = 0;
@@ -245,7 +280,10 @@ export function accountStream(type: string, accKey: string): string {
 }
 
 /** What a batch's part writes that other writers contend for: its account streams, lock heads, states and idempotency key. */
-function partLockKeys(p: { events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] }, idem: string | undefined): string[] {
+function partLockKeys(
+  p: { events: PreparedEvent[]; locks: PreparedLock[]; states: PreparedState[] },
+  idem: string | undefined,
+): string[] {
   const keys = new Set<string>();
   for (const e of p.events) keys.add(accountStream(e.t.name, e.accKey));
   for (const l of p.locks) keys.add(lockHeadKey(l.type, l.keyText));
@@ -255,5 +293,9 @@ function partLockKeys(p: { events: PreparedEvent[]; locks: PreparedLock[]; state
 }
 
 function reused(key: string): MillraceError {
-  return new MillraceError('idempotency_key_reused', `idempotency key "${key}" was already used with a different request`, { details: { idempotency_key: key } });
+  return new MillraceError(
+    'idempotency_key_reused',
+    `idempotency key "${key}" was already used with a different request`,
+    { details: { idempotency_key: key } },
+  );
 }

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 
-const attrName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'attribute names are 1-63 letters, digits or _, not starting with a digit');
+const attrName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'attribute names are 1-63 letters, digits or _, not starting with a digit');
 const typeName = /^[A-Za-z_][A-Za-z0-9_.-]{0,99}$/;
 
 const accountTypeSchema = z
@@ -18,12 +20,16 @@ const accountTypeSchema = z
   })
   .strict();
 
-const keyedTypeSchema = z.object({ key: z.array(attrName).min(1), shard_key: z.array(attrName).min(1).optional() }).strict();
+const keyedTypeSchema = z
+  .object({ key: z.array(attrName).min(1), shard_key: z.array(attrName).min(1).optional() })
+  .strict();
 
 /** Configuration of the ledger face (the `ledger:` section of millrace.yaml). */
 export const ledgerConfigSchema = z
   .object({
-    accounts: z.record(z.string().regex(typeName, 'type names are letters, digits, _ . -'), accountTypeSchema).default({}),
+    accounts: z
+      .record(z.string().regex(typeName, 'type names are letters, digits, _ . -'), accountTypeSchema)
+      .default({}),
     locks: z.record(z.string().regex(typeName), keyedTypeSchema).default({}),
     states: z.record(z.string().regex(typeName), keyedTypeSchema).default({}),
     aggregation: z
@@ -48,7 +54,11 @@ export const ledgerConfigSchema = z
         /** Months after the current one to create partitions for. */
         ahead_months: z.number().int().min(0).max(120).default(3),
         /** How often the `ledger.partitions` timer runs. */
-        every_ms: z.number().int().min(1000).default(6 * 3_600_000),
+        every_ms: z
+          .number()
+          .int()
+          .min(1000)
+          .default(6 * 3_600_000),
       })
       .strict()
       .prefault({}),
@@ -72,10 +82,20 @@ export const ledgerConfigSchema = z
       const at = (...p: Array<string | number>) => ['accounts', name, ...p];
       const all = [...t.key, ...t.aux];
       const d = dupes(all);
-      if (d !== undefined) ctx.addIssue({ code: 'custom', path: at(), message: `account type "${name}": attribute "${d}" is repeated across key and aux` });
+      if (d !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: at(),
+          message: `account type "${name}": attribute "${d}" is repeated across key and aux`,
+        });
       t.groupings.forEach((g, i) => {
         const gd = dupes(g);
-        if (gd !== undefined) ctx.addIssue({ code: 'custom', path: at('groupings', i), message: `account type "${name}": attribute "${gd}" is repeated in grouping [${g.join(', ')}]` });
+        if (gd !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: at('groupings', i),
+            message: `account type "${name}": attribute "${gd}" is repeated in grouping [${g.join(', ')}]`,
+          });
         for (const a of g) {
           if (!t.aux.includes(a)) {
             ctx.addIssue({
@@ -89,7 +109,12 @@ export const ledgerConfigSchema = z
       const seen = new Set<string>();
       t.groupings.forEach((g, i) => {
         const k = [...g].sort().join('\u0000');
-        if (seen.has(k)) ctx.addIssue({ code: 'custom', path: at('groupings', i), message: `account type "${name}": grouping [${g.join(', ')}] is listed twice` });
+        if (seen.has(k))
+          ctx.addIssue({
+            code: 'custom',
+            path: at('groupings', i),
+            message: `account type "${name}": grouping [${g.join(', ')}] is listed twice`,
+          });
         seen.add(k);
       });
       checkShardKey(ctx, at('shard_key'), `account type "${name}"`, t.key, t.shard_key);
@@ -100,20 +125,37 @@ export const ledgerConfigSchema = z
     ] as const) {
       for (const [name, t] of Object.entries(types)) {
         const d = dupes(t.key);
-        if (d !== undefined) ctx.addIssue({ code: 'custom', path: [kind, name, 'key'], message: `${kind} type "${name}": attribute "${d}" is repeated` });
+        if (d !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: [kind, name, 'key'],
+            message: `${kind} type "${name}": attribute "${d}" is repeated`,
+          });
         checkShardKey(ctx, [kind, name, 'shard_key'], `${kind} type "${name}"`, t.key, t.shard_key);
       }
     }
   })
   .prefault({});
 
-function checkShardKey(ctx: z.RefinementCtx, path: Array<string | number>, what: string, key: readonly string[], shardKey: readonly string[] | undefined): void {
+function checkShardKey(
+  ctx: z.RefinementCtx,
+  path: Array<string | number>,
+  what: string,
+  key: readonly string[],
+  shardKey: readonly string[] | undefined,
+): void {
   if (shardKey === undefined) return;
   for (const a of shardKey) {
-    if (!key.includes(a)) ctx.addIssue({ code: 'custom', path, message: `${what}: shard key attribute "${a}" is not in the key [${key.join(', ')}]` });
+    if (!key.includes(a))
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: `${what}: shard key attribute "${a}" is not in the key [${key.join(', ')}]`,
+      });
   }
   const d = shardKey.find((a, i) => shardKey.indexOf(a) !== i);
-  if (d !== undefined) ctx.addIssue({ code: 'custom', path, message: `${what}: shard key attribute "${d}" is repeated` });
+  if (d !== undefined)
+    ctx.addIssue({ code: 'custom', path, message: `${what}: shard key attribute "${d}" is repeated` });
 }
 
 export type LedgerConfig = z.output<typeof ledgerConfigSchema>;

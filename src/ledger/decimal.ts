@@ -10,15 +10,20 @@ const DECIMAL = /^(\d+)(?:\.(\d+))?$/;
  * never JavaScript numbers: "12.34" at scale 2 is 1234n.
  */
 export function parseAmount(text: unknown, scale: number, where: string): bigint {
-  if (typeof text !== 'string' || text.length > 64) throw invalidAmount(`${where}: amount must be a decimal string such as "12.34"`);
+  if (typeof text !== 'string' || text.length > 64)
+    throw invalidAmount(`${where}: amount must be a decimal string such as "12.34"`);
   const m = DECIMAL.exec(text);
   if (m === null) throw invalidAmount(`${where}: amount "${text}" is not a decimal string such as "12.34"`);
   const frac = m[2] ?? '';
-  if (frac.length > scale) throw invalidAmount(`${where}: amount "${text}" has ${frac.length} decimals; this account type allows ${scale}`);
+  if (frac.length > scale)
+    throw invalidAmount(`${where}: amount "${text}" has ${frac.length} decimals; this account type allows ${scale}`);
   const units = BigInt(m[1]! + frac.padEnd(scale, '0'));
   if (units <= 0n) throw invalidAmount(`${where}: amount must be greater than zero`);
   if (units > MAX_EVENT_UNITS) {
-    throw new MillraceError('overflow', `${where}: amount "${text}" is larger than one event can hold (${formatUnits(MAX_EVENT_UNITS, scale)})`);
+    throw new MillraceError(
+      'overflow',
+      `${where}: amount "${text}" is larger than one event can hold (${formatUnits(MAX_EVENT_UNITS, scale)})`,
+    );
   }
   return units;
 }

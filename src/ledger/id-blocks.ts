@@ -35,7 +35,10 @@ export class IdBlocks {
   }
 
   private async fetch(n: number): Promise<void> {
-    const rows = await this.reader.all<{ id: number }>('SELECT nextval(?::regclass) AS id FROM generate_series(1, ?::int)', [this.sequence, n]);
+    const rows = await this.reader.all<{ id: number }>(
+      'SELECT nextval(?::regclass) AS id FROM generate_series(1, ?::int)',
+      [this.sequence, n],
+    );
     for (const r of rows) this.ids.push(Number(r.id));
   }
 }

@@ -4,7 +4,16 @@ import type { Shard } from '../storage/storage.js';
 import type { LedgerConfig } from './config.js';
 import { formatUnits, unitsOf } from './decimal.js';
 import { ledgerSql as sql } from './ledger-sql.js';
-import { AGGREGATOR_CURSOR, type AccountQuery, type Attrs, type GroupSums, type LedgerEventOut, type Side, type TurnoverSums, iso } from './ledger-types.js';
+import {
+  AGGREGATOR_CURSOR,
+  type AccountQuery,
+  type Attrs,
+  type GroupSums,
+  type LedgerEventOut,
+  type Side,
+  type TurnoverSums,
+  iso,
+} from './ledger-types.js';
 import type { Periods } from './periods.js';
 import { type RequestValidator, parseDt } from './request-validator.js';
 
@@ -59,15 +68,28 @@ export class LedgerReader {
    * are read one by one. Every part is a bounded index range whatever the
    * history length: at most 23 + 59 bucket rows per group value.
    */
-  private async balanceContributions(shard: Shard, type: string, accKey: string, cover: string[] | null, dt: number): Promise<Contribution[]> {
+  private async balanceContributions(
+    shard: Shard,
+    type: string,
+    accKey: string,
+    cover: string[] | null,
+    dt: number,
+  ): Promise<Contribution[]> {
     const out: Contribution[] = [];
     if (cover === null) {
       // No aggregated grouping holds the attributes asked for: a plain scan,
       // which needs every event since the beginning.
       if (this.cfg.retention_months !== undefined) {
-        throw new MillraceError('retention_exceeded', 'no aggregated grouping holds the attributes asked for, so this read would scan every event since the beginning, and retention (ledger.retention_months) drops old months: ask for a configured grouping');
+        throw new MillraceError(
+          'retention_exceeded',
+          'no aggregated grouping holds the attributes asked for, so this read would scan every event since the beginning, and retention (ledger.retention_months) drops old months: ask for a configured grouping',
+        );
       }
-      const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(sql.eventsBefore, [type, accKey, dt]);
+      const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(sql.eventsBefore, [
+        type,
+        accKey,
+        dt,
+      ]);
       for (const r of rows) pushEvent(out, r);
       return out;
     }
@@ -76,27 +98,70 @@ export class LedgerReader {
       const vals = JSON.parse(text) as Array<string | null>;
       return Object.fromEntries(cover.map((k, i) => [k, vals[i] ?? null]));
     };
-    const aggs = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(sql.latestAggregates, [type, accKey, grp, type, accKey, grp, type, accKey, grp, type, accKey, grp, dt]);
+    const aggs = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(sql.latestAggregates, [
+      type,
+      accKey,
+      grp,
+      type,
+      accKey,
+      grp,
+      type,
+      accKey,
+      grp,
+      type,
+      accKey,
+      grp,
+      dt,
+    ]);
     for (const a of aggs) out.push({ vals: asVals(a.grp_vals), d: unitsOf(a.debit), c: unitsOf(a.credit) });
     const p = this.periods.periodStart(dt);
     const h = this.periods.bucketStart(dt, 1);
     const m = this.periods.bucketStart(dt, 2);
-    const buckets = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(sql.bucketRanges, [type, accKey, grp, p, h, type, accKey, grp, h, m]);
+    const buckets = await shard.reader.all<{ grp_vals: string; debit: string; credit: string }>(sql.bucketRanges, [
+      type,
+      accKey,
+      grp,
+      p,
+      h,
+      type,
+      accKey,
+      grp,
+      h,
+      m,
+    ]);
     for (const b of buckets) out.push({ vals: asVals(b.grp_vals), d: unitsOf(b.debit), c: unitsOf(b.credit) });
-    const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(sql.eventsTail, [type, accKey, m, dt, type, accKey, dt]);
+    const rows = await shard.reader.all<{ side: Side; amount: string; aux: string }>(sql.eventsTail, [
+      type,
+      accKey,
+      m,
+      dt,
+      type,
+      accKey,
+      dt,
+    ]);
     for (const r of rows) pushEvent(out, r);
     return out;
   }
 
-  async balances(req: { dt: string; accounts: AccountQuery[] }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
+  async balances(req: {
+    dt: string;
+    accounts: AccountQuery[];
+  }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
     const dt = parseDt(req.dt, 'dt');
     this.validate.checkRetention(dt, 'dt');
     const qs = req.accounts.map((q, i) => this.validate.query(q, `accounts[${i}]`));
     const balances = [];
     for (const q of qs) {
-      const contribs = await this.consistent(q.shard, () => this.balanceContributions(q.shard, q.t.name, q.accKey, q.cover, dt));
-      const groups = [...rollup(contribs, q.groupBy, q.filter).values()].map((g) => ({ group: g.group, debit: formatUnits(g.d, q.t.scale), credit: formatUnits(g.c, q.t.scale) }));
-      if (groups.length === 0 && q.groupBy.length === 0) groups.push({ group: {}, debit: formatUnits(0n, q.t.scale), credit: formatUnits(0n, q.t.scale) });
+      const contribs = await this.consistent(q.shard, () =>
+        this.balanceContributions(q.shard, q.t.name, q.accKey, q.cover, dt),
+      );
+      const groups = [...rollup(contribs, q.groupBy, q.filter).values()].map((g) => ({
+        group: g.group,
+        debit: formatUnits(g.d, q.t.scale),
+        credit: formatUnits(g.c, q.t.scale),
+      }));
+      if (groups.length === 0 && q.groupBy.length === 0)
+        groups.push({ group: {}, debit: formatUnits(0n, q.t.scale), credit: formatUnits(0n, q.t.scale) });
       balances.push({ type: q.t.name, key: this.validate.keyObject(q.t, q.keyVals), groups: sortGroups(groups) });
     }
     return { dt: iso(dt), balances };
@@ -133,9 +198,16 @@ export class LedgerReader {
     return { dt_from: iso(from), dt_to: iso(to), turnovers };
   }
 
-  async events(req: { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string | undefined }): Promise<{ events: LedgerEventOut[]; next_cursor: string | null }> {
+  async events(req: {
+    dt_from: string;
+    dt_to: string;
+    accounts: AccountQuery[];
+    limit: number;
+    cursor?: string | undefined;
+  }): Promise<{ events: LedgerEventOut[]; next_cursor: string | null }> {
     const { from, to } = this.validate.range(req.dt_from, req.dt_to);
-    if (!Number.isInteger(req.limit) || req.limit < 1 || req.limit > 10_000) throw badRequest('limit must be an integer from 1 to 10000');
+    if (!Number.isInteger(req.limit) || req.limit < 1 || req.limit > 10_000)
+      throw badRequest('limit must be an integer from 1 to 10000');
     const shardIdx = new Map(this.rt.storage.shards.map((s, i) => [s.name, i]));
     let after: [number, number, number] | null = null;
     if (req.cursor !== undefined) {
@@ -148,7 +220,8 @@ export class LedgerReader {
       }
     }
     const qs = req.accounts.map((q, i) => {
-      if (q.group_by !== undefined && q.group_by.length > 0) throw badRequest(`accounts[${i}].group_by is not used when listing events`);
+      if (q.group_by !== undefined && q.group_by.length > 0)
+        throw badRequest(`accounts[${i}].group_by is not used when listing events`);
       return this.validate.query(q, `accounts[${i}]`);
     });
     const seen = new Set<string>();
@@ -166,7 +239,15 @@ export class LedgerReader {
         lowDt = cDt;
         lowId = si < cShard ? Number.MAX_SAFE_INTEGER : si === cShard ? cId : -1;
       }
-      const rows = await q.shard.reader.all<{ id: number; batch_id: string; aux: string; side: Side; amount: string; dt: number; info: string | null }>(sql.eventsPage, [
+      const rows = await q.shard.reader.all<{
+        id: number;
+        batch_id: string;
+        aux: string;
+        side: Side;
+        amount: string;
+        dt: number;
+        info: string | null;
+      }>(sql.eventsPage, [
         q.t.name,
         q.accKey,
         lowDt,
@@ -201,16 +282,27 @@ export class LedgerReader {
     const page = all.slice(0, req.limit);
     const more = all.length > req.limit;
     const last = page[page.length - 1];
-    return { events: page.map((p) => p.o), next_cursor: more && last ? Buffer.from(JSON.stringify(last.k)).toString('base64url') : null };
+    return {
+      events: page.map((p) => p.o),
+      next_cursor: more && last ? Buffer.from(JSON.stringify(last.k)).toString('base64url') : null,
+    };
   }
 }
 
 function pushEvent(out: Contribution[], r: { side: Side; amount: string; aux: string }): void {
   const u = unitsOf(r.amount);
-  out.push({ vals: JSON.parse(r.aux) as Record<string, string>, d: r.side === 'debit' ? u : 0n, c: r.side === 'credit' ? u : 0n });
+  out.push({
+    vals: JSON.parse(r.aux) as Record<string, string>,
+    d: r.side === 'debit' ? u : 0n,
+    c: r.side === 'credit' ? u : 0n,
+  });
 }
 
-function rollup(contribs: Contribution[], groupBy: string[], filter: Record<string, string>): Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }> {
+function rollup(
+  contribs: Contribution[],
+  groupBy: string[],
+  filter: Record<string, string>,
+): Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }> {
   const out = new Map<string, { group: Record<string, string | null>; d: bigint; c: bigint }>();
   for (const x of contribs) {
     if (Object.entries(filter).some(([k, v]) => (x.vals[k] ?? null) !== v)) continue;

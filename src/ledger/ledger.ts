@@ -8,7 +8,16 @@ import { Aggregator } from './aggregator.js';
 import { BatchWriter } from './batch-writer.js';
 import type { LedgerConfig } from './config.js';
 import { LedgerReader } from './ledger-reader.js';
-import type { AccountQuery, AccountType, Attrs, BatchAnswer, BatchRequest, GroupSums, LedgerEventOut, LockMode } from './ledger-types.js';
+import type {
+  AccountQuery,
+  AccountType,
+  Attrs,
+  BatchAnswer,
+  BatchRequest,
+  GroupSums,
+  LedgerEventOut,
+  LockMode,
+} from './ledger-types.js';
 import { LockStore } from './lock-store.js';
 import { PartitionManager } from './partition-manager.js';
 import { Periods } from './periods.js';
@@ -52,7 +61,10 @@ export class Ledger {
     this.periodMs = this.periods.periodMs;
     this.offsetMs = this.periods.offsetMs;
     if (cfg.retention_months !== undefined && rt.storage.shards.some((s) => !s.driver.capabilities.tablePartitioning)) {
-      throw new MillraceError('config_invalid', 'ledger.retention_months needs PostgreSQL: SQLite keeps one unpartitioned events table and never drops events');
+      throw new MillraceError(
+        'config_invalid',
+        'ledger.retention_months needs PostgreSQL: SQLite keeps one unpartitioned events table and never drops events',
+      );
     }
     this.locks = new LockStore(rt, this.validate);
     this.states = new StateStore(this.validate);
@@ -75,7 +87,12 @@ export class Ledger {
   }
 
   /** Validates account attributes; returns key values (in key order) and aux values. */
-  accountAttrs(t: AccountType, attrs: unknown, where: string, allowAux: boolean): { keyVals: string[]; aux: Record<string, string> } {
+  accountAttrs(
+    t: AccountType,
+    attrs: unknown,
+    where: string,
+    allowAux: boolean,
+  ): { keyVals: string[]; aux: Record<string, string> } {
     return this.validate.accountAttrs(t, attrs, where, allowAux);
   }
 
@@ -131,13 +148,18 @@ export class Ledger {
   }
 
   /** Drops the partitions past the retention horizon that the aggregates cover (see PartitionManager). */
-  dropExpiredPartitions(now: number): Promise<{ dropped: string[]; kept: Array<{ partition: string; reason: string }> }> {
+  dropExpiredPartitions(
+    now: number,
+  ): Promise<{ dropped: string[]; kept: Array<{ partition: string; reason: string }> }> {
     return this.partitions.dropExpiredPartitions(now);
   }
 
   // ---------------------------------------------------------------- reads
 
-  balances(req: { dt: string; accounts: AccountQuery[] }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
+  balances(req: {
+    dt: string;
+    accounts: AccountQuery[];
+  }): Promise<{ dt: string; balances: Array<{ type: string; key: Attrs; groups: GroupSums[] }> }> {
     return this.reader.balances(req);
   }
 
@@ -145,20 +167,32 @@ export class Ledger {
    * The accounts of a type that have events, by key, paged, each with its
    * balance (all groups together) at `dt` (default: now). Reads every shard.
    */
-  async accounts(type: string, opts: { dt?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<{ key: Attrs; debit: string; credit: string }> & { dt: string }> {
+  async accounts(
+    type: string,
+    opts: { dt?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<Page<{ key: Attrs; debit: string; credit: string }> & { dt: string }> {
     const limit = pageLimit(opts.limit);
     const t = this.validate.accountType(type);
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const dt = opts.dt ?? new Date(this.rt.clock.now()).toISOString();
     const keys = new Set<string>();
     for (const shard of this.rt.storage.shards) {
-      const rows = await shard.reader.all<{ acc_key: string }>('SELECT DISTINCT acc_key FROM ledger_events WHERE type = ? AND acc_key > ? ORDER BY acc_key LIMIT ?', [t.name, after, limit + 1]);
+      const rows = await shard.reader.all<{ acc_key: string }>(
+        'SELECT DISTINCT acc_key FROM ledger_events WHERE type = ? AND acc_key > ? ORDER BY acc_key LIMIT ?',
+        [t.name, after, limit + 1],
+      );
       for (const r of rows) keys.add(r.acc_key);
     }
     const sorted = [...keys].sort();
     const page = sorted.slice(0, limit);
-    const attrs = page.map((k) => Object.fromEntries(t.key.map((name, i) => [name, (JSON.parse(k) as Array<string | null>)[i] ?? ''])) as Attrs);
-    const b = page.length === 0 ? { dt, balances: [] } : await this.balances({ dt, accounts: attrs.map((key) => ({ type: t.name, key })) });
+    const attrs = page.map(
+      (k) =>
+        Object.fromEntries(t.key.map((name, i) => [name, (JSON.parse(k) as Array<string | null>)[i] ?? ''])) as Attrs,
+    );
+    const b =
+      page.length === 0
+        ? { dt, balances: [] }
+        : await this.balances({ dt, accounts: attrs.map((key) => ({ type: t.name, key })) });
     const items = attrs.map((key, i) => {
       const g = b.balances[i]?.groups[0];
       return { key, debit: g?.debit ?? '0', credit: g?.credit ?? '0' };
@@ -170,7 +204,13 @@ export class Ledger {
     return this.reader.turnovers(req);
   }
 
-  events(req: { dt_from: string; dt_to: string; accounts: AccountQuery[]; limit: number; cursor?: string | undefined }): Promise<{ events: LedgerEventOut[]; next_cursor: string | null }> {
+  events(req: {
+    dt_from: string;
+    dt_to: string;
+    accounts: AccountQuery[];
+    limit: number;
+    cursor?: string | undefined;
+  }): Promise<{ events: LedgerEventOut[]; next_cursor: string | null }> {
     return this.reader.events(req);
   }
 
@@ -192,7 +232,10 @@ export class Ledger {
     return this.locks.getLock(req);
   }
 
-  getState(req: { type: string; attrs: Attrs }): Promise<{ type: string; attrs: Attrs; state: unknown; version: number }> {
+  getState(req: {
+    type: string;
+    attrs: Attrs;
+  }): Promise<{ type: string; attrs: Attrs; state: unknown; version: number }> {
     return this.states.getState(req);
   }
 }

@@ -61,7 +61,9 @@ export class PartitionManager {
    * stay exact. A partition that fails a check is kept and retried on the next
    * run. Without `retention_months` nothing is dropped.
    */
-  async dropExpiredPartitions(now: number): Promise<{ dropped: string[]; kept: Array<{ partition: string; reason: string }> }> {
+  async dropExpiredPartitions(
+    now: number,
+  ): Promise<{ dropped: string[]; kept: Array<{ partition: string; reason: string }> }> {
     const dropped: string[] = [];
     const kept: Array<{ partition: string; reason: string }> = [];
     const horizon = this.validate.retentionHorizon(now);
@@ -87,7 +89,13 @@ export class PartitionManager {
           keep('rows stamped beyond the aggregator cursor');
           continue;
         }
-        const missing = await shard.reader.all<{ n: string }>(sql.partitionAccountsWithoutBalance(name), [offsetMs, periodMs, periodMs, offsetMs, periodMs]);
+        const missing = await shard.reader.all<{ n: string }>(sql.partitionAccountsWithoutBalance(name), [
+          offsetMs,
+          periodMs,
+          periodMs,
+          offsetMs,
+          periodMs,
+        ]);
         if (Number(missing[0]?.n ?? 0) > 0) {
           keep(`${missing[0]!.n} accounts have no period-start balance after their last event in it`);
           continue;

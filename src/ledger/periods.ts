@@ -11,7 +11,8 @@ export class Periods {
   constructor(aggregation: LedgerConfig['aggregation']) {
     this.periodMs = aggregation.period === 'day' ? 86_400_000 : 3_600_000;
     const tz = aggregation.timezone;
-    this.offsetMs = tz === 'UTC' ? 0 : (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
+    this.offsetMs =
+      tz === 'UTC' ? 0 : (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
   }
 
   /** Start of the aggregation period holding `ms`. */

@@ -48,7 +48,10 @@ export class PostingCombiner<P> {
   constructor(
     private readonly shard: Shard,
     private readonly write: (tx: Tx, postings: readonly P[]) => Promise<void>,
-    private readonly opts: { maxInFlight?: number; wave?: (postings: readonly P[], keys: readonly string[]) => Promise<void> } = {},
+    private readonly opts: {
+      maxInFlight?: number;
+      wave?: (postings: readonly P[], keys: readonly string[]) => Promise<void>;
+    } = {},
   ) {
     this.maxInFlight = opts.maxInFlight ?? 1;
   }
@@ -112,10 +115,12 @@ export class PostingCombiner<P> {
     this.stats.fallbacks++;
     await Promise.all(
       wave.map((w) =>
-        this.shard.write((tx) => this.write(tx, [w.payload]), { lockKeys: w.keys }).then(
-          () => w.resolve(),
-          (e: unknown) => w.reject(e),
-        ),
+        this.shard
+          .write((tx) => this.write(tx, [w.payload]), { lockKeys: w.keys })
+          .then(
+            () => w.resolve(),
+            (e: unknown) => w.reject(e),
+          ),
       ),
     );
   }

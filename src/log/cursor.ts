@@ -89,14 +89,18 @@ export class CursorEngine {
 
   /** Stored position of a cursor, or null if it does not exist. */
   async position(shard: string, name: string): Promise<number | null> {
-    const rows = await this.log.shardLog(shard).shard.reader.all<{ pos: number }>('SELECT pos FROM cursors WHERE name = ?', [name]);
+    const rows = await this.log
+      .shardLog(shard)
+      .shard.reader.all<{ pos: number }>('SELECT pos FROM cursors WHERE name = ?', [name]);
     return rows[0]?.pos ?? null;
   }
 
   async list(shard: string): Promise<Array<{ name: string; pos: number; updatedAt: number }>> {
     const rows = await this.log
       .shardLog(shard)
-      .shard.reader.all<{ name: string; pos: number; updated_at: number }>('SELECT name, pos, updated_at FROM cursors ORDER BY name');
+      .shard.reader.all<{ name: string; pos: number; updated_at: number }>(
+        'SELECT name, pos, updated_at FROM cursors ORDER BY name',
+      );
     return rows.map((r) => ({ name: r.name, pos: r.pos, updatedAt: r.updated_at }));
   }
 
@@ -108,7 +112,11 @@ export class CursorEngine {
     const pos = await this.resolveStart(shard, start);
     const sl = this.log.shardLog(shard);
     await sl.shard.write((tx) =>
-      tx.run('INSERT INTO cursors (name, pos, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', [name, pos, this.clock.now()]),
+      tx.run('INSERT INTO cursors (name, pos, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', [
+        name,
+        pos,
+        this.clock.now(),
+      ]),
     );
     return (await this.position(shard, name))!;
   }
@@ -126,8 +134,16 @@ export class CursorEngine {
    * caller's work: that is what makes transactional consumers exactly-once.
    */
   async advanceIn(tx: Tx, name: string, from: number, to: number): Promise<void> {
-    const n = await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos = ?', [to, this.clock.now(), name, from]);
-    if (n !== 1) throw new MillraceError('stream_conflict', `cursor "${name}" is no longer at ${from}`, { details: { cursor: name, expected_pos: from } });
+    const n = await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos = ?', [
+      to,
+      this.clock.now(),
+      name,
+      from,
+    ]);
+    if (n !== 1)
+      throw new MillraceError('stream_conflict', `cursor "${name}" is no longer at ${from}`, {
+        details: { cursor: name, expected_pos: from },
+      });
   }
 
   /** Stores a position outside any other work (at-least-once consumers, acks). */
@@ -137,7 +153,12 @@ export class CursorEngine {
 
   /** Moves a cursor forward to `pos` inside a transaction (never back). */
   async saveIn(tx: Tx, name: string, pos: number): Promise<void> {
-    await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos < ?', [pos, this.clock.now(), name, pos]);
+    await tx.run('UPDATE cursors SET pos = ?, updated_at = ? WHERE name = ? AND pos < ?', [
+      pos,
+      this.clock.now(),
+      name,
+      pos,
+    ]);
   }
 
   async remove(shard: string, name: string): Promise<boolean> {
@@ -147,7 +168,8 @@ export class CursorEngine {
 
   /** Runs a durable named consumer until stopped. */
   consume(opts: ConsumerOptions): Consumer {
-    if (!validName(opts.name)) throw badRequest('cursor name must be 1-200 characters of letters, digits and . _ : / -');
+    if (!validName(opts.name))
+      throw badRequest('cursor name must be 1-200 characters of letters, digits and . _ : / -');
     this.log.shardLog(opts.shard);
     return new Consumer(this, this.log, opts, this.opts.logger);
   }
@@ -191,10 +213,18 @@ export class Consumer {
       this.holding = true;
       try {
         await this.runWhile(AbortSignal.any([this.abort.signal, lease.lost]), lease);
-        if (!this.abort.signal.aborted) this.logger.warn({ shard, cursor: name }, 'consumer: lost its role; standing by');
+        if (!this.abort.signal.aborted)
+          this.logger.warn({ shard, cursor: name }, 'consumer: lost its role; standing by');
       } finally {
         this.holding = false;
-        await lease.release().catch((err: unknown) => this.logger.warn({ err, shard, cursor: name }, 'consumer: releasing its lock failed; it lapses at the end of its term'));
+        await lease
+          .release()
+          .catch((err: unknown) =>
+            this.logger.warn(
+              { err, shard, cursor: name },
+              'consumer: releasing its lock failed; it lapses at the end of its term',
+            ),
+          );
       }
     }
   }

@@ -112,7 +112,9 @@ export class Log extends EventEmitter {
   /** Loads chain tips and heads; subscribes to cross-node position notices. Call once, after migrations. */
   async open(): Promise<void> {
     for (const sl of this.shardLogs.values()) {
-      const rows = await sl.shard.reader.all<{ pos: number; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1');
+      const rows = await sl.shard.reader.all<{ pos: number; hash: Buffer }>(
+        'SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1',
+      );
       const last = rows[0];
       if (last) {
         sl.tip = { pos: last.pos, hash: last.hash };
@@ -136,7 +138,8 @@ export class Log extends EventEmitter {
 
   shardLog(name: string): ShardLog {
     const sl = this.shardLogs.get(name);
-    if (sl === undefined) throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
+    if (sl === undefined)
+      throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
     return sl;
   }
 
@@ -148,14 +151,22 @@ export class Log extends EventEmitter {
   append(stream: string, events: readonly NewEvent[], opts: AppendOptions = {}): Promise<AppendResult> {
     const prepared = prepareEvents(stream, events, opts);
     const shard = this.shardFor(stream, opts.shardKey);
-    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq), { lockKeys: [stream] });
+    return shard.write((tx) => this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq), {
+      lockKeys: [stream],
+    });
   }
 
   /**
    * Appends inside a caller's transaction on `shard`, so a face can commit its
    * events together with its own rows. The caller routes the stream itself.
    */
-  appendIn(tx: Tx, shard: Shard, stream: string, events: readonly NewEvent[], opts: AppendOptions = {}): Promise<AppendResult> {
+  appendIn(
+    tx: Tx,
+    shard: Shard,
+    stream: string,
+    events: readonly NewEvent[],
+    opts: AppendOptions = {},
+  ): Promise<AppendResult> {
     return this.appendPrepared(tx, shard, stream, prepareEvents(stream, events, opts), opts.expectedSeq);
   }
 
@@ -177,7 +188,8 @@ export class Log extends EventEmitter {
     if (shard.driver.capabilities.sequencesOnInsert || !shard.driver.capabilities.bulkArrayParams) {
       if (before !== undefined) await tx.run(before.sql, before.params);
       const out: AppendResult[] = [];
-      for (let i = 0; i < items.length; i++) out.push(await this.appendPrepared(tx, shard, items[i]!.stream, prepared[i]!, undefined));
+      for (let i = 0; i < items.length; i++)
+        out.push(await this.appendPrepared(tx, shard, items[i]!.stream, prepared[i]!, undefined));
       return out;
     }
     const st = this.manyStatement(shard, items, prepared, before);
@@ -229,7 +241,11 @@ export class Log extends EventEmitter {
     items: ReadonlyArray<{ stream: string; events: readonly NewEvent[] }>,
     prepared: Prepared[][],
     before: { sql: string; params: readonly unknown[] } | undefined,
-  ): { sql: (locks: string | null) => string; params: unknown[]; result: (rows: Array<{ id: number; stream: string; seq: number }>) => AppendResult[] } {
+  ): {
+    sql: (locks: string | null) => string;
+    params: unknown[];
+    result: (rows: Array<{ id: number; stream: string; seq: number }>) => AppendResult[];
+  } {
     const now = this.clock.now();
     const streams: string[] = [];
     const idx: number[] = [];
@@ -297,7 +313,10 @@ export class Log extends EventEmitter {
     const top = new Map<string, number>();
     for (const r of rows) top.set(r.stream, Math.max(top.get(r.stream) ?? 0, Number(r.seq)));
     for (const [stream, seq] of [...top].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-      await tx.run('INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = CASE WHEN streams.seq > excluded.seq THEN streams.seq ELSE excluded.seq END', [stream, seq]);
+      await tx.run(
+        'INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = CASE WHEN streams.seq > excluded.seq THEN streams.seq ELSE excluded.seq END',
+        [stream, seq],
+      );
     }
     if (shard.driver.capabilities.sequencesOnInsert) {
       const sl = this.shardLog(shard.name);
@@ -329,7 +348,10 @@ export class Log extends EventEmitter {
       const chunk = rows.slice(off, off + INSERT_CHUNK);
       const params: unknown[] = [];
       for (const r of chunk) params.push(r.stream, r.seq, r.type, r.data, r.meta, r.created_at);
-      await tx.run(`INSERT INTO events (stream, seq, type, data, meta, created_at) VALUES ${rowsOf(chunk.length, 6)}`, params);
+      await tx.run(
+        `INSERT INTO events (stream, seq, type, data, meta, created_at) VALUES ${rowsOf(chunk.length, 6)}`,
+        params,
+      );
     }
     tx.notify(APPEND_CHANNEL);
     tx.onCommit(() => this.emit('appended', shard.name, null));
@@ -358,9 +380,16 @@ export class Log extends EventEmitter {
     return this.appendPrepared(tx, shard, stream, prepared, opts.expectedSeq);
   }
 
-  private async appendPrepared(tx: Tx, shard: Shard, stream: string, events: Prepared[], expectedSeq: number | undefined): Promise<AppendResult> {
+  private async appendPrepared(
+    tx: Tx,
+    shard: Shard,
+    stream: string,
+    events: Prepared[],
+    expectedSeq: number | undefined,
+  ): Promise<AppendResult> {
     const n = events.length;
-    if (!shard.driver.capabilities.sequencesOnInsert && n <= INSERT_CHUNK) return (await this.appendUnnumbered(tx, shard, stream, events, expectedSeq))!;
+    if (!shard.driver.capabilities.sequencesOnInsert && n <= INSERT_CHUNK)
+      return (await this.appendUnnumbered(tx, shard, stream, events, expectedSeq))!;
     const up = await tx.all<{ seq: number }>(
       'INSERT INTO streams (stream, seq) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = streams.seq + excluded.seq RETURNING seq',
       [stream, n],
@@ -386,7 +415,15 @@ export class Log extends EventEmitter {
           const e = chunk[i]!;
           const pos = tip.pos + 1;
           const seq = first + off + i;
-          const hash = chainHash(tip.hash, { pos, stream, seq, type: e.type, createdAt: now, data: e.data, meta: e.meta });
+          const hash = chainHash(tip.hash, {
+            pos,
+            stream,
+            seq,
+            type: e.type,
+            createdAt: now,
+            data: e.data,
+            meta: e.meta,
+          });
           params.push(pos, stream, seq, e.type, e.data, e.meta, now, hash);
           positions.push(pos);
           tip = { pos, hash };
@@ -464,7 +501,14 @@ export class Log extends EventEmitter {
     }
     tx.notify(APPEND_CHANNEL);
     tx.onCommit(() => this.emit('appended', shard.name, null));
-    return { shard: shard.name, stream, seqs: rows.map((r) => r.seq), positions: null, rowIds: rows.map((r) => r.id), createdAt: now };
+    return {
+      shard: shard.name,
+      stream,
+      seqs: rows.map((r) => r.seq),
+      positions: null,
+      rowIds: rows.map((r) => r.id),
+      createdAt: now,
+    };
   }
 
   /**
@@ -488,7 +532,12 @@ export class Log extends EventEmitter {
         return ids.map((id) => byId.get(id)!);
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new MillraceError('unavailable', 'the sequencer did not number the events in time; they are stored and will be numbered', { retryAfterS: 1 });
+      if (left <= 0)
+        throw new MillraceError(
+          'unavailable',
+          'the sequencer did not number the events in time; they are stored and will be numbered',
+          { retryAfterS: 1 },
+        );
       await sl.signal.wait(head, Math.max(1, Math.min(left, 200)));
     }
   }
@@ -498,17 +547,17 @@ export class Log extends EventEmitter {
     const shard = this.shardFor(stream, shardKey);
     const limit = checkLimit(range.limit ?? 1000);
     const backward = range.direction === 'backward';
-    if (range.after !== undefined && (!Number.isSafeInteger(range.after) || range.after < 0)) throw badRequest('after must be a non-negative integer');
+    if (range.after !== undefined && (!Number.isSafeInteger(range.after) || range.after < 0))
+      throw badRequest('after must be a non-negative integer');
     const rows = backward
       ? await shard.reader.all<EventRow>(
           `SELECT ${EVENT_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
           [stream, range.after ?? Number.MAX_SAFE_INTEGER, limit],
         )
-      : await shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq ASC LIMIT ?`, [
-          stream,
-          range.after ?? 0,
-          limit,
-        ]);
+      : await shard.reader.all<EventRow>(
+          `SELECT ${EVENT_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
+          [stream, range.after ?? 0, limit],
+        );
     return rows.map((r) => toEvent(shard.name, r));
   }
 
@@ -526,17 +575,16 @@ export class Log extends EventEmitter {
     if (sl.shard.driver.capabilities.sequencesOnInsert) {
       // Rows are numbered on insert and the head moves once their commit is
       // durable: readers never see a position that a power loss could take back.
-      const rows = await sl.shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ? ORDER BY pos ASC LIMIT ?`, [
-        afterPos,
-        sl.signal.head,
-        checkLimit(limit),
-      ]);
+      const rows = await sl.shard.reader.all<EventRow>(
+        `SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ? ORDER BY pos ASC LIMIT ?`,
+        [afterPos, sl.signal.head, checkLimit(limit)],
+      );
       return rows.map((r) => toEvent(shardName, r));
     }
-    const rows = await sl.shard.reader.all<EventRow>(`SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?`, [
-      afterPos,
-      checkLimit(limit),
-    ]);
+    const rows = await sl.shard.reader.all<EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos ASC LIMIT ?`,
+      [afterPos, checkLimit(limit)],
+    );
     if (rows.length > 0) sl.signal.advance(rows[rows.length - 1]!.pos!);
     return rows.map((r) => toEvent(shardName, r));
   }
@@ -576,7 +624,8 @@ function prepareEvents(stream: string, events: readonly NewEvent[], opts: Append
     if (data === undefined) throw badRequest(`events[${i}].data is not JSON-serialisable`);
     let meta: string | null = null;
     if (e.meta !== undefined) {
-      if (e.meta === null || typeof e.meta !== 'object' || Array.isArray(e.meta)) throw badRequest(`events[${i}].meta must be an object`);
+      if (e.meta === null || typeof e.meta !== 'object' || Array.isArray(e.meta))
+        throw badRequest(`events[${i}].meta must be an object`);
       meta = JSON.stringify(e.meta);
     }
     return { type: e.type, data, meta };
@@ -584,7 +633,8 @@ function prepareEvents(stream: string, events: readonly NewEvent[], opts: Append
 }
 
 function checkLimit(limit: number): number {
-  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw badRequest('limit must be an integer from 1 to 100000');
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000)
+    throw badRequest('limit must be an integer from 1 to 100000');
   return limit;
 }
 

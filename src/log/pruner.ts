@@ -86,7 +86,11 @@ export async function removeEventsIn(tx: Tx, positions: readonly number[]): Prom
     // A stored run that absorbs nothing stays as it is.
     if (m.parts.length === 1 && m.parts[0]!.stored) continue;
     const stored = m.parts.filter((p) => p.stored);
-    if (stored.length) await tx.run(`DELETE FROM chain_gaps WHERE first_pos IN (${stored.map(() => '?').join(', ')})`, stored.map((p) => p.first));
+    if (stored.length)
+      await tx.run(
+        `DELETE FROM chain_gaps WHERE first_pos IN (${stored.map(() => '?').join(', ')})`,
+        stored.map((p) => p.first),
+      );
     await tx.run('INSERT INTO chain_gaps (first_pos, last_pos, last_hash) VALUES (?, ?, ?)', [m.first, m.last, m.hash]);
   }
   return removed;
@@ -106,7 +110,9 @@ export async function recordHorizonIn(tx: Tx, scope: string, removed: readonly n
 
 /** The shard's checkpoint: the run of removed positions that starts at 1 (position 0 and the genesis hash when none). */
 export async function checkpointOf(shard: Shard): Promise<{ pos: number; hash: Buffer | null }> {
-  const rows = await shard.reader.all<{ last_pos: number; last_hash: Buffer }>('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1');
+  const rows = await shard.reader.all<{ last_pos: number; last_hash: Buffer }>(
+    'SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1',
+  );
   const r = rows[0];
   return r === undefined ? { pos: 0, hash: null } : { pos: Number(r.last_pos), hash: r.last_hash };
 }
@@ -187,7 +193,14 @@ export class Pruner {
         }
       } finally {
         this.holding.delete(shard.name);
-        await lease.release().catch((err: unknown) => this.opts.logger.warn({ err, shard: shard.name }, 'pruner: releasing the role lease failed; it lapses at the end of its term'));
+        await lease
+          .release()
+          .catch((err: unknown) =>
+            this.opts.logger.warn(
+              { err, shard: shard.name },
+              'pruner: releasing the role lease failed; it lapses at the end of its term',
+            ),
+          );
       }
     }
   }

@@ -80,9 +80,14 @@ export class Sequencer {
       lease.lost.addEventListener('abort', onLost, { once: true });
       try {
         await this.lead(lease);
-        if (!this.stopped) this.opts.logger.warn({ shard: this.shard.name, epoch: lease.epoch }, 'sequencer: lost the shard role, standing by');
+        if (!this.stopped)
+          this.opts.logger.warn(
+            { shard: this.shard.name, epoch: lease.epoch },
+            'sequencer: lost the shard role, standing by',
+          );
       } catch (err) {
-        if (!this.stopped) this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
+        if (!this.stopped)
+          this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: lost the shard, standing by');
       } finally {
         lease.lost.removeEventListener('abort', onLost);
         this.leader = false;
@@ -90,14 +95,25 @@ export class Sequencer {
         this.shard.committer.setLocalOnly(APPEND_CHANNEL, false);
         // Stepping down: a listener that fails to stop is on a broken connection, which listens no more.
         await unlisten?.().catch(() => {});
-        await lease.release().catch((err: unknown) => this.opts.logger.warn({ err, shard: this.shard.name }, 'sequencer: releasing the role lease failed; it lapses at the end of its term'));
+        await lease
+          .release()
+          .catch((err: unknown) =>
+            this.opts.logger.warn(
+              { err, shard: this.shard.name },
+              'sequencer: releasing the role lease failed; it lapses at the end of its term',
+            ),
+          );
       }
     }
   }
 
   private async lead(lease: RoleLease): Promise<void> {
     const conn = lease.conn;
-    const tipRows = await lease.step(() => conn.all<{ pos: number; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1'));
+    const tipRows = await lease.step(() =>
+      conn.all<{ pos: number; hash: Buffer }>(
+        'SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1',
+      ),
+    );
     let tip = tipRows[0] ? { pos: tipRows[0].pos, hash: tipRows[0].hash } : { pos: 0, hash: GENESIS_HASH };
     const sl = this.log.shardLog(this.shard.name);
     sl.signal.advance(tip.pos);
@@ -121,7 +137,10 @@ export class Sequencer {
   }
 
   /** Numbers the next batch of committed rows after `tip`; the new tip and whether the batch was full, or null if there was nothing to number. */
-  private async numberBatch(lease: RoleLease, tip: { pos: number; hash: Buffer }): Promise<{ tip: { pos: number; hash: Buffer }; full: boolean } | null> {
+  private async numberBatch(
+    lease: RoleLease,
+    tip: { pos: number; hash: Buffer },
+  ): Promise<{ tip: { pos: number; hash: Buffer }; full: boolean } | null> {
     const conn = lease.conn;
     const rows = await conn.all<Unnumbered>(
       'SELECT id, stream, seq, type, data, meta, created_at FROM events WHERE pos IS NULL ORDER BY id LIMIT ?',
@@ -161,7 +180,8 @@ export class Sequencer {
     );
     // The role lost: nothing was numbered.
     fence?.confirm(r[0]!.fenced);
-    if (r[0]!.n !== ids.length) throw new Error(`sequencer: ${ids.length - r[0]!.n} of ${ids.length} rows were numbered elsewhere`);
+    if (r[0]!.n !== ids.length)
+      throw new Error(`sequencer: ${ids.length - r[0]!.n} of ${ids.length} rows were numbered elsewhere`);
     this.numbered += rows.length;
     return { tip: next, full: rows.length >= this.opts.batch };
   }

@@ -33,7 +33,10 @@ type Row = StoredEventRow & { pos: number };
  * missing position with no anchor, a wrong hash, or a row edited after the
  * fact stops the walk at the first bad position.
  */
-export async function verifyShard(shard: Shard, opts: { chunk?: number; onProgress?: (checked: number, pos: number) => void } = {}): Promise<VerifyResult> {
+export async function verifyShard(
+  shard: Shard,
+  opts: { chunk?: number; onProgress?: (checked: number, pos: number) => void } = {},
+): Promise<VerifyResult> {
   const chunk = opts.chunk ?? 5000;
   let prev = GENESIS_HASH;
   let pos = 0;
@@ -51,12 +54,26 @@ export async function verifyShard(shard: Shard, opts: { chunk?: number; onProgre
     for (const r of rows) {
       const at = Number(r.pos);
       if (at !== pos + 1) {
-        const anchor = await shard.reader.all<{ last_pos: number; last_hash: Buffer }>('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = ?', [pos + 1]);
+        const anchor = await shard.reader.all<{ last_pos: number; last_hash: Buffer }>(
+          'SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = ?',
+          [pos + 1],
+        );
         const a = anchor[0];
-        if (a === undefined) return { ...base(), ok: false, badPos: pos + 1, reason: `position ${pos + 1} is missing (next is ${at}) and no pruning anchor covers it` };
+        if (a === undefined)
+          return {
+            ...base(),
+            ok: false,
+            badPos: pos + 1,
+            reason: `position ${pos + 1} is missing (next is ${at}) and no pruning anchor covers it`,
+          };
         if (Number(a.last_pos) !== at - 1) {
           const bad = Number(a.last_pos) + 1;
-          return { ...base(), ok: false, badPos: bad, reason: `position ${bad} is missing (next is ${at}); the pruned range before it ends at ${a.last_pos}` };
+          return {
+            ...base(),
+            ok: false,
+            badPos: bad,
+            reason: `position ${bad} is missing (next is ${at}); the pruned range before it ends at ${a.last_pos}`,
+          };
         }
         if (pos === 0) checkpoint = { pos: Number(a.last_pos), hash: a.last_hash.toString('hex') };
         else gaps++;

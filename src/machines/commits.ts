@@ -5,7 +5,18 @@ import type { Shard } from '../storage/storage.js';
 import type { MachinesContext } from './context.js';
 import { frozenEvent, rangeSpan, type MachineEvent } from './history-cache.js';
 import type { MachineLeases } from './leases.js';
-import { Abort, EVENT_TYPE, FULL_RANGE, key, NOTIFY_KIND, notifyOwner, streamOf, TIMEOUT_KIND, timerOwner, type Hooks } from './machine-state.js';
+import {
+  Abort,
+  EVENT_TYPE,
+  FULL_RANGE,
+  key,
+  NOTIFY_KIND,
+  notifyOwner,
+  streamOf,
+  TIMEOUT_KIND,
+  timerOwner,
+  type Hooks,
+} from './machine-state.js';
 import { SQL } from './machines-sql.js';
 import { applyFailure, applyPlan, type MachineState, type Plan, type StepInput } from './planner.js';
 
@@ -42,7 +53,12 @@ export class MachineCommits {
   }
 
   /** Commits a plan: row, events, timer, tag, removal and notification bookkeeping in one transaction. */
-  async commit(state: MachineState, input: StepInput, plan: Extract<Plan, { kind: 'commit' }>, hooks: Hooks): Promise<void> {
+  async commit(
+    state: MachineState,
+    input: StepInput,
+    plan: Extract<Plan, { kind: 'commit' }>,
+    hooks: Hooks,
+  ): Promise<void> {
     const { cx } = this;
     const { ns, id } = state;
     const starting = input.kind === 'signal' && input.signal.type === 'init';
@@ -51,7 +67,8 @@ export class MachineCommits {
     const tagShard = plan.tag === undefined ? undefined : cx.tagShard(ns, plan.tag);
     if (plan.tag !== undefined && tagShard!.base !== shard.base) {
       // Tags of another shard are reserved first; a reservation whose step did not commit is recognised as stale.
-      if (!(await tagShard!.write((tx) => this.claimTagIn(tx, ns, plan.tag!, id, next.gen, shard)))) throw new Abort('tag_taken');
+      if (!(await tagShard!.write((tx) => this.claimTagIn(tx, ns, plan.tag!, id, next.gen, shard))))
+        throw new Abort('tag_taken');
     }
     const resumed = state.status === 'failed' && next.status === 'working';
     let createdAt = cx.rt.clock.now();
@@ -79,21 +96,34 @@ export class MachineCommits {
           createdAt = r.createdAt;
           appended = r;
         } else await this.writeRow(tx, state, next);
-        if (plan.tag !== undefined && tagShard!.base === shard.base && !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))) throw new Abort('tag_taken');
+        if (
+          plan.tag !== undefined &&
+          tagShard!.base === shard.base &&
+          !(await this.claimTagIn(tx, ns, plan.tag, id, next.gen, shard))
+        )
+          throw new Abort('tag_taken');
         if (plan.remove) {
           await cx.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
           await cx.rt.scheduler.cancelIn(tx, notifyOwner(ns, id));
           await tx.run(SQL.deleteNotifications, [ns, id]);
-          for (const t of state.tags) if (cx.tagShard(ns, t).base === shard.base) await tx.run(SQL.deleteTag, [ns, t, id]);
+          for (const t of state.tags)
+            if (cx.tagShard(ns, t).base === shard.base) await tx.run(SQL.deleteTag, [ns, t, id]);
           return;
         }
         if (plan.timer !== 'keep' || resumed || starting || hooks.timer) {
-          if (next.timer) await cx.rt.scheduler.scheduleIn(tx, timerOwner(ns, id), TIMEOUT_KIND, next.timer.dueAt, { ns, id, gen: next.gen, range: next.timer.range });
+          if (next.timer)
+            await cx.rt.scheduler.scheduleIn(tx, timerOwner(ns, id), TIMEOUT_KIND, next.timer.dueAt, {
+              ns,
+              id,
+              gen: next.gen,
+              range: next.timer.range,
+            });
           else if (!hooks.timer) await cx.rt.scheduler.cancelIn(tx, timerOwner(ns, id));
         }
         if (resumed) {
           const pending = await tx.all<{ nid: number }>(SQL.firstNotificationNid, [ns, id]);
-          if (pending.length > 0) await cx.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, cx.rt.clock.now(), { ns, id });
+          if (pending.length > 0)
+            await cx.rt.scheduler.scheduleIn(tx, notifyOwner(ns, id), NOTIFY_KIND, cx.rt.clock.now(), { ns, id });
         }
       });
     } catch (err) {
@@ -102,13 +132,20 @@ export class MachineCommits {
     // The sink sees the events before the caller gets its answer (PostgreSQL numbers them after commit).
     if (appended && cx.nsConfig(ns).sink !== undefined) {
       // Committed either way: a sink that misses the wait reads the events once they are numbered.
-      await cx.rt.log.positions(appended).catch((err: unknown) => cx.rt.logger.debug({ err, ns, id }, 'machines: waiting for event positions failed'));
+      await cx.rt.log
+        .positions(appended)
+        .catch((err: unknown) => cx.rt.logger.debug({ err, ns, id }, 'machines: waiting for event positions failed'));
     }
     if (plan.remove) {
       for (const t of state.tags) {
         const ts = cx.tagShard(ns, t);
         // A tag row left behind names a removed machine: claimTagIn and resolve see it as stale.
-        if (ts.base !== shard.base) await ts.write((tx) => tx.run(SQL.deleteTag, [ns, t, id])).catch((err: unknown) => cx.rt.logger.debug({ err, ns, id, tag: t }, 'machines: a removed machine\'s tag row stays (stale)'));
+        if (ts.base !== shard.base)
+          await ts
+            .write((tx) => tx.run(SQL.deleteTag, [ns, t, id]))
+            .catch((err: unknown) =>
+              cx.rt.logger.debug({ err, ns, id, tag: t }, "machines: a removed machine's tag row stays (stale)"),
+            );
       }
     }
     // The cache follows the commit only once it is durable (a failed commit dropped the machine's entry above).
@@ -137,9 +174,16 @@ export class MachineCommits {
     this.cx.cache.delete(key(state.ns, state.id));
     if (err instanceof Abort) {
       if (err.why === 'tag_taken') return err;
-      return new MillraceError('unavailable', `machine ${state.id} changed while it was processed (${err.why}); retry`, { retryAfterS: 1 });
+      return new MillraceError(
+        'unavailable',
+        `machine ${state.id} changed while it was processed (${err.why}); retry`,
+        { retryAfterS: 1 },
+      );
     }
-    if (isMillraceError(err, 'stream_conflict')) return new MillraceError('unavailable', `machine ${state.id} changed while it was processed; retry`, { retryAfterS: 1 });
+    if (isMillraceError(err, 'stream_conflict'))
+      return new MillraceError('unavailable', `machine ${state.id} changed while it was processed; retry`, {
+        retryAfterS: 1,
+      });
     return err;
   }
 
@@ -155,7 +199,11 @@ export class MachineCommits {
    * nodes, note that the lease is settled (given up, or kept for
    * lease_keep_ms unless another node asked for the machine).
    */
-  private async rowUpdate(tx: Tx, prev: MachineState, next: MachineState): Promise<{ sql: string; params: unknown[]; settle: () => void }> {
+  private async rowUpdate(
+    tx: Tx,
+    prev: MachineState,
+    next: MachineState,
+  ): Promise<{ sql: string; params: unknown[]; settle: () => void }> {
     const now = this.cx.rt.clock.now();
     if (prev.version === 0) await tx.run(SQL.insertEmpty, [prev.ns, prev.id, now]);
     const lease = this.leases.commitTerms(key(prev.ns, prev.id), now);
@@ -179,7 +227,14 @@ export class MachineCommits {
   }
 
   /** Claims a tag for (id, gen) on the tag's shard; false if a live machine holds it. */
-  private async claimTagIn(tx: Tx, ns: string, tag: string, id: string, gen: number, machineShard: Shard): Promise<boolean> {
+  private async claimTagIn(
+    tx: Tx,
+    ns: string,
+    tag: string,
+    id: string,
+    gen: number,
+    machineShard: Shard,
+  ): Promise<boolean> {
     await tx.run(SQL.insertTag, [ns, tag, id, gen]);
     const rows = await tx.all<{ id: string; gen: number }>(SQL.getTag, [ns, tag]);
     const holder = rows[0]!;
@@ -188,7 +243,11 @@ export class MachineCommits {
       const hs = this.cx.shardOf(ns, holder.id);
       const q = hs.base === machineShard.base ? tx : hs.reader;
       const h = await q.all<{ gen: number; status: string; tags: string }>(SQL.holderOfTag, [ns, holder.id]);
-      const live = h[0] && h[0].status !== 'none' && Number(h[0].gen) === Number(holder.gen) && (JSON.parse(h[0].tags) as string[]).includes(tag);
+      const live =
+        h[0] &&
+        h[0].status !== 'none' &&
+        Number(h[0].gen) === Number(holder.gen) &&
+        (JSON.parse(h[0].tags) as string[]).includes(tag);
       if (live) return false;
     }
     await tx.run(SQL.moveTag, [id, gen, ns, tag]);

@@ -64,7 +64,12 @@ export const namespaceSchema = z
 /** Configuration of the machines face (the `machines:` section of millrace.yaml). */
 export const machinesConfigSchema = z
   .object({
-    namespaces: z.record(z.string().regex(NAMESPACE_NAME, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'), namespaceSchema).default({}),
+    namespaces: z
+      .record(
+        z.string().regex(NAMESPACE_NAME, 'namespace names are 1-100 letters, digits, ".", "_" or "-"'),
+        namespaceSchema,
+      )
+      .default({}),
     /** Serve the built-in example processor `example.counter` (the quick start's; `millrace serve --examples`). Off in production. */
     examples: z.boolean().default(false),
     /** Requests waiting for one machine beyond the one running; more get 503. */

@@ -35,7 +35,11 @@ export class MachinesContext {
     this.pauses = pausesOf(rt.catalog);
     this.refreshNamespaces();
     rt.catalog.on('machines.namespace', () => this.refreshNamespaces());
-    this.queues = new MachineQueues({ queueLimit: this.cfg.queue_limit, maxActive: this.cfg.max_active_machines, memoryLimitMb: this.cfg.memory_limit_mb });
+    this.queues = new MachineQueues({
+      queueLimit: this.cfg.queue_limit,
+      maxActive: this.cfg.max_active_machines,
+      memoryLimitMb: this.cfg.memory_limit_mb,
+    });
     this.cache = new MachineCache(this.cfg.cache_size, this.cfg.history_cache_mb * 1024 * 1024);
     this.multiNode = rt.storage.shards.some((s) => s.driver.capabilities.multiNode);
     this.holder = rt.config.node_id;

@@ -143,7 +143,14 @@ export class MachineCache {
    */
   slice(k: string, state: MachineState, lo: number, hi: number): { from: number; events: MachineEvent[] } | undefined {
     const e = this.map.get(k);
-    if (e === undefined || e.events.length === 0 || e.state.gen !== state.gen || e.state.status === 'none' || state.status === 'none') return undefined;
+    if (
+      e === undefined ||
+      e.events.length === 0 ||
+      e.state.gen !== state.gen ||
+      e.state.status === 'none' ||
+      state.status === 'none'
+    )
+      return undefined;
     const a = Math.max(lo, e.first);
     const b = Math.min(hi, e.first + e.events.length - 1, state.lastEvent);
     if (a > b) return undefined;
@@ -158,7 +165,15 @@ export class MachineCache {
    */
   add(k: string, state: MachineState, from: number, events: MachineEvent[], sizes: number[]): void {
     const e = this.map.get(k);
-    if (e === undefined || events.length === 0 || state.status === 'none' || e.state.gen !== state.gen || e.state.lastEvent !== state.lastEvent || !fits(e, state)) return;
+    if (
+      e === undefined ||
+      events.length === 0 ||
+      state.status === 'none' ||
+      e.state.gen !== state.gen ||
+      e.state.lastEvent !== state.lastEvent ||
+      !fits(e, state)
+    )
+      return;
     const end = e.first + e.events.length - 1;
     const to = from + events.length - 1;
     if (to > state.lastEvent) return;

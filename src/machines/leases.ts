@@ -38,10 +38,13 @@ export class MachineLeases {
   async open(): Promise<void> {
     if (this.keepMs === 0) return;
     // Forget kept leases that ran out (the rows need nothing: an expired lease is free).
-    this.sweep = setInterval(() => {
-      const now = this.cx.rt.clock.now();
-      for (const [k, until] of this.kept) if (until < now && !this.cx.queues.busy(k)) this.kept.delete(k);
-    }, Math.max(1000, this.keepMs));
+    this.sweep = setInterval(
+      () => {
+        const now = this.cx.rt.clock.now();
+        for (const [k, until] of this.kept) if (until < now && !this.cx.queues.busy(k)) this.kept.delete(k);
+      },
+      Math.max(1000, this.keepMs),
+    );
     this.sweep.unref();
     for (const shard of this.cx.rt.storage.shards) {
       if (!shard.driver.capabilities.multiNode) continue;
@@ -50,7 +53,8 @@ export class MachineLeases {
           try {
             const [ns, id, asker] = JSON.parse(payload) as [string, string, string];
             // Every node hears every ask, its own too.
-            if (typeof ns === 'string' && typeof id === 'string' && asker !== this.cx.holder) this.onLeaseWanted(ns, id);
+            if (typeof ns === 'string' && typeof id === 'string' && asker !== this.cx.holder)
+              this.onLeaseWanted(ns, id);
           } catch {
             // Not ours to read.
           }
@@ -62,7 +66,10 @@ export class MachineLeases {
   /** Stops listening and gives up the leases kept for machines that are idle here (the context is marked stopped first). */
   async stop(): Promise<void> {
     clearInterval(this.sweep);
-    for (const u of this.unlisten.splice(0)) await u().catch((err: unknown) => this.cx.rt.logger.debug({ err }, 'machines: could not stop listening for lease asks'));
+    for (const u of this.unlisten.splice(0))
+      await u().catch((err: unknown) =>
+        this.cx.rt.logger.debug({ err }, 'machines: could not stop listening for lease asks'),
+      );
     const idle = [...this.kept.keys()].filter((k) => !this.cx.queues.busy(k));
     for (const k of idle) this.kept.delete(k);
     await Promise.all(
@@ -151,7 +158,8 @@ export class MachineLeases {
           .catch((err: unknown) => cx.rt.logger.debug({ err, ns, id }, 'machines: could not ask for a lease'));
       }
       const delay = Math.min(500, 5 * 2 ** Math.min(attempt++, 10));
-      if (cx.rt.clock.now() + delay >= deadline) throw new MillraceError('unavailable', `machine ${id} is being processed by another node`, { retryAfterS: 1 });
+      if (cx.rt.clock.now() + delay >= deadline)
+        throw new MillraceError('unavailable', `machine ${id} is being processed by another node`, { retryAfterS: 1 });
       await sleep(delay);
     }
   }
@@ -168,13 +176,26 @@ export class MachineLeases {
     // The lease of a running step reaches at most one role lease (plus the margin) ahead, so a node
     // that freezes mid-step holds the machine that long, not until the request's deadline; while
     // the step runs, it is extended every half role lease (a lease kept from the last commit too).
-    const renew = setInterval(() => {
-      const shard = cx.shardOf(ns, id);
-      const params = [this.stepLeaseEnd(deadline), ns, id, cx.holder];
-      void (shard.driver.relaxed ? shard.driver.relaxed.run(SQL.renewLease, params) : shard.write((tx) => tx.run(SQL.renewLease, params)))
-        // The next renewal tries again; a lease that ran out meanwhile is caught by the commit's version check.
-        .catch((err: unknown) => cx.rt.logger.debug({ err, ns, id }, 'machines: lease renewal failed'));
-    }, Math.max(50, Math.min(cx.rt.config.cluster.role_lease_ms / 2, Math.max(0, (this.kept.get(k) ?? Infinity) - cx.rt.clock.now() - 100))));
+    const renew = setInterval(
+      () => {
+        const shard = cx.shardOf(ns, id);
+        const params = [this.stepLeaseEnd(deadline), ns, id, cx.holder];
+        void (
+          shard.driver.relaxed
+            ? shard.driver.relaxed.run(SQL.renewLease, params)
+            : shard.write((tx) => tx.run(SQL.renewLease, params))
+        )
+          // The next renewal tries again; a lease that ran out meanwhile is caught by the commit's version check.
+          .catch((err: unknown) => cx.rt.logger.debug({ err, ns, id }, 'machines: lease renewal failed'));
+      },
+      Math.max(
+        50,
+        Math.min(
+          cx.rt.config.cluster.role_lease_ms / 2,
+          Math.max(0, (this.kept.get(k) ?? Infinity) - cx.rt.clock.now() - 100),
+        ),
+      ),
+    );
     try {
       return await fn();
     } finally {
@@ -220,7 +241,9 @@ export class MachineLeases {
 
   /** When the lease of a step that runs now ends: one role lease ahead at most, never past the deadline, plus the margin. */
   private stepLeaseEnd(deadline: number): number {
-    return Math.min(deadline, this.cx.rt.clock.now() + this.cx.rt.config.cluster.role_lease_ms) + this.cx.cfg.lease_margin_ms;
+    return (
+      Math.min(deadline, this.cx.rt.clock.now() + this.cx.rt.config.cluster.role_lease_ms) + this.cx.cfg.lease_margin_ms
+    );
   }
 
   /**
@@ -237,7 +260,9 @@ export class MachineLeases {
     if ((await cx.rt.nodeAlive(holder)) !== false) return [];
     const params = [cx.holder, this.stepLeaseEnd(deadline), ns, id, holder];
     const relaxed = shard.driver.relaxed;
-    const rows = relaxed ? await relaxed.all<Row>(SQL.takeDeadLease, params) : await shard.write((tx) => tx.all<Row>(SQL.takeDeadLease, params));
+    const rows = relaxed
+      ? await relaxed.all<Row>(SQL.takeDeadLease, params)
+      : await shard.write((tx) => tx.all<Row>(SQL.takeDeadLease, params));
     if (rows[0]) this.stats.fromDead++;
     return rows;
   }

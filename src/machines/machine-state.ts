@@ -128,7 +128,8 @@ export function unkey(k: string): [string, string] {
 }
 
 export function checkId(id: unknown): asserts id is string {
-  if (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX || !PRINTABLE.test(id)) throw badRequest(`machine id must be 1-${ID_MAX} printable characters`);
+  if (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX || !PRINTABLE.test(id))
+    throw badRequest(`machine id must be 1-${ID_MAX} printable characters`);
 }
 
 export function failedError(id: string, reason: unknown): MillraceError {
@@ -143,7 +144,9 @@ export function refusal(code: string, state: MachineState): MillraceError {
     case 'machine_already_exists':
       return new MillraceError(code, `machine ${state.id} already exists in namespace ${state.ns}`);
     case 'machine_failed':
-      return new MillraceError(code, `machine ${state.id} is failed; repair it first`, { details: { reason: state.reason } });
+      return new MillraceError(code, `machine ${state.id} is failed; repair it first`, {
+        details: { reason: state.reason },
+      });
     case 'machine_already_working':
       return new MillraceError(code, `machine ${state.id} is working; only a failed machine can be repaired`);
     default:

@@ -10,9 +10,11 @@ const COLS = 'ns, id, gen, status, reason, aux_state, last_event, timer, tags, v
 export const SQL = {
   countByStatus: "SELECT status, count(*) AS n FROM machines WHERE ns = ? AND status <> 'none' GROUP BY status",
   /** One page of a namespace's machines in one status, by id. */
-  listByStatus: 'SELECT id, status, reason, last_event, timer, tags, updated_at FROM machines WHERE ns = ? AND status = ? AND id > ? ORDER BY id LIMIT ?',
+  listByStatus:
+    'SELECT id, status, reason, last_event, timer, tags, updated_at FROM machines WHERE ns = ? AND status = ? AND id > ? ORDER BY id LIMIT ?',
   genStatus: 'SELECT gen, status FROM machines WHERE ns = ? AND id = ?',
-  insertNotification: 'INSERT INTO machine_notifications (ns, id, gen, args, created_at) VALUES (?, ?, ?, ?, ?) RETURNING nid',
+  insertNotification:
+    'INSERT INTO machine_notifications (ns, id, gen, args, created_at) VALUES (?, ?, ?, ?, ?) RETURNING nid',
   getRow: `SELECT ${COLS} FROM machines WHERE ns = ? AND id = ?`,
   /** Takes (or renews) the lease of a machine that is free, expired or already ours; returns the row. */
   takeLease: `UPDATE machines SET lease_holder = ?, lease_until = ?
@@ -23,7 +25,8 @@ export const SQL = {
   takeDeadLease: `UPDATE machines SET lease_holder = ?, lease_until = ? WHERE ns = ? AND id = ? AND lease_holder = ? RETURNING ${COLS}`,
   /** The row a machine starts from (status none) if it does not exist yet. */
   insertEmpty: `INSERT INTO machines (ns, id, gen, status, last_event, tags, version, updated_at) VALUES (?, ?, 0, 'none', 0, '[]', 0, ?) ON CONFLICT (ns, id) DO NOTHING`,
-  releaseLease: 'UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?',
+  releaseLease:
+    'UPDATE machines SET lease_holder = NULL, lease_until = NULL WHERE ns = ? AND id = ? AND lease_holder = ?',
   /** Extends a lease this node holds (a step outliving the lease it kept from its last commit). */
   renewLease: 'UPDATE machines SET lease_until = ? WHERE ns = ? AND id = ? AND lease_holder = ?',
   /** Writes a step's result, checked against the version the step read; the lease is given up or kept (holder and end, or NULLs). */

@@ -61,7 +61,13 @@ export class Machines {
   }
 
   /** Lease counters for metrics: steps on a kept lease (no round trip), leases taken, asks sent to peers, leases given up to one, leases taken from a node that had ended. */
-  get leaseStats(): { readonly kept: number; readonly taken: number; readonly asked: number; readonly givenUp: number; readonly fromDead: number } {
+  get leaseStats(): {
+    readonly kept: number;
+    readonly taken: number;
+    readonly asked: number;
+    readonly givenUp: number;
+    readonly fromDead: number;
+  } {
     return this.leases.stats;
   }
 
@@ -132,7 +138,12 @@ export class Machines {
   }
 
   /** Stores a notification for later, ordered delivery as a `notification` signal. */
-  notify(ns: string, ref: MachineRef, args: unknown, opts: { key?: string } = {}): Promise<{ id: number; duplicate?: boolean }> {
+  notify(
+    ns: string,
+    ref: MachineRef,
+    args: unknown,
+    opts: { key?: string } = {},
+  ): Promise<{ id: number; duplicate?: boolean }> {
     return this.requests.notify(ns, ref, args, opts);
   }
 
@@ -146,7 +157,10 @@ export class Machines {
    * A namespace's machines, failed first (with their reason), then working;
    * by id within each status, across every shard, paged.
    */
-  list(ns: string, opts: { status?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<MachineSummary>> {
+  list(
+    ns: string,
+    opts: { status?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<Page<MachineSummary>> {
     return this.reads.list(ns, opts);
   }
 

@@ -33,7 +33,8 @@ export interface MachineState {
 
 export type Signal = { type: 'init'; args: unknown } | { type: 'timeout' } | { type: 'notification'; args: unknown };
 
-export type StepInput = { kind: 'signal'; signal: Signal } | { kind: 'call'; args: unknown } | { kind: 'repair'; args: unknown };
+export type StepInput =
+  { kind: 'signal'; signal: Signal } | { kind: 'call'; args: unknown } | { kind: 'repair'; args: unknown };
 
 export type TimerChange = 'keep' | 'unset' | TimerState;
 
@@ -54,7 +55,10 @@ export type Plan =
   | { kind: 'repair_failed'; reason: unknown };
 
 /** Refusals before the processor is asked, as error codes; null when the step may run. */
-export function admission(state: MachineState, input: StepInput): 'machine_already_exists' | 'machine_not_found' | 'machine_failed' | 'machine_already_working' | 'skip' | null {
+export function admission(
+  state: MachineState,
+  input: StepInput,
+): 'machine_already_exists' | 'machine_not_found' | 'machine_failed' | 'machine_already_working' | 'skip' | null {
   const exists = state.status !== 'none';
   if (input.kind === 'signal') {
     if (input.signal.type === 'init') return exists ? 'machine_already_exists' : null;
@@ -79,10 +83,12 @@ export function planStep(state: MachineState, input: StepInput, result: unknown,
   if (!isObject(result)) return fail('the processor result must be a JSON object');
   if (input.kind === 'repair' && 'repair_failed' in result) {
     const rf = result.repair_failed;
-    if (!isObject(rf) || Object.keys(result).length !== 1) return fail('repair_failed must be the only key and an object {reason}');
+    if (!isObject(rf) || Object.keys(result).length !== 1)
+      return fail('repair_failed must be the only key and an object {reason}');
     return { kind: 'repair_failed', reason: rf.reason ?? null };
   }
-  for (const k of Object.keys(result)) if (!RESULT_KEYS.has(k)) return fail(`unknown key "${k}" in the processor result`);
+  for (const k of Object.keys(result))
+    if (!RESULT_KEYS.has(k)) return fail(`unknown key "${k}" in the processor result`);
   const events = result.events ?? [];
   if (!Array.isArray(events)) return fail('events must be an array');
   let timer: TimerChange = 'keep';
@@ -98,7 +104,12 @@ export function planStep(state: MachineState, input: StepInput, result: unknown,
       timer = t as TimerChange;
     }
     if (action.tag !== undefined) {
-      if (typeof action.tag !== 'string' || action.tag.length === 0 || action.tag.length > TAG_MAX || /[\x00-\x1f]/.test(action.tag)) {
+      if (
+        typeof action.tag !== 'string' ||
+        action.tag.length === 0 ||
+        action.tag.length > TAG_MAX ||
+        /[\x00-\x1f]/.test(action.tag)
+      ) {
         return fail(`action.tag must be a string of 1-${TAG_MAX} printable characters`);
       }
       if (!state.tags.includes(action.tag)) tag = action.tag;
@@ -123,7 +134,8 @@ function parseTimer(t: unknown, now: number): TimerChange | string {
   const keys = Object.keys(set);
   if (keys.length !== 1) return 'action.timer.set takes exactly one of timeout, deadline';
   if ('timeout' in set) {
-    if (typeof set.timeout !== 'number' || !Number.isFinite(set.timeout) || set.timeout < 0) return 'action.timer.set.timeout must be a non-negative number of seconds';
+    if (typeof set.timeout !== 'number' || !Number.isFinite(set.timeout) || set.timeout < 0)
+      return 'action.timer.set.timeout must be a non-negative number of seconds';
     dueAt = now + Math.round(set.timeout * 1000);
   } else if ('deadline' in set) {
     const d = typeof set.deadline === 'string' ? parseRfc3339(set.deadline) : null;
@@ -149,7 +161,8 @@ export function parseRange(r: unknown): HistoryRange | string {
     out.after = r.after as number;
   }
   if (r.limit !== undefined && r.limit !== null) {
-    if (!Number.isInteger(r.limit) || (r.limit as number) < 1 || (r.limit as number) > 100_000) return 'limit must be an integer from 1 to 100000';
+    if (!Number.isInteger(r.limit) || (r.limit as number) < 1 || (r.limit as number) > 100_000)
+      return 'limit must be an integer from 1 to 100000';
     out.limit = r.limit as number;
   }
   if (r.direction !== undefined) {
@@ -185,9 +198,25 @@ export function rangeIds(last: number, range: HistoryRange): number[] {
 }
 
 /** The state after a committed plan (new events numbered after the last one). */
-export function applyPlan(state: MachineState, plan: Extract<Plan, { kind: 'commit' }>, opts: { starting: boolean }): MachineState {
-  if (plan.remove) return { ...state, status: 'none', reason: null, auxState: null, lastEvent: 0, timer: null, tags: [], version: state.version + 1 };
-  const base = opts.starting ? { ...state, gen: state.gen + 1, lastEvent: 0, tags: [], timer: null, auxState: null } : state;
+export function applyPlan(
+  state: MachineState,
+  plan: Extract<Plan, { kind: 'commit' }>,
+  opts: { starting: boolean },
+): MachineState {
+  if (plan.remove)
+    return {
+      ...state,
+      status: 'none',
+      reason: null,
+      auxState: null,
+      lastEvent: 0,
+      timer: null,
+      tags: [],
+      version: state.version + 1,
+    };
+  const base = opts.starting
+    ? { ...state, gen: state.gen + 1, lastEvent: 0, tags: [], timer: null, auxState: null }
+    : state;
   return {
     ...base,
     status: 'working',
@@ -202,6 +231,8 @@ export function applyPlan(state: MachineState, plan: Extract<Plan, { kind: 'comm
 
 /** The state after a step that failed the machine. */
 export function applyFailure(state: MachineState, reason: unknown, opts: { starting: boolean }): MachineState {
-  const base = opts.starting ? { ...state, gen: state.gen + 1, lastEvent: 0, tags: [], timer: null, auxState: null } : state;
+  const base = opts.starting
+    ? { ...state, gen: state.gen + 1, lastEvent: 0, tags: [], timer: null, auxState: null }
+    : state;
   return { ...base, status: 'failed', reason, version: state.version + 1 };
 }

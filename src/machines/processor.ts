@@ -84,18 +84,28 @@ export function childTraceparent(parent: string | undefined): string {
   return `${v}-${trace}-${randomHex(8)}-${flags}`;
 }
 
-export function processorClient(ns: string, cfg: NamespaceConfig, local: ReadonlyMap<string, ProcessorFn> = new Map(), signer: RequestSigner | null = null): ProcessorClient {
+export function processorClient(
+  ns: string,
+  cfg: NamespaceConfig,
+  local: ReadonlyMap<string, ProcessorFn> = new Map(),
+  signer: RequestSigner | null = null,
+): ProcessorClient {
   const p = cfg.processor;
   if ('url' in p) return httpProcessor(p.url, signer);
   return {
     async process(req, ctx) {
       const fn = local.get(p.in_process) ?? registry.get(p.in_process);
-      if (fn === undefined) throw new ProcessorError(true, { code: 'processor_not_registered', message: `no in-process processor "${p.in_process}" for namespace ${ns}` });
+      if (fn === undefined)
+        throw new ProcessorError(true, {
+          code: 'processor_not_registered',
+          message: `no in-process processor "${p.in_process}" for namespace ${ns}`,
+        });
       try {
         return await fn(req, ctx);
       } catch (err) {
         if (err instanceof ProcessorError) throw err;
-        if (err instanceof ProcessorUnavailable) throw new ProcessorError(true, { code: 'processor_unavailable', message: err.message });
+        if (err instanceof ProcessorUnavailable)
+          throw new ProcessorError(true, { code: 'processor_unavailable', message: err.message });
         throw new ProcessorError(false, { code: 'processor_error', message: (err as Error)?.message ?? String(err) });
       }
     },
@@ -141,19 +151,32 @@ function httpProcessor(url: string, signer: RequestSigner | null): ProcessorClie
       try {
         ({ status, text } = await post(
           requestJson(req),
-          { traceparent: ctx.traceparent, 'x-request-deadline': new Date(ctx.deadline).toISOString(), 'x-request-timeout': String(left) },
+          {
+            traceparent: ctx.traceparent,
+            'x-request-deadline': new Date(ctx.deadline).toISOString(),
+            'x-request-timeout': String(left),
+          },
           left,
         ));
       } catch (err) {
         const timedOut = err instanceof PostError && err.timedOut;
-        throw new ProcessorError(true, { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: (err as Error).message }, timedOut);
+        throw new ProcessorError(
+          true,
+          { code: timedOut ? 'processor_timeout' : 'processor_unreachable', message: (err as Error).message },
+          timedOut,
+        );
       }
-      if (TRANSIENT_STATUS.has(status)) throw new ProcessorError(true, { code: 'processor_unavailable', status, message: text.slice(0, 500) });
-      if (status < 200 || status >= 300) throw new ProcessorError(false, { code: 'processor_error', status, message: text.slice(0, 2000) });
+      if (TRANSIENT_STATUS.has(status))
+        throw new ProcessorError(true, { code: 'processor_unavailable', status, message: text.slice(0, 500) });
+      if (status < 200 || status >= 300)
+        throw new ProcessorError(false, { code: 'processor_error', status, message: text.slice(0, 2000) });
       try {
         return JSON.parse(text) as unknown;
       } catch {
-        throw new ProcessorError(false, { code: 'bad_processor_result', message: `the processor answered ${status} with a body that is not JSON` });
+        throw new ProcessorError(false, {
+          code: 'bad_processor_result',
+          message: `the processor answered ${status} with a body that is not JSON`,
+        });
       }
     },
   };

@@ -33,12 +33,18 @@ export class MachineQueues {
     }
     let turn = this.turns.get(key);
     if (turn === undefined) {
-      if (this.turns.size >= this.opts.maxActive) throw new MillraceError('unavailable', 'too many machines in progress on this node', { retryAfterS: 1 });
+      if (this.turns.size >= this.opts.maxActive)
+        throw new MillraceError('unavailable', 'too many machines in progress on this node', { retryAfterS: 1 });
       turn = { waiting: [] };
       this.turns.set(key, turn);
     } else {
-      if (turn.waiting.length >= this.opts.queueLimit) throw new MillraceError('unavailable', 'too many requests waiting for this machine', { retryAfterS: 1 });
-      if (waitMs <= 0) throw new MillraceError('deadline_exceeded', 'the request deadline passed before the machine could be processed');
+      if (turn.waiting.length >= this.opts.queueLimit)
+        throw new MillraceError('unavailable', 'too many requests waiting for this machine', { retryAfterS: 1 });
+      if (waitMs <= 0)
+        throw new MillraceError(
+          'deadline_exceeded',
+          'the request deadline passed before the machine could be processed',
+        );
       const t = turn;
       await new Promise<void>((resolve, reject) => {
         if (!Number.isFinite(waitMs)) {
@@ -52,7 +58,12 @@ export class MachineQueues {
         const timer = setTimeout(() => {
           const at = t.waiting.indexOf(wake);
           if (at >= 0) t.waiting.splice(at, 1);
-          reject(new MillraceError('deadline_exceeded', 'the request deadline passed while it waited behind another step of the machine'));
+          reject(
+            new MillraceError(
+              'deadline_exceeded',
+              'the request deadline passed while it waited behind another step of the machine',
+            ),
+          );
         }, waitMs);
         t.waiting.push(wake);
       });

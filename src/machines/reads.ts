@@ -3,7 +3,18 @@ import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging
 import type { HistoryRange } from './config.js';
 import type { MachinesContext } from './context.js';
 import { frozenEvent, rangeSpan, type MachineEvent } from './history-cache.js';
-import { emptyState, key, PRINTABLE, refusal, streamOf, summaryOf, toState, checkId, type ListRow, type Row } from './machine-state.js';
+import {
+  emptyState,
+  key,
+  PRINTABLE,
+  refusal,
+  streamOf,
+  summaryOf,
+  toState,
+  checkId,
+  type ListRow,
+  type Row,
+} from './machine-state.js';
 import { SQL } from './machines-sql.js';
 import { parseRange, TAG_MAX, type MachineState } from './planner.js';
 import type { MachineRef, MachineSummary, MachineView } from './types.js';
@@ -43,26 +54,40 @@ export class MachineReads {
    * A namespace's machines, failed first (with their reason), then working;
    * by id within each status, across every shard, paged.
    */
-  async list(ns: string, opts: { status?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<MachineSummary>> {
+  async list(
+    ns: string,
+    opts: { status?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<Page<MachineSummary>> {
     this.cx.nsConfig(ns);
     const limit = pageLimit(opts.limit);
-    if (opts.status !== undefined && opts.status !== 'failed' && opts.status !== 'working') throw badRequest('status must be failed or working');
+    if (opts.status !== undefined && opts.status !== 'failed' && opts.status !== 'working')
+      throw badRequest('status must be failed or working');
     const statuses = opts.status === undefined ? ['failed', 'working'] : [opts.status];
     const at = decodeCursor(opts.cursor, (v): v is { p: number; id: string } => {
       const c = v as { p?: unknown; id?: unknown } | null;
-      return typeof c === 'object' && c !== null && Number.isInteger(c.p) && (c.p as number) >= 0 && (c.p as number) < statuses.length && typeof c.id === 'string';
+      return (
+        typeof c === 'object' &&
+        c !== null &&
+        Number.isInteger(c.p) &&
+        (c.p as number) >= 0 &&
+        (c.p as number) < statuses.length &&
+        typeof c.id === 'string'
+      );
     }) ?? { p: 0, id: '' };
     const items: MachineSummary[] = [];
     for (let p = at.p; p < statuses.length; p++) {
       const need = limit - items.length;
       const rows: ListRow[] = [];
       for (const shard of this.cx.rt.storage.shards) {
-        rows.push(...(await shard.reader.all<ListRow>(SQL.listByStatus, [ns, statuses[p], p === at.p ? at.id : '', need + 1])));
+        rows.push(
+          ...(await shard.reader.all<ListRow>(SQL.listByStatus, [ns, statuses[p], p === at.p ? at.id : '', need + 1])),
+        );
       }
       rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       for (const r of rows.slice(0, need)) items.push(summaryOf(r));
       if (rows.length > need) return { items, next_cursor: encodeCursor({ p, id: items[items.length - 1]!.id }) };
-      if (items.length === limit && p + 1 < statuses.length) return { items, next_cursor: encodeCursor({ p: p + 1, id: '' }) };
+      if (items.length === limit && p + 1 < statuses.length)
+        return { items, next_cursor: encodeCursor({ p: p + 1, id: '' }) };
     }
     return { items, next_cursor: null };
   }
@@ -77,7 +102,9 @@ export class MachineReads {
     const state = (cx.multiNode ? undefined : cx.cache.state(k)) ?? (await this.load(ns, id));
     if (state.status === 'none') throw refusal('machine_not_found', state);
     if (r.after !== undefined && r.after > state.lastEvent) {
-      throw new MillraceError('event_not_found', `machine ${id} has no event ${r.after}`, { details: { event_id: r.after } });
+      throw new MillraceError('event_not_found', `machine ${id} has no event ${r.after}`, {
+        details: { event_id: r.after },
+      });
     }
     return { ...(await this.view(state, r, k, false)), paused: cx.pauses.machinePaused(ns, id) };
   }
@@ -89,14 +116,17 @@ export class MachineReads {
       return ref.id;
     }
     const tag = ref.tag;
-    if (typeof tag !== 'string' || tag.length === 0 || tag.length > TAG_MAX || !PRINTABLE.test(tag)) throw badRequest(`tag must be 1-${TAG_MAX} printable characters`);
+    if (typeof tag !== 'string' || tag.length === 0 || tag.length > TAG_MAX || !PRINTABLE.test(tag))
+      throw badRequest(`tag must be 1-${TAG_MAX} printable characters`);
     const rows = await this.cx.tagShard(ns, tag).reader.all<{ id: string; gen: number }>(SQL.getTag, [ns, tag]);
     const holder = rows[0];
     if (holder) {
       const state = await this.load(ns, holder.id);
       if (state.status !== 'none' && state.gen === Number(holder.gen) && state.tags.includes(tag)) return holder.id;
     }
-    throw new MillraceError('machine_not_found', `no machine holds tag "${tag}" in namespace ${ns}`, { details: { tag } });
+    throw new MillraceError('machine_not_found', `no machine holds tag "${tag}" in namespace ${ns}`, {
+      details: { tag },
+    });
   }
 
   /**
@@ -121,7 +151,13 @@ export class MachineReads {
     return v;
   }
 
-  private async history(state: MachineState, span: { lo: number; hi: number }, backward: boolean, k: string | undefined, store: boolean): Promise<MachineEvent[]> {
+  private async history(
+    state: MachineState,
+    span: { lo: number; hi: number },
+    backward: boolean,
+    k: string | undefined,
+    store: boolean,
+  ): Promise<MachineEvent[]> {
     // Taken at once: commits of other steps change the window, never this slice.
     const hit = k === undefined ? undefined : this.cx.cache.slice(k, state, span.lo, span.hi);
     let events: MachineEvent[];
@@ -138,8 +174,18 @@ export class MachineReads {
   }
 
   /** Events lo..hi of the machine's generation from the log (kept in its window when `store`). */
-  private async readEvents(state: MachineState, lo: number, hi: number, k: string | undefined, store: boolean): Promise<MachineEvent[]> {
-    const rows = await this.cx.rt.log.read(streamOf(state.ns, state.id, state.gen), { after: lo - 1, limit: hi - lo + 1, direction: 'forward' }, [state.ns, state.id]);
+  private async readEvents(
+    state: MachineState,
+    lo: number,
+    hi: number,
+    k: string | undefined,
+    store: boolean,
+  ): Promise<MachineEvent[]> {
+    const rows = await this.cx.rt.log.read(
+      streamOf(state.ns, state.id, state.gen),
+      { after: lo - 1, limit: hi - lo + 1, direction: 'forward' },
+      [state.ns, state.id],
+    );
     const events: MachineEvent[] = [];
     const sizes: number[] = [];
     this.stats.fromLog += rows.length;
@@ -148,7 +194,14 @@ export class MachineReads {
       events.push(f.event);
       sizes.push(f.bytes);
     }
-    if (store && k !== undefined && this.cx.cache.keepsEvents && rows.length === hi - lo + 1 && Number(rows[0]!.seq) === lo) this.cx.cache.add(k, state, lo, events, sizes);
+    if (
+      store &&
+      k !== undefined &&
+      this.cx.cache.keepsEvents &&
+      rows.length === hi - lo + 1 &&
+      Number(rows[0]!.seq) === lo
+    )
+      this.cx.cache.add(k, state, lo, events, sizes);
     return events;
   }
 }

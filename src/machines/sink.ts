@@ -44,7 +44,8 @@ export class Sinks {
    */
   constructor(
     private readonly rt: Runtime,
-    private readonly namespacesInEffect: () => Iterable<[string, { sink?: string | undefined }]> = () => Object.entries(rt.config.machines.namespaces),
+    private readonly namespacesInEffect: () => Iterable<[string, { sink?: string | undefined }]> = () =>
+      Object.entries(rt.config.machines.namespaces),
   ) {}
 
   private get byName(): Map<string, Set<string>> {
@@ -60,7 +61,9 @@ export class Sinks {
 
   /** Every sink with the namespaces it publishes, by name. */
   list(): Array<{ name: string; namespaces: string[] }> {
-    return [...this.byName].map(([name, nss]) => ({ name, namespaces: [...nss].sort() })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return [...this.byName]
+      .map(([name, nss]) => ({ name, namespaces: [...nss].sort() }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   namespaces(sink: string): Set<string> {
@@ -78,7 +81,10 @@ export class Sinks {
   }
 
   /** Events after `after`, up to `limit`; waits up to `waitMs` for the first one. */
-  async read(sink: string, opts: { shard?: string | undefined; after: number; limit: number; waitMs: number; abort?: AbortSignal }): Promise<SinkPage> {
+  async read(
+    sink: string,
+    opts: { shard?: string | undefined; after: number; limit: number; waitMs: number; abort?: AbortSignal },
+  ): Promise<SinkPage> {
     const nss = this.namespaces(sink);
     const shard = this.shardName(opts.shard);
     const sl = this.rt.log.shardLog(shard);

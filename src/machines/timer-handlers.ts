@@ -37,7 +37,9 @@ export class MachineTimerHandlers {
     if (cx.pauses.machinePaused(p.ns, p.id)) throw new RetryTimer(PAUSED_RECHECK_MS);
     const ctx = { deadline: cx.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
     try {
-      await this.steps.run(p.ns, p.id, { kind: 'signal', signal: { type: 'timeout' } }, ctx, { timer: { ctx: tctx, range: p.range } });
+      await this.steps.run(p.ns, p.id, { kind: 'signal', signal: { type: 'timeout' } }, ctx, {
+        timer: { ctx: tctx, range: p.range },
+      });
     } catch (err) {
       if (!isMillraceError(err) || !err.retryable) return; // machine_failed and the like: already recorded
       if (timer.attempts >= c.retry.timer_max_attempts) {
@@ -46,10 +48,20 @@ export class MachineTimerHandlers {
         await this.steps
           .exclusive(p.ns, p.id, cx.rt.clock.now() + c.default_timeout_ms, async (s) => {
             if (s.status !== 'working' || s.gen !== p.gen) return;
-            await this.commits.commitFailure(s, { kind: 'signal', signal: { type: 'timeout' } }, { code: 'timer_retries_exhausted', message: err.message }, { timer: { ctx: tctx, range: null } });
+            await this.commits.commitFailure(
+              s,
+              { kind: 'signal', signal: { type: 'timeout' } },
+              { code: 'timer_retries_exhausted', message: err.message },
+              { timer: { ctx: tctx, range: null } },
+            );
           })
           // Logged and not retried: the timer has used its attempts.
-          .catch((failure: unknown) => cx.rt.logger.warn({ err: failure, ns: p.ns, id: p.id }, 'machines: could not record exhausted timer retries'));
+          .catch((failure: unknown) =>
+            cx.rt.logger.warn(
+              { err: failure, ns: p.ns, id: p.id },
+              'machines: could not record exhausted timer retries',
+            ),
+          );
         return;
       }
       throw new RetryTimer(Math.min(c.retry.max_ms, c.retry.base_ms * 2 ** Math.min(timer.attempts, 20)));
@@ -66,17 +78,27 @@ export class MachineTimerHandlers {
     const shard = cx.shardOf(p.ns, p.id);
     for (;;) {
       if (cx.stopped) throw new RetryTimer(100);
-      const rows = await shard.reader.all<{ nid: number; gen: number; args: string }>(SQL.firstNotification, [p.ns, p.id]);
+      const rows = await shard.reader.all<{ nid: number; gen: number; args: string }>(SQL.firstNotification, [
+        p.ns,
+        p.id,
+      ]);
       const n = rows[0];
       if (n === undefined) return;
       const args = JSON.parse(n.args) as unknown;
       const ctx = { deadline: cx.rt.clock.now() + c.default_timeout_ms, traceparent: childTraceparent(undefined) };
       let r: StepResult;
       try {
-        r = await this.steps.run(p.ns, p.id, { kind: 'signal', signal: { type: 'notification', args } }, ctx, { notification: { nid: Number(n.nid), args } });
+        r = await this.steps.run(p.ns, p.id, { kind: 'signal', signal: { type: 'notification', args } }, ctx, {
+          notification: { nid: Number(n.nid), args },
+        });
       } catch (err) {
         if (isMillraceError(err) && err.retryable) {
-          throw new RetryTimer(Math.min(cx.cfg.notification_retry_max_ms, cx.cfg.notification_retry_base_ms * 2 ** Math.min(timer.attempts - 1, 20)));
+          throw new RetryTimer(
+            Math.min(
+              cx.cfg.notification_retry_max_ms,
+              cx.cfg.notification_retry_base_ms * 2 ** Math.min(timer.attempts - 1, 20),
+            ),
+          );
         }
         return; // the machine failed (or is gone): delivery waits for a repair
       }

@@ -45,7 +45,11 @@ export interface MachineView {
 
 /** What the processor receives: a signal (init, timeout, notification), a call or a repair, with the machine. */
 export type ProcessorRequest<M = MachineView> =
-  | { kind: 'signal'; signal: { type: 'init'; args: unknown } | { type: 'timeout' } | { type: 'notification'; args: unknown }; machine: M }
+  | {
+      kind: 'signal';
+      signal: { type: 'init'; args: unknown } | { type: 'timeout' } | { type: 'notification'; args: unknown };
+      machine: M;
+    }
   | { kind: 'call'; args: unknown; machine: M }
   | { kind: 'repair'; args: unknown; machine: M };
 

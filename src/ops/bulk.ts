@@ -12,7 +12,9 @@ export const STEP_KIND = 'bulk.step';
 const owner = (id: string): string => `bulk:${id}`;
 /** Errors kept on a job (the first ones). */
 const ERRORS_KEPT = 100;
-const iso = z.string().refine((s) => /^\d{4}-\d{2}-\d{2}T/.test(s) && !Number.isNaN(Date.parse(s)), 'must be an RFC 3339 date-time');
+const iso = z
+  .string()
+  .refine((s) => /^\d{4}-\d{2}-\d{2}T/.test(s) && !Number.isNaN(Date.parse(s)), 'must be an RFC 3339 date-time');
 
 export const machineBulkSchema = z
   .object({
@@ -182,20 +184,18 @@ export class BulkJobs {
     const id = randomUUID();
     const now = this.rt.clock.now();
     await this.home(id).write(async (tx) => {
-      await tx.run(`INSERT INTO bulk_jobs (id, target, spec, status, matched, created_at, updated_at) VALUES (?, ?, ?, 'running', 0, ?, ?)`, [
-        id,
-        spec.target,
-        JSON.stringify({ ...spec, total }),
-        now,
-        now,
-      ]);
+      await tx.run(
+        `INSERT INTO bulk_jobs (id, target, spec, status, matched, created_at, updated_at) VALUES (?, ?, ?, 'running', 0, ?, ?)`,
+        [id, spec.target, JSON.stringify({ ...spec, total }), now, now],
+      );
       await this.rt.scheduler.scheduleIn(tx, owner(id), STEP_KIND, now, { id });
     });
     return this.get(id);
   }
 
   async get(id: string): Promise<BulkJobInfo> {
-    if (typeof id !== 'string' || id.length === 0 || id.length > 100) throw badRequest('job id must be 1-100 characters');
+    if (typeof id !== 'string' || id.length === 0 || id.length > 100)
+      throw badRequest('job id must be 1-100 characters');
     const row = (await this.home(id).reader.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE id = ?`, [id]))[0];
     if (row === undefined) throw notFound(id);
     return infoOf(row);
@@ -203,22 +203,26 @@ export class BulkJobs {
 
   async list(opts: { limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<BulkJobInfo>> {
     const limit = pageLimit(opts.limit);
-    const before = decodeCursor(opts.cursor, (v): v is [number, string] => Array.isArray(v) && Number.isInteger(v[0]) && typeof v[1] === 'string') ?? [Number.MAX_SAFE_INTEGER, ''];
+    const before = decodeCursor(
+      opts.cursor,
+      (v): v is [number, string] => Array.isArray(v) && Number.isInteger(v[0]) && typeof v[1] === 'string',
+    ) ?? [Number.MAX_SAFE_INTEGER, ''];
     const rows: Row[] = [];
     for (const shard of this.rt.storage.shards) {
       rows.push(
-        ...(await shard.reader.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE created_at < ? OR (created_at = ? AND id < ?) ORDER BY created_at DESC, id DESC LIMIT ?`, [
-          before[0],
-          before[0],
-          before[1],
-          limit + 1,
-        ])),
+        ...(await shard.reader.all<Row>(
+          `SELECT ${COLS} FROM bulk_jobs WHERE created_at < ? OR (created_at = ? AND id < ?) ORDER BY created_at DESC, id DESC LIMIT ?`,
+          [before[0], before[0], before[1], limit + 1],
+        )),
       );
     }
     rows.sort((a, b) => Number(b.created_at) - Number(a.created_at) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
     const items = rows.slice(0, limit).map(infoOf);
     const last = rows[limit - 1];
-    return { items, next_cursor: rows.length > limit && last ? encodeCursor([Number(last.created_at), last.id]) : null };
+    return {
+      items,
+      next_cursor: rows.length > limit && last ? encodeCursor([Number(last.created_at), last.id]) : null,
+    };
   }
 
   /** Stops a running job: no target is acted on after this returns. */
@@ -228,9 +232,16 @@ export class BulkJobs {
     await shard.write(async (tx) => {
       const row = (await tx.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
       if (row === undefined) throw notFound(id);
-      if (row.status !== 'running') throw new MillraceError('bulk_job_finished', `bulk job ${id} is ${row.status}`, { details: { id, status: row.status } });
+      if (row.status !== 'running')
+        throw new MillraceError('bulk_job_finished', `bulk job ${id} is ${row.status}`, {
+          details: { id, status: row.status },
+        });
       const now = this.rt.clock.now();
-      await tx.run(`UPDATE bulk_jobs SET status = 'cancelled', updated_at = ?, finished_at = ? WHERE id = ?`, [now, now, id]);
+      await tx.run(`UPDATE bulk_jobs SET status = 'cancelled', updated_at = ?, finished_at = ? WHERE id = ?`, [
+        now,
+        now,
+        id,
+      ]);
       await this.rt.scheduler.cancelIn(tx, owner(id));
     });
     return this.get(id);
@@ -243,11 +254,19 @@ export class BulkJobs {
       const rows: MachineRow[] = [];
       const sql = `SELECT id, status, reason, tags, updated_at FROM machines WHERE ns = ? AND status <> 'none' AND id > ?${f.status ? ' AND status = ?' : ''} ORDER BY id LIMIT ?`;
       for (const shard of this.rt.storage.shards) {
-        rows.push(...(await shard.reader.all<MachineRow>(sql, f.status ? [spec.namespace, after, f.status, limit] : [spec.namespace, after, limit])));
+        rows.push(
+          ...(await shard.reader.all<MachineRow>(
+            sql,
+            f.status ? [spec.namespace, after, f.status, limit] : [spec.namespace, after, limit],
+          )),
+        );
       }
       rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       const page = rows.slice(0, limit);
-      return { matches: page.filter((r) => machineMatches(f, r)).map((r) => ({ item: r.id })), next: rows.length > limit || (page.length === limit && page.length > 0) ? page[page.length - 1]!.id : null };
+      return {
+        matches: page.filter((r) => machineMatches(f, r)).map((r) => ({ item: r.id })),
+        next: rows.length > limit || (page.length === limit && page.length > 0) ? page[page.length - 1]!.id : null,
+      };
     }
     const f = spec.filter;
     // The dead-letter list pages by at most 1000.
@@ -256,7 +275,13 @@ export class BulkJobs {
     const before = f.died_before === undefined ? Number.POSITIVE_INFINITY : Date.parse(f.died_before);
     const afterT = f.died_after === undefined ? Number.NEGATIVE_INFINITY : Date.parse(f.died_after);
     const matches = dead
-      .filter((d) => (f.id_prefix === undefined || d.id.startsWith(f.id_prefix)) && (f.error_contains === undefined || (d.lastError ?? '').includes(f.error_contains)) && d.diedAt < before && d.diedAt > afterT)
+      .filter(
+        (d) =>
+          (f.id_prefix === undefined || d.id.startsWith(f.id_prefix)) &&
+          (f.error_contains === undefined || (d.lastError ?? '').includes(f.error_contains)) &&
+          d.diedAt < before &&
+          d.diedAt > afterT,
+      )
       .map((d) => ({ item: d.id }));
     return { matches, next: dead.length === limit ? dead[dead.length - 1]!.id : null };
   }
@@ -276,10 +301,17 @@ export class BulkJobs {
     const interrupted: string[] = [];
     try {
       await shard.write(async (tx) => {
-        const cur = (await tx.all<{ status: string }>(`SELECT status FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
+        const cur = (
+          await tx.all<{ status: string }>(`SELECT status FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id])
+        )[0];
         if (cur === undefined || cur.status !== 'running') throw new ClaimLost();
         for (const m of page.matches) {
-          const seen = (await tx.all<{ status: string }>('SELECT status FROM bulk_job_items WHERE job = ? AND item = ?', [id, m.item]))[0];
+          const seen = (
+            await tx.all<{ status: string }>('SELECT status FROM bulk_job_items WHERE job = ? AND item = ?', [
+              id,
+              m.item,
+            ])
+          )[0];
           if (seen === undefined) {
             await tx.run(`INSERT INTO bulk_job_items (job, item, status) VALUES (?, ?, 'started')`, [id, m.item]);
             fresh.push(m.item);
@@ -305,52 +337,69 @@ export class BulkJobs {
       }
     }
     const now = this.rt.clock.now();
-    await shard.write(async (tx) => {
-      const cur = (await tx.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
-      if (cur === undefined) return;
-      const errors = JSON.parse(cur.errors) as BulkJobInfo['errors'];
-      let ok = 0;
-      let bad = interrupted.length;
-      for (const item of interrupted) {
-        if (errors.length < ERRORS_KEPT) errors.push({ item, code: 'interrupted', message: 'the node acting on it stopped before storing the outcome; not acted on again' });
-      }
-      for (const o of outcomes) {
-        await tx.run('UPDATE bulk_job_items SET status = ? WHERE job = ? AND item = ?', [o.error ? 'failed' : 'done', id, o.item]);
-        if (o.error) {
-          bad++;
-          if (errors.length < ERRORS_KEPT) errors.push({ item: o.item, ...o.error });
-        } else ok++;
-      }
-      const matched = Number(cur.matched) + fresh.length + interrupted.length;
-      tx.onCommit(() => {
-        this.stats.succeeded += ok;
-        this.stats.failed += bad - interrupted.length;
-        this.stats.interrupted += interrupted.length;
+    await shard
+      .write(async (tx) => {
+        const cur = (await tx.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
+        if (cur === undefined) return;
+        const errors = JSON.parse(cur.errors) as BulkJobInfo['errors'];
+        let ok = 0;
+        let bad = interrupted.length;
+        for (const item of interrupted) {
+          if (errors.length < ERRORS_KEPT)
+            errors.push({
+              item,
+              code: 'interrupted',
+              message: 'the node acting on it stopped before storing the outcome; not acted on again',
+            });
+        }
+        for (const o of outcomes) {
+          await tx.run('UPDATE bulk_job_items SET status = ? WHERE job = ? AND item = ?', [
+            o.error ? 'failed' : 'done',
+            id,
+            o.item,
+          ]);
+          if (o.error) {
+            bad++;
+            if (errors.length < ERRORS_KEPT) errors.push({ item: o.item, ...o.error });
+          } else ok++;
+        }
+        const matched = Number(cur.matched) + fresh.length + interrupted.length;
+        tx.onCommit(() => {
+          this.stats.succeeded += ok;
+          this.stats.failed += bad - interrupted.length;
+          this.stats.interrupted += interrupted.length;
+        });
+        if (cur.status !== 'running') {
+          // Cancelled while this step ran: its outcomes still count.
+          await tx.run(
+            'UPDATE bulk_jobs SET matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, updated_at = ? WHERE id = ?',
+            [matched, ok, bad, JSON.stringify(errors), now, id],
+          );
+          await ctx.completeIn(tx);
+          return;
+        }
+        const done = page.next === null;
+        if (done) {
+          if (!(await ctx.completeIn(tx))) throw new ClaimLost();
+        } else if (!(await ctx.rescheduleIn(tx, STEP_KIND, now + 1000, { id }))) throw new ClaimLost();
+        await tx.run(
+          `UPDATE bulk_jobs SET after = ?, matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, status = ?, updated_at = ?, finished_at = ? WHERE id = ?`,
+          [
+            page.next ?? cur.after,
+            matched,
+            ok,
+            bad,
+            JSON.stringify(errors),
+            done ? 'done' : 'running',
+            now,
+            done ? now : null,
+            id,
+          ],
+        );
+      })
+      .catch((err) => {
+        if (!(err instanceof ClaimLost)) throw err;
       });
-      if (cur.status !== 'running') {
-        // Cancelled while this step ran: its outcomes still count.
-        await tx.run('UPDATE bulk_jobs SET matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, updated_at = ? WHERE id = ?', [matched, ok, bad, JSON.stringify(errors), now, id]);
-        await ctx.completeIn(tx);
-        return;
-      }
-      const done = page.next === null;
-      if (done) {
-        if (!(await ctx.completeIn(tx))) throw new ClaimLost();
-      } else if (!(await ctx.rescheduleIn(tx, STEP_KIND, now + 1000, { id }))) throw new ClaimLost();
-      await tx.run(`UPDATE bulk_jobs SET after = ?, matched = ?, succeeded = succeeded + ?, failed = failed + ?, errors = ?, status = ?, updated_at = ?, finished_at = ? WHERE id = ?`, [
-        page.next ?? cur.after,
-        matched,
-        ok,
-        bad,
-        JSON.stringify(errors),
-        done ? 'done' : 'running',
-        now,
-        done ? now : null,
-        id,
-      ]);
-    }).catch((err) => {
-      if (!(err instanceof ClaimLost)) throw err;
-    });
   }
 
   private async act(spec: Spec, item: string): Promise<void> {
@@ -395,7 +444,12 @@ function machineMatches(f: MachineSpec['filter'], r: MachineRow): boolean {
     const text = typeof reason === 'string' ? reason : JSON.stringify(reason ?? null);
     if (f.reason_contains !== undefined && !text.includes(f.reason_contains)) return false;
     if (f.reason_code !== undefined) {
-      const code = typeof reason === 'string' ? reason : reason !== null && typeof reason === 'object' ? (reason as { code?: unknown }).code : undefined;
+      const code =
+        typeof reason === 'string'
+          ? reason
+          : reason !== null && typeof reason === 'object'
+            ? (reason as { code?: unknown }).code
+            : undefined;
       if (code !== f.reason_code) return false;
     }
   }
@@ -408,7 +462,9 @@ function lock(shard: Shard): string {
 
 function invalid(error: z.ZodError): MillraceError {
   const issue = error.issues[0]!;
-  return badRequest(`bulk job: ${issue.path.join('.') || '(root)'}: ${issue.message}`, { problems: error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) });
+  return badRequest(`bulk job: ${issue.path.join('.') || '(root)'}: ${issue.message}`, {
+    problems: error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+  });
 }
 
 function notFound(id: string): MillraceError {

@@ -69,7 +69,8 @@ export class OpsFace implements Face {
     if (!this.withMachines) return;
     await this.rt.scheduler.periodic(PRUNE_KIND, 3_600_000, async () => {
       const cutoff = this.rt.clock.now() - KEY_KEEP_MS;
-      for (const s of this.rt.storage.shards) await s.write((tx) => tx.run('DELETE FROM machine_notification_keys WHERE created_at < ?', [cutoff]));
+      for (const s of this.rt.storage.shards)
+        await s.write((tx) => tx.run('DELETE FROM machine_notification_keys WHERE created_at < ?', [cutoff]));
     });
   }
 

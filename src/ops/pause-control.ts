@@ -33,7 +33,8 @@ export class PauseControl {
       case 'pipe_kind':
         return this.need(this.targets.pipe, 'the pipe').resolveKind(name);
       case 'exporter':
-        if (!this.rt.config.bus.exporters.some((x) => x.name === name)) throw new MillraceError('exporter_not_found', `no exporter "${name}"`, { details: { name } });
+        if (!this.rt.config.bus.exporters.some((x) => x.name === name))
+          throw new MillraceError('exporter_not_found', `no exporter "${name}"`, { details: { name } });
         return name;
     }
   }
@@ -49,7 +50,11 @@ export class PauseControl {
     return this.pauses.pause(kind, stored, reason);
   }
 
-  async resume(kind: PauseKind, name: string, id?: string): Promise<{ kind: PauseKind; name: string; resumed: boolean }> {
+  async resume(
+    kind: PauseKind,
+    name: string,
+    id?: string,
+  ): Promise<{ kind: PauseKind; name: string; resumed: boolean }> {
     const stored = await this.resolve(kind, name, id);
     return { kind, name: stored, resumed: await this.pauses.resume(kind, stored) };
   }
@@ -61,7 +66,8 @@ export class PauseControl {
 
 function reasonOf(body: unknown): string | null {
   if (body === undefined || body === null) return null;
-  if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be an object: {"reason": "..."}');
+  if (typeof body !== 'object' || Array.isArray(body))
+    throw badRequest('the body must be an object: {"reason": "..."}');
   const keys = Object.keys(body);
   if (keys.some((k) => k !== 'reason')) throw badRequest('the body takes only "reason"');
   const r = (body as { reason?: unknown }).reason;

@@ -5,7 +5,9 @@ import { z } from 'zod';
 /** Schedule names: 1-150 letters, digits, ".", "_" or "-". */
 export const SCHEDULE_NAME = /^[A-Za-z0-9._-]{1,150}$/;
 
-const iso = z.string().refine((s) => !Number.isNaN(Date.parse(s)) && /^\d{4}-\d{2}-\d{2}T/.test(s), 'must be an RFC 3339 date-time');
+const iso = z
+  .string()
+  .refine((s) => !Number.isNaN(Date.parse(s)) && /^\d{4}-\d{2}-\d{2}T/.test(s), 'must be an RFC 3339 date-time');
 
 const machineAction = z
   .object({
@@ -54,7 +56,12 @@ export const scheduleSchema = z
         /** IANA time zone of the cron fields (default UTC). */
         timezone: z.string().min(1).max(100).optional(),
         /** Fixed interval, anchored at `start_at` (or the Unix epoch). */
-        every_ms: z.number().int().min(1000).max(366 * 86_400_000).optional(),
+        every_ms: z
+          .number()
+          .int()
+          .min(1000)
+          .max(366 * 86_400_000)
+          .optional(),
         /** Each fire runs up to this much later than its nominal time (the same delay on every node). */
         jitter_ms: z.number().int().min(0).max(86_400_000).default(0),
         start_at: iso.optional(),
@@ -62,9 +69,12 @@ export const scheduleSchema = z
       })
       .strict()
       .superRefine((s, ctx) => {
-        if ((s.cron === undefined) === (s.every_ms === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of cron and every_ms' });
-        if (s.timezone !== undefined && s.cron === undefined) ctx.addIssue({ code: 'custom', path: ['timezone'], message: 'timezone applies to cron only' });
-        if (s.timezone !== undefined && !validZone(s.timezone)) ctx.addIssue({ code: 'custom', path: ['timezone'], message: `unknown time zone "${s.timezone}"` });
+        if ((s.cron === undefined) === (s.every_ms === undefined))
+          ctx.addIssue({ code: 'custom', message: 'give exactly one of cron and every_ms' });
+        if (s.timezone !== undefined && s.cron === undefined)
+          ctx.addIssue({ code: 'custom', path: ['timezone'], message: 'timezone applies to cron only' });
+        if (s.timezone !== undefined && !validZone(s.timezone))
+          ctx.addIssue({ code: 'custom', path: ['timezone'], message: `unknown time zone "${s.timezone}"` });
         if (s.cron !== undefined) {
           try {
             new Cron(s.cron, { paused: true, timezone: s.timezone ?? 'UTC' });
@@ -80,7 +90,12 @@ export const scheduleSchema = z
     /** While an earlier fire's action still runs: skip this fire, keep one buffered, or run it anyway. */
     overlap: z.enum(['skip', 'buffer_one', 'allow']).default('skip'),
     /** After downtime, fires at most this late (past their due time, jitter included) still run; later ones are counted as missed. At least a second. */
-    catchup_window_ms: z.number().int().min(1000).max(366 * 86_400_000).default(60_000),
+    catchup_window_ms: z
+      .number()
+      .int()
+      .min(1000)
+      .max(366 * 86_400_000)
+      .default(60_000),
     /** Initial state only: a replaced definition keeps the schedule's paused state unless it says. */
     paused: z.boolean().optional(),
   })

@@ -6,7 +6,15 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Bus } from '../bus/bus.js';
-import { jitterOf, nextFire, nextFires, render, SCHEDULE_NAME, scheduleSchema, type ScheduleDef } from './schedule-spec.js';
+import {
+  jitterOf,
+  nextFire,
+  nextFires,
+  render,
+  SCHEDULE_NAME,
+  scheduleSchema,
+  type ScheduleDef,
+} from './schedule-spec.js';
 
 export const TICK_KIND = 'schedules.tick';
 export const RUN_KIND = 'schedules.run';
@@ -72,7 +80,8 @@ interface FireRow {
   error: string | null;
 }
 
-const COLS = 'name, definition, source, paused, next_fire_at, last_fire_at, running, buffered_at, missed, created_at, updated_at';
+const COLS =
+  'name, definition, source, paused, next_fire_at, last_fire_at, running, buffered_at, missed, created_at, updated_at';
 const FIRE_COLS = 'fire_at, status, backfill, attempts, started_at, finished_at, error';
 const isoOrNull = (t: number | null): string | null => (t === null ? null : new Date(Number(t)).toISOString());
 
@@ -136,7 +145,8 @@ export class Schedules {
   }
 
   private checkName(name: string): void {
-    if (typeof name !== 'string' || !SCHEDULE_NAME.test(name)) throw badRequest('schedule name must be 1-150 letters, digits, ".", "_" or "-"');
+    if (typeof name !== 'string' || !SCHEDULE_NAME.test(name))
+      throw badRequest('schedule name must be 1-150 letters, digits, ".", "_" or "-"');
   }
 
   /** Parses and checks a definition against the faces this node serves; a typed error, nothing written, when it is wrong. */
@@ -144,7 +154,9 @@ export class Schedules {
     const r = scheduleSchema.safeParse(raw);
     if (!r.success) {
       const issue = r.error.issues[0]!;
-      throw badRequest(`schedule definition: ${issue.path.join('.') || '(root)'}: ${issue.message}`, { problems: r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) });
+      throw badRequest(`schedule definition: ${issue.path.join('.') || '(root)'}: ${issue.message}`, {
+        problems: r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+      });
     }
     const def = r.data;
     if ('machine' in def.action) {
@@ -155,13 +167,25 @@ export class Schedules {
       const bus = this.targets.bus;
       if (bus === undefined) throw badRequest('schedule definition: action.publish: this node does not serve the bus');
       const p = def.action.publish;
-      bus.validate([{ topic: p.topic, type: p.type, ...(p.key !== undefined ? { key: p.key } : {}), ...(p.headers !== undefined ? { headers: p.headers } : {}), data: null }]);
+      bus.validate([
+        {
+          topic: p.topic,
+          type: p.type,
+          ...(p.key !== undefined ? { key: p.key } : {}),
+          ...(p.headers !== undefined ? { headers: p.headers } : {}),
+          data: null,
+        },
+      ]);
     }
     return def;
   }
 
   /** Creates or replaces a schedule; an unchanged definition changes nothing (its timer keeps running). */
-  async put(name: string, raw: unknown, source: 'config' | 'runtime' = 'runtime'): Promise<{ created: boolean; schedule: ScheduleInfo }> {
+  async put(
+    name: string,
+    raw: unknown,
+    source: 'config' | 'runtime' = 'runtime',
+  ): Promise<{ created: boolean; schedule: ScheduleInfo }> {
     this.checkName(name);
     const def = this.parse(raw);
     const text = JSON.stringify(def);
@@ -175,11 +199,21 @@ export class Schedules {
     }
   }
 
-  private async putOnce(shard: Shard, name: string, def: ScheduleDef, text: string, source: 'config' | 'runtime'): Promise<{ created: boolean; schedule: ScheduleInfo }> {
+  private async putOnce(
+    shard: Shard,
+    name: string,
+    def: ScheduleDef,
+    text: string,
+    source: 'config' | 'runtime',
+  ): Promise<{ created: boolean; schedule: ScheduleInfo }> {
     const created = await shard.write(async (tx) => {
       const row = await this.rowIn(tx, shard, name);
       if (row !== undefined && row.source === 'config' && source === 'runtime') {
-        throw new MillraceError('schedule_defined_in_config', `schedule "${name}" is defined in the configuration file`, { details: { name } });
+        throw new MillraceError(
+          'schedule_defined_in_config',
+          `schedule "${name}" is defined in the configuration file`,
+          { details: { name } },
+        );
       }
       if (row !== undefined && row.definition === text && row.source === source) return false;
       const now = this.rt.clock.now();
@@ -193,7 +227,10 @@ export class Schedules {
         // Created meanwhile by another node (two nodes applying one config file): read it again.
         if (n === 0) throw new CreatedMeanwhile();
       } else {
-        await tx.run('UPDATE schedules SET definition = ?, source = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [text, source, paused ? 1 : 0, next, now, name]);
+        await tx.run(
+          'UPDATE schedules SET definition = ?, source = ?, paused = ?, next_fire_at = ?, updated_at = ? WHERE name = ?',
+          [text, source, paused ? 1 : 0, next, now, name],
+        );
       }
       await this.armIn(tx, name, def, next);
       return row === undefined;
@@ -204,7 +241,10 @@ export class Schedules {
   /** Points the schedule's timer at `next` (nominal), or removes it. */
   private async armIn(tx: Tx, name: string, def: ScheduleDef, next: number | null): Promise<void> {
     if (next === null) await this.rt.scheduler.cancelIn(tx, tickOwner(name));
-    else await this.rt.scheduler.scheduleIn(tx, tickOwner(name), TICK_KIND, next + jitterOf(def, name, next), { fire_at: next });
+    else
+      await this.rt.scheduler.scheduleIn(tx, tickOwner(name), TICK_KIND, next + jitterOf(def, name, next), {
+        fire_at: next,
+      });
   }
 
   async get(name: string): Promise<ScheduleInfo> {
@@ -221,7 +261,12 @@ export class Schedules {
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const rows: Row[] = [];
     for (const shard of this.rt.storage.shards) {
-      rows.push(...(await shard.reader.all<Row>(`SELECT ${COLS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?`, [after, limit + 1])));
+      rows.push(
+        ...(await shard.reader.all<Row>(`SELECT ${COLS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?`, [
+          after,
+          limit + 1,
+        ])),
+      );
     }
     rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const items = rows.slice(0, limit).map(infoOf);
@@ -236,7 +281,11 @@ export class Schedules {
       const row = await this.rowIn(tx, shard, name);
       if (row === undefined) throw notFound(name);
       if (row.source === 'config' && source === 'runtime') {
-        throw new MillraceError('schedule_defined_in_config', `schedule "${name}" is defined in the configuration file`, { details: { name } });
+        throw new MillraceError(
+          'schedule_defined_in_config',
+          `schedule "${name}" is defined in the configuration file`,
+          { details: { name } },
+        );
       }
       await tx.run('DELETE FROM schedules WHERE name = ?', [name]);
       await tx.run('DELETE FROM schedule_fires WHERE schedule = ?', [name]);
@@ -263,7 +312,12 @@ export class Schedules {
       if ((row.paused === 1) === paused) return;
       const def = JSON.parse(row.definition) as ScheduleDef;
       const next = paused ? null : nextFire(def, this.rt.clock.now());
-      await tx.run('UPDATE schedules SET paused = ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [paused ? 1 : 0, next, this.rt.clock.now(), name]);
+      await tx.run('UPDATE schedules SET paused = ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [
+        paused ? 1 : 0,
+        next,
+        this.rt.clock.now(),
+        name,
+      ]);
       await this.armIn(tx, name, def, next);
     });
     return this.get(name);
@@ -271,20 +325,29 @@ export class Schedules {
 
   /** The next `count` fire times (nominal, and when they are due with the jitter) from now. */
   async next(name: string, count: number): Promise<Array<{ fire_at: string; due_at: string }>> {
-    if (!Number.isInteger(count) || count < 1 || count > 1000) throw badRequest('count must be a whole number from 1 to 1000');
+    if (!Number.isInteger(count) || count < 1 || count > 1000)
+      throw badRequest('count must be a whole number from 1 to 1000');
     const info = await this.get(name);
     const def = info.definition;
     if (info.paused) return [];
-    return nextFires(def, this.rt.clock.now(), count).map((t) => ({ fire_at: new Date(t).toISOString(), due_at: new Date(t + jitterOf(def, name, t)).toISOString() }));
+    return nextFires(def, this.rt.clock.now(), count).map((t) => ({
+      fire_at: new Date(t).toISOString(),
+      due_at: new Date(t + jitterOf(def, name, t)).toISOString(),
+    }));
   }
 
   /**
    * Runs the action for every fire time in [from, to] that has no fire yet
    * (the fire time is the key: a time already fired is not run again).
    */
-  async backfill(name: string, fromText: unknown, toText: unknown): Promise<{ fire_times: number; queued: number; already: number }> {
+  async backfill(
+    name: string,
+    fromText: unknown,
+    toText: unknown,
+  ): Promise<{ fire_times: number; queued: number; already: number }> {
     this.checkName(name);
-    const from = typeof fromText === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(fromText) ? Date.parse(fromText) : Number.NaN;
+    const from =
+      typeof fromText === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(fromText) ? Date.parse(fromText) : Number.NaN;
     const to = typeof toText === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(toText) ? Date.parse(toText) : Number.NaN;
     if (Number.isNaN(from) || Number.isNaN(to)) throw badRequest('backfill: from and to must be RFC 3339 date-times');
     if (to < from) throw badRequest('backfill: to must not be before from');
@@ -294,7 +357,10 @@ export class Schedules {
     for (;;) {
       const n = nextFire(info.definition, t);
       if (n === null || n > to) break;
-      if (times.length === BACKFILL_MAX) throw badRequest(`backfill: the range holds more than ${BACKFILL_MAX} fire times; split it`, { max: BACKFILL_MAX });
+      if (times.length === BACKFILL_MAX)
+        throw badRequest(`backfill: the range holds more than ${BACKFILL_MAX} fire times; split it`, {
+          max: BACKFILL_MAX,
+        });
       times.push(n);
       t = n;
     }
@@ -305,23 +371,33 @@ export class Schedules {
       let n = 0;
       const now = this.rt.clock.now();
       for (const at of times) {
-        const ins = await tx.run(`INSERT INTO schedule_fires (schedule, fire_at, status, backfill) VALUES (?, ?, 'pending', 1) ON CONFLICT (schedule, fire_at) DO NOTHING`, [name, at]);
+        const ins = await tx.run(
+          `INSERT INTO schedule_fires (schedule, fire_at, status, backfill) VALUES (?, ?, 'pending', 1) ON CONFLICT (schedule, fire_at) DO NOTHING`,
+          [name, at],
+        );
         if (ins !== 1) continue;
         n++;
         await this.rt.scheduler.scheduleIn(tx, runOwner(name, at), RUN_KIND, now, { name, fire_at: at });
       }
-      if (n > 0) await tx.run('UPDATE schedules SET running = running + ?, updated_at = ? WHERE name = ?', [n, now, name]);
+      if (n > 0)
+        await tx.run('UPDATE schedules SET running = running + ?, updated_at = ? WHERE name = ?', [n, now, name]);
       return n;
     });
     return { fire_times: times.length, queued, already: times.length - queued };
   }
 
   /** Recorded fires, newest first, paged. */
-  async fires(name: string, opts: { limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<FireInfo>> {
+  async fires(
+    name: string,
+    opts: { limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<Page<FireInfo>> {
     await this.get(name);
     const limit = pageLimit(opts.limit);
     const before = decodeCursor(opts.cursor, (v): v is number => Number.isInteger(v)) ?? Number.MAX_SAFE_INTEGER;
-    const rows = await this.home(name).reader.all<FireRow>(`SELECT ${FIRE_COLS} FROM schedule_fires WHERE schedule = ? AND fire_at < ? ORDER BY fire_at DESC LIMIT ?`, [name, before, limit + 1]);
+    const rows = await this.home(name).reader.all<FireRow>(
+      `SELECT ${FIRE_COLS} FROM schedule_fires WHERE schedule = ? AND fire_at < ? ORDER BY fire_at DESC LIMIT ?`,
+      [name, before, limit + 1],
+    );
     const items = rows.slice(0, limit).map(fireOf);
     return { items, next_cursor: rows.length > limit ? encodeCursor(Number(rows[limit - 1]!.fire_at)) : null };
   }
@@ -331,7 +407,14 @@ export class Schedules {
     for (const [name, def] of Object.entries(defs)) await this.put(name, def, 'config');
     for (const shard of this.rt.storage.shards) {
       const rows = await shard.reader.all<{ name: string }>(`SELECT name FROM schedules WHERE source = 'config'`);
-      for (const r of rows) if (!Object.hasOwn(defs, r.name)) await this.remove(r.name, 'config').catch((err: unknown) => this.rt.logger.warn({ err, schedule: r.name }, 'schedules: removing a schedule no longer in the config failed'));
+      for (const r of rows)
+        if (!Object.hasOwn(defs, r.name))
+          await this.remove(r.name, 'config').catch((err: unknown) =>
+            this.rt.logger.warn(
+              { err, schedule: r.name },
+              'schedules: removing a schedule no longer in the config failed',
+            ),
+          );
     }
   }
 
@@ -363,7 +446,12 @@ export class Schedules {
           }
           const first = nextFire(def, Math.max(edge, t) - 1);
           if (!(await this.moveTimer(tx, ctx, name, def, first))) throw new ClaimLost();
-          await tx.run('UPDATE schedules SET missed = missed + ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [missed, first, now, name]);
+          await tx.run('UPDATE schedules SET missed = missed + ?, next_fire_at = ?, updated_at = ? WHERE name = ?', [
+            missed,
+            first,
+            now,
+            name,
+          ]);
           this.count(tx, 'missed', missed);
           return;
         }
@@ -379,21 +467,33 @@ export class Schedules {
             buffered = fireAt;
           } else status = 'skipped';
         }
-        const ins = await tx.run(`INSERT INTO schedule_fires (schedule, fire_at, status) VALUES (?, ?, ?) ON CONFLICT (schedule, fire_at) DO NOTHING`, [name, fireAt, status]);
+        const ins = await tx.run(
+          `INSERT INTO schedule_fires (schedule, fire_at, status) VALUES (?, ?, ?) ON CONFLICT (schedule, fire_at) DO NOTHING`,
+          [name, fireAt, status],
+        );
         if (ins === 1) this.count(tx, status);
         if (ins === 1 && status === 'pending') {
           running++;
           await this.rt.scheduler.scheduleIn(tx, runOwner(name, fireAt), RUN_KIND, now, { name, fire_at: fireAt });
         }
         if (ins !== 1) buffered = row.buffered_at === null ? null : Number(row.buffered_at);
-        await tx.run('UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, running = ?, buffered_at = ?, updated_at = ? WHERE name = ?', [next, fireAt, running, buffered, now, name]);
+        await tx.run(
+          'UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, running = ?, buffered_at = ?, updated_at = ? WHERE name = ?',
+          [next, fireAt, running, buffered, now, name],
+        );
       });
     } catch (err) {
       if (!(err instanceof ClaimLost)) throw err;
     }
   }
 
-  private async moveTimer(tx: Tx, ctx: TimerContext, name: string, def: ScheduleDef, next: number | null): Promise<boolean> {
+  private async moveTimer(
+    tx: Tx,
+    ctx: TimerContext,
+    name: string,
+    def: ScheduleDef,
+    next: number | null,
+  ): Promise<boolean> {
     if (next === null) return ctx.completeIn(tx);
     return ctx.rescheduleIn(tx, TICK_KIND, next + jitterOf(def, name, next), { fire_at: next });
   }
@@ -406,7 +506,12 @@ export class Schedules {
     try {
       def = await shard.write(async (tx) => {
         const row = await this.rowIn(tx, shard, name);
-        const fire = (await tx.all<FireRow>(`SELECT ${FIRE_COLS} FROM schedule_fires WHERE schedule = ? AND fire_at = ?`, [name, fireAt]))[0];
+        const fire = (
+          await tx.all<FireRow>(`SELECT ${FIRE_COLS} FROM schedule_fires WHERE schedule = ? AND fire_at = ?`, [
+            name,
+            fireAt,
+          ])
+        )[0];
         if (row === undefined || fire === undefined || (fire.status !== 'pending' && fire.status !== 'running')) {
           await ctx.completeIn(tx);
           return null;
@@ -415,16 +520,21 @@ export class Schedules {
         if (Number(fire.attempts) > 0 && !repeatable(d)) {
           // A call that may or may not have reached the machine: not repeated.
           if (!(await ctx.completeIn(tx))) throw new ClaimLost();
-          await this.finishIn(tx, shard, name, fireAt, 'interrupted', 'the node running this call stopped before its outcome was stored; a call is not repeated');
+          await this.finishIn(
+            tx,
+            shard,
+            name,
+            fireAt,
+            'interrupted',
+            'the node running this call stopped before its outcome was stored; a call is not repeated',
+          );
           return null;
         }
         attempts = Number(fire.attempts) + 1;
-        await tx.run(`UPDATE schedule_fires SET status = 'running', attempts = ?, started_at = COALESCE(started_at, ?) WHERE schedule = ? AND fire_at = ?`, [
-          attempts,
-          this.rt.clock.now(),
-          name,
-          fireAt,
-        ]);
+        await tx.run(
+          `UPDATE schedule_fires SET status = 'running', attempts = ?, started_at = COALESCE(started_at, ?) WHERE schedule = ? AND fire_at = ?`,
+          [attempts, this.rt.clock.now(), name, fireAt],
+        );
         return d;
       });
     } catch (err) {
@@ -451,9 +561,19 @@ export class Schedules {
   }
 
   /** Stores a fire's outcome and, once nothing runs, starts the buffered fire. */
-  private async finishIn(tx: Tx, shard: Shard, name: string, fireAt: number, status: FireStatus, error: string | null): Promise<void> {
+  private async finishIn(
+    tx: Tx,
+    shard: Shard,
+    name: string,
+    fireAt: number,
+    status: FireStatus,
+    error: string | null,
+  ): Promise<void> {
     const now = this.rt.clock.now();
-    await tx.run('UPDATE schedule_fires SET status = ?, finished_at = ?, error = ? WHERE schedule = ? AND fire_at = ?', [status, now, error, name, fireAt]);
+    await tx.run(
+      'UPDATE schedule_fires SET status = ?, finished_at = ?, error = ? WHERE schedule = ? AND fire_at = ?',
+      [status, now, error, name, fireAt],
+    );
     this.count(tx, status);
     const row = await this.rowIn(tx, shard, name);
     if (row === undefined) return;
@@ -465,7 +585,12 @@ export class Schedules {
       running = 1;
       buffered = null;
     }
-    await tx.run('UPDATE schedules SET running = ?, buffered_at = ?, updated_at = ? WHERE name = ?', [running, buffered, now, name]);
+    await tx.run('UPDATE schedules SET running = ?, buffered_at = ?, updated_at = ? WHERE name = ?', [
+      running,
+      buffered,
+      now,
+      name,
+    ]);
   }
 
   /** The fire's action, with its templates filled in; the fire's key makes start, notify and publish safe to repeat. */

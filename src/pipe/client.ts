@@ -1,5 +1,11 @@
 import { credentials, InterceptingCall, type ClientDuplexStream, type Interceptor } from '@grpc/grpc-js';
-import { pipeService, type PipeRequest, type PipeRequestBatch, type PipeResponse, type PipeResponseBatch } from '../api/grpc/pipe-service.js';
+import {
+  pipeService,
+  type PipeRequest,
+  type PipeRequestBatch,
+  type PipeResponse,
+  type PipeResponseBatch,
+} from '../api/grpc/pipe-service.js';
 
 export interface PipeStreamClientOptions {
   /**
@@ -40,8 +46,15 @@ export class PipeStreamClient {
   constructor(address: string, opts: PipeStreamClientOptions = {}) {
     this.batched = opts.batched ?? true;
     const Ctor = pipeService();
-    this.client = new Ctor(address, credentials.createInsecure(), opts.token === undefined ? {} : { interceptors: [bearerInterceptor(opts.token)] });
-    const c = this.client as unknown as Record<'Session' | 'Batches', () => ClientDuplexStream<PipeRequest | PipeRequestBatch, PipeResponse | PipeResponseBatch>>;
+    this.client = new Ctor(
+      address,
+      credentials.createInsecure(),
+      opts.token === undefined ? {} : { interceptors: [bearerInterceptor(opts.token)] },
+    );
+    const c = this.client as unknown as Record<
+      'Session' | 'Batches',
+      () => ClientDuplexStream<PipeRequest | PipeRequestBatch, PipeResponse | PipeResponseBatch>
+    >;
     this.call = this.batched ? c.Batches() : c.Session();
     this.call.on('data', (m: PipeResponse | PipeResponseBatch) => {
       if ('responses' in m) for (const r of m.responses) this.answer(r);

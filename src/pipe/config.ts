@@ -3,7 +3,10 @@ import { z } from 'zod';
 export const KIND_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Seconds, fractional allowed (tests use milliseconds). */
-const seconds = z.number().min(0).max(365 * 24 * 3600);
+const seconds = z
+  .number()
+  .min(0)
+  .max(365 * 24 * 3600);
 
 /** One kind's definition: the same schema for `pipe.kinds.<k>` in YAML and `PUT /v1/pipe/kinds/{k}`. */
 export const kindSchema = z
@@ -33,7 +36,9 @@ export const pipeConfigSchema = z
      * Kinds of session by name (a name may itself be a small integer, e.g.
      * `"7"`). A kind not listed here is refused with `kind_not_found`.
      */
-    kinds: z.record(z.string().regex(KIND_NAME, 'a kind name of letters, digits, "_", "." or "-"'), kindSchema).default({}),
+    kinds: z
+      .record(z.string().regex(KIND_NAME, 'a kind name of letters, digits, "_", "." or "-"'), kindSchema)
+      .default({}),
     /** Lease of a session written over plain HTTP (and of a pushed session): extended by every write. */
     session_ttl_s: seconds.min(0.01).default(30),
     /** Upper bound of the random jitter added to `store(timeout)`; the jitter is at most 10% of the timeout. */
@@ -41,7 +46,12 @@ export const pipeConfigSchema = z
     /** Dead sessions (past max_repeats) untouched for this long are removed with their records by the pruning job; unset: kept until deleted. */
     dead_max_age_s: seconds.min(0.001).optional(),
     /** Largest record, in bytes. */
-    max_record_bytes: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024),
+    max_record_bytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(64 * 1024 * 1024)
+      .default(1024 * 1024),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -50,7 +60,12 @@ export const pipeConfigSchema = z
       const names = [name, ...(k.code === undefined ? [] : [String(k.code)])];
       for (const n of names) {
         const other = seen.get(n);
-        if (other !== undefined && other !== name) ctx.addIssue({ code: 'custom', path: ['kinds', name], message: `kind "${n}" is also the name or code of kind "${other}"` });
+        if (other !== undefined && other !== name)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['kinds', name],
+            message: `kind "${n}" is also the name or code of kind "${other}"`,
+          });
         seen.set(n, name);
       }
     }

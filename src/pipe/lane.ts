@@ -45,7 +45,8 @@ export function planLane(ops: ReadonlyArray<{ id: string; type: LaneOp['type'] }
     (rounds[round] ??= []).push(i);
   }
   // One round already in kind order (the usual case): as it came.
-  if (rounds.length === 1 && ops.every((o, i) => i === 0 || TYPE_RANK[ops[i - 1]!.type] <= TYPE_RANK[o.type])) return rounds;
+  if (rounds.length === 1 && ops.every((o, i) => i === 0 || TYPE_RANK[ops[i - 1]!.type] <= TYPE_RANK[o.type]))
+    return rounds;
   return rounds.map((round) => round.sort((a, b) => TYPE_RANK[ops[a]!.type] - TYPE_RANK[ops[b]!.type] || a - b));
 }
 
@@ -54,7 +55,10 @@ export function planLane(ops: ReadonlyArray<{ id: string; type: LaneOp['type'] }
  * round's operations in order and answers one result per operation);
  * resolves to the results in the order of `ops`.
  */
-export async function runPlan<T extends { id: string; type: LaneOp['type'] }, R>(ops: readonly T[], applyRun: (run: readonly T[]) => Promise<R[]>): Promise<R[]> {
+export async function runPlan<T extends { id: string; type: LaneOp['type'] }, R>(
+  ops: readonly T[],
+  applyRun: (run: readonly T[]) => Promise<R[]>,
+): Promise<R[]> {
   const rounds = planLane(ops);
   if (rounds.length === 1 && rounds[0]!.every((x, k) => x === k)) return applyRun(ops);
   const out = new Array<R>(ops.length);

@@ -22,14 +22,16 @@ const DELETE_COND = `((t.delivery IS NULL AND p.state IN ('open', 'delivering', 
 
 export const SQL = {
   // ---- owners ----
-  upsertOwner: 'INSERT INTO pipe_owners (owner, alive_until) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until',
+  upsertOwner:
+    'INSERT INTO pipe_owners (owner, alive_until) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until',
   ownedOpenSessions: `SELECT id, kind FROM pipe_sessions WHERE owner = ? AND state = 'open'`,
   deleteOwner: 'DELETE FROM pipe_owners WHERE owner = ?',
   beatOwner: 'UPDATE pipe_owners SET alive_until = ? WHERE owner = ?',
   ownerAliveUntil: 'SELECT alive_until FROM pipe_owners WHERE owner = ?',
 
   // ---- reads ----
-  session: 'SELECT id, kind, state, owner, repeats, created_at, touched_at, due_at, last_error FROM pipe_sessions WHERE id = ?',
+  session:
+    'SELECT id, kind, state, owner, repeats, created_at, touched_at, due_at, last_error FROM pipe_sessions WHERE id = ?',
   records: 'SELECT data FROM pipe_records WHERE session_id = ? ORDER BY id',
   sessionState: 'SELECT state FROM pipe_sessions WHERE id = ?',
   sessionKind: 'SELECT kind FROM pipe_sessions WHERE id = ?',
@@ -37,7 +39,8 @@ export const SQL = {
   // ---- session writes ----
   insertSession: `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES (?, ?, 'open', ?, ?, ?)`,
   /** A multi-row INSERT of `n` new sessions (five parameters each). */
-  insertSessions: (n: number): string => `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES ${Array.from({ length: n }, () => `(?, ?, 'open', ?, ?, ?)`).join(', ')}`,
+  insertSessions: (n: number): string =>
+    `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at) VALUES ${Array.from({ length: n }, () => `(?, ?, 'open', ?, ?, ?)`).join(', ')}`,
   writableFree: `SELECT CASE WHEN owner IS NULL THEN 1 ELSE 0 END AS free FROM pipe_sessions WHERE id = ? AND ${WRITABLE}`,
   touch: 'UPDATE pipe_sessions SET touched_at = ? WHERE id = ?',
   touchWritable: `UPDATE pipe_sessions SET touched_at = ? WHERE id = ? AND ${WRITABLE}`,
@@ -65,7 +68,8 @@ export const SQL = {
   parkMany: 'UPDATE pipe_sessions SET parked = 1 WHERE id = ANY(?::text[])',
   deleteBulk: `DELETE FROM pipe_sessions p USING unnest(?::text[], ?::int[]) AS t(id, delivery) WHERE p.id = t.id AND ${DELETE_COND} RETURNING p.id`,
   deleteRecordsMany: 'DELETE FROM pipe_records WHERE session_id = ANY(?::text[])',
-  store: (cond: string): string => `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ?, parked = 0 WHERE id = ? AND ${cond} RETURNING kind`,
+  store: (cond: string): string =>
+    `UPDATE pipe_sessions SET state = 'stored', owner = NULL, due_at = ?, touched_at = ?, parked = 0 WHERE id = ? AND ${cond} RETURNING kind`,
   deleteSession: (cond: string): string => `DELETE FROM pipe_sessions WHERE id = ? AND ${cond}`,
 
   // ---- coming back ----

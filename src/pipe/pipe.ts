@@ -69,7 +69,10 @@ export class Pipe {
     this.refreshKinds();
     rt.catalog.on('pipe.kind', () => {
       this.refreshKinds();
-      if (!this.stopped) void this.unpark().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: un-parking sessions of changed kinds failed'));
+      if (!this.stopped)
+        void this.unpark().catch((err: unknown) =>
+          this.rt.logger.warn({ err }, 'pipe: un-parking sessions of changed kinds failed'),
+        );
     });
     this.pauses = pausesOf(rt.catalog);
     const kindConfig = (name: string): PipeKindConfig | undefined => this.kindConfig(name);
@@ -105,7 +108,8 @@ export class Pipe {
     for (const [name, cfg] of Object.entries(this.config.kinds)) add(name, cfg);
     for (const d of this.rt.catalog.list('pipe.kind')) {
       const parsed = kindSchema.safeParse(d.definition);
-      if (!parsed.success || next.has(d.name) || (parsed.data.code !== undefined && next.has(String(parsed.data.code)))) continue;
+      if (!parsed.success || next.has(d.name) || (parsed.data.code !== undefined && next.has(String(parsed.data.code))))
+        continue;
       add(d.name, parsed.data);
     }
     this.kindsByName.clear();
@@ -147,7 +151,10 @@ export class Pipe {
 
   /** The configured name of a kind given by name or code. */
   resolveKind(kind: unknown): string {
-    if ((typeof kind !== 'string' || kind.length === 0) && !(typeof kind === 'number' && Number.isInteger(kind) && kind >= 0)) {
+    if (
+      (typeof kind !== 'string' || kind.length === 0) &&
+      !(typeof kind === 'number' && Number.isInteger(kind) && kind >= 0)
+    ) {
       throw badRequest('kind must be a non-empty string or a non-negative integer');
     }
     const k = this.kindsByName.get(String(kind));
@@ -195,7 +202,10 @@ export class Pipe {
     this.redelivery.register();
     await this.unpark();
     const every = Math.max(10, this.ttlMs / 3);
-    this.heartbeat = setInterval(() => void this.beat().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: owner heartbeat failed')), every);
+    this.heartbeat = setInterval(
+      () => void this.beat().catch((err: unknown) => this.rt.logger.warn({ err }, 'pipe: owner heartbeat failed')),
+      every,
+    );
     this.heartbeat.unref();
   }
 
@@ -215,7 +225,10 @@ export class Pipe {
     this.rememberKind(id, name);
     const shard = this.shardOf(id);
     const ownerShards = owner === null ? undefined : this.owners.get(owner);
-    if (owner !== null && ownerShards === undefined) throw new MillraceError('unavailable', 'the connection that would own this session has closed', { retryAfterS: 1 });
+    if (owner !== null && ownerShards === undefined)
+      throw new MillraceError('unavailable', 'the connection that would own this session has closed', {
+        retryAfterS: 1,
+      });
     if (owner === null || ownerShards!.has(shard.name)) {
       // The usual case: through the session's lane, gathered with other operations.
       await this.enqueue(id, { type: 'create', kind: name, owner });
@@ -243,9 +256,14 @@ export class Pipe {
     checkId(id);
     if (!Buffer.isBuffer(record)) throw badRequest('record must be bytes');
     if (record.length > this.config.max_record_bytes) {
-      throw new MillraceError('payload_too_large', `record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`, { details: { bytes: record.length, max_record_bytes: this.config.max_record_bytes } });
+      throw new MillraceError(
+        'payload_too_large',
+        `record is ${record.length} bytes; at most ${this.config.max_record_bytes} are allowed`,
+        { details: { bytes: record.length, max_record_bytes: this.config.max_record_bytes } },
+      );
     }
-    if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0)) throw badRequest('seq must be a non-negative integer');
+    if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0))
+      throw badRequest('seq must be a non-negative integer');
     const r = await this.enqueue(id, { type: replace ? 'replace' : 'append', record, seq });
     if (r === 'refused') throw await this.refusal(id);
     return { duplicate: r === 'duplicate' };
@@ -267,7 +285,8 @@ export class Pipe {
     const shard = this.shardOf(id);
     // One lane per writer connection of the shard; a session always uses the same one (ids end in random base32).
     // One lane per writer connection of the shard, so lanes commit in parallel.
-    const key = shard.driver.writers === 1 ? shard.name : `${shard.name}/${id.charCodeAt(id.length - 1) % shard.driver.writers}`;
+    const key =
+      shard.driver.writers === 1 ? shard.name : `${shard.name}/${id.charCodeAt(id.length - 1) % shard.driver.writers}`;
     let lane = this.lanes.get(key);
     if (lane === undefined) {
       lane = new Lane<LaneOp, Outcome>((take) => shard.write((tx) => this.writes.applyIn(tx, shard, take())));
@@ -298,7 +317,10 @@ export class Pipe {
 
   /** A handler finished the session in its answer: through the session's lane, only for that delivery. */
   private applyVerdict(d: Delivery, verdict: PushVerdict): Promise<Outcome> {
-    const op = verdict.action === 'delete' ? { type: 'delete' as const, delivery: d.repeats } : { type: 'store' as const, due: this.dueAfter(verdict.timeoutS), delivery: d.repeats };
+    const op =
+      verdict.action === 'delete'
+        ? { type: 'delete' as const, delivery: d.repeats }
+        : { type: 'store' as const, due: this.dueAfter(verdict.timeoutS), delivery: d.repeats };
     return this.enqueue(d.id, op);
   }
 
@@ -330,10 +352,19 @@ export class Pipe {
    * Sessions by id across every shard, optionally of one kind (a kind no
    * longer defined still lists its sessions) and in one state, paged.
    */
-  async listSessions(opts: { kind?: string | undefined; state?: string | undefined; limit?: number | undefined; cursor?: string | undefined } = {}): Promise<Page<SessionSummary>> {
+  async listSessions(
+    opts: {
+      kind?: string | undefined;
+      state?: string | undefined;
+      limit?: number | undefined;
+      cursor?: string | undefined;
+    } = {},
+  ): Promise<Page<SessionSummary>> {
     const limit = pageLimit(opts.limit);
-    if (opts.kind !== undefined && (typeof opts.kind !== 'string' || opts.kind.length === 0)) throw badRequest('kind must be a non-empty string');
-    if (opts.state !== undefined && !SESSION_STATES.includes(opts.state)) throw badRequest(`state must be one of ${SESSION_STATES.join(', ')}`);
+    if (opts.kind !== undefined && (typeof opts.kind !== 'string' || opts.kind.length === 0))
+      throw badRequest('kind must be a non-empty string');
+    if (opts.state !== undefined && !SESSION_STATES.includes(opts.state))
+      throw badRequest(`state must be one of ${SESSION_STATES.join(', ')}`);
     const kind = opts.kind === undefined ? undefined : (this.kindsByName.get(opts.kind)?.name ?? opts.kind);
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const where = ['id > ?'];
@@ -349,24 +380,31 @@ export class Pipe {
     const rows: (SessionRow & { records: number })[] = [];
     for (const shard of this.rt.storage.shards) {
       rows.push(
-        ...(await shard.reader.all<SessionRow & { records: number }>(
-          SQL.listSessions(where),
-          [...params, limit + 1],
-        )),
+        ...(await shard.reader.all<SessionRow & { records: number }>(SQL.listSessions(where), [...params, limit + 1])),
       );
     }
     rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const items = rows.slice(0, limit).map((r): SessionSummary => {
-      const out: SessionSummary = { id: r.id, kind: r.kind, state: r.state, records: Number(r.records), updated_at: new Date(Number(r.touched_at)).toISOString() };
-      if (r.state === 'stored' && r.due_at !== null && r.due_at !== undefined) out.due_at = new Date(Number(r.due_at)).toISOString();
+      const out: SessionSummary = {
+        id: r.id,
+        kind: r.kind,
+        state: r.state,
+        records: Number(r.records),
+        updated_at: new Date(Number(r.touched_at)).toISOString(),
+      };
+      if (r.state === 'stored' && r.due_at !== null && r.due_at !== undefined)
+        out.due_at = new Date(Number(r.due_at)).toISOString();
       return out;
     });
     return { items, next_cursor: rows.length > limit ? encodeCursor(items[items.length - 1]!.id) : null };
   }
 
-  async listDead(opts: { kind?: string | undefined; after?: string | undefined; limit?: number | undefined } = {}): Promise<DeadLetter[]> {
+  async listDead(
+    opts: { kind?: string | undefined; after?: string | undefined; limit?: number | undefined } = {},
+  ): Promise<DeadLetter[]> {
     const limit = opts.limit ?? 100;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('limit must be an integer from 1 to 1000');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw badRequest('limit must be an integer from 1 to 1000');
     const kind = opts.kind === undefined ? undefined : this.resolveKind(opts.kind);
     const out: DeadLetter[] = [];
     for (const shard of this.rt.storage.shards) {
@@ -374,7 +412,14 @@ export class Pipe {
         SQL.listDead(kind !== undefined),
         kind === undefined ? [opts.after ?? '', limit] : [opts.after ?? '', kind, limit],
       );
-      for (const r of rows) out.push({ id: r.id, kind: r.kind, repeats: Number(r.repeats), lastError: r.last_error, diedAt: Number(r.touched_at) });
+      for (const r of rows)
+        out.push({
+          id: r.id,
+          kind: r.kind,
+          repeats: Number(r.repeats),
+          lastError: r.last_error,
+          diedAt: Number(r.touched_at),
+        });
     }
     out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return out.slice(0, limit);
@@ -420,7 +465,8 @@ export class Pipe {
 
   private async beat(): Promise<void> {
     const byShard = new Map<string, string[]>();
-    for (const [owner, shards] of this.owners) for (const s of shards) byShard.set(s, [...(byShard.get(s) ?? []), owner]);
+    for (const [owner, shards] of this.owners)
+      for (const s of shards) byShard.set(s, [...(byShard.get(s) ?? []), owner]);
     const until = this.now + this.ttlMs;
     for (const [name, owners] of byShard) {
       await this.rt.storage.shard(name).write(async (tx) => {
@@ -431,7 +477,9 @@ export class Pipe {
 
   /** Stored sessions parked for want of a handler get their timers once their kind has one. */
   private async unpark(): Promise<void> {
-    const handled = [...this.kindsByName.values()].filter((k) => k.cfg.handler !== undefined && this.kindConfig(k.name) === k.cfg).map((k) => k.name);
+    const handled = [...this.kindsByName.values()]
+      .filter((k) => k.cfg.handler !== undefined && this.kindConfig(k.name) === k.cfg)
+      .map((k) => k.name);
     await this.redelivery.unpark(handled);
   }
 }

@@ -6,7 +6,10 @@ import type { Delivery, Pusher, PushVerdict } from './pipe.js';
 
 /** The JSON a handler receives: `{session: {id, kind, repeats}, records: [base64]}`. */
 export function deliveryJson(d: Delivery): string {
-  return JSON.stringify({ session: { id: d.id, kind: d.kind, repeats: d.repeats }, records: d.records.map((r) => r.toString('base64')) });
+  return JSON.stringify({
+    session: { id: d.id, kind: d.kind, repeats: d.repeats },
+    records: d.records.map((r) => r.toString('base64')),
+  });
 }
 
 /**
@@ -28,7 +31,8 @@ export function parseVerdict(text: string): PushVerdict | undefined {
   if (o.action === 'delete') return { action: 'delete' };
   if (o.action === 'store') {
     const t = o.timeout_s;
-    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 365 * 24 * 3600) throw new Error('handler verdict "store" needs timeout_s: seconds between 0 and one year');
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 365 * 24 * 3600)
+      throw new Error('handler verdict "store" needs timeout_s: seconds between 0 and one year');
     return { action: 'store', timeoutS: t };
   }
   throw new Error(`handler answered an unknown action ${JSON.stringify(o.action)}; expected "delete" or "store"`);
@@ -47,12 +51,16 @@ export function httpPusher(signer: RequestSigner | null = null): Pusher {
       post = jsonPost(handler, signer);
       posts.set(handler, post);
     }
-    const span = startSpan('millrace.pipe.push', undefined, SpanKind.CLIENT, { 'millrace.session': d.id, 'millrace.repeats': d.repeats });
+    const span = startSpan('millrace.pipe.push', undefined, SpanKind.CLIENT, {
+      'millrace.session': d.id,
+      'millrace.repeats': d.repeats,
+    });
     const headers: Record<string, string> = { 'x-millrace-session': d.id };
     if (span !== undefined) headers.traceparent = traceparentOf(span);
     try {
       const { status, text } = await post(deliveryJson(d), headers, kind.push_timeout_s * 1000);
-      if (status < 200 || status >= 300) throw new Error(`handler answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`);
+      if (status < 200 || status >= 300)
+        throw new Error(`handler answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`);
       const verdict = parseVerdict(text);
       endSpan(span, undefined, { 'http.response.status_code': status });
       return verdict;

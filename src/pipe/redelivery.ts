@@ -70,7 +70,13 @@ export class Redelivery {
   }
 
   /** An open session's owner went away: stored, due after the kind's default delay. Conditional on what was read. */
-  async unfinishedIn(tx: Tx, id: string, kind: string, now: number, cond: { owner?: string; touchedAt?: number }): Promise<boolean> {
+  async unfinishedIn(
+    tx: Tx,
+    id: string,
+    kind: string,
+    now: number,
+    cond: { owner?: string; touchedAt?: number },
+  ): Promise<boolean> {
     const delay = (this.d.kindConfig(kind)?.default_delay_s ?? 10) * 1000;
     const due = Math.floor(now + delay);
     const n = await tx.run(SQL.unfinished(cond.owner !== undefined, cond.touchedAt !== undefined), [
@@ -86,7 +92,15 @@ export class Redelivery {
   }
 
   /** A push failed or its lease ran out: back off, or dead-letter after max_repeats. Conditional on the delivery still being current. */
-  private async failedIn(tx: Tx, id: string, kind: string, repeats: number, error: string, now: number, touchedAt?: number): Promise<boolean> {
+  private async failedIn(
+    tx: Tx,
+    id: string,
+    kind: string,
+    repeats: number,
+    error: string,
+    now: number,
+    touchedAt?: number,
+  ): Promise<boolean> {
     const cfg = this.d.kindConfig(kind);
     const byTouched = touchedAt !== undefined;
     const extra = touchedAt === undefined ? [] : [touchedAt];
@@ -137,7 +151,8 @@ export class Redelivery {
     if (this.d.paused?.(kind) === true) throw new RetryTimer(PAUSED_RECHECK_MS);
     const sem = this.d.semaphores.get(kind)!;
     // Wait in line unless the line is long: then leave the scheduler's slots to other kinds.
-    if (sem.waiting >= Math.max(64, cfg.concurrency * 4)) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
+    if (sem.waiting >= Math.max(64, cfg.concurrency * 4))
+      throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
     const release = await sem.acquire();
     if (this.stopped) {
       release();
@@ -190,7 +205,9 @@ export class Redelivery {
       const message = err instanceof Error ? err.message : String(err);
       this.rt.logger.debug({ session: d.id, kind: d.kind, repeats: d.repeats, err: message }, 'pipe: push failed');
       try {
-        await this.shardOf(d.id).write((tx) => this.failedIn(tx, d.id, d.kind, d.repeats, `push failed: ${message}`, this.now));
+        await this.shardOf(d.id).write((tx) =>
+          this.failedIn(tx, d.id, d.kind, d.repeats, `push failed: ${message}`, this.now),
+        );
       } catch (e) {
         // The lease timer brings the session back anyway.
         this.rt.logger.warn({ err: e, session: d.id }, 'pipe: could not record a failed push');
@@ -200,9 +217,16 @@ export class Redelivery {
     if (verdict === undefined) return;
     // The handler finished the session in its answer: one write instead of a call back, and only for this delivery.
     try {
-      if ((await this.d.verdict(d, verdict)) === 'refused') this.rt.logger.debug({ session: d.id, repeats: d.repeats }, 'pipe: handler verdict on a delivery that is no longer current');
+      if ((await this.d.verdict(d, verdict)) === 'refused')
+        this.rt.logger.debug(
+          { session: d.id, repeats: d.repeats },
+          'pipe: handler verdict on a delivery that is no longer current',
+        );
     } catch (e) {
-      this.rt.logger.warn({ err: e, session: d.id }, 'pipe: could not apply the handler verdict; the lease brings the session back');
+      this.rt.logger.warn(
+        { err: e, session: d.id },
+        'pipe: could not apply the handler verdict; the lease brings the session back',
+      );
     }
   }
 
@@ -234,7 +258,15 @@ export class Redelivery {
       const done =
         s.state === 'open'
           ? await this.unfinishedIn(tx, id, s.kind, now, s.owner !== null ? { owner: s.owner } : { touchedAt: touched })
-          : await this.failedIn(tx, id, s.kind, Number(s.repeats), 'lease expired before the handler finished the session', now, touched);
+          : await this.failedIn(
+              tx,
+              id,
+              s.kind,
+              Number(s.repeats),
+              'lease expired before the handler finished the session',
+              now,
+              touched,
+            );
       // Written to meanwhile: look again after a lease.
       if (!done) await this.rt.scheduler.scheduleIn(tx, timerKey(id), TIMER_LEASE, now + this.ttlMs);
     });

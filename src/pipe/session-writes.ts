@@ -2,7 +2,15 @@ import type { Runtime } from '../runtime.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { PipeConfig } from './config.js';
-import { runPlan, type CreateOp, type DeleteOp, type LaneOp, type Outcome, type StoreOp, type WriteOp } from './lane.js';
+import {
+  runPlan,
+  type CreateOp,
+  type DeleteOp,
+  type LaneOp,
+  type Outcome,
+  type StoreOp,
+  type WriteOp,
+} from './lane.js';
 import { deleteCond, deliveryCond, SQL } from './pipe-sql.js';
 import { TIMER_LEASE, TIMER_REDELIVER, timerKey } from './session-id.js';
 import type { KindConfigOf } from './types.js';
@@ -55,7 +63,11 @@ export class SessionWrites {
         let j = i;
         while (j < ops.length && ops[j]!.type === o.type) j++;
         const run = ops.slice(i, j);
-        out.push(...(o.type === 'store' ? await this.storeManyIn(tx, run as StoreOp[]) : await this.deleteManyIn(tx, run as DeleteOp[])));
+        out.push(
+          ...(o.type === 'store'
+            ? await this.storeManyIn(tx, run as StoreOp[])
+            : await this.deleteManyIn(tx, run as DeleteOp[])),
+        );
         i = j;
       } else if (o.type === 'store') {
         out.push((await this.storeIn(tx, o.id, o.due, o.now, o.delivery)) ? 'done' : 'refused');
@@ -144,13 +156,23 @@ export class SessionWrites {
       idxOf.push(i);
     }
     const touched = [...sessions.keys()].sort();
-    const rows = await tx.all<{ ok: string[] | null; written: string[] | null }>(SQL.appendBulk, [touched, touched.map((id) => sessions.get(id)!.now), ids, seqs, data]);
+    const rows = await tx.all<{ ok: string[] | null; written: string[] | null }>(SQL.appendBulk, [
+      touched,
+      touched.map((id) => sessions.get(id)!.now),
+      ids,
+      seqs,
+      data,
+    ]);
     const ok = new Set(rows[0]?.ok ?? []);
     const written = new Set(rows[0]?.written ?? []);
     for (let j = 0; j < idxOf.length; j++) {
       const i = idxOf[j]!;
       const o = ops[i]!;
-      out[i] = !ok.has(o.id) ? 'refused' : o.seq === undefined || written.has(`${o.id}:${o.seq}`) ? 'written' : 'duplicate';
+      out[i] = !ok.has(o.id)
+        ? 'refused'
+        : o.seq === undefined || written.has(`${o.id}:${o.seq}`)
+          ? 'written'
+          : 'duplicate';
     }
     for (let i = 0; i < ops.length; i++) if (out[i] === 'duplicate' && !ok.has(ops[i]!.id)) out[i] = 'refused';
     return out;
@@ -176,14 +198,22 @@ export class SessionWrites {
         chunk.flatMap((o) => [o.id, o.kind, o.owner, o.now, o.now]),
       );
     }
-    await this.rt.scheduler.scheduleManyIn(tx, ops.map((o) => ({ owner: timerKey(o.id), kind: TIMER_LEASE, dueAt: o.now + ttl })));
+    await this.rt.scheduler.scheduleManyIn(
+      tx,
+      ops.map((o) => ({ owner: timerKey(o.id), kind: TIMER_LEASE, dueAt: o.now + ttl })),
+    );
   }
 
   /** Bulk: stores a run of sessions with one UPDATE and one statement each for timers. */
   private async storeManyIn(tx: Tx, ops: readonly StoreOp[]): Promise<Outcome[]> {
     const first = firstOfEach(ops);
     const sent = ops.filter((_, k) => first[k]);
-    const rows = await tx.all<{ id: string; kind: string }>(SQL.storeBulk, [sent.map((o) => o.id), sent.map((o) => o.due), sent.map((o) => o.now), sent.map((o) => o.delivery ?? null)]);
+    const rows = await tx.all<{ id: string; kind: string }>(SQL.storeBulk, [
+      sent.map((o) => o.id),
+      sent.map((o) => o.due),
+      sent.map((o) => o.now),
+      sent.map((o) => o.delivery ?? null),
+    ]);
     const kinds = new Map(rows.map((r) => [r.id, r.kind]));
     const timers: Array<{ owner: string; kind: string; dueAt: number; payload: string }> = [];
     const parked: string[] = [];
@@ -204,7 +234,10 @@ export class SessionWrites {
   private async deleteManyIn(tx: Tx, ops: readonly DeleteOp[]): Promise<Outcome[]> {
     const first = firstOfEach(ops);
     const sent = ops.filter((_, k) => first[k]);
-    const rows = await tx.all<{ id: string }>(SQL.deleteBulk, [sent.map((o) => o.id), sent.map((o) => o.delivery ?? null)]);
+    const rows = await tx.all<{ id: string }>(SQL.deleteBulk, [
+      sent.map((o) => o.id),
+      sent.map((o) => o.delivery ?? null),
+    ]);
     const gone = new Set(rows.map((r) => r.id));
     if (gone.size > 0) {
       await tx.run(SQL.deleteRecordsMany, [[...gone]]);

@@ -118,7 +118,12 @@ export class Scheduler {
    * runtime) replaces the job function and keeps the timer. The first run is
    * due `firstInMs` from now (default `everyMs`) if no timer exists yet.
    */
-  async periodic(kind: string, everyMs: number, job: () => Promise<unknown>, opts: { firstInMs?: number } = {}): Promise<void> {
+  async periodic(
+    kind: string,
+    everyMs: number,
+    job: () => Promise<unknown>,
+    opts: { firstInMs?: number } = {},
+  ): Promise<void> {
     if (!Number.isFinite(everyMs) || everyMs <= 0) throw new Error(`periodic job ${kind}: everyMs must be positive`);
     const known = this.periodicJobs.has(kind);
     this.periodicJobs.set(kind, job);
@@ -136,21 +141,31 @@ export class Scheduler {
   }
 
   /** Sets (or replaces) the owner's timer in its own transaction. */
-  schedule(owner: string, kind: string, dueAt: number, payload?: unknown, shardKey?: readonly string[] | string): Promise<{ id: number; version: number }> {
+  schedule(
+    owner: string,
+    kind: string,
+    dueAt: number,
+    payload?: unknown,
+    shardKey?: readonly string[] | string,
+  ): Promise<{ id: number; version: number }> {
     const shard = this.shardOf(owner, shardKey);
     return shard.write((tx) => this.scheduleIn(tx, owner, kind, dueAt, payload));
   }
 
   /** Sets (or replaces) the owner's timer inside a caller's transaction on the owner's shard. */
-  async scheduleIn(tx: Tx, owner: string, kind: string, dueAt: number, payload?: unknown): Promise<{ id: number; version: number }> {
+  async scheduleIn(
+    tx: Tx,
+    owner: string,
+    kind: string,
+    dueAt: number,
+    payload?: unknown,
+  ): Promise<{ id: number; version: number }> {
     checkOwner(owner);
     checkDue(dueAt);
-    const rows = await tx.all<{ id: number; version: number }>(`${UPSERT_TIMERS} (?, ?, ?, ?, 1, 0) ${ON_OWNER_CONFLICT} RETURNING id, version`, [
-      owner,
-      kind,
-      Math.floor(dueAt),
-      encodePayload(payload),
-    ]);
+    const rows = await tx.all<{ id: number; version: number }>(
+      `${UPSERT_TIMERS} (?, ?, ?, ?, 1, 0) ${ON_OWNER_CONFLICT} RETURNING id, version`,
+      [owner, kind, Math.floor(dueAt), encodePayload(payload)],
+    );
     this.wakeOnCommit(tx, dueAt);
     return rows[0]!;
   }
@@ -169,7 +184,10 @@ export class Scheduler {
    * Sets (or replaces) many timers in one statement per 200, in order (a new
    * timer's id follows the order given). Owners must be distinct.
    */
-  async scheduleManyIn(tx: Tx, items: ReadonlyArray<{ owner: string; kind: string; dueAt: number; payload?: unknown }>): Promise<void> {
+  async scheduleManyIn(
+    tx: Tx,
+    items: ReadonlyArray<{ owner: string; kind: string; dueAt: number; payload?: unknown }>,
+  ): Promise<void> {
     let min = Number.POSITIVE_INFINITY;
     for (const t of items) {
       checkOwner(t.owner);
@@ -208,7 +226,10 @@ export class Scheduler {
 
   async get(owner: string, shardKey?: readonly string[] | string): Promise<Timer | null> {
     const shard = this.shardOf(owner, shardKey);
-    const rows = await shard.reader.all<TimerRow>('SELECT id, version, owner, kind, due_at, payload, attempts FROM timers WHERE owner = ?', [owner]);
+    const rows = await shard.reader.all<TimerRow>(
+      'SELECT id, version, owner, kind, due_at, payload, attempts FROM timers WHERE owner = ?',
+      [owner],
+    );
     return rows[0] ? toTimer(shard.name, rows[0]) : null;
   }
 
@@ -279,9 +300,13 @@ export class Scheduler {
   async recover(): Promise<void> {
     for (const shard of this.storage.shards) {
       if (shard.driver.capabilities.multiNode) {
-        await shard.write((tx) => tx.run('UPDATE timers SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?', [this.opts.nodeId]));
+        await shard.write((tx) =>
+          tx.run('UPDATE timers SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?', [this.opts.nodeId]),
+        );
       } else {
-        await shard.write((tx) => tx.run('UPDATE timers SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL'));
+        await shard.write((tx) =>
+          tx.run('UPDATE timers SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL'),
+        );
       }
     }
   }
@@ -322,7 +347,9 @@ export class Scheduler {
   private async nextDue(): Promise<number> {
     let next = Number.POSITIVE_INFINITY;
     for (const shard of this.storage.shards) {
-      const rows = await shard.reader.all<{ due: number | null }>('SELECT min(due_at) AS due FROM timers WHERE claim_until IS NULL');
+      const rows = await shard.reader.all<{ due: number | null }>(
+        'SELECT min(due_at) AS due FROM timers WHERE claim_until IS NULL',
+      );
       const due = rows[0]?.due;
       if (due !== null && due !== undefined && due < next) next = due;
     }
@@ -357,7 +384,12 @@ export class Scheduler {
     const handler = this.handlers.get(timer.kind);
     if (handler === undefined) {
       // No handler on this node (yet): put it back so a node that has one takes it.
-      await this.release(shard, timer, this.opts.pollMs).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
+      await this.release(shard, timer, this.opts.pollMs).catch((err: unknown) =>
+        this.opts.logger.warn(
+          { err, owner: timer.owner, kind: timer.kind },
+          'scheduler: releasing a timer failed; its claim lapses',
+        ),
+      );
       return;
     }
     const claimed = this.claims.get(shard.name) ?? new Map<number, number>();
@@ -400,32 +432,47 @@ export class Scheduler {
       if (!completed) await shard.write((tx) => this.completeClaimedIn(tx, timer));
     } catch (err) {
       if (err instanceof RetryTimer) {
-        await this.release(shard, timer, err.delayMs).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
+        await this.release(shard, timer, err.delayMs).catch((err: unknown) =>
+          this.opts.logger.warn(
+            { err, owner: timer.owner, kind: timer.kind },
+            'scheduler: releasing a timer failed; its claim lapses',
+          ),
+        );
         return;
       }
       this.stats.failed++;
       const delay = Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** Math.min(30, timer.attempts - 1));
-      this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind, attempts: timer.attempts, retry_in_ms: delay }, 'scheduler: timer handler failed');
-      await this.release(shard, timer, delay).catch((err: unknown) => this.opts.logger.warn({ err, owner: timer.owner, kind: timer.kind }, 'scheduler: releasing a timer failed; its claim lapses'));
+      this.opts.logger.warn(
+        { err, owner: timer.owner, kind: timer.kind, attempts: timer.attempts, retry_in_ms: delay },
+        'scheduler: timer handler failed',
+      );
+      await this.release(shard, timer, delay).catch((err: unknown) =>
+        this.opts.logger.warn(
+          { err, owner: timer.owner, kind: timer.kind },
+          'scheduler: releasing a timer failed; its claim lapses',
+        ),
+      );
     }
   }
 
   /** Deletes the timer version this node's claim (this attempt) holds; false if the version is gone or was claimed again since. */
   private async completeClaimedIn(tx: Tx, timer: Timer): Promise<boolean> {
-    const n = await tx.run('DELETE FROM timers WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?', [timer.id, timer.version, this.opts.nodeId, timer.attempts]);
+    const n = await tx.run('DELETE FROM timers WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?', [
+      timer.id,
+      timer.version,
+      this.opts.nodeId,
+      timer.attempts,
+    ]);
     return n === 1;
   }
 
   private release(shard: Shard, timer: Timer, delayMs: number): Promise<number> {
     const due = this.clock.now() + delayMs;
     return shard.write((tx) =>
-      tx.run('UPDATE timers SET due_at = ?, claimed_by = NULL, claim_until = NULL WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?', [
-        due,
-        timer.id,
-        timer.version,
-        this.opts.nodeId,
-        timer.attempts,
-      ]),
+      tx.run(
+        'UPDATE timers SET due_at = ?, claimed_by = NULL, claim_until = NULL WHERE id = ? AND version = ? AND claimed_by = ? AND attempts = ?',
+        [due, timer.id, timer.version, this.opts.nodeId, timer.attempts],
+      ),
     );
   }
 }

@@ -43,7 +43,11 @@ export interface SinkPage {
 }
 
 /** A step's args and the call options: the args may be left out when the step's args type allows `undefined` or is `unknown`. */
-export type ArgsAndOptions<A> = unknown extends A ? [args?: A, o?: CallOptions] : undefined extends A ? [args?: A, o?: CallOptions] : [args: A, o?: CallOptions];
+export type ArgsAndOptions<A> = unknown extends A
+  ? [args?: A, o?: CallOptions]
+  : undefined extends A
+    ? [args?: A, o?: CallOptions]
+    : [args: A, o?: CallOptions];
 
 function machinePath(ns: string, ref: MachineRef): string {
   const base = `/v1/namespaces/${enc(ns)}`;
@@ -80,7 +84,12 @@ export class MachinesClient {
 
   /** The machine with its history in `range` (default: the namespace's history range); `E` and `A` are the caller's to say. */
   async get<E = unknown, A = unknown>(ns: string, ref: MachineRef, range: HistoryRange = {}): Promise<Machine<E, A>> {
-    return machineOf<E, A>(await this.t.request<MachineView>('GET', `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`));
+    return machineOf<E, A>(
+      await this.t.request<MachineView>(
+        'GET',
+        `${machinePath(ns, ref)}${query({ after: range.after, limit: range.limit, direction: range.direction })}`,
+      ),
+    );
   }
 
   async remove(ns: string, ref: MachineRef, o: CallOptions = {}): Promise<void> {
@@ -99,16 +108,32 @@ export class MachinesClient {
   for<T extends ProcessorTypes>(target: Processor<T> | string, namespace?: string): NamespaceClient<T> {
     const ns = typeof target === 'string' ? target : (namespace ?? target.namespace);
     if (typeof ns !== 'string' || ns.length === 0) {
-      throw new InvalidRequestError('bad_request', 'for(): name the namespace, in the processor definition (`namespace`) or as the second argument', { details: { namespace: ns ?? null } });
+      throw new InvalidRequestError(
+        'bad_request',
+        'for(): name the namespace, in the processor definition (`namespace`) or as the second argument',
+        { details: { namespace: ns ?? null } },
+      );
     }
     return new NamespaceClient<T>(this, ns);
   }
 
   /** A page of a sink's machine events on one shard, after position `after`; `waitMs` waits that long for one when there is none. */
   async sinkEvents(sink: string, q: SinkQuery = {}): Promise<SinkPage> {
-    const p = await this.t.request<WireSinkPage>('GET', `/v1/sinks/${enc(sink)}/events${query({ after: q.after, limit: q.limit, wait_ms: q.waitMs, shard: q.shard })}`);
+    const p = await this.t.request<WireSinkPage>(
+      'GET',
+      `/v1/sinks/${enc(sink)}/events${query({ after: q.after, limit: q.limit, wait_ms: q.waitMs, shard: q.shard })}`,
+    );
     return {
-      events: p.events.map((e) => ({ pos: e.pos, shard: e.shard, ns: e.ns, machineId: e.machine_id, eventId: e.event_id, createdAt: e.created_at, data: e.data, hash: e.hash })),
+      events: p.events.map((e) => ({
+        pos: e.pos,
+        shard: e.shard,
+        ns: e.ns,
+        machineId: e.machine_id,
+        eventId: e.event_id,
+        createdAt: e.created_at,
+        data: e.data,
+        hash: e.hash,
+      })),
       nextAfter: p.next_after,
       shard: p.shard,
       horizon: p.horizon,
@@ -145,7 +170,10 @@ export class NamespaceClient<T extends ProcessorTypes = ProcessorTypes> {
   }
 
   /** Repairs a failed machine (its `repair` step). */
-  repair(ref: MachineRef, ...[args, o]: ArgsAndOptions<ArgsOf<T, 'repair'>>): Promise<{ response: ResponseOf<T, 'repair'> }> {
+  repair(
+    ref: MachineRef,
+    ...[args, o]: ArgsAndOptions<ArgsOf<T, 'repair'>>
+  ): Promise<{ response: ResponseOf<T, 'repair'> }> {
     return this.client.repair<ResponseOf<T, 'repair'>>(this.namespace, ref, args, o);
   }
 
@@ -208,9 +236,19 @@ interface WirePipeSession {
   records: string[];
 }
 
-const sessionOf = (s: WirePipeSession): PipeSessionView => ({ id: s.id, kind: s.kind, state: s.state, repeats: s.repeats, createdAt: s.created_at, dueAt: s.due_at, lastError: s.last_error, records: s.records });
+const sessionOf = (s: WirePipeSession): PipeSessionView => ({
+  id: s.id,
+  kind: s.kind,
+  state: s.state,
+  repeats: s.repeats,
+  createdAt: s.created_at,
+  dueAt: s.due_at,
+  lastError: s.last_error,
+  records: s.records,
+});
 
-const b64 = (r: string | Uint8Array): string => (typeof r === 'string' ? Buffer.from(r, 'utf8') : Buffer.from(r)).toString('base64');
+const b64 = (r: string | Uint8Array): string =>
+  (typeof r === 'string' ? Buffer.from(r, 'utf8') : Buffer.from(r)).toString('base64');
 
 /** The pipe face over HTTP: sessions, records (strings are sent as UTF-8), dead letters. */
 export class PipeClient {
@@ -225,16 +263,35 @@ export class PipeClient {
   }
 
   append(id: string, record: string | Uint8Array, seq?: number, o: CallOptions = {}): Promise<{ duplicate: boolean }> {
-    return this.t.request('POST', `/v1/pipe/sessions/${enc(id)}/append`, { record: b64(record), ...(seq === undefined ? {} : { seq }) }, o);
+    return this.t.request(
+      'POST',
+      `/v1/pipe/sessions/${enc(id)}/append`,
+      { record: b64(record), ...(seq === undefined ? {} : { seq }) },
+      o,
+    );
   }
 
   replace(id: string, record: string | Uint8Array, seq?: number, o: CallOptions = {}): Promise<{ duplicate: boolean }> {
-    return this.t.request('POST', `/v1/pipe/sessions/${enc(id)}/replace`, { record: b64(record), ...(seq === undefined ? {} : { seq }) }, o);
+    return this.t.request(
+      'POST',
+      `/v1/pipe/sessions/${enc(id)}/replace`,
+      { record: b64(record), ...(seq === undefined ? {} : { seq }) },
+      o,
+    );
   }
 
   /** Stores the session: pushed to its handler again in `timeoutS` seconds, at `dueAt`. */
   async store(id: string, timeoutS: number, o: CallOptions = {}): Promise<{ dueAt: string }> {
-    return { dueAt: (await this.t.request<{ due_at: string }>('POST', `/v1/pipe/sessions/${enc(id)}/store`, { timeout_s: timeoutS }, o)).due_at };
+    return {
+      dueAt: (
+        await this.t.request<{ due_at: string }>(
+          'POST',
+          `/v1/pipe/sessions/${enc(id)}/store`,
+          { timeout_s: timeoutS },
+          o,
+        )
+      ).due_at,
+    };
   }
 
   async delete(id: string, o: CallOptions = {}): Promise<void> {
@@ -251,11 +308,20 @@ export class PipeClient {
   }
 
   async deadLetters(q: DeadLetterQuery = {}): Promise<DeadLetterPage> {
-    const p = await this.t.request<{ dead_letters: Array<{ id: string; kind: string; repeats: number; last_error: string | null; died_at: string }>; next_after: string | null }>(
-      'GET',
-      `/v1/pipe/dead-letters${query({ kind: q.kind, after: q.after, limit: q.limit })}`,
-    );
-    return { deadLetters: p.dead_letters.map((d) => ({ id: d.id, kind: d.kind, repeats: d.repeats, lastError: d.last_error, diedAt: d.died_at })), nextAfter: p.next_after };
+    const p = await this.t.request<{
+      dead_letters: Array<{ id: string; kind: string; repeats: number; last_error: string | null; died_at: string }>;
+      next_after: string | null;
+    }>('GET', `/v1/pipe/dead-letters${query({ kind: q.kind, after: q.after, limit: q.limit })}`);
+    return {
+      deadLetters: p.dead_letters.map((d) => ({
+        id: d.id,
+        kind: d.kind,
+        repeats: d.repeats,
+        lastError: d.last_error,
+        diedAt: d.died_at,
+      })),
+      nextAfter: p.next_after,
+    };
   }
 
   async deadLetter(id: string): Promise<PipeSessionView> {
@@ -356,7 +422,14 @@ function settingsOf(c: WireSubscriptionConfig): SubscriptionSettings {
   if (c.filter.types !== undefined) filter.types = c.filter.types;
   if (c.filter.key_prefix !== undefined) filter.keyPrefix = c.filter.key_prefix;
   if (c.filter.headers !== undefined) filter.headers = c.filter.headers;
-  const out: SubscriptionSettings = { topics: c.topics, filter, start: c.start, ackWaitMs: c.ack_wait_ms, maxInFlight: c.max_in_flight, maxDeliveries: c.max_deliveries };
+  const out: SubscriptionSettings = {
+    topics: c.topics,
+    filter,
+    start: c.start,
+    ackWaitMs: c.ack_wait_ms,
+    maxInFlight: c.max_in_flight,
+    maxDeliveries: c.max_deliveries,
+  };
   if (c.dead_letter_topic !== undefined) out.deadLetterTopic = c.dead_letter_topic;
   if (c.on_expired !== undefined) out.onExpired = c.on_expired;
   return out;
@@ -380,12 +453,23 @@ export class BusClient {
   }
 
   async publish(topic: string, events: BusEvent[], o: CallOptions = {}): Promise<BusPosition[]> {
-    return (await this.t.request<{ positions: BusPosition[] }>('POST', `/v1/bus/topics/${enc(topic)}/events`, { events }, o)).positions;
+    return (
+      await this.t.request<{ positions: BusPosition[] }>('POST', `/v1/bus/topics/${enc(topic)}/events`, { events }, o)
+    ).positions;
   }
 
   /** Creates the subscription, or changes its config; answers whether it was created and the settings it has. */
-  async putSubscription(name: string, config: SubscriptionConfig, o: CallOptions = {}): Promise<{ name: string; created: boolean; config: SubscriptionSettings }> {
-    const r = await this.t.request<{ name: string; created: boolean; config: WireSubscriptionConfig }>('PUT', `/v1/bus/subscriptions/${enc(name)}`, subscriptionConfigWire(config), o);
+  async putSubscription(
+    name: string,
+    config: SubscriptionConfig,
+    o: CallOptions = {},
+  ): Promise<{ name: string; created: boolean; config: SubscriptionSettings }> {
+    const r = await this.t.request<{ name: string; created: boolean; config: WireSubscriptionConfig }>(
+      'PUT',
+      `/v1/bus/subscriptions/${enc(name)}`,
+      subscriptionConfigWire(config),
+      o,
+    );
     return { name: r.name, created: r.created, config: settingsOf(r.config) };
   }
 
@@ -415,8 +499,15 @@ export class BusClient {
     await this.t.request('DELETE', `/v1/bus/subscriptions/${enc(name)}`);
   }
 
-  ack(name: string, ids: string[], nack: { ids: string[]; delayMs?: number } = { ids: [] }): Promise<{ acked: number; nacked: number }> {
-    return this.t.request('POST', `/v1/bus/subscriptions/${enc(name)}/ack`, { ids, ...(nack.ids.length ? { nack: nack.ids, delay_ms: nack.delayMs ?? 0 } : {}) });
+  ack(
+    name: string,
+    ids: string[],
+    nack: { ids: string[]; delayMs?: number } = { ids: [] },
+  ): Promise<{ acked: number; nacked: number }> {
+    return this.t.request('POST', `/v1/bus/subscriptions/${enc(name)}/ack`, {
+      ids,
+      ...(nack.ids.length ? { nack: nack.ids, delay_ms: nack.delayMs ?? 0 } : {}),
+    });
   }
 
   /**
@@ -425,7 +516,10 @@ export class BusClient {
    * the node closes the stream; a refusal to open (e.g. `subscription_busy`)
    * throws on the first `next()`.
    */
-  async *stream<D = unknown>(name: string, o: { signal?: AbortSignal } = {}): AsyncGenerator<BusDelivery<D>, void, undefined> {
+  async *stream<D = unknown>(
+    name: string,
+    o: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<BusDelivery<D>, void, undefined> {
     const ac = new AbortController();
     const onAbort = (): void => ac.abort();
     o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -456,10 +550,26 @@ export class BusClient {
               else if (line.startsWith('data: ')) data += line.slice(6);
             }
             if (event === 'delivery') {
-              const d = JSON.parse(data) as { delivery_id: string; shard: string; pos: number; delivery_count: number; created_at_ms: number; event: BusDelivery<D>['event'] };
-              yield { deliveryId: d.delivery_id, shard: d.shard, pos: d.pos, deliveryCount: d.delivery_count, createdAt: new Date(d.created_at_ms), event: d.event };
+              const d = JSON.parse(data) as {
+                delivery_id: string;
+                shard: string;
+                pos: number;
+                delivery_count: number;
+                created_at_ms: number;
+                event: BusDelivery<D>['event'];
+              };
+              yield {
+                deliveryId: d.delivery_id,
+                shard: d.shard,
+                pos: d.pos,
+                deliveryCount: d.delivery_count,
+                createdAt: new Date(d.created_at_ms),
+                event: d.event,
+              };
             } else if (event === 'error') {
-              const e = (JSON.parse(data) as { error?: { code?: string; message?: string; details?: Record<string, unknown> } }).error;
+              const e = (
+                JSON.parse(data) as { error?: { code?: string; message?: string; details?: Record<string, unknown> } }
+              ).error;
               throw errorFromCode(e?.code ?? 'internal', e?.message ?? 'the stream failed', e?.details);
             }
           }
@@ -473,4 +583,3 @@ export class BusClient {
     }
   }
 }
-

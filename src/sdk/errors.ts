@@ -108,24 +108,46 @@ function classForGrpc(status: number): ErrorClass {
 /** The error for an HTTP answer `{error: {code, message, details?}}` with this status. */
 export function errorFromHttp(status: number, body: unknown, retryAfter?: string | null): MillraceError {
   const e = (body as { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined)?.error;
-  const code = typeof e?.code === 'string' ? e.code : status === 404 ? 'not_found' : status >= 500 ? 'internal' : 'bad_request';
+  const code =
+    typeof e?.code === 'string' ? e.code : status === 404 ? 'not_found' : status >= 500 ? 'internal' : 'bad_request';
   const message = typeof e?.message === 'string' ? e.message : `HTTP ${status}`;
-  const details = e?.details !== null && typeof e?.details === 'object' ? (e.details as Record<string, unknown>) : undefined;
+  const details =
+    e?.details !== null && typeof e?.details === 'object' ? (e.details as Record<string, unknown>) : undefined;
   const retry = retryAfter ? Number(retryAfter) : undefined;
   const Cls = classForHttp(status);
-  return new Cls(code, message, { details, httpStatus: status, retryAfterS: retry !== undefined && Number.isFinite(retry) ? retry : undefined });
+  return new Cls(code, message, {
+    details,
+    httpStatus: status,
+    retryAfterS: retry !== undefined && Number.isFinite(retry) ? retry : undefined,
+  });
 }
 
 /** The error for a gRPC failure: the code from the `error-code` trailer, the status as given. */
-export function errorFromGrpc(err: { code?: number; details?: string; message?: string; metadata?: { get(key: string): unknown[] } }): MillraceError {
+export function errorFromGrpc(err: {
+  code?: number;
+  details?: string;
+  message?: string;
+  metadata?: { get(key: string): unknown[] };
+}): MillraceError {
   const status = typeof err.code === 'number' ? err.code : GrpcStatus.UNKNOWN;
   const fromTrailer = err.metadata?.get('error-code')?.[0];
-  const code = typeof fromTrailer === 'string' ? fromTrailer : status === GrpcStatus.UNAVAILABLE || status === GrpcStatus.CANCELLED ? 'unavailable' : status === GrpcStatus.DEADLINE_EXCEEDED ? 'deadline_exceeded' : 'internal';
+  const code =
+    typeof fromTrailer === 'string'
+      ? fromTrailer
+      : status === GrpcStatus.UNAVAILABLE || status === GrpcStatus.CANCELLED
+        ? 'unavailable'
+        : status === GrpcStatus.DEADLINE_EXCEEDED
+          ? 'deadline_exceeded'
+          : 'internal';
   let message = err.details ?? err.message ?? 'gRPC error';
   if (message.startsWith(`${code}: `)) message = message.slice(code.length + 2);
   const retry = Number(err.metadata?.get('retry-after')?.[0]);
   const Cls = code === 'rate_limited' ? RateLimitedError : classForGrpc(status);
-  return new Cls(code, message, { grpcStatus: status, cause: err, retryAfterS: Number.isFinite(retry) && retry > 0 ? retry : undefined });
+  return new Cls(code, message, {
+    grpcStatus: status,
+    cause: err,
+    retryAfterS: Number.isFinite(retry) && retry > 0 ? retry : undefined,
+  });
 }
 
 /** The error for an in-stream refusal `{code, message}` (pipe streams): statuses from the code table. */
@@ -137,5 +159,9 @@ export function errorFromCode(code: string, message: string, details?: Record<st
 /** The node could not be reached or gave no usable answer. */
 export function connectionError(err: unknown): MillraceError {
   const e = err as Error & { cause?: { code?: string; message?: string } };
-  return new UnavailableError('unavailable', `could not reach millrace: ${e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)}`, { cause: err });
+  return new UnavailableError(
+    'unavailable',
+    `could not reach millrace: ${e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)}`,
+    { cause: err },
+  );
 }

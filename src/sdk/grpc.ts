@@ -1,10 +1,24 @@
 /** gRPC clients: the bus (publish, subscribe with acks) and the pipe's session stream. */
-import { credentials, Metadata, type ChannelCredentials, type ClientDuplexStream, type ClientOptions as GrpcClientOptions, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  type ClientOptions as GrpcClientOptions,
+  type ServiceClientConstructor,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { millraceService } from '../api/grpc/protos.js';
 import { bearerInterceptor, PipeStreamClient } from '../pipe/client.js';
 import type { PipeResponse } from '../api/grpc/pipe-service.js';
 import { connectionError, errorFromCode, errorFromGrpc, type MillraceError } from './errors.js';
-import { subscriptionConfigWire, type BusDelivery, type BusEvent, type BusPosition, type SubscriptionConfig } from './clients.js';
+import {
+  subscriptionConfigWire,
+  type BusDelivery,
+  type BusEvent,
+  type BusPosition,
+  type SubscriptionConfig,
+} from './clients.js';
 
 export interface GrpcOptions {
   /** Default: insecure (plain TCP), as a node serves. */
@@ -70,9 +84,13 @@ export class BusGrpcClient {
   /** Publishes events (each names its topic); answers their positions once durable. */
   publish(events: Array<BusEvent & { topic: string }>, o: { deadline?: Date } = {}): Promise<BusPosition[]> {
     const req = { events: events.map(eventPb) };
-    const publish = (this.client as unknown as { Publish: (r: unknown, md: unknown, opts: unknown, cb: Parameters<Unary>[1]) => void }).Publish.bind(this.client);
+    const publish = (
+      this.client as unknown as { Publish: (r: unknown, md: unknown, opts: unknown, cb: Parameters<Unary>[1]) => void }
+    ).Publish.bind(this.client);
     return new Promise((resolve, reject) => {
-      publish(req, new Metadata(), o.deadline ? { deadline: o.deadline } : {}, (err, res) => (err ? reject(toError(err)) : resolve(res.positions)));
+      publish(req, new Metadata(), o.deadline ? { deadline: o.deadline } : {}, (err, res) =>
+        err ? reject(toError(err)) : resolve(res.positions),
+      );
     });
   }
 
@@ -84,10 +102,11 @@ export class BusGrpcClient {
    * too, and none of them was written. `end()` half-closes after the answers.
    */
   publisher(o: { deadline?: Date } = {}): BusPublisher {
-    const call = (this.client as unknown as { PublishBatches: (md: unknown, opts: unknown) => ClientDuplexStream<unknown, { positions: BusPosition[] }> }).PublishBatches(
-      new Metadata(),
-      o.deadline ? { deadline: o.deadline } : {},
-    );
+    const call = (
+      this.client as unknown as {
+        PublishBatches: (md: unknown, opts: unknown) => ClientDuplexStream<unknown, { positions: BusPosition[] }>;
+      }
+    ).PublishBatches(new Metadata(), o.deadline ? { deadline: o.deadline } : {});
     return new BusPublisher(call);
   }
 
@@ -97,7 +116,9 @@ export class BusGrpcClient {
    * position. `batch: true` asks for deliveries ready together in one message.
    */
   subscribe<D = unknown>(name: string, o: { config?: SubscriptionConfig; batch?: boolean } = {}): BusSubscription<D> {
-    const call = (this.client as unknown as { Subscribe: () => ClientDuplexStream<unknown, WireSubscribeResponse> }).Subscribe();
+    const call = (
+      this.client as unknown as { Subscribe: () => ClientDuplexStream<unknown, WireSubscribeResponse> }
+    ).Subscribe();
     return new BusSubscription<D>(call, name, o);
   }
 
@@ -135,7 +156,8 @@ export class BusPublisher {
       };
       call.on('error', fail);
       call.on('end', () => {
-        if (this.waiting.length > 0) fail(connectionError(new Error('the publish call ended before every batch was answered')));
+        if (this.waiting.length > 0)
+          fail(connectionError(new Error('the publish call ended before every batch was answered')));
         else resolve();
       });
     });

@@ -31,7 +31,12 @@ export interface Handlers {
   fetch: (req: Request) => Promise<Response>;
 }
 
-const tooLarge: RawAnswer = { status: 413, body: JSON.stringify({ error: { code: 'payload_too_large', message: `the body is larger than ${MAX_BODY_BYTES} bytes` } }) };
+const tooLarge: RawAnswer = {
+  status: 413,
+  body: JSON.stringify({
+    error: { code: 'payload_too_large', message: `the body is larger than ${MAX_BODY_BYTES} bytes` },
+  }),
+};
 
 /** How a processor or pipe handler checks that requests come from millrace (see `signed`). */
 export interface SignatureOptions {
@@ -52,7 +57,12 @@ export function signed(core: Core, o: SignatureOptions = {}): Core {
   const verifier = signatureVerifier(o.publicKeys, o.maxSkewS === undefined ? {} : { maxSkewS: o.maxSkewS });
   return async (r) => {
     const problem = verifier.check(r.header(SIGNATURE_HEADER), r.method, r.path, r.body);
-    if (problem !== null) return fail(401, 'unauthenticated', `the request signature is ${problem === 'missing' ? 'missing' : problem === 'malformed' ? 'malformed' : problem === 'stale' ? 'too old (or from the future)' : 'not valid for this request and these keys'}`);
+    if (problem !== null)
+      return fail(
+        401,
+        'unauthenticated',
+        `the request signature is ${problem === 'missing' ? 'missing' : problem === 'malformed' ? 'malformed' : problem === 'stale' ? 'too old (or from the future)' : 'not valid for this request and these keys'}`,
+      );
     return core(r);
   };
 }
@@ -69,7 +79,12 @@ export function handlers(core: Core): Handlers {
       let refused = false;
       const reply = (a: RawAnswer): void => {
         if (res.headersSent || res.destroyed) return;
-        res.writeHead(a.status, a.body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(a.body) } : { 'content-length': 0 });
+        res.writeHead(
+          a.status,
+          a.body
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(a.body) }
+            : { 'content-length': 0 },
+        );
         res.end(a.body);
       };
       req.on('data', (c: Buffer) => {
@@ -102,23 +117,36 @@ export function handlers(core: Core): Handlers {
       const text = await req.text();
       if (Buffer.byteLength(text) > MAX_BODY_BYTES) return toResponse(tooLarge);
       const u = new URL(req.url);
-      const a = await core({ method: req.method, path: `${u.pathname}${u.search}`, header: (n) => req.headers.get(n) ?? undefined, body: text, closed: req.signal }).catch(internal);
+      const a = await core({
+        method: req.method,
+        path: `${u.pathname}${u.search}`,
+        header: (n) => req.headers.get(n) ?? undefined,
+        body: text,
+        closed: req.signal,
+      }).catch(internal);
       return toResponse(a);
     },
   };
 }
 
 function toResponse(a: RawAnswer): Response {
-  return new Response(a.body || null, { status: a.status, headers: a.body ? { 'content-type': 'application/json' } : {} });
+  return new Response(a.body || null, {
+    status: a.status,
+    headers: a.body ? { 'content-type': 'application/json' } : {},
+  });
 }
 
 function internal(err: unknown): RawAnswer {
-  return { status: 500, body: JSON.stringify({ error: { code: 'internal', message: (err as Error)?.message ?? String(err) } }) };
+  return {
+    status: 500,
+    body: JSON.stringify({ error: { code: 'internal', message: (err as Error)?.message ?? String(err) } }),
+  };
 }
 
 export const json = (status: number, v: unknown): RawAnswer => ({ status, body: JSON.stringify(v) });
 
-export const fail = (status: number, code: string, message: string): RawAnswer => json(status, { error: { code, message } });
+export const fail = (status: number, code: string, message: string): RawAnswer =>
+  json(status, { error: { code, message } });
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 

@@ -27,7 +27,14 @@ export type {
 } from './processor.js';
 export type { ResolvedHistoryRange } from './machine.js';
 // The processor protocol as sent on the wire (snake_case), for a processor written without `defineProcessor`.
-export type { MachineEvent as WireMachineEvent, MachineView as WireMachine, ProcessorAction, ProcessorRequest, ProcessorResult, TimerSet } from '../machines/wire.js';
+export type {
+  MachineEvent as WireMachineEvent,
+  MachineView as WireMachine,
+  ProcessorAction,
+  ProcessorRequest,
+  ProcessorResult,
+  TimerSet,
+} from '../machines/wire.js';
 
 // Pipe handlers.
 export { definePipeHandler, verdict } from './pipe-handler.js';

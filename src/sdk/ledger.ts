@@ -159,7 +159,17 @@ export interface StateAnswer<S = unknown> extends StateRef {
 interface WireTurnovers {
   dt_from: string;
   dt_to: string;
-  turnovers: Array<{ type: string; key: Attrs; groups: Array<{ group: Record<string, string | null>; debit_init: string; credit_init: string; debit_turnover: string; credit_turnover: string }> }>;
+  turnovers: Array<{
+    type: string;
+    key: Attrs;
+    groups: Array<{
+      group: Record<string, string | null>;
+      debit_init: string;
+      credit_init: string;
+      debit_turnover: string;
+      credit_turnover: string;
+    }>;
+  }>;
 }
 interface WireEvent {
   id: number;
@@ -187,7 +197,13 @@ const accountsWire = (accounts: AccountQuery[]): Array<Record<string, unknown>> 
     return w;
   });
 
-const lockOf = (l: WireLock): LockAnswer => ({ type: l.type, attrs: l.attrs, uid: l.uid, mode: l.mode, expiresAt: l.expires_at });
+const lockOf = (l: WireLock): LockAnswer => ({
+  type: l.type,
+  attrs: l.attrs,
+  uid: l.uid,
+  mode: l.mode,
+  expiresAt: l.expires_at,
+});
 
 /** The ledger face: `/v1/ledger/…`. */
 export class LedgerClient {
@@ -213,7 +229,12 @@ export class LedgerClient {
         return ws;
       }),
     );
-    const r = await this.t.request<{ batch_id: string; events: number; states: BatchAnswer['states'] }>('POST', '/v1/ledger/batches', w, o);
+    const r = await this.t.request<{ batch_id: string; events: number; states: BatchAnswer['states'] }>(
+      'POST',
+      '/v1/ledger/batches',
+      w,
+      o,
+    );
     return { batchId: r.batch_id, events: r.events, states: r.states };
   }
 
@@ -222,34 +243,79 @@ export class LedgerClient {
   }
 
   async turnovers(q: TurnoversQuery, o: CallOptions = {}): Promise<TurnoversAnswer> {
-    const r = await this.t.request<WireTurnovers>('POST', '/v1/ledger/turnovers', { dt_from: q.dtFrom, dt_to: q.dtTo, accounts: accountsWire(q.accounts) }, o);
+    const r = await this.t.request<WireTurnovers>(
+      'POST',
+      '/v1/ledger/turnovers',
+      { dt_from: q.dtFrom, dt_to: q.dtTo, accounts: accountsWire(q.accounts) },
+      o,
+    );
     return {
       dtFrom: r.dt_from,
       dtTo: r.dt_to,
       turnovers: r.turnovers.map((t) => ({
         type: t.type,
         key: t.key,
-        groups: t.groups.map((g) => ({ group: g.group, debitInit: g.debit_init, creditInit: g.credit_init, debitTurnover: g.debit_turnover, creditTurnover: g.credit_turnover })),
+        groups: t.groups.map((g) => ({
+          group: g.group,
+          debitInit: g.debit_init,
+          creditInit: g.credit_init,
+          debitTurnover: g.debit_turnover,
+          creditTurnover: g.credit_turnover,
+        })),
       })),
     };
   }
 
   async events(q: LedgerEventsQuery, o: CallOptions = {}): Promise<LedgerEventsAnswer> {
-    const w: Record<string, unknown> = { dt_from: q.dtFrom, dt_to: q.dtTo, accounts: accountsWire(q.accounts), limit: q.limit };
+    const w: Record<string, unknown> = {
+      dt_from: q.dtFrom,
+      dt_to: q.dtTo,
+      accounts: accountsWire(q.accounts),
+      limit: q.limit,
+    };
     put(w, 'cursor', q.cursor);
-    const r = await this.t.request<{ events: WireEvent[]; next_cursor: string | null }>('POST', '/v1/ledger/events', w, o);
+    const r = await this.t.request<{ events: WireEvent[]; next_cursor: string | null }>(
+      'POST',
+      '/v1/ledger/events',
+      w,
+      o,
+    );
     return {
-      events: r.events.map((e) => ({ id: e.id, shard: e.shard, batchId: e.batch_id, account: e.account, aux: e.aux, side: e.side, amount: e.amount, dt: e.dt, info: e.info })),
+      events: r.events.map((e) => ({
+        id: e.id,
+        shard: e.shard,
+        batchId: e.batch_id,
+        account: e.account,
+        aux: e.aux,
+        side: e.side,
+        amount: e.amount,
+        dt: e.dt,
+        info: e.info,
+      })),
       nextCursor: r.next_cursor,
     };
   }
 
   async acquireLock(l: LockAcquire, o: CallOptions = {}): Promise<LockAnswer> {
-    return lockOf(await this.t.request<WireLock>('POST', '/v1/ledger/locks/acquire', { type: l.type, attrs: l.attrs, uid: l.uid, mode: l.mode, timeout_s: l.timeoutS }, o));
+    return lockOf(
+      await this.t.request<WireLock>(
+        'POST',
+        '/v1/ledger/locks/acquire',
+        { type: l.type, attrs: l.attrs, uid: l.uid, mode: l.mode, timeout_s: l.timeoutS },
+        o,
+      ),
+    );
   }
 
   async pingLock(l: LockPing, o: CallOptions = {}): Promise<LockAnswer> {
-    return lockOf(await this.t.request<WireLock>('POST', '/v1/ledger/locks/ping', { type: l.type, attrs: l.attrs, uid: l.uid, timeout_s: l.timeoutS }, o));
+    return lockOf(
+      await this.t.request<WireLock>(
+        'POST',
+        '/v1/ledger/locks/ping',
+        { type: l.type, attrs: l.attrs, uid: l.uid, timeout_s: l.timeoutS },
+        o,
+      ),
+    );
   }
 
   releaseLock(l: LockRelease, o: CallOptions = {}): Promise<{ released: boolean }> {
@@ -257,8 +323,17 @@ export class LedgerClient {
   }
 
   async getLock(l: LockRef, o: CallOptions = {}): Promise<LockHolders> {
-    const r = await this.t.request<LockRef & { holders: Array<{ uid: string; mode: LockMode; expires_at: string }> }>('POST', '/v1/ledger/locks/get', { type: l.type, attrs: l.attrs }, o);
-    return { type: r.type, attrs: r.attrs, holders: r.holders.map((h) => ({ uid: h.uid, mode: h.mode, expiresAt: h.expires_at })) };
+    const r = await this.t.request<LockRef & { holders: Array<{ uid: string; mode: LockMode; expires_at: string }> }>(
+      'POST',
+      '/v1/ledger/locks/get',
+      { type: l.type, attrs: l.attrs },
+      o,
+    );
+    return {
+      type: r.type,
+      attrs: r.attrs,
+      holders: r.holders.map((h) => ({ uid: h.uid, mode: h.mode, expiresAt: h.expires_at })),
+    };
   }
 
   getState<S = unknown>(s: StateRef, o: CallOptions = {}): Promise<StateAnswer<S>> {

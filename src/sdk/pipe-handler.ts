@@ -2,7 +2,19 @@
  * `definePipeHandler`: the handler a pipe kind pushes its unfinished sessions
  * to (`handler:` in the kind's config), as an HTTP handler.
  */
-import { deadlineSignal, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
+import {
+  deadlineSignal,
+  fail,
+  handlers,
+  json,
+  requestDeadline,
+  signed,
+  traceparentOf,
+  type Handlers,
+  type RawAnswer,
+  type RawRequest,
+  type SignatureOptions,
+} from './http-handlers.js';
 
 /** What the handler answers about the pushed session. */
 export type Verdict =
@@ -33,7 +45,11 @@ export interface PushContext {
   traceparent: string | undefined;
 }
 
-export type PipeHandlerFn<K extends string> = (session: PushedSession<K>, records: Buffer[], ctx: PushContext) => Verdict | void | Promise<Verdict | void>;
+export type PipeHandlerFn<K extends string> = (
+  session: PushedSession<K>,
+  records: Buffer[],
+  ctx: PushContext,
+) => Verdict | void | Promise<Verdict | void>;
 
 const MAX_TIMEOUT_S = 365 * 24 * 3600;
 
@@ -45,7 +61,11 @@ const MAX_TIMEOUT_S = 365 * 24 * 3600;
  * the end dead-lettered. With `opts.publicKeys`, only requests signed by
  * millrace (auth.signing_key_file) reach `fn`; others are answered 401.
  */
-export function definePipeHandler<K extends string>(kind: K, fn: PipeHandlerFn<K>, opts: SignatureOptions = {}): Handlers {
+export function definePipeHandler<K extends string>(
+  kind: K,
+  fn: PipeHandlerFn<K>,
+  opts: SignatureOptions = {},
+): Handlers {
   return handlers(signed((r) => push(kind, fn, r), opts));
 }
 
@@ -58,10 +78,21 @@ async function push<K extends string>(kind: K, fn: PipeHandlerFn<K>, r: RawReque
     return fail(400, 'bad_json', 'the body is not JSON');
   }
   const s = body?.session;
-  if (typeof s?.id !== 'string' || typeof s.kind !== 'string' || typeof s.repeats !== 'number' || !Array.isArray(body.records) || !body.records.every((x) => typeof x === 'string')) {
+  if (
+    typeof s?.id !== 'string' ||
+    typeof s.kind !== 'string' ||
+    typeof s.repeats !== 'number' ||
+    !Array.isArray(body.records) ||
+    !body.records.every((x) => typeof x === 'string')
+  ) {
     return fail(400, 'bad_request', 'expected {session: {id, kind, repeats}, records: [base64]}');
   }
-  if (s.kind !== kind) return fail(400, 'kind_not_found', `this handler takes sessions of kind ${JSON.stringify(kind)}, not ${JSON.stringify(s.kind)}`);
+  if (s.kind !== kind)
+    return fail(
+      400,
+      'kind_not_found',
+      `this handler takes sessions of kind ${JSON.stringify(kind)}, not ${JSON.stringify(s.kind)}`,
+    );
   const records = (body.records as string[]).map((x) => Buffer.from(x, 'base64'));
   const { signal, done } = deadlineSignal(requestDeadline(r, 24 * 3600_000), r.closed);
   try {
@@ -69,7 +100,8 @@ async function push<K extends string>(kind: K, fn: PipeHandlerFn<K>, r: RawReque
     if (v === undefined || v.action === 'done') return { status: 204, body: '' };
     if (v.action === 'delete') return json(200, { action: 'delete' });
     if (v.action === 'store') {
-      if (!Number.isFinite(v.timeoutS) || v.timeoutS < 0 || v.timeoutS > MAX_TIMEOUT_S) throw new RangeError('verdict.store: timeoutS must be seconds between 0 and one year');
+      if (!Number.isFinite(v.timeoutS) || v.timeoutS < 0 || v.timeoutS > MAX_TIMEOUT_S)
+        throw new RangeError('verdict.store: timeoutS must be seconds between 0 and one year');
       return json(200, { action: 'store', timeout_s: v.timeoutS });
     }
     throw new TypeError(`unknown verdict ${JSON.stringify(v)}`);

@@ -2,8 +2,28 @@
  * `defineProcessor`: a machines processor as an HTTP handler speaking the
  * processor protocol (docs/machines.md), typed per step by `ProcessorTypes`.
  */
-import { ProcessorUnavailable, type MachineView, type ProcessorAction, type ProcessorRequest, type ProcessorResult, type TimerSet } from '../machines/wire.js';
-import { deadlineSignal, DeadlineError, fail, handlers, json, requestDeadline, signed, traceparentOf, type Handlers, type RawAnswer, type RawRequest, type SignatureOptions } from './http-handlers.js';
+import {
+  ProcessorUnavailable,
+  type MachineView,
+  type ProcessorAction,
+  type ProcessorRequest,
+  type ProcessorResult,
+  type TimerSet,
+} from '../machines/wire.js';
+import {
+  deadlineSignal,
+  DeadlineError,
+  fail,
+  handlers,
+  json,
+  requestDeadline,
+  signed,
+  traceparentOf,
+  type Handlers,
+  type RawAnswer,
+  type RawRequest,
+  type SignatureOptions,
+} from './http-handlers.js';
 import { machineOf, type HistoryRange, type Machine } from './machine.js';
 import { InvalidRequestError } from './errors.js';
 
@@ -74,28 +94,49 @@ export type EventOf<T extends ProcessorTypes> = 'event' extends keyof T ? T['eve
 /** The aux state type of processor types `T`. */
 export type AuxOf<T extends ProcessorTypes> = 'aux' extends keyof T ? T['aux'] : unknown;
 /** The args of step `S` of processor types `T`. */
-export type ArgsOf<T extends ProcessorTypes, S extends StepName> = S extends keyof T ? ('args' extends keyof T[S] ? T[S]['args'] : unknown) : unknown;
+export type ArgsOf<T extends ProcessorTypes, S extends StepName> = S extends keyof T
+  ? 'args' extends keyof T[S]
+    ? T[S]['args']
+    : unknown
+  : unknown;
 /** The response of step `S` of processor types `T` (a notification answers none). */
-export type ResponseOf<T extends ProcessorTypes, S extends Exclude<StepName, 'notification'>> = S extends keyof T ? ('response' extends keyof T[S] ? T[S]['response'] : unknown) : unknown;
+export type ResponseOf<T extends ProcessorTypes, S extends Exclude<StepName, 'notification'>> = S extends keyof T
+  ? 'response' extends keyof T[S]
+    ? T[S]['response']
+    : unknown
+  : unknown;
 /** The processor types a definition was made with: `TypesOf<typeof orders>`. */
 export type TypesOf<P> = P extends Processor<infer T> ? T : never;
 
 /** What a callback returns: its result, or nothing (nothing changes), or a promise of either. */
-export type StepReturn<E, A, R> = StepResult<E, A, R> | void | undefined | Promise<StepResult<E, A, R> | void | undefined>;
+export type StepReturn<E, A, R> =
+  StepResult<E, A, R> | void | undefined | Promise<StepResult<E, A, R> | void | undefined>;
 
 export interface ProcessorDefinition<T extends ProcessorTypes = ProcessorTypes> extends SignatureOptions {
   /** The namespace the processor serves, for `client.for(processor)` (optional: `client.for(processor, ns)` names one). */
   namespace?: string;
   /** The machine is started (`/start`, the start's args). Default: nothing happens. */
-  init?(args: ArgsOf<T, 'init'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'init'>>;
+  init?(
+    args: ArgsOf<T, 'init'>,
+    ctx: StepContext<EventOf<T>, AuxOf<T>>,
+  ): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'init'>>;
   /** A call (`/call`). Default: fails the machine. */
-  call?(args: ArgsOf<T, 'call'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'call'>>;
+  call?(
+    args: ArgsOf<T, 'call'>,
+    ctx: StepContext<EventOf<T>, AuxOf<T>>,
+  ): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'call'>>;
   /** The machine's timer fired. Default: nothing happens. */
   timeout?(ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, never>;
   /** A notification arrived (`/notify`). Default: nothing happens. */
-  notification?(args: ArgsOf<T, 'notification'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, never>;
+  notification?(
+    args: ArgsOf<T, 'notification'>,
+    ctx: StepContext<EventOf<T>, AuxOf<T>>,
+  ): StepReturn<EventOf<T>, AuxOf<T>, never>;
   /** A failed machine is repaired; throw `RepairFailed` to refuse (the machine stays failed). Default: refuses. */
-  repair?(args: ArgsOf<T, 'repair'>, ctx: StepContext<EventOf<T>, AuxOf<T>>): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'repair'>>;
+  repair?(
+    args: ArgsOf<T, 'repair'>,
+    ctx: StepContext<EventOf<T>, AuxOf<T>>,
+  ): StepReturn<EventOf<T>, AuxOf<T>, ResponseOf<T, 'repair'>>;
   /** The deadline of a request that carries none, ms (default 30000). */
   defaultTimeoutMs?: number;
 }
@@ -117,7 +158,10 @@ export interface Processor<T extends ProcessorTypes = ProcessorTypes> extends Ha
    * (from 'millrace') with `processor: {in_process: name}`. Returns the protocol
    * result or throws (ProcessorUnavailable: retried; anything else: the machine fails).
    */
-  inProcess: (req: unknown, ctx: { traceparent?: string; deadline: number; signal: AbortSignal }) => Promise<ProcessorResult>;
+  inProcess: (
+    req: unknown,
+    ctx: { traceparent?: string; deadline: number; signal: AbortSignal },
+  ) => Promise<ProcessorResult>;
   /** The namespace the definition names, if any (`client.for(processor)` uses it). */
   readonly namespace: string | undefined;
   /** The processor's types, for `client.for(processor)`; a type only, never set at run time. */
@@ -141,9 +185,15 @@ function parse(text: string): WireRequest | string {
 function checked(v: unknown): WireRequest | string {
   if (!isObject(v)) return 'the body must be an object';
   const m = v.machine;
-  if (!isObject(m) || typeof m.id !== 'string' || !Array.isArray(m.history)) return 'machine must be an object {id, history, …}';
+  if (!isObject(m) || typeof m.id !== 'string' || !Array.isArray(m.history))
+    return 'machine must be an object {id, history, …}';
   if (v.kind === 'call' || v.kind === 'repair') return v as WireRequest;
-  if (v.kind === 'signal' && isObject(v.signal) && ['init', 'timeout', 'notification'].includes(v.signal.type as string)) return v as WireRequest;
+  if (
+    v.kind === 'signal' &&
+    isObject(v.signal) &&
+    ['init', 'timeout', 'notification'].includes(v.signal.type as string)
+  )
+    return v as WireRequest;
   return 'kind must be "signal" (init, timeout, notification), "call" or "repair"';
 }
 
@@ -156,7 +206,9 @@ function checked(v: unknown): WireRequest | string {
  */
 export function defineProcessor<T extends ProcessorTypes = ProcessorTypes>(def: ProcessorDefinition<T>): Processor<T> {
   if (def.namespace !== undefined && (typeof def.namespace !== 'string' || def.namespace.length === 0)) {
-    throw new InvalidRequestError('bad_request', 'defineProcessor: namespace must be a non-empty string', { details: { namespace: def.namespace } });
+    throw new InvalidRequestError('bad_request', 'defineProcessor: namespace must be a non-empty string', {
+      details: { namespace: def.namespace },
+    });
   }
   return {
     namespace: def.namespace,
@@ -179,7 +231,8 @@ async function overHttp<T extends ProcessorTypes>(def: ProcessorDefinition<T>, r
     return json(200, await runStep(def, req, { deadline, signal, traceparent: traceparentOf(r) }));
   } catch (err) {
     if (err instanceof ProcessorUnavailable) return fail(503, 'processor_unavailable', err.message);
-    if (signal.aborted && signal.reason instanceof DeadlineError) return fail(504, 'deadline_exceeded', 'the step ran past its deadline');
+    if (signal.aborted && signal.reason instanceof DeadlineError)
+      return fail(504, 'deadline_exceeded', 'the step ran past its deadline');
     return fail(500, 'processor_error', (err as Error)?.message ?? String(err));
   } finally {
     done();
@@ -187,7 +240,11 @@ async function overHttp<T extends ProcessorTypes>(def: ProcessorDefinition<T>, r
 }
 
 /** One step: the callback's answer as the protocol's result object; throws what the callback throws (but RepairFailed in a repair). */
-async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, req: WireRequest, c: { deadline: number; signal: AbortSignal; traceparent: string | undefined }): Promise<ProcessorResult> {
+async function runStep<T extends ProcessorTypes>(
+  def: ProcessorDefinition<T>,
+  req: WireRequest,
+  c: { deadline: number; signal: AbortSignal; traceparent: string | undefined },
+): Promise<ProcessorResult> {
   const action: ProcessorAction = {};
   const ctx: StepContext<EventOf<T>, AuxOf<T>> = {
     machine: machineOf<EventOf<T>, AuxOf<T>>(req.machine),
@@ -197,7 +254,8 @@ async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, re
     setTimer(at, range) {
       let set: TimerSet;
       if ('timeoutS' in at) {
-        if (!Number.isFinite(at.timeoutS) || at.timeoutS < 0) throw new RangeError('setTimer: timeoutS must be a non-negative number of seconds');
+        if (!Number.isFinite(at.timeoutS) || at.timeoutS < 0)
+          throw new RangeError('setTimer: timeoutS must be a non-negative number of seconds');
         set = { timeout: at.timeoutS };
       } else set = { deadline: at.deadline instanceof Date ? at.deadline.toISOString() : at.deadline };
       action.timer = range === undefined ? { set } : { set, range };
@@ -232,7 +290,8 @@ async function runStep<T extends ProcessorTypes>(def: ProcessorDefinition<T>, re
     if (err instanceof RepairFailed && req.kind === 'repair') return { repair_failed: { reason: err.reason } };
     throw err;
   }
-  if (c.signal.aborted && c.signal.reason instanceof DeadlineError) throw new ProcessorUnavailable('the step ran past its deadline');
+  if (c.signal.aborted && c.signal.reason instanceof DeadlineError)
+    throw new ProcessorUnavailable('the step ran past its deadline');
   const result: ProcessorResult & { repair_failed?: never } = {};
   if (out?.response !== undefined) result.response = out.response;
   if (out?.events !== undefined && out.events.length > 0) result.events = out.events;

@@ -39,7 +39,10 @@ export class HttpTransport {
       try {
         json = JSON.parse(text);
       } catch {
-        if (res.status < 400) throw new InternalError('internal', `millrace answered ${res.status} with a body that is not JSON`, { httpStatus: res.status });
+        if (res.status < 400)
+          throw new InternalError('internal', `millrace answered ${res.status} with a body that is not JSON`, {
+            httpStatus: res.status,
+          });
       }
     }
     if (res.status >= 400) throw errorFromHttp(res.status, json, res.headers.get('retry-after'));
@@ -62,7 +65,13 @@ export class HttpTransport {
     return res;
   }
 
-  private async send(method: string, path: string, body: unknown, o: CallOptions, extra: Record<string, string> = {}): Promise<Response> {
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    o: CallOptions,
+    extra: Record<string, string> = {},
+  ): Promise<Response> {
     const headers: Record<string, string> = { ...this.opts.headers, ...extra };
     if (this.opts.token !== undefined) headers.authorization = `Bearer ${this.opts.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';

@@ -53,9 +53,17 @@ const hex = (n: bigint): string => n.toString(16);
  * checksums) last, atomically. A backup killed half-way leaves no manifest,
  * which restore refuses; the shards themselves are only read.
  */
-export async function backup(config: Config, dir: string, opts: { onShard?: (s: ManifestShard) => void } = {}): Promise<Manifest> {
+export async function backup(
+  config: Config,
+  dir: string,
+  opts: { onShard?: (s: ManifestShard) => void } = {},
+): Promise<Manifest> {
   if (existsSync(dir) && (await readdir(dir)).length > 0) {
-    throw new MillraceError('backup_target_not_empty', `backup directory ${dir} is not empty; give a new or empty directory`, { details: { dir } });
+    throw new MillraceError(
+      'backup_target_not_empty',
+      `backup directory ${dir} is not empty; give a new or empty directory`,
+      { details: { dir } },
+    );
   }
   await mkdir(dir, { recursive: true });
   const dialect = config.storage.dialect;
@@ -64,7 +72,15 @@ export async function backup(config: Config, dir: string, opts: { onShard?: (s: 
     const file = `${s.name}.${dialect === 'sqlite' ? 'db' : 'pgdump'}`;
     const path = join(dir, file);
     const info = dialect === 'sqlite' ? await backupSqlite(s.location, path) : await backupPostgres(s.location, path);
-    const entry: ManifestShard = { name: s.name, from: hex(s.from), to: hex(s.to), file, bytes: (await stat(path)).size, sha256: await sha256(path), ...info };
+    const entry: ManifestShard = {
+      name: s.name,
+      from: hex(s.from),
+      to: hex(s.to),
+      file,
+      bytes: (await stat(path)).size,
+      sha256: await sha256(path),
+      ...info,
+    };
     shards.push(entry);
     opts.onShard?.(entry);
   }
@@ -86,17 +102,24 @@ export async function backup(config: Config, dir: string, opts: { onShard?: (s: 
 /** Reads and checks a backup: a complete manifest, every file present with its checksum. */
 export async function readManifest(dir: string): Promise<Manifest> {
   const path = join(dir, MANIFEST);
-  if (!existsSync(path)) throw new MillraceError('backup_invalid', `${dir} holds no ${MANIFEST}: not a backup, or one that did not finish`, { details: { dir } });
+  if (!existsSync(path))
+    throw new MillraceError('backup_invalid', `${dir} holds no ${MANIFEST}: not a backup, or one that did not finish`, {
+      details: { dir },
+    });
   let m: Manifest;
   try {
     m = JSON.parse(await readFile(path, 'utf8')) as Manifest;
   } catch {
     throw new MillraceError('backup_invalid', `${path} is not valid JSON`, { details: { dir } });
   }
-  if (m.format !== 'millrace-backup/1' || !Array.isArray(m.shards)) throw new MillraceError('backup_invalid', `${path} is not a millrace backup manifest`, { details: { dir } });
+  if (m.format !== 'millrace-backup/1' || !Array.isArray(m.shards))
+    throw new MillraceError('backup_invalid', `${path} is not a millrace backup manifest`, { details: { dir } });
   for (const s of m.shards) {
     const f = join(dir, s.file);
-    if (!existsSync(f) || (await sha256(f)) !== s.sha256) throw new MillraceError('backup_invalid', `backup file ${s.file} is missing or does not match its checksum`, { details: { dir, file: s.file } });
+    if (!existsSync(f) || (await sha256(f)) !== s.sha256)
+      throw new MillraceError('backup_invalid', `backup file ${s.file} is missing or does not match its checksum`, {
+        details: { dir, file: s.file },
+      });
   }
   return m;
 }
@@ -107,17 +130,32 @@ export async function readManifest(dir: string): Promise<Manifest> {
  * same ranges and dialect. Every shard's target is checked before anything
  * is written.
  */
-export async function restore(config: Config, dir: string, opts: { onShard?: (s: ManifestShard) => void } = {}): Promise<Manifest> {
+export async function restore(
+  config: Config,
+  dir: string,
+  opts: { onShard?: (s: ManifestShard) => void } = {},
+): Promise<Manifest> {
   const m = await readManifest(dir);
-  if (m.dialect !== config.storage.dialect) throw new MillraceError('backup_invalid', `the backup is of a ${m.dialect} node; the configuration is ${config.storage.dialect}`);
+  if (m.dialect !== config.storage.dialect)
+    throw new MillraceError(
+      'backup_invalid',
+      `the backup is of a ${m.dialect} node; the configuration is ${config.storage.dialect}`,
+    );
   const want = config.storage.shards.map((s) => `${s.name}:${hex(s.from)}-${hex(s.to)}`).sort();
   const have = m.shards.map((s) => `${s.name}:${s.from}-${s.to}`).sort();
   if (JSON.stringify(want) !== JSON.stringify(have)) {
-    throw new MillraceError('backup_invalid', `the backup's shards (${have.join(', ')}) differ from the configuration's (${want.join(', ')})`);
+    throw new MillraceError(
+      'backup_invalid',
+      `the backup's shards (${have.join(', ')}) differ from the configuration's (${want.join(', ')})`,
+    );
   }
   for (const t of config.storage.shards) {
     if (m.dialect === 'sqlite' ? sqliteHoldsData(t.location) : await postgresHoldsData(t.location)) {
-      throw new MillraceError('restore_target_not_empty', `shard ${t.name} already holds data; restore only into a new data dir or empty databases`, { details: { shard: t.name } });
+      throw new MillraceError(
+        'restore_target_not_empty',
+        `shard ${t.name} already holds data; restore only into a new data dir or empty databases`,
+        { details: { shard: t.name } },
+      );
     }
   }
   for (const s of m.shards) {

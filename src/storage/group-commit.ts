@@ -139,7 +139,11 @@ export class GroupCommitter extends EventEmitter {
   submit<T>(fn: TxFn<T>, opts: SubmitOptions = {}): Promise<T> {
     if (this.closed) return Promise.reject(new MillraceError('shutting_down', 'storage is closing'));
     // A caller with very many keys goes without: it still gets the deadlock retry.
-    const declared = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && opts.lockKeys.length <= MAX_JOB_LOCKS && this.driver.sql.beginLocked !== null;
+    const declared =
+      opts.lockKeys !== undefined &&
+      opts.lockKeys.length > 0 &&
+      opts.lockKeys.length <= MAX_JOB_LOCKS &&
+      this.driver.sql.beginLocked !== null;
     const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ fn: fn as TxFn<unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
@@ -170,7 +174,13 @@ export class GroupCommitter extends EventEmitter {
     const declared = opts.lockKeys !== undefined && opts.lockKeys.length > 0 && opts.lockKeys.length <= MAX_JOB_LOCKS;
     const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
     return new Promise<R[]>((resolve, reject) => {
-      this.queue.push({ fn: fn as TxFn<unknown>, one: stmt as OneStatement<unknown, unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({
+        fn: fn as TxFn<unknown>,
+        one: stmt as OneStatement<unknown, unknown>,
+        keys,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      });
       this.schedule();
     }).then((rows) => stmt.result(rows));
   }
@@ -248,12 +258,18 @@ export class GroupCommitter extends EventEmitter {
         const share = Math.ceil(this.queue.length / this.driver.writers);
         const batch = this.queue.splice(0, this.batchLength(Math.min(this.opts.maxBatch, share)));
         const one = batch[0]!.one;
-        healthy = one !== undefined && this.alone(one) ? await this.runStatement(conn, batch[0]!, one) : await this.runBatch(conn, batch);
+        healthy =
+          one !== undefined && this.alone(one)
+            ? await this.runStatement(conn, batch[0]!, one)
+            : await this.runBatch(conn, batch);
       }
     } catch (err) {
       // Could not get a connection: fail what is waiting rather than hang.
       const waiting = this.queue.splice(0);
-      const e = new MillraceError('unavailable', `storage unavailable: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
+      const e = new MillraceError('unavailable', `storage unavailable: ${(err as Error).message}`, {
+        cause: err,
+        retryAfterS: 1,
+      });
       for (const j of waiting) j.reject(e);
     } finally {
       // A connection that failed at BEGIN/COMMIT may be broken: do not reuse it.
@@ -272,14 +288,21 @@ export class GroupCommitter extends EventEmitter {
 
   /** A one-statement write as a transaction by itself (see submitStatement); resolves false if the connection failed. */
   private async runStatement(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
-    const span = startSpan('millrace.group_commit', undefined, SpanKind.INTERNAL, { 'millrace.jobs': 1, 'millrace.one_statement': true });
+    const span = startSpan('millrace.group_commit', undefined, SpanKind.INTERNAL, {
+      'millrace.jobs': 1,
+      'millrace.one_statement': true,
+    });
     if (span === undefined) return this.runStatementTraced(conn, job, one);
     const ok = await this.runStatementTraced(conn, job, one);
     endSpan(span, ok ? undefined : new Error('the connection failed'));
     return ok;
   }
 
-  private async runStatementTraced(conn: WriteConnection, job: Job, one: OneStatement<unknown, unknown>): Promise<boolean> {
+  private async runStatementTraced(
+    conn: WriteConnection,
+    job: Job,
+    one: OneStatement<unknown, unknown>,
+  ): Promise<boolean> {
     this.stats.batches++;
     this.stats.jobs++;
     const keys = job.keys === undefined ? [] : [...new Set(job.keys)].sort((a, b) => a - b);
@@ -377,7 +400,9 @@ export class GroupCommitter extends EventEmitter {
     let healthy = true;
     for (const job of batch) {
       if (!healthy) {
-        job.reject(new MillraceError('unavailable', 'write not committed: storage connection failed', { retryAfterS: 1 }));
+        job.reject(
+          new MillraceError('unavailable', 'write not committed: storage connection failed', { retryAfterS: 1 }),
+        );
         continue;
       }
       for (let attempt = 1; ; attempt++) {
@@ -429,7 +454,7 @@ export class GroupCommitter extends EventEmitter {
       }
     }
     for (const c of channels) this.emit('notify', c);
-    for (const o of outcomes) (o.ok ? o.job.resolve(o.value) : o.job.reject(o.error));
+    for (const o of outcomes) o.ok ? o.job.resolve(o.value) : o.job.reject(o.error);
   }
 
   /** Each caller in its own savepoint (or alone, when `savepoints` is false). */
@@ -456,8 +481,7 @@ export class GroupCommitter extends EventEmitter {
           if (savepoints) {
             await conn.exec('ROLLBACK TO job');
             await conn.exec('RELEASE job');
-          }
-          else await conn.exec('ROLLBACK');
+          } else await conn.exec('ROLLBACK');
           outcomes.push({ job, tx, ok: false, error });
           if (!savepoints) return outcomes;
         }
@@ -539,5 +563,8 @@ function commitError(err: unknown): unknown {
   if (err instanceof MillraceError) return err;
   const e = toMillraceError(err);
   if (e.code !== 'internal') return e;
-  return new MillraceError('unavailable', `write not committed: ${(err as Error).message}`, { cause: err, retryAfterS: 1 });
+  return new MillraceError('unavailable', `write not committed: ${(err as Error).message}`, {
+    cause: err,
+    retryAfterS: 1,
+  });
 }

@@ -51,7 +51,10 @@ export interface RoleLease {
 /** Thrown by `RoleLease.fence` when another holder has the role; retryable for anything that reaches a client. */
 export class RoleLost extends MillraceError {
   constructor(role: string, epoch: number) {
-    super('unavailable', `this node no longer holds the role ${role} (epoch ${epoch})`, { retryAfterS: 1, details: { role } });
+    super('unavailable', `this node no longer holds the role ${role} (epoch ${epoch})`, {
+      retryAfterS: 1,
+      details: { role },
+    });
   }
 }
 
@@ -278,7 +281,9 @@ export class RoleLeases {
         this.held.delete(role);
         h.lost.abort(new RoleLost(role, h.epoch));
       }
-      for (const r of rows) if (r.kind === 'ended') this.logger.warn({ role: r.role }, 'role lease: ended the session of a holder that stopped renewing');
+      for (const r of rows)
+        if (r.kind === 'ended')
+          this.logger.warn({ role: r.role }, 'role lease: ended the session of a holder that stopped renewing');
     } catch (err) {
       this.logger.warn({ err }, 'role lease: renewal failed');
     } finally {

@@ -26,7 +26,9 @@ export const ROUTING_CHANNEL = 'millrace_routing';
 export const hexOf = (n: bigint): string => n.toString(16);
 
 export function encodeRanges(ranges: readonly OwnedRange[]): string {
-  return JSON.stringify(ranges.map((r) => ({ from: hexOf(r.from), to: hexOf(r.to), ...(r.fenced ? { fenced: true } : {}) })));
+  return JSON.stringify(
+    ranges.map((r) => ({ from: hexOf(r.from), to: hexOf(r.to), ...(r.fenced ? { fenced: true } : {}) })),
+  );
 }
 
 export function decodeRanges(text: string): OwnedRange[] {
@@ -63,7 +65,9 @@ export function withoutRange(ranges: readonly OwnedRange[], from: bigint, to: bi
 
 /** Sorted, adjacent ranges of equal fencing joined. */
 export function normalize(ranges: readonly OwnedRange[]): OwnedRange[] {
-  const sorted = [...ranges].filter((r) => r.to > r.from).sort((a, b) => (a.from < b.from ? -1 : a.from > b.from ? 1 : 0));
+  const sorted = [...ranges]
+    .filter((r) => r.to > r.from)
+    .sort((a, b) => (a.from < b.from ? -1 : a.from > b.from ? 1 : 0));
   const out: OwnedRange[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];
@@ -87,22 +91,35 @@ export interface RouteEntry {
  */
 export function buildTable(states: ReadonlyMap<string, ShardState>): RouteEntry[] | string {
   const all: RouteEntry[] = [];
-  for (const [shard, st] of states) for (const r of st.ranges) all.push({ from: r.from, to: r.to, shard, fenced: r.fenced });
+  for (const [shard, st] of states)
+    for (const r of st.ranges) all.push({ from: r.from, to: r.to, shard, fenced: r.fenced });
   const live = all.filter((e) => !e.fenced).sort((a, b) => (a.from < b.from ? -1 : 1));
   for (let i = 1; i < live.length; i++) {
-    if (live[i]!.from < live[i - 1]!.to) return `shards ${live[i - 1]!.shard} and ${live[i]!.shard} both own hash ${hexOf(live[i]!.from)}`;
+    if (live[i]!.from < live[i - 1]!.to)
+      return `shards ${live[i - 1]!.shard} and ${live[i]!.shard} both own hash ${hexOf(live[i]!.from)}`;
   }
   // Fenced ranges fill what no unfenced range covers.
   const out = [...live];
   for (const f of all.filter((e) => e.fenced)) {
     let pieces: Array<{ from: bigint; to: bigint }> = [{ from: f.from, to: f.to }];
-    for (const l of live) pieces = pieces.flatMap((p) => (l.to <= p.from || l.from >= p.to ? [p] : [...(l.from > p.from ? [{ from: p.from, to: l.from }] : []), ...(l.to < p.to ? [{ from: l.to, to: p.to }] : [])]));
+    for (const l of live)
+      pieces = pieces.flatMap((p) =>
+        l.to <= p.from || l.from >= p.to
+          ? [p]
+          : [
+              ...(l.from > p.from ? [{ from: p.from, to: l.from }] : []),
+              ...(l.to < p.to ? [{ from: l.to, to: p.to }] : []),
+            ],
+      );
     for (const p of pieces) out.push({ ...p, shard: f.shard, fenced: true });
   }
   out.sort((a, b) => (a.from < b.from ? -1 : 1));
   let expect = 0n;
   for (const e of out) {
-    if (e.from !== expect) return e.from > expect ? `no shard owns hash ${hexOf(expect)}` : `shard ${e.shard} overlaps at hash ${hexOf(e.from)}`;
+    if (e.from !== expect)
+      return e.from > expect
+        ? `no shard owns hash ${hexOf(expect)}`
+        : `shard ${e.shard} overlaps at hash ${hexOf(e.from)}`;
     expect = e.to;
   }
   if (expect !== HASH_SPACE_END) return `no shard owns hash ${hexOf(expect)}`;

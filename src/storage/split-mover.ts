@@ -16,7 +16,12 @@ export interface SplitMover {
    * the target's rows of those keys are deleted first), in the target's
    * transaction; returns how many rows were copied.
    */
-  copyRows(source: Queryable, target: Tx, inRange: (key: readonly string[] | string) => boolean, dialect: DialectName): Promise<number>;
+  copyRows(
+    source: Queryable,
+    target: Tx,
+    inRange: (key: readonly string[] | string) => boolean,
+    dialect: DialectName,
+  ): Promise<number>;
   /** Deletes the source's rows of keys in range, in the source's transaction. */
   dropRows(source: Tx, inRange: (key: readonly string[] | string) => boolean): Promise<number>;
 }

@@ -5,7 +5,15 @@ import { MillraceError } from '../core/errors.js';
 import { parseHashBound, sha1, shardKeyText } from '../core/routing.js';
 import type { Log } from '../log/log.js';
 import type { DialectName, Queryable, Tx } from './port.js';
-import { encodeRanges, hexOf, normalize, readState, ROUTING_CHANNEL, withoutRange, type OwnedRange } from './routing-state.js';
+import {
+  encodeRanges,
+  hexOf,
+  normalize,
+  readState,
+  ROUTING_CHANNEL,
+  withoutRange,
+  type OwnedRange,
+} from './routing-state.js';
 import type { SplitMover } from './split-mover.js';
 import type { Shard, Storage } from './storage.js';
 
@@ -70,7 +78,17 @@ interface JobRow {
 
 const BATCH = 500;
 /** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
-const UNMOVED_TABLES = ['pipe_sessions', 'ledger_events', 'ledger_locks', 'ledger_states', 'ledger_idempotency', 'bus_subscriptions', 'bus_dedupe', 'schedules', 'bulk_jobs'];
+const UNMOVED_TABLES = [
+  'pipe_sessions',
+  'ledger_events',
+  'ledger_locks',
+  'ledger_states',
+  'ledger_idempotency',
+  'bus_subscriptions',
+  'bus_dedupe',
+  'schedules',
+  'bulk_jobs',
+];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 
@@ -105,7 +123,9 @@ export class Splitter {
   /** The movers whose tables exist on `shard` (their face's migrations were applied there). */
   private async moversOn(shard: Shard): Promise<SplitMover[]> {
     const applied = await shard.driver.appliedMigrations();
-    return this.opts.movers.filter((m) => m.migrationPrefix === undefined || applied.some((id) => id.startsWith(m.migrationPrefix!)));
+    return this.opts.movers.filter(
+      (m) => m.migrationPrefix === undefined || applied.some((id) => id.startsWith(m.migrationPrefix!)),
+    );
   }
 
   /**
@@ -115,36 +135,48 @@ export class Splitter {
   async start(sourceName: string, at: string, targetName: string): Promise<SplitJob> {
     const source = this.named(sourceName, 'source');
     const target = this.resolveTarget(targetName);
-    if (target.name === source.name) throw invalid('the target must be another shard than the source', { target: targetName });
-    if (!/^[0-9a-fA-F]{1,40}$/.test(at)) throw invalid('--at is a hex prefix of a SHA-1 hash (1 to 40 hex digits)', { at });
+    if (target.name === source.name)
+      throw invalid('the target must be another shard than the source', { target: targetName });
+    if (!/^[0-9a-fA-F]{1,40}$/.test(at))
+      throw invalid('--at is a hex prefix of a SHA-1 hash (1 to 40 hex digits)', { at });
     const from = parseHashBound(at);
     const srcState = await readState(source.reader);
     const tgtState = await readState(target.reader);
-    if (srcState === undefined || tgtState === undefined) throw invalid('the shards have no routing state yet (start a node on them first)', {});
+    if (srcState === undefined || tgtState === undefined)
+      throw invalid('the shards have no routing state yet (start a node on them first)', {});
     const owned = srcState.ranges.find((r) => !r.fenced && from > r.from && from < r.to);
-    if (owned === undefined) throw invalid(`hash ${at} is not strictly inside a range that shard ${source.name} owns`, { at, shard: source.name });
-    if (tgtState.ranges.length > 0) throw invalid(`shard ${target.name} owns ranges already: a split goes to an empty spare shard`, { target: target.name });
+    if (owned === undefined)
+      throw invalid(`hash ${at} is not strictly inside a range that shard ${source.name} owns`, {
+        at,
+        shard: source.name,
+      });
+    if (tgtState.ranges.length > 0)
+      throw invalid(`shard ${target.name} owns ranges already: a split goes to an empty spare shard`, {
+        target: target.name,
+      });
     for (const s of this.storage.shards) {
-      const busy = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')");
-      if (busy.length > 0) throw new MillraceError('split_in_progress', `split ${busy[0]!.id} of shard ${s.name} is under way`, { details: { id: busy[0]!.id } });
+      const busy = await s.reader.all<{ id: string }>(
+        "SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')",
+      );
+      if (busy.length > 0)
+        throw new MillraceError('split_in_progress', `split ${busy[0]!.id} of shard ${s.name} is under way`, {
+          details: { id: busy[0]!.id },
+        });
     }
     await this.checkMovable(source);
-    const targetEvents = await target.reader.all<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream NOT LIKE '$split/%'");
-    if (Number(targetEvents[0]!.n) > 0) throw invalid(`shard ${target.name} holds events: a split goes to an empty spare shard`, { target: target.name });
+    const targetEvents = await target.reader.all<{ n: number }>(
+      "SELECT count(*) AS n FROM events WHERE stream NOT LIKE '$split/%'",
+    );
+    if (Number(targetEvents[0]!.n) > 0)
+      throw invalid(`shard ${target.name} holds events: a split goes to an empty spare shard`, { target: target.name });
     const id = randomUUID();
     const head = await this.log.headPos(source.name);
     const now = this.opts.now();
     await source.write((tx) =>
-      tx.run('INSERT INTO shard_splits (id, target, range_from, range_to, phase, start_pos, fence_pos, detail, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)', [
-        id,
-        target.name,
-        hexOf(from),
-        hexOf(owned.to),
-        'copy',
-        head,
-        now,
-        now,
-      ]),
+      tx.run(
+        'INSERT INTO shard_splits (id, target, range_from, range_to, phase, start_pos, fence_pos, detail, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)',
+        [id, target.name, hexOf(from), hexOf(owned.to), 'copy', head, now, now],
+      ),
     );
     this.launch(source, id);
     return (await this.job(source.name, id))!;
@@ -153,7 +185,9 @@ export class Splitter {
   /** Resumes every unfinished job of every shard (at node start). */
   async resumeAll(): Promise<void> {
     for (const s of this.storage.shards) {
-      const rows = await s.reader.all<{ id: string }>("SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')");
+      const rows = await s.reader.all<{ id: string }>(
+        "SELECT id FROM shard_splits WHERE phase NOT IN ('done', 'aborted')",
+      );
       for (const r of rows) this.launch(s, r.id);
     }
   }
@@ -193,7 +227,10 @@ export class Splitter {
     const r = rows[0];
     if (r === undefined) return undefined;
     const target = this.storage.shard(r.target);
-    const imp = await target.reader.all<{ copied_pos: number; copied_events: number }>('SELECT copied_pos, copied_events FROM shard_imports WHERE id = ?', [id]);
+    const imp = await target.reader.all<{ copied_pos: number; copied_events: number }>(
+      'SELECT copied_pos, copied_events FROM shard_imports WHERE id = ?',
+      [id],
+    );
     const detail = r.detail === null ? {} : (JSON.parse(r.detail) as { rows_moved?: number; aborted?: string });
     return {
       id,
@@ -250,7 +287,8 @@ export class Splitter {
   }
 
   private step(name: string): void {
-    if (this.closed) throw new MillraceError('shutting_down', 'the node is closing; the split resumes at the next start');
+    if (this.closed)
+      throw new MillraceError('shutting_down', 'the node is closing; the split resumes at the next start');
     this.onStep?.(name);
   }
 
@@ -297,7 +335,8 @@ export class Splitter {
           let rowsMoved = 0;
           await target.write(async (tx) => {
             rowsMoved = 0;
-            for (const m of await this.moversOn(source)) rowsMoved += await m.copyRows(source.reader, tx, inRange, target.driver.dialect);
+            for (const m of await this.moversOn(source))
+              rowsMoved += await m.copyRows(source.reader, tx, inRange, target.driver.dialect);
           });
           this.step('switch');
           await target.write(async (tx) => {
@@ -340,14 +379,29 @@ export class Splitter {
    * position, batch by batch, up to the source's head as of now; returns
    * how many were copied.
    */
-  private async copyEvents(source: Shard, target: Shard, job: JobRow, inRange: (key: readonly string[] | string) => boolean): Promise<number> {
+  private async copyEvents(
+    source: Shard,
+    target: Shard,
+    job: JobRow,
+    inRange: (key: readonly string[] | string) => boolean,
+  ): Promise<number> {
     const head = await this.log.headPos(source.name);
     let copied = 0;
     for (;;) {
-      const imp = await target.reader.all<{ copied_pos: number }>('SELECT copied_pos FROM shard_imports WHERE id = ?', [job.id]);
+      const imp = await target.reader.all<{ copied_pos: number }>('SELECT copied_pos FROM shard_imports WHERE id = ?', [
+        job.id,
+      ]);
       const after = imp[0] === undefined ? 0 : Number(imp[0].copied_pos);
       if (after >= head) return copied;
-      const rows = await source.reader.all<{ pos: number; stream: string; seq: number; type: string; data: string; meta: string | null; created_at: number }>(
+      const rows = await source.reader.all<{
+        pos: number;
+        stream: string;
+        seq: number;
+        type: string;
+        data: string;
+        meta: string | null;
+        created_at: number;
+      }>(
         'SELECT pos, stream, seq, type, data, meta, created_at FROM events WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?',
         [after, head, BATCH],
       );
@@ -366,17 +420,39 @@ export class Splitter {
         if (cur[0] !== undefined && Number(cur[0].copied_pos) !== after) return;
         if (cur[0] === undefined) {
           await this.log.appendIn(tx, target, `$split/${job.id}`, [
-            { type: 'split_anchor', data: { source: source.name, source_pos: Number(job.start_pos), from: job.range_from, to: job.range_to } },
+            {
+              type: 'split_anchor',
+              data: { source: source.name, source_pos: Number(job.start_pos), from: job.range_from, to: job.range_to },
+            },
           ]);
-          await tx.run('INSERT INTO shard_imports (id, source, copied_pos, copied_events, updated_at) VALUES (?, ?, 0, 0, ?)', [job.id, source.name, this.opts.now()]);
+          await tx.run(
+            'INSERT INTO shard_imports (id, source, copied_pos, copied_events, updated_at) VALUES (?, ?, 0, 0, ?)',
+            [job.id, source.name, this.opts.now()],
+          );
         }
         await this.log.importIn(
           tx,
           target,
-          moved.map((r) => ({ stream: r.stream, seq: Number(r.seq), type: r.type, data: r.data, meta: r.meta, created_at: Number(r.created_at) })),
+          moved.map((r) => ({
+            stream: r.stream,
+            seq: Number(r.seq),
+            type: r.type,
+            data: r.data,
+            meta: r.meta,
+            created_at: Number(r.created_at),
+          })),
         );
-        for (const r of moved) await tx.run('INSERT INTO shard_import_map (id, source_pos, stream, seq) VALUES (?, ?, ?, ?)', [job.id, r.pos, r.stream, r.seq]);
-        await tx.run('UPDATE shard_imports SET copied_pos = ?, copied_events = copied_events + ?, updated_at = ? WHERE id = ?', [last, moved.length, this.opts.now(), job.id]);
+        for (const r of moved)
+          await tx.run('INSERT INTO shard_import_map (id, source_pos, stream, seq) VALUES (?, ?, ?, ?)', [
+            job.id,
+            r.pos,
+            r.stream,
+            r.seq,
+          ]);
+        await tx.run(
+          'UPDATE shard_imports SET copied_pos = ?, copied_events = copied_events + ?, updated_at = ? WHERE id = ?',
+          [last, moved.length, this.opts.now(), job.id],
+        );
       });
       copied += moved.length;
       this.step('copied');
@@ -401,7 +477,11 @@ export class Splitter {
       const top = source.driver.capabilities.sequencesOnInsert
         ? await tx.all<{ m: number | null }>('SELECT max(pos) AS m FROM events')
         : await tx.all<{ m: number | null }>('SELECT max(id) AS m FROM events');
-      await tx.run("UPDATE shard_splits SET phase = 'fenced', fence_pos = ?, updated_at = ? WHERE id = ?", [Number(top[0]?.m ?? 0), this.opts.now(), id]);
+      await tx.run("UPDATE shard_splits SET phase = 'fenced', fence_pos = ?, updated_at = ? WHERE id = ?", [
+        Number(top[0]?.m ?? 0),
+        this.opts.now(),
+        id,
+      ]);
     });
     await this.storage.refreshRouting();
   }
@@ -410,7 +490,10 @@ export class Splitter {
   private async waitNumbered(source: Shard, fenceId: number | null): Promise<void> {
     if (source.driver.capabilities.sequencesOnInsert || fenceId === null) return;
     for (;;) {
-      const r = await source.reader.all<{ n: number }>('SELECT count(*) AS n FROM events WHERE id <= ? AND pos IS NULL', [fenceId]);
+      const r = await source.reader.all<{ n: number }>(
+        'SELECT count(*) AS n FROM events WHERE id <= ? AND pos IS NULL',
+        [fenceId],
+      );
       if (Number(r[0]!.n) === 0) return;
       this.step('final-copy');
       await sleep(20);
@@ -427,24 +510,46 @@ export class Splitter {
     await source.write(async (tx) => {
       const st = await readState(tx);
       await this.setRanges(tx, normalize([...withoutRange(st?.ranges ?? [], from, to), { from, to, fenced: false }]));
-      await tx.run("UPDATE shard_splits SET phase = 'aborted', detail = ?, updated_at = ? WHERE id = ?", [JSON.stringify({ aborted: reason }), this.opts.now(), id]);
+      await tx.run("UPDATE shard_splits SET phase = 'aborted', detail = ?, updated_at = ? WHERE id = ?", [
+        JSON.stringify({ aborted: reason }),
+        this.opts.now(),
+        id,
+      ]);
     });
     await this.storage.refreshRouting();
-    this.opts.logger.warn({ split: id, source: source.name, reason }, 'split aborted: the source holds what cannot move yet; the range stays on the source');
+    this.opts.logger.warn(
+      { split: id, source: source.name, reason },
+      'split aborted: the source holds what cannot move yet; the range stays on the source',
+    );
   }
 
   private async setRanges(tx: Tx, ranges: OwnedRange[]): Promise<void> {
-    await tx.run('UPDATE shard_state SET ranges = ?, epoch = epoch + 1, updated_at = ? WHERE id = 1', [encodeRanges(ranges), this.opts.now()]);
+    await tx.run('UPDATE shard_state SET ranges = ?, epoch = epoch + 1, updated_at = ? WHERE id = 1', [
+      encodeRanges(ranges),
+      this.opts.now(),
+    ]);
     tx.notify(ROUTING_CHANNEL);
   }
 
-  private async setPhase(source: Shard, id: string, phase: SplitPhase, detail?: Record<string, unknown>): Promise<void> {
+  private async setPhase(
+    source: Shard,
+    id: string,
+    phase: SplitPhase,
+    detail?: Record<string, unknown>,
+  ): Promise<void> {
     await source.write((tx) => this.phaseIn(tx, id, phase, detail));
   }
 
   private async phaseIn(tx: Tx, id: string, phase: SplitPhase, detail?: Record<string, unknown>): Promise<void> {
-    if (detail === undefined) await tx.run('UPDATE shard_splits SET phase = ?, updated_at = ? WHERE id = ?', [phase, this.opts.now(), id]);
-    else await tx.run('UPDATE shard_splits SET phase = ?, detail = ?, updated_at = ? WHERE id = ?', [phase, JSON.stringify(detail), this.opts.now(), id]);
+    if (detail === undefined)
+      await tx.run('UPDATE shard_splits SET phase = ?, updated_at = ? WHERE id = ?', [phase, this.opts.now(), id]);
+    else
+      await tx.run('UPDATE shard_splits SET phase = ?, detail = ?, updated_at = ? WHERE id = ?', [
+        phase,
+        JSON.stringify(detail),
+        this.opts.now(),
+        id,
+      ]);
   }
 
   /**
@@ -461,16 +566,25 @@ export class Splitter {
       if (exists.length === 0) continue;
       const rows = await source.reader.all(`SELECT 1 AS x FROM ${table} LIMIT 1`);
       if (rows.length > 0) {
-        throw invalid(`shard ${source.name} holds rows of ${table}, which a split does not move yet (it moves machines); nothing was written`, { shard: source.name, table });
+        throw invalid(
+          `shard ${source.name} holds rows of ${table}, which a split does not move yet (it moves machines); nothing was written`,
+          { shard: source.name, table },
+        );
       }
     }
     let after = '';
     for (;;) {
-      const streams = await source.reader.all<{ stream: string }>("SELECT DISTINCT stream FROM events WHERE stream > ? AND stream NOT LIKE '$split/%' ORDER BY stream LIMIT 1000", [after]);
+      const streams = await source.reader.all<{ stream: string }>(
+        "SELECT DISTINCT stream FROM events WHERE stream > ? AND stream NOT LIKE '$split/%' ORDER BY stream LIMIT 1000",
+        [after],
+      );
       if (streams.length === 0) return;
       for (const { stream } of streams) {
         if (!this.opts.movers.some((m) => m.keyOfStream(stream) !== undefined)) {
-          throw invalid(`shard ${source.name} holds the stream "${stream}", which no face moves in a split yet; nothing was written`, { shard: source.name, stream });
+          throw invalid(
+            `shard ${source.name} holds the stream "${stream}", which no face moves in a split yet; nothing was written`,
+            { shard: source.name, stream },
+          );
         }
       }
       after = streams[streams.length - 1]!.stream;
@@ -489,7 +603,10 @@ export class Splitter {
   private resolveTarget(nameOrLocation: string): Shard {
     const byLoc = this.storage.shards.find((s) => s.location === nameOrLocation || s.name === nameOrLocation);
     if (byLoc === undefined) {
-      throw invalid(`"${nameOrLocation}" is no configured shard: add it to storage.shards with spare: true on every node first`, { target: nameOrLocation });
+      throw invalid(
+        `"${nameOrLocation}" is no configured shard: add it to storage.shards with spare: true on every node first`,
+        { target: nameOrLocation },
+      );
     }
     return byLoc;
   }
@@ -498,4 +615,3 @@ export class Splitter {
 function invalid(message: string, details: Record<string, unknown>): MillraceError {
   return new MillraceError('split_invalid', message, { details });
 }
-

@@ -3,7 +3,14 @@ import { MillraceError } from '../core/errors.js';
 import { sha1, shardKeyText, ShardRouter } from '../core/routing.js';
 import { GroupCommitter, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver, Tx } from './port.js';
-import { buildTable, encodeRanges, ownsForWrite, readState, ROUTING_CHANNEL, type ShardState } from './routing-state.js';
+import {
+  buildTable,
+  encodeRanges,
+  ownsForWrite,
+  readState,
+  ROUTING_CHANNEL,
+  type ShardState,
+} from './routing-state.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
 import { PostgresDriver } from './postgres/postgres-driver.js';
 import { SqliteDriver } from './sqlite/sqlite-driver.js';
@@ -100,7 +107,11 @@ export class Storage {
   constructor(shards: Shard[]) {
     this.shards = shards;
     this.byName = new Map(shards.map((s) => [s.name, s]));
-    this.router = new ShardRouter(shards.filter((s) => s.to > s.from).map((s) => ({ name: s.name, from: s.from, to: s.to, shard: s, fenced: false })));
+    this.router = new ShardRouter(
+      shards
+        .filter((s) => s.to > s.from)
+        .map((s) => ({ name: s.name, from: s.from, to: s.to, shard: s, fenced: false })),
+    );
     this.guarded = shards.length > 1;
   }
 
@@ -115,11 +126,17 @@ export class Storage {
     for (const s of this.shards) {
       if ((await readState(s.reader)) !== undefined) continue;
       const ranges = s.to > s.from ? [{ from: s.from, to: s.to, fenced: false }] : [];
-      await s.write((tx) => tx.run('INSERT INTO shard_state (id, epoch, ranges, updated_at) VALUES (1, 1, ?, ?) ON CONFLICT (id) DO NOTHING', [encodeRanges(ranges), Date.now()]));
+      await s.write((tx) =>
+        tx.run(
+          'INSERT INTO shard_state (id, epoch, ranges, updated_at) VALUES (1, 1, ?, ?) ON CONFLICT (id) DO NOTHING',
+          [encodeRanges(ranges), Date.now()],
+        ),
+      );
     }
     await this.refreshRouting();
     if (this.guarded) {
-      for (const s of this.shards) this.unlisten.push(await s.driver.listen(ROUTING_CHANNEL, () => void this.refreshRouting()));
+      for (const s of this.shards)
+        this.unlisten.push(await s.driver.listen(ROUTING_CHANNEL, () => void this.refreshRouting()));
       this.pollTimer = setInterval(() => void this.refreshRouting(), pollMs);
       this.pollTimer.unref();
     }
@@ -152,7 +169,9 @@ export class Storage {
           return;
         }
         for (const [k, v] of next) this.states.set(k, v);
-        this.router = new ShardRouter(table.map((e) => ({ name: e.shard, from: e.from, to: e.to, shard: this.shard(e.shard), fenced: e.fenced })));
+        this.router = new ShardRouter(
+          table.map((e) => ({ name: e.shard, from: e.from, to: e.to, shard: this.shard(e.shard), fenced: e.fenced })),
+        );
       } catch (err) {
         this.onRoutingProblem(`routing not re-read: ${(err as Error).message}`);
       } finally {
@@ -185,10 +204,14 @@ export class Storage {
 
   private moved(shard: Shard, route: Route): MillraceError {
     void this.refreshRouting();
-    return new MillraceError('shard_moved', `shard ${shard.name} ${route.fenced ? 'is cutting over' : 'no longer owns'} this key's hash range; retry`, {
-      retryAfterS: 1,
-      details: { shard: shard.name },
-    });
+    return new MillraceError(
+      'shard_moved',
+      `shard ${shard.name} ${route.fenced ? 'is cutting over' : 'no longer owns'} this key's hash range; retry`,
+      {
+        retryAfterS: 1,
+        details: { shard: shard.name },
+      },
+    );
   }
 
   static open(config: Config): Storage {
@@ -205,7 +228,10 @@ export class Storage {
               applicationName: `millrace:${config.node_id}:${s.name}`,
               idleInTransactionMs: config.cluster.role_lease_ms,
             });
-      const shard = new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch, { holder: config.node_id, leaseMs: config.cluster.role_lease_ms });
+      const shard = new Shard(s.name, driver, s.from, s.to, st.group_commit.max_batch, {
+        holder: config.node_id,
+        leaseMs: config.cluster.role_lease_ms,
+      });
       shard.location = s.location;
       return shard;
     });
@@ -218,7 +244,8 @@ export class Storage {
 
   shard(name: string): Shard {
     const s = this.byName.get(name);
-    if (s === undefined) throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
+    if (s === undefined)
+      throw new MillraceError('shard_not_found', `no shard named "${name}"`, { details: { shard: name } });
     return s;
   }
 

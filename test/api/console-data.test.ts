@@ -98,7 +98,12 @@ describe('activity series (unit)', () => {
   it('computes a nearest-rank quantile', () => {
     expect(quantile([5, 1, 3], 0.99)).toBe(5);
     expect(quantile([10], 0.99)).toBe(10);
-    expect(quantile(Array.from({ length: 1000 }, (_, i) => i + 1), 0.99)).toBe(990);
+    expect(
+      quantile(
+        Array.from({ length: 1000 }, (_, i) => i + 1),
+        0.99,
+      ),
+    ).toBe(990);
   });
 });
 
@@ -126,7 +131,9 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
   it("GET /v1/metrics/series shows this node's publish, call and step rates and the subscription lag", async () => {
     const series = node.runtime.series;
     series.sample();
-    expect((await req('PUT', '/v1/bus/subscriptions/lagging', { topics: ['orders'], start: 'latest' })).status).toBe(201);
+    expect((await req('PUT', '/v1/bus/subscriptions/lagging', { topics: ['orders'], start: 'latest' })).status).toBe(
+      201,
+    );
     const events = Array.from({ length: 12 }, (_, i) => ({ key: `k${i % 3}`, type: 'created', data: { i } }));
     expect((await req('POST', '/v1/bus/topics/orders/events', { events })).status).toBe(200);
     expect((await req('POST', '/v1/namespaces/counters/machines/c1/start', { args: 1 })).status).toBe(200);
@@ -137,7 +144,11 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
       async () => {
         series.sample();
         await new Promise((r) => setTimeout(r, 200));
-        return ((await req('GET', '/v1/metrics/series?names=subscription_lag')).body!.series.subscription_lag as Array<number | null>).includes(12);
+        return (
+          (await req('GET', '/v1/metrics/series?names=subscription_lag')).body!.series.subscription_lag as Array<
+            number | null
+          >
+        ).includes(12);
       },
       20_000,
       'a sample of the lag',
@@ -147,7 +158,18 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
     const body = r.body as { interval_ms: number; t: number[]; series: Record<string, Array<number | null>> };
     expect(body.interval_ms).toBeGreaterThan(0);
     const sum = (name: string) => (body.series[name] ?? []).reduce<number>((a, v) => a + (v ?? 0), 0);
-    for (const name of ['publish_per_s', 'deliver_per_s', 'call_per_s', 'step_per_s', 'push_per_s', 'p99_publish_ms', 'p99_call_ms', 'p99_step_ms', 'p99_push_ms', 'subscription_lag']) {
+    for (const name of [
+      'publish_per_s',
+      'deliver_per_s',
+      'call_per_s',
+      'step_per_s',
+      'push_per_s',
+      'p99_publish_ms',
+      'p99_call_ms',
+      'p99_step_ms',
+      'p99_push_ms',
+      'subscription_lag',
+    ]) {
       expect(body.series[name], name).toHaveLength(body.t.length);
     }
     expect(sum('publish_per_s')).toBeGreaterThan(0);
@@ -172,14 +194,22 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
 
   it("browses a topic's events by key, type and time, newest first, a page at a time", async () => {
     const t0 = Date.now();
-    const events = Array.from({ length: 9 }, (_, i) => ({ id: `b-${i}`, key: `acct-${i % 3}`, type: i % 2 ? 'paid' : 'created', data: { n: i } }));
+    const events = Array.from({ length: 9 }, (_, i) => ({
+      id: `b-${i}`,
+      key: `acct-${i % 3}`,
+      type: i % 2 ? 'paid' : 'created',
+      data: { n: i },
+    }));
     expect((await req('POST', '/v1/bus/topics/other/events', { events })).status).toBe(200);
     // All of the topic, 4 a page, across both shards.
     const seen: string[] = [];
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const r: { status: number; body: Record<string, any> | null } = await req('GET', `/v1/bus/topics/other/events?limit=4${cursor ? `&cursor=${cursor}` : ''}`);
+      const r: { status: number; body: Record<string, any> | null } = await req(
+        'GET',
+        `/v1/bus/topics/other/events?limit=4${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       expect(r.status).toBe(200);
       for (const e of r.body!.items) seen.push(e.id);
       cursor = r.body!.next_cursor;
@@ -217,11 +247,20 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
   });
 
   it('lists the accounts of a ledger type with their balances, paged', async () => {
-    const ev = (client: string, side: string, amount: string) => ({ account: { type: 'cash', attrs: { client, product: 'p' } }, side, amount });
+    const ev = (client: string, side: string, amount: string) => ({
+      account: { type: 'cash', attrs: { client, product: 'p' } },
+      side,
+      amount,
+    });
     const w = await req('POST', '/v1/ledger/batches', {
       idempotency_key: `acc-${dialect}`,
       dt_default: '2026-01-05T10:00:00Z',
-      events: [ev('a', 'debit', '10.00'), ev('a', 'credit', '2.50'), ev('b', 'debit', '1.00'), ev('c', 'credit', '7.25')],
+      events: [
+        ev('a', 'debit', '10.00'),
+        ev('a', 'credit', '2.50'),
+        ev('b', 'debit', '1.00'),
+        ev('c', 'credit', '7.25'),
+      ],
     });
     expect(w.status).toBe(200);
     const first = await req('GET', '/v1/ledger/accounts?type=cash&limit=2&dt=2026-02-01T00:00:00Z');
@@ -230,7 +269,10 @@ describe.each(DIALECTS)('console data routes (%s)', (dialect) => {
       { key: { client: 'a' }, debit: '10.00', credit: '2.50' },
       { key: { client: 'b' }, debit: '1.00', credit: '0.00' },
     ]);
-    const second = await req('GET', `/v1/ledger/accounts?type=cash&limit=2&dt=2026-02-01T00:00:00Z&cursor=${first.body!.next_cursor}`);
+    const second = await req(
+      'GET',
+      `/v1/ledger/accounts?type=cash&limit=2&dt=2026-02-01T00:00:00Z&cursor=${first.body!.next_cursor}`,
+    );
     expect(second.body!.items).toEqual([{ key: { client: 'c' }, debit: '0.00', credit: '7.25' }]);
     expect(second.body!.next_cursor).toBeNull();
     // Before the events: the accounts are there with nothing on them.

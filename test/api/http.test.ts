@@ -40,7 +40,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
     app = node.http;
     const rt = node.runtime;
     const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => rt.log.append(`http/${i % 9}`, [{ type: 'made', data: { i, text: `é-${i}` }, meta: { k: i } }])),
+      Array.from({ length: 40 }, (_, i) =>
+        rt.log.append(`http/${i % 9}`, [{ type: 'made', data: { i, text: `é-${i}` }, meta: { k: i } }]),
+      ),
     );
     await Promise.all(results.map((r) => rt.log.positions(r)));
     results.forEach((r, i) => appended.push({ stream: r.stream, seq: r.seqs[0]!, data: { i, text: `é-${i}` } }));
@@ -77,7 +79,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
 
   it('reports not ready (503) while a migration is missing, and ready again once it is back', async () => {
     const shard = node.runtime.storage.shard('s1');
-    const [row] = await shard.reader.all<{ id: string; applied_at: number }>("SELECT id, applied_at FROM schema_migrations WHERE id = 'core/0003_leases'");
+    const [row] = await shard.reader.all<{ id: string; applied_at: number }>(
+      "SELECT id, applied_at FROM schema_migrations WHERE id = 'core/0003_leases'",
+    );
     expect(row).toBeDefined();
     await shard.write((tx) => tx.run('DELETE FROM schema_migrations WHERE id = ?', [row!.id]));
     try {
@@ -87,7 +91,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
       expect(body.ok).toBe(false);
       expect(body.problems).toEqual(['shard s1 misses migrations core/0003_leases']);
     } finally {
-      await shard.write((tx) => tx.run('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)', [row!.id, row!.applied_at]));
+      await shard.write((tx) =>
+        tx.run('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)', [row!.id, row!.applied_at]),
+      );
     }
     expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
   });
@@ -103,7 +109,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
     expect(text).toContain(`millrace_log_head_position{shard="s0"} ${heads[0]}`);
     expect(text).toContain(`millrace_log_head_position{shard="s1"} ${heads[1]}`);
     expect(text).toMatch(/^millrace_group_commit_jobs_total\{shard="s0"\} \d+$/m);
-    expect(text).toMatch(/^millrace_http_request_duration_seconds_count\{method="GET",route="\/v1\/shards",status="200"\} [1-9]\d*$/m);
+    expect(text).toMatch(
+      /^millrace_http_request_duration_seconds_count\{method="GET",route="\/v1\/shards",status="200"\} [1-9]\d*$/m,
+    );
     expect(text).toMatch(/^millrace_process_cpu_user_seconds_total /m);
     // Every sample line is `name{labels} value` with a millrace_ name.
     for (const line of text.split('\n')) {
@@ -126,7 +134,10 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
   it('lists shards with ranges and heads', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/shards' });
     expect(res.statusCode).toBe(200);
-    const body = res.json<{ dialect: string; shards: Array<{ name: string; from: string; to: string; head: number }> }>();
+    const body = res.json<{
+      dialect: string;
+      shards: Array<{ name: string; from: string; to: string; head: number }>;
+    }>();
     expect(body.dialect).toBe(dialect);
     expect(body.shards.map((s) => [s.name, s.from, s.to])).toEqual([
       ['s0', '0'.repeat(40), `8${'0'.repeat(39)}`],
@@ -138,7 +149,13 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
   it('lists the nodes on this storage: this one first, with its sessions per shard where nodes share a database', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/nodes' });
     expect(res.statusCode).toBe(200);
-    const body = res.json<{ items: Array<{ node_id: string; self: boolean; sessions: Record<string, { pool: number; listen: number; lock: number }> }> }>();
+    const body = res.json<{
+      items: Array<{
+        node_id: string;
+        self: boolean;
+        sessions: Record<string, { pool: number; listen: number; lock: number }>;
+      }>;
+    }>();
     expect(body.items[0]).toMatchObject({ node_id: env.config.node_id, self: true });
     expect(body.items.filter((n) => n.node_id === env.config.node_id)).toHaveLength(1);
     if (dialect === 'postgres') {
@@ -161,7 +178,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
       const p1 = first.json<{ events: Array<Record<string, unknown>>; next_after: number }>();
       expect(p1.events.map((e) => e.pos)).toEqual([1, 2, 3]);
       expect(p1.next_after).toBe(3);
-      const rest = (await app.inject({ method: 'GET', url: `/v1/shards/${shard}/events?after=${p1.next_after}` })).json<{ events: Array<Record<string, unknown>>; next_after: number }>();
+      const rest = (
+        await app.inject({ method: 'GET', url: `/v1/shards/${shard}/events?after=${p1.next_after}` })
+      ).json<{ events: Array<Record<string, unknown>>; next_after: number }>();
       expect(rest.events.map((e) => e.pos)).toEqual(Array.from({ length: head - 3 }, (_, i) => i + 4));
       expect(rest.next_after).toBe(head);
       const all = [...p1.events, ...rest.events];
@@ -175,7 +194,10 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
         expect(e.data).toEqual(want!.data);
         expect(e.meta).toEqual({ k: (want!.data as { i: number }).i });
       }
-      const end = (await app.inject({ method: 'GET', url: `/v1/shards/${shard}/events?after=${head}` })).json<{ events: unknown[]; next_after: number }>();
+      const end = (await app.inject({ method: 'GET', url: `/v1/shards/${shard}/events?after=${head}` })).json<{
+        events: unknown[];
+        next_after: number;
+      }>();
       expect(end).toEqual({ events: [], next_after: head });
     }
   });
@@ -235,7 +257,16 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
     expect(errorOf(unknown.body).code).toBe('bad_request');
     expect(unknown.body).toContain('extra');
 
-    for (const wrong of ['{"n": "1"}', '{"n": 1.5}', '{"n": true}', '{"n": null}', '{"n": 1, "s": 5}', '{}', '[]', '"n"']) {
+    for (const wrong of [
+      '{"n": "1"}',
+      '{"n": 1.5}',
+      '{"n": true}',
+      '{"n": null}',
+      '{"n": 1, "s": 5}',
+      '{}',
+      '[]',
+      '"n"',
+    ]) {
       const r = await post(wrong);
       expect(r.statusCode, wrong).toBe(400);
       expect(errorOf(r.body).code, wrong).toBe('bad_request');
@@ -259,7 +290,9 @@ describe.each(DIALECTS)('HTTP API (%s)', (dialect: Dialect) => {
 describe.each(DIALECTS)('millrace serve (%s)', (dialect: Dialect) => {
   let env: TestEnv;
   beforeAll(async () => {
-    env = await createTestEnv(dialect, { extra: { logging: { level: 'info' }, http: { port: 0, drain_timeout_ms: 5000 } } });
+    env = await createTestEnv(dialect, {
+      extra: { logging: { level: 'info' }, http: { port: 0, drain_timeout_ms: 5000 } },
+    });
   });
   afterAll(async () => {
     await env?.cleanup();
@@ -270,7 +303,9 @@ describe.each(DIALECTS)('millrace serve (%s)', (dialect: Dialect) => {
     const child = spawnTs('test/support/cli.ts', ['--config', configPath, 'serve']);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('close', (code, signal) => res({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+      child.on('close', (code, signal) => res({ code, signal })),
+    );
     const messages: Array<Record<string, unknown>> = [];
     const rl = createInterface({ input: child.stdout! });
     const url = await new Promise<string>((resolve, reject) => {

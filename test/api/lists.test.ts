@@ -36,7 +36,10 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
     let cursor: string | null = null;
     for (let i = 0; i < 100; i++) {
       const sep = path.includes('?') ? '&' : '?';
-      const r = await call('GET', `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      const r = await call(
+        'GET',
+        `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      );
       expect(r.status).toBe(200);
       expect(r.body!.items.length).toBeLessThanOrEqual(limit);
       out.push(...r.body!.items);
@@ -51,7 +54,10 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
       const r = await call('POST', `/v1/namespaces/l/machines/${id}/start`, {});
       expect([r.status, r.body]).toEqual([200, { response: 'signal' }]);
     }
-    for (const id of ['m4', 'm2']) expect((await call('POST', `/v1/namespaces/l/machines/${id}/call`, { args: 'boom' })).body!.error.code).toBe('machine_failed');
+    for (const id of ['m4', 'm2'])
+      expect((await call('POST', `/v1/namespaces/l/machines/${id}/call`, { args: 'boom' })).body!.error.code).toBe(
+        'machine_failed',
+      );
     const list = await all('/v1/namespaces/l/machines', 2);
     expect(list.map((m) => [m.id, m.status])).toEqual([
       ['m2', 'failed'],
@@ -96,7 +102,11 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
       expect(r.status).toBe(201);
       ids.push(r.body!.id);
     }
-    for (const rec of ['a', 'b']) expect((await call('POST', `/v1/pipe/sessions/${ids[0]}/append`, { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+    for (const rec of ['a', 'b'])
+      expect(
+        (await call('POST', `/v1/pipe/sessions/${ids[0]}/append`, { record: Buffer.from(rec).toString('base64') }))
+          .status,
+      ).toBe(200);
     await call('POST', `/v1/pipe/sessions/${ids[1]}/store`, { timeout_s: 3600 });
     const k = await all('/v1/pipe/sessions?kind=k', 1);
     expect(k.map((s) => s.id)).toEqual(ids.slice(0, 3).sort());
@@ -110,8 +120,18 @@ describe.each(DIALECTS)('list APIs for the console (%s)', (dialect) => {
   });
 
   it('lists subscriptions with lag over their own topics only, connected and dead-letter topic', async () => {
-    expect((await call('PUT', '/v1/bus/subscriptions/sub-a', { topics: ['orders'], start: 'earliest', dead_letter_topic: 'dlq' })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/sub-b', { topics: ['other'], start: 'earliest' })).status).toBe(201);
+    expect(
+      (
+        await call('PUT', '/v1/bus/subscriptions/sub-a', {
+          topics: ['orders'],
+          start: 'earliest',
+          dead_letter_topic: 'dlq',
+        })
+      ).status,
+    ).toBe(201);
+    expect((await call('PUT', '/v1/bus/subscriptions/sub-b', { topics: ['other'], start: 'earliest' })).status).toBe(
+      201,
+    );
     const ev = (n: number) => Array.from({ length: n }, (_, i) => ({ key: `k${i}`, type: 'x' }));
     expect((await call('POST', '/v1/bus/topics/orders/events', { events: ev(3) })).status).toBe(200);
     expect((await call('POST', '/v1/bus/topics/other/events', { events: ev(5) })).status).toBe(200);

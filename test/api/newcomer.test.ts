@@ -18,7 +18,15 @@ import { startNode, type Node } from '../../src/serve.js';
 
 /** The browser the console tests use (test/ui/console.test.ts). */
 const CHROMIUM = process.env.MILLRACE_CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let node: Node | undefined;
 let dir: string | undefined;
@@ -32,7 +40,12 @@ afterEach(async () => {
 /** A node with no config file beyond a data dir and a free port, logging into `lines`. */
 async function start(input: Record<string, unknown> = {}, lines: Array<Record<string, unknown>> = []): Promise<Node> {
   dir = mkdtempSync(join(tmpdir(), 'mr-newcomer-'));
-  const config = buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false }, ...input } as ConfigInput);
+  const config = buildConfig({
+    data_dir: dir,
+    http: { port: 0, drain_timeout_ms: 300 },
+    grpc: { enabled: false },
+    ...input,
+  } as ConfigInput);
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
@@ -65,14 +78,18 @@ describe('first contact', () => {
     // Swagger UI would otherwise send the document to an online validator for its badge.
     expect(init).toMatch(/validatorUrl: null/);
     expect(init).toMatch(/url: resolveUrl\('\.\/json'\)/);
-    expect(await (await fetch(`${n.url}/docs/json`)).json()).toEqual(await (await fetch(`${n.url}/openapi.json`)).json());
+    expect(await (await fetch(`${n.url}/docs/json`)).json()).toEqual(
+      await (await fetch(`${n.url}/openapi.json`)).json(),
+    );
   });
 });
 
 describe('/docs in a browser', () => {
   it('renders every operation with no request leaving the node', async () => {
     const n = await start();
-    const doc = (await (await fetch(`${n.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    const doc = (await (await fetch(`${n.url}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     const operations = Object.values(doc.paths).reduce((k, ops) => k + Object.keys(ops).length, 0);
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
     try {
@@ -87,7 +104,13 @@ describe('/docs in a browser', () => {
       });
       await page.goto(`${n.url}/docs/`);
       await expect.poll(() => page.locator('.opblock').count(), { timeout: 30_000 }).toBe(operations);
-      expect(await page.locator('.opblock-tag').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('machines'), expect.stringContaining('ledger'), expect.stringContaining('bus')]));
+      expect(await page.locator('.opblock-tag').allTextContents()).toEqual(
+        expect.arrayContaining([
+          expect.stringContaining('machines'),
+          expect.stringContaining('ledger'),
+          expect.stringContaining('bus'),
+        ]),
+      );
       expect(elsewhere).toEqual([]);
     } finally {
       await browser.close();
@@ -96,7 +119,8 @@ describe('/docs in a browser', () => {
 });
 
 describe('request logs', () => {
-  const completed = (lines: Array<Record<string, unknown>>) => lines.filter((l) => l.msg === 'request completed' && l.route === '/v1/shards');
+  const completed = (lines: Array<Record<string, unknown>>) =>
+    lines.filter((l) => l.msg === 'request completed' && l.route === '/v1/shards');
 
   it('go to debug by default, one line per request, with method, route, status and time', async () => {
     const lines: Array<Record<string, unknown>> = [];
@@ -104,7 +128,9 @@ describe('request logs', () => {
     expect((await fetch(`${n.url}/v1/shards`)).status).toBe(200);
     await n.close();
     node = undefined;
-    expect(completed(lines)).toEqual([expect.objectContaining({ level: 20, method: 'GET', route: '/v1/shards', status: 200, ms: expect.any(Number) })]);
+    expect(completed(lines)).toEqual([
+      expect.objectContaining({ level: 20, method: 'GET', route: '/v1/shards', status: 200, ms: expect.any(Number) }),
+    ]);
     // Fastify's own pair of lines per request (incoming / completed at info) is gone.
     expect(lines.filter((l) => l.msg === 'incoming request')).toEqual([]);
     expect(lines.filter((l) => l.level === 30 && l.reqId !== undefined)).toEqual([]);

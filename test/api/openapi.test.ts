@@ -20,7 +20,12 @@ const run = promisify(execFile);
 const FACES = ['log', 'machines', 'ledger', 'pipe', 'bus', 'auth', 'schedules', 'bulk', 'pause'];
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
 
-type Doc = { openapi: string; servers?: unknown[]; paths: Record<string, Record<string, any>>; components?: { schemas?: Record<string, unknown> } };
+type Doc = {
+  openapi: string;
+  servers?: unknown[];
+  paths: Record<string, Record<string, any>>;
+  components?: { schemas?: Record<string, unknown> };
+};
 
 /** What a generator needs of each operation, as a list of problems (empty when complete). */
 export function problems(doc: Doc): string[] {
@@ -30,23 +35,28 @@ export function problems(doc: Doc): string[] {
     for (const [method, op] of Object.entries(item)) {
       if (!METHODS.includes(method)) continue;
       const at = `${method.toUpperCase()} ${path}`;
-      if (typeof op.operationId !== 'string' || !/^[a-z][A-Za-z0-9]*$/.test(op.operationId)) out.push(`${at}: no camelCase operationId`);
-      else if (ids.has(op.operationId)) out.push(`${at}: operationId ${op.operationId} also used by ${ids.get(op.operationId)}`);
+      if (typeof op.operationId !== 'string' || !/^[a-z][A-Za-z0-9]*$/.test(op.operationId))
+        out.push(`${at}: no camelCase operationId`);
+      else if (ids.has(op.operationId))
+        out.push(`${at}: operationId ${op.operationId} also used by ${ids.get(op.operationId)}`);
       else ids.set(op.operationId, at);
       if (typeof op.summary !== 'string' || op.summary.length === 0) out.push(`${at}: no summary`);
-      if (!Array.isArray(op.tags) || op.tags.length !== 1 || !FACES.includes(op.tags[0])) out.push(`${at}: tags ${JSON.stringify(op.tags)} are not one face of ${FACES.join(', ')}`);
+      if (!Array.isArray(op.tags) || op.tags.length !== 1 || !FACES.includes(op.tags[0]))
+        out.push(`${at}: tags ${JSON.stringify(op.tags)} are not one face of ${FACES.join(', ')}`);
       const responses = Object.entries<any>(op.responses ?? {});
       const ok = responses.filter(([code]) => code.startsWith('2'));
       if (ok.length === 0) out.push(`${at}: no 2xx answer`);
       for (const [code, r] of ok) {
         const schemas = Object.values<any>(r.content ?? {}).map((c) => c.schema);
-        if (code !== '204' && (schemas.length === 0 || schemas.some((s) => s === undefined))) out.push(`${at}: ${code} answer without a schema`);
+        if (code !== '204' && (schemas.length === 0 || schemas.some((s) => s === undefined)))
+          out.push(`${at}: ${code} answer without a schema`);
         if (code === '204' && schemas.length > 0) out.push(`${at}: 204 answer with a body`);
       }
       const errors = responses.filter(([code]) => /^[45]/.test(code));
       for (const [code, r] of errors) {
         const refs = Object.values<any>(r.content ?? {}).map((c) => c.schema?.$ref);
-        if (refs.length === 0 || refs.some((ref) => ref !== '#/components/schemas/Error')) out.push(`${at}: ${code} answer is not the shared Error schema`);
+        if (refs.length === 0 || refs.some((ref) => ref !== '#/components/schemas/Error'))
+          out.push(`${at}: ${code} answer is not the shared Error schema`);
       }
       if (!errors.some(([c]) => c.startsWith('4'))) out.push(`${at}: no 4xx answer`);
       if (!errors.some(([c]) => c.startsWith('5'))) out.push(`${at}: no 5xx answer`);
@@ -67,7 +77,14 @@ let dir: string;
 let doc: Doc;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mr-openapi-'));
-  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false }, machines: { examples: true } } as ConfigInput));
+  node = await startNode(
+    buildConfig({
+      data_dir: dir,
+      http: { port: 0, drain_timeout_ms: 300 },
+      grpc: { enabled: false },
+      machines: { examples: true },
+    } as ConfigInput),
+  );
   const res = await fetch(`${node.url}/openapi.json`);
   expect(res.status).toBe(200);
   doc = (await res.json()) as Doc;
@@ -95,10 +112,32 @@ describe('/openapi.json', () => {
       openapi: '3.1.0',
       paths: {
         '/v1/new': {
-          get: { tags: ['catalog'], responses: { '200': { description: 'x' }, '400': { content: { 'application/json': { schema: { type: 'object' } } } } } },
-          post: { operationId: 'listShards', summary: 's', tags: ['log'], responses: { '201': { content: { 'application/json': { schema: { type: 'string', nullable: true } } } } } },
+          get: {
+            tags: ['catalog'],
+            responses: {
+              '200': { description: 'x' },
+              '400': { content: { 'application/json': { schema: { type: 'object' } } } },
+            },
+          },
+          post: {
+            operationId: 'listShards',
+            summary: 's',
+            tags: ['log'],
+            responses: { '201': { content: { 'application/json': { schema: { type: 'string', nullable: true } } } } },
+          },
         },
-        '/v1/shards': { get: { operationId: 'listShards', summary: 's', tags: ['log'], responses: { '204': {}, '4XX': { content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }, '5XX': { content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } } } },
+        '/v1/shards': {
+          get: {
+            operationId: 'listShards',
+            summary: 's',
+            tags: ['log'],
+            responses: {
+              '204': {},
+              '4XX': { content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+              '5XX': { content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+            },
+          },
+        },
       },
     };
     expect(problems(bad)).toEqual([
@@ -125,13 +164,29 @@ describe('/openapi.json', () => {
       writeFileSync(
         join(work, 'tsconfig.json'),
         JSON.stringify({
-          compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2023', 'DOM'], types: ['node'], strict: true, noUncheckedIndexedAccess: true, noEmit: true, skipLibCheck: false },
+          compilerOptions: {
+            target: 'ES2022',
+            module: 'NodeNext',
+            moduleResolution: 'NodeNext',
+            lib: ['ES2023', 'DOM'],
+            types: ['node'],
+            strict: true,
+            noUncheckedIndexedAccess: true,
+            noEmit: true,
+            skipLibCheck: false,
+          },
           files: ['quickstart.ts', 'api.d.ts'],
         }),
       );
-      const tsc = await run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', join(work, 'tsconfig.json')]).catch((e: { stdout: string }) => ({ stdout: e.stdout, failed: true }));
+      const tsc = await run(process.execPath, [
+        'node_modules/typescript/bin/tsc',
+        '-p',
+        join(work, 'tsconfig.json'),
+      ]).catch((e: { stdout: string }) => ({ stdout: e.stdout, failed: true }));
       expect(tsc.stdout).toBe('');
-      const { stdout } = await run(process.execPath, ['--import', 'tsx', join(work, 'quickstart.ts')], { env: { ...process.env, MILLRACE_URL: node.url } });
+      const { stdout } = await run(process.execPath, ['--import', 'tsx', join(work, 'quickstart.ts')], {
+        env: { ...process.env, MILLRACE_URL: node.url },
+      });
       expect(stdout.trim().split('\n')).toEqual([
         'topic {"name":"orders","source":"runtime"}',
         'published 2',

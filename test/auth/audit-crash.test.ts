@@ -27,8 +27,12 @@ describe('audit.requested is durable before the action runs (kill -9)', () => {
       req.setEncoding('utf8').on('data', (d: string) => (raw += d));
       req.on('end', () => {
         const body = JSON.parse(raw) as { kind: string };
-        if (body.kind === 'signal') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ events: [{ started: true }] }));
-        else if (body.kind === 'call') res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'bug' }));
+        if (body.kind === 'signal')
+          res
+            .writeHead(200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ events: [{ started: true }] }));
+        else if (body.kind === 'call')
+          res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'bug' }));
         else repairsSeen++; // never answered
       });
     });
@@ -49,26 +53,44 @@ describe('audit.requested is durable before the action runs (kill -9)', () => {
       ...env.input,
       http: { host: '127.0.0.1', port: 0 },
       grpc: { enabled: false },
-      machines: { namespaces: { pay: { processor: { url: `http://127.0.0.1:${port}/` }, default_timeout_ms: 60_000 } } },
+      machines: {
+        namespaces: { pay: { processor: { url: `http://127.0.0.1:${port}/` }, default_timeout_ms: 60_000 } },
+      },
     } as ConfigInput;
     const cfg = writeConfigFile(env.dataDir, input, 'node.json');
     let url: string;
     ({ child, found: url } = await spawnReady('test/auth/node-child.ts', [cfg], /ready (\S+)/));
     const post = (path: string, body: unknown, requestId?: string) =>
-      fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(requestId ? { 'x-request-id': requestId } : {}) }, body: JSON.stringify(body) });
+      fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(requestId ? { 'x-request-id': requestId } : {}) },
+        body: JSON.stringify(body),
+      });
     expect((await post('/v1/namespaces/pay/machines/m1/start', { args: null })).status).toBe(200);
     expect((await post('/v1/namespaces/pay/machines/m1/call', { args: 'x' })).status).toBeGreaterThanOrEqual(400);
-    const pending = post('/v1/namespaces/pay/machines/m1/repair', { args: null }, 'repair-before-crash').catch(() => null);
+    const pending = post('/v1/namespaces/pay/machines/m1/repair', { args: null }, 'repair-before-crash').catch(
+      () => null,
+    );
     await waitFor(async () => repairsSeen > 0, 20_000, 'the repair to reach the processor');
     child.kill('SIGKILL');
     child = undefined;
     expect(await pending).toBeNull(); // no answer: the node died
 
     node = await startNode(buildConfig({ ...input, http: { host: '127.0.0.1', port: 0 } } as ConfigInput));
-    const audit = (await node.runtime.log.read(AUDIT_STREAM, { limit: 100 })).map((e) => ({ type: e.type, ...(JSON.parse(e.data) as Record<string, unknown>) }) as Record<string, unknown>);
+    const audit = (await node.runtime.log.read(AUDIT_STREAM, { limit: 100 })).map(
+      (e) => ({ type: e.type, ...(JSON.parse(e.data) as Record<string, unknown>) }) as Record<string, unknown>,
+    );
     const repair = audit.filter((e) => e.request_id === 'repair-before-crash');
     expect(repair).toEqual([
-      { type: 'audit.requested', principal: 'open', action: 'machine.repair', resource: '/v1/namespaces/pay/machines/m1/repair', permissions: ['machines:repair:pay'], method: 'POST', request_id: 'repair-before-crash' },
+      {
+        type: 'audit.requested',
+        principal: 'open',
+        action: 'machine.repair',
+        resource: '/v1/namespaces/pay/machines/m1/repair',
+        permissions: ['machines:repair:pay'],
+        method: 'POST',
+        request_id: 'repair-before-crash',
+      },
     ]);
     const m = await (await fetch(`${node.url}/v1/namespaces/pay/machines/m1`)).json();
     expect((m as { status: string }).status).toBe('failed');

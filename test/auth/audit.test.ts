@@ -32,7 +32,11 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
   const call = async (method: string, path: string, token: string | null, body?: unknown, requestId?: string) => {
     const r = await fetch(`${node.url}${path}`, {
       method,
-      headers: { ...(token === null ? {} : bearer(token)), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(requestId ? { 'x-request-id': requestId } : {}) },
+      headers: {
+        ...(token === null ? {} : bearer(token)),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(requestId ? { 'x-request-id': requestId } : {}),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await r.text();
@@ -51,7 +55,9 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
   };
 
   it('the table audits every sensitive action the access-control design names', () => {
-    const audited = Object.entries(PERMISSIONS).flatMap(([k, r]) => (!isOpenRule(r) && r.audit !== undefined ? [`${k} -> ${r.audit}`] : []));
+    const audited = Object.entries(PERMISSIONS).flatMap(([k, r]) =>
+      !isOpenRule(r) && r.audit !== undefined ? [`${k} -> ${r.audit}`] : [],
+    );
     for (const must of [
       'POST /v1/auth/tokens -> token.create',
       'DELETE /v1/auth/tokens/:id -> token.revoke',
@@ -73,16 +79,30 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
   });
 
   it('records who did what to which resource under which request id, before and after the action', async () => {
-    const created = await call('POST', '/v1/auth/tokens', ADMIN, { name: 'ops', permissions: ['bus:admin:*', 'machines:*', 'audit:read'] }, 'req-create-1');
+    const created = await call(
+      'POST',
+      '/v1/auth/tokens',
+      ADMIN,
+      { name: 'ops', permissions: ['bus:admin:*', 'machines:*', 'audit:read'] },
+      'req-create-1',
+    );
     expect(created.status).toBe(201);
     const ops = created.body.token as string;
-    expect((await call('PUT', '/v1/bus/subscriptions/billing', ops, { topics: ['orders'] }, 'req-sub-put')).status).toBeLessThan(300);
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/billing', ops, { topics: ['orders'] }, 'req-sub-put')).status,
+    ).toBeLessThan(300);
     expect((await call('DELETE', '/v1/bus/subscriptions/billing', ops, undefined, 'req-sub-del')).status).toBe(204);
     expect((await call('POST', '/v1/namespaces/counters/machines/m1/start', ops, {})).status).toBe(200);
-    expect((await call('DELETE', '/v1/namespaces/counters/machines/m1', ops, undefined, 'req-remove')).status).toBeLessThan(300);
+    expect(
+      (await call('DELETE', '/v1/namespaces/counters/machines/m1', ops, undefined, 'req-remove')).status,
+    ).toBeLessThan(300);
     // A failed action is recorded with its status.
-    expect((await call('DELETE', '/v1/auth/tokens/nosuchtoken', ADMIN, undefined, 'req-revoke-missing')).status).toBe(404);
-    expect((await call('DELETE', `/v1/auth/tokens/${created.body.id}`, ADMIN, undefined, 'req-revoke')).status).toBe(204);
+    expect((await call('DELETE', '/v1/auth/tokens/nosuchtoken', ADMIN, undefined, 'req-revoke-missing')).status).toBe(
+      404,
+    );
+    expect((await call('DELETE', `/v1/auth/tokens/${created.body.id}`, ADMIN, undefined, 'req-revoke')).status).toBe(
+      204,
+    );
 
     const items = await audit();
     const brief = items.map((i) => [i.phase, i.principal, i.action, i.resource, i.request_id, i.status ?? null]);
@@ -91,11 +111,25 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
       ['requested', 'admin', 'token.create', '/v1/auth/tokens', 'req-create-1', null],
       ['completed', 'admin', 'token.create', `/v1/auth/tokens/${created.body.id}`, 'req-create-1', 201],
       ['requested', tokenPrincipal, 'subscription.put', '/v1/bus/subscriptions/billing', 'req-sub-put', null],
-      ['completed', tokenPrincipal, 'subscription.put', '/v1/bus/subscriptions/billing', 'req-sub-put', expect.any(Number)],
+      [
+        'completed',
+        tokenPrincipal,
+        'subscription.put',
+        '/v1/bus/subscriptions/billing',
+        'req-sub-put',
+        expect.any(Number),
+      ],
       ['requested', tokenPrincipal, 'subscription.delete', '/v1/bus/subscriptions/billing', 'req-sub-del', null],
       ['completed', tokenPrincipal, 'subscription.delete', '/v1/bus/subscriptions/billing', 'req-sub-del', 204],
       ['requested', tokenPrincipal, 'machine.remove', '/v1/namespaces/counters/machines/m1', 'req-remove', null],
-      ['completed', tokenPrincipal, 'machine.remove', '/v1/namespaces/counters/machines/m1', 'req-remove', expect.any(Number)],
+      [
+        'completed',
+        tokenPrincipal,
+        'machine.remove',
+        '/v1/namespaces/counters/machines/m1',
+        'req-remove',
+        expect.any(Number),
+      ],
       ['requested', 'admin', 'token.revoke', '/v1/auth/tokens/nosuchtoken', 'req-revoke-missing', null],
       ['completed', 'admin', 'token.revoke', '/v1/auth/tokens/nosuchtoken', 'req-revoke-missing', 404],
       ['requested', 'admin', 'token.revoke', `/v1/auth/tokens/${created.body.id}`, 'req-revoke', null],
@@ -111,7 +145,8 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
 
   it('a refused action writes no audit event; reading the trail needs audit:read', async () => {
     const before = (await audit()).length;
-    const weak = (await call('POST', '/v1/auth/tokens', ADMIN, { name: 'weak', permissions: ['bus:publish:orders'] })).body.token as string;
+    const weak = (await call('POST', '/v1/auth/tokens', ADMIN, { name: 'weak', permissions: ['bus:publish:orders'] }))
+      .body.token as string;
     const refused = await call('DELETE', '/v1/bus/subscriptions/anything', weak);
     expect(refused.status).toBe(403);
     expect((await call('DELETE', '/v1/bus/subscriptions/anything', null)).status).toBe(401);
@@ -127,10 +162,15 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
 
   it('is hash-chained: editing an audit event breaks the chain', async () => {
     const shard = node.runtime.log.shardFor('millrace.audit');
-    await waitFor(async () => (await verifyShard(shard)).checked > 0, 10_000, 'the sequencer to number the audit events');
+    await waitFor(
+      async () => (await verifyShard(shard)).checked > 0,
+      10_000,
+      'the sequencer to number the audit events',
+    );
     expect((await verifyShard(shard)).ok).toBe(true);
     const location = env.config.storage.shards.find((s) => s.name === shard.name)!.location;
-    const sql = "UPDATE events SET data = replace(data, '\"principal\":\"admin\"', '\"principal\":\"someone-else\"') WHERE stream = 'millrace.audit' AND seq = 1";
+    const sql =
+      'UPDATE events SET data = replace(data, \'"principal":"admin"\', \'"principal":"someone-else"\') WHERE stream = \'millrace.audit\' AND seq = 1';
     if (dialect === 'sqlite') {
       const db = new Database(location);
       try {
@@ -156,7 +196,10 @@ describe.each(DIALECTS)('audit trail in the log (%s)', (dialect) => {
     const t = (await call('POST', '/v1/auth/tokens', ADMIN, { name: 'reader', permissions: ['log:read'] })).body;
     const me = await call('GET', '/v1/auth/whoami', t.token);
     expect(me.status).toBe(200);
-    expect(me.body).toEqual({ authentication: true, principal: { id: `token:${t.id}`, source: 'token', name: 'reader', permissions: ['log:read'] } });
+    expect(me.body).toEqual({
+      authentication: true,
+      principal: { id: `token:${t.id}`, source: 'token', name: 'reader', permissions: ['log:read'] },
+    });
     expect((await call('GET', '/v1/auth/whoami', null)).status).toBe(401);
   });
 });

@@ -179,16 +179,33 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       http: { port: 0, drain_timeout_ms: 300 },
       grpc: { enabled: true, port: 0 },
       auth: { jwt: { key_file: issuer.keyFile, issuer: ISSUER, audience: AUDIENCE } },
-      machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'sink1' } } },
-      ledger: { accounts: { acc: { key: ['a'] } }, locks: { lk: { key: ['a'] } }, states: { st: { key: ['a'] } }, aggregation: { enabled: false } },
+      machines: {
+        examples: true,
+        namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'sink1' } },
+      },
+      ledger: {
+        accounts: { acc: { key: ['a'] } },
+        locks: { lk: { key: ['a'] } },
+        states: { st: { key: ['a'] } },
+        aggregation: { enabled: false },
+      },
       pipe: { kinds: { k1: {} } },
       bus: { topics: ['orders'] },
     } as ConfigInput;
     node = await startNode(buildConfig(input), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
     dbFile = env.config.storage.shards[0]!.location;
-    const put = (path: string, body: unknown) => fetch(`${node.url}${path}`, { method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const put = (path: string, body: unknown) =>
+      fetch(`${node.url}${path}`, {
+        method: 'PUT',
+        headers: { ...admin, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     expect((await put('/v1/bus/subscriptions/sub1', { topics: ['orders'] })).status).toBe(201);
-    const started = await fetch(`${node.url}/v1/namespaces/counters/machines/m1/start`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+    const started = await fetch(`${node.url}/v1/namespaces/counters/machines/m1/start`, {
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
+      body: JSON.stringify({ args: 1 }),
+    });
     expect(started.status).toBe(200);
   });
   afterAll(async () => {
@@ -198,12 +215,20 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
 
   /** A fresh pipe session of kind k1 (made with the admin token). */
   const newSession = async (): Promise<string> => {
-    const r = await fetch(`${node.url}/v1/pipe/sessions`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'k1' }) });
+    const r = await fetch(`${node.url}/v1/pipe/sessions`, {
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
+      body: JSON.stringify({ kind: 'k1' }),
+    });
     expect(r.status).toBe(201);
     return ((await r.json()) as { id: string }).id;
   };
   const newTokenId = async (): Promise<string> => {
-    const r = await fetch(`${node.url}/v1/auth/tokens`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'fixture', permissions: ['log:read'] }) });
+    const r = await fetch(`${node.url}/v1/auth/tokens`, {
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'fixture', permissions: ['log:read'] }),
+    });
     expect(r.status).toBe(201);
     return ((await r.json()) as { id: string }).id;
   };
@@ -232,7 +257,10 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       'POST /v1/auth/tokens': { name: 'made', permissions: ['auth:admin'] },
       'POST /v1/pipe/sessions': { kind: 'k1' },
       // Daily (fires at midnight UTC): a schedule firing while the routes are checked would write between their digests.
-      'PUT /v1/schedules/:name': { spec: { every_ms: 86_400_000 }, action: { publish: { topic: 'orders', type: 'tick' } } },
+      'PUT /v1/schedules/:name': {
+        spec: { every_ms: 86_400_000 },
+        action: { publish: { topic: 'orders', type: 'tick' } },
+      },
       // Refused (this node has no spare shard) once permitted: nothing moves.
       'POST /v1/shards/:shard/split': { at: '8', to: 's1' },
       'POST /v1/schedules/:name/backfill': { from: '2026-01-01T00:00:00Z', to: '2026-01-01T00:10:00Z' },
@@ -241,10 +269,23 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       'POST /v1/pipe/sessions/:id/append': { record: 'AAEC' },
       'POST /v1/pipe/sessions/:id/replace': { record: 'AAEC' },
       'POST /v1/pipe/sessions/:id/store': { timeout_s: 60 },
-      'POST /v1/ledger/batches': { events: [{ account: { type: 'acc', attrs: { a: '1' } }, side: 'debit', amount: '1.00', dt: '2026-01-01T00:00:00Z' }] },
+      'POST /v1/ledger/batches': {
+        events: [
+          { account: { type: 'acc', attrs: { a: '1' } }, side: 'debit', amount: '1.00', dt: '2026-01-01T00:00:00Z' },
+        ],
+      },
       'POST /v1/ledger/balances': { dt: '2026-01-02T00:00:00Z', accounts: [{ type: 'acc', key: { a: '1' } }] },
-      'POST /v1/ledger/turnovers': { dt_from: '2026-01-01T00:00:00Z', dt_to: '2026-01-02T00:00:00Z', accounts: [{ type: 'acc', key: { a: '1' } }] },
-      'POST /v1/ledger/events': { dt_from: '2026-01-01T00:00:00Z', dt_to: '2026-01-02T00:00:00Z', accounts: [{ type: 'acc', key: { a: '1' } }], limit: 10 },
+      'POST /v1/ledger/turnovers': {
+        dt_from: '2026-01-01T00:00:00Z',
+        dt_to: '2026-01-02T00:00:00Z',
+        accounts: [{ type: 'acc', key: { a: '1' } }],
+      },
+      'POST /v1/ledger/events': {
+        dt_from: '2026-01-01T00:00:00Z',
+        dt_to: '2026-01-02T00:00:00Z',
+        accounts: [{ type: 'acc', key: { a: '1' } }],
+        limit: 10,
+      },
       'POST /v1/ledger/locks/acquire': { type: 'lk', attrs: { a: '1' }, uid: 'u1', mode: 'exclusive', timeout_s: 30 },
       'POST /v1/ledger/locks/ping': { type: 'lk', attrs: { a: '1' }, uid: 'u1', timeout_s: 30 },
       'POST /v1/ledger/locks/release': { type: 'lk', attrs: { a: '1' }, uid: 'u1' },
@@ -254,7 +295,14 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
     const key = `${method} ${url}`;
     if (key in bodies) return { path, body: bodies[key] };
     if (key === 'GET /v1/ledger/accounts') return { path: `${path}?type=acc` };
-    if (method === 'POST') return { path, body: url.endsWith('/call') || url.endsWith('/start') || url.endsWith('/notify') || url.endsWith('/repair') ? { args: 1 } : {} };
+    if (method === 'POST')
+      return {
+        path,
+        body:
+          url.endsWith('/call') || url.endsWith('/start') || url.endsWith('/notify') || url.endsWith('/repair')
+            ? { args: 1 }
+            : {},
+      };
     return { path };
   }
 
@@ -271,7 +319,12 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
     throw new Error(`${firesPath}: the backfilled fires did not end`);
   }
 
-  async function send(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<{ status: number; json: any; headers: Headers }> {
+  async function send(
+    method: string,
+    path: string,
+    body: unknown,
+    headers: Record<string, string>,
+  ): Promise<{ status: number; json: any; headers: Headers }> {
     const abort = new AbortController();
     const res = await fetch(`${node.url}${path}`, {
       method,
@@ -294,22 +347,39 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
   }
 
   it('lists only routes the table maps, and maps only routes that exist', async () => {
-    const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: admin })).json()) as { paths: Record<string, Record<string, unknown>> };
+    const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: admin })).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     const served = new Set<string>();
-    for (const [p, ops] of Object.entries(spec.paths)) for (const m of Object.keys(ops)) served.add(`${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`);
+    for (const [p, ops] of Object.entries(spec.paths))
+      for (const m of Object.keys(ops)) served.add(`${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`);
     expect(served.size).toBeGreaterThan(40);
     const unmapped = [...served].filter((k) => httpRule(k.split(' ')[0]!, k.split(' ')[1]!) === undefined);
     expect(unmapped).toEqual([]);
-    const hidden = ['GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /openapi.json', 'GET /ui', 'GET /ui/', 'GET /ui/*', 'GET /'];
+    const hidden = [
+      'GET /healthz',
+      'GET /readyz',
+      'GET /metrics',
+      'GET /openapi.json',
+      'GET /ui',
+      'GET /ui/',
+      'GET /ui/*',
+      'GET /',
+    ];
     hidden.push(...Object.keys(PERMISSIONS).filter((k) => k.startsWith('GET /docs')));
-    const stale = Object.keys(PERMISSIONS).filter((k) => !k.startsWith('grpc ') && !served.has(k) && !hidden.includes(k));
+    const stale = Object.keys(PERMISSIONS).filter(
+      (k) => !k.startsWith('grpc ') && !served.has(k) && !hidden.includes(k),
+    );
     expect(stale).toEqual([]);
   });
 
   it('HTTP: 401 without a token, 403 naming the permission with nothing written, and passes with it', async () => {
-    const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: admin })).json()) as { paths: Record<string, Record<string, unknown>> };
+    const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: admin })).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     const routes: Array<[string, string]> = [];
-    for (const [p, ops] of Object.entries(spec.paths)) for (const m of Object.keys(ops)) routes.push([m.toUpperCase(), p.replace(/\{(\w+)\}/g, ':$1')]);
+    for (const [p, ops] of Object.entries(spec.paths))
+      for (const m of Object.keys(ops)) routes.push([m.toUpperCase(), p.replace(/\{(\w+)\}/g, ':$1')]);
     // Deletions last, so that what they remove is there for the others.
     routes.sort((a, b) => Number(a[0] === 'DELETE') - Number(b[0] === 'DELETE'));
     const checked: string[] = [];
@@ -332,18 +402,27 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
         const p = r.json.error.details.permission as string;
         expect(typeof p, what).toBe('string');
         // Defining a schedule also needs the right to do what its action does (here: publish on the bus).
-        if (!(what === 'PUT /v1/schedules/:name' && p.startsWith('bus:publish:'))) expect(p.split(':')[0], `${what} needs ${p}`).toBe(faceOfPath(url));
+        if (!(what === 'PUT /v1/schedules/:name' && p.startsWith('bus:publish:')))
+          expect(p.split(':')[0], `${what} needs ${p}`).toBe(faceOfPath(url));
         needed.push(p);
         // Holding everything but this permission is not enough, and writes nothing.
         const lacking = await send(method, f.path, f.body, bearer(await mint(allBut(p))));
-        expect([what, lacking.status, lacking.json?.error?.code, lacking.json?.error?.details?.permission]).toEqual([what, 403, 'permission_denied', p]);
+        expect([what, lacking.status, lacking.json?.error?.code, lacking.json?.error?.details?.permission]).toEqual([
+          what,
+          403,
+          'permission_denied',
+          p,
+        ]);
         expect(await shardDigest(dbFile, VOLATILE), `${what}: a refused request wrote`).toEqual(before);
         r = await send(method, f.path, f.body, bearer(await mint(needed)));
       }
       if (EXPECTED[what]?.length !== 0) expect(needed.length, `${what} needs no permission`).toBeGreaterThan(0);
       expect([what, r.status, r.json?.error?.code]).not.toEqual([what, 401, 'unauthenticated']);
       expect([what, r.status === 403 ? r.json?.error : null]).toEqual([what, null]);
-      expect([what, needed.sort()]).toEqual([what, [...(EXPECTED[what] ?? ['(no expectation written for this route)'])].sort()]);
+      expect([what, needed.sort()]).toEqual([
+        what,
+        [...(EXPECTED[what] ?? ['(no expectation written for this route)'])].sort(),
+      ]);
       checked.push(what);
       // A backfill fires in the background and its actions write (here: publish); let them finish before the next route's digest.
       if (what === 'POST /v1/schedules/:name/backfill') await backfillDone(f.path.replace(/\/backfill$/, '/fires'));
@@ -379,7 +458,12 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
   type Outcome = { code: number; data: any };
 
   /** Calls a method with one message and the given token; the status (0 ok) and the first answer. */
-  function grpcCall(service: MillraceService, method: string, message: unknown, token: string | null): Promise<Outcome> {
+  function grpcCall(
+    service: MillraceService,
+    method: string,
+    message: unknown,
+    token: string | null,
+  ): Promise<Outcome> {
     const Ctor = millraceService(service);
     const client = new Ctor(`127.0.0.1:${node.grpc!.port}`, credentials.createInsecure()) as any;
     const md = new Metadata();
@@ -396,11 +480,15 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
         done(o);
       };
       if (!def.requestStream) {
-        client[method](message, md, (err: ServiceError | null, res: unknown) => finish(err ? { code: err.code, data: err.details } : { code: 0, data: res }));
+        client[method](message, md, (err: ServiceError | null, res: unknown) =>
+          finish(err ? { code: err.code, data: err.details } : { code: 0, data: res }),
+        );
         return;
       }
       if (!def.responseStream) {
-        const call = client[method](md, (err: ServiceError | null, res: unknown) => finish(err ? { code: err.code, data: err.details } : { code: 0, data: res }));
+        const call = client[method](md, (err: ServiceError | null, res: unknown) =>
+          finish(err ? { code: err.code, data: err.details } : { code: 0, data: res }),
+        );
         call.write(message);
         call.end();
         return;
@@ -436,10 +524,15 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
 
   it('gRPC: UNAUTHENTICATED without a token, PERMISSION_DENIED lacking the permission with nothing written, passes with it', async () => {
     const methods: Array<[MillraceService, string, string]> = [];
-    for (const s of ['Bus', 'Pipe'] as const) for (const [name, def] of Object.entries(millraceService(s).service)) methods.push([s, name, def.path]);
+    for (const s of ['Bus', 'Pipe'] as const)
+      for (const [name, def] of Object.entries(millraceService(s).service)) methods.push([s, name, def.path]);
     expect(methods.length).toBe(6);
     // The HTTP test deleted it last.
-    const put = await fetch(`${node.url}/v1/bus/subscriptions/sub1`, { method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ topics: ['orders'] }) });
+    const put = await fetch(`${node.url}/v1/bus/subscriptions/sub1`, {
+      method: 'PUT',
+      headers: { ...admin, 'content-type': 'application/json' },
+      body: JSON.stringify({ topics: ['orders'] }),
+    });
     expect(put.status).toBe(201);
     for (const [service, name, path] of methods) {
       expect(PERMISSIONS[`grpc ${path}`], `${path} is not in the permission table`).toBeDefined();
@@ -449,16 +542,24 @@ describe.each(DIALECTS)('every route and RPC maps to a permission, enforced (%s)
       const before = await settledDigest(dbFile, VOLATILE);
 
       expect([path, (await grpcCall(service, name, msg, null)).code]).toEqual([path, 16]);
-      expect([path, (await grpcCall(service, name, msg, 'mr_0000000000000000_' + 'A'.repeat(43))).code]).toEqual([path, 16]);
+      expect([path, (await grpcCall(service, name, msg, 'mr_0000000000000000_' + 'A'.repeat(43))).code]).toEqual([
+        path,
+        16,
+      ]);
 
       // Lacking the face and action entirely: refused when the call opens.
       const [face, action] = need.split(':');
       const noAction = allBut(need).filter((p) => !p.startsWith(`${face}:${action}:`));
       const refused = await grpcCall(service, name, msg, await mint(noAction));
-      expect([path, refused.code, String(refused.data)]).toEqual([path, 7, expect.stringContaining('permission_denied')]);
+      expect([path, refused.code, String(refused.data)]).toEqual([
+        path,
+        7,
+        expect.stringContaining('permission_denied'),
+      ]);
       // Holding it on another resource only: the message is refused (pipe: in its answer; bus: the call ends).
       const other = await grpcCall(service, name, msg, await mint(allBut(need)));
-      if (service === 'Pipe') expect([path, other.code, pipeRefusal(other.data)]).toEqual([path, 0, 'permission_denied']);
+      if (service === 'Pipe')
+        expect([path, other.code, pipeRefusal(other.data)]).toEqual([path, 0, 'permission_denied']);
       else expect([path, other.code, String(other.data)]).toEqual([path, 7, expect.stringContaining(need)]);
       expect(await shardDigest(dbFile, VOLATILE), `${path}: a refused call wrote`).toEqual(before);
 

@@ -17,7 +17,11 @@ describe('JWT authentication (sqlite)', () => {
   beforeAll(async () => {
     env = await createTestEnv('sqlite');
     issuer = await jwtIssuer(env.dataDir);
-    const input = { ...env.input, http: { port: 0, drain_timeout_ms: 300 }, auth: { jwt: { key_file: issuer.keyFile, issuer: ISSUER, audience: AUDIENCE, clock_tolerance_s: 0 } } } as ConfigInput;
+    const input = {
+      ...env.input,
+      http: { port: 0, drain_timeout_ms: 300 },
+      auth: { jwt: { key_file: issuer.keyFile, issuer: ISSUER, audience: AUDIENCE, clock_tolerance_s: 0 } },
+    } as ConfigInput;
     node = await startNode(buildConfig(input), { env: {} });
   });
   afterAll(async () => {
@@ -38,7 +42,11 @@ describe('JWT authentication (sqlite)', () => {
     const other = await jwtIssuer(mkdtempSync(join(tmpdir(), 'mr-jwt-')));
     expect(await shards(await other.mint(['log:read']))).toBe(401);
     // No expiry at all.
-    const noExp = await new SignJWT({ permissions: ['log:read'] }).setProtectedHeader({ alg: 'EdDSA' }).setIssuer(ISSUER).setAudience(AUDIENCE).sign(issuer.privateKey);
+    const noExp = await new SignJWT({ permissions: ['log:read'] })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .sign(issuer.privateKey);
     expect(await shards(noExp)).toBe(401);
     // A malformed permission makes the whole token invalid.
     expect(await shards(await issuer.mint(['log:read', 'nonsense']))).toBe(401);
@@ -51,12 +59,38 @@ describe('JWT authentication (sqlite)', () => {
       const jwk = { ...(await exportJWK(publicKey)), kid: 'k-1', alg: 'ES256' };
       const file = join(dir, 'jwks.json');
       writeFileSync(file, JSON.stringify({ keys: [jwk] }));
-      const v = new JwtVerifier({ jwks_file: file, issuer: ISSUER, audience: AUDIENCE, permissions_claim: 'scope', clock_tolerance_s: 0 });
+      const v = new JwtVerifier({
+        jwks_file: file,
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        permissions_claim: 'scope',
+        clock_tolerance_s: 0,
+      });
       const sign = (kid: string) =>
-        new SignJWT({ scope: 'log:read bus:publish:orders' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject('svc').setExpirationTime('5m').sign(privateKey);
-      expect(await v.verify(await sign('k-1'))).toEqual({ id: 'jwt:svc', source: 'jwt', name: 'svc', permissions: ['log:read', 'bus:publish:orders'] });
+        new SignJWT({ scope: 'log:read bus:publish:orders' })
+          .setProtectedHeader({ alg: 'ES256', kid })
+          .setIssuer(ISSUER)
+          .setAudience(AUDIENCE)
+          .setSubject('svc')
+          .setExpirationTime('5m')
+          .sign(privateKey);
+      expect(await v.verify(await sign('k-1'))).toEqual({
+        id: 'jwt:svc',
+        source: 'jwt',
+        name: 'svc',
+        permissions: ['log:read', 'bus:publish:orders'],
+      });
       expect(await v.verify(await sign('unknown'))).toBeNull();
-      expect(() => new JwtVerifier({ jwks_file: join(dir, 'missing.json'), issuer: ISSUER, audience: AUDIENCE, permissions_claim: 'p', clock_tolerance_s: 0 })).toThrow(/cannot read/);
+      expect(
+        () =>
+          new JwtVerifier({
+            jwks_file: join(dir, 'missing.json'),
+            issuer: ISSUER,
+            audience: AUDIENCE,
+            permissions_claim: 'p',
+            clock_tolerance_s: 0,
+          }),
+      ).toThrow(/cannot read/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -36,8 +36,15 @@ describe('RateLimiter', () => {
 
 describe('auth.rate_limit configuration', () => {
   it('refuses a non-positive rate or burst with config_invalid', () => {
-    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 0 } } })).toThrow(expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining('auth.rate_limit.requests_per_s') }));
-    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 5, burst: 0 } } })).toThrow(expect.objectContaining({ code: 'config_invalid' }));
+    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 0 } } })).toThrow(
+      expect.objectContaining({
+        code: 'config_invalid',
+        message: expect.stringContaining('auth.rate_limit.requests_per_s'),
+      }),
+    );
+    expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 5, burst: 0 } } })).toThrow(
+      expect.objectContaining({ code: 'config_invalid' }),
+    );
     expect(() => buildConfig({ auth: { rate_limit: { requests_per_s: 5, burst: 10 } } })).not.toThrow();
   });
 });
@@ -51,10 +58,20 @@ describe('rate limit per principal on HTTP and gRPC', () => {
   beforeAll(async () => {
     env = await createTestEnv('sqlite');
     // One request per 1000 s after a burst of 4: the test never waits for a refill.
-    const input = { ...env.input, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: true, port: 0 }, bus: { topics: ['orders'] }, auth: { rate_limit: { requests_per_s: 0.001, burst: 4 } } } as ConfigInput;
+    const input = {
+      ...env.input,
+      http: { port: 0, drain_timeout_ms: 300 },
+      grpc: { enabled: true, port: 0 },
+      bus: { topics: ['orders'] },
+      auth: { rate_limit: { requests_per_s: 0.001, burst: 4 } },
+    } as ConfigInput;
     node = await startNode(buildConfig(input), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
     const make = async (name: string) => {
-      const r = await fetch(`${node.url}/v1/auth/tokens`, { method: 'POST', headers: { ...bearer(ADMIN), 'content-type': 'application/json' }, body: JSON.stringify({ name, permissions: ['bus:publish:orders', 'log:read'] }) });
+      const r = await fetch(`${node.url}/v1/auth/tokens`, {
+        method: 'POST',
+        headers: { ...bearer(ADMIN), 'content-type': 'application/json' },
+        body: JSON.stringify({ name, permissions: ['bus:publish:orders', 'log:read'] }),
+      });
       return ((await r.json()) as { token: string }).token;
     };
     tokenA = await make('a');
@@ -67,7 +84,11 @@ describe('rate limit per principal on HTTP and gRPC', () => {
 
   it('answers 429 rate_limited with Retry-After once a principal is over its limit, and writes nothing', async () => {
     const publish = (token: string) =>
-      fetch(`${node.url}/v1/bus/topics/orders/events`, { method: 'POST', headers: { ...bearer(token), 'content-type': 'application/json' }, body: JSON.stringify({ events: [{ type: 't' }] }) });
+      fetch(`${node.url}/v1/bus/topics/orders/events`, {
+        method: 'POST',
+        headers: { ...bearer(token), 'content-type': 'application/json' },
+        body: JSON.stringify({ events: [{ type: 't' }] }),
+      });
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) statuses.push((await publish(tokenA)).status);
     expect(statuses).toEqual([200, 200, 200, 200]);
@@ -78,7 +99,9 @@ describe('rate limit per principal on HTTP and gRPC', () => {
     // Other principals are not affected.
     expect((await publish(tokenB)).status).toBe(200);
     // Only the four accepted events were stored.
-    const events = (await (await fetch(`${node.url}/v1/shards/s0/events?limit=100`, { headers: bearer(ADMIN) })).json()) as { events: Array<{ type: string }> };
+    const events = (await (
+      await fetch(`${node.url}/v1/shards/s0/events?limit=100`, { headers: bearer(ADMIN) })
+    ).json()) as { events: Array<{ type: string }> };
     expect(events.events.filter((e) => e.type === 't')).toHaveLength(5);
   });
 

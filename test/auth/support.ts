@@ -9,7 +9,11 @@ export const ISSUER = 'https://issuer.test';
 export const AUDIENCE = 'millrace-test';
 
 /** An Ed25519 key pair; the public key written as PEM to `dir/jwt.pem`. Mints JWTs with given permissions. */
-export async function jwtIssuer(dir: string): Promise<{ keyFile: string; mint(permissions: string[], o?: { iss?: string; aud?: string; expS?: number; sub?: string }): Promise<string>; privateKey: CryptoKey }> {
+export async function jwtIssuer(dir: string): Promise<{
+  keyFile: string;
+  mint(permissions: string[], o?: { iss?: string; aud?: string; expS?: number; sub?: string }): Promise<string>;
+  privateKey: CryptoKey;
+}> {
   const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
   const keyFile = join(dir, 'jwt.pem');
   writeFileSync(keyFile, await exportSPKI(publicKey));
@@ -37,10 +41,16 @@ export function sqliteDigest(file: string, skip: readonly string[] = []): Record
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
     const out: Record<string, string> = {};
-    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>;
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{
+      name: string;
+    }>;
     for (const { name } of tables) {
       if (skip.includes(name)) continue;
-      const rows = (db.prepare(`SELECT * FROM "${name}"`).all() as unknown[]).map((r) => JSON.stringify(r, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : typeof v === 'bigint' ? v.toString() : v)));
+      const rows = (db.prepare(`SELECT * FROM "${name}"`).all() as unknown[]).map((r) =>
+        JSON.stringify(r, (_k, v: unknown) =>
+          Buffer.isBuffer(v) ? v.toString('hex') : typeof v === 'bigint' ? v.toString() : v,
+        ),
+      );
       rows.sort();
       out[name] = createHash('sha256').update(rows.join('\n')).digest('hex');
     }
@@ -59,7 +69,11 @@ export async function pgDigest(url: string, skip: readonly string[] = []): Promi
   await c.connect();
   try {
     const out: Record<string, string> = {};
-    const tables = (await c.query("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")).rows as Array<{ name: string }>;
+    const tables = (
+      await c.query(
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+      )
+    ).rows as Array<{ name: string }>;
     for (const { name } of tables) {
       if (skip.includes(name)) continue;
       const rows = (await c.query(`SELECT * FROM "${name}"`)).rows.map((r) => JSON.stringify(r));

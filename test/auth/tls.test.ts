@@ -18,7 +18,12 @@ interface Answer {
 }
 
 /** One HTTPS request trusting `ca`, presenting `client` when given. */
-function request(url: string, method: string, path: string, o: { ca: Buffer; client?: { cert: string; key: string }; token?: string; body?: unknown }): Promise<Answer> {
+function request(
+  url: string,
+  method: string,
+  path: string,
+  o: { ca: Buffer; client?: { cert: string; key: string }; token?: string; body?: unknown },
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const body = o.body === undefined ? undefined : JSON.stringify(o.body);
     const r = https.request(
@@ -28,7 +33,10 @@ function request(url: string, method: string, path: string, o: { ca: Buffer; cli
         ca: o.ca,
         ...(o.client ? { cert: pem(o.client.cert), key: pem(o.client.key) } : {}),
         agent: false,
-        headers: { ...(o.token ? { authorization: `Bearer ${o.token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          ...(o.token ? { authorization: `Bearer ${o.token}` } : {}),
+          ...(body ? { 'content-type': 'application/json' } : {}),
+        },
       },
       (res) => {
         let t = '';
@@ -82,29 +90,50 @@ describe('TLS on HTTP and gRPC, client certificates as principals', () => {
 
   it('serves HTTPS; a mapped client certificate is a principal with its configured permissions', async () => {
     expect(node.url.startsWith('https://')).toBe(true);
-    const ok = await request(node.url, 'POST', '/v1/bus/topics/orders/events', { ca: pem(ca.caCert), client: orders, body: event });
+    const ok = await request(node.url, 'POST', '/v1/bus/topics/orders/events', {
+      ca: pem(ca.caCert),
+      client: orders,
+      body: event,
+    });
     expect(ok.status).toBe(200);
-    const denied = await request(node.url, 'POST', '/v1/bus/topics/other/events', { ca: pem(ca.caCert), client: orders, body: event });
+    const denied = await request(node.url, 'POST', '/v1/bus/topics/other/events', {
+      ca: pem(ca.caCert),
+      client: orders,
+      body: event,
+    });
     expect(denied.status).toBe(403);
-    expect(denied.body.error).toMatchObject({ code: 'permission_denied', details: { permission: 'bus:publish:other', principal: 'cert:CN=orders-svc,O=Example' } });
+    expect(denied.body.error).toMatchObject({
+      code: 'permission_denied',
+      details: { permission: 'bus:publish:other', principal: 'cert:CN=orders-svc,O=Example' },
+    });
   });
 
   it('a bearer token wins over the certificate', async () => {
     const r = await request(node.url, 'GET', '/v1/shards', { ca: pem(ca.caCert), client: orders, token: ADMIN });
     expect(r.status).toBe(200);
-    const bad = await request(node.url, 'GET', '/v1/shards', { ca: pem(ca.caCert), client: orders, token: 'not-the-admin-token-at-all' });
+    const bad = await request(node.url, 'GET', '/v1/shards', {
+      ca: pem(ca.caCert),
+      client: orders,
+      token: 'not-the-admin-token-at-all',
+    });
     expect(bad.status).toBe(401);
   });
 
   it('a trusted certificate whose subject maps to no principal is 401', async () => {
-    const r = await request(node.url, 'POST', '/v1/bus/topics/orders/events', { ca: pem(ca.caCert), client: nobody, body: event });
+    const r = await request(node.url, 'POST', '/v1/bus/topics/orders/events', {
+      ca: pem(ca.caCert),
+      client: nobody,
+      body: event,
+    });
     expect(r.status).toBe(401);
     expect(r.body.error.code).toBe('unauthenticated');
   });
 
   it('refuses the handshake without a client certificate, or with one from another CA', async () => {
     await expect(request(node.url, 'GET', '/healthz', { ca: pem(ca.caCert) })).rejects.toThrow();
-    await expect(request(node.url, 'POST', '/v1/bus/topics/orders/events', { ca: pem(ca.caCert), client: forged, body: event })).rejects.toThrow();
+    await expect(
+      request(node.url, 'POST', '/v1/bus/topics/orders/events', { ca: pem(ca.caCert), client: forged, body: event }),
+    ).rejects.toThrow();
   });
 
   it('refuses plaintext HTTP on the TLS port', async () => {
@@ -113,13 +142,17 @@ describe('TLS on HTTP and gRPC, client certificates as principals', () => {
 
   it('gRPC over TLS: the client certificate is the principal', async () => {
     const addr = `localhost:${node.grpc!.port}`;
-    const good = new BusGrpcClient(addr, { credentials: credentials.createSsl(pem(ca.caCert), pem(orders.key), pem(orders.cert)) });
+    const good = new BusGrpcClient(addr, {
+      credentials: credentials.createSsl(pem(ca.caCert), pem(orders.key), pem(orders.cert)),
+    });
     const none = new BusGrpcClient(addr, { credentials: credentials.createSsl(pem(ca.caCert)) });
     const plain = new BusGrpcClient(addr, { credentials: credentials.createInsecure() });
     try {
       const positions = await good.publish([{ topic: 'orders', type: 'created', data: { n: 2 } }]);
       expect(positions).toHaveLength(1);
-      await expect(good.publish([{ topic: 'other', type: 'created' }])).rejects.toMatchObject({ code: 'permission_denied' });
+      await expect(good.publish([{ topic: 'other', type: 'created' }])).rejects.toMatchObject({
+        code: 'permission_denied',
+      });
       const deadline = new Date(Date.now() + 5000);
       await expect(none.publish([{ topic: 'orders', type: 'created' }], { deadline })).rejects.toThrow();
       await expect(plain.publish([{ topic: 'orders', type: 'created' }], { deadline })).rejects.toThrow();
@@ -135,11 +168,25 @@ describe('TLS configuration', () => {
   it('client_certs without a client CA is config_invalid', async () => {
     const env = await createTestEnv('sqlite');
     try {
-      const input = { ...env.input, http: { port: 0 }, auth: { client_certs: [{ subject: 'CN=x', permissions: ['log:read'] }] } } as ConfigInput;
+      const input = {
+        ...env.input,
+        http: { port: 0 },
+        auth: { client_certs: [{ subject: 'CN=x', permissions: ['log:read'] }] },
+      } as ConfigInput;
       await expect(startNode(buildConfig(input))).rejects.toMatchObject({ code: 'config_invalid' });
-      const badPermission = { ...env.input, http: { port: 0, tls: { cert_file: 'c.pem', key_file: 'k.pem', client_ca_file: 'ca.pem' } }, auth: { client_certs: [{ subject: 'CN=x', permissions: ['nope'] }] } } as ConfigInput;
-      await expect(startNode(buildConfig(badPermission))).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringContaining('auth.client_certs.0.permissions') });
-      const bad = { ...env.input, http: { port: 0, tls: { cert_file: '/nonexistent/cert.pem', key_file: '/nonexistent/key.pem' } } } as ConfigInput;
+      const badPermission = {
+        ...env.input,
+        http: { port: 0, tls: { cert_file: 'c.pem', key_file: 'k.pem', client_ca_file: 'ca.pem' } },
+        auth: { client_certs: [{ subject: 'CN=x', permissions: ['nope'] }] },
+      } as ConfigInput;
+      await expect(startNode(buildConfig(badPermission))).rejects.toMatchObject({
+        code: 'config_invalid',
+        message: expect.stringContaining('auth.client_certs.0.permissions'),
+      });
+      const bad = {
+        ...env.input,
+        http: { port: 0, tls: { cert_file: '/nonexistent/cert.pem', key_file: '/nonexistent/key.pem' } },
+      } as ConfigInput;
       await expect(startNode(buildConfig(bad))).rejects.toMatchObject({ code: 'config_invalid' });
     } finally {
       await env.cleanup();

@@ -38,10 +38,17 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
 
   beforeAll(async () => {
     env = await createTestEnv(dialect);
-    const input = { ...env.input, http: { port: 0, drain_timeout_ms: 300 }, bus: { topics: ['orders', 'other'] } } as ConfigInput;
+    const input = {
+      ...env.input,
+      http: { port: 0, drain_timeout_ms: 300 },
+      bus: { topics: ['orders', 'other'] },
+    } as ConfigInput;
     const envVars = { MILLRACE_ADMIN_TOKEN: ADMIN };
     a = await startNode(buildConfig(input), { env: envVars, clock: { now: () => Date.now() + offsetMs } });
-    b = dialect === 'postgres' ? await startNode(buildConfig({ ...input, node_id: `${env.input.node_id}-b` } as ConfigInput), { env: envVars }) : a;
+    b =
+      dialect === 'postgres'
+        ? await startNode(buildConfig({ ...input, node_id: `${env.input.node_id}-b` } as ConfigInput), { env: envVars })
+        : a;
   });
   afterAll(async () => {
     if (b !== a) await b?.close();
@@ -52,19 +59,32 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
   const req = async (node: Node, method: string, path: string, token: string | null, body?: unknown) => {
     const r = await fetch(`${node.url}${path}`, {
       method,
-      headers: { ...(token === null ? {} : bearer(token)), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        ...(token === null ? {} : bearer(token)),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await r.text();
     return { status: r.status, body: text ? (JSON.parse(text) as any) : null };
   };
-  const publish = (node: Node, topic: string, token: string | null) => req(node, 'POST', `/v1/bus/topics/${topic}/events`, token, { events: [{ type: 't', data: 1 }] });
+  const publish = (node: Node, topic: string, token: string | null) =>
+    req(node, 'POST', `/v1/bus/topics/${topic}/events`, token, { events: [{ type: 't', data: 1 }] });
 
   it('creates a token whose secret is shown once and stored only as a scrypt hash; it grants exactly its permissions', async () => {
-    const made = await req(a, 'POST', '/v1/auth/tokens', ADMIN, { name: 'publisher', permissions: ['bus:publish:orders'] });
+    const made = await req(a, 'POST', '/v1/auth/tokens', ADMIN, {
+      name: 'publisher',
+      permissions: ['bus:publish:orders'],
+    });
     expect(made.status).toBe(201);
     expect(made.body.token).toMatch(/^mr_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
-    expect(made.body).toMatchObject({ id: made.body.token.slice(3, 19), name: 'publisher', permissions: ['bus:publish:orders'], expires_at: null, revoked_at: null });
+    expect(made.body).toMatchObject({
+      id: made.body.token.slice(3, 19),
+      name: 'publisher',
+      permissions: ['bus:publish:orders'],
+      expires_at: null,
+      revoked_at: null,
+    });
     const secret = made.body.token.slice(20) as string;
 
     const rows = await tokenRows(env);
@@ -74,14 +94,23 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
 
     expect((await publish(b, 'orders', made.body.token)).status).toBe(200);
     const other = await publish(b, 'other', made.body.token);
-    expect([other.status, other.body.error.code, other.body.error.details.permission]).toEqual([403, 'permission_denied', 'bus:publish:other']);
+    expect([other.status, other.body.error.code, other.body.error.details.permission]).toEqual([
+      403,
+      'permission_denied',
+      'bus:publish:other',
+    ]);
     expect((await req(b, 'GET', '/v1/auth/tokens', made.body.token)).status).toBe(403);
 
     const list = await req(a, 'GET', '/v1/auth/tokens', ADMIN);
     expect(list.status).toBe(200);
-    expect(list.body.items).toEqual([expect.objectContaining({ id: made.body.id, name: 'publisher', revoked_at: null })]);
+    expect(list.body.items).toEqual([
+      expect.objectContaining({ id: made.body.id, name: 'publisher', revoked_at: null }),
+    ]);
     expect(JSON.stringify(list.body)).not.toContain(secret);
-    expect((await req(a, 'GET', `/v1/auth/tokens/${made.body.id}`, ADMIN)).body).toMatchObject({ id: made.body.id, permissions: ['bus:publish:orders'] });
+    expect((await req(a, 'GET', `/v1/auth/tokens/${made.body.id}`, ADMIN)).body).toMatchObject({
+      id: made.body.id,
+      permissions: ['bus:publish:orders'],
+    });
   });
 
   it('revocation on one node is in force on every node for the next request', async () => {
@@ -101,19 +130,37 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
   });
 
   it('a token holds at most what its creator holds', async () => {
-    const delegate = await req(a, 'POST', '/v1/auth/tokens', ADMIN, { name: 'delegate', permissions: ['auth:admin', 'bus:*'] });
-    const ok = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, { name: 'sub', permissions: ['bus:publish:orders', 'bus:admin:*'] });
+    const delegate = await req(a, 'POST', '/v1/auth/tokens', ADMIN, {
+      name: 'delegate',
+      permissions: ['auth:admin', 'bus:*'],
+    });
+    const ok = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, {
+      name: 'sub',
+      permissions: ['bus:publish:orders', 'bus:admin:*'],
+    });
     expect(ok.status).toBe(201);
     const before = (await tokenRows(env)).length;
     for (const wanted of ['*', 'ledger:read:acc', 'auth:*']) {
-      const r = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, { name: 'sub', permissions: ['bus:publish:orders', wanted] });
-      expect([wanted, r.status, r.body.error.code, r.body.error.details.permission]).toEqual([wanted, 403, 'permission_denied', wanted]);
+      const r = await req(a, 'POST', '/v1/auth/tokens', delegate.body.token, {
+        name: 'sub',
+        permissions: ['bus:publish:orders', wanted],
+      });
+      expect([wanted, r.status, r.body.error.code, r.body.error.details.permission]).toEqual([
+        wanted,
+        403,
+        'permission_denied',
+        wanted,
+      ]);
     }
     expect((await tokenRows(env)).length).toBe(before);
   });
 
   it('an expired token is refused', async () => {
-    const made = await req(a, 'POST', '/v1/auth/tokens', ADMIN, { name: 'expiring', permissions: ['bus:*'], expires_in_s: 3600 });
+    const made = await req(a, 'POST', '/v1/auth/tokens', ADMIN, {
+      name: 'expiring',
+      permissions: ['bus:*'],
+      expires_in_s: 3600,
+    });
     expect(made.body.expires_at).not.toBeNull();
     expect((await publish(a, 'orders', made.body.token)).status).toBe(200);
     offsetMs = 2 * 3600_000;
@@ -146,7 +193,12 @@ describe.each(DIALECTS)('API tokens (%s)', (dialect) => {
 
   it.runIf(dialect === DIALECTS[0])('millrace tokens create | list | revoke', async () => {
     const cli = (args: string[], token?: string) =>
-      collect(spawnTs('test/support/cli.ts', ['tokens', '--url', a.url, ...args], { MILLRACE_TOKEN: token ?? '', MILLRACE_ADMIN_TOKEN: '' }));
+      collect(
+        spawnTs('test/support/cli.ts', ['tokens', '--url', a.url, ...args], {
+          MILLRACE_TOKEN: token ?? '',
+          MILLRACE_ADMIN_TOKEN: '',
+        }),
+      );
     const created = await cli(['create', 'from-cli', 'log:read', 'bus:publish:orders', '--expires-in', '600'], ADMIN);
     expect(created.code, created.stderr).toBe(0);
     const made = JSON.parse(created.stdout) as { id: string; token: string; permissions: string[] };

@@ -53,7 +53,15 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       http: { port: 0, drain_timeout_ms: 300 },
       bus: {
         topics: ['orders'],
-        rabbitmq: { url: AMQP_URL, ingress: { queue, prefetch: 200, exchanges: [{ name: exchange, type: 'topic' }], bindings: [{ exchange, routing_key: 'orders.#', topic: 'orders' }] } },
+        rabbitmq: {
+          url: AMQP_URL,
+          ingress: {
+            queue,
+            prefetch: 200,
+            exchanges: [{ name: exchange, type: 'topic' }],
+            bindings: [{ exchange, routing_key: 'orders.#', topic: 'orders' }],
+          },
+        },
       },
     };
     const path = writeConfigFile(env.dataDir, input, 'child.json');
@@ -62,7 +70,11 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
     const total = 1500;
     try {
       for (let i = 0; i < total; i++) {
-        ch.publish(exchange, `orders.created.${i % 5}`, Buffer.from(JSON.stringify({ i })), { messageId: `m-${i}`, persistent: true, type: 'created' });
+        ch.publish(exchange, `orders.created.${i % 5}`, Buffer.from(JSON.stringify({ i })), {
+          messageId: `m-${i}`,
+          persistent: true,
+          type: 'created',
+        });
         if (i % 100 === 99) {
           await ch.waitForConfirms();
           await sleep(15);
@@ -77,14 +89,18 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       try {
         const rows = await waitFor(
           async () => {
-            const r = await rt.storage.shards[0]!.reader.all<{ meta: string }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+            const r = await rt.storage.shards[0]!.reader.all<{ meta: string }>(
+              "SELECT meta FROM events WHERE stream LIKE 't/orders/%'",
+            );
             return r.length >= total ? r : null;
           },
           30_000,
           'every message stored',
         );
         await sleep(300);
-        const again = await rt.storage.shards[0]!.reader.all<{ meta: string }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+        const again = await rt.storage.shards[0]!.reader.all<{ meta: string }>(
+          "SELECT meta FROM events WHERE stream LIKE 't/orders/%'",
+        );
         const ids = again.map((r) => (JSON.parse(r.meta) as { id: string }).id);
         expect(rows.length).toBe(total);
         expect(ids.length).toBe(total);
@@ -111,13 +127,24 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
     const input = {
       ...env.input,
       http: { port: 0, drain_timeout_ms: 300 },
-      bus: { topics: ['orders'], rabbitmq: { url: AMQP_URL }, exporters: [{ name: 'sink', topic: 'orders', exchange, batch: 50 }] },
+      bus: {
+        topics: ['orders'],
+        rabbitmq: { url: AMQP_URL },
+        exporters: [{ name: 'sink', topic: 'orders', exchange, batch: 50 }],
+      },
     };
     const total = 1200;
     const rt = await Runtime.open(buildConfig(input));
     const pub = new Publisher(rt.log, rt.clock, 600_000);
     for (let i = 0; i < total; i += 200) {
-      await pub.publish(Array.from({ length: 200 }, (_, j) => ({ topic: 'orders', key: `k${(i + j) % 3}`, type: 'created', data: { i: i + j } })));
+      await pub.publish(
+        Array.from({ length: 200 }, (_, j) => ({
+          topic: 'orders',
+          key: `k${(i + j) % 3}`,
+          type: 'created',
+          data: { i: i + j },
+        })),
+      );
       await rt.log.append('other/stream', [{ type: 'noise', data: i }]);
     }
     await rt.close();
@@ -126,7 +153,11 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
     const q = await ch.assertQueue('', { exclusive: true });
     await ch.bindQueue(q.queue, exchange, '#');
     const got: Array<{ id: string; body: string }> = [];
-    await ch.consume(q.queue, (m) => m && got.push({ id: String(m.properties.messageId), body: m.content.toString() }), { noAck: true });
+    await ch.consume(
+      q.queue,
+      (m) => m && got.push({ id: String(m.properties.messageId), body: m.content.toString() }),
+      { noAck: true },
+    );
     const path = writeConfigFile(env.dataDir, input, 'child.json');
     let child = await startChild(path);
     try {
@@ -147,7 +178,9 @@ describe.each(DIALECTS)('bus and RabbitMQ (%s)', (dialect) => {
       }
       expect(order).toEqual([...order].sort((a, b) => a - b));
       expect(order.length).toBe(total);
-      expect([...new Set(got.map((g) => (JSON.parse(g.body) as { i: number }).i))].sort((a, b) => a - b)).toEqual(Array.from({ length: total }, (_, i) => i));
+      expect([...new Set(got.map((g) => (JSON.parse(g.body) as { i: number }).i))].sort((a, b) => a - b)).toEqual(
+        Array.from({ length: total }, (_, i) => i),
+      );
       await new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
         child.kill('SIGTERM');

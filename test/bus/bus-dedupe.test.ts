@@ -23,7 +23,9 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
   const stored = async (id: string): Promise<number> => {
     let n = 0;
     for (const s of node.runtime.storage.shards) {
-      const rows = await s.reader.all<{ meta: string | null }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+      const rows = await s.reader.all<{ meta: string | null }>(
+        "SELECT meta FROM events WHERE stream LIKE 't/orders/%'",
+      );
       n += rows.filter((r) => r.meta !== null && (JSON.parse(r.meta) as { id?: string }).id === id).length;
     }
     return n;
@@ -53,7 +55,9 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
   });
 
   it('concurrent publishers of one id with different keys store it once and agree on its position', async () => {
-    const ps = (await Promise.all(keys.map((k) => bus.publish([{ id: 'c1', topic: 'orders', key: k, type: 't' }])))).map((r) => r[0]!);
+    const ps = (
+      await Promise.all(keys.map((k) => bus.publish([{ id: 'c1', topic: 'orders', key: k, type: 't' }])))
+    ).map((r) => r[0]!);
     expect(ps.filter((p) => !p.duplicate)).toHaveLength(1);
     expect(new Set(ps.map((p) => `${p.shard}:${p.pos}`)).size).toBe(1);
     expect(await stored('c1')).toBe(1);
@@ -65,13 +69,22 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
     const home = node.runtime.storage.shardFor(['dedupe', ref]);
     const deadTarget = node.runtime.storage.shards.find((s) => s.name !== home.name)!;
     await home.write((tx) =>
-      tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [ref, 't/orders/gone', Date.now(), 'dead-attempt', deadTarget.name]),
+      tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [
+        ref,
+        't/orders/gone',
+        Date.now(),
+        'dead-attempt',
+        deadTarget.name,
+      ]),
     );
     const k = keys.find((x) => shardOfKey(x) !== deadTarget.name)!;
     const [p] = await bus.publish([{ id: 'd1', topic: 'orders', key: k, type: 't' }]);
     expect(p!.duplicate).toBe(false);
     // the dead attempt is fenced out on its target: had it been slow rather than dead, its commit would now fail
-    const fence = await deadTarget.reader.all<{ seq: number; token: string }>('SELECT seq, token FROM bus_dedupe WHERE ref = ?', [ref]);
+    const fence = await deadTarget.reader.all<{ seq: number; token: string }>(
+      'SELECT seq, token FROM bus_dedupe WHERE ref = ?',
+      [ref],
+    );
     expect(fence.map((r) => [Number(r.seq), r.token])).toEqual([[-2, 'dead-attempt']]);
     for (const other of keys) {
       const [q] = await bus.publish([{ id: 'd1', topic: 'orders', key: other, type: 't' }]);
@@ -94,18 +107,29 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
       gates.set(g, { open, opened });
     }
     type Held = { event: { data: unknown } };
-    const publisher = bus.publisher as unknown as { writeShard: (s: unknown, list: Held[], ...rest: unknown[]) => Promise<unknown> };
+    const publisher = bus.publisher as unknown as {
+      writeShard: (s: unknown, list: Held[], ...rest: unknown[]) => Promise<unknown>;
+    };
     const write = publisher.writeShard.bind(publisher);
     publisher.writeShard = async (s, list, ...rest) => {
       const g = list.map((p) => (p.event.data as { gate?: string } | null)?.gate).find((x) => x !== undefined);
       if (g !== undefined) await gates.get(g)!.opened;
       return write(s, list, ...rest);
     };
-    const claimOnHome = async () => (await home.reader.all<{ target: string; token: string }>('SELECT target, token FROM bus_dedupe WHERE ref = ?', [ref]))[0];
+    const claimOnHome = async () =>
+      (
+        await home.reader.all<{ target: string; token: string }>('SELECT target, token FROM bus_dedupe WHERE ref = ?', [
+          ref,
+        ])
+      )[0];
     // Each attempt, once it holds the claim, looks dead to the next (its claim older than the grace): as a paused process would.
-    const age = () => home.write((tx) => tx.run('UPDATE bus_dedupe SET created_at = created_at - ? WHERE ref = ?', [CLAIM_GRACE_MS + 1000, ref]));
+    const age = () =>
+      home.write((tx) =>
+        tx.run('UPDATE bus_dedupe SET created_at = created_at - ? WHERE ref = ?', [CLAIM_GRACE_MS + 1000, ref]),
+      );
     try {
-      const publishHeld = (gate: string, key: string) => bus.publish([{ id: 'g1', topic: 'orders', key, type: 't', data: { gate } }]);
+      const publishHeld = (gate: string, key: string) =>
+        bus.publish([{ id: 'g1', topic: 'orders', key, type: 't', data: { gate } }]);
       // A's id sits between two events of the same key without ids: its claim is retried, and the three keep their order.
       const a = bus
         .publish([
@@ -119,16 +143,24 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
           expect(r[1]!.pos).toBeLessThan(r[2]!.pos);
           return [r[1]!];
         });
-      const ca = await waitFor(async () => (await claimOnHome())?.target === t1!.name && claimOnHome(), 5000, 'claim of A');
+      const ca = await waitFor(
+        async () => (await claimOnHome())?.target === t1!.name && claimOnHome(),
+        5000,
+        'claim of A',
+      );
       await age();
       const b = publishHeld('B', keyOn(t2!));
       await waitFor(async () => (await claimOnHome())?.target === t2!.name, 5000, 'claim of B');
       await age();
       const c = publishHeld('C', keyOn(t1!));
-      await waitFor(async () => {
-        const r = await claimOnHome();
-        return r?.target === t1!.name && r.token !== ca!.token;
-      }, 5000, 'claim of C');
+      await waitFor(
+        async () => {
+          const r = await claimOnHome();
+          return r?.target === t1!.name && r.token !== ca!.token;
+        },
+        5000,
+        'claim of C',
+      );
       await age();
       const d = publishHeld('D', keyOn(home));
       await waitFor(async () => (await claimOnHome())?.target === home.name, 5000, 'claim of D');
@@ -157,7 +189,12 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
         for (let r = 0; r < rounds; r++) {
           // Each publisher its own order of the ids, and its own keys for them.
           const order = ids.map((id, i) => ({ id, o: (i * (pub * 7 + 3) + r * 11) % 31 })).sort((a, b) => a.o - b.o);
-          const batch = order.map(({ id }, i) => ({ id: `${id}-${r}`, topic: 'orders', key: keys[(i + pub * 5) % keys.length]!, type: 't' }));
+          const batch = order.map(({ id }, i) => ({
+            id: `${id}-${r}`,
+            topic: 'orders',
+            key: keys[(i + pub * 5) % keys.length]!,
+            type: 't',
+          }));
           try {
             const ps = await bus.publish(batch);
             ps.forEach((p, i) => got.push({ id: batch[i]!.id, ...p }));
@@ -180,10 +217,22 @@ describe.each(DIALECTS)('bus dedupe per id across shards (%s)', (dialect) => {
   it('a claim aimed at the home shard itself, left behind, is taken over too', async () => {
     const ref = 'orders/e1';
     const home = node.runtime.storage.shardFor(['dedupe', ref]);
-    await home.write((tx) => tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [ref, 't/orders/gone', Date.now(), 'dead', home.name]));
-    const [p] = await bus.publish([{ id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) === home.name)!, type: 't' }]);
+    await home.write((tx) =>
+      tx.run('INSERT INTO bus_dedupe (ref, stream, seq, created_at, token, target) VALUES (?, ?, -1, ?, ?, ?)', [
+        ref,
+        't/orders/gone',
+        Date.now(),
+        'dead',
+        home.name,
+      ]),
+    );
+    const [p] = await bus.publish([
+      { id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) === home.name)!, type: 't' },
+    ]);
     expect(p!.duplicate).toBe(false);
-    const [q] = await bus.publish([{ id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) !== home.name)!, type: 't' }]);
+    const [q] = await bus.publish([
+      { id: 'e1', topic: 'orders', key: keys.find((x) => shardOfKey(x) !== home.name)!, type: 't' },
+    ]);
     expect(q).toEqual({ ...p, duplicate: true });
     expect(await stored('e1')).toBe(1);
   });
@@ -217,7 +266,9 @@ describe.each(DIALECTS)('bus dedupe across shards after kill -9 (%s)', (dialect)
         const id = `x${i}`;
         sent.add(id);
         try {
-          const r = await jsonRequest(url, 'POST', '/v1/bus/topics/orders/events', { events: [{ id, key: keys[i % keys.length], type: 't', data: { i } }] });
+          const r = await jsonRequest(url, 'POST', '/v1/bus/topics/orders/events', {
+            events: [{ id, key: keys[i % keys.length], type: 't', data: { i } }],
+          });
           if (r.status === 200) {
             const p = (r.body!.positions as Array<{ shard: string; pos: number }>)[0]!;
             acked.set(id, { shard: p.shard, pos: Number(p.pos) });
@@ -239,13 +290,17 @@ describe.each(DIALECTS)('bus dedupe across shards after kill -9 (%s)', (dialect)
     for (const id of sent) {
       const i = Number(id.slice(1));
       // Another key, so (mostly) another shard than the first attempt's.
-      const [p] = await face.bus.publish([{ id, topic: 'orders', key: keys[(i + 7) % keys.length]!, type: 't', data: { i } }]);
+      const [p] = await face.bus.publish([
+        { id, topic: 'orders', key: keys[(i + 7) % keys.length]!, type: 't', data: { i } },
+      ]);
       const first = acked.get(id);
       if (first) expect([id, p]).toEqual([id, { shard: first.shard, pos: first.pos, duplicate: true }]);
     }
     const counts = new Map<string, number>();
     for (const s of node.runtime.storage.shards) {
-      const rows = await s.reader.all<{ meta: string | null }>("SELECT meta FROM events WHERE stream LIKE 't/orders/%'");
+      const rows = await s.reader.all<{ meta: string | null }>(
+        "SELECT meta FROM events WHERE stream LIKE 't/orders/%'",
+      );
       for (const r of rows) {
         const id = r.meta === null ? undefined : (JSON.parse(r.meta) as { id?: string }).id;
         if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);

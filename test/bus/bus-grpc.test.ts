@@ -23,7 +23,13 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     await env?.cleanup();
   });
 
-  const ev = (key: string, n: number, extra: Record<string, unknown> = {}) => ({ topic: 'orders', key, type: 'created', data: JSON.stringify({ key, n }), ...extra });
+  const ev = (key: string, n: number, extra: Record<string, unknown> = {}) => ({
+    topic: 'orders',
+    key,
+    type: 'created',
+    data: JSON.stringify({ key, n }),
+    ...extra,
+  });
   const parsed = (d: WireDelivery) => JSON.parse(d.event.data) as { key: string; n: number };
 
   it('publishes (unary and streaming), dedupes by id, and refuses bad input with codes, writing nothing', async () => {
@@ -47,7 +53,10 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
       [[{ topic: 'orders', type: 't', data: '{not json' }], status.INVALID_ARGUMENT, 'bad_request'],
     ];
     for (const [events, code, errorCode] of bad) {
-      const err = (await publish(client, events).catch((e: unknown) => e)) as { code: number; metadata: { get(k: string): unknown[] } };
+      const err = (await publish(client, events).catch((e: unknown) => e)) as {
+        code: number;
+        metadata: { get(k: string): unknown[] };
+      };
       expect(err.code).toBe(code);
       expect(err.metadata.get('error-code')[0]).toBe(errorCode);
     }
@@ -60,7 +69,9 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     const answers: Array<Array<{ pos: number }>> = [];
     call.on('data', (m: { positions: Array<{ pos: number }> }) => answers.push(m.positions));
     const statusP = new Promise<{ code: number; errorCode: unknown }>((resolve) => {
-      call.on('status', (s: { code: number; metadata: { get(k: string): unknown[] } }) => resolve({ code: s.code, errorCode: s.metadata.get('error-code')[0] }));
+      call.on('status', (s: { code: number; metadata: { get(k: string): unknown[] } }) =>
+        resolve({ code: s.code, errorCode: s.metadata.get('error-code')[0] }),
+      );
     });
     call.on('error', () => {});
     for (let b = 0; b < 20; b++) call.write({ events: Array.from({ length: 5 }, (_, i) => ev('pb', b * 5 + i)) });
@@ -81,58 +92,62 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
   it('delivers from the acked position after random disconnects while publishers write: the missed events, then live, per-key order, none twice', async () => {
     let round = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 4 }), fc.integer({ min: 0, max: 40 }), async (cuts, pauseMs) => {
-        const name = `prop-${dialect}-${round++}`;
-        const topic = 'payments';
-        const total = 240;
-        const keys = ['k0', 'k1', 'k2', 'k3'];
-        // The subscription exists before the writers start, so `latest` is "before the first event".
-        await bus.putSubscription(name, { topics: [topic], start: 'latest', max_in_flight: 16 });
-        const published: Array<{ key: string; n: number }> = [];
-        const writer = (async () => {
-          for (let i = 0; i < total / 8; i++) {
-            const batch = Array.from({ length: 8 }, (_, j) => {
-              const n = i * 8 + j;
-              return { topic, key: keys[n % 4]!, type: 't', data: JSON.stringify({ key: keys[n % 4], n }) };
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 0, max: 40 }),
+        async (cuts, pauseMs) => {
+          const name = `prop-${dialect}-${round++}`;
+          const topic = 'payments';
+          const total = 240;
+          const keys = ['k0', 'k1', 'k2', 'k3'];
+          // The subscription exists before the writers start, so `latest` is "before the first event".
+          await bus.putSubscription(name, { topics: [topic], start: 'latest', max_in_flight: 16 });
+          const published: Array<{ key: string; n: number }> = [];
+          const writer = (async () => {
+            for (let i = 0; i < total / 8; i++) {
+              const batch = Array.from({ length: 8 }, (_, j) => {
+                const n = i * 8 + j;
+                return { topic, key: keys[n % 4]!, type: 't', data: JSON.stringify({ key: keys[n % 4], n }) };
+              });
+              await publish(client, batch);
+              published.push(...batch.map((b) => JSON.parse(b.data) as { key: string; n: number }));
+              await sleep(3);
+            }
+          })();
+          const acked: Array<{ key: string; n: number }> = [];
+          const config = { topics: [topic], start: 'latest', maxInFlight: 16 };
+          const session = async (limit: number) => {
+            let got = 0;
+            let resolveDone!: () => void;
+            const done = new Promise<void>((r) => (resolveDone = r));
+            const s = new Subscriber(client, name, config, (d, sub) => {
+              acked.push(JSON.parse(d.event.data) as { key: string; n: number });
+              sub.ack([d.deliveryId]);
+              if (++got >= limit || acked.length >= total) resolveDone();
             });
-            await publish(client, batch);
-            published.push(...batch.map((b) => JSON.parse(b.data) as { key: string; n: number }));
-            await sleep(3);
+            await s.opened;
+            await Promise.race([done, sleep(5000)]);
+            await s.end();
+          };
+          for (const cut of cuts) {
+            await session(cut);
+            await sleep(pauseMs);
           }
-        })();
-        const acked: Array<{ key: string; n: number }> = [];
-        const config = { topics: [topic], start: 'latest', maxInFlight: 16 };
-        const session = async (limit: number) => {
-          let got = 0;
-          let resolveDone!: () => void;
-          const done = new Promise<void>((r) => (resolveDone = r));
-          const s = new Subscriber(client, name, config, (d, sub) => {
-            acked.push(JSON.parse(d.event.data) as { key: string; n: number });
-            sub.ack([d.deliveryId]);
-            if (++got >= limit || acked.length >= total) resolveDone();
-          });
-          await s.opened;
-          await Promise.race([done, sleep(5000)]);
-          await s.end();
-        };
-        for (const cut of cuts) {
-          await session(cut);
-          await sleep(pauseMs);
-        }
-        await writer;
-        while (acked.length < total) {
-          const before = acked.length;
-          await session(total);
-          if (acked.length === before) break;
-        }
-        expect(acked.length).toBe(total);
-        expect(new Set(acked.map((a) => a.n)).size).toBe(total);
-        for (const k of keys) {
-          const ns = acked.filter((a) => a.key === k).map((a) => a.n);
-          expect(ns).toEqual([...ns].sort((x, y) => x - y));
-        }
-        expect(published.length).toBe(total);
-      }),
+          await writer;
+          while (acked.length < total) {
+            const before = acked.length;
+            await session(total);
+            if (acked.length === before) break;
+          }
+          expect(acked.length).toBe(total);
+          expect(new Set(acked.map((a) => a.n)).size).toBe(total);
+          for (const k of keys) {
+            const ns = acked.filter((a) => a.key === k).map((a) => a.n);
+            expect(ns).toEqual([...ns].sort((x, y) => x - y));
+          }
+          expect(published.length).toBe(total);
+        },
+      ),
       { numRuns: 3 },
     );
   });
@@ -140,7 +155,10 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
   it('resumes exactly after a server restart', async () => {
     const name = `restart-${dialect}`;
     await bus.putSubscription(name, { topics: ['orders'], start: 'latest' });
-    await publish(client, Array.from({ length: 20 }, (_, i) => ev('r', i)));
+    await publish(
+      client,
+      Array.from({ length: 20 }, (_, i) => ev('r', i)),
+    );
     const got: number[] = [];
     const s1 = new Subscriber(client, name, undefined, (d, s) => {
       if (got.length < 12) {
@@ -155,7 +173,10 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     await node.close();
     ({ node, bus, addr } = await startBusNode(env));
     client = busClient(addr);
-    await publish(client, Array.from({ length: 10 }, (_, i) => ev('r', 20 + i)));
+    await publish(
+      client,
+      Array.from({ length: 10 }, (_, i) => ev('r', 20 + i)),
+    );
     const s2 = new Subscriber(client, name, undefined, (d, s) => {
       got.push(parsed(d).n);
       s.ack([d.deliveryId]);
@@ -169,16 +190,33 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
 
   it('delivers in batches when the call opens with batch: catch-up then live, in order, fewer messages than events, resuming after acks', async () => {
     const name = `batch-${dialect}`;
-    await bus.putSubscription(name, { topics: ['orders'], start: 'latest', max_in_flight: 500, filter: { key_prefix: 'bat' } });
-    await publish(client, Array.from({ length: 300 }, (_, i) => ev('bat', i)));
+    await bus.putSubscription(name, {
+      topics: ['orders'],
+      start: 'latest',
+      max_in_flight: 500,
+      filter: { key_prefix: 'bat' },
+    });
+    await publish(
+      client,
+      Array.from({ length: 300 }, (_, i) => ev('bat', i)),
+    );
     const got: number[] = [];
-    const s = new Subscriber(client, name, undefined, (d, sub) => {
-      got.push(parsed(d).n);
-      sub.ack([d.deliveryId]);
-    }, { batch: true });
+    const s = new Subscriber(
+      client,
+      name,
+      undefined,
+      (d, sub) => {
+        got.push(parsed(d).n);
+        sub.ack([d.deliveryId]);
+      },
+      { batch: true },
+    );
     await s.opened;
     await waitFor(() => got.length >= 300, 10_000, 'catch-up');
-    await publish(client, Array.from({ length: 50 }, (_, i) => ev('bat', 300 + i)));
+    await publish(
+      client,
+      Array.from({ length: 50 }, (_, i) => ev('bat', 300 + i)),
+    );
     await waitFor(() => got.length >= 350, 10_000, 'live');
     await sleep(150);
     await s.end();
@@ -197,7 +235,12 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
 
   it('keeps a consumer 10x slower than the writers connected, losing nothing', async () => {
     const name = `slow-${dialect}`;
-    await bus.putSubscription(name, { topics: ['orders'], start: 'latest', max_in_flight: 4, filter: { key_prefix: 'slow' } });
+    await bus.putSubscription(name, {
+      topics: ['orders'],
+      start: 'latest',
+      max_in_flight: 4,
+      filter: { key_prefix: 'slow' },
+    });
     const got: number[] = [];
     const s = new Subscriber(client, name, undefined, (d, sub) => {
       setTimeout(() => {
@@ -208,7 +251,10 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     await s.opened;
     const total = 150;
     for (let i = 0; i < total; i += 10) {
-      await publish(client, Array.from({ length: 10 }, (_, j) => ev('slow', i + j)));
+      await publish(
+        client,
+        Array.from({ length: 10 }, (_, j) => ev('slow', i + j)),
+      );
       await sleep(10);
     }
     await waitFor(() => got.length >= total, 20_000, 'slow consumer to finish');
@@ -219,7 +265,14 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
 
   it('redelivers after the ack wait, after a nack delay, and dead-letters after max deliveries', async () => {
     const name = `redeliver-${dialect}`;
-    await bus.putSubscription(name, { topics: ['orders'], start: 'latest', ack_wait_ms: 150, max_deliveries: 3, dead_letter_topic: 'dlq', filter: { key_prefix: 'rd' } });
+    await bus.putSubscription(name, {
+      topics: ['orders'],
+      start: 'latest',
+      ack_wait_ms: 150,
+      max_deliveries: 3,
+      dead_letter_topic: 'dlq',
+      filter: { key_prefix: 'rd' },
+    });
     const seen: Array<{ n: number; count: number; at: number }> = [];
     const s = new Subscriber(client, name, undefined, (d, sub) => {
       const n = parsed(d).n;
@@ -230,7 +283,9 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
       // n === 3: never acked → dead letter after 3 deliveries
     });
     await s.opened;
-    const dl = new Subscriber(client, `dl-${dialect}`, { topics: ['dlq'], start: 'earliest' }, (d, sub) => sub.ack([d.deliveryId]));
+    const dl = new Subscriber(client, `dl-${dialect}`, { topics: ['dlq'], start: 'earliest' }, (d, sub) =>
+      sub.ack([d.deliveryId]),
+    );
     await dl.opened;
     await publish(client, [ev('rd', 1), ev('rd', 2), ev('rd', 3)]);
     await waitFor(() => dl.deliveries.length >= 1, 5000, 'dead letter');
@@ -279,8 +334,11 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
 
   it('filters by type, key prefix and headers', async () => {
     const name = `filter-${dialect}`;
-    const s = new Subscriber(client, name, { topics: ['orders'], start: 'latest', filter: { types: ['paid'], keyPrefix: 'eu-', headers: { region: 'x' } } }, (d, sub) =>
-      sub.ack([d.deliveryId]),
+    const s = new Subscriber(
+      client,
+      name,
+      { topics: ['orders'], start: 'latest', filter: { types: ['paid'], keyPrefix: 'eu-', headers: { region: 'x' } } },
+      (d, sub) => sub.ack([d.deliveryId]),
     );
     await s.opened;
     await publish(client, [
@@ -304,7 +362,9 @@ describe.each(DIALECTS)('bus over gRPC (%s)', (dialect) => {
     await sleep(20);
     const second = await publish(client, [ev('st', 2), ev('st', 3)]);
     const collect = async (name: string, start: string) => {
-      const s = new Subscriber(client, name, { topics: ['orders'], start, filter: { keyPrefix: 'st' } }, (d, sub) => sub.ack([d.deliveryId]));
+      const s = new Subscriber(client, name, { topics: ['orders'], start, filter: { keyPrefix: 'st' } }, (d, sub) =>
+        sub.ack([d.deliveryId]),
+      );
       await s.opened;
       await sleep(250);
       await s.end();

@@ -18,7 +18,9 @@ describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
   const call = (method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
 
   it('publishes, refuses bad input with typed 4xx and writes nothing', async () => {
-    const ok = await call('POST', '/v1/bus/topics/orders/events', { events: [{ id: 'h1', key: 'a', type: 'created', data: { n: 1 } }, { type: 'created' }] });
+    const ok = await call('POST', '/v1/bus/topics/orders/events', {
+      events: [{ id: 'h1', key: 'a', type: 'created', data: { n: 1 } }, { type: 'created' }],
+    });
     expect(ok.status).toBe(200);
     expect(ok.body!.positions).toHaveLength(2);
     const head = await node.runtime.log.headPos('s0');
@@ -33,15 +35,25 @@ describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
       const r = await call('POST', path, body);
       expect([path, r.status, r.body!.error.code]).toEqual([path, status, code]);
     }
-    const dup = await call('POST', '/v1/bus/topics/orders/events', { events: [{ id: 'h1', key: 'a', type: 'created' }] });
+    const dup = await call('POST', '/v1/bus/topics/orders/events', {
+      events: [{ id: 'h1', key: 'a', type: 'created' }],
+    });
     expect(dup.body!.positions[0]).toEqual({ ...ok.body!.positions[0], duplicate: true });
     expect(await node.runtime.log.headPos('s0')).toBe(head);
   });
 
   it('creates, shows, streams (SSE with acks) and deletes a subscription', async () => {
-    expect((await call('PUT', '/v1/bus/subscriptions/web', { topics: ['orders'], start: 'earliest', max_in_flight: 10 })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/web', { topics: ['orders'], start: 'earliest', max_in_flight: 5 })).status).toBe(200);
-    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['nope'] })).body!.error.code).toBe('topic_not_found');
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/web', { topics: ['orders'], start: 'earliest', max_in_flight: 10 }))
+        .status,
+    ).toBe(201);
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/web', { topics: ['orders'], start: 'earliest', max_in_flight: 5 }))
+        .status,
+    ).toBe(200);
+    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['nope'] })).body!.error.code).toBe(
+      'topic_not_found',
+    );
     expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['orders'], max_in_flight: 0 })).status).toBe(400);
     expect((await call('GET', '/v1/bus/subscriptions/none')).body!.error.code).toBe('subscription_not_found');
     const ctl = new AbortController();
@@ -63,13 +75,19 @@ describe.each(DIALECTS)('bus over HTTP (%s)', (dialect) => {
     expect(((await busy.json()) as { error: { code: string } }).error.code).toBe('subscription_busy');
     expect((await call('POST', '/v1/bus/subscriptions/web/ack', { ids })).body).toEqual({ acked: 2, nacked: 0 });
     ctl.abort();
-    const info = await waitFor(async () => {
-      const r = await call('GET', '/v1/bus/subscriptions/web');
-      return r.body!.connected === false ? r : null;
-    }, 5000, 'disconnect');
+    const info = await waitFor(
+      async () => {
+        const r = await call('GET', '/v1/bus/subscriptions/web');
+        return r.body!.connected === false ? r : null;
+      },
+      5000,
+      'disconnect',
+    );
     expect(info.body!.config.max_in_flight).toBe(5);
     expect(info.body!.positions.s0).toBeGreaterThanOrEqual(2);
-    expect((await call('POST', '/v1/bus/subscriptions/web/ack', { ids })).body!.error.code).toBe('subscription_not_connected');
+    expect((await call('POST', '/v1/bus/subscriptions/web/ack', { ids })).body!.error.code).toBe(
+      'subscription_not_connected',
+    );
     expect((await call('DELETE', '/v1/bus/subscriptions/web')).status).toBe(204);
     expect((await call('GET', '/v1/bus/subscriptions/web')).status).toBe(404);
   });

@@ -29,7 +29,10 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
     }
   });
   it('publishes through another node are answered within their deadline and acknowledged once the roles move; live delivery goes on; after SIGCONT nothing is numbered twice, the chains verify, and the resumed node stands by', async () => {
-    const env = await createTestEnv('postgres', { shards: 2, extra: { cluster: { role_lease_ms: ROLE_LEASE_MS, publish_deadline_ms: PUBLISH_DEADLINE_MS } } });
+    const env = await createTestEnv('postgres', {
+      shards: 2,
+      extra: { cluster: { role_lease_ms: ROLE_LEASE_MS, publish_deadline_ms: PUBLISH_DEADLINE_MS } },
+    });
     const dir = mkdtempSync(join(tmpdir(), 'millrace-hung-'));
     let child: ChildProcess | undefined;
     let b: Node | undefined;
@@ -37,13 +40,23 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
     const client = { current: undefined as ReturnType<typeof busClient> | undefined };
     try {
       // Node A starts first and takes the sequencer role of both shards.
-      child = (await spawnReady('test/bus/bus-child.ts', [writeConfigFile(dir, { ...busInput(env), node_id: 'node-a' })], /ready /, { group: true })).child;
+      child = (
+        await spawnReady(
+          'test/bus/bus-child.ts',
+          [writeConfigFile(dir, { ...busInput(env), node_id: 'node-a' })],
+          /ready /,
+          { group: true },
+        )
+      ).child;
       spawned.push(child);
       const shards = env.config.storage.shards.map((s) => s.name);
       const holders = async (rt: Node['runtime']): Promise<Record<string, { holder: string; epoch: number }>> => {
         const out: Record<string, { holder: string; epoch: number }> = {};
         for (const s of rt.storage.shards) {
-          const rows = await s.reader.all<{ holder: string; epoch: number }>('SELECT holder, epoch FROM role_leases WHERE role = ?', [`millrace:sequencer:${s.name}`]);
+          const rows = await s.reader.all<{ holder: string; epoch: number }>(
+            'SELECT holder, epoch FROM role_leases WHERE role = ?',
+            [`millrace:sequencer:${s.name}`],
+          );
           if (rows[0]) out[s.name] = { holder: rows[0].holder, epoch: Number(rows[0].epoch) };
         }
         return out;
@@ -51,10 +64,14 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
       let started;
       ({ node: b, addr: started } = await startBusNode(env));
       const node = b;
-      await waitFor(async () => {
-        const h = await holders(node.runtime);
-        return shards.every((s) => h[s]?.holder === 'node-a');
-      }, 30_000, 'node A to hold both sequencer roles');
+      await waitFor(
+        async () => {
+          const h = await holders(node.runtime);
+          return shards.every((s) => h[s]?.holder === 'node-a');
+        },
+        30_000,
+        'node A to hold both sequencer roles',
+      );
       expect(node.runtime.sequencers.some((s) => s.leader)).toBe(false);
 
       client.current = busClient(started);
@@ -64,7 +81,8 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
         s.ack([d.deliveryId]);
       });
       await sub.opened;
-      const bus = (node.faces.find((f) => f.name === 'bus') as unknown as { bus: import('../../src/bus/bus.js').Bus }).bus;
+      const bus = (node.faces.find((f) => f.name === 'bus') as unknown as { bus: import('../../src/bus/bus.js').Bus })
+        .bus;
       const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
       // Events on both shards.
       expect(new Set(keys.map((k) => node.runtime.storage.shardFor(['orders', k]).name)).size).toBe(2);
@@ -73,7 +91,11 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
           (): Outcome => ({ id, ok: true }),
           (err: unknown): Outcome => ({ id, ok: false, code: isMillraceError(err) ? err.code : String(err) }),
         );
-        const hung = sleep(PUBLISH_DEADLINE_MS + SLACK_MS).then((): Outcome => ({ id, ok: false, code: 'no answer within the deadline' }));
+        const hung = sleep(PUBLISH_DEADLINE_MS + SLACK_MS).then((): Outcome => ({
+          id,
+          ok: false,
+          code: 'no answer within the deadline',
+        }));
         return Promise.race([answer, hung]);
       };
       expect(await publishOne('before', 'k0')).toEqual({ id: 'before', ok: true });
@@ -92,24 +114,37 @@ describe.runIf(DIALECTS.includes('postgres'))('a hung node (SIGSTOP) does not st
       // Refused ids are retried with the same ids: acknowledged now.
       for (const o of outcomes) if (!o.ok) expect(await publishOne(o.id, keys[0]!)).toEqual({ id: o.id, ok: true });
       const ids = outcomes.map((o) => o.id);
-      await waitFor(() => ids.every((id) => received.includes(id)), 10_000, 'live delivery of what was published during the freeze');
+      await waitFor(
+        () => ids.every((id) => received.includes(id)),
+        10_000,
+        'live delivery of what was published during the freeze',
+      );
       // All of it happened while A was still frozen.
       expect(child.exitCode).toBe(null);
       const frozenFor = Date.now() - frozenAt;
 
       signalGroup(child, 'SIGCONT');
       // The resumed node finds its role gone and waits for it again as a standby: its lock sessions wait on the lock.
-      await waitFor(async () => {
-        const rows = await node.runtime.storage.shards[0]!.reader.all<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'millrace:node-a:s0-lock' AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n === 1;
-      }, 15_000, 'the resumed node to stand by for the sequencer role');
+      await waitFor(
+        async () => {
+          const rows = await node.runtime.storage.shards[0]!.reader.all<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'millrace:node-a:s0-lock' AND wait_event_type = 'Lock'",
+          );
+          return rows[0]!.n === 1;
+        },
+        15_000,
+        'the resumed node to stand by for the sequencer role',
+      );
       const epochs = await holders(node.runtime);
-      for (let i = 0; i < 5; i++) expect(await publishOne(`after-${i}`, keys[i]!)).toEqual({ id: `after-${i}`, ok: true });
+      for (let i = 0; i < 5; i++)
+        expect(await publishOne(`after-${i}`, keys[i]!)).toEqual({ id: `after-${i}`, ok: true });
       await sleep(ROLE_LEASE_MS * 1.5);
       expect(await holders(node.runtime)).toEqual(epochs);
-      await waitFor(() => [0, 1, 2, 3, 4].every((i) => received.includes(`after-${i}`)), 10_000, 'live delivery after the resume');
+      await waitFor(
+        () => [0, 1, 2, 3, 4].every((i) => received.includes(`after-${i}`)),
+        10_000,
+        'live delivery after the resume',
+      );
 
       for (const s of node.runtime.storage.shards) {
         const [c] = await s.reader.all<{ n: number; d: number; top: number | null; unnumbered: number }>(
@@ -159,11 +194,17 @@ describe.runIf(DIALECTS.includes('postgres'))('a publish whose positions cannot 
       );
       // Failure detection only: far past the deadline.
       expect(await Promise.race([attempt, sleep(5000).then(() => 'no answer')])).toBe('unavailable/true/503');
-      seq = new Sequencer(node.runtime.log, node.runtime.storage.shard('s0'), { batch: 100, pollMs: 50, logger: silentLogger });
+      seq = new Sequencer(node.runtime.log, node.runtime.storage.shard('s0'), {
+        batch: 100,
+        pollMs: 50,
+        logger: silentLogger,
+      });
       seq.start();
       const [again] = await started.bus.publish([{ id: 'p1', topic: 'orders', key: 'k', type: 't', data: 1 }]);
       expect(again).toEqual({ shard: 's0', pos: 1, duplicate: true });
-      const rows = await node.runtime.storage.shard('s0').reader.all<{ n: number }>("SELECT count(*)::int AS n FROM events WHERE stream LIKE 't/orders/%'");
+      const rows = await node.runtime.storage
+        .shard('s0')
+        .reader.all<{ n: number }>("SELECT count(*)::int AS n FROM events WHERE stream LIKE 't/orders/%'");
       expect(rows[0]!.n).toBe(1);
     } finally {
       await seq?.stop();

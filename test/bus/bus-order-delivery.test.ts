@@ -31,7 +31,9 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
   };
   const stop = async (signal: NodeJS.Signals): Promise<void> => {
     const c = child!;
-    const exited = new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
+    const exited = new Promise<void>((r) =>
+      c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()),
+    );
     c.kill(signal);
     await exited;
     child = undefined;
@@ -64,7 +66,11 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
     let node = await start();
     const keys = Array.from({ length: 16 }, (_, i) => `k${i}`);
     for (const name of ['live', 'late']) {
-      const r = await jsonRequest(node.url, 'PUT', `/v1/bus/subscriptions/${name}`, { topics: ['orders'], start: 'earliest', max_in_flight: 1000 });
+      const r = await jsonRequest(node.url, 'PUT', `/v1/bus/subscriptions/${name}`, {
+        topics: ['orders'],
+        start: 'earliest',
+        max_in_flight: 1000,
+      });
       expect(r.status).toBe(201);
     }
     const seen: Seen[] = [];
@@ -90,14 +96,22 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
     const batches = [
       Array.from({ length: 100 }, (_, i) => ({ key: keys[i % 16]!, id: `b0-${i}` as string | undefined })),
       ...Array.from({ length: 8 }, (_, b) =>
-        Array.from({ length: 24 }, (_, i) => ({ key: keys[(i * 7 + b) % 16]!, id: i % 5 === 4 ? undefined : `b${b + 1}-${i}` })),
+        Array.from({ length: 24 }, (_, i) => ({
+          key: keys[(i * 7 + b) % 16]!,
+          id: i % 5 === 4 ? undefined : `b${b + 1}-${i}`,
+        })),
       ),
     ];
     const restarts: Record<number, NodeJS.Signals> = { 3: 'SIGTERM', 6: 'SIGKILL' };
     for (let batch = 0; batch < batches.length; batch++) {
       for (let attempt = 0; ; attempt++) {
         expect(attempt).toBeLessThan(20);
-        const events = batches[batch]!.map((e, idx) => ({ ...(e.id === undefined ? {} : { id: e.id }), key: e.key, type: 't', data: { batch, attempt, idx } }));
+        const events = batches[batch]!.map((e, idx) => ({
+          ...(e.id === undefined ? {} : { id: e.id }),
+          key: e.key,
+          type: 't',
+          data: { batch, attempt, idx },
+        }));
         const publishing = jsonRequest(node.url, 'POST', '/v1/bus/topics/orders/events', { events }).catch(() => null);
         const signal = attempt === 0 ? restarts[batch] : undefined;
         if (signal !== undefined) {
@@ -137,7 +151,11 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
         const block = text.slice(0, end);
         text = text.slice(end + 2);
         if (!block.includes('event: delivery')) continue;
-        const d = JSON.parse(block.slice(block.indexOf('data: ') + 6)) as { shard: string; pos: number; event: { key: string; data: Mark } };
+        const d = JSON.parse(block.slice(block.indexOf('data: ') + 6)) as {
+          shard: string;
+          pos: number;
+          event: { key: string; data: Mark };
+        };
         sse.push({ key: d.event.key, shard: d.shard, pos: Number(d.pos), mark: d.event.data });
       }
     }

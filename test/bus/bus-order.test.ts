@@ -52,7 +52,9 @@ class Injector {
         if (f !== 'commit') return done;
         return done.then(() => {
           this.seen.commit++;
-          throw new MillraceError('unavailable', 'write not committed: injected loss of the connection at COMMIT', { retryAfterS: 1 });
+          throw new MillraceError('unavailable', 'write not committed: injected loss of the connection at COMMIT', {
+            retryAfterS: 1,
+          });
         });
       }) as Shard['write'];
     }
@@ -72,13 +74,20 @@ class Injector {
 async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)),
+      ),
+    ]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-const faultArb = fc.array(fc.constantFrom<Fault>('none', 'none', 'none', 'before', 'commit', 'positions'), { maxLength: 24 });
+const faultArb = fc.array(fc.constantFrom<Fault>('none', 'none', 'none', 'before', 'commit', 'positions'), {
+  maxLength: 24,
+});
 
 describe.each(DIALECTS)('bus per-key order with ids over several shards (%s)', (dialect) => {
   const nodes = new Map<number, { env: TestEnv; node: Node; bus: Bus; injector: Injector }>();
@@ -134,10 +143,14 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards (%s)', (
     );
     injector.arm([]);
     // Events of failed attempts without ids may still wait for the sequencer.
-    const rows = await waitFor(async () => {
-      const rs = await storedOf(node.runtime.storage.shards, run);
-      return rs.every((r) => r.pos !== null) ? rs : undefined;
-    }, 10_000, 'numbered events');
+    const rows = await waitFor(
+      async () => {
+        const rs = await storedOf(node.runtime.storage.shards, run);
+        return rs.every((r) => r.pos !== null) ? rs : undefined;
+      },
+      10_000,
+      'numbered events',
+    );
     checkStored(run, plan, rows, acked);
     return errors;
   };
@@ -197,29 +210,33 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards across k
           let err = '';
           proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
           const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-          await within(30_000, `child of run ${run}: ready and ${acksBeforeKill} acknowledgements`, new Promise<void>((resolve, reject) => {
-            let ready = false;
-            proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-              out += d;
-              let nl: number;
-              while ((nl = out.indexOf('\n')) >= 0) {
-                const line = out.slice(0, nl);
-                out = out.slice(nl + 1);
-                if (line === 'ready') ready = true;
-                if (line.startsWith('ack ')) {
-                  const a = JSON.parse(line.slice(4)) as Omit<Acked, 'plan'>;
-                  acked.push({ ...a, plan: plan[a.pub]![a.batch]! });
+          await within(
+            30_000,
+            `child of run ${run}: ready and ${acksBeforeKill} acknowledgements`,
+            new Promise<void>((resolve, reject) => {
+              let ready = false;
+              proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+                out += d;
+                let nl: number;
+                while ((nl = out.indexOf('\n')) >= 0) {
+                  const line = out.slice(0, nl);
+                  out = out.slice(nl + 1);
+                  if (line === 'ready') ready = true;
+                  if (line.startsWith('ack ')) {
+                    const a = JSON.parse(line.slice(4)) as Omit<Acked, 'plan'>;
+                    acked.push({ ...a, plan: plan[a.pub]![a.batch]! });
+                  }
                 }
-              }
-              if (ready && acked.length >= acksBeforeKill) {
-                proc.kill('SIGKILL');
-                resolve();
-              }
-            });
-            proc.once('exit', (code, signal) => {
-              if (signal !== 'SIGKILL') reject(new Error(`the child exited with ${code}: ${err}`));
-            });
-          }));
+                if (ready && acked.length >= acksBeforeKill) {
+                  proc.kill('SIGKILL');
+                  resolve();
+                }
+              });
+              proc.once('exit', (code, signal) => {
+                if (signal !== 'SIGKILL') reject(new Error(`the child exited with ${code}: ${err}`));
+              });
+            }),
+          );
           await within(10_000, 'exit of the killed child', exited);
           child = undefined;
           if (acked.length < total) killedMidway++;
@@ -227,20 +244,28 @@ describe.each(DIALECTS)('bus per-key order with ids over several shards across k
           // The publishers publish again every batch they were not answered, from the first.
           const { node, bus } = await within(30_000, 'start of the node after the kill', startBusNode(env));
           try {
-            await within(60_000, 'publishing the unacknowledged batches again', Promise.all(
-              plan.map(async (batches, pub) => {
-                const done = new Set(acked.filter((a) => a.pub === pub).map((a) => a.batch));
-                for (let batch = 0; batch < batches.length; batch++) {
-                  if (done.has(batch)) continue;
-                  const answer = await bus.publish(eventsOf(run, pub, batch, 1, batches[batch]!));
-                  acked.push({ pub, batch, attempt: 1, plan: batches[batch]!, answer });
-                }
-              }),
-            ));
-            const rows = await waitFor(async () => {
-              const rs = await storedOf(node.runtime.storage.shards, run);
-              return rs.every((r) => r.pos !== null) ? rs : undefined;
-            }, 10_000, 'numbered events');
+            await within(
+              60_000,
+              'publishing the unacknowledged batches again',
+              Promise.all(
+                plan.map(async (batches, pub) => {
+                  const done = new Set(acked.filter((a) => a.pub === pub).map((a) => a.batch));
+                  for (let batch = 0; batch < batches.length; batch++) {
+                    if (done.has(batch)) continue;
+                    const answer = await bus.publish(eventsOf(run, pub, batch, 1, batches[batch]!));
+                    acked.push({ pub, batch, attempt: 1, plan: batches[batch]!, answer });
+                  }
+                }),
+              ),
+            );
+            const rows = await waitFor(
+              async () => {
+                const rs = await storedOf(node.runtime.storage.shards, run);
+                return rs.every((r) => r.pos !== null) ? rs : undefined;
+              },
+              10_000,
+              'numbered events',
+            );
             checkStored(run, plan, rows, acked);
           } finally {
             await node.close();

@@ -48,11 +48,15 @@ class Faults {
             await this.hold?.(shard.name, statements);
             verdict = this.rule(shard.name, statements);
             // Thrown inside the transaction: the group committer rolls this caller back.
-            if (verdict === 'rollback') throw new Error(`injected: statement failed on ${shard.name}, transaction rolled back`);
+            if (verdict === 'rollback')
+              throw new Error(`injected: statement failed on ${shard.name}, transaction rolled back`);
             return v;
           }).then((v) => {
             // Committed, but the connection dropped before COMMIT's answer: the committer answers unavailable.
-            if (verdict === 'lose-commit') throw new MillraceError('unavailable', 'write not committed: injected loss of the connection at COMMIT', { retryAfterS: 1 });
+            if (verdict === 'lose-commit')
+              throw new MillraceError('unavailable', 'write not committed: injected loss of the connection at COMMIT', {
+                retryAfterS: 1,
+              });
             return v;
           });
         };
@@ -106,7 +110,13 @@ describe.each(DIALECTS)('bus publish errors after a partial commit (%s)', (diale
       /** 10 events with ids, over keys of every shard. */
       const batch = (): Array<Record<string, unknown>> => {
         const r = `${dialect}${shards}-${run++}`;
-        return Array.from({ length: 10 }, (_, i) => ({ id: `${r}-id${i}`, topic: 'orders', key: `${r}-k${i % 5}`, type: 't', data: { i } }));
+        return Array.from({ length: 10 }, (_, i) => ({
+          id: `${r}-id${i}`,
+          topic: 'orders',
+          key: `${r}-k${i % 5}`,
+          type: 't',
+          data: { i },
+        }));
       };
       const storedIds = async (events: ReadonlyArray<Record<string, unknown>>): Promise<Map<string, number>> => {
         const ids = new Set(events.map((e) => e.id as string));
@@ -121,7 +131,9 @@ describe.each(DIALECTS)('bus publish errors after a partial commit (%s)', (diale
         return counts;
       };
       /** Publishes, answering the error as a transport would, once every write of the attempt has settled. */
-      const attempt = async (events: Array<Record<string, unknown>>): Promise<{ ok: Published[] } | { err: MillraceError }> => {
+      const attempt = async (
+        events: Array<Record<string, unknown>>,
+      ): Promise<{ ok: Published[] } | { err: MillraceError }> => {
         try {
           return { ok: await bus.publish(events) };
         } catch (err) {
@@ -132,7 +144,11 @@ describe.each(DIALECTS)('bus publish errors after a partial commit (%s)', (diale
         }
       };
       /** The error answer is retryable, or nothing is stored; then a republish stores each id once and answers the stored ones as duplicates. */
-      const expectSafe = async (events: Array<Record<string, unknown>>, first: { ok: Published[] } | { err: MillraceError }, expectStored: 'some' | 'none' | 'any') => {
+      const expectSafe = async (
+        events: Array<Record<string, unknown>>,
+        first: { ok: Published[] } | { err: MillraceError },
+        expectStored: 'some' | 'none' | 'any',
+      ) => {
         expect('err' in first).toBe(true);
         const err = (first as { err: MillraceError }).err;
         const before = await storedIds(events);
@@ -209,72 +225,92 @@ describe.each(DIALECTS)('bus publish errors after a partial commit (%s)', (diale
   }
 });
 
-describe.skipIf(!DIALECTS.includes('postgres'))('bus publish while PostgreSQL drops one shard\'s sessions (postgres)', () => {
-  let env: TestEnv;
-  let node: Node;
-  let bus: Bus;
-  beforeAll(async () => {
-    env = await createTestEnv('postgres', { shards: 2 });
-    ({ node, bus } = await startBusNode(env));
-  });
-  afterAll(async () => {
-    await node?.close();
-    await env?.cleanup();
-  });
+describe.skipIf(!DIALECTS.includes('postgres'))(
+  "bus publish while PostgreSQL drops one shard's sessions (postgres)",
+  () => {
+    let env: TestEnv;
+    let node: Node;
+    let bus: Bus;
+    beforeAll(async () => {
+      env = await createTestEnv('postgres', { shards: 2 });
+      ({ node, bus } = await startBusNode(env));
+    });
+    afterAll(async () => {
+      await node?.close();
+      await env?.cleanup();
+    });
 
-  it('every error answer is retryable or stored nothing; republishing stores each id once, each key in publish order', async () => {
-    const run = 'pgkill';
-    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await admin.connect();
-    // The pool sessions (writers and readers) of shard s1, not its lock or LISTEN sessions.
-    const appName = `millrace:${node.runtime.config.node_id}:s1`;
-    let killing = true;
-    let terminated = 0;
-    // Sessions are dropped for the first 40 rounds, then the publishers finish.
-    const killer = (async () => {
-      for (let round = 0; killing && round < 40; round++) {
-        const r = await admin.query('SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1', [appName]);
-        terminated += Number(r.rows[0].n);
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    })();
-    const plan: Plan = Array.from({ length: 4 }, (_, pub) =>
-      Array.from({ length: 12 }, (_, b) => Array.from({ length: 10 }, (_, i) => ({ key: (pub + b + i) % 6, id: i % 4 === 3 ? null : (pub * 1000 + b * 10 + i) % 150 }))),
-    );
-    const acked: Acked[] = [];
-    try {
-      await Promise.all(
-        plan.map(async (batches, pub) => {
-          for (let batch = 0; batch < batches.length; batch++) {
-            for (let attempt = 0; ; attempt++) {
-              expect(attempt).toBeLessThan(200);
-              try {
-                const answer = await bus.publish(eventsOf(run, pub, batch, attempt, batches[batch]!));
-                acked.push({ pub, batch, attempt, plan: batches[batch]!, answer });
-                break;
-              } catch (err) {
-                const e = toMillraceError(err);
-                if (!e.retryable) {
-                  const rows = rowsOfAttempt(await storedOf(node.runtime.storage.shards, run).catch(() => []), pub, batch, attempt);
-                  expect([e.code, e.message, rows.length]).toEqual([e.code, e.message, 0]);
+    it('every error answer is retryable or stored nothing; republishing stores each id once, each key in publish order', async () => {
+      const run = 'pgkill';
+      const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await admin.connect();
+      // The pool sessions (writers and readers) of shard s1, not its lock or LISTEN sessions.
+      const appName = `millrace:${node.runtime.config.node_id}:s1`;
+      let killing = true;
+      let terminated = 0;
+      // Sessions are dropped for the first 40 rounds, then the publishers finish.
+      const killer = (async () => {
+        for (let round = 0; killing && round < 40; round++) {
+          const r = await admin.query(
+            'SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1',
+            [appName],
+          );
+          terminated += Number(r.rows[0].n);
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      })();
+      const plan: Plan = Array.from({ length: 4 }, (_, pub) =>
+        Array.from({ length: 12 }, (_, b) =>
+          Array.from({ length: 10 }, (_, i) => ({
+            key: (pub + b + i) % 6,
+            id: i % 4 === 3 ? null : (pub * 1000 + b * 10 + i) % 150,
+          })),
+        ),
+      );
+      const acked: Acked[] = [];
+      try {
+        await Promise.all(
+          plan.map(async (batches, pub) => {
+            for (let batch = 0; batch < batches.length; batch++) {
+              for (let attempt = 0; ; attempt++) {
+                expect(attempt).toBeLessThan(200);
+                try {
+                  const answer = await bus.publish(eventsOf(run, pub, batch, attempt, batches[batch]!));
+                  acked.push({ pub, batch, attempt, plan: batches[batch]!, answer });
+                  break;
+                } catch (err) {
+                  const e = toMillraceError(err);
+                  if (!e.retryable) {
+                    const rows = rowsOfAttempt(
+                      await storedOf(node.runtime.storage.shards, run).catch(() => []),
+                      pub,
+                      batch,
+                      attempt,
+                    );
+                    expect([e.code, e.message, rows.length]).toEqual([e.code, e.message, 0]);
+                  }
+                  await new Promise((res) => setTimeout(res, 10));
                 }
-                await new Promise((res) => setTimeout(res, 10));
               }
             }
-          }
-        }),
+          }),
+        );
+      } finally {
+        killing = false;
+        await killer;
+        await admin.end();
+      }
+      expect(terminated).toBeGreaterThan(0);
+      const rows = await waitFor(
+        async () => {
+          // Undefined while the storage cannot answer yet: waitFor tries again.
+          const rs = await storedOf(node.runtime.storage.shards, run).catch(() => undefined);
+          return rs?.every((r) => r.pos !== null) ? rs : undefined;
+        },
+        20_000,
+        'numbered events',
       );
-    } finally {
-      killing = false;
-      await killer;
-      await admin.end();
-    }
-    expect(terminated).toBeGreaterThan(0);
-    const rows = await waitFor(async () => {
-      // Undefined while the storage cannot answer yet: waitFor tries again.
-      const rs = await storedOf(node.runtime.storage.shards, run).catch(() => undefined);
-      return rs?.every((r) => r.pos !== null) ? rs : undefined;
-    }, 20_000, 'numbered events');
-    checkStored(run, plan, rows, acked);
-  }, 120_000);
-});
+      checkStored(run, plan, rows, acked);
+    }, 120_000);
+  },
+);

@@ -18,17 +18,29 @@ describe.each(DIALECTS)('bus retention over HTTP and gRPC (%s)', (dialect) => {
     const { node, bus } = await startBusNode(env);
     nodes.push(node);
     const call = async (method: string, path: string, body?: unknown) => {
-      const r = await fetch(`${node.url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      const r = await fetch(`${node.url}${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
       return { status: r.status, body: (r.status === 204 ? null : await r.json()) as Record<string, any> };
     };
     const bad = await call('PUT', '/v1/bus/topics/short', { retention: { per: 'key' } });
     expect([bad.status, bad.body.error.code]).toEqual([400, 'bad_request']);
     expect((await call('GET', '/v1/bus/topics/short')).status).toBe(404);
-    expect([200, 201]).toContain((await call('PUT', '/v1/bus/topics/short', { retention: { max_events: 2, per: 'key' } })).status);
+    expect([200, 201]).toContain(
+      (await call('PUT', '/v1/bus/topics/short', { retention: { max_events: 2, per: 'key' } })).status,
+    );
     expect((await call('PUT', '/v1/bus/subscriptions/sse-stop', { topics: ['short'] })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/sse-resume', { topics: ['short'], on_expired: 'resume' })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['short'], on_expired: 'skip' })).status).toBe(400);
-    expect((await call('PUT', '/v1/bus/subscriptions/grpc-resume', { topics: ['short'], on_expired: 'resume' })).status).toBe(201);
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/sse-resume', { topics: ['short'], on_expired: 'resume' })).status,
+    ).toBe(201);
+    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['short'], on_expired: 'skip' })).status).toBe(
+      400,
+    );
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/grpc-resume', { topics: ['short'], on_expired: 'resume' })).status,
+    ).toBe(201);
     for (let i = 0; i < 5; i++) await bus.publish([{ topic: 'short', key: 'k', type: 'e', data: { i } }]);
     await bus.publish([{ topic: 'orders', key: 'z', type: 'e', data: {} }]);
     const shard = node.runtime.storage.shards[0]!;
@@ -52,11 +64,18 @@ describe.each(DIALECTS)('bus retention over HTTP and gRPC (%s)', (dialect) => {
         text += new TextDecoder().decode(value);
       }
     })();
-    await waitFor(() => (text.match(/event: delivery/g) ?? []).length >= 2 && text.includes('event: gap'), 10_000, 'SSE gap and deliveries');
-    const gap = JSON.parse(/event: gap\ndata: (.+)\n/.exec(text)![1]!) as { shard: string; lost: number; horizon: number };
+    await waitFor(
+      () => (text.match(/event: delivery/g) ?? []).length >= 2 && text.includes('event: gap'),
+      10_000,
+      'SSE gap and deliveries',
+    );
+    const gap = JSON.parse(/event: gap\ndata: (.+)\n/.exec(text)![1]!) as {
+      shard: string;
+      lost: number;
+      horizon: number;
+    };
     expect(gap).toMatchObject({ shard: 's0', lost: 3 });
     ctl.abort();
-
   }, 60_000);
 
   it('a gRPC subscriber with on_expired "resume" gets a Gap message with the count lost', async () => {
@@ -65,17 +84,29 @@ describe.each(DIALECTS)('bus retention over HTTP and gRPC (%s)', (dialect) => {
     const { node, bus, addr } = await startBusNode(env);
     nodes.push(node);
     const call = async (method: string, path: string, body?: unknown) => {
-      const r = await fetch(`${node.url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      const r = await fetch(`${node.url}${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
       return { status: r.status, body: (r.status === 204 ? null : await r.json()) as Record<string, any> };
     };
     const bad = await call('PUT', '/v1/bus/topics/short', { retention: { per: 'key' } });
     expect([bad.status, bad.body.error.code]).toEqual([400, 'bad_request']);
     expect((await call('GET', '/v1/bus/topics/short')).status).toBe(404);
-    expect([200, 201]).toContain((await call('PUT', '/v1/bus/topics/short', { retention: { max_events: 2, per: 'key' } })).status);
+    expect([200, 201]).toContain(
+      (await call('PUT', '/v1/bus/topics/short', { retention: { max_events: 2, per: 'key' } })).status,
+    );
     expect((await call('PUT', '/v1/bus/subscriptions/sse-stop', { topics: ['short'] })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/sse-resume', { topics: ['short'], on_expired: 'resume' })).status).toBe(201);
-    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['short'], on_expired: 'skip' })).status).toBe(400);
-    expect((await call('PUT', '/v1/bus/subscriptions/grpc-resume', { topics: ['short'], on_expired: 'resume' })).status).toBe(201);
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/sse-resume', { topics: ['short'], on_expired: 'resume' })).status,
+    ).toBe(201);
+    expect((await call('PUT', '/v1/bus/subscriptions/bad', { topics: ['short'], on_expired: 'skip' })).status).toBe(
+      400,
+    );
+    expect(
+      (await call('PUT', '/v1/bus/subscriptions/grpc-resume', { topics: ['short'], on_expired: 'resume' })).status,
+    ).toBe(201);
     for (let i = 0; i < 5; i++) await bus.publish([{ topic: 'short', key: 'k', type: 'e', data: { i } }]);
     await bus.publish([{ topic: 'orders', key: 'z', type: 'e', data: {} }]);
     const shard = node.runtime.storage.shards[0]!;

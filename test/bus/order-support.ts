@@ -16,7 +16,9 @@ export interface PlanEvent {
 /** Publishers, each a list of batches it publishes one after another. */
 export type Plan = PlanEvent[][][];
 
-export const planArb = (opts: { keys?: number; ids?: number; publishers?: number; batches?: number; events?: number } = {}): fc.Arbitrary<Plan> =>
+export const planArb = (
+  opts: { keys?: number; ids?: number; publishers?: number; batches?: number; events?: number } = {},
+): fc.Arbitrary<Plan> =>
   fc.array(
     fc.array(
       fc.array(
@@ -44,10 +46,22 @@ export interface Mark {
 export const keyOf = (run: string, k: number): string => `${run}-k${k}`;
 export const idOf = (run: string, i: number): string => `${run}-i${i}`;
 
-export function eventsOf(run: string, pub: number, batch: number, attempt: number, plan: readonly PlanEvent[]): Array<Record<string, unknown>> {
+export function eventsOf(
+  run: string,
+  pub: number,
+  batch: number,
+  attempt: number,
+  plan: readonly PlanEvent[],
+): Array<Record<string, unknown>> {
   return plan.map((e, idx) => {
     const mark: Mark = { run, pub, batch, attempt, idx };
-    return { topic: 'orders', key: keyOf(run, e.key), type: 't', data: mark, ...(e.id === null ? {} : { id: idOf(run, e.id) }) };
+    return {
+      topic: 'orders',
+      key: keyOf(run, e.key),
+      type: 't',
+      data: mark,
+      ...(e.id === null ? {} : { id: idOf(run, e.id) }),
+    };
   });
 }
 
@@ -69,7 +83,13 @@ export async function storedOf(shards: readonly Shard[], run: string): Promise<S
     );
     for (const r of rs) {
       const meta = r.meta === null ? {} : (JSON.parse(r.meta) as { id?: string });
-      rows.push({ shard: s.name, stream: r.stream, pos: r.pos === null ? null : Number(r.pos), id: meta.id, mark: JSON.parse(r.data) as Mark });
+      rows.push({
+        shard: s.name,
+        stream: r.stream,
+        pos: r.pos === null ? null : Number(r.pos),
+        id: meta.id,
+        mark: JSON.parse(r.data) as Mark,
+      });
     }
   }
   return rows;
@@ -101,7 +121,8 @@ export function checkStored(run: string, plan: Plan, rows: readonly StoredRow[],
   for (const r of rows) if (r.id !== undefined) byId.set(r.id, [...(byId.get(r.id) ?? []), r]);
   const ids = new Set(plan.flat(2).flatMap((e) => (e.id === null ? [] : [idOf(run, e.id)])));
   // (the rows of an id stored twice are shown)
-  for (const id of ids) expect([id, byId.get(id)?.length ?? 0, byId.get(id)]).toEqual([id, 1, byId.get(id)?.slice(0, 1)]);
+  for (const id of ids)
+    expect([id, byId.get(id)?.length ?? 0, byId.get(id)]).toEqual([id, 1, byId.get(id)?.slice(0, 1)]);
   expect(byId.size).toBe(ids.size);
 
   const lanes = new Map<string, StoredRow[]>();
@@ -124,7 +145,11 @@ export function checkStored(run: string, plan: Plan, rows: readonly StoredRow[],
       const row = at.get(`${p.shard}:${p.pos}`);
       const where = { pub: a.pub, batch: a.batch, attempt: a.attempt, idx };
       expect([where, row !== undefined]).toEqual([where, true]);
-      const mine = row!.mark.pub === a.pub && row!.mark.batch === a.batch && row!.mark.attempt === a.attempt && row!.mark.idx === idx;
+      const mine =
+        row!.mark.pub === a.pub &&
+        row!.mark.batch === a.batch &&
+        row!.mark.attempt === a.attempt &&
+        row!.mark.idx === idx;
       if (e.id !== null) expect([where, row!.id]).toEqual([where, idOf(run, e.id)]);
       expect([where, p.duplicate]).toEqual([where, !mine]);
     });

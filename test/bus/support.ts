@@ -17,7 +17,10 @@ export function busInput(env: TestEnv, bus: Record<string, unknown> = {}): Confi
   } as ConfigInput;
 }
 
-export async function startBusNode(env: TestEnv, bus: Record<string, unknown> = {}): Promise<{ node: Node; bus: Bus; addr: string }> {
+export async function startBusNode(
+  env: TestEnv,
+  bus: Record<string, unknown> = {},
+): Promise<{ node: Node; bus: Bus; addr: string }> {
   const node = await startNode(buildConfig(busInput(env, bus)), { faces: [busFace] });
   const face = node.faces.find((f) => f.name === 'bus') as unknown as { bus: Bus };
   return { node, bus: face.bus, addr: `127.0.0.1:${node.grpc!.port}` };
@@ -25,9 +28,23 @@ export async function startBusNode(env: TestEnv, bus: Record<string, unknown> = 
 
 /** A stock @grpc/grpc-js client over the repository's proto (camelCase fields, the loader's defaults). */
 export interface BusClient extends Client {
-  Publish(req: unknown, cb: (err: ServiceError | null, res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }) => void): void;
-  PublishStream(cb: (err: ServiceError | null, res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }) => void): ClientWritable;
-  PublishBatches(): ClientDuplexStream<unknown, { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }>;
+  Publish(
+    req: unknown,
+    cb: (
+      err: ServiceError | null,
+      res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> },
+    ) => void,
+  ): void;
+  PublishStream(
+    cb: (
+      err: ServiceError | null,
+      res: { positions: Array<{ shard: string; pos: number; duplicate: boolean }> },
+    ) => void,
+  ): ClientWritable;
+  PublishBatches(): ClientDuplexStream<
+    unknown,
+    { positions: Array<{ shard: string; pos: number; duplicate: boolean }> }
+  >;
   Subscribe(): ClientDuplexStream<unknown, SubscribeResponse>;
 }
 interface ClientWritable {
@@ -50,14 +67,22 @@ export interface SubscribeResponse {
   batch?: { deliveries: WireDelivery[] };
 }
 
-const BusClientCtor = millraceService('Bus', 'camel') as unknown as new (addr: string, creds: ReturnType<typeof credentials.createInsecure>) => BusClient;
+const BusClientCtor = millraceService('Bus', 'camel') as unknown as new (
+  addr: string,
+  creds: ReturnType<typeof credentials.createInsecure>,
+) => BusClient;
 
 export function busClient(addr: string): BusClient {
   return new BusClientCtor(addr, credentials.createInsecure());
 }
 
-export function publish(c: BusClient, events: unknown[]): Promise<Array<{ shard: string; pos: number; duplicate: boolean }>> {
-  return new Promise((resolve, reject) => c.Publish({ events }, (err, res) => (err ? reject(err) : resolve(res.positions))));
+export function publish(
+  c: BusClient,
+  events: unknown[],
+): Promise<Array<{ shard: string; pos: number; duplicate: boolean }>> {
+  return new Promise((resolve, reject) =>
+    c.Publish({ events }, (err, res) => (err ? reject(err) : resolve(res.positions))),
+  );
 }
 
 /** A subscriber connection driven by a test. */
@@ -72,7 +97,13 @@ export class Subscriber {
   /** Messages that carried deliveries (one per delivery unless opened with `batch`). */
   messages = 0;
 
-  constructor(client: BusClient, name: string, config?: Record<string, unknown>, onDelivery?: (d: WireDelivery, s: Subscriber) => void, opts: { batch?: boolean } = {}) {
+  constructor(
+    client: BusClient,
+    name: string,
+    config?: Record<string, unknown>,
+    onDelivery?: (d: WireDelivery, s: Subscriber) => void,
+    opts: { batch?: boolean } = {},
+  ) {
     this.onDelivery = onDelivery;
     this.call = client.Subscribe();
     let openedResolve!: (o: SubscribeResponse['opened']) => void;
@@ -86,7 +117,11 @@ export class Subscriber {
     this.status = new Promise((resolve) => {
       this.call.on('status', (s: { code: number; details: string; metadata: { get(k: string): unknown[] } }) => {
         const errorCode = s.metadata.get('error-code')[0];
-        resolve({ code: s.code, details: s.details, errorCode: errorCode === undefined ? undefined : String(errorCode as string | Buffer) });
+        resolve({
+          code: s.code,
+          details: s.details,
+          errorCode: errorCode === undefined ? undefined : String(errorCode as string | Buffer),
+        });
       });
     });
     this.call.on('error', (e) => openedReject(e));
@@ -100,7 +135,9 @@ export class Subscriber {
         this.onDelivery?.(d, this);
       }
     });
-    this.call.write({ open: { subscription: name, ...(config ? { config } : {}), ...(opts.batch ? { batch: true } : {}) } });
+    this.call.write({
+      open: { subscription: name, ...(config ? { config } : {}), ...(opts.batch ? { batch: true } : {}) },
+    });
   }
 
   ack(ids: string[]): void {
@@ -125,4 +162,3 @@ export class Subscriber {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-

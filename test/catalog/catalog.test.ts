@@ -33,18 +33,30 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
   });
 
   it('registers a topic, a namespace and a kind at runtime and uses them without restart', async () => {
-    expect((await req(node, 'POST', '/v1/bus/topics/rt/events', { events: [{ type: 'x' }] })).body!.error.code).toBe('topic_not_found');
-    expect(await req(node, 'PUT', '/v1/bus/topics/rt', { description: 'made at runtime' })).toEqual({ status: 200, body: { name: 'rt', source: 'runtime', definition: { description: 'made at runtime' } } });
+    expect((await req(node, 'POST', '/v1/bus/topics/rt/events', { events: [{ type: 'x' }] })).body!.error.code).toBe(
+      'topic_not_found',
+    );
+    expect(await req(node, 'PUT', '/v1/bus/topics/rt', { description: 'made at runtime' })).toEqual({
+      status: 200,
+      body: { name: 'rt', source: 'runtime', definition: { description: 'made at runtime' } },
+    });
     expect((await req(node, 'POST', '/v1/bus/topics/rt/events', { events: [{ type: 'x' }] })).status).toBe(200);
-    expect((await req(node, 'PUT', '/v1/bus/subscriptions/rs', { topics: ['rt'], start: 'earliest' })).status).toBe(201);
+    expect((await req(node, 'PUT', '/v1/bus/subscriptions/rs', { topics: ['rt'], start: 'earliest' })).status).toBe(
+      201,
+    );
     expect((await req(node, 'GET', '/v1/bus/topics')).body!.items.map((t: any) => [t.name, t.source])).toEqual([
       ['rt', 'runtime'],
       ['yaml_topic', 'config'],
     ]);
 
-    expect((await req(node, 'PUT', '/v1/namespaces/rns', { processor: { in_process: 'catalog-fn' }, retry: { base_ms: 5 } })).status).toBe(200);
+    expect(
+      (await req(node, 'PUT', '/v1/namespaces/rns', { processor: { in_process: 'catalog-fn' }, retry: { base_ms: 5 } }))
+        .status,
+    ).toBe(200);
     expect((await req(node, 'POST', '/v1/namespaces/rns/machines/m1/start', {})).body).toEqual({ response: 'signal' });
-    expect((await req(node, 'POST', '/v1/namespaces/rns/machines/m1/call', { args: 1 })).body).toEqual({ response: 'call' });
+    expect((await req(node, 'POST', '/v1/namespaces/rns/machines/m1/call', { args: 1 })).body).toEqual({
+      response: 'call',
+    });
     const nss = (await req(node, 'GET', '/v1/namespaces')).body!.items;
     expect(nss.map((n: any) => [n.name, n.source, n.machines])).toEqual([
       ['rns', 'runtime', { total: 1, failed: 0 }],
@@ -53,14 +65,24 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
 
     expect((await req(node, 'PUT', '/v1/pipe/kinds/rk', { max_repeats: 3, concurrency: 2 })).status).toBe(200);
     expect((await req(node, 'POST', '/v1/pipe/sessions', { kind: 'rk' })).status).toBe(201);
-    expect((await req(node, 'GET', '/v1/pipe/kinds/rk')).body).toEqual({ name: 'rk', source: 'runtime', definition: { max_repeats: 3, concurrency: 2 }, paused: false });
+    expect((await req(node, 'GET', '/v1/pipe/kinds/rk')).body).toEqual({
+      name: 'rk',
+      source: 'runtime',
+      definition: { max_repeats: 3, concurrency: 2 },
+      paused: false,
+    });
     expect((await req(node, 'GET', '/v1/pipe/kinds/yaml_kind')).body!.source).toBe('config');
   });
 
   it('a namespace defined at runtime with a sink joins that sink at once, and leaves it when deleted', async () => {
     expect((await req(node, 'GET', '/v1/sinks/audit/events')).body!.error.code).toBe('sink_not_found');
-    expect((await req(node, 'PUT', '/v1/namespaces/sunk', { processor: { in_process: 'catalog-fn' }, sink: 'audit' })).status).toBe(200);
-    expect((await req(node, 'GET', '/v1/sinks')).body!.items).toEqual(expect.arrayContaining([{ name: 'audit', namespaces: ['sunk'] }]));
+    expect(
+      (await req(node, 'PUT', '/v1/namespaces/sunk', { processor: { in_process: 'catalog-fn' }, sink: 'audit' }))
+        .status,
+    ).toBe(200);
+    expect((await req(node, 'GET', '/v1/sinks')).body!.items).toEqual(
+      expect.arrayContaining([{ name: 'audit', namespaces: ['sunk'] }]),
+    );
     expect((await req(node, 'POST', '/v1/namespaces/sunk/machines/s1/start', {})).status).toBe(200);
     const page = await waitFor(async () => {
       const r = await req(node, 'GET', '/v1/sinks/audit/events?limit=10');
@@ -99,12 +121,18 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
 
   it('deleting: a namespace answers namespace_not_found and its machines come back when redefined', async () => {
     expect((await req(node, 'DELETE', '/v1/namespaces/rns')).status).toBe(204);
-    expect((await req(node, 'POST', '/v1/namespaces/rns/machines/m1/call', { args: 1 })).body!.error.code).toBe('namespace_not_found');
+    expect((await req(node, 'POST', '/v1/namespaces/rns/machines/m1/call', { args: 1 })).body!.error.code).toBe(
+      'namespace_not_found',
+    );
     expect((await req(node, 'DELETE', '/v1/namespaces/rns')).body!.error.code).toBe('namespace_not_found');
-    expect((await req(node, 'PUT', '/v1/namespaces/rns', { processor: { in_process: 'catalog-fn' } })).status).toBe(200);
+    expect((await req(node, 'PUT', '/v1/namespaces/rns', { processor: { in_process: 'catalog-fn' } })).status).toBe(
+      200,
+    );
     expect((await req(node, 'GET', '/v1/namespaces/rns/machines/m1')).body!.history).toHaveLength(2);
     expect((await req(node, 'DELETE', '/v1/bus/topics/rt')).status).toBe(204);
-    expect((await req(node, 'POST', '/v1/bus/topics/rt/events', { events: [{ type: 'x' }] })).body!.error.code).toBe('topic_not_found');
+    expect((await req(node, 'POST', '/v1/bus/topics/rt/events', { events: [{ type: 'x' }] })).body!.error.code).toBe(
+      'topic_not_found',
+    );
     expect((await req(node, 'GET', '/v1/bus/subscriptions/rs')).status).toBe(200);
   });
 });
@@ -128,9 +156,21 @@ describe.runIf(DIALECTS.includes('postgres'))('runtime registration across two n
     expect((await req(b, 'GET', '/v1/namespaces/two')).status).toBe(404);
     expect((await req(a, 'PUT', '/v1/namespaces/two', { processor: { in_process: 'catalog-fn' } })).status).toBe(200);
     expect((await req(a, 'PUT', '/v1/bus/topics/two', {})).status).toBe(200);
-    await waitFor(async () => (await req(b, 'POST', '/v1/namespaces/two/machines/x/start', {})).status === 200, 10_000, 'namespace on node B');
-    await waitFor(async () => (await req(b, 'POST', '/v1/bus/topics/two/events', { events: [{ type: 'x' }] })).status === 200, 10_000, 'topic on node B');
+    await waitFor(
+      async () => (await req(b, 'POST', '/v1/namespaces/two/machines/x/start', {})).status === 200,
+      10_000,
+      'namespace on node B',
+    );
+    await waitFor(
+      async () => (await req(b, 'POST', '/v1/bus/topics/two/events', { events: [{ type: 'x' }] })).status === 200,
+      10_000,
+      'topic on node B',
+    );
     expect((await req(a, 'DELETE', '/v1/namespaces/two')).status).toBe(204);
-    await waitFor(async () => (await req(b, 'POST', '/v1/namespaces/two/machines/x/call', {})).status === 404, 10_000, 'deletion on node B');
+    await waitFor(
+      async () => (await req(b, 'POST', '/v1/namespaces/two/machines/x/call', {})).status === 404,
+      10_000,
+      'deletion on node B',
+    );
   });
 });

@@ -57,7 +57,9 @@ describe.each(DIALECTS)('millrace CLI: migrate and verify (%s)', (dialect: Diale
   it('verify passes on an intact log', async () => {
     const rt = await Runtime.open(env.config);
     try {
-      const results = await Promise.all(Array.from({ length: 80 }, (_, i) => rt.log.append(`cli/${i % 17}`, [{ type: 'e', data: { i } }])));
+      const results = await Promise.all(
+        Array.from({ length: 80 }, (_, i) => rt.log.append(`cli/${i % 17}`, [{ type: 'e', data: { i } }])),
+      );
       await Promise.all(results.map((r) => rt.log.positions(r)));
       for (const s of rt.storage.shards) heads[s.name] = await rt.log.headPos(s.name);
     } finally {
@@ -129,17 +131,27 @@ describe('millrace config check', () => {
     writeFileSync(path, text);
     return path;
   };
-  const check = (input: Record<string, unknown>, name: string): Promise<RunResult> => checkFile(writeConfigFile(dir, input, `${name}.yaml`));
+  const check = (input: Record<string, unknown>, name: string): Promise<RunResult> =>
+    checkFile(writeConfigFile(dir, input, `${name}.yaml`));
 
   const good = check(
     {
       data_dir: dir,
       http: { port: 8080 },
-      storage: { dialect: 'sqlite', shards: [{ name: 'a', to: '8' }, { name: 'b', from: '8' }] },
+      storage: {
+        dialect: 'sqlite',
+        shards: [
+          { name: 'a', to: '8' },
+          { name: 'b', from: '8' },
+        ],
+      },
     },
     'good',
   );
-  const pgGood = check({ storage: { dialect: 'postgres', shards: [{ name: 'p0', url: 'postgres://u:secret@127.0.0.1:5432/x' }] } }, 'pg');
+  const pgGood = check(
+    { storage: { dialect: 'postgres', shards: [{ name: 'p0', url: 'postgres://u:secret@127.0.0.1:5432/x' }] } },
+    'pg',
+  );
   const yamlGood = checkFile(writeText('yaml.yaml', 'http:\n  port: 9000\nstorage:\n  dialect: sqlite\n'));
   const notYaml = checkFile(writeText('broken.yaml', 'http: [1, 2\n'));
   const missing = checkFile(join(dir, 'nope.yaml'));
@@ -150,15 +162,33 @@ describe('millrace config check', () => {
     ['a wrong type', { http: { port: 'x' } }, [/http\.port: .*expected number/]],
     [
       'overlapping shard ranges',
-      { storage: { shards: [{ name: 'a', to: '8' }, { name: 'b', from: '7' }] } },
+      {
+        storage: {
+          shards: [
+            { name: 'a', to: '8' },
+            { name: 'b', from: '7' },
+          ],
+        },
+      },
       [/storage\.shards: shard "b" starts at 7, overlapping the previous range that ends at 8/],
     ],
     [
       'gapped shard ranges',
-      { storage: { shards: [{ name: 'a', to: '7' }, { name: 'b', from: '8' }] } },
+      {
+        storage: {
+          shards: [
+            { name: 'a', to: '7' },
+            { name: 'b', from: '8' },
+          ],
+        },
+      },
       [/storage\.shards: hash range has a gap from 7 to 8/, /cover the whole SHA-1 space/],
     ],
-    ['ranges that stop short of the end', { storage: { shards: [{ name: 'a', to: '8' }] } }, [/storage\.shards: hash range has a gap from 8 to the end/]],
+    [
+      'ranges that stop short of the end',
+      { storage: { shards: [{ name: 'a', to: '8' }] } },
+      [/storage\.shards: hash range has a gap from 8 to the end/],
+    ],
   ];
   const badRuns = new Map(bad.map(([what, input], i) => [what, check(input, `bad-${i}`)]));
 
@@ -166,7 +196,10 @@ describe('millrace config check', () => {
     const r = await good;
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^config ok \(.*good\.yaml\)/);
-    const printed = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { http: { port: number; host: string }; storage: { shards: Array<{ name: string; from: string; to: string }> } };
+    const printed = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {
+      http: { port: number; host: string };
+      storage: { shards: Array<{ name: string; from: string; to: string }> };
+    };
     expect(printed.http).toMatchObject({ port: 8080, host: '127.0.0.1' });
     expect(printed.storage.shards.map((s) => s.name)).toEqual(['a', 'b']);
   });

@@ -24,7 +24,10 @@ function expectConfigError(fn: () => unknown, ...patterns: RegExp[]): string {
   return message;
 }
 
-const sqlite = (shards: unknown[], extra: Record<string, unknown> = {}) => ({ ...extra, storage: { dialect: 'sqlite', shards } });
+const sqlite = (shards: unknown[], extra: Record<string, unknown> = {}) => ({
+  ...extra,
+  storage: { dialect: 'sqlite', shards },
+});
 const postgres = (shards: unknown[]) => ({ storage: { dialect: 'postgres', shards } });
 
 describe('buildConfig', () => {
@@ -34,14 +37,21 @@ describe('buildConfig', () => {
       expect(c.source).toBeUndefined();
       expect(c.node_id).toBe(`${hostname().slice(0, 80)}-${process.pid}`);
       expect(c.data_dir).toBe(resolve('/srv/mr', 'data'));
-      expect(c.http).toEqual({ host: '127.0.0.1', port: 7070, body_limit_bytes: 8 * 1024 * 1024, drain_timeout_ms: 10_000 });
+      expect(c.http).toEqual({
+        host: '127.0.0.1',
+        port: 7070,
+        body_limit_bytes: 8 * 1024 * 1024,
+        drain_timeout_ms: 10_000,
+      });
       expect(c.grpc).toEqual({ enabled: true, host: '127.0.0.1', port: 7071 });
       expect(c.logging.level).toBe('info');
       expect(c.storage.dialect).toBe('sqlite');
       expect(c.storage.durability).toBe('strict');
       expect(c.storage.group_commit).toEqual({ max_batch: 2000, writers: 4 });
       expect(c.storage.pool_size).toBe(10);
-      expect(c.storage.shards).toEqual([{ name: 's0', location: resolve('/srv/mr', 'data', 's0.db'), from: 0n, to: END }]);
+      expect(c.storage.shards).toEqual([
+        { name: 's0', location: resolve('/srv/mr', 'data', 's0.db'), from: 0n, to: END },
+      ]);
       expect(c.log).toEqual({ sequencer_batch: 5000, poll_ms: 500 });
       expect(c.cursors.chunk).toBe(1000);
       expect(c.scheduler).toMatchObject({ poll_ms: 1000, batch: 200 });
@@ -51,7 +61,10 @@ describe('buildConfig', () => {
   });
 
   it('takes cluster.role_lease_ms and cluster.publish_deadline_ms in range, and refuses others with config_invalid naming the key', () => {
-    expect(buildConfig({ cluster: { role_lease_ms: 2000, publish_deadline_ms: 3000 } }).cluster).toEqual({ role_lease_ms: 2000, publish_deadline_ms: 3000 });
+    expect(buildConfig({ cluster: { role_lease_ms: 2000, publish_deadline_ms: 3000 } }).cluster).toEqual({
+      role_lease_ms: 2000,
+      publish_deadline_ms: 3000,
+    });
     expectConfigError(() => buildConfig({ cluster: { role_lease_ms: 100 } }), /cluster\.role_lease_ms/);
     expectConfigError(() => buildConfig({ cluster: { role_lease_ms: 'soon' } }), /cluster\.role_lease_ms/);
     expectConfigError(() => buildConfig({ cluster: { publish_deadline_ms: 0 } }), /cluster\.publish_deadline_ms/);
@@ -80,14 +93,24 @@ describe('buildConfig', () => {
   });
 
   it('names the source file in its errors', () => {
-    expectConfigError(() => buildConfig({ http: { port: 'x' } }, { source: '/etc/millrace.yaml' }), /in \/etc\/millrace\.yaml/, /http\.port/);
+    expectConfigError(
+      () => buildConfig({ http: { port: 'x' } }, { source: '/etc/millrace.yaml' }),
+      /in \/etc\/millrace\.yaml/,
+      /http\.port/,
+    );
   });
 
   it('refuses unknown keys at any depth, naming them', () => {
     expectConfigError(() => buildConfig({ htttp: {} }), /\(root\): unknown key\(s\) "htttp"/);
     expectConfigError(() => buildConfig({ http: { prot: 1 } }), /^http: unknown key\(s\) "prot"$/m);
-    expectConfigError(() => buildConfig({ storage: { group_commit: { max: 1 } } }), /storage\.group_commit: unknown key\(s\) "max"/);
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', size: 1 }])), /storage\.shards\.0: unknown key\(s\) "size"/);
+    expectConfigError(
+      () => buildConfig({ storage: { group_commit: { max: 1 } } }),
+      /storage\.group_commit: unknown key\(s\) "max"/,
+    );
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', size: 1 }])),
+      /storage\.shards\.0: unknown key\(s\) "size"/,
+    );
   });
 
   it('refuses wrong types and out-of-range values without coercion, naming the key and what was expected', () => {
@@ -96,14 +119,23 @@ describe('buildConfig', () => {
     expectConfigError(() => buildConfig({ http: { port: 70000 } }), /^http\.port: /m);
     expectConfigError(() => buildConfig({ http: { port: 1.5 } }), /^http\.port: .*int/im);
     expectConfigError(() => buildConfig({ grpc: { enabled: 'yes' } }), /^grpc\.enabled: .*expected boolean/m);
-    expectConfigError(() => buildConfig({ storage: { dialect: 'mysql' } }), /^storage\.dialect: .*"sqlite".*"postgres"/m);
+    expectConfigError(
+      () => buildConfig({ storage: { dialect: 'mysql' } }),
+      /^storage\.dialect: .*"sqlite".*"postgres"/m,
+    );
     expectConfigError(() => buildConfig({ storage: { shards: [] } }), /^storage\.shards: /m);
     expectConfigError(() => buildConfig(sqlite([{ name: 'Bad Name' }])), /storage\.shards\.0\.name: a lower-case name/);
   });
 
   it('refuses overlapping ranges', () => {
     expectConfigError(
-      () => buildConfig(sqlite([{ name: 'a', to: '8' }, { name: 'b', from: '7' }])),
+      () =>
+        buildConfig(
+          sqlite([
+            { name: 'a', to: '8' },
+            { name: 'b', from: '7' },
+          ]),
+        ),
       /^storage\.shards: shard "b" starts at 7, overlapping the previous range that ends at 8$/,
     );
     // Two shards both starting at 0 (the default "from").
@@ -111,40 +143,90 @@ describe('buildConfig', () => {
   });
 
   it('refuses gaps, at the start, in the middle and at the end', () => {
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', from: '1' }])), /storage\.shards: hash range has a gap from 0 to 1 \(before shard "a"\)/);
     expectConfigError(
-      () => buildConfig(sqlite([{ name: 'a', to: '7' }, { name: 'b', from: '8' }])),
+      () => buildConfig(sqlite([{ name: 'a', from: '1' }])),
+      /storage\.shards: hash range has a gap from 0 to 1 \(before shard "a"\)/,
+    );
+    expectConfigError(
+      () =>
+        buildConfig(
+          sqlite([
+            { name: 'a', to: '7' },
+            { name: 'b', from: '8' },
+          ]),
+        ),
       /storage\.shards: hash range has a gap from 7 to 8 \(before shard "b"\); the ranges must cover the whole SHA-1 space/,
     );
     // A missing end: no shard reaches the top of the space.
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', to: '8' }])), /storage\.shards: hash range has a gap from 8 to the end of the SHA-1 space/);
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', to: '8' }])),
+      /storage\.shards: hash range has a gap from 8 to the end of the SHA-1 space/,
+    );
   });
 
   it('refuses an empty or inverted range', () => {
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', from: '8', to: '8' }])), /storage\.shards\.0: "to" \(8\) must be above "from" \(8\)/);
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', from: '8', to: '8' }])),
+      /storage\.shards\.0: "to" \(8\) must be above "from" \(8\)/,
+    );
     expectConfigError(() => buildConfig(sqlite([{ name: 'a', from: '9', to: '8' }])), /storage\.shards\.0: "to"/);
   });
 
   it('refuses a duplicate shard name', () => {
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', to: '8' }, { name: 'a', from: '8' }])), /storage\.shards\.1\.name: shard name "a" is used twice/);
+    expectConfigError(
+      () =>
+        buildConfig(
+          sqlite([
+            { name: 'a', to: '8' },
+            { name: 'a', from: '8' },
+          ]),
+        ),
+      /storage\.shards\.1\.name: shard name "a" is used twice/,
+    );
   });
 
   it('refuses a url/path that does not match the dialect', () => {
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', url: 'postgres://h/db' }])), /storage\.shards\.0\.url: the sqlite dialect takes "path", not "url"/);
-    expectConfigError(() => buildConfig(postgres([{ name: 'a', path: 'a.db' }])), /storage\.shards\.0\.path: the postgres dialect takes "url", not "path"/);
-    expectConfigError(() => buildConfig(postgres([{ name: 'a' }])), /storage\.shards\.0\.url: expected a PostgreSQL URL/);
-    expectConfigError(() => buildConfig(postgres([{ name: 'a', url: 'mysql://h/db' }])), /storage\.shards\.0\.url: expected a URL starting with postgres:\/\//);
-    expectConfigError(() => buildConfig({ storage: { dialect: 'postgres' } }), /storage\.shards: the postgres dialect needs at least one shard/);
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', url: 'postgres://h/db' }])),
+      /storage\.shards\.0\.url: the sqlite dialect takes "path", not "url"/,
+    );
+    expectConfigError(
+      () => buildConfig(postgres([{ name: 'a', path: 'a.db' }])),
+      /storage\.shards\.0\.path: the postgres dialect takes "url", not "path"/,
+    );
+    expectConfigError(
+      () => buildConfig(postgres([{ name: 'a' }])),
+      /storage\.shards\.0\.url: expected a PostgreSQL URL/,
+    );
+    expectConfigError(
+      () => buildConfig(postgres([{ name: 'a', url: 'mysql://h/db' }])),
+      /storage\.shards\.0\.url: expected a URL starting with postgres:\/\//,
+    );
+    expectConfigError(
+      () => buildConfig({ storage: { dialect: 'postgres' } }),
+      /storage\.shards: the postgres dialect needs at least one shard/,
+    );
   });
 
   it('validates hex prefix bounds', () => {
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', from: 'xyz' }])), /storage\.shards\.0\.from: a hex prefix of a SHA-1 hash, 1 to 40 hex digits/);
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', from: 'xyz' }])),
+      /storage\.shards\.0\.from: a hex prefix of a SHA-1 hash, 1 to 40 hex digits/,
+    );
     expectConfigError(() => buildConfig(sqlite([{ name: 'a', to: '' }])), /storage\.shards\.0\.to: a hex prefix/);
-    expectConfigError(() => buildConfig(sqlite([{ name: 'a', to: '1'.repeat(41) }])), /storage\.shards\.0\.to: a hex prefix/);
+    expectConfigError(
+      () => buildConfig(sqlite([{ name: 'a', to: '1'.repeat(41) }])),
+      /storage\.shards\.0\.to: a hex prefix/,
+    );
     expectConfigError(() => buildConfig(sqlite([{ name: 'a', to: 8 }])), /storage\.shards\.0\.to: .*expected string/);
     // 40 digits, upper case: accepted, exact.
     const cut = 'ABCDEF0123456789ABCDEF0123456789ABCDEF01';
-    const c = buildConfig(sqlite([{ name: 'a', to: cut }, { name: 'b', from: cut.toLowerCase() }]));
+    const c = buildConfig(
+      sqlite([
+        { name: 'a', to: cut },
+        { name: 'b', from: cut.toLowerCase() },
+      ]),
+    );
     expect(c.storage.shards.map((s) => [s.from, s.to])).toEqual([
       [0n, BigInt(`0x${cut}`)],
       [BigInt(`0x${cut}`), END],
@@ -173,9 +255,18 @@ describe('checkCoverage', () => {
   });
 
   it('refuses overlaps, gaps and a missing end with config_invalid naming storage.shards', () => {
-    expectConfigError(() => checkCoverage([shard('a', 0n, 101n), shard('b', 100n, END)]), /storage\.shards: shard "b" starts at .*overlapping/);
-    expectConfigError(() => checkCoverage([shard('a', 0n, 100n), shard('b', 101n, END)]), /storage\.shards: hash range has a gap/);
-    expectConfigError(() => checkCoverage([shard('a', 0n, 100n)]), /storage\.shards: hash range has a gap .* to the end/);
+    expectConfigError(
+      () => checkCoverage([shard('a', 0n, 101n), shard('b', 100n, END)]),
+      /storage\.shards: shard "b" starts at .*overlapping/,
+    );
+    expectConfigError(
+      () => checkCoverage([shard('a', 0n, 100n), shard('b', 101n, END)]),
+      /storage\.shards: hash range has a gap/,
+    );
+    expectConfigError(
+      () => checkCoverage([shard('a', 0n, 100n)]),
+      /storage\.shards: hash range has a gap .* to the end/,
+    );
     expectConfigError(() => checkCoverage([shard('a', 1n, END)]), /storage\.shards: hash range has a gap from 0/);
     expectConfigError(() => checkCoverage([]), /storage\.shards: hash range has a gap from 0 to the end/);
   });
@@ -215,9 +306,19 @@ describe('ShardRouter', () => {
     ]);
     expect(router.shardFor(key).name).toBe('high');
     const hex = sha1Hex(key);
-    const c = buildConfig(sqlite([{ name: 'low', to: hex }, { name: 'high', from: hex }]));
+    const c = buildConfig(
+      sqlite([
+        { name: 'low', to: hex },
+        { name: 'high', from: hex },
+      ]),
+    );
     expect(new ShardRouter(c.storage.shards).shardFor(key).name).toBe('high');
-    const c2 = buildConfig(sqlite([{ name: 'low', to: (h + 1n).toString(16).padStart(40, '0') }, { name: 'high', from: (h + 1n).toString(16).padStart(40, '0') }]));
+    const c2 = buildConfig(
+      sqlite([
+        { name: 'low', to: (h + 1n).toString(16).padStart(40, '0') },
+        { name: 'high', from: (h + 1n).toString(16).padStart(40, '0') },
+      ]),
+    );
     expect(new ShardRouter(c2.storage.shards).shardFor(key).name).toBe('low');
   });
 

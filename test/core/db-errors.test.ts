@@ -43,19 +43,29 @@ describe('database errors reach clients classified, never as internal', () => {
     const cases: Array<[string, () => Promise<unknown>, string, number]> = [
       ['deadlock 40P01', () => pgError(c, raise('40P01')), 'unavailable', 503],
       ['serialization 40001', () => pgError(c, raise('40001')), 'unavailable', 503],
-      ['lock not available 55P03', async () => {
-        await other.query('BEGIN');
-        await other.query("SELECT * FROM t WHERE k = 'a' FOR UPDATE");
-        await c.query('BEGIN');
-        const e = await pgError(c, "SELECT * FROM t WHERE k = 'a' FOR UPDATE NOWAIT");
-        await other.query('ROLLBACK');
-        return e;
-      }, 'unavailable', 503],
-      ['statement timeout 57014', async () => {
-        await c.query('BEGIN');
-        await c.query("SET LOCAL statement_timeout = '10ms'");
-        return pgError(c, 'SELECT pg_sleep(5)');
-      }, 'unavailable', 503],
+      [
+        'lock not available 55P03',
+        async () => {
+          await other.query('BEGIN');
+          await other.query("SELECT * FROM t WHERE k = 'a' FOR UPDATE");
+          await c.query('BEGIN');
+          const e = await pgError(c, "SELECT * FROM t WHERE k = 'a' FOR UPDATE NOWAIT");
+          await other.query('ROLLBACK');
+          return e;
+        },
+        'unavailable',
+        503,
+      ],
+      [
+        'statement timeout 57014',
+        async () => {
+          await c.query('BEGIN');
+          await c.query("SET LOCAL statement_timeout = '10ms'");
+          return pgError(c, 'SELECT pg_sleep(5)');
+        },
+        'unavailable',
+        503,
+      ],
       ['admin shutdown 57P01', () => pgError(c, raise('57P01')), 'unavailable', 503],
       ['too many connections 53300', () => pgError(c, raise('53300')), 'unavailable', 503],
       ['connection failure 08006', () => pgError(c, raise('08006')), 'unavailable', 503],

@@ -23,7 +23,8 @@ describe('error codes', () => {
     for (const [code, s] of Object.entries(allErrorCodes())) {
       const row = table.get(code);
       if (!row) missing.push(code);
-      else if (row[0] !== s.http || row[1] !== grpcName.get(s.grpc) || row[2] !== (s.retryable ? 'yes' : 'no')) wrong.push(code);
+      else if (row[0] !== s.http || row[1] !== grpcName.get(s.grpc) || row[2] !== (s.retryable ? 'yes' : 'no'))
+        wrong.push(code);
     }
     expect(missing).toEqual([]);
     expect(wrong).toEqual([]);

@@ -19,7 +19,14 @@ describe.each(DIALECTS)('faces declared to the runtime (%s)', (dialect) => {
     const rt = await Runtime.open(env.config, { faces: [pipeSpec], background: false });
     try {
       const applied = await rt.storage.shards[0]!.driver.appliedMigrations();
-      expect(applied).toEqual(expect.arrayContaining(['core/0001_log', 'auth/0001_tokens', 'catalog/0001_definitions', ...pipeSpec.migrations.map((m) => m.id)]));
+      expect(applied).toEqual(
+        expect.arrayContaining([
+          'core/0001_log',
+          'auth/0001_tokens',
+          'catalog/0001_definitions',
+          ...pipeSpec.migrations.map((m) => m.id),
+        ]),
+      );
       expect(applied.filter((id) => /^(machines|ledger|bus|ops)\//.test(id))).toEqual([]);
       expect(await rt.ready()).toEqual({ ok: true, problems: [] });
     } finally {
@@ -32,7 +39,8 @@ describe.each(DIALECTS)('faces declared to the runtime (%s)', (dialect) => {
     const rt = await Runtime.open(env.config, { background: false });
     try {
       const applied = await rt.storage.shards[0]!.driver.appliedMigrations();
-      for (const f of BUILT_IN_FACE_SPECS) expect(applied).toEqual(expect.arrayContaining(f.migrations.map((m) => m.id)));
+      for (const f of BUILT_IN_FACE_SPECS)
+        expect(applied).toEqual(expect.arrayContaining(f.migrations.map((m) => m.id)));
     } finally {
       await rt.close();
     }
@@ -47,17 +55,30 @@ describe('face declarations the runtime refuses (nothing is opened or written)',
 
   const refused = async (faces: FaceSpec[], message: RegExp) => {
     env = await createTestEnv('sqlite');
-    await expect(Runtime.open(env.config, { faces })).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(message) });
+    await expect(Runtime.open(env.config, { faces })).rejects.toMatchObject({
+      code: 'config_invalid',
+      message: expect.stringMatching(message),
+    });
     expect(existsSync(env.config.storage.shards[0]!.location)).toBe(false);
   };
 
   it('a face whose error codes core/errors.ts does not map', async () => {
-    const stray: FaceSpec = { ...pipeSpec, name: 'stray', migrations: [], errors: { stray_code: { http: 418, grpc: GrpcStatus.UNKNOWN, description: 'not mapped' } } };
+    const stray: FaceSpec = {
+      ...pipeSpec,
+      name: 'stray',
+      migrations: [],
+      errors: { stray_code: { http: 418, grpc: GrpcStatus.UNKNOWN, description: 'not mapped' } },
+    };
     await refused([stray], /face stray declares error codes .*: stray_code/);
   });
 
   it('a face that maps a known code to other statuses', async () => {
-    const clash: FaceSpec = { ...pipeSpec, name: 'clash', migrations: [], errors: { session_not_found: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, description: 'clash' } } };
+    const clash: FaceSpec = {
+      ...pipeSpec,
+      name: 'clash',
+      migrations: [],
+      errors: { session_not_found: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, description: 'clash' } },
+    };
     await refused([clash], /face clash declares error codes .*: session_not_found/);
   });
 

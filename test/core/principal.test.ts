@@ -29,7 +29,8 @@ describe('permissions', () => {
       ['auth:admin', 'log:read', false],
       ['machines:read:a.b', 'machines:read:aXb', false],
     ];
-    for (const [pattern, required, expected] of cases) expect([pattern, required, grants(pattern, required)]).toEqual([pattern, required, expected]);
+    for (const [pattern, required, expected] of cases)
+      expect([pattern, required, grants(pattern, required)]).toEqual([pattern, required, expected]);
   });
 
   it('a principal holds a permission when any pattern grants it; holdsSome asks for the face and action only', () => {
@@ -54,7 +55,9 @@ describe('permissions', () => {
   });
 
   it('checks the grammar of granted permissions', () => {
-    for (const ok of ['*', 'bus:*', 'bus:publish:orders', 'log:read', 'pipe:write:k*', 'machines:read:ns:with:colons']) expect([ok, permissionProblem(ok)]).toEqual([ok, null]);
-    for (const bad of ['', 'bus', 'bus:', ':x', 'bus:publish:', 'bus pub:x', 42, null]) expect(permissionProblem(bad)).not.toBeNull();
+    for (const ok of ['*', 'bus:*', 'bus:publish:orders', 'log:read', 'pipe:write:k*', 'machines:read:ns:with:colons'])
+      expect([ok, permissionProblem(ok)]).toEqual([ok, null]);
+    for (const bad of ['', 'bus', 'bus:', ':x', 'bus:publish:', 'bus pub:x', 42, null])
+      expect(permissionProblem(bad)).not.toBeNull();
   });
 });

@@ -29,7 +29,10 @@ class OtlpReceiver {
       req.on('data', (d: Buffer) => (body += d.toString('utf8')));
       req.on('end', () => {
         const msg = JSON.parse(body) as {
-          resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: OtlpSpan[] }> }>;
+          resourceSpans: Array<{
+            resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> };
+            scopeSpans: Array<{ spans: OtlpSpan[] }>;
+          }>;
         };
         for (const rs of msg.resourceSpans) {
           this.services.push(rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '');
@@ -69,7 +72,11 @@ describe('OpenTelemetry', () => {
     try {
       expect(telemetryEnabled()).toBe(false);
       const trace = 'a'.repeat(32);
-      const r = await fetch(`${node.url}/v1/namespaces/t/machines/off/start`, { method: 'POST', headers: { 'content-type': 'application/json', traceparent: `00-${trace}-${'b'.repeat(16)}-01` }, body: '{}' });
+      const r = await fetch(`${node.url}/v1/namespaces/t/machines/off/start`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', traceparent: `00-${trace}-${'b'.repeat(16)}-01` },
+        body: '{}',
+      });
       expect(r.status).toBe(200);
       expect(String(proc.seen.at(-1)!.headers.traceparent)).toMatch(new RegExp(`^00-${trace}-[0-9a-f]{16}-01$`));
     } finally {
@@ -100,7 +107,11 @@ describe('OpenTelemetry', () => {
     expect(gotTrace).toBe(trace);
     const http = otlp.spans.find((s) => s.name.startsWith('HTTP POST'));
     const call = otlp.spans.find((s) => s.name === 'millrace.processor.call');
-    expect(http).toMatchObject({ traceId: trace, parentSpanId: caller, name: 'HTTP POST /v1/namespaces/:ns/machines/:id/start' });
+    expect(http).toMatchObject({
+      traceId: trace,
+      parentSpanId: caller,
+      name: 'HTTP POST /v1/namespaces/:ns/machines/:id/start',
+    });
     expect(call).toMatchObject({ traceId: trace, parentSpanId: http!.spanId });
     // the processor's parent is the processor-call span
     expect(gotParent).toBe(call!.spanId);
@@ -108,17 +119,28 @@ describe('OpenTelemetry', () => {
   });
 
   it('a bus event published over HTTP keeps the request trace in its traceparent header; commits are traced', async () => {
-    const input = { ...env.input, bus: { topics: ['orders'] }, telemetry: { otlp_url: otlp.url, service_name: 'millrace-test' } } as ConfigInput;
+    const input = {
+      ...env.input,
+      bus: { topics: ['orders'] },
+      telemetry: { otlp_url: otlp.url, service_name: 'millrace-test' },
+    } as ConfigInput;
     const node = await startNode(buildConfig(input), { faces: [busFace] });
     const trace = '0af7651916cd43dd8448eb211c80319c';
     try {
       const r = await fetch(`${node.url}/v1/bus/topics/orders/events`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', traceparent: `00-${trace}-b7ad6b7169203331-01` },
-        body: JSON.stringify({ events: [{ key: 'k', type: 'created' }, { key: 'k', type: 'kept', headers: { traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` } }] }),
+        body: JSON.stringify({
+          events: [
+            { key: 'k', type: 'created' },
+            { key: 'k', type: 'kept', headers: { traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` } },
+          ],
+        }),
       });
       expect(r.status).toBe(200);
-      const rows = await node.runtime.storage.shards[0]!.reader.all<{ type: string; meta: string }>("SELECT type, meta FROM events WHERE stream = 't/orders/k' ORDER BY seq");
+      const rows = await node.runtime.storage.shards[0]!.reader.all<{ type: string; meta: string }>(
+        "SELECT type, meta FROM events WHERE stream = 't/orders/k' ORDER BY seq",
+      );
       const tps = rows.map((x) => (JSON.parse(x.meta) as { headers: { traceparent: string } }).headers.traceparent);
       expect(tps[0]!.split('-')[1]).toBe(trace);
       expect(tps[1]).toBe(`00-${'1'.repeat(32)}-${'2'.repeat(16)}-01`);
@@ -126,11 +148,19 @@ describe('OpenTelemetry', () => {
       await node.close();
     }
     expect(otlp.spans.some((s) => s.name === 'millrace.group_commit')).toBe(true);
-    expect(otlp.spans.some((s) => s.traceId === trace && s.name === 'HTTP POST /v1/bus/topics/:topic/events')).toBe(true);
+    expect(otlp.spans.some((s) => s.traceId === trace && s.name === 'HTTP POST /v1/bus/topics/:topic/events')).toBe(
+      true,
+    );
   });
 
   it('refuses a bad telemetry config', () => {
-    for (const bad of [{ otlp_url: 'not a url' }, { otlp_url: 'ftp://x/y' }, { otlp_url: 'http://x/v1/traces', extra: 1 }, { service_name: 'x' }, { otlp_url: 'http://x/v1/traces', service_name: '' }]) {
+    for (const bad of [
+      { otlp_url: 'not a url' },
+      { otlp_url: 'ftp://x/y' },
+      { otlp_url: 'http://x/v1/traces', extra: 1 },
+      { service_name: 'x' },
+      { otlp_url: 'http://x/v1/traces', service_name: '' },
+    ]) {
       expect(() => buildConfig({ ...env.input, telemetry: bad } as ConfigInput)).toThrow();
     }
   });

@@ -18,8 +18,16 @@ afterEach(() => {
 async function serve(args: string[]): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'mr-examples-'));
   dirs.push(dir);
-  const config = writeConfigFile(dir, { data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false } });
-  const { child, found } = await spawnReady('test/support/cli.ts', ['--config', config, 'serve', ...args], /"http":"(http:\/\/[^"]+)"[^\n]*"msg":"millrace serving"/);
+  const config = writeConfigFile(dir, {
+    data_dir: dir,
+    http: { port: 0, drain_timeout_ms: 300 },
+    grpc: { enabled: false },
+  });
+  const { child, found } = await spawnReady(
+    'test/support/cli.ts',
+    ['--config', config, 'serve', ...args],
+    /"http":"(http:\/\/[^"]+)"[^\n]*"msg":"millrace serving"/,
+  );
   children.push(child);
   return found;
 }
@@ -39,7 +47,11 @@ describe('the example processor', () => {
   it('`millrace serve --examples` serves example.counter', async () => {
     const url = await serve(['--examples']);
     expect((await jsonRequest(url, 'PUT', '/v1/namespaces/counters', counters)).status).toBeLessThan(300);
-    expect((await jsonRequest(url, 'POST', '/v1/namespaces/counters/machines/c1/start', { args: 10 })).body).toEqual({ response: { count: 10 } });
-    expect((await jsonRequest(url, 'POST', '/v1/namespaces/counters/machines/c1/call', { args: 5 })).body).toEqual({ response: { count: 15 } });
+    expect((await jsonRequest(url, 'POST', '/v1/namespaces/counters/machines/c1/start', { args: 10 })).body).toEqual({
+      response: { count: 10 },
+    });
+    expect((await jsonRequest(url, 'POST', '/v1/namespaces/counters/machines/c1/call', { args: 5 })).body).toEqual({
+      response: { count: 15 },
+    });
   });
 });

@@ -13,7 +13,14 @@ let node: Node;
 let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mr-quick-'));
-  node = await startNode(buildConfig({ data_dir: dir, http: { port: 0, drain_timeout_ms: 300 }, grpc: { enabled: false }, machines: { examples: true } } as ConfigInput));
+  node = await startNode(
+    buildConfig({
+      data_dir: dir,
+      http: { port: 0, drain_timeout_ms: 300 },
+      grpc: { enabled: false },
+      machines: { examples: true },
+    } as ConfigInput),
+  );
 });
 afterAll(async () => {
   await node?.close();
@@ -27,7 +34,9 @@ it("the quick start's `npm start` serves the example processor (`serve --example
 });
 
 it('examples/quickstart.sh runs against a fresh node', async () => {
-  const { stdout } = await promisify(execFile)('sh', ['examples/quickstart.sh'], { env: { ...process.env, MILLRACE_URL: node.url } });
+  const { stdout } = await promisify(execFile)('sh', ['examples/quickstart.sh'], {
+    env: { ...process.env, MILLRACE_URL: node.url },
+  });
   expect(stdout).toContain('"name":"orders","source":"runtime"');
   expect(stdout).toMatch(/event: delivery|"type":"created"/);
   expect(stdout).toContain('{"response":{"count":10}}');
@@ -38,7 +47,9 @@ it('examples/quickstart.sh runs against a fresh node', async () => {
 it('the CLI defines, shows, lists and deletes runtime definitions through a node', async () => {
   const run = async (args: string[]) => {
     try {
-      const r = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/cli.ts', ...args], { env: { ...process.env, MILLRACE_URL: node.url } });
+      const r = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/cli.ts', ...args], {
+        env: { ...process.env, MILLRACE_URL: node.url },
+      });
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
@@ -46,7 +57,12 @@ it('the CLI defines, shows, lists and deletes runtime definitions through a node
     }
   };
   expect((await run(['kinds', 'put', 'cli-kind', '{"max_repeats":2}'])).code).toBe(0);
-  expect(JSON.parse((await run(['kinds', 'get', 'cli-kind'])).stdout)).toEqual({ name: 'cli-kind', source: 'runtime', definition: { max_repeats: 2 }, paused: false });
+  expect(JSON.parse((await run(['kinds', 'get', 'cli-kind'])).stdout)).toEqual({
+    name: 'cli-kind',
+    source: 'runtime',
+    definition: { max_repeats: 2 },
+    paused: false,
+  });
   expect((await run(['kinds', 'list'])).stdout).toContain('"cli-kind"');
   const bad = await run(['namespaces', 'put', 'cli-ns', '{"processor":{}}']);
   expect([bad.code, JSON.parse(bad.stderr).error.code]).toEqual([1, 'bad_request']);
@@ -57,12 +73,20 @@ it('the CLI defines, shows, lists and deletes runtime definitions through a node
 
 /** Every `curl` line of the shell blocks in README.md and docs/*.md: its method, the host it names, and its path. */
 function docCurls(): { file: string; line: string; method: string; host: string; path: string }[] {
-  const files = ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const files = [
+    'README.md',
+    ...readdirSync('docs')
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
   const out: { file: string; line: string; method: string; host: string; path: string }[] = [];
   for (const file of files) {
     for (const block of readFileSync(file, 'utf8').matchAll(/^```sh\n([\s\S]*?)^```/gm)) {
       const vars = new Map<string, string>();
-      const lines = block[1]!.replace(/\\\n/g, ' ').split('\n').map((l) => l.replace(/^\$ /, ''));
+      const lines = block[1]!
+        .replace(/\\\n/g, ' ')
+        .split('\n')
+        .map((l) => l.replace(/^\$ /, ''));
       for (const line of lines) {
         const assign = /^([A-Z_]+)=(\S+)$/.exec(line.trim());
         if (assign) vars.set(assign[1]!, assign[2]!);
@@ -79,8 +103,7 @@ function docCurls(): { file: string; line: string; method: string; host: string;
           else if (['-d', '--data', '--data-binary', '--data-raw', '--json'].includes(w)) {
             hasBody = true;
             i++;
-          }
-          else if (['-H', '--header', '--max-time', '-m', '-o', '-w', '-u'].includes(w)) i++;
+          } else if (['-H', '--header', '--max-time', '-m', '-o', '-w', '-u'].includes(w)) i++;
           else if (!w.startsWith('-') && !url) url = strip(w);
         }
         // Known variables expand to their value; an unset one in front ($U) is the node on its default
@@ -98,14 +121,17 @@ function docCurls(): { file: string; line: string; method: string; host: string;
 it('every curl example in README.md and docs/ uses the default port and a route the node serves', async () => {
   const curls = docCurls();
   expect(curls.length).toBeGreaterThan(30);
-  const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: { connection: 'close' } })).json()) as { paths: Record<string, Record<string, unknown>> };
+  const spec = (await (await fetch(`${node.url}/openapi.json`, { headers: { connection: 'close' } })).json()) as {
+    paths: Record<string, Record<string, unknown>>;
+  };
   const routes = Object.entries(spec.paths).map(([p, ops]) => ({
     re: new RegExp(`^${p.replace(/\{[^}]+\}/g, '[^/]+')}$`),
     methods: Object.keys(ops).map((k) => k.toUpperCase()),
   }));
   const wrong: string[] = [];
   for (const c of curls) {
-    if (!['localhost:7070', '127.0.0.1:7070'].includes(c.host)) wrong.push(`${c.file}: not the default port: ${c.line}`);
+    if (!['localhost:7070', '127.0.0.1:7070'].includes(c.host))
+      wrong.push(`${c.file}: not the default port: ${c.line}`);
     else if (routes.some((r) => r.re.test(c.path) && r.methods.includes(c.method))) continue;
     else if (c.method === 'GET') {
       // (connection: close, so no kept-alive socket holds the node's close.)
@@ -162,7 +188,12 @@ it('the inspection and error examples of docs/ run against a node and answer as 
         }
         // The answer shown under a `$ curl` line: the same top-level keys, and the same error code for an error.
         const got = JSON.parse(body) as Record<string, unknown>;
-        const doc = JSON.parse(lines.slice(i + 1).filter((l) => !l.startsWith('curl') && !l.startsWith('$')).join('')) as Record<string, unknown>;
+        const doc = JSON.parse(
+          lines
+            .slice(i + 1)
+            .filter((l) => !l.startsWith('curl') && !l.startsWith('$'))
+            .join(''),
+        ) as Record<string, unknown>;
         expect([line, Object.keys(got).sort()]).toEqual([line, Object.keys(doc).sort()]);
         if ('error' in doc) expect((got.error as { code: string }).code).toBe((doc.error as { code: string }).code);
         else expect([line, status]).toEqual([line, 200]);
@@ -174,7 +205,11 @@ it('the inspection and error examples of docs/ run against a node and answer as 
 
 it('the bus examples of docs/bus.md run against a node', async () => {
   for (const t of ['orders', 'dlq']) {
-    const res = await fetch(`${node.url}/v1/bus/topics/${t}`, { method: 'PUT', headers: { 'content-type': 'application/json', connection: 'close' }, body: '{}' });
+    const res = await fetch(`${node.url}/v1/bus/topics/${t}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', connection: 'close' },
+      body: '{}',
+    });
     expect(res.status).toBeLessThan(300);
   }
   const lines = shBlocks('docs/bus.md').find((b) => b.some((l) => l.includes('/v1/bus/subscriptions/billing/ack')))!;
@@ -184,7 +219,10 @@ it('the bus examples of docs/bus.md run against a node', async () => {
     const { status, body } = await runCurl(line);
     // The ack runs after the stream was cut, so it gets the refusal the page names for that case.
     if (line.includes('/ack')) {
-      expect([status, (JSON.parse(body) as { error: { code: string } }).error.code]).toEqual([409, 'subscription_not_connected']);
+      expect([status, (JSON.parse(body) as { error: { code: string } }).error.code]).toEqual([
+        409,
+        'subscription_not_connected',
+      ]);
       expect(line).toContain('subscription_not_connected');
       continue;
     }

@@ -10,7 +10,9 @@ import { accountTypes } from '../../src/ledger/request-validator.js';
 // Pure: no database, no runtime. Log events are built by hand.
 const cfg = buildConfig({
   ledger: {
-    accounts: { commission: { key: ['client_id'], aux: ['product', 'region'], groupings: [['region', 'product']], scale: 2 } },
+    accounts: {
+      commission: { key: ['client_id'], aux: ['product', 'region'], groupings: [['region', 'product']], scale: 2 },
+    },
     aggregation: { period: 'day', timezone: '+03:00' },
   },
 }).ledger;
@@ -44,7 +46,10 @@ function logEvent(pos: number, acc: string, postings: Posting[], type = POSTED):
         side: p.side,
         units: p.units.toString(),
         dt: p.dt,
-        aux: { ...(p.product === undefined ? {} : { product: p.product }), ...(p.region === undefined ? {} : { region: p.region }) },
+        aux: {
+          ...(p.product === undefined ? {} : { product: p.product }),
+          ...(p.region === undefined ? {} : { region: p.region }),
+        },
       })),
     }),
     meta: null,
@@ -54,7 +59,12 @@ function logEvent(pos: number, acc: string, postings: Posting[], type = POSTED):
 }
 
 /** Totals of a fold, keyed by everything but the sums, so folds of different chunkings can be added and compared. */
-function totals(folds: AggregationFold[]): { periods: Map<string, string>; buckets: Map<string, string>; events: number; ids: number[] } {
+function totals(folds: AggregationFold[]): {
+  periods: Map<string, string>;
+  buckets: Map<string, string>;
+  events: number;
+  ids: number[];
+} {
   const add = (m: Map<string, [bigint, bigint]>, k: string, d: bigint, c: bigint) => {
     const s = m.get(k) ?? [0n, 0n];
     m.set(k, [s[0] + d, s[1] + c]);
@@ -66,10 +76,13 @@ function totals(folds: AggregationFold[]): { periods: Map<string, string>; bucke
   for (const f of folds) {
     events += f.events;
     for (const s of f.stamps) ids.push(...s.ids);
-    for (const d of f.deltas) for (const [end, s] of d.byEnd) add(p, `${d.type}|${d.accKey}|${d.grp}|${d.grpVals}|${end}`, s.d, s.c);
-    for (const x of f.buckets) for (const r of x.rows) add(b, `${x.type}|${x.accKey}|${x.grp}|${x.level}|${r.bucket}|${r.grpVals}`, r.d, r.c);
+    for (const d of f.deltas)
+      for (const [end, s] of d.byEnd) add(p, `${d.type}|${d.accKey}|${d.grp}|${d.grpVals}|${end}`, s.d, s.c);
+    for (const x of f.buckets)
+      for (const r of x.rows) add(b, `${x.type}|${x.accKey}|${x.grp}|${x.level}|${r.bucket}|${r.grpVals}`, r.d, r.c);
   }
-  const text = (m: Map<string, [bigint, bigint]>) => new Map([...m].sort(([a], [z]) => (a < z ? -1 : 1)).map(([k, [d, c]]) => [k, `${d}/${c}`]));
+  const text = (m: Map<string, [bigint, bigint]>) =>
+    new Map([...m].sort(([a], [z]) => (a < z ? -1 : 1)).map(([k, [d, c]]) => [k, `${d}/${c}`]));
   return { periods: text(p), buckets: text(b), events, ids };
 }
 
@@ -124,32 +137,42 @@ describe('aggregation fold (pure)', () => {
     });
     const logArb = fc.array(fc.array(posting, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 30 });
     fc.assert(
-      fc.property(logArb, fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }), (groups, cuts) => {
-        const log = groups.map((ps, i) => logEvent(i + 1, ps[0]!.acc, ps.map((p) => ({ ...p, acc: ps[0]!.acc }))));
-        const whole = totals([foldPostings(log, types, periods)]);
-        const chunks: LogEvent[][] = [];
-        for (let off = 0, i = 0; off < log.length; i++) {
-          const n = cuts[i % cuts.length]!;
-          chunks.push(log.slice(off, off + n));
-          off += n;
-        }
-        const folds = chunks.map((c) => foldPostings(c, types, periods));
-        expect(totals(folds)).toEqual(whole);
-        expect(folds[folds.length - 1]!.lastPos).toBe(log.length);
-        // The account total ([]) of every period equals the plain sum of the postings dated in it.
-        let d = 0n;
-        let c = 0n;
-        for (const ps of groups) for (const p of ps) p.side === 'debit' ? (d += p.units) : (c += p.units);
-        let fd = 0n;
-        let fcr = 0n;
-        for (const [k, v] of whole.periods) {
-          if (!k.includes('|[]|[]|')) continue;
-          const [x, y] = v.split('/');
-          fd += BigInt(x!);
-          fcr += BigInt(y!);
-        }
-        expect([fd, fcr]).toEqual([d, c]);
-      }),
+      fc.property(
+        logArb,
+        fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }),
+        (groups, cuts) => {
+          const log = groups.map((ps, i) =>
+            logEvent(
+              i + 1,
+              ps[0]!.acc,
+              ps.map((p) => ({ ...p, acc: ps[0]!.acc })),
+            ),
+          );
+          const whole = totals([foldPostings(log, types, periods)]);
+          const chunks: LogEvent[][] = [];
+          for (let off = 0, i = 0; off < log.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            chunks.push(log.slice(off, off + n));
+            off += n;
+          }
+          const folds = chunks.map((c) => foldPostings(c, types, periods));
+          expect(totals(folds)).toEqual(whole);
+          expect(folds[folds.length - 1]!.lastPos).toBe(log.length);
+          // The account total ([]) of every period equals the plain sum of the postings dated in it.
+          let d = 0n;
+          let c = 0n;
+          for (const ps of groups) for (const p of ps) p.side === 'debit' ? (d += p.units) : (c += p.units);
+          let fd = 0n;
+          let fcr = 0n;
+          for (const [k, v] of whole.periods) {
+            if (!k.includes('|[]|[]|')) continue;
+            const [x, y] = v.split('/');
+            fd += BigInt(x!);
+            fcr += BigInt(y!);
+          }
+          expect([fd, fcr]).toEqual([d, c]);
+        },
+      ),
       { numRuns: 200 },
     );
   });

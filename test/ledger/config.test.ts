@@ -18,7 +18,15 @@ describe('ledger config', () => {
   it('accepts the issue example and fills defaults', () => {
     const c = buildConfig({
       ledger: {
-        accounts: { taxi_commission: { key: ['client_id', 'currency'], aux: ['product', 'region'], groupings: [['product'], ['region'], ['product', 'region']], shard_key: ['client_id'], scale: 2 } },
+        accounts: {
+          taxi_commission: {
+            key: ['client_id', 'currency'],
+            aux: ['product', 'region'],
+            groupings: [['product'], ['region'], ['product', 'region']],
+            shard_key: ['client_id'],
+            scale: 2,
+          },
+        },
         locks: { client: { key: ['client_id'] } },
         states: { contract: { key: ['contract_id'] } },
         aggregation: { period: 'day', timezone: 'UTC' },
@@ -36,7 +44,9 @@ describe('ledger config', () => {
 
   it('refuses a repeated attribute (key/aux, in a grouping, in a lock key)', () => {
     expect(refused({ accounts: { a: { key: ['k', 'x'], aux: ['x'] } } })).toContain('attribute "x" is repeated');
-    expect(refused({ accounts: { a: { key: ['k'], aux: ['x'], groupings: [['x', 'x']] } } })).toContain('"x" is repeated in grouping');
+    expect(refused({ accounts: { a: { key: ['k'], aux: ['x'], groupings: [['x', 'x']] } } })).toContain(
+      '"x" is repeated in grouping',
+    );
     expect(refused({ locks: { l: { key: ['a', 'a'] } } })).toContain('"a" is repeated');
   });
 

@@ -38,7 +38,11 @@ describe('ledger under contention (postgres)', () => {
         const side = l % 2 === 0 ? 'debit' : 'credit';
         const units = BigInt(1 + rnd(1_000_000));
         (side === 'debit' ? debit : credit)[a]! += units;
-        events.push({ account: wallet(a), side, amount: `${units / 1_000_000n}.${String(units % 1_000_000n).padStart(6, '0')}` });
+        events.push({
+          account: wallet(a),
+          side,
+          amount: `${units / 1_000_000n}.${String(units % 1_000_000n).padStart(6, '0')}`,
+        });
       }
       const body: Record<string, unknown> = { dt_default: '2026-03-01T00:00:00Z', events };
       if (i % 5 === 0) body.idempotency_key = `contended-${i}`;
@@ -47,7 +51,13 @@ describe('ledger under contention (postgres)', () => {
     const shard = h.rt.storage.shards[0]!;
     const deadlocks = async () => {
       await shard.reader.all('SELECT pg_stat_clear_snapshot()');
-      return Number((await shard.reader.all<{ n: number }>('SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()'))[0]!.n);
+      return Number(
+        (
+          await shard.reader.all<{ n: number }>(
+            'SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()',
+          )
+        )[0]!.n,
+      );
     };
     const deadlocksBefore = await deadlocks();
     const before = { ...shard.committer.stats };
@@ -77,8 +87,12 @@ describe('ledger under contention (postgres)', () => {
       accounts: Array.from({ length: accounts }, (_, i) => ({ type: 'micro', key: { wallet: `w${i}` } })),
     });
     expect(r.status).toBe(200);
-    const got = r.body.balances.map((b: { groups: Array<{ debit: string; credit: string }> }) => b.groups[0] ?? { debit: fmt(0n), credit: fmt(0n) });
-    expect(got).toEqual(Array.from({ length: accounts }, (_, i) => ({ group: {}, debit: fmt(debit[i]!), credit: fmt(credit[i]!) })));
+    const got = r.body.balances.map(
+      (b: { groups: Array<{ debit: string; credit: string }> }) => b.groups[0] ?? { debit: fmt(0n), credit: fmt(0n) },
+    );
+    expect(got).toEqual(
+      Array.from({ length: accounts }, (_, i) => ({ group: {}, debit: fmt(debit[i]!), credit: fmt(credit[i]!) })),
+    );
   });
 
   it('database errors on a write answer a classified code (never internal), store nothing, and harm no neighbour', async () => {
@@ -91,8 +105,15 @@ describe('ledger under contention (postgres)', () => {
           RETURN NEW;
         END $$`),
     );
-    await shard.write((tx) => tx.run('CREATE TRIGGER mr_inject BEFORE INSERT ON ledger_events FOR EACH ROW EXECUTE FUNCTION mr_inject()'));
-    const leg = (wallet: string, side: string, info?: unknown) => ({ account: { type: 'micro', attrs: { wallet } }, side, amount: '1.000000', ...(info === undefined ? {} : { info }) });
+    await shard.write((tx) =>
+      tx.run('CREATE TRIGGER mr_inject BEFORE INSERT ON ledger_events FOR EACH ROW EXECUTE FUNCTION mr_inject()'),
+    );
+    const leg = (wallet: string, side: string, info?: unknown) => ({
+      account: { type: 'micro', attrs: { wallet } },
+      side,
+      amount: '1.000000',
+      ...(info === undefined ? {} : { info }),
+    });
     const cases: Array<[string, number, string]> = [
       ['40P01', 503, 'unavailable'],
       ['40001', 503, 'unavailable'],
@@ -100,9 +121,17 @@ describe('ledger under contention (postgres)', () => {
       ['55P03', 503, 'unavailable'],
       ['23514', 409, 'conflict'],
     ];
-    const good = Array.from({ length: 30 }, (_, i) => ({ dt_default: '2026-03-01T00:00:00Z', events: [leg(`g${i % 3}`, 'debit'), leg(`g${(i + 1) % 3}`, 'credit')] }));
-    const bad = cases.map(([code]) => ({ dt_default: '2026-03-01T00:00:00Z', events: [leg('g0', 'debit'), leg(`bad-${code}`, 'credit', { fail: code })] }));
-    const answers = await Promise.all([...bad, ...good].map((b) => h.app.inject({ method: 'POST', url: '/v1/ledger/batches', payload: b })));
+    const good = Array.from({ length: 30 }, (_, i) => ({
+      dt_default: '2026-03-01T00:00:00Z',
+      events: [leg(`g${i % 3}`, 'debit'), leg(`g${(i + 1) % 3}`, 'credit')],
+    }));
+    const bad = cases.map(([code]) => ({
+      dt_default: '2026-03-01T00:00:00Z',
+      events: [leg('g0', 'debit'), leg(`bad-${code}`, 'credit', { fail: code })],
+    }));
+    const answers = await Promise.all(
+      [...bad, ...good].map((b) => h.app.inject({ method: 'POST', url: '/v1/ledger/batches', payload: b })),
+    );
     cases.forEach(([code, status, errorCode], i) => {
       const r = answers[i]!;
       expect(r.statusCode, code).toBe(status);
@@ -111,7 +140,10 @@ describe('ledger under contention (postgres)', () => {
     });
     expect(answers.slice(cases.length).map((r) => r.statusCode)).toEqual(good.map(() => 200));
     // The refused batches stored nothing: g0 holds only the good batches' legs.
-    const r = await h.post('/v1/ledger/balances', { dt: '2026-03-02T00:00:00Z', accounts: ['g0', 'g1', 'g2'].map((w) => ({ type: 'micro', key: { wallet: w } })) });
+    const r = await h.post('/v1/ledger/balances', {
+      dt: '2026-03-02T00:00:00Z',
+      accounts: ['g0', 'g1', 'g2'].map((w) => ({ type: 'micro', key: { wallet: w } })),
+    });
     expect(r.body.balances.map((b: { groups: Array<{ debit: string; credit: string }> }) => b.groups[0])).toEqual([
       { group: {}, debit: '10.000000', credit: '10.000000' },
       { group: {}, debit: '10.000000', credit: '10.000000' },

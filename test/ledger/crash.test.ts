@@ -28,7 +28,9 @@ describe('ledger postings across SIGKILL (postgres)', () => {
   });
 
   it('keeps every acknowledged transfer, whole, after the writer is killed mid-write', async () => {
-    env = await createTestEnv('postgres', { extra: { ledger: { accounts: { w: { key: ['wallet'], scale: 2 } }, aggregation: { enabled: false } } as never } });
+    env = await createTestEnv('postgres', {
+      extra: { ledger: { accounts: { w: { key: ['wallet'], scale: 2 } }, aggregation: { enabled: false } } as never },
+    });
     const configPath = writeConfigFile(env.dataDir, env.input);
     const child = spawnTs('test/support/ledger-crash-writer.ts', [configPath]);
     let stderr = '';
@@ -57,7 +59,13 @@ describe('ledger postings across SIGKILL (postgres)', () => {
     try {
       const shard = rt.storage.shards[0]!;
       // The restarted sequencer numbers whatever the dead one left.
-      await waitFor(async () => (await shard.reader.all<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE pos IS NULL'))[0]!.n === 0, 30_000, 'every row numbered');
+      await waitFor(
+        async () =>
+          (await shard.reader.all<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE pos IS NULL'))[0]!.n ===
+          0,
+        30_000,
+        'every row numbered',
+      );
       const legs = await shard.reader.all<{ batch_id: string; acc_key: string; side: string; amount: string }>(
         'SELECT batch_id, acc_key, side, CAST(amount AS TEXT) AS amount FROM ledger_events ORDER BY batch_id, side',
       );
@@ -75,7 +83,11 @@ describe('ledger postings across SIGKILL (postgres)', () => {
         ]);
       }
       // Every stored transfer is whole (acknowledged or not), with one log event per leg's account.
-      for (const [batch, list] of byBatch) expect(list.map((l) => l.side), `stored transfer ${batch}`).toEqual(['credit', 'debit']);
+      for (const [batch, list] of byBatch)
+        expect(
+          list.map((l) => l.side),
+          `stored transfer ${batch}`,
+        ).toEqual(['credit', 'debit']);
       const logged = await shard.reader.all<{ b: string; n: number }>(
         "SELECT data::jsonb->>'batch_id' AS b, count(*)::int AS n FROM events WHERE stream LIKE 'ledger/w/%' GROUP BY 1",
       );

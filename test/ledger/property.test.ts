@@ -13,7 +13,9 @@ const GROUPINGS: string[][] = [[], ['product'], ['region'], ['product', 'region'
 const atArb = (min: number, max: number) =>
   fc.oneof(
     fc.integer({ min, max }),
-    fc.tuple(fc.integer({ min: 0, max: 3 }), fc.constantFrom(0, 1, 30_000, 59_999)).map(([m, o]) => 3 * DAY + 5 * 3_600_000 + m * 60_000 + o),
+    fc
+      .tuple(fc.integer({ min: 0, max: 3 }), fc.constantFrom(0, 1, 30_000, 59_999))
+      .map(([m, o]) => 3 * DAY + 5 * 3_600_000 + m * 60_000 + o),
     fc.tuple(fc.integer({ min: 0, max: 5 }), fc.constantFrom(0, -1, 1)).map(([h, o]) => 3 * DAY + h * 3_600_000 + o),
   );
 
@@ -26,7 +28,10 @@ const eventArb = fc.record({
   at: atArb(0, 12 * DAY - 1),
 });
 const cmdArb = fc.oneof(
-  { weight: 4, arbitrary: fc.array(eventArb, { minLength: 1, maxLength: 6 }).map((events) => ({ kind: 'batch' as const, events })) },
+  {
+    weight: 4,
+    arbitrary: fc.array(eventArb, { minLength: 1, maxLength: 6 }).map((events) => ({ kind: 'batch' as const, events })),
+  },
   { weight: 1, arbitrary: fc.constant({ kind: 'aggregate' as const }) },
   { weight: 1, arbitrary: atArb(-DAY, 13 * DAY).map((at) => ({ kind: 'check' as const, at })) },
 );
@@ -45,7 +50,12 @@ describe.each(DIALECTS)('ledger property (%s)', (dialect) => {
   });
 
   /** Plain SQL SUM over the same events, rolled up to the grouping. */
-  async function sqlSums(client: string, from: number | null, to: number, grouping: string[]): Promise<Map<string, { d: bigint; c: bigint }>> {
+  async function sqlSums(
+    client: string,
+    from: number | null,
+    to: number,
+    grouping: string[],
+  ): Promise<Map<string, { d: bigint; c: bigint }>> {
     const keyText = JSON.stringify([client, 'RUB']);
     const shard = h.rt.storage.shardFor([client]);
     const rows = await shard.reader.all<{ side: string; aux: string; s: string }>(
@@ -68,24 +78,44 @@ describe.each(DIALECTS)('ledger property (%s)', (dialect) => {
     const dt = new Date(T0 + at).toISOString();
     const from = new Date(T0 + at - 2 * DAY - 12345).toISOString();
     for (const g of GROUPINGS) {
-      const accounts = clients.map((c) => ({ type: 'commission', key: { client_id: c, currency: 'RUB' }, ...(g.length ? { group_by: g } : {}) }));
+      const accounts = clients.map((c) => ({
+        type: 'commission',
+        key: { client_id: c, currency: 'RUB' },
+        ...(g.length ? { group_by: g } : {}),
+      }));
       const b = await h.post('/v1/ledger/balances', { dt, accounts });
       expect(b.status).toBe(200);
       const t = await h.post('/v1/ledger/turnovers', { dt_from: from, dt_to: dt, accounts });
       expect(t.status).toBe(200);
       for (let i = 0; i < clients.length; i++) {
         const want = await sqlSums(clients[i]!, null, T0 + at, g);
-        const got = new Map<string, { d: string; c: string }>(b.body.balances[i].groups.map((x: { group: object; debit: string; credit: string }) => [JSON.stringify(x.group), { d: x.debit, c: x.credit }]));
+        const got = new Map<string, { d: string; c: string }>(
+          b.body.balances[i].groups.map((x: { group: object; debit: string; credit: string }) => [
+            JSON.stringify(x.group),
+            { d: x.debit, c: x.credit },
+          ]),
+        );
         const wantS = new Map([...want].map(([k, v]) => [k, { d: fmt(v.d), c: fmt(v.c) }]));
         if (g.length === 0 && wantS.size === 0) wantS.set('{}', { d: '0.00', c: '0.00' });
         expect(Object.fromEntries(got)).toEqual(Object.fromEntries(wantS));
         const init = await sqlSums(clients[i]!, null, T0 + at - 2 * DAY - 12345, g);
         const turn = await sqlSums(clients[i]!, T0 + at - 2 * DAY - 12345, T0 + at, g);
-        for (const x of t.body.turnovers[i].groups as Array<{ group: object; debit_init: string; credit_init: string; debit_turnover: string; credit_turnover: string }>) {
+        for (const x of t.body.turnovers[i].groups as Array<{
+          group: object;
+          debit_init: string;
+          credit_init: string;
+          debit_turnover: string;
+          credit_turnover: string;
+        }>) {
           const k = JSON.stringify(x.group);
           const a = init.get(k) ?? { d: 0n, c: 0n };
           const z = turn.get(k) ?? { d: 0n, c: 0n };
-          expect([x.debit_init, x.credit_init, x.debit_turnover, x.credit_turnover]).toEqual([fmt(a.d), fmt(a.c), fmt(z.d), fmt(z.c)]);
+          expect([x.debit_init, x.credit_init, x.debit_turnover, x.credit_turnover]).toEqual([
+            fmt(a.d),
+            fmt(a.c),
+            fmt(z.d),
+            fmt(z.c),
+          ]);
         }
       }
     }
@@ -100,7 +130,15 @@ describe.each(DIALECTS)('ledger property (%s)', (dialect) => {
           if (cmd.kind === 'batch') {
             const r = await h.post('/v1/ledger/batches', {
               events: cmd.events.map((e) => ({
-                account: { type: 'commission', attrs: { client_id: clients[e.client]!, currency: 'RUB', ...(e.product ? { product: e.product } : {}), ...(e.region ? { region: e.region } : {}) } },
+                account: {
+                  type: 'commission',
+                  attrs: {
+                    client_id: clients[e.client]!,
+                    currency: 'RUB',
+                    ...(e.product ? { product: e.product } : {}),
+                    ...(e.region ? { region: e.region } : {}),
+                  },
+                },
                 side: e.side,
                 amount: fmt(e.units),
                 dt: new Date(T0 + e.at).toISOString(),

@@ -25,16 +25,43 @@ describe('request validator', () => {
     try {
       const v = new RequestValidator(rt, buildConfig({ ledger: LEDGER_CONFIG }).ledger);
       const commission = v.accountType('commission');
-      expect(v.accountAttrs(commission, { client_id: 'c1', currency: 'RUB', product: 'taxi' }, 'w', true)).toEqual({ keyVals: ['c1', 'RUB'], aux: { product: 'taxi' } });
+      expect(v.accountAttrs(commission, { client_id: 'c1', currency: 'RUB', product: 'taxi' }, 'w', true)).toEqual({
+        keyVals: ['c1', 'RUB'],
+        aux: { product: 'taxi' },
+      });
       expect(v.keyedType('locks', 'client', { client_id: 'c1' }, 'w').keyText).toBe('["c1"]');
       const cases: Array<[() => unknown, string, string | undefined]> = [
-        [() => v.accountAttrs(commission, { client_id: 'c1', currency: 'RUB', product: 'taxi' }, 'w', false), 'w: account type "commission" has no key attribute "product"', 'product'],
-        [() => v.accountAttrs(commission, { client_id: 'c1' }, 'w', true), 'w: key attribute "currency" of account type "commission" is missing', 'currency'],
-        [() => v.keyedType('locks', 'client', { client_id: 'c1', other: 'x' }, 'w'), 'w: lock type "client" has no attribute "other"', 'other'],
-        [() => v.keyedType('states', 'contract', {}, 'w'), 'w: key attribute "contract_id" of state type "contract" is missing', 'contract_id'],
-        [() => v.keyedType('states', 'contract', { contract_id: 7 }, 'w'), 'w: attribute "contract_id" must be a string of at most 256 characters', undefined],
+        [
+          () => v.accountAttrs(commission, { client_id: 'c1', currency: 'RUB', product: 'taxi' }, 'w', false),
+          'w: account type "commission" has no key attribute "product"',
+          'product',
+        ],
+        [
+          () => v.accountAttrs(commission, { client_id: 'c1' }, 'w', true),
+          'w: key attribute "currency" of account type "commission" is missing',
+          'currency',
+        ],
+        [
+          () => v.keyedType('locks', 'client', { client_id: 'c1', other: 'x' }, 'w'),
+          'w: lock type "client" has no attribute "other"',
+          'other',
+        ],
+        [
+          () => v.keyedType('states', 'contract', {}, 'w'),
+          'w: key attribute "contract_id" of state type "contract" is missing',
+          'contract_id',
+        ],
+        [
+          () => v.keyedType('states', 'contract', { contract_id: 7 }, 'w'),
+          'w: attribute "contract_id" must be a string of at most 256 characters',
+          undefined,
+        ],
         [() => v.keyedType('locks', 'client', ['c1'], 'w'), 'w: attributes must be an object', undefined],
-        [() => v.accountAttrs(commission, { client_id: 'x'.repeat(257), currency: 'RUB' }, 'w', true), 'w: attribute "client_id" must be a string of at most 256 characters', undefined],
+        [
+          () => v.accountAttrs(commission, { client_id: 'x'.repeat(257), currency: 'RUB' }, 'w', true),
+          'w: attribute "client_id" must be a string of at most 256 characters',
+          undefined,
+        ],
       ];
       for (const [fn, message, attribute] of cases) {
         const err = refusal(fn);

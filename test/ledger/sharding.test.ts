@@ -19,7 +19,9 @@ describe.each(DIALECTS)('ledger sharding over 3 shards (%s)', (dialect) => {
     await h?.close();
   });
   const rowsOn = async (shard: string) =>
-    h.rt.storage.shard(shard).reader.all<{ acc_key: string; n: number }>('SELECT acc_key, COUNT(*) AS n FROM ledger_events GROUP BY acc_key');
+    h.rt.storage
+      .shard(shard)
+      .reader.all<{ acc_key: string; n: number }>('SELECT acc_key, COUNT(*) AS n FROM ledger_events GROUP BY acc_key');
 
   it('routes the same account (and every account of one shard key) to one shard, spreading accounts over all 3', async () => {
     const clients = Array.from({ length: 30 }, (_, i) => `route-${i}`);
@@ -48,13 +50,19 @@ describe.each(DIALECTS)('ledger sharding over 3 shards (%s)', (dialect) => {
     for (let i = 0; h.rt.storage.shardFor([b]).name === h.rt.storage.shardFor([a]).name; i++) b = `xs-b${i}`;
     const count = async () => {
       let n = 0;
-      for (const s of h.rt.storage.shards) n += Number((await s.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_events'))[0]!.n);
+      for (const s of h.rt.storage.shards)
+        n += Number((await s.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_events'))[0]!.n);
       return n;
     };
     const n0 = await count();
-    expect((await h.post('/v1/ledger/batches', { events: [ev(a), ev(b, 'RUB', '1.001')] })).body.error.code).toBe('invalid_amount');
+    expect((await h.post('/v1/ledger/batches', { events: [ev(a), ev(b, 'RUB', '1.001')] })).body.error.code).toBe(
+      'invalid_amount',
+    );
     // the state lives on some shard; its stale version is found before any shard is written
-    const stale = await h.post('/v1/ledger/batches', { events: [ev(a), ev(b)], states: [{ type: 'contract', attrs: { contract_id: 'xs' }, state: 1, expected_version: 5 }] });
+    const stale = await h.post('/v1/ledger/batches', {
+      events: [ev(a), ev(b)],
+      states: [{ type: 'contract', attrs: { contract_id: 'xs' }, state: 1, expected_version: 5 }],
+    });
     expect(stale.body.error.code).toBe('state_version_conflict');
     expect(await count()).toBe(n0);
     const body = { idempotency_key: 'xs-1', events: [ev(a), ev(b)] };
@@ -63,7 +71,9 @@ describe.each(DIALECTS)('ledger sharding over 3 shards (%s)', (dialect) => {
     expect(await count()).toBe(n0 + 2);
     expect((await h.post('/v1/ledger/batches', body)).body).toEqual(first.body);
     expect(await count()).toBe(n0 + 2);
-    expect((await h.post('/v1/ledger/batches', { ...body, events: [ev(a)] })).body.error.code).toBe('idempotency_key_reused');
+    expect((await h.post('/v1/ledger/batches', { ...body, events: [ev(a)] })).body.error.code).toBe(
+      'idempotency_key_reused',
+    );
   });
 
   it('a part that fails after another shard committed is reported; a retry with the same idempotency key completes it without repeating the first', async () => {
@@ -71,7 +81,9 @@ describe.each(DIALECTS)('ledger sharding over 3 shards (%s)', (dialect) => {
     let b = 'pc-b0';
     for (let i = 0; h.rt.storage.shardFor([b]).name === h.rt.storage.shardFor([a]).name; i++) b = `pc-b${i}`;
     const body = { idempotency_key: 'pc-1', events: [ev(a), ev(b)] };
-    const [first, second] = [h.rt.storage.shardFor([a]), h.rt.storage.shardFor([b])].sort((x, y) => (x.name < y.name ? -1 : 1));
+    const [first, second] = [h.rt.storage.shardFor([a]), h.rt.storage.shardFor([b])].sort((x, y) =>
+      x.name < y.name ? -1 : 1,
+    );
     // The second shard becomes unavailable once, after the first shard's part committed.
     const shard2 = second!;
     const write = shard2.write.bind(shard2);
@@ -90,6 +102,9 @@ describe.each(DIALECTS)('ledger sharding over 3 shards (%s)', (dialect) => {
       dt: '2026-02-01T00:00:00Z',
       accounts: [a, b].map((c) => ({ type: 'commission', key: { client_id: c, currency: 'RUB' } })),
     });
-    expect(after.body.balances.map((x: { groups: Array<{ debit: string }> }) => x.groups[0]!.debit)).toEqual(['1.00', '1.00']);
+    expect(after.body.balances.map((x: { groups: Array<{ debit: string }> }) => x.groups[0]!.debit)).toEqual([
+      '1.00',
+      '1.00',
+    ]);
   });
 });

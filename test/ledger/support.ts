@@ -32,8 +32,14 @@ export interface LedgerHarness {
   close(): Promise<void>;
 }
 
-export async function openLedger(dialect: Dialect, opts: { shards?: number; clock?: ManualClock; ledger?: Record<string, unknown> } = {}): Promise<LedgerHarness> {
-  const env = await createTestEnv(dialect, { shards: opts.shards ?? 1, extra: { ledger: (opts.ledger ?? LEDGER_CONFIG) as never } });
+export async function openLedger(
+  dialect: Dialect,
+  opts: { shards?: number; clock?: ManualClock; ledger?: Record<string, unknown> } = {},
+): Promise<LedgerHarness> {
+  const env = await createTestEnv(dialect, {
+    shards: opts.shards ?? 1,
+    extra: { ledger: (opts.ledger ?? LEDGER_CONFIG) as never },
+  });
   const rt = await Runtime.open(env.config, opts.clock ? { clock: opts.clock } : {});
   const face = createLedgerFace(rt);
   const app = await buildHttpServer(rt, [faceRoutes(face)!]);

@@ -8,7 +8,9 @@ RuleTester.describe = describe;
 RuleTester.it = it;
 RuleTester.itOnly = it.only;
 
-const tester = new RuleTester({ languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module' } });
+const tester = new RuleTester({
+  languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module' },
+});
 const silent = [{ messageId: 'silent' }];
 
 tester.run('no-silent-catch', noSilentCatch, {
@@ -46,6 +48,9 @@ tester.run('no-silent-catch', noSilentCatch, {
       errors: silent,
     },
     // An unexplained statement does not pass anything on.
-    { code: 'async function f() {\n  await a.close().catch(() => {});\n  await b.close().catch(() => {});\n}', errors: [...silent, ...silent] },
+    {
+      code: 'async function f() {\n  await a.close().catch(() => {});\n  await b.close().catch(() => {});\n}',
+      errors: [...silent, ...silent],
+    },
   ],
 });

@@ -26,7 +26,13 @@ describe.each(DIALECTS)('Log.appendManyIn (%s)', (dialect) => {
         tx,
         shard,
         [
-          { stream: 'many/b', events: [{ type: 'x', data: 1 }, { type: 'y', data: 2 }] },
+          {
+            stream: 'many/b',
+            events: [
+              { type: 'x', data: 1 },
+              { type: 'y', data: 2 },
+            ],
+          },
           { stream: 'many/a', events: [{ type: 'z', data: 3 }] },
           { stream: 'many/b', events: [{ type: 'w', data: 4, meta: { k: 'v' } }] },
         ],
@@ -50,7 +56,10 @@ describe.each(DIALECTS)('Log.appendManyIn (%s)', (dialect) => {
     // Where rows are numbered later, each result's row ids are its own rows.
     if (results[0]!.rowIds !== null) {
       for (const r of results) {
-        const rows = await shard.reader.all<{ stream: string; seq: number }>(`SELECT stream, seq FROM events WHERE id IN (${r.rowIds!.map(() => '?').join(', ')}) ORDER BY seq`, r.rowIds!);
+        const rows = await shard.reader.all<{ stream: string; seq: number }>(
+          `SELECT stream, seq FROM events WHERE id IN (${r.rowIds!.map(() => '?').join(', ')}) ORDER BY seq`,
+          r.rowIds!,
+        );
         expect(rows.map((x) => [x.stream, Number(x.seq)])).toEqual(r.seqs.map((s) => [r.stream, s]));
       }
     }
@@ -66,7 +75,12 @@ describe.each(DIALECTS)('Log.appendManyIn (%s)', (dialect) => {
   it('refuses bad input with a typed error and writes nothing', async () => {
     const shard = rt.storage.shards[0]!;
     const err = await shard
-      .write((tx) => rt.log.appendManyIn(tx, shard, [{ stream: 'many/ok', events: [{ type: 't', data: 1 }] }, { stream: 'many/bad', events: [] }]))
+      .write((tx) =>
+        rt.log.appendManyIn(tx, shard, [
+          { stream: 'many/ok', events: [{ type: 't', data: 1 }] },
+          { stream: 'many/bad', events: [] },
+        ]),
+      )
       .catch((e: unknown) => e);
     expect(isMillraceError(err, 'bad_request')).toBe(true);
     expect(await rt.log.streamSeq('many/ok')).toBe(0);
@@ -96,7 +110,13 @@ describe.each(DIALECTS)('Log.appendManyAlone (%s)', (dialect) => {
     const results = await rt.log.appendManyAlone(
       shard,
       [
-        { stream: 'alone/b', events: [{ type: 'x', data: 1 }, { type: 'y', data: 2 }] },
+        {
+          stream: 'alone/b',
+          events: [
+            { type: 'x', data: 1 },
+            { type: 'y', data: 2 },
+          ],
+        },
         { stream: 'alone/a', events: [{ type: 'z', data: 3 }] },
         { stream: 'alone/b', events: [{ type: 'w', data: 4, meta: { k: 'v' } }] },
       ],
@@ -123,7 +143,15 @@ describe.each(DIALECTS)('Log.appendManyAlone (%s)', (dialect) => {
 
   it('refuses bad input with a typed error and writes nothing, not even the statement', async () => {
     const err = await rt.log
-      .appendManyAlone(shard, [{ stream: 'alone/ok', events: [{ type: 't', data: 1 }] }, { stream: 'alone/bad', events: [] }], { sql: 'INSERT INTO alone_side (k) VALUES (?)', params: ['bad'] }, ['alone/ok'])
+      .appendManyAlone(
+        shard,
+        [
+          { stream: 'alone/ok', events: [{ type: 't', data: 1 }] },
+          { stream: 'alone/bad', events: [] },
+        ],
+        { sql: 'INSERT INTO alone_side (k) VALUES (?)', params: ['bad'] },
+        ['alone/ok'],
+      )
       .catch((e: unknown) => e);
     expect(isMillraceError(err, 'bad_request')).toBe(true);
     expect(await rt.log.streamSeq('alone/ok')).toBe(0);
@@ -132,49 +160,67 @@ describe.each(DIALECTS)('Log.appendManyAlone (%s)', (dialect) => {
 
   it('a statement the storage refuses stores nothing of the write, and the next write goes through', async () => {
     const err = await rt.log
-      .appendManyAlone(shard, [{ stream: 'alone/refused', events: [{ type: 't', data: 1 }] }], { sql: 'INSERT INTO alone_side (k) VALUES (?)', params: [null] }, ['alone/refused'])
+      .appendManyAlone(
+        shard,
+        [{ stream: 'alone/refused', events: [{ type: 't', data: 1 }] }],
+        { sql: 'INSERT INTO alone_side (k) VALUES (?)', params: [null] },
+        ['alone/refused'],
+      )
       .catch((e: unknown) => e);
     expect(toMillraceError(err).code).toBe('conflict');
     expect(await rt.log.streamSeq('alone/refused')).toBe(0);
     expect(await rt.log.read('alone/refused')).toEqual([]);
-    const [r] = await rt.log.appendManyAlone(shard, [{ stream: 'alone/refused', events: [{ type: 't', data: 2 }] }], undefined, ['alone/refused']);
+    const [r] = await rt.log.appendManyAlone(
+      shard,
+      [{ stream: 'alone/refused', events: [{ type: 't', data: 2 }] }],
+      undefined,
+      ['alone/refused'],
+    );
     expect(r!.seqs).toEqual([1]);
   });
 
-  it.runIf(dialect === 'postgres')('takes its locks before it touches a stream row: it waits for a holder of its key, which can still append to that stream', async () => {
-    let open!: () => void;
-    const gate = new Promise<void>((r) => (open = r));
-    let entered!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    // A transaction holding the key's lock (taken at its BEGIN), that appends to the stream only later.
-    const holder = shard.write(
-      async (tx) => {
-        entered();
-        await gate;
-        return rt.log.appendIn(tx, shard, 'alone/locked', [{ type: 'holder', data: 1 }]);
-      },
-      { lockKeys: ['alone/locked'] },
-    );
-    await inside;
-    const alone = rt.log.appendManyAlone(shard, [{ stream: 'alone/locked', events: [{ type: 'alone', data: 2 }] }], undefined, ['alone/locked']);
-    try {
-      await waitFor(
-        async () => {
-          const rows = await shard.reader.all<{ n: number }>(
-            "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-          );
-          return Number(rows[0]!.n) > 0;
+  it.runIf(dialect === 'postgres')(
+    'takes its locks before it touches a stream row: it waits for a holder of its key, which can still append to that stream',
+    async () => {
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      let entered!: () => void;
+      const inside = new Promise<void>((r) => (entered = r));
+      // A transaction holding the key's lock (taken at its BEGIN), that appends to the stream only later.
+      const holder = shard.write(
+        async (tx) => {
+          entered();
+          await gate;
+          return rt.log.appendIn(tx, shard, 'alone/locked', [{ type: 'holder', data: 1 }]);
         },
-        10_000,
-        'the one-statement write waiting for its lock',
+        { lockKeys: ['alone/locked'] },
       );
-    } finally {
-      // Had it touched the stream's row before its lock, the holder's append would now wait for it (a deadlock).
-      open();
-    }
-    const [h, a] = await Promise.all([holder, alone]);
-    expect(h.seqs).toEqual([1]);
-    expect(a[0]!.seqs).toEqual([2]);
-    expect((await rt.log.read('alone/locked')).map((e) => e.type)).toEqual(['holder', 'alone']);
-  });
+      await inside;
+      const alone = rt.log.appendManyAlone(
+        shard,
+        [{ stream: 'alone/locked', events: [{ type: 'alone', data: 2 }] }],
+        undefined,
+        ['alone/locked'],
+      );
+      try {
+        await waitFor(
+          async () => {
+            const rows = await shard.reader.all<{ n: number }>(
+              "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            );
+            return Number(rows[0]!.n) > 0;
+          },
+          10_000,
+          'the one-statement write waiting for its lock',
+        );
+      } finally {
+        // Had it touched the stream's row before its lock, the holder's append would now wait for it (a deadlock).
+        open();
+      }
+      const [h, a] = await Promise.all([holder, alone]);
+      expect(h.seqs).toEqual([1]);
+      expect(a[0]!.seqs).toEqual([2]);
+      expect((await rt.log.read('alone/locked')).map((e) => e.type)).toEqual(['holder', 'alone']);
+    },
+  );
 });

@@ -54,7 +54,8 @@ describe.runIf(DIALECTS.includes('postgres'))('an idle second node (postgres)', 
   it('opens no new PostgreSQL session per append while it stands by', async () => {
     expect(b.runtime.sequencers[0]!.leader).toBe(false);
     // Warm up: every pool at its full size, and the notification path exercised once.
-    const fill = (n: Node) => Promise.all(Array.from({ length: 4 }, () => n.runtime.storage.shard('s0').reader.all('SELECT pg_sleep(0.05)')));
+    const fill = (n: Node) =>
+      Promise.all(Array.from({ length: 4 }, () => n.runtime.storage.shard('s0').reader.all('SELECT pg_sleep(0.05)')));
     await Promise.all([fill(a), fill(b)]);
     for (let i = 0; i < 10; i++) await appendThroughA(i);
 
@@ -92,7 +93,9 @@ describe.runIf(DIALECTS.includes('postgres'))('an idle second node (postgres)', 
       [a, b],
       [b, a],
     ] as const) {
-      const r = (await (await fetch(`${self.url}/v1/nodes`)).json()) as { items: Array<{ node_id: string; self: boolean; sessions: Record<string, { listen: number; lock: number }> }> };
+      const r = (await (await fetch(`${self.url}/v1/nodes`)).json()) as {
+        items: Array<{ node_id: string; self: boolean; sessions: Record<string, { listen: number; lock: number }> }>;
+      };
       expect(r.items.map((n) => [n.node_id, n.self])).toEqual([
         [self.runtime.config.node_id, true],
         [other.runtime.config.node_id, false],

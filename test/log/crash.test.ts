@@ -28,11 +28,16 @@ interface CrashRun {
  * then SIGKILLs it mid-write.
  */
 async function crashWriter(configPath: string, killAfter: number, stopSequencerAfter?: number): Promise<CrashRun> {
-  const args = stopSequencerAfter === undefined ? [configPath] : [configPath, '--stop-sequencer-after', String(stopSequencerAfter)];
+  const args =
+    stopSequencerAfter === undefined
+      ? [configPath]
+      : [configPath, '--stop-sequencer-after', String(stopSequencerAfter)];
   const child = spawnTs('test/support/crash-writer.ts', args);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('close', (code, signal) => res({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    child.on('close', (code, signal) => res({ code, signal })),
+  );
   const run: CrashRun = { acks: [], numbered: [], acksAfterSequencerStop: [] };
   let sequencerStopped = false;
   let killed = false;
@@ -46,7 +51,8 @@ async function crashWriter(configPath: string, killAfter: number, stopSequencerA
     }
     if (msg.pos) run.numbered.push(msg.pos);
     if (msg.seq_stopped) sequencerStopped = true;
-    const enough = run.acks.length >= killAfter && (stopSequencerAfter === undefined || run.acksAfterSequencerStop.length >= 50);
+    const enough =
+      run.acks.length >= killAfter && (stopSequencerAfter === undefined || run.acksAfterSequencerStop.length >= 50);
     if (enough && !killed) {
       killed = true;
       child.kill('SIGKILL');
@@ -57,7 +63,10 @@ async function crashWriter(configPath: string, killAfter: number, stopSequencerA
   clearTimeout(guard);
   // The lines already in the pipe are still read after the kill.
   await linesDone;
-  if (!killed) throw new Error(`crash writer ended before reaching ${killAfter} acks (${run.acks.length}; signal ${signal}):\n${stderr}`);
+  if (!killed)
+    throw new Error(
+      `crash writer ended before reaching ${killAfter} acks (${run.acks.length}; signal ${signal}):\n${stderr}`,
+    );
   expect(signal).toBe('SIGKILL');
   return run;
 }
@@ -99,7 +108,10 @@ async function checkAfterRestart(env: TestEnv, configPath: string, run: CrashRun
       // Per stream: seqs 1..n without a gap, and the stream head agrees.
       expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
       expect(await rt.log.streamSeq(ack.stream)).toBe(events.length);
-      byStream.set(ack.stream, new Map(events.map((e) => [e.seq, { pos: e.pos, type: e.type, data: e.data, shard: e.shard }])));
+      byStream.set(
+        ack.stream,
+        new Map(events.map((e) => [e.seq, { pos: e.pos, type: e.type, data: e.data, shard: e.shard }])),
+      );
     }
 
     let ackedEvents = 0;
@@ -168,7 +180,10 @@ describe.each(DIALECTS)('crash during group-committed appends (%s)', (dialect: D
     const run = await crashWriter(configPath, 250, 150);
     expect(run.acksAfterSequencerStop.length).toBeGreaterThanOrEqual(50);
     const url = env.config.storage.shards[0]!.location;
-    const unnumbered = await pgQuery<{ stream: string; seq: number }>(url, 'SELECT stream, seq::int AS seq FROM events WHERE pos IS NULL');
+    const unnumbered = await pgQuery<{ stream: string; seq: number }>(
+      url,
+      'SELECT stream, seq::int AS seq FROM events WHERE pos IS NULL',
+    );
     expect(unnumbered.length).toBeGreaterThan(0);
     const waiting = new Set(unnumbered.map((r) => `${r.stream}#${r.seq}`));
     // Some acknowledged events were among them (so the check below is about acknowledged writes).
@@ -180,4 +195,3 @@ describe.each(DIALECTS)('crash during group-committed appends (%s)', (dialect: D
     expect(left[0]!.n).toBe(0);
   });
 });
-

@@ -10,7 +10,8 @@ import { createTestEnv, DIALECTS, waitFor } from '../support/env.js';
 import { collect, spawnTs, writeConfigFile } from '../support/proc.js';
 
 const appendN = async (rt: Runtime, prefix: string, n: number): Promise<void> => {
-  for (let i = 0; i < n; i++) await rt.log.positions(await rt.log.append(`${prefix}/${i % 3}`, [{ type: 'e', data: i }]));
+  for (let i = 0; i < n; i++)
+    await rt.log.positions(await rt.log.append(`${prefix}/${i % 3}`, [{ type: 'e', data: i }]));
 };
 
 describe.each(DIALECTS)('exclusive consumers (%s)', (dialect) => {
@@ -21,8 +22,14 @@ describe.each(DIALECTS)('exclusive consumers (%s)', (dialect) => {
     try {
       rts.push(await Runtime.open(env.config));
       // PostgreSQL: a second node on the same database; SQLite: one process owns the file, so a second consumer in it.
-      rts.push(dialect === 'postgres' ? await Runtime.open(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput)) : rts[0]!);
-      await rts[0]!.storage.shard('s0').write((tx) => tx.run('CREATE TABLE handled (who INTEGER NOT NULL, pos INTEGER NOT NULL)'));
+      rts.push(
+        dialect === 'postgres'
+          ? await Runtime.open(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput))
+          : rts[0]!,
+      );
+      await rts[0]!.storage
+        .shard('s0')
+        .write((tx) => tx.run('CREATE TABLE handled (who INTEGER NOT NULL, pos INTEGER NOT NULL)'));
       const start = (who: number) =>
         rts[who]!.cursors.consume({
           shard: 's0',
@@ -43,9 +50,15 @@ describe.each(DIALECTS)('exclusive consumers (%s)', (dialect) => {
       await consumers[0]!.stop();
       await waitFor(() => consumers[1]!.holding, 10_000, 'the standby to take over');
       await appendN(rts[1]!, 'b', 15);
-      await waitFor(async () => (await rts[0]!.cursors.position('s0', 'agg')) === 35, 10_000, 'the new holder to catch up');
+      await waitFor(
+        async () => (await rts[0]!.cursors.position('s0', 'agg')) === 35,
+        10_000,
+        'the new holder to catch up',
+      );
 
-      const rows = await rts[0]!.storage.shard('s0').reader.all<{ who: number; pos: number }>('SELECT who, pos FROM handled ORDER BY pos');
+      const rows = await rts[0]!.storage
+        .shard('s0')
+        .reader.all<{ who: number; pos: number }>('SELECT who, pos FROM handled ORDER BY pos');
       expect(rows.map((r) => r.pos)).toEqual(Array.from({ length: 35 }, (_, i) => i + 1));
       expect(rows.slice(0, 20).every((r) => r.who === 0)).toBe(true);
       expect(rows.slice(20).every((r) => r.who === 1)).toBe(true);
@@ -82,7 +95,9 @@ describe.runIf(DIALECTS.includes('postgres'))('exclusive consumers across proces
     const rt = await Runtime.open(env.config);
     let mine: Consumer | undefined;
     try {
-      const child = spawnTs('test/support/exclusive-consumer.ts', [writeConfigFile(dir, { ...env.input, node_id: 'child' })]);
+      const child = spawnTs('test/support/exclusive-consumer.ts', [
+        writeConfigFile(dir, { ...env.input, node_id: 'child' }),
+      ]);
       const out = collect(child);
       let stdout = '';
       child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -98,7 +113,11 @@ describe.runIf(DIALECTS.includes('postgres'))('exclusive consumers across proces
         },
       });
       await appendN(rt, 'k', 10);
-      await waitFor(async () => (await rt.cursors.position('s0', 'x')) === 10, 10_000, 'the child to handle the first events');
+      await waitFor(
+        async () => (await rt.cursors.position('s0', 'x')) === 10,
+        10_000,
+        'the child to handle the first events',
+      );
       expect(mine.holding).toBe(false);
       expect(handledHere).toEqual([]);
 

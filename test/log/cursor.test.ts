@@ -17,7 +17,10 @@ async function appendEvents(rt: Runtime, prefix: string, count: number, writers 
       while (left > 0) {
         const n = Math.min(left, 1 + ((w * 3 + i) % 7));
         left -= n;
-        const r = await rt.log.append(`${prefix}/${(w + i) % 5}`, Array.from({ length: n }, (_, k) => ({ type: 'e', data: { w, i, k } })));
+        const r = await rt.log.append(
+          `${prefix}/${(w + i) % 5}`,
+          Array.from({ length: n }, (_, k) => ({ type: 'e', data: { w, i, k } })),
+        );
         await rt.log.positions(r);
         i++;
       }
@@ -28,7 +31,12 @@ async function appendEvents(rt: Runtime, prefix: string, count: number, writers 
 /** Records delivered events in the handler's transaction. */
 async function record(tx: Tx, consumer: string, batch: LogEvent[]): Promise<void> {
   for (const e of batch) {
-    await tx.run('INSERT INTO seen (consumer, pos, stream, seq) VALUES (?, ?, ?, ?)', [consumer, e.pos, e.stream, e.seq]);
+    await tx.run('INSERT INTO seen (consumer, pos, stream, seq) VALUES (?, ?, ?, ?)', [
+      consumer,
+      e.pos,
+      e.stream,
+      e.seq,
+    ]);
   }
 }
 
@@ -36,7 +44,10 @@ async function record(tx: Tx, consumer: string, batch: LogEvent[]): Promise<void
 async function recorded(rt: Runtime, consumer: string): Promise<Array<{ pos: number; n: number }>> {
   return rt.storage
     .shard(SHARD)
-    .reader.all<{ pos: number; n: number }>('SELECT pos, count(*) AS n FROM seen WHERE consumer = ? GROUP BY pos ORDER BY pos', [consumer]);
+    .reader.all<{ pos: number; n: number }>(
+      'SELECT pos, count(*) AS n FROM seen WHERE consumer = ? GROUP BY pos ORDER BY pos',
+      [consumer],
+    );
 }
 
 /** Events in the batches a consumer's commits have reported so far. */
@@ -88,7 +99,11 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     open.push(rt);
     await rt.storage
       .shard(SHARD)
-      .write((tx) => tx.run('CREATE TABLE IF NOT EXISTS seen (consumer TEXT NOT NULL, pos BIGINT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL)'));
+      .write((tx) =>
+        tx.run(
+          'CREATE TABLE IF NOT EXISTS seen (consumer TEXT NOT NULL, pos BIGINT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL)',
+        ),
+      );
     return rt;
   }
 
@@ -128,7 +143,9 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     const log = await rt.log.readShard(SHARD, 0, 10_000);
     const rows = await rt.storage
       .shard(SHARD)
-      .reader.all<{ pos: number; stream: string; seq: number }>("SELECT pos, stream, seq FROM seen WHERE consumer = 'c1' ORDER BY pos");
+      .reader.all<{ pos: number; stream: string; seq: number }>(
+        "SELECT pos, stream, seq FROM seen WHERE consumer = 'c1' ORDER BY pos",
+      );
     expect(rows).toEqual(log.map((e) => ({ pos: e.pos, stream: e.stream, seq: e.seq })));
     // Committed batches came in order, each at most a chunk long.
     expect(expectContiguous(batches, 0)).toBe(total);
@@ -221,7 +238,13 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
 
     rt = await Runtime.open(env!.config);
     open.push(rt);
-    const c2 = rt.cursors.consume({ shard: SHARD, name: 'g', mode: 'transactional', chunk: 7, handler: (batch, tx) => record(tx!, 'g', batch) });
+    const c2 = rt.cursors.consume({
+      shard: SHARD,
+      name: 'g',
+      mode: 'transactional',
+      chunk: 7,
+      handler: (batch, tx) => record(tx!, 'g', batch),
+    });
     consumers.push(c2);
     await until(rt, 'g', 300, 'the consumer to finish');
     expect(await recorded(rt, 'g')).toEqual(Array.from({ length: 300 }, (_, i) => ({ pos: i + 1, n: 1 })));
@@ -231,7 +254,10 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     const rt = await start();
     await appendEvents(rt, 'a', 100);
     const handler = (batch: LogEvent[], tx: Tx | null) => record(tx!, 'twin', batch);
-    for (let i = 0; i < 2; i++) consumers.push(rt.cursors.consume({ shard: SHARD, name: 'twin', mode: 'transactional', chunk: 5, retryMs: 10, handler }));
+    for (let i = 0; i < 2; i++)
+      consumers.push(
+        rt.cursors.consume({ shard: SHARD, name: 'twin', mode: 'transactional', chunk: 5, retryMs: 10, handler }),
+      );
     await appendEvents(rt, 'b', 150, 4);
     await until(rt, 'twin', 250, 'the twins to finish');
     expect(await recorded(rt, 'twin')).toEqual(Array.from({ length: 250 }, (_, i) => ({ pos: i + 1, n: 1 })));
@@ -291,9 +317,25 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     const rt = await start();
     await appendEvents(rt, 'old', 40);
     const latest: LogEvent[] = [];
-    consumers.push(rt.cursors.consume({ shard: SHARD, name: 'late', start: 'latest', mode: 'at-least-once', handler: async (b) => void latest.push(...b) }));
+    consumers.push(
+      rt.cursors.consume({
+        shard: SHARD,
+        name: 'late',
+        start: 'latest',
+        mode: 'at-least-once',
+        handler: async (b) => void latest.push(...b),
+      }),
+    );
     const numeric: LogEvent[] = [];
-    consumers.push(rt.cursors.consume({ shard: SHARD, name: 'from25', start: 25, mode: 'at-least-once', handler: async (b) => void numeric.push(...b) }));
+    consumers.push(
+      rt.cursors.consume({
+        shard: SHARD,
+        name: 'from25',
+        start: 25,
+        mode: 'at-least-once',
+        handler: async (b) => void numeric.push(...b),
+      }),
+    );
     const created = await waitFor(async () => {
       const p = await rt.cursors.position(SHARD, 'late');
       return p === null ? null : { p };
@@ -336,8 +378,13 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
     expect(await rt.cursors.ensure(SHARD, 'm', 5)).toBe(5);
     // One-shot tail from a position.
     const chunks: number[][] = [];
-    for await (const b of rt.cursors.tail(SHARD, 22, { chunk: 3, untilCaughtUp: true })) chunks.push(b.map((e) => e.pos!));
-    expect(chunks).toEqual([[23, 24, 25], [26, 27, 28], [29, 30]]);
+    for await (const b of rt.cursors.tail(SHARD, 22, { chunk: 3, untilCaughtUp: true }))
+      chunks.push(b.map((e) => e.pos!));
+    expect(chunks).toEqual([
+      [23, 24, 25],
+      [26, 27, 28],
+      [29, 30],
+    ]);
   });
 
   it('refuses bad cursor names and start positions with bad_request, and unknown shards with shard_not_found', async () => {
@@ -351,7 +398,9 @@ describe.each(DIALECTS)('cursors (%s)', (dialect) => {
       () => rt.cursors.ensure(SHARD, 'ok', 1.5),
     ];
     for (const f of bad) {
-      const err = await Promise.resolve().then(f).catch((e: unknown) => e);
+      const err = await Promise.resolve()
+        .then(f)
+        .catch((e: unknown) => e);
       expect(isMillraceError(err, 'bad_request'), String(err)).toBe(true);
     }
     expect(await rt.cursors.list(SHARD)).toEqual([]);

@@ -52,17 +52,39 @@ describe.each(DIALECTS)('log conformance (%s)', (dialect) => {
     const shard = rt.storage.shard('s0');
     await shard.write((tx) => tx.run('CREATE TABLE IF NOT EXISTS guard_rows (k TEXT PRIMARY KEY, v BIGINT NOT NULL)'));
     await shard.write((tx) => tx.run("INSERT INTO guard_rows (k, v) VALUES ('g', 0)"));
-    const guard = (from: number) => ({ sql: "UPDATE guard_rows SET v = ? WHERE k = 'g' AND v = ?", params: [from + 1, from] });
-    const r1 = await shard.write((tx) => rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'a', data: 1 }, { type: 'b', data: 2 }], guard(0)));
+    const guard = (from: number) => ({
+      sql: "UPDATE guard_rows SET v = ? WHERE k = 'g' AND v = ?",
+      params: [from + 1, from],
+    });
+    const r1 = await shard.write((tx) =>
+      rt.log.appendGuarded(
+        tx,
+        shard,
+        'guarded/1',
+        [
+          { type: 'a', data: 1 },
+          { type: 'b', data: 2 },
+        ],
+        guard(0),
+      ),
+    );
     expect(r1?.seqs).toEqual([1, 2]);
     await rt.log.positions(r1!);
     // The guard finds v = 1, not 0: no event, no bump of the stream, the row unchanged.
-    const r2 = await shard.write((tx) => rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'c', data: 3 }], guard(0)));
+    const r2 = await shard.write((tx) =>
+      rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'c', data: 3 }], guard(0)),
+    );
     expect(r2).toBeNull();
-    const r3 = await shard.write((tx) => rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'd', data: 4 }], guard(1), { expectedSeq: 2 }));
+    const r3 = await shard.write((tx) =>
+      rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'd', data: 4 }], guard(1), { expectedSeq: 2 }),
+    );
     expect(r3?.seqs).toEqual([3]);
     // A stale expectedSeq refuses the append; the transaction (guard included) rolls back.
-    const err = await shard.write((tx) => rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'e', data: 5 }], guard(2), { expectedSeq: 1 })).catch((e: unknown) => e);
+    const err = await shard
+      .write((tx) =>
+        rt.log.appendGuarded(tx, shard, 'guarded/1', [{ type: 'e', data: 5 }], guard(2), { expectedSeq: 1 }),
+      )
+      .catch((e: unknown) => e);
     expect(isMillraceError(err, 'stream_conflict')).toBe(true);
     expect((await rt.log.read('guarded/1')).map((e) => e.type)).toEqual(['a', 'b', 'd']);
     expect(await rt.log.streamSeq('guarded/1')).toBe(3);
@@ -81,7 +103,9 @@ describe.each(DIALECTS)('log conformance (%s)', (dialect) => {
       () => rt.log.readShard('s0', -1, 10),
     ];
     for (const f of bad) {
-      const err = await Promise.resolve().then(f).catch((e: unknown) => e);
+      const err = await Promise.resolve()
+        .then(f)
+        .catch((e: unknown) => e);
       expect(isMillraceError(err, 'bad_request')).toBe(true);
     }
     await new Promise((r) => setTimeout(r, 100));

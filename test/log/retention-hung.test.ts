@@ -21,7 +21,12 @@ describe('a hung pruning node (postgres)', () => {
   it('loses the pruner role to another node, which prunes; woken up, it removes nothing', async () => {
     const env = await createTestEnv('postgres');
     envs.push(env);
-    const input = { ...env.input, cluster: { role_lease_ms: 1000 }, retention: { interval_ms: 50, batch: 4 }, bus: { topics: ['orders'], retention: { orders: { max_events: 3 } } } };
+    const input = {
+      ...env.input,
+      cluster: { role_lease_ms: 1000 },
+      retention: { interval_ms: 50, batch: 4 },
+      bus: { topics: ['orders'], retention: { orders: { max_events: 3 } } },
+    };
     const configPath = writeConfigFile(env.dataDir, input);
     const { child } = await spawnReady('test/support/prune-node.ts', [configPath, 'hung-node'], /"holding":true/);
     children.push(child);
@@ -32,9 +37,18 @@ describe('a hung pruning node (postgres)', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(rt.pruner.holding.size).toBe(0);
       child.kill('SIGSTOP');
-      await face.bus.publish(Array.from({ length: 12 }, (_, k) => ({ topic: 'orders', key: `k${k % 4}`, type: 'e', data: { k } })));
+      await face.bus.publish(
+        Array.from({ length: 12 }, (_, k) => ({ topic: 'orders', key: `k${k % 4}`, type: 'e', data: { k } })),
+      );
       await waitFor(() => rt.pruner.holding.has(shard.name), 20_000, 'the live node to take the pruner role');
-      const count = async () => Number((await shard.reader.all<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE stream LIKE 't/orders/%' AND pos IS NOT NULL"))[0]!.n);
+      const count = async () =>
+        Number(
+          (
+            await shard.reader.all<{ n: number }>(
+              "SELECT COUNT(*) AS n FROM events WHERE stream LIKE 't/orders/%' AND pos IS NOT NULL",
+            )
+          )[0]!.n,
+        );
       await waitFor(async () => (await count()) === 3, 20_000, 'the live node to prune');
       child.kill('SIGCONT');
       await new Promise((r) => setTimeout(r, 1000));

@@ -18,10 +18,17 @@ afterEach(async () => {
   for (const e of envs.splice(0)) await e.cleanup();
 });
 
-async function open(dialect: Dialect, bus: Record<string, unknown> = {}): Promise<{ rt: Runtime; face: BusFace; env: TestEnv }> {
+async function open(
+  dialect: Dialect,
+  bus: Record<string, unknown> = {},
+): Promise<{ rt: Runtime; face: BusFace; env: TestEnv }> {
   const env = await createTestEnv(dialect);
   envs.push(env);
-  const config = buildConfig({ ...env.input, retention: { enabled: false, batch: 7 }, bus: { topics: ['orders', 'audit', 'keep'], ...bus } } as never);
+  const config = buildConfig({
+    ...env.input,
+    retention: { enabled: false, batch: 7 },
+    bus: { topics: ['orders', 'audit', 'keep'], ...bus },
+  } as never);
   const rt = await Runtime.open(config);
   rts.push(rt);
   const face = new BusFace(rt);
@@ -48,11 +55,21 @@ async function prune(rt: Runtime): Promise<number> {
 const count = async (rt: Runtime, sql: string, params: unknown[] = []): Promise<number> =>
   Number((await rt.storage.shards[0]!.reader.all<{ n: number }>(sql, params))[0]!.n);
 
-function collectingSink(): { deliveries: Delivery[]; gaps: GapNotice[]; closed: unknown[]; sink: { deliver(d: Delivery): void; gap(g: GapNotice): void; closed(e: unknown): void } } {
+function collectingSink(): {
+  deliveries: Delivery[];
+  gaps: GapNotice[];
+  closed: unknown[];
+  sink: { deliver(d: Delivery): void; gap(g: GapNotice): void; closed(e: unknown): void };
+} {
   const deliveries: Delivery[] = [];
   const gaps: GapNotice[] = [];
   const closed: unknown[] = [];
-  return { deliveries, gaps, closed, sink: { deliver: (d) => deliveries.push(d), gap: (g) => gaps.push(g), closed: (e) => closed.push(e) } };
+  return {
+    deliveries,
+    gaps,
+    closed,
+    sink: { deliver: (d) => deliveries.push(d), gap: (g) => gaps.push(g), closed: (e) => closed.push(e) },
+  };
 }
 
 describe.each(DIALECTS)('retention (%s)', (dialect) => {
@@ -77,7 +94,9 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
     expect(await count(rt, "SELECT COUNT(*) AS n FROM events WHERE stream LIKE 't/audit/%'")).toBe(5);
     const v = await verifyShard(shard);
     expect(v).toMatchObject({ ok: true, checked: 16, head: 25, removed: 9 });
-    const horizon = await shard.reader.all<{ pos: number; removed: number }>("SELECT pos, removed FROM retention_horizons WHERE scope = 'topic:orders'");
+    const horizon = await shard.reader.all<{ pos: number; removed: number }>(
+      "SELECT pos, removed FROM retention_horizons WHERE scope = 'topic:orders'",
+    );
     expect(Number(horizon[0]!.removed)).toBe(9);
     // A second pass finds nothing more.
     expect(await prune(rt)).toBe(0);
@@ -104,7 +123,7 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
     await waitFor(async () => (await rt.log.headPos(shard.name)) === 15, 10_000, 'numbered');
     expect((await verifyShard(shard)).ok).toBe(true);
     // Tampering with a surviving event is caught.
-    await shard.write((tx) => tx.run("UPDATE events SET data = '{\"i\":99}' WHERE pos = 7"));
+    await shard.write((tx) => tx.run('UPDATE events SET data = \'{"i":99}\' WHERE pos = 7'));
     expect(await verifyShard(shard)).toMatchObject({ ok: false, badPos: 7 });
     await shard.write((tx) => tx.run('DELETE FROM events WHERE pos = 7'));
     // A hole with no anchor is caught.
@@ -191,8 +210,12 @@ describe.each(DIALECTS)('retention (%s)', (dialect) => {
 
   it('a bad retention rule is refused with a typed error and nothing is stored', async () => {
     const { rt } = await open(dialect);
-    expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { per: 'key' } } } })).toThrow(/max_age_ms, max_events or both/);
-    expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { max_events: 0 } } } })).toThrow(/config|max_events/);
+    expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { per: 'key' } } } })).toThrow(
+      /max_age_ms, max_events or both/,
+    );
+    expect(() => buildConfig({ bus: { topics: ['t'], retention: { t: { max_events: 0 } } } })).toThrow(
+      /config|max_events/,
+    );
     expect(() => buildConfig({ retention: { batch: 0 } })).toThrow(/retention.batch/);
     expect(rt.catalog.list('bus.topic')).toEqual([]);
   });
@@ -209,30 +232,41 @@ describe('chain gap anchors (property)', () => {
     for (let i = 0; i < N; i++) await rt.log.append(`s/${i % 5}`, [{ type: 't', data: { i } }]);
     const snapshot = await shard.reader.all<Record<string, unknown>>('SELECT * FROM events ORDER BY pos');
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.uniqueArray(fc.integer({ min: 1, max: N }), { maxLength: 25 }), { maxLength: 5 }), async (batches) => {
-        // Restore the full log.
-        await shard.write(async (tx) => {
-          await tx.run('DELETE FROM events');
-          await tx.run('DELETE FROM chain_gaps');
-          for (const r of snapshot) {
-            await tx.run('INSERT INTO events (pos, stream, seq, type, data, meta, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [r.pos, r.stream, r.seq, r.type, r.data, r.meta, r.created_at, r.hash]);
+      fc.asyncProperty(
+        fc.array(fc.uniqueArray(fc.integer({ min: 1, max: N }), { maxLength: 25 }), { maxLength: 5 }),
+        async (batches) => {
+          // Restore the full log.
+          await shard.write(async (tx) => {
+            await tx.run('DELETE FROM events');
+            await tx.run('DELETE FROM chain_gaps');
+            for (const r of snapshot) {
+              await tx.run(
+                'INSERT INTO events (pos, stream, seq, type, data, meta, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                [r.pos, r.stream, r.seq, r.type, r.data, r.meta, r.created_at, r.hash],
+              );
+            }
+          });
+          const gone = new Set<number>();
+          for (const b of batches) {
+            const removed = await shard.write((tx) =>
+              removeEventsIn(
+                tx,
+                [...b].sort((x, y) => x - y),
+              ),
+            );
+            for (const p of removed) gone.add(p);
           }
-        });
-        const gone = new Set<number>();
-        for (const b of batches) {
-          const removed = await shard.write((tx) => removeEventsIn(tx, [...b].sort((x, y) => x - y)));
-          for (const p of removed) gone.add(p);
-        }
-        expect(gone.has(N)).toBe(false);
-        const v = await verifyShard(shard, { chunk: 7 });
-        expect(v.ok).toBe(true);
-        expect(v.checked).toBe(N - gone.size);
-        expect(v.removed).toBe(gone.size);
-        let runs = 0;
-        for (let p = 1; p <= N; p++) if (gone.has(p) && !gone.has(p - 1)) runs++;
-        const anchors = Number((await shard.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM chain_gaps'))[0]!.n);
-        expect(anchors).toBe(runs);
-      }),
+          expect(gone.has(N)).toBe(false);
+          const v = await verifyShard(shard, { chunk: 7 });
+          expect(v.ok).toBe(true);
+          expect(v.checked).toBe(N - gone.size);
+          expect(v.removed).toBe(gone.size);
+          let runs = 0;
+          for (let p = 1; p <= N; p++) if (gone.has(p) && !gone.has(p - 1)) runs++;
+          const anchors = Number((await shard.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM chain_gaps'))[0]!.n);
+          expect(anchors).toBe(runs);
+        },
+      ),
       { numRuns: 60 },
     );
   });

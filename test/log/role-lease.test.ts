@@ -85,7 +85,9 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     await pause.reached;
     // While it is paused, the role changes hands: what a takeover by another node leaves in the lease row.
     // (Its session is left alive on purpose: only the epoch check stands between it and the rows.)
-    await shard.write((tx) => tx.run('UPDATE role_leases SET epoch = epoch + 1 WHERE role = ?', [Sequencer.role('s0')]));
+    await shard.write((tx) =>
+      tx.run('UPDATE role_leases SET epoch = epoch + 1 WHERE role = ?', [Sequencer.role('s0')]),
+    );
     pause.open();
     expect(await rt.log.positions(r, 15_000)).toEqual([1, 2, 3]);
     // It numbered the rows only after losing the role and taking it again (epoch0 + 2), not in the fenced transaction.
@@ -132,9 +134,16 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     // The batch's statement numbered none of the other rows (the sequencer counts only what it numbered) ...
     await waitFor(() => seq.numbered === 2, 10_000, 'the two other rows numbered');
     // ... and their hashes chain on the row it found numbered, not on the tip it had computed.
-    const rows = await shard.reader.all<{ pos: number; stream: string; seq: number; type: string; data: string; meta: string | null; created_at: number; hash: Buffer }>(
-      'SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events ORDER BY pos',
-    );
+    const rows = await shard.reader.all<{
+      pos: number;
+      stream: string;
+      seq: number;
+      type: string;
+      data: string;
+      meta: string | null;
+      created_at: number;
+      hash: Buffer;
+    }>('SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events ORDER BY pos');
     let prev: Buffer = foreign;
     for (const row of rows.slice(1)) {
       const want = chainHash(prev, rowChainFields(row.pos, row));
@@ -198,65 +207,79 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
       for (const d of drivers) await d.close();
     });
     const sql = drivers[0]!.sql.roles!;
-    await rt.storage.shard('s0').write((tx) => tx.run('CREATE TABLE fenced_work (n BIGINT PRIMARY KEY, who INT NOT NULL, epoch BIGINT NOT NULL)'));
+    await rt.storage
+      .shard('s0')
+      .write((tx) =>
+        tx.run('CREATE TABLE fenced_work (n BIGINT PRIMARY KEY, who INT NOT NULL, epoch BIGINT NOT NULL)'),
+      );
     await rt.storage.shard('s0').write((tx) => tx.run('CREATE TABLE work_counter (n BIGINT NOT NULL)'));
     await rt.storage.shard('s0').write((tx) => tx.run('INSERT INTO work_counter (n) VALUES (0)'));
     type Op = { kind: 'take'; who: number } | { kind: 'work'; who: number; delayMs: number };
     const opArb: fc.Arbitrary<Op> = fc.oneof(
       fc.record({ kind: fc.constant('take' as const), who: fc.integer({ min: 0, max: 2 }) }),
-      fc.record({ kind: fc.constant('work' as const), who: fc.integer({ min: 0, max: 2 }), delayMs: fc.integer({ min: 0, max: 5 }) }),
+      fc.record({
+        kind: fc.constant('work' as const),
+        who: fc.integer({ min: 0, max: 2 }),
+        delayMs: fc.integer({ min: 0, max: 5 }),
+      }),
     );
     let run = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.array(opArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 8 }), async (rounds) => {
-        const role = `prop-${run++}`;
-        const epochs: Array<number | null> = [null, null, null];
-        const taken: number[] = [];
-        for (const round of rounds) {
-          // Each round's operations run concurrently, each on its own contender's connections.
-          await Promise.all(
-            round.map(async (op) => {
-              const d = drivers[op.who]!;
-              if (op.kind === 'take') {
-                const rows = await d.reader.all<{ epoch: number }>(sql.take, [role, `c${op.who}`, 60_000]);
-                epochs[op.who] = Number(rows[0]!.epoch);
-                taken.push(Number(rows[0]!.epoch));
-                return;
-              }
-              const epoch = epochs[op.who];
-              if (epoch === null) return;
-              const c = await d.acquireWriter();
-              try {
-                await c.exec('BEGIN');
-                const ok = (await c.run(sql.fence, [60_000, role, epoch])) === 1;
-                await new Promise((r) => setTimeout(r, op.delayMs));
-                if (ok) {
-                  const [{ n }] = (await c.all<{ n: number }>('UPDATE work_counter SET n = n + 1 RETURNING n')) as [{ n: number }];
-                  await c.run('INSERT INTO fenced_work (n, who, epoch) VALUES (?, ?, ?)', [n, op.who, epoch]);
-                  await c.exec('COMMIT');
-                } else await c.exec('ROLLBACK');
-              } finally {
-                c.release();
-              }
-            }),
-          );
-        }
-        const work = await rt.storage.shard('s0').reader.all<{ n: number; who: number; epoch: number }>(
-          'SELECT n, who, epoch FROM fenced_work ORDER BY n',
-        );
-        await rt.storage.shard('s0').write((tx) => tx.run('DELETE FROM fenced_work'));
-        // Epochs of committed work never go back (in the order the lease row serialised them) ...
-        for (let i = 1; i < work.length; i++) expect(Number(work[i]!.epoch)).toBeGreaterThanOrEqual(Number(work[i - 1]!.epoch));
-        // ... one epoch belongs to one contender ...
-        const owner = new Map<number, number>();
-        for (const w of work) {
-          const e = Number(w.epoch);
-          expect(owner.get(e) ?? w.who).toBe(w.who);
-          owner.set(e, w.who);
-        }
-        // ... and every take handed out a new epoch.
-        expect(new Set(taken).size).toBe(taken.length);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.array(opArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 8 }),
+        async (rounds) => {
+          const role = `prop-${run++}`;
+          const epochs: Array<number | null> = [null, null, null];
+          const taken: number[] = [];
+          for (const round of rounds) {
+            // Each round's operations run concurrently, each on its own contender's connections.
+            await Promise.all(
+              round.map(async (op) => {
+                const d = drivers[op.who]!;
+                if (op.kind === 'take') {
+                  const rows = await d.reader.all<{ epoch: number }>(sql.take, [role, `c${op.who}`, 60_000]);
+                  epochs[op.who] = Number(rows[0]!.epoch);
+                  taken.push(Number(rows[0]!.epoch));
+                  return;
+                }
+                const epoch = epochs[op.who];
+                if (epoch === null) return;
+                const c = await d.acquireWriter();
+                try {
+                  await c.exec('BEGIN');
+                  const ok = (await c.run(sql.fence, [60_000, role, epoch])) === 1;
+                  await new Promise((r) => setTimeout(r, op.delayMs));
+                  if (ok) {
+                    const [{ n }] = (await c.all<{ n: number }>('UPDATE work_counter SET n = n + 1 RETURNING n')) as [
+                      { n: number },
+                    ];
+                    await c.run('INSERT INTO fenced_work (n, who, epoch) VALUES (?, ?, ?)', [n, op.who, epoch]);
+                    await c.exec('COMMIT');
+                  } else await c.exec('ROLLBACK');
+                } finally {
+                  c.release();
+                }
+              }),
+            );
+          }
+          const work = await rt.storage
+            .shard('s0')
+            .reader.all<{ n: number; who: number; epoch: number }>('SELECT n, who, epoch FROM fenced_work ORDER BY n');
+          await rt.storage.shard('s0').write((tx) => tx.run('DELETE FROM fenced_work'));
+          // Epochs of committed work never go back (in the order the lease row serialised them) ...
+          for (let i = 1; i < work.length; i++)
+            expect(Number(work[i]!.epoch)).toBeGreaterThanOrEqual(Number(work[i - 1]!.epoch));
+          // ... one epoch belongs to one contender ...
+          const owner = new Map<number, number>();
+          for (const w of work) {
+            const e = Number(w.epoch);
+            expect(owner.get(e) ?? w.who).toBe(w.who);
+            owner.set(e, w.who);
+          }
+          // ... and every take handed out a new epoch.
+          expect(new Set(taken).size).toBe(taken.length);
+        },
+      ),
       { numRuns: 25 },
     );
   });
@@ -268,7 +291,12 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const rt = await Runtime.open(env.config);
     cleanups.push(() => rt.close());
-    const child = spawnTs('test/support/exclusive-consumer.ts', [writeConfigFile(dir, { ...env.input, node_id: 'child' })], {}, { group: true });
+    const child = spawnTs(
+      'test/support/exclusive-consumer.ts',
+      [writeConfigFile(dir, { ...env.input, node_id: 'child' })],
+      {},
+      { group: true },
+    );
     cleanups.push(() => {
       signalGroup(child, 'SIGCONT');
       signalGroup(child, 'SIGKILL');
@@ -296,7 +324,11 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
       for (let i = 0; i < n; i++) await rt.log.positions(await rt.log.append(`c/${i % 3}`, [{ type: 'e', data: i }]));
     };
     await appendN(10);
-    await waitFor(async () => (await rt.cursors.position('s0', 'x')) === 10, 10_000, 'the child to handle the first events');
+    await waitFor(
+      async () => (await rt.cursors.position('s0', 'x')) === 10,
+      10_000,
+      'the child to handle the first events',
+    );
     expect(handledHere).toEqual([]);
 
     signalGroup(child, 'SIGSTOP');
@@ -308,12 +340,18 @@ describe.runIf(DIALECTS.includes('postgres'))('role leases (postgres)', () => {
     expect(child.exitCode).toBe(null);
 
     signalGroup(child, 'SIGCONT');
-    await waitFor(async () => {
-      const rows = await rt.storage.shard('s0').reader.all<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'millrace:child:s0-lock' AND wait_event_type = 'Lock'",
-      );
-      return rows[0]!.n === 1;
-    }, 15_000, 'the resumed child to stand by');
+    await waitFor(
+      async () => {
+        const rows = await rt.storage
+          .shard('s0')
+          .reader.all<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'millrace:child:s0-lock' AND wait_event_type = 'Lock'",
+          );
+        return rows[0]!.n === 1;
+      },
+      15_000,
+      'the resumed child to stand by',
+    );
     await appendN(5);
     await waitFor(() => handledHere.includes(20), 10_000, 'this node to go on handling');
     expect(mine.holding).toBe(true);

@@ -21,12 +21,20 @@ const writersArb = fc.array(fc.array(appendArb, { minLength: 1, maxLength: 12 })
  * Reads the shard from `after` until `total` events were seen, checking as it
  * goes that positions come gapless, once each, in increasing order.
  */
-async function tailExactly(rt: Runtime, shard: string, after: number, total: number, chunk: number, useCursor: boolean): Promise<LogEvent[]> {
+async function tailExactly(
+  rt: Runtime,
+  shard: string,
+  after: number,
+  total: number,
+  chunk: number,
+  useCursor: boolean,
+): Promise<LogEvent[]> {
   const seen: LogEvent[] = [];
   let pos = after;
   const take = (batch: LogEvent[]) => {
     for (const e of batch) {
-      if (e.pos !== pos + 1) throw new Error(`expected position ${pos + 1}, got ${e.pos} (after ${seen.length} events)`);
+      if (e.pos !== pos + 1)
+        throw new Error(`expected position ${pos + 1}, got ${e.pos} (after ${seen.length} events)`);
       pos = e.pos;
       seen.push(e);
     }
@@ -148,8 +156,15 @@ describe('sequencer (postgres)', () => {
       const r2 = await during;
       await waitFor(() => n2!.sequencers[0]?.leader, 15_000, 'node 2 to take over');
       const r3 = await n2.log.append('two/a', [{ type: 'x', data: 3 }]);
-      const r4 = await n2.log.append('two/c', Array.from({ length: 30 }, (_, i) => ({ type: 'z', data: i })));
-      const positions = [...(await n2.log.positions(r2)), ...(await n2.log.positions(r3)), ...(await n2.log.positions(r4))];
+      const r4 = await n2.log.append(
+        'two/c',
+        Array.from({ length: 30 }, (_, i) => ({ type: 'z', data: i })),
+      );
+      const positions = [
+        ...(await n2.log.positions(r2)),
+        ...(await n2.log.positions(r3)),
+        ...(await n2.log.positions(r4)),
+      ];
       expect(positions).toEqual(Array.from({ length: 32 }, (_, i) => i + 3));
       // As above: the count follows the COMMIT the positions were read after.
       await waitFor(() => n2!.sequencers[0]!.numbered >= 31, 10_000, 'node 2 to count what it numbered');
@@ -180,7 +195,9 @@ describe('sequencer (postgres)', () => {
     await admin.connect();
     try {
       nodes.push(await Runtime.open(env3.config));
-      nodes.push(await Runtime.open(buildConfig({ ...env3.input, node_id: `${env3.config.node_id}-b` } as ConfigInput)));
+      nodes.push(
+        await Runtime.open(buildConfig({ ...env3.input, node_id: `${env3.config.node_id}-b` } as ConfigInput)),
+      );
       let stop = false;
       const written = new Map<string, number>();
       const writers = Array.from({ length: 6 }, async (_, w) => {
@@ -188,7 +205,10 @@ describe('sequencer (postgres)', () => {
         while (!stop) {
           const node = nodes[w % 2]!;
           const stream = `load/${(w + i) % 4}`;
-          const r = await node.log.append(stream, Array.from({ length: 1 + (i % 5) }, (_, k) => ({ type: 't', data: { w, i, k } })));
+          const r = await node.log.append(
+            stream,
+            Array.from({ length: 1 + (i % 5) }, (_, k) => ({ type: 't', data: { w, i, k } })),
+          );
           written.set(stream, Math.max(written.get(stream) ?? 0, r.seqs[r.seqs.length - 1]!));
           i++;
         }
@@ -196,7 +216,13 @@ describe('sequencer (postgres)', () => {
       // Cut the lock connection of whoever leads, three times, while writers keep going.
       for (let cut = 0; cut < 3; cut++) {
         const before = nodes.reduce((a, n) => a + n.sequencers[0]!.numbered, 0);
-        await waitFor(() => nodes.some((n) => n.sequencers[0]!.leader) && nodes.reduce((a, n) => a + n.sequencers[0]!.numbered, 0) > before + 20, 15_000, 'a leader numbering rows');
+        await waitFor(
+          () =>
+            nodes.some((n) => n.sequencers[0]!.leader) &&
+            nodes.reduce((a, n) => a + n.sequencers[0]!.numbered, 0) > before + 20,
+          15_000,
+          'a leader numbering rows',
+        );
         const killed = await admin.query(
           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'millrace:%-lock' AND pid <> pg_backend_pid()",
         );
@@ -207,12 +233,17 @@ describe('sequencer (postgres)', () => {
       await Promise.all(writers);
       const total = [...written.values()].reduce((a, b) => a + b, 0);
       await waitFor(async () => (await nodes[0]!.log.headPos('s0')) === total, 15_000, 'every row to be numbered');
-      const unnumbered = await nodes[0]!.storage.shard('s0').reader.all<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE pos IS NULL');
+      const unnumbered = await nodes[0]!.storage
+        .shard('s0')
+        .reader.all<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE pos IS NULL');
       expect(unnumbered[0]!.n).toBe(0);
       const all = await nodes[1]!.log.readShard('s0', 0, 100_000);
       expect(all.map((e) => e.pos)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
       for (const [stream, last] of written) {
-        expect(all.filter((e) => e.stream === stream).map((e) => e.seq), stream).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+        expect(
+          all.filter((e) => e.stream === stream).map((e) => e.seq),
+          stream,
+        ).toEqual(Array.from({ length: last }, (_, i) => i + 1));
       }
       expect(await verifyShard(nodes[0]!.storage.shard('s0'))).toMatchObject({ ok: true, checked: total });
     } finally {

@@ -17,7 +17,9 @@ describe.runIf(DIALECTS.includes('postgres'))('machines on two nodes over one Po
     proc = await new TestProcessor().listen();
     env = await createTestEnv('postgres', { extra: { machines: machinesConfig(proc.url) } as never });
     a = await startNode(env.config, { faces: [machinesFace] });
-    b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), { faces: [machinesFace] });
+    b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), {
+      faces: [machinesFace],
+    });
   });
   afterAll(async () => {
     await a?.close();

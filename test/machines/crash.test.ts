@@ -22,7 +22,9 @@ describe.each(DIALECTS)('machines: kill -9 during a storm of timers (%s)', (dial
   beforeAll(async () => {
     proc = await new TestProcessor().listen();
     // A short scheduler lease, so timers the killed node had claimed are claimed again soon after the restart.
-    env = await createTestEnv(dialect, { extra: { machines: machinesConfig(proc.url), scheduler: { poll_ms: 50, lease_ms: 3000 } } as never });
+    env = await createTestEnv(dialect, {
+      extra: { machines: machinesConfig(proc.url), scheduler: { poll_ms: 50, lease_ms: 3000 } } as never,
+    });
   });
   afterAll(async () => {
     child?.kill('SIGKILL');
@@ -38,7 +40,11 @@ describe.each(DIALECTS)('machines: kill -9 during a storm of timers (%s)', (dial
     let c = new MachinesClient(n.url);
     const ids = Array.from({ length: N }, (_, i) => `storm-${i}`);
     for (let i = 0; i < N; i += 50) {
-      await Promise.all(ids.slice(i, i + 50).map((id, j) => c.start('t', id, { timer: { set: { timeout: 0.3 + ((i + j) % 20) * 0.05 } } })));
+      await Promise.all(
+        ids
+          .slice(i, i + 50)
+          .map((id, j) => c.start('t', id, { timer: { set: { timeout: 0.3 + ((i + j) % 20) * 0.05 } } })),
+      );
     }
     const timeouts = () => proc.count((r) => r.body.signal?.type === 'timeout');
     await waitFor(() => timeouts() >= 100, 30_000, 'the storm to begin');

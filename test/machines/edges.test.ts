@@ -5,7 +5,12 @@ import { startNode, type Node } from '../../src/serve.js';
 import { machinesFace } from '../../src/machines/face.js';
 import { MachinesClient } from '../../src/machines/client.js';
 import type { SinkEvent } from '../../src/machines/sink.js';
-import { ProcessorUnavailable, registerProcessor, unregisterProcessor, type ProcessorRequest } from '../../src/machines/processor.js';
+import {
+  ProcessorUnavailable,
+  registerProcessor,
+  unregisterProcessor,
+  type ProcessorRequest,
+} from '../../src/machines/processor.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { machinesConfig, TestProcessor } from './support.js';
 
@@ -76,7 +81,9 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
         if (timersDown) throw new ProcessorUnavailable('timeouts are down');
         return { events: [{ fired: true }] };
       }
-      const a = (req.kind === 'call' ? req.args : req.kind === 'signal' && req.signal.type === 'init' ? req.signal.args : null) as { timer?: unknown } | null;
+      const a = (
+        req.kind === 'call' ? req.args : req.kind === 'signal' && req.signal.type === 'init' ? req.signal.args : null
+      ) as { timer?: unknown } | null;
       return { response: 'ok', ...(a && typeof a === 'object' && 'timer' in a ? { action: { timer: a.timer } } : {}) };
     });
     proc = await new TestProcessor().listen();
@@ -179,11 +186,19 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
     await c.start('t', 'mem', { events: [{ before: true }] });
     const head = await node.runtime.log.headPos('s0');
     // A second node on the same storage whose limit (1 MB) any process is above.
-    const input = { ...env.input, node_id: `${env.input.node_id}-limited`, machines: { ...(env.input as { machines: object }).machines, memory_limit_mb: 1 } } as ConfigInput;
+    const input = {
+      ...env.input,
+      node_id: `${env.input.node_id}-limited`,
+      machines: { ...(env.input as { machines: object }).machines, memory_limit_mb: 1 },
+    } as ConfigInput;
     const limited = await startNode(buildConfig(input), { faces: [machinesFace] });
     try {
       const post = (path: string, body: unknown) =>
-        fetch(`${limited.url}/v1/namespaces/t/machines/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        fetch(`${limited.url}/v1/namespaces/t/machines/${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
       for (const [path, body] of [
         ['mem/call', { args: { events: [{ during: true }] } }],
         ['mem2/start', { args: { events: [{ during: true }] } }],

@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { frozenEvent, MachineCache, rangeSpan, RANGE_MAX, type MachineEvent } from '../../src/machines/history-cache.js';
+import {
+  frozenEvent,
+  MachineCache,
+  rangeSpan,
+  RANGE_MAX,
+  type MachineEvent,
+} from '../../src/machines/history-cache.js';
 import type { HistoryRange } from '../../src/machines/config.js';
 import type { MachineState } from '../../src/machines/planner.js';
 import { buildConfig } from '../../src/core/config.js';
@@ -20,7 +26,11 @@ const rangeArb: fc.Arbitrary<HistoryRange> = fc.record(
 function logIds(last: number, r: HistoryRange): number[] {
   const all = Array.from({ length: last }, (_, i) => i + 1);
   const limit = Math.min(r.limit ?? RANGE_MAX, RANGE_MAX);
-  if (r.direction === 'backward') return all.filter((i) => i < (r.after ?? Infinity)).reverse().slice(0, limit);
+  if (r.direction === 'backward')
+    return all
+      .filter((i) => i < (r.after ?? Infinity))
+      .reverse()
+      .slice(0, limit);
   return all.filter((i) => i > (r.after ?? 0)).slice(0, limit);
 }
 
@@ -53,7 +63,11 @@ const state = (gen: number, lastEvent: number, status: MachineState['status'] = 
 
 /** The events of generation `gen`, as a log holds them: the same id always has the same data. */
 function truth(gen: number, id: number): MachineEvent {
-  return { id, created_at: new Date(gen * 1000 + id).toISOString(), data: { gen, id, pad: 'x'.repeat((gen * 7 + id * 13) % 50) } };
+  return {
+    id,
+    created_at: new Date(gen * 1000 + id).toISOString(),
+    data: { gen, id, pad: 'x'.repeat((gen * 7 + id * 13) % 50) },
+  };
 }
 
 function made(gen: number, from: number, to: number): { events: MachineEvent[]; sizes: number[] } {
@@ -77,11 +91,17 @@ type Cmd =
   | { op: 'forget'; m: number };
 
 const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('commit' as const), m: fc.nat(2), n: fc.integer({ min: 0, max: 4 }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({ op: fc.constant('commit' as const), m: fc.nat(2), n: fc.integer({ min: 0, max: 4 }) }),
+  },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('restart' as const), m: fc.nat(2) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('remove' as const), m: fc.nat(2) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('read' as const), m: fc.nat(2), range: rangeArb }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('moved' as const), m: fc.nat(2), n: fc.integer({ min: 1, max: 5 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant('moved' as const), m: fc.nat(2), n: fc.integer({ min: 1, max: 5 }) }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('forget' as const), m: fc.nat(2) }) },
 );
 
@@ -96,7 +116,12 @@ describe('MachineCache', () => {
         fc.array(cmdArb, { minLength: 1, maxLength: 80 }),
         fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constant(100)),
         fc.oneof(fc.integer({ min: 0, max: 6000 }), fc.constant(1 << 20)),
-        fc.constantFrom<HistoryRange | null>(null, { direction: 'backward', limit: 3 }, { direction: 'forward', after: 2, limit: 4 }, { direction: 'forward', limit: 5 }),
+        fc.constantFrom<HistoryRange | null>(
+          null,
+          { direction: 'backward', limit: 3 },
+          { direction: 'forward', after: 2, limit: 4 },
+          { direction: 'forward', limit: 5 },
+        ),
         (cmds, maxEntries, maxBytes, nsRange) => {
           const cache = new MachineCache(maxEntries, maxBytes);
           const machines = Array.from({ length: 3 }, () => state(1, 0));
@@ -115,7 +140,11 @@ describe('MachineCache', () => {
             if (hit === undefined) events = fetch(span.lo, span.hi);
             else {
               const to = hit.from + hit.events.length - 1;
-              events = [...(hit.from > span.lo ? fetch(span.lo, hit.from - 1) : []), ...hit.events, ...(to < span.hi ? fetch(to + 1, span.hi) : [])];
+              events = [
+                ...(hit.from > span.lo ? fetch(span.lo, hit.from - 1) : []),
+                ...hit.events,
+                ...(to < span.hi ? fetch(to + 1, span.hi) : []),
+              ];
             }
             return range.direction === 'backward' ? events.reverse() : events;
           };
@@ -259,7 +288,8 @@ describe('MachineCache', () => {
 });
 
 describe('machines.history_cache_mb', () => {
-  const build = (machines: Record<string, unknown>) => buildConfig({ storage: { dialect: 'sqlite', shards: [{ name: 's0' }] }, machines });
+  const build = (machines: Record<string, unknown>) =>
+    buildConfig({ storage: { dialect: 'sqlite', shards: [{ name: 's0' }] }, machines });
 
   it('defaults to 128 MiB and takes 0 (no events kept)', () => {
     expect(build({}).machines.history_cache_mb).toBe(128);
@@ -267,7 +297,12 @@ describe('machines.history_cache_mb', () => {
   });
 
   it('refuses a negative, fractional or non-numeric budget, and the retired cache_history_tail, with config_invalid', () => {
-    for (const bad of [{ history_cache_mb: -1 }, { history_cache_mb: 1.5 }, { history_cache_mb: '64' }, { cache_history_tail: 100 }]) {
+    for (const bad of [
+      { history_cache_mb: -1 },
+      { history_cache_mb: 1.5 },
+      { history_cache_mb: '64' },
+      { cache_history_tail: 100 },
+    ]) {
       let err: unknown;
       try {
         build(bad);
@@ -283,11 +318,32 @@ describe('machines.history_cache_mb', () => {
 describe('requestJson (a processor request with a cached history, as JSON)', () => {
   it('is exactly JSON.stringify of the request, whatever the events and the other fields hold', () => {
     fc.assert(
-      fc.property(fc.array(fc.jsonValue(), { minLength: 0, maxLength: 30 }), fc.jsonValue(), fc.jsonValue(), (datas, args, aux) => {
-        const history = datas.map((d, i) => frozenEvent(i + 1, new Date(1_700_000_000_000 + i).toISOString(), JSON.stringify(d) ?? 'null').event);
-        const req = { kind: 'call' as const, args, machine: { ns: 'n', id: 'm"\u2028', status: 'working', aux_state: aux, timer: null, tags: [], history, history_range: { direction: 'forward' } } };
-        expect(requestJson(req)).toBe(JSON.stringify(req));
-      }),
+      fc.property(
+        fc.array(fc.jsonValue(), { minLength: 0, maxLength: 30 }),
+        fc.jsonValue(),
+        fc.jsonValue(),
+        (datas, args, aux) => {
+          const history = datas.map(
+            (d, i) =>
+              frozenEvent(i + 1, new Date(1_700_000_000_000 + i).toISOString(), JSON.stringify(d) ?? 'null').event,
+          );
+          const req = {
+            kind: 'call' as const,
+            args,
+            machine: {
+              ns: 'n',
+              id: 'm"\u2028',
+              status: 'working',
+              aux_state: aux,
+              timer: null,
+              tags: [],
+              history,
+              history_range: { direction: 'forward' },
+            },
+          };
+          expect(requestJson(req)).toBe(JSON.stringify(req));
+        },
+      ),
       { numRuns: 300 },
     );
   });

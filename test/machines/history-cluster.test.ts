@@ -21,13 +21,25 @@ describe.runIf(DIALECTS.includes('postgres'))('machine history cache across node
     (req) => {
       const machine = req.machine as MachineView;
       seen.push({ node, id: machine.id, history: machine.history.map((e) => ({ id: e.id, data: e.data })) });
-      const args = (req.kind === 'signal' ? (req.signal as { args?: unknown }).args : req.args) as { tag?: string; remove?: boolean } | null;
-      return { response: null, events: [{ node, tag: args?.tag ?? null }], ...(args?.remove ? { action: { remove: true } } : {}) };
+      const args = (req.kind === 'signal' ? (req.signal as { args?: unknown }).args : req.args) as {
+        tag?: string;
+        remove?: boolean;
+      } | null;
+      return {
+        response: null,
+        events: [{ node, tag: args?.tag ?? null }],
+        ...(args?.remove ? { action: { remove: true } } : {}),
+      };
     };
 
   beforeAll(async () => {
     env = await createTestEnv('postgres', {
-      extra: { machines: { namespaces: { h: { processor: { in_process: 'p' }, retry: { base_ms: 5, max_ms: 20 } } }, lease_keep_ms: 60_000 } } as never,
+      extra: {
+        machines: {
+          namespaces: { h: { processor: { in_process: 'p' }, retry: { base_ms: 5, max_ms: 20 } } },
+          lease_keep_ms: 60_000,
+        },
+      } as never,
     });
     rtA = await Runtime.open(env.config);
     rtB = await Runtime.open(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput));
@@ -45,7 +57,8 @@ describe.runIf(DIALECTS.includes('postgres'))('machine history cache across node
   });
 
   const last = (node: string) => seen.filter((s) => s.node === node).at(-1)!;
-  const tags = (s: { history: Array<{ data: unknown }> }) => s.history.map((e) => (e.data as { tag: string | null }).tag);
+  const tags = (s: { history: Array<{ data: unknown }> }) =>
+    s.history.map((e) => (e.data as { tag: string | null }).tag);
 
   it('a node that gets the machine back reads what the other node committed meanwhile', async () => {
     const deadline = () => Date.now() + 20_000;

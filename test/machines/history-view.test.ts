@@ -30,7 +30,9 @@ describe('machine history handed out from memory', () => {
   };
 
   beforeAll(async () => {
-    env = await createTestEnv('sqlite', { extra: { machines: { namespaces: { v: { processor: { in_process: 'fn' } } } } } as never });
+    env = await createTestEnv('sqlite', {
+      extra: { machines: { namespaces: { v: { processor: { in_process: 'fn' } } } } } as never,
+    });
     rt = await Runtime.open(env.config);
     m = new Machines(rt, { processors: new Map([['fn', fn]]) });
   });
@@ -47,7 +49,9 @@ describe('machine history handed out from memory', () => {
     expect(seen.at(-1)!.history.map((e) => e.data)).toEqual([stored]);
     expect(JSON.stringify(seen.at(-1)!.history[0]!.data)).toBe(JSON.stringify(stored));
     const fresh = await rt.log.read('m/v/a/1', {}, ['v', 'a']);
-    expect(fresh.slice(0, 1).map((e) => JSON.parse(e.data) as unknown)).toEqual(seen.at(-1)!.history.map((e) => e.data));
+    expect(fresh.slice(0, 1).map((e) => JSON.parse(e.data) as unknown)).toEqual(
+      seen.at(-1)!.history.map((e) => e.data),
+    );
   });
 
   it('counts the events it hands out from memory and those it reads from the log', async () => {

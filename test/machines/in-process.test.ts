@@ -13,12 +13,26 @@ describe.each(DIALECTS)('machines with an in-process processor (%s)', (dialect) 
   const fn: ProcessorFn = (req) => {
     if (down) throw new ProcessorUnavailable('down');
     if (req.kind === 'call' && req.args === 'boom') throw new Error('bug in processor');
-    return { response: req.kind, events: [{ kind: req.kind }], aux_state: { seen: (req.machine as { history: unknown[] }).history.length } };
+    return {
+      response: req.kind,
+      events: [{ kind: req.kind }],
+      aux_state: { seen: (req.machine as { history: unknown[] }).history.length },
+    };
   };
 
   beforeAll(async () => {
     env = await createTestEnv(dialect, {
-      extra: { machines: { namespaces: { p: { processor: { in_process: 'fn' }, retry: { base_ms: 5, max_ms: 20 }, history_range: { direction: 'backward', limit: 1 } } } } } as never,
+      extra: {
+        machines: {
+          namespaces: {
+            p: {
+              processor: { in_process: 'fn' },
+              retry: { base_ms: 5, max_ms: 20 },
+              history_range: { direction: 'backward', limit: 1 },
+            },
+          },
+        },
+      } as never,
     });
     rt = await Runtime.open(env.config);
     m = new Machines(rt, { processors: new Map([['fn', fn]]) });
@@ -43,7 +57,10 @@ describe.each(DIALECTS)('machines with an in-process processor (%s)', (dialect) 
     expect((await m.get('p', { id: 'a' })).history.length).toBe(2);
     const f = await m.call('p', { id: 'a' }, 'boom').catch((err: unknown) => err);
     expect(isMillraceError(f, 'machine_failed')).toBe(true);
-    expect((await m.get('p', { id: 'a' })).reason).toMatchObject({ code: 'processor_error', message: 'bug in processor' });
+    expect((await m.get('p', { id: 'a' })).reason).toMatchObject({
+      code: 'processor_error',
+      message: 'bug in processor',
+    });
     const nf = await m.get('nope', { id: 'a' }).catch((err: unknown) => err);
     expect(isMillraceError(nf, 'namespace_not_found')).toBe(true);
   });

@@ -31,19 +31,28 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     env = undefined;
   });
 
-  async function cluster(lease: { lease_keep_ms: number; lease_margin_ms?: number }, roleLeaseMs?: number): Promise<{ a: Node; b: Node; ca: MachinesClient; cb: MachinesClient }> {
+  async function cluster(
+    lease: { lease_keep_ms: number; lease_margin_ms?: number },
+    roleLeaseMs?: number,
+  ): Promise<{ a: Node; b: Node; ca: MachinesClient; cb: MachinesClient }> {
     proc = await new TestProcessor().listen();
     const clusterCfg = roleLeaseMs === undefined ? {} : { cluster: { role_lease_ms: roleLeaseMs } };
-    env = await createTestEnv('postgres', { extra: { machines: machinesConfig(proc.url, lease), ...clusterCfg } as never });
+    env = await createTestEnv('postgres', {
+      extra: { machines: machinesConfig(proc.url, lease), ...clusterCfg } as never,
+    });
     const a = await startNode(env.config, { faces: [machinesFace] });
     nodes.push(a);
-    const b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), { faces: [machinesFace] });
+    const b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` } as ConfigInput), {
+      faces: [machinesFace],
+    });
     nodes.push(b);
     return { a, b, ca: new MachinesClient(a.url), cb: new MachinesClient(b.url) };
   }
 
   const holder = async (n: Node, id: string): Promise<string | null> => {
-    const rows = await n.runtime.storage.shard('s0').reader.all<{ h: string | null }>("SELECT lease_holder AS h FROM machines WHERE ns = 't' AND id = ?", [id]);
+    const rows = await n.runtime.storage
+      .shard('s0')
+      .reader.all<{ h: string | null }>("SELECT lease_holder AS h FROM machines WHERE ns = 't' AND id = ?", [id]);
     return rows[0]!.h;
   };
 
@@ -60,7 +69,8 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     const h = await cb.get('t', { id: 'm1' });
     expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3]);
     // A ran its second step (the first call) on the lease kept from the start, and gave it up once to B; B asked for it.
-    const metric = async (n: Node, name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(await (await fetch(`${n.url}/metrics`)).text())?.[1] ?? NaN);
+    const metric = async (n: Node, name: string) =>
+      Number(new RegExp(`^${name} (\\d+)`, 'm').exec(await (await fetch(`${n.url}/metrics`)).text())?.[1] ?? NaN);
     expect(await metric(a, 'millrace_machine_steps_on_kept_lease_total')).toBeGreaterThanOrEqual(1);
     expect(await metric(a, 'millrace_machine_leases_given_up_total')).toBeGreaterThanOrEqual(1);
     expect(await metric(b, 'millrace_machine_lease_asks_total')).toBeGreaterThanOrEqual(1);
@@ -70,12 +80,18 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     // Kept for a minute, deadlines of 5 s: a node that stopped answering asks (its first and the repeats) would fail a call.
     const { ca, cb } = await cluster({ lease_keep_ms: 60_000 });
     await ca.start('t', 'pp', {});
-    const calls = Array.from({ length: 40 }, (_, i) => ((i % 2 ? ca : cb).call('t', { id: 'pp' }, { events: [{ i }] }, { timeoutMs: 5000 })));
+    const calls = Array.from({ length: 40 }, (_, i) =>
+      (i % 2 ? ca : cb).call('t', { id: 'pp' }, { events: [{ i }] }, { timeoutMs: 5000 }),
+    );
     const results = await Promise.allSettled(calls);
-    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect(
+      results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)),
+    ).toEqual([]);
     expect(proc!.maxConcurrentPerMachine).toBe(1);
     const h = await ca.get('t', { id: 'pp' });
-    expect(h.history.map((e) => (e.data as { i: number }).i).sort((x, y) => x - y)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    expect(h.history.map((e) => (e.data as { i: number }).i).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 40 }, (_, i) => i),
+    );
   });
 
   it('a step that outlives the lease kept from the last commit extends it, so a peer never runs the machine at the same time', async () => {
@@ -164,7 +180,9 @@ describe.runIf(DIALECTS.includes('postgres'))('machine leases kept between steps
     const h = await cb.get('t', { id: 'm6' });
     expect(h.history.map((e) => (e.data as { i: number }).i)).toEqual([1, 2, 3, 4]);
     expect(await holder(b, 'm6')).toBe(b.runtime.config.node_id);
-    const face = b.faces.find((f) => f.name === 'machines') as unknown as { machines: { leaseStats: { fromDead: number } } };
+    const face = b.faces.find((f) => f.name === 'machines') as unknown as {
+      machines: { leaseStats: { fromDead: number } };
+    };
     expect(face.machines.leaseStats.fromDead).toBe(1);
   });
 

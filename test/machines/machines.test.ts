@@ -46,8 +46,12 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     expect(all.history.map((e) => e.id)).toEqual([1, 2, 3, 4, 5]);
     expect(all.history.map((e) => e.data)).toEqual([1, 2, 3, 4, 5].map((n) => ({ n })));
     expect((await c.get(T, { id: 'm1' }, { after: 2, limit: 2 })).history.map((e) => e.id)).toEqual([3, 4]);
-    expect((await c.get(T, { id: 'm1' }, { direction: 'backward', limit: 2 })).history.map((e) => e.id)).toEqual([5, 4]);
-    expect((await c.get(T, { id: 'm1' }, { direction: 'backward', after: 3 })).history.map((e) => e.id)).toEqual([2, 1]);
+    expect((await c.get(T, { id: 'm1' }, { direction: 'backward', limit: 2 })).history.map((e) => e.id)).toEqual([
+      5, 4,
+    ]);
+    expect((await c.get(T, { id: 'm1' }, { direction: 'backward', after: 3 })).history.map((e) => e.id)).toEqual([
+      2, 1,
+    ]);
     expect(await codeOf(c.get(T, { id: 'm1' }, { after: 9 }))).toBe('event_not_found');
     // the processor saw the history before each call
     const last = (await c.call(T, { id: 'm1' }, {})).response;
@@ -82,15 +86,23 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     await new Promise((r) => setTimeout(r, 400));
     expect((await c.get(T, { id: 'f1' })).history.some((e) => (e.data as { fired?: number }).fired)).toBe(false);
     await c.simpleRepair(T, { id: 'f1' });
-    await waitFor(async () => (await c.get(T, { id: 'f1' })).history.some((e) => (e.data as { fired?: number }).fired), 10_000, 'resumed timer');
+    await waitFor(
+      async () => (await c.get(T, { id: 'f1' })).history.some((e) => (e.data as { fired?: number }).fired),
+      10_000,
+      'resumed timer',
+    );
   });
 
   it('timers: set, fire, re-set inside the handler, unset', async () => {
     await c.start(T, 'tm', { aux: { rearm: 3 }, timer: { set: { timeout: 0.05 } } });
-    const g = await waitFor(async () => {
-      const v = await c.get(T, { id: 'tm' });
-      return v.history.length >= 3 && v.timer === null ? v : null;
-    }, 15_000, 'three firings');
+    const g = await waitFor(
+      async () => {
+        const v = await c.get(T, { id: 'tm' });
+        return v.history.length >= 3 && v.timer === null ? v : null;
+      },
+      15_000,
+      'three firings',
+    );
     expect(g.history.map((e) => e.data)).toEqual([{ fired: 1 }, { fired: 2 }, { fired: 3 }]);
 
     await c.start(T, 'tu', { timer: { set: { timeout: 1 } } });
@@ -132,15 +144,25 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
     proc.mode = 'down';
     try {
       for (let i = 4; i <= 6; i++) await c.notify(T, { id: 'n1' }, { i });
-      await waitFor(() => proc.count((r) => r.body.signal?.type === 'notification' && (r.body.signal.args as { i: number }).i === 4) >= 2, 10_000, 'retries');
+      await waitFor(
+        () =>
+          proc.count((r) => r.body.signal?.type === 'notification' && (r.body.signal.args as { i: number }).i === 4) >=
+          2,
+        10_000,
+        'retries',
+      );
       expect((await c.get(T, { id: 'n1' })).history.length).toBe(3);
     } finally {
       proc.mode = 'up';
     }
-    const g = await waitFor(async () => {
-      const v = await c.get(T, { id: 'n1' });
-      return v.history.length === 6 ? v : null;
-    }, 10_000, 'delivery after outage');
+    const g = await waitFor(
+      async () => {
+        const v = await c.get(T, { id: 'n1' });
+        return v.history.length === 6 ? v : null;
+      },
+      10_000,
+      'delivery after outage',
+    );
     expect(g.history.map((e) => (e.data as { notified: { i: number } }).notified.i)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(await codeOf(c.notify(T, { id: 'ghost' }, {}))).toBe('machine_not_found');
   });
@@ -165,9 +187,13 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
   it('deadlines: passed before processing, and spent during it', async () => {
     await c.start(T, 'dl', {});
     const before = proc.seen.length;
-    expect(await codeOf(c.call(T, { id: 'dl' }, { events: [1] }, { deadline: new Date(Date.now() - 1000) }))).toBe('deadline_exceeded');
+    expect(await codeOf(c.call(T, { id: 'dl' }, { events: [1] }, { deadline: new Date(Date.now() - 1000) }))).toBe(
+      'deadline_exceeded',
+    );
     expect(proc.seen.length).toBe(before);
-    expect(await codeOf(c.call(T, { id: 'dl' }, { events: [1], sleep_ms: 1000 }, { timeoutMs: 200 }))).toBe('deadline_exceeded');
+    expect(await codeOf(c.call(T, { id: 'dl' }, { events: [1], sleep_ms: 1000 }, { timeoutMs: 200 }))).toBe(
+      'deadline_exceeded',
+    );
     await new Promise((r) => setTimeout(r, 1000));
     const g = await c.get(T, { id: 'dl' });
     expect(g.status).toBe('working');
@@ -256,16 +282,33 @@ describe.each(DIALECTS)('machines over HTTP (%s)', (dialect) => {
 
   it('bad input answers 4xx with a code and writes nothing', async () => {
     const head = await node.runtime.log.headPos('s0');
-    const post = (path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
-      fetch(`${node.url}${path}`, { method: 'POST', headers, body });
+    const post = (
+      path: string,
+      body: string,
+      headers: Record<string, string> = { 'content-type': 'application/json' },
+    ) => fetch(`${node.url}${path}`, { method: 'POST', headers, body });
     const cases: Array<[Promise<Response>, number, string]> = [
       [post('/v1/namespaces/nope/machines/x/start', '{}'), 404, 'namespace_not_found'],
       [post('/v1/namespaces/t/machines/x/start', '{bad json'), 400, 'bad_json'],
       [post('/v1/namespaces/t/machines/x/start', '{"args":1,"extra":2}'), 400, 'bad_request'],
       [post('/v1/namespaces/t/machines/x/start', '[]'), 400, 'bad_request'],
       [post('/v1/namespaces/t/machines/%01bad/start', '{}'), 400, 'bad_request'],
-      [post('/v1/namespaces/t/machines/x/start', '{}', { 'content-type': 'application/json', 'x-request-timeout': 'soon' }), 400, 'bad_request'],
-      [post('/v1/namespaces/t/machines/x/start', '{}', { 'content-type': 'application/json', 'x-request-deadline': 'tomorrow' }), 400, 'bad_request'],
+      [
+        post('/v1/namespaces/t/machines/x/start', '{}', {
+          'content-type': 'application/json',
+          'x-request-timeout': 'soon',
+        }),
+        400,
+        'bad_request',
+      ],
+      [
+        post('/v1/namespaces/t/machines/x/start', '{}', {
+          'content-type': 'application/json',
+          'x-request-deadline': 'tomorrow',
+        }),
+        400,
+        'bad_request',
+      ],
       [post('/v1/namespaces/t/machines/x/simple-repair', '{"args":1}'), 400, 'bad_request'],
       [fetch(`${node.url}/v1/namespaces/t/machines/m1?limit=abc`), 400, 'bad_request'],
       [fetch(`${node.url}/v1/namespaces/t/machines/m1?direction=sideways`), 400, 'bad_request'],

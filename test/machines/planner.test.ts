@@ -29,20 +29,65 @@ describe('machine step planner', () => {
   });
 
   it('plans a full result', () => {
-    const p = planStep(state(), call, { response: 7, events: [{ x: 1 }], aux_state: null, action: { timer: { set: { timeout: 1.5 }, range: { limit: 2, direction: 'backward' } }, tag: 'new' } }, NOW);
-    expect(p).toEqual({ kind: 'commit', events: [{ x: 1 }], auxState: null, timer: { dueAt: NOW + 1500, range: { limit: 2, direction: 'backward' } }, tag: 'new', remove: false, response: 7 });
+    const p = planStep(
+      state(),
+      call,
+      {
+        response: 7,
+        events: [{ x: 1 }],
+        aux_state: null,
+        action: { timer: { set: { timeout: 1.5 }, range: { limit: 2, direction: 'backward' } }, tag: 'new' },
+      },
+      NOW,
+    );
+    expect(p).toEqual({
+      kind: 'commit',
+      events: [{ x: 1 }],
+      auxState: null,
+      timer: { dueAt: NOW + 1500, range: { limit: 2, direction: 'backward' } },
+      tag: 'new',
+      remove: false,
+      response: 7,
+    });
     const next = applyPlan(state(), p as Extract<typeof p, { kind: 'commit' }>, { starting: false });
     expect(next).toMatchObject({ lastEvent: 4, auxState: null, tags: ['held', 'new'], version: 6 });
     expect(planStep(state(), call, { action: { tag: 'held' } }, NOW)).toMatchObject({ kind: 'commit', tag: undefined });
-    expect(planStep(state(), call, { action: { timer: { set: { deadline: '2026-01-02T00:00:00Z' } } } }, NOW)).toMatchObject({ timer: { dueAt: NOW + 86_400_000 } });
-    expect(planStep(state(), call, { action: { timer: 'unset', remove: true } }, NOW)).toMatchObject({ timer: 'unset', remove: true });
-    expect(planStep(state(), call, {}, NOW)).toMatchObject({ kind: 'commit', events: [], auxState: undefined, timer: 'keep', response: null });
+    expect(
+      planStep(state(), call, { action: { timer: { set: { deadline: '2026-01-02T00:00:00Z' } } } }, NOW),
+    ).toMatchObject({ timer: { dueAt: NOW + 86_400_000 } });
+    expect(planStep(state(), call, { action: { timer: 'unset', remove: true } }, NOW)).toMatchObject({
+      timer: 'unset',
+      remove: true,
+    });
+    expect(planStep(state(), call, {}, NOW)).toMatchObject({
+      kind: 'commit',
+      events: [],
+      auxState: undefined,
+      timer: 'keep',
+      response: null,
+    });
   });
 
   it('fails the machine on results of the wrong shape', () => {
-    const bad: unknown[] = [null, [], 'x', { events: {} }, { extra: 1 }, { action: [] }, { action: { timer: { set: { timeout: -1 } } } }, { action: { timer: { set: { deadline: 'tomorrow' } } } }, { action: { timer: { set: {} } } }, { action: { tag: '' } }, { action: { remove: false } }, { action: { timer: { set: { timeout: 1 }, range: { limit: 0 } } } }, { repair_failed: { reason: 1 } }];
+    const bad: unknown[] = [
+      null,
+      [],
+      'x',
+      { events: {} },
+      { extra: 1 },
+      { action: [] },
+      { action: { timer: { set: { timeout: -1 } } } },
+      { action: { timer: { set: { deadline: 'tomorrow' } } } },
+      { action: { timer: { set: {} } } },
+      { action: { tag: '' } },
+      { action: { remove: false } },
+      { action: { timer: { set: { timeout: 1 }, range: { limit: 0 } } } },
+      { repair_failed: { reason: 1 } },
+    ];
     for (const r of bad) expect(planStep(state(), call, r, NOW).kind).toBe('fail');
-    expect(planStep(state({ status: 'failed' }), { kind: 'repair', args: null }, { repair_failed: { reason: 'no' } }, NOW)).toEqual({ kind: 'repair_failed', reason: 'no' });
+    expect(
+      planStep(state({ status: 'failed' }), { kind: 'repair', args: null }, { repair_failed: { reason: 'no' } }, NOW),
+    ).toEqual({ kind: 'repair_failed', reason: 'no' });
   });
 
   it('selects history ranges in both directions', () => {

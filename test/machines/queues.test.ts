@@ -28,7 +28,9 @@ describe('machine queues', () => {
     await running;
     expect(await waiting).toBe('second');
     const r2 = q.run('m', () => new Promise<void>((r) => (release = r)));
-    expect(isMillraceError(await q.run('m', async () => 1, 0).catch((e: unknown) => e), 'deadline_exceeded')).toBe(true);
+    expect(isMillraceError(await q.run('m', async () => 1, 0).catch((e: unknown) => e), 'deadline_exceeded')).toBe(
+      true,
+    );
     release();
     await r2;
   });

@@ -2,7 +2,12 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface SeenRequest {
-  body: { kind: string; signal?: { type: string; args?: unknown }; args?: unknown; machine: { id: string; aux_state: unknown; history: Array<{ id: number; data: unknown }> } };
+  body: {
+    kind: string;
+    signal?: { type: string; args?: unknown };
+    args?: unknown;
+    machine: { id: string; aux_state: unknown; history: Array<{ id: number; data: unknown }> };
+  };
   headers: IncomingHttpHeaders;
 }
 
@@ -88,7 +93,14 @@ async function respond(body: SeenRequest['body']): Promise<[number, unknown]> {
     const aux = (m.aux_state ?? {}) as { fired?: number; rearm?: number };
     const fired = (aux.fired ?? 0) + 1;
     const again = (aux.rearm ?? 0) > fired;
-    return [200, { events: [{ fired }], aux_state: { ...aux, fired }, ...(again ? { action: { timer: { set: { timeout: 0.05 } } } } : {}) }];
+    return [
+      200,
+      {
+        events: [{ fired }],
+        aux_state: { ...aux, fired },
+        ...(again ? { action: { timer: { set: { timeout: 0.05 } } } } : {}),
+      },
+    ];
   }
   if (body.kind === 'signal' && body.signal!.type === 'notification') {
     const s = (body.signal!.args ?? {}) as Script;
@@ -135,7 +147,12 @@ function fail(s: Script): [number, unknown] {
 export function machinesConfig(url: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     namespaces: {
-      t: { processor: { url }, retry: { base_ms: 10, max_ms: 100, timer_max_attempts: 1000 }, sink: 'main', default_timeout_ms: 10_000 },
+      t: {
+        processor: { url },
+        retry: { base_ms: 10, max_ms: 100, timer_max_attempts: 1000 },
+        sink: 'main',
+        default_timeout_ms: 10_000,
+      },
       other: { processor: { url }, retry: { base_ms: 10, max_ms: 100 } },
     },
     notification_retry_base_ms: 20,

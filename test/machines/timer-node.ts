@@ -4,5 +4,7 @@ import { buildConfig } from '../../src/core/config.js';
 import { startNode } from '../../src/serve.js';
 import { machinesFace } from '../../src/machines/face.js';
 
-const node = await startNode(buildConfig(JSON.parse(readFileSync(process.argv[2]!, 'utf8'))), { faces: [machinesFace] });
+const node = await startNode(buildConfig(JSON.parse(readFileSync(process.argv[2]!, 'utf8'))), {
+  faces: [machinesFace],
+});
 process.stdout.write(`URL ${node.url}\n`);

@@ -27,7 +27,10 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
 
   /** Eight machines: f1-f3 failed with E1, f4-f5 failed with E2, w1-w3 working (w1 tagged). */
   async function node() {
-    const env = await createTestEnv(dialect, { shards: 2, extra: { machines: { namespaces: { ns: { processor: { in_process: 'fn' } } } } } as never });
+    const env = await createTestEnv(dialect, {
+      shards: 2,
+      extra: { machines: { namespaces: { ns: { processor: { in_process: 'fn' } } } } } as never,
+    });
     envs.push(env);
     const clock = new ManualClock(Date.parse('2026-03-01T00:00:00Z'));
     const rt = await Runtime.open(env.config, { background: false, clock });
@@ -51,7 +54,11 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
 
   it('counts matches on a dry run, then repairs each match once at the given rate', async () => {
     const { rt, clock, ops, m } = await node();
-    const spec = { filter: { status: 'failed', reason_contains: 'E1' }, action: { op: 'simple_repair' }, rate_per_s: 2 };
+    const spec = {
+      filter: { status: 'failed', reason_contains: 'E1' },
+      action: { op: 'simple_repair' },
+      rate_per_s: 2,
+    };
     expect(await ops.bulk.startMachines('ns', { ...spec, dry_run: true })).toEqual({ dry_run: true, matched: 3 });
     expect(await countAll(rt, 'SELECT count(*) AS n FROM bulk_jobs')).toBe(0);
     const job = await ops.bulk.startMachines('ns', spec);
@@ -69,16 +76,36 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
     for (const id of ['f1', 'f2', 'f3']) expect((await m.get('ns', { id })).status).toBe('working');
     for (const id of ['f4', 'f5']) expect((await m.get('ns', { id })).status).toBe('failed');
     expect((await ops.bulk.list()).items.map((j) => j.id)).toEqual([job.id]);
-    expect(await rt.metrics.getSingleMetricAsString('millrace_bulk_targets_total')).toContain('millrace_bulk_targets_total{outcome="succeeded"} 3');
+    expect(await rt.metrics.getSingleMetricAsString('millrace_bulk_targets_total')).toContain(
+      'millrace_bulk_targets_total{outcome="succeeded"} 3',
+    );
   });
 
   it('filters by id prefix and reason code; notifies; records errors', async () => {
     const { rt, clock, ops } = await node();
-    expect(await ops.bulk.startMachines('ns', { filter: { reason_code: 'processor_error' }, action: { op: 'remove' }, dry_run: true })).toEqual({ dry_run: true, matched: 5 });
-    expect(await ops.bulk.startMachines('ns', { filter: { id_prefix: 'w' }, action: { op: 'notify' }, dry_run: true })).toEqual({ dry_run: true, matched: 3 });
-    expect(await ops.bulk.startMachines('ns', { filter: { updated_after: '2030-01-01T00:00:00Z' }, action: { op: 'remove' }, dry_run: true })).toEqual({ dry_run: true, matched: 0 });
+    expect(
+      await ops.bulk.startMachines('ns', {
+        filter: { reason_code: 'processor_error' },
+        action: { op: 'remove' },
+        dry_run: true,
+      }),
+    ).toEqual({ dry_run: true, matched: 5 });
+    expect(
+      await ops.bulk.startMachines('ns', { filter: { id_prefix: 'w' }, action: { op: 'notify' }, dry_run: true }),
+    ).toEqual({ dry_run: true, matched: 3 });
+    expect(
+      await ops.bulk.startMachines('ns', {
+        filter: { updated_after: '2030-01-01T00:00:00Z' },
+        action: { op: 'remove' },
+        dry_run: true,
+      }),
+    ).toEqual({ dry_run: true, matched: 0 });
     // Repairing working machines fails for each: the errors are kept on the job.
-    const job = await ops.bulk.startMachines('ns', { filter: { id_prefix: 'w' }, action: { op: 'repair', args: { fix: true } }, rate_per_s: 10 });
+    const job = await ops.bulk.startMachines('ns', {
+      filter: { id_prefix: 'w' },
+      action: { op: 'repair', args: { fix: true } },
+      rate_per_s: 10,
+    });
     if ('dry_run' in job) throw new Error('not a job');
     await step(rt, clock);
     const done = await ops.bulk.get(job.id);
@@ -100,17 +127,35 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
       { action: { op: 'remove' }, extra: 1 },
       {},
     ];
-    for (const b of bad) expect(isMillraceError(await ops.bulk.startMachines('ns', b).catch((e: unknown) => e), 'bad_request'), JSON.stringify(b)).toBe(true);
-    expect(isMillraceError(await ops.bulk.startMachines('nope', { action: { op: 'remove' } }).catch((e: unknown) => e), 'namespace_not_found')).toBe(true);
+    for (const b of bad)
+      expect(
+        isMillraceError(await ops.bulk.startMachines('ns', b).catch((e: unknown) => e), 'bad_request'),
+        JSON.stringify(b),
+      ).toBe(true);
+    expect(
+      isMillraceError(
+        await ops.bulk.startMachines('nope', { action: { op: 'remove' } }).catch((e: unknown) => e),
+        'namespace_not_found',
+      ),
+    ).toBe(true);
     expect(isMillraceError(await ops.bulk.get('missing').catch((e: unknown) => e), 'bulk_job_not_found')).toBe(true);
     expect(isMillraceError(await ops.bulk.cancel('missing').catch((e: unknown) => e), 'bulk_job_not_found')).toBe(true);
-    expect(isMillraceError(await ops.bulk.startDeadLetters({ action: { op: 'redrive' } }).catch((e: unknown) => e), 'bad_request')).toBe(true);
+    expect(
+      isMillraceError(
+        await ops.bulk.startDeadLetters({ action: { op: 'redrive' } }).catch((e: unknown) => e),
+        'bad_request',
+      ),
+    ).toBe(true);
     expect(await countAll(rt, 'SELECT count(*) AS n FROM bulk_jobs')).toBe(0);
   });
 
   it('cancels: nothing is acted on after the answer; a finished job cannot be cancelled', async () => {
     const { rt, clock, ops, m } = await node();
-    const job = await ops.bulk.startMachines('ns', { filter: { status: 'failed' }, action: { op: 'remove' }, rate_per_s: 1 });
+    const job = await ops.bulk.startMachines('ns', {
+      filter: { status: 'failed' },
+      action: { op: 'remove' },
+      rate_per_s: 1,
+    });
     if ('dry_run' in job) throw new Error('not a job');
     await rt.scheduler.tick();
     const cancelled = await ops.bulk.cancel(job.id);
@@ -124,11 +169,17 @@ describe.each(DIALECTS)('bulk jobs on machines (%s)', (dialect) => {
 
   it('resumed after a crash, never acts twice on a machine whose outcome was lost', async () => {
     const { rt, clock, ops, m } = await node();
-    const job = await ops.bulk.startMachines('ns', { filter: { status: 'failed' }, action: { op: 'simple_repair' }, rate_per_s: 10 });
+    const job = await ops.bulk.startMachines('ns', {
+      filter: { status: 'failed' },
+      action: { op: 'simple_repair' },
+      rate_per_s: 10,
+    });
     if ('dry_run' in job) throw new Error('not a job');
     // As a node that died after marking f2 started and before storing its outcome leaves it.
     const home = rt.storage.shardFor(['bulk', job.id]);
-    await home.write((tx) => tx.run(`INSERT INTO bulk_job_items (job, item, status) VALUES (?, 'f2', 'started')`, [job.id]));
+    await home.write((tx) =>
+      tx.run(`INSERT INTO bulk_job_items (job, item, status) VALUES (?, 'f2', 'started')`, [job.id]),
+    );
     await step(rt, clock);
     const done = await ops.bulk.get(job.id);
     expect(done).toMatchObject({ status: 'done', matched: 5, succeeded: 4, failed: 1 });
@@ -146,7 +197,20 @@ describe.each(DIALECTS)('bulk jobs on pipe dead letters (%s)', (dialect) => {
     const handler = new HandlerServer();
     const url = await handler.start();
     const env = await createTestEnv(dialect, {
-      extra: { pipe: { store_jitter_s: 0, kinds: { jobs: { handler: `${url}/jobs`, max_repeats: 1, default_delay_s: 0.02, retry_base_s: 0.01, retry_max_s: 0.02 } } } } as never,
+      extra: {
+        pipe: {
+          store_jitter_s: 0,
+          kinds: {
+            jobs: {
+              handler: `${url}/jobs`,
+              max_repeats: 1,
+              default_delay_s: 0.02,
+              retry_base_s: 0.01,
+              retry_max_s: 0.02,
+            },
+          },
+        },
+      } as never,
     });
     const rt = await Runtime.open(env.config);
     try {
@@ -171,9 +235,16 @@ describe.each(DIALECTS)('bulk jobs on pipe dead letters (%s)', (dialect) => {
       failing = false;
       const [first, ...rest] = [...ids].sort();
       const pushesBefore = handler.of(first!).length;
-      const dry = await ops.bulk.startDeadLetters({ filter: { kind: 'jobs', id_prefix: first }, action: { op: 'redrive' }, dry_run: true });
+      const dry = await ops.bulk.startDeadLetters({
+        filter: { kind: 'jobs', id_prefix: first },
+        action: { op: 'redrive' },
+        dry_run: true,
+      });
       expect(dry).toEqual({ dry_run: true, matched: 1 });
-      const job = await ops.bulk.startDeadLetters({ filter: { kind: 'jobs', id_prefix: first }, action: { op: 'redrive' } });
+      const job = await ops.bulk.startDeadLetters({
+        filter: { kind: 'jobs', id_prefix: first },
+        action: { op: 'redrive' },
+      });
       if ('dry_run' in job) throw new Error('not a job');
       const wait = async (id: string) => {
         const end = Date.now() + 20_000;

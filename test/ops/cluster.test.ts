@@ -22,13 +22,25 @@ describe('schedules on two nodes (postgres)', () => {
         bus: { topics: ['beats'] },
         scheduler: { poll_ms: 20, lease_ms: 2000 },
         schedules: Object.fromEntries(
-          ['a', 'b', 'c'].map((n) => [n, { spec: { every_ms: 1000 }, catchup_window_ms: 60_000, overlap: 'allow', action: { publish: { topic: 'beats', type: 'beat', key: n, data: { s: '{{schedule}}', ms: '{{fire_time_ms}}' } } } }]),
+          ['a', 'b', 'c'].map((n) => [
+            n,
+            {
+              spec: { every_ms: 1000 },
+              catchup_window_ms: 60_000,
+              overlap: 'allow',
+              action: {
+                publish: { topic: 'beats', type: 'beat', key: n, data: { s: '{{schedule}}', ms: '{{fire_time_ms}}' } },
+              },
+            },
+          ]),
         ),
       } as never,
     });
     const nodes: OpsFace[] = [];
     for (const suffix of ['x', 'y']) {
-      const rt = await Runtime.open(buildConfig({ ...env.input, node_id: `${env.input.node_id}-${suffix}` } as ConfigInput));
+      const rt = await Runtime.open(
+        buildConfig({ ...env.input, node_id: `${env.input.node_id}-${suffix}` } as ConfigInput),
+      );
       rts.push(rt);
       const bus = new BusFace(rt);
       const ops = new OpsFace(rt, [bus]);
@@ -45,7 +57,12 @@ describe('schedules on two nodes (postgres)', () => {
     let fires: Array<{ schedule: string; fire_at: number; status: string }> = [];
     for (;;) {
       fires = [];
-      for (const s of rt.storage.shards) fires.push(...(await s.reader.all<{ schedule: string; fire_at: number; status: string }>('SELECT schedule, fire_at, status FROM schedule_fires')));
+      for (const s of rt.storage.shards)
+        fires.push(
+          ...(await s.reader.all<{ schedule: string; fire_at: number; status: string }>(
+            'SELECT schedule, fire_at, status FROM schedule_fires',
+          )),
+        );
       if (fires.length > 0 && fires.every((f) => f.status === 'done')) break;
       if (Date.now() > deadline) throw new Error(`fires not done: ${JSON.stringify(fires)}`);
       await new Promise((r) => setTimeout(r, 100));

@@ -20,7 +20,12 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
       extra: {
         bus: { topics: ['beats'] },
         scheduler: { poll_ms: 50, lease_ms: 1000 },
-        schedules: { beat: { spec: { every_ms: 2000 }, action: { publish: { topic: 'beats', type: 'beat', key: 'one', data: { ms: '{{fire_time_ms}}' } } } } },
+        schedules: {
+          beat: {
+            spec: { every_ms: 2000 },
+            action: { publish: { topic: 'beats', type: 'beat', key: 'one', data: { ms: '{{fire_time_ms}}' } } },
+          },
+        },
       } as never,
     });
     envs.push(env);
@@ -39,7 +44,10 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
       const home = rt.storage.shardFor(['schedule', 'beat']);
       const deadline = Date.now() + 30_000;
       for (;;) {
-        const f = await home.reader.all<{ status: string; attempts: number }>('SELECT status, attempts FROM schedule_fires WHERE schedule = ? AND fire_at = ?', ['beat', acted]);
+        const f = await home.reader.all<{ status: string; attempts: number }>(
+          'SELECT status, attempts FROM schedule_fires WHERE schedule = ? AND fire_at = ?',
+          ['beat', acted],
+        );
         if (f[0]?.status === 'done') {
           // Run a second time by the new node: the first run's outcome was lost with the process.
           expect(Number(f[0].attempts)).toBe(2);
@@ -62,7 +70,10 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
   });
   it('a bulk job resumed after kill -9 acts on no machine twice', async () => {
     const env = await createTestEnv(dialect, {
-      extra: { machines: { namespaces: { bulk: { processor: { in_process: 'bulkfn' } } } }, scheduler: { poll_ms: 50, lease_ms: 1000 } } as never,
+      extra: {
+        machines: { namespaces: { bulk: { processor: { in_process: 'bulkfn' } } } },
+        scheduler: { poll_ms: 50, lease_ms: 1000 },
+      } as never,
     });
     envs.push(env);
     // Six failed machines and a job that repairs two a second, made by a node without background work.
@@ -70,10 +81,17 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
     let jobId = '';
     {
       const rt = await Runtime.open(env.config, { background: false });
-      const mf = new MachinesFace(rt, { processors: new Map([['bulkfn', (req) => {
-        if (req.kind === 'call') throw new Error('broken');
-        return { response: req.kind, events: [] };
-      }]]) });
+      const mf = new MachinesFace(rt, {
+        processors: new Map([
+          [
+            'bulkfn',
+            (req) => {
+              if (req.kind === 'call') throw new Error('broken');
+              return { response: req.kind, events: [] };
+            },
+          ],
+        ]),
+      });
       const m: Machines = mf.machines;
       for (const id of ids) {
         await m.start('bulk', id, null);
@@ -81,7 +99,11 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
         await m.call('bulk', { id }, 1).catch(() => {});
       }
       const ops = new OpsFace(rt, [mf]);
-      const job = await ops.bulk.startMachines('bulk', { filter: { status: 'failed' }, action: { op: 'repair', args: { fix: 1 } }, rate_per_s: 2 });
+      const job = await ops.bulk.startMachines('bulk', {
+        filter: { status: 'failed' },
+        action: { op: 'repair', args: { fix: 1 } },
+        rate_per_s: 2,
+      });
       if ('dry_run' in job) throw new Error('not a job');
       jobId = job.id;
       await rt.close();
@@ -115,7 +137,9 @@ describe.each(DIALECTS)('a schedule fire across kill -9 (%s)', (dialect) => {
       const repairs = async (id: string): Promise<number> => {
         let n = 0;
         for (const s of rt.storage.shards) {
-          const rows = await s.reader.all<{ data: string }>('SELECT data FROM events WHERE stream LIKE ?', [`m/bulk/${id}/%`]);
+          const rows = await s.reader.all<{ data: string }>('SELECT data FROM events WHERE stream LIKE ?', [
+            `m/bulk/${id}/%`,
+          ]);
           n += rows.filter((r) => (JSON.parse(r.data) as { repaired?: boolean }).repaired === true).length;
         }
         return n;

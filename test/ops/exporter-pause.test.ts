@@ -31,12 +31,18 @@ describe.each(DIALECTS)('exporter pause and resume (%s)', (dialect) => {
     await ch.assertExchange(exchange, 'topic', { durable: true });
     const q = await ch.assertQueue('', { exclusive: true });
     await ch.bindQueue(q.queue, exchange, '#');
-    await ch.consume(q.queue, (m) => m && got.push((JSON.parse(m.content.toString()) as { n: number }).n), { noAck: true });
+    await ch.consume(q.queue, (m) => m && got.push((JSON.parse(m.content.toString()) as { n: number }).n), {
+      noAck: true,
+    });
     env = await createTestEnv(dialect);
     input = {
       ...env.input,
       http: { host: '127.0.0.1', port: 0, drain_timeout_ms: 300 },
-      bus: { topics: ['orders'], rabbitmq: { url: AMQP_URL }, exporters: [{ name: 'sink', topic: 'orders', exchange, batch: 10 }] },
+      bus: {
+        topics: ['orders'],
+        rabbitmq: { url: AMQP_URL },
+        exporters: [{ name: 'sink', topic: 'orders', exchange, batch: 10 }],
+      },
     } as ConfigInput;
     node = await startNode(buildConfig(input));
   }, 60_000);
@@ -57,7 +63,9 @@ describe.each(DIALECTS)('exporter pause and resume (%s)', (dialect) => {
     await waitFor(() => got.length >= 5, 20_000, 'the first events exported');
     expect(got).toEqual([0, 1, 2, 3, 4]);
 
-    const paused = await jsonRequest(node!.url, 'POST', '/v1/bus/exporters/sink/pause', { reason: 'broker maintenance' });
+    const paused = await jsonRequest(node!.url, 'POST', '/v1/bus/exporters/sink/pause', {
+      reason: 'broker maintenance',
+    });
     expect(paused.status).toBe(200);
     expect(paused.body).toMatchObject({ kind: 'exporter', name: 'sink', reason: 'broker maintenance' });
     await publish(5, 5);
@@ -67,7 +75,9 @@ describe.each(DIALECTS)('exporter pause and resume (%s)', (dialect) => {
     // The pause is stored: a restarted node still holds the events back.
     await node!.close();
     node = await startNode(buildConfig(input));
-    expect((await jsonRequest(node.url, 'GET', '/v1/pauses')).body!.items).toContainEqual(expect.objectContaining({ kind: 'exporter', name: 'sink' }));
+    expect((await jsonRequest(node.url, 'GET', '/v1/pauses')).body!.items).toContainEqual(
+      expect.objectContaining({ kind: 'exporter', name: 'sink' }),
+    );
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     expect(got).toEqual([0, 1, 2, 3, 4]);
 

@@ -27,7 +27,10 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     for (const e of envs.splice(0)) await e.cleanup();
   });
 
-  const fn: ProcessorFn = (req) => ({ response: req.kind, events: [{ kind: req.kind, args: 'args' in req ? (req.args ?? null) : req.kind === 'signal' ? req.signal : null }] });
+  const fn: ProcessorFn = (req) => ({
+    response: req.kind,
+    events: [{ kind: req.kind, args: 'args' in req ? (req.args ?? null) : req.kind === 'signal' ? req.signal : null }],
+  });
 
   async function env(): Promise<TestEnv> {
     const e = await createTestEnv(dialect, {
@@ -75,14 +78,20 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     rts.splice(rts.indexOf(rt), 1);
     const again = await node(e);
     expect(again.ops.pauses.list().map((p) => [p.kind, p.name])).toEqual([['namespace', 'refusing']]);
-    expect(isMillraceError(await again.m.call('refusing', { id: 'a' }, 1).catch((err: unknown) => err), 'paused')).toBe(true);
+    expect(isMillraceError(await again.m.call('refusing', { id: 'a' }, 1).catch((err: unknown) => err), 'paused')).toBe(
+      true,
+    );
     // Another namespace is not affected.
     await again.m.start('queueing', 'other', null);
     expect((await again.m.call('queueing', { id: 'other' }, 1)).response).toBe('call');
     await new Promise((r) => setTimeout(r, 300));
     expect((await again.m.get('refusing', { id: 'a' })).history.length).toBe(1);
 
-    expect(await again.ops.pauses.resume('namespace', 'refusing')).toEqual({ kind: 'namespace', name: 'refusing', resumed: true });
+    expect(await again.ops.pauses.resume('namespace', 'refusing')).toEqual({
+      kind: 'namespace',
+      name: 'refusing',
+      resumed: true,
+    });
     await waitUntil(async () => (await again.m.get('refusing', { id: 'a' })).history.length === 2);
     expect((await again.m.call('refusing', { id: 'a' }, 2)).response).toBe('call');
     expect((await again.m.get('refusing', { id: 'a' })).paused).toBe(false);
@@ -96,7 +105,9 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     const waiting = m.call('queueing', { id: 'q' }, 'first');
     // One waits already: the next is refused.
     await waitUntil(async () => {
-      const e = await m.call('queueing', { id: 'q' }, 'second', { deadline: Date.now() + 50 }).catch((err: unknown) => err);
+      const e = await m
+        .call('queueing', { id: 'q' }, 'second', { deadline: Date.now() + 50 })
+        .catch((err: unknown) => err);
       return isMillraceError(e, 'paused_queue_full');
     });
     // A machine of the same namespace that is not paused runs.
@@ -104,14 +115,21 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
     expect((await m.get('queueing', { id: 'q' })).history.length).toBe(1);
     await ops.pauses.resume('machine', 'queueing', 'q');
     expect((await waiting).response).toBe('call');
-    expect((await m.get('queueing', { id: 'q' })).history.map((h) => (h.data as { args: unknown }).args)).toEqual([{ type: 'init', args: null }, 'first']);
+    expect((await m.get('queueing', { id: 'q' })).history.map((h) => (h.data as { args: unknown }).args)).toEqual([
+      { type: 'init', args: null },
+      'first',
+    ]);
   });
 
   it('a paused subscription stops delivering and keeps its position', async () => {
     const { bus, ops } = await node(await env());
     await bus.putSubscription('sub', { topics: ['orders'], start: 'earliest' });
     const got: Array<{ deliveryId: string; data: unknown }> = [];
-    const session = await bus.open('sub', undefined, { deliver: (d) => got.push(d as never), closed: () => {}, gap: () => {} });
+    const session = await bus.open('sub', undefined, {
+      deliver: (d) => got.push(d as never),
+      closed: () => {},
+      gap: () => {},
+    });
     await bus.publish([{ topic: 'orders', key: 'k', type: 'created', data: { n: 1 } }]);
     await waitUntil(() => got.length === 1);
     session.ack([got[0]!.deliveryId]);
@@ -147,14 +165,23 @@ describe.each(DIALECTS)('pause and resume (%s)', (dialect) => {
       expect(isMillraceError(e, code as never), `${code}: ${String(e)}`).toBe(true);
     }
     expect(await countAll(rt, 'SELECT count(*) AS n FROM catalog_definitions')).toBe(0);
-    expect(await ops.pauses.resume('namespace', 'refusing')).toEqual({ kind: 'namespace', name: 'refusing', resumed: false });
+    expect(await ops.pauses.resume('namespace', 'refusing')).toEqual({
+      kind: 'namespace',
+      name: 'refusing',
+      resumed: false,
+    });
   });
   it('a paused pipe kind stops pushing to its handler; writes go on; resume pushes', async () => {
     const handler = new HandlerServer();
     const url = await handler.start();
     try {
       const e = await createTestEnv(dialect, {
-        extra: { pipe: { store_jitter_s: 0, kinds: { jobs: { handler: `${url}/jobs`, default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1 } } } } as never,
+        extra: {
+          pipe: {
+            store_jitter_s: 0,
+            kinds: { jobs: { handler: `${url}/jobs`, default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1 } },
+          },
+        } as never,
       });
       envs.push(e);
       const rt = await Runtime.open(e.config);

@@ -25,7 +25,13 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
   });
 
   /** A node without background loops on a manual clock: `tick()` is what fires timers. */
-  async function node(fn: ProcessorFn = (req) => ({ response: req.kind, events: [{ kind: req.kind, args: 'args' in req ? (req.args ?? null) : null }] }), schedules: Record<string, unknown> = {}) {
+  async function node(
+    fn: ProcessorFn = (req) => ({
+      response: req.kind,
+      events: [{ kind: req.kind, args: 'args' in req ? (req.args ?? null) : null }],
+    }),
+    schedules: Record<string, unknown> = {},
+  ) {
     const env = await createTestEnv(dialect, {
       shards: 2,
       extra: {
@@ -59,7 +65,14 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
 
   const publishEvery = (ms: number, extra: Record<string, unknown> = {}) => ({
     spec: { every_ms: ms },
-    action: { publish: { topic: 'ticks', type: 'tick', key: 'k-{{schedule}}', data: { at: '{{fire_time}}', ms: '{{fire_time_ms}}' } } },
+    action: {
+      publish: {
+        topic: 'ticks',
+        type: 'tick',
+        key: 'k-{{schedule}}',
+        data: { at: '{{fire_time}}', ms: '{{fire_time_ms}}' },
+      },
+    },
     ...extra,
   });
 
@@ -69,7 +82,11 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     const put = await s.put('every-10s', publishEvery(10_000));
     expect(put.created).toBe(true);
     expect(put.schedule.next_fire_at).toBe('2026-03-01T00:00:10.000Z');
-    expect((await s.next('every-10s', 3)).map((f) => f.fire_at)).toEqual(['2026-03-01T00:00:10.000Z', '2026-03-01T00:00:20.000Z', '2026-03-01T00:00:30.000Z']);
+    expect((await s.next('every-10s', 3)).map((f) => f.fire_at)).toEqual([
+      '2026-03-01T00:00:10.000Z',
+      '2026-03-01T00:00:20.000Z',
+      '2026-03-01T00:00:30.000Z',
+    ]);
     await drain(rt);
     expect(await countAll(rt, `SELECT count(*) AS n FROM events WHERE type = 'tick'`)).toBe(0);
     clock.advance(10_000);
@@ -77,7 +94,10 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     clock.advance(10_000);
     await drain(rt);
     const rows = [];
-    for (const sh of rt.storage.shards) rows.push(...(await sh.reader.all<{ data: string }>(`SELECT data FROM events WHERE type = 'tick' ORDER BY created_at`)));
+    for (const sh of rt.storage.shards)
+      rows.push(
+        ...(await sh.reader.all<{ data: string }>(`SELECT data FROM events WHERE type = 'tick' ORDER BY created_at`)),
+      );
     expect(rows.map((r) => JSON.parse(r.data))).toEqual([
       { at: '2026-03-01T00:00:10.000Z', ms: T0 + 10_000 },
       { at: '2026-03-01T00:00:20.000Z', ms: T0 + 20_000 },
@@ -88,7 +108,11 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
       ['2026-03-01T00:00:10.000Z', 'done'],
     ]);
     const info = await s.get('every-10s');
-    expect(info).toMatchObject({ last_fire_at: '2026-03-01T00:00:20.000Z', next_fire_at: '2026-03-01T00:00:30.000Z', running: 0 });
+    expect(info).toMatchObject({
+      last_fire_at: '2026-03-01T00:00:20.000Z',
+      next_fire_at: '2026-03-01T00:00:30.000Z',
+      running: 0,
+    });
     const metric = await rt.metrics.getSingleMetricAsString('millrace_schedule_fires_total');
     expect(metric).toContain('millrace_schedule_fires_total{status="pending"} 2');
     expect(metric).toContain('millrace_schedule_fires_total{status="done"} 2');
@@ -111,15 +135,29 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
       const e = await s.put('x', b).catch((err: unknown) => err);
       expect(isMillraceError(e, 'bad_request') || isMillraceError(e, 'topic_not_found'), JSON.stringify(b)).toBe(true);
     }
-    const ns = await s.put('x', { spec: { every_ms: 1000 }, action: { machine: { namespace: 'nope', id: 'a', op: 'start' } } }).catch((err: unknown) => err);
+    const ns = await s
+      .put('x', { spec: { every_ms: 1000 }, action: { machine: { namespace: 'nope', id: 'a', op: 'start' } } })
+      .catch((err: unknown) => err);
     expect(isMillraceError(ns, 'namespace_not_found')).toBe(true);
-    expect(isMillraceError(await s.put('bad name!', publishEvery(1000)).catch((err: unknown) => err), 'bad_request')).toBe(true);
+    expect(
+      isMillraceError(await s.put('bad name!', publishEvery(1000)).catch((err: unknown) => err), 'bad_request'),
+    ).toBe(true);
     expect(isMillraceError(await s.get('x').catch((err: unknown) => err), 'schedule_not_found')).toBe(true);
     expect(await countAll(rt, 'SELECT count(*) AS n FROM schedules')).toBe(0);
     expect(await countAll(rt, "SELECT count(*) AS n FROM timers WHERE kind LIKE 'schedules.%'")).toBe(0);
     await s.put('ok', publishEvery(1000));
-    expect(isMillraceError(await s.backfill('ok', 'yesterday', '2026-03-01T00:00:00Z').catch((err: unknown) => err), 'bad_request')).toBe(true);
-    expect(isMillraceError(await s.backfill('ok', '2026-01-01T00:00:00Z', '2026-03-01T00:00:00Z').catch((err: unknown) => err), 'bad_request')).toBe(true);
+    expect(
+      isMillraceError(
+        await s.backfill('ok', 'yesterday', '2026-03-01T00:00:00Z').catch((err: unknown) => err),
+        'bad_request',
+      ),
+    ).toBe(true);
+    expect(
+      isMillraceError(
+        await s.backfill('ok', '2026-01-01T00:00:00Z', '2026-03-01T00:00:00Z').catch((err: unknown) => err),
+        'bad_request',
+      ),
+    ).toBe(true);
     expect(await countAll(rt, 'SELECT count(*) AS n FROM schedule_fires')).toBe(0);
   });
 
@@ -127,9 +165,16 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     const { rt, clock, ops } = await node();
     const s = ops.schedules;
     clock.set(Date.parse('2026-03-06T15:00:00.000Z'));
-    await s.put('nine', { spec: { cron: '0 0 9 * * *', timezone: 'America/New_York' }, action: publishEvery(1000).action });
+    await s.put('nine', {
+      spec: { cron: '0 0 9 * * *', timezone: 'America/New_York' },
+      action: publishEvery(1000).action,
+    });
     // EST (UTC-5) until 8 March 2026 02:00, then EDT (UTC-4).
-    expect((await s.next('nine', 3)).map((f) => f.fire_at)).toEqual(['2026-03-07T14:00:00.000Z', '2026-03-08T13:00:00.000Z', '2026-03-09T13:00:00.000Z']);
+    expect((await s.next('nine', 3)).map((f) => f.fire_at)).toEqual([
+      '2026-03-07T14:00:00.000Z',
+      '2026-03-08T13:00:00.000Z',
+      '2026-03-09T13:00:00.000Z',
+    ]);
     for (const at of ['2026-03-07T14:00:00.000Z', '2026-03-08T13:00:00.000Z', '2026-03-09T13:00:00.000Z']) {
       clock.set(Date.parse(at) - 1);
       await drain(rt);
@@ -137,7 +182,11 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
       await drain(rt);
     }
     const fires = await s.fires('nine');
-    expect(fires.items.map((f) => f.fire_at).reverse()).toEqual(['2026-03-07T14:00:00.000Z', '2026-03-08T13:00:00.000Z', '2026-03-09T13:00:00.000Z']);
+    expect(fires.items.map((f) => f.fire_at).reverse()).toEqual([
+      '2026-03-07T14:00:00.000Z',
+      '2026-03-08T13:00:00.000Z',
+      '2026-03-09T13:00:00.000Z',
+    ]);
     expect(await countAll(rt, `SELECT count(*) AS n FROM events WHERE type = 'tick'`)).toBe(3);
   });
 
@@ -156,7 +205,11 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
       const { rt, clock, ops, m } = await node(fn);
       held.length = 0;
       await m.start('ns', 'busy', null);
-      await ops.schedules.put('calls', { spec: { every_ms: 1000 }, action: { machine: { namespace: 'ns', id: 'busy', op: 'call', args: '{{fire_time}}' } }, overlap });
+      await ops.schedules.put('calls', {
+        spec: { every_ms: 1000 },
+        action: { machine: { namespace: 'ns', id: 'busy', op: 'call', args: '{{fire_time}}' } },
+        overlap,
+      });
       clock.advance(1000);
       await rt.scheduler.tick(); // records fire 1 and arms its action
       const ticks: Array<Promise<number>> = [rt.scheduler.tick()]; // fire 1's call, held by the processor
@@ -195,7 +248,12 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     await drain(rt);
     const fires = (await s.fires('catchup')).items.map((f) => f.fire_at).reverse();
     // Fires at 57..60 s lie within 3 s of now (60 s); those from 1 to 56 s are missed.
-    expect(fires).toEqual(['2026-03-01T00:00:57.000Z', '2026-03-01T00:00:58.000Z', '2026-03-01T00:00:59.000Z', '2026-03-01T00:01:00.000Z']);
+    expect(fires).toEqual([
+      '2026-03-01T00:00:57.000Z',
+      '2026-03-01T00:00:58.000Z',
+      '2026-03-01T00:00:59.000Z',
+      '2026-03-01T00:01:00.000Z',
+    ]);
     expect((await s.get('catchup')).missed).toBe(56);
     expect(await countAll(rt, `SELECT count(*) AS n FROM events WHERE type = 'tick'`)).toBe(4);
   });
@@ -215,8 +273,16 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
     await drain(rt);
     expect((await s.fires('p')).items.map((f) => f.fire_at)).toEqual(['2026-03-01T00:00:06.000Z']);
     // Backfill the paused seconds 1..6: 6 is fired already.
-    expect(await s.backfill('p', '2026-03-01T00:00:01.000Z', '2026-03-01T00:00:06.000Z')).toEqual({ fire_times: 6, queued: 5, already: 1 });
-    expect(await s.backfill('p', '2026-03-01T00:00:01.000Z', '2026-03-01T00:00:06.000Z')).toEqual({ fire_times: 6, queued: 0, already: 6 });
+    expect(await s.backfill('p', '2026-03-01T00:00:01.000Z', '2026-03-01T00:00:06.000Z')).toEqual({
+      fire_times: 6,
+      queued: 5,
+      already: 1,
+    });
+    expect(await s.backfill('p', '2026-03-01T00:00:01.000Z', '2026-03-01T00:00:06.000Z')).toEqual({
+      fire_times: 6,
+      queued: 0,
+      already: 6,
+    });
     await drain(rt);
     const fires = (await s.fires('p')).items;
     expect(fires.length).toBe(6);
@@ -231,8 +297,14 @@ describe.each(DIALECTS)('schedules (%s)', (dialect) => {
   it('notifies and starts machines from a template, each fire once even when run again', async () => {
     const { rt, clock, ops, m } = await node();
     await m.start('ns', 'target', null);
-    await ops.schedules.put('n', { spec: { every_ms: 1000 }, action: { machine: { namespace: 'ns', id: 'target', op: 'notify', args: { at: '{{fire_time}}' } } } });
-    await ops.schedules.put('s', { spec: { every_ms: 1000 }, action: { machine: { namespace: 'ns', id: 'job-{{fire_time_ms}}', op: 'start', args: '{{schedule}}' } } });
+    await ops.schedules.put('n', {
+      spec: { every_ms: 1000 },
+      action: { machine: { namespace: 'ns', id: 'target', op: 'notify', args: { at: '{{fire_time}}' } } },
+    });
+    await ops.schedules.put('s', {
+      spec: { every_ms: 1000 },
+      action: { machine: { namespace: 'ns', id: 'job-{{fire_time_ms}}', op: 'start', args: '{{schedule}}' } },
+    });
     clock.advance(1000);
     await drain(rt);
     // The same notification key again (a fire run twice): stored once.

@@ -10,7 +10,10 @@ describe.runIf(DIALECTS.includes('postgres'))('pipe on two nodes (postgres)', ()
     const handler = new HandlerServer();
     const url = await handler.start();
     const env = await createTestEnv('postgres', {
-      extra: { scheduler: { poll_ms: 20 }, pipe: { store_jitter_s: 0, kinds: { k: { handler: `${url}/k`, concurrency: 16 } } } } as never,
+      extra: {
+        scheduler: { poll_ms: 20 },
+        pipe: { store_jitter_s: 0, kinds: { k: { handler: `${url}/k`, concurrency: 16 } } },
+      } as never,
     });
     const a = await startNode(env.config, { faces: [pipeFace] });
     const b = await startNode(buildConfig({ ...env.input, node_id: `${env.input.node_id}-b` }), { faces: [pipeFace] });
@@ -41,10 +44,16 @@ describe.runIf(DIALECTS.includes('postgres'))('pipe on two nodes (postgres)', ()
           )),
         );
       }
-      await waitFor(async () => {
-        const rows = await a.runtime.storage.shards[0]!.reader.all<{ n: number }>('SELECT count(*)::int AS n FROM pipe_sessions');
-        return rows[0]!.n === 0;
-      }, 60_000, 'every session to be handled');
+      await waitFor(
+        async () => {
+          const rows = await a.runtime.storage.shards[0]!.reader.all<{ n: number }>(
+            'SELECT count(*)::int AS n FROM pipe_sessions',
+          );
+          return rows[0]!.n === 0;
+        },
+        60_000,
+        'every session to be handled',
+      );
       expect(overlaps).toBe(0);
       expect(handler.pushes.length).toBe(N);
       expect(new Set(handler.pushes.map((p) => p.id))).toEqual(new Set(ids));

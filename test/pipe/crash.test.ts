@@ -19,7 +19,9 @@ interface Acks {
 
 /** Runs the crash client until it has finished TARGET sessions, then SIGKILLs it mid-write. */
 async function runAndKill(configPath: string): Promise<Acks> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/pipe/crash-client.ts', configPath, String(TARGET)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/pipe/crash-client.ts', configPath, String(TARGET)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const acks: Acks = { opened: new Set(), records: new Map(), stored: new Set() };
@@ -59,7 +61,11 @@ describe.each(DIALECTS)('pipe crash (%s)', (dialect) => {
       extra: {
         grpc: { enabled: true, port: 0 },
         scheduler: { poll_ms: 20 },
-        pipe: { session_ttl_s: 120, store_jitter_s: 0, kinds: { crash: { handler: `${url}/crash`, default_delay_s: 0, concurrency: 64 } } },
+        pipe: {
+          session_ttl_s: 120,
+          store_jitter_s: 0,
+          kinds: { crash: { handler: `${url}/crash`, default_delay_s: 0, concurrency: 64 } },
+        },
       } as never,
     });
     const configPath = join(env.dataDir, 'millrace.yaml');
@@ -71,9 +77,16 @@ describe.each(DIALECTS)('pipe crash (%s)', (dialect) => {
       expect(handler.pushes).toEqual([]);
 
       // Restart an hour later: stored sessions are due, and the dead node's streams are long gone.
-      const node = await startNode(loadConfig(configPath), { faces: [pipeFace], clock: { now: () => Date.now() + 3_600_000 } });
+      const node = await startNode(loadConfig(configPath), {
+        faces: [pipeFace],
+        clock: { now: () => Date.now() + 3_600_000 },
+      });
       try {
-        await waitFor(() => new Set(handler.pushes.map((p) => p.id)).size >= acks.opened.size, 90_000, 'every session to be pushed');
+        await waitFor(
+          () => new Set(handler.pushes.map((p) => p.id)).size >= acks.opened.size,
+          90_000,
+          'every session to be pushed',
+        );
         // Let a duplicate show up if there were one.
         await new Promise((r) => setTimeout(r, 300));
         const byId = new Map<string, string[][]>();

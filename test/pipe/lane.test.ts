@@ -6,7 +6,13 @@ type Op = { id: string; type: LaneOp['type']; n: number };
 
 // A job of up to 60 operations over a few sessions, in any interleaving.
 const opsArb = fc
-  .array(fc.record({ id: fc.constantFrom('a', 'b', 'c', 'd'), type: fc.constantFrom<LaneOp['type']>('create', 'append', 'replace', 'store', 'delete') }), { maxLength: 60 })
+  .array(
+    fc.record({
+      id: fc.constantFrom('a', 'b', 'c', 'd'),
+      type: fc.constantFrom<LaneOp['type']>('create', 'append', 'replace', 'store', 'delete'),
+    }),
+    { maxLength: 60 },
+  )
   .map((xs) => xs.map((x, n) => ({ ...x, n })));
 
 describe('planLane', () => {
@@ -31,7 +37,10 @@ describe('planLane', () => {
         for (const round of planLane(ops)) {
           for (let k = 1; k < round.length; k++) {
             const [p, q] = [ops[round[k - 1]!]!, ops[round[k]!]!];
-            expect(TYPE_RANK[p.type] < TYPE_RANK[q.type] || (TYPE_RANK[p.type] === TYPE_RANK[q.type] && round[k - 1]! < round[k]!)).toBe(true);
+            expect(
+              TYPE_RANK[p.type] < TYPE_RANK[q.type] ||
+                (TYPE_RANK[p.type] === TYPE_RANK[q.type] && round[k - 1]! < round[k]!),
+            ).toBe(true);
           }
           const rankOf = new Map<string, number>();
           for (const i of round) {
@@ -120,7 +129,10 @@ describe('Lane', () => {
     const ps = [lane.push('a'), lane.push('b'), lane.push('c')];
     gate.resolve();
     expect(await Promise.all(ps)).toEqual(['A', 'B', 'C']);
-    expect(seen).toEqual([['a', 'b', 'c'], ['a', 'b', 'c']]);
+    expect(seen).toEqual([
+      ['a', 'b', 'c'],
+      ['a', 'b', 'c'],
+    ]);
   });
 
   it('a failed job rejects its callers only; the next job still runs', async () => {

@@ -53,7 +53,13 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     expect(r.status).toBe(201);
     return r.body.id as string;
   };
-  const append = (id: string, text: string, seq?: number) => api(base, 'POST', `/v1/pipe/sessions/${id}/append`, seq === undefined ? { record: b64(text) } : { record: b64(text), seq });
+  const append = (id: string, text: string, seq?: number) =>
+    api(
+      base,
+      'POST',
+      `/v1/pipe/sessions/${id}/append`,
+      seq === undefined ? { record: b64(text) } : { record: b64(text), seq },
+    );
   const records = async (id: string): Promise<string[]> => {
     const r = await api(base, 'GET', `/v1/pipe/sessions/${id}`);
     return (r.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString('utf8'));
@@ -77,8 +83,14 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     const stored = await api(base, 'GET', `/v1/pipe/sessions/${id}`);
     expect(stored.body.state === 'stored' || stored.body.state === 'delivering' || stored.status === 404).toBe(true);
 
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'the handler to delete the session');
-    expect(handler.of(id)).toEqual([{ path: '/payments', id, kind: 'payments', repeats: 1, records: ['one', 'two', 'three'] }]);
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404,
+      10_000,
+      'the handler to delete the session',
+    );
+    expect(handler.of(id)).toEqual([
+      { path: '/payments', id, kind: 'payments', repeats: 1, records: ['one', 'two', 'three'] },
+    ]);
     expect((await append(id, 'late')).body.error.code).toBe('session_not_found');
   });
 
@@ -97,14 +109,26 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     verdicts.set(`${bad}:2`, '{"action":"store"}');
     verdicts.set(`${bad}:3`, '{"action":"delete"}');
     for (const id of [gone, again, bad]) await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${gone}`)).status === 404, 10_000, 'delete verdict');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${gone}`)).status === 404,
+      10_000,
+      'delete verdict',
+    );
     expect(handler.of(gone).map((p) => p.repeats)).toEqual([1]);
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${again}`)).status === 404, 10_000, 'store then delete verdicts');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${again}`)).status === 404,
+      10_000,
+      'store then delete verdicts',
+    );
     expect(handler.of(again).map((p) => [p.repeats, p.records])).toEqual([
       [1, ['a']],
       [2, ['a']],
     ]);
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${bad}`)).status === 404, 10_000, 'malformed verdicts retried');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${bad}`)).status === 404,
+      10_000,
+      'malformed verdicts retried',
+    );
     expect(handler.of(bad).map((p) => p.repeats)).toEqual([1, 2, 3]);
     handler.behaviours.delete('/payments');
   });
@@ -142,7 +166,11 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     const id = await create('flaky');
     await append(id, 'x');
     await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead', 10_000, 'the dead letter');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead',
+      10_000,
+      'the dead letter',
+    );
     expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2, 3]);
 
     const list = await api(base, 'GET', '/v1/pipe/dead-letters?kind=flaky');
@@ -154,7 +182,11 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
 
     fail = false;
     expect((await api(base, 'POST', `/v1/pipe/dead-letters/${id}/redrive`)).status).toBe(200);
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'the redriven session to be handled');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).status === 404,
+      10_000,
+      'the redriven session to be handled',
+    );
     expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2, 3, 1]);
     expect((await api(base, 'GET', '/v1/pipe/dead-letters?kind=flaky')).body.dead_letters).toEqual([]);
 
@@ -162,13 +194,19 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     fail = true;
     const id2 = await create('flaky');
     await api(base, 'POST', `/v1/pipe/sessions/${id2}/store`, { timeout_s: 0 });
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id2}`)).body.state === 'dead', 10_000, 'the second dead letter');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${id2}`)).body.state === 'dead',
+      10_000,
+      'the second dead letter',
+    );
     expect((await api(base, 'DELETE', `/v1/pipe/dead-letters/${id2}`)).status).toBe(204);
     expect((await api(base, 'GET', `/v1/pipe/sessions/${id2}`)).status).toBe(404);
   });
 
   it('makes an HTTP session whose lease ran out unfinished, and pushes it with its records', async () => {
-    handler.behaviours.set('/payments', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+    handler.behaviours.set('/payments', async (p) =>
+      (await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500,
+    );
     const id = await create();
     await append(id, 'kept');
     // No more writes: the lease (ttl) runs out, then the kind's default delay.
@@ -183,7 +221,11 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
     const id = await create('lazy');
     await append(id, 'z');
     await api(base, 'POST', `/v1/pipe/sessions/${id}/store`, { timeout_s: 0 });
-    await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead', 10_000, 'dead after two lazy pushes');
+    await waitFor(
+      async () => (await api(base, 'GET', `/v1/pipe/sessions/${id}`)).body.state === 'dead',
+      10_000,
+      'dead after two lazy pushes',
+    );
     expect(handler.of(id).map((p) => p.repeats)).toEqual([1, 2]);
     expect((await api(base, 'GET', `/v1/pipe/dead-letters/${id}`)).body.last_error).toContain('lease expired');
   });
@@ -196,7 +238,9 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
   });
 
   it('multiplexes sessions over one stream; a broken stream makes its sessions unfinished', async () => {
-    handler.behaviours.set('/payments', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+    handler.behaviours.set('/payments', async (p) =>
+      (await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500,
+    );
     const c = new StreamClient(`127.0.0.1:${node.grpc!.port}`);
     const ids = await Promise.all([c.newSession('payments'), c.newSession('7'), c.newSession('payments')]);
     // Sessions interleave on the stream; within a session the client waits for each ack (that is what orders records).
@@ -247,7 +291,18 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
         c.store(id, 60),
         c.append(id, 'too late', 3),
       ]);
-      expect(rs.map((r) => r.error?.code ?? (r.duplicate ? 'duplicate' : 'ok'))).toEqual(['ok', 'duplicate', 'ok', 'ok', 'ok', 'ok', 'duplicate', 'ok', 'ok', 'session_closed']);
+      expect(rs.map((r) => r.error?.code ?? (r.duplicate ? 'duplicate' : 'ok'))).toEqual([
+        'ok',
+        'duplicate',
+        'ok',
+        'ok',
+        'ok',
+        'ok',
+        'duplicate',
+        'ok',
+        'ok',
+        'session_closed',
+      ]);
       expect(await records(id)).toEqual(['a', 'b', 'c']);
       expect(await records(other)).toEqual(['y', 'z']);
       c.cancel();
@@ -302,18 +357,33 @@ describe.each(DIALECTS)('pipe (%s)', (dialect) => {
       const s = node.runtime.storage.shards[0]!;
       // Only this test's sessions (and the unknown id): sessions of earlier tests may still be pushed and finished meanwhile.
       const mine = [id, stored, unknown];
-      const a = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM pipe_sessions WHERE id IN (?, ?, ?)', mine);
-      const b = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM pipe_records WHERE session_id IN (?, ?, ?)', mine);
+      const a = await s.reader.all<{ n: number }>(
+        'SELECT count(*) AS n FROM pipe_sessions WHERE id IN (?, ?, ?)',
+        mine,
+      );
+      const b = await s.reader.all<{ n: number }>(
+        'SELECT count(*) AS n FROM pipe_records WHERE session_id IN (?, ?, ?)',
+        mine,
+      );
       return [Number(a[0]!.n), Number(b[0]!.n)];
     };
     const before = await count();
     for (const [method, path, body, status, code] of cases) {
       const r = await api(base, method, path, body);
-      expect([method, path, JSON.stringify(body), r.status, r.body?.error?.code]).toEqual([method, path, JSON.stringify(body), status, code]);
+      expect([method, path, JSON.stringify(body), r.status, r.body?.error?.code]).toEqual([
+        method,
+        path,
+        JSON.stringify(body),
+        status,
+        code,
+      ]);
     }
     expect(await count()).toEqual(before);
     expect(await records(id)).toEqual(['only']);
-    expect((await api(base, 'GET', `/v1/pipe/sessions/${stored}`)).body).toMatchObject({ state: 'stored', records: [] });
+    expect((await api(base, 'GET', `/v1/pipe/sessions/${stored}`)).body).toMatchObject({
+      state: 'stored',
+      records: [],
+    });
     // a client may cancel a session it stored: it and its records are gone, and it is never pushed
     await append(stored, 'kept?').catch(() => {});
     expect((await api(base, 'DELETE', `/v1/pipe/sessions/${stored}`)).status).toBe(204);
@@ -332,7 +402,9 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
     const node = await startNode(env.config, { faces: [pipeFace], clock });
     try {
       const base = node.url;
-      handler.behaviours.set('/ordered', async (p) => ((await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500));
+      handler.behaviours.set('/ordered', async (p) =>
+        (await api(base, 'DELETE', `/v1/pipe/sessions/${p.id}`)).status === 204 ? 200 : 500,
+      );
       const timeouts = [4, 2, 3, 2, 1, 3];
       const ids: string[] = [];
       for (const [i] of timeouts.entries()) {
@@ -341,7 +413,8 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
         ids.push(id);
       }
       // Store in an order unrelated to creation.
-      for (const i of [3, 0, 5, 1, 4, 2]) await api(base, 'POST', `/v1/pipe/sessions/${ids[i]}/store`, { timeout_s: timeouts[i] });
+      for (const i of [3, 0, 5, 1, 4, 2])
+        await api(base, 'POST', `/v1/pipe/sessions/${ids[i]}/store`, { timeout_s: timeouts[i] });
       await new Promise((r) => setTimeout(r, 100));
       expect(handler.pushes).toEqual([]);
       clock.advance(10_000);
@@ -351,7 +424,11 @@ describe.each(DIALECTS)('pipe redelivery order (%s)', (dialect) => {
       // due 1: #4; due 2: #3 then #1 (stored in that order); due 3: #5 then #2; due 4: #0
       expect(handler.pushes.map((p) => p.records[0])).toEqual(['rec-4', 'rec-3', 'rec-1', 'rec-5', 'rec-2', 'rec-0']);
       // Let the handler finish the last session before the node closes.
-      await waitFor(async () => (await api(base, 'GET', `/v1/pipe/sessions/${ids[0]}`)).status === 404, 10_000, 'the last session to be deleted');
+      await waitFor(
+        async () => (await api(base, 'GET', `/v1/pipe/sessions/${ids[0]}`)).status === 404,
+        10_000,
+        'the last session to be deleted',
+      );
     } finally {
       await node.close();
       await handler.close();
@@ -376,7 +453,11 @@ describe.each(DIALECTS)('pipe kind without a handler (%s)', (dialect) => {
           ids.push(id);
         }
         await new Promise((r) => setTimeout(r, 300));
-        for (const id of ids) expect((await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).body).toMatchObject({ state: 'stored', repeats: 0 });
+        for (const id of ids)
+          expect((await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).body).toMatchObject({
+            state: 'stored',
+            repeats: 0,
+          });
         expect(handler.pushes).toEqual([]);
       } finally {
         await node.close();
@@ -393,8 +474,15 @@ describe.each(DIALECTS)('pipe kind without a handler (%s)', (dialect) => {
       node = await startNode(buildConfig(input as ConfigInput), { faces: [pipeFace] });
       base2 = node.url;
       try {
-        for (const id of ids) await waitFor(async () => (await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).status === 404, 10_000, 'push of a parked session');
-        expect(handler.pushes.map((p) => [p.path, p.records, p.repeats]).sort()).toEqual(ids.map((_, i) => ['/orphan', [`o-${i}`], 1]).sort());
+        for (const id of ids)
+          await waitFor(
+            async () => (await api(node.url, 'GET', `/v1/pipe/sessions/${id}`)).status === 404,
+            10_000,
+            'push of a parked session',
+          );
+        expect(handler.pushes.map((p) => [p.path, p.records, p.repeats]).sort()).toEqual(
+          ids.map((_, i) => ['/orphan', [`o-${i}`], 1]).sort(),
+        );
       } finally {
         await node.close();
       }
@@ -412,13 +500,30 @@ describe.each(DIALECTS)('pipe records migration (%s)', (dialect) => {
       // A store as the previous release left it: every migration up to the first pipe schema, and rows in it.
       const storage = Storage.open(env.config);
       const all = nodeMigrations(BUILT_IN_FACE_SPECS);
-      await storage.migrate(all.slice(0, all.findIndex((m) => m.id === 'pipe/0002_records_by_id')));
+      await storage.migrate(
+        all.slice(
+          0,
+          all.findIndex((m) => m.id === 'pipe/0002_records_by_id'),
+        ),
+      );
       const id = newSessionId(Date.now());
       await storage.shards[0]!.write(async (tx) => {
-        await tx.run(`INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at, next_idx) VALUES (?, 'orphan', 'open', NULL, ?, ?, 3)`, [id, Date.now(), Date.now()]);
+        await tx.run(
+          `INSERT INTO pipe_sessions (id, kind, state, owner, created_at, touched_at, next_idx) VALUES (?, 'orphan', 'open', NULL, ?, ?, 3)`,
+          [id, Date.now(), Date.now()],
+        );
         // Inserted out of idx order: the order that counts is idx.
-        for (const [idx, seq, text] of [[3, null, 'c'], [1, 1, 'a'], [2, 2, 'b']] as const) {
-          await tx.run('INSERT INTO pipe_records (session_id, idx, seq, data) VALUES (?, ?, ?, ?)', [id, idx, seq, Buffer.from(text)]);
+        for (const [idx, seq, text] of [
+          [3, null, 'c'],
+          [1, 1, 'a'],
+          [2, 2, 'b'],
+        ] as const) {
+          await tx.run('INSERT INTO pipe_records (session_id, idx, seq, data) VALUES (?, ?, ?, ?)', [
+            id,
+            idx,
+            seq,
+            Buffer.from(text),
+          ]);
         }
       });
       await storage.close();
@@ -426,10 +531,19 @@ describe.each(DIALECTS)('pipe records migration (%s)', (dialect) => {
       try {
         const r = await api(node.url, 'GET', `/v1/pipe/sessions/${id}`);
         expect((r.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString())).toEqual(['a', 'b', 'c']);
-        expect((await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('again'), seq: 2 })).body).toEqual({ duplicate: true });
-        expect((await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('d'), seq: 3 })).body).toEqual({ duplicate: false });
+        expect(
+          (await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('again'), seq: 2 })).body,
+        ).toEqual({ duplicate: true });
+        expect(
+          (await api(node.url, 'POST', `/v1/pipe/sessions/${id}/append`, { record: b64('d'), seq: 3 })).body,
+        ).toEqual({ duplicate: false });
         const after = await api(node.url, 'GET', `/v1/pipe/sessions/${id}`);
-        expect((after.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString())).toEqual(['a', 'b', 'c', 'd']);
+        expect((after.body.records as string[]).map((x) => Buffer.from(x, 'base64').toString())).toEqual([
+          'a',
+          'b',
+          'c',
+          'd',
+        ]);
       } finally {
         await node.close();
       }

@@ -30,7 +30,10 @@ export class HandlerServer {
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { session: { id: string; kind: string; repeats: number }; records: string[] };
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+      session: { id: string; kind: string; repeats: number };
+      records: string[];
+    };
     const p: Push = {
       path: req.url ?? '/',
       id: body.session.id,
@@ -45,7 +48,8 @@ export class HandlerServer {
     } catch {
       answer = 500;
     }
-    if (typeof answer === 'number') res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'no');
+    if (typeof answer === 'number')
+      res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'no');
     else res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body);
   }
 
@@ -60,7 +64,12 @@ export class HandlerServer {
 }
 
 /** JSON over HTTP against a node. */
-export async function api(base: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
   const init: RequestInit = { method };
   if (body !== undefined) {
     init.headers = { 'content-type': 'application/json' };

@@ -25,7 +25,10 @@ it('buf lint refuses a proto that breaks a rule', async () => {
   try {
     cpSync('buf.yaml', join(dir, 'buf.yaml'));
     cpSync('proto', join(dir, 'proto'), { recursive: true });
-    writeFileSync(join(dir, 'proto/millrace/v1/extra.proto'), 'syntax = "proto3";\npackage millrace.v1;\nmessage Extra { string badName = 1; }\n');
+    writeFileSync(
+      join(dir, 'proto/millrace/v1/extra.proto'),
+      'syntax = "proto3";\npackage millrace.v1;\nmessage Extra { string badName = 1; }\n',
+    );
     const r = await lint(dir);
     expect(r.code).not.toBe(0);
     expect(r.out).toContain('FIELD_LOWER_SNAKE_CASE');

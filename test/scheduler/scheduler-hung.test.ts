@@ -22,7 +22,9 @@ describe.runIf(DIALECTS.includes('postgres'))('timer claims of a hung node (post
     // This node: no background loops until the child has claimed the timer.
     const rt = await Runtime.open(env.config, { background: false });
     cleanups.push(() => rt.close());
-    await rt.storage.shard('s0').write((tx) => tx.run('CREATE TABLE effects (who TEXT NOT NULL, version INTEGER NOT NULL)'));
+    await rt.storage
+      .shard('s0')
+      .write((tx) => tx.run('CREATE TABLE effects (who TEXT NOT NULL, version INTEGER NOT NULL)'));
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     cleanups.push(() => open());
@@ -38,7 +40,12 @@ describe.runIf(DIALECTS.includes('postgres'))('timer claims of a hung node (post
       });
     });
 
-    const child = spawnTs('test/scheduler/timer-child.ts', [writeConfigFile(dir, { ...env.input, node_id: 'frozen' }), String(LEASE_MS * 3)], {}, { group: true });
+    const child = spawnTs(
+      'test/scheduler/timer-child.ts',
+      [writeConfigFile(dir, { ...env.input, node_id: 'frozen' }), String(LEASE_MS * 3)],
+      {},
+      { group: true },
+    );
     cleanups.push(() => {
       signalGroup(child, 'SIGCONT');
       signalGroup(child, 'SIGKILL');

@@ -19,7 +19,15 @@ function gate(): { promise: Promise<void>; open: () => void } {
 
 async function newEnv(dialect: Dialect, scheduler: Record<string, unknown> = {}): Promise<TestEnv> {
   return createTestEnv(dialect, {
-    extra: { scheduler: { poll_ms: 50, lease_ms: LEASE_MS, retry_base_ms: RETRY_BASE_MS, retry_max_ms: RETRY_MAX_MS, ...scheduler } } as Partial<ConfigInput>,
+    extra: {
+      scheduler: {
+        poll_ms: 50,
+        lease_ms: LEASE_MS,
+        retry_base_ms: RETRY_BASE_MS,
+        retry_max_ms: RETRY_MAX_MS,
+        ...scheduler,
+      },
+    } as Partial<ConfigInput>,
   });
 }
 
@@ -44,7 +52,9 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
   async function openRt(env: TestEnv, opts: Parameters<typeof Runtime.open>[1] = {}): Promise<Runtime> {
     const rt = await Runtime.open(env.config, opts);
     runtimes.push(rt);
-    await rt.storage.shard('s0').write((tx) => tx.run('CREATE TABLE IF NOT EXISTS effects (owner TEXT NOT NULL, version INTEGER NOT NULL)'));
+    await rt.storage
+      .shard('s0')
+      .write((tx) => tx.run('CREATE TABLE IF NOT EXISTS effects (owner TEXT NOT NULL, version INTEGER NOT NULL)'));
     return rt;
   }
 
@@ -96,7 +106,9 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
       () => s.cancel(''),
     ];
     for (const f of bad) {
-      const err = await Promise.resolve().then(f).catch((e: unknown) => e);
+      const err = await Promise.resolve()
+        .then(f)
+        .catch((e: unknown) => e);
       expect(isMillraceError(err, 'bad_request'), String(err)).toBe(true);
     }
 
@@ -151,7 +163,9 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
     const seen: Array<[string, number, boolean]> = [];
     s.register('first', async (t, ctx) => {
       if (t.payload === 'held') await hold.promise;
-      const ok = await rt.storage.shard(t.shard).write((tx) => ctx.rescheduleIn(tx, 'second', clock.now() + 100, { from: t.version }));
+      const ok = await rt.storage
+        .shard(t.shard)
+        .write((tx) => ctx.rescheduleIn(tx, 'second', clock.now() + 100, { from: t.version }));
       seen.push(['first', t.version, ok]);
     });
     s.register('second', async (t, ctx) => {
@@ -159,7 +173,13 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
     });
     await s.schedule('r', 'first', clock.now());
     expect(await s.tick()).toBe(1);
-    expect(await s.get('r')).toMatchObject({ kind: 'second', version: 2, dueAt: clock.now() + 100, payload: { from: 1 }, attempts: 0 });
+    expect(await s.get('r')).toMatchObject({
+      kind: 'second',
+      version: 2,
+      dueAt: clock.now() + 100,
+      payload: { from: 1 },
+      attempts: 0,
+    });
     expect(await s.tick()).toBe(0);
     clock.advance(100);
     expect(await s.tick()).toBe(1);
@@ -339,40 +359,52 @@ describe.each(DIALECTS)('scheduler (%s)', (dialect) => {
     expect(await rt.scheduler.get('j')).toBeNull();
   });
 
-  it.runIf(dialect === 'postgres')('two nodes share a few hundred due timers; each version fires exactly once overall', async () => {
-    const env = await newEnv(dialect, { lease_ms: 30_000, batch: 16 });
-    envs.push(env);
-    const a = await openRt(env);
-    const other = await Runtime.open(buildConfig({ ...env.input, node_id: `${env.config.node_id}-b` } as ConfigInput));
-    runtimes.push(other);
-    expect(other.config.node_id).not.toBe(a.config.node_id);
+  it.runIf(dialect === 'postgres')(
+    'two nodes share a few hundred due timers; each version fires exactly once overall',
+    async () => {
+      const env = await newEnv(dialect, { lease_ms: 30_000, batch: 16 });
+      envs.push(env);
+      const a = await openRt(env);
+      const other = await Runtime.open(
+        buildConfig({ ...env.input, node_id: `${env.config.node_id}-b` } as ConfigInput),
+      );
+      runtimes.push(other);
+      expect(other.config.node_id).not.toBe(a.config.node_id);
 
-    const calls = new Map<string, string[]>();
-    const acted: string[] = [];
-    for (const node of [a, other]) {
-      node.scheduler.register('tick', async (t, ctx) => {
-        const key = `${t.id}:${t.version}`;
-        calls.set(key, [...(calls.get(key) ?? []), node.config.node_id]);
-        await new Promise((r) => setTimeout(r, 1 + (t.id % 4)));
-        if (await effectOnce(node, t, ctx)) acted.push(key);
-      });
-    }
-    const n = 300;
-    const now = Date.now();
-    const scheduled = await Promise.all(
-      Array.from({ length: n }, (_, i) => (i % 2 ? a : other).scheduler.schedule(`owner/${i}`, 'tick', now - (i % 10))),
-    );
-    const keys = scheduled.map((t) => `${t.id}:${t.version}`).sort();
-    await waitFor(async () => acted.length === n && (await a.storage.shard('s0').reader.all('SELECT 1 FROM timers LIMIT 1')).length === 0, 30_000, 'every timer to fire');
-    // Stop both nodes so that no late firing can slip in after the check.
-    for (const rt of runtimes.splice(0)) await rt.close();
-    expect([...calls.keys()].sort()).toEqual(keys);
-    const twice = [...calls].filter(([, nodes]) => nodes.length !== 1);
-    expect(twice).toEqual([]);
-    expect([...acted].sort()).toEqual(keys);
-    const check = await Runtime.open(env.config, { background: false });
-    runtimes.push(check);
-    expect((await effects(check)).length).toBe(n);
-    expect(new Set((await effects(check)).map((e) => e.owner)).size).toBe(n);
-  });
+      const calls = new Map<string, string[]>();
+      const acted: string[] = [];
+      for (const node of [a, other]) {
+        node.scheduler.register('tick', async (t, ctx) => {
+          const key = `${t.id}:${t.version}`;
+          calls.set(key, [...(calls.get(key) ?? []), node.config.node_id]);
+          await new Promise((r) => setTimeout(r, 1 + (t.id % 4)));
+          if (await effectOnce(node, t, ctx)) acted.push(key);
+        });
+      }
+      const n = 300;
+      const now = Date.now();
+      const scheduled = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          (i % 2 ? a : other).scheduler.schedule(`owner/${i}`, 'tick', now - (i % 10)),
+        ),
+      );
+      const keys = scheduled.map((t) => `${t.id}:${t.version}`).sort();
+      await waitFor(
+        async () =>
+          acted.length === n && (await a.storage.shard('s0').reader.all('SELECT 1 FROM timers LIMIT 1')).length === 0,
+        30_000,
+        'every timer to fire',
+      );
+      // Stop both nodes so that no late firing can slip in after the check.
+      for (const rt of runtimes.splice(0)) await rt.close();
+      expect([...calls.keys()].sort()).toEqual(keys);
+      const twice = [...calls].filter(([, nodes]) => nodes.length !== 1);
+      expect(twice).toEqual([]);
+      expect([...acted].sort()).toEqual(keys);
+      const check = await Runtime.open(env.config, { background: false });
+      runtimes.push(check);
+      expect((await effects(check)).length).toBe(n);
+      expect(new Set((await effects(check)).map((e) => e.owner)).size).toBe(n);
+    },
+  );
 });

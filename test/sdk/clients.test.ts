@@ -31,7 +31,13 @@ describe('SDK clients against a node', () => {
   let n: SdkNode;
   beforeAll(async () => {
     n = await startSdkNode({ namespaces: ['m'], kinds: ['k'] });
-    n.router.routes.set('/machines/m', defineProcessor<{ init: { response: string }; call: { response: string } }>({ init: () => ({ response: 'started' }), call: () => ({ response: 'called' }) }).handler);
+    n.router.routes.set(
+      '/machines/m',
+      defineProcessor<{ init: { response: string }; call: { response: string } }>({
+        init: () => ({ response: 'started' }),
+        call: () => ({ response: 'called' }),
+      }).handler,
+    );
   });
   afterAll(async () => n?.close());
 
@@ -62,36 +68,99 @@ describe('SDK clients against a node', () => {
       states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: { paid: true }, expectedVersion: 0 }],
     };
     const b = await l.batch(first);
-    expect(b).toEqual({ batchId: expect.any(String), events: 1, states: [{ type: 'contract', attrs: { contract_id: 'k1' }, version: 1 }] });
+    expect(b).toEqual({
+      batchId: expect.any(String),
+      events: 1,
+      states: [{ type: 'contract', attrs: { contract_id: 'k1' }, version: 1 }],
+    });
     // The idempotency key went out: the same batch again answers the first one, another with that key is refused.
     expect((await l.batch(first)).batchId).toBe(b.batchId);
     expect((await refusal(l.batch({ ...first, events: [] }))).code).toBe('idempotency_key_reused');
     // A stale expectedVersion went out too: refused.
-    expect((await refusal(l.batch({ states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: {}, expectedVersion: 0 }] }))).code).toMatch(/version/);
-    const bal = await l.balances({ dt: '2026-02-01T00:00:00Z', accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }] });
+    expect(
+      (
+        await refusal(
+          l.batch({ states: [{ type: 'contract', attrs: { contract_id: 'k1' }, state: {}, expectedVersion: 0 }] }),
+        )
+      ).code,
+    ).toMatch(/version/);
+    const bal = await l.balances({
+      dt: '2026-02-01T00:00:00Z',
+      accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }],
+    });
     expect(bal.balances[0]!.groups[0]).toMatchObject({ debit: '12.34', credit: '0.00' });
-    expect(await l.getState<{ paid: boolean }>({ type: 'contract', attrs: { contract_id: 'k1' } })).toMatchObject({ state: { paid: true }, version: 1 });
-    const lock = await l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w1', mode: 'exclusive', timeoutS: 30 });
-    expect(lock).toEqual({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w1', mode: 'exclusive', expiresAt: expect.any(String) });
+    expect(await l.getState<{ paid: boolean }>({ type: 'contract', attrs: { contract_id: 'k1' } })).toMatchObject({
+      state: { paid: true },
+      version: 1,
+    });
+    const lock = await l.acquireLock({
+      type: 'client',
+      attrs: { client_id: 'c1' },
+      uid: 'w1',
+      mode: 'exclusive',
+      timeoutS: 30,
+    });
+    expect(lock).toEqual({
+      type: 'client',
+      attrs: { client_id: 'c1' },
+      uid: 'w1',
+      mode: 'exclusive',
+      expiresAt: expect.any(String),
+    });
     expect(Date.parse(lock.expiresAt) - Date.now()).toBeGreaterThan(20_000);
-    expect((await l.getLock({ type: 'client', attrs: { client_id: 'c1' } })).holders).toEqual([{ uid: 'w1', mode: 'exclusive', expiresAt: expect.any(String) }]);
-    const held = await refusal(l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w2', mode: 'exclusive', timeoutS: 30 }));
+    expect((await l.getLock({ type: 'client', attrs: { client_id: 'c1' } })).holders).toEqual([
+      { uid: 'w1', mode: 'exclusive', expiresAt: expect.any(String) },
+    ]);
+    const held = await refusal(
+      l.acquireLock({ type: 'client', attrs: { client_id: 'c1' }, uid: 'w2', mode: 'exclusive', timeoutS: 30 }),
+    );
     expect(held).toBeInstanceOf(ConflictError);
     expect(held.code).toBe('lock_held');
-    const amount = await refusal(l.batch({ events: [{ account, side: 'debit', amount: '-1', dt: '2026-01-05T10:00:00Z' }] }));
+    const amount = await refusal(
+      l.batch({ events: [{ account, side: 'debit', amount: '-1', dt: '2026-01-05T10:00:00Z' }] }),
+    );
     expect(amount).toBeInstanceOf(InvalidRequestError);
     expect([amount.code, amount.httpStatus]).toEqual(['invalid_amount', 400]);
     const cashC1 = { type: 'cash', key: { client_id: 'c1', currency: 'EUR' } };
-    const turn = await l.turnovers({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [cashC1] });
+    const turn = await l.turnovers({
+      dtFrom: '2026-01-01T00:00:00Z',
+      dtTo: '2026-02-01T00:00:00Z',
+      accounts: [cashC1],
+    });
     expect(turn).toEqual({
       dtFrom: '2026-01-01T00:00:00.000Z',
       dtTo: '2026-02-01T00:00:00.000Z',
-      turnovers: [{ ...cashC1, groups: [{ group: {}, debitInit: '0.00', creditInit: '0.00', debitTurnover: '12.34', creditTurnover: '0.00' }] }],
+      turnovers: [
+        {
+          ...cashC1,
+          groups: [
+            { group: {}, debitInit: '0.00', creditInit: '0.00', debitTurnover: '12.34', creditTurnover: '0.00' },
+          ],
+        },
+      ],
     });
     // groupBy goes out as group_by: a grouping the account type does not keep is refused.
-    expect((await refusal(l.turnovers({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [{ ...cashC1, groupBy: ['nope'] }] }))).message).toMatch(/group/);
-    const evs = await l.events({ dtFrom: '2026-01-01T00:00:00Z', dtTo: '2026-02-01T00:00:00Z', accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }], limit: 10 });
-    expect(evs).toMatchObject({ nextCursor: null, events: [{ batchId: b.batchId, side: 'debit', amount: '12.34', account: { type: 'cash' } }] });
+    expect(
+      (
+        await refusal(
+          l.turnovers({
+            dtFrom: '2026-01-01T00:00:00Z',
+            dtTo: '2026-02-01T00:00:00Z',
+            accounts: [{ ...cashC1, groupBy: ['nope'] }],
+          }),
+        )
+      ).message,
+    ).toMatch(/group/);
+    const evs = await l.events({
+      dtFrom: '2026-01-01T00:00:00Z',
+      dtTo: '2026-02-01T00:00:00Z',
+      accounts: [{ type: 'cash', key: { client_id: 'c1', currency: 'EUR' } }],
+      limit: 10,
+    });
+    expect(evs).toMatchObject({
+      nextCursor: null,
+      events: [{ batchId: b.batchId, side: 'debit', amount: '12.34', account: { type: 'cash' } }],
+    });
     const type = await refusal(l.balances({ dt: '2026-02-01T00:00:00Z', accounts: [{ type: 'nope', key: {} }] }));
     expect(type).toBeInstanceOf(NotFoundError);
     expect(type.code).toBe('account_type_not_found');
@@ -105,14 +174,27 @@ describe('SDK clients against a node', () => {
     await p.replace(id, Buffer.from('b'));
     expect((await p.records(id)).map(String)).toEqual(['b']);
     const open = await p.get(id);
-    expect(open).toEqual({ id, kind: 'k', state: 'open', repeats: 0, createdAt: expect.any(String), dueAt: null, lastError: null, records: [Buffer.from('b').toString('base64')] });
+    expect(open).toEqual({
+      id,
+      kind: 'k',
+      state: 'open',
+      repeats: 0,
+      createdAt: expect.any(String),
+      dueAt: null,
+      lastError: null,
+      records: [Buffer.from('b').toString('base64')],
+    });
     expect(Date.parse(open.createdAt)).toBeGreaterThan(0);
     const { dueAt } = await p.store(id, 3600);
     expect(Date.parse(dueAt)).toBeGreaterThan(Date.now() + 3000_000);
     expect(await p.get(id)).toMatchObject({ state: 'stored', dueAt });
     const closed = await refusal(p.append(id, 'c'));
     expect(closed).toBeInstanceOf(ConflictError);
-    expect([closed.code, closed.httpStatus, closed.details]).toEqual(['session_closed', 409, { session: id, state: 'stored' }]);
+    expect([closed.code, closed.httpStatus, closed.details]).toEqual([
+      'session_closed',
+      409,
+      { session: id, state: 'stored' },
+    ]);
     const kind = await refusal(p.open('nope'));
     expect(kind).toBeInstanceOf(NotFoundError);
     expect(kind.code).toBe('kind_not_found');
@@ -143,7 +225,9 @@ describe('SDK clients against a node', () => {
     expect((await bus.putSubscription('h1', { topics: ['payments'], start: 'earliest' })).created).toBe(true);
     const [pos] = await bus.publish('payments', [{ id: 'p1', key: 'k', type: 'paid', data: { v: 1 } }]);
     expect(pos).toMatchObject({ duplicate: false });
-    expect((await bus.publish('payments', [{ id: 'p1', key: 'k', type: 'paid', data: { v: 1 } }]))[0]!.duplicate).toBe(true);
+    expect((await bus.publish('payments', [{ id: 'p1', key: 'k', type: 'paid', data: { v: 1 } }]))[0]!.duplicate).toBe(
+      true,
+    );
     const ac = new AbortController();
     const got: unknown[] = [];
     for await (const d of bus.stream<{ v: number }>('h1', { signal: ac.signal })) {
@@ -154,11 +238,42 @@ describe('SDK clients against a node', () => {
     expect(got).toEqual([{ v: 1 }]);
     expect(await bus.listSubscriptions()).toContain('h1');
     const info = await bus.getSubscription('h1');
-    expect(info).toMatchObject({ name: 'h1', connected: expect.any(Boolean), paused: false, deadLetterTopic: null, lagTotal: 0, config: { topics: ['payments'], start: 'earliest', filter: {} } });
-    expect([typeof info.config.ackWaitMs, typeof info.config.maxInFlight, typeof info.createdAt, typeof info.updatedAt]).toEqual(['number', 'number', 'number', 'number']);
+    expect(info).toMatchObject({
+      name: 'h1',
+      connected: expect.any(Boolean),
+      paused: false,
+      deadLetterTopic: null,
+      lagTotal: 0,
+      config: { topics: ['payments'], start: 'earliest', filter: {} },
+    });
+    expect([
+      typeof info.config.ackWaitMs,
+      typeof info.config.maxInFlight,
+      typeof info.createdAt,
+      typeof info.updatedAt,
+    ]).toEqual(['number', 'number', 'number', 'number']);
     // The config goes out in the wire's snake_case and comes back camelCase.
-    const put = await bus.putSubscription('h2', { topics: ['payments'], filter: { keyPrefix: 'vip-', types: ['paid'] }, ackWaitMs: 4321, maxInFlight: 7, maxDeliveries: 3, deadLetterTopic: 'orders', onExpired: 'resume' });
-    expect(put).toMatchObject({ name: 'h2', created: true, config: { filter: { keyPrefix: 'vip-', types: ['paid'] }, ackWaitMs: 4321, maxInFlight: 7, maxDeliveries: 3, deadLetterTopic: 'orders', onExpired: 'resume' } });
+    const put = await bus.putSubscription('h2', {
+      topics: ['payments'],
+      filter: { keyPrefix: 'vip-', types: ['paid'] },
+      ackWaitMs: 4321,
+      maxInFlight: 7,
+      maxDeliveries: 3,
+      deadLetterTopic: 'orders',
+      onExpired: 'resume',
+    });
+    expect(put).toMatchObject({
+      name: 'h2',
+      created: true,
+      config: {
+        filter: { keyPrefix: 'vip-', types: ['paid'] },
+        ackWaitMs: 4321,
+        maxInFlight: 7,
+        maxDeliveries: 3,
+        deadLetterTopic: 'orders',
+        onExpired: 'resume',
+      },
+    });
     expect((await bus.getSubscription('h2')).config).toEqual(put.config);
     expect((await bus.getSubscription('h2')).deadLetterTopic).toBe('orders');
     await bus.deleteSubscription('h2');
@@ -176,7 +291,9 @@ describe('SDK clients against a node', () => {
     const g = new BusGrpcClient(n.grpc);
     const [p] = await g.publish([{ id: 'g1', topic: 'orders', key: 'a', type: 'created', data: { n: 1 } }]);
     expect(p!.duplicate).toBe(false);
-    const sub = g.subscribe<{ n: number }>('g-sub', { config: { topics: ['orders'], start: 'earliest', filter: { types: ['created'] } } });
+    const sub = g.subscribe<{ n: number }>('g-sub', {
+      config: { topics: ['orders'], start: 'earliest', filter: { types: ['created'] } },
+    });
     expect(Object.keys(await sub.opened)).toEqual(['s0']);
     const seen: number[] = [];
     for await (const d of sub) {
@@ -202,7 +319,12 @@ describe('SDK clients against a node', () => {
     const g = new BusGrpcClient(n.grpc);
     const pub = g.publisher();
     const answers = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => pub.publish([{ topic: 'orders', key: 'seq', type: 'batched', data: { i } }, { topic: 'orders', key: 'seq', type: 'batched', data: { i, second: true } }])),
+      Array.from({ length: 20 }, (_, i) =>
+        pub.publish([
+          { topic: 'orders', key: 'seq', type: 'batched', data: { i } },
+          { topic: 'orders', key: 'seq', type: 'batched', data: { i, second: true } },
+        ]),
+      ),
     );
     await pub.end();
     // Batches of one call are written in the order sent: positions grow batch by batch.
@@ -222,7 +344,9 @@ describe('SDK clients against a node', () => {
     expect(first).toHaveLength(1);
     // Read everything up to a marker published last: the batch sent after the refusal is not there.
     await g.publish([{ topic: 'orders', key: 'b', type: 'marker' }]);
-    const sub = g.subscribe<{ i?: number }>('pub-check', { config: { topics: ['orders'], start: 'earliest', filter: { types: ['batched', 'after-refusal', 'marker'] } } });
+    const sub = g.subscribe<{ i?: number }>('pub-check', {
+      config: { topics: ['orders'], start: 'earliest', filter: { types: ['batched', 'after-refusal', 'marker'] } },
+    });
     await sub.opened;
     const types: string[] = [];
     for await (const d of sub) {

@@ -20,7 +20,10 @@ describe('examples', () => {
       placed: { status: 'new' },
       paid: { status: 'paid' },
       status: 'paid',
-      history: [{ type: 'placed', sku: 'book' }, { type: 'paid', amount: '12.50' }],
+      history: [
+        { type: 'placed', sku: 'book' },
+        { type: 'paid', amount: '12.50' },
+      ],
       missing: 'machine_not_found',
     });
   });

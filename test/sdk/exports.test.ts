@@ -16,7 +16,14 @@ const src = join(root, 'src');
  * type reached that way.
  */
 function unexportedTypes(entry: string): string[] {
-  const program = ts.createProgram([entry], { strict: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, skipLibCheck: true, noEmit: true });
+  const program = ts.createProgram([entry], {
+    strict: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    skipLibCheck: true,
+    noEmit: true,
+  });
   const checker = program.getTypeChecker();
   const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(entry)!)!;
   const real = (s: ts.Symbol): ts.Symbol => (s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s);
@@ -46,20 +53,26 @@ function unexportedTypes(entry: string): string[] {
     const sym = t.getSymbol();
     if (sym && sym.flags & NAMED) return reach(sym);
     if (t.flags & ts.TypeFlags.Object) {
-      if ((t as ts.ObjectType).objectFlags & ts.ObjectFlags.Reference) checker.getTypeArguments(t as ts.TypeReference).forEach(walkType);
+      if ((t as ts.ObjectType).objectFlags & ts.ObjectFlags.Reference)
+        checker.getTypeArguments(t as ts.TypeReference).forEach(walkType);
       // An anonymous object type: its members' types.
       if (sym && sym.flags & (ts.SymbolFlags.TypeLiteral | ts.SymbolFlags.ObjectLiteral)) {
-        for (const p of checker.getPropertiesOfType(t)) if (p.valueDeclaration) walkType(checker.getTypeOfSymbolAtLocation(p, p.valueDeclaration));
+        for (const p of checker.getPropertiesOfType(t))
+          if (p.valueDeclaration) walkType(checker.getTypeOfSymbolAtLocation(p, p.valueDeclaration));
       }
       for (const sig of [...t.getCallSignatures(), ...t.getConstructSignatures()]) walkSignature(sig);
     }
   };
   const walkSignature = (sig: ts.Signature): void => {
-    for (const p of sig.getParameters()) if (p.valueDeclaration) walkType(checker.getTypeOfSymbolAtLocation(p, p.valueDeclaration));
+    for (const p of sig.getParameters())
+      if (p.valueDeclaration) walkType(checker.getTypeOfSymbolAtLocation(p, p.valueDeclaration));
     walkType(sig.getReturnType());
   };
   const hidden = (m: ts.Node): boolean =>
-    ts.canHaveModifiers(m) && (ts.getModifiers(m) ?? []).some((x) => x.kind === ts.SyntaxKind.PrivateKeyword || x.kind === ts.SyntaxKind.ProtectedKeyword);
+    ts.canHaveModifiers(m) &&
+    (ts.getModifiers(m) ?? []).some(
+      (x) => x.kind === ts.SyntaxKind.PrivateKeyword || x.kind === ts.SyntaxKind.ProtectedKeyword,
+    );
   // Type references written in a declaration; a function, method or variable without an annotation adds its inferred type.
   const internal = (n: ts.Node): boolean => ts.getJSDocTags(n).some((t) => t.tagName.text === 'internal');
   const walkNode = (n: ts.Node): void => {
@@ -69,11 +82,18 @@ function unexportedTypes(entry: string): string[] {
     if (ts.isBlock(n)) return; // bodies are not signatures
     if (ts.isTypeReferenceNode(n)) reach(checker.getSymbolAtLocation(n.typeName));
     else if (ts.isExpressionWithTypeArguments(n)) reach(checker.getSymbolAtLocation(n.expression));
-    if ((ts.isFunctionDeclaration(n) || ts.isMethodDeclaration(n) || ts.isGetAccessorDeclaration(n) || ts.isArrowFunction(n)) && !n.type) {
+    if (
+      (ts.isFunctionDeclaration(n) ||
+        ts.isMethodDeclaration(n) ||
+        ts.isGetAccessorDeclaration(n) ||
+        ts.isArrowFunction(n)) &&
+      !n.type
+    ) {
       const sig = checker.getSignatureFromDeclaration(n);
       if (sig) walkType(sig.getReturnType());
     }
-    if ((ts.isVariableDeclaration(n) || ts.isPropertyDeclaration(n)) && !n.type) walkType(checker.getTypeAtLocation(n.name));
+    if ((ts.isVariableDeclaration(n) || ts.isPropertyDeclaration(n)) && !n.type)
+      walkType(checker.getTypeAtLocation(n.name));
     ts.forEachChild(n, walkNode);
   };
   while (todo.length) {
@@ -81,7 +101,13 @@ function unexportedTypes(entry: string): string[] {
     if (seen.has(s)) continue;
     seen.add(s);
     for (const d of s.declarations ?? []) if (inSrc(d)) walkNode(d);
-    if (s.flags & ts.SymbolFlags.Value && s.valueDeclaration && inSrc(s.valueDeclaration) && !(s.flags & ts.SymbolFlags.Class)) walkType(checker.getTypeOfSymbolAtLocation(s, s.valueDeclaration));
+    if (
+      s.flags & ts.SymbolFlags.Value &&
+      s.valueDeclaration &&
+      inSrc(s.valueDeclaration) &&
+      !(s.flags & ts.SymbolFlags.Class)
+    )
+      walkType(checker.getTypeOfSymbolAtLocation(s, s.valueDeclaration));
   }
   return [...missing].sort();
 }
@@ -99,7 +125,11 @@ function importCycles(): string[][] {
   const files = walk(src);
   const graph = new Map<string, string[]>();
   for (const f of files) {
-    const deps = [...readFileSync(f, 'utf8').matchAll(/^\s*(?:import|export)\s+(?:type\s+)?(?:[^'";]*?\sfrom\s+)?['"](\.[^'"]+)['"]/gm)].map((m) => resolve(dirname(f), m[1]!.replace(/\.js$/, '.ts')));
+    const deps = [
+      ...readFileSync(f, 'utf8').matchAll(
+        /^\s*(?:import|export)\s+(?:type\s+)?(?:[^'";]*?\sfrom\s+)?['"](\.[^'"]+)['"]/gm,
+      ),
+    ].map((m) => resolve(dirname(f), m[1]!.replace(/\.js$/, '.ts')));
     graph.set(f, deps);
   }
   // Tarjan's strongly connected components; one of more than one file is a cycle.
@@ -142,7 +172,8 @@ describe('public surface', () => {
   });
 
   it('the SDK and the root list their exports (no export *)', () => {
-    for (const f of ['src/index.ts', 'src/sdk/index.ts']) expect(readFileSync(join(root, f), 'utf8')).not.toMatch(/^\s*export\s*\*/m);
+    for (const f of ['src/index.ts', 'src/sdk/index.ts'])
+      expect(readFileSync(join(root, f), 'utf8')).not.toMatch(/^\s*export\s*\*/m);
   });
 
   it('no import cycle runs through the SDK or the machines face; the processor wire types import nothing', () => {

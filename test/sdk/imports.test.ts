@@ -32,7 +32,20 @@ describe('millrace/sdk stays a client', () => {
   it('loads no server module and no server dependency', () => {
     const { files, packages } = runtimeGraph(join(root, 'src/sdk/index.ts'));
     expect(files.length).toBeGreaterThan(5);
-    const server = ['fastify', '@fastify/swagger', 'better-sqlite3', 'pg', 'kysely', 'pino', 'prom-client', 'amqplib', 'ajv', 'zod', 'yaml', 'commander'];
+    const server = [
+      'fastify',
+      '@fastify/swagger',
+      'better-sqlite3',
+      'pg',
+      'kysely',
+      'pino',
+      'prom-client',
+      'amqplib',
+      'ajv',
+      'zod',
+      'yaml',
+      'commander',
+    ];
     expect([...packages].filter((p) => server.includes(p))).toEqual([]);
     expect([...packages].filter((p) => !p.startsWith('node:')).sort()).toEqual(['@grpc/grpc-js', '@grpc/proto-loader']);
     const outside = files.map((f) => f.slice(root.length + 1)).filter((f) => !f.startsWith('src/sdk/'));
@@ -58,7 +71,28 @@ describe('millrace/sdk stays a client', () => {
   });
 
   it.runIf(existsSync(join(root, 'dist/sdk/index.js')))('is exported as millrace/sdk from the build', () => {
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', "const m = await import('millrace/sdk'); console.log(Object.keys(m).sort().join(','))"], { cwd: root, encoding: 'utf8' });
-    expect(out.trim().split(',')).toEqual(expect.arrayContaining(['defineProcessor', 'definePipeHandler', 'MachinesClient', 'LedgerClient', 'PipeClient', 'BusClient', 'BusGrpcClient', 'PipeGrpcClient', 'MillraceError', 'ProcessorUnavailable']));
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('millrace/sdk'); console.log(Object.keys(m).sort().join(','))",
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(out.trim().split(',')).toEqual(
+      expect.arrayContaining([
+        'defineProcessor',
+        'definePipeHandler',
+        'MachinesClient',
+        'LedgerClient',
+        'PipeClient',
+        'BusClient',
+        'BusGrpcClient',
+        'PipeGrpcClient',
+        'MillraceError',
+        'ProcessorUnavailable',
+      ]),
+    );
   });
 });

@@ -31,13 +31,19 @@ describe('definePipeHandler answers pushes with verdicts', () => {
     await pipe.store(id, 0);
     return id;
   };
-  const gone = async (id: string): Promise<boolean> => pipe.get(id).then(() => false, (e: { code?: string }) => e.code === 'session_not_found');
+  const gone = async (id: string): Promise<boolean> =>
+    pipe.get(id).then(
+      () => false,
+      (e: { code?: string }) => e.code === 'session_not_found',
+    );
 
   it('delete: the session is finished in the answer', async () => {
     plan.set('del', () => verdict.delete());
     const id = await stored('jobs', 'del');
     await waitFor(() => gone(id), 10_000, 'the delete');
-    expect(pushes.filter((p) => p.id === id)).toEqual([{ id, repeats: 1, records: ['del', 'second'], traceparent: undefined }]);
+    expect(pushes.filter((p) => p.id === id)).toEqual([
+      { id, repeats: 1, records: ['del', 'second'], traceparent: undefined },
+    ]);
   });
 
   it('store: the session comes back after the timeout', async () => {
@@ -54,7 +60,11 @@ describe('definePipeHandler answers pushes with verdicts', () => {
       return verdict.done();
     });
     const id = await stored('jobs', 'api');
-    await waitFor(async () => (await pipe.get(id)).state === 'stored' && pushes.some((p) => p.id === id), 10_000, 'the handler');
+    await waitFor(
+      async () => (await pipe.get(id)).state === 'stored' && pushes.some((p) => p.id === id),
+      10_000,
+      'the handler',
+    );
     expect((await pipe.records(id)).map((r) => r.toString())).toEqual(['rewritten']);
     expect(pushes.filter((p) => p.id === id)).toHaveLength(1);
   });
@@ -81,10 +91,22 @@ describe('definePipeHandler answers pushes with verdicts', () => {
     expect((await post(JSON.stringify({ session: { id: 'x' }, records: [] }))).status).toBe(400);
     const bad = await post(JSON.stringify({ session: { id: 'x', kind: 'jobs', repeats: 1 }, records: ['YQ=='] }));
     expect(bad.status).toBe(500);
-    const ok = definePipeHandler('jobs', (_s, records) => (records[0]!.toString() === 'a' ? verdict.store(5) : undefined));
-    const r = await ok.fetch(new Request('http://h/', { method: 'POST', body: JSON.stringify({ session: { id: 'x', kind: 'jobs', repeats: 1 }, records: ['YQ=='] }) }));
+    const ok = definePipeHandler('jobs', (_s, records) =>
+      records[0]!.toString() === 'a' ? verdict.store(5) : undefined,
+    );
+    const r = await ok.fetch(
+      new Request('http://h/', {
+        method: 'POST',
+        body: JSON.stringify({ session: { id: 'x', kind: 'jobs', repeats: 1 }, records: ['YQ=='] }),
+      }),
+    );
     expect(await r.json()).toEqual({ action: 'store', timeout_s: 5 });
-    const none = await ok.fetch(new Request('http://h/', { method: 'POST', body: JSON.stringify({ session: { id: 'x', kind: 'jobs', repeats: 1 }, records: ['Yg=='] }) }));
+    const none = await ok.fetch(
+      new Request('http://h/', {
+        method: 'POST',
+        body: JSON.stringify({ session: { id: 'x', kind: 'jobs', repeats: 1 }, records: ['Yg=='] }),
+      }),
+    );
     expect(none.status).toBe(204);
   });
 });

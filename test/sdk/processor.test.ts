@@ -1,5 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConflictError, defineProcessor, InvalidRequestError, MachinesClient, NotFoundError, ProcessorUnavailable, RepairFailed, UnavailableError } from '../../src/sdk/index.js';
+import {
+  ConflictError,
+  defineProcessor,
+  InvalidRequestError,
+  MachinesClient,
+  NotFoundError,
+  ProcessorUnavailable,
+  RepairFailed,
+  UnavailableError,
+} from '../../src/sdk/index.js';
 import { registerProcessor, unregisterProcessor } from '../../src/machines/processor.js';
 import { waitFor } from '../support/env.js';
 import { startSdkNode, type SdkNode } from './support.js';
@@ -20,10 +29,23 @@ interface Args {
   tag?: string;
 }
 
-const seen = { traceparents: [] as Array<string | undefined>, flakyTries: new Map<string, number>(), aborted: [] as string[], deadlines: [] as number[], kinds: [] as string[] };
+const seen = {
+  traceparents: [] as Array<string | undefined>,
+  flakyTries: new Map<string, number>(),
+  aborted: [] as string[],
+  deadlines: [] as number[],
+  kinds: [] as string[],
+};
 
 type Res = { count: number; history: number[] };
-const proc = defineProcessor<{ event: Ev; aux: Aux; init: { args: Args; response: Res }; call: { args: Args; response: Res }; notification: { args: unknown }; repair: { args: Args | null; response: Res } }>({
+const proc = defineProcessor<{
+  event: Ev;
+  aux: Aux;
+  init: { args: Args; response: Res };
+  call: { args: Args; response: Res };
+  notification: { args: unknown };
+  repair: { args: Args | null; response: Res };
+}>({
   init(args, ctx) {
     seen.kinds.push('init');
     if (args.timerS !== undefined) ctx.setTimer({ timeoutS: args.timerS });
@@ -49,7 +71,11 @@ const proc = defineProcessor<{ event: Ev; aux: Aux; init: { args: Args; response
     if (args.unset) ctx.unsetTimer();
     if (args.remove) ctx.remove();
     const count = ctx.machine.aux!.count + 1;
-    return { events: [{ n: count }], aux: { count }, response: { count, history: ctx.machine.history.map((e) => e.id) } };
+    return {
+      events: [{ n: count }],
+      aux: { count },
+      response: { count, history: ctx.machine.history.map((e) => e.id) },
+    };
   },
   timeout(ctx) {
     seen.kinds.push('timeout');
@@ -99,7 +125,11 @@ describe('defineProcessor drives a machine over HTTP', () => {
 
   it('a timer set by init fires the timeout step; unsetTimer clears a timer', async () => {
     await m.start('p', 't', { timerS: 0.05 });
-    await waitFor(async () => (await m.get('p', { id: 't' })).history.some((e) => (e.data as { fired?: number }).fired === 1), 10_000, 'the timer');
+    await waitFor(
+      async () => (await m.get('p', { id: 't' })).history.some((e) => (e.data as { fired?: number }).fired === 1),
+      10_000,
+      'the timer',
+    );
     expect((await m.get('p', { id: 't' })).timer).toBeNull();
     await m.start('p', 'u', { timerS: 3600 });
     expect((await m.get('p', { id: 'u' })).timer).not.toBeNull();
@@ -110,13 +140,20 @@ describe('defineProcessor drives a machine over HTTP', () => {
   it('a notification reaches the notification step', async () => {
     await m.start('p', 'nt', {});
     await m.notify('p', { id: 'nt' }, { hello: 1 });
-    await waitFor(async () => (await m.get('p', { id: 'nt' })).history.some((e) => 'notified' in (e.data as object)), 10_000, 'the notification');
+    await waitFor(
+      async () => (await m.get('p', { id: 'nt' })).history.some((e) => 'notified' in (e.data as object)),
+      10_000,
+      'the notification',
+    );
     expect((await m.get('p', { id: 'nt' })).history.at(-1)!.data).toEqual({ notified: { hello: 1 } });
   });
 
   it('ProcessorUnavailable is retried with backoff and leaves the machine unchanged until it succeeds', async () => {
     await m.start('p', 'f', {});
-    expect((await m.call('p', { id: 'f' }, { flaky: 2 }, { timeoutMs: 10_000 })).response).toEqual({ count: 2, history: [1] });
+    expect((await m.call('p', { id: 'f' }, { flaky: 2 }, { timeoutMs: 10_000 })).response).toEqual({
+      count: 2,
+      history: [1],
+    });
     expect(seen.flakyTries.get('f')).toBe(3);
     // Down past the deadline: 503 to the caller, nothing written, the machine still working.
     const err = await m.call('p', { id: 'f' }, { down: true }, { timeoutMs: 300 }).catch((e: unknown) => e);
@@ -193,19 +230,40 @@ async function refused(p: Promise<unknown>): Promise<{ code: string }> {
     () => undefined,
     (err: unknown) => err,
   );
-  if (!(e instanceof ConflictError || e instanceof InvalidRequestError)) throw new Error(`expected a refusal, got ${String(e)}`);
+  if (!(e instanceof ConflictError || e instanceof InvalidRequestError))
+    throw new Error(`expected a refusal, got ${String(e)}`);
   return e;
 }
 
 describe('defineProcessor as a fetch handler', () => {
-  const machine = { ns: 'p', id: 'z', status: 'working', aux_state: { count: 4 }, timer: null, tags: [], history: [{ id: 1, created_at: '2026-01-01T00:00:00Z', data: { n: 1 } }], history_range: { direction: 'forward' } };
+  const machine = {
+    ns: 'p',
+    id: 'z',
+    status: 'working',
+    aux_state: { count: 4 },
+    timer: null,
+    tags: [],
+    history: [{ id: 1, created_at: '2026-01-01T00:00:00Z', data: { n: 1 } }],
+    history_range: { direction: 'forward' },
+  };
   const post = (body: unknown, headers: Record<string, string> = {}): Promise<Response> =>
-    proc.fetch(new Request('http://processor/', { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) }));
+    proc.fetch(
+      new Request('http://processor/', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      }),
+    );
 
   it('answers a call with the protocol result', async () => {
     const res = await post({ kind: 'call', args: { timerS: 1, unset: true }, machine });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ response: { count: 5, history: [1] }, events: [{ n: 5 }], aux_state: { count: 5 }, action: { timer: 'unset' } });
+    expect(await res.json()).toEqual({
+      response: { count: 5, history: [1] },
+      events: [{ n: 5 }],
+      aux_state: { count: 5 },
+      action: { timer: 'unset' },
+    });
   });
 
   it('maps ProcessorUnavailable to 503, other errors to 500, refusals of repair to repair_failed', async () => {

@@ -5,11 +5,24 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/core/config.js';
 import { Runtime } from '../../src/runtime.js';
-import { definePipeHandler, defineProcessor, MachinesClient, PipeClient, requestSigner, SIGNATURE_HEADER, signatureVerifier, verdict } from '../../src/sdk/index.js';
+import {
+  definePipeHandler,
+  defineProcessor,
+  MachinesClient,
+  PipeClient,
+  requestSigner,
+  SIGNATURE_HEADER,
+  signatureVerifier,
+  verdict,
+} from '../../src/sdk/index.js';
 import { createTestEnv, waitFor } from '../support/env.js';
 import { startSdkNode, type SdkNode } from './support.js';
 
-const ed25519 = () => generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+const ed25519 = () =>
+  generateKeyPairSync('ed25519', {
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
 
 describe('request signatures (core/request-signing)', () => {
   const { publicKey, privateKey } = ed25519();
@@ -24,15 +37,25 @@ describe('request signatures (core/request-signing)', () => {
     expect(v.check(h, 'POST', '/machines/q?x=1', '{"a":1}')).toBe('forged');
     expect(v.check(h, 'POST', '/machines/p?x=1', '{"a":2}')).toBe('forged');
     expect(v.check(h.replace(`t=${t}`, `t=${t + 1}`), 'POST', '/machines/p?x=1', '{"a":1}')).toBe('forged');
-    expect(signatureVerifier([other.publicKey], { now: () => t }).check(h, 'POST', '/machines/p?x=1', '{"a":1}')).toBe('forged');
-    expect(signatureVerifier([publicKey], { now: () => t + 61_000 }).check(h, 'POST', '/machines/p?x=1', '{"a":1}')).toBe('stale');
-    expect(signatureVerifier([publicKey], { now: () => t - 61_000 }).check(h, 'POST', '/machines/p?x=1', '{"a":1}')).toBe('stale');
+    expect(signatureVerifier([other.publicKey], { now: () => t }).check(h, 'POST', '/machines/p?x=1', '{"a":1}')).toBe(
+      'forged',
+    );
+    expect(
+      signatureVerifier([publicKey], { now: () => t + 61_000 }).check(h, 'POST', '/machines/p?x=1', '{"a":1}'),
+    ).toBe('stale');
+    expect(
+      signatureVerifier([publicKey], { now: () => t - 61_000 }).check(h, 'POST', '/machines/p?x=1', '{"a":1}'),
+    ).toBe('stale');
     expect(v.check(undefined, 'POST', '/', '')).toBe('missing');
     expect(v.check('v1;t=1;sig=abc', 'POST', '/', '')).toBe('malformed');
   });
 
   it('refuses keys that are not ed25519', () => {
-    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const rsa = generateKeyPairSync('rsa', {
+      modulusLength: 1024,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
     expect(() => requestSigner(rsa.privateKey)).toThrow(/ed25519/);
     expect(() => signatureVerifier([rsa.publicKey])).toThrow(/ed25519/);
     expect(() => signatureVerifier([])).toThrow();
@@ -45,7 +68,11 @@ describe('signed calls to processors and pipe handlers', () => {
   const keys = ed25519();
   const steps: string[] = [];
   const pushes: string[] = [];
-  const processor = defineProcessor<{ event: { n: number }; aux: null; init: { args: { n: number }; response: { ok: true } } }>({
+  const processor = defineProcessor<{
+    event: { n: number };
+    aux: null;
+    init: { args: { n: number }; response: { ok: true } };
+  }>({
     publicKeys: [keys.publicKey],
     init: (args) => {
       steps.push(`init ${args.n}`);
@@ -86,9 +113,28 @@ describe('signed calls to processors and pipe handlers', () => {
 
   it('refuses unsigned, forged and stale requests with 401 before any callback runs', async () => {
     const before = { steps: steps.length, pushes: pushes.length };
-    const body = JSON.stringify({ kind: 'signal', signal: { type: 'init', args: { n: 99 } }, machine: { ns: 'p', id: 'forged', status: 'working', aux_state: null, timer: null, tags: [], history: [], history_range: {} } });
+    const body = JSON.stringify({
+      kind: 'signal',
+      signal: { type: 'init', args: { n: 99 } },
+      machine: {
+        ns: 'p',
+        id: 'forged',
+        status: 'working',
+        aux_state: null,
+        timer: null,
+        tags: [],
+        history: [],
+        history_range: {},
+      },
+    });
     const post = async (h: typeof processor, path: string, b: string, header?: string) => {
-      const r = await h.fetch(new Request(`http://proc${path}`, { method: 'POST', body: b, headers: header === undefined ? {} : { [SIGNATURE_HEADER]: header } }));
+      const r = await h.fetch(
+        new Request(`http://proc${path}`, {
+          method: 'POST',
+          body: b,
+          headers: header === undefined ? {} : { [SIGNATURE_HEADER]: header },
+        }),
+      );
       return { status: r.status, body: (await r.json()) as { error: { code: string; message: string } } };
     };
     const unsigned = await post(processor, '/machines/p', body);
@@ -107,7 +153,9 @@ describe('signed calls to processors and pipe handlers', () => {
     expect(stale.body.error.message).toMatch(/too old/);
     const push = JSON.stringify({ session: { id: 'forged', kind: 'jobs', repeats: 0 }, records: [] });
     expect((await post(handler as typeof processor, '/pipe/jobs', push)).status).toBe(401);
-    expect((await post(handler as typeof processor, '/pipe/jobs', push, intruder.header('POST', '/pipe/jobs', push))).status).toBe(401);
+    expect(
+      (await post(handler as typeof processor, '/pipe/jobs', push, intruder.header('POST', '/pipe/jobs', push))).status,
+    ).toBe(401);
     expect({ steps: steps.length, pushes: pushes.length }).toEqual(before);
     // The same request, signed with the trusted key, passes.
     expect((await post(processor, '/machines/p', body, genuine.header('POST', '/machines/p', body))).status).toBe(200);
@@ -130,10 +178,16 @@ describe('auth.signing_key_file', () => {
     const env = await createTestEnv('sqlite');
     const dir = mkdtempSync(join(tmpdir(), 'mr-sign-'));
     try {
-      const rsa = generateKeyPairSync('rsa', { modulusLength: 1024, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+      const rsa = generateKeyPairSync('rsa', {
+        modulusLength: 1024,
+        privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+        publicKeyEncoding: { type: 'spki', format: 'pem' },
+      });
       writeFileSync(join(dir, 'rsa.pem'), rsa.privateKey);
       for (const f of [join(dir, 'rsa.pem'), join(dir, 'missing.pem')]) {
-        await expect(Runtime.open(buildConfig({ ...env.input, auth: { signing_key_file: f } }))).rejects.toMatchObject({ code: 'config_invalid' });
+        await expect(Runtime.open(buildConfig({ ...env.input, auth: { signing_key_file: f } }))).rejects.toMatchObject({
+          code: 'config_invalid',
+        });
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,9 @@ import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, type TestEnv } from '../support/env.js';
 
 /** A node:http server for one request listener on a free port. */
-export async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {
+export async function listen(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ url: string; close(): Promise<void> }> {
   const server: Server = createServer(handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -49,14 +51,33 @@ export const FAST_RETRY = { base_ms: 10, max_ms: 50, timer_max_attempts: 1000 };
  * handlers point at one local server: namespace N → `/machines/N`, pipe kind
  * K → `/pipe/K` (namespaces in `inProcess` use the in-process processor of their name). Add listeners to `router.routes` under those paths.
  */
-export async function startSdkNode(o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[]; auth?: Record<string, unknown> } = {}): Promise<SdkNode> {
+export async function startSdkNode(
+  o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[]; auth?: Record<string, unknown> } = {},
+): Promise<SdkNode> {
   const router = new Router();
   const server = await listen(router.listener);
   const namespaces = Object.fromEntries([
-    ...(o.namespaces ?? []).map((ns) => [ns, { processor: { url: `${server.url}/machines/${ns}` }, retry: FAST_RETRY, default_timeout_ms: 10_000 }]),
-    ...(o.inProcess ?? []).map((ns) => [ns, { processor: { in_process: ns }, retry: FAST_RETRY, default_timeout_ms: 10_000 }]),
+    ...(o.namespaces ?? []).map((ns) => [
+      ns,
+      { processor: { url: `${server.url}/machines/${ns}` }, retry: FAST_RETRY, default_timeout_ms: 10_000 },
+    ]),
+    ...(o.inProcess ?? []).map((ns) => [
+      ns,
+      { processor: { in_process: ns }, retry: FAST_RETRY, default_timeout_ms: 10_000 },
+    ]),
   ]);
-  const kinds = Object.fromEntries((o.kinds ?? []).map((k) => [k, { handler: `${server.url}/pipe/${k}`, default_delay_s: 0.05, retry_base_s: 0.02, retry_max_s: 0.1, max_repeats: 5 }]));
+  const kinds = Object.fromEntries(
+    (o.kinds ?? []).map((k) => [
+      k,
+      {
+        handler: `${server.url}/pipe/${k}`,
+        default_delay_s: 0.05,
+        retry_base_s: 0.02,
+        retry_max_s: 0.1,
+        max_repeats: 5,
+      },
+    ]),
+  );
   const env = await createTestEnv('sqlite', {
     extra: {
       grpc: { enabled: true, host: '127.0.0.1', port: 0 },

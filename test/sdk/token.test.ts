@@ -1,7 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { startNode, type Node } from '../../src/serve.js';
-import { BusClient, BusGrpcClient, LedgerClient, MachinesClient, PermissionDeniedError, PipeClient, PipeGrpcClient, UnauthenticatedError } from '../../src/sdk/index.js';
+import {
+  BusClient,
+  BusGrpcClient,
+  LedgerClient,
+  MachinesClient,
+  PermissionDeniedError,
+  PipeClient,
+  PipeGrpcClient,
+  UnauthenticatedError,
+} from '../../src/sdk/index.js';
 import { createTestEnv, DIALECTS, type TestEnv } from '../support/env.js';
 
 const ADMIN = 'sdk-admin-token-0123456789abcdef';
@@ -29,7 +38,16 @@ describe.each(DIALECTS)('every SDK client takes { token } (%s)', (dialect) => {
     const r = await fetch(`${node.url}/v1/auth/tokens`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'sdk', permissions: ['bus:publish:orders', 'pipe:write:k1', 'machines:write:counters', 'machines:read:counters', 'ledger:read:acc'] }),
+      body: JSON.stringify({
+        name: 'sdk',
+        permissions: [
+          'bus:publish:orders',
+          'pipe:write:k1',
+          'machines:write:counters',
+          'machines:read:counters',
+          'ledger:read:acc',
+        ],
+      }),
     });
     limited = ((await r.json()) as { token: string }).token;
   });
@@ -44,31 +62,41 @@ describe.each(DIALECTS)('every SDK client takes { token } (%s)', (dialect) => {
     const denied = await bus.publish('other', [{ type: 't' }]).catch((e: unknown) => e);
     expect(denied).toBeInstanceOf(PermissionDeniedError);
     expect((denied as PermissionDeniedError).details).toMatchObject({ permission: 'bus:publish:other' });
-    expect(await new BusClient(node.url).publish('orders', [{ type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(UnauthenticatedError);
+    expect(await new BusClient(node.url).publish('orders', [{ type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(
+      UnauthenticatedError,
+    );
 
     const machines = new MachinesClient(node.url, { token: limited });
     expect((await machines.start('counters', 'c1', 1)).response).toBeDefined();
     expect((await machines.get('counters', { id: 'c1' })).id).toBe('c1');
-    expect(await machines.remove('counters', { id: 'c1' }).catch((e: unknown) => e)).toBeInstanceOf(PermissionDeniedError);
+    expect(await machines.remove('counters', { id: 'c1' }).catch((e: unknown) => e)).toBeInstanceOf(
+      PermissionDeniedError,
+    );
 
     const pipe = new PipeClient(node.url, { token: limited });
     const id = await pipe.open('k1');
     await pipe.append(id, 'x');
     const ledger = new LedgerClient(node.url, { token: limited });
-    expect((await ledger.balances({ dt: '2026-01-01T00:00:00Z', accounts: [{ type: 'acc', key: { a: '1' } }] })).balances).toBeDefined();
+    expect(
+      (await ledger.balances({ dt: '2026-01-01T00:00:00Z', accounts: [{ type: 'acc', key: { a: '1' } }] })).balances,
+    ).toBeDefined();
   });
 
   it('gRPC clients send the token as metadata', async () => {
     const bus = new BusGrpcClient(grpcAddr, { token: limited });
     try {
       expect(await bus.publish([{ topic: 'orders', type: 't', data: 1 }])).toHaveLength(1);
-      expect(await bus.publish([{ topic: 'other', type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(PermissionDeniedError);
+      expect(await bus.publish([{ topic: 'other', type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(
+        PermissionDeniedError,
+      );
     } finally {
       bus.close();
     }
     const anon = new BusGrpcClient(grpcAddr);
     try {
-      expect(await anon.publish([{ topic: 'orders', type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(UnauthenticatedError);
+      expect(await anon.publish([{ topic: 'orders', type: 't' }]).catch((e: unknown) => e)).toBeInstanceOf(
+        UnauthenticatedError,
+      );
     } finally {
       anon.close();
     }

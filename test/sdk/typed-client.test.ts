@@ -1,8 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defineProcessor, InvalidRequestError, MachinesClient, NotFoundError, RepairFailed, type Machine } from '../../src/sdk/index.js';
+import {
+  defineProcessor,
+  InvalidRequestError,
+  MachinesClient,
+  NotFoundError,
+  RepairFailed,
+  type Machine,
+} from '../../src/sdk/index.js';
 import { startSdkNode, type SdkNode } from './support.js';
 
-type Ev = { type: 'placed'; sku: string } | { type: 'paid'; amount: string } | { type: 'noted'; note: string } | { type: 'repaired' };
+type Ev =
+  | { type: 'placed'; sku: string }
+  | { type: 'paid'; amount: string }
+  | { type: 'noted'; note: string }
+  | { type: 'repaired' };
 type Aux = { status: 'new' | 'paid' | 'broken' };
 type Shop = {
   event: Ev;
@@ -22,7 +33,11 @@ const shop = defineProcessor<Shop>({
   },
   call(args, ctx) {
     if ('breakIt' in args) throw new Error('broken on purpose');
-    return { events: [{ type: 'paid', amount: args.pay }], aux: { status: 'paid' }, response: { status: 'paid', events: ctx.machine.history.length + 1 } };
+    return {
+      events: [{ type: 'paid', amount: args.pay }],
+      aux: { status: 'paid' },
+      response: { status: 'paid', events: ctx.machine.history.length + 1 },
+    };
   },
   notification(args) {
     return { events: [{ type: 'noted', note: args.note }] };
@@ -74,7 +89,15 @@ describe('client.for(definition) against a node', () => {
     ]);
     expect(v!.history.map((e) => e.id)).toEqual([1, 2, 3]);
     expect(v!.history.every((e) => !Number.isNaN(Date.parse(e.createdAt)))).toBe(true);
-    expect(v).toMatchObject({ ns: 'shop', id: 'a', status: 'working', aux: { status: 'paid' }, tags: ['sku-book-a'], historyRange: { direction: 'forward' }, paused: false });
+    expect(v).toMatchObject({
+      ns: 'shop',
+      id: 'a',
+      status: 'working',
+      aux: { status: 'paid' },
+      tags: ['sku-book-a'],
+      historyRange: { direction: 'forward' },
+      paused: false,
+    });
     expect(Date.parse(v!.timer!.dueAt)).toBeGreaterThan(Date.now());
     expect(Object.keys(v!).filter((k) => k.includes('_'))).toEqual([]);
     // A history range asked for is passed on.
@@ -84,9 +107,13 @@ describe('client.for(definition) against a node', () => {
   it('repair refuses or mends a failed machine; simpleRepair and remove', async () => {
     const m = new MachinesClient(n.url).for(shop);
     await m.start('b', { sku: 'pen' });
-    expect((await m.call({ id: 'b' }, { breakIt: true }).catch((e: unknown) => e)) as { code?: string }).toMatchObject({ code: 'machine_failed' });
+    expect((await m.call({ id: 'b' }, { breakIt: true }).catch((e: unknown) => e)) as { code?: string }).toMatchObject({
+      code: 'machine_failed',
+    });
     expect((await m.get({ id: 'b' })).status).toBe('failed');
-    expect(await m.repair({ id: 'b' }, { force: false }).catch((e: unknown) => (e as { code: string }).code)).toBe('repair_failed');
+    expect(await m.repair({ id: 'b' }, { force: false }).catch((e: unknown) => (e as { code: string }).code)).toBe(
+      'repair_failed',
+    );
     expect(await m.repair({ id: 'b' }, { force: true })).toEqual({ response: 'fixed' });
     const v = await m.get({ id: 'b' });
     expect([v.status, v.aux, v.history.at(-1)!.data]).toEqual(['working', { status: 'new' }, { type: 'repaired' }]);
@@ -101,7 +128,12 @@ describe('client.for(definition) against a node', () => {
     const c = new MachinesClient(n.url);
     await c.for(shop, 'shop-eu').start('eu-1', { sku: 'map' });
     expect((await c.for<Shop>('shop-eu').get({ id: 'eu-1' })).aux).toEqual({ status: 'new' });
-    expect(await c.for(shop).get({ id: 'eu-1' }).catch((e: unknown) => (e as { code: string }).code)).toBe('machine_not_found');
+    expect(
+      await c
+        .for(shop)
+        .get({ id: 'eu-1' })
+        .catch((e: unknown) => (e as { code: string }).code),
+    ).toBe('machine_not_found');
   });
 
   it('a definition without a namespace needs one named: refused before any request', async () => {
@@ -127,14 +159,19 @@ describe('client.for(definition) against a node', () => {
 
   it('the node’s refusals come typed: an unknown namespace, a malformed id (nothing written)', async () => {
     const c = new MachinesClient(n.url);
-    const nope = await c.for<Shop>('nope').start('x', { sku: 'a' }).catch((e: unknown) => e);
+    const nope = await c
+      .for<Shop>('nope')
+      .start('x', { sku: 'a' })
+      .catch((e: unknown) => e);
     expect(nope).toBeInstanceOf(NotFoundError);
     expect((nope as NotFoundError).code).toBe('namespace_not_found');
     const m = c.for(shop);
     const bad = await m.start('a\u0001b', { sku: 'a' }).catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(InvalidRequestError);
     expect([(bad as InvalidRequestError).code, (bad as InvalidRequestError).httpStatus]).toEqual(['bad_request', 400]);
-    expect(await m.get({ id: 'a\u0001b' }).catch((e: unknown) => (e as InvalidRequestError).code)).toMatch(/bad_request|machine_not_found/);
+    expect(await m.get({ id: 'a\u0001b' }).catch((e: unknown) => (e as InvalidRequestError).code)).toMatch(
+      /bad_request|machine_not_found/,
+    );
     expect(await m.start('ok-after', { sku: 'a' })).toEqual({ response: { status: 'new' } });
   });
 

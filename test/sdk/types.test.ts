@@ -6,7 +6,11 @@
  */
 import { describe, expectTypeOf, it } from 'vitest';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import type { AccountQuery as ServerAccountQuery, BatchAnswer as ServerBatchAnswer, BatchRequest as ServerBatchRequest } from '../../src/ledger/ledger-types.js';
+import type {
+  AccountQuery as ServerAccountQuery,
+  BatchAnswer as ServerBatchAnswer,
+  BatchRequest as ServerBatchRequest,
+} from '../../src/ledger/ledger-types.js';
 import type { HistoryRange as ConfigHistoryRange } from '../../src/machines/config.js';
 import type { Machines } from '../../src/machines/machines.js';
 import {
@@ -57,7 +61,12 @@ const client = new MachinesClient('http://127.0.0.1:1');
 
 /** `T` with every snake_case key camelCase, deeply: the SDK's view of a wire type. */
 type CamelCase<S extends string> = S extends `${infer H}_${infer R}` ? `${H}${Capitalize<CamelCase<R>>}` : S;
-type Camel<T> = T extends Array<infer U> ? Array<Camel<U>> : T extends object ? { [K in keyof T as K extends string ? CamelCase<K> : K]: Camel<T[K]> } : T;
+type Camel<T> =
+  T extends Array<infer U>
+    ? Array<Camel<U>>
+    : T extends object
+      ? { [K in keyof T as K extends string ? CamelCase<K> : K]: Camel<T[K]> }
+      : T;
 
 describe('defineProcessor: each step its own types', () => {
   it('gives each callback its own args, and the events and aux to every context', () => {
@@ -140,7 +149,9 @@ describe('client.for(definition): a client typed by the definition', () => {
     // eslint-disable-next-line @typescript-eslint/unbound-method -- only its type is read; it is never called unbound
     expectTypeOf(m.start).parameter(1).toEqualTypeOf<{ sku: string }>();
     expectTypeOf(() => m.start('o-1', { sku: 'book' })).returns.resolves.toEqualTypeOf<{ response: 'placed' }>();
-    expectTypeOf(() => m.call({ id: 'o-1' }, { pay: '1' })).returns.resolves.toEqualTypeOf<{ response: { paid: true } }>();
+    expectTypeOf(() => m.call({ id: 'o-1' }, { pay: '1' })).returns.resolves.toEqualTypeOf<{
+      response: { paid: true };
+    }>();
     expectTypeOf(() => m.notify({ tag: 't' }, { note: 'n' })).returns.resolves.toEqualTypeOf<{ id: number }>();
     expectTypeOf(() => m.repair({ id: 'o-1' }, { force: true })).returns.resolves.toEqualTypeOf<{ response: number }>();
     expectTypeOf(() => m.get({ id: 'o-1' })).returns.resolves.toEqualTypeOf<Machine<Ev, Aux>>();

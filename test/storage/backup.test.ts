@@ -22,7 +22,16 @@ async function env2(dialect: Dialect): Promise<{ env: TestEnv; configPath: strin
   return { env, configPath: writeConfigFile(env.dataDir, input) };
 }
 
-type Ev = { pos: number; stream: string; seq: number; type: string; data: string; meta: string | null; created_at: number; hash: Buffer };
+type Ev = {
+  pos: number;
+  stream: string;
+  seq: number;
+  type: string;
+  data: string;
+  meta: string | null;
+  created_at: number;
+  hash: Buffer;
+};
 
 async function eventsUpTo(configPath: string, heads: Record<string, number>): Promise<Record<string, Ev[]>> {
   const { loadConfig } = await import('../../src/core/config.js');
@@ -30,8 +39,16 @@ async function eventsUpTo(configPath: string, heads: Record<string, number>): Pr
   try {
     const out: Record<string, Ev[]> = {};
     for (const s of storage.shards) {
-      const rows = await s.reader.all<Ev>('SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events WHERE pos IS NOT NULL AND pos <= ? ORDER BY pos', [heads[s.name] ?? 0]);
-      out[s.name] = rows.map((r) => ({ ...r, pos: Number(r.pos), seq: Number(r.seq), created_at: Number(r.created_at) }));
+      const rows = await s.reader.all<Ev>(
+        'SELECT pos, stream, seq, type, data, meta, created_at, hash FROM events WHERE pos IS NOT NULL AND pos <= ? ORDER BY pos',
+        [heads[s.name] ?? 0],
+      );
+      out[s.name] = rows.map((r) => ({
+        ...r,
+        pos: Number(r.pos),
+        seq: Number(r.seq),
+        created_at: Number(r.created_at),
+      }));
     }
     return out;
   } finally {
@@ -42,13 +59,23 @@ async function eventsUpTo(configPath: string, heads: Record<string, number>): Pr
 describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
   it('backs up under write load; restore rebuilds every event up to the manifest heads; the restored node verifies and serves', async () => {
     const src = await env2(dialect);
-    const rt = await Runtime.open(buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never));
+    const rt = await Runtime.open(
+      buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never),
+    );
     const face = new BusFace(rt);
     let stop = false;
     let published = 0;
     const writer = (async () => {
       for (let i = 0; !stop; i++) {
-        await face.bus.publish(Array.from({ length: 20 }, (_, k) => ({ topic: 'orders', key: `k${k}`, id: `e${i}-${k}`, type: 'e', data: { i, k } })));
+        await face.bus.publish(
+          Array.from({ length: 20 }, (_, k) => ({
+            topic: 'orders',
+            key: `k${k}`,
+            id: `e${i}-${k}`,
+            type: 'e',
+            data: { i, k },
+          })),
+        );
         published += 20;
       }
     })();
@@ -77,7 +104,8 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
     const srcStorage = Storage.open(src.env.config);
     const srcHeads: Record<string, number> = {};
     try {
-      for (const s of srcStorage.shards) srcHeads[s.name] = Number((await s.reader.all<{ h: number }>('SELECT MAX(pos) AS h FROM events'))[0]!.h);
+      for (const s of srcStorage.shards)
+        srcHeads[s.name] = Number((await s.reader.all<{ h: number }>('SELECT MAX(pos) AS h FROM events'))[0]!.h);
     } finally {
       await srcStorage.close();
     }
@@ -101,7 +129,9 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
     }
 
     // The restored node serves and its chains go on verifying.
-    const rt2 = await Runtime.open(buildConfig({ ...dst.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never));
+    const rt2 = await Runtime.open(
+      buildConfig({ ...dst.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never),
+    );
     try {
       const face2 = new BusFace(rt2);
       const res = await face2.bus.publish([{ topic: 'orders', key: 'after-restore', type: 'e', data: { ok: true } }]);
@@ -121,7 +151,10 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
     const tampered = join(src.env.dataDir, 'tampered');
     mkdirSync(tampered);
     for (const s of manifest.shards) writeFileSync(join(tampered, s.file), readFileSync(join(dir, s.file)));
-    writeFileSync(join(tampered, 'manifest.json'), JSON.stringify({ ...manifest, shards: manifest.shards.map((s) => ({ ...s, sha256: '0'.repeat(64) })) }));
+    writeFileSync(
+      join(tampered, 'manifest.json'),
+      JSON.stringify({ ...manifest, shards: manifest.shards.map((s) => ({ ...s, sha256: '0'.repeat(64) })) }),
+    );
     const fresh = await env2(dialect);
     const bad = await runCli(['--config', fresh.configPath, 'restore', tampered]);
     expect(bad.code).toBe(2);
@@ -130,10 +163,20 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
 
   it('kill -9 during a backup leaves the shards whole and no manifest, which restore refuses', async () => {
     const src = await env2(dialect);
-    const rt = await Runtime.open(buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never));
+    const rt = await Runtime.open(
+      buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never),
+    );
     try {
       const face = new BusFace(rt);
-      for (let i = 0; i < 20; i++) await face.bus.publish(Array.from({ length: 50 }, (_, k) => ({ topic: 'orders', key: `k${k}`, type: 'e', data: { i, k, pad: 'x'.repeat(200) } })));
+      for (let i = 0; i < 20; i++)
+        await face.bus.publish(
+          Array.from({ length: 50 }, (_, k) => ({
+            topic: 'orders',
+            key: `k${k}`,
+            type: 'e',
+            data: { i, k, pad: 'x'.repeat(200) },
+          })),
+        );
     } finally {
       await rt.close();
     }
@@ -167,7 +210,9 @@ describe.each(DIALECTS)('backup and restore (%s)', (dialect) => {
     const v = await runCli(['--config', src.configPath, 'verify']);
     expect(v.code).toBe(0);
     expect(v.stdout).toContain('s0: ok');
-    const rt2 = await Runtime.open(buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never));
+    const rt2 = await Runtime.open(
+      buildConfig({ ...src.env.input, retention: { enabled: false }, bus: { topics: ['orders'] } } as never),
+    );
     try {
       await new BusFace(rt2).bus.publish([{ topic: 'orders', key: 'k', type: 'e', data: {} }]);
     } finally {

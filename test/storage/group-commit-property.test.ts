@@ -66,31 +66,42 @@ interface Harness {
 async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void> {
   const prefix = `r${run}/`;
   const traces = plans.map((): Trace => ({ attempts: 0, commits: 0, rollbacks: 0, settled: 0 }));
-  const fn = (i: number) => async (tx: Tx): Promise<void> => {
-    const p = plans[i]!;
-    const t = traces[i]!;
-    const attempt = ++t.attempts;
-    tx.onCommit(() => t.commits++);
-    tx.onRollback(() => t.rollbacks++);
-    for (let s = 0; s <= p.rows; s++) {
-      if (s === p.at) {
-        if (attempt <= p.races) {
-          // Half the time the database itself raises it; else the caller's code sees it and throws.
-          if (attempt % 2 === 1) await h.raise(tx, p.raceCode);
-          else throw Object.assign(new Error(`lost a race (${p.raceCode})`), { code: p.raceCode });
+  const fn =
+    (i: number) =>
+    async (tx: Tx): Promise<void> => {
+      const p = plans[i]!;
+      const t = traces[i]!;
+      const attempt = ++t.attempts;
+      tx.onCommit(() => t.commits++);
+      tx.onRollback(() => t.rollbacks++);
+      for (let s = 0; s <= p.rows; s++) {
+        if (s === p.at) {
+          if (attempt <= p.races) {
+            // Half the time the database itself raises it; else the caller's code sees it and throws.
+            if (attempt % 2 === 1) await h.raise(tx, p.raceCode);
+            else throw Object.assign(new Error(`lost a race (${p.raceCode})`), { code: p.raceCode });
+          }
+          if (p.fatal === 'throw') throw new Error(`caller ${i} fails`);
+          // Swallowed on purpose: the property is that a caught statement error still fails the transaction.
+          if (p.fatal === 'swallow') await h.raise(tx, '22012').catch(() => {});
         }
-        if (p.fatal === 'throw') throw new Error(`caller ${i} fails`);
-        // Swallowed on purpose: the property is that a caught statement error still fails the transaction.
-        if (p.fatal === 'swallow') await h.raise(tx, '22012').catch(() => {});
+        if (s < p.rows) await h.put(tx, `${prefix}${i}`, s);
       }
-      if (s < p.rows) await h.put(tx, `${prefix}${i}`, s);
-    }
-  };
+    };
   await Promise.all(
     plans.map((p, i) =>
       (p.one === true && h.writeOne !== undefined
-        ? h.writeOne(`${prefix}${i}`, p, p.keys.map((k) => `key/${k}`), traces[i]!)
-        : h.write(`${prefix}${i}`, fn(i), p.keys.map((k) => `key/${k}`))
+        ? h.writeOne(
+            `${prefix}${i}`,
+            p,
+            p.keys.map((k) => `key/${k}`),
+            traces[i]!,
+          )
+        : h.write(
+            `${prefix}${i}`,
+            fn(i),
+            p.keys.map((k) => `key/${k}`),
+          )
       ).then(
         () => {
           traces[i]!.settled++;
@@ -115,8 +126,12 @@ async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void
     if (p.one === true && h.writeOne !== undefined) {
       // No hooks: the rows tell whether it committed, once.
       expect(rows, `one-statement caller ${i}: its rows once, or nothing`).toBe(t.outcome === 'ok' ? p.rows : 0);
-      expect(t.outcome, `one-statement caller ${i} (${fatal ? 'fatal' : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`).toBe(fatal ? 'error' : 'ok');
-      if (fatal) expect((t.error as { code?: string }).code, `one-statement caller ${i}: the server's refusal`).toBe('22012');
+      expect(
+        t.outcome,
+        `one-statement caller ${i} (${fatal ? 'fatal' : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`,
+      ).toBe(fatal ? 'error' : 'ok');
+      if (fatal)
+        expect((t.error as { code?: string }).code, `one-statement caller ${i}: the server's refusal`).toBe('22012');
       // Each lost race re-ran the statement once; the attempt after them committed or failed for good.
       expect(t.attempts, `one-statement caller ${i}: attempts`).toBe(p.races + 1);
       return;
@@ -131,7 +146,10 @@ async function runScenario(h: Harness, run: number, plans: Plan[]): Promise<void
       expect(t.rollbacks, `caller ${i} rejected: every attempt rolled back`).toBe(t.attempts);
     }
     // Races alone never fail a caller (they are fewer than the committer's attempts); a fatal failure always does.
-    expect(t.outcome, `caller ${i} (${fatal ? "fatal" : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`).toBe(fatal ? 'error' : 'ok');
+    expect(
+      t.outcome,
+      `caller ${i} (${fatal ? 'fatal' : `${p.races} races`}) ${String((t.error as Error | undefined)?.message)}`,
+    ).toBe(fatal ? 'error' : 'ok');
     if (!fatal) expect(t.attempts).toBeLessThanOrEqual(p.races + 2 * MAX_TX_ATTEMPTS);
   });
 }
@@ -169,7 +187,8 @@ class FakeConn implements WriteConnection {
       this.staged = null;
       this.aborted = undefined;
       if (aborted !== undefined || staged === null) return; // PostgreSQL: COMMIT of an aborted transaction rolls back
-      if (this.db.commitFailures.shift() === true) throw Object.assign(new Error('could not serialize access'), { code: '40001' });
+      if (this.db.commitFailures.shift() === true)
+        throw Object.assign(new Error('could not serialize access'), { code: '40001' });
       this.db.committed.push(...staged);
     } else if (sql === 'ROLLBACK') {
       this.staged = null;
@@ -201,14 +220,28 @@ class FakeConn implements WriteConnection {
 }
 
 function fakeDriver(db: FakeDb, writers: number): ShardDriver {
-  const capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true, bulkArrayParams: true, tablePartitioning: false, singleWriter: false };
+  const capabilities: DialectCapabilities = {
+    sequencesOnInsert: false,
+    cheapSavepoints: false,
+    multiNode: true,
+    bulkArrayParams: true,
+    tablePartitioning: false,
+    singleWriter: false,
+  };
   const none = async (): Promise<never> => {
     throw new Error('fake: not supported');
   };
   return {
     dialect: 'postgres',
     capabilities,
-    sql: { claimRows: '', begin: 'BEGIN', beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`, lockingQuery: null, notify: null, roles: null },
+    sql: {
+      claimRows: '',
+      begin: 'BEGIN',
+      beginLocked: (keys) => `BEGIN LOCKED ${keys.join(',')}`,
+      lockingQuery: null,
+      notify: null,
+      roles: null,
+    },
     writers,
     reader: { all: none, run: none } as Queryable,
     acquireWriter: async () => new FakeConn(db),
@@ -262,7 +295,9 @@ describe('group commit properties (postgres)', () => {
   let rt: Runtime;
   let shard: Shard;
   beforeAll(async () => {
-    env = await createTestEnv('postgres', { extra: { storage: { group_commit: { writers: 3, max_batch: 8 } } as never } });
+    env = await createTestEnv('postgres', {
+      extra: { storage: { group_commit: { writers: 3, max_batch: 8 } } as never },
+    });
     rt = await Runtime.open(env.config, { background: false });
     shard = rt.storage.shard('s0');
     await shard.write((tx) => tx.run('CREATE TABLE gcp_rows (tag TEXT NOT NULL, i INT NOT NULL)'));
@@ -289,11 +324,17 @@ describe('group commit properties (postgres)', () => {
       put: async (tx, tag, i) => void (await tx.run('INSERT INTO gcp_rows (tag, i) VALUES (?, ?)', [tag, i])),
       raise: async (tx, code) => {
         // A real server-side error with this SQLSTATE: the transaction is aborted as after a real deadlock.
-        const sql = code === '22012' ? 'SELECT 1 / 0 AS x' : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
+        const sql =
+          code === '22012'
+            ? 'SELECT 1 / 0 AS x'
+            : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
         await tx.run(sql);
       },
       stored: async (prefix) => {
-        const rows = await shard.reader.all<{ tag: string; n: number }>('SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag', [`${prefix}%`]);
+        const rows = await shard.reader.all<{ tag: string; n: number }>(
+          'SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag',
+          [`${prefix}%`],
+        );
         return new Map(rows.map((r) => [r.tag, Number(r.n)]));
       },
     };
@@ -312,11 +353,17 @@ describe('group commit properties (postgres)', () => {
       write: (_tag, fn, keys) => shard.write(fn, { lockKeys: keys }),
       put: async (tx, tag, i) => void (await tx.run('INSERT INTO gcp_rows (tag, i) VALUES (?, ?)', [tag, i])),
       raise: async (tx, code) => {
-        const sql = code === '22012' ? 'SELECT 1 / 0 AS x' : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
+        const sql =
+          code === '22012'
+            ? 'SELECT 1 / 0 AS x'
+            : `DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '${code}'; END $$`;
         await tx.run(sql);
       },
       stored: async (prefix) => {
-        const rows = await shard.reader.all<{ tag: string; n: number }>('SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag', [`${prefix}%`]);
+        const rows = await shard.reader.all<{ tag: string; n: number }>(
+          'SELECT tag, COUNT(*)::int AS n FROM gcp_rows WHERE tag LIKE ? GROUP BY tag',
+          [`${prefix}%`],
+        );
         return new Map(rows.map((r) => [r.tag, Number(r.n)]));
       },
       writeOne: async (tag, p, keys, trace) => {
@@ -343,9 +390,16 @@ describe('group commit properties (postgres)', () => {
       },
     };
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.record({ plan: planArb, one: fc.boolean() }), { minLength: 1, maxLength: 24 }), async (list) => {
-        await runScenario(h, run++, list.map(({ plan, one }) => ({ ...plan, one })));
-      }),
+      fc.asyncProperty(
+        fc.array(fc.record({ plan: planArb, one: fc.boolean() }), { minLength: 1, maxLength: 24 }),
+        async (list) => {
+          await runScenario(
+            h,
+            run++,
+            list.map(({ plan, one }) => ({ ...plan, one })),
+          );
+        },
+      ),
       { numRuns: 25 },
     );
   });

@@ -18,7 +18,9 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
   let shard: Shard;
 
   const keysIn = async (prefix: string): Promise<string[]> =>
-    (await shard.reader.all<{ k: string }>('SELECT k FROM gc_rows WHERE k LIKE ? ORDER BY k', [`${prefix}%`])).map((r) => r.k);
+    (await shard.reader.all<{ k: string }>('SELECT k FROM gc_rows WHERE k LIKE ? ORDER BY k', [`${prefix}%`])).map(
+      (r) => r.k,
+    );
 
   /** Inserts one row and records which hooks run for this attempt. */
   const insertTraced = async (tx: Tx, k: string, v: number, t: Trace): Promise<number> => {
@@ -47,9 +49,13 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
     const before = { ...shard.committer.stats };
     const n = 300;
     const traces = Array.from({ length: n }, newTrace);
-    const results = await Promise.all(traces.map((t, i) => shard.write((tx) => insertTraced(tx, `many/${String(i).padStart(4, '0')}`, i, t))));
+    const results = await Promise.all(
+      traces.map((t, i) => shard.write((tx) => insertTraced(tx, `many/${String(i).padStart(4, '0')}`, i, t))),
+    );
     expect(results).toEqual(Array.from({ length: n }, (_, i) => i));
-    const rows = await shard.reader.all<{ k: string; v: number }>("SELECT k, v FROM gc_rows WHERE k LIKE 'many/%' ORDER BY k");
+    const rows = await shard.reader.all<{ k: string; v: number }>(
+      "SELECT k, v FROM gc_rows WHERE k LIKE 'many/%' ORDER BY k",
+    );
     expect(rows).toEqual(Array.from({ length: n }, (_, i) => ({ k: `many/${String(i).padStart(4, '0')}`, v: i })));
     for (const t of traces) {
       expect(t.commits).toBe(1);
@@ -119,7 +125,18 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
       ),
     );
     settled.forEach((s, i) => expect(s.status).toBe(i === 4 ? 'rejected' : 'fulfilled'));
-    expect(await keysIn('dup/')).toEqual(['dup/0', 'dup/1', 'dup/2', 'dup/3', 'dup/5', 'dup/6', 'dup/7', 'dup/8', 'dup/9', 'dup/taken']);
+    expect(await keysIn('dup/')).toEqual([
+      'dup/0',
+      'dup/1',
+      'dup/2',
+      'dup/3',
+      'dup/5',
+      'dup/6',
+      'dup/7',
+      'dup/8',
+      'dup/9',
+      'dup/taken',
+    ]);
     expect((await shard.reader.all<{ v: number }>("SELECT v FROM gc_rows WHERE k = 'dup/taken'"))[0]?.v).toBe(0);
   });
 
@@ -211,34 +228,37 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
     expect(await keysIn('sp/')).toEqual(['sp/0', 'sp/1', 'sp/2', 'sp/3', 'sp/taken']);
   });
 
-  it.runIf(dialect === 'postgres')('a channel marked local-only is announced in process but not NOTIFYed to the server; unmarked, it is again', async () => {
-    const heard: string[] = [];
-    const unlisten = await shard.driver.listen('gc_local', (p) => heard.push(p));
-    const local: string[] = [];
-    const onLocal = (c: string) => c === 'gc_local' && local.push(c);
-    shard.committer.on('notify', onLocal);
-    try {
-      shard.committer.setLocalOnly('gc_local', true);
-      await shard.write(async (tx) => {
-        tx.notify('gc_local');
-      });
-      expect(local).toHaveLength(1);
-      // A NOTIFY the server had taken would arrive before the one below, on the same session.
-      shard.committer.setLocalOnly('gc_local', false);
-      await shard.write(async (tx) => {
-        tx.notify('gc_local');
-      });
-      await waitFor(() => heard.length >= 1, 5_000, 'the server to deliver the second notice');
-      await shard.driver.notify('gc_local', 'marker');
-      await waitFor(() => heard.includes('marker'), 5_000, 'the marker');
-      expect(heard).toEqual(['', 'marker']);
-      expect(local).toHaveLength(2);
-    } finally {
-      shard.committer.setLocalOnly('gc_local', false);
-      shard.committer.off('notify', onLocal);
-      await unlisten();
-    }
-  });
+  it.runIf(dialect === 'postgres')(
+    'a channel marked local-only is announced in process but not NOTIFYed to the server; unmarked, it is again',
+    async () => {
+      const heard: string[] = [];
+      const unlisten = await shard.driver.listen('gc_local', (p) => heard.push(p));
+      const local: string[] = [];
+      const onLocal = (c: string) => c === 'gc_local' && local.push(c);
+      shard.committer.on('notify', onLocal);
+      try {
+        shard.committer.setLocalOnly('gc_local', true);
+        await shard.write(async (tx) => {
+          tx.notify('gc_local');
+        });
+        expect(local).toHaveLength(1);
+        // A NOTIFY the server had taken would arrive before the one below, on the same session.
+        shard.committer.setLocalOnly('gc_local', false);
+        await shard.write(async (tx) => {
+          tx.notify('gc_local');
+        });
+        await waitFor(() => heard.length >= 1, 5_000, 'the server to deliver the second notice');
+        await shard.driver.notify('gc_local', 'marker');
+        await waitFor(() => heard.includes('marker'), 5_000, 'the marker');
+        expect(heard).toEqual(['', 'marker']);
+        expect(local).toHaveLength(2);
+      } finally {
+        shard.committer.setLocalOnly('gc_local', false);
+        shard.committer.off('notify', onLocal);
+        await unlisten();
+      }
+    },
+  );
 
   it('a throwing onCommit hook, with nobody listening for errors, still lets every caller of the batch settle', async () => {
     expect(shard.committer.listenerCount('error')).toBe(0);
@@ -264,7 +284,9 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
     expect(settled.map((s) => s?.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
     expect(await keysIn('nolisten/')).toEqual(['nolisten/0', 'nolisten/1', 'nolisten/2', 'nolisten/3', 'nolisten/4']);
     // The committer keeps working afterwards.
-    expect(await shard.write((tx) => tx.run('INSERT INTO gc_rows (k, v) VALUES (?, ?)', ['nolisten/after', 9]))).toBe(1);
+    expect(await shard.write((tx) => tx.run('INSERT INTO gc_rows (k, v) VALUES (?, ?)', ['nolisten/after', 9]))).toBe(
+      1,
+    );
   });
 
   it('a throwing onCommit hook does not keep other callers of the batch from resolving', async () => {
@@ -275,7 +297,10 @@ describe.each(DIALECTS)('group commit (%s)', (dialect) => {
       const results = await Promise.all(
         Array.from({ length: 5 }, (_, i) =>
           shard.write(async (tx) => {
-            if (i === 1) tx.onCommit(() => { throw new Error('hook failed'); });
+            if (i === 1)
+              tx.onCommit(() => {
+                throw new Error('hook failed');
+              });
             await tx.run('INSERT INTO gc_rows (k, v) VALUES (?, ?)', [`hookerr/${i}`, i]);
             return i;
           }),

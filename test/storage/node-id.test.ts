@@ -34,11 +34,22 @@ describe.runIf(DIALECTS.includes('postgres'))('one node_id per running node on s
   }, 30_000);
 
   it('warns at start when its sessions could exceed the server max_connections, naming the figures', async () => {
-    const lines: Array<{ level: number; msg: string; shard?: string; max_connections?: number; reserved?: number; open_by_others?: number; this_node_up_to?: number }> = [];
+    const lines: Array<{
+      level: number;
+      msg: string;
+      shard?: string;
+      max_connections?: number;
+      reserved?: number;
+      open_by_others?: number;
+      this_node_up_to?: number;
+    }> = [];
     const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
     env = await createTestEnv('postgres');
     // 200 pooled connections (the most pool_size allows) cannot fit a server with the default 100.
-    const big = buildConfig({ ...env.input, storage: { ...(env.input.storage as object), pool_size: 200 } } as ConfigInput);
+    const big = buildConfig({
+      ...env.input,
+      storage: { ...(env.input.storage as object), pool_size: 200 },
+    } as ConfigInput);
     open.push(await Runtime.open(big, { logger }));
     const warned = lines.filter((l) => l.msg.includes('run out of connections'));
     expect(warned).toHaveLength(1);

@@ -22,7 +22,10 @@ describe.each(DIALECTS)('a shard split survives kill -9 of the splitting node at
   beforeAll(async () => {
     env = await createTestEnv(dialect, {
       shards: 2,
-      extra: { machines: { namespaces: { p: { processor: { in_process: 'fn' }, retry: { base_ms: 5, max_ms: 20 } } } }, cluster: { role_lease_ms: 1000 } } as never,
+      extra: {
+        machines: { namespaces: { p: { processor: { in_process: 'fn' }, retry: { base_ms: 5, max_ms: 20 } } } },
+        cluster: { role_lease_ms: 1000 },
+      } as never,
     });
   });
   afterAll(async () => {
@@ -43,7 +46,8 @@ describe.each(DIALECTS)('a shard split survives kill -9 of the splitting node at
         const o = JSON.parse(l) as { ack?: [string, string] };
         if (o.ack) acked.set(o.ack[0], [...(acked.get(o.ack[0]) ?? []), o.ack[1]]);
       }
-      if (runs[i] !== undefined) expect(r.signal, `run ${i} (kill at ${runs[i]}): ${r.stderr.slice(-2000)}`).toBe('SIGKILL');
+      if (runs[i] !== undefined)
+        expect(r.signal, `run ${i} (kill at ${runs[i]}): ${r.stderr.slice(-2000)}`).toBe('SIGKILL');
       else expect(r.code, r.stderr.slice(-2000)).toBe(0);
     }
 
@@ -52,8 +56,12 @@ describe.each(DIALECTS)('a shard split survives kill -9 of the splitting node at
       const m = new Machines(rt, { processors: new Map([['fn', () => ({ response: null })]]) });
       const s0 = rt.storage.shard('s0');
       const s1 = rt.storage.shard('s1');
-      expect((await readState(s0.reader))!.ranges.map((r) => [r.from.toString(16), r.to.toString(16), r.fenced])).toEqual([['0', '8' + '0'.repeat(39), false]]);
-      expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([['8' + '0'.repeat(39), false]]);
+      expect(
+        (await readState(s0.reader))!.ranges.map((r) => [r.from.toString(16), r.to.toString(16), r.fenced]),
+      ).toEqual([['0', '8' + '0'.repeat(39), false]]);
+      expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([
+        ['8' + '0'.repeat(39), false],
+      ]);
       expect((await rt.splitter.jobs()).map((j) => j.phase)).toEqual(['done']);
       expect([...acked.keys()].some(moves) && [...acked.keys()].some((id) => !moves(id))).toBe(true);
       for (const [id, tokens] of acked) {
@@ -62,16 +70,31 @@ describe.each(DIALECTS)('a shard split survives kill -9 of the splitting node at
         expect(g.history.map((e) => e.id)).toEqual(history.map((_, i) => i + 1));
         // Nothing doubled: no step twice. Nothing lost: every answered step is there, in answer order.
         expect(new Set(history).size, id).toBe(history.length);
-        expect(history.filter((t) => tokens.includes(t)), id).toEqual(tokens);
+        expect(
+          history.filter((t) => tokens.includes(t)),
+          id,
+        ).toEqual(tokens);
         const [home, other] = moves(id) ? [s1, s0] : [s0, s1];
-        expect((await home.reader.all('SELECT id FROM machines WHERE ns = ? AND id = ?', ['p', id])).length, id).toBe(1);
-        expect((await other.reader.all('SELECT id FROM machines WHERE ns = ? AND id = ?', ['p', id])).length, id).toBe(0);
+        expect((await home.reader.all('SELECT id FROM machines WHERE ns = ? AND id = ?', ['p', id])).length, id).toBe(
+          1,
+        );
+        expect((await other.reader.all('SELECT id FROM machines WHERE ns = ? AND id = ?', ['p', id])).length, id).toBe(
+          0,
+        );
         if (moves(id)) {
           // The source's copy of the stream (kept in its log) is a prefix of the target's.
           const stream = `m/p/${id}/1`;
-          const before = await s0.reader.all<{ seq: number; data: string }>('SELECT seq, data FROM events WHERE stream = ? ORDER BY seq', [stream]);
-          const now = await s1.reader.all<{ seq: number; data: string }>('SELECT seq, data FROM events WHERE stream = ? ORDER BY seq', [stream]);
-          expect(now.slice(0, before.length).map((r) => [Number(r.seq), r.data])).toEqual(before.map((r) => [Number(r.seq), r.data]));
+          const before = await s0.reader.all<{ seq: number; data: string }>(
+            'SELECT seq, data FROM events WHERE stream = ? ORDER BY seq',
+            [stream],
+          );
+          const now = await s1.reader.all<{ seq: number; data: string }>(
+            'SELECT seq, data FROM events WHERE stream = ? ORDER BY seq',
+            [stream],
+          );
+          expect(now.slice(0, before.length).map((r) => [Number(r.seq), r.data])).toEqual(
+            before.map((r) => [Number(r.seq), r.data]),
+          );
         }
       }
       for (const s of [s0, s1]) {

@@ -13,11 +13,17 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
   beforeAll(async () => {
     env = await createTestEnv('sqlite', {
       shards: 2,
-      extra: { machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } } } as never,
+      extra: {
+        machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' } } } },
+      } as never,
     });
     node = await startNode(buildConfig(withSpare(env)), { env: {} });
     for (let i = 0; i < 20; i++) {
-      const r = await fetch(`${node.url}/v1/namespaces/counters/machines/c${i}/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+      const r = await fetch(`${node.url}/v1/namespaces/counters/machines/c${i}/start`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ args: 1 }),
+      });
       expect(r.status).toBe(200);
     }
   });
@@ -26,7 +32,12 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
     await env?.cleanup();
   });
 
-  const post = (path: string, body: unknown) => fetch(`${node.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = (path: string, body: unknown) =>
+    fetch(`${node.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   it('refuses a bad split (400 split_invalid, nothing written) and lists ranges and sizes', async () => {
     for (const [shard, body] of [
@@ -39,7 +50,10 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
     }
     const bad = await post('/v1/shards/s0/split', { at: '8' });
     expect(bad.status).toBe(400);
-    const list = (await (await fetch(`${node.url}/v1/shards`)).json()) as { shards: Array<{ name: string; ranges: unknown[]; spare: boolean; events: number }>; splits: unknown[] };
+    const list = (await (await fetch(`${node.url}/v1/shards`)).json()) as {
+      shards: Array<{ name: string; ranges: unknown[]; spare: boolean; events: number }>;
+      splits: unknown[];
+    };
     expect(list.splits).toEqual([]);
     expect(list.shards.map((s) => [s.name, s.ranges.length, s.spare])).toEqual([
       ['s0', 1, false],
@@ -49,7 +63,9 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
   });
 
   it('millrace shards split shows a progress bar until done; GET /v1/shards then shows the new ranges', async () => {
-    const r = await collect(spawnTs('test/support/cli.ts', ['shards', '--url', node.url, 'split', 's0', '--at', '8', '--to', 's1']));
+    const r = await collect(
+      spawnTs('test/support/cli.ts', ['shards', '--url', node.url, 'split', 's0', '--at', '8', '--to', 's1']),
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\[[#-]{30}\]\s+\d+% (copy|fenced|switched|cleanup|done)/);
     expect(r.stdout).toMatch(/\[#{30}\] 100% done/);
@@ -73,7 +89,10 @@ describe('shards over HTTP and the CLI: GET /v1/shards, POST /v1/shards/{shard}/
     }
     // The spare is used now: a second split into it is refused.
     const again = await post('/v1/shards/s0/split', { at: '4', to: 's1' });
-    expect([again.status, ((await again.json()) as { error: { code: string } }).error.code]).toEqual([400, 'split_invalid']);
+    expect([again.status, ((await again.json()) as { error: { code: string } }).error.code]).toEqual([
+      400,
+      'split_invalid',
+    ]);
   });
 
   it('draws the bar from the progress', () => {

@@ -37,13 +37,19 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     const action: Record<string, unknown> = {};
     if (args?.timer !== undefined) action.timer = { set: { timeout: args.timer } };
     if (args?.tag !== undefined) action.tag = args.tag;
-    return { response: req.kind, events: [{ kind: req.kind === 'signal' ? (req as { signal: { type: string } }).signal.type : req.kind }], action };
+    return {
+      response: req.kind,
+      events: [{ kind: req.kind === 'signal' ? (req as { signal: { type: string } }).signal.type : req.kind }],
+      action,
+    };
   };
 
   beforeAll(async () => {
     env = await createTestEnv(dialect, {
       shards: 2,
-      extra: { machines: { namespaces: { p: { processor: { in_process: 'fn' }, retry: { base_ms: 5, max_ms: 20 } } } } } as never,
+      extra: {
+        machines: { namespaces: { p: { processor: { in_process: 'fn' }, retry: { base_ms: 5, max_ms: 20 } } } },
+      } as never,
     });
     rt = await Runtime.open(buildConfig(withSpare(env)));
     m = new Machines(rt, { processors: new Map([['fn', fn]]) });
@@ -131,7 +137,9 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     const s1 = rt.storage.shard('s1');
     // A write routed by the old table is refused inside the old shard's transaction, retryable, with nothing written;
     // one whose key stayed goes through (the fence is per range).
-    const refused = await staleMoved.write((tx) => tx.run("INSERT INTO streams (stream, seq) VALUES ('stale/moved', 1)")).catch((err: unknown) => err);
+    const refused = await staleMoved
+      .write((tx) => tx.run("INSERT INTO streams (stream, seq) VALUES ('stale/moved', 1)"))
+      .catch((err: unknown) => err);
     expect(isMillraceError(refused, 'shard_moved')).toBe(true);
     expect((refused as { retryable: boolean }).retryable).toBe(true);
     expect(await s0.reader.all("SELECT stream FROM streams WHERE stream = 'stale/moved'")).toEqual([]);
@@ -139,17 +147,28 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     expect(await s0.reader.all("SELECT stream FROM streams WHERE stream = 'stale/kept'")).toHaveLength(1);
     if (rt2 !== undefined) {
       // The other node routes by the new table, unrestarted.
-      await waitFor(() => rt2!.storage.states.get('s1')?.ranges.length === 1 && rt2!.storage.states.get('s0')?.ranges.length === 1, 10_000, 'node b sees the split');
+      await waitFor(
+        () => rt2!.storage.states.get('s1')?.ranges.length === 1 && rt2!.storage.states.get('s0')?.ranges.length === 1,
+        10_000,
+        'node b sees the split',
+      );
       for (const id of ids) expect(rt2.storage.shardFor(['p', id]).name, id).toBe(moves(id) ? 's1' : 's0');
     }
-    expect((await readState(s0.reader))!.ranges.map((r) => [r.from.toString(16), r.to.toString(16), r.fenced])).toEqual([['0', '8' + '0'.repeat(39), false]]);
-    expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([['8' + '0'.repeat(39), false]]);
+    expect((await readState(s0.reader))!.ranges.map((r) => [r.from.toString(16), r.to.toString(16), r.fenced])).toEqual(
+      [['0', '8' + '0'.repeat(39), false]],
+    );
+    expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([
+      ['8' + '0'.repeat(39), false],
+    ]);
     for (const id of ids) {
       const g = await m.get('p', { id });
       // Every acknowledged step is in the history, once, in order.
       // (The timed machine's timeout may have fired already: one more event.)
       const n = id === timed ? g.history.length : acked.get(id)!;
-      expect(g.history.map((e) => e.id), id).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      expect(
+        g.history.map((e) => e.id),
+        id,
+      ).toEqual(Array.from({ length: n }, (_, i) => i + 1));
       const home = moves(id) ? s1 : s0;
       const other = moves(id) ? s0 : s1;
       expect((await home.reader.all('SELECT id FROM machines WHERE ns = ? AND id = ?', ['p', id])).length, id).toBe(1);
@@ -158,14 +177,24 @@ describe.each(DIALECTS)('splitting a shard online (%s)', (dialect) => {
     expect(ids.some(moves) && ids.some((id) => !moves(id))).toBe(true);
     // The tag resolves on the new shard, and the timer fires there.
     expect((await m.get('p', { tag: `t-${timed}` })).id).toBe(timed);
-    await waitFor(async () => (await m.get('p', { id: timed })).history.length === 3, 15_000, 'timer fired after the split');
+    await waitFor(
+      async () => (await m.get('p', { id: timed })).history.length === 3,
+      15_000,
+      'timer fired after the split',
+    );
     expect((await m.get('p', { id: timed })).history[2]!.data).toEqual({ kind: 'timeout' });
     // The new shard's chain verifies and starts with the anchor naming the source.
-    const anchor = await s1.reader.all<{ pos: number; type: string; data: string }>("SELECT pos, type, data FROM events WHERE stream LIKE '$split/%'");
+    const anchor = await s1.reader.all<{ pos: number; type: string; data: string }>(
+      "SELECT pos, type, data FROM events WHERE stream LIKE '$split/%'",
+    );
     expect(anchor).toHaveLength(1);
     expect(anchor[0]!.type).toBe('split_anchor');
     expect(JSON.parse(anchor[0]!.data)).toMatchObject({ source: 's0', from: '8' + '0'.repeat(39) });
-    await waitFor(async () => (await s1.reader.all<{ n: number }>('SELECT count(*) AS n FROM events WHERE pos IS NULL'))[0]!.n == 0, 10_000, 'numbered');
+    await waitFor(
+      async () => (await s1.reader.all<{ n: number }>('SELECT count(*) AS n FROM events WHERE pos IS NULL'))[0]!.n == 0,
+      10_000,
+      'numbered',
+    );
     const v = await verifyShard(s1);
     expect(v.ok).toBe(true);
   });
@@ -228,7 +257,9 @@ describe('a split under way whose source takes writes it cannot move (sqlite)', 
       expect((await readState(rt.storage.shard('s0').reader))!.ranges).toEqual(before);
       expect((await readState(rt.storage.shard('s1').reader))?.ranges ?? []).toEqual([]);
       // Both writes are where routing finds them.
-      const late = await rt.storage.shard('s0').reader.all<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream IN ('other/late-1', 'm/p/one/1')");
+      const late = await rt.storage
+        .shard('s0')
+        .reader.all<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream IN ('other/late-1', 'm/p/one/1')");
       expect(Number(late[0]!.n)).toBe(2);
     } finally {
       rt.splitter.onStep = undefined;

@@ -16,7 +16,23 @@ const openssl = (args: string[]) => execFileSync('openssl', args, { stdio: ['ign
 export function makeCa(dir: string, name = 'ca', cn = 'millrace test CA'): TestCa {
   const caKey = join(dir, `${name}.key`);
   const caCert = join(dir, `${name}.pem`);
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', caKey, '-out', caCert, '-days', '2', '-subj', `/CN=${cn}`]);
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    caKey,
+    '-out',
+    caCert,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${cn}`,
+  ]);
   let serial = 1;
   return {
     dir,
@@ -27,9 +43,42 @@ export function makeCa(dir: string, name = 'ca', cn = 'millrace test CA'): TestC
       const csr = join(dir, `${n}.csr`);
       const cert = join(dir, `${n}.pem`);
       const ext = join(dir, `${n}.ext`);
-      openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', subject]);
-      writeFileSync(ext, san ? `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n` : 'extendedKeyUsage=clientAuth\n');
-      openssl(['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-set_serial', String(serial++ + Math.floor(Math.random() * 1e6)), '-days', '2', '-out', cert, '-extfile', ext]);
+      openssl([
+        'req',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        csr,
+        '-subj',
+        subject,
+      ]);
+      writeFileSync(
+        ext,
+        san ? `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n` : 'extendedKeyUsage=clientAuth\n',
+      );
+      openssl([
+        'x509',
+        '-req',
+        '-in',
+        csr,
+        '-CA',
+        caCert,
+        '-CAkey',
+        caKey,
+        '-set_serial',
+        String(serial++ + Math.floor(Math.random() * 1e6)),
+        '-days',
+        '2',
+        '-out',
+        cert,
+        '-extfile',
+        ext,
+      ]);
       return { cert, key };
     },
   };

@@ -43,7 +43,16 @@ async function worker(w: number): Promise<void> {
       data: { w, k, j, note: `w${w}-k${k}-j${j}`, pad: 'x'.repeat((w * 13 + k) % 40) },
     }));
     const r = await rt.log.append(stream, events);
-    line({ ack: { shard: r.shard, stream, seqs: r.seqs, types: events.map((e) => e.type), data: events.map((e) => e.data), positions: r.positions } });
+    line({
+      ack: {
+        shard: r.shard,
+        stream,
+        seqs: r.seqs,
+        types: events.map((e) => e.type),
+        data: events.map((e) => e.data),
+        positions: r.positions,
+      },
+    });
     acks++;
     if (r.positions === null && !sequencerStopping && k % 5 === 0) {
       // Report positions once the sequencer numbered them (the ack above does not wait for it).

@@ -36,7 +36,10 @@ export interface TestEnv {
 }
 
 /** A fresh, empty storage for one test: temp files, or new PostgreSQL databases. */
-export async function createTestEnv(dialect: Dialect, opts: { shards?: number; extra?: Partial<ConfigInput> } = {}): Promise<TestEnv> {
+export async function createTestEnv(
+  dialect: Dialect,
+  opts: { shards?: number; extra?: Partial<ConfigInput> } = {},
+): Promise<TestEnv> {
   const n = opts.shards ?? 1;
   const dataDir = mkdtempSync(join(tmpdir(), 'millrace-test-'));
   let pgDatabases: string[] = [];
@@ -74,7 +77,11 @@ export async function createTestEnv(dialect: Dialect, opts: { shards?: number; e
   };
 }
 
-export async function waitFor<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

@@ -8,7 +8,8 @@ import pg from 'pg';
  */
 
 /** Connects to an existing database in order to create throw-away ones. */
-export const PG_ADMIN_URL = process.env.MILLRACE_BENCH_PG_URL ?? process.env.MILLRACE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const PG_ADMIN_URL =
+  process.env.MILLRACE_BENCH_PG_URL ?? process.env.MILLRACE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** The URL of database `db` on the admin URL's server. */
 export function pgUrlFor(db: string): string {

@@ -17,7 +17,12 @@ export function tsNodeArgs(file: string, args: readonly string[] = []): string[]
  * `group`, the child leads a process group of its own, so `signalGroup` can
  * freeze (SIGSTOP) or kill it with everything it started.
  */
-export function spawnTs(file: string, args: readonly string[] = [], env: NodeJS.ProcessEnv = {}, opts: { group?: boolean } = {}): ChildProcess {
+export function spawnTs(
+  file: string,
+  args: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  opts: { group?: boolean } = {},
+): ChildProcess {
   return spawn(process.execPath, tsNodeArgs(file, args), {
     cwd: ROOT,
     env: { ...process.env, ...env },
@@ -60,7 +65,11 @@ export function runCli(args: readonly string[]): Promise<RunResult> {
 }
 
 /** Writes a config file (JSON is YAML) and returns its path. */
-export function writeConfigFile(dir: string, input: ConfigInput | Record<string, unknown>, name = 'millrace.yaml'): string {
+export function writeConfigFile(
+  dir: string,
+  input: ConfigInput | Record<string, unknown>,
+  name = 'millrace.yaml',
+): string {
   const path = join(dir, name);
   writeFileSync(path, JSON.stringify(input, null, 2));
   return path;
@@ -71,7 +80,12 @@ export function writeConfigFile(dir: string, input: ConfigInput | Record<string,
  * matches `ready` (the first group of the match is `found`, e.g. a URL);
  * rejects if it exits first, with what it wrote to stderr.
  */
-export async function spawnReady(file: string, args: readonly string[], ready: RegExp, opts: { group?: boolean } = {}): Promise<{ child: ChildProcess; found: string }> {
+export async function spawnReady(
+  file: string,
+  args: readonly string[],
+  ready: RegExp,
+  opts: { group?: boolean } = {},
+): Promise<{ child: ChildProcess; found: string }> {
   const child = spawnTs(file, args, {}, opts);
   const m = await waitForLine(child, ready, file);
   return { child, found: m[1] ?? m[0] };

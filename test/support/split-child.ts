@@ -22,7 +22,10 @@ const line = (o: unknown): void => {
   process.stdout.write(`${JSON.stringify(o)}\n`);
 };
 
-const rt = await Runtime.open(loadConfig(configPath, (c) => (c.node_id = `split-child-${run}`)), { background: false });
+const rt = await Runtime.open(
+  loadConfig(configPath, (c) => (c.node_id = `split-child-${run}`)),
+  { background: false },
+);
 let seen = 0;
 rt.splitter.onStep = (step) => {
   if (step !== killStep) return;

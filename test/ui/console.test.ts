@@ -20,17 +20,30 @@ import { DIALECTS, createTestEnv, waitFor, type TestEnv } from '../support/env.j
 import { ROOT } from '../support/proc.js';
 
 export const CHROMIUM = process.env.MILLRACE_CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const SHOTS = join(ROOT, 'test-output', 'ui');
 
 /** A local HTTP server answering JSON from `fn`. */
-async function jsonServer(fn: (body: any) => { status: number; body?: unknown }): Promise<{ server: Server; url: string }> {
+async function jsonServer(
+  fn: (body: any) => { status: number; body?: unknown },
+): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
     let raw = '';
     req.setEncoding('utf8').on('data', (d: string) => (raw += d));
     req.on('end', () => {
       const r = fn(raw ? JSON.parse(raw) : undefined);
-      res.writeHead(r.status, { 'content-type': 'application/json' }).end(r.body === undefined ? '' : JSON.stringify(r.body));
+      res
+        .writeHead(r.status, { 'content-type': 'application/json' })
+        .end(r.body === undefined ? '' : JSON.stringify(r.body));
     });
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
@@ -49,8 +62,17 @@ async function waitOrBanner(page: Page, target: ReturnType<Page['locator']>): Pr
   ]);
 }
 
-async function http(base: string, path: string, method = 'GET', body?: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(base + path, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+async function http(
+  base: string,
+  path: string,
+  method = 'GET',
+  body?: unknown,
+): Promise<{ status: number; json: any }> {
+  const res = await fetch(base + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   return { status: res.status, json: text ? JSON.parse(text) : undefined };
 }
@@ -89,7 +111,10 @@ describe('console static serving', () => {
 describe('console in chromium', () => {
   let browser: Browser;
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: install it (apt-get install -y chromium) — the console tests do not skip`);
+    if (!existsSync(CHROMIUM))
+      throw new Error(
+        `no browser at ${CHROMIUM}: install it (apt-get install -y chromium) — the console tests do not skip`,
+      );
     // The node serves what `npm run build` produced; build it now so the test sees this source.
     execFileSync('npx', ['vite', 'build', '--config', 'ui/vite.config.ts'], { cwd: ROOT, stdio: 'pipe' });
     expect(existsSync(join(UI_DIR, 'index.html'))).toBe(true);
@@ -114,19 +139,48 @@ describe('console in chromium', () => {
       // Processor: a call with "break" fails the machine (500) while broken; repair answers once fixed.
       const processor = await jsonServer((req) => {
         if (req.kind === 'signal') return { status: 200, body: { events: [{ started: true }] } };
-        if (req.kind === 'call') return req.args === 'break' ? { status: 500, body: { error: 'processor bug' } } : { status: 200, body: { response: 'ok', events: [{ called: req.args }] } };
-        if (req.kind === 'repair') return processorBroken ? { status: 200, body: { repair_failed: { reason: 'still broken' } } } : { status: 200, body: { response: 'fixed', events: [{ repaired: true }] } };
+        if (req.kind === 'call')
+          return req.args === 'break'
+            ? { status: 500, body: { error: 'processor bug' } }
+            : { status: 200, body: { response: 'ok', events: [{ called: req.args }] } };
+        if (req.kind === 'repair')
+          return processorBroken
+            ? { status: 200, body: { repair_failed: { reason: 'still broken' } } }
+            : { status: 200, body: { response: 'fixed', events: [{ repaired: true }] } };
         return { status: 400 };
       });
       // Pipe handler: fails every push until told otherwise, then finishes the session.
-      const handler = await jsonServer(() => (handlerOk ? { status: 200, body: { action: 'delete' } } : { status: 500, body: { error: 'handler down' } }));
+      const handler = await jsonServer(() =>
+        handlerOk ? { status: 200, body: { action: 'delete' } } : { status: 500, body: { error: 'handler down' } },
+      );
       servers.push(processor.server, handler.server);
       env = await createTestEnv(dialect, {
         extra: {
-          machines: { examples: true, namespaces: { orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' } } },
-          ledger: { accounts: { cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 } } },
+          machines: {
+            examples: true,
+            namespaces: {
+              orders: { processor: { url: processor.url }, retry: { base_ms: 10, max_ms: 50 }, sink: 'main' },
+            },
+          },
+          ledger: {
+            accounts: {
+              cash: { key: ['client_id', 'currency'], aux: ['product'], groupings: [['product']], scale: 2 },
+            },
+          },
           // "held" has no handler: its sessions stay where the client leaves them.
-          pipe: { kinds: { payments: { handler: handler.url, max_repeats: 1, retry_base_s: 0.02, retry_max_s: 0.05, default_delay_s: 0.02, push_timeout_s: 5 }, held: {} } },
+          pipe: {
+            kinds: {
+              payments: {
+                handler: handler.url,
+                max_repeats: 1,
+                retry_base_s: 0.02,
+                retry_max_s: 0.05,
+                default_delay_s: 0.02,
+                push_timeout_s: 5,
+              },
+              held: {},
+            },
+          },
           bus: { topics: ['orders'] },
         },
       });
@@ -154,7 +208,9 @@ describe('console in chromium', () => {
       // The nodes on the storage: this one, marked, with its sessions on PostgreSQL.
       const me = page.locator('[data-testid=nodes] tbody tr', { hasText: env.config.node_id });
       await me.locator('[data-badge="this node"]').waitFor();
-      expect(await me.locator('td').nth(1).innerText()).toMatch(dialect === 'postgres' ? /s0: \d+ \/ \d+ \/ 1 \/ \d+/ : /embedded/);
+      expect(await me.locator('td').nth(1).innerText()).toMatch(
+        dialect === 'postgres' ? /s0: \d+ \/ \d+ \/ 1 \/ \d+/ : /embedded/,
+      );
       await shot('overview');
       await visit(`${base}/ui/#/machines?ns=nope&id=x`);
       const banner = page.locator('[data-testid=machine] .banner.error', { hasText: 'namespace_not_found' });
@@ -163,7 +219,10 @@ describe('console in chromium', () => {
     });
 
     it('lists the event sinks over HTTP', async () => {
-      expect((await http(base, '/v1/sinks')).json).toEqual({ items: [{ name: 'main', namespaces: ['orders'] }], next_cursor: null });
+      expect((await http(base, '/v1/sinks')).json).toEqual({
+        items: [{ name: 'main', namespaces: ['orders'] }],
+        next_cursor: null,
+      });
     });
 
     it('repairs a failed machine from the UI and shows it working', async () => {
@@ -248,7 +307,9 @@ describe('console in chromium', () => {
 
     it('simple-repairs a failed machine, then removes it, from the UI', async () => {
       expect((await http(base, '/v1/namespaces/orders/machines/m-3/start', 'POST', { args: null })).status).toBe(200);
-      expect((await http(base, '/v1/namespaces/orders/machines/m-3/call', 'POST', { args: 'break' })).status).toBeGreaterThanOrEqual(400);
+      expect(
+        (await http(base, '/v1/namespaces/orders/machines/m-3/call', 'POST', { args: 'break' })).status,
+      ).toBeGreaterThanOrEqual(400);
       await visit(`${base}/ui/#/machines?ns=orders&id=m-3`);
       const panel = page.locator('[data-testid=machine]');
       await panel.locator('h2 [data-badge=failed]').waitFor();
@@ -267,11 +328,19 @@ describe('console in chromium', () => {
         const open = await http(base, '/v1/pipe/sessions', 'POST', { kind: 'payments' });
         expect(open.status).toBe(201);
         const id = open.json.id as string;
-        expect((await http(base, `/v1/pipe/sessions/${id}/append`, 'POST', { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+        expect(
+          (await http(base, `/v1/pipe/sessions/${id}/append`, 'POST', { record: Buffer.from(rec).toString('base64') }))
+            .status,
+        ).toBe(200);
         expect((await http(base, `/v1/pipe/sessions/${id}/store`, 'POST', { timeout_s: 0 })).status).toBe(200);
         dead.push(id);
       }
-      for (const id of dead) await waitFor(async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200, 30_000, 'the session to be dead-lettered');
+      for (const id of dead)
+        await waitFor(
+          async () => (await http(base, `/v1/pipe/dead-letters/${id}`)).status === 200,
+          30_000,
+          'the session to be dead-lettered',
+        );
       const [gone, redriven] = dead as [string, string];
 
       await visit(`${base}/ui/#/pipe?kind=payments`);
@@ -290,7 +359,11 @@ describe('console in chromium', () => {
       await page.locator('.banner.ok', { hasText: `redriven ${redriven}` }).waitFor();
       await rowOf(redriven).waitFor({ state: 'detached' });
       // Redriven, pushed again, and finished by the handler.
-      await waitFor(async () => (await http(base, `/v1/pipe/sessions/${redriven}`)).status === 404, 30_000, 'the handler to finish the session');
+      await waitFor(
+        async () => (await http(base, `/v1/pipe/sessions/${redriven}`)).status === 404,
+        30_000,
+        'the handler to finish the session',
+      );
       expect((await http(base, `/v1/pipe/dead-letters/${redriven}`)).json.error.code).toBe('dead_letter_not_found');
       await page.locator('[data-testid=dead-letters] td.empty').waitFor();
       await shot('dead-letter-redriven');
@@ -298,9 +371,22 @@ describe('console in chromium', () => {
 
     it('lists pipe sessions of a kind, filtered by state, with their record counts', async () => {
       const openId = (await http(base, '/v1/pipe/sessions', 'POST', { kind: 'held' })).json.id as string;
-      for (const rec of ['a', 'b']) expect((await http(base, `/v1/pipe/sessions/${openId}/append`, 'POST', { record: Buffer.from(rec).toString('base64') })).status).toBe(200);
+      for (const rec of ['a', 'b'])
+        expect(
+          (
+            await http(base, `/v1/pipe/sessions/${openId}/append`, 'POST', {
+              record: Buffer.from(rec).toString('base64'),
+            })
+          ).status,
+        ).toBe(200);
       const storedId = (await http(base, '/v1/pipe/sessions', 'POST', { kind: 'held' })).json.id as string;
-      expect((await http(base, `/v1/pipe/sessions/${storedId}/append`, 'POST', { record: Buffer.from('c').toString('base64') })).status).toBe(200);
+      expect(
+        (
+          await http(base, `/v1/pipe/sessions/${storedId}/append`, 'POST', {
+            record: Buffer.from('c').toString('base64'),
+          })
+        ).status,
+      ).toBe(200);
       expect((await http(base, `/v1/pipe/sessions/${storedId}/store`, 'POST', { timeout_s: 3600 })).status).toBe(200);
 
       await visit(`${base}/ui/#/pipe?kind=held`);
@@ -327,8 +413,21 @@ describe('console in chromium', () => {
     });
 
     it("shows a bus subscription's lag fall as its consumer acks", async () => {
-      expect((await http(base, '/v1/bus/subscriptions/billing', 'PUT', { topics: ['orders'], start: 'earliest', dead_letter_topic: 'orders' })).status).toBe(201);
-      const events = Array.from({ length: 20 }, (_, i) => ({ id: `o-${i}`, key: `c-${i % 3}`, type: 'created', data: { n: i } }));
+      expect(
+        (
+          await http(base, '/v1/bus/subscriptions/billing', 'PUT', {
+            topics: ['orders'],
+            start: 'earliest',
+            dead_letter_topic: 'orders',
+          })
+        ).status,
+      ).toBe(201);
+      const events = Array.from({ length: 20 }, (_, i) => ({
+        id: `o-${i}`,
+        key: `c-${i % 3}`,
+        type: 'created',
+        data: { n: i },
+      }));
       expect((await http(base, '/v1/bus/topics/orders/events', 'POST', { events })).status).toBe(200);
 
       await visit(`${base}/ui/#/bus`);
@@ -380,7 +479,11 @@ describe('console in chromium', () => {
       const published = await form.locator('.banner.ok', { hasText: 'published at' }).textContent();
       const at = /published at (\S+):(\d+)/.exec(published ?? '');
       expect(at).not.toBeNull();
-      await waitFor(async () => Number(await lagCell.textContent()) === before + 1, 10_000, 'the lag to count the published event');
+      await waitFor(
+        async () => Number(await lagCell.textContent()) === before + 1,
+        10_000,
+        'the lag to count the published event',
+      );
       await form.getByRole('button', { name: 'Publish' }).click();
       await form.locator('.banner.ok', { hasText: `duplicate of the event at ${at![1]}:${at![2]}` }).waitFor();
       // Bad JSON is refused in the page; nothing is sent.
@@ -409,7 +512,11 @@ describe('console in chromium', () => {
       const row = page.locator('[data-testid=subscriptions] tbody tr', { hasText: 'ui-sub' });
       await row.waitFor();
       // From the earliest position it has everything on the topic ahead of it.
-      await waitFor(async () => Number(await page.getByTestId('lag-ui-sub').textContent()) > 0, 10_000, 'the new subscription to show its lag');
+      await waitFor(
+        async () => Number(await page.getByTestId('lag-ui-sub').textContent()) > 0,
+        10_000,
+        'the new subscription to show its lag',
+      );
       expect((await http(base, '/v1/bus/subscriptions/ui-sub')).json.config.topics).toEqual(['orders']);
       await shot('subscription-created');
 
@@ -485,8 +592,13 @@ describe('console in chromium', () => {
       await visit(`${base}/ui/#/machines`);
       const row = page.locator('[data-testid=namespaces] tbody tr', { hasText: 'orders' }).first();
       await waitOrBanner(page, row);
-      const counts = (await http(base, '/v1/namespaces')).json.items.find((n: { name: string }) => n.name === 'orders').machines as { total: number; failed: number };
-      await waitFor(async () => (await row.locator('[data-col=total]').innerText()) === String(counts.total), 10_000, 'the total to show');
+      const counts = (await http(base, '/v1/namespaces')).json.items.find((n: { name: string }) => n.name === 'orders')
+        .machines as { total: number; failed: number };
+      await waitFor(
+        async () => (await row.locator('[data-col=total]').innerText()) === String(counts.total),
+        10_000,
+        'the total to show',
+      );
       expect(await row.locator('[data-col=working]').innerText()).toBe(String(counts.total - counts.failed));
       expect(await row.locator('[data-col=failed]').innerText()).toBe(String(counts.failed));
       // Steps ran on this node in "orders" (the tests above): its rate column is a number.
@@ -494,12 +606,18 @@ describe('console in chromium', () => {
       await shot('namespaces');
       await row.getByRole('button', { name: 'Pause' }).click();
       await row.locator('[data-col=paused] [data-badge=paused]').waitFor();
-      expect((await http(base, '/v1/pauses')).json.items).toContainEqual(expect.objectContaining({ kind: 'namespace', name: 'orders' }));
+      expect((await http(base, '/v1/pauses')).json.items).toContainEqual(
+        expect.objectContaining({ kind: 'namespace', name: 'orders' }),
+      );
       // While paused, calls are refused with the retryable code.
-      expect((await http(base, '/v1/namespaces/orders/machines/m-2/call', 'POST', { args: 1 })).json.error.code).toBe('paused');
+      expect((await http(base, '/v1/namespaces/orders/machines/m-2/call', 'POST', { args: 1 })).json.error.code).toBe(
+        'paused',
+      );
       await row.getByRole('button', { name: 'Resume' }).click();
       await row.locator('[data-col=paused] [data-badge=paused]').waitFor({ state: 'detached' });
-      expect((await http(base, '/v1/pauses')).json.items.filter((p: { kind: string }) => p.kind === 'namespace')).toEqual([]);
+      expect(
+        (await http(base, '/v1/pauses')).json.items.filter((p: { kind: string }) => p.kind === 'namespace'),
+      ).toEqual([]);
 
       // One machine: paused from its panel, and counted in its namespace's row.
       await visit(`${base}/ui/#/machines?ns=orders&id=m-2`);
@@ -521,7 +639,9 @@ describe('console in chromium', () => {
       await waitOrBanner(page, kind.getByRole('button', { name: 'Pause' }));
       await kind.getByRole('button', { name: 'Pause' }).click();
       await kind.locator('[data-badge=paused]').waitFor();
-      expect((await http(base, '/v1/pauses')).json.items).toContainEqual(expect.objectContaining({ kind: 'pipe_kind', name: 'held' }));
+      expect((await http(base, '/v1/pauses')).json.items).toContainEqual(
+        expect.objectContaining({ kind: 'pipe_kind', name: 'held' }),
+      );
       await kind.getByRole('button', { name: 'Resume' }).click();
       await kind.locator('[data-badge=paused]').waitFor({ state: 'detached' });
       expect((await http(base, '/v1/pauses')).json.items).toEqual([]);
@@ -533,7 +653,11 @@ describe('console in chromium', () => {
         const chart = page.getByTestId(id);
         await waitOrBanner(page, chart.locator('canvas'));
         // At least two samples (one interval) drawn.
-        await waitFor(async () => Number(await chart.getAttribute('data-points')) >= 2, 20_000, `${id} to have two samples`);
+        await waitFor(
+          async () => Number(await chart.getAttribute('data-points')) >= 2,
+          20_000,
+          `${id} to have two samples`,
+        );
       }
       const legend = (await page.getByTestId('chart-rates').locator('.u-legend').textContent()) ?? '';
       for (const label of ['publish', 'deliver', 'call', 'step', 'push']) expect(legend).toContain(label);
@@ -551,7 +675,11 @@ describe('console in chromium', () => {
       const firstPage = await rows.allInnerTexts();
       await page.getByRole('button', { name: 'Next' }).click();
       await page.getByTestId('page-number').filter({ hasText: 'page 2' }).waitFor();
-      await waitFor(async () => JSON.stringify(await rows.allInnerTexts()) !== JSON.stringify(firstPage), 10_000, 'the second page');
+      await waitFor(
+        async () => JSON.stringify(await rows.allInnerTexts()) !== JSON.stringify(firstPage),
+        10_000,
+        'the second page',
+      );
       await page.getByRole('button', { name: 'Previous' }).click();
       await page.getByTestId('page-number').filter({ hasText: 'page 1' }).waitFor();
       // By key: the events of one key only (the lag test published c-0, c-1, c-2).
@@ -560,14 +688,21 @@ describe('console in chromium', () => {
       await filters.locator('input[name=type]').fill('created');
       await filters.getByRole('button', { name: 'Show' }).click();
       await page.waitForURL(/key=c-1/);
-      await waitFor(async () => {
-        const keys = await rows.locator('td:nth-child(2)').allInnerTexts();
-        return keys.length > 0 && keys.every((k) => k === 'c-1');
-      }, 10_000, 'only key c-1');
+      await waitFor(
+        async () => {
+          const keys = await rows.locator('td:nth-child(2)').allInnerTexts();
+          return keys.length > 0 && keys.every((k) => k === 'c-1');
+        },
+        10_000,
+        'only key c-1',
+      );
       const types = await rows.locator('td:nth-child(3)').allInnerTexts();
       expect(new Set(types)).toEqual(new Set(['created']));
-      const byHttp = (await http(base, '/v1/bus/topics/orders/events?key=c-1&type=created&limit=5')).json.items as Array<{ pos: number }>;
-      expect(await rows.locator('td:first-child').allInnerTexts()).toEqual(byHttp.map((e) => expect.stringContaining(`:${e.pos}`)));
+      const byHttp = (await http(base, '/v1/bus/topics/orders/events?key=c-1&type=created&limit=5')).json
+        .items as Array<{ pos: number }>;
+      expect(await rows.locator('td:first-child').allInnerTexts()).toEqual(
+        byHttp.map((e) => expect.stringContaining(`:${e.pos}`)),
+      );
       await shot('topic-events');
       // An unknown topic: the server's code.
       await visit(`${base}/ui/#/topics?topic=nope`);
@@ -594,7 +729,9 @@ describe('console in chromium', () => {
       const form = page.getByTestId('new-schedule');
       await form.locator('input[name=name]').fill('ui-tick');
       await form.locator('input[name=spec]').fill('1000');
-      await form.locator('textarea[name=action]').fill('{"publish": {"topic": "orders", "key": "ticks", "type": "tick", "data": {"at": "{{fire_time}}"}}}');
+      await form
+        .locator('textarea[name=action]')
+        .fill('{"publish": {"topic": "orders", "key": "ticks", "type": "tick", "data": {"at": "{{fire_time}}"}}}');
       await form.getByRole('button', { name: 'Save' }).click();
       await waitOrBanner(page, page.locator('[data-testid=schedules] tbody tr', { hasText: 'ui-tick' }));
       // Its page: the next fire times, then a fire done.
@@ -604,7 +741,9 @@ describe('console in chromium', () => {
       const fires = (await http(base, '/v1/schedules/ui-tick/fires')).json.items as Array<{ status: string }>;
       expect(fires.some((f) => f.status === 'done')).toBe(true);
       // What it fired is on the topic.
-      expect((await http(base, '/v1/bus/topics/orders/events?key=ticks&type=tick')).json.items.length).toBeGreaterThan(0);
+      expect((await http(base, '/v1/bus/topics/orders/events?key=ticks&type=tick')).json.items.length).toBeGreaterThan(
+        0,
+      );
       // Pause it from its row; the schedule says so.
       const row = page.locator('[data-testid=schedules] tbody tr', { hasText: 'ui-tick' });
       await row.getByRole('button', { name: 'Pause' }).click();
@@ -625,8 +764,12 @@ describe('console in chromium', () => {
       processorBroken = false;
       const ids = ['bulk-1', 'bulk-2', 'bulk-3', 'bulk-4'];
       for (const id of ids) {
-        expect((await http(base, `/v1/namespaces/orders/machines/${id}/start`, 'POST', { args: null })).status).toBe(200);
-        expect((await http(base, `/v1/namespaces/orders/machines/${id}/call`, 'POST', { args: 'break' })).status).toBeGreaterThanOrEqual(400);
+        expect((await http(base, `/v1/namespaces/orders/machines/${id}/start`, 'POST', { args: null })).status).toBe(
+          200,
+        );
+        expect(
+          (await http(base, `/v1/namespaces/orders/machines/${id}/call`, 'POST', { args: 'break' })).status,
+        ).toBeGreaterThanOrEqual(400);
       }
       await visit(`${base}/ui/#/bulk?ns=orders`);
       const form = page.getByTestId('new-bulk-job');
@@ -645,26 +788,42 @@ describe('console in chromium', () => {
       expect(id).toBeDefined();
       const bar = page.getByTestId(`progress-${id}`);
       await waitOrBanner(page, bar);
-      await waitFor(async () => (await bar.getAttribute('data-progress')) === '100', 30_000, 'the progress to reach 100%');
+      await waitFor(
+        async () => (await bar.getAttribute('data-progress')) === '100',
+        30_000,
+        'the progress to reach 100%',
+      );
       const row = page.locator('[data-testid=bulk-jobs] tbody tr', { hasText: id! });
       await row.locator('[data-badge=done]').waitFor();
       expect((await row.locator('td').allInnerTexts()).slice(5, 8)).toEqual(['4', '4', '0']);
       await shot('bulk-done');
-      for (const m of ids) expect((await http(base, `/v1/namespaces/orders/machines/${m}`)).json.status).toBe('working');
+      for (const m of ids)
+        expect((await http(base, `/v1/namespaces/orders/machines/${m}`)).json.status).toBe('working');
     });
 
     it('cancels a running bulk job from the console', async () => {
       const ids = Array.from({ length: 15 }, (_, i) => `slow-${i}`);
-      for (const id of ids) expect((await http(base, `/v1/namespaces/orders/machines/${id}/start`, 'POST', { args: null })).status).toBe(200);
+      for (const id of ids)
+        expect((await http(base, `/v1/namespaces/orders/machines/${id}/start`, 'POST', { args: null })).status).toBe(
+          200,
+        );
       // One target a second: the job is still running when the button is pressed.
-      const job = await http(base, '/v1/namespaces/orders/bulk-jobs', 'POST', { filter: { id_prefix: 'slow-' }, action: { op: 'notify', args: 1 }, rate_per_s: 1 });
+      const job = await http(base, '/v1/namespaces/orders/bulk-jobs', 'POST', {
+        filter: { id_prefix: 'slow-' },
+        action: { op: 'notify', args: 1 },
+        rate_per_s: 1,
+      });
       expect(job.status).toBe(202);
       await visit(`${base}/ui/#/bulk`);
       const row = page.locator('[data-testid=bulk-jobs] tbody tr', { hasText: job.json.id });
       await waitOrBanner(page, row.getByRole('button', { name: 'Cancel' }));
       await row.getByRole('button', { name: 'Cancel' }).click();
       await row.locator('[data-badge=cancelled]').waitFor();
-      const after = (await http(base, `/v1/bulk-jobs/${job.json.id}`)).json as { status: string; succeeded: number; total: number };
+      const after = (await http(base, `/v1/bulk-jobs/${job.json.id}`)).json as {
+        status: string;
+        succeeded: number;
+        total: number;
+      };
       expect(after.status).toBe('cancelled');
       expect(after.succeeded).toBeLessThan(after.total);
     });
@@ -677,7 +836,13 @@ describe('console in chromium', () => {
       await page.getByTestId('state-billing').locator('[data-badge=paused]').waitFor();
       expect((await http(base, '/v1/bus/subscriptions/billing')).json.paused).toBe(true);
       await shot('subscription-paused');
-      expect((await http(base, '/v1/bus/topics/orders/events', 'POST', { events: [{ id: 'while-paused', key: 'c-p', type: 'created', data: {} }] })).status).toBe(200);
+      expect(
+        (
+          await http(base, '/v1/bus/topics/orders/events', 'POST', {
+            events: [{ id: 'while-paused', key: 'c-p', type: 'created', data: {} }],
+          })
+        ).status,
+      ).toBe(200);
       // The Paused page lists it too.
       await visit(`${base}/ui/#/pauses`);
       await page.locator('[data-testid=pauses] tbody tr', { hasText: 'billing' }).waitFor();
@@ -707,8 +872,17 @@ describe('console in chromium', () => {
     let node: Node;
     let page: Page;
     beforeAll(async () => {
-      env = await createTestEnv('sqlite', { extra: { machines: { examples: true, namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'main' } } } } });
-      node = await startNode(buildConfig({ ...env.input, http: { host: '127.0.0.1', port: 0 } }), { env: { MILLRACE_ADMIN_TOKEN: ADMIN } });
+      env = await createTestEnv('sqlite', {
+        extra: {
+          machines: {
+            examples: true,
+            namespaces: { counters: { processor: { in_process: 'example.counter' }, sink: 'main' } },
+          },
+        },
+      });
+      node = await startNode(buildConfig({ ...env.input, http: { host: '127.0.0.1', port: 0 } }), {
+        env: { MILLRACE_ADMIN_TOKEN: ADMIN },
+      });
       page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     }, 120_000);
     afterAll(async () => {
@@ -718,11 +892,20 @@ describe('console in chromium', () => {
     });
 
     const token = async (name: string, permissions: string[]) => {
-      const r = await fetch(`${node.url}/v1/auth/tokens`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name, permissions }) });
+      const r = await fetch(`${node.url}/v1/auth/tokens`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name, permissions }),
+      });
       expect(r.status).toBe(201);
       return (await r.json()) as { id: string; token: string };
     };
-    const stored = () => page.evaluate(() => (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('millrace.token'));
+    const stored = () =>
+      page.evaluate(() =>
+        (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem(
+          'millrace.token',
+        ),
+      );
     async function signIn(t: string): Promise<void> {
       await page.goto('about:blank');
       await page.goto(`${node.url}/ui/`);
@@ -754,7 +937,11 @@ describe('console in chromium', () => {
       await page.reload();
       await waitOrBanner(page, page.locator('[data-testid=shards] td code', { hasText: 's0' }).first());
 
-      const started = await fetch(`${node.url}/v1/namespaces/counters/machines/c1/start`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+      const started = await fetch(`${node.url}/v1/namespaces/counters/machines/c1/start`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ args: 1 }),
+      });
       expect(started.status).toBe(200);
       await page.goto('about:blank');
       await page.goto(`${node.url}/ui/#/sinks?sink=main`);
@@ -768,9 +955,19 @@ describe('console in chromium', () => {
     });
 
     it('disables the actions the token lacks, and shows a refused action', async () => {
-      const fetched = await fetch(`${node.url}/v1/namespaces/counters/machines/c2/start`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ args: 1 }) });
+      const fetched = await fetch(`${node.url}/v1/namespaces/counters/machines/c2/start`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ args: 1 }),
+      });
       expect(fetched.status).toBe(200);
-      const reader = await token('ui-reader', ['machines:read:*', 'machines:write:counters', 'log:read', 'bus:admin:*', 'pipe:admin:*']);
+      const reader = await token('ui-reader', [
+        'machines:read:*',
+        'machines:write:counters',
+        'log:read',
+        'bus:admin:*',
+        'pipe:admin:*',
+      ]);
       await signIn(reader.token);
       await page.locator('[data-testid=whoami] code', { hasText: `token:${reader.id}` }).waitFor();
       // No audit:read: no Audit page in the menu.
@@ -787,12 +984,21 @@ describe('console in chromium', () => {
       await page.screenshot({ path: join(SHOTS, 'auth-disabled-actions.png'), fullPage: true });
 
       // The token is revoked while the page is open: the next action is refused by the node, and the page says so.
-      expect((await fetch(`${node.url}/v1/auth/tokens/${reader.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(204);
+      expect(
+        (
+          await fetch(`${node.url}/v1/auth/tokens/${reader.id}`, {
+            method: 'DELETE',
+            headers: { authorization: `Bearer ${ADMIN}` },
+          })
+        ).status,
+      ).toBe(204);
       await panel.locator('input[name=args]').fill('1');
       await panel.getByRole('button', { name: 'Call' }).click();
       await panel.locator('.banner.error .code', { hasText: 'unauthenticated' }).first().waitFor();
       await page.screenshot({ path: join(SHOTS, 'auth-refused-action.png'), fullPage: true });
-      const h = await fetch(`${node.url}/v1/namespaces/counters/machines/c2`, { headers: { authorization: `Bearer ${ADMIN}` } });
+      const h = await fetch(`${node.url}/v1/namespaces/counters/machines/c2`, {
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
       expect(((await h.json()) as { history: unknown[] }).history).toHaveLength(1);
     });
 
@@ -807,7 +1013,9 @@ describe('console in chromium', () => {
       await panel.getByRole('button', { name: 'Remove' }).click();
       await page.goto('about:blank');
       await page.goto(`${node.url}/ui/#/audit`);
-      const row = page.locator('[data-testid=audit] tbody tr', { hasText: '/v1/namespaces/counters/machines/c1' }).filter({ hasText: 'completed' });
+      const row = page
+        .locator('[data-testid=audit] tbody tr', { hasText: '/v1/namespaces/counters/machines/c1' })
+        .filter({ hasText: 'completed' });
       await waitOrBanner(page, row.first());
       expect(await row.first().innerText()).toMatch(/admin[\s\S]*machine\.remove/);
       await page.screenshot({ path: join(SHOTS, 'auth-audit.png'), fullPage: true });

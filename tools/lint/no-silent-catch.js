@@ -77,7 +77,9 @@ export const noSilentCatch = {
       /** @type {Node[]} */
       const body = parent.body;
       const prev = body[body.indexOf(statement) - 1];
-      return prev?.loc !== undefined && prev.loc.end.line === statement.loc.start.line - 1 && explainedStatements.has(prev);
+      return (
+        prev?.loc !== undefined && prev.loc.end.line === statement.loc.start.line - 1 && explainedStatements.has(prev)
+      );
     }
   },
 };

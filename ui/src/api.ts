@@ -39,11 +39,19 @@ export function eventStream(
     while (!closed) {
       ctrl = new AbortController();
       try {
-        const res = await fetch(last !== undefined && resume ? resume(last) : path, { headers: { ...authHeaders(), accept: 'text/event-stream' }, signal: ctrl.signal });
+        const res = await fetch(last !== undefined && resume ? resume(last) : path, {
+          headers: { ...authHeaders(), accept: 'text/event-stream' },
+          signal: ctrl.signal,
+        });
         if (!res.ok || res.body === null) {
           // A refusal's body is the shared error shape; a body that is not JSON leaves the status to speak.
           const json = errorBody(await res.json().catch((): undefined => undefined));
-          const err = new ApiError(json?.code ?? `http_${res.status}`, json?.message ?? res.statusText, res.status, json?.details);
+          const err = new ApiError(
+            json?.code ?? `http_${res.status}`,
+            json?.message ?? res.statusText,
+            res.status,
+            json?.details,
+          );
           on.error?.(err);
           if (res.status >= 400 && res.status < 500) return;
         } else {
@@ -107,13 +115,19 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
   }
   if (!res.ok) {
     const err = errorBody(json);
-    throw new ApiError(err?.code ?? `http_${res.status}`, err?.message ?? (text || res.statusText), res.status, err?.details);
+    throw new ApiError(
+      err?.code ?? `http_${res.status}`,
+      err?.message ?? (text || res.statusText),
+      res.status,
+      err?.details,
+    );
   }
   return json as T;
 }
 
 /** True when the node does not serve this route at all (an older node). */
-export const noRoute = (e: unknown): boolean => e instanceof ApiError && e.code === 'not_found' && e.message.startsWith('no route');
+export const noRoute = (e: unknown): boolean =>
+  e instanceof ApiError && e.code === 'not_found' && e.message.startsWith('no route');
 
 /** The node's error shape (`{error: {code, message, details}}`), or undefined for any other body. */
 function errorBody(json: unknown): { code?: string; message?: string; details?: unknown } | undefined {

@@ -22,7 +22,8 @@ export async function refreshSession(): Promise<void> {
   try {
     set({ state: 'in', me: await api<Me>('/v1/auth/whoami') });
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) set({ state: 'login', ...(sessionStorage.getItem(TOKEN_KEY) ? { error: e.message } : {}) });
+    if (e instanceof ApiError && e.status === 401)
+      set({ state: 'login', ...(sessionStorage.getItem(TOKEN_KEY) ? { error: e.message } : {}) });
     else if (e instanceof ApiError && e.code === 'not_found') set({ state: 'in', me: null });
     else set({ state: 'login', error: (e as Error).message });
   }
@@ -50,7 +51,12 @@ export function useSession(): Session {
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 /** Whether the granted pattern covers `required` — the same grammar as the node's (src/core/principal.ts). */
@@ -76,7 +82,10 @@ export function can(permission: string): boolean {
 }
 
 /** Props that disable a control the principal may not use, saying which permission it lacks. */
-export function allowed(permission: string, otherwise?: { disabled?: boolean; title?: string }): { disabled: boolean; title?: string; 'data-needs'?: string } {
+export function allowed(
+  permission: string,
+  otherwise?: { disabled?: boolean; title?: string },
+): { disabled: boolean; title?: string; 'data-needs'?: string } {
   if (!can(permission)) return { disabled: true, title: `your token lacks ${permission}`, 'data-needs': permission };
   return { disabled: otherwise?.disabled ?? false, ...(otherwise?.title ? { title: otherwise.title } : {}) };
 }

@@ -42,7 +42,10 @@ function Login({ error }: { error?: string | undefined }) {
       <main>
         <section class="panel" data-testid="login">
           <h1>Sign in to millrace</h1>
-          <p class="note">This node requires a bearer token (an API token, a JWT or the admin token). It is kept for this browser tab only.</p>
+          <p class="note">
+            This node requires a bearer token (an API token, a JWT or the admin token). It is kept for this browser tab
+            only.
+          </p>
           {error && (
             <div class="banner error" role="alert">
               <code class="code">unauthenticated</code> {error}
@@ -57,7 +60,14 @@ function Login({ error }: { error?: string | undefined }) {
             }}
           >
             <label>
-              token <input name="token" type="password" autocomplete="off" value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
+              token{' '}
+              <input
+                name="token"
+                type="password"
+                autocomplete="off"
+                value={token}
+                onInput={(e) => setToken((e.target as HTMLInputElement).value)}
+              />
             </label>
             <button type="submit" disabled={busy || token.trim() === ''}>
               Sign in

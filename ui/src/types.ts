@@ -162,7 +162,15 @@ export interface BalancesAnswer {
 
 /** `POST /v1/ledger/turnovers` */
 export interface TurnoversAnswer {
-  turnovers: Array<{ groups: Array<{ group: Record<string, string | null>; debit_init: string; credit_init: string; debit_turnover: string; credit_turnover: string }> }>;
+  turnovers: Array<{
+    groups: Array<{
+      group: Record<string, string | null>;
+      debit_init: string;
+      credit_init: string;
+      debit_turnover: string;
+      credit_turnover: string;
+    }>;
+  }>;
 }
 
 /** `GET /v1/ledger/accounts` */
@@ -172,7 +180,16 @@ export interface AccountsAnswer extends Paged<{ key: Record<string, string>; deb
 
 /** `POST /v1/ledger/events` */
 export interface LedgerEventsAnswer {
-  events: Array<{ id: number; shard: string; batch_id: string; side: 'debit' | 'credit'; amount: string; dt: string; aux: Record<string, string>; info: unknown }>;
+  events: Array<{
+    id: number;
+    shard: string;
+    batch_id: string;
+    side: 'debit' | 'credit';
+    amount: string;
+    dt: string;
+    aux: Record<string, string>;
+    info: unknown;
+  }>;
   next_cursor: string | null;
 }
 

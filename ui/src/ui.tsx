@@ -29,7 +29,11 @@ export function go(page: string, params: Record<string, string | undefined> = {}
  * Loads data with `fn`, again every `everyMs` (0: once) and on `reload()`;
  * keeps the last good data while showing the newest error.
  */
-export function useLoad<T>(fn: () => Promise<T>, deps: unknown[], everyMs = 0): { data: T | undefined; error: unknown; reload: () => void; loading: boolean } {
+export function useLoad<T>(
+  fn: () => Promise<T>,
+  deps: unknown[],
+  everyMs = 0,
+): { data: T | undefined; error: unknown; reload: () => void; loading: boolean } {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<unknown>(undefined);
   const [loading, setLoading] = useState(true);
@@ -62,7 +66,8 @@ export function useLoad<T>(fn: () => Promise<T>, deps: unknown[], everyMs = 0): 
 
 export function ErrorBanner({ error }: { error: unknown }) {
   if (error === undefined || error === null) return null;
-  const e = error instanceof ApiError ? error : new ApiError('client_error', String((error as Error)?.message ?? error), 0);
+  const e =
+    error instanceof ApiError ? error : new ApiError('client_error', String((error as Error)?.message ?? error), 0);
   return (
     <div class="banner error" role="alert">
       <code class="code">{e.code}</code>
@@ -100,22 +105,48 @@ const BADGE: Record<string, string> = {
 };
 
 export function Badge({ value }: { value: string }) {
-  return <span class={`badge ${BADGE[value] ?? 'muted'}`} data-badge={value}>{value}</span>;
+  return (
+    <span class={`badge ${BADGE[value] ?? 'muted'}`} data-badge={value}>
+      {value}
+    </span>
+  );
 }
 
-export function Table({ head, rows, empty = 'nothing here', testid }: { head: string[]; rows: ComponentChildren[][]; empty?: string; testid?: string }) {
+export function Table({
+  head,
+  rows,
+  empty = 'nothing here',
+  testid,
+}: {
+  head: string[];
+  rows: ComponentChildren[][];
+  empty?: string;
+  testid?: string;
+}) {
   return (
     <table data-testid={testid}>
       <thead>
-        <tr>{head.map((h) => <th key={h}>{h}</th>)}</tr>
+        <tr>
+          {head.map((h) => (
+            <th key={h}>{h}</th>
+          ))}
+        </tr>
       </thead>
       <tbody>
         {rows.length === 0 ? (
           <tr>
-            <td class="empty" colSpan={head.length}>{empty}</td>
+            <td class="empty" colSpan={head.length}>
+              {empty}
+            </td>
           </tr>
         ) : (
-          rows.map((r, i) => <tr key={i}>{r.map((c, j) => <td key={j}>{c}</td>)}</tr>)
+          rows.map((r, i) => (
+            <tr key={i}>
+              {r.map((c, j) => (
+                <td key={j}>{c}</td>
+              ))}
+            </tr>
+          ))
         )}
       </tbody>
     </table>
@@ -131,10 +162,20 @@ export const short = (v: unknown): string => {
   return s === undefined ? '' : s.length > 120 ? `${s.slice(0, 117)}…` : s;
 };
 
-export const when = (v: unknown): string => (typeof v === 'string' ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : v === undefined || v === null ? '—' : JSON.stringify(v));
+export const when = (v: unknown): string =>
+  typeof v === 'string'
+    ? v.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+    : v === undefined || v === null
+      ? '—'
+      : JSON.stringify(v);
 
 /** Runs an operator action, reporting its error or success (`label`, or the string the action returns). */
-export function useAction(): { run: (label: string, fn: () => Promise<unknown>) => Promise<void>; error: unknown; done: string | undefined; busy: boolean } {
+export function useAction(): {
+  run: (label: string, fn: () => Promise<unknown>) => Promise<void>;
+  error: unknown;
+  done: string | undefined;
+  busy: boolean;
+} {
   const [error, setError] = useState<unknown>(undefined);
   const [done, setDone] = useState<string | undefined>(undefined);
   const [busy, setBusy] = useState(false);
@@ -165,17 +206,50 @@ export function parseJsonInput(text: string, what: string): unknown {
 }
 
 /** A labelled text input (or textarea, with `rows`) bound to a state setter. */
-export function Field({ name, label, value, set, placeholder, rows, grow }: { name: string; label: string; value: string; set: (v: string) => void; placeholder?: string; rows?: number; grow?: boolean }) {
+export function Field({
+  name,
+  label,
+  value,
+  set,
+  placeholder,
+  rows,
+  grow,
+}: {
+  name: string;
+  label: string;
+  value: string;
+  set: (v: string) => void;
+  placeholder?: string;
+  rows?: number;
+  grow?: boolean;
+}) {
   const onInput = (e: Event) => set((e.target as HTMLInputElement | HTMLTextAreaElement).value);
   return (
     <label class={grow ? 'grow' : undefined}>
-      {label} {rows ? <textarea name={name} rows={rows} value={value} onInput={onInput} /> : <input name={name} value={value} onInput={onInput} placeholder={placeholder} />}
+      {label}{' '}
+      {rows ? (
+        <textarea name={name} rows={rows} value={value} onInput={onInput} />
+      ) : (
+        <input name={name} value={value} onInput={onInput} placeholder={placeholder} />
+      )}
     </label>
   );
 }
 
 /** An action's outcome banners, then its one-line form with a submit button. */
-export function ActionForm({ act, onSubmit, submit, disabled, children }: { act: ReturnType<typeof useAction>; onSubmit: () => void; submit: string; disabled?: boolean; children: ComponentChildren }) {
+export function ActionForm({
+  act,
+  onSubmit,
+  submit,
+  disabled,
+  children,
+}: {
+  act: ReturnType<typeof useAction>;
+  onSubmit: () => void;
+  submit: string;
+  disabled?: boolean;
+  children: ComponentChildren;
+}) {
   return (
     <>
       <ErrorBanner error={act.error} />
@@ -209,7 +283,12 @@ export function Card({ label, value, tone }: { label: string; value: string; ton
 }
 
 /** The cursors of a paged list walked so far; back to the first page when `resetKey` changes. */
-export function usePages(resetKey: string): { cursor: string | undefined; number: number; next: (c: string) => void; back: () => void } {
+export function usePages(resetKey: string): {
+  cursor: string | undefined;
+  number: number;
+  next: (c: string) => void;
+  back: () => void;
+} {
   const [state, setState] = useState<{ key: string; cursors: string[] }>({ key: resetKey, cursors: [] });
   const cursors = state.key === resetKey ? state.cursors : [];
   useEffect(() => {
@@ -244,7 +323,15 @@ export function Pager({ pages, next }: { pages: ReturnType<typeof usePages>; nex
 export function ProgressBar({ value, testid }: { value: number; testid?: string }) {
   const pct = Math.round(Math.max(0, Math.min(1, value)) * 100);
   return (
-    <span class="progress" data-testid={testid} data-progress={pct} role="progressbar" aria-valuenow={pct} aria-valuemin={0} aria-valuemax={100}>
+    <span
+      class="progress"
+      data-testid={testid}
+      data-progress={pct}
+      role="progressbar"
+      aria-valuenow={pct}
+      aria-valuemin={0}
+      aria-valuemax={100}
+    >
       <span class="bar" style={{ width: `${pct}%` }} />
       <span class="pct">{pct}%</span>
     </span>

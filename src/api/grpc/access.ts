@@ -1,6 +1,13 @@
 import type { Server, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { canonicalSubject, permissionDenied, type Access } from '../../auth/access.js';
-import { grpcRule, isOpenRule, noLookup, requiredPermissions, type PermissionRule, type Rule } from '../../auth/permissions.js';
+import {
+  grpcRule,
+  isOpenRule,
+  noLookup,
+  requiredPermissions,
+  type PermissionRule,
+  type Rule,
+} from '../../auth/permissions.js';
 import { MillraceError } from '../../core/errors.js';
 import { holds, type Principal } from '../../core/principal.js';
 import { toGrpcError } from './errors.js';
@@ -12,7 +19,8 @@ function guardFor(principal: Principal, rule: Rule | undefined, access: Access):
     const input = { params: {}, query: {}, body: message };
     if (!sync) return requiredPermissions(r, input, access.lookup);
     const rs = r.resources?.(input, noLookup);
-    if (rs instanceof Promise) throw new MillraceError('internal', `${r.permission}: resources need a look-up; use checkAsync`);
+    if (rs instanceof Promise)
+      throw new MillraceError('internal', `${r.permission}: resources need a look-up; use checkAsync`);
     const out = rs === undefined ? [r.permission] : rs.map((x) => `${r.permission}:${x}`);
     return [...out, ...(r.also?.(input) ?? [])];
   };
@@ -75,7 +83,10 @@ export function guardedServer(server: Server, access: Access): Server {
         };
         const header = call.metadata.get('authorization')[0];
         void (async () => {
-          const principal = await access.authenticate(typeof header === 'string' ? header : undefined, peerSubject(call));
+          const principal = await access.authenticate(
+            typeof header === 'string' ? header : undefined,
+            peerSubject(call),
+          );
           access.limit(principal);
           if (rule !== undefined && !isOpenRule(rule) && rule.perMessage === true) {
             if (access.enabled) access.authorizeCall(principal, rule);
@@ -83,12 +94,9 @@ export function guardedServer(server: Server, access: Access): Server {
             await access.authorize(principal, rule, { params: {}, query: {}, body: call.request ?? null }, m.path);
           }
           attachGuard(call, guardFor(principal, rule, access));
-        })().then(
-          () => {
-            if (!call.cancelled) handler(call, cb);
-          },
-          refuse,
-        );
+        })().then(() => {
+          if (!call.cancelled) handler(call, cb);
+        }, refuse);
       }) as unknown as UntypedServiceImplementation[string];
     }
     server.addService(def, wrapped);

@@ -7,7 +7,6 @@ import type { PublishEvent, Published } from '../../bus/publisher.js';
 import { toGrpcError } from './errors.js';
 import { callGuard } from './call-guard.js';
 
-
 interface PbEvent {
   id?: string;
   topic?: string;
@@ -74,7 +73,9 @@ export function configFromPb(c: PbConfig): Record<string, unknown> {
   return out;
 }
 
-const positionsPb = (ps: Published[]) => ({ positions: ps.map((p) => ({ shard: p.shard, pos: p.pos, duplicate: p.duplicate })) });
+const positionsPb = (ps: Published[]) => ({
+  positions: ps.map((p) => ({ shard: p.shard, pos: p.pos, duplicate: p.duplicate })),
+});
 
 /** The `millrace.v1.Bus` service over a Bus. */
 export function registerBusService(server: Server, bus: Bus): void {

@@ -82,7 +82,12 @@ interface CallAdapter<In> {
   beforeEnd?(): void;
 }
 
-function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closing: Set<Promise<void>>, a: CallAdapter<In>): void {
+function serveCall<In, Out>(
+  call: ServerDuplexStream<In, Out>,
+  pipe: Pipe,
+  closing: Set<Promise<void>>,
+  a: CallAdapter<In>,
+): void {
   const guard = callGuard(call);
   // Each request's access check (a session's kind may need a read) completes in
   // the order the requests came, so that they still reach the pipe in order.
@@ -152,7 +157,12 @@ function serveCall<In, Out>(call: ServerDuplexStream<In, Out>, pipe: Pipe, closi
   call.on('close', finish);
 }
 
-async function handle(pipe: Pipe, owner: string, m: PipeRequest, check: ((m: PipeRequest) => Promise<void>) | null): Promise<PipeResponse> {
+async function handle(
+  pipe: Pipe,
+  owner: string,
+  m: PipeRequest,
+  check: ((m: PipeRequest) => Promise<void>) | null,
+): Promise<PipeResponse> {
   const req = m.req;
   if (check !== null) await check(m);
   switch (m.op) {
@@ -170,7 +180,10 @@ async function handle(pipe: Pipe, owner: string, m: PipeRequest, check: ((m: Pip
       await pipe.delete(m.delete!.session);
       return { req };
     default:
-      return { req, error: { code: 'bad_request', message: 'request has no operation (new, append, replace, store or delete)' } };
+      return {
+        req,
+        error: { code: 'bad_request', message: 'request has no operation (new, append, replace, store or delete)' },
+      };
   }
 }
 

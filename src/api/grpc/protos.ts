@@ -31,7 +31,14 @@ export function millraceService(name: MillraceService, fieldCase: FieldCase = 's
   const key = `${name}/${fieldCase}`;
   let ctor = cache.get(key);
   if (!ctor) {
-    const def = loadSync(FILES[name], { includeDirs: [PROTO_ROOT], keepCase: fieldCase === 'snake', longs: Number, enums: String, defaults: true, oneofs: true });
+    const def = loadSync(FILES[name], {
+      includeDirs: [PROTO_ROOT],
+      keepCase: fieldCase === 'snake',
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
     const pkg = loadPackageDefinition(def) as unknown as { millrace: { v1: GrpcObject } };
     ctor = pkg.millrace.v1[name] as ServiceClientConstructor;
     cache.set(key, ctor);

@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { MillraceError } from '../../core/errors.js';
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation, type Metadata } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+  type Metadata,
+} from '@grpc/grpc-js';
 import { Access, OPEN_SETTINGS } from '../../auth/access.js';
 import { guardedServer } from './access.js';
 export { toGrpcError } from './errors.js';
@@ -26,10 +32,20 @@ export function grpcCredentials(tls: GrpcTls | undefined): ServerCredentials {
     }
   };
   const ca = tls.client_ca_file === undefined ? null : read('client_ca_file', tls.client_ca_file);
-  return ServerCredentials.createSsl(ca, [{ cert_chain: read('cert_file', tls.cert_file), private_key: read('key_file', tls.key_file) }], ca !== null);
+  return ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: read('cert_file', tls.cert_file), private_key: read('key_file', tls.key_file) }],
+    ca !== null,
+  );
 }
 
-export async function startGrpcServer(faces: Face[], host: string, port: number, access: Access = new Access(OPEN_SETTINGS, null), tls?: GrpcTls): Promise<{ server: Server; port: number } | null> {
+export async function startGrpcServer(
+  faces: Face[],
+  host: string,
+  port: number,
+  access: Access = new Access(OPEN_SETTINGS, null),
+  tls?: GrpcTls,
+): Promise<{ server: Server; port: number } | null> {
   const credentials = grpcCredentials(tls);
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   // Every call passes the access check first; traced: each call gets a server span under
@@ -61,7 +77,10 @@ export function stopGrpcServer(server: Server, graceMs: number): Promise<void> {
   });
 }
 
-type Handler = (call: { metadata: Metadata; once(ev: string, fn: (...a: unknown[]) => void): unknown }, cb?: (err: unknown, ...rest: unknown[]) => void) => void;
+type Handler = (
+  call: { metadata: Metadata; once(ev: string, fn: (...a: unknown[]) => void): unknown },
+  cb?: (err: unknown, ...rest: unknown[]) => void,
+) => void;
 
 /** A view of the server whose addService wraps every handler in a span. */
 function tracedServer(server: Server): Server {
@@ -78,7 +97,10 @@ function tracedServer(server: Server): Server {
       const unaryAnswer = !m.responseStream;
       wrapped[name] = ((call: Parameters<Handler>[0], cb?: Parameters<Handler>[1]) => {
         const tp = call.metadata.get('traceparent')[0];
-        const span = startSpan(`gRPC ${m.path}`, typeof tp === 'string' ? tp : undefined, SpanKind.SERVER, { 'rpc.system': 'grpc', 'rpc.method': m.path });
+        const span = startSpan(`gRPC ${m.path}`, typeof tp === 'string' ? tp : undefined, SpanKind.SERVER, {
+          'rpc.system': 'grpc',
+          'rpc.method': m.path,
+        });
         if (unaryAnswer && cb) {
           return handler(call, (err, ...rest) => {
             endSpan(span, err ?? undefined);

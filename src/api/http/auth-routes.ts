@@ -17,7 +17,11 @@ const tokenInfo = {
     revoked_at: { type: ['string', 'null'], format: 'date-time' },
   },
 } as const;
-const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 100 } }, required: ['id'] } as const;
+const idParams = {
+  type: 'object',
+  properties: { id: { type: 'string', minLength: 1, maxLength: 100 } },
+  required: ['id'],
+} as const;
 
 /** Runtime API tokens under /v1/auth/tokens (permission auth:admin). */
 export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): void {
@@ -28,7 +32,8 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
     {
       schema: {
         operationId: 'createToken',
-        summary: 'Create an API token with at most the permissions of the caller; its secret is in this answer only (stored as a scrypt hash)',
+        summary:
+          'Create an API token with at most the permissions of the caller; its secret is in this answer only (stored as a scrypt hash)',
         tags,
         body: {
           type: 'object',
@@ -36,11 +41,19 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
           required: ['name', 'permissions'],
           properties: {
             name: { type: 'string', minLength: 1, maxLength: 100 },
-            permissions: { type: 'array', minItems: 1, maxItems: 200, items: { type: 'string', minLength: 1, maxLength: 300 } },
+            permissions: {
+              type: 'array',
+              minItems: 1,
+              maxItems: 200,
+              items: { type: 'string', minLength: 1, maxLength: 300 },
+            },
             expires_in_s: { type: 'integer', minimum: 1, maximum: 315_360_000 },
           },
         },
-        response: { 201: { type: 'object', properties: { ...tokenInfo.properties, token: { type: 'string' } } }, ...errors },
+        response: {
+          201: { type: 'object', properties: { ...tokenInfo.properties, token: { type: 'string' } } },
+          ...errors,
+        },
       },
     },
     async (req, reply) => {
@@ -50,7 +63,10 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
         for (const p of req.body.permissions) if (typeof p === 'string' && !holds(by, p)) throw permissionDenied(p, by);
       }
       const t = await tokens.create(req.body);
-      req.log.info({ token_id: t.id, name: t.info.name, permissions: t.info.permissions, by: req.principal?.id }, 'API token created');
+      req.log.info(
+        { token_id: t.id, name: t.info.name, permissions: t.info.permissions, by: req.principal?.id },
+        'API token created',
+      );
       return reply.status(201).send({ ...t.info, token: t.token });
     },
   );
@@ -63,7 +79,13 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
         summary: 'API tokens by id, without secrets (revoked and expired ones marked), paged',
         tags,
         querystring: pageQuery(),
-        response: { 200: { type: 'object', properties: { items: { type: 'array', items: tokenInfo }, next_cursor: { type: ['string', 'null'] } } }, ...errors },
+        response: {
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: tokenInfo }, next_cursor: { type: ['string', 'null'] } },
+          },
+          ...errors,
+        },
       },
     },
     async (req) => {
@@ -75,13 +97,29 @@ export function registerAuthRoutes(app: FastifyInstance, tokens: TokenStore): vo
 
   app.get<{ Params: { id: string } }>(
     '/v1/auth/tokens/:id',
-    { schema: { operationId: 'getToken', summary: 'One API token, without its secret', tags, params: idParams, response: { 200: tokenInfo, ...errors } } },
+    {
+      schema: {
+        operationId: 'getToken',
+        summary: 'One API token, without its secret',
+        tags,
+        params: idParams,
+        response: { 200: tokenInfo, ...errors },
+      },
+    },
     async (req) => tokens.get(req.params.id),
   );
 
   app.delete<{ Params: { id: string } }>(
     '/v1/auth/tokens/:id',
-    { schema: { operationId: 'revokeToken', summary: 'Revoke an API token: refused from the next request on, on every node', tags, params: idParams, response: { 204: { type: 'null' }, ...errors } } },
+    {
+      schema: {
+        operationId: 'revokeToken',
+        summary: 'Revoke an API token: refused from the next request on, on every node',
+        tags,
+        params: idParams,
+        response: { 204: { type: 'null' }, ...errors },
+      },
+    },
     async (req, reply) => {
       await tokens.revoke(req.params.id);
       req.log.info({ token_id: req.params.id, by: req.principal?.id }, 'API token revoked');
@@ -119,11 +157,21 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditTrail, acc
         summary: 'The audit trail of sensitive actions, from the log stream millrace.audit, oldest first, paged',
         tags: ['auth'],
         querystring: pageQuery(),
-        response: { 200: { type: 'object', properties: { items: { type: 'array', items: auditRecord }, next_cursor: { type: 'string', nullable: true } } }, ...errors },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              items: { type: 'array', items: auditRecord },
+              next_cursor: { type: 'string', nullable: true },
+            },
+          },
+          ...errors,
+        },
       },
     },
     async (req) => {
-      const after = decodeCursor(req.query.cursor, (v): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0) ?? 0;
+      const after =
+        decodeCursor(req.query.cursor, (v): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0) ?? 0;
       const limit = pageLimit(req.query.limit);
       const items = await audit.list(after, limit);
       return { items, next_cursor: items.length < limit ? null : encodeCursor(items[items.length - 1]!.seq) };
@@ -135,14 +183,23 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditTrail, acc
     {
       schema: {
         operationId: 'whoami',
-        summary: "The caller's principal and permissions (any valid credentials), so a client can offer only what it may do",
+        summary:
+          "The caller's principal and permissions (any valid credentials), so a client can offer only what it may do",
         tags: ['auth'],
         response: {
           200: {
             type: 'object',
             properties: {
               authentication: { type: 'boolean' },
-              principal: { type: 'object', properties: { id: { type: 'string' }, source: { type: 'string' }, name: { type: 'string' }, permissions: { type: 'array', items: { type: 'string' } } } },
+              principal: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  source: { type: 'string' },
+                  name: { type: 'string' },
+                  permissions: { type: 'array', items: { type: 'string' } },
+                },
+              },
             },
           },
           401: errorSchema,
@@ -151,7 +208,10 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditTrail, acc
     },
     async (req) => {
       const p = req.principal ?? OPEN_PRINCIPAL;
-      return { authentication: access.enabled, principal: { id: p.id, source: p.source, name: p.name, permissions: [...p.permissions] } };
+      return {
+        authentication: access.enabled,
+        principal: { id: p.id, source: p.source, name: p.name, permissions: [...p.permissions] },
+      };
     },
   );
 }

@@ -37,27 +37,45 @@ export interface CatalogSpec {
 export function zodBadRequest(what: string, err: z.ZodError): MillraceError {
   const issue = err.issues[0]!;
   const at = issue.path.length ? issue.path.join('.') : '(body)';
-  return badRequest(`${what} definition: ${at}: ${issue.message}`, { issues: err.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) });
+  return badRequest(`${what} definition: ${at}: ${issue.message}`, {
+    issues: err.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+  });
 }
 
 /** Config definitions, then runtime definitions that the config does not shadow, by name. */
 export function allDefinitions(catalog: Catalog, spec: CatalogSpec): Definition[] {
   const out = new Map<string, Definition>();
   for (const [name, definition] of spec.configured()) out.set(name, { name, source: 'config', definition });
-  for (const d of catalog.list(spec.kind)) if (!out.has(d.name)) out.set(d.name, { name: d.name, source: 'runtime', definition: d.definition });
+  for (const d of catalog.list(spec.kind))
+    if (!out.has(d.name)) out.set(d.name, { name: d.name, source: 'runtime', definition: d.definition });
   return [...out.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, spec: CatalogSpec): void {
   const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema };
-  const params = { type: 'object', properties: { name: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['name'] } as const;
+  const params = {
+    type: 'object',
+    properties: { name: { type: 'string', minLength: 1, maxLength: 200 } },
+    required: ['name'],
+  } as const;
   const tags = [spec.face];
   // Operation ids from the human name: "pipe kind" gives listPipeKinds, getPipeKind, putPipeKind, deletePipeKind.
-  const noun = spec.what.split(' ').map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
+  const noun = spec.what
+    .split(' ')
+    .map((w) => w[0]!.toUpperCase() + w.slice(1))
+    .join('');
   // The body is validated by the zod schema in the handler (its messages name the field); the document shows that same schema.
-  const { $schema: _dialect, ...bodyDoc } = z.toJSONSchema(spec.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
-  const definition = openObject({ name: { type: 'string' }, source: { type: 'string', enum: ['config', 'runtime'] }, definition: {} });
-  const notFound = (name: string) => new MillraceError(spec.notFound, `no ${spec.what} "${name}"`, { details: { name } });
+  const { $schema: _dialect, ...bodyDoc } = z.toJSONSchema(spec.schema, {
+    io: 'input',
+    unrepresentable: 'any',
+  }) as Record<string, unknown>;
+  const definition = openObject({
+    name: { type: 'string' },
+    source: { type: 'string', enum: ['config', 'runtime'] },
+    definition: {},
+  });
+  const notFound = (name: string) =>
+    new MillraceError(spec.notFound, `no ${spec.what} "${name}"`, { details: { name } });
   const checkName = (name: string) => {
     if (!spec.nameRe.test(name)) throw badRequest(`${spec.what} name must match ${String(spec.nameRe)}`);
   };
@@ -70,7 +88,15 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
 
   app.get<{ Querystring: { limit?: number; cursor?: string } }>(
     spec.path,
-    { schema: { operationId: `list${noun}s`, summary: `${spec.what}s from the config file and defined at runtime, by name, paged`, tags, querystring: pageQuery(), response: { 200: pageOf(definition), ...errors } } },
+    {
+      schema: {
+        operationId: `list${noun}s`,
+        summary: `${spec.what}s from the config file and defined at runtime, by name, paged`,
+        tags,
+        querystring: pageQuery(),
+        response: { 200: pageOf(definition), ...errors },
+      },
+    },
     async (req): Promise<Page<Definition & Record<string, unknown>>> => {
       const limit = pageLimit(req.query.limit);
       const after = decodeCursor(req.query.cursor, (v): v is string => typeof v === 'string') ?? '';
@@ -82,16 +108,37 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
     },
   );
 
-  app.get<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { operationId: `get${noun}`, summary: `One ${spec.what}`, tags, params, response: { 200: definition, ...errors } } }, async (req) => {
-    checkName(req.params.name);
-    const d = find(req.params.name);
-    if (d === null) throw notFound(req.params.name);
-    return { ...d, ...(spec.decorate ? await spec.decorate(d) : {}) };
-  });
+  app.get<{ Params: { name: string } }>(
+    `${spec.path}/:name`,
+    {
+      schema: {
+        operationId: `get${noun}`,
+        summary: `One ${spec.what}`,
+        tags,
+        params,
+        response: { 200: definition, ...errors },
+      },
+    },
+    async (req) => {
+      checkName(req.params.name);
+      const d = find(req.params.name);
+      if (d === null) throw notFound(req.params.name);
+      return { ...d, ...(spec.decorate ? await spec.decorate(d) : {}) };
+    },
+  );
 
   app.put<{ Params: { name: string }; Body: unknown }>(
     `${spec.path}/:name`,
-    { schema: { operationId: `put${noun}`, summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`, tags, params, ...docBody(bodyDoc), response: { 200: definition, ...errors } } },
+    {
+      schema: {
+        operationId: `put${noun}`,
+        summary: `Define or redefine a ${spec.what} at runtime (stored; every node picks it up)`,
+        tags,
+        params,
+        ...docBody(bodyDoc),
+        response: { 200: definition, ...errors },
+      },
+    },
     async (req) => {
       const name = req.params.name;
       checkName(name);
@@ -105,11 +152,23 @@ export function registerCatalogRoutes(app: FastifyInstance, catalog: Catalog, sp
     },
   );
 
-  app.delete<{ Params: { name: string } }>(`${spec.path}/:name`, { schema: { operationId: `delete${noun}`, summary: `Delete a runtime ${spec.what}`, tags, params, response: { ...noContent, ...errors } } }, async (req, reply) => {
-    const name = req.params.name;
-    checkName(name);
-    if (spec.configured().has(name)) throw definedInConfig(spec.what, name);
-    if (!(await catalog.delete(spec.kind, name))) throw notFound(name);
-    return reply.status(204).send();
-  });
+  app.delete<{ Params: { name: string } }>(
+    `${spec.path}/:name`,
+    {
+      schema: {
+        operationId: `delete${noun}`,
+        summary: `Delete a runtime ${spec.what}`,
+        tags,
+        params,
+        response: { ...noContent, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const name = req.params.name;
+      checkName(name);
+      if (spec.configured().has(name)) throw definedInConfig(spec.what, name);
+      if (!(await catalog.delete(spec.kind, name))) throw notFound(name);
+      return reply.status(204).send();
+    },
+  );
 }

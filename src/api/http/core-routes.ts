@@ -66,7 +66,11 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
       head: { type: 'integer' },
       progress: { type: 'number' },
       rows_moved: { type: 'integer' },
-      aborted: { type: 'string', description: 'Why the split ended without moving anything (phase aborted): the source took writes of a face that cannot move yet' },
+      aborted: {
+        type: 'string',
+        description:
+          'Why the split ended without moving anything (phase aborted): the source took writes of a face that cannot move yet',
+      },
       started_at: { type: 'string', format: 'date-time' },
       updated_at: { type: 'string', format: 'date-time' },
     },
@@ -74,7 +78,8 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
   const splitJson = (j: SplitJob): Record<string, unknown> => ({
     ...j,
     // Copy progress up to the fence; 1 once cut over.
-    progress: j.phase === 'copy' ? (j.head === 0 ? 1 : Math.min(0.99, j.copied_pos / j.head)) : j.phase === 'fenced' ? 0.99 : 1,
+    progress:
+      j.phase === 'copy' ? (j.head === 0 ? 1 : Math.min(0.99, j.copied_pos / j.head)) : j.phase === 'fenced' ? 0.99 : 1,
     started_at: new Date(j.started_at).toISOString(),
     updated_at: new Date(j.updated_at).toISOString(),
   });
@@ -84,7 +89,8 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     {
       schema: {
         operationId: 'listShards',
-        summary: 'List shards with the hash ranges they own (as stored: splits move them), their sizes and head positions, and shard splits with their progress',
+        summary:
+          'List shards with the hash ranges they own (as stored: splits move them), their sizes and head positions, and shard splits with their progress',
         tags: ['log'],
         response: {
           200: {
@@ -99,7 +105,13 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
                     name: { type: 'string' },
                     from: { type: 'string' },
                     to: { type: 'string' },
-                    ranges: { type: 'array', items: { type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, fenced: { type: 'boolean' } } } },
+                    ranges: {
+                      type: 'array',
+                      items: {
+                        type: 'object',
+                        properties: { from: { type: 'string' }, to: { type: 'string' }, fenced: { type: 'boolean' } },
+                      },
+                    },
                     epoch: { type: 'integer' },
                     spare: { type: 'boolean' },
                     head: { type: 'integer' },
@@ -117,7 +129,8 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
       const shards = [];
       for (const s of rt.storage.shards) {
         const st = rt.storage.states.get(s.name);
-        const ranges = st === undefined ? (s.to > s.from ? [{ from: s.from, to: s.to, fenced: false }] : []) : st.ranges;
+        const ranges =
+          st === undefined ? (s.to > s.from ? [{ from: s.from, to: s.to, fenced: false }] : []) : st.ranges;
         const live = ranges.filter((r) => !r.fenced);
         const n = await s.reader.all<{ n: number }>('SELECT count(*) AS n FROM events');
         shards.push({
@@ -141,31 +154,42 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
     {
       schema: {
         operationId: 'splitShard',
-        summary: "Start moving the upper part of a shard's hash range, from `at` on, to a spare shard; the split runs in the background (progress in GET /v1/shards)",
+        summary:
+          "Start moving the upper part of a shard's hash range, from `at` on, to a spare shard; the split runs in the background (progress in GET /v1/shards)",
         tags: ['log'],
         params: { type: 'object', properties: { shard: { type: 'string' } }, required: ['shard'] },
         body: {
           type: 'object',
           additionalProperties: false,
           required: ['at', 'to'],
-          properties: { at: { type: 'string', description: 'hex prefix of the first moved hash' }, to: { type: 'string', description: 'the spare shard: its name, URL or file' } },
+          properties: {
+            at: { type: 'string', description: 'hex prefix of the first moved hash' },
+            to: { type: 'string', description: 'the spare shard: its name, URL or file' },
+          },
         },
         response: { 202: splitSchema, 400: errorSchema, 409: errorSchema },
       },
     },
-    async (req, reply) => reply.status(202).send(splitJson(await rt.splitter.start(req.params.shard, req.body.at, req.body.to))),
+    async (req, reply) =>
+      reply.status(202).send(splitJson(await rt.splitter.start(req.params.shard, req.body.at, req.body.to))),
   );
 
   const sessionsSchema = {
     type: 'object',
-    properties: { pool: { type: 'integer' }, relaxed: { type: 'integer' }, listen: { type: 'integer' }, lock: { type: 'integer' } },
+    properties: {
+      pool: { type: 'integer' },
+      relaxed: { type: 'integer' },
+      listen: { type: 'integer' },
+      lock: { type: 'integer' },
+    },
   };
   app.get(
     '/v1/nodes',
     {
       schema: {
         operationId: 'listNodes',
-        summary: 'List the nodes using this storage (PostgreSQL: every node with a session open), this node first, with their sessions per shard',
+        summary:
+          'List the nodes using this storage (PostgreSQL: every node with a session open), this node first, with their sessions per shard',
         tags: ['log'],
         response: {
           200: {
@@ -175,7 +199,11 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
                 type: 'array',
                 items: {
                   type: 'object',
-                  properties: { node_id: { type: 'string' }, self: { type: 'boolean' }, sessions: { type: 'object', additionalProperties: sessionsSchema } },
+                  properties: {
+                    node_id: { type: 'string' },
+                    self: { type: 'boolean' },
+                    sessions: { type: 'object', additionalProperties: sessionsSchema },
+                  },
                 },
               },
               next_cursor: { type: 'null' },
@@ -199,8 +227,19 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
           type: 'object',
           additionalProperties: false,
           properties: {
-            since: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Only the samples taken after this time (ms since the epoch)' },
-            names: { type: 'string', maxLength: 2000, pattern: '^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$', description: 'Comma-separated series names (a family name takes all of it: steps_per_s gives steps_per_s:<namespace> for each)' },
+            since: {
+              type: 'integer',
+              minimum: 0,
+              maximum: Number.MAX_SAFE_INTEGER,
+              description: 'Only the samples taken after this time (ms since the epoch)',
+            },
+            names: {
+              type: 'string',
+              maxLength: 2000,
+              pattern: '^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$',
+              description:
+                'Comma-separated series names (a family name takes all of it: steps_per_s gives steps_per_s:<namespace> for each)',
+            },
           },
         },
         response: {
@@ -210,8 +249,16 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
             properties: {
               interval_ms: { type: 'integer' },
               window_ms: { type: 'integer' },
-              t: { type: 'array', items: { type: 'integer' }, description: 'Sample times, ms since the epoch, oldest first' },
-              series: { type: 'object', additionalProperties: { type: 'array', items: { type: ['number', 'null'] } }, description: 'One column per series, aligned with t; null: no value in that interval' },
+              t: {
+                type: 'array',
+                items: { type: 'integer' },
+                description: 'Sample times, ms since the epoch, oldest first',
+              },
+              series: {
+                type: 'object',
+                additionalProperties: { type: 'array', items: { type: ['number', 'null'] } },
+                description: 'One column per series, aligned with t; null: no value in that interval',
+              },
             },
           },
           400: errorSchema,
@@ -238,7 +285,10 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
           },
         },
         response: {
-          200: { type: 'object', properties: { events: { type: 'array', items: eventSchema }, next_after: { type: 'integer' } } },
+          200: {
+            type: 'object',
+            properties: { events: { type: 'array', items: eventSchema }, next_after: { type: 'integer' } },
+          },
           400: errorSchema,
           404: errorSchema,
         },

@@ -14,7 +14,8 @@ import type { HttpPlugin } from './server.js';
 
 /** The HTTP routes of a face, or null for a face this transport does not serve. Faces know no transport; they are bound here. */
 export function faceRoutes(face: Face): HttpPlugin | null {
-  if (face instanceof MachinesFace) return (app: FastifyInstance) => registerMachinesRoutes(app, face.machines, face.sinks);
+  if (face instanceof MachinesFace)
+    return (app: FastifyInstance) => registerMachinesRoutes(app, face.machines, face.sinks);
   if (face instanceof LedgerFace) return (app: FastifyInstance) => registerLedgerRoutes(app, face.ledger);
   if (face instanceof PipeFace) return (app: FastifyInstance) => registerPipeRoutes(app, face.pipe);
   if (face instanceof BusFace) return (app: FastifyInstance) => registerBusRoutes(app, face.bus);

@@ -6,7 +6,9 @@ export function toHttpError(err: unknown): MillraceError {
   if (err instanceof MillraceError) return err;
   const fe = err as FastifyError & { validation?: unknown[]; validationContext?: string };
   if (fe && Array.isArray(fe.validation)) {
-    return new MillraceError('bad_request', fe.message, { details: { part: fe.validationContext, problems: fe.validation } });
+    return new MillraceError('bad_request', fe.message, {
+      details: { part: fe.validationContext, problems: fe.validation },
+    });
   }
   switch (fe?.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -20,6 +22,7 @@ export function toHttpError(err: unknown): MillraceError {
       break;
   }
   if (fe instanceof SyntaxError) return new MillraceError('bad_json', fe.message);
-  if (typeof fe?.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return new MillraceError('bad_request', fe.message);
+  if (typeof fe?.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
+    return new MillraceError('bad_request', fe.message);
   return toMillraceError(err);
 }

@@ -10,7 +10,14 @@ import { NAMESPACE_NAME, namespaceSchema } from '../../machines/config.js';
 const name = { type: 'string', minLength: 1, maxLength: 100 } as const;
 const argsBody = { type: 'object', additionalProperties: false, properties: { args: {} } } as const;
 const emptyBody = { type: 'object', additionalProperties: false, properties: {} } as const;
-const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 422: errorSchema, 503: errorSchema, 504: errorSchema };
+const errors = {
+  400: errorSchema,
+  404: errorSchema,
+  409: errorSchema,
+  422: errorSchema,
+  503: errorSchema,
+  504: errorSchema,
+};
 const rangeQuery = {
   type: 'object',
   additionalProperties: false,
@@ -60,7 +67,9 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     check: (_name, parsed) => {
       const p = (parsed as { processor: { in_process?: string } }).processor;
       if (p.in_process !== undefined && !m.hasInProcess(p.in_process)) {
-        throw badRequest(`namespace definition: processor.in_process: no in-process processor "${p.in_process}" in this build`);
+        throw badRequest(
+          `namespace definition: processor.in_process: no in-process processor "${p.in_process}" in this build`,
+        );
       }
     },
     decorate: async (d) => ({ machines: await m.counts(d.name), paused: m.namespacePaused(d.name) }),
@@ -79,13 +88,33 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     const post = (op: 'call' | 'repair', summary: string) =>
       app.post<ArgsRoute>(
         `${p}/${op}`,
-        { preValidation: defaultBody, schema: { operationId: opId(op), summary, tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        {
+          preValidation: defaultBody,
+          schema: {
+            operationId: opId(op),
+            summary,
+            tags,
+            params,
+            body: argsBody,
+            response: { 200: { type: 'object', properties: { response: {} } }, ...errors },
+          },
+        },
         async (req) => m[op](req.params.ns, refOf(req.params), req.body.args, requestOptions(req)),
       );
     if (by === 'machines') {
       app.post<ArgsRoute>(
         `${p}/start`,
-        { preValidation: defaultBody, schema: { operationId: 'startMachine', summary: 'Create a machine and run its init signal', tags, params, body: argsBody, response: { 200: { type: 'object', properties: { response: {} } }, ...errors } } },
+        {
+          preValidation: defaultBody,
+          schema: {
+            operationId: 'startMachine',
+            summary: 'Create a machine and run its init signal',
+            tags,
+            params,
+            body: argsBody,
+            response: { 200: { type: 'object', properties: { response: {} } }, ...errors },
+          },
+        },
         async (req) => m.start(req.params.ns, req.params.id!, req.body.args, requestOptions(req)),
       );
     }
@@ -93,7 +122,17 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     post('repair', "Repair a failed machine through the processor's repair");
     app.post<{ Params: Params }>(
       `${p}/simple-repair`,
-      { preValidation: defaultBody, schema: { operationId: opId('simpleRepair'), summary: 'Make a failed machine working again without the processor', tags, params, body: emptyBody, response: { ...noContent, ...errors } } },
+      {
+        preValidation: defaultBody,
+        schema: {
+          operationId: opId('simpleRepair'),
+          summary: 'Make a failed machine working again without the processor',
+          tags,
+          params,
+          body: emptyBody,
+          response: { ...noContent, ...errors },
+        },
+      },
       async (req, reply) => {
         await m.simpleRepair(req.params.ns, refOf(req.params), requestOptions(req));
         return reply.status(204).send();
@@ -101,18 +140,50 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
     );
     app.post<ArgsRoute>(
       `${p}/notify`,
-      { preValidation: defaultBody, schema: { operationId: opId('notify'), summary: 'Queue a durable notification for the machine', tags, params, body: argsBody, response: { 202: { type: 'object', properties: { id: { type: 'integer' } } }, ...errors } } },
+      {
+        preValidation: defaultBody,
+        schema: {
+          operationId: opId('notify'),
+          summary: 'Queue a durable notification for the machine',
+          tags,
+          params,
+          body: argsBody,
+          response: { 202: { type: 'object', properties: { id: { type: 'integer' } } }, ...errors },
+        },
+      },
       async (req, reply) => reply.status(202).send(await m.notify(req.params.ns, refOf(req.params), req.body.args)),
     );
     app.get<{ Params: Params; Querystring: { after?: number; limit?: number; direction?: string } }>(
       p,
-      { schema: { operationId: opId('get'), summary: 'A machine with a range of its history', tags, params, querystring: rangeQuery, response: { 200: openObject({ history: { type: 'array', items: {} } }, 'The machine (id, namespace, status, aux state, timer, tags) and the asked range of its history'), ...errors } } },
-      async (req) =>
-        m.get(req.params.ns, refOf(req.params), req.query),
+      {
+        schema: {
+          operationId: opId('get'),
+          summary: 'A machine with a range of its history',
+          tags,
+          params,
+          querystring: rangeQuery,
+          response: {
+            200: openObject(
+              { history: { type: 'array', items: {} } },
+              'The machine (id, namespace, status, aux state, timer, tags) and the asked range of its history',
+            ),
+            ...errors,
+          },
+        },
+      },
+      async (req) => m.get(req.params.ns, refOf(req.params), req.query),
     );
     app.delete<{ Params: Params }>(
       p,
-      { schema: { operationId: opId('remove'), summary: 'Remove a machine, its history, timer, tags and notifications', tags, params, response: { ...noContent, ...errors } } },
+      {
+        schema: {
+          operationId: opId('remove'),
+          summary: 'Remove a machine, its history, timer, tags and notifications',
+          tags,
+          params,
+          response: { ...noContent, ...errors },
+        },
+      },
       async (req, reply) => {
         await m.remove(req.params.ns, refOf(req.params), requestOptions(req));
         return reply.status(204).send();
@@ -145,7 +216,16 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
         response: {
           200: {
             type: 'object',
-            properties: { items: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } } } }, next_cursor: { type: ['string', 'null'] } },
+            properties: {
+              items: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { name: { type: 'string' }, namespaces: { type: 'array', items: { type: 'string' } } },
+                },
+              },
+              next_cursor: { type: ['string', 'null'] },
+            },
           },
         },
       },
@@ -162,7 +242,10 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
         summary: "Machine events of the sink's namespaces, in log order (long poll)",
         tags: ['machines'],
         params: sinkParams,
-        response: { 200: openObject({ events: { type: 'array', items: {} }, next_after: { type: 'integer' } }), ...errors },
+        response: {
+          200: openObject({ events: { type: 'array', items: {} }, next_after: { type: 'integer' } }),
+          ...errors,
+        },
         querystring: {
           type: 'object',
           additionalProperties: false,
@@ -175,11 +258,22 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
         },
       },
     },
-    async (req: FastifyRequest<{ Params: { sink: string }; Querystring: { shard?: string; after: number; limit: number; wait_ms: number } }>) => {
+    async (
+      req: FastifyRequest<{
+        Params: { sink: string };
+        Querystring: { shard?: string; after: number; limit: number; wait_ms: number };
+      }>,
+    ) => {
       const abort = new AbortController();
       req.raw.once('close', () => abort.abort());
       const q = req.query;
-      return sinks.read(req.params.sink, { shard: q.shard, after: q.after, limit: q.limit, waitMs: q.wait_ms, abort: abort.signal });
+      return sinks.read(req.params.sink, {
+        shard: q.shard,
+        after: q.after,
+        limit: q.limit,
+        waitMs: q.wait_ms,
+        abort: abort.signal,
+      });
     },
   );
   app.get(
@@ -190,22 +284,42 @@ export function registerMachinesRoutes(app: FastifyInstance, m: Machines, sinks:
         summary: "Machine events of the sink's namespaces as server-sent events",
         tags: ['machines'],
         params: sinkParams,
-        response: { ...eventStream('One `event` per machine event (its id is the log position), with keep-alive comments'), ...errors },
-        querystring: { type: 'object', additionalProperties: false, properties: { shard: name, after: { type: 'integer', minimum: 0, default: 0 } } },
+        response: {
+          ...eventStream('One `event` per machine event (its id is the log position), with keep-alive comments'),
+          ...errors,
+        },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { shard: name, after: { type: 'integer', minimum: 0, default: 0 } },
+        },
       },
     },
-    async (req: FastifyRequest<{ Params: { sink: string }; Querystring: { shard?: string; after: number } }>, reply: FastifyReply) => {
+    async (
+      req: FastifyRequest<{ Params: { sink: string }; Querystring: { shard?: string; after: number } }>,
+      reply: FastifyReply,
+    ) => {
       sinks.namespaces(req.params.sink);
       const shard = sinks.shardName(req.query.shard);
       const abort = new AbortController();
       req.raw.once('close', () => abort.abort());
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+      });
       let after = req.query.after;
       try {
         while (!abort.signal.aborted) {
-          const page = await sinks.read(req.params.sink, { shard, after, limit: 1000, waitMs: 15_000, abort: abort.signal });
+          const page = await sinks.read(req.params.sink, {
+            shard,
+            after,
+            limit: 1000,
+            waitMs: 15_000,
+            abort: abort.signal,
+          });
           after = page.next_after;
           if (page.events.length === 0) res.write(': keepalive\n\n');
           for (const e of page.events) res.write(`id: ${e.pos}\nevent: event\ndata: ${JSON.stringify(e)}\n\n`);

@@ -21,16 +21,24 @@ const { version } = createRequire(import.meta.url)('../../../package.json') as {
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   const errorJson = JSON.stringify(errorSchema);
   const errorRef = { $ref: 'Error#' };
-  app.addSchema({ $id: 'Error', description: 'An error: `code` is stable (the table of codes is in the README, section Errors), `message` is for people', ...errorSchema });
+  app.addSchema({
+    $id: 'Error',
+    description:
+      'An error: `code` is stable (the table of codes is in the README, section Errors), `message` is for people',
+    ...errorSchema,
+  });
   await app.register(swagger, {
     // Shared schemas are named by their $id in components.schemas.
-    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+    refResolver: {
+      buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+    },
     openapi: {
       openapi: '3.1.0',
       info: {
         title: 'millrace',
         version,
-        description: 'Durable event backbone: machines, ledger, pipe and bus over one sharded, ordered, hash-chained log. Every error answer is an `Error` body whose `code` is stable (see the README, section Errors).',
+        description:
+          'Durable event backbone: machines, ledger, pipe and bus over one sharded, ordered, hash-chained log. Every error answer is an `Error` body whose `code` is stable (see the README, section Errors).',
         license: { name: 'MIT', identifier: 'MIT' },
       },
       servers: [
@@ -39,24 +47,38 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       ],
       tags: [
         { name: 'log', description: 'Shards, nodes and the raw log' },
-        { name: 'machines', description: 'Keyed state machines driven by a processor, their namespaces and event sinks' },
+        {
+          name: 'machines',
+          description: 'Keyed state machines driven by a processor, their namespaces and event sinks',
+        },
         { name: 'ledger', description: 'Accounts, postings, balances, locks and states' },
         { name: 'pipe', description: 'Session write-ahead log: kinds, sessions and dead letters' },
         { name: 'bus', description: 'Topics, publishing and durable subscriptions' },
         { name: 'auth', description: 'API tokens' },
         { name: 'schedules', description: 'Schedules: cron or interval fires that act on machines or publish' },
         { name: 'bulk', description: 'Bulk jobs by filter on machines and pipe dead letters' },
-        { name: 'pause', description: 'Pause and resume namespaces, machines, subscriptions, pipe kinds and exporters' },
+        {
+          name: 'pause',
+          description: 'Pause and resume namespaces, machines, subscriptions, pipe kinds and exporters',
+        },
       ],
       components: {
-        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API token, the admin token or a JWT (see docs/security.md)' } },
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'An API token, the admin token or a JWT (see docs/security.md)',
+          },
+        },
       },
       security: [{ bearer: [] }],
     },
     transform: ({ schema, url }) => {
-      if (schema === undefined || schema === null || (schema as { hide?: boolean }).hide === true) return { schema, url };
+      if (schema === undefined || schema === null || (schema as { hide?: boolean }).hide === true)
+        return { schema, url };
       const response: Record<string, unknown> = {};
-      for (const [code, r] of Object.entries((schema.response ?? {}) as Record<string, unknown>)) response[code] = JSON.stringify(r) === errorJson ? errorRef : r;
+      for (const [code, r] of Object.entries((schema.response ?? {}) as Record<string, unknown>))
+        response[code] = JSON.stringify(r) === errorJson ? errorRef : r;
       // Any other error status (401/403 with authentication on, 429, 503 while draining) has the same body.
       response['4xx'] ??= errorRef;
       response['5xx'] ??= errorRef;
@@ -72,5 +94,9 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
  * offline.
  */
 export async function registerDocsRoutes(app: FastifyInstance): Promise<void> {
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true, tryItOutEnabled: false } });
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true,
+    uiConfig: { deepLinking: true, tryItOutEnabled: false },
+  });
 }

@@ -65,7 +65,8 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     decorate: async (d) => ({ paused: pipe.kindPaused(d.name) }),
     check: (name, parsed) => {
       const clash = pipe.kindClash(name, (parsed as { code?: number }).code);
-      if (clash !== null) throw new MillraceError('defined_in_config', `pipe kind "${name}": ${clash}`, { details: { name } });
+      if (clash !== null)
+        throw new MillraceError('defined_in_config', `pipe kind "${name}": ${clash}`, { details: { name } });
     },
   });
 
@@ -96,7 +97,8 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
       {
         schema: {
           operationId: op === 'append' ? 'appendRecord' : 'replaceRecords',
-          summary: op === 'append' ? 'Append a record (base64) to a session' : "Replace a session's records with this one",
+          summary:
+            op === 'append' ? 'Append a record (base64) to a session' : "Replace a session's records with this one",
           tags,
           params: idParams,
           body: writeBody,
@@ -132,7 +134,15 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.delete<{ Params: { id: string } }>(
     '/v1/pipe/sessions/:id',
-    { schema: { operationId: 'finishSession', summary: 'Finish a session: it and its records are deleted', tags, params: idParams, response: { ...noContent, ...errors } } },
+    {
+      schema: {
+        operationId: 'finishSession',
+        summary: 'Finish a session: it and its records are deleted',
+        tags,
+        params: idParams,
+        response: { ...noContent, ...errors },
+      },
+    },
     async (req, reply) => {
       await pipe.delete(req.params.id);
       return reply.status(204).send();
@@ -146,7 +156,10 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
         operationId: 'listSessions',
         summary: 'Sessions by id, of one kind and in one state if asked, paged',
         tags,
-        querystring: pageQuery({ kind: { type: 'string', minLength: 1 }, state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] } }),
+        querystring: pageQuery({
+          kind: { type: 'string', minLength: 1 },
+          state: { type: 'string', enum: ['open', 'delivering', 'stored', 'dead'] },
+        }),
         response: { 200: pageOf(openObject()), ...errors },
       },
     },
@@ -155,7 +168,15 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.get<{ Params: { id: string } }>(
     '/v1/pipe/sessions/:id',
-    { schema: { operationId: 'getSession', summary: 'A session: kind, state, repeats, due time and records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    {
+      schema: {
+        operationId: 'getSession',
+        summary: 'A session: kind, state, repeats, due time and records',
+        tags,
+        params: idParams,
+        response: { 200: sessionResponse, ...errors },
+      },
+    },
     async (req) => sessionJson(await pipe.get(req.params.id)),
   );
 
@@ -169,7 +190,11 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
         querystring: {
           type: 'object',
           additionalProperties: false,
-          properties: { kind: { type: 'string' }, after: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+          properties: {
+            kind: { type: 'string' },
+            after: { type: 'string' },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          },
         },
         response: {
           200: {
@@ -179,7 +204,13 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
                 type: 'array',
                 items: {
                   type: 'object',
-                  properties: { id: { type: 'string' }, kind: { type: 'string' }, repeats: { type: 'integer' }, last_error: { type: ['string', 'null'] }, died_at: { type: 'string' } },
+                  properties: {
+                    id: { type: 'string' },
+                    kind: { type: 'string' },
+                    repeats: { type: 'integer' },
+                    last_error: { type: ['string', 'null'] },
+                    died_at: { type: 'string' },
+                  },
                 },
               },
               next_after: { type: ['string', 'null'] },
@@ -192,7 +223,13 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
     async (req) => {
       const list = await pipe.listDead({ kind: req.query.kind, after: req.query.after, limit: req.query.limit });
       return {
-        dead_letters: list.map((d) => ({ id: d.id, kind: d.kind, repeats: d.repeats, last_error: d.lastError, died_at: iso(d.diedAt) })),
+        dead_letters: list.map((d) => ({
+          id: d.id,
+          kind: d.kind,
+          repeats: d.repeats,
+          last_error: d.lastError,
+          died_at: iso(d.diedAt),
+        })),
         next_after: list.length === req.query.limit ? list[list.length - 1]!.id : null,
       };
     },
@@ -200,13 +237,29 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.get<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id',
-    { schema: { operationId: 'getDeadLetter', summary: 'Inspect a dead-lettered session with its records', tags, params: idParams, response: { 200: sessionResponse, ...errors } } },
+    {
+      schema: {
+        operationId: 'getDeadLetter',
+        summary: 'Inspect a dead-lettered session with its records',
+        tags,
+        params: idParams,
+        response: { 200: sessionResponse, ...errors },
+      },
+    },
     async (req) => sessionJson(await pipe.getDead(req.params.id)),
   );
 
   app.post<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id/redrive',
-    { schema: { operationId: 'redriveDeadLetter', summary: 'Send a dead-lettered session back to its handler, with a fresh count of repeats', tags, params: idParams, response: { 200: openObject({ id: { type: 'string' }, state: { type: 'string' } }), ...errors } } },
+    {
+      schema: {
+        operationId: 'redriveDeadLetter',
+        summary: 'Send a dead-lettered session back to its handler, with a fresh count of repeats',
+        tags,
+        params: idParams,
+        response: { 200: openObject({ id: { type: 'string' }, state: { type: 'string' } }), ...errors },
+      },
+    },
     async (req) => {
       await pipe.redrive(req.params.id);
       return { id: req.params.id, state: 'stored' };
@@ -215,7 +268,15 @@ export function registerPipeRoutes(app: FastifyInstance, pipe: Pipe): void {
 
   app.delete<{ Params: { id: string } }>(
     '/v1/pipe/dead-letters/:id',
-    { schema: { operationId: 'deleteDeadLetter', summary: 'Delete a dead-lettered session', tags, params: idParams, response: { ...noContent, ...errors } } },
+    {
+      schema: {
+        operationId: 'deleteDeadLetter',
+        summary: 'Delete a dead-lettered session',
+        tags,
+        params: idParams,
+        response: { ...noContent, ...errors },
+      },
+    },
     async (req, reply) => {
       await pipe.deleteDead(req.params.id);
       return reply.status(204).send();

@@ -17,7 +17,13 @@ export function requestLogger(s: RequestLogSettings): (req: FastifyRequest, repl
   return (req, reply) => {
     const ms = reply.elapsedTime;
     const status = reply.statusCode;
-    const line = { method: req.method, route: req.routeOptions.url, url: req.url, status, ms: Math.round(ms * 10) / 10 };
+    const line = {
+      method: req.method,
+      route: req.routeOptions.url,
+      url: req.url,
+      status,
+      ms: Math.round(ms * 10) / 10,
+    };
     if (status >= 500) return req.log.warn(line, 'request failed');
     const waits = isStream(req) || Number((req.query as { wait_ms?: unknown } | undefined)?.wait_ms ?? 0) > 0;
     if (!waits && ms > s.slow_request_ms) return req.log.warn(line, 'slow request');
@@ -28,6 +34,8 @@ export function requestLogger(s: RequestLogSettings): (req: FastifyRequest, repl
 
 /** A route whose 200 answer is declared as server-sent events (it writes to the raw response, past Fastify's headers). */
 function isStream(req: FastifyRequest): boolean {
-  const ok = (req.routeOptions.schema?.response as Record<string, { content?: Record<string, unknown> }> | undefined)?.[200];
+  const ok = (
+    req.routeOptions.schema?.response as Record<string, { content?: Record<string, unknown> }> | undefined
+  )?.[200];
   return ok?.content?.['text/event-stream'] !== undefined;
 }

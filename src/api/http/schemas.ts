@@ -7,22 +7,33 @@ export function pageQuery(filters: Record<string, unknown> = {}): Record<string,
   return {
     type: 'object',
     additionalProperties: false,
-    properties: { ...filters, limit: { type: 'integer', minimum: 1, maximum: 500 }, cursor: { type: 'string', maxLength: 2000 } },
+    properties: {
+      ...filters,
+      limit: { type: 'integer', minimum: 1, maximum: 500 },
+      cursor: { type: 'string', maxLength: 2000 },
+    },
   };
 }
 
 /** An object answer naming its main fields; further fields pass through as they are. */
 export const openObject = (properties: Record<string, unknown> = {}, description?: string) =>
-  ({ type: 'object', additionalProperties: true, properties, ...(description === undefined ? {} : { description }) }) as const;
+  ({
+    type: 'object',
+    additionalProperties: true,
+    properties,
+    ...(description === undefined ? {} : { description }),
+  }) as const;
 
 /** A 204 answer without a body. */
 export const noContent = { 204: { type: 'null', description: 'Done; no body' } } as const;
 
 /** A server-sent-events answer (`text/event-stream`). */
-export const eventStream = (description: string) => ({ 200: { description, content: { 'text/event-stream': { schema: { type: 'string' } } } } }) as const;
+export const eventStream = (description: string) =>
+  ({ 200: { description, content: { 'text/event-stream': { schema: { type: 'string' } } } } }) as const;
 
 /** A paged list: `items` and the opaque `next_cursor` of the next page (null on the last). */
-export const pageOf = (item: Record<string, unknown>) => openObject({ items: { type: 'array', items: item }, next_cursor: { type: ['string', 'null'] } });
+export const pageOf = (item: Record<string, unknown>) =>
+  openObject({ items: { type: 'array', items: item }, next_cursor: { type: ['string', 'null'] } });
 
 /**
  * A route schema key for a request body that the handler validates itself

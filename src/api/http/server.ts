@@ -41,7 +41,11 @@ declare module 'fastify' {
  * unknown fields refused by each schema's `additionalProperties: false`);
  * query strings and path parameters are coerced from text.
  */
-export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], access: Access = new Access(OPEN_SETTINGS, null)): Promise<FastifyInstance> {
+export async function buildHttpServer(
+  rt: Runtime,
+  plugins: HttpPlugin[] = [],
+  access: Access = new Access(OPEN_SETTINGS, null),
+): Promise<FastifyInstance> {
   const tls = rt.config.http.tls;
   const app = Fastify({
     ...(tls === undefined ? {} : { https: tlsServerOptions(tls) }),
@@ -57,9 +61,23 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     return503OnClosing: true,
   });
 
-  const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false, strict: false });
-  const lenient = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false, strict: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict.compile(schema) : lenient.compile(schema)));
+  const strict = new Ajv({
+    coerceTypes: false,
+    removeAdditional: false,
+    useDefaults: true,
+    allErrors: false,
+    strict: false,
+  });
+  const lenient = new Ajv({
+    coerceTypes: 'array',
+    removeAdditional: false,
+    useDefaults: true,
+    allErrors: false,
+    strict: false,
+  });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart === 'body' ? strict.compile(schema) : lenient.compile(schema),
+  );
 
   await registerOpenApi(app);
 
@@ -76,7 +94,10 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   app.addHook('onRequest', async (req, reply) => {
     const tp = req.headers.traceparent;
     req.traceparent = typeof tp === 'string' && TRACEPARENT.test(tp) ? tp : undefined;
-    const span = startSpan(`HTTP ${req.method}`, req.traceparent, SpanKind.SERVER, { 'http.request.method': req.method, 'url.path': req.url.split('?')[0]! });
+    const span = startSpan(`HTTP ${req.method}`, req.traceparent, SpanKind.SERVER, {
+      'http.request.method': req.method,
+      'url.path': req.url.split('?')[0]!,
+    });
     if (span !== undefined) {
       // Work done for the request (processor calls, pushes) is traced under its span.
       req.span = span;
@@ -92,7 +113,8 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   // permission table grants it. Both run before any handler, so a refused
   // request writes nothing.
   app.decorateRequest('principal', undefined);
-  const ruleOf = (req: FastifyRequest) => (req.routeOptions.url === undefined ? undefined : httpRule(req.method, req.routeOptions.url));
+  const ruleOf = (req: FastifyRequest) =>
+    req.routeOptions.url === undefined ? undefined : httpRule(req.method, req.routeOptions.url);
   app.addHook('onRequest', async (req) => {
     if (access.isOpen(ruleOf(req))) return;
     req.principal = await access.authenticate(req.headers.authorization, peerSubject(req));
@@ -103,7 +125,16 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     if (url === undefined) return; // no such route: answered 404 by the not-found handler
     const rule = ruleOf(req);
     if (access.isOpen(rule)) return;
-    await access.authorize(req.principal!, rule, { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body }, `${req.method} ${url}`);
+    await access.authorize(
+      req.principal!,
+      rule,
+      {
+        params: (req.params ?? {}) as Record<string, unknown>,
+        query: (req.query ?? {}) as Record<string, unknown>,
+        body: req.body,
+      },
+      `${req.method} ${url}`,
+    );
   });
   const logRequest = requestLogger(rt.config.logging);
   // The audit trail: an audited action's `requested` event is committed before
@@ -113,7 +144,11 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
   app.addHook('preHandler', async (req) => {
     const rule = ruleOf(req);
     if (rule === undefined || isOpenRule(rule) || rule.audit === undefined) return;
-    const input = { params: (req.params ?? {}) as Record<string, unknown>, query: (req.query ?? {}) as Record<string, unknown>, body: req.body };
+    const input = {
+      params: (req.params ?? {}) as Record<string, unknown>,
+      query: (req.query ?? {}) as Record<string, unknown>,
+      body: req.body,
+    };
     const entry: AuditEntry = {
       principal: AuditTrail.principalId(req.principal),
       action: rule.audit,
@@ -152,7 +187,10 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     logRequest(req, reply);
     if (req.span !== undefined) {
       req.span.updateName(`HTTP ${req.method} ${route}`);
-      endSpan(req.span, reply.statusCode >= 500 ? new Error(`status ${reply.statusCode}`) : undefined, { 'http.route': route, 'http.response.status_code': reply.statusCode });
+      endSpan(req.span, reply.statusCode >= 500 ? new Error(`status ${reply.statusCode}`) : undefined, {
+        'http.route': route,
+        'http.response.status_code': reply.statusCode,
+      });
     }
   });
 
@@ -160,11 +198,17 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
     const e = toHttpError(err);
     if (e.httpStatus >= 500) req.log.error({ err, code: e.code }, 'request failed');
     if (e.retryAfterS !== undefined) reply.header('retry-after', String(Math.ceil(e.retryAfterS)));
-    if (e.code === 'unauthenticated') reply.header('www-authenticate', req.headers.authorization ? 'Bearer realm="millrace", error="invalid_token"' : 'Bearer realm="millrace"');
+    if (e.code === 'unauthenticated')
+      reply.header(
+        'www-authenticate',
+        req.headers.authorization ? 'Bearer realm="millrace", error="invalid_token"' : 'Bearer realm="millrace"',
+      );
     return reply.status(e.httpStatus).send({ error: e.toJSON() });
   });
   app.setNotFoundHandler(async (req, reply) => {
-    return reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
+    return reply
+      .status(404)
+      .send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
 
   registerCoreRoutes(app, rt);
@@ -177,7 +221,13 @@ export async function buildHttpServer(rt: Runtime, plugins: HttpPlugin[] = [], a
 }
 
 /** Options of an HTTPS listener: with a client CA, a client certificate signed by it is required. */
-export function tlsServerOptions(tls: { cert_file: string; key_file: string; client_ca_file?: string | undefined }): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean; rejectUnauthorized: boolean } {
+export function tlsServerOptions(tls: { cert_file: string; key_file: string; client_ca_file?: string | undefined }): {
+  cert: Buffer;
+  key: Buffer;
+  ca?: Buffer;
+  requestCert: boolean;
+  rejectUnauthorized: boolean;
+} {
   const read = (what: string, f: string) => {
     try {
       return readFileSync(f);
@@ -185,7 +235,12 @@ export function tlsServerOptions(tls: { cert_file: string; key_file: string; cli
       throw new MillraceError('config_invalid', `http.tls.${what}: cannot read ${f}: ${(err as Error).message}`);
     }
   };
-  const out = { cert: read('cert_file', tls.cert_file), key: read('key_file', tls.key_file), requestCert: false, rejectUnauthorized: false };
+  const out = {
+    cert: read('cert_file', tls.cert_file),
+    key: read('key_file', tls.key_file),
+    requestCert: false,
+    rejectUnauthorized: false,
+  };
   if (tls.client_ca_file === undefined) return out;
   return { ...out, ca: read('client_ca_file', tls.client_ca_file), requestCert: true, rejectUnauthorized: true };
 }

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Where `npm run build` puts the console (same path from `src/` and from `dist/`). */
-export const UI_DIR = process.env.MILLRACE_UI_DIR ?? join(fileURLToPath(new URL('../../../', import.meta.url)), 'dist', 'ui');
+export const UI_DIR =
+  process.env.MILLRACE_UI_DIR ?? join(fileURLToPath(new URL('../../../', import.meta.url)), 'dist', 'ui');
 
 /**
  * The web console at `/ui/`: the built single-page app, served as static
@@ -23,12 +24,20 @@ export async function registerUiRoutes(app: FastifyInstance, dir: string = UI_DI
     app.get('/ui/*', { schema: { hide: true } }, async (_req, reply) => missing(reply));
     return;
   }
-  await app.register(fastifyStatic, { root: dir, prefix: '/ui/', index: ['index.html'], wildcard: true, cacheControl: false });
+  await app.register(fastifyStatic, {
+    root: dir,
+    prefix: '/ui/',
+    index: ['index.html'],
+    wildcard: true,
+    cacheControl: false,
+  });
 }
 
 function missing(reply: import('fastify').FastifyReply) {
   return reply
     .status(503)
     .type('text/plain; charset=utf-8')
-    .send('The millrace console is not built on this node: run `npm run build` (or `npm ci`) in the millrace checkout, then restart the node.\n');
+    .send(
+      'The millrace console is not built on this node: run `npm run build` (or `npm ci`) in the millrace checkout, then restart the node.\n',
+    );
 }

@@ -22,7 +22,11 @@ async function tool(name: 'pg_dump' | 'pg_restore', args: string[]): Promise<voi
     await run(name, args, { maxBuffer: 64 * 1024 * 1024 });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new MillraceError('config_invalid', `${name} is not installed; the PostgreSQL backup and restore need the client tools (${name}) of the server's major version or newer`);
+    if (e.code === 'ENOENT')
+      throw new MillraceError(
+        'config_invalid',
+        `${name} is not installed; the PostgreSQL backup and restore need the client tools (${name}) of the server's major version or newer`,
+      );
     throw new MillraceError('internal', `${name} failed: ${(e.stderr ?? e.message).trim()}`);
   }
 }
@@ -44,11 +48,35 @@ export async function backupPostgres(url: string, dest: string): Promise<ShardSn
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snap = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-    const head = (await client.query<{ pos: string; hash: Buffer }>('SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1')).rows[0];
-    const events = Number((await client.query<{ n: string }>('SELECT COUNT(*) AS n FROM events WHERE pos IS NOT NULL')).rows[0]!.n);
-    const gaps = (await client.query("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'chain_gaps'")).rowCount;
-    const cp = gaps ? (await client.query<{ last_pos: string; last_hash: Buffer }>('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1')).rows[0] : undefined;
-    await tool('pg_dump', ['--snapshot', snap, '--format=custom', '--no-owner', '--no-privileges', '--file', partial, '--dbname', url]);
+    const head = (
+      await client.query<{ pos: string; hash: Buffer }>(
+        'SELECT pos, hash FROM events WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1',
+      )
+    ).rows[0];
+    const events = Number(
+      (await client.query<{ n: string }>('SELECT COUNT(*) AS n FROM events WHERE pos IS NOT NULL')).rows[0]!.n,
+    );
+    const gaps = (
+      await client.query("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'chain_gaps'")
+    ).rowCount;
+    const cp = gaps
+      ? (
+          await client.query<{ last_pos: string; last_hash: Buffer }>(
+            'SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1',
+          )
+        ).rows[0]
+      : undefined;
+    await tool('pg_dump', [
+      '--snapshot',
+      snap,
+      '--format=custom',
+      '--no-owner',
+      '--no-privileges',
+      '--file',
+      partial,
+      '--dbname',
+      url,
+    ]);
     await client.query('COMMIT');
     await fsyncPath(partial);
     await rename(partial, dest);
@@ -71,7 +99,12 @@ export async function postgresHoldsData(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, application_name: 'millrace-restore' });
   await client.connect();
   try {
-    return Number((await client.query<{ n: string }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = 'public'")).rows[0]!.n) > 0;
+    return (
+      Number(
+        (await client.query<{ n: string }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = 'public'")).rows[0]!
+          .n,
+      ) > 0
+    );
   } finally {
     // The answer is read; a connection that fails to end is broken, and the server drops it.
     await client.end().catch(() => {});
@@ -80,7 +113,18 @@ export async function postgresHoldsData(url: string): Promise<boolean> {
 
 export async function restorePostgres(file: string, url: string): Promise<void> {
   if (await postgresHoldsData(url)) {
-    throw new MillraceError('restore_target_not_empty', `the database of ${url.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:***@')} already has tables; restore only into empty databases`);
+    throw new MillraceError(
+      'restore_target_not_empty',
+      `the database of ${url.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:***@')} already has tables; restore only into empty databases`,
+    );
   }
-  await tool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '--single-transaction', '--dbname', url, file]);
+  await tool('pg_restore', [
+    '--no-owner',
+    '--no-privileges',
+    '--exit-on-error',
+    '--single-transaction',
+    '--dbname',
+    url,
+    file,
+  ]);
 }

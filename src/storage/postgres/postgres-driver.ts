@@ -1,6 +1,15 @@
 import pg from 'pg';
 import { createHash } from 'node:crypto';
-import type { DialectCapabilities, HeldLock, Migration, Queryable, RoleLeaseSql, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
+import type {
+  DialectCapabilities,
+  HeldLock,
+  Migration,
+  Queryable,
+  RoleLeaseSql,
+  ShardDriver,
+  SqlFragments,
+  WriteConnection,
+} from '../port.js';
 
 const INT8_OID = 20;
 /** First key of the transaction-scoped advisory locks of group-committed writers ('mrwl'). */
@@ -74,7 +83,10 @@ class PgWriteConnection extends PgQueryable implements WriteConnection {
   /** A statement that failed since the last exec (BEGIN, SAVEPOINT, COMMIT, …). */
   private failed: unknown;
 
-  constructor(private readonly client: pg.PoolClient | pg.Client, private readonly onRelease: (destroy: boolean) => void) {
+  constructor(
+    private readonly client: pg.PoolClient | pg.Client,
+    private readonly onRelease: (destroy: boolean) => void,
+  ) {
     super(client);
   }
 
@@ -167,14 +179,22 @@ export function advisoryKey(key: string): string {
 
 export class PostgresDriver implements ShardDriver {
   readonly dialect = 'postgres' as const;
-  readonly capabilities: DialectCapabilities = { sequencesOnInsert: false, cheapSavepoints: false, multiNode: true, bulkArrayParams: true, tablePartitioning: true, singleWriter: false };
+  readonly capabilities: DialectCapabilities = {
+    sequencesOnInsert: false,
+    cheapSavepoints: false,
+    multiNode: true,
+    bulkArrayParams: true,
+    tablePartitioning: true,
+    singleWriter: false,
+  };
   readonly sql: SqlFragments = {
     claimRows: ' FOR UPDATE SKIP LOCKED',
     begin: 'BEGIN',
     // The two-key form of advisory locks keeps these apart from the one-key
     // session locks (sequencer, exclusive roles). unnest yields the array in
     // order, so the locks are taken in that order.
-    beginLocked: (keys) => `BEGIN; SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) FROM unnest('{${keys.map((k) => String(k | 0)).join(',')}}'::int4[]) AS k`,
+    beginLocked: (keys) =>
+      `BEGIN; SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) FROM unnest('{${keys.map((k) => String(k | 0)).join(',')}}'::int4[]) AS k`,
     lockingQuery: `SELECT count(pg_advisory_xact_lock(${WRITE_LOCK_SPACE}, k)) AS n FROM unnest(?::int4[]) AS k`,
     notify: 'SELECT pg_notify(?, ?)',
     roles: ROLE_SQL,
@@ -205,7 +225,8 @@ export class PostgresDriver implements ShardDriver {
   private sessionOptions(synchronousCommitOff: boolean): string | undefined {
     const o: string[] = [];
     if (synchronousCommitOff) o.push('-c synchronous_commit=off');
-    if (this.opts.idleInTransactionMs !== undefined) o.push(`-c idle_in_transaction_session_timeout=${Math.floor(this.opts.idleInTransactionMs)}`);
+    if (this.opts.idleInTransactionMs !== undefined)
+      o.push(`-c idle_in_transaction_session_timeout=${Math.floor(this.opts.idleInTransactionMs)}`);
     return o.length ? o.join(' ') : undefined;
   }
 
@@ -273,8 +294,12 @@ export class PostgresDriver implements ShardDriver {
       try {
         // Two nodes starting together: the second waits here, then finds nothing to do.
         await client.query('SELECT pg_advisory_xact_lock($1)', [advisoryKey('millrace:migrate')]);
-        await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)');
-        const done = new Set((await client.query<{ id: string }>('SELECT id FROM schema_migrations')).rows.map((r) => r.id));
+        await client.query(
+          'CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)',
+        );
+        const done = new Set(
+          (await client.query<{ id: string }>('SELECT id FROM schema_migrations')).rows.map((r) => r.id),
+        );
         const applied: string[] = [];
         for (const m of migrations) {
           if (done.has(m.id)) continue;
@@ -302,7 +327,11 @@ export class PostgresDriver implements ShardDriver {
   private async listenerClient(): Promise<pg.Client> {
     if (this.listenerReady === undefined) {
       this.listenerReady = (async () => {
-        const c = new pg.Client({ connectionString: this.opts.url, types, application_name: `${this.opts.applicationName ?? 'millrace'}-listen` });
+        const c = new pg.Client({
+          connectionString: this.opts.url,
+          types,
+          application_name: `${this.opts.applicationName ?? 'millrace'}-listen`,
+        });
         c.on('notification', (msg) => {
           for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
         });
@@ -404,7 +433,10 @@ export class PostgresDriver implements ShardDriver {
     let waiting = false;
     const onAbort = (): void => {
       // If the cancel fails, the wait ends when the lock comes or the connection is ended below.
-      if (waiting) void this.pool.query('SELECT pg_cancel_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
+      if (waiting)
+        void this.pool
+          .query('SELECT pg_cancel_backend($1)', [(client as unknown as { processID: number }).processID])
+          .catch(() => {});
     };
     abort.addEventListener('abort', onAbort, { once: true });
     const k = advisoryKey(key);

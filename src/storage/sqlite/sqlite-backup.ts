@@ -7,10 +7,15 @@ import type { ShardSnapshotInfo } from '../snapshot-info.js';
 
 /** What a copy holds: its head, event count and pruning checkpoint, read from the copy itself. */
 function describe(db: Database.Database): ShardSnapshotInfo {
-  const head = db.prepare('SELECT pos, hash FROM events ORDER BY pos DESC LIMIT 1').get() as { pos: number; hash: Buffer } | undefined;
+  const head = db.prepare('SELECT pos, hash FROM events ORDER BY pos DESC LIMIT 1').get() as
+    { pos: number; hash: Buffer } | undefined;
   const events = (db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
-  const hasGaps = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_gaps'").get() !== undefined;
-  const cp = hasGaps ? (db.prepare('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1').get() as { last_pos: number; last_hash: Buffer } | undefined) : undefined;
+  const hasGaps =
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_gaps'").get() !== undefined;
+  const cp = hasGaps
+    ? (db.prepare('SELECT last_pos, last_hash FROM chain_gaps WHERE first_pos = 1').get() as
+        { last_pos: number; last_hash: Buffer } | undefined)
+    : undefined;
   return {
     head: head?.pos ?? 0,
     headHash: head ? head.hash.toString('hex') : null,
@@ -36,7 +41,8 @@ async function fsyncPath(path: string): Promise<void> {
  * goes to `<dest>.partial` and is renamed once complete and on disk.
  */
 export async function backupSqlite(source: string, dest: string): Promise<ShardSnapshotInfo> {
-  if (!existsSync(source)) throw new MillraceError('bad_request', `no database at ${source}`, { details: { path: source } });
+  if (!existsSync(source))
+    throw new MillraceError('bad_request', `no database at ${source}`, { details: { path: source } });
   const partial = `${dest}.partial`;
   await rm(partial, { force: true });
   const db = new Database(source, { fileMustExist: true });
@@ -66,7 +72,11 @@ export function sqliteHoldsData(path: string): boolean {
   if (!existsSync(path)) return false;
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'schema_migrations')").get() !== undefined;
+    return (
+      db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'schema_migrations')")
+        .get() !== undefined
+    );
   } finally {
     db.close();
   }
@@ -74,7 +84,12 @@ export function sqliteHoldsData(path: string): boolean {
 
 /** Puts a backed-up shard file at `target` (which must hold no millrace data), atomically: copy beside it, fsync, rename. */
 export async function restoreSqlite(file: string, target: string): Promise<void> {
-  if (sqliteHoldsData(target)) throw new MillraceError('restore_target_not_empty', `shard database ${target} already holds data; restore only into a new data dir`, { details: { path: target } });
+  if (sqliteHoldsData(target))
+    throw new MillraceError(
+      'restore_target_not_empty',
+      `shard database ${target} already holds data; restore only into a new data dir`,
+      { details: { path: target } },
+    );
   await mkdir(dirname(target), { recursive: true });
   for (const extra of ['-wal', '-shm']) await rm(`${target}${extra}`, { force: true });
   await rm(target, { force: true });

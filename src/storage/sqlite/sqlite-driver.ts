@@ -4,7 +4,15 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { dirname } from 'node:path';
-import type { DialectCapabilities, HeldLock, Migration, Queryable, ShardDriver, SqlFragments, WriteConnection } from '../port.js';
+import type {
+  DialectCapabilities,
+  HeldLock,
+  Migration,
+  Queryable,
+  ShardDriver,
+  SqlFragments,
+  WriteConnection,
+} from '../port.js';
 
 type Db = Database.Database;
 type Stmt = Database.Statement;
@@ -125,7 +133,14 @@ function startCheckpointer(path: string, everyMs: number): Worker {
  */
 export class SqliteDriver implements ShardDriver {
   readonly dialect = 'sqlite' as const;
-  readonly capabilities: DialectCapabilities = { sequencesOnInsert: true, cheapSavepoints: true, multiNode: false, bulkArrayParams: false, tablePartitioning: false, singleWriter: true };
+  readonly capabilities: DialectCapabilities = {
+    sequencesOnInsert: true,
+    cheapSavepoints: true,
+    multiNode: false,
+    bulkArrayParams: false,
+    tablePartitioning: false,
+    singleWriter: true,
+  };
   readonly sql: SqlFragments = {
     claimRows: '',
     beginLocked: null,
@@ -218,7 +233,9 @@ export class SqliteDriver implements ShardDriver {
   async migrate(migrations: readonly Migration[]): Promise<string[]> {
     const conn = await this.writer.acquire();
     try {
-      await conn.exec('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      await conn.exec(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)',
+      );
       await conn.exec('BEGIN IMMEDIATE');
       try {
         const done = new Set((await conn.all<{ id: string }>('SELECT id FROM schema_migrations')).map((r) => r.id));
@@ -241,7 +258,9 @@ export class SqliteDriver implements ShardDriver {
   }
 
   async appliedMigrations(): Promise<string[]> {
-    const t = await this.reader.all<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
+    const t = await this.reader.all<{ n: number }>(
+      "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    );
     if (!t[0]?.n) return [];
     return (await this.reader.all<{ id: string }>('SELECT id FROM schema_migrations ORDER BY id')).map((r) => r.id);
   }

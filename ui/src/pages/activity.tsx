@@ -15,7 +15,8 @@ function merge(have: SeriesAnswer | null, more: SeriesAnswer): SeriesAnswer {
   const t = [...have.t, ...more.t];
   const names = new Set([...Object.keys(have.series), ...Object.keys(more.series)]);
   const series: Record<string, Array<number | null>> = {};
-  for (const n of names) series[n] = [...(have.series[n] ?? have.t.map(() => null)), ...(more.series[n] ?? more.t.map(() => null))];
+  for (const n of names)
+    series[n] = [...(have.series[n] ?? have.t.map(() => null)), ...(more.series[n] ?? more.t.map(() => null))];
   const last = t[t.length - 1] ?? 0;
   let from = 0;
   while (from < t.length && t[from]! < last - KEEP_MS) from++;
@@ -58,16 +59,34 @@ export function Activity(_: PageProps) {
     <section>
       <h1>Activity</h1>
       <Notice>
-        This node's own counters, sampled every {data ? data.interval_ms / 1000 : '…'} s and kept in its memory for the last hour (a restart starts afresh; each node
-        shows its own).
+        This node's own counters, sampled every {data ? data.interval_ms / 1000 : '…'} s and kept in its memory for the
+        last hour (a restart starts afresh; each node shows its own).
       </Notice>
       <ErrorBanner error={error} />
       {data && data.t.length < 2 && <Notice>Collecting the first samples…</Notice>}
       {data && (
         <div class="charts">
-          <Chart testid="chart-rates" title="Rates (per second)" unit="" t={data.t} lines={RATES.map((k) => ({ label: k, values: col(`${k}_per_s`) }))} />
-          <Chart testid="chart-lag" title="Subscription lag (events)" unit="" t={data.t} lines={[{ label: 'lag', values: col('subscription_lag') }]} />
-          <Chart testid="chart-p99" title="p99 latency (ms)" unit="" t={data.t} lines={LATENCIES.map((k) => ({ label: k, values: col(`p99_${k}_ms`) }))} />
+          <Chart
+            testid="chart-rates"
+            title="Rates (per second)"
+            unit=""
+            t={data.t}
+            lines={RATES.map((k) => ({ label: k, values: col(`${k}_per_s`) }))}
+          />
+          <Chart
+            testid="chart-lag"
+            title="Subscription lag (events)"
+            unit=""
+            t={data.t}
+            lines={[{ label: 'lag', values: col('subscription_lag') }]}
+          />
+          <Chart
+            testid="chart-p99"
+            title="p99 latency (ms)"
+            unit=""
+            t={data.t}
+            lines={LATENCIES.map((k) => ({ label: k, values: col(`p99_${k}_ms`) }))}
+          />
         </div>
       )}
     </section>

@@ -2,7 +2,21 @@ import { useState } from 'preact/hooks';
 import { api, enc, items, itemsOr } from '../api';
 import { allowed } from '../auth';
 import type { BulkJob, DryRun, NamespaceInfo } from '../types';
-import { ActionForm, Badge, ErrorBanner, Field, Notice, ProgressBar, Table, parseJsonInput, short, useAction, useLoad, when, type PageProps } from '../ui';
+import {
+  ActionForm,
+  Badge,
+  ErrorBanner,
+  Field,
+  Notice,
+  ProgressBar,
+  Table,
+  parseJsonInput,
+  short,
+  useAction,
+  useLoad,
+  when,
+  type PageProps,
+} from '../ui';
 
 const MACHINE_OPS = ['repair', 'simple_repair', 'remove', 'notify'] as const;
 const DEAD_LETTER_OPS = ['redrive', 'delete'] as const;
@@ -26,7 +40,9 @@ export function Bulk({ params }: PageProps) {
           <code class="small" data-job={j.id}>
             {j.id}
           </code>,
-          j.target === 'machines' ? `machines of ${typeof j.spec.namespace === 'string' ? j.spec.namespace : ''}` : 'pipe dead letters',
+          j.target === 'machines'
+            ? `machines of ${typeof j.spec.namespace === 'string' ? j.spec.namespace : ''}`
+            : 'pipe dead letters',
           <code class="small">{short(j.spec.action)}</code>,
           <Badge value={j.status} />,
           <ProgressBar value={j.progress} testid={`progress-${j.id}`} />,
@@ -35,7 +51,19 @@ export function Bulk({ params }: PageProps) {
           j.failed > 0 ? <span title={j.errors.map((e) => `${e.item}: ${e.code}`).join('\n')}>{j.failed}</span> : 0,
           when(j.created_at),
           j.status === 'running' ? (
-            <button class="danger" {...allowed('ops:bulk', { disabled: act.busy })} onClick={() => act.run(`cancelled ${j.id}`, async () => (await api<BulkJob>(`/v1/bulk-jobs/${enc(j.id)}/cancel`, { method: 'POST' }), jobs.reload()))}>
+            <button
+              class="danger"
+              {...allowed('ops:bulk', { disabled: act.busy })}
+              onClick={() =>
+                act.run(
+                  `cancelled ${j.id}`,
+                  async () => (
+                    await api<BulkJob>(`/v1/bulk-jobs/${enc(j.id)}/cancel`, { method: 'POST' }),
+                    jobs.reload()
+                  ),
+                )
+              }
+            >
               Cancel
             </button>
           ) : (
@@ -74,7 +102,8 @@ function BulkForm({ initialNs, onStarted }: { initialNs: string; onStarted: () =
     if (op === 'repair' || op === 'notify') action.args = parseJsonInput(args, 'the arguments');
     return { filter, action, rate_per_s: Number(rate), ...(dryRun ? { dry_run: true } : {}) };
   };
-  const path = () => (target === 'machines' ? `/v1/namespaces/${enc(chosenNs)}/bulk-jobs` : '/v1/pipe/dead-letters/bulk-jobs');
+  const path = () =>
+    target === 'machines' ? `/v1/namespaces/${enc(chosenNs)}/bulk-jobs` : '/v1/pipe/dead-letters/bulk-jobs';
   const count = () =>
     act.run('', async () => {
       const r = await api<DryRun>(path(), { method: 'POST', body: request(true) });
@@ -112,7 +141,9 @@ function BulkForm({ initialNs, onStarted }: { initialNs: string; onStarted: () =
             <label>
               namespace
               <select name="ns" value={chosenNs} onChange={(e) => setNs((e.target as HTMLSelectElement).value)}>
-                {(namespaces.data ?? []).map((n) => <option value={n.name}>{n.name}</option>)}
+                {(namespaces.data ?? []).map((n) => (
+                  <option value={n.name}>{n.name}</option>
+                ))}
               </select>
             </label>
             <label>
@@ -135,7 +166,9 @@ function BulkForm({ initialNs, onStarted }: { initialNs: string; onStarted: () =
         <label>
           action
           <select name="op" value={op} onChange={(e) => setOp((e.target as HTMLSelectElement).value)}>
-            {ops.map((o) => <option value={o}>{o.replace('_', ' ')}</option>)}
+            {ops.map((o) => (
+              <option value={o}>{o.replace('_', ' ')}</option>
+            ))}
           </select>
         </label>
         {(op === 'repair' || op === 'notify') && <Field name="args" label="args (JSON)" value={args} set={setArgs} />}

@@ -2,14 +2,34 @@ import { useState } from 'preact/hooks';
 import { api, enc, items, itemsOr } from '../api';
 import { allowed } from '../auth';
 import type { Definition, PublishAnswer, SubscriptionInfo } from '../types';
-import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, parseJsonInput, short, useAction, useLoad, type PageProps } from '../ui';
+import {
+  ActionForm,
+  Badge,
+  ErrorBanner,
+  Field,
+  Notice,
+  Table,
+  parseJsonInput,
+  short,
+  useAction,
+  useLoad,
+  type PageProps,
+} from '../ui';
 
 export async function loadSubscriptions(): Promise<SubscriptionInfo[]> {
   return items<SubscriptionInfo>('/v1/bus/subscriptions?limit=500');
 }
 
 /** Subscriptions with their lag and connection; with `onDelete`/`onPause`, their actions. */
-export function SubscriptionTable({ subs, onDelete, onPause }: { subs: SubscriptionInfo[]; onDelete?: (name: string) => void; onPause?: (name: string, paused: boolean) => void }) {
+export function SubscriptionTable({
+  subs,
+  onDelete,
+  onPause,
+}: {
+  subs: SubscriptionInfo[];
+  onDelete?: (name: string) => void;
+  onPause?: (name: string, paused: boolean) => void;
+}) {
   const actions = onDelete !== undefined || onPause !== undefined;
   return (
     <Table
@@ -18,7 +38,9 @@ export function SubscriptionTable({ subs, onDelete, onPause }: { subs: Subscript
       rows={subs.map((s) => [
         <code>{s.name}</code>,
         s.config.topics.join(', '),
-        <span class="num" data-testid={`lag-${s.name}`}>{s.lag_total}</span>,
+        <span class="num" data-testid={`lag-${s.name}`}>
+          {s.lag_total}
+        </span>,
         <span data-testid={`state-${s.name}`}>
           <Badge value={s.connected ? 'connected' : 'disconnected'} /> {s.paused && <Badge value="paused" />}
         </span>,
@@ -28,12 +50,20 @@ export function SubscriptionTable({ subs, onDelete, onPause }: { subs: Subscript
           ? [
               <span class="actions">
                 {onPause && (
-                  <button data-action={s.paused ? 'resume' : 'pause'} {...allowed(`bus:admin:${s.name}`)} onClick={() => onPause(s.name, s.paused)}>
+                  <button
+                    data-action={s.paused ? 'resume' : 'pause'}
+                    {...allowed(`bus:admin:${s.name}`)}
+                    onClick={() => onPause(s.name, s.paused)}
+                  >
                     {s.paused ? 'Resume' : 'Pause'}
                   </button>
                 )}
                 {onDelete && (
-                  <button class="danger" {...allowed(`bus:admin:${s.name}`)} onClick={() => confirm(`Delete subscription ${s.name} and its positions?`) && onDelete(s.name)}>
+                  <button
+                    class="danger"
+                    {...allowed(`bus:admin:${s.name}`)}
+                    onClick={() => confirm(`Delete subscription ${s.name} and its positions?`) && onDelete(s.name)}
+                  >
                     Delete
                   </button>
                 )}
@@ -54,7 +84,10 @@ function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () =
   const [dlt, setDlt] = useState('');
   const save = () =>
     act.run(`subscription ${name.trim()} saved`, async () => {
-      const list = chosen.split(',').map((t) => t.trim()).filter(Boolean);
+      const list = chosen
+        .split(',')
+        .map((t) => t.trim())
+        .filter(Boolean);
       if (!name.trim()) throw new Error('give the subscription a name');
       const body: Record<string, unknown> = { topics: list, start };
       if (dlt) body.dead_letter_topic = dlt;
@@ -66,7 +99,14 @@ function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () =
       <h2>New subscription</h2>
       <ActionForm act={act} onSubmit={() => void save()} submit="Create">
         <Field name="name" label="name" value={name} set={setName} placeholder="billing" />
-        <Field name="topics" label="topics (comma-separated)" value={chosen} set={setChosen} placeholder={topics.join(', ')} grow />
+        <Field
+          name="topics"
+          label="topics (comma-separated)"
+          value={chosen}
+          set={setChosen}
+          placeholder={topics.join(', ')}
+          grow
+        />
         <label>
           start
           <select name="start" value={start} onChange={(e) => setStart((e.target as HTMLSelectElement).value)}>
@@ -78,7 +118,9 @@ function SubscriptionForm({ topics, onSaved }: { topics: string[]; onSaved: () =
           dead-letter topic
           <select name="dead_letter_topic" value={dlt} onChange={(e) => setDlt((e.target as HTMLSelectElement).value)}>
             <option value="">none</option>
-            {topics.map((t) => <option value={t}>{t}</option>)}
+            {topics.map((t) => (
+              <option value={t}>{t}</option>
+            ))}
           </select>
         </label>
       </ActionForm>
@@ -100,9 +142,23 @@ export function Bus(_: PageProps) {
       {act.done && <Notice kind="ok">{act.done}</Notice>}
       <SubscriptionTable
         subs={subs.data ?? []}
-        onDelete={(name) => void act.run(`deleted ${name}`, async () => (await api(`/v1/bus/subscriptions/${enc(name)}`, { method: 'DELETE' }), subs.reload()))}
+        onDelete={(name) =>
+          void act.run(
+            `deleted ${name}`,
+            async () => (await api(`/v1/bus/subscriptions/${enc(name)}`, { method: 'DELETE' }), subs.reload()),
+          )
+        }
         onPause={(name, paused) =>
-          void act.run(`${paused ? 'resumed' : 'paused'} ${name}`, async () => (await api(`/v1/bus/subscriptions/${enc(name)}/${paused ? 'resume' : 'pause'}`, { method: 'POST', body: {} }), subs.reload()))
+          void act.run(
+            `${paused ? 'resumed' : 'paused'} ${name}`,
+            async () => (
+              await api(`/v1/bus/subscriptions/${enc(name)}/${paused ? 'resume' : 'pause'}`, {
+                method: 'POST',
+                body: {},
+              }),
+              subs.reload()
+            ),
+          )
         }
       />
       <SubscriptionForm topics={topicNames} onSaved={() => subs.reload()} />
@@ -114,7 +170,12 @@ export function Bus(_: PageProps) {
         <Table
           testid="topics"
           head={['topic', 'source', 'definition', '']}
-          rows={(topics.data ?? []).map((t) => [<code>{t.name}</code>, <Badge value={t.source} />, <code>{short(t.definition ?? '')}</code>, <a href={`#/topics?topic=${enc(t.name)}`}>Browse events</a>])}
+          rows={(topics.data ?? []).map((t) => [
+            <code>{t.name}</code>,
+            <Badge value={t.source} />,
+            <code>{short(t.definition ?? '')}</code>,
+            <a href={`#/topics?topic=${enc(t.name)}`}>Browse events</a>,
+          ])}
         />
       )}
       <PublishForm topics={topicNames} onPublished={() => subs.reload()} />
@@ -136,7 +197,10 @@ function PublishForm({ topics, onPublished }: { topics: string[]; onPublished: (
       const event: Record<string, unknown> = { type, data: parseJsonInput(data, 'the data') };
       if (key) event.key = key;
       if (id) event.id = id;
-      const r = await api<PublishAnswer>(`/v1/bus/topics/${enc(chosen)}/events`, { method: 'POST', body: { events: [event] } });
+      const r = await api<PublishAnswer>(`/v1/bus/topics/${enc(chosen)}/events`, {
+        method: 'POST',
+        body: { events: [event] },
+      });
       onPublished();
       const p = r.positions[0];
       return p ? `${p.duplicate ? 'duplicate of the event at' : 'published at'} ${p.shard}:${p.pos}` : 'published';
@@ -148,7 +212,9 @@ function PublishForm({ topics, onPublished }: { topics: string[]; onPublished: (
         <label>
           topic
           <select name="topic" value={chosen} onChange={(e) => setTopic((e.target as HTMLSelectElement).value)}>
-            {topics.map((t) => <option value={t}>{t}</option>)}
+            {topics.map((t) => (
+              <option value={t}>{t}</option>
+            ))}
           </select>
         </label>
         <Field name="key" label="key" value={key} set={setKey} placeholder="(none)" />

@@ -2,13 +2,43 @@ import { useState } from 'preact/hooks';
 import { api, enc, items } from '../api';
 import { allowed } from '../auth';
 import type { Definition } from '../types';
-import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, parseJsonInput, short, useAction, useLoad, type PageProps } from '../ui';
+import {
+  ActionForm,
+  Badge,
+  ErrorBanner,
+  Field,
+  Notice,
+  Table,
+  parseJsonInput,
+  short,
+  useAction,
+  useLoad,
+  type PageProps,
+} from '../ui';
 
 /** What can be defined at runtime: machine namespaces, pipe kinds, bus topics. */
 const DEFINABLE = [
-  { id: 'namespaces', title: 'Machine namespaces', path: '/v1/namespaces', admin: 'machines:admin', example: '{"processor": {"in_process": "example.counter"}}' },
-  { id: 'kinds', title: 'Pipe kinds', path: '/v1/pipe/kinds', admin: 'pipe:admin', example: '{"handler": "http://127.0.0.1:8080/sessions", "max_repeats": 5}' },
-  { id: 'topics', title: 'Bus topics', path: '/v1/bus/topics', admin: 'bus:admin', example: '{"description": "orders of the shop"}' },
+  {
+    id: 'namespaces',
+    title: 'Machine namespaces',
+    path: '/v1/namespaces',
+    admin: 'machines:admin',
+    example: '{"processor": {"in_process": "example.counter"}}',
+  },
+  {
+    id: 'kinds',
+    title: 'Pipe kinds',
+    path: '/v1/pipe/kinds',
+    admin: 'pipe:admin',
+    example: '{"handler": "http://127.0.0.1:8080/sessions", "max_repeats": 5}',
+  },
+  {
+    id: 'topics',
+    title: 'Bus topics',
+    path: '/v1/bus/topics',
+    admin: 'bus:admin',
+    example: '{"description": "orders of the shop"}',
+  },
 ] as const;
 
 export function Definitions(_: PageProps) {
@@ -16,8 +46,8 @@ export function Definitions(_: PageProps) {
     <section>
       <h1>Definitions</h1>
       <Notice>
-        Namespaces, kinds and topics defined here are stored in the shard database and seen by every node without a restart. Those of the config file are shown
-        too; they win on a name conflict and cannot be changed here.
+        Namespaces, kinds and topics defined here are stored in the shard database and seen by every node without a
+        restart. Those of the config file are shown too; they win on a name conflict and cannot be changed here.
       </Notice>
       {DEFINABLE.map((d) => (
         <DefinitionSection key={d.id} {...d} />
@@ -26,7 +56,19 @@ export function Definitions(_: PageProps) {
   );
 }
 
-function DefinitionSection({ id, title, path, example, admin }: { id: string; title: string; path: string; example: string; admin: string }) {
+function DefinitionSection({
+  id,
+  title,
+  path,
+  example,
+  admin,
+}: {
+  id: string;
+  title: string;
+  path: string;
+  example: string;
+  admin: string;
+}) {
   const list = useLoad(() => items<Definition>(path), [path], 5000);
   const act = useAction();
   const [name, setName] = useState('');
@@ -62,7 +104,13 @@ function DefinitionSection({ id, title, path, example, admin }: { id: string; ti
               <button
                 class="danger"
                 {...allowed(`${admin}:${d.name}`)}
-                onClick={() => confirm(`Delete ${d.name}?`) && act.run(`deleted ${d.name}`, async () => (await api(`${path}/${enc(d.name)}`, { method: 'DELETE' }), list.reload()))}
+                onClick={() =>
+                  confirm(`Delete ${d.name}?`) &&
+                  act.run(
+                    `deleted ${d.name}`,
+                    async () => (await api(`${path}/${enc(d.name)}`, { method: 'DELETE' }), list.reload()),
+                  )
+                }
               >
                 Delete
               </button>
@@ -72,7 +120,12 @@ function DefinitionSection({ id, title, path, example, admin }: { id: string; ti
           ),
         ])}
       />
-      <ActionForm act={act} onSubmit={() => void save()} submit="Save" {...(name.trim() && allowed(`${admin}:${name.trim()}`).disabled ? { disabled: true } : {})}>
+      <ActionForm
+        act={act}
+        onSubmit={() => void save()}
+        submit="Save"
+        {...(name.trim() && allowed(`${admin}:${name.trim()}`).disabled ? { disabled: true } : {})}
+      >
         <Field name="name" label="name" value={name} set={setName} placeholder="name" />
         <Field name="definition" label="definition (JSON)" value={body} set={setBody} rows={3} grow />
       </ActionForm>

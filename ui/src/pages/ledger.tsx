@@ -1,15 +1,34 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, enc, noRoute } from '../api';
 import type { AccountsAnswer, BalancesAnswer, LedgerEventsAnswer, LedgerTypes, TurnoversAnswer } from '../types';
-import { ErrorBanner, Notice, Pager, Table, go, short, useAction, useLoad, usePages, when, type PageProps } from '../ui';
+import {
+  ErrorBanner,
+  Notice,
+  Pager,
+  Table,
+  go,
+  short,
+  useAction,
+  useLoad,
+  usePages,
+  when,
+  type PageProps,
+} from '../ui';
 
 const groupLabel = (g: Record<string, unknown>): string => {
   const e = Object.entries(g);
-  return e.length === 0 ? 'total' : e.map(([k, v]) => `${k}=${v === null || v === undefined ? '∅' : typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
+  return e.length === 0
+    ? 'total'
+    : e
+        .map(([k, v]) => `${k}=${v === null || v === undefined ? '∅' : typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(', ');
 };
 
 export function Ledger({ params }: PageProps) {
-  const types = useLoad(() => api<LedgerTypes>('/v1/ledger/types').catch((e: unknown) => (noRoute(e) ? null : Promise.reject(e))), []);
+  const types = useLoad(
+    () => api<LedgerTypes>('/v1/ledger/types').catch((e: unknown) => (noRoute(e) ? null : Promise.reject(e))),
+    [],
+  );
   const accountTypes = types.data?.accounts ?? {};
   return (
     <section>
@@ -30,7 +49,12 @@ function AccountBrowser({ types, params }: { types: string[]; params: URLSearchP
   const account = params.get('account') ?? '';
   const pages = usePages(type);
   const list = useLoad(
-    () => (type ? api<AccountsAnswer>(`/v1/ledger/accounts?type=${enc(type)}&limit=50${pages.cursor ? `&cursor=${enc(pages.cursor)}` : ''}`) : Promise.resolve(null)),
+    () =>
+      type
+        ? api<AccountsAnswer>(
+            `/v1/ledger/accounts?type=${enc(type)}&limit=50${pages.cursor ? `&cursor=${enc(pages.cursor)}` : ''}`,
+          )
+        : Promise.resolve(null),
     [type, pages.cursor],
     5000,
   );
@@ -40,9 +64,15 @@ function AccountBrowser({ types, params }: { types: string[]; params: URLSearchP
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
         <label>
           account type
-          <select name="browse_type" value={type} onChange={(e) => go('ledger', { type: (e.target as HTMLSelectElement).value })}>
+          <select
+            name="browse_type"
+            value={type}
+            onChange={(e) => go('ledger', { type: (e.target as HTMLSelectElement).value })}
+          >
             <option value="">—</option>
-            {types.map((t) => <option value={t}>{t}</option>)}
+            {types.map((t) => (
+              <option value={t}>{t}</option>
+            ))}
           </select>
         </label>
       </form>
@@ -80,7 +110,13 @@ function AccountEvents({ type, account }: { type: string; account: string }) {
     const key = JSON.parse(account) as Record<string, string>;
     return api<LedgerEventsAnswer>('/v1/ledger/events', {
       method: 'POST',
-      body: { dt_from: '1970-01-01T00:00:00Z', dt_to: new Date(Date.now() + 366 * 86400_000).toISOString(), accounts: [{ type, key }], limit: 50, ...(pages.cursor ? { cursor: pages.cursor } : {}) },
+      body: {
+        dt_from: '1970-01-01T00:00:00Z',
+        dt_to: new Date(Date.now() + 366 * 86400_000).toISOString(),
+        accounts: [{ type, key }],
+        limit: 50,
+        ...(pages.cursor ? { cursor: pages.cursor } : {}),
+      },
     });
   }, [type, account, pages.cursor]);
   return (
@@ -91,7 +127,14 @@ function AccountEvents({ type, account }: { type: string; account: string }) {
         testid="account-events"
         empty="no events"
         head={['dt', 'side', 'amount', 'aux', 'batch', 'info']}
-        rows={(events.data?.events ?? []).map((e) => [when(e.dt), e.side, <span class="num">{e.amount}</span>, groupLabel(e.aux), <code class="small">{e.batch_id}</code>, <code>{short(e.info ?? '')}</code>])}
+        rows={(events.data?.events ?? []).map((e) => [
+          when(e.dt),
+          e.side,
+          <span class="num">{e.amount}</span>,
+          groupLabel(e.aux),
+          <code class="small">{e.batch_id}</code>,
+          <code>{short(e.info ?? '')}</code>,
+        ])}
       />
       <Pager pages={pages} next={events.data?.next_cursor ?? null} />
     </>
@@ -124,7 +167,10 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
     } catch {
       throw new Error('account key is not valid JSON');
     }
-    const g = groupBy.split(',').map((s) => s.trim()).filter(Boolean);
+    const g = groupBy
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     return { type, key: k, ...(g.length ? { group_by: g } : {}) };
   };
   const explore = () =>
@@ -132,7 +178,10 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
       const a = account();
       const [b, t] = await Promise.all([
         api<BalancesAnswer>('/v1/ledger/balances', { method: 'POST', body: { dt, accounts: [a] } }),
-        api<TurnoversAnswer>('/v1/ledger/turnovers', { method: 'POST', body: { dt_from: from, dt_to: dt, accounts: [a] } }),
+        api<TurnoversAnswer>('/v1/ledger/turnovers', {
+          method: 'POST',
+          body: { dt_from: from, dt_to: dt, accounts: [a] },
+        }),
       ]);
       setResult({ balances: b, turnovers: t });
     });
@@ -151,7 +200,9 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
           account type
           {Object.keys(accountTypes).length > 0 ? (
             <select name="type" value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)}>
-              {Object.keys(accountTypes).map((t) => <option value={t}>{t}</option>)}
+              {Object.keys(accountTypes).map((t) => (
+                <option value={t}>{t}</option>
+              ))}
             </select>
           ) : (
             <input name="type" value={type} onInput={(e) => setType((e.target as HTMLInputElement).value)} />
@@ -161,7 +212,13 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
           key (JSON) <input name="key" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} />
         </label>
         <label>
-          group by <input name="group_by" value={groupBy} placeholder={(chosen?.groupings ?? []).map((g) => g.join(',')).join(' or ')} onInput={(e) => setGroupBy((e.target as HTMLInputElement).value)} />
+          group by{' '}
+          <input
+            name="group_by"
+            value={groupBy}
+            placeholder={(chosen?.groupings ?? []).map((g) => g.join(',')).join(' or ')}
+            onInput={(e) => setGroupBy((e.target as HTMLInputElement).value)}
+          />
         </label>
         <label>
           from <input name="dt_from" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} />
@@ -185,7 +242,13 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
           <Table
             testid="balances"
             head={['group', 'debit', 'credit']}
-            rows={result.balances.balances.flatMap((b) => b.groups.map((g) => [groupLabel(g.group), <span class="num">{g.debit}</span>, <span class="num">{g.credit}</span>]))}
+            rows={result.balances.balances.flatMap((b) =>
+              b.groups.map((g) => [
+                groupLabel(g.group),
+                <span class="num">{g.debit}</span>,
+                <span class="num">{g.credit}</span>,
+              ]),
+            )}
           />
           <h3>
             Turnover {when(from)} – {when(dt)}
@@ -194,7 +257,12 @@ function Explorer({ accountTypes, loaded }: { accountTypes: LedgerTypes['account
             testid="turnovers"
             head={['group', 'debit at start', 'credit at start', 'debit turnover', 'credit turnover']}
             rows={result.turnovers.turnovers.flatMap((b) =>
-              b.groups.map((g) => [groupLabel(g.group), ...[g.debit_init, g.credit_init, g.debit_turnover, g.credit_turnover].map((v) => <span class="num">{v}</span>)]),
+              b.groups.map((g) => [
+                groupLabel(g.group),
+                ...[g.debit_init, g.credit_init, g.debit_turnover, g.credit_turnover].map((v) => (
+                  <span class="num">{v}</span>
+                )),
+              ]),
             )}
           />
         </>

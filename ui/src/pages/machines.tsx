@@ -1,8 +1,28 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, enc, itemsOr, noRoute } from '../api';
 import { allowed } from '../auth';
-import type { MachineResponse, MachineSummary, MachineView, NamespaceInfo, Paged, PauseInfo, SeriesAnswer } from '../types';
-import { Badge, ErrorBanner, Notice, Table, go, parseJsonInput, short, useAction, useLoad, when, type PageProps } from '../ui';
+import type {
+  MachineResponse,
+  MachineSummary,
+  MachineView,
+  NamespaceInfo,
+  Paged,
+  PauseInfo,
+  SeriesAnswer,
+} from '../types';
+import {
+  Badge,
+  ErrorBanner,
+  Notice,
+  Table,
+  go,
+  parseJsonInput,
+  short,
+  useAction,
+  useLoad,
+  when,
+  type PageProps,
+} from '../ui';
 
 /** The mean of the last `n` non-null samples of a series (0 when there are none). */
 export function recentRate(values: Array<number | null> | undefined, n = 5): number {
@@ -18,7 +38,12 @@ export function Machines({ params }: PageProps) {
   const [lookup, setLookup] = useState(id);
   useEffect(() => setLookup(id), [id]);
   const list = useLoad(
-    () => (ns ? api<Paged<MachineSummary>>(`/v1/namespaces/${enc(ns)}/machines?limit=100${status ? `&status=${enc(status)}` : ''}`) : Promise.resolve(null)),
+    () =>
+      ns
+        ? api<Paged<MachineSummary>>(
+            `/v1/namespaces/${enc(ns)}/machines?limit=100${status ? `&status=${enc(status)}` : ''}`,
+          )
+        : Promise.resolve(null),
     [ns, status],
     3000,
   );
@@ -36,12 +61,23 @@ export function Machines({ params }: PageProps) {
         <label>
           namespace
           {(namespaces.data ?? []).length > 0 ? (
-            <select name="ns" value={ns} onChange={(e) => set({ ns: (e.target as HTMLSelectElement).value, id: undefined })}>
+            <select
+              name="ns"
+              value={ns}
+              onChange={(e) => set({ ns: (e.target as HTMLSelectElement).value, id: undefined })}
+            >
               <option value="">—</option>
-              {(namespaces.data ?? []).map((n) => <option value={n.name}>{n.name}</option>)}
+              {(namespaces.data ?? []).map((n) => (
+                <option value={n.name}>{n.name}</option>
+              ))}
             </select>
           ) : (
-            <input name="ns" value={ns} placeholder="orders" onChange={(e) => set({ ns: (e.target as HTMLInputElement).value, id: undefined })} />
+            <input
+              name="ns"
+              value={ns}
+              placeholder="orders"
+              onChange={(e) => set({ ns: (e.target as HTMLInputElement).value, id: undefined })}
+            />
           )}
         </label>
         <label>
@@ -54,9 +90,16 @@ export function Machines({ params }: PageProps) {
         </label>
         <label>
           machine id
-          <input name="id" value={lookup} onInput={(e) => setLookup((e.target as HTMLInputElement).value)} placeholder="id" />
+          <input
+            name="id"
+            value={lookup}
+            onInput={(e) => setLookup((e.target as HTMLInputElement).value)}
+            placeholder="id"
+          />
         </label>
-        <button type="submit" disabled={!ns}>Open</button>
+        <button type="submit" disabled={!ns}>
+          Open
+        </button>
       </form>
       <ErrorBanner error={namespaces.error} />
       {ns && id && (
@@ -104,9 +147,17 @@ export function Machines({ params }: PageProps) {
 function NamespaceTable({ namespaces, onChanged }: { namespaces: NamespaceInfo[]; onChanged: () => void }) {
   const pauses = useLoad(() => itemsOr<PauseInfo, PauseInfo[]>('/v1/pauses', []), [], 3000);
   // Without log:read (or on a node without the route) the rates are left out, not an error.
-  const rates = useLoad(() => api<SeriesAnswer>('/v1/metrics/series?names=steps_per_s').catch((e: unknown) => (noRoute(e) || (e instanceof ApiError && e.status === 403) ? null : Promise.reject(e))), [], 4000);
+  const rates = useLoad(
+    () =>
+      api<SeriesAnswer>('/v1/metrics/series?names=steps_per_s').catch((e: unknown) =>
+        noRoute(e) || (e instanceof ApiError && e.status === 403) ? null : Promise.reject(e),
+      ),
+    [],
+    4000,
+  );
   const act = useAction();
-  const pausedMachines = (ns: string) => (pauses.data ?? []).filter((p) => p.kind === 'machine' && p.name.startsWith(`${ns}/`)).length;
+  const pausedMachines = (ns: string) =>
+    (pauses.data ?? []).filter((p) => p.kind === 'machine' && p.name.startsWith(`${ns}/`)).length;
   const toggle = (n: NamespaceInfo) =>
     act.run(`${n.paused ? 'resumed' : 'paused'} ${n.name}`, async () => {
       await api(`/v1/namespaces/${enc(n.name)}/${n.paused ? 'resume' : 'pause'}`, { method: 'POST', body: {} });
@@ -127,20 +178,37 @@ function NamespaceTable({ namespaces, onChanged }: { namespaces: NamespaceInfo[]
           const failed = n.machines?.failed ?? 0;
           return [
             <a href={`#/machines?ns=${enc(n.name)}`}>{n.name}</a>,
-            <span class="num" data-col="total">{total}</span>,
-            <span class="num" data-col="working">{total - failed}</span>,
+            <span class="num" data-col="total">
+              {total}
+            </span>,
+            <span class="num" data-col="working">
+              {total - failed}
+            </span>,
             failed > 0 ? (
               <a class="num bad" data-col="failed" href={`#/machines?ns=${enc(n.name)}&status=failed`}>
                 {failed}
               </a>
             ) : (
-              <span class="num" data-col="failed">0</span>
+              <span class="num" data-col="failed">
+                0
+              </span>
             ),
             <span data-col="paused">
-              {n.paused ? <Badge value="paused" /> : null} {pausedMachines(n.name) > 0 ? `${pausedMachines(n.name)} machine${pausedMachines(n.name) === 1 ? '' : 's'}` : n.paused ? '' : '—'}
+              {n.paused ? <Badge value="paused" /> : null}{' '}
+              {pausedMachines(n.name) > 0
+                ? `${pausedMachines(n.name)} machine${pausedMachines(n.name) === 1 ? '' : 's'}`
+                : n.paused
+                  ? ''
+                  : '—'}
             </span>,
-            <span class="num" data-col="rate">{rates.data === null ? '—' : recentRate(rates.data?.series[`steps_per_s:${n.name}`])}</span>,
-            <button data-action={n.paused ? 'resume' : 'pause'} {...allowed(`machines:admin:${n.name}`, { disabled: act.busy })} onClick={() => void toggle(n)}>
+            <span class="num" data-col="rate">
+              {rates.data === null ? '—' : recentRate(rates.data?.series[`steps_per_s:${n.name}`])}
+            </span>,
+            <button
+              data-action={n.paused ? 'resume' : 'pause'}
+              {...allowed(`machines:admin:${n.name}`, { disabled: act.busy })}
+              onClick={() => void toggle(n)}
+            >
               {n.paused ? 'Resume' : 'Pause'}
             </button>,
           ];
@@ -151,8 +219,22 @@ function NamespaceTable({ namespaces, onChanged }: { namespaces: NamespaceInfo[]
   );
 }
 
-function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; onChanged: () => void; onGone: () => void }) {
-  const m = useLoad(() => api<MachineView>(`/v1/namespaces/${enc(ns)}/machines/${enc(id)}?direction=backward&limit=50`), [ns, id], 3000);
+function MachineDetail({
+  ns,
+  id,
+  onChanged,
+  onGone,
+}: {
+  ns: string;
+  id: string;
+  onChanged: () => void;
+  onGone: () => void;
+}) {
+  const m = useLoad(
+    () => api<MachineView>(`/v1/namespaces/${enc(ns)}/machines/${enc(id)}?direction=backward&limit=50`),
+    [ns, id],
+    3000,
+  );
   const act = useAction();
   const [args, setArgs] = useState('null');
   const base = `/v1/namespaces/${enc(ns)}/machines/${enc(id)}`;
@@ -160,7 +242,10 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
   /** start, call or repair with the JSON arguments of the form; a call answers with the processor's response. */
   const send = (op: 'start' | 'call' | 'repair') =>
     act.run(op === 'repair' ? 'repaired' : op === 'start' ? 'started' : 'called', async () => {
-      const r = await api<MachineResponse>(`${base}/${op}`, { method: 'POST', body: { args: parseJsonInput(args, 'the arguments') } });
+      const r = await api<MachineResponse>(`${base}/${op}`, {
+        method: 'POST',
+        body: { args: parseJsonInput(args, 'the arguments') },
+      });
       m.reload();
       onChanged();
       if (op === 'call') return `response: ${short(r.response ?? null)}`;
@@ -179,7 +264,13 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
       <h2>
         {ns} / {id} {d && <Badge value={d.status} />} {d?.paused && <Badge value="paused" />}
       </h2>
-      {absent ? <Notice>No machine {id} in {ns} yet: start it with its init arguments.</Notice> : <ErrorBanner error={m.error} />}
+      {absent ? (
+        <Notice>
+          No machine {id} in {ns} yet: start it with its init arguments.
+        </Notice>
+      ) : (
+        <ErrorBanner error={m.error} />
+      )}
       <ErrorBanner error={act.error} />
       {act.done && <Notice kind="ok">{act.done}</Notice>}
       {absent && (
@@ -209,20 +300,48 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
           </dl>
           <div class="actions">
             {argsInput}
-            <button onClick={() => send('call')} {...allowed(`machines:write:${ns}`, { disabled: act.busy || failed, ...(failed ? { title: 'a failed machine takes repairs only' } : {}) })}>
+            <button
+              onClick={() => send('call')}
+              {...allowed(`machines:write:${ns}`, {
+                disabled: act.busy || failed,
+                ...(failed ? { title: 'a failed machine takes repairs only' } : {}),
+              })}
+            >
               Call
             </button>
-            <button onClick={() => send('repair')} {...allowed(`machines:repair:${ns}`, { disabled: act.busy || !failed, ...(onlyFailed ? { title: onlyFailed } : {}) })}>
+            <button
+              onClick={() => send('repair')}
+              {...allowed(`machines:repair:${ns}`, {
+                disabled: act.busy || !failed,
+                ...(onlyFailed ? { title: onlyFailed } : {}),
+              })}
+            >
               Repair
             </button>
             <button
-              onClick={() => act.run('simple repair done', async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload(), onChanged()))}
-              {...allowed(`machines:repair:${ns}`, { disabled: act.busy || !failed, ...(onlyFailed ? { title: onlyFailed } : {}) })}
+              onClick={() =>
+                act.run(
+                  'simple repair done',
+                  async () => (await api(`${base}/simple-repair`, { method: 'POST' }), m.reload(), onChanged()),
+                )
+              }
+              {...allowed(`machines:repair:${ns}`, {
+                disabled: act.busy || !failed,
+                ...(onlyFailed ? { title: onlyFailed } : {}),
+              })}
             >
               Simple repair
             </button>
             <button
-              onClick={() => act.run(d.paused ? 'resumed' : 'paused', async () => (await api(`${base}/${d.paused ? 'resume' : 'pause'}`, { method: 'POST', body: {} }), m.reload()))}
+              onClick={() =>
+                act.run(
+                  d.paused ? 'resumed' : 'paused',
+                  async () => (
+                    await api(`${base}/${d.paused ? 'resume' : 'pause'}`, { method: 'POST', body: {} }),
+                    m.reload()
+                  ),
+                )
+              }
               {...allowed(`machines:admin:${ns}`, { disabled: act.busy })}
             >
               {d.paused ? 'Resume' : 'Pause'}
@@ -230,16 +349,22 @@ function MachineDetail({ ns, id, onChanged, onGone }: { ns: string; id: string; 
             <button
               class="danger"
               {...allowed(`machines:repair:${ns}`, { disabled: act.busy })}
-              onClick={() => confirm(`Remove machine ${id} with its history?`) && act.run('removed', async () => (await api(base, { method: 'DELETE' }), onGone()))}
+              onClick={() =>
+                confirm(`Remove machine ${id} with its history?`) &&
+                act.run('removed', async () => (await api(base, { method: 'DELETE' }), onGone()))
+              }
             >
               Remove
             </button>
           </div>
           <h3>History (newest first)</h3>
-          <Table testid="history" head={['event', 'created', 'body']} rows={d.history.map((h) => [h.id, when(h.created_at), <code>{short(h.body ?? h.data ?? h)}</code>])} />
+          <Table
+            testid="history"
+            head={['event', 'created', 'body']}
+            rows={d.history.map((h) => [h.id, when(h.created_at), <code>{short(h.body ?? h.data ?? h)}</code>])}
+          />
         </>
       )}
     </div>
   );
 }
-

@@ -36,7 +36,10 @@ export function Pauses(_: PageProps) {
   return (
     <section>
       <h1>Paused</h1>
-      <Notice>Namespaces and machines pause from Machines, subscriptions from Bus, pipe kinds from Pipe, schedules from Schedules. Pauses are stored: they survive restarts and hold on every node.</Notice>
+      <Notice>
+        Namespaces and machines pause from Machines, subscriptions from Bus, pipe kinds from Pipe, schedules from
+        Schedules. Pauses are stored: they survive restarts and hold on every node.
+      </Notice>
       <ErrorBanner error={list.error ?? act.error} />
       {act.done && <Notice kind="ok">{act.done}</Notice>}
       <Table
@@ -48,7 +51,15 @@ export function Pauses(_: PageProps) {
           <code>{p.name}</code>,
           when(p.paused_at),
           p.reason ?? '—',
-          <button {...allowed(PERMISSION[p.kind](p.name), { disabled: act.busy })} onClick={() => act.run(`resumed ${p.kind} ${p.name}`, async () => (await api(resumePath(p), { method: 'POST', body: {} }), list.reload()))}>
+          <button
+            {...allowed(PERMISSION[p.kind](p.name), { disabled: act.busy })}
+            onClick={() =>
+              act.run(
+                `resumed ${p.kind} ${p.name}`,
+                async () => (await api(resumePath(p), { method: 'POST', body: {} }), list.reload()),
+              )
+            }
+          >
             Resume
           </button>,
         ])}

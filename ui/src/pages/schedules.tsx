@@ -2,7 +2,21 @@ import { useState } from 'preact/hooks';
 import { api, enc, items } from '../api';
 import { allowed } from '../auth';
 import type { FireInfo, Paged, ScheduleInfo } from '../types';
-import { ActionForm, Badge, ErrorBanner, Field, Notice, Table, go, parseJsonInput, short, useAction, useLoad, when, type PageProps } from '../ui';
+import {
+  ActionForm,
+  Badge,
+  ErrorBanner,
+  Field,
+  Notice,
+  Table,
+  go,
+  parseJsonInput,
+  short,
+  useAction,
+  useLoad,
+  when,
+  type PageProps,
+} from '../ui';
 
 const EXAMPLE_ACTION = '{"publish": {"topic": "orders", "type": "tick", "data": {"at": "{{fire_time}}"}}}';
 
@@ -12,7 +26,10 @@ export function Schedules({ params }: PageProps) {
   const list = useLoad(() => items<ScheduleInfo>('/v1/schedules?limit=500'), [], 2000);
   const act = useAction();
   const op = (s: ScheduleInfo, what: 'pause' | 'resume') =>
-    act.run(`${what === 'pause' ? 'paused' : 'resumed'} ${s.name}`, async () => (await api(`/v1/schedules/${enc(s.name)}/${what}`, { method: 'POST' }), list.reload()));
+    act.run(
+      `${what === 'pause' ? 'paused' : 'resumed'} ${s.name}`,
+      async () => (await api(`/v1/schedules/${enc(s.name)}/${what}`, { method: 'POST' }), list.reload()),
+    );
   return (
     <section>
       <h1>Schedules</h1>
@@ -33,7 +50,11 @@ export function Schedules({ params }: PageProps) {
           s.running,
           s.missed,
           <span class="actions">
-            <button data-action={s.paused ? 'resume' : 'pause'} {...allowed(`schedules:admin:${s.name}`, { disabled: act.busy })} onClick={() => void op(s, s.paused ? 'resume' : 'pause')}>
+            <button
+              data-action={s.paused ? 'resume' : 'pause'}
+              {...allowed(`schedules:admin:${s.name}`, { disabled: act.busy })}
+              onClick={() => void op(s, s.paused ? 'resume' : 'pause')}
+            >
               {s.paused ? 'Resume' : 'Pause'}
             </button>
             {s.source === 'runtime' && (
@@ -67,20 +88,37 @@ export function Schedules({ params }: PageProps) {
 }
 
 function ScheduleDetail({ name }: { name: string }) {
-  const next = useLoad(() => api<{ items: Array<{ fire_at: string; due_at: string }> }>(`/v1/schedules/${enc(name)}/next?count=5`), [name], 5000);
+  const next = useLoad(
+    () => api<{ items: Array<{ fire_at: string; due_at: string }> }>(`/v1/schedules/${enc(name)}/next?count=5`),
+    [name],
+    5000,
+  );
   const fires = useLoad(() => api<Paged<FireInfo>>(`/v1/schedules/${enc(name)}/fires?limit=20`), [name], 1000);
   return (
     <div class="panel" data-testid="schedule">
       <h2>{name}</h2>
       <ErrorBanner error={next.error ?? fires.error} />
       <h3>Next fires</h3>
-      <Table testid="next-fires" empty="no further fire" head={['fire time', 'due (with jitter)']} rows={(next.data?.items ?? []).map((f) => [when(f.fire_at), when(f.due_at)])} />
+      <Table
+        testid="next-fires"
+        empty="no further fire"
+        head={['fire time', 'due (with jitter)']}
+        rows={(next.data?.items ?? []).map((f) => [when(f.fire_at), when(f.due_at)])}
+      />
       <h3>Recorded fires (newest first)</h3>
       <Table
         testid="fires"
         empty="not fired yet"
         head={['fire time', 'status', 'backfill', 'attempts', 'started', 'finished', 'error']}
-        rows={(fires.data?.items ?? []).map((f) => [when(f.fire_at), <Badge value={f.status} />, f.backfill ? 'yes' : '', f.attempts, when(f.started_at), when(f.finished_at), f.error ?? ''])}
+        rows={(fires.data?.items ?? []).map((f) => [
+          when(f.fire_at),
+          <Badge value={f.status} />,
+          f.backfill ? 'yes' : '',
+          f.attempts,
+          when(f.started_at),
+          when(f.finished_at),
+          f.error ?? '',
+        ])}
       />
     </div>
   );
@@ -113,13 +151,24 @@ function ScheduleForm({ onSaved }: { onSaved: (name: string) => void }) {
         <Field name="name" label="name" value={name} set={setName} placeholder="heartbeat" />
         <label>
           every
-          <select name="kind" value={kind} onChange={(e) => setKind((e.target as HTMLSelectElement).value === 'cron' ? 'cron' : 'every_ms')}>
+          <select
+            name="kind"
+            value={kind}
+            onChange={(e) => setKind((e.target as HTMLSelectElement).value === 'cron' ? 'cron' : 'every_ms')}
+          >
             <option value="every_ms">interval (ms)</option>
             <option value="cron">cron</option>
           </select>
         </label>
-        <Field name="spec" label={kind === 'cron' ? 'cron (sec min hour day month weekday)' : 'interval ms'} value={value} set={setValue} />
-        {kind === 'cron' && <Field name="timezone" label="timezone" value={timezone} set={setTimezone} placeholder="UTC" />}
+        <Field
+          name="spec"
+          label={kind === 'cron' ? 'cron (sec min hour day month weekday)' : 'interval ms'}
+          value={value}
+          set={setValue}
+        />
+        {kind === 'cron' && (
+          <Field name="timezone" label="timezone" value={timezone} set={setTimezone} placeholder="UTC" />
+        )}
         <Field name="jitter_ms" label="jitter ms" value={jitter} set={setJitter} placeholder="0" />
         <label>
           overlap

@@ -22,7 +22,9 @@ export function Sinks({ params }: PageProps) {
     // One stream per shard (a sink's positions are per shard), or the chosen one.
     const targets = shard ? [shard] : shardList;
     // The stream answers refusals (unknown sink) before any event: ask once to show the code.
-    api(`/v1/sinks/${enc(sink)}/events?shard=${enc(targets[0] ?? '')}&after=0&limit=1`).catch((e: unknown) => (setError(e), setState('error')));
+    api(`/v1/sinks/${enc(sink)}/events?shard=${enc(targets[0] ?? '')}&after=0&limit=1`).catch(
+      (e: unknown) => (setError(e), setState('error')),
+    );
     const streams = targets.map((sh) =>
       eventStream(
         `/v1/sinks/${enc(sink)}/stream?shard=${enc(sh)}&after=0`,
@@ -51,15 +53,31 @@ export function Sinks({ params }: PageProps) {
       >
         <label>
           sink
-          <input name="sink" list="sink-names" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder={sinkNames[0] ?? 'main'} />
-          <datalist id="sink-names">{sinkNames.map((n) => <option value={n} />)}</datalist>
+          <input
+            name="sink"
+            list="sink-names"
+            value={name}
+            onInput={(e) => setName((e.target as HTMLInputElement).value)}
+            placeholder={sinkNames[0] ?? 'main'}
+          />
+          <datalist id="sink-names">
+            {sinkNames.map((n) => (
+              <option value={n} />
+            ))}
+          </datalist>
         </label>
         {shardList !== undefined && shardList.length > 1 && (
           <label>
             shard
-            <select name="shard" value={shard} onChange={(e) => go('sinks', { sink, shard: (e.target as HTMLSelectElement).value })}>
+            <select
+              name="shard"
+              value={shard}
+              onChange={(e) => go('sinks', { sink, shard: (e.target as HTMLSelectElement).value })}
+            >
               <option value="">all</option>
-              {shardList.map((s) => <option value={s}>{s}</option>)}
+              {shardList.map((s) => (
+                <option value={s}>{s}</option>
+              ))}
             </select>
           </label>
         )}
@@ -68,13 +86,27 @@ export function Sinks({ params }: PageProps) {
       </form>
       <ErrorBanner error={error ?? known.error ?? shards.error} />
       {!sink && sinkNames.length > 0 && (
-        <Table head={['sink', 'namespaces']} rows={(known.data ?? []).map((k) => [<a href={`#/sinks?sink=${enc(k.name)}`}>{k.name}</a>, k.namespaces.join(', ')])} />
+        <Table
+          head={['sink', 'namespaces']}
+          rows={(known.data ?? []).map((k) => [
+            <a href={`#/sinks?sink=${enc(k.name)}`}>{k.name}</a>,
+            k.namespaces.join(', '),
+          ])}
+        />
       )}
       <Table
         testid="sink-events"
         head={['pos', 'shard', 'namespace', 'machine', 'event', 'created', 'data']}
         empty={sink ? 'waiting for events…' : 'choose a sink'}
-        rows={events.map((e) => [e.pos, e.shard, e.ns, <a href={`#/machines?ns=${enc(e.ns)}&id=${enc(e.machine_id)}`}>{e.machine_id}</a>, e.event_id, when(e.created_at), <code>{short(e.data)}</code>])}
+        rows={events.map((e) => [
+          e.pos,
+          e.shard,
+          e.ns,
+          <a href={`#/machines?ns=${enc(e.ns)}&id=${enc(e.machine_id)}`}>{e.machine_id}</a>,
+          e.event_id,
+          when(e.created_at),
+          <code>{short(e.data)}</code>,
+        ])}
       />
     </section>
   );

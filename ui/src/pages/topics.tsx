@@ -33,7 +33,8 @@ export function Topics({ params }: PageProps) {
     return api<Paged<TopicEvent>>(`/v1/bus/topics/${enc(topic)}/events?${q.toString()}`);
   }, [topic, key, type, from, to, limit, pages.cursor]);
   const names = (topics.data ?? []).map((t) => t.name);
-  const set = (p: Record<string, string>) => go('topics', { topic, key, type, from, to, limit: limit === '50' ? '' : limit, ...p });
+  const set = (p: Record<string, string>) =>
+    go('topics', { topic, key, type, from, to, limit: limit === '50' ? '' : limit, ...p });
   return (
     <section>
       <h1>Topic events</h1>
@@ -47,22 +48,54 @@ export function Topics({ params }: PageProps) {
       >
         <label>
           topic
-          <select name="topic" value={topic} onChange={(e) => go('topics', { topic: (e.target as HTMLSelectElement).value })}>
+          <select
+            name="topic"
+            value={topic}
+            onChange={(e) => go('topics', { topic: (e.target as HTMLSelectElement).value })}
+          >
             <option value="">—</option>
-            {names.map((n) => <option value={n}>{n}</option>)}
+            {names.map((n) => (
+              <option value={n}>{n}</option>
+            ))}
           </select>
         </label>
         <label>
-          key <input name="key" value={form.key} placeholder="any" onInput={(e) => setForm({ ...form, key: (e.target as HTMLInputElement).value })} />
+          key{' '}
+          <input
+            name="key"
+            value={form.key}
+            placeholder="any"
+            onInput={(e) => setForm({ ...form, key: (e.target as HTMLInputElement).value })}
+          />
         </label>
         <label>
-          type <input name="type" value={form.type} placeholder="any" onInput={(e) => setForm({ ...form, type: (e.target as HTMLInputElement).value })} />
+          type{' '}
+          <input
+            name="type"
+            value={form.type}
+            placeholder="any"
+            onInput={(e) => setForm({ ...form, type: (e.target as HTMLInputElement).value })}
+          />
         </label>
         <label>
-          from <input name="from" type="datetime-local" step="1" value={form.from} onInput={(e) => setForm({ ...form, from: (e.target as HTMLInputElement).value })} />
+          from{' '}
+          <input
+            name="from"
+            type="datetime-local"
+            step="1"
+            value={form.from}
+            onInput={(e) => setForm({ ...form, from: (e.target as HTMLInputElement).value })}
+          />
         </label>
         <label>
-          to <input name="to" type="datetime-local" step="1" value={form.to} onInput={(e) => setForm({ ...form, to: (e.target as HTMLInputElement).value })} />
+          to{' '}
+          <input
+            name="to"
+            type="datetime-local"
+            step="1"
+            value={form.to}
+            onInput={(e) => setForm({ ...form, to: (e.target as HTMLInputElement).value })}
+          />
         </label>
         <button type="submit" disabled={!topic}>
           Show
