@@ -4,7 +4,7 @@ import { sleep } from '../core/clock.js';
 import { MillraceError } from '../core/errors.js';
 import { parseHashBound, sha1, shardKeyText } from '../core/routing.js';
 import type { Log } from '../log/log.js';
-import type { DialectName, Queryable, Tx } from './port.js';
+import type { Tx } from './port.js';
 import {
   encodeRanges,
   hexOf,
