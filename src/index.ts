@@ -67,13 +67,7 @@ export { buildHttpServer } from './api/http/server.js';
 // The machines face, its in-process processors and its wire types.
 export { Machines, type MachineRef, type RequestOptions as MachineRequestOptions } from './machines/machines.js';
 export { MachinesClient } from './machines/client.js';
-export {
-  registerProcessor,
-  unregisterProcessor,
-  ProcessorUnavailable,
-  type ProcessorContext,
-  type ProcessorFn,
-} from './machines/processor.js';
+export { ProcessorUnavailable, type ProcessorContext, type ProcessorFn } from './machines/processor.js';
 export type {
   HistoryRange,
   MachineEvent,

@@ -21,7 +21,7 @@ const processorSchema = z.union([
     .strict(),
   z
     .object({
-      /** Name of an in-process processor registered with `registerProcessor`. */
+      /** Name of an in-process processor given to the node (`startNode(config, { processors })`). */
       in_process: z.string().min(1),
     })
     .strict(),

@@ -4,7 +4,7 @@ import type { Runtime } from '../runtime.js';
 import type { Shard } from '../storage/storage.js';
 import { namespaceSchema, type MachinesConfig, type NamespaceConfig } from './config.js';
 import { MachineCache } from './history-cache.js';
-import { hasProcessor, processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
+import { processorClient, type ProcessorClient, type ProcessorFn } from './processor.js';
 import { MachineQueues } from './queues.js';
 
 /**
@@ -73,7 +73,7 @@ export class MachinesContext {
 
   /** Whether `processor: {in_process: name}` would find a processor on this node. */
   hasInProcess(name: string): boolean {
-    return this.processors?.has(name) === true || hasProcessor(name);
+    return this.processors?.has(name) === true;
   }
 
   /** Whether a namespace comes from the config file, was defined at runtime, or does not exist. */

@@ -16,7 +16,7 @@ export type { MachineEvent, MachineRef, MachineSummary, MachineView, RequestOpti
 export { checkId, EVENT_TYPE, LEASE_CHANNEL, NOTIFY_KIND, streamOf, TIMEOUT_KIND } from './machine-state.js';
 
 export interface MachinesOptions {
-  /** In-process processors by name (besides the deprecated process-wide `registerProcessor` registry). */
+  /** In-process processors by name, for namespaces with `processor: {in_process: name}` (there is no process-wide registry). */
   processors?: ReadonlyMap<string, ProcessorFn>;
 }
 

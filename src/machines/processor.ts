@@ -35,27 +35,6 @@ export class ProcessorError extends Error {
 /** Throw from an in-process processor to signal a transient failure (retried); the SDK's class too, so either import works. */
 export { ProcessorUnavailable };
 
-const registry = new Map<string, ProcessorFn>();
-
-/**
- * Registers an in-process processor that namespaces name with `processor: {in_process: name}`,
- * for every node of this process.
- * @deprecated A process-wide registry: give processors to the node instead,
- * `startNode(config, { processors })` or `machinesFaceWith({ processors })`.
- */
-export function registerProcessor(name: string, fn: ProcessorFn): void {
-  registry.set(name, fn);
-}
-
-/** Whether an in-process processor of this name is registered globally. */
-export function hasProcessor(name: string): boolean {
-  return registry.has(name);
-}
-
-export function unregisterProcessor(name: string): void {
-  registry.delete(name);
-}
-
 export interface ProcessorClient {
   process(req: ProcessorRequest, ctx: ProcessorContext): Promise<unknown>;
 }
@@ -94,7 +73,7 @@ export function processorClient(
   if ('url' in p) return httpProcessor(p.url, signer);
   return {
     async process(req, ctx) {
-      const fn = local.get(p.in_process) ?? registry.get(p.in_process);
+      const fn = local.get(p.in_process);
       if (fn === undefined)
         throw new ProcessorError(true, {
           code: 'processor_not_registered',

@@ -154,7 +154,7 @@ export class RepairFailed extends Error {
 
 export interface Processor<T extends ProcessorTypes = ProcessorTypes> extends Handlers {
   /**
-   * The same steps for a node in this process: `registerProcessor(name, p.inProcess)`
+   * The same steps for a node in this process: `startNode(config, { processors: new Map([[name, p.inProcess]]) })`
    * (from 'millrace') with `processor: {in_process: name}`. Returns the protocol
    * result or throws (ProcessorUnavailable: retried; anything else: the machine fails).
    */

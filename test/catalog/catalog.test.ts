@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
-import { registerProcessor } from '../../src/machines/processor.js';
+import type { ProcessorFn } from '../../src/machines/processor.js';
 import { startNode, type Node } from '../../src/serve.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { jsonRequest } from '../support/http.js';
 
-registerProcessor('catalog-fn', (req) => ({ response: req.kind, events: [{ kind: req.kind }] }));
+const catalogFn: ProcessorFn = (req) => ({ response: req.kind, events: [{ kind: req.kind }] });
+const processors = new Map([['catalog-fn', catalogFn]]);
 
 const req = (node: Node, method: string, path: string, body?: unknown) => jsonRequest(node.url, method, path, body);
 
@@ -25,7 +26,7 @@ describe.each(DIALECTS)('runtime registration (%s)', (dialect) => {
   let node: Node;
   beforeAll(async () => {
     env = await createTestEnv(dialect);
-    node = await startNode(buildConfig(nodeInput(env, 'a')));
+    node = await startNode(buildConfig(nodeInput(env, 'a')), { processors });
   });
   afterAll(async () => {
     await node?.close();
@@ -143,8 +144,8 @@ describe.runIf(DIALECTS.includes('postgres'))('runtime registration across two n
   let b: Node;
   beforeAll(async () => {
     env = await createTestEnv('postgres');
-    a = await startNode(buildConfig(nodeInput(env, 'a')));
-    b = await startNode(buildConfig(nodeInput(env, 'b')));
+    a = await startNode(buildConfig(nodeInput(env, 'a')), { processors });
+    b = await startNode(buildConfig(nodeInput(env, 'b')), { processors });
   });
   afterAll(async () => {
     await a?.close();

@@ -2,15 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
 import { startNode, type Node } from '../../src/serve.js';
-import { machinesFace } from '../../src/machines/face.js';
+import { machinesFace, machinesFaceWith } from '../../src/machines/face.js';
 import { MachinesClient } from '../../src/machines/client.js';
 import type { SinkEvent } from '../../src/machines/sink.js';
-import {
-  ProcessorUnavailable,
-  registerProcessor,
-  unregisterProcessor,
-  type ProcessorRequest,
-} from '../../src/machines/processor.js';
+import { ProcessorUnavailable, type ProcessorRequest } from '../../src/machines/processor.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { machinesConfig, TestProcessor } from './support.js';
 
@@ -74,7 +69,7 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
   const processorName = `edges-${dialect}`;
 
   beforeAll(async () => {
-    registerProcessor(processorName, (req: ProcessorRequest) => {
+    const flaky = (req: ProcessorRequest): unknown => {
       const id = (req.machine as { id: string }).id;
       if (req.kind === 'signal' && req.signal.type === 'timeout') {
         timeoutsSeen.set(id, (timeoutsSeen.get(id) ?? 0) + 1);
@@ -85,7 +80,7 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
         req.kind === 'call' ? req.args : req.kind === 'signal' && req.signal.type === 'init' ? req.signal.args : null
       ) as { timer?: unknown } | null;
       return { response: 'ok', ...(a && typeof a === 'object' && 'timer' in a ? { action: { timer: a.timer } } : {}) };
-    });
+    };
     proc = await new TestProcessor().listen();
     const m = machinesConfig(proc.url) as { namespaces: Record<string, unknown> };
     m.namespaces.flaky = {
@@ -95,14 +90,15 @@ describe.each(DIALECTS)('machines: sink stream, timer retries, memory limit (%s)
       retry: { base_ms: 10, max_ms: 40, timer_max_attempts: 3 },
     };
     env = await createTestEnv(dialect, { extra: { machines: m } as never });
-    node = await startNode(env.config, { faces: [machinesFace] });
+    node = await startNode(env.config, {
+      faces: [machinesFaceWith({ processors: new Map([[processorName, flaky]]) })],
+    });
     c = new MachinesClient(node.url);
   });
   afterAll(async () => {
     await node?.close();
     await proc?.close();
     await env?.cleanup();
-    unregisterProcessor(processorName);
   });
 
   it('the SSE stream sends the backlog, then live events, of its namespaces only', async () => {

@@ -10,19 +10,19 @@ import { loadConfig } from '../../src/core/config.js';
 import { Runtime } from '../../src/runtime.js';
 import { MachinesFace } from '../../src/machines/face.js';
 import { OpsFace } from '../../src/ops/face.js';
-import { registerProcessor } from '../../src/machines/processor.js';
+import type { ProcessorFn } from '../../src/machines/processor.js';
 
 const hangOn = process.argv[3] === 'hang' ? process.argv[4] : undefined;
-registerProcessor('bulkfn', async (req) => {
+const bulkfn: ProcessorFn = async (req) => {
   const id = (req.machine as { id: string }).id;
   if (req.kind === 'repair' && id === hangOn) {
     process.stdout.write(`${JSON.stringify({ acting: id })}\n`);
     await new Promise(() => {});
   }
   return { response: req.kind, events: req.kind === 'repair' ? [{ repaired: true }] : [] };
-});
+};
 const rt = await Runtime.open(loadConfig(process.argv[2]));
-const mf = new MachinesFace(rt);
+const mf = new MachinesFace(rt, { processors: new Map([['bulkfn', bulkfn]]) });
 const ops = new OpsFace(rt, [mf]);
 for (const f of [mf, ops]) await f.start();
 process.stdout.write('ready\n');

@@ -9,7 +9,6 @@ import {
   RepairFailed,
   UnavailableError,
 } from '../../src/sdk/index.js';
-import { registerProcessor, unregisterProcessor } from '../../src/machines/processor.js';
 import { waitFor } from '../support/env.js';
 import { startSdkNode, type SdkNode } from './support.js';
 
@@ -205,12 +204,10 @@ describe('defineProcessor in process', () => {
   let n: SdkNode;
   let m: MachinesClient;
   beforeAll(async () => {
-    registerProcessor('sdk-local', proc.inProcess);
-    n = await startSdkNode({ inProcess: ['sdk-local'] });
+    n = await startSdkNode({ inProcess: new Map([['sdk-local', proc.inProcess]]) });
     m = new MachinesClient(n.url);
   });
   afterAll(async () => {
-    unregisterProcessor('sdk-local');
     await n?.close();
   });
 

@@ -1,3 +1,4 @@
+import type { ProcessorFn } from '../../src/machines/processor.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
@@ -52,7 +53,13 @@ export const FAST_RETRY = { base_ms: 10, max_ms: 50, timer_max_attempts: 1000 };
  * K → `/pipe/K` (namespaces in `inProcess` use the in-process processor of their name). Add listeners to `router.routes` under those paths.
  */
 export async function startSdkNode(
-  o: { namespaces?: string[]; inProcess?: string[]; kinds?: string[]; auth?: Record<string, unknown> } = {},
+  o: {
+    namespaces?: string[];
+    /** Namespaces served by in-process processors of the same name. */
+    inProcess?: ReadonlyMap<string, ProcessorFn>;
+    kinds?: string[];
+    auth?: Record<string, unknown>;
+  } = {},
 ): Promise<SdkNode> {
   const router = new Router();
   const server = await listen(router.listener);
@@ -61,7 +68,7 @@ export async function startSdkNode(
       ns,
       { processor: { url: `${server.url}/machines/${ns}` }, retry: FAST_RETRY, default_timeout_ms: 10_000 },
     ]),
-    ...(o.inProcess ?? []).map((ns) => [
+    ...[...(o.inProcess?.keys() ?? [])].map((ns) => [
       ns,
       { processor: { in_process: ns }, retry: FAST_RETRY, default_timeout_ms: 10_000 },
     ]),
@@ -93,7 +100,7 @@ export async function startSdkNode(
       },
     } as Partial<ConfigInput>,
   });
-  const node = await startNode(buildConfig(env.input));
+  const node = await startNode(buildConfig(env.input), o.inProcess === undefined ? {} : { processors: o.inProcess });
   return {
     env,
     node,
