@@ -2,6 +2,7 @@
  * The ledger face over HTTP, in the SDK's camelCase: bodies are sent in the
  * wire's snake_case (as in docs/ledger.md) and answers converted back.
  */
+import type { LedgerEventOut as WireEvent, TurnoverSums as WireTurnoverSums } from '../ledger/ledger-types.js';
 import type { CallOptions, ClientOptions } from './transport.js';
 import { HttpTransport } from './transport.js';
 
@@ -162,25 +163,8 @@ interface WireTurnovers {
   turnovers: Array<{
     type: string;
     key: Attrs;
-    groups: Array<{
-      group: Record<string, string | null>;
-      debit_init: string;
-      credit_init: string;
-      debit_turnover: string;
-      credit_turnover: string;
-    }>;
+    groups: WireTurnoverSums[];
   }>;
-}
-interface WireEvent {
-  id: number;
-  shard: string;
-  batch_id: string;
-  account: { type: string; key: Attrs };
-  aux: Record<string, string>;
-  side: Side;
-  amount: string;
-  dt: string;
-  info: unknown;
 }
 type WireLock = LockRef & { uid: string; mode: LockMode; expires_at: string };
 
