@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, type ConfigInput } from '../../src/core/config.js';
 import { isMillraceError } from '../../src/core/errors.js';
@@ -363,3 +364,75 @@ describe.each(DIALECTS)('a shard split moves the ledger (%s)', (dialect) => {
     }
   });
 });
+
+describe.skipIf(!DIALECTS.includes('postgres'))(
+  'a two-shard batch whose second part moved while its first part was held (postgres)',
+  () => {
+    let env: TestEnv;
+    let rt: Runtime;
+    let face: LedgerFace;
+    beforeAll(async () => {
+      env = await createTestEnv('postgres', { shards: 3, extra: { ledger: SPLIT_LEDGER as never } });
+      rt = await Runtime.open(buildConfig(threeWithSpare(env)));
+      face = createLedgerFace(rt);
+    });
+    afterAll(async () => {
+      await face?.stop();
+      await rt?.close();
+      await env?.cleanup();
+    });
+
+    it('routed before the split, refused on the source after it: the part follows its keys to the target, the batch is whole', async () => {
+      const ledger = face.ledger;
+      const low = Array.from({ length: 50 }, (_, i) => `w${i}`).find((w) => home([w]) === 's0')!;
+      const high = Array.from({ length: 50 }, (_, i) => `w${i}`).find((w) => home([w]) === 's2')!;
+      const client = Array.from({ length: 50 }, (_, i) => `c${i}`).find((c) => home([c]) === 's0')!;
+      await ledger.acquireLock({
+        type: 'client',
+        attrs: { client_id: client },
+        uid: 'u',
+        mode: 'exclusive',
+        timeout_s: 3600,
+      });
+      // Another session holds the lock head of the batch's first part (on s0): the part waits, routed by the old table.
+      const url = (env.input as { storage: { shards: Array<{ url: string }> } }).storage.shards[0]!.url;
+      const held = new pg.Client({ connectionString: url });
+      await held.connect();
+      try {
+        await held.query('BEGIN');
+        await held.query("UPDATE ledger_lock_heads SET n = n WHERE type = 'client'");
+        const batch = ledger
+          .write({
+            dt_default: '2026-02-01T00:00:00Z',
+            locks: [{ type: 'client', attrs: { client_id: client }, uid: 'u' }],
+            events: [
+              { account: { type: 'wallet', attrs: { wallet: low, kind: 'a' } }, side: 'debit', amount: '7' },
+              { account: { type: 'wallet', attrs: { wallet: high, kind: 'b' } }, side: 'credit', amount: '7' },
+            ],
+          })
+          .then(
+            (a) => ({ a }),
+            (err: unknown) => ({ err }),
+          );
+        const job = await rt.splitter.start('s1', 'c', 's2');
+        await rt.splitter.wait(job.id);
+        expect((await rt.splitter.jobs())[0]!.phase).toBe('done');
+        await held.query('COMMIT');
+        const r = await batch;
+        expect('err' in r ? r.err : undefined).toBeUndefined();
+        const id = (r as { a: { batch_id: string } }).a.batch_id;
+        const where = async (s: string) =>
+          (
+            await rt.storage
+              .shard(s)
+              .reader.all<{ acc_key: string }>('SELECT acc_key FROM ledger_events WHERE batch_id = ?', [id])
+          ).map((x) => x.acc_key);
+        expect(await where('s0')).toEqual([JSON.stringify([low])]);
+        expect(await where('s1')).toEqual([]);
+        expect(await where('s2')).toEqual([JSON.stringify([high])]);
+      } finally {
+        await held.end();
+      }
+    });
+  },
+);
