@@ -17,14 +17,14 @@ import { collect, spawnTs, writeConfigFile } from '../support/proc.js';
  * moving [c, end) to s2. Transfers run among wallets of all three ranges, so
  * batches span two shards and some of their parts move while they run.
  */
-export const SPLIT_LEDGER = {
+const SPLIT_LEDGER = {
   accounts: { wallet: { key: ['wallet'], aux: ['kind'], groupings: [['kind']], scale: 0 } },
   locks: { client: { key: ['client_id'] } },
   states: { contract: { key: ['contract_id'] } },
   aggregation: { period: 'day', timezone: 'UTC', enabled: true },
 };
 
-export function threeWithSpare(env: TestEnv): ConfigInput {
+function threeWithSpare(env: TestEnv): ConfigInput {
   const input = structuredClone(env.input) as ConfigInput & { storage: { shards: Array<Record<string, unknown>> } };
   const [s0, s1, s2] = input.storage.shards;
   s0!.from = '0';
