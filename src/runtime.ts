@@ -142,7 +142,9 @@ export class Runtime {
     // Every face of the build moves its rows in a split, served here or not: no face's rows of the moved range may stay behind.
     const movers = [
       AUDIT_SPLIT_MOVER,
-      ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) => (f.splitMover === undefined ? [] : [f.splitMover])),
+      ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) =>
+        f.splitMover === undefined ? [] : [f.splitMover.configured?.(config) ?? f.splitMover],
+      ),
     ];
     this.splitter = new Splitter(storage, log, {
       logger,

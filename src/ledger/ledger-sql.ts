@@ -21,6 +21,11 @@ export const ledgerSql = {
   /** Any number of events with their ids, from nine arrays (PostgreSQL): one statement text for every count. */
   insertEventsWithIds: `INSERT INTO ledger_events (id, batch_id, type, acc_key, aux, side, amount, dt, info)
        SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::bigint[], ?::text[])`,
+  /** As insertEventsWithIds, writing only where the SQL condition `ok` holds (a route check in the statement). */
+  insertEventsWithIdsWhere: (
+    ok: string,
+  ): string => `INSERT INTO ledger_events (id, batch_id, type, acc_key, aux, side, amount, dt, info)
+       SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::bigint[], ?::text[]) AS u WHERE ${ok}`,
   eventIdSequence: 'ledger_events_id_seq',
 
   // ------------------------------------------------------------ aggregation

@@ -50,6 +50,8 @@ export class PostingCombiner<P> {
     private readonly write: (tx: Tx, postings: readonly P[]) => Promise<void>,
     private readonly opts: {
       maxInFlight?: number;
+      /** The view of the shard that postings are written through (it checks their keys' routes); default the shard. */
+      route?: (postings: readonly P[]) => Shard;
       wave?: (postings: readonly P[], keys: readonly string[]) => Promise<void>;
     } = {},
   ) {
@@ -96,11 +98,15 @@ export class PostingCombiner<P> {
     }
   }
 
+  private via(payloads: readonly P[]): Shard {
+    return this.opts.route?.(payloads) ?? this.shard;
+  }
+
   private async run(wave: Array<Waiting<P>>, keys: string[]): Promise<void> {
     try {
       const payloads = wave.map((w) => w.payload);
       if (this.opts.wave !== undefined) await this.opts.wave(payloads, keys);
-      else await this.shard.write((tx) => this.write(tx, payloads), { lockKeys: keys });
+      else await this.via(payloads).write((tx) => this.write(tx, payloads), { lockKeys: keys });
       for (const w of wave) w.resolve();
       return;
     } catch (err) {
@@ -115,7 +121,7 @@ export class PostingCombiner<P> {
     this.stats.fallbacks++;
     await Promise.all(
       wave.map((w) =>
-        this.shard
+        this.via([w.payload])
           .write((tx) => this.write(tx, [w.payload]), { lockKeys: w.keys })
           .then(
             () => w.resolve(),

@@ -29,7 +29,16 @@ export interface OneStatement<R, T> {
    * row (e.g. `WHERE (SELECT n FROM locks) >= 0` on the rows it writes from).
    * Its parameter is put before `params`.
    */
-  sql(locks: string | null): string;
+  sql(locks: string | null, route?: string | null): string;
+  /**
+   * The statement honours `route` (see Shard.writeStatement): given one, a
+   * query yielding one row `ok`, it must read it as `route AS (${route})`
+   * and write nothing, yielding no rows, unless `(SELECT ok FROM route)`;
+   * when it writes, it yields at least one row. A statement that does not
+   * honour it is run, where its key's route must be checked, as a
+   * transaction that checks it first.
+   */
+  readonly routable?: boolean;
   readonly params: readonly unknown[];
   /** Channels to notify when it commits (as `Tx.notify`). */
   readonly channels?: readonly string[] | undefined;

@@ -49,6 +49,23 @@ export function ownsForWrite(state: ShardState, hash: bigint): boolean {
   return state.ranges.some((r) => !r.fenced && hash >= r.from && hash < r.to);
 }
 
+/**
+ * PostgreSQL: a query yielding one row, `ok`, true where this shard's stored
+ * state still takes writes of every hash in `hashes` (or its epoch is still
+ * `epoch`, as Storage.checkRoute), or it has no state. A one-statement write
+ * reads it in the statement (see OneStatement), so that, like the route check
+ * of a transaction, it waits for a cut-over that holds the table and then
+ * sees the range fenced. Only numbers and hex digits are inlined.
+ */
+export function routeCheckSql(epoch: number, hashes: readonly bigint[]): string {
+  const width = HASH_SPACE_END.toString(16).length;
+  const owns = (h: bigint): string => {
+    const hex = h.toString(16).padStart(width, '0');
+    return `EXISTS (SELECT 1 FROM json_array_elements(ranges::json) AS r WHERE COALESCE((r->>'fenced')::boolean, false) = false AND lpad(r->>'from', ${width}, '0') <= '${hex}' AND lpad(r->>'to', ${width}, '0') > '${hex}')`;
+  };
+  return `SELECT COALESCE((SELECT epoch = ${Math.trunc(epoch)} OR (${hashes.map(owns).join(' AND ')}) FROM shard_state WHERE id = 1), true) AS ok`;
+}
+
 /** Takes `ranges` less [from, to) (ranges never partly overlap a split range: a split range lies inside one). */
 export function withoutRange(ranges: readonly OwnedRange[], from: bigint, to: bigint): OwnedRange[] {
   const out: OwnedRange[] = [];

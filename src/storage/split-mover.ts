@@ -1,3 +1,4 @@
+import type { Config } from '../core/config.js';
 import type { DialectName, Queryable, Tx } from './port.js';
 
 /**
@@ -24,4 +25,9 @@ export interface SplitMover {
   ): Promise<number>;
   /** Deletes the source's rows of keys in range, in the source's transaction. */
   dropRows(source: Tx, inRange: (key: readonly string[] | string) => boolean): Promise<number>;
+  /**
+   * Optional: the mover for a node's configuration, where shard keys depend
+   * on it (the ledger's configured types); the runtime hands the splitter this.
+   */
+  configured?(config: Config): SplitMover;
 }

@@ -78,17 +78,7 @@ interface JobRow {
 
 const BATCH = 500;
 /** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
-const UNMOVED_TABLES = [
-  'pipe_sessions',
-  'ledger_events',
-  'ledger_locks',
-  'ledger_states',
-  'ledger_idempotency',
-  'bus_subscriptions',
-  'bus_dedupe',
-  'schedules',
-  'bulk_jobs',
-];
+const UNMOVED_TABLES = ['pipe_sessions', 'bus_subscriptions', 'bus_dedupe', 'schedules', 'bulk_jobs'];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 

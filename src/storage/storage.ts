@@ -8,6 +8,7 @@ import {
   encodeRanges,
   ownsForWrite,
   readState,
+  routeCheckSql,
   ROUTING_CHANNEL,
   type ShardState,
 } from './routing-state.js';
@@ -77,7 +78,31 @@ export class Shard {
 
   /** A write that is one statement, as a transaction by itself in one round trip where the dialect allows (see GroupCommitter.submitStatement). */
   writeStatement<R, T>(stmt: OneStatement<R, T>, opts?: SubmitOptions): Promise<T> {
-    return this.committer.submitStatement(stmt, opts);
+    const route = this.route;
+    if (route === undefined) return this.committer.submitStatement(stmt, opts);
+    if (route.fenced) return Promise.reject(route.storage.movedError(this, route));
+    if (stmt.routable !== true || this.driver.sql.lockingQuery === null) {
+      // Checked as every routed transaction is: first, under the transaction's read of the state.
+      return this.write(async (tx) => {
+        const rows = await tx.all<R>(stmt.sql(null), stmt.params);
+        for (const c of stmt.channels ?? []) tx.notify(c);
+        return rows;
+      }, opts).then((rows) => stmt.result(rows));
+    }
+    // The route check is part of the statement: routed by an old table, it writes nothing and says so (no rows).
+    const check = routeCheckSql(route.epoch, [route.hash, ...(route.more ?? [])]);
+    return this.committer.submitStatement<R, T>(
+      {
+        sql: (locks) => stmt.sql(locks, check),
+        params: stmt.params,
+        channels: stmt.channels,
+        result: (rows) => {
+          if (rows.length === 0) throw route.storage.movedError(this, route);
+          return stmt.result(rows);
+        },
+      },
+      opts,
+    );
   }
 
   get reader(): Queryable {
@@ -189,7 +214,7 @@ export class Storage {
    * for it); once per transaction.
    */
   async checkRoute(tx: Tx, shard: Shard, route: Route): Promise<void> {
-    if (route.fenced) throw this.moved(shard, route);
+    if (route.fenced) throw this.movedError(shard, route);
     const scope = tx.scope as { shardState?: ShardState } | undefined;
     let state = scope?.shardState;
     if (state === undefined) {
@@ -199,10 +224,11 @@ export class Storage {
     }
     if (state.epoch === route.epoch) return;
     if (ownsForWrite(state, route.hash) && (route.more ?? []).every((h) => ownsForWrite(state, h))) return;
-    throw this.moved(shard, route);
+    throw this.movedError(shard, route);
   }
 
-  private moved(shard: Shard, route: Route): MillraceError {
+  /** The retryable refusal of a write routed by a table older than the shard's (and a re-read of the table). */
+  movedError(shard: Shard, route: Route): MillraceError {
     void this.refreshRouting();
     return new MillraceError(
       'shard_moved',

@@ -1,5 +1,8 @@
 import fc from 'fast-check';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isMillraceError } from '../../src/core/errors.js';
+import { parseHashBound, sha1, shardKeyText } from '../../src/core/routing.js';
 import { GroupCommitter, MAX_TX_ATTEMPTS } from '../../src/storage/group-commit.js';
 import type { DialectCapabilities, Queryable, ShardDriver, Tx, WriteConnection } from '../../src/storage/port.js';
 import { Runtime } from '../../src/runtime.js';
@@ -401,6 +404,129 @@ describe('group commit properties (postgres)', () => {
         },
       ),
       { numRuns: 25 },
+    );
+  });
+});
+
+// ------------------------------------------------------------------ the route check of one-statement writes
+
+describe('one-statement writes check their route in the statement (postgres)', () => {
+  let env: TestEnv;
+  let rt: Runtime;
+  let shard: Shard;
+  let admin: pg.Client;
+  /** Keys that s0 owns, and their hashes. */
+  let pool: Array<{ key: string; hash: bigint }>;
+  beforeAll(async () => {
+    env = await createTestEnv('postgres', { shards: 2 });
+    rt = await Runtime.open(env.config, { background: false });
+    shard = rt.storage.shard('s0');
+    await shard.write((tx) => tx.run('CREATE TABLE gcr_rows (tag TEXT NOT NULL, i INT NOT NULL)'));
+    pool = Array.from({ length: 200 }, (_, i) => `k${i}`)
+      .filter((k) => rt.storage.shardFor(k).name === 's0')
+      .map((key) => ({ key, hash: sha1(shardKeyText(key)) }));
+    admin = new pg.Client({
+      connectionString: (env.input as { storage: { shards: Array<{ url: string }> } }).storage.shards[0]!.url,
+    });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await rt?.close();
+    await env?.cleanup();
+  });
+
+  it('a write routed by the table before a cut-over, run during or after it, writes nothing and is refused (shard_moved) iff one of its keys moved', async () => {
+    let run = 0;
+    const original = (await admin.query<{ ranges: string }>('SELECT ranges FROM shard_state WHERE id = 1')).rows[0]!
+      .ranges;
+    const callerArb = fc.record({
+      keys: fc.array(fc.integer({ min: 0, max: pool.length - 1 }), { minLength: 1, maxLength: 3 }),
+      rows: fc.integer({ min: 1, max: 3 }),
+      one: fc.boolean(),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(callerArb, { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 0, max: 7 }),
+        fc.integer({ min: 1, max: 8 }),
+        async (callers, a, width) => {
+          const prefix = `r${run++}/`;
+          const from = parseHashBound(a.toString(16));
+          const to = a + width >= 8 ? parseHashBound('8') : parseHashBound((a + width).toString(16));
+          // Views taken now: routed by the table before the cut-over.
+          const views = callers.map((c) =>
+            rt.storage.joined(
+              shard,
+              c.keys.map((k) => rt.storage.shardFor(pool[k]!.key)),
+            ),
+          );
+          // The cut-over holds the state table while the writes are submitted, then fences [from, to).
+          await admin.query('BEGIN');
+          await admin.query('LOCK TABLE shard_state IN ACCESS EXCLUSIVE MODE');
+          const results = callers.map((c, i) => {
+            const tag = `${prefix}${i}`;
+            const write = c.one
+              ? views[i]!.writeStatement(
+                  {
+                    routable: true,
+                    sql: (locks, route) => {
+                      const gates = [
+                        ...(locks === null ? [] : ['(SELECT n FROM locks) >= 0']),
+                        ...(route ? ['(SELECT ok FROM route)'] : []),
+                      ];
+                      return `WITH ${locks === null ? '' : `locks AS (${locks}), `}${route ? `route AS (${route}), ` : ''}g AS (SELECT generate_series(0, ?::int - 1) AS i)
+                        INSERT INTO gcr_rows (tag, i) SELECT ?::text, i FROM g${gates.length === 0 ? '' : ` WHERE ${gates.join(' AND ')}`} RETURNING i`;
+                    },
+                    params: [c.rows, tag],
+                    result: (rows: Array<{ i: number }>) => rows.length,
+                  },
+                  { lockKeys: c.keys.map((k) => `key/${k}`) },
+                )
+              : views[i]!.write(
+                  async (tx) => {
+                    for (let r = 0; r < c.rows; r++)
+                      await tx.run('INSERT INTO gcr_rows (tag, i) VALUES (?, ?)', [tag, r]);
+                    return c.rows;
+                  },
+                  { lockKeys: c.keys.map((k) => `key/${k}`) },
+                );
+            return write.then(
+              (n) => ({ ok: true as const, n }),
+              (err: unknown) => ({ ok: false as const, err }),
+            );
+          });
+          const fenced = JSON.stringify([
+            ...(from > 0n ? [{ from: '0', to: from.toString(16) }] : []),
+            { from: from.toString(16), to: to.toString(16), fenced: true },
+            ...(to < parseHashBound('8') ? [{ from: to.toString(16), to: parseHashBound('8').toString(16) }] : []),
+          ]);
+          await admin.query('UPDATE shard_state SET ranges = $1, epoch = epoch + 1 WHERE id = 1', [fenced]);
+          await admin.query('COMMIT');
+          const out = await Promise.all(results);
+          const stored = await shard.reader.all<{ tag: string; n: number }>(
+            'SELECT tag, COUNT(*)::int AS n FROM gcr_rows WHERE tag LIKE ? GROUP BY tag',
+            [`${prefix}%`],
+          );
+          const rows = new Map(stored.map((r) => [r.tag, Number(r.n)]));
+          callers.forEach((c, i) => {
+            const moved = c.keys.some((k) => pool[k]!.hash >= from && pool[k]!.hash < to);
+            const r = out[i]!;
+            const what = `caller ${i} (${c.one ? 'one statement' : 'transaction'}, ${moved ? 'moved' : 'kept'})`;
+            if (moved) {
+              expect(r.ok ? r : isMillraceError(r.err, 'shard_moved'), what).toBe(true);
+              expect(rows.get(`${prefix}${i}`) ?? 0, `${what}: nothing written`).toBe(0);
+            } else {
+              expect(r.ok ? r.n : r.err, what).toBe(c.rows);
+              expect(rows.get(`${prefix}${i}`), `${what}: its rows once`).toBe(c.rows);
+            }
+          });
+          // Back to the whole range for the next run.
+          await admin.query('UPDATE shard_state SET ranges = $1, epoch = epoch + 1 WHERE id = 1', [original]);
+          await rt.storage.refreshRouting();
+        },
+      ),
+      { numRuns: 20 },
     );
   });
 });
