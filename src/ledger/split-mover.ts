@@ -12,7 +12,8 @@ import { AGGREGATOR_CURSOR } from './ledger-types.js';
  *   past them), and their log streams `ledger/<type>/<key>` (copied by the
  *   splitter). Aggregates and turnover buckets are not copied: the moved
  *   events arrive unstamped (`pos` NULL, which reads count one by one) and the
- *   target's aggregator starts over from the beginning of its log, whose
+ *   target's aggregator starts over from the beginning of its log (its cursor
+ *   removed), whose
  *   account streams are the imported ones, and builds them again in order.
  * - lock heads and locks, states, idempotency records (by [ledger.idempotency, key]);
  * - batch parts (a batch's part committed on the source covers its accounts
@@ -132,9 +133,11 @@ export function ledgerSplitMover(types: Types): SplitMover {
   };
 
   const copyRows = async (source: Queryable, target: Tx, inRange: InRange, dialect: DialectName): Promise<number> => {
-    // The target's aggregator starts over first: taking its cursor row waits for an aggregator
-    // transaction committing now, and one that commits later finds the cursor moved and rolls back.
-    await target.run('UPDATE cursors SET pos = 0 WHERE name = ?', [AGGREGATOR_CURSOR]);
+    // The target's aggregator starts over first: its cursor is removed (the aggregator makes it again
+    // at the start of the log). Taking the row waits for an aggregator transaction committing now, and
+    // one that commits later finds no cursor and rolls back (resetting it to a position instead could
+    // meet a transaction that began at that very position after an earlier attempt of this step).
+    await target.run('DELETE FROM cursors WHERE name = ?', [AGGREGATOR_CURSOR]);
     // Replace: what an earlier, cut-off attempt copied (or the target's aggregator built) goes first.
     for (const [type, accKey] of await distinctAccounts(target, types, inRange)) {
       for (const table of ['ledger_events', 'ledger_aggregates', 'ledger_buckets'])
