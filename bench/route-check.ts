@@ -1,0 +1,145 @@
+/**
+ * What the per-write route check costs. With more than one shard, every
+ * write checks inside its own transaction that its shard still owns the
+ * key's hash (Storage.checkRoute: one read of `shard_state` per
+ * transaction, shared by the callers a group commit batches into it). Here,
+ * over two shards (each owning half the hash space) on one node, the same
+ * work runs with the check and with it switched off (`Storage.routeCheck`,
+ * an internal switch no node turns off), in the same run, alternating
+ * rounds on the same storage: pairs of rounds (one with, one without, back
+ * to back, their order alternating), the throughput ratio of each pair, and
+ * the median of those ratios (robust to a box whose load drifts), beside the
+ * median throughputs and this process's CPU time per operation.
+ *
+ * - machine calls: 100 machines, 100 calls in flight, an in-process
+ *   processor, one event per call (history_range: last event only);
+ * - bus publishes: one event per publish, 100 in flight, 1,000 keys;
+ * - raw log appends: `Log.append`, one event each, 100 in flight.
+ *
+ * The ratio is with / without (1.00: the check costs nothing).
+ *
+ * Knobs: BENCH_ROUTE_CHECK_OPS (operations per round, default 2000),
+ * BENCH_ROUTE_CHECK_ROUNDS (pairs, default 9), BENCH_ROUTE_CHECK_DIALECTS
+ * (default "sqlite,postgres").
+ */
+import { buildConfig, type ConfigInput } from '../src/core/config.js';
+import type { Bus } from '../src/bus/bus.js';
+import type { Machines } from '../src/machines/machines.js';
+import type { ProcessorFn } from '../src/machines/processor.js';
+import { startNode } from '../src/serve.js';
+import { createPgDatabase, dropPgDatabase, fmtRate, pgUrlFor, pool, printTable, rate, scratchDir } from './support.js';
+
+const OPS = Number(process.env.BENCH_ROUTE_CHECK_OPS ?? 2_000);
+const ROUNDS = Number(process.env.BENCH_ROUTE_CHECK_ROUNDS ?? 9);
+const DIALECTS = (process.env.BENCH_ROUTE_CHECK_DIALECTS ?? 'sqlite,postgres').split(',').map((s) => s.trim());
+const IN_FLIGHT = 100;
+const HALF = '8'.padEnd(40, '0');
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface Round {
+  perS: number;
+  /** CPU time of this process (user + system) per operation, µs. */
+  cpuUs: number;
+}
+
+async function measure(task: (i: number, w: number) => Promise<void>): Promise<Round> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await pool(OPS, IN_FLIGHT, task);
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { perS: rate(OPS, ms), cpuUs: (c.user + c.system) / OPS };
+}
+
+export async function run(): Promise<void> {
+  const rows: string[][] = [];
+  for (const dialect of DIALECTS) {
+    const scratch = scratchDir();
+    const dbs = dialect === 'postgres' ? [await createPgDatabase(), await createPgDatabase()] : [];
+    const shard = (i: number) => (dbs[i] === undefined ? {} : { url: pgUrlFor(dbs[i]) });
+    const input = {
+      node_id: 'bench',
+      data_dir: scratch.dir,
+      http: { host: '127.0.0.1', port: 0 },
+      grpc: { enabled: false, port: 0 },
+      logging: { level: 'silent' },
+      storage: {
+        dialect,
+        durability: 'strict',
+        shards: [
+          { name: 's0', from: '0', to: HALF, ...shard(0) },
+          { name: 's1', from: HALF, ...shard(1) },
+        ],
+      },
+      machines: {
+        namespaces: {
+          local: { processor: { in_process: 'bench' }, history_range: { direction: 'backward', limit: 1 } },
+        },
+      },
+      bus: { topics: ['bench'] },
+    } as ConfigInput;
+    const local: ProcessorFn = (req) => (req.kind === 'call' ? { response: 'ok', events: [{ n: 1 }] } : {});
+    const node = await startNode(buildConfig(input), { env: {}, processors: new Map([['bench', local]]) });
+    try {
+      const storage = node.runtime.storage;
+      const machines = (node.faces.find((f) => f.name === 'machines') as unknown as { machines: Machines }).machines;
+      const bus = (node.faces.find((f) => f.name === 'bus') as unknown as { bus: Bus }).bus;
+      await pool(IN_FLIGHT, IN_FLIGHT, (i) => machines.start('local', `m${i}`, null).then(() => {}));
+      const cases: Array<[string, (i: number, w: number) => Promise<void>]> = [
+        ['machine calls', (_i, w) => machines.call('local', { id: `m${w}` }, { n: 1 }).then(() => {})],
+        [
+          'bus publishes',
+          (i) => bus.publish([{ topic: 'bench', key: `k${i % 1000}`, type: 't', data: { i } }]).then(() => {}),
+        ],
+        ['log appends', (i, w) => node.runtime.log.append(`raw/${w}`, [{ type: 't', data: { i } }]).then(() => {})],
+      ];
+      for (const [label, task] of cases) {
+        const on: Round[] = [];
+        const off: Round[] = [];
+        const ratios: number[] = [];
+        // A warm-up round, then pairs of rounds back to back, their order alternating, so that drift
+        // (caches, other work on the box) hits both alike; each pair gives one ratio.
+        await measure(task);
+        for (let r = 0; r < ROUNDS; r++) {
+          const pair = new Map<boolean, Round>();
+          for (const check of r % 2 === 0 ? [true, false] : [false, true]) {
+            storage.routeCheck = check;
+            pair.set(check, await measure(task));
+          }
+          on.push(pair.get(true)!);
+          off.push(pair.get(false)!);
+          ratios.push(pair.get(true)!.perS / pair.get(false)!.perS);
+        }
+        storage.routeCheck = true;
+        const cpu = (rs: Round[]) => median(rs.map((x) => x.cpuUs)).toFixed(0);
+        rows.push([
+          `${dialect} ${label}`,
+          fmtRate(median(on.map((x) => x.perS))),
+          fmtRate(median(off.map((x) => x.perS))),
+          cpu(on),
+          cpu(off),
+          median(ratios).toFixed(3),
+          `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
+        ]);
+      }
+    } finally {
+      node.runtime.storage.routeCheck = true;
+      await node.close();
+      for (const db of dbs) await dropPgDatabase(db);
+      scratch.cleanup();
+    }
+  }
+  printTable(
+    [
+      `case (2 shards, ${OPS} ops a round, ${ROUNDS} pairs)`,
+      'with check /s',
+      'without /s',
+      'CPU µs/op with',
+      'without',
+      'ratio (median of pairs)',
+      'pairs min–max',
+    ],
+    rows,
+  );
+}
