@@ -1,7 +1,7 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
 import { sha1, shardKeyText, ShardRouter } from '../core/routing.js';
-import { GroupCommitter, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
+import { GroupCommitter, type BegunScope, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver, Tx } from './port.js';
 import {
   buildTable,
@@ -62,7 +62,8 @@ export class Shard {
     maxBatch: number,
     roles: RoleLeaseOptions = { holder: 'local', leaseMs: 5_000 },
   ) {
-    this.committer = new GroupCommitter(driver, { maxBatch });
+    // The route check's read of the routing row goes with BEGIN where the dialect allows (one round trip less).
+    this.committer = new GroupCommitter(driver, { maxBatch, beginRead: STATE_SQL });
     this.roles = new RoleLeases(driver, roles);
   }
 
@@ -74,10 +75,13 @@ export class Shard {
   write<T>(fn: TxFn<T>, opts?: SubmitOptions): Promise<T> {
     const route = this.route;
     if (route === undefined || !route.storage.routeCheck) return this.committer.submit(fn, opts);
-    return this.committer.submit(async (tx) => {
-      await route.storage.checkRoute(tx, this, route);
-      return fn(tx);
-    }, opts);
+    return this.committer.submit(
+      async (tx) => {
+        await route.storage.checkRoute(tx, this, route);
+        return fn(tx);
+      },
+      { ...opts, beginRead: true },
+    );
   }
 
   /** The shard itself, where `this` may be a per-key view of it (compare shards by this or by name). */
@@ -226,12 +230,14 @@ export class Storage {
    */
   async checkRoute(tx: Tx, shard: Shard, route: Route): Promise<void> {
     if (route.fenced) throw this.moved(shard, route);
-    const scope = tx.scope as { shardState?: StoredState } | undefined;
+    const scope = tx.scope as ({ shardState?: StoredState } & BegunScope) | undefined;
     let stored = scope?.shardState;
     if (stored === undefined) {
-      const rows = await tx.all<{ epoch: number | string; ranges: string }>(STATE_SQL);
-      if (rows[0] === undefined) return;
-      stored = { epoch: Number(rows[0].epoch), text: rows[0].ranges };
+      // Read with BEGIN where the dialect sends statements together (see Shard.write), else here.
+      const row =
+        scope?.beginRow !== undefined ? scope.beginRow : (await tx.all<Record<string, unknown>>(STATE_SQL))[0];
+      if (row === undefined || row === null) return;
+      stored = { epoch: Number(row.epoch), text: String(row.ranges) };
       if (scope !== undefined) scope.shardState = stored;
     }
     // The common case: nothing moved since the node routed the write; the ranges need no decoding.
