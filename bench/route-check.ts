@@ -1,25 +1,31 @@
 /**
  * What the per-write route check costs. With more than one shard, every
  * write checks inside its own transaction that its shard still owns the
- * key's hash (Storage.checkRoute: one read of `shard_state` per
- * transaction, shared by the callers a group commit batches into it). Here,
- * over two shards (each owning half the hash space) on one node, the same
- * work runs with the check and with it switched off (`Storage.routeCheck`,
- * an internal switch no node turns off), in the same run, alternating
- * rounds on the same storage: pairs of rounds (one with, one without, back
- * to back, their order alternating), the throughput ratio of each pair, and
- * the median of those ratios (robust to a box whose load drifts), beside the
- * median throughputs and this process's CPU time per operation.
+ * key's hash (Storage.checkRoute: one read of the `shard_state` row per
+ * transaction, shared by the callers a group commit batches into one
+ * transaction where they share it). Over two shards (each owning half the
+ * hash space) on one node, the same work runs three ways, in the same run
+ * on the same storage, by internal switches no node turns:
+ *
+ * - "query": the row read by a statement of its own in the transaction
+ *   (`routeCheckAtBegin` false: how the check first was);
+ * - "BEGIN": the row read with BEGIN, in the same round trip, where the
+ *   dialect sends statements together (PostgreSQL; on SQLite, where
+ *   savepoints give each caller a scope of its own, it is the same as "query");
+ * - "none": no check (`routeCheck` false), the baseline.
+ *
+ * Rounds of the three back to back, their order rotating, so that drift (a
+ * busy box) hits all alike; each round gives a throughput ratio to "none"
+ * per variant, and the table prints the median ratios, the median
+ * throughputs and this process's median CPU time per operation.
  *
  * - machine calls: 100 machines, 100 calls in flight, an in-process
  *   processor, one event per call (history_range: last event only);
  * - bus publishes: one event per publish, 100 in flight, 1,000 keys;
  * - raw log appends: `Log.append`, one event each, 100 in flight.
  *
- * The ratio is with / without (1.00: the check costs nothing).
- *
  * Knobs: BENCH_ROUTE_CHECK_OPS (operations per round, default 2000),
- * BENCH_ROUTE_CHECK_ROUNDS (pairs, default 9), BENCH_ROUTE_CHECK_DIALECTS
+ * BENCH_ROUTE_CHECK_ROUNDS (default 9), BENCH_ROUTE_CHECK_DIALECTS
  * (default "sqlite,postgres").
  */
 import { buildConfig, type ConfigInput } from '../src/core/config.js';
@@ -94,37 +100,55 @@ export async function run(): Promise<void> {
         ],
         ['log appends', (i, w) => node.runtime.log.append(`raw/${w}`, [{ type: 't', data: { i } }]).then(() => {})],
       ];
+      type Variant = 'begin' | 'query' | 'off';
+      const set = (v: Variant) => {
+        storage.routeCheck = v !== 'off';
+        storage.routeCheckAtBegin = v === 'begin';
+      };
+      const orders: Variant[][] = [
+        ['begin', 'query', 'off'],
+        ['off', 'begin', 'query'],
+        ['query', 'off', 'begin'],
+      ];
       for (const [label, task] of cases) {
-        const on: Round[] = [];
-        const off: Round[] = [];
-        const ratios: number[] = [];
-        // A warm-up round, then pairs of rounds back to back, their order alternating, so that drift
-        // (caches, other work on the box) hits both alike; each pair gives one ratio.
+        const runs = new Map<Variant, Round[]>([
+          ['begin', []],
+          ['query', []],
+          ['off', []],
+        ]);
+        const ratios = new Map<Variant, number[]>([
+          ['begin', []],
+          ['query', []],
+        ]);
+        // A warm-up round, then rounds of the three back to back, their order rotating, so that drift
+        // (caches, other work on the box) hits all alike; each round gives one ratio to "off" per variant.
         await measure(task);
         for (let r = 0; r < ROUNDS; r++) {
-          const pair = new Map<boolean, Round>();
-          for (const check of r % 2 === 0 ? [true, false] : [false, true]) {
-            storage.routeCheck = check;
-            pair.set(check, await measure(task));
+          const round = new Map<Variant, Round>();
+          for (const v of orders[r % orders.length]!) {
+            set(v);
+            round.set(v, await measure(task));
           }
-          on.push(pair.get(true)!);
-          off.push(pair.get(false)!);
-          ratios.push(pair.get(true)!.perS / pair.get(false)!.perS);
+          for (const [v, list] of runs) list.push(round.get(v)!);
+          for (const [v, list] of ratios) list.push(round.get(v)!.perS / round.get('off')!.perS);
         }
-        storage.routeCheck = true;
-        const cpu = (rs: Round[]) => median(rs.map((x) => x.cpuUs)).toFixed(0);
+        set('begin');
+        const cpu = (v: Variant) => median(runs.get(v)!.map((x) => x.cpuUs)).toFixed(0);
+        const perS = (v: Variant) => fmtRate(median(runs.get(v)!.map((x) => x.perS)));
+        const ratio = (v: Variant) => median(ratios.get(v)!).toFixed(3);
         rows.push([
           `${dialect} ${label}`,
-          fmtRate(median(on.map((x) => x.perS))),
-          fmtRate(median(off.map((x) => x.perS))),
-          cpu(on),
-          cpu(off),
-          median(ratios).toFixed(3),
-          `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
+          perS('query'),
+          perS('begin'),
+          perS('off'),
+          `${cpu('query')} / ${cpu('begin')} / ${cpu('off')}`,
+          ratio('query'),
+          ratio('begin'),
         ]);
       }
     } finally {
       node.runtime.storage.routeCheck = true;
+      node.runtime.storage.routeCheckAtBegin = true;
       await node.close();
       for (const db of dbs) await dropPgDatabase(db);
       scratch.cleanup();
@@ -132,13 +156,13 @@ export async function run(): Promise<void> {
   }
   printTable(
     [
-      `case (2 shards, ${OPS} ops a round, ${ROUNDS} pairs)`,
-      'with check /s',
-      'without /s',
-      'CPU µs/op with',
-      'without',
-      'ratio (median of pairs)',
-      'pairs min–max',
+      `case (2 shards, ${OPS} ops a round, ${ROUNDS} rounds)`,
+      'check by query /s',
+      'check with BEGIN /s',
+      'no check /s',
+      'CPU µs/op (query / BEGIN / none)',
+      'ratio query',
+      'ratio BEGIN',
     ],
     rows,
   );
