@@ -16,6 +16,18 @@ export interface SubmitOptions {
    * opposite orders (no deadlock between writers that declare their keys).
    */
   lockKeys?: readonly string[] | undefined;
+  /**
+   * The function reads the committer's `beginRead` row (see its options):
+   * where the connection sends statements together, the transaction reads it
+   * with BEGIN, in the same round trip, and leaves it in `tx.scope` as
+   * `beginRow` (null: no row). Otherwise the function reads it itself.
+   */
+  beginRead?: boolean | undefined;
+}
+
+/** What a transaction's scope holds when its BEGIN read the committer's `beginRead` query. */
+export interface BegunScope {
+  beginRow?: Record<string, unknown> | null;
 }
 
 /**
@@ -51,6 +63,7 @@ interface Job {
   /** Set for a one-statement write that runs as a transaction by itself. */
   one?: OneStatement<unknown, unknown> | undefined;
   keys: readonly number[] | undefined;
+  beginRead?: boolean | undefined;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
@@ -133,7 +146,12 @@ export class GroupCommitter extends EventEmitter {
 
   constructor(
     private readonly driver: ShardDriver,
-    private readonly opts: { maxBatch: number; retryDelayMs?: number },
+    private readonly opts: {
+      maxBatch: number;
+      retryDelayMs?: number;
+      /** A query of one row that callers asking `beginRead` need in their transaction (e.g. the shard's routing row). */
+      beginRead?: string;
+    },
   ) {
     super();
   }
@@ -155,7 +173,13 @@ export class GroupCommitter extends EventEmitter {
       this.driver.sql.beginLocked !== null;
     const keys = declared ? opts.lockKeys!.map(lockKeyOf) : undefined;
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn: fn as TxFn<unknown>, keys, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({
+        fn: fn as TxFn<unknown>,
+        keys,
+        beginRead: opts.beginRead,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      });
       this.schedule();
     });
   }
@@ -218,6 +242,22 @@ export class GroupCommitter extends EventEmitter {
     for (const j of jobs) if (j.keys) for (const k of j.keys) keys.add(k);
     if (keys.size === 0) return this.driver.sql.begin;
     return locked([...keys].sort((a, b) => a - b));
+  }
+
+  /**
+   * Begins the transaction of `jobs`. Where one of them asks for the
+   * `beginRead` row, the connection sends statements together and the jobs
+   * share `scope`, the row is read in the same round trip as BEGIN.
+   */
+  private async begin(conn: WriteConnection, jobs: readonly Job[], scope: BegunScope | undefined): Promise<void> {
+    const sql = this.beginFor(jobs);
+    const read = this.opts.beginRead;
+    if (read === undefined || scope === undefined || conn.execRows === undefined || !jobs.some((j) => j.beginRead)) {
+      await conn.exec(sql);
+      return;
+    }
+    const rows = await conn.execRows(`${sql}; ${read}`);
+    scope.beginRow = rows[0] ?? null;
   }
 
   /** A short random pause before re-running a transaction that lost a race, longer with each attempt. */
@@ -468,9 +508,10 @@ export class GroupCommitter extends EventEmitter {
 
   /** Each caller in its own savepoint (or alone, when `savepoints` is false). */
   private async runWithSavepoints(conn: WriteConnection, batch: Job[], savepoints = true): Promise<Outcome[]> {
-    await conn.exec(this.beginFor(batch));
+    const shared: BegunScope = {};
+    // Each caller in a savepoint of its own has a scope of its own: nothing read at BEGIN is handed out then.
+    await this.begin(conn, batch, savepoints ? undefined : shared);
     const outcomes: Outcome[] = [];
-    const shared = {};
     try {
       for (const job of batch) {
         // A savepoint rolled back frees what was locked inside it: nothing is shared past one.
@@ -512,9 +553,9 @@ export class GroupCommitter extends EventEmitter {
       const r = await this.runWithSavepoints(conn, batch, false);
       return r[0]!.ok ? r : { index: 0, error: r[0]!.error };
     }
-    await conn.exec(this.beginFor(batch));
+    const scope: BegunScope = {};
+    await this.begin(conn, batch, scope);
     const outcomes: Outcome[] = [];
-    const scope = {};
     try {
       for (const job of batch) {
         const tx = new JobTx(conn, scope);

@@ -35,6 +35,8 @@ export interface Tx extends Queryable {
 /** A connection the group committer holds for one batch. */
 export interface WriteConnection extends Queryable {
   exec(sql: string): Promise<void>;
+  /** Where the dialect sends several statements in one round trip: runs them, answering the last one's rows. */
+  execRows?(sql: string): Promise<Row[]>;
   release(destroy?: boolean): void;
   /**
    * Resolves to the error that left the open transaction unusable, or

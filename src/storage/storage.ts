@@ -1,15 +1,18 @@
 import type { Config } from '../core/config.js';
 import { MillraceError } from '../core/errors.js';
 import { sha1, shardKeyText, ShardRouter } from '../core/routing.js';
-import { GroupCommitter, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
+import { GroupCommitter, type BegunScope, type OneStatement, type SubmitOptions, type TxFn } from './group-commit.js';
 import type { Migration, Queryable, ShardDriver, Tx } from './port.js';
 import {
   buildTable,
+  decodeRanges,
   encodeRanges,
   ownsForWrite,
   readState,
   routeCheckSql,
   ROUTING_CHANNEL,
+  STATE_SQL,
+  type OwnedRange,
   type ShardState,
 } from './routing-state.js';
 import { RoleLeases, type RoleLeaseOptions } from './role-leases.js';
@@ -24,6 +27,13 @@ interface Route {
   epoch: number;
   fenced: boolean;
   storage: Storage;
+}
+
+/** A shard's routing row as read in a write transaction; its ranges decoded only when needed. */
+interface StoredState {
+  epoch: number;
+  text: string;
+  ranges?: OwnedRange[];
 }
 
 interface RouteEntry {
@@ -53,7 +63,8 @@ export class Shard {
     maxBatch: number,
     roles: RoleLeaseOptions = { holder: 'local', leaseMs: 5_000 },
   ) {
-    this.committer = new GroupCommitter(driver, { maxBatch });
+    // The route check's read of the routing row goes with BEGIN where the dialect allows (one round trip less).
+    this.committer = new GroupCommitter(driver, { maxBatch, beginRead: STATE_SQL });
     this.roles = new RoleLeases(driver, roles);
   }
 
@@ -64,11 +75,14 @@ export class Shard {
    */
   write<T>(fn: TxFn<T>, opts?: SubmitOptions): Promise<T> {
     const route = this.route;
-    if (route === undefined) return this.committer.submit(fn, opts);
-    return this.committer.submit(async (tx) => {
-      await route.storage.checkRoute(tx, this, route);
-      return fn(tx);
-    }, opts);
+    if (route === undefined || !route.storage.routeCheck) return this.committer.submit(fn, opts);
+    return this.committer.submit(
+      async (tx) => {
+        await route.storage.checkRoute(tx, this, route);
+        return fn(tx);
+      },
+      { ...opts, beginRead: route.storage.routeCheckAtBegin },
+    );
   }
 
   /** The shard itself, where `this` may be a per-key view of it (compare shards by this or by name). */
@@ -105,10 +119,29 @@ export class Shard {
     );
   }
 
+  /**
+   * Reads. On a per-key view (ranges can move), a read also learns the
+   * shard's routing epoch and answers `shard_moved` rather than rows of a key
+   * the shard gave away since this node routed it (see Storage.readRouted).
+   */
   get reader(): Queryable {
-    return this.driver.reader;
+    const route = this.route;
+    if (route === undefined) return this.driver.reader;
+    return {
+      all: <R>(sql: string, params?: readonly unknown[]) => route.storage.readRouted<R>(this, route, sql, params ?? []),
+      run: (sql, params) => this.driver.reader.run(sql, params),
+    };
   }
 }
+
+/** The column a routed read adds to carry the shard's routing epoch, read in the same statement. */
+const EPOCH_COLUMN = 'mr_route_epoch';
+const EPOCH_SQL = 'SELECT epoch FROM shard_state WHERE id = 1';
+/** A plain read that can be wrapped as a subquery (not one that locks rows). */
+const WRAPPABLE = /^\s*(SELECT|WITH)\b/i;
+const LOCKING = /\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b/i;
+/** Reads of a key whose shard's ranges changed meanwhile, re-run on that shard before `shard_moved` is answered. */
+const READ_ATTEMPTS = 3;
 
 export class Storage {
   readonly shards: readonly Shard[];
@@ -122,6 +155,15 @@ export class Storage {
    * owns everything and never checks.
    */
   readonly guarded: boolean;
+  /**
+   * Internal, for benchmarks only (bench/route-check.ts measures what the
+   * check costs): false skips the in-transaction check of guarded writes.
+   * Never off in a node: a write could then land on a shard that gave its
+   * key away.
+   */
+  routeCheck = true;
+  /** Internal, for benchmarks only: false reads the routing row by a query of its own instead of with BEGIN (the earlier way). */
+  routeCheckAtBegin = true;
   private refreshing: Promise<void> | undefined;
   private again: Promise<void> | undefined;
   private readonly unlisten: Array<() => Promise<void>> = [];
@@ -215,16 +257,66 @@ export class Storage {
    */
   async checkRoute(tx: Tx, shard: Shard, route: Route): Promise<void> {
     if (route.fenced) throw this.movedError(shard, route);
-    const scope = tx.scope as { shardState?: ShardState } | undefined;
-    let state = scope?.shardState;
-    if (state === undefined) {
-      state = await readState(tx);
-      if (state === undefined) return;
-      if (scope !== undefined) scope.shardState = state;
+    const scope = tx.scope as ({ shardState?: StoredState } & BegunScope) | undefined;
+    let stored = scope?.shardState;
+    if (stored === undefined) {
+      // Read with BEGIN where the dialect sends statements together (see Shard.write), else here.
+      const row =
+        scope?.beginRow !== undefined ? scope.beginRow : (await tx.all<Record<string, unknown>>(STATE_SQL))[0];
+      if (row === undefined || row === null) return;
+      stored = { epoch: Number(row.epoch), text: String(row.ranges) };
+      if (scope !== undefined) scope.shardState = stored;
     }
-    if (state.epoch === route.epoch) return;
+    // The common case: nothing moved since the node routed the write; the ranges need no decoding.
+    if (stored.epoch === route.epoch) return;
+    const state: ShardState = { epoch: stored.epoch, ranges: (stored.ranges ??= decodeRanges(stored.text)) };
     if (ownsForWrite(state, route.hash) && (route.more ?? []).every((h) => ownsForWrite(state, h))) return;
     throw this.movedError(shard, route);
+  }
+
+  /**
+   * A read through a per-key view. The shard's routing epoch comes with the
+   * rows, in the same statement (so in the same snapshot, and no extra round
+   * trip): the read is wrapped as `SELECT q.*, (epoch) FROM (read) q` and the
+   * column taken off the rows again. Only a read that finds nothing (or that
+   * cannot be wrapped) reads the epoch by a second statement, after it; as
+   * epochs only grow, an epoch equal to the route's then was equal during
+   * the read. An epoch equal to the one the node routed by: the shard's
+   * ranges are what the node thought, the rows answer. Otherwise the node
+   * re-reads routing; if the shard still owns the key (another range of it
+   * moved, or this one is fenced: a fenced source still answers reads, its
+   * writes being refused) the read runs again, else it answers `shard_moved`
+   * (retryable; the node now routes by the new table), never rows the
+   * source kept after it gave the key away.
+   */
+  async readRouted<R>(shard: Shard, route: Route, sql: string, params: readonly unknown[]): Promise<R[]> {
+    const reader = shard.driver.reader;
+    let epoch = route.epoch;
+    for (let attempt = 0; ; attempt++) {
+      let rows: Array<Record<string, unknown>>;
+      let seen: number | undefined;
+      if (WRAPPABLE.test(sql) && !LOCKING.test(sql)) {
+        rows = await reader.all(`SELECT q.*, (${EPOCH_SQL}) AS ${EPOCH_COLUMN} FROM (\n${sql}\n) q`, params);
+        if (rows.length > 0) {
+          seen = Number(rows[0]![EPOCH_COLUMN]);
+          for (const r of rows) delete r[EPOCH_COLUMN];
+        }
+      } else {
+        rows = await reader.all(sql, params);
+      }
+      if (seen === undefined) {
+        const e = await reader.all<{ epoch: number | string }>(EPOCH_SQL);
+        // No routing row: a shard whose routing was never stored owns what it was configured with.
+        if (e[0] === undefined) return rows as R[];
+        seen = Number(e[0].epoch);
+      }
+      if (seen === epoch) return rows as R[];
+      await this.refreshRouting();
+      const keys = [route.hash, ...(route.more ?? [])];
+      if (attempt + 1 >= READ_ATTEMPTS || keys.some((h) => this.router.shardForHash(h).name !== shard.name))
+        throw this.movedError(shard, { ...route, fenced: false });
+      epoch = this.states.get(shard.name)?.epoch ?? epoch;
+    }
   }
 
   /** The retryable refusal of a write routed by a table older than the shard's (and a re-read of the table). */

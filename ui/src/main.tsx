@@ -13,6 +13,7 @@ import { Overview } from './pages/overview';
 import { Pauses } from './pages/pauses';
 import { Pipe } from './pages/pipe';
 import { Schedules } from './pages/schedules';
+import { Shards } from './pages/shards';
 import { Sinks } from './pages/sinks';
 import { Topics } from './pages/topics';
 import { useRoute } from './ui';
@@ -29,6 +30,7 @@ const PAGES = [
   { id: 'schedules', label: 'Schedules', C: Schedules },
   { id: 'bulk', label: 'Bulk jobs', C: Bulk },
   { id: 'pauses', label: 'Paused', C: Pauses },
+  { id: 'shards', label: 'Shards', C: Shards },
   { id: 'definitions', label: 'Definitions', C: Definitions },
   { id: 'audit', label: 'Audit', C: Audit },
 ] as const;

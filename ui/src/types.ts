@@ -10,10 +10,53 @@ export interface Paged<T> {
   next_cursor: string | null;
 }
 
+/** A hash range a shard owns (hex bounds, `to` may be `end`); a fenced one refuses writes while a split cuts it over. */
+export interface OwnedRange {
+  from: string;
+  to: string;
+  fenced: boolean;
+}
+
+/** A shard of `GET /v1/shards`. */
+export interface ShardInfo {
+  name: string;
+  /** Its first unfenced range ('' when it owns none). */
+  from: string;
+  to: string;
+  /** Fields of newer nodes: absent from an older node's answer. */
+  ranges?: OwnedRange[];
+  epoch?: number;
+  spare?: boolean;
+  head: number;
+  events?: number;
+}
+
+export type SplitPhase = 'copy' | 'fenced' | 'switched' | 'cleanup' | 'done' | 'aborted';
+
+/** A split job of `GET /v1/shards` (and the answer of `POST /v1/shards/{shard}/split`). */
+export interface SplitJob {
+  id: string;
+  source: string;
+  target: string;
+  from: string;
+  to: string;
+  phase: SplitPhase;
+  start_pos: number;
+  copied_pos: number;
+  copied_events: number;
+  head: number;
+  progress: number;
+  rows_moved: number;
+  aborted?: string;
+  started_at: string;
+  updated_at: string;
+}
+
 /** `GET /v1/shards` */
 export interface ShardsAnswer {
   dialect: string;
-  shards: Array<{ name: string; from: string; to: string; head: number }>;
+  shards: ShardInfo[];
+  splits?: SplitJob[];
 }
 
 /** `GET /readyz` */

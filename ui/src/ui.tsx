@@ -102,6 +102,12 @@ const BADGE: Record<string, string> = {
   config: 'muted',
   runtime: 'info',
   'this node': 'ok',
+  copy: 'info',
+  fenced: 'warn',
+  switched: 'info',
+  cleanup: 'info',
+  aborted: 'bad',
+  spare: 'muted',
 };
 
 export function Badge({ value }: { value: string }) {

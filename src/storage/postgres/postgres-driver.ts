@@ -6,6 +6,7 @@ import type {
   Migration,
   Queryable,
   RoleLeaseSql,
+  Row,
   ShardDriver,
   SqlFragments,
   WriteConnection,
@@ -125,6 +126,14 @@ class PgWriteConnection extends PgQueryable implements WriteConnection {
   async exec(sql: string): Promise<void> {
     this.failed = undefined;
     await this.client.query(sql);
+  }
+
+  async execRows(sql: string): Promise<Row[]> {
+    this.failed = undefined;
+    // Several statements in one simple query: pg answers one result each.
+    const res = (await this.client.query(sql)) as unknown as pg.QueryResult | pg.QueryResult[];
+    const last = Array.isArray(res) ? res[res.length - 1] : res;
+    return (last?.rows ?? []) as Row[];
   }
 
   release(destroy = false): void {
