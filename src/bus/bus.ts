@@ -17,6 +17,7 @@ import {
 } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
+import { importHorizon, readShardGates } from './split-gate.js';
 
 export interface SubscriptionInfo {
   name: string;
@@ -288,7 +289,9 @@ export class Bus {
    * subscription) and keeps the events whose stream `t/<topic>/...` is one
    * of its topics ('0' follows '/' in byte order, so each topic is a range).
    */
-  private async topicLag(shard: Shard, topics: readonly string[], after: number, head: number): Promise<number> {
+  private async topicLag(shard: Shard, topics: readonly string[], from: number, head: number): Promise<number> {
+    // A split's imports on its target are delivered from the source: no lag here.
+    const after = Math.max(from, await importHorizon(shard.reader));
     if (head <= after || topics.length === 0) return 0;
     const ranges = topics.map(() => '(stream >= ? AND stream < ?)').join(' OR ');
     const rows = await shard.reader.all<{ n: number | string }>(SQL.lagCount(ranges), [
@@ -564,6 +567,13 @@ export class Bus {
           deadLetter: (sub, ev, deliveries) => this.deadLetter(sub, config, ev, deliveries),
           paused: () => this.pauses.paused('subscription', name),
           pauseChanged: (signal) => this.pauses.changed(PAUSED_RECHECK_MS, signal),
+          imports: (shard) => readShardGates(this.rt.storage.shard(shard)),
+          lastAtOrBelow: async (shard, pos) => {
+            const rows = await this.rt.storage
+              .shard(shard)
+              .reader.all<{ m: number | null }>('SELECT max(pos) AS m FROM events WHERE pos <= ?', [pos]);
+            return rows[0]?.m == null ? null : Number(rows[0].m);
+          },
         },
       );
       this.sessions.set(name, session);
