@@ -98,7 +98,7 @@ describe('bus delivery across a shard split (property, sqlite)', () => {
           }
         },
       ),
-      { numRuns: 6 },
+      { numRuns: 6, endOnFailure: true },
     );
   }, 240_000);
 });

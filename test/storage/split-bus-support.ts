@@ -66,8 +66,9 @@ export class PacedSubscriber {
         });
         break;
       } catch (err) {
-        // The previous connection's lease is being released.
-        if (!isMillraceError(err, 'subscription_busy') || i > 500) throw err;
+        // The previous connection's lease is being released, or the subscription's home is cutting over.
+        if (!(isMillraceError(err, 'subscription_busy') || (isMillraceError(err) && err.retryable)) || i > 500)
+          throw err;
         await new Promise((r) => setTimeout(r, 10));
       }
     }
