@@ -7,8 +7,7 @@ import { parseHashBound, sha1, shardKeyText } from '../../src/core/routing.js';
 export const TOPIC = 'orders';
 
 /** Whether [topic, key] hashes at or above the split point (moves). */
-export const movesAt = (at: string, key: string): boolean =>
-  sha1(shardKeyText([TOPIC, key])) >= parseHashBound(at);
+export const movesAt = (at: string, key: string): boolean => sha1(shardKeyText([TOPIC, key])) >= parseHashBound(at);
 
 /** Publishes a batch, again with the same ids while it is refused retryably (a range cutting over, a partial store). */
 export async function publishRetried(bus: Bus, events: PublishEvent[]): Promise<{ duplicates: number }> {
