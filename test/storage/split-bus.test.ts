@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Bus } from '../../src/bus/bus.js';
 import { CLAIM } from '../../src/bus/bus-sql.js';
@@ -12,6 +14,7 @@ import { withSpare } from '../support/split.js';
 import { checkOnceInOrder, movesAt, publishRetried, TOPIC } from './split-bus-support.js';
 
 const AT = '8';
+const AMQP_URL = process.env.MILLRACE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const hashMoves = (key: readonly string[]): boolean => sha1(shardKeyText(key)) >= parseHashBound(AT);
 /** The first of `name0`, `name1`, ... that `pick` takes. */
 const first = (prefix: string, pick: (s: string) => boolean): string => {
@@ -184,4 +187,74 @@ describe.each(DIALECTS)('dedupe claims in flight at the fence (%s)', (dialect) =
     ]);
     expect(rows.map((r) => (JSON.parse(r.meta) as { id: string }).id)).toEqual([storedBefore, movingHome, stayingHome]);
   }, 60_000);
+});
+
+describe.each(DIALECTS)('an AMQP exporter across a split (%s)', (dialect) => {
+  let env: TestEnv;
+  let node: Node;
+  let conn: ChannelModel;
+  const exchange = `mr.test.split.${randomBytes(4).toString('hex')}.${dialect}`;
+  beforeAll(async () => {
+    // RabbitMQ is required: an unreachable broker fails these tests.
+    conn = await amqp.connect(AMQP_URL);
+    env = await createTestEnv(dialect, { shards: 2 });
+    node = await startNode(
+      buildConfig({
+        ...withSpare(env),
+        bus: {
+          topics: [TOPIC],
+          rabbitmq: { url: AMQP_URL },
+          exporters: [{ name: 'sink', topic: TOPIC, exchange, batch: 20 }],
+        },
+      } as never),
+      { faces: [busFace] },
+    );
+  });
+  afterAll(async () => {
+    await node?.close();
+    await conn?.close();
+    await env?.cleanup();
+  });
+
+  it('ships every event once (by message id), per key in publish order, imports left out', async () => {
+    const ch = await conn.createChannel();
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    const q = await ch.assertQueue('', { exclusive: true });
+    await ch.bindQueue(q.queue, exchange, '#');
+    const got: Array<{ msg: string; id: string; key: string }> = [];
+    await ch.consume(
+      q.queue,
+      (m) =>
+        m &&
+        got.push({
+          msg: String(m.properties.messageId),
+          id: String(m.properties.headers!['x-event-id']),
+          key: String(m.properties.headers!['x-key']),
+        }),
+      { noAck: true },
+    );
+    const bus = busOf(node);
+    const keys = Array.from({ length: 6 }, (_, i) => `key${i}`);
+    const published = new Map<string, string[]>(keys.map((k) => [k, []]));
+    let n = 0;
+    const round = async (): Promise<void> => {
+      for (const key of keys) {
+        const id = `${key}#${n++}`;
+        await publishRetried(bus, [{ id, topic: TOPIC, key, type: 't', data: n }]);
+        published.get(key)!.push(id);
+      }
+    };
+    for (let i = 0; i < 10; i++) await round();
+    const job = await node.runtime.splitter.start('s0', AT, 's1');
+    while ((await node.runtime.splitter.job('s0', job.id))!.phase !== 'done') await round();
+    for (let i = 0; i < 10; i++) await round();
+    const total = [...published.values()].flat().length;
+    const firsts = (): Array<{ id: string; key: string }> => {
+      const seen = new Set<string>();
+      return got.filter((g) => !seen.has(g.msg) && seen.add(g.msg));
+    };
+    await waitFor(() => firsts().length >= total, 60_000, 'every event exported');
+    checkOnceInOrder(firsts(), published);
+    await ch.close();
+  }, 120_000);
 });
