@@ -32,8 +32,6 @@ export interface ShardGates {
   final: boolean;
 }
 
-export const NO_GATES: ShardGates = { pending: false, horizon: 0, gates: [], final: true };
-
 /** The gates of a shard, read after the events they are applied to (its ranges first: see `final`). */
 export async function readShardGates(shard: Shard): Promise<ShardGates> {
   const state = await readState(shard.reader);

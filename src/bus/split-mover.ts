@@ -26,7 +26,7 @@ import { topicOfStream } from './publisher.js';
 type InRange = (key: readonly string[] | string) => boolean;
 
 /** [topic, key] of a topic stream. */
-export function keyOfTopicStream(stream: string): readonly string[] | undefined {
+function keyOfTopicStream(stream: string): readonly string[] | undefined {
   const topic = topicOfStream(stream);
   return topic === null ? undefined : [topic, stream.slice(topic.length + 3)];
 }
