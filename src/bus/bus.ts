@@ -163,6 +163,14 @@ export class Bus {
     return this.rt.storage.shardFor(['bus/sub', name]);
   }
 
+  /**
+   * Whether `shard` is the subscription's home now: after a split moved it, the
+   * source keeps its row until the split's cleanup, which lists it nowhere.
+   */
+  private homes(shard: Shard, name: string): boolean {
+    return this.home(name).name === shard.name;
+  }
+
   cursorName(name: string): string {
     return `bus/sub/${name}`;
   }
@@ -409,7 +417,7 @@ export class Bus {
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
       for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptionsAfter, [after, limit + 1]))
-        names.push(r.name);
+        if (this.homes(s, r.name)) names.push(r.name);
     }
     names.sort();
     const page = names.slice(0, limit);
@@ -427,7 +435,8 @@ export class Bus {
   async listSubscriptions(): Promise<string[]> {
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptions)) names.push(r.name);
+      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptions))
+        if (this.homes(s, r.name)) names.push(r.name);
     }
     return names.sort();
   }
@@ -643,7 +652,7 @@ export class Bus {
       for (const r of await s.reader.all<{ name: string; config: string }>(
         'SELECT name, config FROM bus_subscriptions',
       )) {
-        out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
+        if (this.homes(s, r.name)) out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
       }
     }
     return out;

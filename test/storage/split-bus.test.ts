@@ -166,9 +166,22 @@ describe.each(DIALECTS)('dedupe claims in flight at the fence (%s)', (dialect) =
           's0',
         ]),
       );
+    const subName = first('sub', (n) => hashMoves(['bus/sub', n]));
+    await bus.putSubscription(subName, { topics: [TOPIC] });
     const job = await node.runtime.splitter.start('s0', AT, 's1');
+    // Until the cleanup, the source keeps the moved subscription's row: it is listed once, from its new home.
+    await waitFor(
+      async () => (await node.runtime.splitter.job('s0', job.id))!.phase === 'cleanup',
+      30_000,
+      'the cleanup phase',
+    );
+    expect(await s0.reader.all('SELECT name FROM bus_subscriptions WHERE name = ?', [subName])).toHaveLength(1);
+    expect(await bus.listSubscriptions()).toEqual([subName]);
+    expect((await bus.listSubscriptionInfos()).items.map((i) => i.name)).toEqual([subName]);
     await node.runtime.splitter.wait(job.id);
     const s1 = node.runtime.storage.shard('s1');
+    expect(await s1.reader.all('SELECT name FROM bus_subscriptions WHERE name = ?', [subName])).toHaveLength(1);
+    expect(await s0.reader.all('SELECT name FROM bus_subscriptions WHERE name = ?', [subName])).toHaveLength(0);
     // The claim whose home moved is aimed at the target now.
     const moved = await s1.reader.all<{ seq: number; target: string }>(
       'SELECT seq, target FROM bus_dedupe WHERE ref = ?',
