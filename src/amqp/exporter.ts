@@ -8,6 +8,11 @@ import type { ExporterConfig } from '../bus/config.js';
 import type { LogEvent } from '../log/log.js';
 import type { Consumer } from '../log/cursor.js';
 import { topicOfStream, type TopicMeta } from '../bus/publisher.js';
+import { readShardGates, type ShardGates } from '../bus/split-gate.js';
+import { sleepUnless } from '../core/waker.js';
+
+/** How often an exporter held by a split (an import under way, or the source not passed yet) looks again. */
+const GATE_POLL_MS = 100;
 
 export const exporterCursor = (name: string): string => `export/${name}`;
 
@@ -42,6 +47,10 @@ export class Exporter {
   private conn: ChannelModel | null = null;
   private consumers: Consumer[] = [];
   private readonly stopping = new AbortController();
+  /** Per shard, its split imports as last read (kept once final). */
+  private readonly gates = new Map<string, ShardGates>();
+  /** Imports whose source this exporter has passed. */
+  private readonly passed = new Set<string>();
 
   constructor(
     private readonly rt: Runtime,
@@ -87,7 +96,7 @@ export class Exporter {
       if (this.stopping.signal.aborted) throw new Error('exporter stopped while paused');
       await pauses.changed(PAUSED_RECHECK_MS, this.stopping.signal);
     }
-    const wanted = batch.filter((e) => exporterWants(this.cfg, e));
+    const wanted = (await this.afterImports(batch)).filter((e) => exporterWants(this.cfg, e));
     const spans: Span[] = [];
     for (const e of wanted) {
       const meta = e.meta ? (JSON.parse(e.meta) as Partial<TopicMeta>) : {};
@@ -132,6 +141,49 @@ export class Exporter {
       throw err;
     }
     for (const sp of spans) endSpan(sp);
+  }
+
+  /**
+   * A split's target: its imports are left out (the source, which keeps
+   * them, ships them), and its later events wait until this exporter's
+   * position on the source has passed the last moved event, so that a key's
+   * events go out in order across the split (see bus/split-gate.ts).
+   */
+  private async afterImports(batch: LogEvent[]): Promise<LogEvent[]> {
+    const shard = batch[0]?.shard;
+    if (shard === undefined) return batch;
+    const signal = this.stopping.signal;
+    const read = async (): Promise<ShardGates> => {
+      let g = this.gates.get(shard);
+      if (g?.final !== true) {
+        g = await readShardGates(this.rt.storage.shard(shard));
+        this.gates.set(shard, g);
+      }
+      return g;
+    };
+    let g = await read();
+    while (g.pending) {
+      await sleepUnless(GATE_POLL_MS, signal);
+      if (signal.aborted) throw new Error('exporter stopped while a split imports');
+      g = await read();
+    }
+    const out = batch.filter((e) => e.pos! > g.horizon);
+    if (out.length === 0) return out;
+    for (const gate of g.gates) {
+      if (this.passed.has(gate.id) || !this.rt.storage.shards.some((s) => s.name === gate.source)) continue;
+      for (;;) {
+        const at = (await this.rt.cursors.position(gate.source, exporterCursor(this.cfg.name))) ?? 0;
+        if (at >= gate.sourcePos) break;
+        const last = await this.rt.storage
+          .shard(gate.source)
+          .reader.all<{ m: number | null }>('SELECT max(pos) AS m FROM events WHERE pos <= ?', [gate.sourcePos]);
+        if (last[0]?.m == null || at >= Number(last[0].m)) break;
+        await sleepUnless(GATE_POLL_MS, signal);
+        if (signal.aborted) throw new Error('exporter stopped while waiting for the source of a split');
+      }
+      this.passed.add(gate.id);
+    }
+    return out;
   }
 
   async stop(): Promise<void> {

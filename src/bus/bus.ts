@@ -17,6 +17,7 @@ import {
 } from './subscription.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import { SQL } from './bus-sql.js';
+import { importHorizon, readShardGates } from './split-gate.js';
 
 export interface SubscriptionInfo {
   name: string;
@@ -162,6 +163,14 @@ export class Bus {
     return this.rt.storage.shardFor(['bus/sub', name]);
   }
 
+  /**
+   * Whether `shard` is the subscription's home now: after a split moved it, the
+   * source keeps its row until the split's cleanup, which lists it nowhere.
+   */
+  private homes(shard: Shard, name: string): boolean {
+    return this.home(name).name === shard.name;
+  }
+
   cursorName(name: string): string {
     return `bus/sub/${name}`;
   }
@@ -288,7 +297,9 @@ export class Bus {
    * subscription) and keeps the events whose stream `t/<topic>/...` is one
    * of its topics ('0' follows '/' in byte order, so each topic is a range).
    */
-  private async topicLag(shard: Shard, topics: readonly string[], after: number, head: number): Promise<number> {
+  private async topicLag(shard: Shard, topics: readonly string[], from: number, head: number): Promise<number> {
+    // A split's imports on its target are delivered from the source: no lag here.
+    const after = Math.max(from, await importHorizon(shard.reader));
     if (head <= after || topics.length === 0) return 0;
     const ranges = topics.map(() => '(stream >= ? AND stream < ?)').join(' OR ');
     const rows = await shard.reader.all<{ n: number | string }>(SQL.lagCount(ranges), [
@@ -406,7 +417,7 @@ export class Bus {
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
       for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptionsAfter, [after, limit + 1]))
-        names.push(r.name);
+        if (this.homes(s, r.name)) names.push(r.name);
     }
     names.sort();
     const page = names.slice(0, limit);
@@ -424,7 +435,8 @@ export class Bus {
   async listSubscriptions(): Promise<string[]> {
     const names: string[] = [];
     for (const s of this.rt.storage.shards) {
-      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptions)) names.push(r.name);
+      for (const r of await s.reader.all<{ name: string }>(SQL.listSubscriptions))
+        if (this.homes(s, r.name)) names.push(r.name);
     }
     return names.sort();
   }
@@ -564,6 +576,13 @@ export class Bus {
           deadLetter: (sub, ev, deliveries) => this.deadLetter(sub, config, ev, deliveries),
           paused: () => this.pauses.paused('subscription', name),
           pauseChanged: (signal) => this.pauses.changed(PAUSED_RECHECK_MS, signal),
+          imports: (shard) => readShardGates(this.rt.storage.shard(shard)),
+          lastAtOrBelow: async (shard, pos) => {
+            const rows = await this.rt.storage
+              .shard(shard)
+              .reader.all<{ m: number | null }>('SELECT max(pos) AS m FROM events WHERE pos <= ?', [pos]);
+            return rows[0]?.m == null ? null : Number(rows[0].m);
+          },
         },
       );
       this.sessions.set(name, session);
@@ -633,7 +652,7 @@ export class Bus {
       for (const r of await s.reader.all<{ name: string; config: string }>(
         'SELECT name, config FROM bus_subscriptions',
       )) {
-        out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
+        if (this.homes(s, r.name)) out.set(r.name, (JSON.parse(r.config) as SubscriptionConfig).topics);
       }
     }
     return out;

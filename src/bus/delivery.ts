@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import { MillraceError } from '../core/errors.js';
+import { sleepUnless } from '../core/waker.js';
 import type { CursorEngine } from '../log/cursor.js';
+import type { ImportGate, ShardGates } from './split-gate.js';
 import { matchEvent, type GapNotice, type SubscriptionConfig, type TopicEvent } from './subscription.js';
 
 /** One delivery of an event to a subscriber; `deliveryId` (`shard:pos`) is what the subscriber acks. */
@@ -28,7 +30,14 @@ export interface DeliveryHooks {
   paused?: () => boolean;
   /** Resolves when the pause state may have changed (or after a while), or on abort. */
   pauseChanged?: (signal: AbortSignal) => Promise<void>;
+  /** A shard's split imports (see split-gate.ts); without it every event is delivered. */
+  imports?: (shard: string) => Promise<ShardGates>;
+  /** The last stored position at or below `pos` of a shard, or null. */
+  lastAtOrBelow?: (shard: string, pos: number) => Promise<number | null>;
 }
+
+/** How often a reader held by a split (an import under way, or the source not passed yet) looks again. */
+const GATE_POLL_MS = 50;
 
 interface Inflight {
   ev: TopicEvent;
@@ -63,6 +72,8 @@ interface ShardState {
   /** Set while the next save waits out SAVE_EVERY_MS after the previous one. */
   nextSave: NodeJS.Timeout | null;
   loop: Promise<void> | null;
+  /** The shard's split imports as last read (kept once final). */
+  gates: ShardGates | null;
 }
 
 /**
@@ -89,6 +100,8 @@ export class DeliverySession {
   private expiry: Array<{ f: Inflight; gen: number; due: number }> = [];
   private expiryHead = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** Imports whose source this session has passed (their target's later events flow freely). */
+  private readonly passed = new Set<string>();
 
   constructor(
     readonly name: string,
@@ -116,6 +129,7 @@ export class DeliverySession {
         dirty: false,
         nextSave: null,
         loop: null,
+        gates: null,
       };
       this.shards.set(name, st);
       st.loop = this.read(st).catch((err: unknown) => {
@@ -131,13 +145,24 @@ export class DeliverySession {
   private async read(st: ShardState): Promise<void> {
     const signal = this.abort.signal;
     for await (const batch of this.hooks.cursors.tail(st.name, st.high, { abort: signal })) {
+      // Read after the batch: an import's events and its record commit together.
+      let gates = await this.gatesOf(st);
       for (const e of batch) {
         if (signal.aborted) return;
-        const ev = matchEvent(e, this.topics, this.config.filter);
+        // An import under way: everything here so far is one; wait for its end to know the horizon.
+        while (gates?.pending === true) {
+          await sleepUnless(GATE_POLL_MS, signal);
+          if (signal.aborted) return;
+          gates = await this.gatesOf(st);
+        }
+        // Imports are delivered from the source (where they stay), never here.
+        const imported = gates !== null && e.pos! <= gates.horizon;
+        const ev = imported ? null : matchEvent(e, this.topics, this.config.filter);
         if (ev === null) {
           st.high = e.pos!;
           continue;
         }
+        if (gates !== null && !(await this.passedSources(gates.gates, signal))) return;
         if (this.inFlight >= this.config.max_in_flight) {
           await this.space();
           if (signal.aborted) return;
@@ -155,6 +180,34 @@ export class DeliverySession {
       // Filtered-out events move the position too.
       if (st.pending.size === 0) this.scheduleSave(st);
     }
+  }
+
+  /** The shard's split imports, read again unless final; null without the hook. */
+  private async gatesOf(st: ShardState): Promise<ShardGates | null> {
+    if (this.hooks.imports === undefined) return null;
+    if (st.gates?.final !== true) st.gates = await this.hooks.imports(st.name);
+    return st.gates;
+  }
+
+  /**
+   * Per-key order across a split: a target's events after its horizon wait
+   * until this subscription's position on the source has passed the last
+   * moved event (acknowledged, or removed since by retention). Resolves false
+   * if the session closed meanwhile.
+   */
+  private async passedSources(gates: readonly ImportGate[], signal: AbortSignal): Promise<boolean> {
+    for (const g of gates) {
+      if (this.passed.has(g.id)) continue;
+      const src = this.shards.get(g.source);
+      while (src !== undefined && this.ackedPos(src) < g.sourcePos) {
+        const last = await this.hooks.lastAtOrBelow?.(src.name, g.sourcePos);
+        if (last === null || last === undefined || this.ackedPos(src) >= last) break;
+        await sleepUnless(GATE_POLL_MS, signal);
+        if (signal.aborted) return false;
+      }
+      this.passed.add(g.id);
+    }
+    return true;
   }
 
   private space(): Promise<void> {

@@ -10,6 +10,14 @@ import type { Migration } from '../storage/port.js';
  * keeps that attempt from committing (see `Publisher`).
  * Subscription configs live on their home shard; their positions are cursors
  * (`bus/sub/<name>`) on every shard.
+ *
+ * `bus_split_imports`, on a shard that was a split's target, one row per
+ * import: `horizon`, the target's head when it came to own the range (every
+ * event at or below it is an import or the anchor, delivered from the source),
+ * and `source_pos`, the source's position of the last moved event (the
+ * target's later events are delivered to a subscription once its position on
+ * the source has passed it). `aborted`: the split ended without moving
+ * anything (no later event of the range comes here).
  */
 export const BUS_MIGRATIONS: readonly Migration[] = [
   {
@@ -57,6 +65,31 @@ export const BUS_MIGRATIONS: readonly Migration[] = [
       postgres: `
         ALTER TABLE bus_dedupe ADD COLUMN token TEXT;
         ALTER TABLE bus_dedupe ADD COLUMN target TEXT;
+      `,
+    },
+  },
+  {
+    id: 'bus/0003_split_imports',
+    sql: {
+      sqlite: `
+        CREATE TABLE bus_split_imports (
+          id TEXT PRIMARY KEY,
+          source TEXT NOT NULL,
+          source_pos INTEGER NOT NULL,
+          horizon INTEGER NOT NULL,
+          aborted INTEGER NOT NULL,
+          created_at INTEGER NOT NULL
+        );
+      `,
+      postgres: `
+        CREATE TABLE bus_split_imports (
+          id TEXT PRIMARY KEY,
+          source TEXT NOT NULL,
+          source_pos BIGINT NOT NULL,
+          horizon BIGINT NOT NULL,
+          aborted INTEGER NOT NULL,
+          created_at BIGINT NOT NULL
+        );
       `,
     },
   },

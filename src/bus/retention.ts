@@ -3,6 +3,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { Bus } from './bus.js';
 import { topicDefinitionSchema, type TopicRetention } from './config.js';
+import { importHorizon } from './split-gate.js';
 
 const SCOPE = 'topic:';
 
@@ -94,6 +95,8 @@ export class TopicRetentionSource implements RetentionSource {
     if (removed.length === 0 || !scope.startsWith(SCOPE)) return;
     const topic = scope.slice(SCOPE.length);
     const top = removed[removed.length - 1]!;
+    // A split's imports on its target are delivered from the source: their removal here loses nothing.
+    const horizon = await importHorizon(tx);
     for (const [name, topics] of this.subs) {
       if (!topics.includes(topic)) continue;
       const cursor = this.bus.cursorName(name);
@@ -101,7 +104,7 @@ export class TopicRetentionSource implements RetentionSource {
       // A subscription that has no position on this shard yet starts from what is there.
       if (!rows[0]) continue;
       const at = Number(rows[0].pos);
-      const lost = removed.filter((p) => p > at).length;
+      const lost = removed.filter((p) => p > at && p > horizon).length;
       if (lost === 0) continue;
       await tx.run(
         `INSERT INTO retention_lost (cursor, lost, horizon, updated_at) VALUES (?, ?, ?, ?)

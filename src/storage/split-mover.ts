@@ -1,6 +1,13 @@
 import type { Config } from '../core/config.js';
 import type { DialectName, Queryable, Tx } from './port.js';
 
+/** The split a mover works for: its job id and the names of its shards. */
+export interface SplitContext {
+  id: string;
+  source: string;
+  target: string;
+}
+
 /**
  * What a face moves with its keys when a shard is split (declared in its
  * `FaceSpec`; the runtime hands every face's mover of the build to the
@@ -22,6 +29,7 @@ export interface SplitMover {
     target: Tx,
     inRange: (key: readonly string[] | string) => boolean,
     dialect: DialectName,
+    split?: SplitContext,
   ): Promise<number>;
   /** Deletes the source's rows of keys in range, in the source's transaction. */
   dropRows(source: Tx, inRange: (key: readonly string[] | string) => boolean): Promise<number>;
@@ -30,4 +38,12 @@ export interface SplitMover {
    * on it (the ledger's configured types); the runtime hands the splitter this.
    */
   configured?(config: Config): SplitMover;
+   * Optional: in the target's transaction that makes it own the range (every
+   * imported event is on the target and numbered; nothing else is there yet).
+   * Runs again if a crash cut the split off after that transaction: it must
+   * keep what an earlier run recorded.
+   */
+  onSwitch?(target: Tx, split: SplitContext, dialect: DialectName): Promise<void>;
+  /** Optional: in a target's transaction, before a fenced split is aborted (the imported events stay there, owned by no one). */
+  onAbort?(target: Tx, split: SplitContext, dialect: DialectName): Promise<void>;
 }

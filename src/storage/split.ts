@@ -78,7 +78,7 @@ interface JobRow {
 
 const BATCH = 500;
 /** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
-const UNMOVED_TABLES = ['pipe_sessions', 'bus_subscriptions', 'bus_dedupe', 'schedules', 'bulk_jobs'];
+const UNMOVED_TABLES = ['pipe_sessions', 'schedules', 'bulk_jobs'];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 
@@ -294,6 +294,7 @@ export class Splitter {
         const h = sha1(shardKeyText(key));
         return h >= from && h < to;
       };
+      const ctx = { id, source: source.name, target: target.name };
       this.opts.logger.info({ split: id, phase: job.phase, source: source.name, target: target.name }, 'split step');
       switch (job.phase) {
         case 'copy': {
@@ -318,6 +319,9 @@ export class Splitter {
             (err: unknown) => (err instanceof Error ? err.message : String(err)),
           );
           if (unmovable !== undefined) {
+            await target.write(async (tx) => {
+              for (const m of await this.moversOn(source)) await m.onAbort?.(tx, ctx, target.driver.dialect);
+            });
             await this.abortFenced(source, id, from, to, unmovable);
             return;
           }
@@ -326,10 +330,13 @@ export class Splitter {
           await target.write(async (tx) => {
             rowsMoved = 0;
             for (const m of await this.moversOn(source))
-              rowsMoved += await m.copyRows(source.reader, tx, inRange, target.driver.dialect);
+              rowsMoved += await m.copyRows(source.reader, tx, inRange, target.driver.dialect, ctx);
           });
           this.step('switch');
+          // Where rows are numbered later (PostgreSQL): every import is numbered before the target owns the range.
+          await this.waitNumbered(target, Number.MAX_SAFE_INTEGER);
           await target.write(async (tx) => {
+            for (const m of await this.moversOn(source)) await m.onSwitch?.(tx, ctx, target.driver.dialect);
             const st = await readState(tx);
             const ranges = st?.ranges ?? [];
             if (!ranges.some((r) => r.from === from && r.to === to)) {
