@@ -38,6 +38,7 @@ export interface SplitMover {
    * on it (the ledger's configured types); the runtime hands the splitter this.
    */
   configured?(config: Config): SplitMover;
+  /**
    * Optional: in the target's transaction that makes it own the range (every
    * imported event is on the target and numbered; nothing else is there yet).
    * Runs again if a crash cut the split off after that transaction: it must
