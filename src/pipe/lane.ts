@@ -5,7 +5,8 @@
  * job itself is a function given to the lane.
  */
 
-export type Outcome = 'written' | 'duplicate' | 'refused' | 'done';
+/** `moved`: the session's shard no longer owns it, or is fencing it for a split; nothing was written (retry by the new table). */
+export type Outcome = 'written' | 'duplicate' | 'refused' | 'done' | 'moved';
 
 /** A client operation on an existing session (or a new one), queued in its shard's lane. */
 export type LaneOp = (

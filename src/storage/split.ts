@@ -79,7 +79,6 @@ interface JobRow {
 const BATCH = 500;
 /** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
 const UNMOVED_TABLES = [
-  'pipe_sessions',
   'ledger_events',
   'ledger_locks',
   'ledger_states',
