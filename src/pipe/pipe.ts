@@ -332,7 +332,12 @@ export class Pipe {
       verdict.action === 'delete'
         ? { type: 'delete' as const, delivery: d.repeats }
         : { type: 'store' as const, due: this.dueAfter(verdict.timeoutS), delivery: d.repeats };
-    return untilRouted(this.rt, this.ttlMs, () => this.enqueue(d.id, { ...op }), (r) => r === 'moved');
+    return untilRouted(
+      this.rt,
+      this.ttlMs,
+      () => this.enqueue(d.id, { ...op }),
+      (r) => r === 'moved',
+    );
   }
 
   /** Finishes the session: it and its records are gone. */
@@ -476,7 +481,11 @@ export class Pipe {
       await shard.write(async (tx) => {
         const rows = await tx.all<{ id: string; kind: string }>(SQL.ownedOpenSessions, [owner]);
         // Only sessions the shard owns now: a split's source keeps moved ones for a while, and may not change them.
-        const mine = await writableIn(this.rt.storage, tx, rows.map((r) => r.id));
+        const mine = await writableIn(
+          this.rt.storage,
+          tx,
+          rows.map((r) => r.id),
+        );
         for (const r of rows) if (mine.has(r.id)) await this.redelivery.unfinishedIn(tx, r.id, r.kind, now, { owner });
         await tx.run(SQL.deleteOwner, [owner]);
       });

@@ -129,7 +129,11 @@ export class Redelivery {
           await shard.write(async (tx) => {
             left = false;
             // A split's source keeps moved sessions for a while: those are the target's to un-park.
-            const mine = await writableIn(this.rt.storage, tx, rows.map((r) => r.id));
+            const mine = await writableIn(
+              this.rt.storage,
+              tx,
+              rows.map((r) => r.id),
+            );
             for (const r of rows) {
               if (!mine.has(r.id)) {
                 left = true;

@@ -105,6 +105,6 @@ describe.each(DIALECTS)(
       } finally {
         await rt.close();
       }
-    });
+    }, 240_000);
   },
 );

@@ -181,7 +181,7 @@ describe.each(DIALECTS)('a shard split moves pipe sessions (%s)', (dialect) => {
     expect((await readState(s1.reader))!.ranges.map((r) => [r.from.toString(16), r.fenced])).toEqual([
       ['8' + '0'.repeat(39), false],
     ]);
-  });
+  }, 180_000);
 
   it('a lane job routed by the old table writes only the sessions its shard still owns (the others: moved, nothing written)', async () => {
     const ids: string[] = [];
@@ -218,7 +218,8 @@ describe.each(DIALECTS)('a shard split moves pipe sessions (%s)', (dialect) => {
     }
     await pipe.store(mine[0]!, 3600);
     // Copy twice (a resumed attempt): the target holds each row once.
-    for (let i = 0; i < 2; i++) await dst.base.write((tx) => PIPE_SPLIT_MOVER.copyRows(src.reader, tx, inMoved, dialect));
+    for (let i = 0; i < 2; i++)
+      await dst.base.write((tx) => PIPE_SPLIT_MOVER.copyRows(src.reader, tx, inMoved, dialect));
     for (const id of mine) {
       expect(await count(dst, 'SELECT count(*) AS n FROM pipe_sessions WHERE id = ?', [id])).toBe(1);
       const recs = await dst.reader.all<{ data: Buffer }>(
