@@ -85,8 +85,6 @@ const UNMOVED_TABLES = [
   'ledger_idempotency',
   'bus_subscriptions',
   'bus_dedupe',
-  'schedules',
-  'bulk_jobs',
 ];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
