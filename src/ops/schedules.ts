@@ -3,7 +3,7 @@ import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging
 import type { Runtime } from '../runtime.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import type { Tx } from '../storage/port.js';
-import { timerPlaceIn } from '../storage/routed-timers.js';
+import { timerPlaceIn, whileMoved } from '../storage/routed-timers.js';
 import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Bus } from '../bus/bus.js';
@@ -568,7 +568,8 @@ export class Schedules {
     let status: FireStatus = 'done';
     let error: string | null = null;
     try {
-      await this.act(name, def, fireAt);
+      // A target whose range is cutting over refuses with nothing written: the same attempt goes again by the new routing.
+      await whileMoved(this.rt.storage, () => this.act(name, def, fireAt));
     } catch (err) {
       const e = toMillraceError(err);
       // Start, notify and publish are keyed by the fire time: a retryable failure is tried again.

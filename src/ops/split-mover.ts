@@ -78,8 +78,7 @@ async function insertRow(tx: Tx, table: string, r: Row): Promise<void> {
 async function deleteInRange(tx: Tx, inRange: InRange): Promise<number> {
   let n = 0;
   for (const t of TABLES) for (const r of await rowsInRange(tx, t, inRange)) n += await t.del(tx, r);
-  for (const r of await timersInRange(tx, inRange))
-    n += await tx.run('DELETE FROM timers WHERE owner = ?', [r.owner]);
+  for (const r of await timersInRange(tx, inRange)) n += await tx.run('DELETE FROM timers WHERE owner = ?', [r.owner]);
   return n;
 }
 

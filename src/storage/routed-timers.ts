@@ -1,3 +1,5 @@
+import { sleep } from '../core/clock.js';
+import { isMillraceError } from '../core/errors.js';
 import { sha1, shardKeyText } from '../core/routing.js';
 import type { Tx } from './port.js';
 import { ownsForWrite, readState } from './routing-state.js';
@@ -32,4 +34,22 @@ export async function timerPlaceIn(
   if (owner.fenced || owner.shard.name === timerShard) return 'wait';
   const there = await readState(owner.shard.reader);
   return there !== undefined && ownsForWrite(there, h) ? 'leftover' : 'wait';
+}
+
+/**
+ * Runs `fn` (a write routed by key, such as a timer's action on another
+ * entity) again while it is refused with `shard_moved` (nothing was
+ * written), re-reading the routing in between, for at most `withinMs`.
+ */
+export async function whileMoved<T>(storage: Storage, fn: () => Promise<T>, withinMs = 30_000): Promise<T> {
+  const until = Date.now() + withinMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isMillraceError(err, 'shard_moved') || Date.now() >= until) throw err;
+    }
+    await storage.refreshRouting();
+    await sleep(20);
+  }
 }
