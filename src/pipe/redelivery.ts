@@ -125,9 +125,9 @@ export class Redelivery {
         for (;;) {
           const rows = await shard.reader.all<{ id: string; due_at: number }>(SQL.parkedOfKind, [kind]);
           if (rows.length === 0) break;
-          let left = false;
+          let done = 0;
           await shard.write(async (tx) => {
-            left = false;
+            done = 0;
             // A split's source keeps moved sessions for a while: those are the target's to un-park.
             const mine = await writableIn(
               this.rt.storage,
@@ -135,16 +135,14 @@ export class Redelivery {
               rows.map((r) => r.id),
             );
             for (const r of rows) {
-              if (!mine.has(r.id)) {
-                left = true;
-                continue;
-              }
+              if (!mine.has(r.id)) continue;
+              done++;
               if ((await tx.run(SQL.unparkStored, [r.id])) === 0) continue;
               await this.rt.scheduler.scheduleIn(tx, timerKey(r.id), TIMER_REDELIVER, Number(r.due_at), kind);
             }
           });
-          // Rows this shard may not change stay parked here: the next page would be them again.
-          if (left) break;
+          // Rows this shard may not change stay parked here: a page of only those ends the pass.
+          if (done === 0) break;
         }
       }
     }
