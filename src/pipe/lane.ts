@@ -70,6 +70,25 @@ export async function runPlan<T extends { id: string; type: LaneOp['type'] }, R>
   return out;
 }
 
+/**
+ * Runs `run` over the operations whose session is not in `skip`, in their
+ * order, and answers `skipped` for the others, in place: one result per
+ * operation, in the order of `ops` (a lane job's sessions that its shard may
+ * not write now are answered without being applied).
+ */
+export async function runExcept<T extends { id: string }, R>(
+  ops: readonly T[],
+  skip: ReadonlySet<string>,
+  skipped: R,
+  run: (kept: readonly T[]) => Promise<R[]>,
+): Promise<R[]> {
+  if (skip.size === 0) return run(ops);
+  const kept = ops.filter((o) => !skip.has(o.id));
+  const res = kept.length === 0 ? [] : await run(kept);
+  let k = 0;
+  return ops.map((o) => (skip.has(o.id) ? skipped : res[k++]!));
+}
+
 interface Waiting<T, R> {
   op: T;
   resolve: (r: R) => void;

@@ -4,6 +4,7 @@ import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { PipeConfig } from './config.js';
 import {
+  runExcept,
   runPlan,
   type CreateOp,
   type DeleteOp,
@@ -51,11 +52,9 @@ export class SessionWrites {
    */
   async applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
     const moved = await this.movedIn(tx, shard, ops);
-    if (moved.size === 0) return runPlan(ops, (run) => this.applyRun(tx, shard, run));
-    const kept = ops.filter((o) => !moved.has(o.id));
-    const res = kept.length === 0 ? [] : await runPlan(kept, (run) => this.applyRun(tx, shard, run));
-    let k = 0;
-    return ops.map((o) => (moved.has(o.id) ? 'moved' : res[k++]!));
+    return runExcept<LaneOp, Outcome>(ops, moved, 'moved', (kept) =>
+      runPlan(kept, (run) => this.applyRun(tx, shard, run)),
+    );
   }
 
   /** Ids of the operations' sessions that `shard` may not write now (see applyIn). */
