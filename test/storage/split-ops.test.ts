@@ -131,7 +131,7 @@ describe.each(DIALECTS)('a shard split moves schedules and bulk jobs (%s)', (dia
       );
     for (const name of names) await retryMoved(() => ops.schedules.pause(name));
     await waitFor(async () => (await fires([s0, s1])).every((f) => f.status === 'done'), 60_000, 'every fire finished');
-    await waitFor(async () => (await ops.bulk.get(jobId)).status === 'done', 60_000, 'bulk job done');
+    await waitFor(async () => (await ops.bulk.get(jobId)).status === 'done', 120_000, 'bulk job done');
 
     const all = await fires([s0, s1]);
     for (const name of names) {
@@ -168,7 +168,7 @@ describe.each(DIALECTS)('a shard split moves schedules and bulk jobs (%s)', (dia
       const tagged = async () =>
         (await m.get('p', { id })).history.filter((e) => (e.data as { tag: string | null }).tag === tag).length;
       if (interrupted.has(id)) expect(await tagged(), id).toBeLessThanOrEqual(1);
-      else await waitFor(async () => (await tagged()) === 1, 30_000, `${id} notified`);
+      else await waitFor(async () => (await tagged()) === 1, 60_000, `${id} notified`);
     }
     // Nothing more arrives: each notified exactly once.
     for (const id of targets)
@@ -176,5 +176,5 @@ describe.each(DIALECTS)('a shard split moves schedules and bulk jobs (%s)', (dia
         (await m.get('p', { id })).history.filter((e) => (e.data as { tag: string | null }).tag === tag).length,
         id,
       ).toBeLessThanOrEqual(1);
-  }, 180_000);
+  }, 400_000);
 });
