@@ -130,7 +130,11 @@ describe.each(DIALECTS)('a shard split moves schedules and bulk jobs (%s)', (dia
         `${name} fires after the cut-over`,
       );
     for (const name of names) await retryMoved(() => ops.schedules.pause(name));
-    await waitFor(async () => (await fires([s0, s1])).every((f) => f.status === 'done'), 60_000, 'every fire finished');
+    await waitFor(
+      async () => (await fires([s0, s1])).every((f) => f.status === 'done'),
+      120_000,
+      'every fire finished',
+    );
     await waitFor(async () => (await ops.bulk.get(jobId)).status === 'done', 120_000, 'bulk job done');
 
     const all = await fires([s0, s1]);
