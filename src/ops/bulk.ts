@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { badRequest, MillraceError, toMillraceError } from '../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import type { Runtime } from '../runtime.js';
-import type { Timer, TimerContext } from '../scheduler/scheduler.js';
+import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
+import { timerPlaceIn, whileMoved } from '../storage/routed-timers.js';
 import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Pipe } from '../pipe/pipe.js';
@@ -115,6 +116,9 @@ const COLS = 'id, target, spec, status, after, matched, succeeded, failed, error
 
 /** Thrown inside a transaction to roll it back when this node's timer claim was lost. */
 class ClaimLost extends Error {}
+
+/** Thrown inside a transaction to roll it back when the timer's shard does not own the job now (a split cuts over). */
+class NotHere extends Error {}
 
 /**
  * Bulk jobs: an action over every machine (or pipe dead letter) that a
@@ -251,20 +255,22 @@ export class BulkJobs {
   private async scan(spec: Spec, after: string, limit: number): Promise<{ matches: Candidate[]; next: string | null }> {
     if (spec.target === 'machines') {
       const f = spec.filter;
-      const rows: MachineRow[] = [];
+      const rows: Array<MachineRow & { owned: boolean }> = [];
       const sql = `SELECT id, status, reason, tags, updated_at FROM machines WHERE ns = ? AND status <> 'none' AND id > ?${f.status ? ' AND status = ?' : ''} ORDER BY id LIMIT ?`;
       for (const shard of this.rt.storage.shards) {
-        rows.push(
-          ...(await shard.reader.all<MachineRow>(
-            sql,
-            f.status ? [spec.namespace, after, f.status, limit] : [spec.namespace, after, limit],
-          )),
+        const page = await shard.reader.all<MachineRow>(
+          sql,
+          f.status ? [spec.namespace, after, f.status, limit] : [spec.namespace, after, limit],
         );
+        // A split's source keeps moved machines for a grace period: each is met once, where routing finds it.
+        for (const r of page)
+          rows.push({ ...r, owned: this.rt.storage.shardFor([spec.namespace, r.id]).name === shard.name });
       }
-      rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      // By id, the owned copy of an id first (the page ends after it, never between it and a stale copy's id).
+      rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : Number(b.owned) - Number(a.owned)));
       const page = rows.slice(0, limit);
       return {
-        matches: page.filter((r) => machineMatches(f, r)).map((r) => ({ item: r.id })),
+        matches: page.filter((r) => r.owned && machineMatches(f, r)).map((r) => ({ item: r.id })),
         next: rows.length > limit || (page.length === limit && page.length > 0) ? page[page.length - 1]!.id : null,
       };
     }
@@ -301,6 +307,13 @@ export class BulkJobs {
     const interrupted: string[] = [];
     try {
       await shard.write(async (tx) => {
+        // Only the shard that owns the job marks targets: a split's source copy of the timer is dropped unacted.
+        const place = await timerPlaceIn(this.rt.storage, tx, timer.shard, ['bulk', id]);
+        if (place === 'wait') throw new NotHere();
+        if (place === 'leftover') {
+          await ctx.completeIn(tx);
+          throw new ClaimLost();
+        }
         const cur = (
           await tx.all<{ status: string }>(`SELECT status FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id])
         )[0];
@@ -324,12 +337,14 @@ export class BulkJobs {
       });
     } catch (err) {
       if (err instanceof ClaimLost) return;
+      if (err instanceof NotHere) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
       throw err;
     }
     const outcomes: Array<{ item: string; error?: { code: string; message: string } }> = [];
     for (const item of fresh) {
       try {
-        await this.act(spec, item);
+        // A machine whose range is cutting over refuses with nothing written: acted on again by the new routing.
+        await whileMoved(this.rt.storage, () => this.act(spec, item));
         outcomes.push({ item });
       } catch (err) {
         const e = toMillraceError(err);
@@ -339,6 +354,9 @@ export class BulkJobs {
     const now = this.rt.clock.now();
     await shard
       .write(async (tx) => {
+        // The job moved while this step acted (a split cut over): the target has these targets as started and
+        // counts them interrupted; none is acted on again.
+        if ((await timerPlaceIn(this.rt.storage, tx, timer.shard, ['bulk', id])) !== 'own') return;
         const cur = (await tx.all<Row>(`SELECT ${COLS} FROM bulk_jobs WHERE id = ?${lock(shard)}`, [id]))[0];
         if (cur === undefined) return;
         const errors = JSON.parse(cur.errors) as BulkJobInfo['errors'];

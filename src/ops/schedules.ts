@@ -1,8 +1,9 @@
 import { badRequest, MillraceError, toMillraceError } from '../core/errors.js';
 import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging.js';
 import type { Runtime } from '../runtime.js';
-import type { Timer, TimerContext } from '../scheduler/scheduler.js';
+import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import type { Tx } from '../storage/port.js';
+import { timerPlaceIn, whileMoved } from '../storage/routed-timers.js';
 import type { Shard } from '../storage/storage.js';
 import type { Machines } from '../machines/machines.js';
 import type { Bus } from '../bus/bus.js';
@@ -98,6 +99,9 @@ export interface ScheduleHooks {
 
 /** Thrown inside a transaction to roll it back when this node's timer claim was lost. */
 class ClaimLost extends Error {}
+
+/** Thrown inside a transaction to roll it back when the timer's shard does not own the schedule now (a split cuts over): it fires again shortly. */
+class NotHere extends Error {}
 
 /** Thrown inside a transaction to roll it back when another node created the schedule first. */
 class CreatedMeanwhile extends Error {}
@@ -261,12 +265,12 @@ export class Schedules {
     const after = decodeCursor(opts.cursor, (v): v is string => typeof v === 'string') ?? '';
     const rows: Row[] = [];
     for (const shard of this.rt.storage.shards) {
-      rows.push(
-        ...(await shard.reader.all<Row>(`SELECT ${COLS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?`, [
-          after,
-          limit + 1,
-        ])),
-      );
+      const page = await shard.reader.all<Row>(`SELECT ${COLS} FROM schedules WHERE name > ? ORDER BY name LIMIT ?`, [
+        after,
+        limit + 1,
+      ]);
+      // A split's source keeps moved schedules for a grace period: each is listed from where routing finds it.
+      rows.push(...page.filter((r) => this.home(r.name).name === shard.name));
     }
     rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const items = rows.slice(0, limit).map(infoOf);
@@ -426,6 +430,7 @@ export class Schedules {
     const shard = this.rt.storage.shard(timer.shard);
     try {
       await shard.write(async (tx) => {
+        if (!(await this.hereIn(tx, timer, ctx, name))) return;
         const row = await this.rowIn(tx, shard, name);
         if (row === undefined || row.paused === 1) {
           await ctx.completeIn(tx);
@@ -483,8 +488,24 @@ export class Schedules {
         );
       });
     } catch (err) {
+      if (err instanceof NotHere) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
       if (!(err instanceof ClaimLost)) throw err;
     }
+  }
+
+  /**
+   * In the timer's transaction on its own shard: true when that shard owns
+   * the schedule now. A split's source copy of the timer (the target fires
+   * its own) is dropped unacted (false); while the range cuts over, NotHere
+   * (the timer fires again shortly). So a fire is recorded and run only by
+   * the shard that owns the schedule.
+   */
+  private async hereIn(tx: Tx, timer: Timer, ctx: TimerContext, name: string): Promise<boolean> {
+    const place = await timerPlaceIn(this.rt.storage, tx, timer.shard, ['schedule', name]);
+    if (place === 'own') return true;
+    if (place === 'wait') throw new NotHere();
+    await ctx.completeIn(tx);
+    return false;
   }
 
   private async moveTimer(
@@ -505,6 +526,7 @@ export class Schedules {
     let attempts = 0;
     try {
       def = await shard.write(async (tx) => {
+        if (!(await this.hereIn(tx, timer, ctx, name))) return null;
         const row = await this.rowIn(tx, shard, name);
         const fire = (
           await tx.all<FireRow>(`SELECT ${FIRE_COLS} FROM schedule_fires WHERE schedule = ? AND fire_at = ?`, [
@@ -539,13 +561,15 @@ export class Schedules {
       });
     } catch (err) {
       if (err instanceof ClaimLost) return;
+      if (err instanceof NotHere) throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
       throw err;
     }
     if (def === null) return;
     let status: FireStatus = 'done';
     let error: string | null = null;
     try {
-      await this.act(name, def, fireAt);
+      // A target whose range is cutting over refuses with nothing written: the same attempt goes again by the new routing.
+      await whileMoved(this.rt.storage, () => this.act(name, def, fireAt));
     } catch (err) {
       const e = toMillraceError(err);
       // Start, notify and publish are keyed by the fire time: a retryable failure is tried again.
@@ -555,6 +579,9 @@ export class Schedules {
     }
     await this.hooks.afterAction?.(name, fireAt);
     await shard.write(async (tx) => {
+      // The schedule moved while the action ran (a split cut over): the target has the fire as running and finishes
+      // it as a fire whose node stopped (start, notify and publish repeated under the fire's key; a call: interrupted).
+      if ((await timerPlaceIn(this.rt.storage, tx, timer.shard, ['schedule', name])) !== 'own') return;
       if (!(await ctx.completeIn(tx))) return;
       await this.finishIn(tx, shard, name, fireAt, status, error);
     });

@@ -5,7 +5,8 @@
  * job itself is a function given to the lane.
  */
 
-export type Outcome = 'written' | 'duplicate' | 'refused' | 'done';
+/** `moved`: the session's shard no longer owns it, or is fencing it for a split; nothing was written (retry by the new table). */
+export type Outcome = 'written' | 'duplicate' | 'refused' | 'done' | 'moved';
 
 /** A client operation on an existing session (or a new one), queued in its shard's lane. */
 export type LaneOp = (
@@ -67,6 +68,25 @@ export async function runPlan<T extends { id: string; type: LaneOp['type'] }, R>
     for (let k = 0; k < order.length; k++) out[order[k]!] = res[k]!;
   }
   return out;
+}
+
+/**
+ * Runs `run` over the operations whose session is not in `skip`, in their
+ * order, and answers `skipped` for the others, in place: one result per
+ * operation, in the order of `ops` (a lane job's sessions that its shard may
+ * not write now are answered without being applied).
+ */
+export async function runExcept<T extends { id: string }, R>(
+  ops: readonly T[],
+  skip: ReadonlySet<string>,
+  skipped: R,
+  run: (kept: readonly T[]) => Promise<R[]>,
+): Promise<R[]> {
+  if (skip.size === 0) return run(ops);
+  const kept = ops.filter((o) => !skip.has(o.id));
+  const res = kept.length === 0 ? [] : await run(kept);
+  let k = 0;
+  return ops.map((o) => (skip.has(o.id) ? skipped : res[k++]!));
 }
 
 interface Waiting<T, R> {

@@ -8,6 +8,7 @@ import { decodeCursor, encodeCursor, pageLimit, type Page } from '../core/paging
 import { DeadLetters } from './dead-letters.js';
 import { kindNotFound, sessionNotFound } from './errors.js';
 import { Lane, type LaneOp, type Outcome } from './lane.js';
+import { routedHere, shardMoved, untilRouted, writableIn } from './moves.js';
 import { SQL } from './pipe-sql.js';
 import { readSession, refusal } from './read-session.js';
 import { Redelivery } from './redelivery.js';
@@ -231,7 +232,7 @@ export class Pipe {
       });
     if (owner === null || ownerShards!.has(shard.name)) {
       // The usual case: through the session's lane, gathered with other operations.
-      await this.enqueue(id, { type: 'create', kind: name, owner });
+      if ((await this.enqueue(id, { type: 'create', kind: name, owner })) === 'moved') throw shardMoved(shard.name);
       return id;
     }
     // The first session of a streaming connection on this shard: its owner row commits with it (other nodes read it).
@@ -265,6 +266,7 @@ export class Pipe {
     if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 0))
       throw badRequest('seq must be a non-negative integer');
     const r = await this.enqueue(id, { type: replace ? 'replace' : 'append', record, seq });
+    if (r === 'moved') throw shardMoved(this.shardOf(id).name);
     if (r === 'refused') throw await this.refusal(id);
     return { duplicate: r === 'duplicate' };
   }
@@ -289,7 +291,9 @@ export class Pipe {
       shard.driver.writers === 1 ? shard.name : `${shard.name}/${id.charCodeAt(id.length - 1) % shard.driver.writers}`;
     let lane = this.lanes.get(key);
     if (lane === undefined) {
-      lane = new Lane<LaneOp, Outcome>((take) => shard.write((tx) => this.writes.applyIn(tx, shard, take())));
+      // The shard itself, not this session's view of it: each operation's key is checked in the job (applyIn).
+      const base = shard.base;
+      lane = new Lane<LaneOp, Outcome>((take) => base.write((tx) => this.writes.applyIn(tx, base, take())));
       this.lanes.set(key, lane);
     }
     const full = op as LaneOp;
@@ -305,7 +309,9 @@ export class Pipe {
       throw badRequest('timeout_s must be a number of seconds between 0 and one year');
     }
     const due = this.dueAfter(timeoutS);
-    if ((await this.enqueue(id, { type: 'store', due })) === 'refused') throw await this.refusal(id);
+    const r = await this.enqueue(id, { type: 'store', due });
+    if (r === 'moved') throw shardMoved(this.shardOf(id).name);
+    if (r === 'refused') throw await this.refusal(id);
     return due;
   }
 
@@ -315,19 +321,31 @@ export class Pipe {
     return Math.floor(this.now + timeoutS * 1000 + jitter);
   }
 
-  /** A handler finished the session in its answer: through the session's lane, only for that delivery. */
-  private applyVerdict(d: Delivery, verdict: PushVerdict): Promise<Outcome> {
+  /**
+   * A handler finished the session in its answer: through the session's
+   * lane, only for that delivery. Refused while the session's range moves to
+   * another shard, it is applied again by the new routing (not dropped: the
+   * lease would push the session a second time).
+   */
+  private async applyVerdict(d: Delivery, verdict: PushVerdict): Promise<Outcome> {
     const op =
       verdict.action === 'delete'
         ? { type: 'delete' as const, delivery: d.repeats }
         : { type: 'store' as const, due: this.dueAfter(verdict.timeoutS), delivery: d.repeats };
-    return this.enqueue(d.id, op);
+    return untilRouted(
+      this.rt,
+      this.ttlMs,
+      () => this.enqueue(d.id, { ...op }),
+      (r) => r === 'moved',
+    );
   }
 
   /** Finishes the session: it and its records are gone. */
   async delete(id: string): Promise<void> {
     checkId(id);
-    if ((await this.enqueue(id, { type: 'delete' })) === 'refused') throw await this.refusal(id);
+    const r = await this.enqueue(id, { type: 'delete' });
+    if (r === 'moved') throw shardMoved(this.shardOf(id).name);
+    if (r === 'refused') throw await this.refusal(id);
   }
 
   async get(id: string): Promise<SessionInfo> {
@@ -379,9 +397,12 @@ export class Pipe {
     }
     const rows: (SessionRow & { records: number })[] = [];
     for (const shard of this.rt.storage.shards) {
-      rows.push(
-        ...(await shard.reader.all<SessionRow & { records: number }>(SQL.listSessions(where), [...params, limit + 1])),
-      );
+      const page = await shard.reader.all<SessionRow & { records: number }>(SQL.listSessions(where), [
+        ...params,
+        limit + 1,
+      ]);
+      // A split's source keeps the moved sessions for a grace period: each session is listed from where routing finds it.
+      rows.push(...page.filter((r) => routedHere(this.rt.storage, shard.name, r.id)));
     }
     rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const items = rows.slice(0, limit).map((r): SessionSummary => {
@@ -412,7 +433,8 @@ export class Pipe {
         SQL.listDead(kind !== undefined),
         kind === undefined ? [opts.after ?? '', limit] : [opts.after ?? '', kind, limit],
       );
-      for (const r of rows)
+      for (const r of rows) {
+        if (!routedHere(this.rt.storage, shard.name, r.id)) continue;
         out.push({
           id: r.id,
           kind: r.kind,
@@ -420,6 +442,7 @@ export class Pipe {
           lastError: r.last_error,
           diedAt: Number(r.touched_at),
         });
+      }
     }
     out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return out.slice(0, limit);
@@ -453,20 +476,35 @@ export class Pipe {
     if (shards === undefined) return;
     this.owners.delete(owner);
     const now = this.now;
-    for (const name of shards) {
+    for (const name of this.ownerShards(shards)) {
       const shard = this.rt.storage.shard(name);
       await shard.write(async (tx) => {
         const rows = await tx.all<{ id: string; kind: string }>(SQL.ownedOpenSessions, [owner]);
-        for (const r of rows) await this.redelivery.unfinishedIn(tx, r.id, r.kind, now, { owner });
+        // Only sessions the shard owns now: a split's source keeps moved ones for a while, and may not change them.
+        const mine = await writableIn(
+          this.rt.storage,
+          tx,
+          rows.map((r) => r.id),
+        );
+        for (const r of rows) if (mine.has(r.id)) await this.redelivery.unfinishedIn(tx, r.id, r.kind, now, { owner });
         await tx.run(SQL.deleteOwner, [owner]);
       });
     }
   }
 
+  /**
+   * The shards a connection's owner row may be on: those it opened sessions
+   * on and, where ranges can move, every shard (a split copies the owner row
+   * of moved sessions to the target, which must see the connection alive).
+   */
+  private ownerShards(opened: ReadonlySet<string>): string[] {
+    return this.rt.storage.guarded ? this.rt.storage.shards.map((s) => s.name) : [...opened];
+  }
+
   private async beat(): Promise<void> {
     const byShard = new Map<string, string[]>();
     for (const [owner, shards] of this.owners)
-      for (const s of shards) byShard.set(s, [...(byShard.get(s) ?? []), owner]);
+      for (const s of this.ownerShards(shards)) byShard.set(s, [...(byShard.get(s) ?? []), owner]);
     const until = this.now + this.ttlMs;
     for (const [name, owners] of byShard) {
       await this.rt.storage.shard(name).write(async (tx) => {

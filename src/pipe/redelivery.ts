@@ -1,10 +1,12 @@
 import { PAUSED_RECHECK_MS } from '../catalog/pauses.js';
+import { isMillraceError } from '../core/errors.js';
 import type { Runtime } from '../runtime.js';
 import { RetryTimer, type Timer, type TimerContext } from '../scheduler/scheduler.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { PipeConfig, PipeKindConfig } from './config.js';
 import type { Outcome } from './lane.js';
+import { heldIn, ownedUnfenced, untilRouted, writableIn } from './moves.js';
 import { SQL } from './pipe-sql.js';
 import type { Semaphore } from './semaphore.js';
 import { idOfTimer, TIMER_LEASE, TIMER_REDELIVER, timerKey } from './session-id.js';
@@ -123,28 +125,68 @@ export class Redelivery {
         for (;;) {
           const rows = await shard.reader.all<{ id: string; due_at: number }>(SQL.parkedOfKind, [kind]);
           if (rows.length === 0) break;
+          let done = 0;
           await shard.write(async (tx) => {
+            done = 0;
+            // A split's source keeps moved sessions for a while: those are the target's to un-park.
+            const mine = await writableIn(
+              this.rt.storage,
+              tx,
+              rows.map((r) => r.id),
+            );
             for (const r of rows) {
+              if (!mine.has(r.id)) continue;
+              done++;
               if ((await tx.run(SQL.unparkStored, [r.id])) === 0) continue;
               await this.rt.scheduler.scheduleIn(tx, timerKey(r.id), TIMER_REDELIVER, Number(r.due_at), kind);
             }
           });
+          // Rows this shard may not change stay parked here: a page of only those ends the pass.
+          if (done === 0) break;
         }
       }
     }
+  }
+
+  /**
+   * A timer that fired on a shard other than where routing finds its
+   * session. After a split that is the source's copy of a moved session's
+   * timer (the target fires its own), or the target's copy before the
+   * target owns the range. The copy is dropped unacted once its own shard's
+   * routing state no longer holds the session's range and the shard routing
+   * names owns it, unfenced; otherwise it waits (the range is cutting over,
+   * or this node's routing is behind). So a session is acted on only from
+   * the shard that owns it.
+   */
+  private async elsewhere(timer: Timer, ctx: TimerContext, shard: Shard): Promise<boolean> {
+    if (shard.name === timer.shard) return false;
+    const id = idOfTimer(timer);
+    if (await ownedUnfenced(shard.base, id)) {
+      const dropped = await this.rt.storage
+        .shard(timer.shard)
+        .write(async (tx) => (await heldIn(tx, id)) === false && (await ctx.completeIn(tx)));
+      if (dropped) return true;
+    }
+    void this.rt.storage.refreshRouting();
+    throw new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
   }
 
   /** A stored session is due: mark it delivering (with a lease) and push it to its kind's handler. */
   private async onRedeliver(timer: Timer, ctx: TimerContext): Promise<void> {
     const id = idOfTimer(timer);
     const shard = this.shardOf(id);
+    if (await this.elsewhere(timer, ctx, shard)) return;
     // The kind rides in the timer, so the push waits in its kind's line before any I/O: due order is kept.
     const kind = typeof timer.payload === 'string' ? timer.payload : '';
     const cfg = this.d.kindConfig(kind);
     if (cfg?.handler === undefined) {
-      await shard.write(async (tx) => {
-        if (await ctx.completeIn(tx)) await tx.run(SQL.parkStored, [id]);
-      });
+      await shard
+        .write(async (tx) => {
+          if (await ctx.completeIn(tx)) await tx.run(SQL.parkStored, [id]);
+        })
+        .catch((err: unknown) => {
+          throw this.retryMoved(err);
+        });
       return;
     }
     if (this.stopped) throw new RetryTimer(0);
@@ -175,7 +217,7 @@ export class Redelivery {
       });
     } catch (err) {
       release();
-      throw err;
+      throw this.retryMoved(err);
     }
     if (delivery === null) {
       release();
@@ -205,8 +247,15 @@ export class Redelivery {
       const message = err instanceof Error ? err.message : String(err);
       this.rt.logger.debug({ session: d.id, kind: d.kind, repeats: d.repeats, err: message }, 'pipe: push failed');
       try {
-        await this.shardOf(d.id).write((tx) =>
-          this.failedIn(tx, d.id, d.kind, d.repeats, `push failed: ${message}`, this.now),
+        // Refused while the session's range moves: written again by the new routing.
+        await untilRouted(
+          this.rt,
+          this.ttlMs,
+          () =>
+            this.shardOf(d.id).write((tx) =>
+              this.failedIn(tx, d.id, d.kind, d.repeats, `push failed: ${message}`, this.now),
+            ),
+          () => false,
         );
       } catch (e) {
         // The lease timer brings the session back anyway.
@@ -234,6 +283,19 @@ export class Redelivery {
   private async onLease(timer: Timer, ctx: TimerContext): Promise<void> {
     const id = idOfTimer(timer);
     const shard = this.shardOf(id);
+    if (await this.elsewhere(timer, ctx, shard)) return;
+    await this.leaseIn(shard, id, ctx).catch((err: unknown) => {
+      throw this.retryMoved(err);
+    });
+  }
+
+  /** A write refused because the session's range is cutting over: the timer fires again shortly (not a failure). */
+  private retryMoved(err: unknown): unknown {
+    if (!isMillraceError(err, 'shard_moved')) return err;
+    return new RetryTimer(Math.min(1000, this.rt.config.scheduler.poll_ms));
+  }
+
+  private async leaseIn(shard: Shard, id: string, ctx: TimerContext): Promise<void> {
     await shard.write(async (tx) => {
       if (!(await ctx.completeIn(tx))) return;
       const rows = await tx.all<SessionRow>(SQL.leaseRead, [id]);

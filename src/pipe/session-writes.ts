@@ -1,8 +1,10 @@
+import { isMillraceError } from '../core/errors.js';
 import type { Runtime } from '../runtime.js';
 import type { Tx } from '../storage/port.js';
 import type { Shard } from '../storage/storage.js';
 import type { PipeConfig } from './config.js';
 import {
+  runExcept,
   runPlan,
   type CreateOp,
   type DeleteOp,
@@ -40,9 +42,44 @@ export class SessionWrites {
     return this.config.session_ttl_s * 1000;
   }
 
-  /** Applies a lane job's operations, each session's in arrival order; one outcome per operation. Safe to run again after a rollback. */
-  applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
-    return runPlan(ops, (run) => this.applyRun(tx, shard, run));
+  /**
+   * Applies a lane job's operations, each session's in arrival order; one
+   * outcome per operation. Safe to run again after a rollback. Where ranges
+   * can move, each session's key is checked against the shard's routing
+   * state in this transaction: an operation on a session the shard no
+   * longer owns, or is fencing for a split, is `moved` (nothing written;
+   * the caller retries by the new table) while the others go on.
+   */
+  async applyIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Outcome[]> {
+    const moved = await this.movedIn(tx, shard, ops);
+    return runExcept<LaneOp, Outcome>(ops, moved, 'moved', (kept) =>
+      runPlan(kept, (run) => this.applyRun(tx, shard, run)),
+    );
+  }
+
+  /** Ids of the operations' sessions that `shard` may not write now (see applyIn). */
+  private async movedIn(tx: Tx, shard: Shard, ops: readonly LaneOp[]): Promise<Set<string>> {
+    const moved = new Set<string>();
+    const storage = this.rt.storage;
+    if (!storage.guarded) return moved;
+    const base = shard.base;
+    const seen = new Set<string>();
+    for (const o of ops) {
+      if (seen.has(o.id)) continue;
+      seen.add(o.id);
+      const view = storage.shardFor(o.id);
+      if (view.name !== base.name || view.route === undefined) {
+        moved.add(o.id);
+        continue;
+      }
+      try {
+        await storage.checkRoute(tx, base, view.route);
+      } catch (err) {
+        if (!isMillraceError(err, 'shard_moved')) throw err;
+        moved.add(o.id);
+      }
+    }
+    return moved;
   }
 
   /** Applies operations in the order given: runs of one kind together. */

@@ -30,7 +30,7 @@ import type { Shard, Storage } from './storage.js';
  * - `fenced`: the source marks the range fenced under an exclusive lock of
  *   its routing row; from then on its writers refuse keys of the range
  *   (`shard_moved`, retryable). The last events and the movers' rows
- *   (machines, timers, tags, notifications) are copied.
+ *   (every face's keyed rows: see each face's `SplitMover`) are copied.
  * - `switched`: the target owns the range (epoch bumped, nodes notified).
  * - `cleanup`: the source drops the range; the moved rows are deleted there.
  * - `done`.
@@ -77,8 +77,6 @@ interface JobRow {
 }
 
 const BATCH = 500;
-/** Tables of keyed entities that no mover moves yet: a source holding any row of them is refused. */
-const UNMOVED_TABLES = ['pipe_sessions', 'schedules', 'bulk_jobs'];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 
@@ -312,8 +310,9 @@ export class Splitter {
           this.step('final-copy');
           await this.waitNumbered(source, job.fence_pos);
           while ((await this.copyEvents(source, target, job, inRange)) > 0) this.step('final-copy');
-          // Under the fence: a face that cannot move yet may have written to the source since the
-          // split began. Moving the range now would strand those rows, so the range stays here.
+          // Under the fence: a stream no face moves (e.g. a ledger account key too long to route by
+          // its stream name) may have been written since the split began. Moving the range now would
+          // strand it, so the range stays here.
           const unmovable = await this.checkMovable(source).then(
             () => undefined,
             (err: unknown) => (err instanceof Error ? err.message : String(err)),
@@ -550,25 +549,11 @@ export class Splitter {
   }
 
   /**
-   * Refuses a source holding what no mover moves yet: keyed rows of other
-   * faces, or log streams no mover claims. Moving only part of a key range's
-   * entities would strand the rest on the source, unreachable by routing.
+   * Refuses a source holding log streams no mover claims (every face's keyed
+   * rows have a mover): moving only part of a key range's entities would
+   * strand the rest on the source, unreachable by routing.
    */
   private async checkMovable(source: Shard): Promise<void> {
-    for (const table of UNMOVED_TABLES) {
-      const exists =
-        source.driver.dialect === 'sqlite'
-          ? await source.reader.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
-          : await source.reader.all('SELECT to_regclass(?) AS t WHERE to_regclass(?) IS NOT NULL', [table, table]);
-      if (exists.length === 0) continue;
-      const rows = await source.reader.all(`SELECT 1 AS x FROM ${table} LIMIT 1`);
-      if (rows.length > 0) {
-        throw invalid(
-          `shard ${source.name} holds rows of ${table}, which a split does not move yet (it moves machines); nothing was written`,
-          { shard: source.name, table },
-        );
-      }
-    }
     let after = '';
     for (;;) {
       const streams = await source.reader.all<{ stream: string }>(

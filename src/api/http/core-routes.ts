@@ -69,7 +69,7 @@ export function registerCoreRoutes(app: FastifyInstance, rt: Runtime): void {
       aborted: {
         type: 'string',
         description:
-          'Why the split ended without moving anything (phase aborted): the source took writes of a face that cannot move yet',
+          'Why the split ended without moving anything (phase aborted): the source took writes to a stream no face moves',
       },
       started_at: { type: 'string', format: 'date-time' },
       updated_at: { type: 'string', format: 'date-time' },
