@@ -133,7 +133,7 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
     // An attempt cut off by a restart may have stored its id-less events before the retry stored them again;
     // count what the topic holds, and wait for the live subscriber to have seen exactly that.
     let stored = 0;
-    for (let cursor: string | null = null; ; ) {
+    for (let cursor: string | null = null; ;) {
       const q: string = `/v1/bus/topics/orders/events?limit=500${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`;
       const page = await jsonRequest(node.url, 'GET', q);
       expect(page.status).toBe(200);
@@ -143,7 +143,11 @@ describe.each(DIALECTS)('bus subscribers see per-key publish order with ids over
       cursor = body.next_cursor;
     }
     expect(stored).toBeGreaterThanOrEqual(total);
-    await waitFor(() => new Set(seen.map((s) => `${s.shard}:${s.pos}`)).size === stored, 20_000, 'every stored event live');
+    await waitFor(
+      () => new Set(seen.map((s) => `${s.shard}:${s.pos}`)).size === stored,
+      20_000,
+      'every stored event live',
+    );
     expectPerKeyOrder(seen, 16);
     disconnect();
 
