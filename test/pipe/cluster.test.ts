@@ -66,5 +66,6 @@ describe.runIf(DIALECTS.includes('postgres'))('pipe on two nodes (postgres)', ()
       await handler.close();
       await env.cleanup();
     }
-  });
+    // Longer than the 60 s wait for the sessions above, so that a slow box reports what it waited for.
+  }, 180_000);
 });
