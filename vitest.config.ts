@@ -42,6 +42,7 @@ const SERIAL = [
   'test/ops/cluster.test.ts',
   'test/ops/exporter-pause.test.ts',
   'test/ops/pause.test.ts',
+  'test/pipe/cluster.test.ts',
   'test/pipe/pipe.test.ts',
 ];
 
