@@ -51,7 +51,7 @@ describe.runIf(DIALECTS.includes('postgres'))('pipe on two nodes (postgres)', ()
           );
           return rows[0]!.n === 0;
         },
-        60_000,
+        150_000,
         'every session to be handled',
       );
       expect(overlaps).toBe(0);
@@ -66,5 +66,6 @@ describe.runIf(DIALECTS.includes('postgres'))('pipe on two nodes (postgres)', ()
       await handler.close();
       await env.cleanup();
     }
-  });
+    // Longer than the wait for the sessions above, so that a slow box reports what it waited for.
+  }, 200_000);
 });

@@ -9,7 +9,9 @@ import { loadConfig } from '../../src/core/config.js';
 import { createTestEnv, DIALECTS, waitFor, type TestEnv } from '../support/env.js';
 import { HandlerServer } from './support.js';
 
-const TARGET = 10_000;
+// The client's 400 writers are mid-session when the kill comes, whatever the target; 2,000 finished sessions
+// go through the same paths (open, appends, store, restart, push) as 10,000 did, in a fifth of the time.
+const TARGET = 2_000;
 
 interface Acks {
   opened: Set<string>;
