@@ -31,9 +31,13 @@ const SERIAL = [
   'test/pipe/crash.test.ts',
   'test/storage/backup.test.ts',
   'test/storage/split-crash.test.ts',
+  'test/storage/split-bus-crash.test.ts',
+  'test/storage/split-ledger.test.ts',
+  'test/storage/split-pipe-crash.test.ts',
   // chromium.
   'test/api/newcomer.test.ts',
   'test/ui/console.test.ts',
+  'test/ui/shards.test.ts',
   // Role hand-over within short leases, timers and TTLs, or silence for a while as the proof of a pause.
   'test/log/cluster-idle.test.ts',
   'test/log/retention-job.test.ts',
@@ -44,6 +48,11 @@ const SERIAL = [
   'test/ops/pause.test.ts',
   'test/pipe/cluster.test.ts',
   'test/pipe/pipe.test.ts',
+  // A split under load with a second node following by its routing re-reads, leases and schedule fires.
+  'test/storage/split.test.ts',
+  'test/storage/split-bus.test.ts',
+  'test/storage/split-ops.test.ts',
+  'test/storage/split-pipe.test.ts',
 ];
 
 export default defineConfig({
