@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import { Histogram } from 'prom-client';
+import { sleep } from '../../core/clock.js';
 import { MillraceError } from '../../core/errors.js';
 import { toHttpError } from './http-errors.js';
 import type { Runtime } from '../../runtime.js';
@@ -21,6 +22,15 @@ import { requestLogger } from './request-log.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
+}
+
+/** Runs of a request refused `shard_moved` (its key's range was moving): waits of 25, 50, …, 400 ms between, about 2 s in all. */
+export const MOVED_RETRIES = 8;
+const MOVED_RETRY_BASE_MS = 25;
+const MOVED_RETRY_MAX_MS = 400;
+
+function isMovedRetry(err: unknown, attempt: number): boolean {
+  return err instanceof MillraceError && err.code === 'shard_moved' && attempt < MOVED_RETRIES;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -78,6 +88,24 @@ export async function buildHttpServer(
   app.setValidatorCompiler(({ schema, httpPart }) =>
     httpPart === 'body' ? strict.compile(schema) : lenient.compile(schema),
   );
+
+  // A request routed by a table older than its shard's is refused `shard_moved` with nothing written
+  // (a shard split moved or is moving its key): the node re-reads routing and runs it again against the
+  // new table, answering `shard_moved` (retryable) only if the cut-over outlasts the retries.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler;
+    route.handler = async function (this: FastifyInstance, req, reply) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return (await handler.call(this, req, reply)) as unknown;
+        } catch (err) {
+          if (!isMovedRetry(err, attempt) || reply.sent || reply.raw.headersSent) throw err;
+          await rt.storage.refreshRouting();
+          await sleep(Math.min(MOVED_RETRY_MAX_MS, MOVED_RETRY_BASE_MS * 2 ** (attempt - 1)));
+        }
+      }
+    };
+  });
 
   await registerOpenApi(app);
 
