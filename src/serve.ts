@@ -135,7 +135,9 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
     for (const f of faces) await f.start();
     await http.listen({ host: config.http.host, port: config.http.port });
     if (config.grpc.enabled)
-      grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls);
+      grpc = await startGrpcServer(faces, config.grpc.host, config.grpc.port, access, config.grpc.tls, () =>
+        runtime.storage.refreshRouting(),
+      );
   } catch (err) {
     // The start failed with the error rethrown below; stopping what did start is best effort.
     await stopAll().catch(() => {});

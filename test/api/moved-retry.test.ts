@@ -6,7 +6,12 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildHttpServer, MOVED_RETRIES } from '../../src/api/http/server.js';
+import { buildHttpServer } from '../../src/api/http/server.js';
+import { MOVED_RETRIES } from '../../src/core/moved-retry.js';
+import type { Server, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { guardedServer } from '../../src/api/grpc/access.js';
+import { toGrpcError } from '../../src/api/grpc/errors.js';
+import { Access, OPEN_SETTINGS } from '../../src/auth/access.js';
 import { MillraceError } from '../../src/core/errors.js';
 import { Runtime } from '../../src/runtime.js';
 import { createTestEnv, type TestEnv } from '../support/env.js';
@@ -78,5 +83,59 @@ describe('a request refused shard_moved is run again by the node', () => {
     expect(runs.get('other')).toBe(1);
     await app.inject({ method: 'GET', url: '/test/begun' });
     expect(runs.get('begun')).toBe(1);
+  });
+});
+
+describe('a unary gRPC call refused shard_moved is run again by the node', () => {
+  type Cb = (err: unknown, res?: unknown) => void;
+  /** A service of one method, served through the access layer with a routing re-read that counts its calls. */
+  const serve = (method: { requestStream: boolean }, fail: number) => {
+    let runs = 0;
+    let refreshes = 0;
+    let impl: UntypedServiceImplementation = {};
+    const fake = {
+      addService: (_d: ServiceDefinition, i: UntypedServiceImplementation) => (impl = i),
+    } as unknown as Server;
+    const def = {
+      Do: { path: '/test.T/Do', requestStream: method.requestStream, responseStream: false },
+    } as unknown as ServiceDefinition;
+    guardedServer(fake, new Access(OPEN_SETTINGS, null), () => {
+      refreshes++;
+      return Promise.resolve();
+    }).addService(def, {
+      Do: (_call: unknown, cb: Cb) => {
+        runs++;
+        // The faces answer errors as gRPC statuses (the error-code trailer names the code).
+        if (runs <= fail) cb(toGrpcError(new MillraceError('shard_moved', 'moved; retry')));
+        else cb(null, { runs });
+      },
+    } as unknown as UntypedServiceImplementation);
+    const call = async (): Promise<{ err: unknown; res: unknown }> =>
+      new Promise((resolve) => {
+        const c = { metadata: { get: () => [] }, request: {}, cancelled: false, emit: () => true };
+        (impl.Do as unknown as (c: unknown, cb: Cb) => void)(c, (err, res) => resolve({ err, res }));
+      });
+    return { call, runs: () => runs, refreshes: () => refreshes };
+  };
+
+  it('runs it again after re-reading routing, and answers the run that passed', async () => {
+    const s = serve({ requestStream: false }, 2);
+    const r = await s.call();
+    expect([r.err, r.res]).toEqual([null, { runs: 3 }]);
+    expect(s.refreshes()).toBe(2);
+  });
+
+  it('answers shard_moved once the cut-over outlasts the retries', async () => {
+    const s = serve({ requestStream: false }, 1000);
+    const r = await s.call();
+    expect((r.err as { metadata: { get(k: string): unknown[] } }).metadata.get('error-code')).toEqual(['shard_moved']);
+    expect(s.runs()).toBe(MOVED_RETRIES);
+  });
+
+  it('does not run a client-streaming call again (its messages are read)', async () => {
+    const s = serve({ requestStream: true }, 1);
+    const r = await s.call();
+    expect((r.err as { metadata: { get(k: string): unknown[] } }).metadata.get('error-code')).toEqual(['shard_moved']);
+    expect(s.runs()).toBe(1);
   });
 });

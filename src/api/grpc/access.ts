@@ -8,7 +8,9 @@ import {
   type PermissionRule,
   type Rule,
 } from '../../auth/permissions.js';
+import { sleep } from '../../core/clock.js';
 import { MillraceError } from '../../core/errors.js';
+import { isShardMoved, MOVED_RETRIES, movedRetryDelayMs } from '../../core/moved-retry.js';
 import { holds, type Principal } from '../../core/principal.js';
 import { toGrpcError } from './errors.js';
 import { attachGuard, type CallGuard } from './call-guard.js';
@@ -65,7 +67,7 @@ type Handler = (call: AnyCall, cb?: (err: unknown, ...rest: unknown[]) => void) 
  * handler through `callGuard(call)`. A method missing from the table is
  * refused to everyone when authentication is on.
  */
-export function guardedServer(server: Server, access: Access): Server {
+export function guardedServer(server: Server, access: Access, refreshRouting?: () => Promise<void>): Server {
   const view = Object.create(server) as Server;
   view.addService = (def: ServiceDefinition, impl: UntypedServiceImplementation) => {
     const wrapped: UntypedServiceImplementation = {};
@@ -75,6 +77,8 @@ export function guardedServer(server: Server, access: Access): Server {
       const handler = fn as unknown as Handler;
       const rule = grpcRule(m.path);
       const unaryAnswer = !m.responseStream;
+      // A unary call refused `shard_moved` (nothing written) runs again against re-read routing (see moved-retry.ts).
+      const rerunnable = unaryAnswer && !m.requestStream && refreshRouting !== undefined;
       wrapped[name] = ((call: AnyCall, cb?: (err: unknown, ...rest: unknown[]) => void) => {
         const refuse = (err: unknown) => {
           const e = toGrpcError(err);
@@ -95,7 +99,21 @@ export function guardedServer(server: Server, access: Access): Server {
           }
           attachGuard(call, guardFor(principal, rule, access));
         })().then(() => {
-          if (!call.cancelled) handler(call, cb);
+          if (call.cancelled) return;
+          if (!rerunnable || cb === undefined) return handler(call, cb);
+          const run = (attempt: number): void =>
+            handler(call, (err: unknown, ...rest: unknown[]) => {
+              if (err == null || !isShardMoved(err) || attempt >= MOVED_RETRIES || call.cancelled)
+                return cb(err, ...rest);
+              refreshRouting!()
+                .then(() => sleep(movedRetryDelayMs(attempt)))
+                .then(
+                  () => run(attempt + 1),
+                  // Routing could not be re-read: the refusal is the answer (retryable).
+                  () => cb(err, ...rest),
+                );
+            });
+          run(1);
         }, refuse);
       }) as unknown as UntypedServiceImplementation[string];
     }

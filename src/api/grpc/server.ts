@@ -45,12 +45,14 @@ export async function startGrpcServer(
   port: number,
   access: Access = new Access(OPEN_SETTINGS, null),
   tls?: GrpcTls,
+  /** Re-reads shard routing: given, a unary call refused `shard_moved` runs again (src/core/moved-retry.ts). */
+  refreshRouting?: () => Promise<void>,
 ): Promise<{ server: Server; port: number } | null> {
   const credentials = grpcCredentials(tls);
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   // Every call passes the access check first; traced: each call gets a server span under
   // the traceparent metadata of the call (wrapped only when telemetry is on).
-  const guarded = guardedServer(server, access);
+  const guarded = guardedServer(server, access, refreshRouting);
   const target = telemetryEnabled() ? tracedServer(guarded) : guarded;
   let services = 0;
   for (const f of faces) if (registerFaceServices(target, f)) services++;

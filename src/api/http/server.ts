@@ -6,6 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import { Histogram } from 'prom-client';
 import { sleep } from '../../core/clock.js';
 import { MillraceError } from '../../core/errors.js';
+import { isShardMoved, MOVED_RETRIES, movedRetryDelayMs } from '../../core/moved-retry.js';
 import { toHttpError } from './http-errors.js';
 import type { Runtime } from '../../runtime.js';
 import { registerCoreRoutes } from './core-routes.js';
@@ -22,15 +23,6 @@ import { requestLogger } from './request-log.js';
 
 export interface HttpPlugin {
   (app: FastifyInstance): void | Promise<void>;
-}
-
-/** Runs of a request refused `shard_moved` (its key's range was moving): waits of 25, 50, …, 400 ms between, about 2 s in all. */
-export const MOVED_RETRIES = 8;
-const MOVED_RETRY_BASE_MS = 25;
-const MOVED_RETRY_MAX_MS = 400;
-
-function isMovedRetry(err: unknown, attempt: number): boolean {
-  return err instanceof MillraceError && err.code === 'shard_moved' && attempt < MOVED_RETRIES;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -99,9 +91,9 @@ export async function buildHttpServer(
         try {
           return (await handler.call(this, req, reply)) as unknown;
         } catch (err) {
-          if (!isMovedRetry(err, attempt) || reply.sent || reply.raw.headersSent) throw err;
+          if (!isShardMoved(err) || attempt >= MOVED_RETRIES || reply.sent || reply.raw.headersSent) throw err;
           await rt.storage.refreshRouting();
-          await sleep(Math.min(MOVED_RETRY_MAX_MS, MOVED_RETRY_BASE_MS * 2 ** (attempt - 1)));
+          await sleep(movedRetryDelayMs(attempt));
         }
       }
     };
