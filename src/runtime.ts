@@ -143,7 +143,9 @@ export class Runtime {
     const movers = [
       AUDIT_SPLIT_MOVER,
       ...BUILT_IN_FACE_SPECS.flatMap((f: FaceSpec) =>
-        f.splitMover === undefined ? [] : [f.splitMover.configured?.(config) ?? f.splitMover],
+        f.splitMover === undefined
+          ? []
+          : [f.splitMover.configured?.(config[f.config.key as keyof Config]) ?? f.splitMover],
       ),
     ];
     this.splitter = new Splitter(storage, log, {

@@ -7,7 +7,8 @@ import type { Runtime } from '../runtime.js';
 import type { ExporterConfig } from '../bus/config.js';
 import type { LogEvent } from '../log/log.js';
 import type { Consumer } from '../log/cursor.js';
-import { topicOfStream, type TopicMeta } from '../bus/publisher.js';
+import type { TopicMeta } from '../bus/publisher.js';
+import { topicOfStream } from '../bus/stream-names.js';
 import { readShardGates, type ShardGates } from '../bus/split-gate.js';
 import { sleepUnless } from '../core/waker.js';
 

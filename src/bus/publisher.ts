@@ -41,13 +41,6 @@ const MAX_BATCH = 10_000;
 
 export const topicStream = (topic: string, key: string): string => `t/${topic}/${key}`;
 
-/** The topic of a stream written by the bus, or null for any other stream. */
-export function topicOfStream(stream: string): string | null {
-  if (!stream.startsWith('t/')) return null;
-  const i = stream.indexOf('/', 2);
-  return i < 0 ? null : stream.slice(2, i);
-}
-
 interface Prepared {
   index: number;
   stream: string;

@@ -1,7 +1,7 @@
 import type { DialectName, Queryable, Row, Tx } from '../storage/port.js';
 import type { SplitContext, SplitMover } from '../storage/split-mover.js';
 import { CLAIM } from './bus-sql.js';
-import { topicOfStream } from './publisher.js';
+import { topicOfStream } from './stream-names.js';
 
 /**
  * What a shard split moves of the bus, by shard key:

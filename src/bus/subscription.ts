@@ -3,7 +3,8 @@ import { badRequest, MillraceError } from '../core/errors.js';
 import type { LogEvent } from '../log/log.js';
 import type { BusConfig } from './config.js';
 import { TOPIC_NAME } from './config.js';
-import { topicOfStream, type TopicMeta } from './publisher.js';
+import type { TopicMeta } from './publisher.js';
+import { topicOfStream } from './stream-names.js';
 
 export const SUBSCRIPTION_NAME = /^[A-Za-z0-9._-]{1,150}$/;
 

@@ -1,6 +1,6 @@
-import type { Config } from '../core/config.js';
 import type { DialectName, Queryable, Row, Tx } from '../storage/port.js';
 import type { SplitMover } from '../storage/split-mover.js';
+import type { LedgerConfig } from './config.js';
 import { ledgerSql as sql } from './ledger-sql.js';
 import { AGGREGATOR_CURSOR } from './ledger-types.js';
 
@@ -201,7 +201,8 @@ export function ledgerSplitMover(types: Types): SplitMover {
     keyOfStream,
     copyRows,
     dropRows,
-    configured: (config: Config) => ledgerSplitMover(config.ledger),
+    // The runtime hands the ledger section as `ledgerConfigSchema` parsed it.
+    configured: (section: unknown) => ledgerSplitMover(section as LedgerConfig),
   };
 }
 

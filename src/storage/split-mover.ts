@@ -1,4 +1,3 @@
-import type { Config } from '../core/config.js';
 import type { DialectName, Queryable, Tx } from './port.js';
 
 /** The split a mover works for: its job id and the names of its shards. */
@@ -34,10 +33,11 @@ export interface SplitMover {
   /** Deletes the source's rows of keys in range, in the source's transaction. */
   dropRows(source: Tx, inRange: (key: readonly string[] | string) => boolean): Promise<number>;
   /**
-   * Optional: the mover for a node's configuration, where shard keys depend
-   * on it (the ledger's configured types); the runtime hands the splitter this.
+   * Optional: the mover for the face's own config section (as the face's
+   * schema parsed it), where shard keys depend on it (the ledger's configured
+   * types); the runtime hands the splitter this.
    */
-  configured?(config: Config): SplitMover;
+  configured?(section: unknown): SplitMover;
   /**
    * Optional: in the target's transaction that makes it own the range (every
    * imported event is on the target and numbered; nothing else is there yet).
