@@ -97,10 +97,13 @@ export async function startNode(config: Config, opts: StartOptions = {}): Promis
       // would hold the server open. Sweep those until in-flight requests drain.
       const server = http.server;
       const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      // What is still in flight after the drain time (http.drain_timeout_ms) is cut off.
+      const cutOff = setTimeout(() => server.closeAllConnections(), config.http.drain_timeout_ms);
       try {
         await http.close();
       } finally {
         clearInterval(sweep);
+        clearTimeout(cutOff);
       }
     }
     for (const f of [...faces].reverse()) await f.stop();
