@@ -2,7 +2,6 @@ import type { FaceSpec } from '../face-spec.js';
 import { OPS_ERRORS } from './errors.js';
 import { OPS_MIGRATIONS } from './migrations.js';
 import { schedulesConfigSchema } from './schedule-spec.js';
-import { OPS_SPLIT_MOVER } from './split-mover.js';
 
 /** What the ops face (schedules, bulk jobs, pause and resume) declares to the runtime; its config section is `schedules`. */
 export const opsSpec = {
@@ -10,5 +9,4 @@ export const opsSpec = {
   migrations: OPS_MIGRATIONS,
   errors: OPS_ERRORS,
   config: { key: 'schedules', schema: schedulesConfigSchema },
-  splitMover: OPS_SPLIT_MOVER,
 } as const satisfies FaceSpec;

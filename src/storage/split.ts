@@ -77,6 +77,8 @@ interface JobRow {
 }
 
 const BATCH = 500;
+/** Tables of keyed entities that no mover moves yet (schedules, bulk jobs): a source holding any row of them is refused. */
+const UNMOVED_TABLES = ['schedules', 'bulk_jobs'];
 /** Copy rounds stop for the fence once one round found fewer moved events than this. */
 const CATCH_UP_LEFT = 200;
 
@@ -549,11 +551,25 @@ export class Splitter {
   }
 
   /**
-   * Refuses a source holding log streams no mover claims (every face's keyed
-   * rows have a mover): moving only part of a key range's entities would
+   * Refuses a source holding rows no mover moves yet (schedules, bulk jobs)
+   * or log streams no mover claims: moving only part of a key range's entities would
    * strand the rest on the source, unreachable by routing.
    */
   private async checkMovable(source: Shard): Promise<void> {
+    for (const table of UNMOVED_TABLES) {
+      const exists =
+        source.driver.dialect === 'sqlite'
+          ? await source.reader.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
+          : await source.reader.all('SELECT to_regclass(?) AS t WHERE to_regclass(?) IS NOT NULL', [table, table]);
+      if (exists.length === 0) continue;
+      const rows = await source.reader.all(`SELECT 1 AS x FROM ${table} LIMIT 1`);
+      if (rows.length > 0) {
+        throw invalid(
+          `shard ${source.name} holds rows of ${table}, which a split does not move yet; nothing was written`,
+          { shard: source.name, table },
+        );
+      }
+    }
     let after = '';
     for (;;) {
       const streams = await source.reader.all<{ stream: string }>(
